@@ -1,0 +1,273 @@
+"""The evaluator contract, and a helper base for evaluators that score one image at a time.
+
+An evaluator is a class with a declared config dataclass and a batched ``predict``::
+
+    @dataclass(frozen=True)
+    class MyConfig(EvaluatorConfig):
+        model_path: str = "org/model"
+
+    class MyReward(ScalarEvaluator):
+        kind = "scalar"; uses_references = False; needs = ("gpu", "weights")
+        Config = MyConfig
+        def setup(self): self.model = load(self.config.model_path, self.runtime.device)
+        def score(self, requests): return [self.model(r.prompt, r.image.open()) for r in requests]
+
+The runner calls, in order: ``check_requirements(config)`` (fail fast, nothing loaded), the
+constructor, ``setup()`` (only when there is work to do), then ``predict`` on batches of episodes
+whose target gold is hidden. ``predict`` returns one :class:`Prediction` per episode, in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Hashable, Literal, Mapping, Optional, Sequence
+
+from pigbench.protocol import Episode, ImageRef, Label, Prediction, ReferencePair, label_from_delta
+
+Kind = Literal["baseline", "scalar", "similarity", "judge", "reasoning"]
+Need = Literal["gpu", "weights", "api-key", "network"]
+
+
+class RequirementError(RuntimeError):
+    """Something the evaluator needs is missing. The message says what, and how to get it."""
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    """Base of every evaluator's config. Fields must be JSON-serializable scalars, lists or dicts.
+
+    The config hash identifies a run's predictions (with the evaluator name and version): change
+    a field and cached predictions are not reused.
+    """
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str]) -> "EvaluatorConfig":
+        """Build from ``key=value`` strings (``--option``), converting each by the field's default type."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in options.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                known = ", ".join(sorted(fields)) or "none"
+                raise ValueError(f"unknown option {key!r} for {cls.__qualname__} (options: {known})")
+            kwargs[name] = _convert(raw, fields[name], cls)
+        return cls(**kwargs)
+
+    def hash(self, evaluator_name: str, version: str) -> str:
+        payload = json.dumps(
+            {"evaluator": evaluator_name, "version": version, "config": self.to_json()}, sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _convert(raw: str, f: dataclasses.Field, owner: type) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else None
+    typ = type(default) if default is not None else None
+    try:
+        if typ is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if typ in (int, float):
+            return typ(raw)
+        if typ in (list, tuple, dict) or (isinstance(default, (list, tuple, dict))):
+            return json.loads(raw)
+        if raw.lower() in ("none", "null") and default is None:
+            return None
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"option {f.name}={raw!r} for {owner.__qualname__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How to run, not what to compute: never part of the config hash."""
+
+    device: str = "cpu"
+    batch_size: int = 16
+    num_workers: int = 0
+
+
+class Evaluator(ABC):
+    """Base class of all evaluators. Subclasses set the class attributes and implement ``predict``."""
+
+    name: ClassVar[str] = ""  # set by the registry
+    version: ClassVar[str] = "1"  # bump when outputs change for the same config
+    kind: ClassVar[Kind] = "baseline"
+    uses_references: ClassVar[bool] = False
+    needs: ClassVar[tuple[Need, ...]] = ()
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[EvaluatorConfig]] = EvaluatorConfig
+
+    def __init__(self, config: Optional[EvaluatorConfig] = None, runtime: Optional[Runtime] = None) -> None:
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise TypeError(f"{type(self).__name__} expects a {self.Config.__qualname__}, got {type(self.config).__name__}")
+        self.runtime = runtime or Runtime()
+
+    @classmethod
+    def check_requirements(cls, config: EvaluatorConfig) -> None:
+        """Raise :class:`RequirementError` if a package, weight file or key is missing. Loads nothing."""
+
+    def setup(self) -> None:
+        """Load models. Called once, before the first ``predict``, only when there is work to do."""
+
+    @abstractmethod
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        """One prediction per episode, in order. Episodes carry no gold label."""
+
+    def provenance(self) -> dict[str, Any]:
+        """Model ids or paths and their revisions or file hashes, dtype: recorded in the results."""
+        return {}
+
+    @property
+    def config_hash(self) -> str:
+        return self.config.hash(self.name, self.version)
+
+
+def require_packages(evaluator: str, *modules: str, extra: str = "models") -> None:
+    """Fail fast when an optional package is not installed, saying which extra provides it."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RequirementError(
+            f"{evaluator} needs the Python package(s) {', '.join(missing)}; "
+            f"install them with: pip install 'pigbench[{extra}]'"
+        )
+
+
+def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str) -> None:
+    """Fail fast when ``path`` is neither a local file/dir nor loadable from the hub under offline mode.
+
+    Hub ids are accepted when the network may be used; with ``HF_HUB_OFFLINE=1`` they must be in
+    the local cache. The message names the flag and environment variable that point to a local copy.
+    """
+    if os.path.exists(path):
+        return
+    looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 2)[-1]
+    if looks_local or path.count("/") != 1:
+        raise RequirementError(
+            f"{evaluator}: {what} not found at {path!r}. Download it and pass its location with "
+            f"--model-path or the environment variable {env_var}."
+        )
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        try:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(path, local_files_only=True)
+        except Exception:
+            raise RequirementError(
+                f"{evaluator}: {what} {path!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1. "
+                f"Run `huggingface-cli download {path}` on a machine with internet, or pass a local copy "
+                f"with --model-path or {env_var}."
+            ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Scalar scorers: score each (image, context) once, turn score pairs into predictions with tau.
+
+
+@dataclass(frozen=True)
+class ScalarConfig(EvaluatorConfig):
+    """Config shared by scalar scorers. ``tie_threshold`` is tau of the protocol (raw-score units)."""
+
+    tie_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One image to score. ``references`` is empty for evaluators with ``uses_references = False``."""
+
+    image: ImageRef
+    prompt: str
+    references: tuple[ReferencePair, ...] = field(default=())
+
+
+class ScalarEvaluator(Evaluator):
+    """Base for evaluators that give each image a real score; delta = s(A) - s(B).
+
+    Subclasses implement :meth:`score`. Each distinct (image content, prompt, references) is
+    scored once per batch of episodes and memoized for the evaluator's lifetime. An image that
+    fails to score gives a NaN score and therefore an INVALID prediction carrying the error.
+    """
+
+    kind: ClassVar[Kind] = "scalar"
+    uses_prompt: ClassVar[bool] = True
+    Config: ClassVar[type[EvaluatorConfig]] = ScalarConfig
+
+    def __init__(self, config: Optional[EvaluatorConfig] = None, runtime: Optional[Runtime] = None) -> None:
+        super().__init__(config, runtime)
+        self._memo: dict[Hashable, tuple[float, Optional[str]]] = {}
+        self.scored_count = 0  # distinct requests actually passed to ``score``
+
+    @abstractmethod
+    def score(self, requests: Sequence[ScoreRequest]) -> Sequence[float]:
+        """One float per request (higher = better for this user). May raise; see class docstring."""
+
+    def request_key(self, request: ScoreRequest) -> Hashable:
+        """What makes two requests the same score. Override to widen sharing (e.g. ignore prompt)."""
+        refs = tuple((r.preferred.content_hash, r.rejected.content_hash) for r in request.references)
+        return (request.image.content_hash, request.prompt if self.uses_prompt else None, refs)
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        pending: dict[Hashable, ScoreRequest] = {}
+        pairs = []
+        for ep in episodes:
+            refs = ep.references if self.uses_references else ()
+            reqs = [ScoreRequest(img, ep.target.prompt, refs) for img in (ep.target.image_a, ep.target.image_b)]
+            keys = [self.request_key(r) for r in reqs]
+            for k, r in zip(keys, reqs):
+                if k not in self._memo:
+                    pending.setdefault(k, r)
+            pairs.append(keys)
+        self._score_pending(pending)
+        tau = getattr(self.config, "tie_threshold", 0.0)
+        out = []
+        for ep, (ka, kb) in zip(episodes, pairs):
+            (sa, ea), (sb, eb) = self._memo[ka], self._memo[kb]
+            err = ea or eb
+            label = Label.INVALID if err else label_from_delta(sa - sb, tau)
+            if label == Label.INVALID and not err:
+                err = "score is NaN"
+            out.append(Prediction(ep.sample_id, label, score_a=_finite(sa), score_b=_finite(sb), error=err))
+        return out
+
+    def _score_pending(self, pending: dict[Hashable, ScoreRequest]) -> None:
+        keys = list(pending)
+        bs = max(1, self.runtime.batch_size)
+        for i in range(0, len(keys), bs):
+            chunk = keys[i : i + bs]
+            try:
+                scores = list(self.score([pending[k] for k in chunk]))
+                if len(scores) != len(chunk):
+                    raise RuntimeError(f"score() returned {len(scores)} scores for {len(chunk)} requests")
+                self.scored_count += len(chunk)
+                for k, s in zip(chunk, scores):
+                    self._memo[k] = (float(s), None)
+            except Exception:  # isolate the failing request(s), one by one
+                for k in chunk:
+                    self._score_one(k, pending[k])
+
+    def _score_one(self, key: Hashable, request: ScoreRequest) -> None:
+        try:
+            (s,) = self.score([request])
+            self.scored_count += 1
+            self._memo[key] = (float(s), None)
+        except Exception as exc:
+            self._memo[key] = (math.nan, f"{type(exc).__name__}: {exc}")
+
+
+def _finite(x: float) -> Optional[float]:
+    return x if math.isfinite(x) else None
