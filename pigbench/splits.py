@@ -39,6 +39,16 @@ class SplitResult:
     skipped_users: Counter = field(default_factory=Counter)  # reason -> users
     skipped_records: Counter = field(default_factory=Counter)  # reason -> records or target pairs
     skip_examples: dict[str, list[str]] = field(default_factory=dict)
+    targets_before_limit: Optional[int] = None  # set by :meth:`limit`
+
+    def limit(self, n: Optional[int]) -> None:
+        """Keep only the first ``n`` targets (in split order); fingerprint and user count follow."""
+        if n is None or n >= len(self.episodes):
+            return
+        self.targets_before_limit = len(self.episodes)
+        self.episodes = self.episodes[:n]
+        self.fingerprint = fingerprint(self.episodes)
+        self.users = len({e.user_id for e in self.episodes})
 
     def note(self, counter: Counter, reason: str, where: str) -> None:
         counter[reason] += 1
@@ -54,6 +64,7 @@ class SplitResult:
             "fingerprint": self.fingerprint,
             "users": self.users,
             "targets": len(self.episodes),
+            "targets_before_limit": self.targets_before_limit or len(self.episodes),
             "skipped_users": dict(self.skipped_users),
             "skipped_records": dict(self.skipped_records),
             "skip_examples": self.skip_examples,

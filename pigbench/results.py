@@ -1,0 +1,238 @@
+"""The results file: its schema (documented field by field), writing, loading and validation.
+
+A run writes two files under ``<output>/<dataset>/``::
+
+    <evaluator>[__<variant>].json                 metrics, per-user table, provenance
+    <evaluator>[__<variant>].predictions.jsonl    one line per target: sample_id, user_id, gold, prediction
+
+The JSON points to the JSONL by relative path and SHA-256. :func:`validate_results` recomputes
+every metric from the JSONL alone and reports any mismatch; the leaderboard admits only files
+that pass it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+
+from pigbench.metrics import Judged, compute_metrics, metrics_close
+from pigbench.protocol import Label, Prediction
+
+SCHEMA_VERSION = "1.0"
+
+_ACC = {
+    "type": "object",
+    "description": "An accuracy in percent: micro average over targets (headline), macro over users, 95% CIs.",
+    "required": ["micro", "micro_ci95", "macro", "macro_ci95"],
+    "properties": {
+        "micro": {"type": ["number", "null"], "description": "mean over targets, in percent"},
+        "micro_ci95": {"type": ["array", "null"], "description": "[low, high] cluster-bootstrap CI, percent"},
+        "macro": {"type": ["number", "null"], "description": "mean of per-user accuracies, in percent"},
+        "macro_ci95": {"type": ["array", "null"], "description": "[low, high] cluster-bootstrap CI, percent"},
+    },
+}
+
+RESULTS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": f"pigbench results file, schema version {SCHEMA_VERSION}",
+    "type": "object",
+    "required": ["schema_version", "evaluator", "dataset", "split", "metrics", "predictions", "provenance"],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION, "description": "version of this schema"},
+        "evaluator": {
+            "type": "object",
+            "description": "what was evaluated",
+            "required": ["name", "version", "kind", "uses_references", "config", "config_hash"],
+            "properties": {
+                "name": {"type": "string", "description": "registry name, e.g. 'pickscore'"},
+                "variant": {"type": ["string", "null"], "description": "file-name suffix distinguishing runs"},
+                "version": {"type": "string", "description": "evaluator implementation version"},
+                "kind": {"enum": ["baseline", "scalar", "similarity", "judge", "reasoning"]},
+                "uses_references": {"type": "boolean", "description": "whether it reads the user's references"},
+                "config": {"type": "object", "description": "the full evaluator config dataclass"},
+                "config_hash": {"type": "string", "description": "hash of name, version and config"},
+                "tie_threshold": {"type": ["number", "null"], "description": "tau applied to score deltas"},
+                "tie_threshold_source": {"type": "string", "description": "'fixed' or how tau was calibrated"},
+                "swap": {"type": "boolean", "description": "position swap run (both orders asked)"},
+                "models": {"type": "object", "description": "model ids/paths with revisions or file hashes"},
+            },
+        },
+        "dataset": {
+            "type": "object",
+            "description": "where the data came from",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "source": {"type": "object", "description": "source files or hub revision (adapter provenance)"},
+            },
+        },
+        "split": {
+            "type": "object",
+            "description": "the per-user split: two results are comparable only if fingerprints match",
+            "required": ["seed", "reference_size", "fingerprint", "users", "targets"],
+            "properties": {
+                "seed": {"type": "integer"},
+                "reference_size": {"type": ["integer", "string"], "description": "K, or 'dynamic'"},
+                "fingerprint": {"type": "string", "description": "hash of ordered sample ids, reference ids, golds"},
+                "users": {"type": "integer"},
+                "targets": {"type": "integer", "description": "targets evaluated (after --limit)"},
+                "targets_before_limit": {"type": "integer"},
+                "skipped_users": {"type": "object", "description": "reason -> count"},
+                "skipped_records": {"type": "object", "description": "reason -> count"},
+                "skip_examples": {"type": "object", "description": "reason -> a few offending ids"},
+            },
+        },
+        "metrics": {
+            "type": "object",
+            "description": "all metrics of protocol section 4, recomputable from the predictions",
+            "required": ["n", "n_decisive_gold", "gold_ties", "users", "predicted_tie_rate", "invalid_rate",
+                         "coverage", "acc_w_tie", "acc_wo_tie", "decisive_acc", "bootstrap", "per_user"],
+            "properties": {
+                "n": {"type": "integer", "description": "targets N"},
+                "n_decisive_gold": {"type": "integer", "description": "|S|, targets whose gold is not TIE"},
+                "gold_ties": {"type": "integer"},
+                "users": {"type": "integer"},
+                "predicted_tie_rate": {"type": "number"},
+                "invalid_rate": {"type": "number"},
+                "coverage": {"type": ["number", "null"], "description": "share of S with a decisive prediction"},
+                "swap_inconsistency_rate": {"type": ["number", "null"]},
+                "acc_w_tie": _ACC,
+                "acc_wo_tie": _ACC,
+                "decisive_acc": _ACC,
+                "bootstrap": {"type": "object", "description": "resamples, seed, unit ('user'), level"},
+                "per_user": {"type": "array", "description": "per-user n and accuracies"},
+            },
+        },
+        "failures": {
+            "type": "object",
+            "description": "samples whose prediction is INVALID because of an error: count and reasons",
+            "properties": {"count": {"type": "integer"}, "reasons": {"type": "object"}},
+        },
+        "predictions": {
+            "type": "object",
+            "description": "the per-sample predictions file",
+            "required": ["path", "sha256", "count"],
+            "properties": {
+                "path": {"type": "string", "description": "relative to this file's directory"},
+                "sha256": {"type": "string"},
+                "count": {"type": "integer"},
+            },
+        },
+        "provenance": {
+            "type": "object",
+            "description": "what ran, where and how",
+            "required": ["pigbench_version", "git_commit", "created_at", "hardware", "batch_size", "wall_time_s"],
+            "properties": {
+                "pigbench_version": {"type": "string"},
+                "git_commit": {"type": ["string", "null"], "description": "HEAD of the pigbench checkout, if any"},
+                "git_dirty": {"type": ["boolean", "null"]},
+                "created_at": {"type": "string", "description": "UTC ISO-8601"},
+                "command": {"type": "string"},
+                "hardware": {"type": "object", "description": "platform, CPU count, GPU name if used"},
+                "device": {"type": "string"},
+                "batch_size": {"type": "integer", "description": "batch size actually used"},
+                "wall_time_s": {"type": "number", "description": "this invocation's wall time"},
+                "resumed_samples": {"type": "integer", "description": "predictions taken from the store"},
+            },
+        },
+    },
+}
+
+
+class ResultsError(ValueError):
+    """A results file is malformed or inconsistent; the message names the file and the problem."""
+
+
+def prediction_rows(episodes_gold: Iterable[tuple[str, str, Label]], predictions: dict[str, Prediction]) -> list[dict]:
+    """JSONL rows in split order from (sample_id, user_id, gold) and the stored predictions."""
+    return [
+        {"sample_id": sid, "user_id": uid, "gold": gold.value, "prediction": predictions[sid].to_json()}
+        for sid, uid, gold in episodes_gold
+    ]
+
+
+def judged_from_rows(rows: Iterable[dict]) -> list[Judged]:
+    """Metric inputs from prediction rows (the swap flag comes from the prediction's extra)."""
+    out = []
+    for row in rows:
+        pred = row["prediction"]
+        swap = pred.get("extra", {}).get("swap")
+        out.append(Judged(row["user_id"], Label(row["gold"]), Label(pred["label"]),
+                          None if swap is None else bool(swap["inconsistent"])))
+    return out
+
+
+def write_results(json_path: Path, results: dict[str, Any], rows: list[dict]) -> None:
+    """Write the predictions JSONL then the results JSON (which records the JSONL's hash)."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    jsonl_path = json_path.with_name(json_path.name[: -len(".json")] + ".predictions.jsonl")
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+    _atomic_write(jsonl_path, data)
+    results["predictions"] = {"path": jsonl_path.name, "sha256": hashlib.sha256(data).hexdigest(), "count": len(rows)}
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    _atomic_write(json_path, (json.dumps(results, indent=2, sort_keys=False) + "\n").encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def load_results(path: str | Path) -> tuple[dict[str, Any], list[dict]]:
+    """The results dict and its prediction rows; raises :class:`ResultsError` on any structural problem."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: cannot read results JSON: {exc}") from None
+    try:
+        jsonschema.validate(results, RESULTS_SCHEMA)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ResultsError(f"{path}: schema violation at {where}: {exc.message}") from None
+    pred_path = path.parent / results["predictions"]["path"]
+    if Path(results["predictions"]["path"]).is_absolute() or ".." in Path(results["predictions"]["path"]).parts:
+        raise ResultsError(f"{path}: predictions path must be a file name beside the results file")
+    try:
+        data = pred_path.read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read predictions file {pred_path.name}: {exc}") from None
+    if hashlib.sha256(data).hexdigest() != results["predictions"]["sha256"]:
+        raise ResultsError(f"{path}: {pred_path.name} does not match the recorded sha256")
+    rows = []
+    for i, line in enumerate(data.decode().splitlines(), 1):
+        try:
+            row = json.loads(line)
+            Label(row["gold"]), Label(row["prediction"]["label"]), row["user_id"], row["sample_id"]
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+            raise ResultsError(f"{pred_path}: line {i}: malformed prediction row ({exc})") from None
+        rows.append(row)
+    return results, rows
+
+
+def validate_results(path: str | Path) -> list[str]:
+    """Problems found (empty when valid): schema, hash, duplicate ids, and any metric that differs
+    from the value recomputed from the predictions."""
+    try:
+        results, rows = load_results(path)
+    except ResultsError as exc:
+        return [str(exc)]
+    problems = []
+    ids = [r["sample_id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        problems.append(f"{path}: duplicate sample ids in predictions")
+    if results["predictions"]["count"] != len(rows) or results["split"]["targets"] != len(rows):
+        problems.append(f"{path}: predictions count {len(rows)} differs from the recorded count")
+    if not rows:
+        return problems + [f"{path}: no predictions"]
+    boot = results["metrics"]["bootstrap"]
+    recomputed = compute_metrics(judged_from_rows(rows), n_bootstrap=boot["resamples"], seed=boot["seed"])
+    for key, value in recomputed.items():
+        if not metrics_close(results["metrics"].get(key), value):
+            problems.append(f"{path}: metric {key!r} is {results['metrics'].get(key)!r}, recomputed {value!r}")
+    return problems

@@ -1,0 +1,88 @@
+"""Run an evaluator on a dataset: split, predict (resumably), score, write the results file.
+
+With no arguments it runs the embedded demo with the best weight-free reference-based evaluator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from pigbench.evaluator import RequirementError
+from pigbench.adapter import DatasetError
+from pigbench.registry import RegistryError
+from pigbench.report_table import format_metrics_table
+from pigbench.runner import DEFAULT_DATASET, DEFAULT_EVALUATOR, RunAborted, RunConfig, run
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="evaluator name (see `pigbench list`)")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset name (see `pigbench list`)")
+    p.add_argument("--dataset-path", help="local copy of the dataset")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="adapter option (repeatable), e.g. users=300 for demo")
+    p.add_argument("--reference-size", type=int, help="reference pairs per user (default: the dataset's)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N targets of the split")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--output", default="results", help="results directory (default results/)")
+    p.add_argument("--tie-threshold", type=float, help="tau: |s(A)-s(B)| <= tau predicts TIE (default 0)")
+    p.add_argument("--swap", action="store_true", help="ask both A/B orders and combine (judges)")
+    p.add_argument("--model-path", help="hub id or local path of the evaluator's model")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="evaluator config field (repeatable); see `pigbench list --verbose`")
+    p.add_argument("--variant", help="results file suffix (default: derived from non-default settings)")
+    p.add_argument("--cache-dir", help="prediction store directory (default $PIGBENCH_CACHE or .pigbench_cache)")
+    p.add_argument("--max-error-rate", type=float, default=0.5, help="stop when more samples than this share fail")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    config = RunConfig(
+        evaluator=args.evaluator, dataset=args.dataset, dataset_path=args.dataset_path,
+        dataset_options=parse_pairs(args.dataset_option, "--dataset-option"),
+        reference_size=args.reference_size, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+        device=args.device, output=args.output, tie_threshold=args.tie_threshold, swap=args.swap,
+        model_path=args.model_path, options=parse_pairs(args.option, "--option"), variant=args.variant,
+        max_error_rate=args.max_error_rate, progress=not args.no_progress,
+    )
+    if args.cache_dir:
+        config.cache_dir = args.cache_dir
+    return config
+
+
+def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    try:
+        outcome = run(config)
+    except (RequirementError, DatasetError, RegistryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RunAborted as exc:
+        print(f"run aborted: {exc}", file=sys.stderr)
+        return 3
+    print(format_metrics_table(outcome.results))
+    print(f"\nresults: {outcome.results_path}  (computed {outcome.computed}, reused {outcome.resumed})")
+    return 0
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pigbench.run", description=__doc__)
+    add_arguments(parser)
+    return main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,304 @@
+"""The runner: split a dataset, stream episodes in batches to an evaluator, store, score, report.
+
+``run(RunConfig(...))`` is what ``python -m pigbench.run`` calls. Contracts:
+
+* Predictions are committed to the per-run store (:mod:`pigbench.store`) batch by batch; a run
+  restarted with the same evaluator config and split resumes where it stopped, and its final
+  metrics equal an uninterrupted run's.
+* An episode whose prediction raises is recorded INVALID with its error; the run goes on. If the
+  share of failed samples exceeds ``max_error_rate`` (after ``min_samples_for_error_rate``), the
+  run stops with :class:`RunAborted` summarising the reasons; finished work stays in the store.
+* ``swap=True`` asks every episode in both A/B orders and combines the answers by the protocol's
+  position-swap rule, keeping both raw answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import pigbench
+from pigbench.adapter import DatasetAdapter
+from pigbench.evaluator import Evaluator, Runtime
+from pigbench.metrics import compute_metrics
+from pigbench.protocol import Episode, Label, Prediction, combine_swapped
+from pigbench.registry import adapters, evaluators
+from pigbench.results import judged_from_rows, prediction_rows, write_results
+from pigbench.splits import SplitResult
+from pigbench.store import PredictionStore
+
+DEFAULT_EVALUATOR = "color-reference"
+DEFAULT_DATASET = "demo"
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. The CLI, config files and the Python API all build this."""
+
+    evaluator: str = DEFAULT_EVALUATOR  # registry name of the evaluator
+    dataset: str = DEFAULT_DATASET  # registry name of the dataset adapter
+    dataset_path: Optional[str] = None  # local copy of the dataset (adapter-specific default otherwise)
+    dataset_options: dict[str, str] = field(default_factory=dict)  # adapter options (key=value)
+    reference_size: Optional[int] = None  # K reference pairs per user; None = dataset default
+    limit: Optional[int] = None  # evaluate only the first N targets of the split
+    seed: int = 0  # split seed (reference/target choice and A/B order)
+    batch_size: int = 16  # episodes per predict() call
+    device: str = "cpu"  # e.g. cpu, cuda, cuda:1
+    output: str = "results"  # results directory; files go to <output>/<dataset>/
+    tie_threshold: Optional[float] = None  # tau; sets the evaluator config field tie_threshold
+    swap: bool = False  # ask both A/B orders (generative judges)
+    model_path: Optional[str] = None  # sets the evaluator config field model_path
+    options: dict[str, str] = field(default_factory=dict)  # other evaluator config fields (key=value)
+    variant: Optional[str] = None  # results file suffix; derived from the non-default settings if None
+    cache_dir: str = field(default_factory=lambda: os.environ.get("PIGBENCH_CACHE", ".pigbench_cache"))
+    max_error_rate: float = 0.5  # stop when more than this share of samples fails ...
+    min_samples_for_error_rate: int = 20  # ... once at least this many were attempted
+    progress: bool = True  # show a progress bar on stderr
+    n_bootstrap: int = 1000  # bootstrap resamples for CIs
+    bootstrap_seed: int = 0
+
+
+class RunAborted(RuntimeError):
+    """Too many samples failed; the message summarises the reasons. Finished work is kept."""
+
+
+@dataclass
+class RunOutcome:
+    results: dict[str, Any]
+    results_path: Path
+    resumed: int  # predictions reused from the store
+    computed: int  # predictions computed in this invocation
+
+
+def build_evaluator(config: RunConfig) -> Evaluator:
+    """The evaluator instance for ``config`` (requirements checked, nothing loaded yet)."""
+    cls = evaluators.get(config.evaluator)
+    options = dict(config.options)
+    if config.model_path is not None:
+        options["model_path"] = config.model_path
+    if config.tie_threshold is not None:
+        options["tie_threshold"] = str(config.tie_threshold)
+    ev_config = cls.Config.from_options(options)
+    cls.check_requirements(ev_config)
+    return cls(ev_config, Runtime(device=config.device, batch_size=config.batch_size))
+
+
+def load_split(config: RunConfig) -> tuple[DatasetAdapter, SplitResult]:
+    """The adapter and its split, cut to ``config.limit`` targets (fingerprint recomputed)."""
+    adapter = adapters.get(config.dataset)(config.dataset_path, config.dataset_options)
+    split = adapter.split(seed=config.seed, reference_size=config.reference_size)
+    split.limit(config.limit)
+    if not split.episodes:
+        raise ValueError(f"dataset {config.dataset!r} produced no targets: {split.summary()['skipped_users']}")
+    return adapter, split
+
+
+def run_key(evaluator: Evaluator, split: SplitResult, swap: bool) -> str:
+    return f"{evaluator.name}__{evaluator.config_hash}__{split.fingerprint}" + ("__swap" if swap else "")
+
+
+def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> RunOutcome:
+    """Run (or resume) one evaluation and write its results file; see the module docstring."""
+    start = time.time()
+    evaluator = build_evaluator(config)
+    adapter, split = load_split(config)
+    key = run_key(evaluator, split, config.swap)
+    with PredictionStore(Path(config.cache_dir) / "runs" / f"{key}.sqlite") as store:
+        done = store.done_ids()
+        todo = [e for e in split.episodes if e.sample_id not in done]
+        resumed = len(split.episodes) - len(todo)
+        if resumed:
+            log(f"resuming: {resumed} of {len(split.episodes)} predictions found in {store.path}")
+        if todo:
+            evaluator.setup()
+            _predict_all(evaluator, todo, store, config, log)
+        stored = store.load()
+    rows = prediction_rows(((e.sample_id, e.user_id, e.target.gold) for e in split.episodes), stored)
+    metrics = compute_metrics(judged_from_rows(rows), n_bootstrap=config.n_bootstrap, seed=config.bootstrap_seed)
+    results = _results_dict(config, evaluator, adapter, split, metrics, rows, resumed, time.time() - start)
+    path = Path(config.output) / config.dataset / f"{evaluator.name}{_variant_suffix(config, evaluator)}.json"
+    write_results(path, results, rows)
+    return RunOutcome(results, path, resumed, len(todo))
+
+
+def _predict_all(
+    evaluator: Evaluator, todo: list[Episode], store: PredictionStore, config: RunConfig, log: Callable[[str], None]
+) -> None:
+    from tqdm import tqdm
+
+    failures: Counter[str] = Counter()
+    attempted = 0
+    bar = tqdm(total=len(todo), disable=not config.progress, unit="sample", desc=evaluator.name, file=sys.stderr)
+    try:
+        for i in range(0, len(todo), config.batch_size):
+            batch = todo[i : i + config.batch_size]
+            preds = _predict_swapped(evaluator, batch) if config.swap else predict_isolated(evaluator, batch)
+            store.add(preds)
+            attempted += len(batch)
+            failures.update(_reason(p.error) for p in preds if p.error)
+            bar.update(len(batch))
+            failed = sum(failures.values())
+            if attempted >= config.min_samples_for_error_rate and failed > config.max_error_rate * attempted:
+                reasons = "\n".join(f"  {n} x {r}" for r, n in failures.most_common(10))
+                raise RunAborted(
+                    f"{failed} of {attempted} samples failed (more than {config.max_error_rate:.0%}); "
+                    f"stopping. {attempted} predictions are saved in {store.path} and will be reused.\n"
+                    f"Most common reasons:\n{reasons}"
+                )
+    finally:
+        bar.close()
+    if failures:
+        log(f"{sum(failures.values())} samples failed and were recorded as INVALID:")
+        for reason, n in failures.most_common(10):
+            log(f"  {n} x {reason}")
+
+
+def predict_isolated(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Prediction]:
+    """``evaluator.predict`` on episodes without gold; a failing batch is retried one episode at a
+    time and each failing episode becomes INVALID with its error. Output order and ids are checked."""
+    blind = [e.without_gold() for e in batch]
+    try:
+        preds = evaluator.predict(blind)
+        _check_output(evaluator, blind, preds)
+        return preds
+    except Exception as exc:
+        if len(batch) == 1:
+            return [Prediction.invalid(batch[0].sample_id, f"{type(exc).__name__}: {exc}")]
+    return [p for e in batch for p in predict_isolated(evaluator, [e])]
+
+
+def _check_output(evaluator: Evaluator, episodes: Sequence[Episode], preds: Sequence[Prediction]) -> None:
+    if len(preds) != len(episodes):
+        raise RuntimeError(f"{evaluator.name}.predict returned {len(preds)} predictions for {len(episodes)} episodes")
+    for e, p in zip(episodes, preds):
+        if not isinstance(p, Prediction) or p.sample_id != e.sample_id or not isinstance(p.label, Label):
+            raise RuntimeError(f"{evaluator.name}.predict returned {p!r} for sample {e.sample_id!r} (wrong order or type)")
+
+
+def _predict_swapped(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Prediction]:
+    """Protocol section 3 position swap: ask (A, B) and (B, A), map the second back, combine."""
+    firsts = predict_isolated(evaluator, batch)
+    seconds = predict_isolated(evaluator, [e.swapped() for e in batch])
+    out = []
+    for p1, p2 in zip(firsts, seconds):
+        back = p2.label.swapped()
+        decisive = {Label.A, Label.B}
+        swap = {
+            "first": p1.label.value,
+            "second_mapped_back": back.value,
+            "raw_first": p1.raw_text,
+            "raw_second": p2.raw_text,
+            "inconsistent": p1.label in decisive and back in decisive and p1.label != back,
+        }
+        label = combine_swapped(p1.label, back)
+        error = None if label != Label.INVALID else (p1.error or p2.error)
+        out.append(dataclasses.replace(p1, label=label, error=error, extra={**p1.extra, "swap": swap}))
+    return out
+
+
+def _reason(error: str) -> str:
+    """The key errors are counted under: their first line, truncated."""
+    return error.splitlines()[0][:200]
+
+
+def _variant_suffix(config: RunConfig, evaluator: Evaluator) -> str:
+    if config.variant is not None:
+        return f"__{config.variant}" if config.variant else ""
+    parts = []
+    if config.reference_size is not None:
+        parts.append(f"k{config.reference_size}")
+    if evaluator.config != evaluator.Config():
+        parts.append(f"cfg{evaluator.config_hash[:8]}")
+    if config.swap:
+        parts.append("swap")
+    if config.seed != 0:
+        parts.append(f"seed{config.seed}")
+    if config.limit is not None:
+        parts.append(f"limit{config.limit}")
+    if config.dataset_options:
+        parts.append("opt-" + "-".join(f"{k}{v}" for k, v in sorted(config.dataset_options.items())))
+    return "__" + "_".join(parts) if parts else ""
+
+
+def _results_dict(
+    config: RunConfig, evaluator: Evaluator, adapter: DatasetAdapter, split: SplitResult,
+    metrics: dict[str, Any], rows: list[dict], resumed: int, wall: float,
+) -> dict[str, Any]:
+    summary = split.summary()
+    failures = Counter(_reason(r["prediction"]["error"]) for r in rows if r["prediction"].get("error"))
+    provenance = evaluator.provenance()
+    return {
+        "schema_version": "1.0",
+        "evaluator": {
+            "name": evaluator.name,
+            "variant": _variant_suffix(config, evaluator)[2:] or None,
+            "version": evaluator.version,
+            "kind": evaluator.kind,
+            "uses_references": evaluator.uses_references,
+            "description": evaluator.description,
+            "config": evaluator.config.to_json(),
+            "config_hash": evaluator.config_hash,
+            "tie_threshold": getattr(evaluator.config, "tie_threshold", None),
+            "tie_threshold_source": provenance.pop("tie_threshold_source", "fixed"),
+            "swap": config.swap,
+            "models": provenance,
+        },
+        "dataset": {"name": config.dataset, "source": adapter.provenance(), "description": adapter.description,
+                    "license": adapter.license},
+        "split": {
+            "seed": split.seed,
+            "reference_size": summary["reference_size"],
+            "fingerprint": split.fingerprint,
+            "users": split.users,
+            "targets": len(split.episodes),
+            "targets_before_limit": summary["targets_before_limit"],
+            "skipped_users": summary["skipped_users"],
+            "skipped_records": summary["skipped_records"],
+            "skip_examples": summary["skip_examples"],
+        },
+        "metrics": metrics,
+        "failures": {"count": sum(failures.values()), "reasons": dict(failures)},
+        "provenance": {
+            "pigbench_version": pigbench.__version__,
+            **_git_state(),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "hardware": _hardware(config.device),
+            "device": config.device,
+            "batch_size": config.batch_size,
+            "wall_time_s": round(wall, 3),
+            "resumed_samples": resumed,
+        },
+    }
+
+
+def _git_state() -> dict[str, Any]:
+    root = Path(pigbench.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    if commit.returncode != 0:
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+
+
+def _hardware(device: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count()}
+    torch = sys.modules.get("torch")  # only report what the evaluator already imported
+    if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["torch"] = torch.__version__
+    return info

@@ -1,0 +1,59 @@
+"""Append-only per-run prediction store: what makes a killed run resume without loss or duplicates.
+
+One SQLite file per run, named by the run key (evaluator, config hash, split fingerprint, swap),
+in WAL mode with ``synchronous=FULL``: each batch is one committed transaction, so a process
+killed at any point (SIGKILL included) leaves exactly the batches that were committed. A sample
+id is the primary key, so a prediction is never stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Iterable
+
+from pigbench.protocol import Prediction
+
+
+class PredictionStore:
+    """Predictions of one run, keyed by sample id."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS predictions (sample_id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.commit()
+
+    def done_ids(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT sample_id FROM predictions")}
+
+    def add(self, predictions: Iterable[Prediction]) -> None:
+        """Store a batch atomically; a sample id already stored is left as it was."""
+        rows = [(p.sample_id, json.dumps(p.to_json(), sort_keys=True)) for p in predictions]
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO predictions VALUES (?, ?)", rows)
+
+    def load(self) -> dict[str, Prediction]:
+        return {sid: Prediction.from_json(json.loads(p)) for sid, p in self._db.execute("SELECT * FROM predictions")}
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
+    def get_meta(self, key: str, default: object = None) -> object:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "PredictionStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,65 @@
+"""Corrupt input: a truncated image, a record with a missing field, a user with one record."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from pigbench.protocol import Episode, ImageError, ImageRef, Label, PreferenceRecord, ReferencePair, Target
+from pigbench.runner import predict_isolated
+from pigbench.splits import build_split
+
+from toy import ToyBrightness, grey
+
+
+def jpeg_bytes(level=128):
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (level,) * 3).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_truncated_image_error_names_the_image():
+    ref = ImageRef("img-7", jpeg_bytes()[:40])
+    with pytest.raises(ImageError, match="img-7.*cannot decode"):
+        ref.open()
+
+
+def test_truncated_image_gives_one_invalid_prediction_not_a_crash():
+    good = [Episode("u", (), Target(f"s{i}", "p", grey(2 * i), grey(2 * i + 1), Label.A)) for i in range(3)]
+    bad = Episode("u", (), Target("bad", "p", ImageRef("truncated.jpg", jpeg_bytes()[:40]), grey(99), Label.A))
+    preds = predict_isolated(ToyBrightness(), [good[0], bad, good[1], good[2]])
+    assert [p.sample_id for p in preds] == ["s0", "bad", "s1", "s2"]
+    assert preds[1].label == Label.INVALID and "truncated.jpg" in preds[1].error
+    assert all(p.label in (Label.A, Label.B) for p in preds[:1] + preds[2:])
+
+
+def test_missing_file_error_names_path(tmp_path):
+    with pytest.raises(ImageError, match="nope.png"):
+        ImageRef("x", tmp_path / "nope.png").read_bytes()
+
+
+def test_record_with_missing_field_is_a_clear_error():
+    with pytest.raises(ValueError, match="record 'r1': 2 images but 1 ranks"):
+        PreferenceRecord("r1", "u", "p", (grey(1), grey(2)), (1,))
+    with pytest.raises(ValueError, match="record 'r2': needs at least 2 images"):
+        PreferenceRecord("r2", "u", "p", (grey(1),), (1,))
+
+
+def test_user_with_one_record_is_skipped_and_counted():
+    recs = [PreferenceRecord(f"a{i}", "a", f"p{i}", (grey(2 * i), grey(2 * i + 1)), (1, 2)) for i in range(5)]
+    recs.append(PreferenceRecord("lonely", "b", "q", (grey(200), grey(201)), (2, 1)))
+    split = build_split(recs, "ds", seed=0, reference_size=2)
+    assert {e.user_id for e in split.episodes} == {"a"}
+    assert split.skipped_users == {"fewer than 2 decisive reference records plus 1 target record": 1}
+    assert split.skip_examples[next(iter(split.skipped_users))] == ["user b"]
+
+
+def test_reference_pair_images_are_lazy():
+    calls = []
+
+    def loader():
+        calls.append(1)
+        return Image.new("RGB", (4, 4))
+
+    ReferencePair("p", ImageRef("x", loader, known_hash="hx"), ImageRef("y", loader, known_hash="hy"))
+    assert calls == []

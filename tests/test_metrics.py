@@ -1,0 +1,82 @@
+"""Every cell of the credit table and the aggregation, on hand-computed examples."""
+
+import math
+
+import pytest
+
+from pigbench.metrics import Judged, compute_metrics, credit, metrics_close
+from pigbench.protocol import Label
+
+A, B, T, I = Label.A, Label.B, Label.TIE, Label.INVALID
+
+
+@pytest.mark.parametrize(
+    "pred,gold,expected",
+    [
+        (A, A, 1.0), (A, B, 0.0), (A, T, 0.5),
+        (B, A, 0.0), (B, B, 1.0), (B, T, 0.5),
+        (T, A, 0.5), (T, B, 0.5), (T, T, 1.0),
+        (I, A, 0.5), (I, B, 0.5), (I, T, 0.5),
+    ],
+)
+def test_credit_table(pred, gold, expected):
+    assert credit(pred, gold) == expected
+
+
+def test_gold_cannot_be_invalid():
+    with pytest.raises(ValueError):
+        credit(A, I)
+
+
+def test_aggregation_hand_computed():
+    # user u1: (A,A) 1, (B,A) 0, (TIE,TIE) 1, (INVALID,B) 0.5     -> w/tie 2.5/4; S=3: correct 1 -> 1/3
+    #          decisive in S: (A,A),(B,A) -> 1/2
+    # user u2: (TIE,A) 0.5, (B,B) 1                               -> w/tie 1.5/2; S=2: correct 1 -> 1/2
+    #          decisive in S: (B,B) -> 1/1
+    samples = [
+        Judged("u1", A, A), Judged("u1", A, B), Judged("u1", T, T), Judged("u1", B, I),
+        Judged("u2", A, T), Judged("u2", B, B),
+    ]
+    m = compute_metrics(samples, n_bootstrap=200, seed=1)
+    assert m["n"] == 6 and m["n_decisive_gold"] == 5 and m["gold_ties"] == 1 and m["users"] == 2
+    assert math.isclose(m["acc_w_tie"]["micro"], 100 * 4.0 / 6)
+    assert math.isclose(m["acc_w_tie"]["macro"], 100 * (2.5 / 4 + 1.5 / 2) / 2)
+    assert math.isclose(m["acc_wo_tie"]["micro"], 100 * 2 / 5)
+    assert math.isclose(m["acc_wo_tie"]["macro"], 100 * (1 / 3 + 1 / 2) / 2)
+    assert math.isclose(m["decisive_acc"]["micro"], 100 * 2 / 3)
+    assert math.isclose(m["decisive_acc"]["macro"], 100 * (1 / 2 + 1) / 2)
+    assert math.isclose(m["predicted_tie_rate"], 2 / 6)
+    assert math.isclose(m["invalid_rate"], 1 / 6)
+    assert math.isclose(m["coverage"], 3 / 5)  # decisive predictions among the 5 decisive golds
+    # acc_wo_tie = decisive_acc * coverage (protocol section 4)
+    assert math.isclose(m["acc_wo_tie"]["micro"], m["decisive_acc"]["micro"] * m["coverage"])
+    assert m["swap_inconsistency_rate"] is None
+    per_user = {r["user_id"]: r for r in m["per_user"]}
+    assert math.isclose(per_user["u1"]["acc_w_tie"], 62.5) and per_user["u2"]["n"] == 2
+
+
+def test_bootstrap_ci_brackets_estimate_and_is_seeded():
+    samples = [Judged(f"u{i % 10}", A, A if i % 3 else B) for i in range(200)]
+    m1 = compute_metrics(samples, n_bootstrap=300, seed=5)
+    m2 = compute_metrics(samples, n_bootstrap=300, seed=5)
+    m3 = compute_metrics(samples, n_bootstrap=300, seed=6)
+    lo, hi = m1["acc_w_tie"]["micro_ci95"]
+    assert lo <= m1["acc_w_tie"]["micro"] <= hi and lo < hi
+    assert metrics_close(m1, m2)
+    assert not metrics_close(m1, m3)
+
+
+def test_single_user_ci_is_degenerate():
+    m = compute_metrics([Judged("u", A, A), Judged("u", A, B)], n_bootstrap=50)
+    assert m["acc_w_tie"]["micro_ci95"] == [50.0, 50.0]
+
+
+def test_all_gold_ties_has_no_wo_tie_accuracy():
+    m = compute_metrics([Judged("u", T, T), Judged("v", T, A)], n_bootstrap=20)
+    assert m["acc_wo_tie"]["micro"] is None and m["acc_wo_tie"]["micro_ci95"] is None
+    assert m["coverage"] is None
+
+
+def test_swap_inconsistency_rate():
+    m = compute_metrics([Judged("u", A, A, True), Judged("u", A, A, False), Judged("v", B, A, False)], n_bootstrap=10)
+    assert math.isclose(m["swap_inconsistency_rate"], 1 / 3)

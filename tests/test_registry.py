@@ -1,0 +1,61 @@
+"""Registry: lazy built-ins, did-you-mean, type checks, clashes, entry points, no heavy imports."""
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from pigbench.evaluator import Evaluator
+from pigbench.registry import Registry, RegistryError, evaluators
+
+
+def test_did_you_mean():
+    with pytest.raises(RegistryError, match="did you mean 'toy-brightness'"):
+        evaluators.get("toy-brigthness")
+
+
+def test_lazy_placeholder_imported_on_get():
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.test-none", catalogue="pigbench")
+    reg.register_lazy("toy-lazy", "toy:ToyBrightness")
+    assert reg.names() == ["toy-lazy"]
+    cls = reg.get("toy-lazy")
+    assert issubclass(cls, Evaluator) and cls.name == "toy-lazy"
+
+
+def test_wrong_type_and_bad_target_rejected():
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.test-none", catalogue="pigbench")
+    reg.register_lazy("not-an-evaluator", "pigbench.protocol:Label")
+    with pytest.raises(RegistryError, match="not a subclass of Evaluator"):
+        reg.get("not-an-evaluator")
+    with pytest.raises(ValueError, match="module:attr"):
+        reg.register_lazy("x", "no_colon")
+
+
+def test_name_clash_names_both_sources(monkeypatch):
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.evaluators", catalogue="pigbench.evaluators")
+    reg.register_lazy("random", "pigbench.evaluators.random_choice:RandomChoice")
+    fake = EntryPoint(name="random", value="thirdparty.mod:Random", group="pigbench.evaluators")
+    monkeypatch.setattr("pigbench.registry.entry_points", lambda group: [fake] if group == "pigbench.evaluators" else [])
+    with pytest.raises(RegistryError, match="registered twice: by built-in .* and by entry point"):
+        reg.names()
+
+
+def test_entry_point_plugin_is_listed(monkeypatch):
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.evaluators", catalogue="pigbench")
+    ep = EntryPoint(name="third-party", value="toy:ToyBrightness", group="pigbench.evaluators")
+    monkeypatch.setattr("pigbench.registry.entry_points", lambda group: [ep])
+    assert "third-party" in reg.names()
+    assert "entry point" in reg.source("third-party")
+    assert reg.get("third-party").description.startswith("mean brightness")
+
+
+def test_listing_imports_no_model_library():
+    code = (
+        "import sys; from pigbench.list import cli; cli([]);"
+        "heavy = [m for m in ('torch', 'transformers', 'open_clip') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "NAME" in out.stdout and "KIND" in out.stdout

@@ -1,0 +1,155 @@
+"""Runner end to end on the toy plug-ins: results, resume after SIGKILL, failures, swap, validation."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pigbench.metrics import metrics_close
+from pigbench.results import validate_results
+from pigbench.runner import RunAborted, RunConfig, run
+
+TESTS = Path(__file__).resolve().parent
+
+
+def config(tmp_path, **kw):
+    base = dict(evaluator="toy-brightness", dataset="toy", output=str(tmp_path / "results"),
+                cache_dir=str(tmp_path / "cache"), progress=False, batch_size=4, n_bootstrap=200)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def predictions(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_run_writes_valid_results_with_provenance(tmp_path):
+    out = run(config(tmp_path))
+    r = out.results
+    assert out.results_path == tmp_path / "results" / "toy" / "toy-brightness.json"
+    assert validate_results(out.results_path) == []
+    assert r["metrics"]["n"] == r["split"]["targets"] == 12 * 5
+    assert r["metrics"]["acc_w_tie"]["micro"] > 60  # brightness agrees with ~80% of choices
+    assert r["split"]["reference_size"] == 3 and len(r["split"]["fingerprint"]) == 16
+    prov = r["provenance"]
+    assert prov["batch_size"] == 4 and prov["pigbench_version"] and "platform" in prov["hardware"]
+    assert r["evaluator"]["config_hash"] and r["evaluator"]["config"]["tie_threshold"] == 0.0
+    rows = predictions(out.results_path.with_name("toy-brightness.predictions.jsonl"))
+    assert len({row["sample_id"] for row in rows}) == len(rows) == 60
+    assert all(row["prediction"]["score_a"] is not None for row in rows)
+
+
+def test_rerun_reuses_store_and_gives_identical_metrics(tmp_path):
+    first = run(config(tmp_path))
+    second = run(config(tmp_path))
+    assert second.computed == 0 and second.resumed == first.computed
+    assert metrics_close(first.results["metrics"], second.results["metrics"])
+
+
+def test_tie_threshold_changes_config_hash_and_variant(tmp_path):
+    out = run(config(tmp_path, tie_threshold=1000.0))
+    assert out.results["metrics"]["predicted_tie_rate"] == 1.0
+    assert "cfg" in out.results_path.name
+
+
+def test_failing_samples_are_invalid_and_counted(tmp_path):
+    out = run(config(tmp_path, options={"fail_levels": "[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]"}))
+    fails = out.results["failures"]
+    assert fails["count"] > 0 and any("cannot score image" in reason for reason in fails["reasons"])
+    assert out.results["metrics"]["invalid_rate"] == fails["count"] / out.results["metrics"]["n"]
+    assert validate_results(out.results_path) == []
+
+
+def test_error_budget_stops_run_and_keeps_finished_work(tmp_path):
+    levels = json.dumps(list(range(0, 250, 2)))  # every image fails
+    with pytest.raises(RunAborted, match="samples failed"):
+        run(config(tmp_path, options={"fail_levels": levels}, max_error_rate=0.2, min_samples_for_error_rate=8))
+    stores = list((tmp_path / "cache" / "runs").glob("*.sqlite"))
+    assert len(stores) == 1
+    assert sqlite3.connect(stores[0]).execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 8
+
+
+def test_swap_records_both_answers(tmp_path):
+    out = run(config(tmp_path, swap=True))
+    rows = predictions(out.results_path.with_name(out.results_path.stem + ".predictions.jsonl"))
+    swap = rows[0]["prediction"]["extra"]["swap"]
+    assert set(swap) >= {"first", "second_mapped_back", "inconsistent"}
+    assert out.results["metrics"]["swap_inconsistency_rate"] == 0.0  # a scalar scorer is position-free
+
+
+def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
+    out = run(config(tmp_path))
+    path = out.results_path
+    data = json.loads(path.read_text())
+    data["metrics"]["acc_w_tie"]["micro"] += 1.0
+    path.write_text(json.dumps(data))
+    assert any("acc_w_tie" in p for p in validate_results(path))
+    out = run(config(tmp_path))
+    jsonl = path.with_name(path.stem + ".predictions.jsonl")
+    jsonl.write_text(jsonl.read_text().replace('"label": "A"', '"label": "B"', 1))
+    assert any("sha256" in p for p in validate_results(path))
+
+
+def test_unknown_option_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown option 'nope'.*options: .*sleep"):
+        run(config(tmp_path, options={"nope": "1"}))
+
+
+def _cli(tmp_path, *extra, env=None):
+    cmd = [sys.executable, "-c", "import sys, toy; from pigbench.run import cli; sys.exit(cli())",
+           "--evaluator", "toy-brightness", "--dataset", "toy", "--dataset-option", "users=40",
+           "--batch-size", "2", "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
+           "--no-progress", *extra]
+    env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    return cmd, env
+
+
+def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    cmd, env = _cli(killed, "--option", "sleep=0.05")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    db = None
+    while time.time() < deadline:  # wait until some but not all predictions are committed
+        found = list((killed / "cache" / "runs").glob("*.sqlite"))
+        if found:
+            db = found[0]
+            try:
+                n = sqlite3.connect(db).execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+            except sqlite3.OperationalError:
+                n = 0
+            if n >= 20:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert db is not None and proc.returncode == -signal.SIGKILL
+    partial = sqlite3.connect(db).execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    assert 20 <= partial < 200
+    resumed = subprocess.run(_cli(killed, "--option", "sleep=0.05")[0], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    cmd2, env2 = _cli(clean, "--option", "sleep=0.05")  # same config, hence same config hash
+    subprocess.run(cmd2, env=env2, check=True, capture_output=True, timeout=300)
+    res_k = killed / "results" / "toy"
+    res_c = clean / "results" / "toy"
+    (fk,), (fc,) = list(res_k.glob("*.json")), list(res_c.glob("*.json"))
+    rk, rc = json.loads(fk.read_text()), json.loads(fc.read_text())
+    assert metrics_close(rk["metrics"], rc["metrics"])
+    pk = predictions(fk.with_name(fk.stem + ".predictions.jsonl"))
+    pc = predictions(fc.with_name(fc.stem + ".predictions.jsonl"))
+    assert pk == pc and len({p["sample_id"] for p in pk}) == len(pk)
+    assert validate_results(fk) == []
+
+
+def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
+    cmd, env = _cli(tmp_path)
+    cmd[cmd.index("toy-brightness")] = "toy-brightnes"
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "did you mean 'toy-brightness'" in out.stderr

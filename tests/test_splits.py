@@ -1,0 +1,101 @@
+"""Deterministic splits, no leakage, seeded A/B order, fingerprint, skip counts."""
+
+import random
+
+import pytest
+
+from pigbench.protocol import Label, PreferenceRecord, normalize_prompt
+from pigbench.splits import build_split, reference_pair
+
+from toy import grey
+
+
+def rec(rid, user, prompt, levels, ranks):
+    return PreferenceRecord(rid, user, prompt, tuple(grey(x) for x in levels), tuple(ranks))
+
+
+def pairwise_user(user, n, start=0):
+    return [rec(f"{user}-{i}", user, f"{user} prompt {i}", (start + 2 * i, start + 2 * i + 1), (1, 2)) for i in range(n)]
+
+
+def test_deterministic_and_independent_of_input_order_and_other_users():
+    recs = pairwise_user("a", 10) + pairwise_user("b", 10, start=100)
+    s1 = build_split(recs, "ds", seed=0, reference_size=3)
+    shuffled = recs[:]
+    random.Random(1).shuffle(shuffled)
+    s2 = build_split(shuffled, "ds", seed=0, reference_size=3)
+    only_a = build_split(pairwise_user("a", 10), "ds", seed=0, reference_size=3)
+    assert [e.sample_id for e in s1.episodes] == [e.sample_id for e in s2.episodes]
+    assert s1.fingerprint == s2.fingerprint
+    a_eps = [e for e in s1.episodes if e.user_id == "a"]
+    assert [(e.sample_id, e.references) for e in a_eps] == [(e.sample_id, e.references) for e in only_a.episodes]
+    assert build_split(recs, "ds", seed=1, reference_size=3).fingerprint != s1.fingerprint
+    assert build_split(recs, "other", seed=0, reference_size=3).fingerprint != s1.fingerprint
+
+
+def test_reference_size_and_targets():
+    s = build_split(pairwise_user("a", 10), "ds", seed=0, reference_size=4)
+    assert len(s.episodes) == 6 and all(len(e.references) == 4 for e in s.episodes)
+    ref_ids = {r.record_id for r in s.episodes[0].references}
+    assert not ref_ids & {e.target.record_id for e in s.episodes}
+
+
+def test_user_with_too_few_records_is_skipped_and_counted():
+    s = build_split(pairwise_user("a", 10) + pairwise_user("tiny", 3, 200), "ds", seed=0, reference_size=3)
+    assert {e.user_id for e in s.episodes} == {"a"}
+    assert sum(s.skipped_users.values()) == 1
+    assert s.users == 1
+
+
+def test_no_leakage_by_prompt_or_image():
+    recs = pairwise_user("a", 6)
+    # Same prompt as a record (modulo case/whitespace) and an image shared with another record.
+    recs.append(rec("a-dup-prompt", "a", "  A   Prompt 0 ", (90, 91), (1, 2)))
+    recs.append(rec("a-dup-image", "a", "fresh prompt", (0, 93), (2, 1)))  # grey0 is in record a-0
+    for seed in range(5):
+        s = build_split(recs, "ds", seed=seed, reference_size=3)
+        for e in s.episodes:
+            prompts = {normalize_prompt(r.prompt) for r in e.references}
+            images = {i.id for r in e.references for i in (r.preferred, r.rejected)}
+            assert normalize_prompt(e.target.prompt) not in prompts
+            assert e.target.image_a.id not in images and e.target.image_b.id not in images
+        assert len(s.episodes) + sum(s.skipped_records.values()) == len(recs) - 3
+
+
+def test_ab_order_is_seeded_not_source_order():
+    s = build_split(pairwise_user("a", 60), "ds", seed=0, reference_size=2)
+    golds = [e.target.gold for e in s.episodes]
+    assert Label.A in golds and Label.B in golds  # the preferred image is not always A
+    for e in s.episodes:  # gold follows the images
+        winner = e.target.image_a if e.target.gold == Label.A else e.target.image_b
+        assert int(winner.id[4:]) % 2 == 0  # preferred images have even levels in pairwise_user
+
+
+def test_ranking_targets_ties_and_dynamic_reference_size():
+    recs = [rec(f"s{i}", "u", f"set {i}", (10 * i, 10 * i + 1, 10 * i + 2, 10 * i + 3), (1, 2, 2, 4)) for i in range(6)]
+    s = build_split(recs, "ds", seed=0, reference_size=None)
+    assert len(s.episodes) == 6  # all pairs of the held-out set
+    assert sum(e.target.gold == Label.TIE for e in s.episodes) == 1
+    assert all(len(e.references) == 5 for e in s.episodes)
+    ref = s.episodes[0].references[0]
+    assert len(ref.ranking) == 4 and ref.preferred.id.endswith("0") and ref.rejected.id.endswith("3")
+
+
+def test_all_tied_record_is_not_a_reference_and_identical_pairs_are_dropped():
+    assert reference_pair(rec("t", "u", "p", (1, 2), (1, 1))) is None
+    recs = pairwise_user("a", 5) + [rec("same", "a", "same image", (7, 7), (1, 2))]
+    s = build_split(recs, "ds", seed=0, reference_size=2)
+    assert "same" not in {e.target.record_id for e in s.episodes}
+    assert s.skipped_records["identical images in a target pair"] == 1
+
+
+def test_limit_recomputes_fingerprint():
+    s = build_split(pairwise_user("a", 10), "ds", seed=0, reference_size=2)
+    full = s.fingerprint
+    s.limit(3)
+    assert len(s.episodes) == 3 and s.fingerprint != full and s.targets_before_limit == 8
+
+
+def test_negative_reference_size_rejected():
+    with pytest.raises(ValueError):
+        build_split([], "ds", seed=0, reference_size=-1)

@@ -1,0 +1,72 @@
+"""Small weight-free plug-ins for the core tests: a toy dataset and toy evaluators.
+
+Registered under names starting with ``toy-`` when this module is imported (tests import it in
+``conftest.py``; subprocess tests put this directory on PYTHONPATH and import it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from PIL import Image
+
+from pigbench.adapter import DatasetAdapter
+from pigbench.evaluator import ScalarConfig, ScalarEvaluator, ScoreRequest
+from pigbench.protocol import ImageRef, PreferenceRecord
+from pigbench.registry import adapters, evaluators
+
+
+def grey(level: int, size: int = 8) -> ImageRef:
+    """A uniform grey image; its id and hash are determined by the level."""
+    return ImageRef(f"grey{level}", lambda: Image.new("RGB", (size, size), (level,) * 3), known_hash=f"h-grey{level}")
+
+
+@adapters.register("toy")
+class ToyDataset(DatasetAdapter):
+    """Users who mostly prefer the brighter of two grey images; some ties. Options: users, records."""
+
+    default_reference_size = 3
+
+    def records(self) -> Iterable[PreferenceRecord]:
+        users, per_user = int(self.options.get("users", 12)), int(self.options.get("records", 8))
+        rng = random.Random(7)
+        for u in range(users):
+            levels = rng.sample(range(0, 250, 2), 2 * per_user)
+            for r in range(per_user):
+                a, b = levels[2 * r], levels[2 * r + 1]
+                tie = rng.random() < 0.1
+                brighter_first = (a > b) != (rng.random() < 0.2)  # 20% of users' choices go the other way
+                ranks = (1, 1) if tie else ((1, 2) if brighter_first else (2, 1))
+                yield PreferenceRecord(f"u{u}-r{r}", f"user{u}", f"prompt {u} {r}", (grey(a), grey(b)), ranks)
+
+
+@dataclass(frozen=True)
+class ToyConfig(ScalarConfig):
+    sleep: float = 0.0  # seconds per score() call, to make runs slow enough to kill
+    fail_levels: tuple = ()  # grey levels whose scoring raises
+
+
+@evaluators.register("toy-brightness")
+class ToyBrightness(ScalarEvaluator):
+    """Scores mean brightness: right about 80% of the toy users' decisive choices."""
+
+    uses_prompt = False
+    Config = ToyConfig
+    description = "mean brightness (test plug-in)"
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        time.sleep(self.config.sleep)
+        out = []
+        for r in requests:
+            level = r.image.open().getpixel((0, 0))[0]
+            if level in self.config.fail_levels:
+                raise ValueError(f"cannot score image {r.image.id}")
+            out.append(float(level))
+        if os.environ.get("TOY_TRACE"):
+            with open(os.environ["TOY_TRACE"], "a") as f:
+                f.write(f"{len(requests)}\n")
+        return out
