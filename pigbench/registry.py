@@ -103,7 +103,8 @@ class Registry(Generic[T]):
                 module_name, _, attr = entry.target.partition(":")
                 obj = getattr(importlib.import_module(module_name), attr)
                 self._check_type(name, obj)
-                obj.name = name
+                if not obj.name:  # a class registered under several names keeps its first
+                    obj.name = name
                 entry.target = obj
             return entry.target  # type: ignore[return-value]
 

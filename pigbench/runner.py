@@ -89,7 +89,9 @@ def build_evaluator(config: RunConfig) -> Evaluator:
         options["tie_threshold"] = str(config.tie_threshold)
     ev_config = cls.Config.from_options(options)
     cls.check_requirements(ev_config)
-    return cls(ev_config, Runtime(device=config.device, batch_size=config.batch_size))
+    evaluator = cls(ev_config, Runtime(device=config.device, batch_size=config.batch_size))
+    evaluator.name = config.evaluator  # the name it was asked for, also for aliases
+    return evaluator
 
 
 def load_split(config: RunConfig) -> tuple[DatasetAdapter, SplitResult]:
