@@ -217,10 +217,17 @@ class Prediction:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serializable dict; :meth:`from_json` inverts it."""
-        d = dataclasses.asdict(self)
-        d["label"] = self.label.value
-        return {k: v for k, v in d.items() if v not in (None, [], {})}
+        """A JSON-serializable dict without empty fields; :meth:`from_json` inverts it."""
+        d: dict[str, Any] = {"sample_id": self.sample_id, "label": self.label.value}
+        for name in ("score_a", "score_b", "raw_text", "rationale", "error"):
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value
+        if self.dimensions:
+            d["dimensions"] = [dataclasses.asdict(x) for x in self.dimensions]
+        if self.extra:
+            d["extra"] = self.extra
+        return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Prediction":

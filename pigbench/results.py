@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import jsonschema
 
 from pigbench.metrics import Judged, compute_metrics, metrics_close
-from pigbench.protocol import Label, Prediction
+from pigbench.protocol import Label
 
 SCHEMA_VERSION = "1.0"
 
@@ -147,10 +147,10 @@ class ResultsError(ValueError):
     """A results file is malformed or inconsistent; the message names the file and the problem."""
 
 
-def prediction_rows(episodes_gold: Iterable[tuple[str, str, Label]], predictions: dict[str, Prediction]) -> list[dict]:
-    """JSONL rows in split order from (sample_id, user_id, gold) and the stored predictions."""
+def prediction_rows(episodes_gold: Iterable[tuple[str, str, Label]], predictions: dict[str, dict]) -> list[dict]:
+    """JSONL rows in split order from (sample_id, user_id, gold) and predictions as JSON dicts."""
     return [
-        {"sample_id": sid, "user_id": uid, "gold": gold.value, "prediction": predictions[sid].to_json()}
+        {"sample_id": sid, "user_id": uid, "gold": gold.value, "prediction": predictions[sid]}
         for sid, uid, gold in episodes_gold
     ]
 

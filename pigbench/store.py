@@ -38,8 +38,9 @@ class PredictionStore:
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO predictions VALUES (?, ?)", rows)
 
-    def load(self) -> dict[str, Prediction]:
-        return {sid: Prediction.from_json(json.loads(p)) for sid, p in self._db.execute("SELECT * FROM predictions")}
+    def load(self) -> dict[str, dict]:
+        """Stored predictions as their JSON dicts (see :meth:`Prediction.to_json`), by sample id."""
+        return {sid: json.loads(p) for sid, p in self._db.execute("SELECT * FROM predictions")}
 
     def set_meta(self, key: str, value: object) -> None:
         with self._db:
