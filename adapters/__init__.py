@@ -8,5 +8,10 @@ from pigbench.registry import adapters
 
 for _name, _target in {
     "demo": "pigbench.adapters.demo:DemoDataset",
+    "pigbench": "pigbench.adapters.pigbench_format:PIGBenchFormat",
+    "pickapic": "pigbench.adapters.pickapic:PickAPic",
+    "pickapic-v1": "pigbench.adapters.pickapic:PickAPicV1",
+    "pickapic-lup": "pigbench.adapters.learn_user_pref:LearnUserPref",
+    "pip": "pigbench.adapters.pip:PIP",
 }.items():
     adapters.register_lazy(_name, _target)

@@ -2,20 +2,21 @@
 
 Every PartiPrompts "Simple Detail" prompt shipped in ``pigbench/data`` gets four image variants.
 A variant is an abstract picture rendered with numpy from the prompt's content seed (shape
-layout, hue offset, stripe direction: the four images of a prompt look related) and its own
+layout, shape colours, hue offset: the four images of a prompt look related) and its own
 attribute vector in [-1, 1]^6::
 
-    warmth      blue palette (-1) ... green ... orange/red palette (+1)
+    warmth      blue palette (-1) ... violet ... red/orange palette (+1)
     brightness  dark (-1) ... light (+1)
     saturation  greyish (-1) ... vivid (+1)
-    clutter     one large shape (-1) ... a dozen small shapes (+1)
-    texture     flat fills (-1) ... stripes and grain (+1)
-    style       soft blobs (-1) ... hard-edged rectangles (+1)
+    clutter     one large shape (-1) ... a dozen small shapes of varied hues (+1)
+    texture     flat fills (-1) ... diagonal stripes and grain (+1)
+    style       soft low-contrast blobs (-1) ... hard-edged high-contrast rectangles (+1)
 
-Each user has a hidden taste vector over these attributes and ranks the four images of 5 to 15
-distinct prompts by taste . attributes plus Gaussian noise; nearly equal utilities share a rank
-(a tie). Users and their records depend only on ``(seed, user index)``, images only on
-``(seed, prompt)``, so ``users=300`` extends the default 40 users without changing them.
+Each user has a hidden taste vector over these attributes (two strong likes or dislikes, mild
+weights on the rest) and ranks the four images of 5 to 15 distinct prompts by
+taste . attributes plus Gaussian noise; nearly equal utilities share a rank (a tie). Users and
+their records depend only on ``(seed, user index)``, images only on ``(seed, prompt)``, so
+``users=300`` extends the default 40 users without changing them.
 
 Options (strings): ``users`` (default 40), ``seed`` (default 0), ``size`` (image side in pixels,
 default 64). Example::
@@ -43,15 +44,17 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from pigbench.adapter import DatasetAdapter, DatasetError
+from pigbench.adapter import DatasetAdapter
+from pigbench.adapters._options import check_options, get_int
 from pigbench.protocol import ImageRef, PreferenceRecord, normalize_prompt
 
-RENDERER_VERSION = 1
+RENDERER_VERSION = 1  # bump whenever render() changes: it is part of every image's hash
 ATTRIBUTES = ("warmth", "brightness", "saturation", "clutter", "texture", "style")
 VARIANTS = 4
-NOISE_SD = 0.35  # utility noise, relative to taste . attributes (std about 0.8)
-TIE_GAP = 0.06  # adjacent utilities closer than this share a rank
+NOISE_SD = 0.35  # utility noise; taste . attributes has a standard deviation of about 1.7
+TIE_GAP = 0.15  # adjacent utilities closer than this share a rank
 MAX_SHAPES = 12
+STRIPES_PER_SIDE = 6
 
 
 @dataclass(frozen=True)
@@ -82,37 +85,36 @@ def _rng(*key: int) -> np.random.Generator:
 
 def render(content_seed: int, variant: int, attributes: Sequence[float], size: int) -> np.ndarray:
     """The RGB uint8 image (size, size, 3) of one variant: a pure function of its arguments."""
-    warmth, bright, sat, clutter, texture, style = (float(a + 1) / 2 for a in attributes)  # to [0, 1]
-    content = _rng(content_seed)
-    hue = (0.6 - 0.52 * warmth + content.uniform(-0.04, 0.04)) % 1.0  # blue -> teal -> green -> orange
+    warmth, bright, sat, clutter, texture, style = ((np.asarray(attributes, float) + 1) / 2).tolist()
+    content = _rng(content_seed)  # shared by the four variants of a prompt
+    tone = warmth * warmth * (3 - 2 * warmth)  # smoothstep: fewer in-between violets
+    hue = (0.6 + 0.47 * tone + content.uniform(-0.04, 0.04)) % 1.0  # blue -> violet -> red -> orange
     s, v = 0.08 + 0.87 * sat, 0.18 + 0.74 * bright
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    bg = np.array(colorsys.hsv_to_rgb(hue, 0.6 * s, v), np.float32)
-    img = bg * (0.85 + 0.3 * yy[..., None])  # vertical gradient
-    n_shapes = 1 + round((MAX_SHAPES - 1) * clutter)
+    img = np.array(colorsys.hsv_to_rgb(hue, 0.6 * s, v), np.float32) * (0.85 + 0.3 * yy[..., None])
     softness = 0.004 + 0.09 * (1 - style) ** 2
-    for _ in range(MAX_SHAPES):  # draw every shape's parameters so the layout is shared by variants
-        cx, cy, rot, u, dh, dv = content.uniform(0, 1, 6)
-        r = (0.38 - 0.2 * clutter) * content.uniform(0.6, 1.2)
-        aspect = content.uniform(0.5, 1.5)
-        if n_shapes == 0:
-            continue
-        n_shapes -= 1
-        c, si = np.cos(np.pi * rot), np.sin(np.pi * rot)
-        dx, dy = (xx - cx) * c + (yy - cy) * si, (yy - cy) * c - (xx - cx) * si
-        rx, ry = r * aspect, r / aspect
-        if u < 0.15 + 0.7 * style:  # rectangle: signed distance to a rotated box
-            dist = np.maximum(np.abs(dx) - rx, np.abs(dy) - ry)
-        else:  # ellipse
-            dist = (np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2) - 1) * min(rx, ry)
-        alpha = np.clip(0.5 - dist / softness, 0, 1)[..., None]
-        col = colorsys.hsv_to_rgb((hue + 0.16 * (dh - 0.5)) % 1.0, s, np.clip(v + 0.5 * (dv - 0.5), 0.05, 1))
-        img = img * (1 - alpha) + np.array(col, np.float32) * alpha
-    angle, freq = content.uniform(0, np.pi), content.uniform(5, 9)
-    stripes = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+    n_shapes = 1 + round((MAX_SHAPES - 1) * clutter)
+    for cx, cy, turn, kind, dh, dv, scale, stretch in content.uniform(0, 1, (MAX_SHAPES, 8))[:n_shapes]:
+        r, aspect = (0.38 - 0.2 * clutter) * (0.6 + 0.6 * scale), 0.5 + stretch
+        alpha = _coverage(xx - cx, yy - cy, np.pi * turn, r * aspect, r / aspect, kind < 0.15 + 0.7 * style, softness)
+        shade = np.clip(v + (0.3 + 0.6 * style) * (dv - 0.5), 0.05, 1)
+        colour = colorsys.hsv_to_rgb((hue + (0.05 + 0.5 * clutter) * (dh - 0.5)) % 1.0, s, shade)
+        img = img * (1 - alpha[..., None]) + np.array(colour, np.float32) * alpha[..., None]
+    stripes = np.sin(2 * np.pi * STRIPES_PER_SIDE * (xx + yy))  # one diagonal screen for every image
     grain = _rng(content_seed, variant).standard_normal((size, size)).astype(np.float32)
-    img = img * (1 + texture * (0.22 * stripes + 0.1 * grain))[..., None]
+    img = img * (1 + texture * (0.15 * stripes + 0.04 * grain))[..., None]
     return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _coverage(dx: np.ndarray, dy: np.ndarray, angle: float, rx: float, ry: float, box: bool, softness: float):
+    """Anti-aliased coverage in [0, 1] of a rotated box or ellipse centred at dx = dy = 0."""
+    c, s = np.cos(angle), np.sin(angle)
+    u, w = dx * c + dy * s, dy * c - dx * s
+    if box:
+        dist = np.maximum(np.abs(u) - rx, np.abs(w) - ry)
+    else:
+        dist = (np.sqrt((u / rx) ** 2 + (w / ry) ** 2) - 1) * min(rx, ry)
+    return np.clip(0.5 - dist / softness, 0, 1)
 
 
 def _load(content_seed: int, variant: int, attributes: tuple[float, ...], size: int) -> Image.Image:
@@ -127,14 +129,13 @@ def _image_ref(image_id: str, content_seed: int, variant: int, attributes: tuple
     return ImageRef(image_id, loader, known_hash=digest)
 
 
-def _ranks(utility: np.ndarray) -> tuple[int, ...]:
+def _ranks(utility: Sequence[float]) -> tuple[int, ...]:
     """Competition ranks (1 = best); an image within TIE_GAP of the one above shares its rank."""
-    order = np.argsort(-utility, kind="stable")
+    order = sorted(range(len(utility)), key=lambda i: -utility[i])
     ranks = [0] * len(utility)
     for pos, i in enumerate(order):
-        above = order[pos - 1] if pos else None
-        tied = above is not None and utility[above] - utility[i] < TIE_GAP
-        ranks[i] = ranks[above] if tied else pos + 1
+        above = order[pos - 1]
+        ranks[i] = ranks[above] if pos and utility[above] - utility[i] < TIE_GAP else pos + 1
     return tuple(ranks)
 
 
@@ -145,38 +146,38 @@ class DemoDataset(DatasetAdapter):
     license = "Apache-2.0 prompts from PartiPrompts; images generated by code"
     homepage = "https://github.com/google-research/parti"
     default_reference_size = 4
-    OPTIONS = {"users": 40, "seed": 0, "size": 64}
-
-    def _option(self, name: str) -> int:
-        raw = self.options.get(name, self.OPTIONS[name])
-        try:
-            value = int(raw)
-        except ValueError:
-            raise DatasetError(f"demo: option {name}={raw!r} is not an integer") from None
-        if value < (0 if name == "seed" else 1):
-            raise DatasetError(f"demo: option {name}={raw!r} is out of range")
-        return value
+    OPTIONS = {"users": "number of synthetic users (default 40)", "seed": "generator seed (default 0)",
+               "size": "image side in pixels (default 64)"}
 
     def records(self) -> Iterator[PreferenceRecord]:
-        unknown = sorted(set(self.options) - set(self.OPTIONS))
-        if unknown:
-            raise DatasetError(f"demo: unknown option(s) {', '.join(unknown)} (known: {', '.join(self.OPTIONS)})")
-        users, seed, size = (self._option(k) for k in ("users", "seed", "size"))
+        check_options("demo", self.options, self.OPTIONS)
+        users = get_int("demo", self.options, "users", 40, minimum=1)
+        seed = get_int("demo", self.options, "seed", 0)
+        size = get_int("demo", self.options, "size", 64, minimum=8)
         prompts = load_prompts()
         images: dict[int, tuple[tuple[ImageRef, ...], np.ndarray]] = {}
         for u in range(users):
             rng = _rng(seed, 1, u)
-            taste = rng.standard_normal(len(ATTRIBUTES))
-            n_sets = int(rng.integers(5, 16))
-            for p in sorted(rng.choice(len(prompts), n_sets, replace=False).tolist()):
+            taste = self._taste(rng)
+            chosen = sorted(rng.choice(len(prompts), int(rng.integers(5, 16)), replace=False).tolist())
+            for p in chosen:
                 if p not in images:
                     images[p] = self._variants(seed, p, size)
-                refs, attrs = images[p]
-                utility = attrs @ taste + NOISE_SD * rng.standard_normal(VARIANTS)
+            noise = NOISE_SD * rng.standard_normal((len(chosen), VARIANTS))
+            utilities = np.stack([images[p][1] for p in chosen]) @ taste + noise
+            for p, utility in zip(chosen, utilities.tolist()):
                 yield PreferenceRecord(
                     record_id=f"user{u:04d}/p{p:03d}", user_id=f"user{u:04d}", prompt=prompts[p].text,
-                    images=refs, ranks=_ranks(utility), source="demo", source_row=str(prompts[p].row),
+                    images=images[p][0], ranks=_ranks(utility), source="demo", source_row=str(prompts[p].row),
                 )
+
+    @staticmethod
+    def _taste(rng: np.random.Generator) -> np.ndarray:
+        """Weights over ATTRIBUTES: two strong likes or dislikes, mild weights on the rest."""
+        taste = 0.3 * rng.standard_normal(len(ATTRIBUTES))
+        strong = rng.choice(len(ATTRIBUTES), 2, replace=False)
+        taste[strong] = rng.choice([-1.0, 1.0], 2) * rng.uniform(1.5, 2.5, 2)
+        return taste
 
     @staticmethod
     def _variants(seed: int, prompt: int, size: int) -> tuple[tuple[ImageRef, ...], np.ndarray]:

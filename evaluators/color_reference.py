@@ -1,18 +1,17 @@
 """``color-reference``: how close a candidate's colour and texture statistics are to the user's
 preferred reference images, compared with the rejected ones.
 
-Each image is resized to ``size`` x ``size`` and summarized by 18 statistics, all in unit-free
+Each image is resized to ``size`` x ``size`` and summarized by 10 statistics, all in unit-free
 ranges of about [0, 1]:
 
 * CIELAB means and standard deviations of L/100, a/128, b/128, and mean chroma (colour, warmth,
   brightness, saturation, contrast);
 * mean Sobel gradient magnitude of L/100, share of pixels above 0.05 (edge density), and mean
-  absolute difference of L/100 from its Gaussian blur, sigma 1 px (fine texture);
-* a 2x2x2 RGB histogram (share of pixels per octant of the RGB cube).
+  absolute difference of L/100 from its Gaussian blur, sigma 1 px (fine texture).
 
-Per user, each statistic is divided by its spread over that user's reference images (standard
-deviation, floored at ``min_spread`` so a statistic constant across the references cannot blow
-up). With d the Euclidean distance in that space::
+Per user, each statistic is divided by its spread over that user's reference images,
+sqrt(std^2 + min_spread^2), so that a statistic nearly constant across the references cannot
+blow up. With d the Euclidean distance in that space::
 
     score(x) = mean_rejected d(x, r) - mean_preferred d(x, p)      (contrastive, default)
     score(x) = - mean_preferred d(x, p)                             (contrastive=false)
@@ -21,30 +20,26 @@ up). With d the Euclidean distance in that space::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from pigbench.evaluator import ScalarConfig, ScalarEvaluator, ScoreRequest
+from pigbench.evaluator import EvaluatorConfig, Runtime, ScalarConfig, ScalarEvaluator, ScoreRequest
 from pigbench.image_features import PerImageCache, load_rgb
 
 
 def color_texture_features(rgb: np.ndarray) -> np.ndarray:
-    """The 18 statistics of an (H, W, 3) uint8 RGB array; see the module docstring."""
+    """The 10 statistics of an (H, W, 3) uint8 RGB array; see the module docstring."""
     from scipy.ndimage import gaussian_filter
     from skimage.color import rgb2lab
     from skimage.filters import sobel
 
-    x = rgb.astype(np.float64) / 255.0
-    lab = rgb2lab(x)
+    lab = rgb2lab(rgb.astype(np.float64) / 255.0)
     lum, a, b = lab[..., 0] / 100.0, lab[..., 1] / 128.0, lab[..., 2] / 128.0
     grad = sobel(lum)
     fine = np.abs(lum - gaussian_filter(lum, 1.0))
-    octant = ((x > 0.5) * np.array([4, 2, 1])).sum(-1).ravel()
-    hist = np.bincount(octant, minlength=8) / octant.size
-    stats = [lum.mean(), a.mean(), b.mean(), lum.std(), a.std(), b.std(), np.hypot(a, b).mean(),
-             grad.mean(), (grad > 0.05).mean(), fine.mean()]
-    return np.concatenate([stats, hist])
+    return np.array([lum.mean(), a.mean(), b.mean(), lum.std(), a.std(), b.std(), np.hypot(a, b).mean(),
+                     grad.mean(), (grad > 0.05).mean(), fine.mean()])
 
 
 @dataclass(frozen=True)
@@ -63,7 +58,7 @@ class ColorReference(ScalarEvaluator):
     description = "Colour and texture statistics: distance to rejected minus distance to preferred references"
     Config = ColorReferenceConfig
 
-    def __init__(self, config=None, runtime=None) -> None:
+    def __init__(self, config: Optional[EvaluatorConfig] = None, runtime: Optional[Runtime] = None) -> None:
         super().__init__(config, runtime)
         self.features = PerImageCache(lambda img: color_texture_features(load_rgb(img, self.config.size)), 65536)
 

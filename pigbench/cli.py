@@ -16,6 +16,14 @@ COMMANDS: dict[str, str] = {
     "run": "pigbench.run",
     "list": "pigbench.list",
     "validate": "pigbench.validate",
+    "report": "pigbench.report.cli",
+    "sweep": "pigbench.sweep",
+    "leaderboard": "pigbench.leaderboard",
+    "build": "pigbench.build.cli",
+    "new-evaluator": "pigbench.scaffold",
+    "check-evaluator": "pigbench.check_evaluator",
+    "export-episodes": "pigbench.export_episodes",
+    "score": "pigbench.score",
 }
 
 EPILOG = """examples:

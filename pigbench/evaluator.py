@@ -70,19 +70,25 @@ class EvaluatorConfig:
 
 
 def _convert(raw: str, f: dataclasses.Field, owner: type) -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else None
-    typ = type(default) if default is not None else None
+    """Parse ``raw`` by the type of the field's default (or default factory's value)."""
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = f.default_factory()  # type: ignore[misc]
+    else:
+        default = None
     try:
-        if typ is bool:
+        if isinstance(default, bool):
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True
             if raw.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError("expected true/false")
-        if typ in (int, float):
-            return typ(raw)
-        if typ in (list, tuple, dict) or (isinstance(default, (list, tuple, dict))):
-            return json.loads(raw)
+        if isinstance(default, (int, float)):
+            return type(default)(raw)
+        if isinstance(default, (list, tuple, dict)):
+            value = json.loads(raw)
+            return tuple(value) if isinstance(default, tuple) else value
         if raw.lower() in ("none", "null") and default is None:
             return None
         return raw
@@ -97,6 +103,7 @@ class Runtime:
     device: str = "cpu"
     batch_size: int = 16
     num_workers: int = 0
+    cache_dir: Optional[str] = None  # where evaluators may persist embeddings (None: memory only)
 
 
 class Evaluator(ABC):
@@ -136,16 +143,15 @@ class Evaluator(ABC):
         return self.config.hash(self.name, self.version)
 
 
-def require_packages(evaluator: str, *modules: str, extra: str = "models") -> None:
-    """Fail fast when an optional package is not installed, saying which extra provides it."""
+def require_packages(evaluator: str, *modules: str, extra: str = "models", install: Optional[str] = None) -> None:
+    """Fail fast when an optional package is not installed, saying which extra provides it
+    (``install`` replaces that hint, e.g. "pip install pigbench-my-reward" for a plug-in)."""
     import importlib.util
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise RequirementError(
-            f"{evaluator} needs the Python package(s) {', '.join(missing)}; "
-            f"install them with: pip install 'pigbench[{extra}]'"
-        )
+        hint = install or f"pip install 'pigbench[{extra}]'"
+        raise RequirementError(f"{evaluator} needs the Python package(s) {', '.join(missing)}; install them with: {hint}")
 
 
 def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str) -> None:

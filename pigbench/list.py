@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from typing import Optional, Sequence
 
-from pigbench.registry import adapters, evaluators
+from pigbench.registry import RegistryError, adapters, evaluators
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,6 +56,14 @@ def _table(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        return _print(args)
+    except RegistryError as exc:  # e.g. a third-party plug-in clashing with a built-in name
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _print(args: argparse.Namespace) -> int:
     if args.what in ("evaluators", "all"):
         rows = evaluator_rows()
         print(_table(rows, ["name", "kind", "references", "needs", "description"]))

@@ -89,7 +89,7 @@ def build_evaluator(config: RunConfig) -> Evaluator:
         options["tie_threshold"] = str(config.tie_threshold)
     ev_config = cls.Config.from_options(options)
     cls.check_requirements(ev_config)
-    evaluator = cls(ev_config, Runtime(device=config.device, batch_size=config.batch_size))
+    evaluator = cls(ev_config, Runtime(device=config.device, batch_size=config.batch_size, cache_dir=config.cache_dir))
     evaluator.name = config.evaluator  # the name it was asked for, also for aliases
     return evaluator
 
@@ -124,12 +124,24 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
             evaluator.setup()
             _predict_all(evaluator, todo, store, config, log)
         stored = store.load()
-    rows = prediction_rows(((e.sample_id, e.user_id, e.target.gold) for e in split.episodes), stored)
+    results, path = write_run_results(config, evaluator, adapter, split, stored, resumed, start)
+    return RunOutcome(results, path, resumed, len(todo))
+
+
+def write_run_results(
+    config: RunConfig, evaluator: Evaluator, adapter: DatasetAdapter, split: SplitResult,
+    predictions: dict[str, dict], resumed: int, start: float,
+) -> tuple[dict[str, Any], Path]:
+    """Score ``predictions`` (one JSON dict per episode of ``split``, as :meth:`Prediction.to_json`
+    gives and the store keeps, by sample id) against the gold labels and write the
+    results file with its provenance; returns the results dict and its path. Shared by :func:`run`
+    and ``pigbench score`` (saved outputs)."""
+    rows = prediction_rows(((e.sample_id, e.user_id, e.target.gold) for e in split.episodes), predictions)
     metrics = compute_metrics(judged_from_rows(rows), n_bootstrap=config.n_bootstrap, seed=config.bootstrap_seed)
     results = _results_dict(config, evaluator, adapter, split, metrics, rows, resumed, time.time() - start)
     path = Path(config.output) / config.dataset / f"{evaluator.name}{_variant_suffix(config, evaluator)}.json"
     write_results(path, results, rows)
-    return RunOutcome(results, path, resumed, len(todo))
+    return results, path
 
 
 def _predict_all(

@@ -142,7 +142,10 @@ def _split_user(
             )
             return []
     ref_prompts = {normalize_prompt(p.prompt) for p in refs}
-    ref_images = {key for p in refs for img in (p.preferred, p.rejected) for key in (img.id, img.content_hash)}
+    ref_images = {  # every image a reference shows, including the rest of its ranking
+        key for p in refs for img in (p.preferred, p.rejected, *(im for im, _ in p.ranking))
+        for key in (img.id, img.content_hash)
+    }
     episodes: list[Episode] = []
     references = tuple(refs)
     for rec in target_recs:

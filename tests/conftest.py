@@ -4,3 +4,39 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test never touches the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import toy  # noqa: E402,F401  registers the toy-* plug-ins used by the core tests
+
+
+# ---- shared by the report, leaderboard and browser tests -------------------------------------
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def results_tree(tmp_path_factory):
+    """(results dir, notable files) built once: see ``synthetic_results.build_results_tree``."""
+    from synthetic_results import build_results_tree
+
+    root = tmp_path_factory.mktemp("results_tree")
+    return root / "results", build_results_tree(root / "results", root / "cache")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium (Debian's package, or $PIGBENCH_CHROMIUM) driven by Playwright.
+    Skips with the reason when Playwright or the browser is missing (`python -m playwright
+    install` cannot download one here: install the `chromium` Debian package)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+    path = os.environ.get("PIGBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("no Chromium found: apt-get install chromium, or set PIGBENCH_CHROMIUM to its path")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        except sync_api.Error as exc:
+            pytest.skip(f"Chromium at {path} does not start: {exc}")
+        yield browser
+        browser.close()

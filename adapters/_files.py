@@ -1,0 +1,55 @@
+"""JSON-lines files and image folders, the building blocks of the file-based adapters.
+
+* :func:`iter_jsonl` yields ``(line number, value)`` and reports an unparseable line through a
+  callback (an adapter's :meth:`skip`) instead of stopping.
+* :func:`require_fields` raises :class:`DatasetError` naming file, line and field when a record
+  lacks a field or has it with the wrong type: a malformed file, not a bad row.
+* :func:`image_index` maps file stems to image paths in a folder, listing it once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Union
+
+from pigbench.adapter import DatasetError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+FieldType = Union[type, tuple[type, ...]]
+
+
+def iter_jsonl(path: Path, on_error: Callable[[str, str], None]) -> Iterator[tuple[int, Any]]:
+    """Each non-blank line's JSON value with its 1-based line number; bad lines go to ``on_error``."""
+    try:
+        fh = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot open: {exc}") from None
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                on_error("unparseable JSON line", f"{path.name}:{lineno}: {exc.msg}")
+
+
+def require_fields(obj: Any, fields: Mapping[str, FieldType], where: str) -> None:
+    """Check that ``obj`` is an object holding every field with the given type."""
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{where}: expected a JSON object, found {type(obj).__name__}")
+    for name, typ in fields.items():
+        if name not in obj:
+            raise DatasetError(f"{where}: missing field {name!r}; found fields: {', '.join(obj) or 'none'}")
+        value = obj[name]
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            expected = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            raise DatasetError(f"{where}: field {name!r} is {type(value).__name__}, expected {expected}")
+
+
+def image_index(directory: Path) -> dict[str, Path]:
+    """File stem -> path of every image file directly in ``directory``."""
+    if not directory.is_dir():
+        raise DatasetError(f"image folder {str(directory)!r} does not exist or is not a folder")
+    return {p.stem: p for p in sorted(directory.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}

@@ -1,0 +1,161 @@
+"""Parquet shards of hub datasets: discovery by the hub's file names, schema checks, and reads
+of only the columns and row groups needed.
+
+Hub parquet shards are named ``data/{split}-{NNNNN}-of-{MMMMM}[-{hex}].parquet`` (main branch)
+or ``default/{split}/{NNNN}.parquet`` (the ``refs/convert/parquet`` branch). :class:`ShardSet`
+opens them lazily (local paths, or hub paths through an fsspec filesystem), finds rows by a key
+column reading only that column, and reads chosen rows one row group at a time, counting the
+row groups it reads.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pigbench.adapter import DatasetError
+
+TypeCheck = Callable[[pa.DataType], bool]
+
+STRING: TypeCheck = lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)  # noqa: E731
+INTEGER: TypeCheck = pa.types.is_integer
+FLOAT: TypeCheck = lambda t: pa.types.is_floating(t) or pa.types.is_integer(t)  # noqa: E731
+BOOL: TypeCheck = pa.types.is_boolean
+BINARY: TypeCheck = lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)  # noqa: E731
+TYPE_NAMES = {STRING: "string", INTEGER: "int64", FLOAT: "float64", BOOL: "bool", BINARY: "binary"}
+
+
+def shard_split(path: Union[str, Path]) -> Optional[str]:
+    """The split a hub parquet shard belongs to, from its name, or None if not a shard name."""
+    text = str(path).replace("\\", "/")
+    m = re.search(r"(?:^|/)([A-Za-z0-9_]+)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet$", text)
+    if m:
+        return m.group(1)
+    m = re.search(r"(?:^|/)([A-Za-z0-9_]+)/\d{4}\.parquet$", text)
+    return m.group(1) if m else None
+
+
+def find_shards(root: Path, split: str) -> list[Path]:
+    """Every parquet shard of ``split`` under ``root`` (recursive), sorted by path."""
+    if root.is_file():
+        return [root] if shard_split(root) == split or root.suffix == ".parquet" else []
+    return sorted(p for p in root.rglob("*.parquet") if shard_split(p.relative_to(root)) == split)
+
+
+def check_schema(schema: pa.Schema, expected: Mapping[str, TypeCheck], where: str) -> None:
+    """Raise :class:`DatasetError` naming ``where`` and the column when one is missing or mistyped."""
+    names = schema.names
+    for name, ok in expected.items():
+        if name not in names:
+            raise DatasetError(
+                f"{where}: missing column {name!r} ({TYPE_NAMES.get(ok, 'see the adapter')}); "
+                f"found columns: {', '.join(names)}"
+            )
+        found = schema.field(name).type
+        if not ok(found):
+            raise DatasetError(f"{where}: column {name!r} has type {found}, expected {TYPE_NAMES.get(ok, ok)}")
+
+
+class Location(NamedTuple):
+    """Where a row lives: shard index, row group, row within the group."""
+
+    shard: int
+    group: int
+    row: int
+
+
+class ShardSet:
+    """Parquet shards read lazily; only the columns and row groups asked for are read."""
+
+    def __init__(self, paths: Sequence[Union[str, Path]], filesystem: Any = None) -> None:
+        self.paths = list(paths)
+        self.filesystem = filesystem  # None: local files; else an fsspec filesystem (hub)
+        self.row_groups_read = 0
+        self._files: dict[int, pq.ParquetFile] = {}
+        self._lock = threading.Lock()
+
+    def name(self, shard: int) -> str:
+        return str(self.paths[shard])
+
+    def file(self, shard: int) -> pq.ParquetFile:
+        with self._lock:
+            if shard not in self._files:
+                path = self.paths[shard]
+                try:
+                    src = path if self.filesystem is None else self.filesystem.open(path, "rb")
+                    self._files[shard] = pq.ParquetFile(src)
+                except (OSError, pa.ArrowException) as exc:
+                    raise DatasetError(f"{path}: cannot read as parquet: {exc}") from None
+            return self._files[shard]
+
+    def read_group(self, shard: int, group: int, columns: Sequence[str]) -> pa.Table:
+        pf = self.file(shard)
+        check_schema(pf.schema_arrow, {c: lambda t: True for c in columns}, self.name(shard))
+        with self._lock:
+            self.row_groups_read += 1
+        return pf.read_row_group(group, columns=list(columns))
+
+    def locate(self, key_column: str, keys: pa.Array) -> dict[Any, Location]:
+        """The first location of each key in ``keys``, reading only ``key_column`` of each shard."""
+        wanted = pa.array(keys)
+        found: dict[Any, Location] = {}
+        for shard in range(len(self.paths)):
+            pf = self.file(shard)
+            check_schema(pf.schema_arrow, {key_column: lambda t: True}, self.name(shard))
+            col = pf.read(columns=[key_column]).column(0)
+            hits = pc.indices_nonzero(pc.is_in(col, value_set=wanted)).to_numpy()
+            starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+            groups = np.searchsorted(starts, hits, side="right") - 1
+            for pos, group, key in zip(hits.tolist(), groups.tolist(), col.take(hits).to_pylist()):
+                found.setdefault(key, Location(shard, group, pos - int(starts[group])))
+        return found
+
+    def read_rows(self, locations: Mapping[Any, Location], columns: Sequence[str]) -> Iterator[tuple[Any, dict]]:
+        """``(key, {column: value})`` for each located row, reading each needed row group once."""
+        by_group: dict[tuple[int, int], list[tuple[int, Any]]] = defaultdict(list)
+        for key, loc in locations.items():
+            by_group[(loc.shard, loc.group)].append((loc.row, key))
+        for (shard, group), rows in sorted(by_group.items()):
+            rows.sort()
+            table = self.read_group(shard, group, columns).take([r for r, _ in rows])
+            values = {c: table.column(c).to_pylist() for c in columns}
+            for i, (_, key) in enumerate(rows):
+                yield key, {c: values[c][i] for c in columns}
+
+
+class RowCache:
+    """Column values of located rows, read on demand one row group at a time (thread-safe).
+
+    A request reads the row group holding the key and keeps the values of every located row in
+    it; the ``groups`` most recently used row groups stay cached.
+    """
+
+    def __init__(self, shards: ShardSet, locations: Mapping[Any, Location], columns: Sequence[str], groups: int = 4) -> None:
+        self.shards, self.locations, self.columns, self.groups = shards, locations, list(columns), groups
+        self._by_group: dict[tuple[int, int], dict[Any, Location]] = defaultdict(dict)
+        for key, loc in locations.items():
+            self._by_group[(loc.shard, loc.group)][key] = loc
+        self._cache: OrderedDict[tuple[int, int], dict[Any, dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> dict:
+        loc = self.locations[key]
+        group = (loc.shard, loc.group)
+        with self._lock:
+            if group in self._cache:
+                self._cache.move_to_end(group)
+                return self._cache[group][key]
+        values = dict(self.shards.read_rows(self._by_group[group], self.columns))
+        with self._lock:
+            self._cache[group] = values
+            while len(self._cache) > self.groups:
+                self._cache.popitem(last=False)
+        return values[key]

@@ -1,0 +1,199 @@
+"""``pickapic-lup``: the learn-user-pref per-user Pick-a-Pic v2 benchmark (hub ``wenyii/learn-user-pref``).
+
+Files (``--dataset-path DIR``, ``PIGBENCH_LUP_PATH``, or the hub): ``bench_test_w_bad.pkl`` (test,
+~551 MB) and the train shards ``bench_train_w_bad_split_{0,1,...}.pkl`` (merged in shard order;
+a merged ``bench_train_w_bad.pkl`` is used when present). Each is a pickled pandas DataFrame
+with one row per target pair::
+
+    user_id                Pick-a-Pic user id
+    reference_list         encoded images the user liked
+    reference_list_bad     encoded images the user disliked (same length and order)
+    reference_prompt_list  prompt i of reference_list[i] and reference_list_bad[i]
+    image0, image1, prompt the target pair and its prompt
+    label0                 1: image0 preferred, 0: image1 preferred (0.5 is read as a tie: undocumented)
+
+The source fixes each target's references, so :meth:`LearnUserPref.split` builds one episode per
+row from its first K reference pairs (K = 8, like the authors' ``eval.py``); the seed only decides
+the A/B order. A row with fewer than K references, an unknown label or an unreadable image value
+is skipped and counted; as in the shared splitter, a target whose prompt (normalized) or image
+(content hash) appears in its references is dropped. Image ids are ``sha256:<16 hex>`` of the
+bytes. Unpickling runs code, so files are read with a restricted unpickler
+(:mod:`pigbench.adapters._safe_pickle`); ``trust_pickle=true`` uses plain pickle instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from pigbench.adapter import DatasetAdapter, DatasetError
+from pigbench.adapters._options import check_options, get_bool
+from pigbench.adapters._safe_pickle import load_restricted, load_trusted
+from pigbench.hub import resolve_root
+from pigbench.protocol import Episode, ImageRef, Label, PreferenceRecord, ReferencePair, Target, normalize_prompt
+from pigbench.splits import SplitResult, a_first, fingerprint
+
+COLUMNS = ("user_id", "reference_list", "reference_list_bad", "reference_prompt_list", "image0", "image1", "prompt", "label0")
+LABELS = {1.0: Label.A, 0.0: Label.B, 0.5: Label.TIE}
+
+
+class LearnUserPref(DatasetAdapter):
+    """Per-user Pick-a-Pic v2 targets with their fixed references; see the module docstring."""
+
+    name = "pickapic-lup"
+    description = "learn-user-pref: per-user Pick-a-Pic v2 benchmark with fixed reference pairs per target"
+    license = "MIT (dataset card)"
+    homepage = "https://huggingface.co/datasets/wenyii/learn-user-pref"
+    default_reference_size = 8
+    env_var = "PIGBENCH_LUP_PATH"
+    REPO = "wenyii/learn-user-pref"
+    OPTIONS = {"split": "test (default) or train", "trust_pickle": "true: unpickle with plain pickle (trusted files only)"}
+
+    def records(self) -> Iterator[PreferenceRecord]:
+        """The target pairs as records (their references are the source's, see :meth:`split`)."""
+        for rid, row in self._rows():
+            images, gold = self._target(rid, row)
+            if images is not None:
+                ranks = {Label.A: (1, 2), Label.B: (2, 1), Label.TIE: (1, 1)}[gold]
+                yield PreferenceRecord(rid, str(row["user_id"]), str(row["prompt"]), images, ranks, self.REPO, rid)
+
+    def split(self, seed: int, reference_size: Optional[int] = None, max_targets_per_user: Optional[int] = None) -> SplitResult:
+        k = self.default_reference_size if reference_size is None else reference_size
+        if k is None or k < 0:
+            raise DatasetError(f"{self.name}: the reference size must be a number >= 0 (the source fixes up to 8 per target)")
+        result = SplitResult([], self.name, seed, k)
+        per_user: dict[str, int] = {}
+        for rid, row in self._rows():
+            user = str(row["user_id"])
+            per_user.setdefault(user, 0)
+            images, gold = self._target(rid, row)
+            refs = self._references(rid, row, k) if images is not None else None
+            if images is None or refs is None:
+                continue
+            leak = _leak(str(row["prompt"]), images, refs)
+            if leak:
+                result.note(result.skipped_records, leak, rid)
+                continue
+            if max_targets_per_user is not None and per_user[user] >= max_targets_per_user:
+                continue
+            sample_id = f"{user}/{rid}/0-1"
+            x, y = images
+            target = Target(sample_id, str(row["prompt"]), x, y, gold, rid) if a_first(sample_id, seed) else \
+                Target(sample_id, str(row["prompt"]), y, x, gold.swapped(), rid)
+            result.episodes.append(Episode(user, refs, target))
+            per_user[user] += 1
+        for user, n in per_user.items():
+            if not n:
+                result.note(result.skipped_users, "no usable target row", f"user {user}")
+        result.users = sum(1 for n in per_user.values() if n)
+        result.fingerprint = fingerprint(result.episodes)
+        result.skipped_records.update(self.skipped)
+        for reason, examples in self.skip_examples.items():
+            result.skip_examples.setdefault(reason, []).extend(examples)
+        return result
+
+    # rows ---------------------------------------------------------------------------------
+    def _target(self, rid: str, row: Any) -> tuple[Optional[tuple[ImageRef, ImageRef]], Label]:
+        gold = LABELS.get(_number(row["label0"]))
+        if gold is None:
+            self.skip("label0 not 0, 0.5 or 1", f"{rid}: {row['label0']!r}")
+            return None, Label.INVALID
+        x, y = _image(row["image0"]), _image(row["image1"])
+        if x is None or y is None:
+            self.skip("target image is not bytes, a PIL image or an array", rid)
+            return None, gold
+        return (x, y), gold
+
+    def _references(self, rid: str, row: Any, k: int) -> Optional[tuple[ReferencePair, ...]]:
+        liked, disliked, prompts = (list(row[c]) for c in ("reference_list", "reference_list_bad", "reference_prompt_list"))
+        if not len(liked) == len(disliked) == len(prompts):
+            self.skip("reference lists of different lengths", rid)
+            return None
+        if len(liked) < k:
+            self.skip(f"fewer than {k} reference pairs", rid)
+            return None
+        refs = []
+        for i in range(k):
+            good, bad = _image(liked[i]), _image(disliked[i])
+            if good is None or bad is None:
+                self.skip("reference image is not bytes, a PIL image or an array", f"{rid} reference {i}")
+                return None
+            refs.append(ReferencePair(str(prompts[i]), good, bad, f"{rid}/ref{i}"))
+        return tuple(refs)
+
+    def _rows(self) -> Iterator[tuple[str, Any]]:
+        """(record id ``<file stem>:<row>``, row) over the chosen split's files, in order."""
+        check_options(self.name, self.options, self.OPTIONS)
+        self.skipped.clear()
+        self.skip_examples.clear()
+        trust = get_bool(self.name, self.options, "trust_pickle", False)
+        for path in self._files():
+            frame = (load_trusted if trust else load_restricted)(path)
+            columns = list(getattr(frame, "columns", []))
+            if not hasattr(frame, "iterrows"):
+                raise DatasetError(f"{path}: expected a pickled pandas DataFrame, found {type(frame).__name__}")
+            for col in COLUMNS:
+                if col not in columns:
+                    raise DatasetError(f"{path}: missing column {col!r}; found columns: {', '.join(map(str, columns))}")
+            for i, (_, row) in enumerate(frame.iterrows()):
+                yield f"{path.stem}:{i}", row
+
+    def _files(self) -> list[Path]:
+        split = self.options.get("split", "test")
+        if split not in ("test", "train"):
+            raise DatasetError(f"{self.name}: option split={split!r} must be 'test' or 'train'")
+        pattern = "bench_test_w_bad.pkl" if split == "test" else "bench_train_w_bad*.pkl"
+        root = resolve_root(what=f"{self.name} {split}", path=self.path, env_var=self.env_var, repo_id=self.REPO,
+                            allow_patterns=[pattern])
+        if root.is_file():
+            return [root]
+        merged = root / ("bench_test_w_bad.pkl" if split == "test" else "bench_train_w_bad.pkl")
+        if merged.is_file():
+            return [merged]
+        shards = sorted(root.glob("bench_train_w_bad_split_*.pkl"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
+        if split == "train" and shards:
+            return shards
+        raise DatasetError(f"{self.name}: no {pattern} in {root}; download it with `hf download {self.REPO} --repo-type "
+                           f"dataset --include '{pattern}' --local-dir DIR` and pass --dataset-path DIR")
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "hub": self.REPO}
+
+
+def _number(value: Any) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _image(value: Any) -> Optional[ImageRef]:
+    """A lazy image for encoded bytes, a PIL image or a uint8 array; None for anything else."""
+    from PIL import Image
+
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        digest = hashlib.sha256(data).hexdigest()
+        return ImageRef(f"sha256:{digest[:16]}", data, digest)
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8:
+        value = Image.fromarray(value)
+    if isinstance(value, Image.Image):
+        ref = ImageRef("pending", lambda img=value: img)
+        return ImageRef(f"sha256:{ref.content_hash[:16]}", ref.source, ref.content_hash)
+    return None
+
+
+def _leak(prompt: str, images: tuple[ImageRef, ImageRef], refs: tuple[ReferencePair, ...]) -> Optional[str]:
+    """The shared splitter's reason for dropping this target, or None."""
+    if normalize_prompt(prompt) in {normalize_prompt(r.prompt) for r in refs}:
+        return "target prompt appears in the user's references"
+    shown = {key for r in refs for im in (r.preferred, r.rejected) for key in (im.id, im.content_hash)}
+    if any(im.id in shown or im.content_hash in shown for im in images):
+        return "target image appears in the user's references"
+    if images[0].content_hash == images[1].content_hash:
+        return "identical images in a target pair"
+    return None

@@ -1,0 +1,321 @@
+"""``pickapic`` / ``pickapic-v1``: per-user Pick-a-Pic splits built from the ``train`` split.
+
+Sources. ``--dataset-path DIR`` (or ``PIGBENCH_PICKAPIC_PATH``): a folder holding parquet shards
+of ``yuvalkirstain/pickapic_v2_no_images`` and/or ``yuvalkirstain/pickapic_v2`` under their hub
+names (``data/train-00000-of-00002-<hex>.parquet``, any depth). Without a path, the metadata
+(``_no_images``, ~292 MB) comes from the hub cache or is downloaded. Image bytes come from
+with-images shards under the path or ``--dataset-option images_path=DIR``, else are read in place
+from the hub, fetching only the row groups needed. ``images=none`` builds the split from metadata
+alone (image hashes are then the uids, and no image can be opened: for ``data info`` only).
+
+Pipeline; skipped rows and users are counted by reason:
+
+1. Metadata: 9 projected columns of every ``train`` shard, read with pyarrow (never pandas).
+2. Rows: drop missing fields, identical image uids (``are_different`` is about *models*, not
+   pixels), labels other than (1, 0) / (0, 1) / (0.5, 0.5), ``has_label`` False with a decisive
+   label, ``best_image_uid`` disagreeing with the labels, repeated ``ranking_id``. A tie is
+   ``label_0 == label_1 == 0.5`` (``has_label`` False, ``best_image_uid == "none"``): ranks (1, 1). Captions are stripped and their
+   whitespace collapsed (leakage checks also lower-case them).
+3. Users: keep those with >= K decisive and >= K + 1 usable rows (K = reference size, default 8;
+   the official val/test splits hold at most one prompt per user, hence ``train``).
+   ``users=N`` keeps a seeded sample of N of them.
+4. Images of the kept rows only: rows are found in the with-images shards by ``ranking_id``
+   (reading only that column); only the row groups holding them are read, both images hashed
+   (SHA-256) and their uids checked; pairs with byte-identical images are dropped.
+5. The shared splitter (:mod:`pigbench.splits`): prompt- and image-level leakage checks.
+
+Images stay lazy: an :class:`ImageRef` reads its row group again when an evaluator opens it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pigbench.adapter import DatasetAdapter, DatasetError
+from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
+from pigbench.adapters._options import check_options, get_int
+from pigbench.adapters._parquet import BINARY, BOOL, FLOAT, INTEGER, STRING, RowCache, ShardSet, check_schema, find_shards
+from pigbench.hub import download_hint, remote_files, resolve_root
+from pigbench.protocol import ImageError, ImageRef, PreferenceRecord, normalize_prompt
+from pigbench.splits import SplitResult
+
+SCHEMA = pa.schema([  # the 19 columns of the with-images shards, in order; _no_images lacks jpg_0/jpg_1
+    ("are_different", pa.bool_()), ("best_image_uid", pa.string()), ("caption", pa.string()),
+    ("created_at", pa.timestamp("ns")), ("has_label", pa.bool_()), ("image_0_uid", pa.string()),
+    ("image_0_url", pa.string()), ("image_1_uid", pa.string()), ("image_1_url", pa.string()),
+    ("jpg_0", pa.binary()), ("jpg_1", pa.binary()), ("label_0", pa.float64()), ("label_1", pa.float64()),
+    ("model_0", pa.string()), ("model_1", pa.string()), ("ranking_id", pa.int64()), ("user_id", pa.int64()),
+    ("num_example_per_prompt", pa.int64()), ("__index_level_0__", pa.int64()),
+])
+NO_IMAGES_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in ("jpg_0", "jpg_1")])
+COLUMNS = {"best_image_uid": STRING, "caption": STRING, "has_label": BOOL, "image_0_uid": STRING,
+           "image_1_uid": STRING, "label_0": FLOAT, "label_1": FLOAT, "ranking_id": INTEGER, "user_id": INTEGER}
+IMAGE_COLUMNS = {"image_0_uid": STRING, "image_1_uid": STRING, "jpg_0": BINARY, "jpg_1": BINARY}
+
+
+class PickAPic(DatasetAdapter):
+    """Pick-a-Pic v2 pairwise preferences, split per user; see the module docstring."""
+
+    description = "Pick-a-Pic v2: pairwise Pick-a-Pic preferences (ties kept), per-user splits built from train"
+    license = "unknown (the dataset cards state none; the PickScore code is MIT)"
+    homepage = "https://huggingface.co/datasets/yuvalkirstain/pickapic_v2"
+    name = "pickapic"
+    default_reference_size = 8
+    env_var = "PIGBENCH_PICKAPIC_PATH"
+    META_REPO, IMAGE_REPO = "yuvalkirstain/pickapic_v2_no_images", "yuvalkirstain/pickapic_v2"
+    OPTIONS = {"split": "source split (default train)", "images_path": "folder of with-images shards",
+               "images": "'none': split from metadata only, images unavailable", "users": "keep a seeded sample of N users"}
+
+    def __init__(self, path: Optional[str] = None, options: Optional[dict] = None) -> None:
+        super().__init__(path, options)
+        check_options(self.name or "pickapic", self.options, self.OPTIONS)
+        self.split_name = self.options.get("split", "train")
+        self.skipped_users: Counter[str] = Counter()
+        self._files: dict[str, list[str]] = {}
+        self._shards: Optional[ShardSet] = None
+
+    # records ------------------------------------------------------------------------------
+    def records(self) -> Iterator[PreferenceRecord]:
+        """Every usable row; image hashes are computed lazily (reading each image's row group)."""
+        rows, cache = self._locate(self._usable_rows())
+        cols = self._columns(rows, cache, hashes=None)
+        source = f"{self.META_REPO}:{self.split_name}"
+        for r, rid in enumerate(cols.record_id):
+            prompt, x, y = cols.make(r)
+            ranks = {TIE: (1, 1), FIRST: (1, 2), SECOND: (2, 1)}[int(cols.outcome[r])]
+            yield PreferenceRecord(rid, str(cols.user_id[r]), prompt, (x, y), ranks, source, f"ranking_id={rid}")
+
+    def split(self, seed: int, reference_size: Optional[int] = None, max_targets_per_user: Optional[int] = None) -> SplitResult:
+        """The shared split of the selected users' rows (columnar: episodes are built when read)."""
+        k = self.default_reference_size if reference_size is None else reference_size
+        rows, cache = self._locate(self._select_users(self._usable_rows(), k, seed))
+        hashes = self._hash(rows, cache) if cache is not None else None
+        if hashes is not None:
+            rows = rows.filter(pa.array([rid in hashes for rid in rows["ranking_id"].to_pylist()], pa.bool_()))
+        result = split_pairs(self._columns(rows, cache, hashes), self.name, seed, k, max_targets_per_user)
+        result.skipped_records.update(self.skipped)
+        result.skipped_users.update(self.skipped_users)
+        for reason, examples in self.skip_examples.items():
+            result.skip_examples.setdefault(reason, []).extend(examples)
+        return result
+
+    def _columns(self, rows: pa.Table, cache: Optional[RowCache], hashes: Optional[dict[int, tuple[str, str]]]) -> PairRows:
+        """The rows as integer-coded columns; ``make`` builds a row's prompt and lazy images."""
+        n = len(rows)
+        rid = rows["ranking_id"].to_numpy()
+        enc = pc.dictionary_encode(rows["prompt"].combine_chunks())
+        prompts, prompt_code = enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False)
+        keys: dict[str, int] = {}
+        key_of = np.array([keys.setdefault(normalize_prompt(p), len(keys)) for p in prompts], np.int64)
+        enc = pc.dictionary_encode(pa.concat_arrays([rows["image_0_uid"].combine_chunks(), rows["image_1_uid"].combine_chunks()]))
+        uids, uid_code = enc.dictionary.to_pylist(), np.ascontiguousarray(enc.indices.to_numpy(zero_copy_only=False).reshape(2, n).T)
+        hash_key = None
+        if hashes is not None:
+            codes: dict[str, int] = {}
+            hash_key = np.array([[codes.setdefault(h, len(codes)) for h in hashes[r]] for r in rid.tolist()], np.int64).reshape(n, 2)
+
+        def image(r: int, side: int) -> ImageRef:
+            uid = uids[uid_code[r, side]]
+            if cache is None:
+                return ImageRef(uid, _images_not_read, f"uid:{uid}")
+            known = None if hashes is None else hashes[int(rid[r])][side]
+            return ImageRef(uid, functools.partial(_load, cache, int(rid[r]), side, uid), known)
+
+        def make(r: int) -> tuple[str, ImageRef, ImageRef]:
+            return prompts[prompt_code[r]], image(r, 0), image(r, 1)
+
+        tie, first = rows["tie"].to_numpy(zero_copy_only=False), rows["first"].to_numpy(zero_copy_only=False)
+        return PairRows([str(x) for x in rid.tolist()], rows["user_id"].to_numpy(), key_of[prompt_code], uid_code,
+                        hash_key, np.where(tie, TIE, np.where(first, FIRST, SECOND)).astype(np.int8), make)
+
+    # metadata -----------------------------------------------------------------------------
+    def _usable_rows(self) -> pa.Table:
+        """Metadata rows passing the row checks: ranking_id, user_id, prompt, uids, tie, first, shard."""
+        self.skipped.clear()  # counts describe the latest load only
+        self.skip_examples.clear()
+        self.skipped_users.clear()
+        files = self._meta_files()
+        tables = []
+        for i, f in enumerate(files):
+            pf = pq.ParquetFile(f)
+            check_schema(pf.schema_arrow, COLUMNS, f)
+            t = pf.read(columns=list(COLUMNS))
+            tables.append(t.append_column("shard", pa.array(np.full(len(t), i, np.int32))))
+        t = pa.concat_tables(tables, promote_options="permissive")
+        prompt = _collapse_whitespace(t["caption"].combine_chunks())
+        l0 = t["label_0"].cast(pa.float64()).to_numpy(zero_copy_only=False)
+        l1 = t["label_1"].cast(pa.float64()).to_numpy(zero_copy_only=False)
+        has_label = _np(pc.fill_null(t["has_label"], True))
+        tie, first = l0 == 0.5, l0 == 1.0
+        u0, u1, best = t["image_0_uid"], t["image_1_uid"], t["best_image_uid"]
+        winner = pc.if_else(pa.array(first), u0, u1)
+        best_is_image = _np(pc.fill_null(pc.or_(pc.equal(best, u0), pc.equal(best, u1)), False))
+        checks = [
+            ("missing user_id, caption or image uid",
+             _np(pc.is_null(t["user_id"])) | _np(pc.is_null(u0)) | _np(pc.is_null(u1)) | _np(pc.fill_null(pc.equal(prompt, ""), True))),
+            ("identical image uids in a pair", _np(pc.fill_null(pc.equal(u0, u1), False))),
+            ("label_0/label_1 not (1, 0), (0, 1) or (0.5, 0.5)", ~(tie | first | (l0 == 0.0)) | ~np.isclose(l0 + l1, 1.0)),
+            ("has_label False with a decisive label", ~has_label & ~tie),
+            ("best_image_uid disagrees with the labels",
+             np.where(tie, best_is_image, ~_np(pc.fill_null(pc.equal(best, winner), False)))),
+        ]
+        bad = np.zeros(len(t), bool)
+        for reason, mask in checks:
+            self._skip_rows(reason, t, mask & ~bad, files)
+            bad |= mask
+        rid = t["ranking_id"].to_numpy(zero_copy_only=False)
+        keep = np.flatnonzero(~bad)
+        dup = np.zeros(len(t), bool)
+        dup[keep] = True
+        dup[keep[np.unique(rid[keep], return_index=True)[1]]] = False
+        self._skip_rows("repeated ranking_id", t, dup, files)
+        keep = pa.array(~(bad | dup))
+        return pa.table({"ranking_id": t["ranking_id"], "user_id": t["user_id"], "prompt": prompt, "image_0_uid": u0,
+                         "image_1_uid": u1, "tie": pa.array(tie), "first": pa.array(first),
+                         "shard": t["shard"]}).filter(keep)
+
+    def _skip_rows(self, reason: str, t: pa.Table, mask: np.ndarray, files: list[str]) -> None:
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            for i in idx[:5].tolist():
+                self.skip(reason, f"{Path(files[t['shard'][i].as_py()]).name} ranking_id={t['ranking_id'][i].as_py()}")
+            self.skipped[reason] += len(idx) - min(len(idx), 5)
+
+    def _select_users(self, rows: pa.Table, k: Optional[int], seed: int) -> pa.Table:
+        users = rows["user_id"].to_numpy(zero_copy_only=False)
+        uniq, inv = np.unique(users, return_inverse=True)
+        n_all = np.bincount(inv, minlength=len(uniq))
+        n_dec = np.bincount(inv, weights=~rows["tie"].to_numpy(zero_copy_only=False), minlength=len(uniq))
+        if k is None:
+            ok, reason = n_all >= 2, "fewer than 2 ranked sets"
+        else:
+            ok, reason = (n_all >= k + 1) & (n_dec >= k), f"fewer than {k} decisive reference records plus 1 target record"
+        self._skip_users(reason, uniq[~ok])
+        kept = uniq[ok]
+        limit = get_int(self.name, self.options, "users", None, minimum=1)
+        if limit is not None and limit < len(kept):
+            order = sorted(kept.tolist(), key=lambda u: hashlib.sha256(f"{self.name}\x00{u}\x00{seed}".encode()).digest())
+            self._skip_users(f"not in the seeded sample (users={limit})", np.array(order[limit:]))
+            kept = np.array(order[:limit])
+        return rows.filter(pc.is_in(rows["user_id"], value_set=pa.array(kept, pa.int64())))
+
+    def _skip_users(self, reason: str, users: np.ndarray) -> None:
+        if len(users):
+            self.skipped_users[reason] += len(users)
+            self.skip_examples.setdefault(reason, []).extend(f"user {u}" for u in users[:5].tolist())
+
+    # images -------------------------------------------------------------------------------
+    def _locate(self, rows: pa.Table) -> tuple[pa.Table, Optional[RowCache]]:
+        """Find the rows in the with-images shards; rows not found are skipped. None with images=none."""
+        if self.options.get("images") == "none":
+            return rows, None
+        shards = self._image_shards()
+        found = shards.locate("ranking_id", rows["ranking_id"])
+        here = pa.array([rid in found for rid in rows["ranking_id"].to_pylist()], pa.bool_())
+        self._skip_rows("row not found in the with-images shards", rows, ~_np(here), self._files["metadata"])
+        rows = rows.filter(here)
+        return rows, RowCache(shards, found, list(IMAGE_COLUMNS))
+
+    def _hash(self, rows: pa.Table, cache: RowCache) -> dict[int, tuple[str, str]]:
+        """SHA-256 of both images of every row, reading only the row groups that hold them."""
+        uids = dict(zip(rows["ranking_id"].to_pylist(), zip(rows["image_0_uid"].to_pylist(), rows["image_1_uid"].to_pylist())))
+        out: dict[int, tuple[str, str]] = {}
+        for rid, v in cache.shards.read_rows(cache.locations, list(IMAGE_COLUMNS)):
+            where = f"ranking_id={rid}"
+            if (v["image_0_uid"], v["image_1_uid"]) != uids[rid]:
+                self.skip("with-images row has other image uids than the metadata", where)
+            elif v["jpg_0"] is None or v["jpg_1"] is None:
+                self.skip("image bytes missing (null jpg_0/jpg_1)", where)
+            else:
+                h = (hashlib.sha256(v["jpg_0"]).hexdigest(), hashlib.sha256(v["jpg_1"]).hexdigest())
+                if h[0] == h[1]:
+                    self.skip("identical image bytes in a pair", where)
+                else:
+                    out[rid] = h
+        return out
+
+    # files --------------------------------------------------------------------------------
+    def _meta_files(self) -> list[str]:
+        pattern = f"data/{self.split_name}-*"
+        if self.path or os.environ.get(self.env_var):
+            root = resolve_root(what=f"{self.name} metadata", path=self.path, env_var=self.env_var)
+            shards = find_shards(root, self.split_name)
+            meta = [str(p) for p in shards if "jpg_0" not in pq.read_schema(p).names]
+            self._files["local_images"] = [str(p) for p in shards if str(p) not in meta]
+            files = meta or self._files["local_images"]
+        else:
+            root = resolve_root(what=f"{self.name} metadata", path=None, env_var="", repo_id=self.META_REPO, allow_patterns=[pattern])
+            files = [str(p) for p in find_shards(root, self.split_name)]
+        if not files:
+            raise DatasetError(f"{self.name}: no '{self.split_name}' parquet shards under {root}; "
+                               + download_hint(self.META_REPO, [pattern], "--dataset-path", self.env_var))
+        self._files["metadata"] = files
+        return files
+
+    def _image_shards(self) -> ShardSet:
+        if self._shards is None:
+            pattern = f"data/{self.split_name}-*.parquet"
+            local = list(self._files.get("local_images", []))
+            if self.options.get("images_path"):
+                root = resolve_root(what=f"{self.name} images", path=self.options["images_path"], env_var="", flag="--dataset-option images_path")
+                local = [str(p) for p in find_shards(root, self.split_name) if "jpg_0" in pq.read_schema(p).names]
+            if local:
+                self._shards = ShardSet(local)
+            else:
+                hint = (download_hint(self.IMAGE_REPO, [pattern], "--dataset-option images_path", "")
+                        + " (or --dataset-option images=none to build the split without images)")
+                fs, names = remote_files(self.IMAGE_REPO, pattern, what=f"{self.name} images", hint=hint)
+                self._shards = ShardSet(names, filesystem=fs)
+            for i in range(len(self._shards.paths)):
+                check_schema(self._shards.file(i).schema_arrow, {"ranking_id": INTEGER, **IMAGE_COLUMNS}, self._shards.name(i))
+            self._files["images"] = [str(p) for p in self._shards.paths]
+        return self._shards
+
+    def provenance(self) -> dict[str, Any]:
+        shards = self._shards
+        return {**super().provenance(), "metadata_files": [Path(f).name for f in self._files.get("metadata", [])],
+                "image_files": len(self._files.get("images", [])), "row_groups_read": shards.row_groups_read if shards else 0}
+
+
+class PickAPicV1(PickAPic):
+    """Pick-a-Pic v1 (a subset of v2, fewer generators); same format and processing."""
+
+    description = "Pick-a-Pic v1: pairwise Pick-a-Pic preferences (subset of v2), per-user splits built from train"
+    name = "pickapic-v1"
+    homepage = "https://huggingface.co/datasets/yuvalkirstain/pickapic_v1"
+    META_REPO, IMAGE_REPO = "yuvalkirstain/pickapic_v1_no_images", "yuvalkirstain/pickapic_v1"
+
+
+def _collapse_whitespace(text: pa.Array) -> pa.Array:
+    """Strip and collapse whitespace runs to one space, rewriting only the strings that need it."""
+    space = r"[\s\p{Z}]"
+    needs = pc.fill_null(pc.match_substring_regex(text, rf"^{space}|{space}$|{space}{{2}}|[^ \PZ]|[\t\n\v\f\r]"), False)
+    if not pc.any(needs).as_py():
+        return text
+    fixed = pc.utf8_trim_whitespace(pc.replace_substring_regex(text.filter(needs), rf"{space}+", " "))
+    return pc.replace_with_mask(text, needs, fixed)
+
+
+def _np(arr: Any) -> np.ndarray:
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _load(cache: RowCache, rid: int, side: int, uid: str) -> bytes:
+    row = cache.get(rid)
+    if row[f"image_{side}_uid"] != uid or row[f"jpg_{side}"] is None:
+        raise ImageError(f"image {uid!r}: ranking_id={rid} of the with-images shards has no jpg_{side} for this uid")
+    return row[f"jpg_{side}"]
+
+
+def _images_not_read() -> bytes:
+    raise ImageError("not available: the split was built with --dataset-option images=none")

@@ -1,0 +1,224 @@
+"""Images per second of PickScore-sized scoring, end to end from JPEG files, against a naive per-pair loop.
+
+The model is an HF ``CLIPModel`` with the CLIP-ViT-H-14 architecture (PickScore_v1's: vision 32
+layers of width 1280, text 24 layers of width 1024, projection 1024), built from a config with
+random weights (speed does not depend on weight values), saved to a local folder with a processor
+config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``--images`` distinct
+512x512 JPEGs are written first; pair episodes take prompts from the shipped PartiPrompts subset
+(several pairs share a prompt, as in Pick-a-Pic).
+
+* pigbench: ``PickScore.predict`` over all pairs, ``--episodes-per-call`` episodes per call as a
+  runner would batch them: content hashing, JPEG decode and resize in DataLoader workers, batched
+  fp16 image and text encoding on the GPU, scoring.
+* naive: PickScore's README ``calc_probs`` one pair at a time with the same model and dtype:
+  open both JPEGs, ``AutoProcessor`` for the two images and the prompt, ``get_image_features``,
+  ``get_text_features``, exp(logit_scale)*cos, softmax.
+
+Both are timed in the same run after warm-ups; the script also checks on a few pairs that the
+pigbench scores equal a per-pair computation with the PIL processor (the recipe it implements).
+The tokenizer is character-level (no merges), so prompts are longer than with CLIP's BPE.
+
+    python benchmarks/scalar_throughput.py [--images 4096] [--batch-size 256] [--workers 14] [--naive-pairs 200]
+    python benchmarks/scalar_throughput.py --tiny --device cpu --images 64 --workers 2 --naive-pairs 8  # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import string
+import tempfile
+import time
+from importlib import resources
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+VIT_H_14 = {
+    "text_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16},
+    "vision_config": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 16,
+                      "image_size": 224, "patch_size": 14},
+    "projection_dim": 1024,
+}
+TINY = {
+    "text_config": {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2},
+    "vision_config": {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+                      "image_size": 224, "patch_size": 14},
+    "projection_dim": 16,
+}
+
+
+def write_jpeg(args: tuple[Path, int]) -> str:
+    """A distinct 512x512 JPEG: smooth random colours plus noise, quality 90."""
+    path, seed = args
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((512, 512), Image.BICUBIC)
+    pixels = np.asarray(coarse, dtype=np.int16) + rng.integers(-12, 13, (512, 512, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+    return str(path)
+
+
+def write_model(folder: Path, arch: dict, device: str):
+    """Random-weight CLIP of ``arch`` saved (fp16) with a CLIP image processor and a char-level tokenizer."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    chars = list(string.ascii_lowercase + string.digits + ".,!?'-\"&:;()/")
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
+    CLIPImageProcessorPil().save_pretrained(folder)  # shortest edge 224, crop 224, OpenAI mean/std
+    text = {**arch["text_config"], "vocab_size": 49408, "max_position_embeddings": 77,
+            "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": eos}
+    config = CLIPConfig(text_config=text, vision_config=arch["vision_config"], projection_dim=arch["projection_dim"])
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    with torch.device(device):
+        model = CLIPModel(config).to(dtype).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def prompts() -> list[str]:
+    with resources.files("pigbench").joinpath("data/partiprompts_simple_detail.tsv").open() as f:
+        return [row["Prompt"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+
+def episodes(paths: list[str], texts: list[str], tag: str):
+    from pigbench.protocol import Episode, ImageRef, Label, Target
+
+    return [
+        Episode(f"user{i % 64}", (), Target(f"{tag}{i}", texts[i % len(texts)], ImageRef(paths[2 * i], paths[2 * i]),
+                                            ImageRef(paths[2 * i + 1], paths[2 * i + 1]), Label.A))
+        for i in range(len(paths) // 2)
+    ]
+
+
+def naive_pair(model, processor, ep, device):
+    """PickScore README calc_probs for one pair: returns the two scores."""
+    import torch
+
+    images = [Image.open(ep.target.image_a.source), Image.open(ep.target.image_b.source)]
+    image_inputs = processor(images=images, return_tensors="pt").to(device)
+    text_inputs = processor(text=ep.target.prompt, padding=True, truncation=True, max_length=77, return_tensors="pt").to(device)
+    with torch.no_grad():
+        img = model.get_image_features(pixel_values=image_inputs["pixel_values"].to(model.dtype))
+        txt = model.get_text_features(**text_inputs)
+        img = getattr(img, "pooler_output", img)
+        txt = getattr(txt, "pooler_output", txt)
+        img = img / img.norm(dim=-1, keepdim=True)
+        txt = txt / txt.norm(dim=-1, keepdim=True)
+        scores = model.logit_scale.exp() * (txt @ img.T)[0]
+        torch.softmax(scores, dim=-1)
+    return scores.float().cpu().tolist()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=4096)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=14)
+    ap.add_argument("--episodes-per-call", default="512,2048",
+                    help="comma list; each value is timed on its own fresh set of --images JPEGs")
+    ap.add_argument("--naive-pairs", type=int, default=200)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="a tiny CLIP instead of ViT-H-14 (smoke test)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+
+    import torch
+    import transformers
+    from transformers import AutoProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from pigbench.evaluator import Runtime
+    from pigbench.registry import evaluators
+
+    per_call = [int(x) for x in args.episodes_per_call.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="scalar_throughput_"))
+    (work / "img").mkdir()
+    warm_n = 2 * args.batch_size
+    t = time.perf_counter()
+    with Pool(max(1, args.workers)) as pool:
+        total = args.images * len(per_call) + warm_n
+        paths = pool.map(write_jpeg, [(work / "img" / f"{i:05d}.jpg", i) for i in range(total)])
+    print(f"wrote {len(paths)} JPEGs in {time.perf_counter() - t:.1f}s ({Path(paths[0]).stat().st_size} bytes each, first)")
+
+    t = time.perf_counter()
+    model = write_model(work / "model", TINY if args.tiny else VIT_H_14, args.device)
+    print(f"built and saved the model in {time.perf_counter() - t:.1f}s: "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters")
+
+    cls = evaluators.get("pickscore")
+    ev = cls(cls.Config(model_path=str(work / "model"), processor_path=str(work / "model")),
+             Runtime(device=args.device, batch_size=args.batch_size, num_workers=args.workers))
+    t = time.perf_counter()
+    ev.setup()
+    print(f"pickscore evaluator loaded in {time.perf_counter() - t:.1f}s (dtype {ev.dtype})")
+    texts = prompts()
+    warm = episodes(paths[-warm_n:], texts[::-1], "warm")
+    ev.predict(warm)  # CUDA kernels, allocator, worker start-up code paths
+
+    def sync() -> None:
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    rates = {}
+    for k, chunk in enumerate(per_call):
+        timed = episodes(paths[k * args.images : (k + 1) * args.images], texts, f"t{k}-")
+        calls_before = ev.images.encoder_calls
+        sync()
+        t = time.perf_counter()
+        preds = []
+        for i in range(0, len(timed), chunk):
+            preds += ev.predict(timed[i : i + chunk])
+        sync()
+        fast_s = time.perf_counter() - t
+        assert all(p.score_a is not None for p in preds)
+        rates[chunk] = args.images / fast_s
+        print(f"pigbench, {chunk} episodes per predict call: {args.images} images in {fast_s:.2f}s = "
+              f"{rates[chunk]:.0f} images/s ({ev.images.encoder_calls - calls_before} encoder calls)")
+    fast_rate = min(rates.values())
+
+    processor = AutoProcessor.from_pretrained(work / "model")
+    for ep in warm[:3]:
+        naive_pair(model, processor, ep, args.device)
+    subset = timed[: args.naive_pairs]
+    sync()
+    t = time.perf_counter()
+    for ep in subset:
+        naive_pair(model, processor, ep, args.device)
+    sync()
+    naive_s = time.perf_counter() - t
+    naive_rate = 2 * len(subset) / naive_s
+    print(f"naive per-pair loop ({type(processor.image_processor).__name__}): {2 * len(subset)} images in "
+          f"{naive_s:.2f}s = {naive_rate:.1f} images/s")
+
+    pil = AutoProcessor.from_pretrained(work / "model")
+    pil.image_processor = CLIPImageProcessorPil.from_pretrained(work / "model")
+    check = [(naive_pair(model, pil, ep, args.device), (p.score_a, p.score_b)) for ep, p in zip(timed[:32], preds)]
+    print(f"speedup over the naive loop: {fast_rate / naive_rate:.1f}x (slowest pigbench setting)")
+    diff = max(abs(a - b) for ref, got in check for a, b in zip(ref, got))
+    print(f"max |score difference| vs the per-pair PIL-processor recipe on 32 pairs: {diff:.2e}")
+
+    figures = {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "torch": torch.__version__, "transformers": transformers.__version__, "model": "tiny" if args.tiny else "CLIP ViT-H-14",
+        "images": args.images, "batch_size": args.batch_size, "workers": args.workers,
+        "pigbench_images_per_s_by_episodes_per_call": {k: round(v, 1) for k, v in rates.items()},
+        "pigbench_images_per_s_slowest": round(fast_rate, 1), "naive_images_per_s": round(naive_rate, 1),
+        "naive_pairs": len(subset), "speedup": round(fast_rate / naive_rate, 1), "max_score_diff_vs_pil_recipe": diff,
+        "dtype": str(ev.dtype),
+    }
+    print(json.dumps(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()

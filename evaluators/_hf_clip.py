@@ -1,0 +1,57 @@
+"""Hugging Face CLIP pieces shared by clipscore, pickscore, aesthetics, clip-i, text-align and mps.
+
+transformers 4.x returns tensors from ``get_image_features``/``get_text_features``; 5.x returns
+a ``BaseModelOutputWithPooling`` whose ``pooler_output`` is the projected embedding. Both work.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from pigbench.embedding import ImageTransform
+
+
+def projected(output: Any) -> torch.Tensor:
+    """The projected embedding from either transformers 4 (tensor) or 5 (output object)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def load_clip_model(source: str, device: torch.device, dtype: torch.dtype, model_class: Any = None) -> Any:
+    """A CLIP model (``CLIPModel`` unless ``model_class`` is given) in eval mode on ``device``."""
+    if model_class is None:
+        from transformers import CLIPModel as model_class
+    model = model_class.from_pretrained(source)
+    return model.eval().to(device=device, dtype=dtype)
+
+
+def processor_transform(source: str, crop_offset: Literal["round", "floor"]) -> ImageTransform:
+    """The resize/crop/normalization declared by the image processor config at ``source``."""
+    from transformers import AutoImageProcessor
+
+    proc = AutoImageProcessor.from_pretrained(source)
+    size = proc.size.get("shortest_edge")
+    if size is None or not getattr(proc, "do_center_crop", False):
+        raise ValueError(f"{source}: only short-side resize + center crop processors are supported, got size={proc.size}")
+    crop = proc.crop_size["height"]
+    return ImageTransform(
+        size=int(crop), resize_to=int(size), crop_offset=crop_offset,
+        mean=tuple(proc.image_mean), std=tuple(proc.image_std),
+    )
+
+
+def load_tokenizer(source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source)
+
+
+def encode_texts(model: Any, tokenizer: Any, texts: list[str], device: torch.device) -> torch.Tensor:
+    """Projected text embeddings; padded to the longest, truncated to 77 tokens (CLIP's context)."""
+    inputs = tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt").to(device)
+    return projected(model.get_text_features(**inputs))
+
+
+def encode_images(model: Any, pixels: torch.Tensor) -> torch.Tensor:
+    return projected(model.get_image_features(pixel_values=pixels))

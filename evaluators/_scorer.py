@@ -1,0 +1,147 @@
+"""Base classes of the evaluators that score from cached image (and text) features.
+
+A plug-in subclasses :class:`EmbeddingScorer`, sets its metadata and ``weights`` lookup, and
+implements ``load()`` (build ``self.images`` and, if it reads prompts, ``self.texts``) and
+``score()``. The base handles the model source (``--model-path``, then the environment variable,
+then the published default), device and dtype, bulk prefetching of every image and prompt of a
+batch of episodes (so decode and encode run in large batches, each distinct image once), and
+provenance. :class:`ReferenceSimilarity` adds the mean similarity to a user's references.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
+
+from pigbench.evaluator import EvaluatorConfig, Need, ScalarConfig, ScalarEvaluator, ScoreRequest, require_packages
+from pigbench.protocol import Episode, ImageRef, Prediction
+
+if TYPE_CHECKING:
+    import torch
+
+    from pigbench.embedding import ImageEmbedder, ImageTransform, TextEmbedder
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig(ScalarConfig):
+    """``model_path``: hub id, local folder or file; empty means the evaluator's environment
+    variable, then its published default. ``dtype``: auto (float16 on CUDA, float32 on CPU),
+    float32, float16 or bfloat16."""
+
+    model_path: str = ""
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class SimilarityConfig(EmbeddingConfig):
+    """``subtract_rejected``: score minus the mean similarity to the rejected reference images."""
+
+    subtract_rejected: bool = False
+
+
+class EmbeddingScorer(ScalarEvaluator):
+    """A scalar evaluator whose scores come from per-image features computed once per image."""
+
+    needs: ClassVar[tuple[Need, ...]] = ("gpu", "weights")
+    Config: ClassVar[type[EvaluatorConfig]] = EmbeddingConfig
+    packages: ClassVar[tuple[str, ...]] = ("torch", "transformers")
+    env_var: ClassVar[str] = ""
+    default_model: ClassVar[str] = ""
+
+    images: "ImageEmbedder"
+    texts: Optional["TextEmbedder"] = None
+
+    @classmethod
+    def model_source(cls, config: EvaluatorConfig) -> str:
+        """``config.model_path``, else ``$env_var``, else ``default_model``."""
+        return getattr(config, "model_path", "") or os.environ.get(cls.env_var, "") or cls.default_model
+
+    @classmethod
+    def check_requirements(cls, config: EvaluatorConfig) -> None:
+        require_packages(cls.name or cls.__name__, *cls.packages)
+        cls.check_weights(config)
+
+    @classmethod
+    def check_weights(cls, config: EvaluatorConfig) -> None:
+        """Raise RequirementError if a weight is unavailable (no download). Plug-ins override."""
+
+    def setup(self) -> None:
+        if getattr(self, "_loaded", False):
+            return
+        import torch
+
+        from pigbench.embedding import resolve_dtype
+
+        self.device = torch.device(self.runtime.device)
+        self.dtype = resolve_dtype(getattr(self.config, "dtype", "auto"), self.device)
+        self._provenance: dict[str, Any] = {}
+        self.load()
+        self._loaded = True
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the weights; set ``self.images`` (and ``self.texts``); record ``self._provenance``."""
+
+    def image_embedder(self, encode, transform: "ImageTransform", model_key: str) -> "ImageEmbedder":
+        from pigbench.embedding import ImageEmbedder
+
+        return ImageEmbedder(
+            encode, transform, model_key=model_key, device=self.device, dtype=self.dtype,
+            batch_size=self.runtime.batch_size, num_workers=self.runtime.num_workers,
+            cache_dir=getattr(self.runtime, "cache_dir", None),
+        )
+
+    def text_embedder(self, encode) -> "TextEmbedder":
+        from pigbench.embedding import TextEmbedder
+
+        return TextEmbedder(encode, batch_size=self.runtime.batch_size)
+
+    def prompts_of(self, episode: Episode) -> list[str]:
+        """The strings ``self.texts`` must encode for this episode."""
+        return [episode.target.prompt]
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        self.setup()
+        refs: list[ImageRef] = []
+        for ep in episodes:
+            refs += [ep.target.image_a, ep.target.image_b]
+            if self.uses_references:
+                refs += [img for r in ep.references for img in (r.preferred, r.rejected)]
+        self.images.embed(refs)
+        if self.texts is not None:
+            self.texts.embed([p for ep in episodes for p in self.prompts_of(ep)])
+        return super().predict(episodes)
+
+    def provenance(self) -> dict[str, Any]:
+        out = dict(getattr(self, "_provenance", {}))
+        if getattr(self, "_loaded", False):
+            out["dtype"] = str(self.dtype).removeprefix("torch.")
+            out["device"] = str(self.device)
+            out["image_embedding"] = self.images.stats()
+        return out
+
+
+class ReferenceSimilarity(EmbeddingScorer):
+    """s(x) = mean cosine of x to the preferred reference images (minus the mean to the rejected
+    ones with ``subtract_rejected``). An episode without references gives an INVALID prediction."""
+
+    kind = "similarity"
+    uses_references = True
+    uses_prompt = False
+    Config = SimilarityConfig
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        from pigbench.embedding import l2_normalize
+
+        out = []
+        for req in requests:
+            if not req.references:
+                raise ValueError("the episode has no reference pairs to compare with")
+            x = l2_normalize(self.images.get(req.image))
+            sim = (l2_normalize(self.images.stack([r.preferred for r in req.references])) @ x).mean()
+            if self.config.subtract_rejected:
+                sim = sim - (l2_normalize(self.images.stack([r.rejected for r in req.references])) @ x).mean()
+            out.append(float(sim))
+        return out

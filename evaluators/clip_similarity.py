@@ -1,0 +1,74 @@
+"""CLIP reference-similarity evaluators: ``clip-i`` (image to the user's preferred images) and
+``text-align`` (image to the user's preferred prompts).
+
+clip-i: s(x) = mean over reference pairs of cos(CLIP(x), CLIP(preferred)); with
+``subtract_rejected`` minus the same mean over the rejected images (DreamBooth's CLIP-I, made
+user-conditioned). text-align: s(x) = mean over the user's distinct reference prompts of
+cos(CLIP(x), CLIP_text(prompt)). A reference pair's two images share its prompt, so text-align has
+no rejected-side variant. Default backbone ``openai/clip-vit-base-patch32`` (``$PIGBENCH_CLIP_PATH``
+or ``--model-path`` select another); HF processor preprocessing.
+
+Example::
+
+    pigbench run --evaluator clip-i --dataset pickapic --option subtract_rejected=true
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, ReferenceSimilarity
+from pigbench.protocol import Episode
+
+
+class _CLIPBackbone(EmbeddingScorer):
+    env_var = "PIGBENCH_CLIP_PATH"
+    default_model = "openai/clip-vit-base-patch32"
+    with_text = False
+
+    @classmethod
+    def check_weights(cls, config: EmbeddingConfig) -> None:
+        resolve_local_or_hub(cls.model_source(config), cls.name or cls.__name__, cls.env_var, "the CLIP model")
+
+    def load(self) -> None:
+        from pigbench.evaluators._hf_clip import encode_images, encode_texts, load_clip_model, load_tokenizer, processor_transform
+        from pigbench.evaluators._weights import source_fingerprint
+
+        source = self.model_source(self.config)
+        model = load_clip_model(source, self.device, self.dtype)
+        fingerprint = source_fingerprint(source, model)
+        self.images = self.image_embedder(
+            lambda x: encode_images(model, x), processor_transform(source, "floor"), f"clip:{source}:{fingerprint}"
+        )
+        if self.with_text:
+            tokenizer = load_tokenizer(source)
+            self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, t, self.device))
+        self._provenance = {"model": source, "revision": fingerprint}
+
+
+class ClipI(ReferenceSimilarity, _CLIPBackbone):
+    description = "Mean CLIP image-image cosine to the user's preferred reference images (optionally minus rejected)"
+
+
+class TextAlign(_CLIPBackbone):
+    kind = "similarity"
+    uses_references = True
+    uses_prompt = False
+    with_text = True
+    description = "Mean CLIP cosine between the image and the user's distinct reference prompts"
+
+    def prompts_of(self, episode: Episode) -> list[str]:
+        return [r.prompt for r in episode.references]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        from pigbench.embedding import l2_normalize
+
+        out = []
+        for req in requests:
+            prompts = list(dict.fromkeys(r.prompt for r in req.references))
+            if not prompts:
+                raise ValueError("the episode has no reference pairs to compare with")
+            x = l2_normalize(self.images.get(req.image))
+            out.append(float((l2_normalize(self.texts.stack(prompts)) @ x).mean()))
+        return out

@@ -1,0 +1,62 @@
+"""CLIPScore (Hessel et al. 2021): reference-free text-image alignment, 2.5 * max(cos, 0).
+
+The caption is prefixed with "A photo depicts " (jmhessel/clipscore) and both embeddings are
+L2-normalized. Default backbone ``openai/clip-vit-base-patch32`` (the paper's ViT-B/32); any HF
+CLIP checkpoint can be selected with ``--model-path``. Images follow OpenAI CLIP's preprocessing
+(bicubic short-side resize, torchvision center crop, OpenAI mean/std).
+
+Example::
+
+    pigbench run --evaluator clipscore --dataset pickapic --model-path openai/clip-vit-large-patch14
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer
+
+
+@dataclass(frozen=True)
+class CLIPScoreConfig(EmbeddingConfig):
+    """``prefix`` is prepended to every prompt; ``weight`` is w in w * max(cos, 0)."""
+
+    prefix: str = "A photo depicts "
+    weight: float = 2.5
+
+
+class CLIPScore(EmbeddingScorer):
+    kind = "scalar"
+    description = "CLIPScore (Hessel et al.): 2.5*max(cos,0) between image and 'A photo depicts <prompt>', CLIP ViT-B/32"
+    Config = CLIPScoreConfig
+    env_var = "PIGBENCH_CLIPSCORE_PATH"
+    default_model = "openai/clip-vit-base-patch32"
+
+    @classmethod
+    def check_weights(cls, config: CLIPScoreConfig) -> None:
+        resolve_local_or_hub(cls.model_source(config), cls.name or "clipscore", cls.env_var, "the CLIP model")
+
+    def load(self) -> None:
+        from pigbench.evaluators._hf_clip import encode_images, encode_texts, load_clip_model, load_tokenizer, processor_transform
+        from pigbench.evaluators._weights import source_fingerprint
+
+        source = self.model_source(self.config)
+        model = load_clip_model(source, self.device, self.dtype)
+        tokenizer = load_tokenizer(source)
+        fingerprint = source_fingerprint(source, model)
+        self.images = self.image_embedder(
+            lambda x: encode_images(model, x), processor_transform(source, "round"), f"clip:{source}:{fingerprint}"
+        )
+        prefix = self.config.prefix
+        self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, [prefix + s for s in t], self.device))
+        self._provenance = {"model": source, "revision": fingerprint}
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        from pigbench.embedding import l2_normalize
+
+        img = l2_normalize(self.images.stack([r.image for r in requests]))
+        txt = l2_normalize(self.texts.stack([r.prompt for r in requests]))
+        cos = (img * txt).sum(-1)
+        return (self.config.weight * cos.clamp(min=0)).tolist()

@@ -1,0 +1,42 @@
+"""DINOScore: mean DINOv2 CLS-embedding cosine of an image to the user's preferred references.
+
+e(x) = the final layer-normed CLS token (``last_hidden_state[:, 0]``, which is DINOv2's
+``pooler_output``), L2-normalized; s(x) = mean over reference pairs of cos(e(x), e(preferred)),
+minus the mean over the rejected images with ``subtract_rejected``. Default ``facebook/dinov2-base``
+(``--model-path`` or ``$PIGBENCH_DINO_PATH`` select small/large/giant); preprocessing from its
+image processor: bicubic short side 256, center crop 224, ImageNet mean/std.
+
+Example::
+
+    pigbench run --evaluator dinoscore --dataset pigbench --model-path facebook/dinov2-large
+"""
+
+from __future__ import annotations
+
+from pigbench.evaluator import resolve_local_or_hub
+from pigbench.evaluators._scorer import ReferenceSimilarity, SimilarityConfig
+
+
+class DINOScore(ReferenceSimilarity):
+    description = "Mean DINOv2 CLS cosine to the user's preferred reference images (optionally minus rejected)"
+    env_var = "PIGBENCH_DINO_PATH"
+    default_model = "facebook/dinov2-base"
+
+    @classmethod
+    def check_weights(cls, config: SimilarityConfig) -> None:
+        resolve_local_or_hub(cls.model_source(config), cls.name or "dinoscore", cls.env_var, "the DINOv2 model")
+
+    def load(self) -> None:
+        from transformers import AutoModel
+
+        from pigbench.evaluators._hf_clip import processor_transform
+        from pigbench.evaluators._weights import source_fingerprint
+
+        source = self.model_source(self.config)
+        model = AutoModel.from_pretrained(source).eval().to(device=self.device, dtype=self.dtype)
+        fingerprint = source_fingerprint(source, model)
+        self.images = self.image_embedder(
+            lambda x: model(pixel_values=x).last_hidden_state[:, 0], processor_transform(source, "floor"),
+            f"dino:{source}:{fingerprint}",
+        )
+        self._provenance = {"model": source, "revision": fingerprint}

@@ -1,0 +1,96 @@
+"""ImageReward (Xu et al. 2023): BLIP ViT-L + BERT cross-attention + MLP, standardized.
+
+Weights ``THUDM/ImageReward`` (``ImageReward.pt`` and ``med_config.json``; a local folder holding
+both also works), loaded strictly into a network built from transformers' BLIP blocks; tokenizer
+``bert-base-uncased`` plus BLIP's two added tokens. Recipe (THUDM/ImageReward ``ImageReward.py``):
+bicubic short-side resize to 224, torchvision center crop, OpenAI mean/std; prompt padded to
+``max_length`` 35 with truncation; r = (MLP([CLS]) - 0.16717362830052426) / 1.0333394966054072.
+The ``image-reward`` package is not used (its pins break open-clip-torch and transformers 5).
+
+Example::
+
+    pigbench run --evaluator imagereward --dataset pickapic --model-path /models/ImageReward \\
+        --option tokenizer_path=/models/bert-base-uncased
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer
+from pigbench.evaluators._weights import WeightFile, check_file
+
+REWARD_MEAN = 0.16717362830052426
+REWARD_STD = 1.0333394966054072
+TOKENIZER_ENV = "PIGBENCH_BERT_PATH"
+
+
+@dataclass(frozen=True)
+class ImageRewardConfig(EmbeddingConfig):
+    """``tokenizer_path``: BERT tokenizer (empty: $PIGBENCH_BERT_PATH, then bert-base-uncased)."""
+
+    tokenizer_path: str = ""
+    max_length: int = 35
+
+
+class ImageReward(EmbeddingScorer):
+    kind = "scalar"
+    description = "ImageReward v1.0: BLIP ViT-L + BERT cross-attention + MLP, standardized reward"
+    Config = ImageRewardConfig
+    env_var = "PIGBENCH_IMAGEREWARD_PATH"
+    default_model = "THUDM/ImageReward"
+
+    @classmethod
+    def weight_file(cls, filename: str) -> WeightFile:
+        return WeightFile(cls.name or "imagereward", f"the ImageReward {filename}", filename, cls.env_var,
+                          "https://huggingface.co/THUDM/ImageReward")
+
+    @classmethod
+    def tokenizer_source(cls, config: ImageRewardConfig) -> str:
+        return config.tokenizer_path or os.environ.get(TOKENIZER_ENV, "") or "bert-base-uncased"
+
+    @classmethod
+    def check_weights(cls, config: ImageRewardConfig) -> None:
+        source = cls.model_source(config)
+        check_file(source, cls.weight_file("ImageReward.pt"))
+        check_file(source, cls.weight_file("med_config.json"))
+        resolve_local_or_hub(cls.tokenizer_source(config), cls.name or "imagereward", TOKENIZER_ENV,
+                             "the bert-base-uncased tokenizer (--option tokenizer_path=...)")
+
+    def load(self) -> None:
+        from transformers import AutoTokenizer
+
+        from pigbench.embedding import ImageTransform
+        from pigbench.evaluators._imagereward_net import build_from_checkpoint, translate_keys
+        from pigbench.evaluators._weights import fetch_file, load_strict, read_state_dict, source_fingerprint
+
+        source = self.model_source(self.config)
+        ckpt = fetch_file(source, self.weight_file("ImageReward.pt"))
+        med_config = json.loads(fetch_file(source, self.weight_file("med_config.json")).read_text())
+        state = read_state_dict(ckpt, "the ImageReward checkpoint")
+        self.net = build_from_checkpoint(state, med_config)
+        load_strict(self.net, translate_keys(state), f"the ImageReward checkpoint {ckpt}")
+        self.net.eval().to(device=self.device, dtype=self.dtype)
+        self.net.mlp.float()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_source(self.config))
+        self.tokenizer.add_tokens(["[DEC]", "[ENC]"], special_tokens=True)  # as BLIP's init_tokenizer
+        sha = source_fingerprint(str(ckpt))
+        transform = ImageTransform(size=self.net.image_size, crop_offset="round")
+        self.images = self.image_embedder(self.net.image_tokens, transform, f"imagereward:{sha}")
+        self._provenance = {"checkpoint": str(ckpt), "checkpoint_sha256": sha, "tokenizer": self.tokenizer_source(self.config)}
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        import torch
+
+        tokens = self.tokenizer(
+            [r.prompt for r in requests], padding="max_length", truncation=True,
+            max_length=self.config.max_length, return_tensors="pt",
+        ).to(self.device)
+        image_tokens = self.images.stack([r.image for r in requests]).to(self.device)
+        with torch.inference_mode():
+            raw = self.net.raw_reward(tokens["input_ids"], tokens["attention_mask"], image_tokens)
+        return ((raw - REWARD_MEAN) / REWARD_STD).cpu().tolist()

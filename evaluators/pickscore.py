@@ -1,0 +1,71 @@
+"""PickScore (Kirstain et al. 2023): s = exp(logit_scale) * cos(text, image) with PickScore_v1.
+
+Model ``yuvalkirstain/PickScore_v1`` (a CLIP ViT-H/14 fine-tuned on Pick-a-Pic); processor and
+tokenizer ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``, as in the PickScore README: bicubic
+short-side resize to 224 with PIL, HF center crop, OpenAI mean/std; prompts padded and truncated
+to 77 tokens. The pair probability softmax([s_A, s_B]) is monotone in s_A - s_B, so predictions use
+the raw delta (see ``pigbench.calibration`` for the Pick-a-Pic tie-threshold protocol).
+
+Example::
+
+    pigbench run --evaluator pickscore --dataset pickapic --model-path /models/PickScore_v1 \\
+        --option processor_path=/models/CLIP-ViT-H-14-laion2B-s32B-b79K
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer
+
+PROCESSOR_ENV = "PIGBENCH_PICKSCORE_PROCESSOR_PATH"
+
+
+@dataclass(frozen=True)
+class PickScoreConfig(EmbeddingConfig):
+    """``processor_path``: image processor and tokenizer (empty: $PIGBENCH_PICKSCORE_PROCESSOR_PATH, then LAION CLIP-H)."""
+
+    processor_path: str = ""
+
+
+class PickScore(EmbeddingScorer):
+    kind = "scalar"
+    description = "PickScore_v1: exp(logit_scale)*cos(text, image), CLIP ViT-H/14 fine-tuned on Pick-a-Pic"
+    Config = PickScoreConfig
+    env_var = "PIGBENCH_PICKSCORE_PATH"
+    default_model = "yuvalkirstain/PickScore_v1"
+    default_processor = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+
+    @classmethod
+    def processor_source(cls, config: PickScoreConfig) -> str:
+        return config.processor_path or os.environ.get(PROCESSOR_ENV, "") or cls.default_processor
+
+    @classmethod
+    def check_weights(cls, config: PickScoreConfig) -> None:
+        name = cls.name or "pickscore"
+        resolve_local_or_hub(cls.model_source(config), name, cls.env_var, "the PickScore model")
+        resolve_local_or_hub(cls.processor_source(config), name, PROCESSOR_ENV, "the CLIP-H processor (--option processor_path=...)")
+
+    def load(self) -> None:
+        from pigbench.evaluators._hf_clip import encode_images, encode_texts, load_clip_model, load_tokenizer, processor_transform
+        from pigbench.evaluators._weights import source_fingerprint
+
+        source, processor = self.model_source(self.config), self.processor_source(self.config)
+        model = load_clip_model(source, self.device, self.dtype)
+        tokenizer = load_tokenizer(processor)
+        fingerprint = source_fingerprint(source, model)
+        transform = processor_transform(processor, "floor")
+        self.images = self.image_embedder(lambda x: encode_images(model, x), transform, f"pickscore:{source}:{fingerprint}")
+        self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, t, self.device))
+        self.logit_scale = float(model.logit_scale.detach().float().exp())
+        self._provenance = {"model": source, "revision": fingerprint, "processor": processor}
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        from pigbench.embedding import l2_normalize
+
+        img = l2_normalize(self.images.stack([r.image for r in requests]))
+        txt = l2_normalize(self.texts.stack([r.prompt for r in requests]))
+        return (self.logit_scale * (img * txt).sum(-1)).tolist()

@@ -1,0 +1,114 @@
+"""Tie-threshold calibration (protocol section 3): Pick-a-Pic's grid search on a disjoint split.
+
+Pick-a-Pic (yuvalkirstain/PickScore ``trainer/scripts/eval_preference_predictor.py``) turns two
+scores into probabilities (p_A, p_B) = softmax([s_A, s_B]), predicts a tie when
+|p_A - p_B| <= t, tries t in {0, 0.1, ..., 1.0} on a validation split, and keeps the first t
+with the best tie-aware accuracy. Since |p_A - p_B| = tanh(|s_A - s_B| / 2), a probability
+threshold t is the raw-score threshold ``tau = 2 * atanh(t) / scale`` (``scale`` multiplies the
+scores before the softmax; 1 for PickScore, whose scores already include exp(logit_scale)).
+``tau`` is what :class:`pigbench.evaluator.ScalarConfig` ``tie_threshold`` holds; t = 1 gives
+``tau = inf`` (every pair a tie).
+
+Usage::
+
+    calibration, targets = calibration_split(episodes, fraction=0.2, seed=0)   # disjoint users
+    result = calibrate_tie_threshold(evaluator, calibration)                    # scores calibration only
+    evaluator = type(evaluator)(dataclasses.replace(evaluator.config, tie_threshold=result.tau), runtime)
+    record["tie_threshold"] = result.to_json()                                  # keep it in the results
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Optional, Sequence
+
+from pigbench.evaluator import Evaluator
+from pigbench.protocol import Episode, Label
+
+PICKAPIC_GRID: tuple[float, ...] = tuple(i / 10 for i in range(11))
+
+
+@dataclass(frozen=True)
+class TieCalibration:
+    """The chosen threshold, in probability-gap and raw-score units, with the whole grid's accuracies."""
+
+    tau: float  # raw-score units: predict TIE when |s_A - s_B| <= tau
+    probability_threshold: float
+    grid: tuple[float, ...]
+    acc_w_tie: tuple[float, ...]  # percent, one per grid value
+    n: int
+    scale: float
+    method: str = "pickapic-softmax-grid"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tau"] = self.tau if math.isfinite(self.tau) else "inf"
+        return d
+
+
+def probability_gap_to_tau(t: float, scale: float = 1.0) -> float:
+    """The raw-score threshold equivalent to |p_A - p_B| <= t under softmax([scale*s_A, scale*s_B])."""
+    return math.inf if t >= 1 else 2 * math.atanh(t) / scale
+
+
+def _credit(pred: Label, gold: Label) -> float:
+    """acc_w_tie credit (protocol section 4): exact 1, one side a tie or INVALID 0.5, opposite 0."""
+    if pred == Label.INVALID:
+        return 0.5
+    if pred == gold:
+        return 1.0
+    return 0.5 if Label.TIE in (pred, gold) else 0.0
+
+
+def calibrate_from_scores(
+    scores: Sequence[tuple[Optional[float], Optional[float]]],
+    golds: Sequence[Label],
+    grid: Sequence[float] = PICKAPIC_GRID,
+    scale: float = 1.0,
+) -> TieCalibration:
+    """Pick the grid value with the best tie-aware accuracy (first one on ties, as Pick-a-Pic)."""
+    if len(scores) != len(golds) or not golds:
+        raise ValueError(f"need as many scores as golds (and at least one): {len(scores)} vs {len(golds)}")
+    accs = []
+    for t in grid:
+        total = 0.0
+        for (sa, sb), gold in zip(scores, golds):
+            if sa is None or sb is None or math.isnan(sa - sb):
+                pred = Label.INVALID
+            elif math.tanh(abs(scale * (sa - sb)) / 2) <= t:
+                pred = Label.TIE
+            else:
+                pred = Label.A if sa > sb else Label.B
+            total += _credit(pred, gold)
+        accs.append(100 * total / len(golds))
+    best = max(range(len(grid)), key=lambda i: (accs[i], -i))
+    return TieCalibration(
+        tau=probability_gap_to_tau(grid[best], scale), probability_threshold=grid[best],
+        grid=tuple(grid), acc_w_tie=tuple(accs), n=len(golds), scale=scale,
+    )
+
+
+def calibrate_tie_threshold(
+    evaluator: Evaluator, episodes: Sequence[Episode], grid: Sequence[float] = PICKAPIC_GRID, scale: float = 1.0
+) -> TieCalibration:
+    """Score the calibration ``episodes`` (gold hidden from the evaluator) and tune the threshold.
+
+    The evaluator must fill ``score_a``/``score_b`` (scalar and similarity evaluators do).
+    """
+    predictions = evaluator.predict([ep.without_gold() for ep in episodes])
+    return calibrate_from_scores([(p.score_a, p.score_b) for p in predictions], [ep.target.gold for ep in episodes], grid, scale)
+
+
+def calibration_split(episodes: Sequence[Episode], fraction: float, seed: int = 0) -> tuple[list[Episode], list[Episode]]:
+    """(calibration, evaluation): whole users go to one side by a seeded hash, so the sets are disjoint."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+
+    def in_calibration(user: str) -> bool:
+        h = int(hashlib.sha256(f"pigbench-calibration:{seed}:{user}".encode()).hexdigest()[:15], 16)
+        return h / 16**15 < fraction
+
+    calibration = [ep for ep in episodes if in_calibration(ep.user_id)]
+    return calibration, [ep for ep in episodes if not in_calibration(ep.user_id)]

@@ -1,0 +1,54 @@
+"""Run the conformance checks on an evaluator and print a pass/fail table (exit 1 on any failure).
+
+The checks (see :mod:`pigbench.conformance`) run on a few episodes of the demo dataset, with fresh
+instances: config round trip and hash, one in-order prediction per episode with valid labels,
+batch sizes 1 vs 7, two runs with the same config, a corrupt image, no reference reads by a
+reference-free evaluator, and fail-fast requirements.
+
+examples:
+  pigbench check-evaluator my-reward
+  pigbench check-evaluator my-reward --model-path ./weights --device cuda --option tie_threshold=0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pigbench.adapter import DatasetError
+from pigbench.conformance import BATCH_SIZES, run_checks
+from pigbench.registry import RegistryError
+from pigbench.run import parse_pairs
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("evaluator", help="evaluator name (see `pigbench list`)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="evaluator config field (repeatable)")
+    p.add_argument("--model-path", help="sets the config field model_path")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dataset", default="demo", help="dataset whose episodes are used (default demo)")
+    p.add_argument("--dataset-path", help="local copy of the dataset")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE", help="adapter option (repeatable)")
+    p.add_argument("--episodes", type=int, default=24, help="episodes per check (default 24; at least 8)")
+    p.add_argument("--score-tolerance", type=float, default=1e-6,
+                   help="relative and absolute tolerance when comparing scores between runs (default 1e-6)")
+
+
+def main(args: argparse.Namespace) -> int:
+    options = parse_pairs(args.option, "--option")
+    if args.model_path is not None:
+        options["model_path"] = args.model_path
+    if args.episodes <= BATCH_SIZES[-1]:
+        print(f"error: --episodes must be more than {BATCH_SIZES[-1]} (one batch of {BATCH_SIZES[-1]})", file=sys.stderr)
+        return 2
+    try:
+        report = run_checks(args.evaluator, options, dataset=args.dataset, dataset_path=args.dataset_path,
+                            dataset_options=parse_pairs(args.dataset_option, "--dataset-option"),
+                            episodes=args.episodes, device=args.device, score_tolerance=args.score_tolerance)
+    except (RegistryError, DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.evaluator} on {args.dataset}: {report.episodes} episodes from {report.users} users, "
+          f"batch sizes {' and '.join(map(str, BATCH_SIZES))}, device {args.device}\n")
+    print(report.table())
+    return 0 if report.ok else 1

@@ -1,0 +1,335 @@
+"""Decode each image once, embed it once, keep the result: the machinery of embedding evaluators.
+
+An evaluator that scores from per-image features (CLIP-like rewards, reference similarity) builds
+one :class:`ImageEmbedder` per model and asks it for features by :class:`~pigbench.protocol.ImageRef`::
+
+    transform = ImageTransform(size=224, crop_offset="floor")       # what the model is fed
+    images = ImageEmbedder(model.encode_image, transform, model_key="org/model@rev",
+                           device=device, dtype=torch.float16, batch_size=64, num_workers=8,
+                           cache_dir=None)
+    images.embed(refs)        # distinct contents only; JPEG decode and resize in DataLoader workers
+    images.get(ref)           # a CPU tensor; raises ImageError (naming the image) if it failed
+    texts = TextEmbedder(encode_texts, batch_size=64)    # the same for prompts, by string
+
+Contracts:
+
+* Images are identified by content hash: an image that appears in many pairs and in references is
+  decoded and encoded once per model (``encoded_images`` counts what reached the encoder).
+* Features are cached in memory, and on disk when ``cache_dir`` is given, under a key made of the
+  model key (model id plus revision or file hash), the preprocessing, the dtype and the image hash.
+* Workers decode and resize to uint8 (or float for tensor resampling); normalization and the
+  cast to ``dtype`` happen on the device. A failing image never stops the others: its error is
+  kept and raised by :meth:`ImageEmbedder.get` for that image only.
+* Heavy imports (torch, torchvision) happen when this module is imported: import it lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pigbench.protocol import ImageError, ImageRef
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(name: str, device: Union[str, torch.device]) -> torch.dtype:
+    """``auto`` is float16 on CUDA and float32 elsewhere; otherwise one of :data:`DTYPES`."""
+    if name == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit length, in float32."""
+    x = x.float()
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Geometry and normalization of a model's input; each published recipe is one setting.
+
+    ``shortest-crop``: resize the short side to ``resize_to`` (default ``size``), keeping the aspect
+    ratio (long side ``int(short * long / short_in)``, as torchvision and HF processors do), then
+    center crop ``size``. The crop offset is ``round((n - size) / 2)`` for torchvision's
+    CenterCrop (OpenAI CLIP, BLIP) and ``(n - size) // 2`` for HF image processors.
+    ``longest-pad``: resize the long side to ``size`` (short side rounded), then pad with zeros
+    to a centered square (HPSv2's validation transform).
+    ``resampling``: ``pil`` resizes the 8-bit RGB image with PIL bicubic; ``tensor`` converts to
+    float in [0, 1] first and resizes with torchvision bicubic (HPSv2 converts before resizing).
+    """
+
+    size: int = 224
+    mode: Literal["shortest-crop", "longest-pad"] = "shortest-crop"
+    resize_to: Optional[int] = None
+    crop_offset: Literal["round", "floor"] = "round"
+    resampling: Literal["pil", "tensor"] = "pil"
+    antialias: bool = True
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """A CHW tensor of side ``size``: uint8 for ``pil`` resampling, float32 for ``tensor``."""
+        image = image.convert("RGB")
+        w, h = image.size
+        new_h, new_w = self._resized_shape(h, w)
+        if self.resampling == "pil":
+            if (new_w, new_h) != (w, h):
+                image = image.resize((new_w, new_h), Image.BICUBIC)
+            x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        else:
+            from torchvision.transforms import InterpolationMode
+            from torchvision.transforms.functional import resize
+
+            x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
+            if (new_h, new_w) != (h, w):
+                x = resize(x, [new_h, new_w], InterpolationMode.BICUBIC, antialias=self.antialias)
+        return self._crop_or_pad(x).contiguous()
+
+    def _resized_shape(self, h: int, w: int) -> tuple[int, int]:
+        if self.mode == "longest-pad":
+            scale = self.size / float(max(h, w))
+            return round(h * scale), round(w * scale)
+        short_target = self.resize_to or self.size
+        if h <= w:
+            return short_target, int(short_target * w / h)
+        return int(short_target * h / w), short_target
+
+    def _crop_or_pad(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w = x.shape
+        s = self.size
+        if self.mode == "longest-pad":
+            pad_h, pad_w = s - h, s - w
+            out = torch.zeros((x.shape[0], s, s), dtype=x.dtype)
+            out[:, pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w] = x
+            return out
+        if self.crop_offset == "round":
+            top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+        else:
+            top, left = (h - s) // 2, (w - s) // 2
+        return x[:, top : top + s, left : left + s]
+
+    def normalize(self, batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(x / 255 for uint8 - mean) / std, computed in float32 on the batch's device, then cast."""
+        x = batch.float()
+        if batch.dtype == torch.uint8:
+            x = x / 255.0
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(dtype)
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class EmbeddingCache:
+    """Features by image hash for one model key; in memory, and on disk under ``directory`` if given.
+
+    On disk: ``<directory>/<sha256(model key)[:16]>/<hash[:2]>/<hash>.pt`` plus ``key.json``
+    holding the full key, written atomically so a killed run leaves no partial file.
+    """
+
+    def __init__(self, model_key: str, directory: Optional[Union[str, Path]] = None) -> None:
+        self.model_key = model_key
+        self.memory: dict[str, torch.Tensor] = {}
+        self.disk_hits = 0
+        self.directory: Optional[Path] = None
+        if directory:
+            self.directory = Path(directory) / hashlib.sha256(model_key.encode()).hexdigest()[:16]
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / "key.json").write_text(json.dumps({"model_key": model_key}, indent=1))
+
+    def get(self, image_hash: str) -> Optional[torch.Tensor]:
+        hit = self.memory.get(image_hash)
+        if hit is None and self.directory is not None:
+            path = self._path(image_hash)
+            if path.exists():
+                hit = torch.load(path, map_location="cpu", weights_only=True)
+                self.memory[image_hash] = hit
+                self.disk_hits += 1
+        return hit
+
+    def put(self, image_hash: str, feature: torch.Tensor) -> None:
+        self.memory[image_hash] = feature
+        if self.directory is not None:
+            path = self._path(image_hash)
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(feature, tmp)
+            os.replace(tmp, path)
+
+    def _path(self, image_hash: str) -> Path:
+        assert self.directory is not None
+        return self.directory / image_hash[:2] / f"{image_hash}.pt"
+
+
+class _DecodeDataset(torch.utils.data.Dataset):
+    """Item i: (i, transformed tensor or None, error message or None). Never raises."""
+
+    def __init__(self, refs: Sequence[ImageRef], transform: ImageTransform) -> None:
+        self.refs = refs
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.transform(self.refs[i].open()), None
+        except Exception as exc:  # a corrupt or unreadable image fails alone
+            return i, None, str(exc) if isinstance(exc, ImageError) else f"image {self.refs[i].id!r}: {exc}"
+
+
+def _content_hashes(refs: Sequence[ImageRef]) -> list[str]:
+    """Hashes of many refs read and digested in threads (file reads and SHA-256 release the GIL)."""
+    if len(refs) < 64:
+        return [r.content_hash for r in refs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda r: r.content_hash, refs))
+
+
+def _collate(items):
+    ok = [(i, t) for i, t, _ in items if t is not None]
+    errors = [(i, e) for i, t, e in items if t is None]
+    batch = torch.stack([t for _, t in ok]) if ok else None
+    return [i for i, _ in ok], batch, errors
+
+
+class ImageEmbedder:
+    """Embeds distinct images (by content hash) in batches and keeps their features.
+
+    ``encode`` maps a normalized batch on ``device`` (already cast to ``dtype``) to one feature
+    tensor per image (any trailing shape). Features are stored on the CPU in ``dtype``.
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[torch.Tensor], torch.Tensor],
+        transform: ImageTransform,
+        *,
+        model_key: str,
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        cache_dir: Optional[Union[str, Path]] = None,
+    ) -> None:
+        self.encode = encode
+        self.transform = transform
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = max(1, batch_size)
+        self.num_workers = max(0, num_workers)
+        self.cache = EmbeddingCache(f"{model_key}|{transform.key()}|{dtype}", cache_dir)
+        self.failures: dict[str, str] = {}
+        self.encoded_images = 0
+        self.encoder_calls = 0
+
+    def embed(self, refs: Sequence[ImageRef]) -> None:
+        """Make features available for ``refs``; decodes and encodes only hashes not yet known."""
+        todo: dict[str, ImageRef] = {}
+        for ref, h in zip(refs, _content_hashes(refs)):
+            if h not in todo and h not in self.failures and self.cache.get(h) is None:
+                todo[h] = ref
+        if not todo:
+            return
+        hashes = list(todo)
+        for idx, batch, errors in self._loader(list(todo.values())):
+            for i, err in errors:
+                self.failures[hashes[i]] = err
+            if batch is None:
+                continue
+            x = self.transform.normalize(batch.to(self.device, non_blocking=True), self.dtype)
+            with torch.inference_mode():
+                feats = self.encode(x).to("cpu")
+            self.encoder_calls += 1
+            self.encoded_images += len(idx)
+            for i, f in zip(idx, feats):
+                self.cache.put(hashes[i], f.clone())
+
+    def get(self, ref: ImageRef) -> torch.Tensor:
+        """The feature of one image, embedding it if needed; :class:`ImageError` if it failed."""
+        h = ref.content_hash
+        if h not in self.failures and self.cache.get(h) is None:
+            self.embed([ref])
+        if h in self.failures:
+            raise ImageError(self.failures[h])
+        return self.cache.memory[h]
+
+    def stack(self, refs: Sequence[ImageRef]) -> torch.Tensor:
+        return torch.stack([self.get(r) for r in refs])
+
+    def _loader(self, refs: list[ImageRef]) -> torch.utils.data.DataLoader:
+        batches = -(-len(refs) // self.batch_size)
+        workers = min(self.num_workers, batches)
+        extra = {}
+        if workers:
+            # fork keeps lazily loaded refs (closures, bytes) usable without pickling them
+            methods = multiprocessing.get_all_start_methods()
+            extra = {"multiprocessing_context": "fork" if "fork" in methods else None, "prefetch_factor": 4}
+        return torch.utils.data.DataLoader(
+            _DecodeDataset(refs, self.transform),
+            batch_size=self.batch_size,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            **extra,
+        )
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "encoded_images": self.encoded_images,
+            "encoder_calls": self.encoder_calls,
+            "disk_hits": self.cache.disk_hits,
+            "failed_images": len(self.failures),
+        }
+
+
+class TextEmbedder:
+    """Features of distinct strings, encoded in batches once and kept on the CPU.
+
+    ``encode`` maps a list of strings to a tensor with one row (any trailing shape) per string.
+    """
+
+    def __init__(self, encode: Callable[[list[str]], torch.Tensor], batch_size: int = 64) -> None:
+        self.encode = encode
+        self.batch_size = max(1, batch_size)
+        self.memory: dict[str, torch.Tensor] = {}
+        self.encoded_texts = 0
+
+    def embed(self, texts: Sequence[str]) -> None:
+        todo = list(dict.fromkeys(t for t in texts if t not in self.memory))
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i : i + self.batch_size]
+            with torch.inference_mode():
+                feats = self.encode(chunk).to("cpu")
+            self.encoded_texts += len(chunk)
+            for text, f in zip(chunk, feats):
+                self.memory[text] = f.clone()
+
+    def get(self, text: str) -> torch.Tensor:
+        if text not in self.memory:
+            self.embed([text])
+        return self.memory[text]
+
+    def stack(self, texts: Sequence[str]) -> torch.Tensor:
+        self.embed(texts)
+        return torch.stack([self.memory[t] for t in texts])

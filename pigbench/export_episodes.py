@@ -1,0 +1,156 @@
+"""Export a split's episodes (without gold labels) for a model that runs outside pigbench.
+
+``pigbench export-episodes --dataset NAME --out DIR`` writes::
+
+    DIR/manifest.json     the split (dataset, flags, seed, reference size, fingerprint, counts) and
+                          the exact ``pigbench score`` command that scores predictions on it
+    DIR/episodes.jsonl    one episode per line, in split order
+    DIR/images/<hash>.<ext>   every distinct image once, named by its content hash
+
+An episode line (paths are relative to DIR)::
+
+    {"sample_id": "user0003/p017/0-2", "user_id": "user0003",
+     "references": [{"prompt": "...", "preferred": {"id": "...", "file": "images/9f2c....png"},
+                     "rejected": {"id": "...", "file": "images/07ab....png"}}, ...],
+     "target": {"prompt": "...", "image_a": {"id": "...", "file": "images/5e1d....png"},
+                "image_b": {"id": "...", "file": "images/c3a0....png"}}}
+
+The gold labels never leave pigbench: ``pigbench score`` recomputes the split from the same flags
+and checks its fingerprint against the one the predictions file declares. How to write and score
+predictions: ``docs/saved_outputs.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pigbench
+from pigbench.adapter import DatasetError
+from pigbench.protocol import Episode, ImageError, ImageRef
+from pigbench.registry import RegistryError
+from pigbench.run import parse_pairs
+from pigbench.runner import RunConfig, load_split
+from pigbench.splits import SplitResult
+
+FORMAT_VERSION = 1
+
+_MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8", "jpg"), (b"GIF8", "gif"), (b"BM", "bmp"))
+
+
+def add_split_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that define a split; export-episodes and score must be given the same ones."""
+    p.add_argument("--dataset", required=True, help="dataset name (see `pigbench list`)")
+    p.add_argument("--dataset-path", help="local copy of the dataset")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE", help="adapter option (repeatable)")
+    p.add_argument("--reference-size", type=int, help="reference pairs per user (default: the dataset's)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--limit", type=int, help="only the first N targets of the split")
+
+
+def split_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
+    return RunConfig(dataset=args.dataset, dataset_path=args.dataset_path,
+                     dataset_options=parse_pairs(args.dataset_option, "--dataset-option"),
+                     reference_size=args.reference_size, seed=args.seed, limit=args.limit, **extra)
+
+
+def split_flags(config: RunConfig) -> list[str]:
+    """The command-line flags that recreate ``config``'s split."""
+    flags = ["--dataset", config.dataset]
+    if config.dataset_path:
+        flags += ["--dataset-path", config.dataset_path]
+    for key, value in sorted(config.dataset_options.items()):
+        flags += ["--dataset-option", f"{key}={value}"]
+    if config.reference_size is not None:
+        flags += ["--reference-size", str(config.reference_size)]
+    flags += ["--seed", str(config.seed)]
+    if config.limit is not None:
+        flags += ["--limit", str(config.limit)]
+    return flags
+
+
+def export_episodes(config: RunConfig, out: Path) -> dict[str, Any]:
+    """Write the split of ``config`` into ``out`` (see the module docstring); returns the manifest."""
+    _, split = load_split(config)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(exist_ok=True)
+    written: dict[str, str] = {}  # content hash -> relative file path
+    lines = [json.dumps(_episode_json(e, out, written), ensure_ascii=False) + "\n" for e in split.episodes]
+    (out / "episodes.jsonl").write_text("".join(lines), encoding="utf-8")
+    manifest = _manifest(config, split, len(written))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _episode_json(episode: Episode, out: Path, written: dict[str, str]) -> dict[str, Any]:
+    def image(ref: ImageRef) -> dict[str, str]:
+        return {"id": ref.id, "file": _write_image(ref, out, written)}
+
+    t = episode.target
+    return {
+        "sample_id": episode.sample_id,
+        "user_id": episode.user_id,
+        "references": [{"prompt": r.prompt, "preferred": image(r.preferred), "rejected": image(r.rejected)}
+                       for r in episode.references],
+        "target": {"prompt": t.prompt, "image_a": image(t.image_a), "image_b": image(t.image_b)},
+    }
+
+
+def _write_image(ref: ImageRef, out: Path, written: dict[str, str]) -> str:
+    """The image's file under ``images/``, written on first sight of its content hash."""
+    key = ref.content_hash
+    if key not in written:
+        data = ref.read_bytes()
+        ext = next((e for magic, e in _MAGIC if data.startswith(magic)), None)
+        if ext is None:
+            ext = "webp" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else "bin"
+        rel = f"images/{key}.{ext}"
+        path = out / rel
+        if not path.exists():
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        written[key] = rel
+    return written[key]
+
+
+def _manifest(config: RunConfig, split: SplitResult, images: int) -> dict[str, Any]:
+    summary = split.summary()
+    flags = split_flags(config)
+    return {
+        "format": "pigbench-episodes",
+        "format_version": FORMAT_VERSION,
+        "pigbench_version": pigbench.__version__,
+        "dataset": config.dataset,
+        "split_flags": flags,
+        "seed": split.seed,
+        "reference_size": summary["reference_size"],
+        "fingerprint": split.fingerprint,
+        "episodes": len(split.episodes),
+        "users": split.users,
+        "images": images,
+        "targets_before_limit": summary["targets_before_limit"],
+        "predictions_header": {"fingerprint": split.fingerprint},
+        "score_command": shlex.join(["pigbench", "score", *flags, "--predictions", "PREDICTIONS.jsonl", "--name", "NAME"]),
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_split_arguments(p)
+    p.add_argument("--out", type=Path, required=True, help="directory to write (created if missing)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        manifest = export_episodes(split_config(args), args.out)
+    except (DatasetError, RegistryError, ImageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {manifest['episodes']} episodes of {manifest['users']} users and {manifest['images']} images "
+          f"to {args.out} (split fingerprint {manifest['fingerprint']})")
+    print(f"score predictions with:\n  {manifest['score_command']}")
+    return 0

@@ -1,0 +1,205 @@
+"""The base of the LVLM judge evaluators: prompt -> backend -> shared parser -> prediction.
+
+A judge subclass only says how to build its :class:`~pigbench.judging.messages.Prompt` and its
+default model and lengths; this module does the rest:
+
+* ``backend=local`` runs the model with transformers on ``--device``; ``backend=openai`` sends the
+  same prompt to OpenAI-compatible servers (``base_url``: comma-separated URLs, default
+  ``$OPENAI_BASE_URL`` or the OpenAI API; key from the environment variable ``api_key_env``).
+  API responses are cached in ``<cache>/requests/<judge>-<config hash>.sqlite``, where ``<cache>`` is
+  the runtime's ``cache_dir``, else ``$PIGBENCH_CACHE``, else ``.pigbench_cache`` (the runner's
+  default), so a resumed run re-sends nothing.
+* Every prediction keeps the raw output. An unparseable answer is INVALID with the parser's reason
+  in ``extra["invalid_reason"]`` (not an error: the model answered); a failed request or an
+  unreadable image is INVALID with ``error`` set.
+* ``scoring=probs`` (judges with answer options): score_a/score_b are P(A)/P(B) at the answer
+  token, renormalised, and the label is :func:`~pigbench.protocol.label_from_delta` of
+  P(A) - P(B) with ``tie_threshold`` (tau). When no answer token is found, the parsed label is used.
+* Position swap is the runner's ``--swap``: it asks the swapped episode too and combines the labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import urllib.parse
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Sequence
+
+from pigbench.evaluator import (Evaluator, EvaluatorConfig, Kind, Need, RequirementError, require_packages,
+                                resolve_local_or_hub)
+from pigbench.judging.backend import Backend, Generation, GenerationParams
+from pigbench.judging.messages import ImagePolicy, Prompt, reference_prompt
+from pigbench.judging.parsing import parse_answer
+from pigbench.protocol import Episode, Label, Prediction, label_from_delta
+
+BACKENDS = ("local", "openai")
+SCORINGS = ("text", "probs")
+
+
+@dataclass(frozen=True)
+class JudgeConfig(EvaluatorConfig):
+    """Options of every judge (``--option key=value``; ``--model-path`` sets ``model_path``)."""
+
+    model_path: str = ""  # hub id or local dir (local), or the served model name (openai)
+    backend: str = "local"  # local | openai
+    base_url: str = ""  # openai: comma-separated base URLs; default $OPENAI_BASE_URL, else the OpenAI API
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
+    max_new_tokens: int = 0  # 0 = the judge's default
+    min_new_tokens: int = 0  # > 0 forbids stopping earlier (fixes the length when timing)
+    temperature: float = 0.0  # 0 = greedy
+    seed: int = 0
+    max_pixels: int = 256 * 28 * 28  # per-image pixel budget (256 Qwen2-VL tokens); 0 = model default
+    image_size: int = 0  # > 0: resize every image to this square size instead
+    scoring: str = "text"  # text: parse the answer | probs: P(A) vs P(B) at the answer token
+    tie_threshold: float = 0.0  # tau on P(A) - P(B) when scoring=probs
+    dtype: str = "auto"  # local: auto (bfloat16 on CUDA, float32 on CPU), float16, bfloat16, float32
+    attn_implementation: str = "sdpa"  # local
+    concurrency: int = 8  # openai: requests in flight
+    timeout_s: float = 120.0  # openai: per request
+    max_retries: int = 5  # openai: retries on 429, 5xx, timeouts
+
+    # How to reach the model, not what it computes: left out of the config hash, so changing them
+    # (another server, more concurrency) keeps cached predictions valid.
+    runtime_fields: ClassVar[tuple[str, ...]] = ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries")
+
+    def hash(self, evaluator_name: str, version: str) -> str:
+        config = {k: v for k, v in self.to_json().items() if k not in self.runtime_fields}
+        payload = json.dumps({"evaluator": evaluator_name, "version": version, "config": config}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def base_urls(self) -> str:
+        return self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+
+
+class Judge(Evaluator):
+    """An evaluator that asks a vision-language model which image wins. Subclasses implement
+    :meth:`build_prompt` and may change the class attributes below."""
+
+    kind: ClassVar[Kind] = "judge"
+    needs: ClassVar[tuple[Need, ...]] = ("gpu", "weights")
+    Config: ClassVar[type[EvaluatorConfig]] = JudgeConfig
+    default_max_new_tokens: ClassVar[int] = 16
+    answer_options: ClassVar[tuple[str, ...]] = ()  # single-token answers scored by scoring=probs
+    parse_anywhere: ClassVar[bool] = False  # accept a unique conclusion anywhere in the output
+
+    backend: Optional[Backend] = None  # built by setup(); tests and benchmarks may set it directly
+
+    @abstractmethod
+    def build_prompt(self, episode: Episode) -> Prompt:
+        """The prompt for one episode. Must not read pixels (backends load images lazily)."""
+
+    @classmethod
+    def check_requirements(cls, config: EvaluatorConfig) -> None:
+        assert isinstance(config, JudgeConfig)
+        name = cls.name or cls.__name__
+        if config.backend not in BACKENDS:
+            raise ValueError(f"{name}: backend must be one of {', '.join(BACKENDS)}, not {config.backend!r}")
+        if config.scoring not in SCORINGS:
+            raise ValueError(f"{name}: scoring must be one of {', '.join(SCORINGS)}, not {config.scoring!r}")
+        if config.scoring == "probs" and not cls.answer_options:
+            raise ValueError(f"{name}: scoring=probs needs single-token answers; this judge's answers are sentences")
+        if config.backend == "local":
+            require_packages(name, "torch", "transformers")
+            resolve_local_or_hub(config.model_path, name, "HF_HUB_CACHE", "model weights")
+        else:
+            from pigbench.judging.openai_backend import split_base_urls
+
+            official = any(urllib.parse.urlsplit(u).hostname == "api.openai.com" for u in split_base_urls(config.base_urls()))
+            if official and not os.environ.get(config.api_key_env):
+                raise RequirementError(
+                    f"{name}: the OpenAI API needs a key in the environment variable {config.api_key_env} "
+                    f"(keys are read from the environment only). For a local vLLM/SGLang server, pass "
+                    f"--option base_url=http://HOST:PORT/v1 or set OPENAI_BASE_URL."
+                )
+
+    def setup(self) -> None:
+        if self.backend is None:
+            self.backend = self._make_backend()
+
+    def _make_backend(self) -> Backend:
+        c = self.config
+        assert isinstance(c, JudgeConfig)
+        if c.backend == "local":
+            from pigbench.judging.local_backend import LocalBackend
+
+            return LocalBackend.from_pretrained(c.model_path, device=self.runtime.device, batch_size=self.runtime.batch_size,
+                                                dtype=c.dtype, attn_implementation=c.attn_implementation)
+        from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
+        from pigbench.judging.request_cache import RequestCache
+
+        root = self.runtime.cache_dir or os.environ.get("PIGBENCH_CACHE", ".pigbench_cache")
+        cache = Path(root) / "requests" / f"{self.name}-{self.config_hash}.sqlite"
+        return OpenAIBackend(c.base_urls(), c.model_path, api_key_env=c.api_key_env, concurrency=c.concurrency,
+                             timeout_s=c.timeout_s, retry=RetryPolicy(max_retries=c.max_retries), cache=RequestCache(cache))
+
+    def generation_params(self) -> GenerationParams:
+        c = self.config
+        assert isinstance(c, JudgeConfig)
+        return GenerationParams(
+            max_new_tokens=c.max_new_tokens or self.default_max_new_tokens, min_new_tokens=c.min_new_tokens,
+            temperature=c.temperature, seed=c.seed, images=ImagePolicy(max_pixels=c.max_pixels, size=c.image_size),
+            options=self.answer_options if c.scoring == "probs" else (),
+        )
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        self.setup()
+        assert self.backend is not None
+        generations = self.backend.generate([self.build_prompt(e) for e in episodes], self.generation_params())
+        return [self.to_prediction(e.sample_id, g) for e, g in zip(episodes, generations)]
+
+    def to_prediction(self, sample_id: str, gen: Generation) -> Prediction:
+        """A prediction from one generation (see the module docstring)."""
+        if gen.error is not None:
+            return Prediction(sample_id, Label.INVALID, raw_text=gen.text, error=gen.error)
+        parsed = parse_answer(gen.text, anywhere=self.parse_anywhere)
+        extra: dict[str, Any] = {"parse": parsed.method} if parsed.method else {}
+        if parsed.reason:
+            extra["invalid_reason"] = parsed.reason
+        label, score_a, score_b = parsed.label, None, None
+        if self.config.scoring == "probs":  # type: ignore[attr-defined]
+            if gen.option_probs:
+                score_a, score_b = gen.option_probs["A"], gen.option_probs["B"]
+                label = label_from_delta(score_a - score_b, self.config.tie_threshold)  # type: ignore[attr-defined]
+            else:
+                extra["probs_missing"] = "no answer token after <answer> in the output"
+        return Prediction(sample_id, label, score_a, score_b, raw_text=gen.text, extra=extra)
+
+    def provenance(self) -> dict[str, Any]:
+        if self.backend is not None:
+            return self.backend.provenance()
+        c = self.config
+        return {"model": c.model_path, "backend": c.backend}  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------
+# Judges that see the user's references (evaluators spec, section 4.3).
+
+
+@dataclass(frozen=True)
+class ReferenceJudgeConfig(JudgeConfig):
+    offer_tie: bool = False  # offer <answer>Tie</answer> (only for datasets with gold ties)
+    reason: bool = False  # ask for brief reasoning before the answer (default length becomes 1024)
+
+
+class ReferenceJudge(Judge):
+    """Judges with the reference-conditioned prompt of :func:`~pigbench.judging.messages.reference_prompt`."""
+
+    uses_references: ClassVar[bool] = True
+    Config: ClassVar[type[EvaluatorConfig]] = ReferenceJudgeConfig
+    answer_options: ClassVar[tuple[str, ...]] = ("A", "B")
+
+    def build_prompt(self, episode: Episode) -> Prompt:
+        c = self.config
+        assert isinstance(c, ReferenceJudgeConfig)
+        return reference_prompt(episode, offer_tie=c.offer_tie, reason=c.reason)
+
+    def generation_params(self) -> GenerationParams:
+        params = super().generation_params()
+        if self.config.reason and not self.config.max_new_tokens:  # type: ignore[attr-defined]
+            return dataclasses.replace(params, max_new_tokens=1024)
+        return params

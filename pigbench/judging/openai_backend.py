@@ -1,0 +1,223 @@
+"""OpenAI-compatible chat-completions backend (OpenAI, vLLM, SGLang, ...), standard library only.
+
+* Images travel as base64 data URLs (the original file when the image policy leaves it as is).
+* The API key is read from an environment variable (``OPENAI_API_KEY`` unless told otherwise) and
+  is only ever placed in the ``Authorization`` header: it is in no request body, cache key, error
+  message, provenance record or log line.
+* Up to ``concurrency`` requests are in flight; each has a ``timeout_s``. HTTP 429, 5xx, timeouts
+  and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
+  header is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once.
+* ``base_urls`` is a list: prompt ``i`` starts on URL ``i mod n`` and each retry moves to the next
+  URL, so load is spread and a failing server's requests go to the others.
+* With a :class:`~pigbench.judging.request_cache.RequestCache`, a request already answered is never
+  sent again (resumed runs pay nothing twice).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import pigbench
+from pigbench.judging.answer_probs import option_probs_after_marker, options_from_top_logprobs
+from pigbench.judging.backend import Backend, Generation, GenerationParams
+from pigbench.judging.messages import Prompt, encode_image
+from pigbench.judging.request_cache import RequestCache, request_key
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+TOP_LOGPROBS = 20  # the most OpenAI's API returns per token
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most ``max_retries`` retries; delay before retry k (0-based) is
+    ``min(max_backoff_s, backoff_s * 2**k)`` times a uniform jitter in [0.5, 1]."""
+
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+
+    def delay(self, attempt: int, retry_after: Optional[float], rng: random.Random) -> float:
+        d = min(self.max_backoff_s, self.backoff_s * 2**attempt) * rng.uniform(0.5, 1.0)
+        return min(self.max_backoff_s, max(d, retry_after or 0.0))
+
+
+class RequestFailed(RuntimeError):
+    """A request failed for good (non-retryable status, or retries exhausted)."""
+
+
+class _Retryable(RuntimeError):
+    def __init__(self, message: str, retry_after: Optional[float] = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def split_base_urls(value: Union[str, Sequence[str]]) -> list[str]:
+    """Base URLs from a list or a comma-separated string, without trailing slashes."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    urls = [u.strip().rstrip("/") for u in items if u.strip()]
+    if not urls:
+        raise ValueError("no base URL given")
+    return urls
+
+
+def _public(url: str) -> str:
+    """The URL without any user:password part, for messages and provenance."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class OpenAIBackend(Backend):
+    """Chat completions against one or more OpenAI-compatible base URLs (see the module docstring)."""
+
+    def __init__(self, base_urls: Union[str, Sequence[str]], model: str, api_key_env: str = "OPENAI_API_KEY",
+                 concurrency: int = 8, timeout_s: float = 120.0, retry: RetryPolicy = RetryPolicy(),
+                 cache: Optional[RequestCache] = None) -> None:
+        self.base_urls = split_base_urls(base_urls)
+        self.model = model
+        self.api_key_env = api_key_env
+        self._api_key = os.environ.get(api_key_env) or None
+        self.concurrency = max(1, concurrency)
+        self.timeout_s = timeout_s
+        self.retry = retry
+        self.cache = cache
+        self.requests_sent = 0  # HTTP requests actually made (retries included)
+        self._count_lock = threading.Lock()
+        self._rng = random.Random()
+        self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._default = urllib.request.build_opener()
+
+    # requests ----------------------------------------------------------------------------------
+    def request_body(self, prompt: Prompt, params: GenerationParams) -> dict[str, Any]:
+        """The JSON body for one prompt. Deterministic: the cache key is its hash."""
+        content: list[dict[str, Any]] = []
+        for part in prompt.parts:
+            if part.type == "text":
+                content.append({"type": "text", "text": part.value})
+            else:
+                mime, data = encode_image(part.value, params.images)  # type: ignore[arg-type]
+                url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+                content.append({"type": "image_url", "image_url": {"url": url}})
+        messages: list[dict[str, Any]] = [{"role": "system", "content": prompt.system}] if prompt.system else []
+        messages.append({"role": "user", "content": content})
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": params.max_new_tokens,
+                                "temperature": params.temperature, "seed": params.seed}
+        if params.min_new_tokens:
+            body["min_tokens"] = params.min_new_tokens  # vLLM / SGLang extension
+        if params.options:
+            body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+        return body
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts)))) as pool:
+            return list(pool.map(lambda item: self._one(item[0], item[1], params), enumerate(prompts)))
+
+    def _one(self, index: int, prompt: Prompt, params: GenerationParams) -> Generation:
+        try:
+            body = self.request_body(prompt, params)
+        except Exception as exc:  # unreadable image: this prompt fails, the others go on
+            return Generation(None, error=f"{type(exc).__name__}: {exc}")
+        key = request_key(body)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return self._to_generation(hit, params, cached=True)
+        try:
+            response = self._post_with_retries(json.dumps(body).encode(), index)
+        except RequestFailed as exc:
+            return Generation(None, error=str(exc))
+        gen = self._to_generation(response, params)
+        if gen.error is None and self.cache is not None:
+            self.cache.put(key, response)
+        return gen
+
+    def _post_with_retries(self, data: bytes, start: int) -> dict[str, Any]:
+        attempts = self.retry.max_retries + 1
+        for attempt in range(attempts):
+            url = f"{self.base_urls[(start + attempt) % len(self.base_urls)]}/chat/completions"
+            try:
+                return self._post(url, data)
+            except _Retryable as exc:
+                if attempt + 1 == attempts:
+                    raise RequestFailed(f"{exc} (gave up after {attempts} attempts)") from None
+                time.sleep(self.retry.delay(attempt, exc.retry_after, self._rng))
+        raise AssertionError("unreachable")
+
+    def _post(self, url: str, data: bytes) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json", "User-Agent": f"pigbench/{pigbench.__version__}"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        where = _public(url)
+        opener = self._direct if urllib.parse.urlsplit(url).hostname in _LOOPBACK else self._default
+        with self._count_lock:
+            self.requests_sent += 1
+        try:
+            with opener.open(urllib.request.Request(url, data=data, headers=headers, method="POST"),
+                             timeout=self.timeout_s) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace")
+            message = f"HTTP {exc.code} from {where}: {detail}"
+            if exc.code == 429 or exc.code >= 500:
+                raise _Retryable(message, _retry_after(exc.headers)) from None
+            raise RequestFailed(message) from None
+        except (TimeoutError, socket.timeout):
+            raise _Retryable(f"no answer from {where} within {self.timeout_s:g} s") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                raise _Retryable(f"no answer from {where} within {self.timeout_s:g} s") from None
+            raise _Retryable(f"cannot reach {where}: {exc.reason}") from None
+        except (ConnectionError, http.client.HTTPException) as exc:
+            raise _Retryable(f"connection to {where} failed: {type(exc).__name__}: {exc}") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise _Retryable(f"invalid JSON from {where}: {raw[:200]!r}") from None
+
+    # responses ---------------------------------------------------------------------------------
+    @staticmethod
+    def _to_generation(response: Mapping[str, Any], params: GenerationParams, cached: bool = False) -> Generation:
+        try:
+            choice = response["choices"][0]
+            content = choice["message"].get("content")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return Generation(None, error=f"malformed response (no choices[0].message): {json.dumps(response)[:200]}")
+        if isinstance(content, list):  # some servers return content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        text = content if isinstance(content, str) else ""
+        probs = None
+        if params.options:
+            steps = ((choice.get("logprobs") or {}).get("content")) or []
+            tokens = [s.get("token", "") for s in steps]
+            per_step = [options_from_top_logprobs(s.get("top_logprobs") or [], params.options) for s in steps]
+            probs = option_probs_after_marker(tokens, per_step, params.answer_marker, params.options)
+        return Generation(text, probs, cached=cached)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"api": "openai-chat-completions", "model": self.model,
+                "base_urls": [_public(u) for u in self.base_urls], "api_key_env": self.api_key_env}
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+
+
+def _retry_after(headers: Any) -> Optional[float]:
+    try:
+        return max(0.0, float(headers.get("Retry-After")))
+    except (TypeError, ValueError, AttributeError):
+        return None

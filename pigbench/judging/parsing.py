@@ -1,0 +1,153 @@
+"""The one answer parser shared by every judge. It never raises.
+
+Order of evidence (evaluators spec, section 4.3), after removing ``<think>...</think>`` reasoning
+(an unclosed ``<think>`` means the output was cut inside its reasoning, so nothing after it counts):
+
+1. the **last** ``<answer>...</answer>`` block (an unclosed final ``<answer>`` counts up to its
+   line end, for outputs cut right after the answer);
+2. the last FastChat verdict ``[[A]]``, ``[[B]]`` or ``[[C]]`` (C = tie);
+3. the last non-empty line, read as a conclusion;
+4. only with ``anywhere=True`` (UnifiedReward's official rule): a conclusion such as "Image 1 is
+   better" stated anywhere, if the output states exactly one distinct verdict.
+
+A snippet is read tolerantly: case and whitespace do not matter; "A", "Image A", "Picture 1",
+"image 1 is better", "Image 1 is better than Image 2", "the first image", "Answer: B", "Tie",
+"Both images are equally good." are all understood (1 = A, 2 = B). A snippet naming both sides
+without saying which is better is ambiguous. Anything else, empty output, or an output cut before
+its answer is INVALID, with the reason kept; callers always keep the raw text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from pigbench.protocol import Label
+
+_SIDE = {"a": Label.A, "1": Label.A, "first": Label.A, "b": Label.B, "2": Label.B, "second": Label.B}
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
+_ANSWER_BODY = re.compile(r"(.*?)<\s*/\s*answer\s*>", re.IGNORECASE | re.DOTALL)
+_FIRST_LINE = re.compile(r"\s*[^\r\n<]*")
+_NONEMPTY_LINE = re.compile(r"[^\r\n]*\S[^\r\n]*")
+_BRACKETS = re.compile(r"\[\[\s*([ABC])\s*\]\]", re.IGNORECASE)
+
+# A side named as an image: "Image A", "picture 2", "option #1", "the first image".
+_NAMED = r"(?:(?:image|picture|pic|img|option|candidate)\s*#?\s*(?P<{0}>[ab12])\b|\b(?P<{0}o>first|second)\s+(?:image|picture|one|option)\b)"
+_NAMED_SIDE = re.compile(_NAMED.format("s"), re.IGNORECASE)
+_BETTER = re.compile(
+    _NAMED.format("s")
+    + r"\s+(?:is|seems|looks|would\s+be|was)\s+(?:(?!not\b)\w+\s+)?(?P<cmp>better|preferred|superior|worse|inferior)\b",
+    re.IGNORECASE,
+)
+_PREFER = re.compile(r"\bprefer(?:s|red)?\s+(?:the\s+)?" + _NAMED.format("s"), re.IGNORECASE)
+# The whole snippet is one choice: "A", "**b**", "Answer: 2", "Final answer - Tie".
+_BARE = re.compile(
+    r"^[\W_]*(?:(?:final\s+)?(?:answer|verdict|choice)\s*(?:is\s*)?[:=\-]?\s*)?(?P<s>[ab12]|tie|c)[\W_]*$",
+    re.IGNORECASE,
+)
+_ANSWER_IS = re.compile(r"\b(?:final\s+)?(?:answer|verdict|choice)\s*(?:is|:|=)\s*\W*(?P<s>(?-i:[AB])|[12])\b", re.IGNORECASE)
+_TIE = re.compile(
+    r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine))\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """A parsed answer: ``label``; ``method`` says where it was found ("tag", "brackets", "final-line");
+    ``reason`` says why it is INVALID; ``answer`` is the snippet that was read."""
+
+    label: Label
+    method: Optional[str] = None
+    reason: Optional[str] = None
+    answer: Optional[str] = None
+
+
+def parse_answer(output: Optional[str], anywhere: bool = False) -> ParsedAnswer:
+    """Read a judge's verdict from its raw output (see the module docstring). Never raises."""
+    try:
+        return _parse(output, anywhere)
+    except Exception as exc:  # a parser bug must not kill a run; keep the reason
+        return ParsedAnswer(Label.INVALID, reason=f"parser error: {type(exc).__name__}: {exc}")
+
+
+def _parse(output: Optional[str], anywhere: bool) -> ParsedAnswer:
+    if output is None or not output.strip():
+        return ParsedAnswer(Label.INVALID, reason="empty output")
+    visible = _THINK_BLOCK.sub(" ", output)
+    unclosed = _THINK_OPEN.search(visible)
+    if unclosed:
+        visible = visible[: unclosed.start()]
+    opens = list(_ANSWER_OPEN.finditer(visible))
+    if opens:
+        rest = visible[opens[-1].end() :]
+        closed = _ANSWER_BODY.match(rest)
+        snippet = closed.group(1) if closed else _FIRST_LINE.match(rest).group(0)
+        return _verdict(snippet, "tag")
+    brackets = _BRACKETS.findall(visible)
+    if brackets:
+        return _verdict(brackets[-1], "brackets")
+    lines = _NONEMPTY_LINE.findall(visible)
+    if not lines:
+        reason = "output cut inside its <think> reasoning" if unclosed else "empty output"
+        return ParsedAnswer(Label.INVALID, reason=reason)
+    parsed = _verdict(lines[-1], "final-line")
+    if parsed.label == Label.INVALID and anywhere:
+        stated = _conclusions(visible)
+        if len(stated) == 1:
+            return ParsedAnswer(stated.pop(), "conclusion", None, None)
+    if parsed.label == Label.INVALID and unclosed:
+        return ParsedAnswer(Label.INVALID, reason="output cut inside its <think> reasoning")
+    return parsed
+
+
+def _verdict(snippet: str, method: str) -> ParsedAnswer:
+    label, why = classify(snippet)
+    shown = snippet.strip()[:200]
+    if label is None:
+        return ParsedAnswer(Label.INVALID, method, f"{why}: {shown!r}", shown)
+    return ParsedAnswer(label, method, None, shown)
+
+
+def classify(snippet: str) -> tuple[Optional[Label], str]:
+    """(label, "") for a snippet that states one choice, else (None, why it does not)."""
+    s = snippet.strip()
+    if not s:
+        return None, "empty answer"
+    bare = _BARE.match(s)
+    if bare:
+        key = bare.group("s").lower()
+        return (Label.TIE if key in ("tie", "c") else _SIDE[key]), ""
+    verdicts = {_comparative(m) for m in _BETTER.finditer(s)} | {_side(m) for m in _PREFER.finditer(s)}
+    verdicts |= {_SIDE[m.group("s").lower()] for m in _ANSWER_IS.finditer(s)}
+    if len(verdicts) == 1:
+        return verdicts.pop(), ""
+    if len(verdicts) > 1:
+        return None, "answer asserts both images"
+    if _TIE.search(s):
+        return Label.TIE, ""
+    named = {_side(m) for m in _NAMED_SIDE.finditer(s)}
+    if len(named) == 1:
+        return named.pop(), ""
+    if len(named) > 1:
+        return None, "answer names both images without a verdict"
+    return None, "unrecognized answer"
+
+
+def _conclusions(text: str) -> set[Label]:
+    """The distinct verdicts stated as conclusions anywhere in ``text``."""
+    found = {_comparative(m) for m in _BETTER.finditer(text)} | {_side(m) for m in _PREFER.finditer(text)}
+    return found | ({Label.TIE} if _TIE.search(text) else set())
+
+
+def _side(m: re.Match) -> Label:
+    return _SIDE[(m.group("s") or m.group("so")).lower()]
+
+
+def _comparative(m: re.Match) -> Label:
+    side = _side(m)
+    return side.swapped() if m.group("cmp").lower() in ("worse", "inferior") else side

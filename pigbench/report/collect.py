@@ -1,0 +1,134 @@
+"""Admitting results files: find them under a directory, validate each, keep the rest out with reasons.
+
+The report and the leaderboard read results only through :func:`collect`, so neither shows a
+number that ``pigbench validate`` would reject (every metric is recomputed from the predictions
+JSONL). Nothing here imports evaluator or adapter code: results are plain JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pigbench.results import load_results, validate_results
+
+WITHOUT_REFERENCE = "without reference"
+WITH_REFERENCE = "with reference"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One admitted results file: its path relative to the results directory, the results dict and
+    its prediction rows (``sample_id``, ``user_id``, ``gold``, ``prediction``)."""
+
+    relpath: str
+    results: dict[str, Any]
+    rows: list[dict[str, Any]] = field(repr=False)
+
+    @property
+    def evaluator(self) -> str:
+        return self.results["evaluator"]["name"]
+
+    @property
+    def variant(self) -> Optional[str]:
+        return self.results["evaluator"].get("variant")
+
+    @property
+    def dataset(self) -> str:
+        return self.results["dataset"]["name"]
+
+    @property
+    def label(self) -> str:
+        """Evaluator name with its variant in parentheses, if any."""
+        return f"{self.evaluator} ({self.variant})" if self.variant else self.evaluator
+
+    @property
+    def uses_references(self) -> bool:
+        return bool(self.results["evaluator"]["uses_references"])
+
+    @property
+    def group(self) -> str:
+        """``"with reference"`` or ``"without reference"``: the main table's row groups."""
+        return WITH_REFERENCE if self.uses_references else WITHOUT_REFERENCE
+
+    @property
+    def kind(self) -> str:
+        return self.results["evaluator"]["kind"]
+
+    def accuracy(self, name: str, average: str = "micro") -> Optional[float]:
+        """An accuracy in percent (``name`` in :data:`pigbench.metrics.ACCURACIES`)."""
+        return self.results["metrics"][name][average]
+
+    def ci(self, name: str, average: str = "micro") -> Optional[list[float]]:
+        """Its 95% cluster-bootstrap CI ``[low, high]`` in percent, or None."""
+        return self.results["metrics"][name][f"{average}_ci95"]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A results file that failed validation, with every problem found."""
+
+    relpath: str
+    reasons: list[str]
+
+
+@dataclass
+class Collection:
+    """Admitted entries sorted by (dataset, evaluator, variant), and rejected files sorted by path."""
+
+    entries: list[Entry]
+    rejected: list[Rejected]
+
+    def datasets(self) -> list[str]:
+        return sorted({e.dataset for e in self.entries})
+
+    def for_dataset(self, dataset: str) -> list[Entry]:
+        return [e for e in self.entries if e.dataset == dataset]
+
+
+def find_results_files(root: Path) -> list[Path]:
+    """Every ``*.json`` under ``root`` (recursively, hidden folders skipped), sorted."""
+    return sorted(
+        p for p in root.rglob("*.json")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def collect(root: str | Path) -> Collection:
+    """Validate every results file under ``root``; admit those without problems.
+
+    Raises ``FileNotFoundError`` when ``root`` is not a directory."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results directory {root} does not exist (run `pigbench run` first)")
+    entries, rejected = [], []
+    for path in find_results_files(root):
+        relpath = path.relative_to(root).as_posix()
+        problems = validate_results(path)
+        if problems:
+            rejected.append(Rejected(relpath, [_without_path(p, path) for p in problems]))
+            continue
+        results, rows = load_results(path)
+        entries.append(Entry(relpath, results, rows))
+    entries.sort(key=lambda e: (e.dataset, e.evaluator, e.variant or "", e.relpath))
+    return Collection(entries, rejected)
+
+
+def _without_path(problem: str, path: Path) -> str:
+    """A validation message without this machine's directories (the file is named beside it)."""
+    prefix = f"{path}: "
+    problem = problem[len(prefix):] if problem.startswith(prefix) else problem
+    return problem.replace(f"{path.parent}{os.sep}", "")
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a name from a results file: letters, digits, ``.``, ``_``, ``-``;
+    names that needed changes get a short hash so that different names never share a slug."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60]
+    if cleaned == text:
+        return cleaned
+    return f"{cleaned or 'x'}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"

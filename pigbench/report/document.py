@@ -1,0 +1,137 @@
+"""The report folder: every table in three formats, every figure, and an index in Markdown and HTML.
+
+Layout of ``out_dir`` (each table exists only when the results support it)::
+
+    report.md, report.html                 index: all tables, figures, dimension statistics, rejected files
+    main_table.{md,tex,html}               Table 2 layout
+    ablations.{md,tex,html}                one table per evaluator and dataset with several runs
+    similarity_metrics.{md,tex,html}       similarity metrics vs user preference
+    dimensions.json                        dimension statistics
+    figures/*.png, figures/*.svg           accuracy vs reference size, similarity metrics, dimensions
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from pigbench.report.collect import Collection, collect
+from pigbench.report.dimensions import analyse_dimensions
+from pigbench.report.plots import write_plots
+from pigbench.report.similarity import similarity_table
+from pigbench.report.tables import Table, ablation_tables, main_table, to_html, to_latex, to_markdown
+
+FIGURES = "figures"
+
+
+@dataclass
+class ReportSummary:
+    """What was written (paths relative to the report folder) and what was left out."""
+
+    out_dir: Path
+    admitted: int
+    rejected: dict[str, list[str]]
+    files: list[str] = field(default_factory=list)
+    dimensions: Optional[dict] = None
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path, embedding_model: Optional[str] = None,
+                 color_by: str = "auto") -> ReportSummary:
+    """Collect and validate the results under ``results_dir`` and write the report into ``out_dir``."""
+    collection = collect(results_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = ReportSummary(out, len(collection.entries), {r.relpath: r.reasons for r in collection.rejected})
+    sections: list[tuple[str, str, list[Table]]] = []  # (heading, file stem, tables)
+    if collection.entries:
+        sections.append(("Main table", "main_table", [main_table(collection)]))
+        ablations = ablation_tables(collection)
+        if ablations:
+            sections.append(("Ablations", "ablations", ablations))
+        similarity = similarity_table(collection)
+        if similarity:
+            sections.append(("Similarity metrics", "similarity_metrics", [similarity]))
+    for _, stem, tables in sections:
+        summary.files += _write_tables(out, stem, tables)
+    figures = [p.name for p in write_plots(collection, out / FIGURES)]
+    summary.dimensions = analyse_dimensions(collection, out / FIGURES, embedding_model, color_by)
+    if summary.dimensions:
+        figures += summary.dimensions["figures"]
+        (out / "dimensions.json").write_text(json.dumps(summary.dimensions, indent=2) + "\n")
+        summary.files.append("dimensions.json")
+    summary.files += [f"{FIGURES}/{name}" for name in figures]
+    (out / "report.md").write_text(_markdown_index(collection, sections, figures, summary.dimensions))
+    (out / "report.html").write_text(_html_index(collection, sections, figures, summary.dimensions))
+    summary.files += ["report.md", "report.html"]
+    return summary
+
+
+def _write_tables(out: Path, stem: str, tables: list[Table]) -> list[str]:
+    (out / f"{stem}.md").write_text("\n".join(to_markdown(t) for t in tables))
+    (out / f"{stem}.tex").write_text("\n".join(to_latex(t) for t in tables))
+    (out / f"{stem}.html").write_text(_html_page(stem.replace("_", " "), "\n".join(to_html(t) for t in tables)))
+    return [f"{stem}.{ext}" for ext in ("md", "tex", "html")]
+
+
+def _dimension_lines(stats: dict) -> list[str]:
+    disp = stats["dispersion"]
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    return [
+        f"evaluators: {', '.join(stats['evaluators'])}",
+        f"dimension occurrences: {stats['occurrences']} in {stats['samples_with_dimensions']} predictions "
+        f"({stats['dimensions_per_sample']:.2f} per prediction)",
+        f"distinct dimensions: {stats['distinct']} ({stats['distinct_share']:.1%} of occurrences; "
+        f"{stats['distinct_per_user_mean']:.1f} per user on average)",
+        f"dispersion ({stats['embedding']}): mean pairwise cosine distance {fmt(disp['mean_pairwise_cosine_distance'])}, "
+        f"mean cosine distance to centroid {fmt(disp['mean_cosine_distance_to_centroid'])}",
+        "most frequent: " + ", ".join(f"{t['name']} ({t['count']})" for t in stats["top"][:10]),
+    ]
+
+
+def _markdown_index(collection: Collection, sections, figures: list[str], dims: Optional[dict]) -> str:
+    lines = ["# pigbench report", "", f"{len(collection.entries)} results files admitted (every metric recomputed "
+             f"from the predictions), {len(collection.rejected)} rejected.", ""]
+    for title, _, tables in sections:
+        lines += [f"## {title}", ""] + [to_markdown(t) for t in tables]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{name}]({FIGURES}/{name})" for name in figures if name.endswith(".png")] + [""]
+    if dims:
+        lines += ["## Dimension analysis", ""] + [f"- {line}" for line in _dimension_lines(dims)] + [""]
+    if collection.rejected:
+        lines += ["## Rejected results files", ""]
+        lines += [f"- `{r.relpath}`: {'; '.join(r.reasons)}" for r in collection.rejected] + [""]
+    return "\n".join(lines)
+
+
+def _html_index(collection: Collection, sections, figures: list[str], dims: Optional[dict]) -> str:
+    e = html.escape
+    parts = [f"<p>{len(collection.entries)} results files admitted (every metric recomputed from the predictions), "
+             f"{len(collection.rejected)} rejected.</p>"]
+    for title, _, tables in sections:
+        parts += [f"<h2>{e(title)}</h2>"] + [to_html(t) for t in tables]
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        parts += [f'<figure><img src="{FIGURES}/{e(n)}" alt="{e(n)}"><figcaption>{e(n)}</figcaption></figure>'
+                  for n in figures if n.endswith(".png")]
+    if dims:
+        parts += ["<h2>Dimension analysis</h2>", "<ul>"] + [f"<li>{e(x)}</li>" for x in _dimension_lines(dims)] + ["</ul>"]
+    if collection.rejected:
+        parts += ["<h2>Rejected results files</h2>", "<ul>"]
+        parts += [f"<li><code>{e(r.relpath)}</code>: {e('; '.join(r.reasons))}</li>" for r in collection.rejected]
+        parts.append("</ul>")
+    return _html_page("pigbench report", "\n".join(parts))
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#111}
+table.pigbench{border-collapse:collapse;margin:1rem 0}table.pigbench td,table.pigbench th{padding:.25rem .6rem}
+table.pigbench thead{border-bottom:2px solid #333}tr.group th{text-align:left;font-style:italic;border-top:1px solid #999}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.ci{color:#555;font-size:.85em}img{max-width:100%}
+caption{font-weight:bold;text-align:left}.note{font-size:.85em;color:#444;margin:.2rem 0}"""
+
+
+def _html_page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{_CSS}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")

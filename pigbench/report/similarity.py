@@ -1,0 +1,69 @@
+"""How well each similarity metric tracks user preference.
+
+For every evaluator of kind ``similarity`` (one canonical run per dataset, as in the main table):
+acc w/ tie and acc w/o tie with their 95% CIs, and Spearman's rank correlation between the score
+difference ``score_a - score_b`` and the gold preference coded A = +1, TIE = 0, B = -1. The
+correlation does not depend on the tie threshold; it is computed over targets with both scores.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from pigbench.report.collect import Collection, Entry
+from pigbench.report.tables import CI_NOTE, Cell, Row, Table, canonical_entries, mark_best
+
+GOLD_CODE = {"A": 1.0, "TIE": 0.0, "B": -1.0}
+
+
+def rank_correlation(rows: list[dict]) -> tuple[Optional[float], int]:
+    """Spearman's rho of score difference vs gold code, and how many targets had both scores.
+    None when fewer than 3 targets have scores or either side is constant."""
+    from scipy.stats import spearmanr
+
+    deltas, golds = [], []
+    for row in rows:
+        a, b = row["prediction"].get("score_a"), row["prediction"].get("score_b")
+        if a is None or b is None or math.isnan(a - b):
+            continue
+        deltas.append(a - b)
+        golds.append(GOLD_CODE[row["gold"]])
+    if len(deltas) < 3 or len(set(deltas)) < 2 or len(set(golds)) < 2:
+        return None, len(deltas)
+    return float(spearmanr(deltas, golds).statistic), len(deltas)
+
+
+def similarity_entries(collection: Collection) -> list[Entry]:
+    """Canonical runs of similarity metrics, sorted by (evaluator, dataset)."""
+    chosen, _ = canonical_entries(collection)
+    return [e for _, e in sorted(chosen.items()) if e.kind == "similarity"]
+
+
+def similarity_table(collection: Collection) -> Optional[Table]:
+    """Rows are similarity metrics; per dataset: acc w/ tie, acc w/o tie, Spearman rho. None if no such runs."""
+    entries = similarity_entries(collection)
+    if not entries:
+        return None
+    datasets = sorted({e.dataset for e in entries})
+    by_key = {(e.evaluator, e.dataset): e for e in entries}
+    rows = []
+    for ev in sorted({e.evaluator for e in entries}):
+        cells: list = []
+        for ds in datasets:
+            e = by_key.get((ev, ds))
+            if e is None:
+                cells += ["", "", ""]
+                continue
+            rho, _ = rank_correlation(e.rows)
+            cells += [Cell(e.accuracy("acc_w_tie"), e.ci("acc_w_tie")), Cell(e.accuracy("acc_wo_tie"), e.ci("acc_wo_tie")),
+                      Cell(rho, digits=3)]
+        rows.append(Row(ev, cells))
+    return Table(
+        title="Similarity metrics: agreement with user preference",
+        row_header="Similarity metric",
+        columns=[c for _ in datasets for c in ("acc w/ tie", "acc w/o tie", "Spearman rho")],
+        column_groups=[(ds, 3) for ds in datasets],
+        groups=mark_best([("", rows)], list(range(3 * len(datasets)))),
+        notes=[CI_NOTE, "Spearman rho: rank correlation of score_a - score_b with the gold preference (A=+1, TIE=0, B=-1)."],
+    )

@@ -1,0 +1,287 @@
+"""Paper tables from admitted results: the main table and ablation tables, as Markdown, LaTeX, HTML.
+
+The **main table** follows the layout of the PIGReward paper's Table 2: rows are evaluators,
+grouped "without reference" / "with reference" (by the results' ``uses_references``); columns
+are datasets, each with acc w/ tie and acc w/o tie (micro averages, percent) and their 95%
+cluster-bootstrap CIs. The best value of each column is marked (bold). One run fills each cell:
+the run without a variant suffix if there is one, otherwise the run with the most targets (named
+in the table notes).
+
+An **ablation table** lists every run of one evaluator on one dataset (its variants, e.g.
+PIGReward's switches or a reference-size sweep) with the settings that differ between them.
+
+:class:`Table` is format-independent; :func:`to_markdown`, :func:`to_latex` and :func:`to_html`
+render it, escaping every text that comes from results.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collection, Entry
+
+MAIN_METRICS = (("acc_w_tie", "w/ tie"), ("acc_wo_tie", "w/o tie"))
+CI_NOTE = "Accuracies in percent (micro average over targets) with 95% cluster-bootstrap CIs over users."
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A number with an optional CI; ``best`` marks the best value of its column."""
+
+    value: Optional[float]
+    ci: Optional[list[float]] = None
+    best: bool = False
+    digits: int = 1
+
+    def text(self) -> str:
+        if self.value is None:
+            return "n/a"
+        return f"{self.value:.{self.digits}f}"
+
+    def ci_text(self) -> str:
+        return "" if not self.ci else f"[{self.ci[0]:.{self.digits}f}, {self.ci[1]:.{self.digits}f}]"
+
+
+Value = Union[Cell, str]  # a str is plain text (settings, counts); "" is an empty cell
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    cells: list[Value]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Column groups span consecutive data columns; row groups have a label ("" for none)."""
+
+    title: str
+    row_header: str
+    columns: list[str]
+    column_groups: list[tuple[str, int]] = field(default_factory=list)  # (label, span); empty: no group row
+    groups: list[tuple[str, list[Row]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def canonical_entries(collection: Collection) -> tuple[dict[tuple[str, str], Entry], list[str]]:
+    """The run shown for each (evaluator, dataset), and notes naming runs that are not canonical."""
+    candidates: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+    for e in collection.entries:
+        candidates[(e.evaluator, e.dataset)].append(e)
+    chosen, notes = {}, []
+    for key, runs in sorted(candidates.items()):
+        plain = [e for e in runs if not e.variant]
+        pick = plain[0] if plain else min(runs, key=lambda e: (-e.results["metrics"]["n"], e.variant))
+        chosen[key] = pick
+        if pick.variant:
+            notes.append(f"{key[0]} on {key[1]}: run {pick.variant!r} (no run without a variant suffix).")
+    return chosen, notes
+
+
+def mark_best(groups: list[tuple[str, list[Row]]], columns: list[int]) -> list[tuple[str, list[Row]]]:
+    """Copies of the rows with ``best`` set on the highest value of each listed column (ties all marked)."""
+    best: dict[int, float] = {}
+    for _, rows in groups:
+        for row in rows:
+            for c in columns:
+                cell = row.cells[c]
+                if isinstance(cell, Cell) and cell.value is not None:
+                    best[c] = max(best.get(c, cell.value), cell.value)
+    out = []
+    for label, rows in groups:
+        new_rows = []
+        for row in rows:
+            cells = [
+                Cell(cell.value, cell.ci, True, cell.digits)
+                if i in best and isinstance(cell, Cell) and cell.value is not None and abs(cell.value - best[i]) < 1e-9
+                else cell
+                for i, cell in enumerate(row.cells)
+            ]
+            new_rows.append(Row(row.label, cells))
+        out.append((label, new_rows))
+    return out
+
+
+def main_table(collection: Collection) -> Table:
+    """Table 2 layout over every dataset and evaluator in ``collection``."""
+    datasets = collection.datasets()
+    chosen, notes = canonical_entries(collection)
+    group_of = {ev: e.group for (ev, _), e in chosen.items()}
+    groups = []
+    for group in (WITHOUT_REFERENCE, WITH_REFERENCE):
+        names = sorted(ev for ev, g in group_of.items() if g == group)
+        rows = []
+        for ev in names:
+            cells: list[Value] = []
+            for ds in datasets:
+                e = chosen.get((ev, ds))
+                cells += [Cell(e.accuracy(m), e.ci(m)) if e else "" for m, _ in MAIN_METRICS]
+            rows.append(Row(ev, cells))
+        if rows:
+            groups.append((group, rows))
+    for ds in datasets:
+        prints = sorted({e.results["split"]["fingerprint"] for (_, d), e in chosen.items() if d == ds})
+        if len(prints) > 1:
+            notes.append(f"{ds}: runs use different splits (fingerprints {', '.join(prints)}); compare with care.")
+    return Table(
+        title="Accuracy of personalized preference prediction",
+        row_header="Evaluator",
+        columns=[label for _ in datasets for _, label in MAIN_METRICS],
+        column_groups=[(ds, len(MAIN_METRICS)) for ds in datasets],
+        groups=mark_best(groups, list(range(len(datasets) * len(MAIN_METRICS)))),
+        notes=[CI_NOTE, *notes],
+    )
+
+
+def ablation_tables(collection: Collection) -> list[Table]:
+    """One table per (evaluator, dataset) with two or more runs."""
+    runs: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+    for e in collection.entries:
+        runs[(e.evaluator, e.dataset)].append(e)
+    tables = []
+    for (ev, ds), entries in sorted(runs.items()):
+        if len(entries) < 2:
+            continue
+        settings = differing_settings(entries)
+        rows = [
+            Row(e.variant or "(default)", [
+                settings[i], str(e.results["metrics"]["n"]),
+                Cell(e.accuracy("acc_w_tie"), e.ci("acc_w_tie")),
+                Cell(e.accuracy("acc_wo_tie"), e.ci("acc_wo_tie")),
+                Cell(e.accuracy("decisive_acc"), e.ci("decisive_acc")),
+                f"{e.results['metrics']['predicted_tie_rate']:.3f}",
+                f"{e.results['metrics']['invalid_rate']:.3f}",
+            ])
+            for i, e in enumerate(entries)
+        ]
+        tables.append(Table(
+            title=f"Ablation: {ev} on {ds}",
+            row_header="Variant",
+            columns=["Settings", "N", "acc w/ tie", "acc w/o tie", "decisive acc", "tie rate", "invalid rate"],
+            groups=mark_best([("", rows)], [2, 3, 4]),
+            notes=[CI_NOTE],
+        ))
+    return tables
+
+
+def differing_settings(entries: list[Entry]) -> list[str]:
+    """Per entry, ``key=value`` for the settings (config fields, K, swap, seed, targets) that differ."""
+    flat = [_settings(e) for e in entries]
+    keys = sorted({k for f in flat for k in f})
+    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+    return [", ".join(f"{k}={json.dumps(f.get(k))}" for k in varying) for f in flat]
+
+
+def _settings(e: Entry) -> dict[str, Any]:
+    ev, split = e.results["evaluator"], e.results["split"]
+    return {**ev["config"], "K": split["reference_size"], "swap": ev.get("swap", False),
+            "seed": split["seed"], "targets": split["targets"]}
+
+
+# ---- renderers --------------------------------------------------------------------------------
+
+
+_NUMBER = re.compile(r"-?[\d.]*")
+
+
+def _md_escape(text: str) -> str:
+    return re.sub(r"([\\`*_{}\[\]<>|#])", r"\\\1", text).replace("\n", " ")
+
+
+def _md_cell(v: Value) -> str:
+    if isinstance(v, str):
+        return _md_escape(v)
+    number = f"**{v.text()}**" if v.best else v.text()
+    return f"{number} {v.ci_text()}".strip()
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table; column groups prefix the column headers."""
+    headers = [table.row_header]
+    spans = [g for g, n in table.column_groups for _ in range(n)] or [""] * len(table.columns)
+    headers += [f"{g} {c}".strip() for g, c in zip(spans, table.columns)]
+    rows = [r for _, group in table.groups for r in group]
+    text_columns = {i for r in rows for i, c in enumerate(r.cells) if isinstance(c, str) and not _NUMBER.fullmatch(c)}
+    align = [":---" if i in text_columns else "---:" for i in range(len(table.columns))]
+    lines = [f"**{_md_escape(table.title)}**", "", "| " + " | ".join(_md_escape(h) for h in headers) + " |",
+             "|" + "|".join([":---", *align]) + "|"]
+    for label, rows in table.groups:
+        if label:
+            lines.append(f"| *{_md_escape(label)}* |" + " |" * len(table.columns))
+        lines += ["| " + " | ".join([_md_escape(r.label)] + [_md_cell(c) for c in r.cells]) + " |" for r in rows]
+    lines += [""] + [f"- {_md_escape(n)}" for n in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text.replace("\n", " "))
+
+
+def _tex_cell(v: Value) -> str:
+    if isinstance(v, str):
+        return latex_escape(v)
+    number = rf"\textbf{{{v.text()}}}" if v.best else v.text()
+    return number + (rf" {{\scriptsize {v.ci_text()}}}" if v.ci else "")
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    n = len(table.columns)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(table.title)}}}",
+             r"\begin{tabular}{l" + "c" * n + "}", r"\toprule"]
+    if table.column_groups:
+        heads, rules, col = [], [], 2
+        for label, span in table.column_groups:
+            heads.append(rf"\multicolumn{{{span}}}{{c}}{{{latex_escape(label)}}}")
+            rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
+            col += span
+        lines += [" & " + " & ".join(heads) + r" \\", " ".join(rules)]
+    lines += [" & ".join([latex_escape(table.row_header)] + [latex_escape(c) for c in table.columns]) + r" \\", r"\midrule"]
+    for i, (label, rows) in enumerate(table.groups):
+        if i:
+            lines.append(r"\midrule")
+        if label:
+            lines.append(rf"\multicolumn{{{n + 1}}}{{l}}{{\textit{{{latex_escape(label)}}}}} \\")
+        lines += [" & ".join([latex_escape(r.label)] + [_tex_cell(c) for c in r.cells]) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\par\smallskip{\footnotesize " + latex_escape(note) + "}" for note in table.notes]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def _html_cell(v: Value) -> str:
+    if isinstance(v, str):
+        return f"<td>{html.escape(v)}</td>"
+    number = f"<strong>{v.text()}</strong>" if v.best else v.text()
+    ci = f' <span class="ci">{v.ci_text()}</span>' if v.ci else ""
+    return f'<td class="num{" best" if v.best else ""}">{number}{ci}</td>'
+
+
+def to_html(table: Table) -> str:
+    """An HTML ``<table>`` fragment (class ``pigbench``); every text is escaped."""
+    e = html.escape
+    n = len(table.columns)
+    out = ['<table class="pigbench">', f"<caption>{e(table.title)}</caption>", "<thead>"]
+    if table.column_groups:
+        out.append("<tr><th></th>" + "".join(f'<th colspan="{span}">{e(g)}</th>' for g, span in table.column_groups) + "</tr>")
+    out.append(f"<tr><th>{e(table.row_header)}</th>" + "".join(f"<th>{e(c)}</th>" for c in table.columns) + "</tr>")
+    out.append("</thead>")
+    for label, rows in table.groups:
+        out.append("<tbody>")
+        if label:
+            out.append(f'<tr class="group"><th colspan="{n + 1}">{e(label)}</th></tr>')
+        out += [f"<tr><th>{e(r.label)}</th>" + "".join(_html_cell(c) for c in r.cells) + "</tr>" for r in rows]
+        out.append("</tbody>")
+    out.append("</table>")
+    out += [f'<p class="note">{e(note)}</p>' for note in table.notes]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,134 @@
+"""Evaluator plug-ins that each break one clause of the contract, for the conformance tests.
+
+Not registered: tests pass the classes to ``run_checks`` directly (subprocess tests register
+them by name first). Each is a mean-brightness scorer plus exactly one defect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from PIL import ImageStat
+
+from pigbench.evaluator import Evaluator, RequirementError, ScalarConfig, ScalarEvaluator, ScoreRequest
+from pigbench.protocol import Episode, ImageRef, Prediction, label_from_delta
+
+
+def brightness(image: ImageRef) -> float:
+    return ImageStat.Stat(image.open().convert("L")).mean[0]
+
+
+class Brightness(ScalarEvaluator):
+    """The sound base: mean brightness, reference-free, no requirements."""
+
+    uses_prompt = False
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        return [brightness(r.image) for r in requests]
+
+
+class NonDeterministic(Brightness):
+    """Adds unseeded noise: two runs (and two batch sizes) disagree."""
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        return [s + random.uniform(-40, 40) for s in super().score(requests)]
+
+
+class ReordersOutputs(Evaluator):
+    """Returns each batch's predictions in reverse order (each with its right sample id)."""
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [_brightness_prediction(e) for e in reversed(episodes)]
+
+
+class AlwaysFails(Evaluator):
+    """Swallows an error on every episode: all INVALID, each with the same error."""
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [Prediction.invalid(e.sample_id, "KeyError: 'pixel_values'") for e in episodes]
+
+
+class CrashesOnCorruptImage(Evaluator):
+    """Lets an undecodable image raise out of ``predict``, failing the whole batch."""
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [Prediction(e.sample_id, label_from_delta(brightness(e.target.image_a) - brightness(e.target.image_b)))
+                for e in episodes]
+
+
+class ReadsReferences(Evaluator):
+    """Declares uses_references = False, then compares with the user's first preferred image."""
+
+    uses_references = False
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [self._predict(e) for e in episodes]
+
+    def _predict(self, e: Episode) -> Prediction:
+        try:
+            anchor = brightness(e.references[0].preferred) if e.references else 128.0
+            delta = abs(brightness(e.target.image_b) - anchor) - abs(brightness(e.target.image_a) - anchor)
+        except Exception as exc:
+            return Prediction.invalid(e.sample_id, f"{type(exc).__name__}: {exc}")
+        return Prediction(e.sample_id, label_from_delta(delta))
+
+
+@dataclass(frozen=True)
+class WeightsConfig(ScalarConfig):
+    model_path: str = "org/some-model"
+
+
+class SkipsRequirements(Brightness):
+    """Has a model_path but checks nothing: a missing model or package surfaces only in setup()."""
+
+    Config = WeightsConfig
+
+    def setup(self) -> None:
+        import safetensors  # noqa: F401  a model package (pigbench[models]), never checked for
+
+
+class MissingWeights(Brightness):
+    """Sound, but its weights are not on this machine: the checks that need a model do not run."""
+
+    @classmethod
+    def check_requirements(cls, config: ScalarConfig) -> None:
+        raise RequirementError("missing-weights: weights not found at /models/x; download them and pass --model-path")
+
+
+@dataclass(frozen=True)
+class LossyConfig(ScalarConfig):
+    temperature: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:  # forgets a field: its changes escape the config hash
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "temperature"}
+
+
+class LossyConfigHash(Brightness):
+    """Its config hash ignores ``temperature``: cached predictions would be reused wrongly."""
+
+    Config = LossyConfig
+
+
+def _brightness_prediction(e: Episode) -> Prediction:
+    try:
+        delta = brightness(e.target.image_a) - brightness(e.target.image_b)
+    except Exception as exc:
+        return Prediction.invalid(e.sample_id, f"{type(exc).__name__}: {exc}")
+    return Prediction(e.sample_id, label_from_delta(delta))
+
+
+# The checks each plug-in must fail; every other check must pass (or be skipped). Noise shows in
+# every check that compares two runs, not only in the same-config one.
+EXPECTED_FAILURES: dict[type[Evaluator], set[str]] = {
+    Brightness: set(),
+    NonDeterministic: {"batch-size", "determinism", "corrupt-image", "reference-free"},
+    ReordersOutputs: {"predictions"},
+    AlwaysFails: {"predictions"},
+    CrashesOnCorruptImage: {"corrupt-image"},
+    ReadsReferences: {"reference-free"},
+    SkipsRequirements: {"requirements"},
+    LossyConfigHash: {"config"},
+}

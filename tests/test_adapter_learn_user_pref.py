@@ -1,0 +1,137 @@
+"""learn-user-pref adapter on pickled DataFrames with the card's 8 columns, written at test time."""
+
+import os
+import pickle
+
+import pandas as pd
+import pytest
+
+from fixtures_adapters import CORRUPT, PROMPTS, assert_no_leak, jpeg, run_labels
+from pigbench.adapter import DatasetError
+from pigbench.adapters.learn_user_pref import LearnUserPref
+from pigbench.protocol import ImageError, Label
+
+
+def row(user, prompt, image0, image1, label0, n_refs=8, base=0, ref_prompts=None):
+    refs = list(range(base, base + n_refs))
+    return {"user_id": user, "reference_list": [jpeg(100 + 2 * i) for i in refs],
+            "reference_list_bad": [jpeg(101 + 2 * i) for i in refs],
+            "reference_prompt_list": ref_prompts or [PROMPTS[i % len(PROMPTS)] + f" #{i}" for i in refs],
+            "image0": image0, "image1": image1, "prompt": prompt, "label0": label0}
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=["user_id", "reference_list", "reference_list_bad", "reference_prompt_list",
+                                       "image0", "image1", "prompt", "label0"])
+
+
+TEST_ROWS = [
+    row(7, "a red hydrant", jpeg(1), jpeg(2), 1),
+    row(7, "orange jello", jpeg(3), CORRUPT, 0),  # corrupt target image
+    row(7, "Times Square at night", jpeg(5), jpeg(6), 0.5),  # a tie
+    row(8, "too few references", jpeg(7), jpeg(8), 1, n_refs=5),  # a user with too few reference pairs
+    row(9, "  A blue cup   on a table ", jpeg(9), jpeg(10), 1, ref_prompts=["a blue cup on a table"] + PROMPTS[1:8]),
+    row(9, "a green tractor", jpeg(100), jpeg(11), 0),  # image0 repeats a reference image (same bytes, another row)
+    row(9, "a plate of sushi", jpeg(12), jpeg(13), 1),
+]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "lup"
+    d.mkdir()
+    with (d / "bench_test_w_bad.pkl").open("wb") as fh:
+        pickle.dump(frame(TEST_ROWS), fh, protocol=4)
+    return d
+
+
+def split(folder, **kw):
+    return LearnUserPref(str(folder), kw.pop("options", None)).split(seed=kw.pop("seed", 0), **kw)
+
+
+def test_one_episode_per_row_with_its_fixed_references(folder):
+    s = split(folder)
+    assert_no_leak(s)
+    assert [e.target.record_id for e in s.episodes] == ["bench_test_w_bad:0", "bench_test_w_bad:1", "bench_test_w_bad:2",
+                                                         "bench_test_w_bad:6"]
+    ep = s.episodes[0]
+    assert len(ep.references) == 8 and ep.references[0].preferred.read_bytes() == jpeg(100)
+    assert ep.references[0].rejected.read_bytes() == jpeg(101) and ep.references[0].prompt == PROMPTS[0] + " #0"
+    assert s.users == 2 and s.skipped_users["no usable target row"] == 1
+
+
+def test_labels_ties_and_ab_order(folder):
+    golds = {}
+    for seed in range(4):
+        for e in split(folder, seed=seed).episodes:
+            first = e.target.image_a.read_bytes() in (jpeg(1), jpeg(3), jpeg(5), jpeg(12))
+            golds.setdefault(e.target.record_id, set()).add(e.target.gold if first else e.target.gold.swapped())
+    assert golds == {"bench_test_w_bad:0": {Label.A}, "bench_test_w_bad:1": {Label.B},
+                     "bench_test_w_bad:2": {Label.TIE}, "bench_test_w_bad:6": {Label.A}}
+
+
+def test_leaks_too_few_references_and_reference_size(folder):
+    s = split(folder)
+    assert s.skipped_records["fewer than 8 reference pairs"] == 1
+    assert s.skipped_records["target prompt appears in the user's references"] == 1  # whitespace duplicate
+    assert s.skipped_records["target image appears in the user's references"] == 1
+    small = split(folder, reference_size=4)
+    assert all(len(e.references) == 4 for e in small.episodes) and small.users == 3
+
+
+def test_image_ids_are_content_hashes_shared_across_rows(folder):
+    recs = list(LearnUserPref(str(folder)).records())
+    assert recs[0].images[0].id.startswith("sha256:") and recs[0].images[0] == recs[0].images[0]
+    s = split(folder)
+    assert s.episodes[0].references[0].preferred.id == s.episodes[1].references[0].preferred.id
+
+
+def test_corrupt_image_errors_only_when_opened(folder, tmp_path):
+    ep = next(e for e in split(folder).episodes if e.target.record_id.endswith(":1"))
+    bad = ep.target.image_a if ep.target.image_a.read_bytes() == CORRUPT else ep.target.image_b
+    with pytest.raises(ImageError, match=bad.id):
+        bad.open()
+    labels = run_labels(tmp_path, "pickapic-lup", folder)
+    assert "INVALID" in labels["7"] and labels["9"] <= {"A", "B", "TIE"}
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(TEST_ROWS).drop(columns=["label0"])))
+    with pytest.raises(DatasetError, match=r"bench_test_w_bad.pkl: missing column 'label0'"):
+        split(tmp_path)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo unsafe",))
+
+
+def test_restricted_unpickler_refuses_code_and_trust_flag_is_explicit(tmp_path):
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps({"x": Exploit()}))
+    with pytest.raises(DatasetError, match=r"refused to unpickle the global (posix|nt)\.system.*trust_pickle=true"):
+        split(tmp_path)
+    with pytest.raises(DatasetError, match="not a boolean"):
+        split(tmp_path, options={"trust_pickle": "maybe"})
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_dataframe_pickles_of_every_protocol_load_restricted(tmp_path, protocol):
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(TEST_ROWS), protocol=protocol))
+    assert len(split(tmp_path).episodes) == 4
+    assert len(split(tmp_path, options={"trust_pickle": "true"}).episodes) == 4
+
+
+def test_train_shards_are_merged_in_shard_order(tmp_path):
+    for i, rows in ((0, TEST_ROWS[:3]), (1, TEST_ROWS[3:5]), (10, TEST_ROWS[5:])):
+        (tmp_path / f"bench_train_w_bad_split_{i}.pkl").write_bytes(pickle.dumps(frame(rows)))
+    s = split(tmp_path, options={"split": "train"})
+    assert [e.target.record_id for e in s.episodes] == ["bench_train_w_bad_split_0:0", "bench_train_w_bad_split_0:1",
+                                                         "bench_train_w_bad_split_0:2", "bench_train_w_bad_split_10:1"]
+
+
+def test_hub_miss_offline_says_what_to_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("PIGBENCH_LUP_PATH", raising=False)
+    with pytest.raises(DatasetError, match=r"hf download wenyii/learn-user-pref .*bench_test_w_bad.pkl"):
+        LearnUserPref().split(seed=0)

@@ -1,0 +1,230 @@
+"""Pick-a-Pic adapter on hub-named parquet fixtures with the real 19/17-column schema."""
+
+import hashlib
+
+import pyarrow.parquet as pq
+import pytest
+
+from fixtures_adapters import CORRUPT, PROMPTS, assert_no_leak, jpeg, pickapic_row, run_labels, uid, write_pickapic
+from pigbench.adapter import DatasetError
+from pigbench.adapters.pickapic import PickAPic, PickAPicV1
+from pigbench.protocol import ImageError, Label
+
+CORRUPT_N = 999
+
+
+def fixture_rows():
+    """Selected users first, then rows no split needs (user 103 and rows failing the checks)."""
+    rows, n = [], iter(range(1, 900))
+    rid = iter(range(5000, 6000))
+
+    def add(user, caption, label=1.0, n0=None, n1=None, **kw):
+        n0, n1 = n0 or next(n), n1 or next(n)
+        rows.append(pickapic_row(next(rid), user, caption, n0, n1, label, **kw))
+        return n0
+
+    for i in range(12):  # user 101: a tie, a reuse chain, are_different False with different images
+        shown = add(101, PROMPTS[i], 0.5 if i == 3 else float(i % 2), n0=shown if i == 5 else None, are_different=i != 6)
+    for i in range(10):  # user 102: one corrupt image
+        add(102, PROMPTS[i], 1.0, n1=CORRUPT_N if i == 0 else None)
+    for i in range(9):  # user 104: 8 decisive rows and one legacy tie (0.5 with has_label True): the target is the tie
+        if i == 4:
+            add(104, PROMPTS[i], 0.5, has_label=True)
+        else:
+            add(104, PROMPTS[i], 0.0)
+    for i in range(9):  # user 105: every row keeps the clicked image: any target shares it with the references
+        add(105, PROMPTS[i], 1.0, n0=700)
+    for i in range(9):  # user 106: whitespace variants of one caption: any target's prompt leaks
+        add(106, " " * (i % 2) + PROMPTS[0].replace(" ", " " * (1 + i % 3)), 1.0)
+    for i in range(5):  # user 103: too few records
+        add(103, PROMPTS[i], 1.0)
+    add(102, "same uid twice", 1.0, n0=800, n1=800)
+    add(102, "same bytes, two uids", 1.0, n0=801, n1=802)
+    add(102, "best disagrees", 1.0, best_image_uid=uid(803))
+    add(102, "decisive but has_label False", 1.0, has_label=False)
+    rows.append(dict(rows[0]))  # a repeated ranking_id
+    return rows
+
+
+def image_bytes(n):
+    return CORRUPT if n == CORRUPT_N else jpeg(n)
+
+
+@pytest.fixture
+def rows():
+    rows = fixture_rows()
+    by_uid = {uid(k): image_bytes(k) for k in range(1, 1000)}
+    by_uid[uid(802)] = by_uid[uid(801)]  # two uids, identical bytes
+    for r in rows:
+        r["jpg_0"], r["jpg_1"] = by_uid[r["image_0_uid"]], by_uid[r["image_1_uid"]]
+    return rows
+
+
+@pytest.fixture
+def data(tmp_path, rows):
+    meta = tmp_path / "pickapic_v2_no_images"
+    write_pickapic(meta, rows, images=False, shards=2, row_group_size=16)
+    images = tmp_path / "pickapic_v2"
+    write_pickapic(images, rows, images=True, shards=3, row_group_size=3)
+    return meta, images
+
+
+def adapter(meta, images_dir=None, **options):
+    opts = {"images_path": str(images_dir)} if images_dir else {}
+    opts.update(options)
+    return PickAPic(str(meta), opts)
+
+
+def test_schema_is_the_real_one(data):
+    meta, images = data
+    names = pq.read_schema(next(images.rglob("*.parquet"))).names
+    assert len(names) == 19 and names[9:11] == ["jpg_0", "jpg_1"] and names[-1] == "__index_level_0__"
+    assert len(pq.read_schema(next(meta.rglob("*.parquet"))).names) == 17
+
+
+def test_split_users_ties_and_leaks(data):
+    meta, images = data
+    split = adapter(meta, images).split(seed=0)
+    assert_no_leak(split)
+    assert {e.user_id for e in split.episodes} == {"101", "102", "104"}
+    assert all(len(e.references) == 8 for e in split.episodes)
+    assert [e.target.gold for e in split.episodes if e.user_id == "104"] == [Label.TIE]
+    assert split.skipped_users["fewer than 8 decisive reference records plus 1 target record"] == 1
+    assert split.skipped_users["no target left after leakage checks"] == 2  # 105 (image), 106 (prompt)
+    assert split.skipped_records["target image appears in the user's references"] == 1
+    assert split.skipped_records["target prompt appears in the user's references"] == 1
+    for reason in ("identical image uids in a pair", "identical image bytes in a pair", "repeated ranking_id",
+                   "best_image_uid disagrees with the labels", "has_label False with a decisive label"):
+        assert split.skipped_records[reason] == 1, reason
+
+
+def test_split_is_deterministic_and_seeded(data):
+    meta, images = data
+    a, b = adapter(meta, images).split(seed=1), adapter(meta, images).split(seed=1)
+    assert a.fingerprint == b.fingerprint and [e.sample_id for e in a.episodes] == [e.sample_id for e in b.episodes]
+    assert adapter(meta, images).split(seed=2).fingerprint != a.fingerprint
+    assert adapter(meta, images).split(seed=1, reference_size=4).reference_size == 4
+
+
+def test_captions_are_whitespace_normalized(data):
+    recs = list(adapter(data[0], images="none").records())
+    assert all(r.prompt == " ".join(r.prompt.split()) for r in recs)
+    assert {r.prompt for r in recs if r.user_id == "106"} == {PROMPTS[0]}
+
+
+def test_reused_image_uid_is_one_image(data):
+    recs = [r for r in adapter(*data).records() if r.user_id == "105"]
+    shared = {r.images[0].id for r in recs}
+    assert len(shared) == 1 and len({r.images[1].id for r in recs}) == 9
+
+
+def test_only_row_groups_of_selected_rows_are_read(data, rows):
+    meta, images = data
+    a = adapter(meta, images)
+    split = a.split(seed=0)
+    unusable = ("same uid twice", "best disagrees", "decisive but has_label False")
+    needed = {r["ranking_id"] for r in rows if r["user_id"] != 103 and r["caption"] not in unusable}
+    first, total = {}, 0  # ranking_id -> the row group of its first occurrence
+    for shard, path in enumerate(sorted(images.rglob("*.parquet"))):
+        pf = pq.ParquetFile(path)
+        for g in range(pf.num_row_groups):
+            total += 1
+            for rid in pf.read_row_group(g, columns=["ranking_id"]).column(0).to_pylist():
+                first.setdefault(rid, (shard, g))
+    groups = {first[rid] for rid in needed}
+    assert a.provenance()["row_groups_read"] == len(groups) < total
+    ep = split.episodes[0]
+    assert ep.target.image_a.open().size == (32, 32)  # lazy load of a selected row
+
+
+def test_content_hash_is_of_the_image_bytes(data):
+    split = adapter(*data).split(seed=0)
+    ref = split.episodes[0].references[0].preferred
+    assert ref.content_hash == hashlib.sha256(ref.read_bytes()).hexdigest()
+
+
+def test_corrupt_image_is_an_error_at_evaluation_not_at_load(data):
+    recs = [r for r in adapter(*data).records() if r.user_id == "102"]
+    bad = next(im for r in recs for im in r.images if im.id == uid(CORRUPT_N))
+    with pytest.raises(ImageError, match=uid(CORRUPT_N)):
+        bad.open()
+
+
+def test_corrupt_image_gives_invalid_predictions_in_a_run(data, tmp_path):
+    meta, images = data
+    labels = run_labels(tmp_path, "pickapic", meta, {"images_path": str(images)})
+    assert "INVALID" in labels["102"]  # the corrupt image is in one of user 102's episodes
+    assert labels["101"] <= {"A", "B", "TIE"} and labels["104"] <= {"A", "B", "TIE"}
+
+
+def test_missing_column_names_file_and_column(tmp_path, rows):
+    for r in rows:
+        del r["user_id"]
+    import pyarrow as pa
+
+    (tmp_path / "m" / "data").mkdir(parents=True)
+    path = tmp_path / "m" / "data" / "train-00000-of-00001-0123456789abcdef.parquet"
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if not k.startswith("jpg")} for r in rows]), path)
+    with pytest.raises(DatasetError, match=r"train-00000-of-00001-0123456789abcdef.parquet: missing column 'user_id'"):
+        adapter(tmp_path / "m", images="none").split(seed=0)
+
+
+def test_images_none_builds_the_split_without_reading_images(data):
+    split = adapter(data[0], images="none").split(seed=0)
+    assert {e.user_id for e in split.episodes} == {"101", "102", "104"}
+    with pytest.raises(ImageError, match="images=none"):
+        split.episodes[0].target.image_a.open()
+
+
+def test_metadata_only_offline_says_what_to_download(data, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DatasetError, match=r"yuvalkirstain/pickapic_v2 .*images_path.*images=none"):
+        adapter(data[0]).split(seed=0)
+
+
+def test_hub_cache_is_used_offline_and_a_miss_is_explained(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("PIGBENCH_PICKAPIC_PATH", raising=False)
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    with pytest.raises(DatasetError, match=r"hf download yuvalkirstain/pickapic_v1_no_images.*--dataset-path"):
+        PickAPicV1(None, {"images": "none"}).split(seed=0)
+    repo = cache / "datasets--yuvalkirstain--pickapic_v2_no_images"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots").mkdir()
+    (data[0]).rename(repo / "snapshots" / commit)
+    split = PickAPic(None, {"images": "none"}).split(seed=0)
+    assert {e.user_id for e in split.episodes} == {"101", "102", "104"}
+
+
+def test_users_option_samples_users(data):
+    split = adapter(*data, users="2").split(seed=0)
+    assert split.users == 2 and split.skipped_users["not in the seeded sample (users=2)"] == 3
+    with pytest.raises(DatasetError, match="unknown option"):
+        PickAPic(str(data[0]), {"user": "2"})
+
+
+class Dynamic(PickAPic):
+    default_reference_size = None
+
+
+@pytest.mark.parametrize("k,max_targets", [(8, None), (4, None), (4, 1), (None, None), (0, None)])
+def test_columnar_split_equals_build_split_on_the_records(data, k, max_targets):
+    from pigbench.splits import build_split
+
+    a = (Dynamic if k is None else PickAPic)(str(data[0]), {"images": "none"})
+    for seed in range(3):
+        fast = a.split(seed=seed, reference_size=k, max_targets_per_user=max_targets)
+        slow = build_split(a.records(), "pickapic", seed, k if k is not None else None, max_targets)
+
+        def view(split):
+            return [(e.user_id, e.sample_id, e.target.gold, e.target.prompt, e.target.image_a.id, e.target.image_b.id,
+                     tuple((r.record_id, r.prompt, r.preferred.id, r.rejected.id) for r in e.references))
+                    for e in split.episodes]
+
+        assert view(fast) == view(slow) and fast.fingerprint == slow.fingerprint and fast.users == slow.users
+        for reason, count in slow.skipped_records.items():
+            assert fast.skipped_records[reason] == count, reason
+        assert fast.skipped_users == slow.skipped_users

@@ -1,0 +1,155 @@
+"""`pigbench build annotate`: rankings, balanced assignment, durable storage and access rules over real HTTP."""
+
+import json
+import threading
+from collections import Counter
+
+import pytest
+
+from build_fixtures import Browserless, workspace_with_sets
+from pigbench.build.annotate.app import make_annotate_app
+from pigbench.build.annotate.store import AccessDenied, AlreadySubmitted, AnnotationStore
+from pigbench.build.ranking import InvalidRanking, mid_ranks, to_variant_order, validate_ranks
+from pigbench.build.sets import ImageSet
+from pigbench.build.webapp import make_local_server
+from pigbench.cli import main as cli
+
+
+@pytest.mark.parametrize("ranks", [[1, 2, 3, 4], [4, 3, 2, 1], [1, 1, 3, 4], [1, 2, 2, 4], [2, 1, 2, 4], [1, 1, 1, 1]])
+def test_valid_rankings_with_ties(ranks):
+    assert validate_ranks(ranks) == tuple(ranks)
+
+
+@pytest.mark.parametrize("ranks, message", [
+    ([1, 1, 2, 3], "must be \\[1, 1, 3, 4\\]"), ([1, 2, 4, 4], "must be \\[1, 2, 3, 3\\]"), ([1, 2, 3], "all 4 images"),
+    ([1, 2, 3, 5], "between 1 and 4"), ([0, 1, 2, 3], "between 1 and 4"), ([1, 2, 3, "4"], "whole number"),
+    ([1, 2, 3, True], "whole number"), ("1234", "list"), (None, "list"), ([1.0, 2, 3, 4], "whole number"),
+])
+def test_invalid_rankings_are_refused_with_a_reason(ranks, message):
+    with pytest.raises(InvalidRanking, match=message):
+        validate_ranks(ranks)
+
+
+def test_screen_order_maps_back_to_variant_order():
+    # slot 0 shows variant 2, slot 1 variant 0, ...: the variant shown first got rank 1
+    assert to_variant_order([1, 2, 2, 4], [2, 0, 3, 1]) == (2, 4, 1, 2)
+    assert mid_ranks([1, 1, 3, 4]) == (1.5, 1.5, 3, 4)
+
+
+def fake_sets(n):
+    return [ImageSet(f"set-{i:03d}", f"prompt {i}", "Animals", "Simple Detail", ("a", "b", "c", "d"),
+                     tuple(f"images/set-{i:03d}/{j}.png" for j in range(4)), ()) for i in range(n)]
+
+
+def test_assignment_is_random_but_balanced_over_75_annotators(tmp_path):
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(5, 15, seed=0, open_signup=False)
+    store.add_sets(fake_sets(100))
+    for _, code in store.create_invites(75):
+        assert store.sign_in(code) is not None
+    assigned = {a["annotator_id"]: a["assigned"] for a in store.progress()["annotators"]}
+    assert all(5 <= k <= 15 for k in assigned.values()) and len(set(assigned.values())) > 5
+    per_set = [s["assigned"] for s in store.progress()["sets"]]
+    assert max(per_set) - min(per_set) <= 1 and min(per_set) >= 5
+    orders = [a.display_order for a in store.assignments("annotator001")]
+    assert all(sorted(o) == [0, 1, 2, 3] for o in orders) and len(set(orders)) > 1
+    first = [a.set_id for a in store.assignments("annotator001")]
+    assert store.sign_in(dict(store.create_invites(1))["annotator076"]) and first == [
+        a.set_id for a in store.assignments("annotator001")]  # signing in again never reassigns
+
+
+def test_submissions_are_validated_final_and_durable(tmp_path):
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(3, 3, seed=1, open_signup=True)
+    store.add_sets(fake_sets(8))
+    assert store.sign_in("alice") and store.sign_in("bob") and store.sign_in("no spaces allowed") is None
+    mine, theirs = store.assignments("alice"), store.assignments("bob")
+    assert not {a.set_id for a in mine} & {a.set_id for a in theirs}
+    with pytest.raises(InvalidRanking):
+        store.submit("alice", mine[0].set_id, [1, 1, 2, 3])
+    with pytest.raises(AccessDenied):
+        store.submit("alice", theirs[0].set_id, [1, 2, 3, 4])
+    ranks = store.submit("alice", mine[0].set_id, [1, 2, 2, 4], elapsed_ms=1200)
+    assert ranks == to_variant_order([1, 2, 2, 4], mine[0].display_order)
+    with pytest.raises(AlreadySubmitted):
+        store.submit("alice", mine[0].set_id, [4, 3, 2, 1])
+    reopened = AnnotationStore(tmp_path / "a.sqlite")  # a fresh connection, as after a crash
+    row, = reopened.own_rankings("alice")
+    assert row["screen_ranks"] == [1, 2, 2, 4] and row["ranks"] == list(ranks) and row["elapsed_ms"] == 1200
+    assert reopened.own_rankings("bob") == []
+
+
+@pytest.fixture
+def served(tmp_path):
+    ws = workspace_with_sets(tmp_path / "ws", 8)
+    store = AnnotationStore(ws.annotate_db)
+    token = store.initialize(3, 3, seed=2, open_signup=False)
+    from pigbench.build.sets import kept_sets
+
+    store.add_sets(kept_sets(ws))
+    invites = dict(store.create_invites(2))
+    server = make_local_server(make_annotate_app(store, ws.root))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", store, invites, token
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_access_rules(served):
+    base, store, invites, admin_token = served
+    alice, bob = Browserless(base), Browserless(base)
+    assert alice.request("GET", "/task")[2] == base + "/"  # not signed in: back to sign-in
+    assert alice.request("POST", "/signin", form={"credential": "wrong"})[0] == 401
+    assert alice.request("POST", "/signin", form={"credential": invites["annotator001"]})[2] == base + "/task"
+    assert bob.request("POST", "/signin", form={"credential": invites["annotator002"]})[0] == 200
+    a_sets = json.loads(alice.request("GET", "/api/me")[1])["sets"]
+    b_sets = json.loads(bob.request("GET", "/api/me")[1])["sets"]
+    assert len(a_sets) == len(b_sets) == 3 and not set(a_sets) & set(b_sets)
+
+    status, body, _ = alice.request("POST", "/api/rankings", data={"set_id": a_sets[0], "ranks": [1, 3, 3, 4]})
+    assert status == 400 and "ranking refused" in json.loads(body)["error"]
+    status, body, _ = alice.request("POST", "/api/rankings", data={"set_id": a_sets[0], "ranks": [2, 1, 3, 3]})
+    assert status == 200 and json.loads(body)["done"] == 1
+    assert alice.request("POST", "/api/rankings", data={"set_id": a_sets[0], "ranks": [1, 2, 3, 4]})[0] == 409
+
+    assert bob.request("GET", "/api/annotators/annotator001/rankings")[0] == 403
+    assert bob.request("GET", f"/img/{a_sets[0]}/0")[0] == 403
+    assert bob.request("POST", "/api/rankings", data={"set_id": a_sets[1], "ranks": [1, 2, 3, 4]})[0] == 403
+    assert bob.request("GET", "/admin/export/rankings.jsonl")[0] == 403
+    assert bob.request("GET", "/api/annotators/annotator002/rankings")[1] == b"[]"
+    assert Browserless(base).request("GET", "/api/me")[0] == 401
+    status, png, _ = alice.request("GET", f"/img/{a_sets[0]}/3")
+    assert status == 200 and png.startswith(b"\x89PNG")
+
+    mine = json.loads(alice.request("GET", "/api/annotators/annotator001/rankings")[1])
+    assert [(r["set_id"], r["screen_ranks"]) for r in mine] == [(a_sets[0], [2, 1, 3, 3])]
+    assert store.assignment("annotator001", a_sets[0]).ranks is not None
+
+    admin = Browserless(base)
+    assert admin.request("POST", "/admin/signin", form={"token": "guess"})[0] == 401
+    assert admin.request("POST", "/admin/signin", form={"token": admin_token})[0] == 200
+    assert b"annotator001" in admin.request("GET", "/admin")[1]
+    exported = [json.loads(line) for line in admin.request("GET", "/admin/export/rankings.jsonl")[1].splitlines()]
+    assert [(r["annotator_id"], r["set_id"]) for r in exported] == [("annotator001", a_sets[0])]
+    assert admin.request("GET", "/api/me")[0] == 401  # the admin session is not an annotator session
+
+
+def test_cli_init_invite_and_status(tmp_path, capsys):
+    ws = workspace_with_sets(tmp_path / "ws", 4, keep=3)
+    work = ["build", "--workdir", str(ws.root), "annotate"]
+    assert cli(work + ["invite", "--count", "2"]) == 2  # before init
+    assert "annotate init" in capsys.readouterr().err
+    assert cli(work + ["init", "--min-sets", "2", "--max-sets", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 new set(s)" in out and "admin token" in out
+    assert cli(work + ["init", "--min-sets", "2", "--max-sets", "2"]) == 0
+    again = capsys.readouterr().out
+    assert "0 new set(s)" in again and "admin token" not in again  # the token is shown once
+    assert cli(work + ["invite", "--count", "3", "--prefix", "u"]) == 0
+    rows = capsys.readouterr().out.split()
+    assert rows[0] == "annotator_id,invite_code" and [r.split(",")[0] for r in rows[1:]] == ["u001", "u002", "u003"]
+    store = AnnotationStore(ws.annotate_db)
+    store.sign_in(rows[1].split(",")[1])
+    assert cli(work + ["status"]) == 0
+    assert "3 annotators, 3 sets, 0 rankings" in capsys.readouterr().out
+    assert Counter(s["assigned"] for s in store.progress()["sets"]) == Counter({1: 2, 0: 1})

@@ -1,0 +1,117 @@
+"""`pigbench build export`: PIGBench-format files, the datasheet's agreement figures, and a run on the result."""
+
+import json
+import random
+
+import pytest
+
+from build_fixtures import workspace_with_sets
+from pigbench.adapters.pigbench_format import PIGBenchFormat
+from pigbench.build.agreement import kendall_tau_b, kendalls_w, pairwise_disagreement, set_agreement
+from pigbench.build.annotate.store import AnnotationStore
+from pigbench.build.export import export_dataset
+from pigbench.build.sets import kept_sets
+from pigbench.cli import main as cli
+from pigbench.runner import RunConfig, run
+
+
+def test_kendalls_w_extremes_and_a_tied_example():
+    assert kendalls_w([[1, 2, 3, 4]] * 3) == pytest.approx(1.0)
+    assert kendalls_w([[1, 2, 3, 4], [4, 3, 2, 1]]) == pytest.approx(0.0)
+    # mid-ranks (1.5, 1.5, 3, 4) and (1, 2, 3, 4): S = 18.5, ties T = 6, W = 12 S / (4 * 60 - 2 * 6)
+    assert kendalls_w([[1, 1, 3, 4], [1, 2, 3, 4]]) == pytest.approx(12 * 18.5 / 228)
+    assert kendalls_w([[1, 2, 3, 4]]) is None and kendalls_w([[1, 1, 1, 1]] * 2) is None
+
+
+def test_w_matches_mean_spearman_and_tau_b_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(0)
+    for _ in range(20):
+        m = rng.randint(2, 6)
+        rankings = [rng.sample([1, 2, 3, 4], 4) for _ in range(m)]
+        rhos = [stats.spearmanr(a, b)[0] for i, a in enumerate(rankings) for b in rankings[i + 1:]]
+        assert kendalls_w(rankings) == pytest.approx((1 + (m - 1) * sum(rhos) / len(rhos)) / m)
+    for a, b in ([1, 1, 3, 4], [2, 1, 3, 3]), ([1, 2, 2, 4], [4, 3, 2, 1]), ([1, 2, 3, 4], [1, 1, 1, 4]):
+        assert kendall_tau_b(a, b) == pytest.approx(stats.kendalltau(a, b)[0])
+    assert pairwise_disagreement([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(1 / 6)
+    assert set_agreement([[1, 2, 3, 4], [4, 3, 2, 1]])["mean_tau_b"] == pytest.approx(-1.0)
+
+
+def annotated_workspace(root, rankings_by_user):
+    """8 rendered sets (7 kept); each user signs in (3 sets) and submits their scripted screen rankings."""
+    ws = workspace_with_sets(root, 8, keep=7)
+    store = AnnotationStore(ws.annotate_db)
+    store.initialize(3, 3, seed=0, open_signup=True)
+    store.add_sets(kept_sets(ws))
+    for user, screen_rankings in rankings_by_user.items():
+        store.sign_in(user)
+        for assignment, ranks in zip(store.assignments(user), screen_rankings):
+            store.submit(user, assignment.set_id, ranks)
+    return ws, store
+
+
+USERS = {f"u{i}": [[1, 2, 3, 4], [2, 1, 3, 3], [1, 1, 3, 4]] if i % 2 else [[4, 3, 2, 1], [1, 2, 3, 4], [1, 2, 2, 4]]
+         for i in range(5)}
+USERS["u5"] = [[1, 2, 3, 4]]  # one ranked set: exported, but too few to split
+
+
+def test_export_writes_the_pigbench_format_and_a_datasheet(tmp_path):
+    ws, store = annotated_workspace(tmp_path / "ws", USERS)
+    out = tmp_path / "dataset"
+    sheet = export_dataset(ws, out)
+    instances = [json.loads(line) for line in (out / "instances.jsonl").read_text().splitlines()]
+    rankings = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
+    ranked = {r["set_id"] for r in store.all_rankings()}
+    assert {i["instance_id"] for i in instances} == ranked and len(rankings) == 16
+    for inst in instances:
+        s = next(s for s in kept_sets(ws) if s.set_id == inst["instance_id"])
+        assert inst["prompts"] == list(s.prompts) and inst["seeds"] == [r["seed"] for r in s.renders]
+        assert inst["generator"] == "test/color-pipeline" and inst["challenge"] == "Simple Detail"
+        assert [(out / p).read_bytes() for p in inst["images"]] == [(ws.root / p).read_bytes() for p in s.images]
+    by_key = {(r["annotator_id"], r["set_id"]): r["ranks"] for r in store.all_rankings()}
+    assert all(r["ranks"] == by_key[(r["user_id"], r["instance_id"])] for r in rankings)  # variant order
+
+    log = [json.loads(line) for line in (out / "annotation_log.jsonl").read_text().splitlines()]
+    assert len(log) == 16 and all(sorted(e["display_order"]) == [0, 1, 2, 3] for e in log)
+    assert len((out / "generation.jsonl").read_text().splitlines()) == 4 * len(instances)
+    counts = sheet["counts"]
+    assert (counts["users"], counts["rankings"], counts["users_with_at_least_2_sets"]) == (6, 16, 5)
+    assert counts["rankings_with_ties"] == sum(len(set(r["ranks"])) < 4 for r in rankings)
+    assert sum(c["instances"] for c in sheet["category_balance"]) == len(instances)
+    for row in sheet["agreement"]["per_instance"]:
+        ranks = [r["ranks"] for r in rankings if r["instance_id"] == row["instance_id"]]
+        assert row["annotators"] == len(ranks) and row["kendalls_w"] == kendalls_w(ranks)
+    assert sheet["review"] == {"rendered_sets": 8, "kept": 7, "dropped": 1,
+                               "drop_reasons": {"variants too similar to split preferences": 1}}
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nconfigs:") and "## Datasheet" in card and "Kendall's W" in card
+    assert json.loads((out / "datasheet.json").read_text()) == json.loads(json.dumps(sheet))
+
+    before = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+    export_dataset(ws, out)  # again: same files, images not copied again
+    assert {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")} == before
+
+
+def test_export_loads_through_the_adapter_and_runs(tmp_path):
+    ws, store = annotated_workspace(tmp_path / "ws", USERS)
+    out = tmp_path / "dataset"
+    assert cli(["build", "--workdir", str(ws.root), "export", "--out", str(out)]) == 0
+    adapter = PIGBenchFormat(str(out))
+    records = list(adapter.records())
+    assert len(records) == 16 and not adapter.skipped
+    split = adapter.split(seed=0, reference_size=None)
+    assert {e.user_id for e in split.episodes} == {f"u{i}" for i in range(5)}  # u5 has one set: skipped
+    assert all(len(e.references) == 2 for e in split.episodes) and len(split.episodes) == 5 * 6
+    outcome = run(RunConfig(evaluator="color-reference", dataset="pigbench", dataset_path=str(out),
+                            output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), progress=False),
+                  log=lambda message: None)
+    assert outcome.computed == 30
+    assert outcome.results_path.is_file()
+
+
+def test_export_needs_rankings(tmp_path, capsys):
+    ws = workspace_with_sets(tmp_path / "ws", 2)
+    work = ["build", "--workdir", str(ws.root), "export", "--out", str(tmp_path / "out")]
+    assert cli(work) == 2 and "annotate init" in capsys.readouterr().err
+    AnnotationStore(ws.annotate_db).initialize(1, 1, 0, False)
+    assert cli(work) == 2 and "no kept set" in capsys.readouterr().err

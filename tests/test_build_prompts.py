@@ -1,0 +1,91 @@
+"""`pigbench build prompts`: reading PartiPrompts with QUOTE_NONE and stratified, seeded selection."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pigbench.adapter import DatasetError
+from pigbench.build.prompts import allocate, read_partiprompts, select_prompts, set_id_for
+from pigbench.build.workspace import read_jsonl
+from pigbench.cli import main as cli
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "PartiPrompts.tsv"
+SIMPLE_DETAIL_BY_CATEGORY = {"Artifacts": 52, "Animals": 45, "People": 28, "Outdoor Scenes": 26, "Food & Beverage": 20,
+                             "World Knowledge": 16, "Vehicles": 13, "Produce & Plants": 12, "Illustrations": 10,
+                             "Indoor Scenes": 10}
+
+
+def test_packaged_subset_is_the_simple_detail_challenge():
+    rows = read_partiprompts()
+    assert len(rows) == 232
+    assert {r.challenge for r in rows} == {"Simple Detail"}
+    assert Counter(r.category for r in rows) == SIMPLE_DETAIL_BY_CATEGORY
+    assert any(r.prompt == "A red hydrant on the grass" and r.note == "VQ-Diffusion" for r in rows)
+
+
+def test_leading_quote_survives_quote_none(tmp_path):
+    tsv = tmp_path / "parti.tsv"
+    tsv.write_text('Prompt\tCategory\tChallenge\tNote\n"G I G G L E" painted on a wall.\tArtifacts\tSimple Detail\t\n'
+                   "Crème brûlée\tFood & Beverage\tSimple Detail\t\n", encoding="utf-8")
+    rows = read_partiprompts(tsv)
+    assert rows[0].prompt == '"G I G G L E" painted on a wall.' and rows[0].note == ""
+    assert rows[1].prompt == "Crème brûlée"
+
+
+@pytest.mark.skipif(not SHARED.is_file(), reason=f"real PartiPrompts.tsv not at {SHARED}")
+def test_real_file_reads_every_row_and_the_quoted_prompt():
+    rows = read_partiprompts(SHARED)
+    assert len(rows) == 1632
+    assert sum(r.challenge == "Simple Detail" for r in rows) == 232
+    assert any(r.prompt.startswith('"G I G G L E"') for r in rows)
+
+
+def test_malformed_rows_name_the_file_and_row(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("Prompt\tCategory\tChallenge\tNote\na cat\tAnimals\tSimple Detail\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"bad.tsv: data row 1 has 3 fields"):
+        read_partiprompts(bad)
+    bad.write_text("Text\tCategory\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="header"):
+        read_partiprompts(bad)
+    with pytest.raises(DatasetError, match="--partiprompts"):
+        read_partiprompts(tmp_path / "missing.tsv")
+
+
+def test_allocation_is_proportional_with_one_per_category():
+    for n in range(1, 233):
+        alloc = allocate(SIMPLE_DETAIL_BY_CATEGORY, n)
+        assert sum(alloc.values()) == n
+        for cat, size in SIMPLE_DETAIL_BY_CATEGORY.items():
+            quota = n * size / 232
+            assert alloc[cat] <= size
+            assert alloc[cat] >= (1 if n >= 10 else 0)
+            assert abs(alloc[cat] - quota) < 2, (n, cat, alloc[cat], quota)
+    with pytest.raises(DatasetError, match="only 232"):
+        allocate(SIMPLE_DETAIL_BY_CATEGORY, 233)
+
+
+def test_selection_is_stratified_seeded_and_unique():
+    rows = read_partiprompts()
+    first, again, other = (select_prompts(rows, 100, seed) for seed in (0, 0, 1))
+    assert first == again and first != other
+    assert Counter(r.category for r in first) == allocate(SIMPLE_DETAIL_BY_CATEGORY, 100)
+    assert len({set_id_for(r.prompt, r.category) for r in first}) == 100
+    assert [r.row for r in first] == sorted(r.row for r in first)
+
+
+def test_cli_records_category_and_challenge_and_resumes(tmp_path, capsys):
+    work = str(tmp_path / "ws")
+    assert cli(["build", "--workdir", work, "prompts", "-n", "12", "--seed", "3"]) == 0
+    rows = read_jsonl(tmp_path / "ws" / "prompts.jsonl")
+    assert len(rows) == 12 and len(Counter(r["category"] for r in rows)) == 10
+    assert all(r["challenge"] == "Simple Detail" and r["set_id"] == set_id_for(r["base_prompt"], r["category"])
+               for r in rows)
+    assert cli(["build", "prompts", "--workdir", work, "-n", "12", "--seed", "3"]) == 0
+    assert "already selected" in capsys.readouterr().out
+    assert read_jsonl(tmp_path / "ws" / "prompts.jsonl") == rows
+    assert cli(["build", "--workdir", work, "prompts", "-n", "20"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert cli(["build", "--workdir", work, "prompts", "-n", "20", "--force"]) == 0
+    assert len(read_jsonl(tmp_path / "ws" / "prompts.jsonl")) == 20

@@ -1,0 +1,91 @@
+"""`pigbench build render` with a tiny random-weight SDXL pipeline built from configs (CPU, no download)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from build_fixtures import good_reply, one_torch_thread, select, tiny_sdxl_dir
+from pigbench.build.render import image_seed
+from pigbench.build.workspace import append_jsonl, read_jsonl
+from pigbench.cli import main as cli
+
+pytestmark = pytest.mark.models
+pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+RENDER = ["--device", "cpu", "--steps", "2", "--width", "32", "--height", "32", "--guidance", "5"]
+
+
+def expanded(root, count):
+    ws = select(root, count)
+    for p in read_jsonl(ws.prompts):
+        append_jsonl(ws.variants, {"set_id": p["set_id"], "base_prompt": p["base_prompt"], "attempts": 1,
+                                   "variants": json.loads(good_reply(p["base_prompt"]))["variants"], "expander": {}})
+    return ws
+
+
+def pixels(ws, record):
+    return np.asarray(Image.open(ws.root / record["path"]), dtype=np.int16)
+
+
+def test_render_is_resumable_and_records_every_image(tmp_path, capsys):
+    model = str(tiny_sdxl_dir())
+    ws = expanded(tmp_path / "ws", 2)
+    args = ["build", "--workdir", str(ws.root), "render", "--model", model, *RENDER, "--batch-size", "3"]
+    assert cli(args + ["--limit", "5"]) == 0
+    first = read_jsonl(ws.renders)
+    assert len(first) == 5 and [r["batch_size"] for r in first] == [3, 3, 3, 2, 2]
+    assert cli(args) == 0
+    records = read_jsonl(ws.renders)
+    assert len(records) == 8 and records[:5] == first  # the first five were not rendered again
+    for r in records:
+        image = Image.open(ws.root / r["path"])
+        assert image.size == (32, 32)
+        assert r["path"] == f"images/{r['set_id']}/{r['index']}.png"
+        assert r["seed"] == image_seed(0, r["set_id"], r["index"])
+        assert (r["model"], r["steps"], r["guidance"], r["dtype"]) == (model, 2, 5.0, "float32")
+        assert r["scheduler_class"] == "EulerDiscreteScheduler" and r["scheduler"] is None
+    assert len({r["seed"] for r in records}) == 8
+    assert cli(args) == 0 and "nothing to render" in capsys.readouterr().out
+    assert cli(args[:-1] + ["4", "--steps", "3"]) == 2  # other settings: refused, not mixed
+    assert "not {" in capsys.readouterr().err
+
+
+def test_an_image_depends_on_its_seed_not_on_its_batch(tmp_path):
+    model = str(tiny_sdxl_dir())
+    a, b = expanded(tmp_path / "a", 1), expanded(tmp_path / "b", 1)
+    assert cli(["build", "--workdir", str(a.root), "render", "--model", model, *RENDER, "--batch-size", "4"]) == 0
+    assert cli(["build", "--workdir", str(b.root), "render", "--model", model, *RENDER, "--batch-size", "1"]) == 0
+    ra, rb = read_jsonl(a.renders), read_jsonl(b.renders)
+    for x, y in zip(ra, rb):
+        assert x["seed"] == y["seed"]
+        assert np.abs(pixels(a, x) - pixels(b, y)).max() <= 1
+    assert np.abs(pixels(a, ra[0]) - pixels(a, ra[1])).max() > 1  # different seeds and prompts differ
+
+
+def test_scheduler_choice_is_applied_and_recorded(tmp_path, capsys):
+    ws = expanded(tmp_path / "ws", 1)
+    base = ["build", "--workdir", str(ws.root), "render", "--model", str(tiny_sdxl_dir()), *RENDER, "--limit", "1"]
+    assert cli(base + ["--scheduler", "DPMSolverMultistepScheduler"]) == 0
+    record, = read_jsonl(ws.renders)
+    assert record["scheduler"] == record["scheduler_class"] == "DPMSolverMultistepScheduler"
+    assert cli(base + ["--scheduler", "os.system", "--steps", "9"]) == 2
+    assert "not a diffusers scheduler" in capsys.readouterr().err
+
+
+def test_missing_model_names_the_flag_and_the_download(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ws = expanded(tmp_path / "ws", 1)
+    assert cli(["build", "--workdir", str(ws.root), "render", "--model", "no-such-org/no-such-sdxl", *RENDER]) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "PIGBENCH_SDXL_MODEL" in err and "stable-diffusion-xl-base-1.0" in err

@@ -1,0 +1,62 @@
+"""`pigbench build review`: the curator's keep/drop page and its decision log."""
+
+import json
+
+from build_fixtures import workspace_with_sets, wsgi_call
+from pigbench.build.review import make_review_app
+from pigbench.build.sets import decisions, kept_sets
+from pigbench.cli import main as cli
+
+
+def decide(app, set_id, decision, reason=""):
+    body = json.dumps({"set_id": set_id, "decision": decision, "reason": reason}).encode()
+    status, _, out = wsgi_call(app, "POST", "/api/decisions", body)
+    return status, json.loads(out)
+
+
+def test_page_lists_every_rendered_set_with_local_assets_only(tmp_path):
+    ws = workspace_with_sets(tmp_path / "ws", 3, keep=0)
+    (ws.root / "review.jsonl").unlink()
+    app = make_review_app(ws)
+    status, headers, page = wsgi_call(app, "GET", "/")
+    html = page.decode()
+    assert status == 200 and html.count('class="set ') == 3 and "Undecided" in html
+    assert "http://" not in html and "https://" not in html  # no CDN
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    set_id = json.loads(wsgi_call(app, "GET", "/api/sets")[2])[0]["set_id"]
+    status, headers, png = wsgi_call(app, "GET", f"/images/{set_id}/2.png")
+    assert status == 200 and headers["Content-Type"] == "image/png" and png.startswith(b"\x89PNG")
+    assert wsgi_call(app, "GET", "/images/no-such-set/0.png")[0] == 404
+    assert wsgi_call(app, "GET", "/static/review.js")[0] == 200
+    assert wsgi_call(app, "GET", "/static/../workspace.py")[0] == 404
+
+
+def test_decisions_are_saved_at_once_and_the_last_one_counts(tmp_path):
+    ws = workspace_with_sets(tmp_path / "ws", 3, keep=0)
+    (ws.root / "review.jsonl").unlink()
+    app = make_review_app(ws)
+    ids = [s["set_id"] for s in json.loads(wsgi_call(app, "GET", "/api/sets")[2])]
+    status, out = decide(app, ids[0], "drop")
+    assert status == 400 and out["error"] == "say why the set is dropped"
+    assert decide(app, ids[0], "maybe", "x")[0] == 400
+    assert decide(app, "unknown-set", "keep")[0] == 404
+    status, out = decide(app, ids[0], "drop", "low image quality")
+    assert status == 200 and (out["decision"], out["reason"]) == ("drop", "low image quality")
+    assert decisions(ws)[ids[0]]["decision"] == "drop"  # on disk before the answer
+    assert decide(app, ids[1], "keep")[0] == 200
+    assert decide(app, ids[0], "keep", "second look: fine")[0] == 200
+    latest = decisions(ws)
+    assert latest[ids[0]]["decision"] == "keep" and latest[ids[0]]["reason"] == "second look: fine"
+    assert [s.set_id for s in kept_sets(ws)] == ids[:2]
+    assert len((ws.root / "review.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_records_a_decision_and_prints_the_summary(tmp_path, capsys):
+    ws = workspace_with_sets(tmp_path / "ws", 2, keep=1)
+    target = kept_sets(ws)[0].set_id
+    work = ["build", "--workdir", str(ws.root), "review"]
+    assert cli(work + ["--set", target, "--decision", "drop"]) == 2
+    assert "say why" in capsys.readouterr().err
+    assert cli(work + ["--set", target, "--decision", "drop", "--reason", "blurry"]) == 0
+    assert cli(work + ["--summary"]) == 0
+    assert "2 rendered sets: drop 2" in capsys.readouterr().out

@@ -1,0 +1,81 @@
+"""Conformance checks: sound plug-ins pass, and each deliberately broken plug-in fails its check."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import broken_plugins
+from pigbench.conformance import _option_text, run_checks
+from pigbench.registry import evaluators
+
+TESTS = Path(__file__).resolve().parent
+EPISODES = 10  # one batch of 7 and one of 3
+
+
+@pytest.mark.parametrize("name", ["random", "color-reference"])
+def test_builtin_weight_free_evaluators_conform(name):
+    report = run_checks(name, episodes=EPISODES)
+    assert report.ok, report.table()
+    assert report.episodes == EPISODES and report.users == 4  # 3 targets per user
+    expected_skip = {"reference-free"} if evaluators.get(name).uses_references else set()
+    assert {c.name for c in report.checks if c.status == "skip"} == expected_skip
+
+
+# What the failing check's detail must say, so that the author knows what to fix.
+DETAILS = {
+    broken_plugins.NonDeterministic: ("determinism", "predictions differ"),
+    broken_plugins.ReordersOutputs: ("predictions", "reordered output"),
+    broken_plugins.AlwaysFails: ("predictions", "every prediction failed .*KeyError: 'pixel_values'"),
+    broken_plugins.CrashesOnCorruptImage: ("corrupt-image", "corrupt-image.png.*Prediction.invalid"),
+    broken_plugins.ReadsReferences: ("reference-free", "read reference images .* uses_references = False"),
+    broken_plugins.SkipsRequirements: ("requirements", "does not exist\\) passes .* then the evaluator fails: "
+                                                      "ModuleNotFoundError: import of safetensors halted"),
+    broken_plugins.LossyConfigHash: ("config", "changing temperature does not change the config hash"),
+}
+
+
+@pytest.mark.parametrize("plugin", list(broken_plugins.EXPECTED_FAILURES), ids=lambda c: c.__name__)
+def test_each_defect_is_caught_by_its_check(plugin):
+    report = run_checks(plugin, episodes=EPISODES)
+    failed = {c.name for c in report.checks if c.status == "fail"}
+    assert failed == broken_plugins.EXPECTED_FAILURES[plugin], report.table()
+    assert report.ok == (not failed)
+    assert all(c.status in ("pass", "skip", "fail") for c in report.checks)
+    if plugin in DETAILS:
+        check, pattern = DETAILS[plugin]
+        assert re.search(pattern, next(c.detail for c in report.checks if c.name == check)), report.table()
+
+
+def test_unmet_requirements_skip_the_model_checks_and_fail_the_report():
+    report = run_checks(broken_plugins.MissingWeights, episodes=EPISODES)
+    assert report.status("requirements") == "pass"  # a fast, clear RequirementError is the contract
+    assert report.status("config") == "pass"
+    not_run = [c for c in report.checks if c.status == "not run"]
+    assert len(not_run) == 5 and "weights not found at /models/x" in not_run[0].detail
+    assert not report.ok and "DOES NOT CONFORM" in report.table()
+
+
+def test_option_text_is_what_from_options_parses():
+    assert [_option_text(v) for v in (True, None, (1, 2), {"a": 1}, 0.1, 3, "x")] == [
+        "true", "none", "[1, 2]", '{"a": 1}', "0.1", "3", "x"]
+
+
+def test_cli_prints_table_and_exits_nonzero_on_failure():
+    code = ("import sys, broken_plugins; from pigbench.registry import evaluators; "
+            "evaluators.register('broken-reorders')(broken_plugins.ReordersOutputs); "
+            "from pigbench.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code, "check-evaluator", "broken-reorders", "--episodes", "8"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1, out.stderr
+    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[3:10]}
+    assert rows == {"config": "PASS", "predictions": "FAIL", "batch-size": "PASS", "determinism": "PASS",
+                    "corrupt-image": "PASS", "reference-free": "PASS", "requirements": "PASS"}
+    assert "broken-reorders: DOES NOT CONFORM (6 pass, 1 fail)" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "pigbench.cli", "check-evaluator", "colorfulnes"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "did you mean 'colorfulness'" in out.stderr

@@ -1,0 +1,113 @@
+"""Judge evaluators without a model: the catalogue, requirement checks, prompts per judge, and how a
+backend's generation becomes a prediction (labels, scores with tau, errors, raw text)."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from pigbench.evaluator import RequirementError
+from pigbench.judging.backend import Backend, Generation
+from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
+from pigbench.registry import evaluators
+
+JUDGES = ["qwen2-vl-judge", "llava-ov-judge", "openai-judge", "unifiedreward", "unifiedreward-think"]
+
+
+class Scripted(Backend):
+    """Returns the given generations in order and records what it was asked."""
+
+    def __init__(self, *generations):
+        self.generations, self.calls = list(generations), []
+
+    def generate(self, prompts, params):
+        self.calls.append((prompts, params))
+        return [self.generations.pop(0) for _ in prompts]
+
+    def provenance(self):
+        return {"model": "scripted"}
+
+
+def ref(name):
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    return ImageRef(name, buf.getvalue())
+
+
+EPISODE = Episode("u", (ReferencePair("old prompt", ref("p"), ref("r")),),
+                  Target("s", "new prompt", ref("a"), ref("b"), Label.INVALID))
+
+
+def make(name, backend, **options):
+    cls = evaluators.get(name)
+    judge = cls(cls.Config.from_options(options))
+    judge.backend = backend
+    return judge
+
+
+@pytest.mark.parametrize("name", JUDGES)
+def test_catalogue_entries(name):
+    cls = evaluators.get(name)
+    assert cls.kind in ("judge", "reasoning") and cls.description
+    assert cls.uses_references == (name not in ("unifiedreward", "unifiedreward-think"))
+    assert cls.Config().model_path
+
+
+@pytest.mark.parametrize("name, images", [("qwen2-vl-judge", ["p", "r", "a", "b"]), ("unifiedreward", ["a", "b"]),
+                                          ("unifiedreward-think", ["a", "b"])])
+def test_each_judge_prompt_holds_its_images(name, images):
+    backend = Scripted(Generation("<answer>A</answer>"))
+    make(name, backend).predict([EPISODE])
+    prompt, params = backend.calls[0][0][0], backend.calls[0][1]
+    assert [r.id for r in prompt.images] == images
+    assert any("new prompt" in p.value for p in prompt.parts if p.type == "text")
+    assert params.max_new_tokens == {"qwen2-vl-judge": 16, "unifiedreward": 512, "unifiedreward-think": 2048}[name]
+    assert params.images.size == (512 if name == "unifiedreward-think" else 0)
+
+
+def test_reasoning_raises_the_default_length():
+    backend = Scripted(Generation("x"))
+    make("qwen2-vl-judge", backend, reason="true").predict([EPISODE])
+    assert backend.calls[0][1].max_new_tokens == 1024
+
+
+def test_generation_to_prediction():
+    backend = Scripted(Generation("I choose <answer>Image B</answer>"), Generation("no idea"),
+                       Generation(None, error="HTTP 401 from http://x/v1: bad key"))
+    ok, garbage, failed = make("qwen2-vl-judge", backend).predict([EPISODE] * 3)
+    assert (ok.label, ok.raw_text, ok.extra["parse"]) == (Label.B, "I choose <answer>Image B</answer>", "tag")
+    assert garbage.label == Label.INVALID and garbage.error is None and garbage.raw_text == "no idea"
+    assert "unrecognized answer" in garbage.extra["invalid_reason"]
+    assert failed.label == Label.INVALID and failed.error.startswith("HTTP 401")
+
+
+def test_probability_scoring_uses_tau_and_falls_back_to_the_text():
+    backend = Scripted(Generation("<answer>A</answer>", {"A": 0.55, "B": 0.45}),
+                       Generation("<answer>B</answer>", {"A": 0.9, "B": 0.1}),
+                       Generation("<answer>B</answer>", None))
+    close, clear, missing = make("qwen2-vl-judge", backend, scoring="probs", tie_threshold="0.2").predict([EPISODE] * 3)
+    assert backend.calls[0][1].options == ("A", "B")
+    assert (close.label, close.score_a, close.score_b) == (Label.TIE, 0.55, 0.45)
+    assert clear.label == Label.A  # the probabilities decide, not the text
+    assert missing.label == Label.B and missing.score_a is None and "probs_missing" in missing.extra
+
+
+def test_requirement_checks(tmp_path):
+    qwen = evaluators.get("qwen2-vl-judge")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        qwen.check_requirements(qwen.Config(backend="vllm"))
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        qwen.check_requirements(qwen.Config(scoring="logits"))
+    with pytest.raises(RequirementError, match="--model-path"):
+        qwen.check_requirements(qwen.Config(model_path=str(tmp_path / "missing")))
+    think = evaluators.get("unifiedreward-think")
+    with pytest.raises(ValueError, match="single-token answers"):
+        think.check_requirements(think.Config(scoring="probs"))
+
+
+def test_provenance_before_and_after_setup():
+    cls = evaluators.get("llava-ov-judge")
+    judge = cls()
+    assert judge.provenance() == {"model": "llava-hf/llava-onevision-qwen2-7b-ov-hf", "backend": "local"}
+    judge.backend = Scripted()
+    assert judge.provenance() == {"model": "scripted"}

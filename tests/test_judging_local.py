@@ -1,0 +1,171 @@
+"""The local transformers backend end to end, with tiny random Qwen2-VL and LLaVA-OneVision models
+built from configs (no download): interleaving, pixel budget, left-padded batching, answer
+probabilities, failure isolation, judges and the runner."""
+
+import io
+import json
+import re
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from pigbench.judging import random_models  # noqa: E402
+from pigbench.judging.backend import GenerationParams  # noqa: E402
+from pigbench.judging.local_backend import LocalBackend  # noqa: E402
+from pigbench.judging.messages import ImagePolicy, Prompt, image, reference_prompt, text  # noqa: E402
+from pigbench.judging.parsing import parse_answer  # noqa: E402
+from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target  # noqa: E402
+from pigbench.registry import evaluators  # noqa: E402
+
+pytestmark = pytest.mark.models
+
+
+def png(name: str, size=(64, 48), seed: int = 0) -> ImageRef:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (seed * 37 % 256, 90, 200 - seed % 200)).save(buf, format="PNG")
+    return ImageRef(name, buf.getvalue())
+
+
+def episode(n: int, k: int = 2, size=(64, 48)) -> Episode:
+    refs = tuple(ReferencePair(f"reference prompt {n}.{i}", png(f"p{n}.{i}", size, 2 * i), png(f"r{n}.{i}", size, 2 * i + 1))
+                 for i in range(k))
+    return Episode(f"user{n}", refs, Target(f"s{n}", f"a fox number {n}", png(f"a{n}", size, 50 + n),
+                                            png(f"b{n}", size, 90 + n), Label.INVALID))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run ~10x faster on one thread than on two contended cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    return LocalBackend(*random_models.qwen2_vl(), batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def llava():
+    return LocalBackend(*random_models.llava_onevision_tiny(), batch_size=4)
+
+
+def layout(backend: LocalBackend, prompt: Prompt) -> str:
+    """The model input as text, each run of image tokens shown as one <IMG>."""
+    ids = backend.encode([prompt], ImagePolicy(max_pixels=56 * 56))["input_ids"][0]
+    decoded = backend.tokenizer.decode(ids, skip_special_tokens=False)
+    return re.sub(f"(?:{re.escape(backend.processor.image_token)})+", "<IMG>", decoded)
+
+
+@pytest.mark.parametrize("name", ["qwen", "llava"])
+def test_images_stay_interleaved_with_their_labels(name, request):
+    backend = request.getfixturevalue(name)
+    assert backend.interleaved == (name == "qwen")  # the LLaVA stand-in renders images first, like llava-hf
+    seen = layout(backend, reference_prompt(episode(0)))
+    labels = re.findall(r"(Preferred image:|Rejected image:|Image A:|Image B:)\s*(?:<\|vision_start\|>)?(<IMG>)", seen)
+    assert [lab for lab, _ in labels] == ["Preferred image:", "Rejected image:"] * 2 + ["Image A:", "Image B:"]
+    assert seen.count("<IMG>") == 6
+
+
+def test_qwen_pixel_budget_sets_the_visual_token_count(qwen):
+    prompt = Prompt((text("x"), image(png("big", (448, 448))), image(png("small", (56, 56)))))
+    counts = {}
+    for budget in (56 * 56, 112 * 112, 224 * 224):
+        batch = qwen.encode([prompt], ImagePolicy(max_pixels=budget))
+        grid = batch["image_grid_thw"]
+        n_tokens = int((batch["input_ids"] == qwen.processor.image_token_id).sum())
+        assert n_tokens == int(grid.prod(-1).sum()) // 4  # 2x2 patch merge
+        assert int(grid[0].prod()) * 14 * 14 <= budget  # the 448x448 image is capped ...
+        assert grid[1].tolist() == [1, 4, 4]  # ... the 56x56 one is not enlarged
+        counts[budget] = n_tokens
+    assert counts[56 * 56] < counts[112 * 112] < counts[224 * 224]
+    assert counts[224 * 224] == 16 * 16 // 4 + 4  # 448x448 capped to 224x224: 16x16 patches = 64 tokens, + 4
+
+
+def test_llava_multi_image_uses_base_tokens_per_image(llava):
+    n = (llava.encode([reference_prompt(episode(0))], ImagePolicy())["input_ids"] == llava.processor.image_token_id).sum()
+    assert int(n) == 6 * (4 + 1)  # 2x2 patches + newline per image when a sample has several images
+
+
+@pytest.mark.parametrize("name", ["qwen", "llava"])
+def test_left_padded_batch_equals_one_by_one(name, request):
+    backend = request.getfixturevalue(name)
+    prompts = [reference_prompt(episode(i, k=i)) for i in range(3)]  # different lengths
+    params = GenerationParams(max_new_tokens=6, images=ImagePolicy(max_pixels=56 * 56))
+    batched = backend.generate(prompts, params)
+    single = [backend.generate([p], params)[0] for p in prompts]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert all(g.error is None and g.text for g in batched)
+
+
+def test_min_new_tokens_fixes_the_length(qwen):
+    params = GenerationParams(max_new_tokens=5, min_new_tokens=5, images=ImagePolicy(max_pixels=56 * 56))
+    batch = qwen.encode([reference_prompt(episode(0))], params.images)
+    out = qwen.model.generate(**batch, max_new_tokens=5, min_new_tokens=5, do_sample=False,
+                              pad_token_id=qwen.tokenizer.pad_token_id)
+    assert out.shape[1] - batch["input_ids"].shape[1] == 5
+
+
+def test_option_probabilities_follow_the_greedy_choice(qwen):
+    """With the first generated token as the marker, the recorded distribution at the next step
+    must put the greedy token above any other option."""
+    params = GenerationParams(max_new_tokens=4, images=ImagePolicy(max_pixels=56 * 56))
+    prompt = reference_prompt(episode(1))
+    ids = qwen.model.generate(**qwen.encode([prompt], params.images), max_new_tokens=4, do_sample=False,
+                              pad_token_id=qwen.tokenizer.pad_token_id)[0, -4:].tolist()
+    first, second = (qwen.tokenizer.decode([t]) for t in ids[:2])
+    other = next(t for t in ("q", "x") if t != second.strip())  # single bytes are single tokens
+    if not first.strip() or len(qwen.tokenizer.encode(second.strip(), add_special_tokens=False)) != 1:
+        pytest.skip("greedy tokens of this random model are not usable as single-token options")
+    probed = GenerationParams(max_new_tokens=4, images=params.images, answer_marker=first.strip(),
+                              options=(second.strip(), other))
+    probs = qwen.generate([prompt], probed)[0].option_probs
+    assert probs is not None and sum(probs.values()) == pytest.approx(1.0)
+    assert probs[second.strip()] > probs[other]
+
+
+def test_unreadable_image_fails_only_its_prompt(qwen):
+    broken = Episode("u", (), Target("bad", "p", ImageRef("corrupt.png", b"not an image"), png("ok"), Label.INVALID))
+    gens = qwen.generate([reference_prompt(episode(0)), reference_prompt(broken)],
+                         GenerationParams(max_new_tokens=3, images=ImagePolicy(max_pixels=56 * 56)))
+    assert gens[0].error is None and gens[0].text
+    assert gens[1].text is None and "corrupt.png" in gens[1].error
+
+
+@pytest.mark.parametrize("name, fixture", [("qwen2-vl-judge", "qwen"), ("llava-ov-judge", "llava"),
+                                           ("unifiedreward", "qwen"), ("unifiedreward-think", "qwen")])
+def test_judges_turn_garbage_into_invalid_with_raw_text(name, fixture, request):
+    cls = evaluators.get(name)
+    small = {"image_size": 56} if cls.Config().image_size else {}
+    judge = cls(cls.Config(max_new_tokens=8, **small))
+    judge.backend = request.getfixturevalue(fixture)
+    preds = judge.predict([episode(i) for i in range(3)])
+    assert [p.sample_id for p in preds] == ["s0", "s1", "s2"]
+    for p in preds:
+        assert p.raw_text and p.error is None
+        assert p.label == parse_answer(p.raw_text, anywhere=judge.parse_anywhere).label
+        assert p.label == Label.INVALID and p.extra["invalid_reason"]
+
+
+def test_runner_loads_a_saved_model_and_swaps(tmp_path, qwen):
+    from pigbench.runner import RunConfig, run
+
+    qwen.model.save_pretrained(tmp_path / "model")
+    qwen.processor.save_pretrained(tmp_path / "model")
+    out = run(RunConfig(evaluator="qwen2-vl-judge", dataset="toy", model_path=str(tmp_path / "model"), limit=4,
+                        batch_size=2, swap=True, options={"max_new_tokens": "4"}, output=str(tmp_path / "results"),
+                        cache_dir=str(tmp_path / "cache"), progress=False, n_bootstrap=10))
+    assert out.results["evaluator"]["models"]["model_type"] == "qwen2_vl"
+    rows = [json.loads(line) for line in out.results_path.with_name(out.results_path.stem + ".predictions.jsonl")
+            .read_text().splitlines()]
+    assert len(rows) == 4
+    for row in rows:
+        swap = row["prediction"]["extra"]["swap"]
+        assert swap["raw_first"] and swap["raw_second"]
+        assert row["prediction"]["label"] == "INVALID"

@@ -1,0 +1,266 @@
+"""The OpenAI-compatible backend against a real HTTP server on 127.0.0.1 started in the test:
+success, malformed answers, 429/5xx then success, timeouts, failover, resume without repeated
+requests, answer probabilities, and the API key kept out of results, logs and caches."""
+
+import io
+import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pigbench.judging.backend import GenerationParams
+from pigbench.judging.messages import Prompt, image, reference_prompt, text
+from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
+from pigbench.judging.request_cache import RequestCache
+from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
+from pigbench.registry import evaluators
+
+KEY = "sk-test-DO-NOT-LEAK-1234"
+FAST = RetryPolicy(max_retries=3, backoff_s=0.01, max_backoff_s=0.05)
+
+
+class FakeServer:
+    """An OpenAI-style /v1/chat/completions endpoint. ``script`` holds one-off behaviours consumed
+    in order (status codes, delays, raw bodies); after that, ``reply(body)`` gives the content."""
+
+    def __init__(self):
+        self.hits = 0
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.script: list[dict] = []
+        self.reply = lambda body: "<answer>B</answer>"
+        self.logprobs = None
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.hits += 1
+                    server.bodies.append(body)
+                    server.headers.append(dict(self.headers))
+                    step = server.script.pop(0) if server.script else {}
+                time.sleep(step.get("delay", 0))
+                status = step.get("status", 200)
+                if status == 200:
+                    choice = {"message": {"role": "assistant", "content": server.reply(body)}}
+                    if server.logprobs:
+                        choice["logprobs"] = {"content": server.logprobs}
+                    payload = step.get("raw", json.dumps({"choices": [choice]})).encode()
+                else:
+                    payload = json.dumps({"error": {"message": f"status {status}"}}).encode()
+                try:
+                    self.send_response(status)
+                    for k, v in step.get("headers", {}).items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = FakeServer()
+    yield s
+    s.close()
+
+
+def png(name, color=(10, 200, 30)):
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), color).save(buf, format="PNG")
+    return ImageRef(name, buf.getvalue())
+
+
+def episode(n, k=1):
+    refs = tuple(ReferencePair(f"ref {n}.{i}", png(f"p{n}.{i}"), png(f"r{n}.{i}")) for i in range(k))
+    return Episode(f"u{n}", refs, Target(f"s{n}", f"prompt {n}", png(f"a{n}"), png(f"b{n}", (n, 0, 0)), Label.INVALID))
+
+
+def backend(server, tmp_path=None, **kw):
+    kw.setdefault("retry", FAST)
+    cache = RequestCache(tmp_path / "requests.sqlite") if tmp_path else None
+    return OpenAIBackend(server.url, "test-model", cache=cache, **kw)
+
+
+def judge(server, tmp_path, **options):
+    cls = evaluators.get("openai-judge")
+    j = cls(cls.Config(base_url=server.url, **options))
+    j.backend = backend(server, tmp_path)
+    return j
+
+
+def test_success_sends_interleaved_parts_and_parses(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    preds = judge(server, tmp_path).predict([episode(0), episode(1)])
+    assert [(p.sample_id, p.label, p.raw_text) for p in preds] == [("s0", Label.B, "<answer>B</answer>"),
+                                                                   ("s1", Label.B, "<answer>B</answer>")]
+    body = server.bodies[0]
+    assert body["model"] == "test-model"
+    content = body["messages"][0]["content"]
+    kinds = [c["type"] if c["type"] == "image_url" else c["text"] for c in content]
+    assert kinds[kinds.index("Preferred image:") + 1] == "image_url"
+    assert kinds[kinds.index("Image B:") + 1] == "image_url" and kinds.count("image_url") == 4
+    assert content[kinds.index("Image A:") + 1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert body["temperature"] == 0 and body["max_tokens"] == 16
+    assert server.headers[0]["Authorization"] == f"Bearer {KEY}"
+
+
+def test_malformed_answer_is_invalid_with_raw_text(server, tmp_path):
+    server.reply = lambda body: "Both look nice, hard to say!"
+    (pred,) = judge(server, tmp_path).predict([episode(0)])
+    assert pred.label == Label.INVALID and pred.error is None
+    assert pred.raw_text == "Both look nice, hard to say!" and pred.extra["invalid_reason"]
+
+
+def test_malformed_response_is_an_error_and_not_cached(server, tmp_path):
+    server.script = [{"raw": json.dumps({"object": "error"})}]
+    b = backend(server, tmp_path)
+    (gen,) = b.generate([Prompt((text("hi"),))], GenerationParams())
+    assert gen.text is None and "malformed response" in gen.error
+    assert len(b.cache) == 0
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_transient_status_then_success(server, status):
+    server.script = [{"status": status, "headers": {"Retry-After": "0"}}, {"status": status}]
+    (gen,) = backend(server).generate([Prompt((text("hi"),))], GenerationParams())
+    assert gen.error is None and gen.text == "<answer>B</answer>"
+    assert server.hits == 3
+
+
+def test_client_error_is_not_retried(server):
+    server.script = [{"status": 400}]
+    (gen,) = backend(server).generate([Prompt((text("hi"),))], GenerationParams())
+    assert gen.text is None and gen.error.startswith("HTTP 400") and server.hits == 1
+
+
+def test_retries_run_out(server):
+    server.script = [{"status": 429}] * 10
+    (gen,) = backend(server, retry=RetryPolicy(max_retries=2, backoff_s=0.01)).generate([Prompt((text("x"),))],
+                                                                                       GenerationParams())
+    assert "gave up after 3 attempts" in gen.error and server.hits == 3
+
+
+def test_timeout_then_success_and_timeout_for_good(server):
+    server.script = [{"delay": 0.6}]
+    (gen,) = backend(server, timeout_s=0.2).generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.text == "<answer>B</answer>" and server.hits == 2
+    server.script = [{"delay": 0.6}] * 2
+    b = backend(server, timeout_s=0.2, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.text is None and "within 0.2 s" in gen.error and "gave up after 2 attempts" in gen.error
+
+
+def test_a_dead_server_fails_over_to_the_next(server):
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    b = OpenAIBackend([dead, server.url], "m", retry=FAST)
+    gens = b.generate([Prompt((text(str(i)),)) for i in range(4)], GenerationParams())
+    assert all(g.text == "<answer>B</answer>" for g in gens)
+    assert server.hits == 4 and b.requests_sent == 6  # prompts 0 and 2 tried the dead URL first
+
+
+def test_concurrency_is_bounded(server):
+    server.script = [{"delay": 0.2}] * 8
+    b = backend(server, concurrency=2)
+    start = time.monotonic()
+    b.generate([Prompt((text(str(i)),)) for i in range(6)], GenerationParams())
+    assert time.monotonic() - start >= 0.55  # 6 requests of 0.2 s, 2 at a time
+
+
+def test_resume_sends_no_request_twice(server, tmp_path):
+    episodes = [episode(i) for i in range(4)]
+    first = judge(server, tmp_path).predict(episodes[:2])  # a run killed after two samples
+    assert server.hits == 2
+    resumed = judge(server, tmp_path).predict(episodes)  # a new process, same cache file
+    assert server.hits == 4  # only the two new samples were sent
+    again = judge(server, tmp_path).predict(episodes)
+    assert server.hits == 4
+    assert [p.to_json() for p in resumed[:2]] == [p.to_json() for p in first]
+    assert [p.to_json() for p in again] == [p.to_json() for p in resumed]
+
+
+def test_answer_probabilities_from_top_logprobs(server, tmp_path):
+    server.reply = lambda body: "<answer>A</answer>"
+    top = [{"token": "A", "logprob": math.log(0.6)}, {"token": "B", "logprob": math.log(0.3)}]
+    server.logprobs = [{"token": "<answer>", "logprob": 0.0, "top_logprobs": []},
+                       {"token": "A", "logprob": math.log(0.6), "top_logprobs": top},
+                       {"token": "</answer>", "logprob": 0.0, "top_logprobs": []}]
+    (pred,) = judge(server, tmp_path, scoring="probs", tie_threshold=0.5).predict([episode(0)])
+    assert server.bodies[0]["logprobs"] is True and server.bodies[0]["top_logprobs"] == 20
+    assert pred.score_a == pytest.approx(2 / 3) and pred.score_b == pytest.approx(1 / 3)
+    assert pred.label == Label.TIE  # |P(A) - P(B)| = 1/3 <= tau
+
+
+def test_unreadable_image_fails_only_its_prompt(server):
+    bad = Prompt((text("x"), image(ImageRef("broken.jpg", b"\x00garbage"))))
+    gens = backend(server).generate([bad, Prompt((text("ok"),))], GenerationParams())
+    assert "broken.jpg" in gens[0].error and gens[1].text == "<answer>B</answer>" and server.hits == 1
+
+
+def test_runner_end_to_end_keeps_the_key_out_of_every_file(server, tmp_path, monkeypatch, capsys):
+    from pigbench.runner import RunConfig, run
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("PIGBENCH_CACHE", raising=False)
+    server.reply = lambda body: "<answer>A</answer>" if len(body["messages"][0]["content"]) % 2 else "<answer>B</answer>"
+    cfg = RunConfig(evaluator="openai-judge", dataset="toy", limit=6, batch_size=4, swap=True,
+                    options={"base_url": server.url}, output=str(tmp_path / "results"),
+                    cache_dir=str(tmp_path / "cache"), progress=False, n_bootstrap=10)
+    monkeypatch.chdir(tmp_path)  # the request cache goes to ./.pigbench_cache unless the runtime says otherwise
+    out = run(cfg)
+    assert server.hits == 12 and out.results["metrics"]["n"] == 6
+    assert out.results["evaluator"]["models"]["base_urls"] == [server.url]
+    for runs in (tmp_path / "cache" / "runs").glob("*.sqlite*"):  # kill: lose the run store, keep the request cache
+        runs.unlink()
+    again = run(cfg)
+    assert server.hits == 12 and again.computed == 6  # recomputed from cached responses, nothing re-sent
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".sqlite" for p in files)
+    for p in files:
+        assert KEY.encode() not in p.read_bytes(), p
+    captured = capsys.readouterr()
+    assert KEY not in captured.out + captured.err
+
+
+def test_official_api_without_key_is_a_requirement_error(monkeypatch):
+    from pigbench.evaluator import RequirementError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    cls = evaluators.get("openai-judge")
+    with pytest.raises(RequirementError, match="OPENAI_API_KEY"):
+        cls.check_requirements(cls.Config())
+    cls.check_requirements(cls.Config(base_url="http://127.0.0.1:9/v1"))  # local servers need no key
+
+
+def test_where_to_reach_the_model_does_not_change_the_config_hash():
+    cls = evaluators.get("openai-judge")
+    base = cls(cls.Config()).config_hash
+    assert cls(cls.Config(base_url="http://a/v1,http://b/v1", concurrency=64, timeout_s=5)).config_hash == base
+    assert cls(cls.Config(model_path="gpt-4o-mini")).config_hash != base
+    assert cls(cls.Config(max_pixels=1000)).config_hash != base

@@ -1,0 +1,108 @@
+"""The shared judge answer parser: examples from each judge's format, and properties (hypothesis)."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pigbench.judging.parsing import parse_answer
+from pigbench.protocol import Label
+
+A, B, TIE, INVALID = Label.A, Label.B, Label.TIE, Label.INVALID
+
+
+@pytest.mark.parametrize("output, label, method", [
+    ("<answer>A</answer>", A, "tag"),
+    ("The user likes warm colours.\n<answer> b </answer>", B, "tag"),
+    ("<ANSWER>Image A</ANSWER>", A, "tag"),
+    ("<answer>Picture 2</answer>", B, "tag"),
+    ("<answer>image 1 is better</answer>", A, "tag"),
+    ("<answer>Tie</answer>", TIE, "tag"),
+    ("<answer>A</answer> on second thought <answer>B</answer>", B, "tag"),  # the last answer wins
+    ("<answer>A</ans", A, "tag"),  # cut right after the answer
+    ("<think>Image 1 is better lit</think>\n<answer>Image 2 is better</answer>", B, "tag"),  # UnifiedReward-Think
+    ("Assistant B is better. [[B]]", B, "brackets"),  # FastChat
+    ("[[C]]", TIE, "brackets"),
+    ("Image 1 is better.", A, "final-line"),  # UnifiedReward
+    ("Image 1 is better than Image 2.", A, "final-line"),  # UnifiedReward, LLaVA wording
+    ("Both images are equally good.", TIE, "final-line"),
+    ("Looking at the palette...\nFinal answer: B", B, "final-line"),
+    ("**A**", A, "final-line"),
+    ("I prefer the second image.", B, "final-line"),
+    ("Image B is worse than image A", A, "final-line"),
+])
+def test_understood_forms(output, label, method):
+    parsed = parse_answer(output)
+    assert (parsed.label, parsed.method, parsed.reason) == (label, method, None)
+
+
+@pytest.mark.parametrize("output, reason", [
+    ("", "empty output"),
+    ("   \n ", "empty output"),
+    (None, "empty output"),
+    ("<think>Image 1 has better colours, so", "output cut inside its <think> reasoning"),
+    ("<answer>A or B</answer>", "unrecognized answer"),
+    ("<answer>Image A and Image B</answer>", "answer names both images without a verdict"),
+    ("<answer>Image 1 is better, Image 2 is better</answer>", "answer asserts both images"),
+    ("the answer is a cat", "unrecognized answer"),
+    ("ßø∂ƒ©˙∆˚¬", "unrecognized answer"),
+])
+def test_invalid_forms_say_why(output, reason):
+    parsed = parse_answer(output)
+    assert parsed.label == INVALID
+    assert parsed.reason.startswith(reason)
+
+
+def test_unique_conclusion_anywhere_only_when_asked():
+    text = "Image 1 is better. It is sharper.\nThat is all."
+    assert parse_answer(text).label == INVALID
+    assert parse_answer(text, anywhere=True).label == A
+    assert parse_answer("Image 1 is better. Image 2 is better.\nDone.", anywhere=True).label == INVALID
+
+
+# ---- properties -------------------------------------------------------------------------------
+
+FORMS = {
+    A: ["A", "a", "Image A", "image a", "Picture 1", "picture 1", "Image 1 is better", "IMAGE 1 IS BETTER."],
+    B: ["B", "b", "Image B", "Picture 2", "Image 2 is better", "image b"],
+    TIE: ["Tie", "tie", "TIE"],
+}
+free_text = st.text(alphabet=st.characters(blacklist_characters="<>[]"), max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_never_raises_on_arbitrary_text(output):
+    parsed = parse_answer(output)
+    assert isinstance(parsed.label, Label)
+    assert (parsed.label == INVALID) == (parsed.reason is not None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="<>/[]answerthinkABC12 \n", max_size=120))
+def test_never_raises_on_markup_soup(output):
+    assert isinstance(parse_answer(output, anywhere=True).label, Label)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=free_text, label=st.sampled_from([A, B, TIE]), data=st.data(),
+       left=st.sampled_from(["", " ", "\n", "  \t"]), right=st.sampled_from(["", " ", "\n"]))
+def test_tagged_answer_after_any_text(prefix, label, data, left, right):
+    form = data.draw(st.sampled_from(FORMS[label]))
+    parsed = parse_answer(f"{prefix}<answer>{left}{form}{right}</answer>")
+    assert parsed.label == label and parsed.method == "tag"
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.sampled_from([A, B, TIE]), last=st.sampled_from([A, B, TIE]), middle=free_text)
+def test_last_tagged_answer_wins(first, last, middle):
+    output = f"<answer>{FORMS[first][0]}</answer>{middle}<answer>{FORMS[last][0]}</answer>"
+    assert parse_answer(output).label == last
+
+
+@settings(max_examples=200, deadline=None)
+@given(think=free_text, label=st.sampled_from([A, B]))
+def test_think_block_never_answers(think, label):
+    """An answer inside <think> is ignored: only the answer after it counts."""
+    other = B if label == A else A
+    output = f"<think>{think}<answer>{FORMS[other][0]}</answer></think><answer>{FORMS[label][0]}</answer>"
+    assert parse_answer(output).label == label

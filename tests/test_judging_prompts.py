@@ -1,0 +1,94 @@
+"""Judge prompts (interleaved parts), image sizing for upload, and answer-token probabilities."""
+
+import io
+import math
+
+import pytest
+from PIL import Image
+
+from pigbench.judging.answer_probs import option_probs_after_marker, options_from_top_logprobs
+from pigbench.judging.messages import ROLE_LINE, ImagePolicy, encode_image, reference_prompt
+from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
+
+
+def png(name: str, size=(40, 30), color=(200, 10, 10)) -> ImageRef:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return ImageRef(name, buf.getvalue())
+
+
+def episode(k: int = 2) -> Episode:
+    refs = tuple(ReferencePair(f"ref prompt {i}", png(f"p{i}"), png(f"r{i}")) for i in range(k))
+    return Episode("u1", refs, Target("s1", "a red fox", png("a"), png("b"), Label.INVALID))
+
+
+def rendered(prompt) -> list[str]:
+    return [p.value if p.type == "text" else f"<{p.value.id}>" for p in prompt.parts]
+
+
+def test_reference_prompt_reads_in_order():
+    parts = rendered(reference_prompt(episode(2)))
+    assert parts[0] == ROLE_LINE
+    i = parts.index("Past choice 1. Prompt: ref prompt 0")
+    assert parts[i : i + 5] == ["Past choice 1. Prompt: ref prompt 0", "Preferred image:", "<p0>", "Rejected image:", "<r0>"]
+    j = parts.index("Prompt: a red fox")
+    assert j > parts.index("<r1>")
+    assert parts[j : j + 5] == ["Prompt: a red fox", "Image A:", "<a>", "Image B:", "<b>"]
+    assert parts[-1].endswith("exactly one of <answer>A</answer> or <answer>B</answer>.")
+    assert [r.id for r in reference_prompt(episode(2)).images] == ["p0", "r0", "p1", "r1", "a", "b"]
+
+
+def test_tie_and_reasoning_variants():
+    tie = rendered(reference_prompt(episode(1), offer_tie=True, reason=True))[-1]
+    assert "<answer>Tie</answer>" in tie and tie.startswith("Which") and "First explain briefly" in tie
+    assert "<answer>Tie</answer>" not in rendered(reference_prompt(episode(1)))[-1]
+
+
+def test_no_references_still_gives_the_target():
+    prompt = reference_prompt(episode(0))
+    assert [r.id for r in prompt.images] == ["a", "b"]
+    assert not any("Past choice" in p for p in rendered(prompt))
+
+
+@pytest.mark.parametrize("policy, expected", [
+    (ImagePolicy(), (400, 300)),
+    (ImagePolicy(max_pixels=400 * 300), (400, 300)),
+    (ImagePolicy(max_pixels=100 * 75), (100, 75)),
+    (ImagePolicy(max_pixels=10, size=64), (64, 64)),
+])
+def test_image_policy_sizes(policy, expected):
+    assert policy.target_size(400, 300) == expected
+    assert policy.apply(Image.new("RGB", (400, 300))).size == expected
+
+
+def test_encode_image_keeps_original_bytes_unless_resized():
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 60), (1, 2, 3)).save(buf, format="JPEG")
+    ref = ImageRef("j", buf.getvalue())
+    assert encode_image(ref, ImagePolicy()) == ("image/jpeg", buf.getvalue())
+    mime, data = encode_image(ref, ImagePolicy(max_pixels=40 * 30))
+    assert mime == "image/png" and Image.open(io.BytesIO(data)).size == (40, 30)
+
+
+def lp(**probs):
+    return {k: math.log(v) for k, v in probs.items()}
+
+
+def test_option_probs_at_the_token_after_the_last_marker():
+    tokens = ["Maybe", " <", "answer", ">", "B", "</answer>", " no:", "<answer>", " ", "A", "</answer>"]
+    steps = [lp(A=0.5, B=0.5)] * 9 + [lp(A=0.6, B=0.2), lp(A=0.01)]
+    probs = option_probs_after_marker(tokens, steps, "<answer>", ("A", "B"))
+    assert probs == pytest.approx({"A": 0.75, "B": 0.25})
+
+
+def test_option_probs_missing_cases():
+    assert option_probs_after_marker(["A"], [lp(A=1.0)], "<answer>", ("A", "B")) is None  # no marker
+    assert option_probs_after_marker(["<answer>"], [lp(A=1.0)], "<answer>", ("A", "B")) is None  # nothing after
+    assert option_probs_after_marker(["<answer>", "C"], [{}, {}], "<answer>", ("A", "B")) is None  # zero mass
+
+
+def test_top_logprobs_variants_are_summed_and_others_ignored():
+    top = [{"token": "A", "logprob": math.log(0.5)}, {"token": " A", "logprob": math.log(0.2)},
+           {"token": "B", "logprob": math.log(0.1)}, {"token": "C", "logprob": 0.0}, {"bad": 1}]
+    got = options_from_top_logprobs(top, ("A", "B"))
+    assert {k: math.exp(v) for k, v in got.items()} == pytest.approx({"A": 0.7, "B": 0.1})

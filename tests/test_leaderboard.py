@@ -1,0 +1,231 @@
+"""Leaderboard site: numbers checked against the results, admission, escaping, self-containment.
+
+Built once per module from the shared results tree (``conftest.results_tree``): runner output on
+the demo and toy datasets, synthetic runs with rationales and dimensions, a run whose evaluator
+name, rationale, dimension names and prompt carry XSS payloads, and one tampered file.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from pigbench.cli import main as cli_main
+from pigbench.leaderboard import build_site, sample_predictions, script_json
+from pigbench.report.collect import collect
+from synthetic_results import XSS
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def site(results_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    build_site(results_tree[0], out)
+    return out
+
+
+class Tables(HTMLParser):
+    """Rows of every ``<table>`` as lists of cell texts, plus each row's attributes and first link."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._cell, self._row = [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables.append({"class": attrs.get("class", ""), "rows": []})
+        elif tag == "tr":
+            self._row = {"attrs": attrs, "cells": [], "href": None}
+            self.tables[-1]["rows"].append(self._row)
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "a" and self._row is not None and self._row["href"] is None:
+            self._row["href"] = attrs.get("href")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row["cells"].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes, as the browser's parser would see them."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def handle_starttag(self, tag, attrs):
+        self.seen.append((tag, attrs))
+
+
+ALLOWED_TAGS = {"html", "head", "meta", "title", "link", "body", "header", "nav", "a", "main", "footer", "script",
+                "h1", "h2", "h3", "h4", "p", "span", "small", "strong", "em", "q", "code", "pre", "ul", "li", "dl",
+                "dt", "dd", "div", "section", "article", "details", "summary", "figure", "figcaption", "label",
+                "select", "option", "table", "thead", "tbody", "tr", "th", "td", "button", "svg", "rect", "line",
+                "text"}
+
+
+def tables_of(path: Path):
+    parser = Tables()
+    parser.feed(path.read_text())
+    return parser.tables
+
+
+def fmt(acc: dict, average: str = "micro") -> str:
+    ci = acc[f"{average}_ci95"]
+    return f"{acc[average]:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def test_overview_tables_show_each_admitted_runs_metrics(site, results_tree):
+    collection = collect(results_tree[0])
+    boards = [t for t in tables_of(site / "index.html") if "board" in t["class"]]
+    assert len(boards) == len(collection.datasets()) == 3
+    by_page = {row["href"]: row for t in boards for row in t["rows"][1:]}
+    assert len(by_page) == len(collection.entries) == 10
+    data = json.loads((site / "data" / "leaderboard.json").read_text())
+    for run in data["runs"]:
+        entry = next(e for e in collection.entries if e.relpath == run["relpath"])
+        cells = by_page[run["page"]]["cells"]
+        m = entry.results["metrics"]
+        assert cells[3] == fmt(m["acc_w_tie"]) and cells[4] == fmt(m["acc_wo_tie"])
+        assert cells[5] == fmt(m["decisive_acc"]) and cells[6] == fmt(m["acc_w_tie"], "macro")
+        assert cells[7] == f"{100 * m['predicted_tie_rate']:.1f}%" and cells[8] == f"{100 * m['invalid_rate']:.1f}%"
+        assert cells[10] == str(m["n"]) and cells[11] == entry.results["split"]["fingerprint"]
+        assert by_page[run["page"]]["attrs"]["data-refs"] == ("with" if entry.uses_references else "free")
+
+
+def test_overview_rows_start_sorted_with_best_marked(site):
+    html = (site / "index.html").read_text()
+    for table in (t for t in tables_of(site / "index.html") if "board" in t["class"]):
+        values = [float(r["cells"][3].split()[0]) for r in table["rows"][1:]]
+        assert values == sorted(values, reverse=True)
+    assert html.count('class="num best"') >= 3  # at least one best cell per dataset
+
+
+def test_tampered_file_is_rejected_and_listed_with_its_reason(site):
+    html = (site / "index.html").read_text()
+    section = html[html.index("Rejected results files"):]
+    assert "bad/tampered.json" in section and "recomputed" in section
+    data = json.loads((site / "data" / "leaderboard.json").read_text())
+    assert [r["relpath"] for r in data["rejected"]] == ["bad/tampered.json"]
+    assert all(run["relpath"] != "bad/tampered.json" for run in data["runs"])
+    assert not any("tampered" in p.name for p in (site / "evaluators").iterdir())
+
+
+def test_evaluator_page_shows_config_provenance_distribution_and_samples(site, results_tree):
+    results = json.loads(results_tree[1]["reasoner"].read_text())
+    run = next(r for r in json.loads((site / "data" / "leaderboard.json").read_text())["runs"]
+               if r["evaluator"] == "reasoner" and r["variant"] is None)
+    page = site / run["page"]
+    html = page.read_text()
+    facts = {r["cells"][0]: r["cells"][1:] for t in tables_of(page) for r in t["rows"]}
+    assert facts["acc w/ tie"][:2] == [f"{results['metrics']['acc_w_tie']['micro']:.1f}",
+                                      "[{:.1f}, {:.1f}]".format(*results["metrics"]["acc_w_tie"]["micro_ci95"])]
+    assert facts["predicted tie rate"] == [f"{100 * results['metrics']['predicted_tie_rate']:.1f}%"]
+    assert facts["invalid rate"] == [f"{100 * results['metrics']['invalid_rate']:.1f}%"]
+    assert facts["fingerprint"] == [results["split"]["fingerprint"]]
+    assert facts["dimensions"] == ["true"] and facts["config hash"] == [results["evaluator"]["config_hash"]]
+    assert facts["created_at"] == [results["provenance"]["created_at"]]
+    assert html.count("<rect ") == 10 and f"over {results['metrics']['users']} users" in html  # histogram
+    per_user = next(t for t in tables_of(page) if "sortable" in t["class"])
+    assert len(per_user["rows"]) - 1 == len(results["metrics"]["per_user"])
+    assert "A fits the user&#39;s liking for warm tones (case 0)." in html
+    assert html.count('class="dimension-name"') == 3 * 20
+
+
+def test_sample_predictions_prefer_rationales_and_rotate_users():
+    rows = [{"sample_id": f"s{i}", "user_id": f"u{i % 3}", "gold": "A",
+             "prediction": {"label": "A", **({"rationale": "why"} if i >= 6 else {})}} for i in range(12)]
+    picked = sample_predictions(rows, limit=5)
+    assert [s["sample_id"] for s in picked] == ["s6", "s7", "s8", "s9", "s10"]
+    assert [s["credit"] for s in picked] == [1.0] * 5
+
+
+def test_dataset_and_methodology_pages(site):
+    ds = (site / "datasets" / "synth.html").read_text()
+    assert "synthetic dataset synth" in ds and "CC0-1.0" in ds and "fp-synth-4-0" in ds
+    demo = (site / "datasets" / "demo.html").read_text()
+    assert "PartiPrompts" in demo  # the demo adapter's license line, carried by its results
+    method = (site / "methodology.html").read_text()
+    for term in ("acc w/ tie", "acc w/o tie", "decisive acc", "cluster bootstrap", "INVALID", "pigbench validate"):
+        assert term in method
+
+
+def test_every_text_from_results_is_escaped(site):
+    pages = list(site.rglob("*.html"))
+    assert len(pages) == 1 + 10 + 3 + 1
+    for page in pages:
+        tags = Tags()
+        tags.feed(page.read_text())
+        assert not any(name.startswith("on") for _, attrs in tags.seen for name, _ in attrs), page.name
+        assert {t for t, _ in tags.seen} <= ALLOWED_TAGS, page.name
+        scripts = [dict(attrs) for tag, attrs in tags.seen if tag == "script"]
+        assert all(s.get("src", "").endswith("static/leaderboard.js") or s.get("type") == "application/json"
+                   for s in scripts), page.name
+    evil = next((site / "evaluators").glob("synth-evil*.html")).read_text()
+    assert "evil&lt;script&gt;window.__xss=1&lt;/script&gt;&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in evil
+    assert "Because &lt;script&gt;" in evil and "Mood &lt;script&gt;" in evil and "a cat &lt;script&gt;" in evil
+
+
+def test_embedded_json_cannot_close_its_script_element(site):
+    evil = next((site / "evaluators").glob("synth-evil*.html")).read_text()
+    block = re.search(r'<script type="application/json" id="pigbench-data">(.*?)</script>', evil, re.S).group(1)
+    assert "<" not in block and ">" not in block and "&" not in block
+    assert json.loads(block)["evaluator"] == "evil" + XSS
+    assert str(script_json({"x": "</script>&\u2028"})) == '{"x": "\\u003c/script\\u003e\\u0026\\u2028"}'
+
+
+def test_site_is_self_contained_with_relative_links(site):
+    for page in site.rglob("*.html"):
+        html = page.read_text()
+        for link in re.findall(r'(?:href|src)="([^"]*)"', html):
+            assert not re.match(r"[a-z]+:|//", link), f"{page.name} links outside the site: {link}"
+            target = (page.parent / link.split("#")[0]).resolve()
+            assert target.is_file() and site.resolve() in target.parents, f"{page.name}: broken link {link}"
+
+
+def test_builder_never_imports_plugin_code(results_tree, tmp_path):
+    code = (
+        "import sys; from pigbench.leaderboard import build_site; "
+        f"build_site({str(results_tree[0])!r}, {str(tmp_path / 'site')!r}); "
+        "print(sorted(m for m in sys.modules if m.startswith(('pigbench.evaluators.', 'pigbench.adapters.', 'toy'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_cli_builds_the_site(results_tree, tmp_path, capsys):
+    out = tmp_path / "site"
+    assert cli_main(["leaderboard", "build", "--results", str(results_tree[0]), "--out", str(out), "--samples", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "10 results files admitted, 1 rejected" in printed and "bad/tampered.json" in printed
+    page = next((out / "evaluators").glob("synth-reasoner-*.html")).read_text()
+    assert page.count('<article class="sample">') == 3
+
+
+def test_rebuild_removes_pages_of_runs_that_are_gone(tmp_path):
+    from synthetic_results import make_results
+
+    results = tmp_path / "results"
+    first = make_results(results, "alpha", users=2, per_user=3)
+    make_results(results, "beta", users=2, per_user=3)
+    build_site(results, tmp_path / "site")
+    assert len(list((tmp_path / "site" / "evaluators").iterdir())) == 2
+    first.unlink()
+    build_site(results, tmp_path / "site")
+    pages = [p.name for p in (tmp_path / "site" / "evaluators").iterdir()]
+    assert len(pages) == 1 and pages[0].startswith("synth-beta-")
+    assert "alpha" not in (tmp_path / "site" / "index.html").read_text()

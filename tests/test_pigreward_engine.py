@@ -1,0 +1,187 @@
+"""The fast generation engine gives transformers' greedy outputs, at any batch size, with shared
+prefixes, early exit and batch compaction; its backend isolates failures and loads LoRA adapters."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from pigbench.fastgen.engine import Qwen2VLEngine  # noqa: E402
+from pigbench.fastgen.inputs import GenerationSettings, ImageInput, Prompt  # noqa: E402
+from pigbench.fastgen.rope import mrope_positions  # noqa: E402
+from pigbench.judging.random_models import qwen2_vl  # noqa: E402
+
+pytestmark = pytest.mark.models
+
+NEW = 12
+
+
+def chaotic(model):
+    """Large random weights: varied greedy outputs whose top choices are far apart."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model, processor = qwen2_vl(seed=0)
+    model.generation_config.eos_token_id = None  # stop only where a test says
+    model.generation_config.pad_token_id = 0
+    return chaotic(model), processor
+
+
+def picture(seed: int, size: tuple[int, int]) -> Image.Image:
+    g = torch.Generator().manual_seed(seed)
+    return Image.fromarray(torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8).numpy())
+
+
+def encode(processor, context: str, target: str, images: list[int], share_key=None):
+    """(engine prompt, processor batch) for a user turn: context, then each image, then target."""
+    content = [{"type": "text", "text": context}]
+    for k in images:
+        content += [{"type": "text", "text": f" Image {k}:"}, {"type": "image"}]
+    content.append({"type": "text", "text": target})
+    chat = processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
+    pics = [picture(k, (28 * (1 + k % 3), 28 * (1 + k % 2))) for k in images]
+    batch = processor(text=[chat], images=pics or None, return_tensors="pt")
+    inputs = ()
+    if images:
+        grids = batch["image_grid_thw"].tolist()
+        pixels = batch["pixel_values"].split([t * h * w for t, h, w in grids])
+        inputs = tuple(ImageInput(("img", k), px, tuple(g)) for k, px, g in zip(images, pixels, grids))
+    return Prompt(tuple(batch["input_ids"][0].tolist()), inputs, share_key), batch
+
+
+def reference(model, batch, eos: tuple[int, ...] = (), min_new: int = 0) -> list[int]:
+    """transformers' greedy tokens for one prompt, cut before the first of ``eos`` (none: never stops)."""
+    out = model.generate(**batch, max_new_tokens=NEW, min_new_tokens=min_new, do_sample=False,
+                         eos_token_id=list(eos) or None)
+    tokens = out[0, batch["input_ids"].shape[1]:].tolist()
+    stops = [i for i, t in enumerate(tokens) if t in eos]
+    return tokens[: stops[0]] if stops else tokens
+
+
+@pytest.fixture(scope="module")
+def workload(tiny):
+    """Six prompts of two users (each user's context shared), their reference outputs, and EOS ids
+    that at least half of them emit early (so early exit and compaction happen)."""
+    model, processor = tiny
+    prompts, full = [], []
+    for user in range(2):
+        context = f"User {user} likes " + "warm red light and soft shapes, " * (2 + 3 * user)
+        for t in range(3):
+            p, batch = encode(processor, context, f" Target {t}" + "?" * t, [10 * user + t, 10 * user + t + 5], user)
+            prompts.append(p)
+            full.append(reference(model, batch))
+    # EOS ids := tokens found early in other outputs than the last one, until half of them stop early
+    # (greedy output with EOS is a prefix of the one without)
+    early = [set(out[1 : NEW - 2]) for out in full]
+    eos: list[int] = []
+    for token in sorted(set().union(*early) - set(full[-1]), key=lambda t: (-sum(t in e for e in early), t)):
+        eos.append(token)
+        if sum(bool(e & set(eos)) for e in early) >= 3:
+            break
+    expected = [out[: min([out.index(t) for t in eos if t in out], default=NEW)] for out in full]
+    assert sum(len(e) < NEW - 2 for e in expected) >= 3 and len(expected[-1]) == NEW
+    return prompts, expected, tuple(eos)
+
+
+def test_mrope_positions_match_transformers(tiny):
+    model, processor = tiny
+    prompt, batch = encode(processor, "Two pictures:", " which?", [1, 2, 4])
+    ours, nxt = mrope_positions(prompt.token_ids, model.config.image_token_id, [im.grid_thw for im in prompt.images],
+                                model.config.vision_config.spatial_merge_size)
+    kwargs = {"mm_token_type_ids": batch["mm_token_type_ids"]} if "mm_token_type_ids" in batch else {}
+    theirs, delta = model.model.get_rope_index(batch["input_ids"], image_grid_thw=batch["image_grid_thw"], **kwargs)
+    assert torch.equal(ours, theirs[:, 0])
+    assert nxt == len(prompt.token_ids) + int(delta)
+
+
+def test_engine_matches_transformers_generate_one_prompt_at_a_time(tiny, workload):
+    model, _ = tiny
+    prompts, expected, eos = workload
+    engine = Qwen2VLEngine(model)
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, batch_size=1)
+    assert engine.generate(prompts, settings) == expected
+
+
+@pytest.mark.parametrize("batch_size", [2, 64])
+def test_batched_and_prefix_shared_generation_agrees_with_batch_one(tiny, workload, batch_size):
+    model, _ = tiny
+    prompts, expected, eos = workload
+    engine = Qwen2VLEngine(model)
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, batch_size=batch_size, check_every=2,
+                                  min_shared_prefix=8)
+    assert engine.generate(prompts, settings) == expected
+    assert engine.stats["prefix_tokens_reused"] > 0  # each user's context was prefilled once and reused
+    unshared = [Prompt(p.token_ids, p.images, None) for p in prompts]
+    assert Qwen2VLEngine(model).generate(unshared, settings) == expected
+    if batch_size == 64:
+        assert engine.stats["compactions"] >= 1  # finished rows were dropped from the running batch
+
+
+def test_min_new_tokens_fixes_the_length_like_transformers(tiny, workload):
+    model, processor = tiny
+    prompts, expected, eos = workload
+    _, batch = encode(processor, "User 0 likes " + "warm red light and soft shapes, " * 2, " Target 0", [0, 5])
+    out = Qwen2VLEngine(model).generate(prompts[:1], GenerationSettings(NEW, NEW, eos))
+    assert len(out[0]) == NEW and out[0] == reference(model, batch, eos, min_new=NEW)
+
+
+def test_fast_backend_matches_local_backend_and_isolates_a_bad_image(tiny):
+    from pigbench.fastgen.backend import FastLocalBackend
+    from pigbench.judging.backend import GenerationParams
+    from pigbench.judging.local_backend import LocalBackend
+    from pigbench.judging.messages import ImagePolicy
+    from pigbench.judging.messages import Prompt as ChatPrompt
+    from pigbench.judging.messages import image, text
+    from pigbench.protocol import ImageRef
+
+    model, processor = tiny
+
+    def ref(seed):
+        buf = io.BytesIO()
+        picture(seed, (56, 28)).save(buf, format="PNG")
+        return ImageRef(f"img{seed}", buf.getvalue())
+
+    broken = ImageRef("broken", b"not an image")
+    prompts = [ChatPrompt((text(f"Prompt {k}: compare"), image(ref(k)), text("and"), image(ref(k + 1)))) for k in range(3)]
+    prompts.insert(1, ChatPrompt((text("broken"), image(broken))))
+    params = GenerationParams(max_new_tokens=NEW, images=ImagePolicy(max_pixels=56 * 56))
+    fast = FastLocalBackend(model, processor, batch_size=4).generate(prompts, params)
+    slow = LocalBackend(model, processor, batch_size=1).generate(prompts, params)
+    assert "broken" in fast[1].error and fast[1].text is None
+    assert [g.text for g in fast] == [g.text for g in slow]
+    assert all(g.text for i, g in enumerate(fast) if i != 1)
+
+
+def test_lora_adapter_is_merged_on_load(tiny, tmp_path):
+    peft = pytest.importorskip("peft")
+    from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    torch.manual_seed(1)
+    lora = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))  # random, non-zero
+    lora.save_pretrained(tmp_path / "adapter")
+    prompt, batch = encode(processor, "A user likes blue.", " Which?", [3, 4])
+    with_adapter = reference(lora, batch)
+    assert with_adapter != reference(model, batch)  # the adapter changes the output
+
+    merged, loaded_processor = load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+    backend = FastLocalBackend(merged, loaded_processor)
+    assert backend.engine.generate([prompt], GenerationSettings(max_new_tokens=NEW)) == [with_adapter]

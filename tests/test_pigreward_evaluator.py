@@ -1,0 +1,202 @@
+"""PIGReward end to end through the runner: the user context is computed once per user and survives
+a killed run, replies are parsed into labels, dimensions, violations and contradictions, ablations
+change the prompts, and the real loading path runs a tiny random Qwen2-VL for both parts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from pigbench.evaluator import RequirementError
+from pigbench.evaluators.pigreward import PIGReward, PIGRewardConfig
+from pigbench.judging.backend import Backend, Generation
+from pigbench.pigreward.prompts import REASONER_INSTRUCTION
+from pigbench.registry import evaluators
+from pigbench.runner import RunConfig, run
+
+
+def run_config(tmp_path: Path, **kw) -> RunConfig:
+    base = dict(evaluator="pigreward", dataset="toy", dataset_options={"users": "5", "records": "5"},
+                reference_size=2, batch_size=2, output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"),
+                progress=False, n_bootstrap=50)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def rows(outcome) -> list[dict]:
+    path = outcome.results_path.with_name(outcome.results_path.name[: -len(".json")] + ".predictions.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def valid(answer: str, scores: list[tuple[int, int]], totals=None) -> str:
+    dims = [{"name": f"d{k}", "definition": f"def {k}", "score_a": a, "score_b": b, "justification": f"j{k}"}
+            for k, (a, b) in enumerate(scores)]
+    total_a, total_b = totals or (sum(a for a, _ in scores), sum(b for _, b in scores))
+    return json.dumps({"dimensions": dims, "total_a": total_a, "total_b": total_b, "answer": answer})
+
+
+REPLIES = {  # one kind of reply per target, chosen by a hash of the target prompt
+    0: valid("A", [(8, 3), (7, 4), (9, 2)]),
+    1: valid("B", [(8, 3), (7, 4), (9, 2)]),  # answer contradicts the totals
+    2: "Sure! " + valid("B", [(3, 8), (4, 7)], totals=(7, 16)),  # 2 dims, wrong total, prose outside
+    3: "I think the user likes image A.",  # unparseable
+}
+
+
+def kind(prompt_text: str) -> int:
+    return hashlib.sha256(prompt_text.encode()).digest()[0] % 4
+
+
+class ScriptedModel(Backend):
+    """Stands in for the shared Qwen2-VL of both parts: rationales for reasoner prompts, the reply
+    of :data:`REPLIES` for reward prompts. Counts reasoner prompts; can simulate a kill."""
+
+    def __init__(self, kill_on_reward: bool = False) -> None:
+        self.reasoner_prompts = 0
+        self.reward_prompts: list = []
+        self.kill_on_reward = kill_on_reward
+
+    def generate(self, prompts, params):
+        out = []
+        for p in prompts:
+            texts = [x.value for x in p.parts if x.type == "text"]
+            if REASONER_INSTRUCTION in texts:
+                self.reasoner_prompts += 1
+                out.append(Generation(f"Likes {texts[0][:30]}"))
+                continue
+            if self.kill_on_reward:
+                raise KeyboardInterrupt  # like a SIGINT after the contexts were stored
+            self.reward_prompts.append(p)
+            target = next(t for t in texts if t.startswith("The user now asked for"))
+            out.append(Generation(REPLIES[kind(target)]))
+        return out
+
+    def provenance(self):
+        return {"model": "scripted"}
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Runs use a ScriptedModel (``holder[0]``) instead of loading Qwen2-VL."""
+    holder = [ScriptedModel()]
+    monkeypatch.setattr(PIGReward, "check_requirements", classmethod(lambda cls, config: None))
+    monkeypatch.setattr(PIGReward, "_backends", lambda self: {(m, a): holder[0] for m, a in (
+        (self.config.reward_model, self.config.reward_adapter), (self.config.reasoner_model, self.config.reasoner_adapter))})
+    return holder
+
+
+def test_registered_as_a_reasoning_evaluator_using_references():
+    cls = evaluators.get("pigreward")
+    assert cls is PIGReward and cls.kind == "reasoning" and cls.uses_references
+
+
+def test_runner_parses_valid_invalid_and_inconsistent_replies(tmp_path, scripted):
+    out = run(run_config(tmp_path))
+    model = scripted[0]
+    assert out.results["metrics"]["n"] == 15
+    assert model.reasoner_prompts == 5 * 2  # 5 users x 2 references, once each (their targets span batches)
+    seen = set()
+    for row in rows(out):
+        pred = row["prediction"]
+        k = next(k for k, text in REPLIES.items() if text == pred["raw_text"])
+        seen.add(k)
+        extra = pred["extra"]
+        if k == 3:
+            assert pred["label"] == "INVALID" and extra["invalid_reason"] == "no JSON object in the reply"
+            assert "error" not in pred  # the model answered: not a failure
+            continue
+        assert pred["label"] == ("A" if k == 0 else "B")
+        assert extra["contradicts_totals"] == (k == 1)
+        assert [d["name"] for d in pred["dimensions"]] == ["d0", "d1", "d2"][: 3 if k < 2 else 2]
+        assert {"score_a", "score_b", "definition"} <= set(pred["dimensions"][0])
+        expected = ["text outside the JSON object", "2 dimensions, at least 3 required",
+                    "total_b=16 but the scores sum to 15"] if k == 2 else []
+        assert extra["format_violations"] == expected
+    assert seen == {0, 1, 2, 3}  # every kind of reply occurred
+    assert {p.parts[2].value for p in model.reward_prompts} == {
+        f'The user now asked for: "{t}"' for t in _target_prompts(tmp_path)}
+
+
+def _target_prompts(tmp_path: Path) -> set[str]:
+    from pigbench.runner import load_split
+
+    return {e.target.prompt for e in load_split(run_config(tmp_path))[1].episodes}
+
+
+def test_contexts_survive_a_killed_run_and_a_resumed_run_reuses_them(tmp_path, scripted):
+    scripted[0] = ScriptedModel(kill_on_reward=True)
+    with pytest.raises(KeyboardInterrupt):
+        run(run_config(tmp_path))
+    assert scripted[0].reasoner_prompts == 2  # the first batch's user
+    contexts = list((tmp_path / "cache" / "pigreward" / "contexts").glob("*.jsonl"))
+    assert len(contexts) == 1 and len(contexts[0].read_text().splitlines()) == 1
+
+    scripted[0] = ScriptedModel()
+    first = run(run_config(tmp_path))
+    assert scripted[0].reasoner_prompts == 4 * 2  # only the users not stored before the kill
+    assert len(contexts[0].read_text().splitlines()) == 5
+
+    scripted[0] = ScriptedModel()
+    again = run(run_config(tmp_path))
+    assert again.resumed == 15 and again.computed == 0 and scripted[0].reasoner_prompts == 0
+    assert again.results["metrics"] == first.results["metrics"]
+
+
+def test_ablations_change_the_prompts(tmp_path, scripted):
+    run(run_config(tmp_path, limit=3, options={"use_reasoner": "false"}))
+    model = scripted[0]
+    assert model.reasoner_prompts == 0
+    images = [sum(x.type == "image" for x in p.parts) for p in model.reward_prompts]
+    assert images == [2 * 2 + 2] * 3  # both images of each reference pair, then the target pair
+
+    scripted[0] = model = ScriptedModel()
+    out = run(run_config(tmp_path, limit=3, options={"chain_of_thought": "false"}))
+    instruction = model.reward_prompts[0].parts[0].value
+    assert '{"answer": "A"}' in instruction and "dimensions" not in instruction
+    assert out.results["evaluator"]["config"]["chain_of_thought"] is False
+
+
+def test_requirements_name_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    with pytest.raises(RequirementError, match="Qwen/Qwen2-VL-7B-Instruct"):
+        PIGReward.check_requirements(PIGRewardConfig())
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(RequirementError, match="base_url"):
+        PIGReward.check_requirements(PIGRewardConfig(backend="openai"))
+    with pytest.raises(RequirementError, match="adapter directory"):
+        PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reward_adapter=str(tmp_path / "nope")))
+
+
+def test_tiny_qwen2vl_for_both_parts_through_the_runner(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from pigbench.fastgen.backend import FastLocalBackend
+    from pigbench.judging.random_models import qwen2_vl
+
+    model, processor = qwen2_vl(seed=0)
+    model.save_pretrained(tmp_path / "tiny")
+    processor.save_pretrained(tmp_path / "tiny")
+    reasoner_prompts = []
+    original = FastLocalBackend.generate
+
+    def counting(self, prompts, params, share_keys=None):
+        reasoner_prompts.extend(p for p in prompts if any(x.value == REASONER_INSTRUCTION for x in p.parts))
+        return original(self, prompts, params, share_keys)
+
+    monkeypatch.setattr(FastLocalBackend, "generate", counting)
+    options = {"model_path": str(tmp_path / "tiny"), "dtype": "float32", "max_new_tokens": "6",
+               "reasoner_max_new_tokens": "4", "max_pixels": str(56 * 56)}
+    out = run(run_config(tmp_path, limit=6, options=options))
+    assert len(reasoner_prompts) == 2 * 2  # two users, two references each, once
+    assert out.results["evaluator"]["models"]["reward_backend"]["generation"].startswith("pigbench.fastgen")
+    for row in rows(out):
+        pred = row["prediction"]
+        assert isinstance(pred["raw_text"], str) and "error" not in pred
+        assert pred["label"] in ("A", "B", "TIE", "INVALID")
+        assert pred["label"] != "INVALID" or pred["extra"]["invalid_reason"]
+    stored = (tmp_path / "cache" / "pigreward" / "contexts").glob("*.jsonl")
+    assert sum(len(p.read_text().splitlines()) for p in stored) == 2

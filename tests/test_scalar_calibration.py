@@ -1,0 +1,78 @@
+"""Pick-a-Pic tie-threshold calibration: unit conversion, grid choice, disjoint split, evaluator round trip."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import pytest
+
+from pigbench.calibration import PICKAPIC_GRID, calibrate_from_scores, calibrate_tie_threshold, calibration_split, probability_gap_to_tau
+from pigbench.evaluator import ScalarConfig, ScalarEvaluator, ScoreRequest
+from pigbench.protocol import Episode, ImageRef, Label, Target, label_from_delta
+
+
+def test_probability_gap_and_raw_threshold_agree():
+    for t in (0.0, 0.1, 0.5, 0.9):
+        tau = probability_gap_to_tau(t, scale=2.0)
+        for delta in (tau * 0.999, tau * 1.001):
+            p_a = 1 / (1 + math.exp(-2.0 * delta))
+            by_probability = abs(p_a - (1 - p_a)) <= t
+            assert by_probability == (label_from_delta(delta, tau) == Label.TIE)
+    assert probability_gap_to_tau(1.0) == math.inf
+
+
+def test_grid_picks_the_best_tie_aware_accuracy_first_on_ties():
+    # deltas 0.05 and 0.1 are gold ties, 3.0 and -3.0 decisive: any t that ties the small
+    # deltas but not the large ones is best; the first such grid value (0.1) is kept.
+    scores = [(0.05, 0.0), (0.0, 0.1), (3.0, 0.0), (0.0, 3.0), (1.0, None)]
+    golds = [Label.TIE, Label.TIE, Label.A, Label.B, Label.A]
+    result = calibrate_from_scores(scores, golds)
+    assert result.grid == PICKAPIC_GRID and result.probability_threshold == 0.1
+    assert result.acc_w_tie[1] == pytest.approx(100 * 4.5 / 5)
+    assert result.acc_w_tie[0] == pytest.approx(100 * 3.5 / 5)  # ties predicted decisively earn 0.5 each
+    assert result.tau == pytest.approx(2 * math.atanh(0.1))
+    assert result.to_json()["n"] == 5
+
+
+def test_threshold_one_means_every_pair_is_a_tie_and_serializes():
+    result = calibrate_from_scores([(0.0, 5.0)], [Label.TIE])
+    assert result.probability_threshold == 1.0 and result.to_json()["tau"] == "inf"
+
+
+def test_calibration_split_keeps_users_on_one_side():
+    eps = [Episode(f"user{i % 17}", (), Target(f"s{i}", "p", ImageRef("a", b"a"), ImageRef("b", b"b"), Label.A))
+           for i in range(200)]
+    cal, rest = calibration_split(eps, fraction=0.3, seed=1)
+    assert len(cal) + len(rest) == 200 and cal and rest
+    assert not {e.user_id for e in cal} & {e.user_id for e in rest}
+    assert calibration_split(eps, fraction=0.3, seed=1)[0] == cal
+    with pytest.raises(ValueError):
+        calibration_split(eps, fraction=1.0)
+
+
+@dataclass(frozen=True)
+class _LengthConfig(ScalarConfig):
+    pass
+
+
+class _PromptLength(ScalarEvaluator):
+    """Scores an image by its id's length: enough to exercise the round trip."""
+
+    Config = _LengthConfig
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        return [float(len(r.image.id)) for r in requests]
+
+
+def test_calibrate_tie_threshold_scores_hidden_gold_and_sets_tau():
+    def ep(a: str, b: str, gold: Label) -> Episode:
+        return Episode("u", (), Target(a + b, "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), gold))
+
+    eps = [ep("aa", "bb", Label.TIE), ep("aaaaaa", "b", Label.A), ep("c", "cccccc", Label.B)]
+    ev = _PromptLength()
+    result = calibrate_tie_threshold(ev, eps)
+    assert result.acc_w_tie[result.grid.index(result.probability_threshold)] == 100.0
+    tuned = _PromptLength(replace(ev.config, tie_threshold=result.tau))
+    assert [p.label for p in tuned.predict([e.without_gold() for e in eps])] == [Label.TIE, Label.A, Label.B]

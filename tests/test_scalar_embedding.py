@@ -1,0 +1,152 @@
+"""The embedding machinery: preprocessing parity, decode/encode once per content, caches, failures."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+pytest.importorskip("transformers")
+
+from PIL import Image
+from torchvision import transforms as T
+
+from pigbench.embedding import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ImageEmbedder, ImageTransform, TextEmbedder, resolve_dtype
+from pigbench.protocol import ImageError, ImageRef
+from scalar_fixtures import write_images
+
+pytestmark = pytest.mark.models
+
+
+def _torchvision_clip(size: int, resize: int):
+    return T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor(),
+                      T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)])
+
+
+def test_shortest_crop_round_matches_torchvision_center_crop(tmp_path):
+    refs = write_images(tmp_path)
+    tf = ImageTransform(size=32, crop_offset="round")
+    for ref in refs:
+        ours = tf.normalize(tf(ref.open())[None], torch.float32)[0]
+        assert ours.shape == (3, 32, 32)
+        torch.testing.assert_close(ours, _torchvision_clip(32, 32)(ref.open()), atol=1e-5, rtol=0)
+
+
+def test_shortest_crop_floor_matches_hf_image_processor(tmp_path):
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    refs = write_images(tmp_path)
+    hf = BitImageProcessorPil(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32},
+                              image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    tf = ImageTransform(size=32, resize_to=36, crop_offset="floor", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    for ref in refs:
+        expected = torch.as_tensor(hf(ref.open(), return_tensors="pt")["pixel_values"][0])
+        torch.testing.assert_close(tf.normalize(tf(ref.open())[None], torch.float32)[0], expected, atol=1e-5, rtol=0)
+
+
+def test_round_and_floor_offsets_differ_on_odd_margins(tmp_path):
+    (ref,) = write_images(tmp_path, sizes=[(39, 32)])  # resized to 39x32: margin 7 -> offsets 4 vs 3
+    img = ref.open()
+    a = ImageTransform(size=32, crop_offset="round")(img)
+    b = ImageTransform(size=32, crop_offset="floor")(img)
+    assert torch.equal(a[:, :, :-1], b[:, :, 1:]) and not torch.equal(a, b)
+
+
+def test_longest_pad_matches_hpsv2_resize_max_size(tmp_path):
+    import torchvision.transforms.functional as F
+
+    def hpsv2_val(img: Image.Image, size: int = 32) -> torch.Tensor:  # ToTensor, ResizeMaxSize, Normalize
+        x = T.ToTensor()(img.convert("RGB"))
+        h, w = x.shape[1:]
+        scale = size / float(max(h, w))
+        nh, nw = round(h * scale), round(w * scale)
+        x = F.resize(x, [nh, nw], T.InterpolationMode.BICUBIC, antialias=True)
+        ph, pw = size - nh, size - nw
+        x = F.pad(x, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)
+        return T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)(x)
+
+    tf = ImageTransform(size=32, mode="longest-pad", resampling="tensor")
+    for ref in write_images(tmp_path):
+        out = tf(ref.open())
+        assert out.dtype == torch.float32 and out.shape == (3, 32, 32)
+        torch.testing.assert_close(tf.normalize(out[None], torch.float32)[0], hpsv2_val(ref.open()), atol=1e-5, rtol=0)
+
+
+def test_resolve_dtype():
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("auto", "cuda") == torch.float16
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_dtype("fp8", "cpu")
+
+
+class _MeanEncoder:
+    """A stand-in image encoder: per-image channel means; counts calls and images."""
+
+    def __init__(self) -> None:
+        self.calls, self.images = 0, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.images += len(x)
+        return x.float().mean(dim=(2, 3))
+
+
+def test_each_distinct_content_is_decoded_and_encoded_once(tmp_path):
+    refs = write_images(tmp_path)
+    same_bytes_other_id = ImageRef("copy-of-img0", refs[0].read_bytes())
+    enc = _MeanEncoder()
+    emb = ImageEmbedder(enc, ImageTransform(size=32), model_key="mean", batch_size=3)
+    emb.embed(refs + refs[:4] + [same_bytes_other_id])
+    emb.embed(refs[2:])  # all known: no work
+    assert (enc.images, emb.encoded_images, enc.calls) == (len(refs), len(refs), 3)
+    torch.testing.assert_close(emb.get(same_bytes_other_id), emb.get(refs[0]))
+
+
+def test_workers_give_the_same_features(tmp_path):
+    refs = write_images(tmp_path)
+    serial = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=2)
+    parallel = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=2, num_workers=2)
+    serial.embed(refs)
+    parallel.embed(refs)
+    for ref in refs:
+        assert torch.equal(serial.get(ref), parallel.get(ref))
+
+
+def test_disk_cache_is_reused_across_instances_and_keyed_by_model(tmp_path):
+    refs = write_images(tmp_path / "img")
+    first = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m@rev1", cache_dir=tmp_path / "cache")
+    first.embed(refs)
+    enc = _MeanEncoder()
+    second = ImageEmbedder(enc, ImageTransform(size=32), model_key="m@rev1", cache_dir=tmp_path / "cache")
+    second.embed(refs)
+    assert enc.images == 0 and second.cache.disk_hits == len(refs)
+    torch.testing.assert_close(second.get(refs[3]), first.get(refs[3]))
+    other = ImageEmbedder(enc, ImageTransform(size=32), model_key="m@rev2", cache_dir=tmp_path / "cache")
+    other.embed(refs)
+    assert enc.images == len(refs)  # another revision is another key
+
+
+def test_a_corrupt_image_fails_alone_and_names_itself(tmp_path):
+    refs = write_images(tmp_path, sizes=[(40, 40), (41, 40)])
+    bad = ImageRef("broken", b"not an image at all")
+    emb = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=4)
+    emb.embed([refs[0], bad, refs[1]])
+    assert emb.get(refs[1]).shape == (3,)
+    with pytest.raises(ImageError, match="broken"):
+        emb.get(bad)
+    assert emb.stats()["failed_images"] == 1
+
+
+def test_text_embedder_encodes_each_string_once():
+    seen = []
+
+    def encode(texts):
+        seen.extend(texts)
+        return torch.tensor([[float(len(t))] for t in texts])
+
+    te = TextEmbedder(encode, batch_size=2)
+    out = te.stack(["ab", "abc", "ab", "x"])
+    assert out[:, 0].tolist() == [2.0, 3.0, 2.0, 1.0]
+    te.embed(["x", "abc"])
+    assert seen == ["ab", "abc", "x"]

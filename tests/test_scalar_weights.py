@@ -1,0 +1,149 @@
+"""Weight lookup messages, strict loading, and reading pickled whole-module checkpoints without their code."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn
+
+from pigbench.evaluator import RequirementError
+from pigbench.evaluators._weights import CheckpointError, WeightFile, check_file, fetch_file, load_strict, read_state_dict
+from pigbench.registry import evaluators
+
+pytestmark = pytest.mark.models
+
+WF = WeightFile("demo-eval", "the demo checkpoint", "demo.pt", "PIGBENCH_DEMO_PATH", "https://example.org/demo")
+
+
+def test_missing_local_file_names_file_source_flag_and_env_var(tmp_path):
+    with pytest.raises(RequirementError) as err:
+        check_file(str(tmp_path / "nowhere.pt"), WF)
+    msg = str(err.value)
+    for part in ("demo.pt", "https://example.org/demo", "--model-path", "PIGBENCH_DEMO_PATH", "nowhere.pt"):
+        assert part in msg
+
+
+def test_folder_spec_resolves_to_the_expected_file(tmp_path):
+    (tmp_path / "demo.pt").write_bytes(b"x")
+    assert fetch_file(str(tmp_path), WF) == tmp_path / "demo.pt"
+
+
+def test_offline_hub_and_url_specs_must_be_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("PIGBENCH_WEIGHTS_DIR", str(tmp_path / "w"))
+    with pytest.raises(RequirementError, match="local Hugging Face cache"):
+        check_file("someorg/somerepo", WF)
+    with pytest.raises(RequirementError, match="downloads are off"):
+        check_file("https://example.org/files/demo.pt", WF)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "demo.pt").write_bytes(b"x")
+    assert fetch_file("https://example.org/files/demo.pt", WF) == tmp_path / "w" / "demo.pt"
+
+
+@pytest.mark.parametrize("name, env", [("hps-v2.1", "PIGBENCH_HPSV21_PATH"), ("imagereward", "PIGBENCH_IMAGEREWARD_PATH"),
+                                       ("aesthetics", "PIGBENCH_AESTHETICS_PATH"), ("mps", "PIGBENCH_MPS_PATH"),
+                                       ("pickscore", "PIGBENCH_PICKSCORE_PATH"), ("dinoscore", "PIGBENCH_DINO_PATH")])
+def test_check_requirements_fails_fast_on_missing_weights(monkeypatch, tmp_path, name, env):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("PIGBENCH_WEIGHTS_DIR", str(tmp_path / "w"))
+    cls = evaluators.get(name)
+    with pytest.raises(RequirementError) as err:
+        cls.check_requirements(cls.Config(model_path=str(tmp_path / "missing")))
+    assert env in str(err.value) and "--model-path" in str(err.value)
+
+
+def test_mps_has_no_default_download_and_says_where_to_get_it(monkeypatch):
+    monkeypatch.delenv("PIGBENCH_MPS_PATH", raising=False)
+    cls = evaluators.get("mps")
+    with pytest.raises(RequirementError, match="Kwai-Kolors/MPS"):
+        cls.check_requirements(cls.Config())
+
+
+def test_model_path_env_var_is_used_when_the_option_is_empty(monkeypatch, tmp_path):
+    cls = evaluators.get("hps-v2")
+    monkeypatch.setenv("PIGBENCH_HPSV2_PATH", str(tmp_path / "x.pt"))
+    assert cls.model_source(cls.Config()) == str(tmp_path / "x.pt")
+    assert cls.model_source(cls.Config(model_path="a/b")) == "a/b"
+    monkeypatch.delenv("PIGBENCH_HPSV2_PATH")
+    assert cls.model_source(cls.Config()) == "xswu/HPSv2"
+
+
+class _Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.register_buffer("scale", torch.ones(2))
+
+
+def test_load_strict_rejects_missing_unexpected_and_misshaped_keys():
+    good = _Small().state_dict()
+    load_strict(_Small(), good, "demo")
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\) \['scale'\]"):
+        load_strict(_Small(), {k: v for k, v in good.items() if k != "scale"}, "demo")
+    with pytest.raises(CheckpointError, match=r"1 unexpected key\(s\) \['extra.weight'\]"):
+        load_strict(_Small(), {**good, "extra.weight": torch.zeros(1)}, "demo")
+    with pytest.raises(CheckpointError, match="size mismatch"):
+        load_strict(_Small(), {**good, "lin.weight": torch.zeros(2, 4)}, "demo")
+
+
+def test_load_strict_tolerates_only_a_saved_arange_position_ids():
+    good = _Small().state_dict()
+    load_strict(_Small(), {**good, "emb.position_ids": torch.arange(7)[None]}, "demo")
+    with pytest.raises(CheckpointError, match="position_ids"):
+        load_strict(_Small(), {**good, "emb.position_ids": torch.zeros(1, 7, dtype=torch.long)}, "demo")
+
+
+def test_read_state_dict_unwraps_state_dict_and_dataparallel_prefix(tmp_path):
+    sd = _Small().state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, tmp_path / "c.pt")
+    out = read_state_dict(tmp_path / "c.pt")
+    assert set(out) == set(sd) and all(torch.equal(out[k], sd[k]) for k in sd)
+
+
+def test_pickled_whole_module_is_read_without_importing_its_classes(tmp_path):
+    """The MPS release pickles a module whose classes live in the authors' repo: simulate that."""
+    mod = types.ModuleType("pigbench_test_trainer_models")
+
+    class Inner(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(4, 4, bias=False)
+            self.register_buffer("inv_freq", torch.arange(3.0))
+            self.register_buffer("cache", torch.zeros(2), persistent=False)
+            self.note = {"anything": [1, 2]}
+
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = nn.Sequential(nn.Linear(2, 3), nn.GELU())
+            self.cross_model = nn.ModuleList([Inner(), Inner()])
+
+    for cls in (Inner, Outer):
+        cls.__module__ = mod.__name__
+        cls.__qualname__ = cls.__name__
+        setattr(mod, cls.__name__, cls)
+    sys.modules[mod.__name__] = mod
+    try:
+        model = Outer()
+        torch.save(model, tmp_path / "whole.pth")
+    finally:
+        del sys.modules[mod.__name__]
+    with pytest.raises(Exception):  # the real classes cannot be imported any more
+        torch.load(tmp_path / "whole.pth", weights_only=False)
+    out = read_state_dict(tmp_path / "whole.pth", "the simulated checkpoint")
+    expected = model.state_dict()
+    assert set(out) == set(expected) and "cross_model.0.cache" not in out
+    assert all(torch.equal(out[k], expected[k]) for k in expected)
+
+
+def test_a_file_without_tensors_is_a_clear_checkpoint_error(tmp_path):
+    torch.save({"epoch": 3}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="no state dict"):
+        read_state_dict(tmp_path / "c.pt", "the demo checkpoint")
