@@ -13,5 +13,6 @@ for _name, _target in {
     "pickapic-v1": "pigbench.adapters.pickapic:PickAPicV1",
     "pickapic-lup": "pigbench.adapters.learn_user_pref:LearnUserPref",
     "pip": "pigbench.adapters.pip:PIP",
+    "pasta": "pigbench.adapters.pasta:PASTA",
 }.items():
     adapters.register_lazy(_name, _target)

@@ -48,7 +48,7 @@ from pigbench.adapter import DatasetAdapter
 from pigbench.adapters._options import check_options, get_int
 from pigbench.protocol import ImageRef, PreferenceRecord, normalize_prompt
 
-RENDERER_VERSION = 1  # bump whenever render() changes: it is part of every image's hash
+RENDERER_VERSION = 2  # bump whenever render() changes: it is part of every image's hash
 ATTRIBUTES = ("warmth", "brightness", "saturation", "clutter", "texture", "style")
 VARIANTS = 4
 NOISE_SD = 0.35  # utility noise; taste . attributes has a standard deviation of about 1.7
@@ -102,7 +102,7 @@ def render(content_seed: int, variant: int, attributes: Sequence[float], size: i
         img = img * (1 - alpha[..., None]) + np.array(colour, np.float32) * alpha[..., None]
     stripes = np.sin(2 * np.pi * STRIPES_PER_SIDE * (xx + yy))  # one diagonal screen for every image
     grain = _rng(content_seed, variant).standard_normal((size, size)).astype(np.float32)
-    img = img * (1 + texture * (0.15 * stripes + 0.04 * grain))[..., None]
+    img = img * (1 + texture * (0.22 * stripes + 0.05 * grain))[..., None]
     return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
 
 

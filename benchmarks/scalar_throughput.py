@@ -118,6 +118,28 @@ def naive_pair(model, processor, ep, device):
     return scores.float().cpu().tolist()
 
 
+def stage_rates(ev, paths: list[str], args, sync) -> dict[str, float]:
+    """Each stage alone on the warm-up images: worker decode (no device work), device encode (no decode)."""
+    import torch
+
+    from pigbench.protocol import ImageRef
+
+    emb = ev.images
+    emb._sampler.tasks = [(i, ImageRef(p, p)) for i, p in enumerate(paths)]
+    t = time.perf_counter()
+    n = sum(len(idx) for idx, _, _ in emb._decoded())
+    decode = n / (time.perf_counter() - t)
+    x = torch.randint(0, 256, (args.batch_size, 3, 224, 224), dtype=torch.uint8, device=args.device)
+    rounds = max(1, len(paths) // args.batch_size) * 2
+    sync()
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(rounds):
+            emb.encode(emb.transform.normalize(x, emb.dtype))
+    sync()
+    return {"decode": decode, "encode": rounds * args.batch_size / (time.perf_counter() - t)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4096)
@@ -185,6 +207,9 @@ def main() -> None:
               f"{rates[chunk]:.0f} images/s ({ev.images.encoder_calls - calls_before} encoder calls)")
     fast_rate = min(rates.values())
 
+    stages = stage_rates(ev, paths[-warm_n:], args, sync)
+    print("stage ceilings: " + ", ".join(f"{k} {v:.0f} images/s" for k, v in stages.items()))
+
     processor = AutoProcessor.from_pretrained(work / "model")
     for ep in warm[:3]:
         naive_pair(model, processor, ep, args.device)
@@ -213,7 +238,7 @@ def main() -> None:
         "pigbench_images_per_s_by_episodes_per_call": {k: round(v, 1) for k, v in rates.items()},
         "pigbench_images_per_s_slowest": round(fast_rate, 1), "naive_images_per_s": round(naive_rate, 1),
         "naive_pairs": len(subset), "speedup": round(fast_rate / naive_rate, 1), "max_score_diff_vs_pil_recipe": diff,
-        "dtype": str(ev.dtype),
+        "dtype": str(ev.dtype), "stage_ceilings_images_per_s": {k: round(v, 1) for k, v in stages.items()},
     }
     print(json.dumps(figures))
     if args.json:

@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "run": "pigbench.run",
     "list": "pigbench.list",
     "validate": "pigbench.validate",
+    "data": "pigbench.data_info",
     "report": "pigbench.report.cli",
     "sweep": "pigbench.sweep",
     "leaderboard": "pigbench.leaderboard",

@@ -29,6 +29,8 @@ import hashlib
 import json
 import multiprocessing
 import os
+import pickle
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,21 +183,37 @@ class EmbeddingCache:
         return self.directory / image_hash[:2] / f"{image_hash}.pt"
 
 
-class _DecodeDataset(torch.utils.data.Dataset):
-    """Item i: (i, transformed tensor or None, error message or None). Never raises."""
+DECODE_CHUNK = 16  # images per worker task: small, so workers share the load evenly and start fast
 
-    def __init__(self, refs: Sequence[ImageRef], transform: ImageTransform) -> None:
-        self.refs = refs
+
+class _Decode(torch.utils.data.Dataset):
+    """Decodes the task it is given, ``(position, ImageRef)``, to ``(position, tensor | None, error | None)``.
+
+    It holds no data: tasks come from :class:`_TaskSampler`, so persistent workers serve every call.
+    """
+
+    def __init__(self, transform: ImageTransform) -> None:
         self.transform = transform
 
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def __getitem__(self, i: int):
+    def __getitem__(self, task: tuple[int, ImageRef]):
+        i, ref = task
         try:
-            return i, self.transform(self.refs[i].open()), None
+            return i, self.transform(ref.open()), None
         except Exception as exc:  # a corrupt or unreadable image fails alone
-            return i, None, str(exc) if isinstance(exc, ImageError) else f"image {self.refs[i].id!r}: {exc}"
+            return i, None, str(exc) if isinstance(exc, ImageError) else f"image {ref.id!r}: {exc}"
+
+
+class _TaskSampler(torch.utils.data.Sampler):
+    """Yields the tasks of the current :meth:`ImageEmbedder.embed` call (set before each pass)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[int, ImageRef]] = []
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
 
 
 def _content_hashes(refs: Sequence[ImageRef]) -> list[str]:
@@ -218,6 +236,9 @@ class ImageEmbedder:
 
     ``encode`` maps a normalized batch on ``device`` (already cast to ``dtype``) to one feature
     tensor per image (any trailing shape). Features are stored on the CPU in ``dtype``.
+    With ``num_workers`` > 0, worker processes (forked once, on first use, where the platform
+    can fork) decode chunks of :data:`DECODE_CHUNK` images while the device encodes batches of
+    ``batch_size``; up to two encoded batches stay on the device before being copied back.
     """
 
     def __init__(
@@ -242,6 +263,9 @@ class ImageEmbedder:
         self.failures: dict[str, str] = {}
         self.encoded_images = 0
         self.encoder_calls = 0
+        self._sampler = _TaskSampler()
+        self._loader: Optional[torch.utils.data.DataLoader] = None
+        self._unpicklable: set[type] = set()
 
     def embed(self, refs: Sequence[ImageRef]) -> None:
         """Make features available for ``refs``; decodes and encodes only hashes not yet known."""
@@ -252,18 +276,38 @@ class ImageEmbedder:
         if not todo:
             return
         hashes = list(todo)
-        for idx, batch, errors in self._loader(list(todo.values())):
+        self._sampler.tasks = [(i, self._sendable(ref)) for i, ref in enumerate(todo.values())]
+        pending_idx: list[int] = []
+        pending: list[torch.Tensor] = []
+        in_flight: deque = deque()
+        for idx, batch, errors in self._decoded():
             for i, err in errors:
                 self.failures[hashes[i]] = err
             if batch is None:
                 continue
-            x = self.transform.normalize(batch.to(self.device, non_blocking=True), self.dtype)
-            with torch.inference_mode():
-                feats = self.encode(x).to("cpu")
-            self.encoder_calls += 1
-            self.encoded_images += len(idx)
-            for i, f in zip(idx, feats):
-                self.cache.put(hashes[i], f.clone())
+            pending_idx += idx
+            pending.append(batch.to(self.device, non_blocking=True))
+            while len(pending_idx) >= self.batch_size:
+                x = torch.cat(pending)
+                self._launch([hashes[i] for i in pending_idx[: self.batch_size]], x[: self.batch_size], in_flight)
+                pending_idx, pending = pending_idx[self.batch_size :], [x[self.batch_size :]]
+        if pending_idx:
+            self._launch([hashes[i] for i in pending_idx], torch.cat(pending), in_flight)
+        while in_flight:
+            self._store(*in_flight.popleft())
+
+    def _launch(self, hashes: list[str], batch: torch.Tensor, in_flight: deque) -> None:
+        x = self.transform.normalize(batch, self.dtype)
+        with torch.inference_mode():
+            in_flight.append((hashes, self.encode(x)))
+        self.encoder_calls += 1
+        self.encoded_images += len(hashes)
+        while len(in_flight) > 2:  # the copy waits for the oldest batch while the device runs the next
+            self._store(*in_flight.popleft())
+
+    def _store(self, hashes: list[str], feats: torch.Tensor) -> None:
+        for h, f in zip(hashes, feats.to("cpu")):
+            self.cache.put(h, f.clone())
 
     def get(self, ref: ImageRef) -> torch.Tensor:
         """The feature of one image, embedding it if needed; :class:`ImageError` if it failed."""
@@ -277,22 +321,31 @@ class ImageEmbedder:
     def stack(self, refs: Sequence[ImageRef]) -> torch.Tensor:
         return torch.stack([self.get(r) for r in refs])
 
-    def _loader(self, refs: list[ImageRef]) -> torch.utils.data.DataLoader:
-        batches = -(-len(refs) // self.batch_size)
-        workers = min(self.num_workers, batches)
-        extra = {}
-        if workers:
-            # fork keeps lazily loaded refs (closures, bytes) usable without pickling them
+    def _sendable(self, ref: ImageRef) -> ImageRef:
+        """``ref`` itself if workers can receive it; else a copy holding its encoded bytes."""
+        src = ref.source
+        if self.num_workers == 0 or isinstance(src, (str, Path, bytes)):
+            return ref
+        if type(src) not in self._unpicklable:
+            try:
+                pickle.dumps(src)
+                return ref
+            except Exception:
+                self._unpicklable.add(type(src))
+        return ImageRef(ref.id, ref.read_bytes(), ref.known_hash)
+
+    def _decoded(self):
+        if self.num_workers == 0:
+            return (_collate([_Decode(self.transform)[t]]) for t in self._sampler.tasks)
+        if self._loader is None:
             methods = multiprocessing.get_all_start_methods()
-            extra = {"multiprocessing_context": "fork" if "fork" in methods else None, "prefetch_factor": 4}
-        return torch.utils.data.DataLoader(
-            _DecodeDataset(refs, self.transform),
-            batch_size=self.batch_size,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=self.device.type == "cuda",
-            **extra,
-        )
+            self._loader = torch.utils.data.DataLoader(
+                _Decode(self.transform), sampler=self._sampler, batch_size=DECODE_CHUNK,
+                num_workers=self.num_workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                persistent_workers=True, prefetch_factor=4,
+                multiprocessing_context="fork" if "fork" in methods else None,
+            )
+        return iter(self._loader)
 
     def stats(self) -> dict[str, int]:
         return {

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import pigbench
 from pigbench.adapter import DatasetAdapter
+from pigbench.distributed import RunStores, launched_world, shard
 from pigbench.evaluator import Evaluator, Runtime
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, Label, Prediction, combine_swapped
@@ -109,36 +110,48 @@ def run_key(evaluator: Evaluator, split: SplitResult, swap: bool) -> str:
 
 
 def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> RunOutcome:
-    """Run (or resume) one evaluation and write its results file; see the module docstring."""
+    """Run (or resume) one evaluation and write its results file; see the module docstring.
+
+    Launched by torchrun or ``accelerate launch``, each rank evaluates its share of the users and
+    rank 0 writes the results file, identical to a one-process run's; every rank returns the same
+    outcome (:mod:`pigbench.distributed`)."""
     start = time.time()
-    evaluator = build_evaluator(config)
-    adapter, split = load_split(config)
-    key = run_key(evaluator, split, config.swap)
-    with PredictionStore(Path(config.cache_dir) / "runs" / f"{key}.sqlite") as store:
-        done = store.done_ids()
+    with launched_world() as world:
+        config = dataclasses.replace(config, device=world.device(config.device), progress=config.progress and world.is_main)
+        evaluator = build_evaluator(config)
+        adapter, split = load_split(config)
+        stores = RunStores(Path(config.cache_dir) / "runs", run_key(evaluator, split, config.swap), world)
+        done = stores.done_ids()
         todo = [e for e in split.episodes if e.sample_id not in done]
         resumed = len(split.episodes) - len(todo)
-        if resumed:
-            log(f"resuming: {resumed} of {len(split.episodes)} predictions found in {store.path}")
-        if todo:
-            evaluator.setup()
-            _predict_all(evaluator, todo, store, config, log)
-        stored = store.load()
-    results, path = write_run_results(config, evaluator, adapter, split, stored, resumed, start)
-    return RunOutcome(results, path, resumed, len(todo))
+        if resumed and world.is_main:
+            log(f"resuming: {resumed} of {len(split.episodes)} predictions found in {stores.main_path}")
+        mine = shard(todo, world)
+        with world.together(RunAborted):
+            if mine:
+                evaluator.setup()
+                with stores.open_own() as store:
+                    _predict_all(evaluator, mine, store, config, log)
+        outcome = None
+        with world.together(RunAborted):
+            if world.is_main:
+                results, path = write_run_results(config, evaluator, adapter, split, stores.merge(), resumed, start,
+                                                  world.size)
+                outcome = RunOutcome(results, path, resumed, len(todo))
+        return world.broadcast(outcome)
 
 
 def write_run_results(
     config: RunConfig, evaluator: Evaluator, adapter: DatasetAdapter, split: SplitResult,
-    predictions: dict[str, dict], resumed: int, start: float,
+    predictions: dict[str, dict], resumed: int, start: float, world_size: int = 1,
 ) -> tuple[dict[str, Any], Path]:
     """Score ``predictions`` (one JSON dict per episode of ``split``, as :meth:`Prediction.to_json`
     gives and the store keeps, by sample id) against the gold labels and write the
     results file with its provenance; returns the results dict and its path. Shared by :func:`run`
-    and ``pigbench score`` (saved outputs)."""
+    and ``pigbench score`` (saved outputs). ``world_size``: processes that computed predictions."""
     rows = prediction_rows(((e.sample_id, e.user_id, e.target.gold) for e in split.episodes), predictions)
     metrics = compute_metrics(judged_from_rows(rows), n_bootstrap=config.n_bootstrap, seed=config.bootstrap_seed)
-    results = _results_dict(config, evaluator, adapter, split, metrics, rows, resumed, time.time() - start)
+    results = _results_dict(config, evaluator, adapter, split, metrics, rows, resumed, time.time() - start, world_size)
     path = Path(config.output) / config.dataset / f"{evaluator.name}{_variant_suffix(config, evaluator)}.json"
     write_results(path, results, rows)
     return results, path
@@ -245,7 +258,7 @@ def _variant_suffix(config: RunConfig, evaluator: Evaluator) -> str:
 
 def _results_dict(
     config: RunConfig, evaluator: Evaluator, adapter: DatasetAdapter, split: SplitResult,
-    metrics: dict[str, Any], rows: list[dict], resumed: int, wall: float,
+    metrics: dict[str, Any], rows: list[dict], resumed: int, wall: float, world_size: int,
 ) -> dict[str, Any]:
     summary = split.summary()
     failures = Counter(_reason(r["prediction"]["error"]) for r in rows if r["prediction"].get("error"))
@@ -291,6 +304,7 @@ def _results_dict(
             "batch_size": config.batch_size,
             "wall_time_s": round(wall, 3),
             "resumed_samples": resumed,
+            "world_size": world_size,
         },
     }
 

@@ -88,7 +88,7 @@ def test_split_reference_size_too_few_and_leaked_targets(pip):
     assert all(len(e.references) == 5 for e in s.episodes)
     assert s.skipped_users["fewer than 5 decisive reference records plus 1 target record"] == 1  # 22222
     assert s.skipped_users["no target left after leakage checks"] == 1  # 44444
-    assert s.skipped_records["target image appears in the user's references"] == 1
+    assert s.skipped_records["target image appears in the user's references"] >= 1  # 44444, and negatives from 44444
 
 
 def test_other_user_negatives(pip):

@@ -183,7 +183,7 @@ def test_default_embedding_model_loads_offline():
     pytest.importorskip("sentence_transformers")
     embed, name = load_embedder(None)
     emb = embed(["color palette", "colour scheme", "composition balance"])
-    assert name.startswith("sentence-transformers") and emb.shape == (3, 384)
+    assert name.startswith("all-MiniLM-L6-v2") and emb.shape == (3, 384)
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
 
 

@@ -103,14 +103,18 @@ def test_each_distinct_content_is_decoded_and_encoded_once(tmp_path):
     torch.testing.assert_close(emb.get(same_bytes_other_id), emb.get(refs[0]))
 
 
-def test_workers_give_the_same_features(tmp_path):
+def test_persistent_workers_serve_several_calls_with_the_same_features(tmp_path):
     refs = write_images(tmp_path)
-    serial = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=2)
-    parallel = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=2, num_workers=2)
+    extra = write_images(tmp_path / "extra", sizes=[(60, 40)], seed=5)[0]
+    as_lambda = ImageRef("closure", lambda data=extra.read_bytes(): data)  # cannot be pickled to a worker
+    serial = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=3)
+    parallel = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=3, num_workers=2)
     serial.embed(refs)
-    parallel.embed(refs)
-    for ref in refs:
-        assert torch.equal(serial.get(ref), parallel.get(ref))
+    parallel.embed(refs[:3])
+    parallel.embed(refs + [as_lambda])  # the same worker processes decode the second call
+    assert parallel.encoded_images == len(refs) + 1 and parallel.encoder_calls == 1 + 2
+    for ref in refs + [extra]:
+        assert torch.equal(serial.get(ref), parallel.get(as_lambda if ref is extra else ref))
 
 
 def test_disk_cache_is_reused_across_instances_and_keyed_by_model(tmp_path):

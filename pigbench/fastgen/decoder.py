@@ -1,8 +1,8 @@
 """Qwen2-VL's language model as plain functions over a static KV cache.
 
-The projections, norms and MLPs are the model's own modules (same weights, same kernels); this
-module replaces only what ``transformers`` does around them: the cache, the masks, the rotary
-embedding and attention. Attention is grouped-query without ``repeat_kv``: the query heads that
+The weights are the model's own (q/k/v and gate/up fused into one GEMM each, see
+:class:`TextDecoder`); this module replaces what ``transformers`` does around them: the cache,
+the masks, the rotary embedding, fused RMSNorm and attention. Attention is grouped-query without ``repeat_kv``: the query heads that
 share a KV head are folded into the query-length axis, so each KV head is read once::
 
     q (B, Hq, T, D) -> (B, Hkv, G*T, D)  attends  k, v (B, Hkv, L, D)   with G = Hq / Hkv
@@ -15,6 +15,7 @@ token per row, shapes fixed for CUDA graph capture).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from pigbench.fastgen.rope import apply_rope, rope_cos_sin
@@ -37,7 +38,13 @@ def _mrope_section(config: Any) -> list[int]:
 
 
 class TextDecoder:
-    """Forward passes of the language model over an external static KV cache."""
+    """Forward passes of the language model over an external static KV cache.
+
+    Construction fuses each layer's q/k/v projections, and its gate/up projections, into one
+    weight each and makes the model's own parameters views of those (same values, no extra
+    memory; ``transformers`` keeps working on the same model), so a layer runs two GEMMs where
+    it ran five.
+    """
 
     def __init__(self, model: Any) -> None:
         import torch
@@ -51,12 +58,17 @@ class TextDecoder:
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = cfg.num_key_value_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.hidden = cfg.hidden_size
         self.dtype = self.embed_tokens.weight.dtype
         self.device = self.embed_tokens.weight.device
         self.inv_freq = lm.rotary_emb.inv_freq.to(self.device, torch.float32)
         self.rope_scaling = float(getattr(lm.rotary_emb, "attention_scaling", 1.0))
         self.mrope_section = _mrope_section(cfg)
         self.mask_min = torch.finfo(self.dtype).min
+        with torch.no_grad():
+            self.qkv = [_fuse(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)
+                        for layer in self.layers]
+            self.gate_up = [_fuse(layer.mlp.gate_proj, layer.mlp.up_proj)[0] for layer in self.layers]
 
     # -- building blocks -------------------------------------------------------------------
     def rope(self, positions):
@@ -69,8 +81,8 @@ class TextDecoder:
 
         query_pos = starts[:, None] + torch.arange(lengths, device=starts.device)[None, :]
         key_pos = torch.arange(keys, device=starts.device)
-        allowed = key_pos[None, None, :] <= query_pos[:, :, None]
-        return torch.where(allowed, 0.0, self.mask_min).to(self.dtype)[:, None]
+        blocked = key_pos[None, None, :] > query_pos[:, :, None]
+        return (blocked.to(self.dtype) * self.mask_min)[:, None]
 
     def logits(self, hidden):
         """Float logits for hidden states ``(B, H)`` (final norm then LM head)."""
@@ -84,32 +96,61 @@ class TextDecoder:
         ``x[b]``. Token t of row b is written at ``(write_rows[b, t], write_pos[b, t])`` and
         attends the first ``keys`` cache positions of its row under ``mask`` ``(B, 1, T, keys)``.
         """
+        import torch.nn.functional as F
+
         batch, length, _ = x.shape
+        hq, hkv = self.num_heads, self.num_kv_heads
+        cos, sin = cos[:, :, None], sin[:, :, None]
         for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(batch, length, self.num_kv_heads, self.head_dim)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            k_cache[i][write_rows, :, write_pos] = k.transpose(1, 2)
-            v_cache[i][write_rows, :, write_pos] = v
-            out = grouped_attention(q, k_cache[i][:, :, :keys], v_cache[i][:, :, :keys], mask)
-            x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            norm = layer.input_layernorm
+            h = F.rms_norm(x, (self.hidden,), norm.weight, norm.variance_epsilon)
+            qkv = F.linear(h, *self.qkv[i]).view(batch, length, hq + 2 * hkv, self.head_dim)
+            qk = apply_rope(qkv[:, :, : hq + hkv], cos, sin)  # (B, T, heads, D)
+            k_cache[i][write_rows, :, write_pos] = qk[:, :, hq:]
+            v_cache[i][write_rows, :, write_pos] = qkv[:, :, hq + hkv :]
+            out = grouped_attention(qk[:, :, :hq], k_cache[i][:, :, :keys], v_cache[i][:, :, :keys], mask)
+            x = x + layer.self_attn.o_proj(out.reshape(batch, length, hq * self.head_dim))
+            norm = layer.post_attention_layernorm
+            h = F.rms_norm(x, (self.hidden,), norm.weight, norm.variance_epsilon)
+            gate, up = F.linear(h, self.gate_up[i]).chunk(2, dim=-1)
+            x = x + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
         return x
 
 
+_FUSED: "weakref.WeakKeyDictionary[Any, tuple[Any, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _fuse(*linears: Any) -> tuple[Any, Any]:
+    """(weight, bias or None) concatenating ``linears`` along outputs; their parameters become views.
+    Fusing the same modules again returns the same tensors (a model can serve several engines)."""
+    import torch
+
+    if linears[0] in _FUSED:
+        return _FUSED[linears[0]]
+    weight = torch.cat([lin.weight for lin in linears])
+    bias = torch.cat([lin.bias for lin in linears]) if linears[0].bias is not None else None
+    start = 0
+    for lin in linears:
+        n = lin.weight.shape[0]
+        lin.weight.data = weight[start : start + n]
+        if bias is not None:
+            lin.bias.data = bias[start : start + n]
+        start += n
+    _FUSED[linears[0]] = (weight, bias)
+    return weight, bias
+
+
 def grouped_attention(q, k, v, mask):
-    """Softmax attention of q ``(B, Hq, T, D)`` over k, v ``(B, Hkv, L, D)`` with an additive mask
-    ``(B, 1, T, L)``, reading each KV head once (query heads ``h`` use KV head ``h // G``)."""
+    """Softmax attention of q ``(B, T, Hq, D)`` over k, v ``(B, Hkv, L, D)`` with an additive mask
+    ``(B, 1, T, L)``, reading each KV head once (query heads ``h`` use KV head ``h // G``).
+    Returns ``(B, T, Hq, D)``."""
     import torch.nn.functional as F
 
-    batch, heads, length, dim = q.shape
+    batch, length, heads, dim = q.shape
     kv_heads, keys = k.shape[1], k.shape[2]
     group = heads // kv_heads
-    q = q.reshape(batch, kv_heads, group * length, dim)
+    q = q.transpose(1, 2).reshape(batch, kv_heads, group * length, dim)
     if length > 1:
         mask = mask[:, :, None].expand(batch, 1, group, length, keys).reshape(batch, 1, group * length, keys)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out.view(batch, heads, length, dim)
+    return out.view(batch, heads, length, dim).transpose(1, 2)

@@ -154,6 +154,9 @@ class Qwen2VLEngine:
             return
         self._k_cache = self._v_cache = None
         self._workspaces.clear()
+        self._pool = None  # a private graph pool dies with its last graph: captures need a new one
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # return the old cache's memory before taking a larger one
         d = self.decoder
         shape = (len(d.layers), rows, d.num_kv_heads, length, d.head_dim)
         self._k_cache = torch.zeros(shape, dtype=d.dtype, device=self.device)
@@ -171,12 +174,12 @@ class Qwen2VLEngine:
         if key not in self._workspaces:
             if use_graph and self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
-            t0 = time.perf_counter()
+            t0 = self._now()
             self._workspaces[key] = DecodeWorkspace(
                 self.decoder, self._k_cache, self._v_cache, rows, keys, settings.max_new_tokens,
                 settings.eos_token_ids, use_graph, self._pool, self._scratch)
             self.stats["graph_captures" if use_graph else "workspaces"] += 1
-            self.stats["capture_s"] += time.perf_counter() - t0
+            self.stats["capture_s"] += self._now() - t0
         return self._workspaces[key]
 
     # -- vision ----------------------------------------------------------------------------------

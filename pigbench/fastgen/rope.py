@@ -66,10 +66,9 @@ def rope_cos_sin(positions, inv_freq, mrope_section: Sequence[int], dtype, scali
 
 
 def apply_rope(x, cos, sin):
-    """Rotate ``x`` of shape ``(B, heads, T, D)`` by cos/sin of shape ``(B, T, D)``."""
+    """Rotate ``x`` by cos/sin broadcastable to it (e.g. x ``(B, T, heads, D)``, cos ``(B, T, 1, D)``)."""
     import torch
 
-    cos, sin = cos[:, None], sin[:, None]
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin

