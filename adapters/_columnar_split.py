@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union, overload
 
@@ -85,79 +86,107 @@ def split_pairs(rows: PairRows, dataset: str, seed: int, reference_size: Optiona
             gc.enable()
 
 
-def _split_pairs(rows: PairRows, dataset: str, seed: int, k: Optional[int], max_targets_per_user: Optional[int]) -> SplitResult:
+def _split_pairs(rows: PairRows, dataset: str, seed: int, k: Optional[int], max_targets: Optional[int]) -> SplitResult:
     if k is not None and k < 0:
         raise ValueError(f"reference size must be >= 0, got {k}")
     result = SplitResult([], dataset, seed, k)
+    n = len(rows.record_id)
+    # 1. users in string order; each user's rows by record id, then shuffled by the user's local RNG
     user_str = rows.user_id.astype(str)
-    rid_rank = np.empty(len(rows.record_id), np.int64)
-    rid_rank[np.argsort(np.array(rows.record_id, dtype=object), kind="stable")] = np.arange(len(rows.record_id))
-    order = np.lexsort((rid_rank, user_str))  # by user (as a string), then record id (as a string)
-    bounds = np.flatnonzero(np.r_[True, user_str[order][1:] != user_str[order][:-1], True]) if len(order) else np.array([0])
-    outcome, prompt, img, hashes = rows.outcome, rows.prompt_key, rows.image_key, rows.hash_key
-    if hashes is None:
-        hashes = img
-    users: list[str] = []
-    refs_of_user: list[tuple[ReferencePair, ...]] = []
-    t_row: list[np.ndarray] = []
-    t_first: list[bool] = []
-    t_user: list[int] = []
-    fp = hashlib.sha256()
+    rid_rank = np.empty(n, np.int64)
+    rid_rank[np.argsort(np.array(rows.record_id, dtype=object), kind="stable")] = np.arange(n)
+    order = np.lexsort((rid_rank, user_str))
+    bounds = np.flatnonzero(np.r_[True, user_str[order][1:] != user_str[order][:-1], True]) if n else np.zeros(1, np.int64)
+    users, rows_at = [], np.empty(n, np.int64)  # rows_at[p]: the row at position p of the shuffled order
     for g in range(len(bounds) - 1):
         members = order[bounds[g]:bounds[g + 1]].tolist()
-        user = str(user_str[members[0]])
-        user_rng(dataset, user, seed).shuffle(members)
-        m = np.array(members, np.int64)
-        decisive = outcome[m] != TIE
-        if k is None:
-            if len(m) < 2:
-                result.note(result.skipped_users, "fewer than 2 ranked sets", f"user {user}")
-                continue
-            refs, targets = m[1:][decisive[1:]], m[:1]
-        else:
-            is_ref = decisive & (np.cumsum(decisive) <= k)  # the first k decisive records, in order
-            refs, targets = m[is_ref], m[~is_ref]
-            if len(refs) < k or not len(targets):
-                result.note(result.skipped_users, f"fewer than {k} decisive reference records plus 1 target record", f"user {user}")
-                continue
-        # the first failing check names each dropped target, as build_split notes them
-        leak_prompt = np.isin(prompt[targets], prompt[refs])
-        leak_image = (np.isin(img[targets], img[refs]) | np.isin(hashes[targets], hashes[refs])).any(axis=1)
-        same = (img[targets, 0] == img[targets, 1]) | (hashes[targets, 0] == hashes[targets, 1])
-        ok = np.flatnonzero(~(leak_prompt | leak_image | same))
-        full = max_targets_per_user is not None and len(ok) > max_targets_per_user
-        noted = int(ok[max_targets_per_user]) if full else len(targets)  # build_split stops at the first target over the cap
-        for t in np.flatnonzero(~np.isin(np.arange(noted), ok)).tolist():
-            rid = rows.record_id[int(targets[t])]
-            if leak_prompt[t]:
-                result.note(result.skipped_records, "target prompt appears in the user's references", rid)
-            elif leak_image[t]:
-                result.note(result.skipped_records, "target image appears in the user's references", rid)
-            else:
-                result.note(result.skipped_records, "identical images in a target pair", f"{user}/{rid}/0-1")
-        kept = targets[ok[:max_targets_per_user] if full else ok]
-        if not len(kept):
-            if not full:
-                result.note(result.skipped_users, "no target left after leakage checks", f"user {user}")
-            continue
-        ref_line = ",".join(rows.record_id[r] for r in refs.tolist())
-        lines = []
-        for r, o in zip(kept.tolist(), outcome[kept].tolist()):
-            sample_id = f"{user}/{rows.record_id[r]}/0-1"
-            first = a_first(sample_id, seed)
-            t_first.append(first)
-            lines.append(f"{sample_id}\t{ref_line}\t{_SHOWN[o][first]}\n")
-        fp.update("".join(lines).encode())  # the same bytes as one update per episode
-        t_row.append(kept)
-        t_user.extend([len(users)] * len(kept))
-        users.append(user)
-        refs_of_user.append(tuple(_reference(rows, r) for r in refs.tolist()))
-    target_row = np.concatenate(t_row) if t_row else np.zeros(0, np.int64)
-    result.episodes = LazyEpisodes(rows, users, refs_of_user, target_row, np.array(t_user, np.int64),
-                                   np.array(t_first, bool))  # type: ignore[assignment]
-    result.users = len(users)
+        users.append(str(user_str[members[0]]))
+        user_rng(dataset, users[-1], seed).shuffle(members)
+        rows_at[bounds[g]:bounds[g + 1]] = members
+    sizes = np.diff(bounds)
+    group = np.repeat(np.arange(len(users)), sizes)
+    pos = np.arange(n) - bounds[:-1][group]  # position within the user's shuffled rows
+
+    def within(mask: np.ndarray) -> np.ndarray:  # running count of ``mask`` within each user, inclusive
+        total = np.cumsum(mask)
+        return total - (total - mask)[bounds[:-1]][group]
+
+    # 2. references: the first k decisive rows (dynamic: every decisive row but the held-out first one)
+    decisive = rows.outcome[rows_at] != TIE
+    if k is None:
+        is_ref, is_target = decisive & (pos > 0), pos == 0
+        too_few, reason = sizes < 2, "fewer than 2 ranked sets"
+    else:
+        is_ref = decisive & (within(decisive) <= k)
+        is_target = ~is_ref
+        too_few = (np.bincount(group[is_ref], minlength=len(users)) < k) | (np.bincount(group[is_target], minlength=len(users)) == 0)
+        reason = f"fewer than {k} decisive reference records plus 1 target record"
+    _note(result, result.skipped_users, reason, [f"user {users[g]}" for g in np.flatnonzero(too_few)[:5]], int(too_few.sum()))
+    is_ref &= ~too_few[group]
+    is_target &= ~too_few[group]
+    # 3. leakage, checked in build_split's order: prompt, then images, then identical images
+    ids = rows.image_key[rows_at]
+    hashes = rows.hash_key[rows_at] if rows.hash_key is not None else ids
+
+    def keyed(codes: np.ndarray) -> np.ndarray:  # (user, code) as one int64
+        return (group if codes.ndim == 1 else group[:, None]) * np.int64(int(codes.max(initial=0)) + 1) + codes
+
+    prompt = keyed(rows.prompt_key[rows_at])
+    leak_prompt = is_target & np.isin(prompt, prompt[is_ref])
+    leak_image = np.zeros(n, bool)
+    for codes in (ids, hashes):
+        both = keyed(codes)
+        leak_image |= np.isin(both, both[is_ref].ravel()).any(axis=1)
+    leak_image &= is_target & ~leak_prompt
+    same = ((ids[:, 0] == ids[:, 1]) | (hashes[:, 0] == hashes[:, 1])) & is_target & ~leak_prompt & ~leak_image
+    ok = is_target & ~(leak_prompt | leak_image | same)
+    # 4. the cap: build_split returns at the first target over it, checking no later target
+    full = np.zeros(len(users), bool)
+    if max_targets is not None:
+        over = ok & (within(ok) > max_targets)
+        first_over = np.full(len(users), n, np.int64)
+        np.minimum.at(first_over, group[over], pos[over])
+        full = first_over < n
+        seen = pos < first_over[group]
+        ok, leak_prompt, leak_image, same = ok & seen, leak_prompt & seen, leak_image & seen, same & seen
+    rid = rows.record_id
+    for mask, why, where in ((leak_prompt, "target prompt appears in the user's references", "{r}"),
+                             (leak_image, "target image appears in the user's references", "{r}"),
+                             (same, "identical images in a target pair", "{u}/{r}/0-1")):
+        at = np.flatnonzero(mask)
+        _note(result, result.skipped_records, why, [where.format(u=users[group[p]], r=rid[rows_at[p]]) for p in at[:5]], len(at))
+    has_target = np.bincount(group[ok], minlength=len(users)) > 0
+    empty = np.flatnonzero(~too_few & ~has_target & ~full)
+    _note(result, result.skipped_users, "no target left after leakage checks", [f"user {users[g]}" for g in empty[:5]], len(empty))
+    # 5. episodes: A/B coin and fingerprint lines, user by user
+    kept = np.flatnonzero(ok)
+    with_targets = np.flatnonzero(has_target)
+    slot = np.cumsum(has_target) - 1  # index of each user among the users with targets
+    refs_at = np.flatnonzero(is_ref)
+    refs_of = np.split(refs_at, np.searchsorted(group[refs_at], np.arange(1, len(users))))  # per user, in order
+    ref_lines = {g: ",".join(rid[r] for r in rows_at[refs_of[g]].tolist()) for g in with_targets.tolist()}
+    fp = hashlib.sha256()
+    shown_first, lines = [], []
+    for p, g, o in zip(kept.tolist(), group[kept].tolist(), rows.outcome[rows_at[kept]].tolist()):
+        sample_id = f"{users[g]}/{rid[rows_at[p]]}/0-1"
+        first = a_first(sample_id, seed)
+        shown_first.append(first)
+        lines.append(f"{sample_id}\t{ref_lines[g]}\t{_SHOWN[o][first]}\n")
+    fp.update("".join(lines).encode())  # the same bytes as one update per episode
+    refs = [tuple(_reference(rows, r) for r in rows_at[refs_of[g]].tolist()) for g in with_targets.tolist()]
+    result.episodes = LazyEpisodes(rows, [users[g] for g in with_targets.tolist()], refs, rows_at[kept],
+                                   slot[group[kept]], np.array(shown_first, bool))  # type: ignore[assignment]
+    result.users = len(with_targets)
     result.fingerprint = fp.hexdigest()[:16]
     return result
+
+
+def _note(result: SplitResult, counter: Counter, reason: str, examples: list[str], count: int) -> None:
+    """``count`` notes of ``reason`` at once, keeping at most 5 examples like :meth:`SplitResult.note`."""
+    if count:
+        counter[reason] += count
+        kept = result.skip_examples.setdefault(reason, [])
+        kept.extend(examples[: 5 - len(kept)])
 
 
 def _reference(rows: PairRows, r: int) -> ReferencePair:

@@ -103,14 +103,16 @@ def entry_summary(e: Entry) -> dict[str, Any]:
 
 
 def _best(rows: list[dict]) -> None:
-    """Add to each row (a copy of a summary) the accuracies on which it is the best of its table."""
+    """Add to each row (a copy of a summary) the accuracies on which it is the best of its table,
+    compared as displayed (one decimal), so that equal printed values are all marked."""
     for row in rows:
         row["best"] = set()
     for name in ACCURACIES:
-        values = [r["metrics"][name]["micro"] for r in rows if r["metrics"][name]["micro"] is not None]
-        for r in rows:
-            if values and r["metrics"][name]["micro"] is not None and abs(r["metrics"][name]["micro"] - max(values)) < 1e-9:
-                r["best"].add(name)
+        shown = [None if r["metrics"][name]["micro"] is None else round(r["metrics"][name]["micro"], 1) for r in rows]
+        top = max((v for v in shown if v is not None), default=None)
+        for row, value in zip(rows, shown):
+            if value is not None and value == top:
+                row["best"].add(name)
 
 
 def histogram(values: list[float], bins: int = 10) -> dict[str, Any]:
@@ -148,12 +150,18 @@ def sample_predictions(rows: list[dict], limit: int = SAMPLES_PER_PAGE) -> list[
         out.append({
             "sample_id": row["sample_id"], "user_id": row["user_id"], "gold": row["gold"], "label": p["label"],
             "credit": credit(Label(p["label"]), Label(row["gold"])), "score_a": p.get("score_a"),
-            "score_b": p.get("score_b"), "rationale": p.get("rationale"), "dimensions": p.get("dimensions", []),
+            "score_b": p.get("score_b"), "rationale": p.get("rationale"), "dimensions": _dimensions(p),
             "error": p.get("error"), "raw_text": _pretty(p["raw_text"]) if p.get("raw_text") else None,
             "prompt": extra.get("prompt") if isinstance(extra.get("prompt"), str) else None,
             "extra": _pretty(extra) if extra else None,
         })
     return out
+
+
+def _dimensions(prediction: dict) -> list[dict[str, Any]]:
+    """The prediction's dimensions with every field present (entries that are not objects dropped)."""
+    return [{"name": d.get("name", ""), "definition": d.get("definition", ""), "score_a": d.get("score_a"),
+             "score_b": d.get("score_b")} for d in prediction.get("dimensions") or [] if isinstance(d, dict)]
 
 
 def evaluator_page(e: Entry, samples: int = SAMPLES_PER_PAGE) -> dict[str, Any]:
@@ -251,6 +259,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.samples < 0:
+        print("error: --samples must be >= 0", file=sys.stderr)
+        return 2
     try:
         collection = build_site(args.results, args.out, args.samples)
     except FileNotFoundError as exc:

@@ -137,6 +137,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
                 "batch_size": {"type": "integer", "description": "batch size actually used"},
                 "wall_time_s": {"type": "number", "description": "this invocation's wall time"},
                 "resumed_samples": {"type": "integer", "description": "predictions taken from the store"},
+                "world_size": {"type": "integer", "description": "data-parallel processes of this invocation"},
             },
         },
     },

@@ -9,6 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from pigbench.distributed import World
 from pigbench.evaluator import RequirementError
 from pigbench.adapter import DatasetError
 from pigbench.registry import RegistryError
@@ -73,6 +74,8 @@ def main(args: argparse.Namespace) -> int:
     except RunAborted as exc:
         print(f"run aborted: {exc}", file=sys.stderr)
         return 3
+    if not World.from_env().is_main:  # under torchrun every rank returns the same outcome; rank 0 prints it
+        return 0
     print(format_metrics_table(outcome.results))
     print(f"\nresults: {outcome.results_path}  (computed {outcome.computed}, reused {outcome.resumed})")
     return 0

@@ -8,13 +8,12 @@ import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from pigbench.judging.backend import GenerationParams
-from pigbench.judging.messages import Prompt, image, reference_prompt, text
+from pigbench.judging.messages import Prompt, image, text
 from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
 from pigbench.judging.request_cache import RequestCache
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
@@ -231,9 +230,10 @@ def test_runner_end_to_end_keeps_the_key_out_of_every_file(server, tmp_path, mon
     cfg = RunConfig(evaluator="openai-judge", dataset="toy", limit=6, batch_size=4, swap=True,
                     options={"base_url": server.url}, output=str(tmp_path / "results"),
                     cache_dir=str(tmp_path / "cache"), progress=False, n_bootstrap=10)
-    monkeypatch.chdir(tmp_path)  # the request cache goes to ./.pigbench_cache unless the runtime says otherwise
+    monkeypatch.chdir(tmp_path)  # anything written to the working directory is checked below too
     out = run(cfg)
     assert server.hits == 12 and out.results["metrics"]["n"] == 6
+    assert len(list((tmp_path / "cache" / "requests").glob("openai-judge-*.sqlite"))) == 1  # the run's cache dir
     assert out.results["evaluator"]["models"]["base_urls"] == [server.url]
     for runs in (tmp_path / "cache" / "runs").glob("*.sqlite*"):  # kill: lose the run store, keep the request cache
         runs.unlink()

@@ -229,3 +229,19 @@ def test_rebuild_removes_pages_of_runs_that_are_gone(tmp_path):
     pages = [p.name for p in (tmp_path / "site" / "evaluators").iterdir()]
     assert len(pages) == 1 and pages[0].startswith("synth-beta-")
     assert "alpha" not in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_unusual_but_valid_predictions_still_render(tmp_path):
+    from pigbench.results import load_results, validate_results, write_results
+    from synthetic_results import make_results
+
+    path = make_results(tmp_path / "results", "odd", users=2, per_user=2)
+    results, rows = load_results(path)
+    rows[0]["prediction"]["dimensions"] = [{"score_a": 3}, "not an object", {"name": "Only a name"}]
+    rows[1]["prediction"]["raw_text"] = "x" * 10_000
+    write_results(path, results, rows)
+    assert validate_results(path) == []
+    build_site(tmp_path / "results", tmp_path / "site")
+    html = next((tmp_path / "site" / "evaluators").glob("*.html")).read_text()
+    assert "Only a name" in html and html.count('class="dimension-name"') == 2
+    assert "(6000 more characters)" in html

@@ -89,6 +89,12 @@ class Judge(Evaluator):
 
     backend: Optional[Backend] = None  # built by setup(); tests and benchmarks may set it directly
 
+    @property
+    def cfg(self) -> JudgeConfig:
+        """The config, typed."""
+        assert isinstance(self.config, JudgeConfig)
+        return self.config
+
     @abstractmethod
     def build_prompt(self, episode: Episode) -> Prompt:
         """The prompt for one episode. Must not read pixels (backends load images lazily)."""
@@ -122,8 +128,7 @@ class Judge(Evaluator):
             self.backend = self._make_backend()
 
     def _make_backend(self) -> Backend:
-        c = self.config
-        assert isinstance(c, JudgeConfig)
+        c = self.cfg
         if c.backend == "local":
             from pigbench.judging.local_backend import LocalBackend
 
@@ -138,8 +143,7 @@ class Judge(Evaluator):
                              timeout_s=c.timeout_s, retry=RetryPolicy(max_retries=c.max_retries), cache=RequestCache(cache))
 
     def generation_params(self) -> GenerationParams:
-        c = self.config
-        assert isinstance(c, JudgeConfig)
+        c = self.cfg
         return GenerationParams(
             max_new_tokens=c.max_new_tokens or self.default_max_new_tokens, min_new_tokens=c.min_new_tokens,
             temperature=c.temperature, seed=c.seed, images=ImagePolicy(max_pixels=c.max_pixels, size=c.image_size),
@@ -161,10 +165,10 @@ class Judge(Evaluator):
         if parsed.reason:
             extra["invalid_reason"] = parsed.reason
         label, score_a, score_b = parsed.label, None, None
-        if self.config.scoring == "probs":  # type: ignore[attr-defined]
+        if self.cfg.scoring == "probs":
             if gen.option_probs:
                 score_a, score_b = gen.option_probs["A"], gen.option_probs["B"]
-                label = label_from_delta(score_a - score_b, self.config.tie_threshold)  # type: ignore[attr-defined]
+                label = label_from_delta(score_a - score_b, self.cfg.tie_threshold)
             else:
                 extra["probs_missing"] = "no answer token after <answer> in the output"
         return Prediction(sample_id, label, score_a, score_b, raw_text=gen.text, extra=extra)
@@ -172,8 +176,7 @@ class Judge(Evaluator):
     def provenance(self) -> dict[str, Any]:
         if self.backend is not None:
             return self.backend.provenance()
-        c = self.config
-        return {"model": c.model_path, "backend": c.backend}  # type: ignore[attr-defined]
+        return {"model": self.cfg.model_path, "backend": self.cfg.backend}
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +203,6 @@ class ReferenceJudge(Judge):
 
     def generation_params(self) -> GenerationParams:
         params = super().generation_params()
-        if self.config.reason and not self.config.max_new_tokens:  # type: ignore[attr-defined]
-            return dataclasses.replace(params, max_new_tokens=1024)
-        return params
+        c = self.config
+        assert isinstance(c, ReferenceJudgeConfig)
+        return dataclasses.replace(params, max_new_tokens=1024) if c.reason and not c.max_new_tokens else params

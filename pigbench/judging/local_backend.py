@@ -56,9 +56,10 @@ class _OptionRecorder(LogitsProcessor):
         self.steps.append(torch.stack([torch.logsumexp(logp[:, ids], dim=-1) for ids in self.option_ids.values()], -1))
         return scores
 
-    def row(self, i: int) -> list[dict[str, float]]:
-        table = torch.stack(self.steps, 1)[i].tolist() if self.steps else []
-        return [dict(zip(self.option_ids, step)) for step in table]
+    def rows(self) -> list[list[dict[str, float]]]:
+        """Per sequence, per step: ``{option: log-probability}``."""
+        table = torch.stack(self.steps, 1).tolist() if self.steps else []
+        return [[dict(zip(self.option_ids, step)) for step in seq] for seq in table]
 
 
 class LocalBackend(Backend):
@@ -171,13 +172,12 @@ class LocalBackend(Backend):
             )
         new = out[:, inputs["input_ids"].shape[1] :].cpu()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        if recorder is None:
+            return [Generation(text) for text in texts]
         gens = []
-        for row, text in enumerate(texts):
-            probs = None
-            if recorder is not None:
-                tokens = [self.tokenizer.decode([t], skip_special_tokens=True) for t in new[row].tolist()]
-                probs = option_probs_after_marker(tokens, recorder.row(row), params.answer_marker, params.options)
-            gens.append(Generation(text, probs))
+        for text, ids, steps in zip(texts, new.tolist(), recorder.rows()):
+            tokens = [self.tokenizer.decode([t], skip_special_tokens=True) for t in ids]
+            gens.append(Generation(text, option_probs_after_marker(tokens, steps, params.answer_marker, params.options)))
         return gens
 
     def option_token_ids(self, options: Sequence[str]) -> dict[str, list[int]]:

@@ -60,8 +60,8 @@ def occurrences(collection: Collection) -> list[Occurrence]:
     out = []
     for e in collection.entries:
         for row in e.rows:
-            for dim in row["prediction"].get("dimensions", []):
-                name = normalize(str(dim.get("name", "")))
+            for dim in row["prediction"].get("dimensions") or []:
+                name = normalize(str(dim.get("name", ""))) if isinstance(dim, dict) else ""
                 if name:
                     out.append(Occurrence(name, row["user_id"], e.dataset, e.label))
     return out

@@ -60,7 +60,8 @@ def reference_size_series(collection: Collection) -> dict[str, dict[str, list[En
             continue
         dataset, evaluator, config_hash, swap, seed = key
         same_name = [k for k in series if k[0] == dataset and k[1] == evaluator and len(series[k]) >= 2]
-        label = evaluator if len(same_name) == 1 else f"{evaluator} (cfg {config_hash[:6]}{', swap' if swap else ''}, seed {seed})"
+        detail = f"cfg {config_hash[:6]}{', swap' if swap else ''}, seed {seed}"
+        label = evaluator if len(same_name) == 1 else f"{evaluator} ({detail})"
         out[dataset][label] = [series[key][k] for k in sorted(series[key])]
     return dict(out)
 

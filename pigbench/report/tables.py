@@ -84,22 +84,23 @@ def canonical_entries(collection: Collection) -> tuple[dict[tuple[str, str], Ent
 
 
 def mark_best(groups: list[tuple[str, list[Row]]], columns: list[int]) -> list[tuple[str, list[Row]]]:
-    """Copies of the rows with ``best`` set on the highest value of each listed column (ties all marked)."""
+    """Copies of the rows with ``best`` set on the highest value of each listed column, compared as
+    displayed (so that equal printed values are all marked)."""
+    def shown(cell: Value) -> Optional[float]:
+        return round(cell.value, cell.digits) if isinstance(cell, Cell) and cell.value is not None else None
+
     best: dict[int, float] = {}
     for _, rows in groups:
         for row in rows:
             for c in columns:
-                cell = row.cells[c]
-                if isinstance(cell, Cell) and cell.value is not None:
-                    best[c] = max(best.get(c, cell.value), cell.value)
+                if shown(row.cells[c]) is not None:
+                    best[c] = max(best.get(c, shown(row.cells[c])), shown(row.cells[c]))
     out = []
     for label, rows in groups:
         new_rows = []
         for row in rows:
             cells = [
-                Cell(cell.value, cell.ci, True, cell.digits)
-                if i in best and isinstance(cell, Cell) and cell.value is not None and abs(cell.value - best[i]) < 1e-9
-                else cell
+                Cell(cell.value, cell.ci, True, cell.digits) if i in best and shown(cell) == best[i] else cell
                 for i, cell in enumerate(row.cells)
             ]
             new_rows.append(Row(row.label, cells))

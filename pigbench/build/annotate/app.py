@@ -1,0 +1,167 @@
+"""The annotation web app (WSGI): sign-in, ranking pages, a JSON API and the admin view.
+
+Access rules, enforced on the server for every request:
+
+* An annotator session (cookie ``pb_session``, HttpOnly, SameSite=Strict, random token whose
+  hash is in the database) is needed for the task page, images and the ranking API. The
+  annotator's id always comes from the session, never from the request.
+* Images are served by screen slot (``/img/<set>/<slot>``) and only for sets assigned to the
+  signed-in annotator; rankings can be read only by their author (``/api/annotators/<id>/rankings``
+  answers 403 for anyone else); a ranking is accepted only for one's own assigned set, once,
+  and only if it is a valid ordering of the four images (400 with the reason otherwise).
+* The admin view and exports need an admin session (cookie ``pb_admin``) opened with the admin
+  token that ``pigbench build annotate init`` printed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from pigbench.build.annotate.store import AccessDenied, AlreadySubmitted, AnnotationStore
+from pigbench.build.ranking import SET_SIZE, InvalidRanking
+from pigbench.build.webapp import (
+    HTTPError,
+    Request,
+    Response,
+    Router,
+    Templates,
+    file_response,
+    json_response,
+    redirect,
+)
+
+SESSION_COOKIE = "pb_session"
+ADMIN_COOKIE = "pb_admin"
+SLOT_NAMES = "ABCD"
+
+
+def make_annotate_app(store: AnnotationStore, root: Path) -> Router:
+    """The app over ``store``; image paths in the store are relative to ``root``."""
+    app, templates = Router(), Templates()
+    root = root.resolve()
+
+    def annotator(request: Request) -> Optional[str]:
+        return store.session(request.cookies.get(SESSION_COOKIE), "annotator")
+
+    def require_annotator(request: Request) -> str:
+        who = annotator(request)
+        if who is None:
+            raise HTTPError(401, "sign in first")
+        return who
+
+    def require_admin(request: Request) -> None:
+        if store.session(request.cookies.get(ADMIN_COOKIE), "admin") is None:
+            raise HTTPError(403, "this needs the admin sign-in")
+
+    @app.route("GET", "/")
+    def home(request: Request) -> Response:
+        if annotator(request):
+            return redirect("/task")
+        return templates.render("signin.html", error=None, open_signup=bool(store.settings().get("open_signup")))
+
+    @app.route("POST", "/signin")
+    def sign_in(request: Request) -> Response:
+        token = store.sign_in(request.form().get("credential", ""))
+        if token is None:
+            return templates.render("signin.html", status=401, error="This code is not valid.",
+                                    open_signup=bool(store.settings().get("open_signup")))
+        return redirect("/task").set_cookie(SESSION_COOKIE, token)
+
+    @app.route("POST", "/signout")
+    def sign_out(request: Request) -> Response:
+        for name in (SESSION_COOKIE, ADMIN_COOKIE):
+            if request.cookies.get(name):
+                store.sign_out(request.cookies[name])
+        return redirect("/").set_cookie(SESSION_COOKIE, "", max_age=0).set_cookie(ADMIN_COOKIE, "", max_age=0)
+
+    @app.route("GET", "/task")
+    def task(request: Request) -> Response:
+        who = annotator(request)
+        if who is None:
+            return redirect("/")
+        assigned = store.assignments(who)
+        done = sum(a.ranks is not None for a in assigned)
+        current = next((a for a in assigned if a.ranks is None), None)
+        if current is None:
+            return templates.render("done.html", annotator_id=who, total=len(assigned))
+        data = {"set_id": current.set_id, "slots": SET_SIZE, "done": done, "total": len(assigned)}
+        return templates.render("task.html", annotator_id=who, current=current, done=done, total=len(assigned),
+                                slot_names=SLOT_NAMES, data=json.dumps(data))
+
+    @app.route("GET", r"/img/(?P<set_id>[a-z0-9-]+)/(?P<slot>[0-3])")
+    def image(request: Request) -> Response:
+        who = require_annotator(request)
+        try:
+            a = store.assignment(who, request.params["set_id"])
+        except AccessDenied as exc:
+            raise HTTPError(403, str(exc)) from exc
+        path = (root / a.images[a.display_order[int(request.params["slot"])]]).resolve()
+        if root not in path.parents:
+            raise HTTPError(404, "file not found")
+        return file_response(path)
+
+    @app.route("POST", "/api/rankings")
+    def submit(request: Request) -> Response:
+        who = require_annotator(request)
+        body = request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("set_id"), str):
+            raise HTTPError(400, "send {set_id, ranks}")
+        try:
+            store.submit(who, body["set_id"], body.get("ranks"), body.get("elapsed_ms"))
+        except AccessDenied as exc:
+            raise HTTPError(403, str(exc)) from exc
+        except AlreadySubmitted as exc:
+            raise HTTPError(409, str(exc)) from exc
+        except InvalidRanking as exc:
+            raise HTTPError(400, f"ranking refused: {exc}") from exc
+        assigned = store.assignments(who)
+        return json_response({"ok": True, "done": sum(a.ranks is not None for a in assigned),
+                              "total": len(assigned), "next": "/task"})
+
+    @app.route("GET", "/api/me")
+    def me(request: Request) -> Response:
+        who = require_annotator(request)
+        assigned = store.assignments(who)
+        return json_response({"annotator_id": who, "total": len(assigned),
+                              "done": sum(a.ranks is not None for a in assigned),
+                              "sets": [a.set_id for a in assigned]})
+
+    @app.route("GET", r"/api/annotators/(?P<annotator_id>[^/]+)/rankings")
+    def rankings_of(request: Request) -> Response:
+        who = require_annotator(request)
+        if request.params["annotator_id"] != who:
+            raise HTTPError(403, "you can read only your own rankings")
+        return json_response(store.own_rankings(who))
+
+    @app.route("GET", "/admin")
+    def admin(request: Request) -> Response:
+        if store.session(request.cookies.get(ADMIN_COOKIE), "admin") is None:
+            return templates.render("admin_signin.html", error=None)
+        progress = store.progress()
+        counts = [s["assigned"] for s in progress["sets"]]
+        return templates.render("admin.html", progress=progress, settings=store.settings(),
+                                min_cover=min(counts, default=0), max_cover=max(counts, default=0),
+                                ranked=sum(s["ranked"] for s in progress["sets"]))
+
+    @app.route("POST", "/admin/signin")
+    def admin_sign_in(request: Request) -> Response:
+        token = store.admin_sign_in(request.form().get("token", ""))
+        if token is None:
+            return templates.render("admin_signin.html", status=401, error="Wrong admin token.")
+        return redirect("/admin").set_cookie(ADMIN_COOKIE, token)
+
+    @app.route("GET", "/admin/api/progress")
+    def admin_progress(request: Request) -> Response:
+        require_admin(request)
+        return json_response(store.progress())
+
+    @app.route("GET", r"/admin/export/rankings\.jsonl")
+    def admin_export(request: Request) -> Response:
+        require_admin(request)
+        body = "".join(json.dumps(r) + "\n" for r in store.all_rankings()).encode()
+        return Response(body, 200, "application/x-ndjson",
+                        [("Content-Disposition", 'attachment; filename="rankings.jsonl"')])
+
+    return app

@@ -1,0 +1,80 @@
+"""``pigbench build annotate``: set up and serve the ranking web app for annotators.
+
+    init         load the kept sets into annotate.sqlite (again later to add newly kept sets); prints the admin token
+    invite       create N annotators with secret invite codes (printed as CSV: annotator_id,invite_code)
+    serve        run the app on localhost (put it behind an HTTPS reverse proxy to reach remote annotators)
+    status       print progress: rankings submitted, annotators per set
+    admin-token  replace the admin token
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+
+from pigbench.build.annotate.app import make_annotate_app
+from pigbench.build.annotate.store import AnnotationStore
+from pigbench.build.sets import kept_sets
+from pigbench.build.webapp import serve
+from pigbench.build.workspace import BuildError, Workspace
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = sub.add_parser("init", help="load the kept sets; create the database on first use")
+    init.add_argument("--min-sets", type=int, default=5, help="fewest sets per annotator (default 5)")
+    init.add_argument("--max-sets", type=int, default=15, help="most sets per annotator (default 15)")
+    init.add_argument("--seed", type=int, default=0, help="seed of assignments and screen orders")
+    init.add_argument("--open-signup", action="store_true",
+                      help="let anyone sign in with a new annotator id (ids then act as passwords: "
+                           "trusted settings only)")
+    invite = sub.add_parser("invite", help="create annotators with invite codes")
+    invite.add_argument("--count", type=int, required=True)
+    invite.add_argument("--prefix", default="annotator", help="annotator id prefix (default annotator -> annotator001)")
+    invite.add_argument("--out", help="also write the CSV to this file")
+    run = sub.add_parser("serve", help="serve the app")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8766)
+    sub.add_parser("status", help="print progress")
+    sub.add_parser("admin-token", help="replace the admin token and print it")
+
+
+def main(args: argparse.Namespace) -> int:
+    ws = Workspace.at(args.workdir)
+    store = AnnotationStore(ws.annotate_db)
+    if args.action == "init":
+        sets = kept_sets(ws)
+        if not sets:
+            raise BuildError(f"no kept sets in {ws.root}: keep some with `pigbench build review` first")
+        token = store.initialize(args.min_sets, args.max_sets, args.seed, args.open_signup)
+        added = store.add_sets(sets)
+        print(f"{ws.annotate_db}: {added} new set(s), {len(sets)} kept set(s) offered")
+        if token:
+            print(f"admin token (shown once; `annotate admin-token` replaces it): {token}")
+        return 0
+    ws.require(ws.annotate_db, "annotate init")
+    if args.action == "invite":
+        rows = store.create_invites(args.count, args.prefix)
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["annotator_id", "invite_code"])
+        writer.writerows(rows)
+        if args.out:
+            with open(args.out, "a", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(rows)
+        return 0
+    if args.action == "admin-token":
+        print(store.reset_admin_token())
+        return 0
+    if args.action == "status":
+        progress = store.progress()
+        counts = [s["assigned"] for s in progress["sets"]]
+        ranked = [s["ranked"] for s in progress["sets"]]
+        print(f"{len(progress['annotators'])} annotators, {len(counts)} sets, {sum(ranked)} rankings submitted; "
+              f"annotators per set: assigned {min(counts, default=0)}-{max(counts, default=0)}, "
+              f"ranked {min(ranked, default=0)}-{max(ranked, default=0)}")
+        for a in progress["annotators"]:
+            print(f"  {a['annotator_id']}: {a['done']}/{a['assigned']}")
+        return 0
+    serve(make_annotate_app(store, ws.root), args.host, args.port, "annotation app")
+    return 0

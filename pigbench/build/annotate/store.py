@@ -1,0 +1,282 @@
+"""The annotation database (SQLite, WAL, synchronous=FULL): every submission is durable when acknowledged.
+
+Tables: ``meta`` (settings), ``sets`` (the kept sets offered), ``annotators`` (id and the SHA-256
+of their invite code), ``sessions`` (SHA-256 of session tokens, with role annotator or admin),
+``assignments`` (annotator, set, position, screen order) and ``rankings`` (one final ranking per
+annotator and set, both in screen order and by variant index). Secrets (invite codes, session
+and admin tokens) are stored only as hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from pigbench.build.annotate.assignment import annotator_rng, choose_sets, display_order
+from pigbench.build.ranking import to_variant_order, validate_ranks
+from pigbench.build.sets import ImageSet
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sets (
+  set_id TEXT PRIMARY KEY, base_prompt TEXT NOT NULL, category TEXT NOT NULL, images TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS annotators (
+  annotator_id TEXT PRIMARY KEY, invite_hash TEXT UNIQUE, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+  token_hash TEXT PRIMARY KEY, role TEXT NOT NULL CHECK (role IN ('annotator', 'admin')),
+  annotator_id TEXT REFERENCES annotators, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS assignments (
+  annotator_id TEXT NOT NULL REFERENCES annotators, set_id TEXT NOT NULL REFERENCES sets,
+  position INTEGER NOT NULL, display_order TEXT NOT NULL, assigned REAL NOT NULL,
+  PRIMARY KEY (annotator_id, set_id));
+CREATE TABLE IF NOT EXISTS rankings (
+  annotator_id TEXT NOT NULL, set_id TEXT NOT NULL, screen_ranks TEXT NOT NULL, ranks TEXT NOT NULL,
+  display_order TEXT NOT NULL, elapsed_ms INTEGER, submitted REAL NOT NULL,
+  PRIMARY KEY (annotator_id, set_id), FOREIGN KEY (annotator_id, set_id) REFERENCES assignments);
+"""
+ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class AccessDenied(PermissionError):
+    """The signed-in annotator may not touch this set or these data."""
+
+
+class AlreadySubmitted(ValueError):
+    """This annotator already submitted a ranking for this set; rankings are final."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    annotator_id: str
+    set_id: str
+    position: int
+    display_order: tuple[int, ...]
+    base_prompt: str
+    images: tuple[str, ...]  # by variant index, relative to the workspace
+    ranks: Optional[tuple[int, ...]]  # by variant index, once submitted
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+class AnnotationStore:
+    """All reads and writes of ``annotate.sqlite``. Safe to share between server threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @contextmanager
+    def connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection; with ``write`` the block runs in one IMMEDIATE transaction, committed on exit."""
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = FULL")
+            if write:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            else:
+                yield conn
+        finally:
+            conn.close()
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def initialize(self, min_sets: int, max_sets: int, seed: int, open_signup: bool) -> Optional[str]:
+        """Create the schema and settings; returns a new admin token on first creation, else None."""
+        if not 1 <= min_sets <= max_sets:
+            raise ValueError(f"need 1 <= min sets <= max sets, got {min_sets}, {max_sets}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as conn:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+        token = None
+        with self.connect(write=True) as conn:
+            if conn.execute("SELECT 1 FROM meta WHERE key = 'admin_token_hash'").fetchone() is None:
+                token = secrets.token_urlsafe(24)
+                conn.execute("INSERT INTO meta VALUES ('admin_token_hash', ?)", (_hash(token),))
+            settings = {"min_sets": min_sets, "max_sets": max_sets, "seed": seed, "open_signup": open_signup}
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                             [(k, json.dumps(v)) for k, v in settings.items()])
+        return token
+
+    def settings(self) -> dict[str, Any]:
+        with self.connect() as conn:
+            return self._settings(conn)
+
+    @staticmethod
+    def _settings(conn: sqlite3.Connection) -> dict[str, Any]:
+        rows = conn.execute("SELECT key, value FROM meta WHERE key != 'admin_token_hash'")
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    def add_sets(self, sets: Sequence[ImageSet]) -> int:
+        """Offer these sets (new ones only; existing ones keep their rankings). Returns how many were new."""
+        with self.connect(write=True) as conn:
+            before = conn.execute("SELECT COUNT(*) FROM sets").fetchone()[0]
+            conn.executemany("INSERT OR IGNORE INTO sets VALUES (?, ?, ?, ?)",
+                             [(s.set_id, s.base_prompt, s.category, json.dumps(list(s.images))) for s in sets])
+            return conn.execute("SELECT COUNT(*) FROM sets").fetchone()[0] - before
+
+    def create_invites(self, count: int, prefix: str = "annotator") -> list[tuple[str, str]]:
+        """``count`` new annotators with secret invite codes: [(annotator id, code)]."""
+        out = []
+        with self.connect(write=True) as conn:
+            n = conn.execute("SELECT COUNT(*) FROM annotators").fetchone()[0]
+            for i in range(n + 1, n + count + 1):
+                annotator_id, code = f"{prefix}{i:03d}", secrets.token_urlsafe(9)
+                conn.execute("INSERT INTO annotators VALUES (?, ?, ?)", (annotator_id, _hash(code), time.time()))
+                out.append((annotator_id, code))
+        return out
+
+    def reset_admin_token(self) -> str:
+        token = secrets.token_urlsafe(24)
+        with self.connect(write=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('admin_token_hash', ?)", (_hash(token),))
+        return token
+
+    # -- sessions -------------------------------------------------------------------------------------
+    def sign_in(self, credential: str) -> Optional[str]:
+        """A session token for the annotator with this invite code (or this id, with open sign-up); None if refused."""
+        credential = credential.strip()
+        if not credential:
+            return None
+        with self.connect(write=True) as conn:
+            row = conn.execute("SELECT annotator_id FROM annotators WHERE invite_hash = ?",
+                               (_hash(credential),)).fetchone()
+            if row is None and self._settings(conn).get("open_signup") and ANNOTATOR_ID.fullmatch(credential):
+                conn.execute("INSERT OR IGNORE INTO annotators VALUES (?, NULL, ?)", (credential, time.time()))
+                row = {"annotator_id": credential}
+            if row is None:
+                return None
+            self._assign(conn, row["annotator_id"])
+            return self._new_session(conn, "annotator", row["annotator_id"])
+
+    def admin_sign_in(self, token: str) -> Optional[str]:
+        with self.connect(write=True) as conn:
+            stored = conn.execute("SELECT value FROM meta WHERE key = 'admin_token_hash'").fetchone()
+            if stored is None or not secrets.compare_digest(stored["value"], _hash(token.strip())):
+                return None
+            return self._new_session(conn, "admin", None)
+
+    def session(self, token: Optional[str], role: str) -> Optional[str]:
+        """The annotator id (or "admin") of a valid session token of ``role``, else None."""
+        if not token:
+            return None
+        with self.connect() as conn:
+            row = conn.execute("SELECT role, annotator_id FROM sessions WHERE token_hash = ?",
+                               (_hash(token),)).fetchone()
+        if row is None or row["role"] != role:
+            return None
+        return row["annotator_id"] or "admin"
+
+    def sign_out(self, token: str) -> None:
+        with self.connect(write=True) as conn:
+            conn.execute("DELETE FROM sessions WHERE token_hash = ?", (_hash(token),))
+
+    @staticmethod
+    def _new_session(conn: sqlite3.Connection, role: str, annotator_id: Optional[str]) -> str:
+        token = secrets.token_urlsafe(32)
+        conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (_hash(token), role, annotator_id, time.time()))
+        return token
+
+    # -- assignment and rankings ----------------------------------------------------------------------
+    def _assign(self, conn: sqlite3.Connection, annotator_id: str) -> None:
+        """Give a first-time annotator their sets (inside the caller's write transaction)."""
+        if conn.execute("SELECT 1 FROM assignments WHERE annotator_id = ?", (annotator_id,)).fetchone():
+            return
+        settings = self._settings(conn)
+        load = {r["set_id"]: r["n"] for r in conn.execute(
+            "SELECT s.set_id, COUNT(a.annotator_id) AS n FROM sets s LEFT JOIN assignments a USING (set_id) "
+            "GROUP BY s.set_id ORDER BY s.set_id")}
+        rng = annotator_rng(settings["seed"], annotator_id)
+        now = time.time()
+        for position, set_id in enumerate(choose_sets(load, settings["min_sets"], settings["max_sets"], rng)):
+            conn.execute("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)",
+                         (annotator_id, set_id, position, json.dumps(display_order(rng)), now))
+
+    def assignments(self, annotator_id: str) -> list[Assignment]:
+        """This annotator's sets in presentation order, with their rankings once submitted."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT a.*, s.base_prompt, s.images, r.ranks FROM assignments a JOIN sets s USING (set_id) "
+                "LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ? ORDER BY a.position",
+                (annotator_id,)).fetchall()
+        return [Assignment(r["annotator_id"], r["set_id"], r["position"], tuple(json.loads(r["display_order"])),
+                           r["base_prompt"], tuple(json.loads(r["images"])),
+                           tuple(json.loads(r["ranks"])) if r["ranks"] else None) for r in rows]
+
+    def assignment(self, annotator_id: str, set_id: str) -> Assignment:
+        """The annotator's assignment of ``set_id``; :class:`AccessDenied` if the set is not theirs."""
+        for a in self.assignments(annotator_id):
+            if a.set_id == set_id:
+                return a
+        raise AccessDenied("this set is not assigned to you")
+
+    def submit(self, annotator_id: str, set_id: str, screen_ranks: Any,
+               elapsed_ms: Optional[int] = None) -> tuple[int, ...]:
+        """Validate and store a ranking given in screen order; returns it by variant index.
+
+        Raises :class:`AccessDenied` (set not assigned to this annotator), :class:`AlreadySubmitted`,
+        or :class:`~pigbench.build.ranking.InvalidRanking`.
+        """
+        screen = validate_ranks(screen_ranks)
+        with self.connect(write=True) as conn:
+            row = conn.execute("SELECT display_order FROM assignments WHERE annotator_id = ? AND set_id = ?",
+                               (annotator_id, set_id)).fetchone()
+            if row is None:
+                raise AccessDenied("this set is not assigned to you")
+            done = conn.execute("SELECT 1 FROM rankings WHERE annotator_id = ? AND set_id = ?", (annotator_id, set_id))
+            if done.fetchone():
+                raise AlreadySubmitted("you already ranked this set")
+            order = json.loads(row["display_order"])
+            ranks = to_variant_order(screen, order)
+            conn.execute("INSERT INTO rankings VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (annotator_id, set_id, json.dumps(screen), json.dumps(ranks), json.dumps(order),
+                          elapsed_ms if isinstance(elapsed_ms, int) and elapsed_ms >= 0 else None, time.time()))
+        return ranks
+
+    def own_rankings(self, annotator_id: str) -> list[dict[str, Any]]:
+        with self.connect() as conn:
+            rows = conn.execute("SELECT * FROM rankings WHERE annotator_id = ? ORDER BY submitted", (annotator_id,))
+            return [_ranking_json(r) for r in rows]
+
+    def all_rankings(self) -> list[dict[str, Any]]:
+        """Every submitted ranking (admin and export only)."""
+        with self.connect() as conn:
+            return [_ranking_json(r) for r in conn.execute("SELECT * FROM rankings ORDER BY annotator_id, submitted")]
+
+    def progress(self) -> dict[str, Any]:
+        """Per annotator (assigned, done, last submission) and per set (assigned, ranked)."""
+        with self.connect() as conn:
+            annotators = [dict(r) for r in conn.execute(
+                "SELECT n.annotator_id, COUNT(a.set_id) AS assigned, COUNT(r.set_id) AS done, MAX(r.submitted) AS last "
+                "FROM annotators n LEFT JOIN assignments a USING (annotator_id) "
+                "LEFT JOIN rankings r ON r.annotator_id = a.annotator_id AND r.set_id = a.set_id "
+                "GROUP BY n.annotator_id ORDER BY n.annotator_id")]
+            sets = [dict(r) for r in conn.execute(
+                "SELECT s.set_id, s.category, s.base_prompt, COUNT(a.annotator_id) AS assigned, "
+                "COUNT(r.annotator_id) AS ranked "
+                "FROM sets s LEFT JOIN assignments a USING (set_id) "
+                "LEFT JOIN rankings r ON r.annotator_id = a.annotator_id AND r.set_id = a.set_id "
+                "GROUP BY s.set_id ORDER BY s.set_id")]
+        return {"annotators": annotators, "sets": sets}
+
+
+def _ranking_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"annotator_id": row["annotator_id"], "set_id": row["set_id"], "ranks": json.loads(row["ranks"]),
+            "screen_ranks": json.loads(row["screen_ranks"]), "display_order": json.loads(row["display_order"]),
+            "elapsed_ms": row["elapsed_ms"], "submitted": row["submitted"]}

@@ -1,0 +1,214 @@
+"""Stage 6, ``pigbench build export``: the dataset in the PIGBench format, plus a datasheet.
+
+Writes, under ``--out``, what :func:`pigbench.adapters.pigbench_format.write_dataset` defines
+(``instances.jsonl``, ``rankings.jsonl``, ``README.md`` card; ``docs/pigbench_format.md``) and
+copies the images to ``images/<instance_id>/<index>.png``. Instances are the kept sets with at
+least one ranking (``--include-unranked`` adds the others); an instance id is the set id, and
+``ranks[i]`` ranks ``images[i]`` (variant order, whatever the order on the annotator's screen).
+Beside them, files the format does not define:
+
+    generation.jsonl      per image: model, scheduler, steps, guidance, size, dtype, seed, sha256
+    annotation_log.jsonl  per ranking: screen order shown, ranks as given on screen, time taken
+    datasheet.json        counts, category balance, review decisions, agreement per instance
+    README.md             the card, with the datasheet appended in prose and tables
+
+Agreement per instance is Kendall's W (tie-corrected) over its annotators; divergence is the mean
+Kendall tau-b and the share of image pairs two users order differently, over user pairs that
+ranked the same instance. Running export again rewrites the files and copies only changed images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+from statistics import mean, median
+from typing import Any, Optional, Sequence
+
+from pigbench.build.agreement import kendall_tau_b, pairwise_disagreement, set_agreement
+from pigbench.build.annotate.store import AnnotationStore
+from pigbench.build.prompts import read_partiprompts
+from pigbench.build.sets import ImageSet, decisions, kept_sets, rendered_sets
+from pigbench.build.workspace import BuildError, Workspace, read_jsonl, write_atomic
+
+GENERATION_FIELDS = ("model", "scheduler", "scheduler_class", "steps", "guidance", "width", "height", "dtype",
+                     "negative_prompt", "seed", "generator", "sha256", "diffusers_version", "torch_version")
+
+
+def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> dict[str, Any]:
+    """Write the dataset and its datasheet under ``out``; returns the datasheet."""
+    from pigbench.adapters.pigbench_format import write_dataset
+
+    store = AnnotationStore(ws.require(ws.annotate_db, "annotate init"))
+    rankings = store.all_rankings()
+    ranked_ids = {r["set_id"] for r in rankings}
+    sets = [s for s in kept_sets(ws) if include_unranked or s.set_id in ranked_ids]
+    if not sets:
+        raise BuildError(f"nothing to export: no kept set of {ws.root} has a ranking yet")
+    exported = {s.set_id for s in sets}
+    rankings = [r for r in rankings if r["set_id"] in exported]
+    out.mkdir(parents=True, exist_ok=True)
+    instances = [_instance(ws, out, s) for s in sets]
+    write_dataset(out, instances, [{"user_id": r["annotator_id"], "instance_id": r["set_id"], "ranks": r["ranks"]}
+                                   for r in rankings])
+    _write_jsonl(out / "generation.jsonl", [
+        {"instance_id": s.set_id, "index": i, "prompt": s.prompts[i], "image": inst["images"][i],
+         **{k: s.renders[i].get(k) for k in GENERATION_FIELDS}}
+        for s, inst in zip(sets, instances) for i in range(4)])
+    _write_jsonl(out / "annotation_log.jsonl", [
+        {"user_id": r["annotator_id"], "instance_id": r["set_id"], "display_order": r["display_order"],
+         "screen_ranks": r["screen_ranks"], "elapsed_ms": r["elapsed_ms"], "submitted": r["submitted"]}
+        for r in rankings])
+    sheet = datasheet(ws, sets, rankings)
+    write_atomic(out / "datasheet.json", json.dumps(sheet, indent=2).encode("utf-8"))
+    with (out / "README.md").open("a", encoding="utf-8") as card:
+        card.write("\n" + datasheet_markdown(sheet))
+    return sheet
+
+
+def _instance(ws: Workspace, out: Path, s: ImageSet) -> dict[str, Any]:
+    images = []
+    for i, rel in enumerate(s.images):
+        target_rel = f"images/{s.set_id}/{i}.png"
+        src, dst = ws.root / rel, out / target_rel
+        expected = s.renders[i].get("sha256") or _sha256(src)
+        if not dst.is_file() or _sha256(dst) != expected:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        images.append(target_rel)
+    return {"instance_id": s.set_id, "base_prompt": s.base_prompt, "category": s.category, "challenge": s.challenge,
+            "prompts": list(s.prompts), "images": images, "generator": s.renders[0]["model"],
+            "seeds": [r["seed"] for r in s.renders]}
+
+
+def datasheet(ws: Workspace, sets: Sequence[ImageSet], rankings: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, category balance, review outcome, agreement per instance and divergence on shared instances."""
+    by_set: dict[str, dict[str, list[int]]] = defaultdict(dict)
+    for r in rankings:
+        by_set[r["set_id"]][r["annotator_id"]] = r["ranks"]
+    per_user = Counter(r["annotator_id"] for r in rankings)
+    categories = Counter(s.category for s in sets)
+    source = Counter(p.category for p in read_partiprompts() if p.challenge == "Simple Detail")
+    agreement = []
+    for s in sets:
+        ranks = list(by_set.get(s.set_id, {}).values())
+        agreement.append({"instance_id": s.set_id, "category": s.category, **set_agreement(ranks)})
+    shared = [(a, b) for users in by_set.values() for a, b in _pairs(list(users.values()))]
+    taus = [t for t in (kendall_tau_b(a, b) for a, b in shared) if t is not None]
+    ws_values = [a["kendalls_w"] for a in agreement if a["kendalls_w"] is not None]
+    review = Counter(d["decision"] for d in decisions(ws).values())
+    drop_reasons = Counter(d["reason"] for d in decisions(ws).values() if d["decision"] == "drop")
+    return {
+        "counts": {"instances": len(sets), "users": len(per_user), "rankings": len(rankings), "images": 4 * len(sets),
+                   "rankings_with_ties": sum(len(set(r["ranks"])) < 4 for r in rankings),
+                   "users_with_at_least_2_sets": sum(n >= 2 for n in per_user.values()),
+                   "sets_per_user": _summary(list(per_user.values())),
+                   "annotators_per_instance": _summary([len(by_set.get(s.set_id, {})) for s in sets])},
+        "category_balance": [{"category": c, "instances": n, "share": n / len(sets),
+                              "simple_detail_share": source[c] / sum(source.values()) if source else None}
+                             for c, n in sorted(categories.items())],
+        "review": {"rendered_sets": len(rendered_sets(ws)), "kept": review["keep"], "dropped": review["drop"],
+                   "drop_reasons": dict(drop_reasons.most_common())},
+        "generation": _generation_summary(sets),
+        "expander": _expander_summary(ws, sets),
+        "agreement": {"kendalls_w": _summary(ws_values), "per_instance": agreement},
+        "divergence": {"user_pairs_on_shared_instances": len(shared),
+                       "mean_tau_b": mean(taus) if taus else None,
+                       "mean_pairwise_disagreement": (mean(pairwise_disagreement(a, b) for a, b in shared)
+                                                      if shared else None),
+                       "same_top_choice": mean(_tops(a) == _tops(b) for a, b in shared) if shared else None},
+    }
+
+
+def datasheet_markdown(sheet: dict[str, Any]) -> str:
+    c, d, w = sheet["counts"], sheet["divergence"], sheet["agreement"]["kendalls_w"]
+    lines = ["## Datasheet", "",
+             f"{c['instances']} instances ({c['images']} images), {c['users']} users, {c['rankings']} rankings "
+             f"({c['rankings_with_ties']} with ties); {c['users_with_at_least_2_sets']} users ranked at least 2 sets "
+             f"(fewer cannot be split into references and a target).",
+             f"Sets per user: {_fmt_summary(c['sets_per_user'])}. Annotators per instance: "
+             f"{_fmt_summary(c['annotators_per_instance'])}.", "",
+             f"Review: {sheet['review']['kept']} of {sheet['review']['rendered_sets']} rendered sets kept, "
+             f"{sheet['review']['dropped']} dropped.", "",
+             "Generation: " + ", ".join(f"{k} {v}" for k, v in sheet["generation"].items()) + ".", "",
+             "### Category balance", "",
+             "| category | instances | share | share in Simple Detail |", "|---|---|---|---|"]
+    lines += [f"| {r['category']} | {r['instances']} | {r['share']:.1%} | "
+              f"{'' if r['simple_detail_share'] is None else format(r['simple_detail_share'], '.1%')} |"
+              for r in sheet["category_balance"]]
+    lines += ["", "### Agreement and divergence", "",
+              f"Kendall's W per instance (annotators agreeing on the order of the four images; 1 = identical, "
+              f"0 = none): {_fmt_summary(w)}.",
+              f"Over {d['user_pairs_on_shared_instances']} pairs of users who ranked the same instance: mean "
+              f"Kendall tau-b {_fmt(d['mean_tau_b'])}, share of image pairs ordered differently "
+              f"{_fmt(d['mean_pairwise_disagreement'])}, same best image {_fmt(d['same_top_choice'])}.", "",
+              "| instance | category | annotators | Kendall's W | mean tau-b | pairs ordered differently |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {a['instance_id']} | {a['category']} | {a['annotators']} | {_fmt(a['kendalls_w'])} | "
+              f"{_fmt(a['mean_tau_b'])} | {_fmt(a['mean_pairwise_disagreement'])} |"
+              for a in sheet["agreement"]["per_instance"]]
+    return "\n".join(lines) + "\n"
+
+
+def _generation_summary(sets: Sequence[ImageSet]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("model", "scheduler_class", "steps", "guidance", "width", "height", "dtype"):
+        values = sorted({str(r.get(key)) for s in sets for r in s.renders})
+        out[key] = values[0] if len(values) == 1 else values
+    return out
+
+
+def _expander_summary(ws: Workspace, sets: Sequence[ImageSet]) -> list[dict[str, Any]]:
+    ids = {s.set_id for s in sets}
+    seen = {json.dumps(v["expander"], sort_keys=True) for v in read_jsonl(ws.variants) if v["set_id"] in ids}
+    return [json.loads(e) for e in sorted(seen)]
+
+
+def _pairs(items: list) -> list[tuple]:
+    return [(items[i], items[j]) for i in range(len(items)) for j in range(i + 1, len(items))]
+
+
+def _tops(ranks: Sequence[int]) -> frozenset[int]:
+    return frozenset(i for i, r in enumerate(ranks) if r == 1)
+
+
+def _summary(values: Sequence[float]) -> dict[str, Optional[float]]:
+    if not values:
+        return {"n": 0, "min": None, "median": None, "mean": None, "max": None}
+    return {"n": len(values), "min": min(values), "median": median(values), "mean": mean(values), "max": max(values)}
+
+
+def _fmt_summary(s: dict[str, Optional[float]]) -> str:
+    if not s["n"]:
+        return "none"
+    return (f"min {_fmt(s['min'])}, median {_fmt(s['median'])}, mean {_fmt(s['mean'])}, max {_fmt(s['max'])} "
+            f"(n={s['n']})")
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "n/a" if x is None else (str(x) if isinstance(x, int) else f"{x:.3f}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    p.add_argument("--include-unranked", action="store_true", help="also export kept sets nobody ranked yet")
+
+
+def main(args: argparse.Namespace) -> int:
+    sheet = export_dataset(Workspace.at(args.workdir), args.out, args.include_unranked)
+    c = sheet["counts"]
+    print(f"wrote {args.out}: {c['instances']} instances, {c['users']} users, {c['rankings']} rankings; "
+          f"datasheet in {args.out / 'README.md'} and datasheet.json")
+    print(f"check it: pigbench data info pigbench --path {args.out}")
+    return 0

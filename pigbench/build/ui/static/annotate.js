@@ -1,0 +1,101 @@
+// Ranking page: place the four images into rank tiers by drag-and-drop or keys 1-4 (ties allowed), then submit.
+// The server validates the ranking; this script only builds it. Ranks are "1224" competition ranks:
+// an image's rank is one plus the number of images placed in better tiers.
+"use strict";
+
+const task = JSON.parse(document.getElementById("task").dataset.task);
+const cards = Array.from(document.querySelectorAll(".card"));
+const placement = cards.map(() => 0); // slot -> tier (0 = not placed)
+const started = Date.now();
+const submitButton = document.getElementById("submit");
+const message = document.getElementById("message");
+
+function ranks() {
+  return placement.map((tier) => 1 + placement.filter((other) => other > 0 && other < tier).length);
+}
+
+function render() {
+  const complete = placement.every((tier) => tier > 0);
+  const current = ranks();
+  cards.forEach((card, slot) => {
+    const zone = document.querySelector(`.zone[data-rank="${placement[slot]}"]`);
+    if (card.parentElement !== zone) zone.appendChild(card);
+    card.querySelector(".rank").textContent = placement[slot] ? String(current[slot]) : "";
+  });
+  submitButton.disabled = !complete;
+}
+
+function place(slot, tier) {
+  placement[slot] = tier;
+  message.textContent = "";
+  message.classList.remove("error");
+  render();
+  cards[slot].focus();
+}
+
+async function submit() {
+  if (submitButton.disabled) return;
+  submitButton.disabled = true;
+  message.textContent = "Saving…";
+  const response = await fetch("/api/rankings", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ set_id: task.set_id, ranks: ranks(), elapsed_ms: Date.now() - started }),
+  });
+  const body = await response.json();
+  if (response.ok || response.status === 409) {
+    window.location.assign("/task");
+    return;
+  }
+  message.textContent = body.error;
+  message.classList.add("error");
+  submitButton.disabled = false;
+}
+
+cards.forEach((card, slot) => {
+  card.addEventListener("click", () => card.focus());
+  card.addEventListener("dragstart", (event) => {
+    event.dataTransfer.setData("text/plain", String(slot));
+    event.dataTransfer.effectAllowed = "move";
+  });
+});
+
+document.querySelectorAll(".zone").forEach((zone) => {
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    const slot = Number(event.dataTransfer.getData("text/plain"));
+    if (Number.isInteger(slot) && slot >= 0 && slot < cards.length) place(slot, Number(zone.dataset.rank));
+  });
+});
+
+document.addEventListener("keydown", (event) => {
+  if (event.target.closest && event.target.closest("form")) return;
+  const card = document.activeElement && document.activeElement.closest(".card");
+  if (event.key === "Enter" && !submitButton.disabled && event.target !== submitButton) {
+    event.preventDefault();
+    submit();
+    return;
+  }
+  if (!card) return;
+  const slot = Number(card.dataset.slot);
+  if (/^[1-4]$/.test(event.key)) {
+    place(slot, Number(event.key));
+  } else if (event.key === "0" || event.key === "Backspace") {
+    place(slot, 0);
+  } else if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
+    const step = event.key === "ArrowRight" ? 1 : cards.length - 1;
+    cards[(slot + step) % cards.length].focus();
+  } else {
+    return;
+  }
+  event.preventDefault();
+});
+
+submitButton.addEventListener("click", submit);
+render();

@@ -1,0 +1,203 @@
+"""A small WSGI toolkit for the local build pages (review and annotate): standard library plus jinja2.
+
+``Router`` maps (method, path regex) to handlers that take a :class:`Request` and return a
+:class:`Response` or raise :class:`HTTPError`. Pages are jinja2 templates from ``ui/templates``
+(autoescaped); scripts and styles are served from ``ui/static``, never from a CDN, and the
+Content-Security-Policy allows only this origin. ``serve`` runs a threaded server on localhost.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+import socketserver
+import sys
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.cookies import SimpleCookie
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+MAX_BODY = 64 * 1024
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
+                                "frame-ancestors 'none'; form-action 'self'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+
+
+class HTTPError(Exception):
+    """An error answer: JSON ``{"error": message}`` for API paths, a short page otherwise."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    cookies: dict[str, str]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)  # named groups of the matched route
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, Any]) -> "Request":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > MAX_BODY:
+            raise HTTPError(413, "request body too large")
+        cookie = SimpleCookie()
+        cookie.load(environ.get("HTTP_COOKIE", ""))
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        headers["content-type"] = environ.get("CONTENT_TYPE", "")
+        return cls(method=environ["REQUEST_METHOD"], path=environ.get("PATH_INFO", "/") or "/",
+                   query={k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()},
+                   headers=headers, cookies={k: m.value for k, m in cookie.items()},
+                   body=environ["wsgi.input"].read(length) if length else b"")
+
+    def form(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(self.body.decode("utf-8", "replace")).items()}
+
+    def json(self) -> Any:
+        if not self.headers.get("content-type", "").startswith("application/json"):
+            raise HTTPError(415, "send the request as application/json")
+        try:
+            return json.loads(self.body or b"null")
+        except json.JSONDecodeError as exc:
+            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from exc
+
+
+@dataclass
+class Response:
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "text/html; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def set_cookie(self, name: str, value: str, max_age: Optional[int] = None) -> "Response":
+        attrs = f"{name}={value}; Path=/; HttpOnly; SameSite=Strict"
+        if max_age is not None:
+            attrs += f"; Max-Age={max_age}"
+        self.headers.append(("Set-Cookie", attrs))
+        return self
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data).encode(), status, "application/json")
+
+
+def redirect(location: str) -> Response:
+    return Response(b"", 303, headers=[("Location", location)])
+
+
+def file_response(path: Path, download_name: Optional[str] = None) -> Response:
+    if not path.is_file():
+        raise HTTPError(404, "file not found")
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    headers = [("Content-Disposition", f'attachment; filename="{download_name}"')] if download_name else []
+    return Response(path.read_bytes(), 200, kind, headers)
+
+
+class Templates:
+    """jinja2 templates from ``pigbench/build/ui/templates``, autoescaped."""
+
+    def __init__(self) -> None:
+        import jinja2
+
+        self.env = jinja2.Environment(loader=jinja2.PackageLoader("pigbench.build", "ui/templates"),
+                                      autoescape=True, undefined=jinja2.StrictUndefined)
+
+    def render(self, name: str, status: int = 200, **context: Any) -> Response:
+        return Response(self.env.get_template(name).render(**context).encode("utf-8"), status)
+
+
+Handler = Callable[[Request], Response]
+
+
+class Router:
+    """A WSGI application dispatching on (method, path regex); serves ``/static/<name>`` itself."""
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.static = resources.files("pigbench.build") / "ui" / "static"
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append((method, re.compile(pattern + r"\Z"), handler))
+            return handler
+        return register
+
+    def dispatch(self, request: Request) -> Response:
+        static = re.fullmatch(r"/static/([a-z0-9_-]+\.(?:js|css))", request.path)
+        if static and request.method == "GET":
+            item = self.static / static.group(1)
+            if not item.is_file():
+                raise HTTPError(404, "no such file")
+            kind = "text/javascript" if item.name.endswith(".js") else "text/css"
+            return Response(item.read_bytes(), 200, f"{kind}; charset=utf-8")
+        allowed = False
+        for method, pattern, handler in self.routes:
+            match = pattern.match(request.path)
+            if match:
+                allowed = True
+                if method == request.method:
+                    request.params = match.groupdict()
+                    return handler(request)
+        raise HTTPError(405 if allowed else 404, "method not allowed" if allowed else "not found")
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        try:
+            request = Request.from_environ(environ)
+            response = self.dispatch(request)
+        except HTTPError as exc:
+            api = environ.get("PATH_INFO", "").startswith(("/api/", "/admin/api/"))
+            response = (json_response({"error": exc.message}, exc.status) if api else
+                        Response(_error_page(exc.status, exc.message), exc.status))
+        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
+                   ("Cache-Control", "no-store"), *SECURITY_HEADERS, *response.headers]
+        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
+        return [response.body]
+
+
+def _error_page(status: int, message: str) -> bytes:
+    from html import escape
+
+    return (f"<!doctype html><meta charset=utf-8><title>{status}</title><link rel=stylesheet href=/static/style.css>"
+            f"<main class=narrow><h1>{status} {HTTPStatus(status).phrase}</h1><p class=error>{escape(message)}</p>"
+            f"<p><a href=/>Back</a></p></main>").encode("utf-8")
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        if args and str(args[1]).startswith(("4", "5")):
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def make_local_server(app: Callable, host: str = "127.0.0.1", port: int = 0) -> WSGIServer:
+    """A threaded server for ``app``; port 0 picks a free port (see ``server.server_port``)."""
+    return make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+
+
+def serve(app: Callable, host: str, port: int, what: str) -> None:
+    """Serve until interrupted, printing the address."""
+    server = make_local_server(app, host, port)
+    print(f"{what} at http://{host}:{server.server_port}/  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

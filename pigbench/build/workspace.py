@@ -1,0 +1,151 @@
+"""The build workspace: one directory that every ``pigbench build`` stage reads and extends.
+
+Layout (JSON-lines files are append-only: a stage resumes by skipping the keys already written,
+so a killed stage loses at most the item in progress)::
+
+    <workdir>/
+      build.json              the configuration each stage ran with (checked on resume)
+      prompts.jsonl           selected prompts: set_id, base_prompt, category, challenge, note, source
+      variants.jsonl          four expanded prompts per set, with the expander's provenance
+      expand_failures.jsonl   sets whose expansion stayed invalid after its retries, with the replies
+      renders.jsonl           one line per image: set_id, index, prompt, path, seed, model, scheduler, ...
+      images/<set_id>/<index>.png
+      review.jsonl            curator decisions; the last decision per set wins
+      annotate.sqlite         annotators, assignments and rankings (see pigbench.build.annotate.store)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Union
+
+from pigbench.adapter import DatasetError
+
+PathLike = Union[str, Path]
+
+
+class BuildError(RuntimeError):
+    """A build stage cannot go on; the message says what is missing and which stage makes it."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one build workspace. Creating the object creates nothing on disk."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: PathLike) -> "Workspace":
+        return cls(Path(path).resolve())
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "build.json"
+
+    @property
+    def prompts(self) -> Path:
+        return self.root / "prompts.jsonl"
+
+    @property
+    def variants(self) -> Path:
+        return self.root / "variants.jsonl"
+
+    @property
+    def expand_failures(self) -> Path:
+        return self.root / "expand_failures.jsonl"
+
+    @property
+    def renders(self) -> Path:
+        return self.root / "renders.jsonl"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def review(self) -> Path:
+        return self.root / "review.jsonl"
+
+    @property
+    def annotate_db(self) -> Path:
+        return self.root / "annotate.sqlite"
+
+    def require(self, path: Path, stage: str) -> Path:
+        """``path`` if it exists, else a :class:`BuildError` naming the stage that writes it."""
+        if not path.exists():
+            raise BuildError(f"{path} does not exist: run `pigbench build {stage} --workdir {self.root}` first")
+        return path
+
+    def stage_config(self, stage: str) -> dict[str, Any] | None:
+        """The configuration ``stage`` last ran with, or None."""
+        if not self.config_file.exists():
+            return None
+        return json.loads(self.config_file.read_text(encoding="utf-8")).get(stage)
+
+    def save_stage_config(self, stage: str, config: Mapping[str, Any]) -> None:
+        """Record ``stage``'s configuration (atomic replace of ``build.json``)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = json.loads(self.config_file.read_text(encoding="utf-8")) if self.config_file.exists() else {}
+        data[stage] = dict(config)
+        write_atomic(self.config_file, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
+    """Every object in a JSON-lines file ([] if missing).
+
+    A last line without its newline is an interrupted append and is ignored; any other
+    malformed line raises :class:`DatasetError` naming the file and line.
+    """
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: PathLike) -> Iterator[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    complete = lines[:-1]  # the part after the final newline is empty or an interrupted append
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{number}: not valid JSON ({exc})") from exc
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{path}:{number}: expected a JSON object, found {type(obj).__name__}")
+        yield obj
+
+
+def append_jsonl(path: PathLike, record: Mapping[str, Any]) -> None:
+    """Append one object as a line and fsync, first dropping an interrupted last line if any."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                keep = f.read().rfind(b"\n") + 1
+                f.truncate(keep)
+        f.seek(0, os.SEEK_END)
+        f.write(json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomic(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

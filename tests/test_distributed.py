@@ -1,0 +1,180 @@
+"""Data-parallel runs: launcher variables, sharding by user, per-rank stores, and the runner under
+``torchrun`` with the gloo backend (equal to a one-process run; resume after SIGKILL with another
+number of ranks)."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pigbench.distributed import RunStores, World, assign_users, shard, user_costs
+from pigbench.metrics import metrics_close
+from pigbench.protocol import Dimension, Episode, ImageRef, Label, Prediction, ReferencePair, Target
+from pigbench.results import validate_results
+from pigbench.runner import RunConfig, run
+from pigbench.store import PredictionStore
+
+TESTS = Path(__file__).resolve().parent
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+SLOW = ["--option", "sleep=0.1"]  # toy-brightness: seconds per score() call
+
+
+# launcher variables, devices -----------------------------------------------------------------------
+def test_world_from_launcher_variables():
+    assert World.from_env({}) == World(0, 1, 0)
+    assert World.from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == World(3, 4, 1)
+    with pytest.raises(ValueError, match="inconsistent"):
+        World.from_env({"RANK": "4", "WORLD_SIZE": "4"})
+    with pytest.raises(ValueError, match="integers"):
+        World.from_env({"WORLD_SIZE": "two"})
+
+
+def test_bare_cuda_becomes_the_local_gpu_in_a_multi_rank_run():
+    assert World(3, 4, 1).device("cuda") == "cuda:1"
+    assert World(3, 4, 1).device("cuda:0") == "cuda:0" and World(3, 4, 1).device("cpu") == "cpu"
+    assert World().device("cuda") == "cuda"
+
+
+# sharding ------------------------------------------------------------------------------------------
+def episodes(targets_per_user: dict[str, int], refs: int = 2) -> list[Episode]:
+    img = ImageRef("x", b"x", known_hash="h")
+    pairs = tuple(ReferencePair(f"p{i}", img, img) for i in range(refs))
+    return [Episode(u, pairs, Target(f"{u}/{t}", "q", img, img, Label.A))
+            for u, n in targets_per_user.items() for t in range(n)]
+
+
+def test_costs_and_longest_processing_time_assignment():
+    eps = episodes({"a": 9, "b": 5, "c": 4, "d": 3, "e": 1}, refs=2)
+    costs = user_costs(eps)
+    assert costs == {"a": 11, "b": 7, "c": 6, "d": 5, "e": 3}
+    owner = assign_users(costs, 2)
+    assert owner == {"a": 0, "b": 1, "c": 1, "d": 0, "e": 1}  # loads 16 and 16
+    assert assign_users(costs, 2) == owner and set(assign_users(costs, 7).values()) <= set(range(7))
+
+
+def test_shards_are_disjoint_cover_everything_and_keep_users_and_order_whole():
+    eps = episodes({f"u{i}": 1 + (7 * i) % 11 for i in range(23)})
+    shards = [shard(eps, World(r, 3)) for r in range(3)]
+    assert sorted(e.sample_id for s in shards for e in s) == sorted(e.sample_id for e in eps)
+    owners = {e.user_id: r for r, s in enumerate(shards) for e in s}
+    assert all(owners[e.user_id] == r for r, s in enumerate(shards) for e in s)
+    order = {e.sample_id: i for i, e in enumerate(eps)}
+    assert all([order[e.sample_id] for e in s] == sorted(order[e.sample_id] for e in s) for s in shards)
+    loads = [sum(user_costs(s).values()) for s in shards]
+    assert max(loads) - min(loads) <= max(user_costs(eps).values())
+    assert shard(eps, World()) == eps
+
+
+# stores --------------------------------------------------------------------------------------------
+def test_every_rank_sees_all_stores_and_merge_moves_them_into_the_main_store(tmp_path):
+    preds = [Prediction("s0", Label.A, 1.5, -2.0, extra={"swap": {"inconsistent": False}}),
+             Prediction("s1", Label.INVALID, error="boom"),
+             Prediction("s2", Label.B, raw_text="r", dimensions=[Dimension("light", "d", 3.0, 7.5)])]
+    with PredictionStore(tmp_path / "k.sqlite") as s:  # rank 0 of an earlier 3-rank run
+        s.add(preds[:1])
+    for rank, p in ((1, preds[1]), (2, preds[2])):
+        with PredictionStore(tmp_path / f"k.rank{rank}.sqlite") as s:
+            s.add([p])
+    with PredictionStore(tmp_path / "other.rank1.sqlite") as s:  # another run key: never read
+        s.add([Prediction("zz", Label.A)])
+    stores = RunStores(tmp_path, "k", World())  # resumed with one process
+    assert stores.done_ids() == {"s0", "s1", "s2"} and stores.own_path == tmp_path / "k.sqlite"
+    assert RunStores(tmp_path, "k", World(2, 4)).own_path == tmp_path / "k.rank2.sqlite"
+    merged = stores.merge()
+    assert merged == {p.sample_id: p.to_json() for p in preds}  # byte-for-byte the stored JSON
+    assert sorted(p.name for p in tmp_path.glob("k*")) == ["k.sqlite"]
+    assert (tmp_path / "other.rank1.sqlite").exists()
+
+
+# the runner under torchrun -------------------------------------------------------------------------
+def launch(tmp: Path, ranks: int, *args: str, dataset=("--dataset", "toy")) -> list[str]:
+    """The CLI on the toy plug-ins: under torchrun with ``ranks`` processes, or plain Python if 0."""
+    python = [sys.executable, "-c", "import sys, toy; from pigbench.run import cli; sys.exit(cli())"]
+    prefix = [str(TORCHRUN), "--standalone", f"--nproc-per-node={ranks}", "--no-python"] if ranks else []
+    return [*prefix, *python, *dataset, "--output", str(tmp / "results"), "--cache-dir", str(tmp / "cache"),
+            "--no-progress", *args]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+
+
+def outputs(results_dir: Path) -> tuple[dict, bytes]:
+    (path,) = results_dir.glob("*/*.json")
+    assert validate_results(path) == []
+    return json.loads(path.read_text()), path.with_name(path.stem + ".predictions.jsonl").read_bytes()
+
+
+def test_two_ranks_give_the_results_of_one_process(tmp_path):
+    pytest.importorskip("torch.distributed")
+    common = ["--dataset-option", "users=6", "--evaluator", "color-reference"]
+    single = run(RunConfig(evaluator="color-reference", dataset="demo", dataset_options={"users": "6"},
+                           output=str(tmp_path / "one" / "results"), cache_dir=str(tmp_path / "one" / "cache"),
+                           progress=False))
+    proc = subprocess.run(launch(tmp_path / "two", 2, *common, dataset=("--dataset", "demo")), env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("results:") == 1  # only rank 0 prints
+    results, jsonl = outputs(tmp_path / "two" / "results")
+    _, single_jsonl = outputs(tmp_path / "one" / "results")
+    assert jsonl == single_jsonl
+    assert results["metrics"] == single.results["metrics"]
+    assert results["provenance"]["world_size"] == 2 and single.results["provenance"]["world_size"] == 1
+    assert results["evaluator"]["config_hash"] == single.results["evaluator"]["config_hash"]
+    assert [p.name for p in (tmp_path / "two" / "cache" / "runs").glob("*.sqlite")] == \
+           [p.name for p in (tmp_path / "one" / "cache" / "runs").glob("*.sqlite")]  # same run key, one store
+
+
+def stored(runs: Path) -> dict[str, int]:
+    counts = {}
+    for db in runs.glob("*.sqlite"):
+        try:
+            counts[db.name] = sqlite3.connect(db).execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet
+            counts[db.name] = 0
+    return counts
+
+
+def test_kill_two_ranks_then_resume_with_three_ranks_or_one_process(tmp_path):
+    pytest.importorskip("torch.distributed")
+    args = ["--dataset-option", "users=40", "--batch-size", "2", *SLOW]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(launch(killed, 2, *args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its own process group: the agent and both ranks
+    deadline = time.time() + 240
+    counts: dict[str, int] = {}
+    while time.time() < deadline and proc.poll() is None:
+        counts = stored(killed / "cache" / "runs")
+        if len(counts) == 2 and min(counts.values()) >= 6:  # both ranks have committed some batches
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(counts) == 2 and min(counts.values()) >= 6, (counts, proc.stderr.read()[-3000:])
+    partial = sum(stored(killed / "cache" / "runs").values())
+    assert partial < 200  # 40 users x 5 targets: killed midway
+    assert any(".rank1." in name for name in counts)
+
+    one = tmp_path / "one"
+    shutil.copytree(killed, one)
+    three = subprocess.run(launch(killed, 3, *args), env=ENV, capture_output=True, text=True, timeout=300)
+    assert three.returncode == 0, three.stderr[-3000:]
+    assert f"resuming: {partial} of 200" in three.stderr
+    resumed_one = subprocess.run(launch(one, 0, *args), env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed_one.returncode == 0 and f"resuming: {partial} of 200" in resumed_one.stderr
+
+    clean = run(RunConfig(evaluator="toy-brightness", dataset="toy", dataset_options={"users": "40"}, batch_size=2,
+                          output=str(tmp_path / "clean"), cache_dir=str(tmp_path / "cc"), progress=False))  # not slowed
+    clean_jsonl = clean.results_path.with_name(clean.results_path.stem + ".predictions.jsonl").read_bytes()
+    for tree in (killed, one):
+        results, jsonl = outputs(tree / "results")
+        assert jsonl == clean_jsonl
+        assert metrics_close(results["metrics"], clean.results["metrics"])
+        assert results["provenance"]["resumed_samples"] == partial
+        assert list(stored(tree / "cache" / "runs").values()) == [200]  # merged into one store
