@@ -3,8 +3,9 @@
 Writes a synthetic parquet copy of ``yuvalkirstain/pickapic_v2_no_images`` (the real 17 columns
 and Arrow types, two hub-named shards; heavy-tailed user activity, ~12% ties, reuse chains,
 whitespace-variant captions, a few identical-uid pairs) to a temporary folder, then builds the
-per-user split (K = 8) twice, each in a fresh subprocess reporting its wall time and peak RSS
-(``ru_maxrss``):
+per-user split (K = 8) twice, each in a fresh subprocess reporting its wall time, CPU time and
+peak RSS (``ru_maxrss``); the machine's load average is printed beside them (a shared machine's
+wall time depends on it, the CPU time much less):
 
 * ``adapter``: ``pigbench.adapters.pickapic.PickAPic(images=none).split(seed=0)``;
 * ``naive``: ``pandas.read_parquet`` of everything, then ``groupby("user_id")`` and a per-user
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -117,8 +119,10 @@ def run_naive(folder: Path) -> dict:
 def child(method: str, folder: Path) -> None:
     start = time.perf_counter()
     out = (run_adapter if method == "adapter" else run_naive)(folder)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     out["wall_s"] = round(time.perf_counter() - start, 2)
-    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)  # includes interpreter start-up and imports
+    out["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)
     print(json.dumps(out))
 
 
@@ -144,11 +148,14 @@ def main() -> int:
         paths = write_synthetic(Path(tmp), args.rows, args.users)
         size = sum(p.stat().st_size for p in paths) / 2**20
         print(f"synthetic _no_images parquet: {args.rows:,} rows, {size:.0f} MiB, written in {time.perf_counter() - t0:.1f} s")
+        load = os.getloadavg()
         results = {"adapter": measure("adapter", Path(tmp))}
         if not args.skip_naive:
             results["naive"] = measure("naive", Path(tmp))
+    print(f"load average (1 min) before / after: {load[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for name, r in results.items():
-        print(f"{name:8s} wall {r['wall_s']:7.2f} s  peak RSS {r['peak_rss_mib']:8.1f} MiB  users {r['users']:,}  targets {r['targets']:,}")
+        print(f"{name:8s} wall {r['wall_s']:7.2f} s  CPU {r['cpu_s']:7.2f} s  peak RSS {r['peak_rss_mib']:8.1f} MiB  "
+              f"users {r['users']:,}  targets {r['targets']:,}")
     a = results["adapter"]
     print(f"adapter targets: <20 s {'OK' if a['wall_s'] < 20 else 'MISSED'}, <2 GiB {'OK' if a['peak_rss_mib'] < 2048 else 'MISSED'}")
     if "naive" in results:

@@ -152,7 +152,7 @@ def sample_predictions(rows: list[dict], limit: int = SAMPLES_PER_PAGE) -> list[
             "credit": credit(Label(p["label"]), Label(row["gold"])), "score_a": p.get("score_a"),
             "score_b": p.get("score_b"), "rationale": p.get("rationale"), "dimensions": _dimensions(p),
             "error": p.get("error"), "raw_text": _pretty(p["raw_text"]) if p.get("raw_text") else None,
-            "prompt": extra.get("prompt") if isinstance(extra.get("prompt"), str) else None,
+            "prompt": row.get("prompt") if isinstance(row.get("prompt"), str) else None,
             "extra": _pretty(extra) if extra else None,
         })
     return out

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import jsonschema
 
 from pigbench.metrics import Judged, compute_metrics, metrics_close
-from pigbench.protocol import Label
+from pigbench.protocol import Episode, Label
 
 SCHEMA_VERSION = "1.0"
 
@@ -159,11 +159,12 @@ class ResultsError(ValueError):
     """A results file is malformed or inconsistent; the message names the file and the problem."""
 
 
-def prediction_rows(episodes_gold: Iterable[tuple[str, str, Label]], predictions: dict[str, dict]) -> list[dict]:
-    """JSONL rows in split order from (sample_id, user_id, gold) and predictions as JSON dicts."""
+def prediction_rows(episodes: Iterable[Episode], predictions: dict[str, dict]) -> list[dict]:
+    """JSONL rows in split order: sample_id, user_id, target prompt, gold, prediction (JSON dict)."""
     return [
-        {"sample_id": sid, "user_id": uid, "gold": gold.value, "prediction": predictions[sid]}
-        for sid, uid, gold in episodes_gold
+        {"sample_id": e.sample_id, "user_id": e.user_id, "prompt": e.target.prompt, "gold": e.target.gold.value,
+         "prediction": predictions[e.sample_id]}
+        for e in episodes
     ]
 
 

@@ -149,7 +149,7 @@ def write_run_results(
     gives and the store keeps, by sample id) against the gold labels and write the
     results file with its provenance; returns the results dict and its path. Shared by :func:`run`
     and ``pigbench score`` (saved outputs). ``world_size``: processes that computed predictions."""
-    rows = prediction_rows(((e.sample_id, e.user_id, e.target.gold) for e in split.episodes), predictions)
+    rows = prediction_rows(split.episodes, predictions)
     metrics = compute_metrics(judged_from_rows(rows), n_bootstrap=config.n_bootstrap, seed=config.bootstrap_seed)
     results = _results_dict(config, evaluator, adapter, split, metrics, rows, resumed, time.time() - start, world_size)
     path = Path(config.output) / config.dataset / f"{evaluator.name}{_variant_suffix(config, evaluator)}.json"

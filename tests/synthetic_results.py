@@ -30,7 +30,7 @@ def make_results(
     variant: Optional[str] = None, users: int = 6, per_user: int = 10, accuracy: float = 0.7,
     reference_size: int | str = 4, seed: int = 0, config: Optional[dict] = None,
     rationale: Optional[Callable[[int], str]] = None, dimensions: int = 0, dimension_names=DIMENSIONS,
-    n_bootstrap: int = 50, extra: Optional[dict] = None,
+    n_bootstrap: int = 50, extra: Optional[dict] = None, prompt: str = "a red hydrant on the grass",
 ) -> Path:
     """Write a valid results file under ``root/<dataset>/`` and return its path.
 
@@ -59,7 +59,8 @@ def make_results(
                 ]
             if extra:
                 pred["extra"] = extra
-            rows.append({"sample_id": pred["sample_id"], "user_id": f"user{u}", "gold": gold, "prediction": pred})
+            rows.append({"sample_id": pred["sample_id"], "user_id": f"user{u}", "prompt": prompt, "gold": gold,
+                         "prediction": pred})
     metrics = compute_metrics(judged_from_rows(rows), n_bootstrap=n_bootstrap, seed=0)
     config = {"tie_threshold": 0.0} if config is None else config
     results = {
@@ -126,7 +127,7 @@ def build_results_tree(root: Path, cache: Path) -> dict[str, Path]:
     files["xss"] = make_results(
         root, "evil" + XSS, "synth", kind="reasoning", uses_references=True, users=3, per_user=4, dimensions=2,
         dimension_names=("Mood " + XSS, "Light </script><script>window.__xss=3</script>", "Palette"),
-        rationale=lambda i: "Because " + XSS, extra={"prompt": "a cat " + XSS})
+        rationale=lambda i: "Because " + XSS, prompt="a cat " + XSS)
     tampered = root / "bad" / "tampered.json"
     tampered.parent.mkdir()
     source = files["scorer"]

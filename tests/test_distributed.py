@@ -94,11 +94,11 @@ def test_every_rank_sees_all_stores_and_merge_moves_them_into_the_main_store(tmp
 
 
 # the runner under torchrun -------------------------------------------------------------------------
-def launch(tmp: Path, ranks: int, *args: str, dataset=("--dataset", "toy")) -> list[str]:
-    """The CLI on the toy plug-ins: under torchrun with ``ranks`` processes, or plain Python if 0."""
+def launch(tmp: Path, ranks: int, *args: str) -> list[str]:
+    """The CLI with the toy plug-ins registered: under torchrun with ``ranks`` processes, or plain Python if 0."""
     python = [sys.executable, "-c", "import sys, toy; from pigbench.run import cli; sys.exit(cli())"]
     prefix = [str(TORCHRUN), "--standalone", f"--nproc-per-node={ranks}", "--no-python"] if ranks else []
-    return [*prefix, *python, *dataset, "--output", str(tmp / "results"), "--cache-dir", str(tmp / "cache"),
+    return [*prefix, *python, "--output", str(tmp / "results"), "--cache-dir", str(tmp / "cache"),
             "--no-progress", *args]
 
 
@@ -113,11 +113,11 @@ def outputs(results_dir: Path) -> tuple[dict, bytes]:
 
 def test_two_ranks_give_the_results_of_one_process(tmp_path):
     pytest.importorskip("torch.distributed")
-    common = ["--dataset-option", "users=6", "--evaluator", "color-reference"]
+    common = ["--dataset", "demo", "--dataset-option", "users=6", "--evaluator", "color-reference"]
     single = run(RunConfig(evaluator="color-reference", dataset="demo", dataset_options={"users": "6"},
                            output=str(tmp_path / "one" / "results"), cache_dir=str(tmp_path / "one" / "cache"),
                            progress=False))
-    proc = subprocess.run(launch(tmp_path / "two", 2, *common, dataset=("--dataset", "demo")), env=ENV,
+    proc = subprocess.run(launch(tmp_path / "two", 2, *common), env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results:") == 1  # only rank 0 prints
@@ -141,12 +141,21 @@ def stored(runs: Path) -> dict[str, int]:
     return counts
 
 
+def descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (Linux /proc); torchrun starts ranks in their own sessions."""
+    out = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in map(int, children.read_text().split()):
+            out += [child, *descendants(child)]
+    return out
+
+
 def test_kill_two_ranks_then_resume_with_three_ranks_or_one_process(tmp_path):
     pytest.importorskip("torch.distributed")
-    args = ["--dataset-option", "users=40", "--batch-size", "2", *SLOW]
+    args = ["--dataset", "toy", "--evaluator", "toy-brightness", "--dataset-option", "users=40", "--batch-size", "2",
+            *SLOW]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(launch(killed, 2, *args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)  # its own process group: the agent and both ranks
+    proc = subprocess.Popen(launch(killed, 2, *args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     counts: dict[str, int] = {}
     while time.time() < deadline and proc.poll() is None:
@@ -154,7 +163,8 @@ def test_kill_two_ranks_then_resume_with_three_ranks_or_one_process(tmp_path):
         if len(counts) == 2 and min(counts.values()) >= 6:  # both ranks have committed some batches
             break
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in [proc.pid, *descendants(proc.pid)]:  # torchrun's agent and its ranks, as a node failure would
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
     assert len(counts) == 2 and min(counts.values()) >= 6, (counts, proc.stderr.read()[-3000:])
     partial = sum(stored(killed / "cache" / "runs").values())
