@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union, overload
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
 from pigbench.splits import SplitResult, a_first, user_rng
@@ -29,7 +31,7 @@ class PairRows:
     """Two-image records as columns; row i is one record."""
 
     record_id: list[str]
-    user_id: np.ndarray  # int64 user ids (compared and ordered as strings, like build_split)
+    user_id: np.ndarray  # integer user ids (ordered as strings, like build_split)
     prompt_key: np.ndarray  # int code of the normalized prompt
     image_key: np.ndarray  # (n, 2) int codes of the images' ids
     hash_key: Optional[np.ndarray]  # (n, 2) int codes of the content hashes; None: a hash is a function of the id
@@ -92,15 +94,14 @@ def _split_pairs(rows: PairRows, dataset: str, seed: int, k: Optional[int], max_
     result = SplitResult([], dataset, seed, k)
     n = len(rows.record_id)
     # 1. users in string order; each user's rows by record id, then shuffled by the user's local RNG
-    user_str = rows.user_id.astype(str)
-    rid_rank = np.empty(n, np.int64)
-    rid_rank[np.argsort(np.array(rows.record_id, dtype=object), kind="stable")] = np.arange(n)
-    order = np.lexsort((rid_rank, user_str))
-    bounds = np.flatnonzero(np.r_[True, user_str[order][1:] != user_str[order][:-1], True]) if n else np.zeros(1, np.int64)
+    keys = pa.table({"user": pa.array(rows.user_id).cast(pa.string()), "record": pa.array(rows.record_id, pa.string())})
+    order = pc.sort_indices(keys, sort_keys=[("user", "ascending"), ("record", "ascending")]).to_numpy()
+    by_user = rows.user_id[order]
+    bounds = np.flatnonzero(np.r_[True, by_user[1:] != by_user[:-1], True]) if n else np.zeros(1, np.int64)
     users, rows_at = [], np.empty(n, np.int64)  # rows_at[p]: the row at position p of the shuffled order
     for g in range(len(bounds) - 1):
         members = order[bounds[g]:bounds[g + 1]].tolist()
-        users.append(str(user_str[members[0]]))
+        users.append(str(by_user[bounds[g]]))
         user_rng(dataset, users[-1], seed).shuffle(members)
         rows_at[bounds[g]:bounds[g + 1]] = members
     sizes = np.diff(bounds)

@@ -8,8 +8,8 @@ config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``-
 (several pairs share a prompt, as in Pick-a-Pic).
 
 * pigbench: ``PickScore.predict`` over all pairs, ``--episodes-per-call`` episodes per call as a
-  runner would batch them: content hashing, JPEG decode and resize in DataLoader workers, batched
-  fp16 image and text encoding on the GPU, scoring.
+  runner would batch them: content hashing, JPEG decode in DataLoader workers, PIL-exact bicubic
+  resize on the GPU, batched fp16 image and text encoding, scoring.
 * naive: PickScore's README ``calc_probs`` one pair at a time with the same model and dtype:
   open both JPEGs, ``AutoProcessor`` for the two images and the prompt, ``get_image_features``,
   ``get_text_features``, exp(logit_scale)*cos, softmax.
@@ -119,7 +119,8 @@ def naive_pair(model, processor, ep, device):
 
 
 def stage_rates(ev, paths: list[str], args, sync) -> dict[str, float]:
-    """Each stage alone on the warm-up images: worker decode (no device work), device encode (no decode)."""
+    """Each stage alone: worker decode (no device work) on the warm-up JPEGs, and device work
+    (resize when done on the device, normalize, encode) on random 512x512 uint8 batches."""
     import torch
 
     from pigbench.protocol import ImageRef
@@ -127,17 +128,19 @@ def stage_rates(ev, paths: list[str], args, sync) -> dict[str, float]:
     emb = ev.images
     emb._sampler.tasks = [(i, ImageRef(p, p)) for i, p in enumerate(paths)]
     t = time.perf_counter()
-    n = sum(len(idx) for idx, _, _ in emb._decoded())
+    n = sum(len(idx) for groups, _ in emb._decoded() for idx, _ in groups)
     decode = n / (time.perf_counter() - t)
-    x = torch.randint(0, 256, (args.batch_size, 3, 224, 224), dtype=torch.uint8, device=args.device)
+    side = 512 if emb.resize_on_device else 224
+    x = torch.randint(0, 256, (args.batch_size, 3, side, side), dtype=torch.uint8, device=args.device)
     rounds = max(1, len(paths) // args.batch_size) * 2
     sync()
     t = time.perf_counter()
     with torch.inference_mode():
         for _ in range(rounds):
-            emb.encode(emb.transform.normalize(x, emb.dtype))
+            batch = emb.transform.resize_crop(x) if emb.resize_on_device else x
+            emb.encode(emb.transform.normalize(batch, emb.dtype))
     sync()
-    return {"decode": decode, "encode": rounds * args.batch_size / (time.perf_counter() - t)}
+    return {"decode": decode, "device": rounds * args.batch_size / (time.perf_counter() - t)}
 
 
 def main() -> None:
@@ -181,7 +184,8 @@ def main() -> None:
              Runtime(device=args.device, batch_size=args.batch_size, num_workers=args.workers))
     t = time.perf_counter()
     ev.setup()
-    print(f"pickscore evaluator loaded in {time.perf_counter() - t:.1f}s (dtype {ev.dtype})")
+    print(f"pickscore evaluator loaded in {time.perf_counter() - t:.1f}s (dtype {ev.dtype}, "
+          f"resize on the device: {ev.images.resize_on_device})")
     texts = prompts()
     warm = episodes(paths[-warm_n:], texts[::-1], "warm")
     ev.predict(warm)  # CUDA kernels, allocator, worker start-up code paths
@@ -207,6 +211,12 @@ def main() -> None:
               f"{rates[chunk]:.0f} images/s ({ev.images.encoder_calls - calls_before} encoder calls)")
     fast_rate = min(rates.values())
 
+    tf = ev.images.transform
+    mismatched = sum(
+        int((tf(Image.open(p)).to(args.device) != tf.resize_crop(tf.decode(Image.open(p))[None].to(args.device))[0]).sum())
+        for p in paths[:64]
+    )
+    print(f"pixels differing between PIL on the CPU and the device resize, {len(paths[:64])} images: {mismatched}")
     stages = stage_rates(ev, paths[-warm_n:], args, sync)
     print("stage ceilings: " + ", ".join(f"{k} {v:.0f} images/s" for k, v in stages.items()))
 
@@ -238,7 +248,7 @@ def main() -> None:
         "pigbench_images_per_s_by_episodes_per_call": {k: round(v, 1) for k, v in rates.items()},
         "pigbench_images_per_s_slowest": round(fast_rate, 1), "naive_images_per_s": round(naive_rate, 1),
         "naive_pairs": len(subset), "speedup": round(fast_rate / naive_rate, 1), "max_score_diff_vs_pil_recipe": diff,
-        "dtype": str(ev.dtype), "stage_ceilings_images_per_s": {k: round(v, 1) for k, v in stages.items()},
+        "dtype": str(ev.dtype), "resize_on_device": ev.images.resize_on_device, "device_resize_mismatched_pixels_64_images": mismatched, "stage_ceilings_images_per_s": {k: round(v, 1) for k, v in stages.items()},
     }
     print(json.dumps(figures))
     if args.json:

@@ -85,11 +85,16 @@ class EmbeddingScorer(ScalarEvaluator):
         """Load the weights; set ``self.images`` (and ``self.texts``); record ``self._provenance``."""
 
     def image_embedder(self, encode, transform: "ImageTransform", model_key: str) -> "ImageEmbedder":
+        """An embedder on this evaluator's device, dtype and batch size. Decode workers:
+        ``runtime.num_workers``, or when that is 0 on CUDA, all CPU cores but two (at most 14)."""
         from pigbench.embedding import ImageEmbedder
 
+        workers = self.runtime.num_workers
+        if workers == 0 and self.device.type == "cuda":
+            workers = max(0, min(14, (os.cpu_count() or 1) - 2))
         return ImageEmbedder(
             encode, transform, model_key=model_key, device=self.device, dtype=self.dtype,
-            batch_size=self.runtime.batch_size, num_workers=self.runtime.num_workers,
+            batch_size=self.runtime.batch_size, num_workers=workers,
             cache_dir=getattr(self.runtime, "cache_dir", None),
         )
 
@@ -116,6 +121,8 @@ class EmbeddingScorer(ScalarEvaluator):
 
     def provenance(self) -> dict[str, Any]:
         out = dict(getattr(self, "_provenance", {}))
+        if getattr(self, "tie_threshold_source", None):  # set by pigbench.calibration.apply_calibration
+            out["tie_threshold_source"] = self.tie_threshold_source
         if getattr(self, "_loaded", False):
             out["dtype"] = str(self.dtype).removeprefix("torch.")
             out["device"] = str(self.device)

@@ -13,15 +13,18 @@ Usage::
 
     calibration, targets = calibration_split(episodes, fraction=0.2, seed=0)   # disjoint users
     result = calibrate_tie_threshold(evaluator, calibration)                    # scores calibration only
-    evaluator = type(evaluator)(dataclasses.replace(evaluator.config, tie_threshold=result.tau), runtime)
-    record["tie_threshold"] = result.to_json()                                  # keep it in the results
+    apply_calibration(evaluator, result)    # config.tie_threshold = result.tau; scores already computed are reused
+    predictions = evaluator.predict([ep.without_gold() for ep in targets])
+
+``apply_calibration`` also sets ``evaluator.tie_threshold_source`` (the calibration record), which
+the embedding evaluators report in ``provenance()`` so that the runner stores it in the results.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional, Sequence
 
 from pigbench.evaluator import Evaluator
@@ -99,6 +102,14 @@ def calibrate_tie_threshold(
     """
     predictions = evaluator.predict([ep.without_gold() for ep in episodes])
     return calibrate_from_scores([(p.score_a, p.score_b) for p in predictions], [ep.target.gold for ep in episodes], grid, scale)
+
+
+def apply_calibration(evaluator: Evaluator, result: TieCalibration) -> None:
+    """Set the evaluator's tie threshold to the calibrated tau and record where it came from."""
+    if not hasattr(evaluator.config, "tie_threshold"):
+        raise TypeError(f"{type(evaluator).__name__} has no tie_threshold to calibrate")
+    evaluator.config = replace(evaluator.config, tie_threshold=result.tau)
+    evaluator.tie_threshold_source = result.to_json()
 
 
 def calibration_split(episodes: Sequence[Episode], fraction: float, seed: int = 0) -> tuple[list[Episode], list[Episode]]:

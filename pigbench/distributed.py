@@ -56,23 +56,26 @@ class World:
         except ValueError as exc:
             raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {exc}") from None
         if size < 1 or not 0 <= rank < size or local_rank < 0:
-            raise ValueError(f"inconsistent launcher variables: RANK={rank}, WORLD_SIZE={size}, LOCAL_RANK={local_rank}")
+            raise ValueError(f"inconsistent launcher variables: RANK={rank}, WORLD_SIZE={size}, "
+                             f"LOCAL_RANK={local_rank}")
         return cls(rank, size, local_rank)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def device(self, device: str) -> str:
-        """The device this rank runs on: bare ``cuda`` becomes ``cuda:<local_rank>`` in a multi-rank run."""
-        if self.size > 1 and device == "cuda":
-            return f"cuda:{self.local_rank}"
-        return device
+    def bind_device(self, device: str) -> str:
+        """The device this rank runs on: in a multi-rank run, bare ``cuda`` becomes ``cuda:<local_rank>``,
+        also made the current CUDA device (so code that says just "cuda" lands there too)."""
+        if self.size == 1 or device != "cuda":
+            return device
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)
+        return f"cuda:{self.local_rank}"
 
     # collectives (no-ops in a one-process run) ---------------------------------------------------
-    def barrier(self) -> None:
-        self.all_gather(None)
-
     def all_gather(self, obj: Any) -> list[Any]:
         """``obj`` of every rank, by rank."""
         if self.size == 1:
@@ -187,13 +190,17 @@ class RunStores:
 
     def done_ids(self) -> set[str]:
         """Sample ids stored by any rank of any run of this key. Returns on every rank together, before
-        any rank writes, so all ranks see the same set."""
+        any rank writes, so all ranks see the same set; raises on every rank if ranks disagree on the
+        run key (other options or data on some rank) or on what is done."""
         done: set[str] = set()
         for path in [self.main_path, *self.rank_paths()]:
             if path.exists():
                 with PredictionStore(path) as store:
                     done |= store.done_ids()
-        self.world.barrier()
+        views = self.world.all_gather((self.key, len(done)))
+        if len(set(views)) > 1:
+            raise RuntimeError("ranks disagree on the run (run key, predictions found): " +
+                               ", ".join(f"rank {r}: {v}" for r, v in enumerate(views)))
         return done
 
     def open_own(self) -> PredictionStore:

@@ -90,21 +90,43 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """A CHW tensor of side ``size``: uint8 for ``pil`` resampling, float32 for ``tensor``."""
-        image = image.convert("RGB")
+        image = image if image.mode == "RGB" else image.convert("RGB")
         w, h = image.size
         new_h, new_w = self._resized_shape(h, w)
         if self.resampling == "pil":
-            if (new_w, new_h) != (w, h):
+            if (new_h, new_w) != (h, w):
                 image = image.resize((new_w, new_h), Image.BICUBIC)
-            x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+            x = self.decode(image)
         else:
             from torchvision.transforms import InterpolationMode
             from torchvision.transforms.functional import resize
 
-            x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
+            x = self.decode(image).float().div(255)
             if (new_h, new_w) != (h, w):
                 x = resize(x, [new_h, new_w], InterpolationMode.BICUBIC, antialias=self.antialias)
         return self._crop_or_pad(x).contiguous()
+
+    @staticmethod
+    def decode(image: Image.Image) -> torch.Tensor:
+        """The RGB image as a uint8 CHW tensor at its own size."""
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+
+    def resize_crop(self, batch: torch.Tensor) -> torch.Tensor:
+        """``__call__`` for decoded uint8 images (N, 3, H, W) of one size, on their device.
+
+        Only for ``pil`` resampling: :func:`pigbench.pil_resize.resize_bicubic_uint8` reproduces
+        PIL's bicubic resize bit for bit, so the result equals the per-image PIL path.
+        """
+        from pigbench.pil_resize import resize_bicubic_uint8
+
+        if self.resampling != "pil":
+            raise ValueError("resize_crop reproduces PIL resampling only")
+        h, w = batch.shape[-2:]
+        new_h, new_w = self._resized_shape(h, w)
+        if (new_h, new_w) != (h, w):
+            batch = resize_bicubic_uint8(batch, new_h, new_w)
+        return self._crop_or_pad(batch)
 
     def _resized_shape(self, h: int, w: int) -> tuple[int, int]:
         if self.mode == "longest-pad":
@@ -116,18 +138,19 @@ class ImageTransform:
         return int(short_target * h / w), short_target
 
     def _crop_or_pad(self, x: torch.Tensor) -> torch.Tensor:
-        _, h, w = x.shape
+        """Center crop or zero-pad the last two axes to ``size``."""
+        h, w = x.shape[-2:]
         s = self.size
         if self.mode == "longest-pad":
             pad_h, pad_w = s - h, s - w
-            out = torch.zeros((x.shape[0], s, s), dtype=x.dtype)
-            out[:, pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w] = x
+            out = torch.zeros((*x.shape[:-2], s, s), dtype=x.dtype, device=x.device)
+            out[..., pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w] = x
             return out
         if self.crop_offset == "round":
             top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
         else:
             top, left = (h - s) // 2, (w - s) // 2
-        return x[:, top : top + s, left : left + s]
+        return x[..., top : top + s, left : left + s]
 
     def normalize(self, batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """(x / 255 for uint8 - mean) / std, computed in float32 on the batch's device, then cast."""
@@ -145,7 +168,7 @@ class ImageTransform:
 class EmbeddingCache:
     """Features by image hash for one model key; in memory, and on disk under ``directory`` if given.
 
-    On disk: ``<directory>/<sha256(model key)[:16]>/<hash[:2]>/<hash>.pt`` plus ``key.json``
+    On disk: ``<directory>/embeddings/<sha256(model key)[:16]>/<hash[:2]>/<hash>.pt`` plus ``key.json``
     holding the full key, written atomically so a killed run leaves no partial file.
     """
 
@@ -155,7 +178,7 @@ class EmbeddingCache:
         self.disk_hits = 0
         self.directory: Optional[Path] = None
         if directory:
-            self.directory = Path(directory) / hashlib.sha256(model_key.encode()).hexdigest()[:16]
+            self.directory = Path(directory) / "embeddings" / hashlib.sha256(model_key.encode()).hexdigest()[:16]
             self.directory.mkdir(parents=True, exist_ok=True)
             (self.directory / "key.json").write_text(json.dumps({"model_key": model_key}, indent=1))
 
@@ -187,18 +210,21 @@ DECODE_CHUNK = 16  # images per worker task: small, so workers share the load ev
 
 
 class _Decode(torch.utils.data.Dataset):
-    """Decodes the task it is given, ``(position, ImageRef)``, to ``(position, tensor | None, error | None)``.
+    """Decodes the task it is given, ``(position, ImageRef)``, to ``(position, tensor | None, error | None)``:
+    the transformed image, or with ``full_resolution`` the decoded image left for the device to resize.
 
     It holds no data: tasks come from :class:`_TaskSampler`, so persistent workers serve every call.
     """
 
-    def __init__(self, transform: ImageTransform) -> None:
+    def __init__(self, transform: ImageTransform, full_resolution: bool) -> None:
         self.transform = transform
+        self.full_resolution = full_resolution
 
     def __getitem__(self, task: tuple[int, ImageRef]):
         i, ref = task
         try:
-            return i, self.transform(ref.open()), None
+            image = ref.open()
+            return i, self.transform.decode(image) if self.full_resolution else self.transform(image), None
         except Exception as exc:  # a corrupt or unreadable image fails alone
             return i, None, str(exc) if isinstance(exc, ImageError) else f"image {ref.id!r}: {exc}"
 
@@ -225,10 +251,13 @@ def _content_hashes(refs: Sequence[ImageRef]) -> list[str]:
 
 
 def _collate(items):
-    ok = [(i, t) for i, t, _ in items if t is not None]
-    errors = [(i, e) for i, t, e in items if t is None]
-    batch = torch.stack([t for _, t in ok]) if ok else None
-    return [i for i, _ in ok], batch, errors
+    """(groups, errors): decoded images stacked per shape as (positions, tensor); failures as (position, message)."""
+    by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    for i, t, _ in items:
+        if t is not None:
+            by_shape.setdefault(tuple(t.shape), []).append((i, t))
+    groups = [([i for i, _ in group], torch.stack([t for _, t in group])) for group in by_shape.values()]
+    return groups, [(i, e) for i, t, e in items if t is None]
 
 
 class ImageEmbedder:
@@ -239,6 +268,8 @@ class ImageEmbedder:
     With ``num_workers`` > 0, worker processes (forked once, on first use, where the platform
     can fork) decode chunks of :data:`DECODE_CHUNK` images while the device encodes batches of
     ``batch_size``; up to two encoded batches stay on the device before being copied back.
+    With ``resize_on_device`` (default: PIL resampling on CUDA) workers only decode and the
+    device resizes with :mod:`pigbench.pil_resize`, which gives the same pixels as PIL.
     """
 
     def __init__(
@@ -252,6 +283,7 @@ class ImageEmbedder:
         batch_size: int = 32,
         num_workers: int = 0,
         cache_dir: Optional[Union[str, Path]] = None,
+        resize_on_device: Optional[bool] = None,
     ) -> None:
         self.encode = encode
         self.transform = transform
@@ -263,6 +295,9 @@ class ImageEmbedder:
         self.failures: dict[str, str] = {}
         self.encoded_images = 0
         self.encoder_calls = 0
+        if resize_on_device is None:
+            resize_on_device = transform.resampling == "pil" and self.device.type == "cuda"
+        self.resize_on_device = resize_on_device
         self._sampler = _TaskSampler()
         self._loader: Optional[torch.utils.data.DataLoader] = None
         self._unpicklable: set[type] = set()
@@ -280,13 +315,13 @@ class ImageEmbedder:
         pending_idx: list[int] = []
         pending: list[torch.Tensor] = []
         in_flight: deque = deque()
-        for idx, batch, errors in self._decoded():
+        for groups, errors in self._decoded():
             for i, err in errors:
                 self.failures[hashes[i]] = err
-            if batch is None:
-                continue
-            pending_idx += idx
-            pending.append(batch.to(self.device, non_blocking=True))
+            for idx, batch in groups:
+                batch = batch.to(self.device, non_blocking=True)
+                pending.append(self.transform.resize_crop(batch) if self.resize_on_device else batch)
+                pending_idx += idx
             while len(pending_idx) >= self.batch_size:
                 x = torch.cat(pending)
                 self._launch([hashes[i] for i in pending_idx[: self.batch_size]], x[: self.batch_size], in_flight)
@@ -335,12 +370,13 @@ class ImageEmbedder:
         return ImageRef(ref.id, ref.read_bytes(), ref.known_hash)
 
     def _decoded(self):
+        decode = _Decode(self.transform, full_resolution=self.resize_on_device)
         if self.num_workers == 0:
-            return (_collate([_Decode(self.transform)[t]]) for t in self._sampler.tasks)
+            return (_collate([decode[t]]) for t in self._sampler.tasks)
         if self._loader is None:
             methods = multiprocessing.get_all_start_methods()
             self._loader = torch.utils.data.DataLoader(
-                _Decode(self.transform), sampler=self._sampler, batch_size=DECODE_CHUNK,
+                decode, sampler=self._sampler, batch_size=DECODE_CHUNK,
                 num_workers=self.num_workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
                 persistent_workers=True, prefetch_factor=4,
                 multiprocessing_context="fork" if "fork" in methods else None,

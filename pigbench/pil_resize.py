@@ -3,8 +3,9 @@
 Moving the resize of decoded images from CPU workers to the GPU halves the CPU work per image
 without changing a single output pixel, so scores stay those of the published PIL recipes.
 
-Pillow (``libImaging/Resample.c``) resizes in two separable passes, horizontal then vertical.
-Each output sample is a weighted sum of input samples with bicubic (a = -0.5) weights stretched by
+Pillow (``libImaging/Resample.c``) resizes in two separable passes, horizontal then vertical
+(Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many
+pixels as the width; the order changes the result, so it is followed here). Each output sample is a weighted sum of input samples with bicubic (a = -0.5) weights stretched by
 the downscale factor, normalized to sum 1, then turned into fixed-point integers with 22
 fractional bits (rounded half away from zero); the sum starts at 2**21 (rounding), is shifted
 right by 22 bits and clipped to [0, 255] after *each* pass. Here each pass is a float64 matrix
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import functools
 
+import PIL
 import torch
 
 PRECISION_BITS = 22
+_PILLOW_MAJOR = int(PIL.__version__.split(".")[0])
 
 
 def _bicubic(x: float) -> float:
@@ -63,9 +66,15 @@ def resize_bicubic_uint8(x: torch.Tensor, height: int, width: int) -> torch.Tens
     """``Image.resize((width, height), Image.BICUBIC)`` of uint8 images (..., H, W), on x's device."""
     if x.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {x.dtype}")
+    h, w = x.shape[-2:]
     out = x.double()
-    if x.shape[-1] != width:
-        out = _pass(out, bicubic_weights(x.shape[-1], width))
-    if x.shape[-2] != height:
-        out = _pass(out.transpose(-1, -2), bicubic_weights(x.shape[-2], height)).transpose(-1, -2)
+
+    def horizontal(t: torch.Tensor) -> torch.Tensor:
+        return _pass(t, bicubic_weights(w, width)) if w != width else t
+
+    def vertical(t: torch.Tensor) -> torch.Tensor:
+        return _pass(t.transpose(-1, -2), bicubic_weights(h, height)).transpose(-1, -2) if h != height else t
+
+    vertical_first = _PILLOW_MAJOR >= 13 and 0 < h - height and h - height > 2 * (w - width)
+    out = horizontal(vertical(out)) if vertical_first else vertical(horizontal(out))
     return out.to(torch.uint8)

@@ -117,7 +117,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
     outcome (:mod:`pigbench.distributed`)."""
     start = time.time()
     with launched_world() as world:
-        config = dataclasses.replace(config, device=world.device(config.device), progress=config.progress and world.is_main)
+        config = dataclasses.replace(config, device=world.bind_device(config.device),
+                                     progress=config.progress and world.is_main)
         evaluator = build_evaluator(config)
         adapter, split = load_split(config)
         stores = RunStores(Path(config.cache_dir) / "runs", run_key(evaluator, split, config.swap), world)

@@ -18,7 +18,7 @@ from pigbench.distributed import RunStores, World, assign_users, shard, user_cos
 from pigbench.metrics import metrics_close
 from pigbench.protocol import Dimension, Episode, ImageRef, Label, Prediction, ReferencePair, Target
 from pigbench.results import validate_results
-from pigbench.runner import RunConfig, run
+from pigbench.runner import RunAborted, RunConfig, run
 from pigbench.store import PredictionStore
 
 TESTS = Path(__file__).resolve().parent
@@ -37,9 +37,38 @@ def test_world_from_launcher_variables():
 
 
 def test_bare_cuda_becomes_the_local_gpu_in_a_multi_rank_run():
-    assert World(3, 4, 1).device("cuda") == "cuda:1"
-    assert World(3, 4, 1).device("cuda:0") == "cuda:0" and World(3, 4, 1).device("cpu") == "cpu"
-    assert World().device("cuda") == "cuda"
+    pytest.importorskip("torch")
+    assert World(3, 4, 1).bind_device("cuda") == "cuda:1"
+    assert World(3, 4, 1).bind_device("cuda:0") == "cuda:0" and World(3, 4, 1).bind_device("cpu") == "cpu"
+    assert World().bind_device("cuda") == "cuda"
+
+
+class Peers(World):
+    """A rank of a 2-rank world whose peer reported ``peer`` in every all-gather."""
+
+    def __init__(self, peer):
+        super().__init__(0, 2, 0)
+        object.__setattr__(self, "peer", peer)
+
+    def all_gather(self, obj):
+        return [obj, self.peer]
+
+
+def test_an_error_on_one_rank_is_raised_on_every_rank():
+    with pytest.raises(RunAborted, match="rank 1 of 2 stopped: RequirementError: no weights"):
+        with Peers("RequirementError: no weights").together(RunAborted):
+            pass
+    with pytest.raises(KeyError):  # this rank's own error, as raised
+        with Peers("ValueError: also broken").together(RunAborted):
+            raise KeyError("own")
+    with Peers(None).together(RunAborted):
+        pass
+
+
+def test_ranks_that_disagree_on_the_run_stop(tmp_path):
+    with pytest.raises(RuntimeError, match="ranks disagree on the run"):
+        RunStores(tmp_path, "k", Peers(("k-with-other-options", 0))).done_ids()
+    assert RunStores(tmp_path, "k", Peers(("k", 0))).done_ids() == set()
 
 
 # sharding ------------------------------------------------------------------------------------------
@@ -95,10 +124,10 @@ def test_every_rank_sees_all_stores_and_merge_moves_them_into_the_main_store(tmp
 
 # the runner under torchrun -------------------------------------------------------------------------
 def launch(tmp: Path, ranks: int, *args: str) -> list[str]:
-    """The CLI with the toy plug-ins registered: under torchrun with ``ranks`` processes, or plain Python if 0."""
+    """The CLI, with the toy plug-ins registered, under torchrun with ``ranks`` processes."""
     python = [sys.executable, "-c", "import sys, toy; from pigbench.run import cli; sys.exit(cli())"]
-    prefix = [str(TORCHRUN), "--standalone", f"--nproc-per-node={ranks}", "--no-python"] if ranks else []
-    return [*prefix, *python, "--output", str(tmp / "results"), "--cache-dir", str(tmp / "cache"),
+    return [str(TORCHRUN), "--standalone", f"--nproc-per-node={ranks}", "--no-python", *python,
+            "--output", str(tmp / "results"), "--cache-dir", str(tmp / "cache"),
             "--no-progress", *args]
 
 
@@ -150,6 +179,12 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def toy_config(tmp: Path, **kw) -> RunConfig:
+    """The config of :func:`launch`'s toy runs below."""
+    return RunConfig(evaluator="toy-brightness", dataset="toy", dataset_options={"users": "40"}, batch_size=2,
+                     output=str(tmp / "results"), cache_dir=str(tmp / "cache"), progress=False, **kw)
+
+
 def test_kill_two_ranks_then_resume_with_three_ranks_or_one_process(tmp_path):
     pytest.importorskip("torch.distributed")
     args = ["--dataset", "toy", "--evaluator", "toy-brightness", "--dataset-option", "users=40", "--batch-size", "2",
@@ -176,11 +211,11 @@ def test_kill_two_ranks_then_resume_with_three_ranks_or_one_process(tmp_path):
     three = subprocess.run(launch(killed, 3, *args), env=ENV, capture_output=True, text=True, timeout=300)
     assert three.returncode == 0, three.stderr[-3000:]
     assert f"resuming: {partial} of 200" in three.stderr
-    resumed_one = subprocess.run(launch(one, 0, *args), env=ENV, capture_output=True, text=True, timeout=300)
-    assert resumed_one.returncode == 0 and f"resuming: {partial} of 200" in resumed_one.stderr
+    logged: list[str] = []
+    run(toy_config(one, options={"sleep": "0.1"}), log=logged.append)  # one process, in this one
+    assert any(f"resuming: {partial} of 200" in line for line in logged)
 
-    clean = run(RunConfig(evaluator="toy-brightness", dataset="toy", dataset_options={"users": "40"}, batch_size=2,
-                          output=str(tmp_path / "clean"), cache_dir=str(tmp_path / "cc"), progress=False))  # not slowed
+    clean = run(toy_config(tmp_path / "clean"))  # not slowed: another config hash, the same predictions
     clean_jsonl = clean.results_path.with_name(clean.results_path.stem + ".predictions.jsonl").read_bytes()
     for tree in (killed, one):
         results, jsonl = outputs(tree / "results")

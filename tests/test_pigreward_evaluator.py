@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pigbench.evaluator import RequirementError
-from pigbench.evaluators.pigreward import PIGReward, PIGRewardConfig
+from pigbench.evaluators.pigreward import PIGReward
+from pigbench.pigreward.config import PIGRewardConfig
 from pigbench.judging.backend import Backend, Generation
 from pigbench.pigreward.prompts import REASONER_INSTRUCTION
 from pigbench.registry import evaluators
@@ -83,8 +84,7 @@ def scripted(monkeypatch):
     """Runs use a ScriptedModel (``holder[0]``) instead of loading Qwen2-VL."""
     holder = [ScriptedModel()]
     monkeypatch.setattr(PIGReward, "check_requirements", classmethod(lambda cls, config: None))
-    monkeypatch.setattr(PIGReward, "_backends", lambda self: {(m, a): holder[0] for m, a in (
-        (self.config.reward_model, self.config.reward_adapter), (self.config.reasoner_model, self.config.reasoner_adapter))})
+    monkeypatch.setattr(PIGReward, "make_backends", lambda self: {(m, a): holder[0] for m, a, _ in self.config.parts()})
     return holder
 
 

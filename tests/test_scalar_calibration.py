@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 import pytest
 
-from pigbench.calibration import PICKAPIC_GRID, calibrate_from_scores, calibrate_tie_threshold, calibration_split, probability_gap_to_tau
+from pigbench.calibration import PICKAPIC_GRID, apply_calibration, calibrate_from_scores, calibrate_tie_threshold, calibration_split, probability_gap_to_tau
 from pigbench.evaluator import ScalarConfig, ScalarEvaluator, ScoreRequest
 from pigbench.protocol import Episode, ImageRef, Label, Target, label_from_delta
 
@@ -74,5 +74,8 @@ def test_calibrate_tie_threshold_scores_hidden_gold_and_sets_tau():
     ev = _PromptLength()
     result = calibrate_tie_threshold(ev, eps)
     assert result.acc_w_tie[result.grid.index(result.probability_threshold)] == 100.0
-    tuned = _PromptLength(replace(ev.config, tie_threshold=result.tau))
-    assert [p.label for p in tuned.predict([e.without_gold() for e in eps])] == [Label.TIE, Label.A, Label.B]
+    scored = ev.scored_count
+    apply_calibration(ev, result)
+    assert [p.label for p in ev.predict([e.without_gold() for e in eps])] == [Label.TIE, Label.A, Label.B]
+    assert ev.scored_count == scored  # the calibrated labels reuse the memoized scores
+    assert ev.config.tie_threshold == result.tau and ev.tie_threshold_source["method"] == "pickapic-softmax-grid"

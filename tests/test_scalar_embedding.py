@@ -154,3 +154,32 @@ def test_text_embedder_encodes_each_string_once():
     assert out[:, 0].tolist() == [2.0, 3.0, 2.0, 1.0]
     te.embed(["x", "abc"])
     assert seen == ["ab", "abc", "x"]
+
+
+@pytest.mark.parametrize("size, out", [((512, 512), (224, 224)), ((640, 480), (298, 224)), ((37, 45), (32, 38)),
+                                       ((33, 71), (32, 68)), ((71, 33), (68, 32)), ((100, 60), (373, 224)),
+                                       ((60, 50), (50, 40)), ((147, 134), (61, 13)), ((30, 88), (12, 22))])
+def test_tensor_bicubic_resize_is_bit_exact_with_pil(size, out):
+    import numpy as np
+    from PIL import Image
+
+    from pigbench.pil_resize import resize_bicubic_uint8
+
+    (w, h), (ow, oh) = size, out
+    arr = np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(arr).resize((ow, oh), Image.BICUBIC))
+    got = resize_bicubic_uint8(torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous(), oh, ow)[0].permute(1, 2, 0)
+    assert np.array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resizing_on_the_device_gives_the_same_features(tmp_path, workers):
+    refs = write_images(tmp_path)  # eight sizes: each decode chunk holds several shape groups
+    tf = ImageTransform(size=32, resize_to=36, crop_offset="floor")
+    on_cpu = ImageEmbedder(_MeanEncoder(), tf, model_key="m", batch_size=3, resize_on_device=False)
+    on_device = ImageEmbedder(_MeanEncoder(), tf, model_key="m", batch_size=3, num_workers=workers, resize_on_device=True)
+    on_cpu.embed(refs)
+    on_device.embed(refs)
+    for ref in refs:
+        assert torch.equal(on_cpu.get(ref), on_device.get(ref))
+    assert on_device.encoder_calls == 3

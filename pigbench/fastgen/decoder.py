@@ -153,4 +153,4 @@ def grouped_attention(q, k, v, mask):
     if length > 1:
         mask = mask[:, :, None].expand(batch, 1, group, length, keys).reshape(batch, 1, group * length, keys)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out.view(batch, heads, length, dim).transpose(1, 2)
+    return out.reshape(batch, heads, length, dim).transpose(1, 2)

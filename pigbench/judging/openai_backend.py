@@ -7,8 +7,10 @@
 * Up to ``concurrency`` requests are in flight; each has a ``timeout_s``. HTTP 429, 5xx, timeouts
   and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
   header is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once.
-* ``base_urls`` is a list: prompt ``i`` starts on URL ``i mod n`` and each retry moves to the next
-  URL, so load is spread and a failing server's requests go to the others.
+* ``base_urls`` is a list (or a comma-separated string, or a JSON list): a
+  :class:`~pigbench.judging.server_pool.ServerPool` sends each attempt to the server with the fewest
+  requests in flight; a server that fails is down for a cool-off, and its requests are retried on
+  the others at once (the backoff applies only when every server is down).
 * With a :class:`~pigbench.judging.request_cache.RequestCache`, a request already answered is never
   sent again (resumed runs pay nothing twice).
 """
@@ -35,6 +37,7 @@ from pigbench.judging.answer_probs import option_probs_after_marker, options_fro
 from pigbench.judging.backend import Backend, Generation, GenerationParams
 from pigbench.judging.messages import Prompt, encode_image
 from pigbench.judging.request_cache import RequestCache, request_key
+from pigbench.judging.server_pool import ServerPool
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TOP_LOGPROBS = 20  # the most OpenAI's API returns per token
@@ -66,11 +69,19 @@ class _Retryable(RuntimeError):
 
 
 def split_base_urls(value: Union[str, Sequence[str]]) -> list[str]:
-    """Base URLs from a list or a comma-separated string, without trailing slashes."""
+    """Base URLs from a list, a JSON list or a comma-separated string, without trailing slashes."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = [str(u) for u in json.loads(value)]
+        except (ValueError, TypeError):
+            raise ValueError(f"base URLs: {value!r} is not a JSON list of URLs") from None
     items = value.split(",") if isinstance(value, str) else list(value)
     urls = [u.strip().rstrip("/") for u in items if u.strip()]
     if not urls:
         raise ValueError("no base URL given")
+    bad = [u for u in urls if urllib.parse.urlsplit(u).scheme not in ("http", "https")]
+    if bad:
+        raise ValueError(f"base URLs must start with http:// or https://, got {', '.join(map(repr, bad))}")
     return urls
 
 
@@ -87,6 +98,7 @@ class OpenAIBackend(Backend):
                  concurrency: int = 8, timeout_s: float = 120.0, retry: RetryPolicy = RetryPolicy(),
                  cache: Optional[RequestCache] = None) -> None:
         self.base_urls = split_base_urls(base_urls)
+        self.pool = ServerPool(self.base_urls)
         self.model = model
         self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env) or None
@@ -123,9 +135,9 @@ class OpenAIBackend(Backend):
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts)))) as pool:
-            return list(pool.map(lambda item: self._one(item[0], item[1], params), enumerate(prompts)))
+            return list(pool.map(lambda prompt: self._one(prompt, params), prompts))
 
-    def _one(self, index: int, prompt: Prompt, params: GenerationParams) -> Generation:
+    def _one(self, prompt: Prompt, params: GenerationParams) -> Generation:
         try:
             body = self.request_body(prompt, params)
         except Exception as exc:  # unreadable image: this prompt fails, the others go on
@@ -136,7 +148,7 @@ class OpenAIBackend(Backend):
             if hit is not None:
                 return self._to_generation(hit, params, cached=True)
         try:
-            response = self._post_with_retries(json.dumps(body).encode(), index)
+            response = self._post_with_retries(json.dumps(body).encode())
         except RequestFailed as exc:
             return Generation(None, error=str(exc))
         gen = self._to_generation(response, params)
@@ -144,16 +156,21 @@ class OpenAIBackend(Backend):
             self.cache.put(key, response)
         return gen
 
-    def _post_with_retries(self, data: bytes, start: int) -> dict[str, Any]:
+    def _post_with_retries(self, data: bytes) -> dict[str, Any]:
         attempts = self.retry.max_retries + 1
         for attempt in range(attempts):
-            url = f"{self.base_urls[(start + attempt) % len(self.base_urls)]}/chat/completions"
+            base = self.pool.acquire()
+            failure: Optional[_Retryable] = None
             try:
-                return self._post(url, data)
+                return self._post(f"{base}/chat/completions", data)
             except _Retryable as exc:
-                if attempt + 1 == attempts:
-                    raise RequestFailed(f"{exc} (gave up after {attempts} attempts)") from None
-                time.sleep(self.retry.delay(attempt, exc.retry_after, self._rng))
+                failure = exc
+            finally:
+                self.pool.release(base, ok=failure is None)
+            if attempt + 1 == attempts:
+                raise RequestFailed(f"{failure} (gave up after {attempts} attempts)") from None
+            if not self.pool.any_up():  # else another server takes the retry at once
+                time.sleep(self.retry.delay(attempt, failure.retry_after, self._rng))
         raise AssertionError("unreachable")
 
     def _post(self, url: str, data: bytes) -> dict[str, Any]:

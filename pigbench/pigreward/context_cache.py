@@ -1,7 +1,7 @@
 """The on-disk cache of user contexts, one append-only JSON-lines file per reasoner configuration.
 
 A user context depends on the reasoner (model, adapter, dtype, image budget, lengths, prompt
-version: the ``reasoner_fingerprint``) and on the user's ordered reference pairs (prompts and
+version: :meth:`PIGRewardConfig.reasoner_fingerprint`, which names the file) and on the user's ordered reference pairs (prompts and
 image content hashes: :func:`context_key`). Each line is one user::
 
     {"key": "<sha256>", "user_id": "u17", "rationales": ["...", "..."], "context": "1. Prompt: ..."}
@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from pigbench.protocol import ReferencePair
 
@@ -36,11 +36,6 @@ def context_key(user_id: str, references: Sequence[ReferencePair]) -> str:
     """Identifies a user's references: user id, and each pair's prompt and image content hashes."""
     payload = [user_id] + [[r.prompt, r.preferred.content_hash, r.rejected.content_hash] for r in references]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
-
-
-def reasoner_fingerprint(settings: Mapping[str, Any]) -> str:
-    """A short hash of everything that changes the reasoner's output."""
-    return hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class UserContextCache:

@@ -1,0 +1,35 @@
+"""Backends for PIGReward's two parts: one per distinct (model, adapter), so that the default, one
+Qwen2-VL for both parts, is loaded once. ``local`` is :class:`~pigbench.fastgen.backend.FastLocalBackend`;
+``openai`` is the judges' OpenAI-compatible client (e.g. a vLLM server serving both parts), with
+responses cached under ``<cache>/requests/`` so a resumed run re-sends nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from pigbench.pigreward.config import PIGRewardConfig
+
+
+def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, config_hash: str) -> dict[tuple[str, str], Any]:
+    """Backends keyed by (model, adapter) for the parts ``config`` uses."""
+    out: dict[tuple[str, str], Any] = {}
+    for model, adapter, _ in config.parts():
+        if (model, adapter) in out:
+            continue
+        if config.backend == "openai":
+            from pigbench.judging.openai_backend import OpenAIBackend
+            from pigbench.judging.request_cache import RequestCache
+
+            tag = hashlib.sha256(f"{config_hash}\0{model}".encode()).hexdigest()[:16]
+            out[(model, adapter)] = OpenAIBackend(
+                config.base_url or os.environ["OPENAI_BASE_URL"], model, api_key_env=config.api_key_env,
+                concurrency=config.concurrency, cache=RequestCache(cache_root / "requests" / f"pigreward-{tag}.sqlite"))
+        else:
+            from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl
+
+            net, processor = load_qwen2vl(model, adapter, device, config.dtype)
+            out[(model, adapter)] = FastLocalBackend(net, processor, batch_size=config.decode_batch, source=model)
+    return out

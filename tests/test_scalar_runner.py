@@ -1,0 +1,50 @@
+"""Embedding evaluators through the runner: results, provenance, on-disk embedding cache, resume."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from pigbench.results import validate_results
+from pigbench.runner import RunConfig, run
+from scalar_fixtures import tiny_clip_dir
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runner") / "clip"
+    tiny_clip_dir(folder)
+    return folder
+
+
+def _config(tmp_path, **kw):
+    base = dict(dataset="toy", output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"),
+                progress=False, batch_size=8, n_bootstrap=50)
+    return RunConfig(**{**base, **kw})
+
+
+def test_clip_i_runs_end_to_end_and_caches_embeddings_on_disk(tmp_path, clip_dir):
+    out = run(_config(tmp_path, evaluator="clip-i", model_path=str(clip_dir), options={"subtract_rejected": "true"}))
+    assert validate_results(out.results_path) == []
+    r = out.results
+    assert r["evaluator"]["kind"] == "similarity" and r["evaluator"]["config"]["subtract_rejected"] is True
+    models = r["evaluator"]["models"]
+    assert models["model"] == str(clip_dir) and models["dtype"] == "float32"
+    assert models["image_embedding"]["encoded_images"] > 0 and r["failures"]["count"] == 0
+    cached = list((tmp_path / "cache" / "embeddings").rglob("*.pt"))
+    assert len(cached) == models["image_embedding"]["encoded_images"]
+
+    again = run(_config(tmp_path, evaluator="clip-i", model_path=str(clip_dir), options={"subtract_rejected": "true"}))
+    assert again.computed == 0 and again.results["metrics"]["n"] == r["metrics"]["n"]
+
+
+def test_pickscore_runs_with_a_local_processor_option(tmp_path, clip_dir):
+    out = run(_config(tmp_path, evaluator="pickscore", model_path=str(clip_dir),
+                      options={"processor_path": str(clip_dir)}, tie_threshold=0.5))
+    assert validate_results(out.results_path) == []
+    assert out.results["evaluator"]["tie_threshold"] == 0.5
+    assert out.results["metrics"]["n"] > 0

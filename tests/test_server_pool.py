@@ -1,0 +1,209 @@
+"""Several OpenAI-compatible servers at once: the pool's balancing and cool-offs, and the judge and
+PIGReward run through the runner against two servers on 127.0.0.1, one of which dies mid-run: every
+request is answered exactly once and the results are complete (equal to a healthy server's)."""
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+
+import pytest
+
+from pigbench.judging.backend import GenerationParams
+from pigbench.judging.messages import Prompt, text
+from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy, split_base_urls
+from pigbench.judging.request_cache import request_key
+from pigbench.judging.server_pool import ServerPool
+from pigbench.pigreward.prompts import REASONER_INSTRUCTION
+from pigbench.runner import RunConfig, run
+
+
+# the pool ------------------------------------------------------------------------------------------
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_least_outstanding_with_round_robin_ties():
+    pool = ServerPool(["a", "b", "c"], clock=Clock())
+    assert [pool.acquire() for _ in range(4)] == ["a", "b", "c", "a"]
+    pool.release("b", ok=True)
+    pool.release("c", ok=True)
+    assert pool.acquire() == "b"  # b and c have 0 in flight; b comes first after the last choice (a)
+    assert pool.acquire() == "c"
+    assert pool.stats() == {"a": {"served": 0, "failed": 0}, "b": {"served": 1, "failed": 0},
+                            "c": {"served": 1, "failed": 0}}
+
+
+def test_a_failed_server_cools_off_longer_after_each_failure_and_success_resets_it():
+    clock = Clock()
+    pool = ServerPool(["a", "b"], cool_off_s=5, max_cool_off_s=12, clock=clock)
+    pool.release(pool.acquire(), ok=False)  # a fails: down for 5 s
+    assert [pool.acquire() for _ in range(3)] == ["b", "b", "b"] and pool.any_up()
+    clock.now += 5
+    assert pool.acquire() == "a"  # back after its cool-off (and idle, so least outstanding)
+    pool.release("a", ok=False)  # second failure in a row: 10 s
+    clock.now += 9
+    assert pool.acquire() == "b"
+    clock.now += 1
+    assert pool.acquire() == "a"
+    pool.release("a", ok=False)  # third: 20 s, capped at 12
+    clock.now += 12
+    assert pool.acquire() == "a"
+    pool.release("a", ok=True)  # a success resets the count
+    pool.release(pool.acquire(), ok=False)
+    clock.now += 5
+    assert "a" in {pool.acquire(), pool.acquire()}
+
+
+def test_when_every_server_is_down_the_first_to_recover_is_tried():
+    clock = Clock()
+    pool = ServerPool(["a", "b"], cool_off_s=5, clock=clock)
+    pool.release(pool.acquire(), ok=False)  # a down until 105
+    clock.now += 1
+    pool.release(pool.acquire(), ok=False)  # b down until 106
+    assert not pool.any_up() and pool.acquire() == "a"
+
+
+def test_base_urls_from_a_json_list_or_commas_and_bad_urls_named():
+    assert split_base_urls('["http://a/v1/", "http://b/v1"]') == split_base_urls("http://a/v1, http://b/v1") == [
+        "http://a/v1", "http://b/v1"]
+    with pytest.raises(ValueError, match="'gpu1:8000/v1'"):
+        split_base_urls("http://a/v1,gpu1:8000/v1")
+    with pytest.raises(ValueError, match="JSON list"):
+        split_base_urls('["http://a/v1",')
+
+
+# two servers on 127.0.0.1, one dies mid-run ---------------------------------------------------------
+class ChatServer:
+    """``/v1/chat/completions`` answering ``reply(text parts, request key)``. With ``die_after``, it
+    crashes after that many answers: requests in flight and later ones get their connection closed
+    with no answer, then it stops listening. ``answered`` counts answers sent per request key."""
+
+    def __init__(self, reply: Callable[[list[str], str], str], die_after: Optional[int] = None) -> None:
+        self.answered: Counter = Counter()
+        self.dropped = 0
+        self.dead = False
+        lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(0.005)  # keep several requests in flight on each server
+                key = request_key(body)
+                with lock:
+                    if not server.dead and die_after is not None and sum(server.answered.values()) >= die_after:
+                        server.dead = True
+                        threading.Thread(target=server.close).start()
+                    if server.dead:
+                        server.dropped += 1
+                        return  # the connection closes with no answer
+                    server.answered[key] += 1
+                texts = [p["text"] for m in body["messages"] for p in
+                         (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}]) if "text" in p]
+                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply(texts, key)}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload.encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def verdict(texts: list[str], key: str) -> str:
+    """A judge's answer, decided by the request: the same request always gets the same answer."""
+    return f"<answer>{'AB'[int(key, 16) % 2]}</answer>"
+
+
+@pytest.fixture
+def servers():
+    made: list[ChatServer] = []
+
+    def make(reply, die_after=None):
+        made.append(ChatServer(reply, die_after))
+        return made[-1]
+
+    yield make
+    for s in made:
+        if not s.dead:
+            s.close()
+
+
+def served_once(*servers: ChatServer) -> Counter:
+    total = sum((s.answered for s in servers), Counter())
+    assert set(total.values()) == {1}, "a request was answered more than once"
+    return total
+
+
+def test_backend_requests_go_to_the_survivor_and_are_answered_once(servers):
+    healthy, dying = servers(verdict), servers(verdict, die_after=6)
+    backend = OpenAIBackend([dying.url, healthy.url], "m", concurrency=8,
+                            retry=RetryPolicy(max_retries=3, backoff_s=0.01, max_backoff_s=0.05))
+    prompts = [Prompt((text(f"prompt {i}"),)) for i in range(40)]
+    gens = backend.generate(prompts, GenerationParams())
+    assert all(g.error is None for g in gens)
+    assert dying.dead and dying.dropped >= 1 and dying.answered.total() == 6
+    assert served_once(healthy, dying).total() == 40
+    stats = backend.pool.stats()
+    assert stats[dying.url]["failed"] >= 1 and stats[healthy.url]["served"] == 40 - 6
+
+
+def config(tmp_path, name, evaluator, base_url, **kw):
+    return RunConfig(evaluator=evaluator, dataset="toy", output=str(tmp_path / name / "results"),
+                     cache_dir=str(tmp_path / name / "cache"), progress=False, n_bootstrap=50,
+                     options={"base_url": base_url, **kw.pop("options", {})}, **kw)
+
+
+def jsonl(outcome) -> str:
+    return outcome.results_path.with_name(outcome.results_path.stem + ".predictions.jsonl").read_text()
+
+
+def test_judge_run_against_two_servers_one_dying_is_complete_and_equal_to_a_healthy_run(servers, tmp_path):
+    reference = servers(verdict)
+    alone = run(config(tmp_path, "alone", "openai-judge", reference.url, dataset_options={"users": "6"}))
+    healthy, dying = servers(verdict), servers(verdict, die_after=7)
+    pooled = run(config(tmp_path, "pooled", "openai-judge", f"{dying.url},{healthy.url}",
+                        dataset_options={"users": "6"}))
+    n = pooled.results["metrics"]["n"]
+    assert n == 30 and pooled.results["failures"]["count"] == 0 and pooled.results["metrics"]["invalid_rate"] == 0
+    assert dying.dead and dying.dropped >= 1
+    assert set(served_once(healthy, dying)) == set(reference.answered) and len(reference.answered) == n
+    assert jsonl(pooled) == jsonl(alone)
+    assert pooled.results["evaluator"]["models"]["base_urls"] == [dying.url, healthy.url]
+
+
+def pigreward_reply(texts: list[str], key: str) -> str:
+    if REASONER_INSTRUCTION in texts:
+        return "The user likes bright images."
+    a, b = (8, 3) if int(key, 16) % 2 else (3, 8)
+    dims = [{"name": f"d{k}", "definition": "x", "score_a": a, "score_b": b, "justification": "y"} for k in range(3)]
+    return json.dumps({"dimensions": dims, "total_a": 3 * a, "total_b": 3 * b, "answer": "A" if a > b else "B"})
+
+
+def test_pigreward_run_against_two_servers_one_dying_is_complete(servers, tmp_path):
+    healthy, dying = servers(pigreward_reply), servers(pigreward_reply, die_after=5)
+    out = run(config(tmp_path, "pooled", "pigreward", f"{dying.url},{healthy.url}",
+                     dataset_options={"users": "5", "records": "5"}, reference_size=2, batch_size=2,
+                     options={"backend": "openai", "model_path": "served-qwen2-vl"}))
+    assert out.results["metrics"]["n"] == 15 and out.results["failures"]["count"] == 0
+    assert out.results["metrics"]["invalid_rate"] == 0
+    assert dying.dead and dying.dropped >= 1
+    assert served_once(healthy, dying).total() == 5 * 2 + 15  # one rationale per reference pair, one reply per target
