@@ -7,7 +7,7 @@ processed at once, each for ``--latency-s`` seconds (more wait in its queue). Th
 close to N times its throughput when the pool balances the load. The same run key is used with a
 fresh cache each time (no request is answered from the cache).
 
-    python benchmarks/served_pool.py                  # 2 servers, 88 targets
+    python benchmarks/served_pool.py                  # 2 servers, 108 targets
     python benchmarks/served_pool.py --servers 4 --users 4
 """
 

@@ -19,8 +19,6 @@ from pigbench.evaluator import EvaluatorConfig, Need, ScalarConfig, ScalarEvalua
 from pigbench.protocol import Episode, ImageRef, Prediction
 
 if TYPE_CHECKING:
-    import torch
-
     from pigbench.embedding import ImageEmbedder, ImageTransform, TextEmbedder
 
 

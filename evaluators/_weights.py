@@ -21,7 +21,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping
 
 from pigbench.evaluator import RequirementError
 
@@ -133,8 +133,8 @@ def file_sha256(path: Path) -> str:
 def source_fingerprint(spec: str, model: Any = None) -> str:
     """A revision or content hash for provenance and cache keys.
 
-    A local file gives its SHA-256; a local folder the SHA-256 of its files' hashes; a hub id its
-    commit (from a loaded transformers model's config) when known.
+    A local file gives its SHA-256; a local folder the SHA-256 of its files' hashes; a hub id the
+    commit of its cached snapshot (or, with older transformers, of the loaded model's config).
     """
     path = Path(spec).expanduser()
     if path.is_file():
@@ -145,6 +145,11 @@ def source_fingerprint(spec: str, model: Any = None) -> str:
             digest.update(f"{f.relative_to(path)}:{file_sha256(f)}\n".encode())
         return "sha256-dir:" + digest.hexdigest()
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if commit is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec, "config.json")
+        commit = Path(cached).parent.name if isinstance(cached, str) else None
     return f"hub:{spec}@{commit or 'unknown-revision'}"
 
 

@@ -7,7 +7,7 @@ one :class:`ImageEmbedder` per model and asks it for features by :class:`~pigben
     images = ImageEmbedder(model.encode_image, transform, model_key="org/model@rev",
                            device=device, dtype=torch.float16, batch_size=64, num_workers=8,
                            cache_dir=None)
-    images.embed(refs)        # distinct contents only; JPEG decode and resize in DataLoader workers
+    images.embed(refs)        # distinct contents only; decoded in DataLoader workers, in batches
     images.get(ref)           # a CPU tensor; raises ImageError (naming the image) if it failed
     texts = TextEmbedder(encode_texts, batch_size=64)    # the same for prompts, by string
 
@@ -17,9 +17,9 @@ Contracts:
   decoded and encoded once per model (``encoded_images`` counts what reached the encoder).
 * Features are cached in memory, and on disk when ``cache_dir`` is given, under a key made of the
   model key (model id plus revision or file hash), the preprocessing, the dtype and the image hash.
-* Workers decode and resize to uint8 (or float for tensor resampling); normalization and the
-  cast to ``dtype`` happen on the device. A failing image never stops the others: its error is
-  kept and raised by :meth:`ImageEmbedder.get` for that image only.
+* Workers decode (and, unless the device does it, resize) to uint8, or float for tensor
+  resampling; normalization and the cast to ``dtype`` happen on the device. A failing image
+  never stops the others: its error is kept and raised by :meth:`ImageEmbedder.get` for it only.
 * Heavy imports (torch, torchvision) happen when this module is imported: import it lazily.
 """
 
@@ -29,7 +29,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import pickle
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -242,12 +241,22 @@ class _TaskSampler(torch.utils.data.Sampler):
         return len(self.tasks)
 
 
-def _content_hashes(refs: Sequence[ImageRef]) -> list[str]:
-    """Hashes of many refs read and digested in threads (file reads and SHA-256 release the GIL)."""
-    if len(refs) < 64:
-        return [r.content_hash for r in refs]
+def _threaded(fn: Callable, items: Sequence) -> list:
+    """``[fn(x) for x in items]`` in threads when there are many (file reads and SHA-256 release the GIL)."""
+    if len(items) < 64:
+        return [fn(x) for x in items]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda r: r.content_hash, refs))
+        return list(pool.map(fn, items))
+
+
+class _FailingLoader:
+    """A picklable image loader that raises the error met while reading the image."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __call__(self) -> bytes:
+        raise ImageError(self.message)
 
 
 def _collate(items):
@@ -300,18 +309,17 @@ class ImageEmbedder:
         self.resize_on_device = resize_on_device
         self._sampler = _TaskSampler()
         self._loader: Optional[torch.utils.data.DataLoader] = None
-        self._unpicklable: set[type] = set()
 
     def embed(self, refs: Sequence[ImageRef]) -> None:
         """Make features available for ``refs``; decodes and encodes only hashes not yet known."""
         todo: dict[str, ImageRef] = {}
-        for ref, h in zip(refs, _content_hashes(refs)):
+        for ref, h in zip(refs, _threaded(lambda r: r.content_hash, refs)):
             if h not in todo and h not in self.failures and self.cache.get(h) is None:
                 todo[h] = ref
         if not todo:
             return
         hashes = list(todo)
-        self._sampler.tasks = [(i, self._sendable(ref)) for i, ref in enumerate(todo.values())]
+        self._sampler.tasks = list(enumerate(_threaded(self._sendable, list(todo.values()))))
         pending_idx: list[int] = []
         pending: list[torch.Tensor] = []
         in_flight: deque = deque()
@@ -357,17 +365,16 @@ class ImageEmbedder:
         return torch.stack([self.get(r) for r in refs])
 
     def _sendable(self, ref: ImageRef) -> ImageRef:
-        """``ref`` itself if workers can receive it; else a copy holding its encoded bytes."""
-        src = ref.source
-        if self.num_workers == 0 or isinstance(src, (str, Path, bytes)):
+        """What a worker is sent: ``ref`` when its source is a path or bytes; otherwise (a loader,
+        which may not pickle or may drag a large object along) a copy holding the encoded bytes,
+        read here. An unreadable image stays a ref whose loader fails again, in the worker."""
+        if self.num_workers == 0 or isinstance(ref.source, (str, Path, bytes)):
             return ref
-        if type(src) not in self._unpicklable:
-            try:
-                pickle.dumps(src)
-                return ref
-            except Exception:
-                self._unpicklable.add(type(src))
-        return ImageRef(ref.id, ref.read_bytes(), ref.known_hash)
+        try:
+            return ImageRef(ref.id, ref.read_bytes(), ref.known_hash)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, ImageError) else f"image {ref.id!r}: {exc}"
+            return ImageRef(ref.id, _FailingLoader(message), ref.known_hash)
 
     def _decoded(self):
         decode = _Decode(self.transform, full_resolution=self.resize_on_device)

@@ -40,4 +40,8 @@ def format_metrics_table(results: dict[str, Any]) -> str:
         lines.append(f"skipped users {skipped}: " + "; ".join(f"{r} ({n})" for r, n in split["skipped_users"].items()))
     if results.get("failures", {}).get("count"):
         lines.append(f"failed samples {results['failures']['count']} (recorded as INVALID)")
+    quality = results.get("answer_quality") or {}
+    if any(quality.get(k) for k in ("unparseable", "format_violations", "contradicts_totals")):
+        lines.append(f"answers: {quality['unparseable']} unparseable, {quality['format_violations']} with format "
+                     f"violations, {quality['contradicts_totals']} whose totals contradict the answer")
     return "\n".join(lines)

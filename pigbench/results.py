@@ -112,6 +112,11 @@ RESULTS_SCHEMA: dict[str, Any] = {
             "description": "samples whose prediction is INVALID because of an error: count and reasons",
             "properties": {"count": {"type": "integer"}, "reasons": {"type": "object"}},
         },
+        "answer_quality": {
+            "type": "object",
+            "description": "generative answers that parsed badly: 'unparseable' (INVALID, by reason), "
+                           "'format_violations' and 'contradicts_totals' (totals disagree with the answer)",
+        },
         "predictions": {
             "type": "object",
             "description": "the per-sample predictions file",

@@ -295,6 +295,7 @@ def _results_dict(
         },
         "metrics": metrics,
         "failures": {"count": sum(failures.values()), "reasons": dict(failures)},
+        "answer_quality": _answer_quality(rows),
         "provenance": {
             "pigbench_version": pigbench.__version__,
             **_git_state(),
@@ -308,6 +309,21 @@ def _results_dict(
             "world_size": world_size,
         },
     }
+
+
+def _answer_quality(rows: list[dict]) -> dict[str, Any]:
+    """Counts of generative answers that parsed badly: unparseable (INVALID without an error, by
+    reason), format violations, and totals contradicting the answer (PIGReward's checks)."""
+    unparseable: Counter[str] = Counter()
+    violations = contradictions = 0
+    for row in rows:
+        extra = row["prediction"].get("extra") or {}
+        if extra.get("invalid_reason"):
+            unparseable[_reason(str(extra["invalid_reason"]))] += 1
+        violations += bool(extra.get("format_violations"))
+        contradictions += bool(extra.get("contradicts_totals"))
+    return {"unparseable": sum(unparseable.values()), "unparseable_reasons": dict(unparseable),
+            "format_violations": violations, "contradicts_totals": contradictions}
 
 
 def _git_state() -> dict[str, Any]:

@@ -200,3 +200,16 @@ def test_tiny_qwen2vl_for_both_parts_through_the_runner(tmp_path, monkeypatch):
         assert pred["label"] != "INVALID" or pred["extra"]["invalid_reason"]
     stored = (tmp_path / "cache" / "pigreward" / "contexts").glob("*.jsonl")
     assert sum(len(p.read_text().splitlines()) for p in stored) == 2
+
+
+def test_openai_backend_serves_both_parts_with_cached_requests(tmp_path):
+    from pigbench.judging.openai_backend import OpenAIBackend
+    from pigbench.pigreward.backends import build_backends
+
+    same = build_backends(PIGRewardConfig(backend="openai", base_url="http://gpu:8000/v1"), "cpu", tmp_path, "h")
+    assert len(same) == 1 and isinstance(next(iter(same.values())), OpenAIBackend)
+    split = PIGRewardConfig(backend="openai", base_url="http://gpu:8000/v1", reasoner_path="served-reasoner")
+    backends = build_backends(split, "cpu", tmp_path, "h")
+    assert {b.model for b in backends.values()} == {"served-reasoner", "Qwen/Qwen2-VL-7B-Instruct"}
+    assert all(b.cache is not None for b in backends.values())
+    assert PIGRewardConfig(decode_batch=8).hash("pigreward", "1") == PIGRewardConfig().hash("pigreward", "1")

@@ -131,15 +131,23 @@ def test_disk_cache_is_reused_across_instances_and_keyed_by_model(tmp_path):
     assert enc.images == len(refs)  # another revision is another key
 
 
-def test_a_corrupt_image_fails_alone_and_names_itself(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_or_unreadable_image_fails_alone_and_names_itself(tmp_path, workers):
     refs = write_images(tmp_path, sizes=[(40, 40), (41, 40)])
     bad = ImageRef("broken", b"not an image at all")
-    emb = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=4)
-    emb.embed([refs[0], bad, refs[1]])
+
+    def lost() -> bytes:
+        raise KeyError("row 17 is gone")
+
+    unreadable = ImageRef("lost-row", lost, known_hash="h-lost")
+    emb = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=4, num_workers=workers)
+    emb.embed([refs[0], bad, unreadable, refs[1]])
     assert emb.get(refs[1]).shape == (3,)
     with pytest.raises(ImageError, match="broken"):
         emb.get(bad)
-    assert emb.stats()["failed_images"] == 1
+    with pytest.raises(ImageError, match="lost-row.*row 17 is gone"):
+        emb.get(unreadable)
+    assert emb.stats()["failed_images"] == 2
 
 
 def test_text_embedder_encodes_each_string_once():

@@ -147,3 +147,19 @@ def test_a_file_without_tensors_is_a_clear_checkpoint_error(tmp_path):
     torch.save({"epoch": 3}, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="no state dict"):
         read_state_dict(tmp_path / "c.pt", "the demo checkpoint")
+
+
+def test_hub_source_fingerprint_is_the_cached_snapshot_commit(monkeypatch, tmp_path):
+    from pigbench.evaluators._weights import source_fingerprint
+
+    repo = tmp_path / "hub" / "models--someorg--clip"
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    (repo / "snapshots" / "0123abcd" / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert source_fingerprint("someorg/clip") == "hub:someorg/clip@0123abcd"
+    assert source_fingerprint("someorg/absent") == "hub:someorg/absent@unknown-revision"
+    (tmp_path / "w.bin").write_bytes(b"abc")
+    assert source_fingerprint(str(tmp_path / "w.bin")).startswith("sha256:ba7816bf")

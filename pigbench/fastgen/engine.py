@@ -77,7 +77,7 @@ class Qwen2VLEngine:
         with torch.inference_mode():
             plans = [self._plan(p) for p in prompts]
             self._assign_prefixes(prompts, plans, settings.min_shared_prefix)
-            order = sorted(range(len(prompts)), key=lambda i: self._sort_key(plans, i))
+            order = _length_order(plans)
             longest = max(p.length for p in plans)
             self._ensure_cache(min(settings.batch_size, len(prompts)),
                                _round_up(longest + settings.max_new_tokens, _KEYS_BUCKET) + _KEYS_BUCKET)
@@ -85,6 +85,7 @@ class Qwen2VLEngine:
             features: dict[Hashable, Any] = {}
             prefix_kv: dict[Hashable, tuple[Any, Any]] = {}
             left_in_group = Counter(p.group for p in plans if p.group is not None)
+            image_uses = Counter(im.key for p in prompts for im in p.images)
             for start in range(0, len(order), settings.batch_size):
                 batch = order[start : start + settings.batch_size]
                 self._encode_images([im for i in batch for im in prompts[i].images], features)
@@ -92,12 +93,16 @@ class Qwen2VLEngine:
                                          prefix_kv, settings)
                 for i, toks in zip(batch, tokens):
                     results[i] = toks
-                for i in batch:
+                for i in batch:  # free what no later batch needs
                     group = plans[i].group
                     if group is not None:
                         left_in_group[group] -= 1
                         if not left_in_group[group]:
                             prefix_kv.pop(group, None)
+                    for im in prompts[i].images:
+                        image_uses[im.key] -= 1
+                        if not image_uses[im.key]:
+                            features.pop(im.key, None)
             self.stats["prompts"] += len(prompts)
             return results
 
@@ -140,11 +145,6 @@ class Qwen2VLEngine:
             out.append(current)
             run_left -= 1
         return out
-
-    @staticmethod
-    def _sort_key(plans: list[_Plan], i: int) -> tuple:
-        plan = plans[i]
-        return (plan.length, str(plan.group), i) if plan.group is None else (plan.prefix, str(plan.group), plan.length, i)
 
     # -- memory --------------------------------------------------------------------------------
     def _ensure_cache(self, rows: int, length: int) -> None:
@@ -357,6 +357,18 @@ class Qwen2VLEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+def _length_order(plans: list[_Plan]) -> list[int]:
+    """Prompt indices by length, a sharing group's members kept together (at its shortest length),
+    so that decode batches hold similar lengths and a prefix is prefilled once per batch."""
+    group_length: dict[Hashable, int] = {}
+    for p in plans:
+        if p.group is not None:
+            group_length[p.group] = min(group_length.get(p.group, p.length), p.length)
+    return sorted(range(len(plans)), key=lambda i: (
+        group_length.get(plans[i].group, plans[i].length), plans[i].group is not None, str(plans[i].group),
+        plans[i].length, i))
 
 
 def _common_prefix(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
