@@ -62,6 +62,16 @@ def test_a_failed_server_cools_off_longer_after_each_failure_and_success_resets_
     assert "a" in {pool.acquire(), pool.acquire()}
 
 
+def test_a_recovering_server_gets_one_probe_at_a_time():
+    clock = Clock()
+    pool = ServerPool(["a", "b"], cool_off_s=5, clock=clock)
+    pool.release(pool.acquire(), ok=False)
+    clock.now += 5
+    assert [pool.acquire() for _ in range(4)] == ["a", "b", "b", "b"]  # a: one probe, though least loaded
+    pool.release("a", ok=True)
+    assert [pool.acquire() for _ in range(3)] == ["a", "a", "a"]  # restored: least outstanding again
+
+
 def test_when_every_server_is_down_the_first_to_recover_is_tried():
     clock = Clock()
     pool = ServerPool(["a", "b"], cool_off_s=5, clock=clock)

@@ -4,9 +4,10 @@
 the fewest requests in flight among those that are up, ties broken round robin. A server whose
 attempt failed in a retryable way (connection refused or reset, timeout, HTTP 429 or 5xx) is down
 for a cool-off, doubled after each further failure in a row (``cool_off_s`` up to
-``max_cool_off_s``) and reset by a success; its requests are retried on the others. When every
-server is down, the one whose cool-off ends first gets the attempt (the caller's backoff paces
-such attempts), so a lone server behaves as before. Thread-safe.
+``max_cool_off_s``); its requests are retried on the others. After its cool-off it gets one
+attempt at a time (a probe, so a server that hangs costs one timeout, not many) until a success
+restores it. When no server can take an attempt, the one whose cool-off ends first gets it (the
+caller's backoff paces such attempts), so a lone server behaves as before. Thread-safe.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class ServerPool:
             now = self._clock()
             n = len(self._servers)
             order = [self._servers[(self._next + i) % n] for i in range(n)]
-            up = [s for s in order if s.down_until <= now]
+            up = [s for s in order if s.down_until <= now and (s.failures_in_a_row == 0 or s.in_flight == 0)]
             chosen = min(up, key=lambda s: s.in_flight) if up else min(order, key=lambda s: s.down_until)
             self._next = (self._servers.index(chosen) + 1) % n
             chosen.in_flight += 1
