@@ -6,7 +6,7 @@ image content hashes: :func:`context_key`). Each line is one user::
 
     {"key": "<sha256>", "user_id": "u17", "rationales": ["...", "..."], "context": "1. Prompt: ..."}
 
-Lines are appended and flushed as each batch of users is done, so a killed run keeps every
+Lines are appended (one ``write`` per batch, safe for concurrent ranks) and synced as each batch of users is done, so a killed run keeps every
 finished context and a resumed run asks the reasoner only for the users it lacks. A truncated last
 line (a kill mid-write) is ignored when loading.
 """
@@ -73,12 +73,19 @@ class UserContextCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps({"key": k, "user_id": c.user_id, "rationales": list(c.rationales),
                                     "context": c.text}) + "\n" for k, c in items.items())
-        with self.path.open("a", encoding="utf-8") as f:
-            if f.tell() > 0 and not self._ends_with_newline():
-                f.write("\n")  # a previous kill left a partial line: keep it on its own line
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+        data = lines.encode("utf-8")
+        if self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline():
+            data = b"\n" + data  # a previous kill left a partial line: keep it on its own line
+        # One write() on an O_APPEND descriptor: ranks of a data-parallel run appending to the same
+        # file never interleave their lines.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _ends_with_newline(self) -> bool:
         assert self.path is not None
