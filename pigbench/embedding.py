@@ -25,6 +25,7 @@ Contracts:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -62,6 +63,13 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit length, in float32."""
     x = x.float()
     return x / x.norm(dim=-1, keepdim=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as float32 (1, 3, 1, 1) tensors kept on ``device``: copied there once, since a
+    copy from the CPU per batch would make the host wait for the batches still encoding."""
+    return tuple(torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1).to(device) for v in (mean, std))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -156,8 +164,7 @@ class ImageTransform:
         x = batch.float()
         if batch.dtype == torch.uint8:
             x = x / 255.0
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        mean, std = _channel_stats(tuple(self.mean), tuple(self.std), x.device)
         return ((x - mean) / std).to(dtype)
 
     def key(self) -> str:

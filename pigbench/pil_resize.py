@@ -56,9 +56,16 @@ def bicubic_weights(in_size: int, out_size: int) -> torch.Tensor:
     return weights
 
 
-def _pass(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _weights_on(in_size: int, out_size: int, device: torch.device) -> torch.Tensor:
+    """:func:`bicubic_weights` transposed, kept on ``device``: copied there once, not once per call
+    (a copy from the CPU would make the host wait for all work queued on the device)."""
+    return bicubic_weights(in_size, out_size).T.contiguous().to(device)
+
+
+def _pass(x: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
     """One axis (the last of ``x``): fixed-point sum, shift, clip to 8 bits (kept as float64)."""
-    acc = x @ weights.T.to(x.device) + (1 << (PRECISION_BITS - 1))
+    acc = x @ _weights_on(in_size, out_size, x.device) + (1 << (PRECISION_BITS - 1))
     return torch.floor(acc / (1 << PRECISION_BITS)).clamp_(0, 255)
 
 
@@ -70,10 +77,10 @@ def resize_bicubic_uint8(x: torch.Tensor, height: int, width: int) -> torch.Tens
     out = x.double()
 
     def horizontal(t: torch.Tensor) -> torch.Tensor:
-        return _pass(t, bicubic_weights(w, width)) if w != width else t
+        return _pass(t, w, width) if w != width else t
 
     def vertical(t: torch.Tensor) -> torch.Tensor:
-        return _pass(t.transpose(-1, -2), bicubic_weights(h, height)).transpose(-1, -2) if h != height else t
+        return _pass(t.transpose(-1, -2), h, height).transpose(-1, -2) if h != height else t
 
     vertical_first = _PILLOW_MAJOR >= 13 and 0 < h - height and h - height > 2 * (w - width)
     out = horizontal(vertical(out)) if vertical_first else vertical(horizontal(out))
