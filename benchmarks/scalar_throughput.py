@@ -1,7 +1,7 @@
 """Images per second of PickScore-sized scoring, end to end from JPEG files, against a naive per-pair loop.
 
 The model is an HF ``CLIPModel`` with the CLIP-ViT-H-14 architecture (PickScore_v1's: vision 32
-layers of width 1280, text 24 layers of width 1024, projection 1024), built from a config with
+layers of width 1280, text 24 layers of width 1024, projection 1024, exact GELU), built from a config with
 random weights (speed does not depend on weight values), saved to a local folder with a processor
 config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``--images`` distinct
 512x512 JPEGs are written first; pair episodes take prompts from the shipped PartiPrompts subset
@@ -9,7 +9,8 @@ config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``-
 
 * pigbench: ``PickScore.predict`` over all pairs, ``--episodes-per-call`` episodes per call as a
   runner would batch them: content hashing, JPEG decode in DataLoader workers, PIL-exact bicubic
-  resize on the GPU, batched fp16 image and text encoding, scoring.
+  resize on the GPU, batched fp16 image (compiled on CUDA) and text encoding, scoring. With
+  ``--eager-too`` the same is timed again with ``PIGBENCH_COMPILE=0`` (eager image encoder).
 * naive: PickScore's README ``calc_probs`` one pair at a time with the same model and dtype:
   open both JPEGs, ``AutoProcessor`` for the two images and the prompt, ``get_image_features``,
   ``get_text_features``, exp(logit_scale)*cos, softmax.
@@ -17,6 +18,10 @@ config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``-
 Both are timed in the same run after warm-ups; the script also checks on a few pairs that the
 pigbench scores equal a per-pair computation with the PIL processor (the recipe it implements).
 The tokenizer is character-level (no merges), so prompts are longer than with CLIP's BPE.
+
+With ``--profile-tower`` the image tower alone (random 224x224 batches, no decode) is timed last
+under several settings: compiled or eager, attention implementation and SDPA backend, activation,
+dtype, batch size; plus the tower's matrix products alone, as a ceiling.
 
     python benchmarks/scalar_throughput.py [--images 4096] [--batch-size 256] [--workers 14] [--naive-pairs 200]
     python benchmarks/scalar_throughput.py --tiny --device cpu --images 64 --workers 2 --naive-pairs 8  # smoke test
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import string
 import tempfile
 import time
@@ -37,10 +43,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-VIT_H_14 = {
-    "text_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16},
+VIT_H_14 = {  # LAION's ViT-H/14 (and so PickScore_v1) uses exact GELU, not OpenAI CLIP's quick_gelu
+    "text_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+                    "hidden_act": "gelu"},
     "vision_config": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 16,
-                      "image_size": 224, "patch_size": 14},
+                      "image_size": 224, "patch_size": 14, "hidden_act": "gelu"},
     "projection_dim": 1024,
 }
 TINY = {
@@ -143,6 +150,160 @@ def stage_rates(ev, paths: list[str], args, sync) -> dict[str, float]:
     return {"decode": decode, "device": rounds * args.batch_size / (time.perf_counter() - t)}
 
 
+def instrument_waits(emb) -> dict[str, float]:
+    """Seconds the host spends waiting for decoded images and for encoded batches, accumulated."""
+    waits = {"decode": 0.0, "device": 0.0}
+    decoded, store = emb._decoded, emb._store
+
+    def timed_decoded():
+        it = iter(decoded())
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                waits["decode"] += time.perf_counter() - t
+            yield item
+
+    def timed_store(*args) -> None:
+        t = time.perf_counter()
+        store(*args)
+        waits["device"] += time.perf_counter() - t
+
+    emb._decoded, emb._store = timed_decoded, timed_store
+    return waits
+
+
+def time_calls(ev, paths: list[str], texts: list[str], per_call: list[int], args, sync, tag: str):
+    """images/s of ``ev.predict`` for each episodes-per-call setting, each on its own JPEGs."""
+    rates, preds = {}, []
+    for k, chunk in enumerate(per_call):
+        timed = episodes(paths[k * args.images : (k + 1) * args.images], texts, f"{tag}{k}-")
+        calls_before = ev.images.encoder_calls
+        waits = instrument_waits(ev.images)
+        sync()
+        t = time.perf_counter()
+        out = []
+        for i in range(0, len(timed), chunk):
+            out += ev.predict(timed[i : i + chunk])
+        sync()
+        fast_s = time.perf_counter() - t
+        assert all(p.score_a is not None for p in out)
+        rates[chunk] = args.images / fast_s
+        preds.append((timed, out))
+        print(f"pigbench ({tag}), {chunk} episodes per predict call: {args.images} images in {fast_s:.2f}s = "
+              f"{rates[chunk]:.0f} images/s ({ev.images.encoder_calls - calls_before} encoder calls; host waited "
+              f"{waits['decode']:.2f}s for decoded images, {waits['device']:.2f}s for encoded batches)")
+        del ev.images._decoded, ev.images._store  # back to the class methods
+    return rates, preds
+
+
+def profile_tower(model, ev, args, sync) -> dict[str, float]:
+    """images/s of the image tower alone (224x224 fp16 inputs to projected features) per setting."""
+    import copy
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from transformers.activations import ACT2FN
+
+    from pigbench.compiled_encoder import CompiledEncoder
+    from pigbench.evaluators._hf_clip import encode_images
+
+    def rate(fn, batch: int, dtype=None, iters: int = 6) -> float:
+        x = torch.randn(batch, 3, 224, 224, device=args.device).to(dtype or model.dtype)
+        with torch.inference_mode():
+            fn(x), fn(x)
+            sync()
+            t = time.perf_counter()
+            for _ in range(iters):
+                fn(x)
+            sync()
+        return iters * batch / (time.perf_counter() - t)
+
+    eager = lambda x: encode_images(model, x)  # noqa: E731
+    layers = model.vision_model.encoder.layers
+    attn_config = layers[0].self_attn.config
+    out: dict[str, float] = {}
+
+    def setting(name: str, fn) -> None:
+        try:
+            out[name] = fn()
+            print(f"tower alone, {name}: {out[name]:.0f} images/s")
+        except Exception as exc:  # a setting this torch/transformers lacks is reported, not fatal
+            print(f"tower alone, {name}: failed ({type(exc).__name__}: {str(exc)[:200]})")
+
+    bs = args.batch_size
+    if isinstance(ev.images.encode, CompiledEncoder):
+        with torch.inference_mode():
+            x = torch.randn(bs, 3, 224, 224, device=args.device).to(model.dtype)
+            a, b = ev.images.encode(x).float(), eager(x).float()
+        print(f"compiled vs eager features: max |diff| {(a - b).abs().max():.2e} (max |value| {b.abs().max():.2e}); "
+              f"compile failure: {ev.images.encode.failure}")
+        setting(f"compiled (pigbench), batch {bs}", lambda: rate(ev.images.encode, bs))
+    print(f"attention implementation of the loaded model: {attn_config._attn_implementation}")
+    setting(f"eager, sdpa default dispatch, batch {bs}", lambda: rate(eager, bs))
+    for b in (128, 512):
+        setting(f"eager, batch {b}", lambda b=b: rate(eager, b))
+    for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION"):
+        def forced(backend=backend):
+            with sdpa_kernel([getattr(SDPBackend, backend)]):
+                return rate(eager, bs)
+        setting(f"eager, sdpa forced {backend}", forced)
+
+    def attn_eager():
+        attn_config._attn_implementation = "eager"
+        try:
+            return rate(eager, bs)
+        finally:
+            attn_config._attn_implementation = "sdpa"
+    setting("eager, attn_implementation=eager", attn_eager)
+
+    def quick_gelu():
+        acts = [layer.mlp.activation_fn for layer in layers]
+        for layer in layers:
+            layer.mlp.activation_fn = ACT2FN["quick_gelu"]
+        try:
+            return rate(eager, bs)
+        finally:
+            for layer, act in zip(layers, acts):
+                layer.mlp.activation_fn = act
+    setting("eager, quick_gelu (the previous benchmark model)", quick_gelu)
+
+    def bf16():
+        vision, proj = copy.deepcopy(model.vision_model).bfloat16(), copy.deepcopy(model.visual_projection).bfloat16()
+        try:
+            return rate(lambda x: proj(vision(pixel_values=x).pooler_output), bs, torch.bfloat16)
+        finally:
+            del vision, proj
+    setting("eager, bfloat16", bf16)
+
+    def matmuls_only():
+        cfg = model.config.vision_config
+        tokens = bs * ((cfg.image_size // cfg.patch_size) ** 2 + 1)
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        shapes = [(d, d)] * 4 + [(d, f), (f, d)]  # q, k, v, out; fc1, fc2
+        xs = {k: torch.randn(tokens, k, device=args.device, dtype=model.dtype) for k in (d, f)}
+        ws = [torch.randn(n, k, device=args.device, dtype=model.dtype) / k**0.5 for k, n in shapes]
+        with torch.inference_mode():
+            def one_layer():
+                for (k, _), w in zip(shapes, ws):
+                    torch.nn.functional.linear(xs[k], w)
+            one_layer()
+            sync()
+            t = time.perf_counter()
+            for _ in range(cfg.num_hidden_layers):
+                one_layer()
+            sync()
+        seconds = time.perf_counter() - t
+        flops = 2 * tokens * sum(k * n for k, n in shapes) * cfg.num_hidden_layers
+        print(f"tower matrix products alone: {flops / seconds / 1e12:.0f} TFLOP/s")
+        return bs / seconds
+    setting("linear layers' matrix products only (ceiling)", matmuls_only)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4096)
@@ -153,6 +314,8 @@ def main() -> None:
     ap.add_argument("--naive-pairs", type=int, default=200)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="a tiny CLIP instead of ViT-H-14 (smoke test)")
+    ap.add_argument("--eager-too", action="store_true", help="also time pigbench with PIGBENCH_COMPILE=0")
+    ap.add_argument("--profile-tower", action="store_true", help="time the image tower alone under several settings")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -161,16 +324,19 @@ def main() -> None:
     from transformers import AutoProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+    from pigbench.compiled_encoder import COMPILE_ENV
     from pigbench.evaluator import Runtime
     from pigbench.registry import evaluators
 
     per_call = [int(x) for x in args.episodes_per_call.split(",")]
+    variants = ["default"] + (["eager"] if args.eager_too else [])
     work = Path(tempfile.mkdtemp(prefix="scalar_throughput_"))
     (work / "img").mkdir()
     warm_n = 2 * args.batch_size
+    per_variant = args.images * len(per_call)
     t = time.perf_counter()
     with Pool(max(1, args.workers)) as pool:
-        total = args.images * len(per_call) + warm_n
+        total = per_variant * len(variants) + warm_n
         paths = pool.map(write_jpeg, [(work / "img" / f"{i:05d}.jpg", i) for i in range(total)])
     print(f"wrote {len(paths)} JPEGs in {time.perf_counter() - t:.1f}s ({Path(paths[0]).stat().st_size} bytes each, first)")
 
@@ -179,37 +345,34 @@ def main() -> None:
     print(f"built and saved the model in {time.perf_counter() - t:.1f}s: "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters")
 
-    cls = evaluators.get("pickscore")
-    ev = cls(cls.Config(model_path=str(work / "model"), processor_path=str(work / "model")),
-             Runtime(device=args.device, batch_size=args.batch_size, num_workers=args.workers))
-    t = time.perf_counter()
-    ev.setup()
-    print(f"pickscore evaluator loaded in {time.perf_counter() - t:.1f}s (dtype {ev.dtype}, "
-          f"resize on the device: {ev.images.resize_on_device})")
-    texts = prompts()
-    warm = episodes(paths[-warm_n:], texts[::-1], "warm")
-    ev.predict(warm)  # CUDA kernels, allocator, worker start-up code paths
-
     def sync() -> None:
         if args.device == "cuda":
             torch.cuda.synchronize()
 
-    rates = {}
-    for k, chunk in enumerate(per_call):
-        timed = episodes(paths[k * args.images : (k + 1) * args.images], texts, f"t{k}-")
-        calls_before = ev.images.encoder_calls
-        sync()
+    texts = prompts()
+    warm = episodes(paths[-warm_n:], texts[::-1], "warm")
+    cls = evaluators.get("pickscore")
+    rates, preds, evs = {}, {}, {}
+    for v, variant in enumerate(variants):
+        if variant == "eager":
+            os.environ[COMPILE_ENV] = "0"
+        ev = cls(cls.Config(model_path=str(work / "model"), processor_path=str(work / "model")),
+                 Runtime(device=args.device, batch_size=args.batch_size, num_workers=args.workers))
         t = time.perf_counter()
-        preds = []
-        for i in range(0, len(timed), chunk):
-            preds += ev.predict(timed[i : i + chunk])
+        ev.setup()
+        print(f"pickscore evaluator ({variant}) loaded in {time.perf_counter() - t:.1f}s (dtype {ev.dtype}, "
+              f"resize on the device: {ev.images.resize_on_device})")
+        t = time.perf_counter()
+        ev.predict(warm)  # CUDA kernels, allocator, worker start-up code paths; compiling the image encoder
         sync()
-        fast_s = time.perf_counter() - t
-        assert all(p.score_a is not None for p in preds)
-        rates[chunk] = args.images / fast_s
-        print(f"pigbench, {chunk} episodes per predict call: {args.images} images in {fast_s:.2f}s = "
-              f"{rates[chunk]:.0f} images/s ({ev.images.encoder_calls - calls_before} encoder calls)")
-    fast_rate = min(rates.values())
+        print(f"warm-up predict ({variant}, {warm_n} images): {time.perf_counter() - t:.1f}s; "
+              f"image encoder: {ev.provenance().get('image_encoder', 'eager')}")
+        rates[variant], preds[variant] = time_calls(
+            ev, paths[v * per_variant : (v + 1) * per_variant], texts, per_call, args, sync, variant)
+        evs[variant] = ev
+    ev = evs["default"]
+    fast_rate = min(rates["default"].values())
+    timed, fast_preds = preds["default"][-1]
 
     tf = ev.images.transform
     mismatched = sum(
@@ -236,23 +399,33 @@ def main() -> None:
 
     pil = AutoProcessor.from_pretrained(work / "model")
     pil.image_processor = CLIPImageProcessorPil.from_pretrained(work / "model")
-    check = [(naive_pair(model, pil, ep, args.device), (p.score_a, p.score_b)) for ep, p in zip(timed[:32], preds)]
-    print(f"speedup over the naive loop: {fast_rate / naive_rate:.1f}x (slowest pigbench setting)")
-    diff = max(abs(a - b) for ref, got in check for a, b in zip(ref, got))
-    print(f"max |score difference| vs the per-pair PIL-processor recipe on 32 pairs: {diff:.2e}")
+    diffs = {}
+    for variant, runs in preds.items():
+        eps, got = runs[-1]
+        check = [(naive_pair(model, pil, ep, args.device), (p.score_a, p.score_b)) for ep, p in zip(eps[:32], got)]
+        diffs[variant] = max(abs(a - b) for ref, out in check for a, b in zip(ref, out))
+        print(f"max |score difference| vs the per-pair PIL-processor recipe on 32 pairs ({variant}): {diffs[variant]:.2e}")
+    for variant, r in rates.items():
+        print(f"speedup over the naive loop ({variant}): {min(r.values()) / naive_rate:.1f}x (slowest setting)")
 
     figures = {
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "torch": torch.__version__, "transformers": transformers.__version__, "model": "tiny" if args.tiny else "CLIP ViT-H-14",
         "images": args.images, "batch_size": args.batch_size, "workers": args.workers,
-        "pigbench_images_per_s_by_episodes_per_call": {k: round(v, 1) for k, v in rates.items()},
+        "image_encoder": ev.provenance().get("image_encoder", "eager"),
+        "pigbench_images_per_s_by_episodes_per_call": {v: {k: round(x, 1) for k, x in r.items()} for v, r in rates.items()},
         "pigbench_images_per_s_slowest": round(fast_rate, 1), "naive_images_per_s": round(naive_rate, 1),
-        "naive_pairs": len(subset), "speedup": round(fast_rate / naive_rate, 1), "max_score_diff_vs_pil_recipe": diff,
+        "naive_pairs": len(subset), "speedup": round(fast_rate / naive_rate, 1), "max_score_diff_vs_pil_recipe": diffs,
         "dtype": str(ev.dtype), "resize_on_device": ev.images.resize_on_device, "device_resize_mismatched_pixels_64_images": mismatched, "stage_ceilings_images_per_s": {k: round(v, 1) for k, v in stages.items()},
     }
     print(json.dumps(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
+    if args.profile_tower:
+        figures["tower_alone_images_per_s"] = {k: round(v, 1) for k, v in profile_tower(model, ev, args, sync).items()}
+        print(json.dumps(figures["tower_alone_images_per_s"]))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -82,14 +82,21 @@ class EmbeddingScorer(ScalarEvaluator):
     def load(self) -> None:
         """Load the weights; set ``self.images`` (and ``self.texts``); record ``self._provenance``."""
 
-    def image_embedder(self, encode, transform: "ImageTransform", model_key: str) -> "ImageEmbedder":
+    def image_embedder(self, encode, transform: "ImageTransform", model_key: str, compile_encoder: bool = False) -> "ImageEmbedder":
         """An embedder on this evaluator's device, dtype and batch size. Decode workers:
-        ``runtime.num_workers``, or when that is 0 on CUDA, all CPU cores but two (at most 14)."""
+        ``runtime.num_workers``, or when that is 0 on CUDA, all CPU cores but two (at most 14).
+        With ``compile_encoder``, ``encode`` is compiled for the batch size where
+        :func:`pigbench.compiled_encoder.compile_requested` says so (on CUDA, unless PIGBENCH_COMPILE=0)."""
         from pigbench.embedding import ImageEmbedder
 
         workers = self.runtime.num_workers
         if workers == 0 and self.device.type == "cuda":
             workers = max(0, min(14, (os.cpu_count() or 1) - 2))
+        if compile_encoder:
+            from pigbench.compiled_encoder import CompiledEncoder, compile_requested
+
+            if compile_requested(self.device):
+                encode = CompiledEncoder(encode, self.runtime.batch_size)
         return ImageEmbedder(
             encode, transform, model_key=model_key, device=self.device, dtype=self.dtype,
             batch_size=self.runtime.batch_size, num_workers=workers,
@@ -125,6 +132,11 @@ class EmbeddingScorer(ScalarEvaluator):
             out["dtype"] = str(self.dtype).removeprefix("torch.")
             out["device"] = str(self.device)
             out["image_embedding"] = self.images.stats()
+            from pigbench.compiled_encoder import CompiledEncoder
+
+            encoder = self.images.encode
+            if isinstance(encoder, CompiledEncoder):
+                out["image_encoder"] = f"eager (compiling failed: {encoder.failure})" if encoder.failure else "compiled"
         return out
 
 

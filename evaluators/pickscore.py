@@ -58,7 +58,8 @@ class PickScore(EmbeddingScorer):
         tokenizer = load_tokenizer(processor)
         fingerprint = source_fingerprint(source, model)
         transform = processor_transform(processor, "floor")
-        self.images = self.image_embedder(lambda x: encode_images(model, x), transform, f"pickscore:{source}:{fingerprint}")
+        self.images = self.image_embedder(lambda x: encode_images(model, x), transform, f"pickscore:{source}:{fingerprint}",
+                                          compile_encoder=True)
         self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, t, self.device))
         self.logit_scale = float(model.logit_scale.detach().float().exp())
         self._provenance = {"model": source, "revision": fingerprint, "processor": processor}

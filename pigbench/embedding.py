@@ -283,7 +283,8 @@ class ImageEmbedder:
     tensor per image (any trailing shape). Features are stored on the CPU in ``dtype``.
     With ``num_workers`` > 0, worker processes (forked once, on first use, where the platform
     can fork) decode chunks of :data:`DECODE_CHUNK` images while the device encodes batches of
-    ``batch_size``; up to two encoded batches stay on the device before being copied back.
+    ``batch_size``; up to two batches are queued on the device ahead of the host, which never
+    waits for the device except for the features of the oldest batch.
     With ``resize_on_device`` (default: PIL resampling on CUDA) workers only decode and the
     device resizes with :mod:`pigbench.pil_resize`, which gives the same pixels as PIL.
     """
@@ -347,15 +348,26 @@ class ImageEmbedder:
             self._store(*in_flight.popleft())
 
     def _launch(self, hashes: list[str], batch: torch.Tensor, in_flight: deque) -> None:
+        """Queue the encoding of ``batch`` and the copy of its features to the CPU; then store the
+        oldest batch while more than two are queued. On CUDA the copy goes to pinned memory and
+        only its own event is awaited, so the device keeps encoding the newer batches meanwhile."""
         x = self.transform.normalize(batch, self.dtype)
         with torch.inference_mode():
-            in_flight.append((hashes, self.encode(x)))
+            feats = self.encode(x)
+            done = None
+            if feats.is_cuda:
+                feats = feats.to("cpu", non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+        in_flight.append((hashes, feats, done))
         self.encoder_calls += 1
         self.encoded_images += len(hashes)
-        while len(in_flight) > 2:  # the copy waits for the oldest batch while the device runs the next
+        while len(in_flight) > 2:
             self._store(*in_flight.popleft())
 
-    def _store(self, hashes: list[str], feats: torch.Tensor) -> None:
+    def _store(self, hashes: list[str], feats: torch.Tensor, done: Optional["torch.cuda.Event"]) -> None:
+        if done is not None:
+            done.synchronize()
         for h, f in zip(hashes, feats.to("cpu")):
             self.cache.put(h, f.clone())
 

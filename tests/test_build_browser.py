@@ -49,7 +49,13 @@ def sign_in(browser, app, annotator_id):
     page.fill("#credential", app["invites"][annotator_id])
     page.click("#signin")
     page.wait_for_url("**/task")
+    wait_ready(page)
     return page
+
+
+def wait_ready(page):
+    """Wait until the ranking page's script has attached its handlers (keys typed earlier are lost)."""
+    page.wait_for_selector("body[data-ready='true']")
 
 
 def badges(page):
@@ -69,6 +75,7 @@ def test_two_annotators_rank_by_mouse_and_keyboard_and_lose_nothing_on_reload(br
     alice.screenshot(path=str(ARTIFACTS / "01_alice_ranked_by_mouse.png"), full_page=True)
     alice.click("#submit")
     expect(alice.locator("#progress-text")).to_have_text("Set 2 of 3")
+    wait_ready(alice)
     row, = store.own_rankings("annotator001")
     assert row["set_id"] == first and row["screen_ranks"] == [1, 1, 3, 4]
     assert sorted(row["display_order"]) == [0, 1, 2, 3]
@@ -87,6 +94,7 @@ def test_two_annotators_rank_by_mouse_and_keyboard_and_lose_nothing_on_reload(br
     alice.screenshot(path=str(ARTIFACTS / "02_alice_ranked_by_keyboard.png"), full_page=True)
     alice.keyboard.press("Enter")
     expect(alice.locator("#progress-text")).to_have_text("Set 3 of 3")
+    wait_ready(alice)
     assert [r["screen_ranks"] for r in store.own_rankings("annotator001")] == [[1, 1, 3, 4], [2, 1, 3, 3]]
 
     # a second annotator works at the same time in another browser context
@@ -101,6 +109,7 @@ def test_two_annotators_rank_by_mouse_and_keyboard_and_lose_nothing_on_reload(br
     alice.focus("#card-B")
     alice.keyboard.press("1")
     alice.reload()
+    wait_ready(alice)
     assert alice.inner_text("#progress-text") == "Set 3 of 3"
     assert alice.get_attribute("#progress", "value") == "2" and badges(alice) == ["", "", "", ""]
     alice.screenshot(path=str(ARTIFACTS / "03_alice_after_reload.png"), full_page=True)

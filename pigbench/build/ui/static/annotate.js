@@ -99,3 +99,5 @@ document.addEventListener("keydown", (event) => {
 
 submitButton.addEventListener("click", submit);
 render();
+
+document.body.dataset.ready = "true"; // handlers are attached: tests wait for this before typing
