@@ -16,60 +16,22 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Optional
 
-from pigbench.judging.request_cache import request_key
+from pigbench.judging.fake_server import FakeServer, keyed_verdict
 from pigbench.runner import RunConfig, run
 
 
-class SimulatedServer:
-    """``/v1/chat/completions`` with ``slots`` requests processed at a time, ``latency_s`` each. After
+def simulated_server(a: argparse.Namespace, die_after: Optional[int] = None) -> FakeServer:
+    """A judge deployment: ``--slots`` requests processed at a time, ``--latency-s`` each; after
     ``die_after`` answers it drops every connection and stops listening."""
-
-    def __init__(self, slots: int, latency_s: float, die_after: Optional[int] = None) -> None:
-        self.answered: Counter = Counter()
-        self.dead = False
-        gate, lock, server = threading.Semaphore(slots), threading.Lock(), self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with gate:
-                    time.sleep(latency_s)
-                key = request_key(body)
-                with lock:
-                    if not server.dead and die_after is not None and sum(server.answered.values()) >= die_after:
-                        server.dead = True
-                        threading.Thread(target=server.close).start()
-                    if server.dead:
-                        return  # the connection closes with no answer
-                    server.answered[key] += 1
-                payload = json.dumps({"choices": [{"message": {"content": f"<answer>{'AB'[int(key, 16) % 2]}</answer>"}}]})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload.encode())
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    return FakeServer(keyed_verdict, latency_s=a.latency_s, slots=a.slots, die_after=die_after)
 
 
-def measure(a: argparse.Namespace, servers: list[SimulatedServer], root: Path, name: str) -> dict[str, Any]:
+def measure(a: argparse.Namespace, servers: list[FakeServer], root: Path, name: str) -> dict[str, Any]:
     config = RunConfig(evaluator="openai-judge", dataset="demo", dataset_options={"users": str(a.users)},
                        batch_size=a.concurrency, output=str(root / name / "results"),
                        cache_dir=str(root / name / "cache"), progress=False, n_bootstrap=100,
@@ -95,10 +57,10 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=2, help="demo users (about 40 targets each)")
     a = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pigbench-served-"))
-    rows = [measure(a, [SimulatedServer(a.slots, a.latency_s)], root, "one server"),
-            measure(a, [SimulatedServer(a.slots, a.latency_s) for _ in range(a.servers)], root, f"{a.servers} servers")]
-    dying = [SimulatedServer(a.slots, a.latency_s, die_after=rows[0]["targets"] // (2 * a.servers))] + [
-        SimulatedServer(a.slots, a.latency_s) for _ in range(a.servers - 1)]
+    rows = [measure(a, [simulated_server(a)], root, "one server"),
+            measure(a, [simulated_server(a) for _ in range(a.servers)], root, f"{a.servers} servers")]
+    dying = [simulated_server(a, die_after=rows[0]["targets"] // (2 * a.servers))] + [
+        simulated_server(a) for _ in range(a.servers - 1)]
     rows.append(measure(a, dying, root, f"{a.servers} servers, one dies"))
     base = rows[0]["seconds"]
     same = [r.pop("predictions") for r in rows]

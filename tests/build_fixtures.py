@@ -1,7 +1,7 @@
 """Shared helpers of the tests/test_build_*.py files: a fake chat server, a colour pipeline, workspaces.
 
-* :class:`FakeChatServer` is an OpenAI-compatible ``/v1/chat/completions`` endpoint on 127.0.0.1
-  whose replies a test scripts per base prompt; it records every request.
+* :class:`FakeChatServer` is a :class:`~pigbench.judging.fake_server.FakeServer` whose replies a
+  test scripts per base prompt and attempt; it records every request.
 * :class:`ColorPipeline` stands in for an SDXL pipeline in :func:`pigbench.build.render.render_jobs`:
   each image is a flat colour derived from the prompt and the generator's seed, so the rest of the
   render stage (batching, files, records) runs for real without weights.
@@ -23,7 +23,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Optional
@@ -34,6 +34,7 @@ from pigbench.build.prompts import main as prompts_main
 from pigbench.build.render import RenderSettings, pending_jobs, render_jobs
 from pigbench.build.sets import record_decision, rendered_sets
 from pigbench.build.workspace import Workspace, append_jsonl, read_jsonl
+from pigbench.judging.fake_server import FakeServer, Reply
 
 BASE_PROMPT = re.compile(r"Base prompt: (.*)")
 
@@ -43,46 +44,22 @@ def good_reply(base: str, tag: str = "") -> str:
     return json.dumps({"variants": [f"{base}, {s}{tag}, scene {i}" for i, s in enumerate(styles)]})
 
 
-class FakeChatServer:
+class FakeChatServer(FakeServer):
     """``reply(base_prompt, attempt) -> (status, content)`` decides each answer; ``requests`` records bodies."""
 
     def __init__(self, reply: Callable[[str, int], tuple[int, str]]) -> None:
-        self.reply = reply
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.attempts: dict[str, int] = {}
-        server = self
+        self.attempts: Counter = Counter()
+        lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                server.headers.append(dict(self.headers))
-                base = BASE_PROMPT.search(body["messages"][0]["content"]).group(1)
-                attempt = server.attempts[base] = server.attempts.get(base, 0) + 1
-                status, content = server.reply(base, attempt)
-                payload = ({"choices": [{"message": {"role": "assistant", "content": content}}]}
-                           if status == 200 else {"error": {"message": content}})
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        def answer(body: dict) -> Reply:
+            base = BASE_PROMPT.search(body["messages"][0]["content"]).group(1)
+            with lock:
+                self.attempts[base] += 1
+                attempt = self.attempts[base]
+            status, content = reply(base, attempt)
+            return Reply(content, status=status)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-
-    def __enter__(self) -> "FakeChatServer":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(answer)
 
 
 class ColorPipeline:

@@ -5,14 +5,13 @@ requests, answer probabilities, and the API key kept out of results, logs and ca
 import io
 import json
 import math
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
 
 from pigbench.judging.backend import GenerationParams
+from pigbench.judging.fake_server import FakeServer, Reply
 from pigbench.judging.messages import Prompt, image, text
 from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
 from pigbench.judging.request_cache import RequestCache
@@ -23,66 +22,11 @@ KEY = "sk-test-DO-NOT-LEAK-1234"
 FAST = RetryPolicy(max_retries=3, backoff_s=0.01, max_backoff_s=0.05)
 
 
-class FakeServer:
-    """An OpenAI-style /v1/chat/completions endpoint. ``script`` holds one-off behaviours consumed
-    in order (status codes, delays, raw bodies); after that, ``reply(body)`` gives the content."""
-
-    def __init__(self):
-        self.hits = 0
-        self.bodies: list[dict] = []
-        self.headers: list[dict] = []
-        self.script: list[dict] = []
-        self.reply = lambda body: "<answer>B</answer>"
-        self.logprobs = None
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.hits += 1
-                    server.bodies.append(body)
-                    server.headers.append(dict(self.headers))
-                    step = server.script.pop(0) if server.script else {}
-                time.sleep(step.get("delay", 0))
-                status = step.get("status", 200)
-                if status == 200:
-                    choice = {"message": {"role": "assistant", "content": server.reply(body)}}
-                    if server.logprobs:
-                        choice["logprobs"] = {"content": server.logprobs}
-                    payload = step.get("raw", json.dumps({"choices": [choice]})).encode()
-                else:
-                    payload = json.dumps({"error": {"message": f"status {status}"}}).encode()
-                try:
-                    self.send_response(status)
-                    for k, v in step.get("headers", {}).items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
-    s = FakeServer()
-    yield s
-    s.close()
+    """Answers ``<answer>B</answer>`` unless a test sets ``server.reply`` or ``server.script``."""
+    with FakeServer(lambda body: "<answer>B</answer>") as s:
+        yield s
 
 
 def png(name, color=(10, 200, 30)):
@@ -114,7 +58,7 @@ def test_success_sends_interleaved_parts_and_parses(server, tmp_path, monkeypatc
     preds = judge(server, tmp_path).predict([episode(0), episode(1)])
     assert [(p.sample_id, p.label, p.raw_text) for p in preds] == [("s0", Label.B, "<answer>B</answer>"),
                                                                    ("s1", Label.B, "<answer>B</answer>")]
-    body = server.bodies[0]
+    body = server.requests[0]
     assert body["model"] == "test-model"
     content = body["messages"][0]["content"]
     kinds = [c["type"] if c["type"] == "image_url" else c["text"] for c in content]
@@ -133,7 +77,7 @@ def test_malformed_answer_is_invalid_with_raw_text(server, tmp_path):
 
 
 def test_malformed_response_is_an_error_and_not_cached(server, tmp_path):
-    server.script = [{"raw": json.dumps({"object": "error"})}]
+    server.script = [Reply(raw=json.dumps({"object": "error"}))]
     b = backend(server, tmp_path)
     (gen,) = b.generate([Prompt((text("hi"),))], GenerationParams())
     assert gen.text is None and "malformed response" in gen.error
@@ -142,30 +86,30 @@ def test_malformed_response_is_an_error_and_not_cached(server, tmp_path):
 
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_transient_status_then_success(server, status):
-    server.script = [{"status": status, "headers": {"Retry-After": "0"}}, {"status": status}]
+    server.script = [Reply(status=status, headers={"Retry-After": "0"}), Reply(status=status)]
     (gen,) = backend(server).generate([Prompt((text("hi"),))], GenerationParams())
     assert gen.error is None and gen.text == "<answer>B</answer>"
     assert server.hits == 3
 
 
 def test_client_error_is_not_retried(server):
-    server.script = [{"status": 400}]
+    server.script = [Reply(status=400)]
     (gen,) = backend(server).generate([Prompt((text("hi"),))], GenerationParams())
     assert gen.text is None and gen.error.startswith("HTTP 400") and server.hits == 1
 
 
 def test_retries_run_out(server):
-    server.script = [{"status": 429}] * 10
+    server.script = [Reply(status=429)] * 10
     (gen,) = backend(server, retry=RetryPolicy(max_retries=2, backoff_s=0.01)).generate([Prompt((text("x"),))],
                                                                                        GenerationParams())
     assert "gave up after 3 attempts" in gen.error and server.hits == 3
 
 
 def test_timeout_then_success_and_timeout_for_good(server):
-    server.script = [{"delay": 0.6}]
+    server.script = [Reply(delay_s=0.6)]
     (gen,) = backend(server, timeout_s=0.2).generate([Prompt((text("x"),))], GenerationParams())
     assert gen.text == "<answer>B</answer>" and server.hits == 2
-    server.script = [{"delay": 0.6}] * 2
+    server.script = [Reply(delay_s=0.6)] * 2
     b = backend(server, timeout_s=0.2, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
     (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
     assert gen.text is None and "within 0.2 s" in gen.error and "gave up after 2 attempts" in gen.error
@@ -184,7 +128,7 @@ def test_a_dead_server_fails_over_to_the_next(server):
 
 
 def test_concurrency_is_bounded(server):
-    server.script = [{"delay": 0.2}] * 8
+    server.script = [Reply(delay_s=0.2)] * 8
     b = backend(server, concurrency=2)
     start = time.monotonic()
     b.generate([Prompt((text(str(i)),)) for i in range(6)], GenerationParams())
@@ -204,13 +148,13 @@ def test_resume_sends_no_request_twice(server, tmp_path):
 
 
 def test_answer_probabilities_from_top_logprobs(server, tmp_path):
-    server.reply = lambda body: "<answer>A</answer>"
     top = [{"token": "A", "logprob": math.log(0.6)}, {"token": "B", "logprob": math.log(0.3)}]
-    server.logprobs = [{"token": "<answer>", "logprob": 0.0, "top_logprobs": []},
-                       {"token": "A", "logprob": math.log(0.6), "top_logprobs": top},
-                       {"token": "</answer>", "logprob": 0.0, "top_logprobs": []}]
+    logprobs = [{"token": "<answer>", "logprob": 0.0, "top_logprobs": []},
+                {"token": "A", "logprob": math.log(0.6), "top_logprobs": top},
+                {"token": "</answer>", "logprob": 0.0, "top_logprobs": []}]
+    server.reply = lambda body: Reply("<answer>A</answer>", logprobs=logprobs)
     (pred,) = judge(server, tmp_path, scoring="probs", tie_threshold=0.5).predict([episode(0)])
-    assert server.bodies[0]["logprobs"] is True and server.bodies[0]["top_logprobs"] == 20
+    assert server.requests[0]["logprobs"] is True and server.requests[0]["top_logprobs"] == 20
     assert pred.score_a == pytest.approx(2 / 3) and pred.score_b == pytest.approx(1 / 3)
     assert pred.label == Label.TIE  # |P(A) - P(B)| = 1/3 <= tau
 

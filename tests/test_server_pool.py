@@ -2,17 +2,13 @@
 PIGReward run through the runner against two servers on 127.0.0.1, one of which dies mid-run: every
 request is answered exactly once and the results are complete (equal to a healthy server's)."""
 
-import hashlib
 import json
-import threading
-import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional
 
 import pytest
 
 from pigbench.judging.backend import GenerationParams
+from pigbench.judging.fake_server import FakeServer, keyed_verdict, request_texts
 from pigbench.judging.messages import Prompt, text
 from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy, split_base_urls
 from pigbench.judging.request_cache import request_key
@@ -91,80 +87,29 @@ def test_base_urls_from_a_json_list_or_commas_and_bad_urls_named():
 
 
 # two servers on 127.0.0.1, one dies mid-run ---------------------------------------------------------
-class ChatServer:
-    """``/v1/chat/completions`` answering ``reply(text parts, request key)``. With ``die_after``, it
-    crashes after that many answers: requests in flight and later ones get their connection closed
-    with no answer, then it stops listening. ``answered`` counts answers sent per request key."""
-
-    def __init__(self, reply: Callable[[list[str], str], str], die_after: Optional[int] = None) -> None:
-        self.answered: Counter = Counter()
-        self.dropped = 0
-        self.dead = False
-        lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                time.sleep(0.005)  # keep several requests in flight on each server
-                key = request_key(body)
-                with lock:
-                    if not server.dead and die_after is not None and sum(server.answered.values()) >= die_after:
-                        server.dead = True
-                        threading.Thread(target=server.close).start()
-                    if server.dead:
-                        server.dropped += 1
-                        return  # the connection closes with no answer
-                    server.answered[key] += 1
-                texts = [p["text"] for m in body["messages"] for p in
-                         (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}]) if "text" in p]
-                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply(texts, key)}}]})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload.encode())
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def verdict(texts: list[str], key: str) -> str:
-    """A judge's answer, decided by the request: the same request always gets the same answer."""
-    return f"<answer>{'AB'[int(key, 16) % 2]}</answer>"
-
-
 @pytest.fixture
 def servers():
-    made: list[ChatServer] = []
+    """``servers(reply, die_after=None)`` starts a fake server that takes 5 ms per request, so several
+    requests are in flight on each; all are closed at the end."""
+    made: list[FakeServer] = []
 
     def make(reply, die_after=None):
-        made.append(ChatServer(reply, die_after))
+        made.append(FakeServer(reply, latency_s=0.005, die_after=die_after))
         return made[-1]
 
     yield make
     for s in made:
-        if not s.dead:
-            s.close()
+        s.close()
 
 
-def served_once(*servers: ChatServer) -> Counter:
+def served_once(*servers: FakeServer) -> Counter:
     total = sum((s.answered for s in servers), Counter())
     assert set(total.values()) == {1}, "a request was answered more than once"
     return total
 
 
 def test_backend_requests_go_to_the_survivor_and_are_answered_once(servers):
-    healthy, dying = servers(verdict), servers(verdict, die_after=6)
+    healthy, dying = servers(keyed_verdict), servers(keyed_verdict, die_after=6)
     backend = OpenAIBackend([dying.url, healthy.url], "m", concurrency=8,
                             retry=RetryPolicy(max_retries=3, backoff_s=0.01, max_backoff_s=0.05))
     prompts = [Prompt((text(f"prompt {i}"),)) for i in range(40)]
@@ -187,9 +132,9 @@ def jsonl(outcome) -> str:
 
 
 def test_judge_run_against_two_servers_one_dying_is_complete_and_equal_to_a_healthy_run(servers, tmp_path):
-    reference = servers(verdict)
+    reference = servers(keyed_verdict)
     alone = run(config(tmp_path, "alone", "openai-judge", reference.url, dataset_options={"users": "6"}))
-    healthy, dying = servers(verdict), servers(verdict, die_after=7)
+    healthy, dying = servers(keyed_verdict), servers(keyed_verdict, die_after=7)
     pooled = run(config(tmp_path, "pooled", "openai-judge", f"{dying.url},{healthy.url}",
                         dataset_options={"users": "6"}))
     n = pooled.results["metrics"]["n"]
@@ -200,10 +145,10 @@ def test_judge_run_against_two_servers_one_dying_is_complete_and_equal_to_a_heal
     assert pooled.results["evaluator"]["models"]["base_urls"] == [dying.url, healthy.url]
 
 
-def pigreward_reply(texts: list[str], key: str) -> str:
-    if REASONER_INSTRUCTION in texts:
+def pigreward_reply(body: dict) -> str:
+    if REASONER_INSTRUCTION in request_texts(body):
         return "The user likes bright images."
-    a, b = (8, 3) if int(key, 16) % 2 else (3, 8)
+    a, b = (8, 3) if int(request_key(body), 16) % 2 else (3, 8)
     dims = [{"name": f"d{k}", "definition": "x", "score_a": a, "score_b": b, "justification": "y"} for k in range(3)]
     return json.dumps({"dimensions": dims, "total_a": 3 * a, "total_b": 3 * b, "answer": "A" if a > b else "B"})
 
