@@ -9,8 +9,8 @@ config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``-
 
 * pigbench: ``PickScore.predict`` over all pairs, ``--episodes-per-call`` episodes per call as a
   runner would batch them: content hashing, JPEG decode in DataLoader workers, PIL-exact bicubic
-  resize on the GPU, batched fp16 image (compiled on CUDA) and text encoding, scoring. With
-  ``--eager-too`` the same is timed again with ``PIGBENCH_COMPILE=0`` (eager image encoder).
+  resize on the GPU, batched fp16 image and text encoding, scoring. With ``--compiled-too`` the
+  same is timed again with ``PIGBENCH_COMPILE=1`` (image encoder compiled with torch.compile).
 * naive: PickScore's README ``calc_probs`` one pair at a time with the same model and dtype:
   open both JPEGs, ``AutoProcessor`` for the two images and the prompt, ``get_image_features``,
   ``get_text_features``, exp(logit_scale)*cos, softmax.
@@ -21,7 +21,8 @@ The tokenizer is character-level (no merges), so prompts are longer than with CL
 
 With ``--profile-tower`` the image tower alone (random 224x224 batches, no decode) is timed last
 under several settings: compiled or eager, attention implementation and SDPA backend, activation,
-dtype, batch size; plus the tower's matrix products alone, as a ceiling.
+dtype, batch size; plus the tower's matrix products alone, as a ceiling. With ``--profile-call``
+one more call (on fresh JPEGs) runs under torch.profiler, which prints where the host's time goes.
 
     python benchmarks/scalar_throughput.py [--images 4096] [--batch-size 256] [--workers 14] [--naive-pairs 200]
     python benchmarks/scalar_throughput.py --tiny --device cpu --images 64 --workers 2 --naive-pairs 8  # smoke test
@@ -150,10 +151,23 @@ def stage_rates(ev, paths: list[str], args, sync) -> dict[str, float]:
     return {"decode": decode, "device": rounds * args.batch_size / (time.perf_counter() - t)}
 
 
-def instrument_waits(emb) -> dict[str, float]:
-    """Seconds the host spends waiting for decoded images and for encoded batches, accumulated."""
-    waits = {"decode": 0.0, "device": 0.0}
-    decoded, store = emb._decoded, emb._store
+def instrument_waits(emb):
+    """(seconds, undo): the seconds the host spends waiting for decoded images and for encoded
+    batches, hashing contents (and preparing worker tasks), and in ``embed`` as a whole,
+    accumulated while instrumented; ``undo()`` removes the instrumentation."""
+    import pigbench.embedding as embedding
+
+    waits = {"decode": 0.0, "device": 0.0, "hash": 0.0, "embed": 0.0}
+    decoded, store, embed, threaded = emb._decoded, emb._store, emb.embed, embedding._threaded
+
+    def timed(key: str, fn):
+        def run(*args):
+            t = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                waits[key] += time.perf_counter() - t
+        return run
 
     def timed_decoded():
         it = iter(decoded())
@@ -167,13 +181,13 @@ def instrument_waits(emb) -> dict[str, float]:
                 waits["decode"] += time.perf_counter() - t
             yield item
 
-    def timed_store(*args) -> None:
-        t = time.perf_counter()
-        store(*args)
-        waits["device"] += time.perf_counter() - t
+    def undo() -> None:
+        del emb._decoded, emb._store, emb.embed  # back to the class's methods
+        embedding._threaded = threaded
 
-    emb._decoded, emb._store = timed_decoded, timed_store
-    return waits
+    emb._decoded, emb._store, emb.embed = timed_decoded, timed("device", store), timed("embed", embed)
+    embedding._threaded = timed("hash", threaded)
+    return waits, undo
 
 
 def time_calls(ev, paths: list[str], texts: list[str], per_call: list[int], args, sync, tag: str):
@@ -182,7 +196,7 @@ def time_calls(ev, paths: list[str], texts: list[str], per_call: list[int], args
     for k, chunk in enumerate(per_call):
         timed = episodes(paths[k * args.images : (k + 1) * args.images], texts, f"{tag}{k}-")
         calls_before = ev.images.encoder_calls
-        waits = instrument_waits(ev.images)
+        waits, undo = instrument_waits(ev.images)
         sync()
         t = time.perf_counter()
         out = []
@@ -193,11 +207,33 @@ def time_calls(ev, paths: list[str], texts: list[str], per_call: list[int], args
         assert all(p.score_a is not None for p in out)
         rates[chunk] = args.images / fast_s
         preds.append((timed, out))
+        undo()
         print(f"pigbench ({tag}), {chunk} episodes per predict call: {args.images} images in {fast_s:.2f}s = "
-              f"{rates[chunk]:.0f} images/s ({ev.images.encoder_calls - calls_before} encoder calls; host waited "
-              f"{waits['decode']:.2f}s for decoded images, {waits['device']:.2f}s for encoded batches)")
-        del ev.images._decoded, ev.images._store  # back to the class methods
+              f"{rates[chunk]:.0f} images/s ({ev.images.encoder_calls - calls_before} encoder calls; in embed "
+              f"{waits['embed']:.2f}s, of which hashing {waits['hash']:.2f}s, waiting for decoded images "
+              f"{waits['decode']:.2f}s, for encoded batches {waits['device']:.2f}s; outside embed "
+              f"{fast_s - waits['embed']:.2f}s)")
     return rates, preds
+
+
+def profile_call(ev, paths: list[str], texts: list[str], args, sync) -> None:
+    """One predict call on fresh JPEGs under torch.profiler: the host's time by operation (CUDA
+    runtime calls included, so a wait for the device shows), and the device's busy time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    eps = episodes(paths, texts, "profiled-")
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t = time.perf_counter()
+        ev.predict(eps)
+        sync()
+        wall = time.perf_counter() - t
+    table = prof.key_averages()
+    print(f"profiled call: {len(paths)} images in {wall:.2f}s under the profiler")
+    print(table.table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=60))
+    device_us = sum(getattr(e, "self_device_time_total", 0) for e in table)
+    print(f"device busy (sum of kernel and copy times, all streams): {device_us / 1e6:.2f}s of {wall:.2f}s")
 
 
 def profile_tower(model, ev, args, sync) -> dict[str, float]:
@@ -314,8 +350,9 @@ def main() -> None:
     ap.add_argument("--naive-pairs", type=int, default=200)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="a tiny CLIP instead of ViT-H-14 (smoke test)")
-    ap.add_argument("--eager-too", action="store_true", help="also time pigbench with PIGBENCH_COMPILE=0")
+    ap.add_argument("--compiled-too", action="store_true", help="also time pigbench with PIGBENCH_COMPILE=1")
     ap.add_argument("--profile-tower", action="store_true", help="time the image tower alone under several settings")
+    ap.add_argument("--profile-call", action="store_true", help="run one more call under torch.profiler")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -329,14 +366,14 @@ def main() -> None:
     from pigbench.registry import evaluators
 
     per_call = [int(x) for x in args.episodes_per_call.split(",")]
-    variants = ["default"] + (["eager"] if args.eager_too else [])
+    variants = ["default"] + (["compiled"] if args.compiled_too else [])
     work = Path(tempfile.mkdtemp(prefix="scalar_throughput_"))
     (work / "img").mkdir()
     warm_n = 2 * args.batch_size
     per_variant = args.images * len(per_call)
     t = time.perf_counter()
     with Pool(max(1, args.workers)) as pool:
-        total = per_variant * len(variants) + warm_n
+        total = per_variant * len(variants) + warm_n + args.images // 4
         paths = pool.map(write_jpeg, [(work / "img" / f"{i:05d}.jpg", i) for i in range(total)])
     print(f"wrote {len(paths)} JPEGs in {time.perf_counter() - t:.1f}s ({Path(paths[0]).stat().st_size} bytes each, first)")
 
@@ -353,9 +390,10 @@ def main() -> None:
     warm = episodes(paths[-warm_n:], texts[::-1], "warm")
     cls = evaluators.get("pickscore")
     rates, preds, evs = {}, {}, {}
+    os.environ.pop(COMPILE_ENV, None)
     for v, variant in enumerate(variants):
-        if variant == "eager":
-            os.environ[COMPILE_ENV] = "0"
+        if variant == "compiled":
+            os.environ[COMPILE_ENV] = "1"
         ev = cls(cls.Config(model_path=str(work / "model"), processor_path=str(work / "model")),
                  Runtime(device=args.device, batch_size=args.batch_size, num_workers=args.workers))
         t = time.perf_counter()
@@ -421,6 +459,8 @@ def main() -> None:
     print(json.dumps(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
+    if args.profile_call:
+        profile_call(ev, paths[-warm_n - args.images // 4 : -warm_n], texts, args, sync)
     if args.profile_tower:
         figures["tower_alone_images_per_s"] = {k: round(v, 1) for k, v in profile_tower(model, ev, args, sync).items()}
         print(json.dumps(figures["tower_alone_images_per_s"]))

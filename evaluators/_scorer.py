@@ -85,8 +85,8 @@ class EmbeddingScorer(ScalarEvaluator):
     def image_embedder(self, encode, transform: "ImageTransform", model_key: str, compile_encoder: bool = False) -> "ImageEmbedder":
         """An embedder on this evaluator's device, dtype and batch size. Decode workers:
         ``runtime.num_workers``, or when that is 0 on CUDA, all CPU cores but two (at most 14).
-        With ``compile_encoder``, ``encode`` is compiled for the batch size where
-        :func:`pigbench.compiled_encoder.compile_requested` says so (on CUDA, unless PIGBENCH_COMPILE=0)."""
+        With ``compile_encoder``, ``encode`` is compiled for the batch size when the user asks for it
+        with PIGBENCH_COMPILE=1 (:mod:`pigbench.compiled_encoder`)."""
         from pigbench.embedding import ImageEmbedder
 
         workers = self.runtime.num_workers
@@ -95,7 +95,7 @@ class EmbeddingScorer(ScalarEvaluator):
         if compile_encoder:
             from pigbench.compiled_encoder import CompiledEncoder, compile_requested
 
-            if compile_requested(self.device):
+            if compile_requested():
                 encode = CompiledEncoder(encode, self.runtime.batch_size)
         return ImageEmbedder(
             encode, transform, model_key=model_key, device=self.device, dtype=self.dtype,

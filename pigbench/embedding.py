@@ -284,7 +284,9 @@ class ImageEmbedder:
     With ``num_workers`` > 0, worker processes (forked once, on first use, where the platform
     can fork) decode chunks of :data:`DECODE_CHUNK` images while the device encodes batches of
     ``batch_size``; up to two batches are queued on the device ahead of the host, which never
-    waits for the device except for the features of the oldest batch.
+    waits for the device except for the features of the oldest batch. On CUDA, copies and
+    resizes run on a side stream, and when the device has nothing queued (the start of a call) a
+    partial batch of at least a quarter ``batch_size`` is encoded rather than waited on.
     With ``resize_on_device`` (default: PIL resampling on CUDA) workers only decode and the
     device resizes with :mod:`pigbench.pil_resize`, which gives the same pixels as PIL.
     """
@@ -317,6 +319,7 @@ class ImageEmbedder:
         self.resize_on_device = resize_on_device
         self._sampler = _TaskSampler()
         self._loader: Optional[torch.utils.data.DataLoader] = None
+        self._side_stream: Optional["torch.cuda.Stream"] = None
 
     def embed(self, refs: Sequence[ImageRef]) -> None:
         """Make features available for ``refs``; decodes and encodes only hashes not yet known."""
@@ -335,17 +338,43 @@ class ImageEmbedder:
             for i, err in errors:
                 self.failures[hashes[i]] = err
             for idx, batch in groups:
-                batch = batch.to(self.device, non_blocking=True)
-                pending.append(self.transform.resize_crop(batch) if self.resize_on_device else batch)
+                pending.append(self._to_device(batch))
                 pending_idx += idx
-            while len(pending_idx) >= self.batch_size:
+            while n := self._ready(len(pending_idx), in_flight):
                 x = torch.cat(pending)
-                self._launch([hashes[i] for i in pending_idx[: self.batch_size]], x[: self.batch_size], in_flight)
-                pending_idx, pending = pending_idx[self.batch_size :], [x[self.batch_size :]]
+                self._launch([hashes[i] for i in pending_idx[:n]], x[:n], in_flight)
+                pending_idx, pending = pending_idx[n:], [x[n:]]
         if pending_idx:
             self._launch([hashes[i] for i in pending_idx], torch.cat(pending), in_flight)
         while in_flight:
             self._store(*in_flight.popleft())
+
+    def _ready(self, pending: int, in_flight: deque) -> int:
+        """How many of the ``pending`` images to encode now: a full batch; or, on CUDA, all of them
+        once they make a quarter batch if the device has finished every queued batch (as at the
+        start of a call), rather than leaving it idle until a full batch is decoded."""
+        if pending >= self.batch_size:
+            return self.batch_size
+        last = in_flight[-1][2] if in_flight else None  # the event of the newest batch's copy
+        idle = self.device.type == "cuda" and (last is None or last.query())
+        return pending if idle and pending >= max(1, self.batch_size // 4) else 0
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A decoded chunk on the device, resized there when ``resize_on_device``. On CUDA the copy
+        and the resize run on a side stream, so they overlap the batches queued for encoding
+        instead of waiting behind them; the main stream waits for them before using the result."""
+        if self.device.type != "cuda":
+            batch = batch.to(self.device)
+            return self.transform.resize_crop(batch) if self.resize_on_device else batch
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        main = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._side_stream):
+            x = batch.to(self.device, non_blocking=True)
+            x = self.transform.resize_crop(x) if self.resize_on_device else x
+        x.record_stream(main)  # its memory is not reused before the main stream is done with it
+        main.wait_stream(self._side_stream)
+        return x
 
     def _launch(self, hashes: list[str], batch: torch.Tensor, in_flight: deque) -> None:
         """Queue the encoding of ``batch`` and the copy of its features to the CPU; then store the

@@ -191,3 +191,18 @@ def test_resizing_on_the_device_gives_the_same_features(tmp_path, workers):
     for ref in refs:
         assert torch.equal(on_cpu.get(ref), on_device.get(ref))
     assert on_device.encoder_calls == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_cuda_embedding_with_side_stream_and_early_batches_equals_cpu(tmp_path, workers):
+    sizes = [(40 + i % 7, 36 + i % 5) for i in range(60)]  # many shapes, 60 images: 15 batches of 4 or fewer
+    refs = write_images(tmp_path, sizes=sizes)
+    tf = ImageTransform(size=32, resize_to=36, crop_offset="floor")
+    on_cpu = ImageEmbedder(_MeanEncoder(), tf, model_key="m", batch_size=4)
+    on_gpu = ImageEmbedder(_MeanEncoder(), tf, model_key="m", batch_size=4, num_workers=workers, device="cuda")
+    on_cpu.embed(refs)
+    on_gpu.embed(refs)
+    assert on_gpu.resize_on_device and on_gpu.encoded_images == len(refs)
+    for ref in refs:
+        torch.testing.assert_close(on_gpu.get(ref), on_cpu.get(ref))
