@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--num-workers", type=int, default=0, help="image-decoding workers (0: the evaluator decides)")
     p.add_argument("--output", default="results", help="results directory (default results/)")
     p.add_argument("--tie-threshold", type=float, help="tau: |s(A)-s(B)| <= tau predicts TIE (default 0)")
     p.add_argument("--swap", action="store_true", help="ask both A/B orders and combine (judges)")
@@ -55,7 +56,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         evaluator=args.evaluator, dataset=args.dataset, dataset_path=args.dataset_path,
         dataset_options=parse_pairs(args.dataset_option, "--dataset-option"),
         reference_size=args.reference_size, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-        device=args.device, output=args.output, tie_threshold=args.tie_threshold, swap=args.swap,
+        device=args.device, num_workers=args.num_workers, output=args.output,
+        tie_threshold=args.tie_threshold, swap=args.swap,
         model_path=args.model_path, options=parse_pairs(args.option, "--option"), variant=args.variant,
         max_error_rate=args.max_error_rate, progress=not args.no_progress,
     )

@@ -54,6 +54,7 @@ class RunConfig:
     seed: int = 0  # split seed (reference/target choice and A/B order)
     batch_size: int = 16  # episodes per predict() call
     device: str = "cpu"  # e.g. cpu, cuda, cuda:1
+    num_workers: int = 0  # image-decoding worker processes (0: the evaluator decides)
     output: str = "results"  # results directory; files go to <output>/<dataset>/
     tie_threshold: Optional[float] = None  # tau; sets the evaluator config field tie_threshold
     swap: bool = False  # ask both A/B orders (generative judges)
@@ -90,7 +91,9 @@ def build_evaluator(config: RunConfig) -> Evaluator:
         options["tie_threshold"] = str(config.tie_threshold)
     ev_config = cls.Config.from_options(options)
     cls.check_requirements(ev_config)
-    evaluator = cls(ev_config, Runtime(device=config.device, batch_size=config.batch_size, cache_dir=config.cache_dir))
+    runtime = Runtime(device=config.device, batch_size=config.batch_size, num_workers=config.num_workers,
+                      cache_dir=config.cache_dir)
+    evaluator = cls(ev_config, runtime)
     evaluator.name = config.evaluator  # the name it was asked for, also for aliases
     return evaluator
 

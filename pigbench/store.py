@@ -26,7 +26,6 @@ class PredictionStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS predictions (sample_id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._db.commit()
 
     def done_ids(self) -> set[str]:
@@ -41,14 +40,6 @@ class PredictionStore:
     def load(self) -> dict[str, dict]:
         """Stored predictions as their JSON dicts (see :meth:`Prediction.to_json`), by sample id."""
         return {sid: json.loads(p) for sid, p in self._db.execute("SELECT * FROM predictions")}
-
-    def set_meta(self, key: str, value: object) -> None:
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
-
-    def get_meta(self, key: str, default: object = None) -> object:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
 
     def close(self) -> None:
         self._db.close()
