@@ -176,7 +176,7 @@ def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str) -> 
         except Exception:
             raise RequirementError(
                 f"{evaluator}: {what} {path!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1. "
-                f"Run `huggingface-cli download {path}` on a machine with internet, or pass a local copy "
+                f"Run `hf download {path}` on a machine with internet, or pass a local copy "
                 f"with --model-path or {env_var}."
             ) from None
 

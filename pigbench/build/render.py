@@ -99,7 +99,7 @@ def load_pipeline(settings: RenderSettings, device: str, variant: Optional[str] 
         raise RequirementError(
             f"cannot load the SDXL pipeline {settings.model!r}: {exc}. Pass --model (or set {MODEL_ENV}) to a "
             f"local diffusers directory, e.g. a download of {DEFAULT_MODEL} made with "
-            f"`huggingface-cli download {DEFAULT_MODEL}`, or to a hub id reachable from this machine") from exc
+            f"`hf download {DEFAULT_MODEL}`, or to a hub id reachable from this machine") from exc
     return prepare_pipeline(pipe, settings, device)
 
 
