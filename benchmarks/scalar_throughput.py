@@ -10,7 +10,9 @@ config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``-
 * pigbench: ``PickScore.predict`` over all pairs, ``--episodes-per-call`` episodes per call as a
   runner would batch them: content hashing, JPEG decode in DataLoader workers, PIL-exact bicubic
   resize on the GPU, batched fp16 image and text encoding, scoring. With ``--compiled-too`` the
-  same is timed again with ``PIGBENCH_COMPILE=1`` (image encoder compiled with torch.compile).
+  same is timed again with ``PIGBENCH_COMPILE=1`` (image encoder compiled with torch.compile);
+  with ``--bf16-too`` with the evaluator option ``dtype=bfloat16`` (its score check is against
+  the fp16 per-pair recipe, so it shows bf16's rounding too).
 * naive: PickScore's README ``calc_probs`` one pair at a time with the same model and dtype:
   open both JPEGs, ``AutoProcessor`` for the two images and the prompt, ``get_image_features``,
   ``get_text_features``, exp(logit_scale)*cos, softmax.
@@ -153,12 +155,11 @@ def stage_rates(ev, paths: list[str], args, sync) -> dict[str, float]:
 
 def instrument_waits(emb):
     """(seconds, undo): the seconds the host spends waiting for decoded images and for encoded
-    batches, hashing contents (and preparing worker tasks), and in ``embed`` as a whole,
-    accumulated while instrumented; ``undo()`` removes the instrumentation."""
-    import pigbench.embedding as embedding
-
+    batches, for content hashes (tasks reach the workers as hashes come, so part of this wait is
+    inside the wait for decoded images), and in ``embed`` as a whole, accumulated while
+    instrumented; ``undo()`` removes the instrumentation."""
     waits = {"decode": 0.0, "device": 0.0, "hash": 0.0, "embed": 0.0}
-    decoded, store, embed, threaded = emb._decoded, emb._store, emb.embed, embedding._threaded
+    decoded, store, embed, new_tasks = emb._decoded, emb._store, emb.embed, emb._new_tasks
 
     def timed(key: str, fn):
         def run(*args):
@@ -169,24 +170,25 @@ def instrument_waits(emb):
                 waits[key] += time.perf_counter() - t
         return run
 
-    def timed_decoded():
-        it = iter(decoded())
-        while True:
-            t = time.perf_counter()
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-            finally:
-                waits["decode"] += time.perf_counter() - t
-            yield item
+    def timed_iter(key: str, make):
+        def run(*args):
+            it = iter(make(*args))
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+                finally:
+                    waits[key] += time.perf_counter() - t
+                yield item
+        return run
 
     def undo() -> None:
-        del emb._decoded, emb._store, emb.embed  # back to the class's methods
-        embedding._threaded = threaded
+        del emb._decoded, emb._store, emb.embed, emb._new_tasks  # back to the class's methods
 
-    emb._decoded, emb._store, emb.embed = timed_decoded, timed("device", store), timed("embed", embed)
-    embedding._threaded = timed("hash", threaded)
+    emb._decoded, emb._store, emb.embed = timed_iter("decode", decoded), timed("device", store), timed("embed", embed)
+    emb._new_tasks = timed_iter("hash", new_tasks)
     return waits, undo
 
 
@@ -210,8 +212,8 @@ def time_calls(ev, paths: list[str], texts: list[str], per_call: list[int], args
         undo()
         print(f"pigbench ({tag}), {chunk} episodes per predict call: {args.images} images in {fast_s:.2f}s = "
               f"{rates[chunk]:.0f} images/s ({ev.images.encoder_calls - calls_before} encoder calls; in embed "
-              f"{waits['embed']:.2f}s, of which hashing {waits['hash']:.2f}s, waiting for decoded images "
-              f"{waits['decode']:.2f}s, for encoded batches {waits['device']:.2f}s; outside embed "
+              f"{waits['embed']:.2f}s, of which waiting for decoded images {waits['decode']:.2f}s (for content hashes "
+              f"{waits['hash']:.2f}s, partly within the former), for encoded batches {waits['device']:.2f}s; outside embed "
               f"{fast_s - waits['embed']:.2f}s)")
     return rates, preds
 
@@ -351,6 +353,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="a tiny CLIP instead of ViT-H-14 (smoke test)")
     ap.add_argument("--compiled-too", action="store_true", help="also time pigbench with PIGBENCH_COMPILE=1")
+    ap.add_argument("--bf16-too", action="store_true", help="also time pigbench with the evaluator option dtype=bfloat16")
     ap.add_argument("--profile-tower", action="store_true", help="time the image tower alone under several settings")
     ap.add_argument("--profile-call", action="store_true", help="run one more call under torch.profiler")
     ap.add_argument("--json", help="also write the figures to this file")
@@ -366,7 +369,7 @@ def main() -> None:
     from pigbench.registry import evaluators
 
     per_call = [int(x) for x in args.episodes_per_call.split(",")]
-    variants = ["default"] + (["compiled"] if args.compiled_too else [])
+    variants = ["default"] + (["compiled"] if args.compiled_too else []) + (["bf16"] if args.bf16_too else [])
     work = Path(tempfile.mkdtemp(prefix="scalar_throughput_"))
     (work / "img").mkdir()
     warm_n = 2 * args.batch_size
@@ -390,11 +393,13 @@ def main() -> None:
     warm = episodes(paths[-warm_n:], texts[::-1], "warm")
     cls = evaluators.get("pickscore")
     rates, preds, evs = {}, {}, {}
-    os.environ.pop(COMPILE_ENV, None)
     for v, variant in enumerate(variants):
         if variant == "compiled":
             os.environ[COMPILE_ENV] = "1"
-        ev = cls(cls.Config(model_path=str(work / "model"), processor_path=str(work / "model")),
+        else:
+            os.environ.pop(COMPILE_ENV, None)
+        dtype = {"dtype": "bfloat16"} if variant == "bf16" else {}
+        ev = cls(cls.Config(model_path=str(work / "model"), processor_path=str(work / "model"), **dtype),
                  Runtime(device=args.device, batch_size=args.batch_size, num_workers=args.workers))
         t = time.perf_counter()
         ev.setup()

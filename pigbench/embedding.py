@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -34,7 +35,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional, Sequence, Union
+from typing import Callable, Iterable, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -212,6 +213,7 @@ class EmbeddingCache:
         return self.directory / image_hash[:2] / f"{image_hash}.pt"
 
 
+HASH_THREADS = 8  # threads reading and hashing image contents (both release the GIL)
 DECODE_CHUNK = 16  # images per worker task: small, so workers share the load evenly and start fast
 
 
@@ -236,24 +238,14 @@ class _Decode(torch.utils.data.Dataset):
 
 
 class _TaskSampler(torch.utils.data.Sampler):
-    """Yields the tasks of the current :meth:`ImageEmbedder.embed` call (set before each pass)."""
+    """Yields the tasks of the current :meth:`ImageEmbedder.embed` call (set before each pass); they
+    may be a generator that produces them as contents are hashed, so the sampler has no length."""
 
     def __init__(self) -> None:
-        self.tasks: list[tuple[int, ImageRef]] = []
+        self.tasks: Iterable[tuple[int, ImageRef]] = []
 
     def __iter__(self):
         return iter(self.tasks)
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-
-def _threaded(fn: Callable, items: Sequence) -> list:
-    """``[fn(x) for x in items]`` in threads when there are many (file reads and SHA-256 release the GIL)."""
-    if len(items) < 64:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(fn, items))
 
 
 class _FailingLoader:
@@ -322,15 +314,47 @@ class ImageEmbedder:
         self._side_stream: Optional["torch.cuda.Stream"] = None
 
     def embed(self, refs: Sequence[ImageRef]) -> None:
-        """Make features available for ``refs``; decodes and encodes only hashes not yet known."""
-        todo: dict[str, ImageRef] = {}
-        for ref, h in zip(refs, _threaded(lambda r: r.content_hash, refs)):
-            if h not in todo and h not in self.failures and self.cache.get(h) is None:
-                todo[h] = ref
-        if not todo:
-            return
-        hashes = list(todo)
-        self._sampler.tasks = list(enumerate(_threaded(self._sendable, list(todo.values()))))
+        """Make features available for ``refs``; decodes and encodes only hashes not yet known.
+
+        Contents are hashed in threads while the workers already decode the first new images: tasks
+        reach the workers as their hashes are known, in ``refs`` order. An error while hashing (an
+        unreadable file) is raised once the images before it are embedded."""
+        hashes: list[str] = []
+        hash_error: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+            tasks = self._new_tasks(refs, hashes, hash_error, pool)
+            first = next(tasks, None)
+            if first is not None:
+                self._sampler.tasks = itertools.chain([first], tasks)
+                self._run(hashes)
+        if hash_error:
+            raise hash_error[0]
+
+    def _new_tasks(self, refs: Sequence[ImageRef], hashes: list[str], hash_error: list[BaseException], pool: ThreadPoolExecutor):
+        """Worker tasks ``(position, sendable ref)`` for the contents of ``refs`` not yet known (not
+        cached, not failed, not already met in ``refs``), appending their hashes to ``hashes`` so
+        that ``hashes[position]`` is each task's hash. Hashing runs in ``pool`` (file reads and
+        SHA-256 release the GIL), ahead of the consumer; a hashing error ends the tasks and is put
+        in ``hash_error``."""
+        seen: set[str] = set()
+        found = pool.map(self._hash_and_send, refs) if len(refs) >= 64 else map(self._hash_and_send, refs)
+        try:
+            for h, sendable in found:
+                if h not in seen and h not in self.failures and self.cache.get(h) is None:
+                    seen.add(h)
+                    hashes.append(h)
+                    yield len(hashes) - 1, sendable
+        except Exception as exc:
+            hash_error.append(exc)
+
+    def _hash_and_send(self, ref: ImageRef) -> tuple[str, ImageRef]:
+        """The content hash of ``ref`` and what a worker is sent for it (:meth:`_sendable`, read
+        here, in a hashing thread, unless the features are already in memory)."""
+        h = ref.content_hash
+        return h, ref if h in self.cache.memory or h in self.failures else self._sendable(ref)
+
+    def _run(self, hashes: list[str]) -> None:
+        """Decode the sampler's tasks in workers and encode them in batches on the device."""
         pending_idx: list[int] = []
         pending: list[torch.Tensor] = []
         in_flight: deque = deque()

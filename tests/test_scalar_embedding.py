@@ -117,6 +117,23 @@ def test_persistent_workers_serve_several_calls_with_the_same_features(tmp_path)
         assert torch.equal(serial.get(ref), parallel.get(as_lambda if ref is extra else ref))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_hashing_while_decoding_keeps_dedup_and_raises_an_unreadable_file_after_the_rest(tmp_path, workers):
+    refs = write_images(tmp_path)
+    many = [ImageRef(f"{r.id}-{k}", r.source) for k in range(12) for r in refs]  # >= 64: hashed in threads
+    missing = ImageRef("missing", tmp_path / "nope.png")
+    serial = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=3)
+    serial.embed(refs)
+    emb = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=3, num_workers=workers)
+    with pytest.raises(ImageError, match="nope.png"):
+        emb.embed(many[:40] + [missing] + many[40:])
+    assert emb.encoded_images == len({r.content_hash for r in many[:40]})  # those before it are embedded
+    emb.embed(many)  # the embedder (and its workers) still serve calls
+    assert emb.encoded_images == len(refs)
+    for r in many:
+        assert torch.equal(emb.get(r), serial.get(refs[int(r.id.split("-")[0].removeprefix("img"))]))
+
+
 def test_disk_cache_is_reused_across_instances_and_keyed_by_model(tmp_path):
     refs = write_images(tmp_path / "img")
     first = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m@rev1", cache_dir=tmp_path / "cache")
