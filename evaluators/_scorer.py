@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from pigbench.embedding import ImageEmbedder, ImageTransform, TextEmbedder
 
 
+def configured(value: str, env_var: str, default: str) -> str:
+    """Where a model file comes from: the config value, else ``$env_var``, else ``default``."""
+    return value or os.environ.get(env_var, "") or default
+
+
 @dataclass(frozen=True)
 class EmbeddingConfig(ScalarConfig):
     """``model_path``: hub id, local folder or file; empty means the evaluator's environment
@@ -54,7 +59,7 @@ class EmbeddingScorer(ScalarEvaluator):
     @classmethod
     def model_source(cls, config: EvaluatorConfig) -> str:
         """``config.model_path``, else ``$env_var``, else ``default_model``."""
-        return getattr(config, "model_path", "") or os.environ.get(cls.env_var, "") or cls.default_model
+        return configured(getattr(config, "model_path", ""), cls.env_var, cls.default_model)
 
     @classmethod
     def check_requirements(cls, config: EvaluatorConfig) -> None:

@@ -11,12 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
-from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
 from pigbench.evaluators._weights import WeightFile, check_file
 
 HEAD_URL = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac%2Blogos%2Bava1-l14-linearMSE.pth"
@@ -48,7 +47,7 @@ class Aesthetics(EmbeddingScorer):
 
     @classmethod
     def clip_source(cls, config: AestheticsConfig) -> str:
-        return config.clip_path or os.environ.get(CLIP_ENV, "") or cls.default_clip
+        return configured(config.clip_path, CLIP_ENV, cls.default_clip)
 
     @classmethod
     def check_weights(cls, config: AestheticsConfig) -> None:

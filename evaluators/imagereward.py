@@ -16,12 +16,11 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
-from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
 from pigbench.evaluators._weights import WeightFile, check_file
 
 REWARD_MEAN = 0.16717362830052426
@@ -51,7 +50,7 @@ class ImageReward(EmbeddingScorer):
 
     @classmethod
     def tokenizer_source(cls, config: ImageRewardConfig) -> str:
-        return config.tokenizer_path or os.environ.get(TOKENIZER_ENV, "") or "bert-base-uncased"
+        return configured(config.tokenizer_path, TOKENIZER_ENV, "bert-base-uncased")
 
     @classmethod
     def check_weights(cls, config: ImageRewardConfig) -> None:

@@ -17,12 +17,11 @@ Example::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
-from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
 from pigbench.evaluators._weights import WeightFile, check_file
 
 OVERALL_CONDITION = (
@@ -58,7 +57,7 @@ class MPS(EmbeddingScorer):
 
     @classmethod
     def clip_source(cls, config: MPSConfig) -> str:
-        return config.clip_path or os.environ.get(CLIP_ENV, "") or cls.default_clip
+        return configured(config.clip_path, CLIP_ENV, cls.default_clip)
 
     @classmethod
     def check_weights(cls, config: MPSConfig) -> None:

@@ -14,12 +14,11 @@ Example::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
-from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
 
 PROCESSOR_ENV = "PIGBENCH_PICKSCORE_PROCESSOR_PATH"
 
@@ -41,7 +40,7 @@ class PickScore(EmbeddingScorer):
 
     @classmethod
     def processor_source(cls, config: PickScoreConfig) -> str:
-        return config.processor_path or os.environ.get(PROCESSOR_ENV, "") or cls.default_processor
+        return configured(config.processor_path, PROCESSOR_ENV, cls.default_processor)
 
     @classmethod
     def check_weights(cls, config: PickScoreConfig) -> None:
