@@ -32,7 +32,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from pigbench.protocol import Episode, Prediction
+from pigbench.protocol import Episode
 from pigbench.store import PredictionStore
 
 DEFAULT_TIMEOUT_S = 24 * 3600
@@ -211,8 +211,7 @@ class RunStores:
         ``<key>.sqlite``, delete those files, and return all predictions by sample id."""
         with PredictionStore(self.main_path) as main:
             for path in self.rank_paths():
-                with PredictionStore(path) as other:
-                    main.add(Prediction.from_json(d) for d in other.load().values())
+                main.absorb(path)
                 for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
                     leftover.unlink(missing_ok=True)
             return main.load()

@@ -37,6 +37,15 @@ class PredictionStore:
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO predictions VALUES (?, ?)", rows)
 
+    def absorb(self, path: str | Path) -> None:
+        """Copy every prediction of another store file into this one, atomically (ids already here stay)."""
+        self._db.execute("ATTACH DATABASE ? AS other", (str(path),))
+        try:
+            with self._db:
+                self._db.execute("INSERT OR IGNORE INTO predictions SELECT sample_id, payload FROM other.predictions")
+        finally:
+            self._db.execute("DETACH DATABASE other")
+
     def load(self) -> dict[str, dict]:
         """Stored predictions as their JSON dicts (see :meth:`Prediction.to_json`), by sample id."""
         return {sid: json.loads(p) for sid, p in self._db.execute("SELECT * FROM predictions")}
