@@ -19,6 +19,9 @@ engine's tokens with ``generate``'s.
     python benchmarks/pigreward_throughput.py                      # GPU: the measurement
     python benchmarks/pigreward_throughput.py --shape tiny --device cpu --targets 8 --naive-samples 1 \\
         --new-tokens 8 --reasoner-pairs 4 --batch-sizes 4 --check-prompts 4   # smoke test
+
+``--vision-compare`` instead times only the vision tower: transformers' against
+:class:`pigbench.fastgen.vision.VisionEncoder` on ``--vision-images`` target images (a few seconds).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pigbench.fastgen.engine import Qwen2VLEngine
+from pigbench.fastgen.engine import PATCH_BUDGET, Qwen2VLEngine
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput, Prompt
 from pigbench.judging import random_models
 
@@ -134,6 +137,35 @@ def optimized(engine: Qwen2VLEngine, prompts: list[Prompt], settings: Generation
             "engine": stats, "tokens": out}
 
 
+def vision_compare(engine: Qwen2VLEngine, work: Workload, images: int) -> dict[str, Any]:
+    """Seconds per image of transformers' vision tower and of the engine's :class:`VisionEncoder` on
+    ``images`` target images, in the engine's patch-budget chunks, each timed after a warm-up chunk;
+    and the largest difference between their merged features."""
+    pictures = [work.image(f"v{i}", 5_000 + i)[1] for i in range(images)]
+    per_chunk = max(1, PATCH_BUDGET // pictures[0].pixel_values.shape[0])
+    chunks = [(torch.cat([im.pixel_values for im in pictures[i : i + per_chunk]]),
+               torch.tensor([im.grid_thw for im in pictures[i : i + per_chunk]], device=work.device))
+              for i in range(0, images, per_chunk)]
+    tower = engine.vision.visual
+
+    def transformers_tower(batches):
+        return [getattr(out, "pooler_output", out) for out in (tower(px, grid_thw=grid) for px, grid in batches)]
+
+    def fastgen_tower(batches):
+        return [engine.vision(px, grid) for px, grid in batches]
+
+    with torch.inference_mode():
+        transformers_tower(chunks[:1])
+        fastgen_tower(chunks[:1])
+        t_ref, ref = timed(transformers_tower, chunks)
+        t_fast, ours = timed(fastgen_tower, chunks)
+    return {"images": images, "patches_per_image": pictures[0].pixel_values.shape[0], "chunks": len(chunks),
+            "transformers_s_per_image": round(t_ref / images, 6), "fastgen_s_per_image": round(t_fast / images, 6),
+            "speedup": round(t_ref / t_fast, 2),
+            "max_abs_diff": max((a.float() - b.float()).abs().max().item() for a, b in zip(ref, ours)),
+            "max_abs_reference": max(a.float().abs().max().item() for a in ref)}
+
+
 def agreement(device: str, dtype: torch.dtype, n: int, new_tokens: int) -> dict[str, Any]:
     """Greedy outputs of a small random Qwen2-VL: engine at batch 1 vs batch 64 vs ``generate``."""
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -201,6 +233,9 @@ def main() -> None:
     ap.add_argument("--reasoner-new-tokens", type=int, default=256)
     ap.add_argument("--check-prompts", type=int, default=64)
     ap.add_argument("--json", default="", help="also write all results to this file")
+    ap.add_argument("--vision-compare", action="store_true",
+                    help="only time transformers' vision tower against fastgen's, then exit")
+    ap.add_argument("--vision-images", type=int, default=256, help="images timed by --vision-compare")
     a = ap.parse_args()
 
     cuda = a.device.startswith("cuda")
@@ -213,6 +248,11 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
         "parameters_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3), "build_s": round(t_build, 1)}
+    if a.vision_compare:
+        report["vision"] = vision_compare(engine, work, a.vision_images)
+        print(json.dumps(report), flush=True)
+        save(report, a.json)
+        return
     shared = [work.prompt(t // a.targets_per_user, t, a.shared_tokens, a.text_tokens, True) for t in range(a.targets)]
     alone = [work.prompt(10_000 + t, t, a.shared_tokens, a.text_tokens, False) for t in range(a.targets)]
     report["prompt_tokens"] = len(shared[0].token_ids)

@@ -52,6 +52,7 @@ class EmbeddingScorer(ScalarEvaluator):
     packages: ClassVar[tuple[str, ...]] = ("torch", "transformers")
     env_var: ClassVar[str] = ""
     default_model: ClassVar[str] = ""
+    prepare_window: ClassVar[int] = 2048  # the runner announces this many episodes: their images stream in one pass
 
     images: "ImageEmbedder"
     texts: Optional["TextEmbedder"] = None
@@ -117,7 +118,9 @@ class EmbeddingScorer(ScalarEvaluator):
         """The strings ``self.texts`` must encode for this episode."""
         return [episode.target.prompt]
 
-    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+    def prepare(self, episodes: Sequence[Episode]) -> None:
+        """Embed every image and prompt of ``episodes`` (one decode/encode stream across what would be
+        many ``predict`` calls, each of which pays a start and an end with the device idle)."""
         self.setup()
         refs: list[ImageRef] = []
         for ep in episodes:
@@ -127,6 +130,9 @@ class EmbeddingScorer(ScalarEvaluator):
         self.images.embed(refs)
         if self.texts is not None:
             self.texts.embed([p for ep in episodes for p in self.prompts_of(ep)])
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        self.prepare(episodes)  # embeds only what prepare() has not
         return super().predict(episodes)
 
     def provenance(self) -> dict[str, Any]:

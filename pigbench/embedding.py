@@ -26,11 +26,9 @@ Contracts:
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import multiprocessing
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pigbench.embedding_cache import EmbeddingCache
 from pigbench.protocol import ImageError, ImageRef
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -172,56 +171,17 @@ class ImageTransform:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-class EmbeddingCache:
-    """Features by image hash for one model key; in memory, and on disk under ``directory`` if given.
-
-    On disk: ``<directory>/embeddings/<sha256(model key)[:16]>/<hash[:2]>/<hash>.pt`` plus ``key.json``
-    holding the full key, written atomically so a killed run leaves no partial file.
-    """
-
-    def __init__(self, model_key: str, directory: Optional[Union[str, Path]] = None) -> None:
-        self.model_key = model_key
-        self.memory: dict[str, torch.Tensor] = {}
-        self.disk_hits = 0
-        self.directory: Optional[Path] = None
-        if directory:
-            self.directory = Path(directory) / "embeddings" / hashlib.sha256(model_key.encode()).hexdigest()[:16]
-            self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / "key.json").write_text(json.dumps({"model_key": model_key}, indent=1))
-
-    def get(self, image_hash: str) -> Optional[torch.Tensor]:
-        hit = self.memory.get(image_hash)
-        if hit is None and self.directory is not None:
-            path = self._path(image_hash)
-            if path.exists():
-                hit = torch.load(path, map_location="cpu", weights_only=True)
-                self.memory[image_hash] = hit
-                self.disk_hits += 1
-        return hit
-
-    def put(self, image_hash: str, feature: torch.Tensor) -> None:
-        self.memory[image_hash] = feature
-        if self.directory is not None:
-            path = self._path(image_hash)
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(feature, tmp)
-            os.replace(tmp, path)
-
-    def _path(self, image_hash: str) -> Path:
-        assert self.directory is not None
-        return self.directory / image_hash[:2] / f"{image_hash}.pt"
-
-
 HASH_THREADS = 8  # threads reading and hashing image contents (both release the GIL)
-DECODE_CHUNK = 16  # images per worker task: small, so workers share the load evenly and start fast
+DECODE_CHUNK = 16  # images per worker task: small, so workers share the load evenly
+FIRST_CHUNKS = (2, 8)  # a call's first tasks, one of each size per worker: images come back within milliseconds
+PREFETCH = 2  # tasks queued per worker
 
 
 class _Decode(torch.utils.data.Dataset):
     """Decodes the task it is given, ``(position, ImageRef)``, to ``(position, tensor | None, error | None)``:
     the transformed image, or with ``full_resolution`` the decoded image left for the device to resize.
 
-    It holds no data: tasks come from :class:`_TaskSampler`, so persistent workers serve every call.
+    It holds no data: tasks come from :class:`_TaskChunks`, so persistent workers serve every call.
     """
 
     def __init__(self, transform: ImageTransform, full_resolution: bool) -> None:
@@ -237,15 +197,24 @@ class _Decode(torch.utils.data.Dataset):
             return i, None, str(exc) if isinstance(exc, ImageError) else f"image {ref.id!r}: {exc}"
 
 
-class _TaskSampler(torch.utils.data.Sampler):
-    """Yields the tasks of the current :meth:`ImageEmbedder.embed` call (set before each pass); they
-    may be a generator that produces them as contents are hashed, so the sampler has no length."""
+class _TaskChunks(torch.utils.data.Sampler):
+    """The tasks of the current :meth:`ImageEmbedder.embed` call (set before each pass), as lists of
+    tasks for the workers (a batch sampler): first one chunk of each :data:`FIRST_CHUNKS` size per
+    worker, so every worker returns images soon after a call starts, then :data:`DECODE_CHUNK`.
+    The tasks may be a generator that produces them as contents are hashed (no length)."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int) -> None:
         self.tasks: Iterable[tuple[int, ImageRef]] = []
+        self.workers = max(1, workers)
 
     def __iter__(self):
-        return iter(self.tasks)
+        tasks = iter(self.tasks)
+        sizes = itertools.chain(*(itertools.repeat(n, self.workers) for n in FIRST_CHUNKS), itertools.repeat(DECODE_CHUNK))
+        for size in sizes:
+            chunk = list(itertools.islice(tasks, size))
+            if not chunk:
+                return
+            yield chunk
 
 
 class _FailingLoader:
@@ -309,7 +278,7 @@ class ImageEmbedder:
         if resize_on_device is None:
             resize_on_device = transform.resampling == "pil" and self.device.type == "cuda"
         self.resize_on_device = resize_on_device
-        self._sampler = _TaskSampler()
+        self._sampler = _TaskChunks(self.num_workers)
         self._loader: Optional[torch.utils.data.DataLoader] = None
         self._side_stream: Optional["torch.cuda.Stream"] = None
 
@@ -340,7 +309,7 @@ class ImageEmbedder:
         found = pool.map(self._hash_and_send, refs) if len(refs) >= 64 else map(self._hash_and_send, refs)
         try:
             for h, sendable in found:
-                if h not in seen and h not in self.failures and self.cache.get(h) is None:
+                if h not in seen and h not in self.failures and h not in self.cache:
                     seen.add(h)
                     hashes.append(h)
                     yield len(hashes) - 1, sendable
@@ -349,9 +318,9 @@ class ImageEmbedder:
 
     def _hash_and_send(self, ref: ImageRef) -> tuple[str, ImageRef]:
         """The content hash of ``ref`` and what a worker is sent for it (:meth:`_sendable`, read
-        here, in a hashing thread, unless the features are already in memory)."""
+        here, in a hashing thread, unless the features are already cached)."""
         h = ref.content_hash
-        return h, ref if h in self.cache.memory or h in self.failures else self._sendable(ref)
+        return h, ref if h in self.cache or h in self.failures else self._sendable(ref)
 
     def _run(self, hashes: list[str]) -> None:
         """Decode the sampler's tasks in workers and encode them in batches on the device."""
@@ -421,8 +390,7 @@ class ImageEmbedder:
     def _store(self, hashes: list[str], feats: torch.Tensor, done: Optional["torch.cuda.Event"]) -> None:
         if done is not None:
             done.synchronize()
-        for h, f in zip(hashes, feats.to("cpu")):
-            self.cache.put(h, f.clone())
+        self.cache.put_many({h: f.clone() for h, f in zip(hashes, feats.to("cpu"))})
 
     def get(self, ref: ImageRef) -> torch.Tensor:
         """The feature of one image, embedding it if needed; :class:`ImageError` if it failed."""
@@ -455,9 +423,9 @@ class ImageEmbedder:
         if self._loader is None:
             methods = multiprocessing.get_all_start_methods()
             self._loader = torch.utils.data.DataLoader(
-                decode, sampler=self._sampler, batch_size=DECODE_CHUNK,
+                decode, batch_sampler=self._sampler,
                 num_workers=self.num_workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
-                persistent_workers=True, prefetch_factor=4,
+                persistent_workers=True, prefetch_factor=PREFETCH,
                 multiprocessing_context="fork" if "fork" in methods else None,
             )
         return iter(self._loader)

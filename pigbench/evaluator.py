@@ -116,6 +116,7 @@ class Evaluator(ABC):
     needs: ClassVar[tuple[Need, ...]] = ()
     description: ClassVar[str] = ""
     Config: ClassVar[type[EvaluatorConfig]] = EvaluatorConfig
+    prepare_window: ClassVar[int] = 0  # episodes the runner passes to prepare() at a time; 0: never called
 
     def __init__(self, config: Optional[EvaluatorConfig] = None, runtime: Optional[Runtime] = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -133,6 +134,12 @@ class Evaluator(ABC):
     @abstractmethod
     def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
         """One prediction per episode, in order. Episodes carry no gold label."""
+
+    def prepare(self, episodes: Sequence[Episode]) -> None:
+        """Optional look-ahead: ``predict`` will be asked for ``episodes`` next, in batches. Work that
+        is faster done for all of them at once (embedding every image in one stream) may start here;
+        it must not change any prediction. The runner ignores an error raised here (``predict``
+        meets it again, per episode). Called only when ``prepare_window`` is set."""
 
     def provenance(self) -> dict[str, Any]:
         """Model ids or paths and their revisions or file hashes, dtype: recorded in the results."""

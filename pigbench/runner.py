@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import pigbench
 from pigbench.adapter import DatasetAdapter
@@ -170,9 +170,7 @@ def _predict_all(
     attempted = 0
     bar = tqdm(total=len(todo), disable=not config.progress, unit="sample", desc=evaluator.name, file=sys.stderr)
     try:
-        for i in range(0, len(todo), config.batch_size):
-            batch = todo[i : i + config.batch_size]
-            preds = _predict_swapped(evaluator, batch) if config.swap else predict_isolated(evaluator, batch)
+        for batch, preds in predict_batches(evaluator, todo, config.batch_size, config.swap, log):
             store.add(preds)
             attempted += len(batch)
             failures.update(_reason(p.error) for p in preds if p.error)
@@ -191,6 +189,29 @@ def _predict_all(
         log(f"{sum(failures.values())} samples failed and were recorded as INVALID:")
         for reason, n in failures.most_common(10):
             log(f"  {n} x {reason}")
+
+
+def predict_batches(
+    evaluator: Evaluator, episodes: Sequence[Episode], batch_size: int, swap: bool = False,
+    log: Callable[[str], None] = lambda m: None,
+) -> Iterator[tuple[Sequence[Episode], list[Prediction]]]:
+    """(batch, predictions) for ``episodes`` in batches of ``batch_size``, as the runner predicts
+    them: when the evaluator has a ``prepare_window``, each window of that many episodes (whole
+    batches) is first passed to ``evaluator.prepare``. A failing prepare costs only speed: the first
+    failure is logged, predictions go on (they meet the problem again, per episode)."""
+    step = max(1, batch_size)
+    window = -(-evaluator.prepare_window // step) * step if evaluator.prepare_window > 0 else 0
+    prepare_failed = False
+    for i in range(0, len(episodes), step):
+        if window and i % window == 0:
+            try:
+                evaluator.prepare([e.without_gold() for e in episodes[i : i + window]])
+            except Exception as exc:
+                if not prepare_failed:
+                    log(f"{evaluator.name}.prepare failed ({type(exc).__name__}: {exc}); predictions go on")
+                prepare_failed = True
+        batch = episodes[i : i + step]
+        yield batch, _predict_swapped(evaluator, batch) if swap else predict_isolated(evaluator, batch)
 
 
 def predict_isolated(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Prediction]:

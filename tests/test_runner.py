@@ -153,3 +153,24 @@ def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
     cmd[cmd.index("toy-brightness")] = "toy-brightnes"
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "did you mean 'toy-brightness'" in out.stderr
+
+
+def test_prepare_sees_each_window_of_whole_batches_without_gold_and_a_failure_costs_nothing(tmp_path, monkeypatch):
+    from pigbench.protocol import Label
+    from toy import ToyBrightness
+
+    plain = run(config(tmp_path / "plain")).results["metrics"]
+    windows: list[list] = []
+
+    def prepare(self, episodes):
+        windows.append(episodes)
+        raise RuntimeError("look-ahead broke")
+
+    monkeypatch.setattr(ToyBrightness, "prepare_window", 10)  # rounded up to whole batches of 4: 12
+    monkeypatch.setattr(ToyBrightness, "prepare", prepare)
+    logged: list[str] = []
+    out = run(config(tmp_path / "ahead"), log=logged.append)
+    assert [len(w) for w in windows] == [12] * 5  # 60 targets
+    assert all(e.target.gold == Label.INVALID for w in windows for e in w)
+    assert sum("look-ahead broke" in m for m in logged) == 1  # logged once, predictions went on
+    assert metrics_close(out.results["metrics"], plain)

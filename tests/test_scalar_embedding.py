@@ -141,7 +141,9 @@ def test_disk_cache_is_reused_across_instances_and_keyed_by_model(tmp_path):
     enc = _MeanEncoder()
     second = ImageEmbedder(enc, ImageTransform(size=32), model_key="m@rev1", cache_dir=tmp_path / "cache")
     second.embed(refs)
-    assert enc.images == 0 and second.cache.disk_hits == len(refs)
+    assert enc.images == 0
+    second.stack(refs)
+    assert second.cache.disk_hits == len(refs)  # read lazily, with the rest of their batch's file
     torch.testing.assert_close(second.get(refs[3]), first.get(refs[3]))
     other = ImageEmbedder(enc, ImageTransform(size=32), model_key="m@rev2", cache_dir=tmp_path / "cache")
     other.embed(refs)
@@ -223,3 +225,13 @@ def test_cuda_embedding_with_side_stream_and_early_batches_equals_cpu(tmp_path, 
     assert on_gpu.resize_on_device and on_gpu.encoded_images == len(refs)
     for ref in refs:
         torch.testing.assert_close(on_gpu.get(ref), on_cpu.get(ref))
+
+
+def test_task_chunks_start_small_so_every_worker_returns_images_early():
+    from pigbench.embedding import DECODE_CHUNK, FIRST_CHUNKS, _TaskChunks
+
+    chunks = _TaskChunks(workers=3)
+    chunks.tasks = iter(range(100))  # a generator: tasks arrive as contents are hashed
+    sizes = [len(c) for c in chunks]
+    assert sizes[:6] == [FIRST_CHUNKS[0]] * 3 + [FIRST_CHUNKS[1]] * 3
+    assert set(sizes[6:-1]) == {DECODE_CHUNK} and sum(sizes) == 100

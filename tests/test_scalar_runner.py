@@ -35,8 +35,11 @@ def test_clip_i_runs_end_to_end_and_caches_embeddings_on_disk(tmp_path, clip_dir
     models = r["evaluator"]["models"]
     assert models["model"] == str(clip_dir) and models["dtype"] == "float32"
     assert models["image_embedding"]["encoded_images"] > 0 and r["failures"]["count"] == 0
-    cached = list((tmp_path / "cache" / "embeddings").rglob("*.pt"))
-    assert len(cached) == models["image_embedding"]["encoded_images"]
+    (index,) = (tmp_path / "cache" / "embeddings").rglob("index.tsv")  # one line per stored feature
+    assert len(index.read_text().splitlines()) == models["image_embedding"]["encoded_images"]
+    assert models["image_embedding"]["encoder_calls"] == len(list(index.parent.glob("*.pt")))  # a file per batch
+    # the runner's look-ahead (prepare) embedded every image in one stream: only full batches of 8 but the last
+    assert models["image_embedding"]["encoder_calls"] == -(-models["image_embedding"]["encoded_images"] // 8)
 
     again = run(_config(tmp_path, evaluator="clip-i", model_path=str(clip_dir), options={"subtract_rejected": "true"}))
     assert again.computed == 0 and again.results["metrics"]["n"] == r["metrics"]["n"]

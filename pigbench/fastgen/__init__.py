@@ -7,7 +7,8 @@ KV heads read once (no ``repeat_kv``), replays each decode step from a CUDA grap
 shrinks a batch as its sequences finish. Greedy outputs equal ``generate``'s (tests compare them).
 
 Modules: :mod:`inputs` (prompts and settings), :mod:`rope` (M-RoPE positions), :mod:`decoder`
-(the language model over a static cache), :mod:`decode_step` (graph-captured step),
-:mod:`engine` (orchestration), :mod:`backend` (the judging-backend wrapper).
+(the language model over a static cache), :mod:`decode_step` (graph-captured step), :mod:`vision`
+(the vision tower with same-size images batched), :mod:`engine` (orchestration), :mod:`backend`
+(the judging-backend wrapper).
 Importing this package imports no model library.
 """

@@ -4,7 +4,8 @@
 ``model.generate(do_sample=False)`` would return for that prompt alone (without the EOS token),
 up to floating-point differences between batched and unbatched kernels. How:
 
-1. Every distinct image (by key) is encoded once by the vision tower, in large batches.
+1. Every distinct image (by key) is encoded once by the vision tower, in large batches, with
+   same-size images attended together (:mod:`pigbench.fastgen.vision`).
 2. Prompts with the same ``share_key`` share the KV of their longest common prefix (equal
    tokens, equal images): the prefix is prefilled once and copied into each row's cache.
 3. Prompts are sorted by length and decoded ``batch_size`` at a time. Each row's remaining
@@ -23,12 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Hashable, Optional, Sequence
 
 from pigbench.fastgen.decode_step import DecodeWorkspace
-from pigbench.fastgen.decoder import TextDecoder, vision_tower
+from pigbench.fastgen.decoder import TextDecoder
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput, Prompt
 from pigbench.fastgen.rope import mrope_positions
+from pigbench.fastgen.vision import VisionEncoder
 
 _KEYS_BUCKET = 128  # attention lengths are rounded up to this, to reuse captured graphs
-_PATCH_BUDGET = 65536  # vision patches per vision-tower forward
+PATCH_BUDGET = 65536  # vision patches per vision-tower forward
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Qwen2VLEngine:
     def __init__(self, model: Any) -> None:
         self.model = model.eval()
         self.decoder = TextDecoder(model)
-        self.visual = vision_tower(model)
+        self.vision = VisionEncoder(model)
         self.image_token_id = model.config.image_token_id
         self.merge_size = model.config.vision_config.spatial_merge_size
         self.device = self.decoder.device
@@ -187,16 +189,14 @@ class Qwen2VLEngine:
         import torch
 
         todo = list({im.key: im for im in images if im.key not in features}.values())
-        dtype = next(self.visual.parameters()).dtype
         t0 = self._now()
         chunk: list[ImageInput] = []
         for image in todo + [None]:
             patches = sum(im.pixel_values.shape[0] for im in chunk)
-            if chunk and (image is None or patches + image.pixel_values.shape[0] > _PATCH_BUDGET):
-                pixels = torch.cat([im.pixel_values for im in chunk]).to(self.device, dtype)
-                grid = torch.tensor([im.grid_thw for im in chunk], device=self.device)
-                out = self.visual(pixels, grid_thw=grid)
-                merged = getattr(out, "pooler_output", out)
+            if chunk and (image is None or patches + image.pixel_values.shape[0] > PATCH_BUDGET):
+                pixels = torch.cat([im.pixel_values for im in chunk]).to(self.device, self.vision.dtype)
+                grid = torch.tensor([im.grid_thw for im in chunk])
+                merged = self.vision(pixels, grid)
                 sizes = (grid.prod(-1) // self.merge_size**2).tolist()
                 for im, feats in zip(chunk, merged.split(sizes)):
                     features[im.key] = feats.to(self.decoder.dtype)

@@ -1,0 +1,87 @@
+"""Image features by content hash for one model key: in memory, and optionally on disk.
+
+On disk, everything for one key lives in ``<directory>/embeddings/<sha256(model key)[:16]>/``:
+
+* ``key.json``: the full model key (model id, revision or file hash, preprocessing, dtype);
+* ``<writer>.pt``: one file per stored batch, a dict ``{image hash: feature}`` written atomically
+  (temporary name, then rename), so one file write serves a whole encoded batch;
+* ``index.tsv``: one line ``<image hash>\\t<file name>`` per feature, appended after its file exists.
+
+A run killed between the two leaves a file no line names (ignored); a partial last line is ignored.
+Several processes (the ranks of a data-parallel run) may write the same directory: file names are
+unique per process and each batch's lines are appended in one write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import torch
+
+_LINE = re.compile(r"^([0-9a-f]{64})\t([0-9a-f-]+\.pt)$")
+
+
+class EmbeddingCache:
+    """Features by image hash for one model key; see the module docstring for the disk layout."""
+
+    def __init__(self, model_key: str, directory: Optional[Union[str, Path]] = None) -> None:
+        self.model_key = model_key
+        self.memory: dict[str, torch.Tensor] = {}
+        self.disk_hits = 0  # features read from disk
+        self.directory: Optional[Path] = None
+        self._on_disk: dict[str, str] = {}  # image hash -> file name, from index.tsv
+        if directory:
+            self.directory = Path(directory) / "embeddings" / hashlib.sha256(model_key.encode()).hexdigest()[:16]
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / "key.json").write_text(json.dumps({"model_key": model_key}, indent=1))
+            self._read_index()
+
+    def __contains__(self, image_hash: str) -> bool:
+        return image_hash in self.memory or image_hash in self._on_disk
+
+    def get(self, image_hash: str) -> Optional[torch.Tensor]:
+        """The feature, or None; a feature on disk is loaded with the rest of its file."""
+        hit = self.memory.get(image_hash)
+        if hit is None and image_hash in self._on_disk:
+            assert self.directory is not None
+            stored = torch.load(self.directory / self._on_disk[image_hash], map_location="cpu", weights_only=True)
+            for h, feature in stored.items():
+                if h not in self.memory:
+                    self.memory[h] = feature
+                    self.disk_hits += 1
+            hit = self.memory.get(image_hash)
+        return hit
+
+    def put_many(self, features: Mapping[str, torch.Tensor]) -> None:
+        """Keep ``features`` (hash -> CPU tensor); on disk, as one file and its index lines."""
+        self.memory.update(features)
+        if self.directory is None or not features:
+            return
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}.pt"
+        tmp = self.directory / f"{name}.tmp"
+        torch.save(dict(features), tmp)
+        os.replace(tmp, self.directory / name)
+        with open(self.directory / "index.tsv", "a", encoding="ascii") as index:
+            index.write("".join(f"{h}\t{name}\n" for h in features))
+        self._on_disk.update((h, name) for h in features)
+
+    def _read_index(self) -> None:
+        assert self.directory is not None
+        path = self.directory / "index.tsv"
+        if not path.exists():
+            return
+        exists: dict[str, bool] = {}
+        for line in path.read_text(encoding="ascii", errors="replace").splitlines():
+            match = _LINE.match(line)
+            if match:
+                name = match.group(2)
+                if name not in exists:
+                    exists[name] = (self.directory / name).exists()
+                if exists[name]:
+                    self._on_disk[match.group(1)] = name

@@ -1,0 +1,45 @@
+"""The on-disk embedding cache: one file per stored batch plus an append-only index, robust to kills."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pigbench.embedding_cache import EmbeddingCache
+
+
+def _h(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def test_a_batch_is_one_file_and_a_new_instance_reads_it_lazily(tmp_path):
+    first = EmbeddingCache("m@1", tmp_path)
+    first.put_many({_h(i): torch.full((4,), float(i)) for i in range(5)})
+    first.put_many({_h(i): torch.full((4,), float(i)) for i in range(5, 7)})
+    folder = first.directory
+    assert len(list(folder.glob("*.pt"))) == 2
+    assert len((folder / "index.tsv").read_text().splitlines()) == 7
+
+    second = EmbeddingCache("m@1", tmp_path)
+    assert _h(3) in second and _h(99) not in second and second.disk_hits == 0
+    assert torch.equal(second.get(_h(3)), torch.full((4,), 3.0))
+    assert second.disk_hits == 5  # the whole file of the first batch came along
+    assert second.get(_h(99)) is None
+    assert _h(3) not in EmbeddingCache("m@2", tmp_path)  # another key, another folder
+
+
+def test_a_killed_writer_leaves_nothing_half_read(tmp_path):
+    cache = EmbeddingCache("m", tmp_path)
+    cache.put_many({_h(1): torch.ones(2)})
+    folder = cache.directory
+    (folder / "123-deadbeef0000.pt").write_bytes(b"")  # a file whose index lines were never written
+    (folder / "123-abcdef000000.pt.tmp").write_bytes(b"partial")  # a write that never finished
+    with open(folder / "index.tsv", "a") as index:
+        index.write(f"{_h(2)}\t999-000000000000.pt\n")  # a line whose file is missing
+        index.write(_h(3)[:20])  # a partial last line
+    again = EmbeddingCache("m", tmp_path)
+    assert _h(1) in again and _h(2) not in again and _h(3) not in again
+    assert torch.equal(again.get(_h(1)), torch.ones(2))
