@@ -363,6 +363,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="a tiny CLIP instead of ViT-H-14 (smoke test)")
     ap.add_argument("--compiled-too", action="store_true", help="also time pigbench with PIGBENCH_COMPILE=1")
     ap.add_argument("--bf16-too", action="store_true", help="also time pigbench with the evaluator option dtype=bfloat16")
+    ap.add_argument("--memory-cache-too", action="store_true", help="also time pigbench with embeddings kept in memory only")
     ap.add_argument("--profile-tower", action="store_true", help="time the image tower alone under several settings")
     ap.add_argument("--profile-call", action="store_true", help="run one more call under torch.profiler")
     ap.add_argument("--json", help="also write the figures to this file")
@@ -378,7 +379,8 @@ def main() -> None:
     from pigbench.registry import evaluators
 
     windows = [int(x) for x in args.windows.split(",")]
-    variants = ["default"] + (["compiled"] if args.compiled_too else []) + (["bf16"] if args.bf16_too else [])
+    variants = ["default"] + (["compiled"] if args.compiled_too else []) + (["bf16"] if args.bf16_too else []) + (
+        ["memory-cache"] if args.memory_cache_too else [])
     work = Path(tempfile.mkdtemp(prefix="scalar_throughput_"))
     (work / "img").mkdir()
     warm_n = 2 * args.batch_size
@@ -408,9 +410,9 @@ def main() -> None:
         else:
             os.environ.pop(COMPILE_ENV, None)
         dtype = {"dtype": "bfloat16"} if variant == "bf16" else {}
+        cache_dir = None if variant == "memory-cache" else str(work / f"cache-{variant}")  # the runner's default: on disk
         ev = cls(cls.Config(model_path=str(work / "model"), processor_path=str(work / "model"), **dtype),
-                 Runtime(device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-                         cache_dir=str(work / f"cache-{variant}")))  # on disk too, as the runner's default
+                 Runtime(device=args.device, batch_size=args.batch_size, num_workers=args.workers, cache_dir=cache_dir))
         t = time.perf_counter()
         ev.setup()
         print(f"pickscore evaluator ({variant}) loaded in {time.perf_counter() - t:.1f}s (dtype {ev.dtype}, "
