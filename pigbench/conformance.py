@@ -130,13 +130,13 @@ def run_checks(
         report.checks += [CheckResult(n, "not run", reason) for n in _PREDICTION_CHECKS]
     else:
         runs = _Runs(cls, name, config, device, sample, score_tolerance)
-        report.checks += [runs.predictions(), runs.batch_size(), runs.determinism(), runs.corrupt_image(),
-                          runs.reference_free()]
+        report.checks += [runs.predictions(), runs.batch_size(), runs.determinism(), runs.look_ahead(),
+                          runs.corrupt_image(), runs.reference_free()]
     report.checks.append(requirements)
     return report
 
 
-_PREDICTION_CHECKS = ("predictions", "batch-size", "determinism", "corrupt-image", "reference-free")
+_PREDICTION_CHECKS = ("predictions", "batch-size", "determinism", "look-ahead", "corrupt-image", "reference-free")
 
 
 def demo_episodes(
@@ -241,9 +241,10 @@ class _Runs:
         self.baseline: Optional[dict[str, Prediction]] = None
         self.baseline_error = "not computed"
 
-    def _run(self, episodes: list[Episode], batch_size: int) -> list[tuple[list[Episode], Any]]:
+    def _run(self, episodes: list[Episode], batch_size: int, look_ahead: bool = False) -> list[tuple[list[Episode], Any]]:
         """(batch, what predict returned) per batch, from a fresh, set-up instance with an empty
-        cache directory (so no run reuses another's answers). Raises :class:`RunFailed` saying
+        cache directory (so no run reuses another's answers); with ``look_ahead``, all episodes go
+        to ``prepare`` first, as the runner announces a window. Raises :class:`RunFailed` saying
         which call failed."""
         with tempfile.TemporaryDirectory(prefix="pigbench-check-") as cache_dir:
             try:
@@ -252,6 +253,11 @@ class _Runs:
                 evaluator.setup()
             except Exception as exc:
                 raise RunFailed(f"constructor or setup() raised {error_text(exc)}") from exc
+            if look_ahead:
+                try:
+                    evaluator.prepare([e.without_gold() for e in episodes])
+                except Exception as exc:
+                    raise RunFailed(f"prepare() raised {error_text(exc)}") from exc
             out = []
             for i in range(0, len(episodes), batch_size):
                 batch = [e.without_gold() for e in episodes[i : i + batch_size]]
@@ -291,12 +297,18 @@ class _Runs:
         return self._compare("determinism", self.episodes, BATCH_SIZES[-1],
                              "identical across two fresh instances with the same config")
 
+    def look_ahead(self) -> CheckResult:
+        if self.cls.prepare_window <= 0:
+            return CheckResult("look-ahead", "skip", "declares no look-ahead (prepare_window = 0)")
+        return self._compare("look-ahead", self.episodes, BATCH_SIZES[-1],
+                             "identical when the runner announces the episodes to prepare() first", look_ahead=True)
+
     def _compare(self, name: str, episodes: list[Episode], batch_size: int, ok: str,
-                 skip_ids: frozenset[str] = frozenset()) -> CheckResult:
+                 skip_ids: frozenset[str] = frozenset(), look_ahead: bool = False) -> CheckResult:
         if self.baseline is None:
             return CheckResult(name, "not run", self.baseline_error)
         try:
-            got = _by_id(self._run(episodes, batch_size))
+            got = _by_id(self._run(episodes, batch_size, look_ahead))
         except RunFailed as exc:
             return CheckResult(name, "fail", str(exc))
         diffs = _differences(self.baseline, got, [e.sample_id for e in episodes if e.sample_id not in skip_ids],

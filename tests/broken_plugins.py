@@ -112,6 +112,21 @@ class LossyConfigHash(Brightness):
     Config = LossyConfig
 
 
+class LookAheadLeaks(Brightness):
+    """Its look-ahead changes answers: scores of announced images are shifted by the window's mean."""
+
+    prepare_window = 64
+
+    def prepare(self, episodes: Sequence[Episode]) -> None:
+        images = [img for e in episodes for img in (e.target.image_a, e.target.image_b)]
+        mean = sum(brightness(i) for i in images) / len(images)
+        self.shift = {i.id: mean * (k % 2) for k, i in enumerate(images)}
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        shift = getattr(self, "shift", {})
+        return [s + shift.get(r.image.id, 0.0) for s, r in zip(super().score(requests), requests)]
+
+
 def _brightness_prediction(e: Episode) -> Prediction:
     try:
         delta = brightness(e.target.image_a) - brightness(e.target.image_b)
@@ -131,4 +146,5 @@ EXPECTED_FAILURES: dict[type[Evaluator], set[str]] = {
     ReadsReferences: {"reference-free"},
     SkipsRequirements: {"requirements"},
     LossyConfigHash: {"config"},
+    LookAheadLeaks: {"look-ahead"},
 }

@@ -21,7 +21,7 @@ def test_builtin_weight_free_evaluators_conform(name):
     report = run_checks(name, episodes=EPISODES)
     assert report.ok, report.table()
     assert report.episodes == EPISODES and report.users == 4  # 3 targets per user
-    expected_skip = {"reference-free"} if evaluators.get(name).uses_references else set()
+    expected_skip = ({"reference-free"} if evaluators.get(name).uses_references else set()) | {"look-ahead"}
     assert {c.name for c in report.checks if c.status == "skip"} == expected_skip
 
 
@@ -35,6 +35,7 @@ DETAILS = {
     broken_plugins.SkipsRequirements: ("requirements", "does not exist\\) passes .* then the evaluator fails: "
                                                       "ModuleNotFoundError: import of safetensors halted"),
     broken_plugins.LossyConfigHash: ("config", "changing temperature does not change the config hash"),
+    broken_plugins.LookAheadLeaks: ("look-ahead", "predictions differ"),
 }
 
 
@@ -55,7 +56,7 @@ def test_unmet_requirements_skip_the_model_checks_and_fail_the_report():
     assert report.status("requirements") == "pass"  # a fast, clear RequirementError is the contract
     assert report.status("config") == "pass"
     not_run = [c for c in report.checks if c.status == "not run"]
-    assert len(not_run) == 5 and "weights not found at /models/x" in not_run[0].detail
+    assert len(not_run) == 6 and "weights not found at /models/x" in not_run[0].detail
     assert not report.ok and "DOES NOT CONFORM" in report.table()
 
 
@@ -72,10 +73,10 @@ def test_cli_prints_table_and_exits_nonzero_on_failure():
     out = subprocess.run([sys.executable, "-c", code, "check-evaluator", "broken-reorders", "--episodes", "8"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 1, out.stderr
-    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[3:10]}
+    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[3:11]}
     assert rows == {"config": "PASS", "predictions": "FAIL", "batch-size": "PASS", "determinism": "PASS",
-                    "corrupt-image": "PASS", "reference-free": "PASS", "requirements": "PASS"}
-    assert "broken-reorders: DOES NOT CONFORM (6 pass, 1 fail)" in out.stdout
+                    "look-ahead": "SKIP", "corrupt-image": "PASS", "reference-free": "PASS", "requirements": "PASS"}
+    assert "broken-reorders: DOES NOT CONFORM (6 pass, 1 fail, 1 skip)" in out.stdout
     out = subprocess.run([sys.executable, "-m", "pigbench.cli", "check-evaluator", "colorfulnes"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "did you mean 'colorfulness'" in out.stderr

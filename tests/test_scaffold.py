@@ -100,7 +100,7 @@ def test_scaffold_installs_registers_and_runs(tmp_path):
     listing = call("-m", "pigbench.cli", "list", "evaluators", "--verbose")
     assert "tiny-reward" in listing and "entry point of package 'pigbench-tiny-reward'" in listing
     table = call("-m", "pigbench.cli", "check-evaluator", "tiny-reward", "--episodes", "8")
-    assert "tiny-reward: conforms (7 pass)" in table
+    assert "tiny-reward: conforms (7 pass, 1 skip)" in table
     tests = call("-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests"), cwd=root)
     assert "2 passed" in tests
     call("-m", "pigbench.run", "--evaluator", "tiny-reward", "--dataset", "demo", "--limit", "20", "--no-progress",

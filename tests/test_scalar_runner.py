@@ -51,3 +51,11 @@ def test_pickscore_runs_with_a_local_processor_option(tmp_path, clip_dir):
     assert validate_results(out.results_path) == []
     assert out.results["evaluator"]["tie_threshold"] == 0.5
     assert out.results["metrics"]["n"] > 0
+
+
+def test_an_embedding_evaluator_conforms_with_its_look_ahead(clip_dir):
+    from pigbench.conformance import run_checks
+
+    report = run_checks("clip-i", options={"model_path": str(clip_dir)}, episodes=10)
+    assert report.ok, report.table()
+    assert report.status("look-ahead") == "pass"
