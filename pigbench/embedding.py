@@ -303,10 +303,13 @@ class ImageEmbedder:
         """Worker tasks ``(position, sendable ref)`` for the contents of ``refs`` not yet known (not
         cached, not failed, not already met in ``refs``), appending their hashes to ``hashes`` so
         that ``hashes[position]`` is each task's hash. Hashing runs in ``pool`` (file reads and
-        SHA-256 release the GIL), ahead of the consumer; a hashing error ends the tasks and is put
-        in ``hash_error``."""
+        SHA-256 release the GIL), ahead of the consumer, unless there is nothing to read (every
+        hash known and cached or failed, as in a ``predict`` after ``prepare``); a hashing error
+        ends the tasks and is put in ``hash_error``."""
         seen: set[str] = set()
-        found = pool.map(self._hash_and_send, refs) if len(refs) >= 64 else map(self._hash_and_send, refs)
+        reads = len(refs) >= 64 and any(
+            r.known_hash is None or (r.known_hash not in self.cache and r.known_hash not in self.failures) for r in refs)
+        found = pool.map(self._hash_and_send, refs) if reads else map(self._hash_and_send, refs)
         try:
             for h, sendable in found:
                 if h not in seen and h not in self.failures and h not in self.cache:
