@@ -46,11 +46,17 @@ class EmbeddingCache:
         return image_hash in self.memory or image_hash in self._on_disk
 
     def get(self, image_hash: str) -> Optional[torch.Tensor]:
-        """The feature, or None; a feature on disk is loaded with the rest of its file."""
+        """The feature, or None; a feature on disk is loaded with the rest of its file. A file that
+        cannot be read (damaged on disk) is forgotten: its features count as not cached."""
         hit = self.memory.get(image_hash)
         if hit is None and image_hash in self._on_disk:
             assert self.directory is not None
-            stored = torch.load(self.directory / self._on_disk[image_hash], map_location="cpu", weights_only=True)
+            name = self._on_disk[image_hash]
+            try:
+                stored = torch.load(self.directory / name, map_location="cpu", weights_only=True)
+            except Exception:
+                self._on_disk = {h: n for h, n in self._on_disk.items() if n != name}
+                return None
             for h, feature in stored.items():
                 if h not in self.memory:
                     self.memory[h] = feature

@@ -43,3 +43,15 @@ def test_a_killed_writer_leaves_nothing_half_read(tmp_path):
     again = EmbeddingCache("m", tmp_path)
     assert _h(1) in again and _h(2) not in again and _h(3) not in again
     assert torch.equal(again.get(_h(1)), torch.ones(2))
+
+
+def test_a_damaged_batch_file_counts_as_not_cached(tmp_path):
+    cache = EmbeddingCache("m", tmp_path)
+    cache.put_many({_h(1): torch.ones(2), _h(2): torch.zeros(2)})
+    cache.put_many({_h(3): torch.ones(3)})
+    (damaged,) = [p for p in cache.directory.glob("*.pt") if torch.load(p, weights_only=True).keys() == {_h(1), _h(2)}]
+    damaged.write_bytes(b"not a torch file")
+    again = EmbeddingCache("m", tmp_path)
+    assert _h(1) in again and again.get(_h(1)) is None
+    assert _h(1) not in again and _h(2) not in again  # the whole file is forgotten, so both are embedded again
+    assert torch.equal(again.get(_h(3)), torch.ones(3))

@@ -235,3 +235,15 @@ def test_task_chunks_start_small_so_every_worker_returns_images_early():
     sizes = [len(c) for c in chunks]
     assert sizes[:6] == [FIRST_CHUNKS[0]] * 3 + [FIRST_CHUNKS[1]] * 3
     assert set(sizes[6:-1]) == {DECODE_CHUNK} and sum(sizes) == 100
+
+
+def test_a_damaged_disk_cache_file_is_embedded_again_not_failed(tmp_path):
+    refs = write_images(tmp_path / "img")
+    first = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", cache_dir=tmp_path / "cache")
+    first.embed(refs)
+    for path in first.cache.directory.glob("*.pt"):
+        path.write_bytes(b"damaged")
+    enc = _MeanEncoder()
+    second = ImageEmbedder(enc, ImageTransform(size=32), model_key="m", cache_dir=tmp_path / "cache")
+    torch.testing.assert_close(second.stack(refs), first.stack(refs))
+    assert enc.images == len(refs) and not second.failures
