@@ -12,7 +12,8 @@ config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``-
   look-ahead (``prepare``: each window of 2,048 episodes has its images embedded in one stream) and
   without (``--windows 0``: each ``predict`` call embeds its own batch): content hashing, JPEG
   decode in DataLoader workers, PIL-exact bicubic resize on the GPU, batched fp16 image and text
-  encoding, the on-disk embedding cache the runner enables, scoring. With ``--compiled-too`` the
+  encoding (on CUDA with pigbench's image tower, :mod:`pigbench.clip_tower`; ``--transformers-tower-too``
+  times transformers' too), the on-disk embedding cache the runner enables, scoring. With ``--compiled-too`` the
   same is timed again with ``PIGBENCH_COMPILE=1`` (image encoder compiled with torch.compile);
   with ``--bf16-too`` with the evaluator option ``dtype=bfloat16`` (its score check is against
   the fp16 per-pair recipe, so it shows bf16's rounding too).
@@ -26,7 +27,9 @@ The tokenizer is character-level (no merges), so prompts are longer than with CL
 
 With ``--profile-tower`` the image tower alone (random 224x224 batches, no decode) is timed last
 under several settings: compiled or eager, attention implementation and SDPA backend, activation,
-dtype, batch size; plus the tower's matrix products alone, as a ceiling. With ``--profile-call``
+dtype, batch size, pigbench's tower against transformers' (with the device time of one batch by kind
+of kernel); plus the tower's matrix products alone, as a ceiling. On CUDA each timed loop also
+reports when the device was encoding and when it was idle. With ``--profile-call``
 one more call (on fresh JPEGs) runs under torch.profiler, which prints where the host's time goes.
 
     python benchmarks/scalar_throughput.py [--images 4096] [--batch-size 256] [--workers 14] [--naive-pairs 200]
@@ -45,6 +48,7 @@ import time
 from importlib import resources
 from multiprocessing import Pool
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -157,11 +161,13 @@ def stage_rates(ev, paths: list[str], args, sync) -> dict[str, float]:
 
 
 def instrument_waits(emb):
-    """(seconds, undo): the seconds the host spends waiting for decoded images and for encoded
+    """(seconds, firsts, undo): the seconds the host spends waiting for decoded images and for encoded
     batches, for content hashes (tasks reach the workers as hashes come, so part of this wait is
     inside the wait for decoded images), and in ``embed`` as a whole, accumulated while
-    instrumented; ``undo()`` removes the instrumentation."""
+    instrumented; when the first hash and the first decoded chunk came (``perf_counter`` times);
+    ``undo()`` removes the instrumentation."""
     waits = {"decode": 0.0, "device": 0.0, "hash": 0.0, "embed": 0.0}
+    firsts: dict[str, float] = {}  # perf_counter time of each wrapped iterator's first item
     decoded, store, embed, new_tasks = emb._decoded, emb._store, emb.embed, emb._new_tasks
 
     def timed(key: str, fn):
@@ -184,6 +190,7 @@ def instrument_waits(emb):
                     return
                 finally:
                     waits[key] += time.perf_counter() - t
+                firsts.setdefault(key, time.perf_counter())
                 yield item
         return run
 
@@ -192,7 +199,45 @@ def instrument_waits(emb):
 
     emb._decoded, emb._store, emb.embed = timed_iter("decode", decoded), timed("device", store), timed("embed", embed)
     emb._new_tasks = timed_iter("hash", new_tasks)
-    return waits, undo
+    return waits, firsts, undo
+
+
+class EncodeTimeline:
+    """Wraps an embedder's ``encode`` with CUDA events; :meth:`summary` then tells where, in a timed
+    loop that began at :meth:`start`, the device was encoding and where it was idle."""
+
+    def __init__(self, emb) -> None:
+        import torch
+
+        self.emb, self.encode, self.torch = emb, emb.encode, torch
+        self.spans: list = []
+        self.first_call = 0.0  # perf_counter time of the first encode call
+        self.origin = torch.cuda.Event(enable_timing=True)
+        emb.encode = self._timed
+
+    def _timed(self, x):
+        begin, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+        self.first_call = self.first_call or time.perf_counter()
+        begin.record()
+        out = self.encode(x)
+        end.record()
+        self.spans.append((begin, end))
+        return out
+
+    def start(self) -> None:
+        self.origin.record()
+
+    def summary(self, wall_s: float) -> str:
+        """After a synchronize: seconds encoding, idle before the first batch, idle between batches
+        (with the longest gap) and after the last one, of ``wall_s``."""
+        self.emb.encode = self.encode
+        spans = [(self.origin.elapsed_time(a) / 1e3, self.origin.elapsed_time(b) / 1e3) for a, b in self.spans]
+        if not spans:
+            return "no encoder calls"
+        gaps = [max(0.0, b0 - a1) for (_, a1), (b0, _) in zip(spans, spans[1:])]
+        return (f"device encoding {sum(b - a for a, b in spans):.2f}s of {wall_s:.2f}s; idle before the first batch "
+                f"{spans[0][0]:.2f}s, between batches {sum(gaps):.2f}s (longest {max(gaps, default=0):.3f}s), "
+                f"after the last {wall_s - spans[-1][1]:.2f}s")
 
 
 def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args, sync, tag: str):
@@ -205,10 +250,13 @@ def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args,
     for k, window in enumerate(windows):
         timed = episodes(paths[k * args.images : (k + 1) * args.images], texts, f"{tag}{k}-")
         calls_before = ev.images.encoder_calls
-        waits, undo = instrument_waits(ev.images)
+        waits, firsts, undo = instrument_waits(ev.images)
+        timeline = EncodeTimeline(ev.images) if args.device == "cuda" else None
         ev.prepare_window = window
         sync()
         t = time.perf_counter()
+        if timeline:
+            timeline.start()
         out = [p for _, batch in predict_batches(ev, timed, args.batch_size) for p in batch]
         sync()
         fast_s = time.perf_counter() - t
@@ -222,6 +270,9 @@ def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args,
               f"{waits['embed']:.2f}s, of which waiting for decoded images {waits['decode']:.2f}s (for content hashes "
               f"{waits['hash']:.2f}s, partly within the former), for encoded batches {waits['device']:.2f}s; outside embed "
               f"{fast_s - waits['embed']:.2f}s)")
+        if timeline:
+            print(f"  timeline: {timeline.summary(fast_s)}; host: first hash {firsts.get('hash', t) - t:.3f}s, "
+                  f"first decoded chunk {firsts.get('decode', t) - t:.3f}s, first encode call {timeline.first_call - t:.3f}s")
     del ev.prepare_window  # back to the class's
     return rates, preds
 
@@ -229,7 +280,6 @@ def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args,
 def profile_call(ev, paths: list[str], texts: list[str], args, sync) -> None:
     """One predict call on fresh JPEGs under torch.profiler: the host's time by operation (CUDA
     runtime calls included, so a wait for the device shows), and the device's busy time."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     eps = episodes(paths, texts, "profiled-")
@@ -246,6 +296,35 @@ def profile_call(ev, paths: list[str], texts: list[str], args, sync) -> None:
     print(f"device busy (sum of kernel and copy times, all streams): {device_us / 1e6:.2f}s of {wall:.2f}s")
 
 
+def kernel_breakdown(name: str, encode, x, sync) -> None:
+    """Device time of one ``encode(x)`` by kind of kernel (matrix products, attention, layer norms,
+    activation, other), from torch.profiler's kernel names."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    kinds = {"attention": ("sdpa", "flash", "fmha", "attention"),  # first: cuDNN's attention kernel names say sm90 too
+             "matrix products": ("gemm", "cutlass", "xmma", "nvjet", "sm90", "cublas"),
+             "layer norms": ("layer_norm", "add_norm"), "activation": ("gelu",)}
+    with torch.inference_mode():
+        encode(x)
+        sync()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            encode(x)
+            sync()
+    totals: dict[str, float] = {}
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", 0)
+        if us <= 0:
+            continue
+        kind = next((k for k, keys in kinds.items() if any(w in e.key.lower() for w in keys)), "other")
+        totals[kind] = totals.get(kind, 0.0) + us / 1e3
+    top = sorted(((getattr(e, "self_device_time_total", 0) / 1e3, e.key[:70]) for e in prof.key_averages()), reverse=True)[:8]
+    print(f"kernels of one batch of {len(x)}, {name}: total {sum(totals.values()):.1f} ms; "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(totals.items(), key=lambda kv: -kv[1])))
+    for ms, key in top:
+        print(f"    {ms:7.2f} ms  {key}")
+
+
 def profile_tower(model, ev, args, sync) -> dict[str, float]:
     """images/s of the image tower alone (224x224 fp16 inputs to projected features) per setting."""
     import copy
@@ -254,6 +333,7 @@ def profile_tower(model, ev, args, sync) -> dict[str, float]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from transformers.activations import ACT2FN
 
+    from pigbench.clip_tower import CLIPImageTower
     from pigbench.compiled_encoder import CompiledEncoder
     from pigbench.evaluators._hf_clip import encode_images
 
@@ -317,13 +397,23 @@ def profile_tower(model, ev, args, sync) -> dict[str, float]:
                 layer.mlp.activation_fn = act
     setting("eager, quick_gelu (the previous benchmark model)", quick_gelu)
 
-    def bf16():
+    def bf16(tower: bool = False):
         vision, proj = copy.deepcopy(model.vision_model).bfloat16(), copy.deepcopy(model.visual_projection).bfloat16()
-        try:
-            return rate(lambda x: proj(vision(pixel_values=x).pooler_output), bs, torch.bfloat16)
-        finally:
-            del vision, proj
+        if tower:
+            return rate(CLIPImageTower(SimpleNamespace(vision_model=vision, visual_projection=proj)), bs, torch.bfloat16)
+        return rate(lambda x: proj(vision(pixel_values=x).pooler_output), bs, torch.bfloat16)
     setting("eager, bfloat16", bf16)
+
+    fused = CLIPImageTower(model)
+    with torch.inference_mode():
+        x = torch.randn(bs, 3, 224, 224, device=args.device).to(model.dtype)
+        a, b = fused(x).float(), eager(x).float()
+    print(f"pigbench tower vs transformers, features of {bs} random images: max |diff| {(a - b).abs().max():.2e} "
+          f"(max |value| {b.abs().max():.2e})")
+    setting(f"pigbench tower (pigbench.clip_tower), batch {bs}", lambda: rate(fused, bs))
+    setting("pigbench tower, bfloat16", lambda: bf16(tower=True))
+    for name, fn in (("transformers", eager), ("pigbench tower", fused)) if args.device == "cuda" else ():
+        kernel_breakdown(name, fn, torch.randn(bs, 3, 224, 224, device=args.device).to(model.dtype), sync)
 
     def matmuls_only():
         cfg = model.config.vision_config
@@ -363,6 +453,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="a tiny CLIP instead of ViT-H-14 (smoke test)")
     ap.add_argument("--compiled-too", action="store_true", help="also time pigbench with PIGBENCH_COMPILE=1")
     ap.add_argument("--bf16-too", action="store_true", help="also time pigbench with the evaluator option dtype=bfloat16")
+    ap.add_argument("--transformers-tower-too", action="store_true",
+                    help="also time pigbench with transformers' image tower (PIGBENCH_CLIP_TOWER=transformers)")
     ap.add_argument("--memory-cache-too", action="store_true", help="also time pigbench with embeddings kept in memory only")
     ap.add_argument("--profile-tower", action="store_true", help="time the image tower alone under several settings")
     ap.add_argument("--profile-call", action="store_true", help="run one more call under torch.profiler")
@@ -375,12 +467,13 @@ def main() -> None:
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     from pigbench.compiled_encoder import COMPILE_ENV
+    from pigbench.evaluators._hf_clip import TOWER_ENV
     from pigbench.evaluator import Runtime
     from pigbench.registry import evaluators
 
     windows = [int(x) for x in args.windows.split(",")]
     variants = ["default"] + (["compiled"] if args.compiled_too else []) + (["bf16"] if args.bf16_too else []) + (
-        ["memory-cache"] if args.memory_cache_too else [])
+        ["memory-cache"] if args.memory_cache_too else []) + (["transformers-tower"] if args.transformers_tower_too else [])
     work = Path(tempfile.mkdtemp(prefix="scalar_throughput_"))
     (work / "img").mkdir()
     warm_n = 2 * args.batch_size
@@ -409,6 +502,10 @@ def main() -> None:
             os.environ[COMPILE_ENV] = "1"
         else:
             os.environ.pop(COMPILE_ENV, None)
+        if variant == "transformers-tower":
+            os.environ[TOWER_ENV] = "transformers"
+        else:
+            os.environ.pop(TOWER_ENV, None)
         dtype = {"dtype": "bfloat16"} if variant == "bf16" else {}
         cache_dir = None if variant == "memory-cache" else str(work / f"cache-{variant}")  # the runner's default: on disk
         ev = cls(cls.Config(model_path=str(work / "model"), processor_path=str(work / "model"), **dtype),
@@ -416,7 +513,7 @@ def main() -> None:
         t = time.perf_counter()
         ev.setup()
         print(f"pickscore evaluator ({variant}) loaded in {time.perf_counter() - t:.1f}s (dtype {ev.dtype}, "
-              f"resize on the device: {ev.images.resize_on_device})")
+              f"resize on the device: {ev.images.resize_on_device}, image tower: {ev.provenance()['image_tower']})")
         t = time.perf_counter()
         ev.predict(warm)  # CUDA kernels, allocator, worker start-up code paths; compiling the image encoder
         sync()
@@ -469,7 +566,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "torch": torch.__version__, "transformers": transformers.__version__, "model": "tiny" if args.tiny else "CLIP ViT-H-14",
         "images": args.images, "batch_size": args.batch_size, "workers": args.workers,
-        "image_encoder": ev.provenance().get("image_encoder", "eager"),
+        "image_encoder": ev.provenance().get("image_encoder", "eager"), "image_tower": ev.provenance()["image_tower"],
         "pigbench_images_per_s_by_lookahead_window": {v: {k: round(x, 1) for k, x in r.items()} for v, r in rates.items()},
         "pigbench_images_per_s_default_window": round(fast_rate, 1), "default_window": default_window, "naive_images_per_s": round(naive_rate, 1),
         "naive_pairs": len(subset), "speedup": round(fast_rate / naive_rate, 1), "max_score_diff_vs_pil_recipe": diffs,

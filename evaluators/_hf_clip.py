@@ -6,7 +6,8 @@ a ``BaseModelOutputWithPooling`` whose ``pooler_output`` is the projected embedd
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import os
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -55,3 +56,23 @@ def encode_texts(model: Any, tokenizer: Any, texts: list[str], device: torch.dev
 
 def encode_images(model: Any, pixels: torch.Tensor) -> torch.Tensor:
     return projected(model.get_image_features(pixel_values=pixels))
+
+
+TOWER_ENV = "PIGBENCH_CLIP_TOWER"
+
+
+def image_encoder(model: Any, device: torch.device) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """(encode, name): what embeds pixel values, and its name for provenance.
+
+    On CUDA, :class:`pigbench.clip_tower.CLIPImageTower` (``pigbench``: the same features with less
+    work per image); elsewhere, or when ``$PIGBENCH_CLIP_TOWER`` is ``transformers``, the model's
+    own ``get_image_features`` (``transformers``).
+    """
+    choice = os.environ.get(TOWER_ENV, "").strip().lower() or ("pigbench" if device.type == "cuda" else "transformers")
+    if choice not in ("pigbench", "transformers"):
+        raise ValueError(f"${TOWER_ENV} must be pigbench or transformers, got {choice!r}")
+    if choice == "pigbench":
+        from pigbench.clip_tower import CLIPImageTower
+
+        return CLIPImageTower(model), choice
+    return (lambda x: encode_images(model, x)), choice

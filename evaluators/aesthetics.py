@@ -55,7 +55,7 @@ class Aesthetics(EmbeddingScorer):
         resolve_local_or_hub(cls.clip_source(config), cls.name or "aesthetics", CLIP_ENV, "the CLIP ViT-L/14 backbone (--option clip_path=...)")
 
     def load(self) -> None:
-        from pigbench.evaluators._hf_clip import encode_images, load_clip_model, processor_transform
+        from pigbench.evaluators._hf_clip import image_encoder, load_clip_model, processor_transform
         from pigbench.evaluators._rating_head import RatingHead
         from pigbench.evaluators._weights import fetch_file, load_strict, read_state_dict, source_fingerprint
 
@@ -66,10 +66,11 @@ class Aesthetics(EmbeddingScorer):
         load_strict(self.head, read_state_dict(head_path, "the aesthetic head"), f"the aesthetic head {head_path}")
         self.head.eval().to(self.device)
         clip_revision = source_fingerprint(clip, model)
+        encode, tower = image_encoder(model, self.device)
         self.images = self.image_embedder(
-            lambda x: encode_images(model, x), processor_transform(clip, "round"), f"clip:{clip}:{clip_revision}"
+            encode, processor_transform(clip, "round"), f"clip:{clip}:{clip_revision}"
         )
-        self._provenance = {"head": str(head_path), "head_sha256": source_fingerprint(str(head_path)), "clip": clip, "clip_revision": clip_revision}
+        self._provenance = {"head": str(head_path), "head_sha256": source_fingerprint(str(head_path)), "clip": clip, "clip_revision": clip_revision, "image_tower": tower}
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         import torch

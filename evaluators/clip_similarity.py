@@ -32,19 +32,20 @@ class _CLIPBackbone(EmbeddingScorer):
         resolve_local_or_hub(cls.model_source(config), cls.name or cls.__name__, cls.env_var, "the CLIP model")
 
     def load(self) -> None:
-        from pigbench.evaluators._hf_clip import encode_images, encode_texts, load_clip_model, load_tokenizer, processor_transform
+        from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)
         model = load_clip_model(source, self.device, self.dtype)
         fingerprint = source_fingerprint(source, model)
+        encode, tower = image_encoder(model, self.device)
         self.images = self.image_embedder(
-            lambda x: encode_images(model, x), processor_transform(source, "floor"), f"clip:{source}:{fingerprint}"
+            encode, processor_transform(source, "floor"), f"clip:{source}:{fingerprint}"
         )
         if self.with_text:
             tokenizer = load_tokenizer(source)
             self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, t, self.device))
-        self._provenance = {"model": source, "revision": fingerprint}
+        self._provenance = {"model": source, "revision": fingerprint, "image_tower": tower}
 
 
 class ClipI(ReferenceSimilarity, _CLIPBackbone):

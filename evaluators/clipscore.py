@@ -39,19 +39,20 @@ class CLIPScore(EmbeddingScorer):
         resolve_local_or_hub(cls.model_source(config), cls.name or "clipscore", cls.env_var, "the CLIP model")
 
     def load(self) -> None:
-        from pigbench.evaluators._hf_clip import encode_images, encode_texts, load_clip_model, load_tokenizer, processor_transform
+        from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)
         model = load_clip_model(source, self.device, self.dtype)
         tokenizer = load_tokenizer(source)
         fingerprint = source_fingerprint(source, model)
+        encode, tower = image_encoder(model, self.device)
         self.images = self.image_embedder(
-            lambda x: encode_images(model, x), processor_transform(source, "round"), f"clip:{source}:{fingerprint}"
+            encode, processor_transform(source, "round"), f"clip:{source}:{fingerprint}"
         )
         prefix = self.config.prefix
         self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, [prefix + s for s in t], self.device))
-        self._provenance = {"model": source, "revision": fingerprint}
+        self._provenance = {"model": source, "revision": fingerprint, "image_tower": tower}
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

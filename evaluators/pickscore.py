@@ -49,7 +49,7 @@ class PickScore(EmbeddingScorer):
         resolve_local_or_hub(cls.processor_source(config), name, PROCESSOR_ENV, "the CLIP-H processor (--option processor_path=...)")
 
     def load(self) -> None:
-        from pigbench.evaluators._hf_clip import encode_images, encode_texts, load_clip_model, load_tokenizer, processor_transform
+        from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform
         from pigbench.evaluators._weights import source_fingerprint
 
         source, processor = self.model_source(self.config), self.processor_source(self.config)
@@ -57,11 +57,12 @@ class PickScore(EmbeddingScorer):
         tokenizer = load_tokenizer(processor)
         fingerprint = source_fingerprint(source, model)
         transform = processor_transform(processor, "floor")
-        self.images = self.image_embedder(lambda x: encode_images(model, x), transform, f"pickscore:{source}:{fingerprint}",
+        encode, tower = image_encoder(model, self.device)
+        self.images = self.image_embedder(encode, transform, f"pickscore:{source}:{fingerprint}",
                                           compile_encoder=True)
         self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, t, self.device))
         self.logit_scale = float(model.logit_scale.detach().float().exp())
-        self._provenance = {"model": source, "revision": fingerprint, "processor": processor}
+        self._provenance = {"model": source, "revision": fingerprint, "processor": processor, "image_tower": tower}
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import multiprocessing
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -172,14 +173,16 @@ class ImageTransform:
 
 
 HASH_THREADS = 8  # threads reading and hashing image contents (both release the GIL)
+HASH_CHUNK = 16  # images per hashing task: one task per image made the submitting thread fight 8 busy threads for the GIL
 DECODE_CHUNK = 16  # images per worker task: small, so workers share the load evenly
-FIRST_CHUNKS = (2, 8)  # a call's first tasks, one of each size per worker: images come back within milliseconds
+FIRST_CHUNKS = (2, 4, 8)  # a call's first tasks, one of each size per worker: images come back within milliseconds
 PREFETCH = 2  # tasks queued per worker
 
 
 class _Decode(torch.utils.data.Dataset):
-    """Decodes the task it is given, ``(position, ImageRef)``, to ``(position, tensor | None, error | None)``:
-    the transformed image, or with ``full_resolution`` the decoded image left for the device to resize.
+    """Decodes the task it is given, ``(position, ImageRef)``, to ``(position, image | None, error | None)``:
+    the transformed image (a CHW tensor), or with ``full_resolution`` the decoded image as an HWC
+    uint8 array, left for the device to resize (an HWC array needs no transposing copy here).
 
     It holds no data: tasks come from :class:`_TaskChunks`, so persistent workers serve every call.
     """
@@ -192,7 +195,9 @@ class _Decode(torch.utils.data.Dataset):
         i, ref = task
         try:
             image = ref.open()
-            return i, self.transform.decode(image) if self.full_resolution else self.transform(image), None
+            if self.full_resolution:
+                return i, np.asarray(image if image.mode == "RGB" else image.convert("RGB")), None
+            return i, self.transform(image), None
         except Exception as exc:  # a corrupt or unreadable image fails alone
             return i, None, str(exc) if isinstance(exc, ImageError) else f"image {ref.id!r}: {exc}"
 
@@ -228,13 +233,31 @@ class _FailingLoader:
 
 
 def _collate(items):
-    """(groups, errors): decoded images stacked per shape as (positions, tensor); failures as (position, message)."""
-    by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    """(groups, errors): decoded images stacked per shape as (positions, tensor); failures as (position, message).
+
+    In a worker process each stack is written straight into shared memory, which is how it travels
+    to the main process (a tensor in ordinary memory would be copied there once more)."""
+    by_shape: dict[tuple[int, ...], list[tuple[int, Union[torch.Tensor, np.ndarray]]]] = {}
     for i, t, _ in items:
         if t is not None:
             by_shape.setdefault(tuple(t.shape), []).append((i, t))
-    groups = [([i for i, _ in group], torch.stack([t for _, t in group])) for group in by_shape.values()]
+    groups = [([i for i, _ in group], _stack([t for _, t in group])) for group in by_shape.values()]
     return groups, [(i, e) for i, t, e in items if t is None]
+
+
+def _stack(images: list) -> torch.Tensor:
+    """Images of one shape and dtype (tensors or arrays) stacked along a new first axis, in shared
+    memory when called in a DataLoader worker."""
+    arrays = [x.numpy() if isinstance(x, torch.Tensor) else x for x in images]
+    shape = (len(arrays), *arrays[0].shape)
+    dtype = torch.from_numpy(np.empty(0, arrays[0].dtype)).dtype
+    if torch.utils.data.get_worker_info() is None:
+        out = torch.empty(shape, dtype=dtype)
+    else:
+        storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+        out = torch.empty(0, dtype=dtype).set_(storage).view(shape)
+    np.stack(arrays, out=out.numpy())
+    return out
 
 
 class ImageEmbedder:
@@ -243,7 +266,7 @@ class ImageEmbedder:
     ``encode`` maps a normalized batch on ``device`` (already cast to ``dtype``) to one feature
     tensor per image (any trailing shape). Features are stored on the CPU in ``dtype``.
     With ``num_workers`` > 0, worker processes (forked once, on first use, where the platform
-    can fork) decode chunks of :data:`DECODE_CHUNK` images while the device encodes batches of
+    can fork) decode chunks of :data:`DECODE_CHUNK` images, taken in the order they finish, while the device encodes batches of
     ``batch_size``; up to two batches are queued on the device ahead of the host, which never
     waits for the device except for the features of the oldest batch. On CUDA, copies and
     resizes run on a side stream, and when the device has nothing queued (the start of a call) a
@@ -302,16 +325,22 @@ class ImageEmbedder:
     def _new_tasks(self, refs: Sequence[ImageRef], hashes: list[str], hash_error: list[BaseException], pool: ThreadPoolExecutor):
         """Worker tasks ``(position, sendable ref)`` for the contents of ``refs`` not yet known (not
         cached, not failed, not already met in ``refs``), appending their hashes to ``hashes`` so
-        that ``hashes[position]`` is each task's hash. Hashing runs in ``pool`` (file reads and
-        SHA-256 release the GIL), ahead of the consumer, unless there is nothing to read (every
-        hash known and cached or failed, as in a ``predict`` after ``prepare``); a hashing error
-        ends the tasks and is put in ``hash_error``."""
+        that ``hashes[position]`` is each task's hash. Hashing runs in ``pool``, in chunks of
+        :data:`HASH_CHUNK` images (file reads and SHA-256 release the GIL), ahead of the consumer,
+        unless there is nothing to read (every hash known and cached or failed, as in a ``predict``
+        after ``prepare``); a hashing error ends the tasks and is put in ``hash_error``."""
         seen: set[str] = set()
         reads = len(refs) >= 64 and any(
             r.known_hash is None or (r.known_hash not in self.cache and r.known_hash not in self.failures) for r in refs)
-        found = pool.map(self._hash_and_send, refs) if reads else map(self._hash_and_send, refs)
+        if reads:
+            chunks = [refs[i : i + HASH_CHUNK] for i in range(0, len(refs), HASH_CHUNK)]
+            found = itertools.chain.from_iterable(pool.map(self._hash_chunk, chunks))
+        else:
+            found = map(self._hash_and_send, refs)
         try:
             for h, sendable in found:
+                if isinstance(sendable, BaseException):
+                    raise sendable
                 if h not in seen and h not in self.failures and h not in self.cache:
                     seen.add(h)
                     hashes.append(h)
@@ -324,6 +353,17 @@ class ImageEmbedder:
         here, in a hashing thread, unless the features are already cached)."""
         h = ref.content_hash
         return h, ref if h in self.cache or h in self.failures else self._sendable(ref)
+
+    def _hash_chunk(self, refs: Sequence[ImageRef]) -> list[tuple[str, Union[ImageRef, BaseException]]]:
+        """:meth:`_hash_and_send` of each ref, up to the first that raises, which ends the list as ``("", error)``."""
+        out: list[tuple[str, Union[ImageRef, BaseException]]] = []
+        for ref in refs:
+            try:
+                out.append(self._hash_and_send(ref))
+            except Exception as exc:
+                out.append(("", exc))
+                break
+        return out
 
     def _run(self, hashes: list[str]) -> None:
         """Decode the sampler's tasks in workers and encode them in batches on the device."""
@@ -360,17 +400,19 @@ class ImageEmbedder:
         and the resize run on a side stream, so they overlap the batches queued for encoding
         instead of waiting behind them; the main stream waits for them before using the result."""
         if self.device.type != "cuda":
-            batch = batch.to(self.device)
-            return self.transform.resize_crop(batch) if self.resize_on_device else batch
+            return self._resize(batch.to(self.device))
         if self._side_stream is None:
             self._side_stream = torch.cuda.Stream(self.device)
         main = torch.cuda.current_stream(self.device)
         with torch.cuda.stream(self._side_stream):
-            x = batch.to(self.device, non_blocking=True)
-            x = self.transform.resize_crop(x) if self.resize_on_device else x
+            x = self._resize(batch.to(self.device, non_blocking=True))
         x.record_stream(main)  # its memory is not reused before the main stream is done with it
         main.wait_stream(self._side_stream)
         return x
+
+    def _resize(self, batch: torch.Tensor) -> torch.Tensor:
+        """With ``resize_on_device``, decoded HWC images (N, H, W, 3) made CHW and resized; otherwise as is."""
+        return self.transform.resize_crop(batch.permute(0, 3, 1, 2).contiguous()) if self.resize_on_device else batch
 
     def _launch(self, hashes: list[str], batch: torch.Tensor, in_flight: deque) -> None:
         """Queue the encoding of ``batch`` and the copy of its features to the CPU; then store the
@@ -429,6 +471,7 @@ class ImageEmbedder:
                 decode, batch_sampler=self._sampler,
                 num_workers=self.num_workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
                 persistent_workers=True, prefetch_factor=PREFETCH,
+                in_order=False,  # a chunk is used as soon as it is decoded, not after those sent before it
                 multiprocessing_context="fork" if "fork" in methods else None,
             )
         return iter(self._loader)

@@ -233,8 +233,9 @@ def test_task_chunks_start_small_so_every_worker_returns_images_early():
     chunks = _TaskChunks(workers=3)
     chunks.tasks = iter(range(100))  # a generator: tasks arrive as contents are hashed
     sizes = [len(c) for c in chunks]
-    assert sizes[:6] == [FIRST_CHUNKS[0]] * 3 + [FIRST_CHUNKS[1]] * 3
-    assert set(sizes[6:-1]) == {DECODE_CHUNK} and sum(sizes) == 100
+    first = 3 * len(FIRST_CHUNKS)
+    assert sizes[:first] == [n for n in FIRST_CHUNKS for _ in range(3)]
+    assert set(sizes[first:-1]) == {DECODE_CHUNK} and sum(sizes) == 100
 
 
 def test_a_damaged_disk_cache_file_is_embedded_again_not_failed(tmp_path):

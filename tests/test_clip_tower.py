@@ -1,0 +1,180 @@
+"""pigbench.clip_tower and pigbench.add_layer_norm: the same features as transformers' CLIP image tower."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import torch.nn.functional as F
+
+from pigbench.add_layer_norm import add_layer_norm
+from pigbench.clip_tower import CLIPImageTower
+from pigbench.evaluator import Runtime
+from pigbench.registry import evaluators
+from scalar_fixtures import run_predict, standard_episodes, tiny_clip_config, tiny_clip_dir, write_images
+
+pytestmark = pytest.mark.models
+
+
+def _transformers_features(model, pixels):
+    with torch.no_grad():
+        out = model.get_image_features(pixel_values=pixels)
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
+def test_tower_equals_get_image_features(act):
+    from transformers import CLIPModel
+
+    config = tiny_clip_config()
+    config.vision_config.hidden_act = act
+    config.vision_config.num_hidden_layers = 3
+    torch.manual_seed(0)
+    model = CLIPModel(config).eval()
+    pixels = torch.randn(5, 3, 32, 32)
+    got = CLIPImageTower(model)(pixels)
+    assert got.shape == (5, 16)
+    assert torch.allclose(got, _transformers_features(model, pixels), atol=1e-5, rtol=0)
+
+
+def test_tower_reads_a_vision_model_with_projection():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(**tiny_clip_config().vision_config.to_dict())
+    config.projection_dim = 8
+    torch.manual_seed(1)
+    model = CLIPVisionModelWithProjection(config).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = model(pixel_values=pixels).image_embeds
+    assert torch.allclose(CLIPImageTower(model)(pixels), want, atol=1e-5, rtol=0)
+
+
+def _unfused(h, x, w, b, eps):
+    s = h + x
+    return s, F.layer_norm(s, s.shape[-1:], w, b, eps)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_add_layer_norm_without_triton_equals_unfused(dtype):
+    g = torch.Generator().manual_seed(0)
+    h, x = (torch.randn(6, 40, generator=g).to(dtype) for _ in range(2))
+    w, b = torch.randn(40, generator=g).to(dtype), torch.randn(40, generator=g).to(dtype)
+    want_h, want_y = _unfused(h, x, w, b, 1e-5)
+    got_y = add_layer_norm(h, x, w, b, 1e-5)  # CPU tensors: the torch path
+    assert torch.equal(h, want_h) and torch.equal(got_y, want_y)
+
+
+def test_triton_kernel_in_the_interpreter_equals_unfused():
+    """The Triton kernel itself, run on the CPU by Triton's interpreter (in a child process, since
+    TRITON_INTERPRET must be set before Triton is imported)."""
+    pytest.importorskip("triton")
+    script = textwrap.dedent("""
+        import torch, torch.nn.functional as F
+        from pigbench.add_layer_norm import add_layer_norm, _triton_kernel
+        assert _triton_kernel() is not None
+        for dtype in (torch.float32, torch.float16):
+            g = torch.Generator().manual_seed(0)
+            h, x = (torch.randn(5, 40, generator=g).to(dtype) for _ in range(2))
+            w, b = torch.randn(40, generator=g).to(dtype), torch.randn(40, generator=g).to(dtype)
+            s = h + x
+            want = F.layer_norm(s.float(), (40,), w.float(), b.float(), 1e-5).to(dtype)
+            got = add_layer_norm(h, x, w, b, 1e-5)
+            assert torch.equal(h, s), dtype
+            assert (got.float() - want.float()).abs().max() <= (1e-6 if dtype == torch.float32 else 1e-3), dtype
+        print("ok")
+    """)
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_kernel_that_fails_warns_once_and_torch_takes_over(monkeypatch):
+    from pigbench import add_layer_norm as module
+
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("no Triton backend for this device\nmore detail")
+
+    monkeypatch.setattr(module, "_triton_kernel", lambda: broken)
+    monkeypatch.setattr(module, "_interpreting", lambda: True)
+    monkeypatch.setattr(module, "_TRITON_FAILURE", [])
+    h, x, w, b = torch.randn(3, 8), torch.randn(3, 8), torch.ones(8), torch.zeros(8)
+    want_h, want_y = _unfused(h, x, w, b, 1e-5)
+    with pytest.warns(RuntimeWarning, match=r"fused add \+ layer norm kernel failed \(RuntimeError: no Triton backend for this device\)"):
+        y = module.add_layer_norm(h, x, w, b, 1e-5)
+    assert torch.equal(h, want_h) and torch.equal(y, want_y)
+    module.add_layer_norm(h.clone(), x, w, b, 1e-5)
+    assert len(calls) == 1  # not tried again
+
+
+def test_add_layer_norm_triton_rejects_mismatched_inputs(monkeypatch):
+    from pigbench import add_layer_norm as module
+
+    kernel = module._triton_kernel()
+    if kernel is None:
+        pytest.skip("triton is not installed")
+    with pytest.raises(ValueError, match="contiguous h and x of one shape and dtype"):
+        kernel(torch.zeros(4, 8), torch.zeros(4, 8).t().contiguous().t(), torch.ones(8), torch.zeros(8), 1e-5)
+
+
+def test_image_encoder_choice(monkeypatch, tmp_path):
+    from pigbench.evaluators._hf_clip import TOWER_ENV, image_encoder
+
+    model = tiny_clip_dir(tmp_path / "clip")
+    monkeypatch.delenv(TOWER_ENV, raising=False)
+    assert image_encoder(model, torch.device("cpu"))[1] == "transformers"
+    monkeypatch.setenv(TOWER_ENV, "pigbench")
+    encode, name = image_encoder(model, torch.device("cpu"))
+    assert name == "pigbench" and isinstance(encode, CLIPImageTower)
+    monkeypatch.setenv(TOWER_ENV, "fast")
+    with pytest.raises(ValueError, match="PIGBENCH_CLIP_TOWER must be pigbench or transformers, got 'fast'"):
+        image_encoder(model, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["pickscore", "clipscore", "clip-i"])
+def test_evaluators_score_the_same_with_either_tower(name, monkeypatch, tmp_path):
+    from pigbench.evaluators._hf_clip import TOWER_ENV
+
+    tiny_clip_dir(tmp_path / "clip")
+    images = write_images(tmp_path / "images")
+    options = {"model_path": str(tmp_path / "clip")}
+    if name == "pickscore":
+        options["processor_path"] = str(tmp_path / "clip")
+    scores = {}
+    cls = evaluators.get(name)
+    for tower in ("transformers", "pigbench"):
+        monkeypatch.setenv(TOWER_ENV, tower)
+        ev = cls(cls.Config(**options), Runtime(batch_size=3))
+        scores[tower] = [s for pair in run_predict(ev, standard_episodes(images, with_refs=True)) for s in pair]
+        assert ev.provenance()["image_tower"] == tower
+    assert scores["pigbench"] == pytest.approx(scores["transformers"], abs=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_tower_and_kernel(dtype):
+    from transformers import CLIPModel
+
+    h, x = (torch.randn(300, 1280, device="cuda", dtype=dtype) for _ in range(2))
+    w, b = torch.randn(1280, device="cuda", dtype=dtype), torch.randn(1280, device="cuda", dtype=dtype)
+    want_h, want_y = _unfused(h, x, w, b, 1e-5)
+    got_y = add_layer_norm(h, x, w, b, 1e-5)
+    assert torch.equal(h, want_h)
+    assert (got_y.float() - want_y.float()).abs().max() <= 2 ** -6 * want_y.float().abs().max()
+
+    torch.manual_seed(0)
+    model = CLIPModel(tiny_clip_config()).eval().to("cuda", dtype)
+    pixels = torch.randn(7, 3, 32, 32, device="cuda", dtype=dtype)
+    want = _transformers_features(model, pixels).float()
+    got = CLIPImageTower(model)(pixels).float()
+    assert (got - want).abs().max() <= 2e-2 * want.abs().max()
