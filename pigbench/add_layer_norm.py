@@ -7,11 +7,13 @@ the normalized rows; elsewhere it runs the two torch operations. Either way the 
 ``h``'s dtype before it is normalized, as the unfused ``h + x`` followed by ``F.layer_norm``
 does, and the statistics are computed in float32.
 
-Set ``TRITON_INTERPRET=1`` before Triton is imported to run the kernel on the CPU (tests do).
+Set ``TRITON_INTERPRET=1`` before Triton is imported to run the kernel on the CPU (tests do, in
+float32 and float16: the interpreter truncates to bfloat16 where the GPU rounds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -31,16 +33,23 @@ def add_layer_norm(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias:
     operations run from then on."""
     kernel = _triton_kernel() if (h.is_cuda or _interpreting()) and not _TRITON_FAILURE else None
     if kernel is not None:
+        _check_inputs(h, x)
         try:
             return kernel(h, x, weight, bias, eps)
-        except ValueError:
-            raise
+        except torch.OutOfMemoryError:
+            raise  # the torch operations would need the same memory
         except Exception as exc:  # compiling happens on the first call: no Triton backend, no C compiler, ...
             _TRITON_FAILURE.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             warnings.warn(f"the fused add + layer norm kernel failed ({_TRITON_FAILURE[0]}); using torch's operations",
                           RuntimeWarning, stacklevel=2)
     h.add_(x)
     return F.layer_norm(h, h.shape[-1:], weight, bias, eps)
+
+
+def _check_inputs(h: torch.Tensor, x: torch.Tensor) -> None:
+    if not (h.is_contiguous() and x.is_contiguous()) or h.shape != x.shape or h.dtype != x.dtype:
+        raise ValueError(f"add_layer_norm needs contiguous h and x of one shape and dtype, got "
+                         f"{tuple(h.shape)} {h.dtype} and {tuple(x.shape)} {x.dtype}")
 
 
 def _interpreting() -> bool:
@@ -75,14 +84,13 @@ def _triton_kernel() -> Optional[Callable[..., torch.Tensor]]:
         tl.store(y_ptr + offsets, (centered * rstd * w + b).to(y_ptr.dtype.element_ty), mask=mask)
 
     def run(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-        if not (h.is_contiguous() and x.is_contiguous()) or h.shape != x.shape or h.dtype != x.dtype:
-            raise ValueError(f"add_layer_norm needs contiguous h and x of one shape and dtype, got "
-                             f"{tuple(h.shape)} {h.dtype} and {tuple(x.shape)} {x.dtype}")
         n_cols = h.shape[-1]
         y = torch.empty_like(h)
         block = triton.next_power_of_2(n_cols)
-        add_norm_rows[(h.numel() // n_cols,)](h, x, weight, bias, y, n_cols, eps, BLOCK=block,
-                                              num_warps=min(16, max(1, block // 256)))
+        # Triton launches on the current device's current stream: make that h's device (cuda:1 ...)
+        with torch.cuda.device(h.device) if h.is_cuda else contextlib.nullcontext():
+            add_norm_rows[(h.numel() // n_cols,)](h, x, weight, bias, y, n_cols, eps, BLOCK=block,
+                                                  num_warps=min(16, max(1, block // 256)))
         return y
 
     return run

@@ -88,7 +88,9 @@ def test_triton_kernel_in_the_interpreter_equals_unfused():
             want = F.layer_norm(s.float(), (40,), w.float(), b.float(), 1e-5).to(dtype)
             got = add_layer_norm(h, x, w, b, 1e-5)
             assert torch.equal(h, s), dtype
-            assert (got.float() - want.float()).abs().max() <= (1e-6 if dtype == torch.float32 else 1e-3), dtype
+            # float32: summation order; float16: one rounding step of each value
+            tol = 1e-5 if dtype == torch.float32 else torch.finfo(dtype).eps * want.float().abs().clamp(min=1)
+            assert ((got.float() - want.float()).abs() <= tol).all(), dtype
         print("ok")
     """)
     env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -117,14 +119,28 @@ def test_a_kernel_that_fails_warns_once_and_torch_takes_over(monkeypatch):
     assert len(calls) == 1  # not tried again
 
 
-def test_add_layer_norm_triton_rejects_mismatched_inputs(monkeypatch):
+def test_running_out_of_memory_is_not_a_kernel_failure(monkeypatch):
     from pigbench import add_layer_norm as module
 
-    kernel = module._triton_kernel()
-    if kernel is None:
-        pytest.skip("triton is not installed")
+    def oom(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(module, "_triton_kernel", lambda: oom)
+    monkeypatch.setattr(module, "_interpreting", lambda: True)
+    monkeypatch.setattr(module, "_TRITON_FAILURE", [])
+    with pytest.raises(torch.OutOfMemoryError):
+        module.add_layer_norm(torch.zeros(2, 8), torch.zeros(2, 8), torch.ones(8), torch.zeros(8), 1e-5)
+    assert module._TRITON_FAILURE == []
+
+
+def test_add_layer_norm_rejects_mismatched_inputs_for_the_kernel(monkeypatch):
+    from pigbench import add_layer_norm as module
+
+    monkeypatch.setattr(module, "_triton_kernel", lambda: lambda *a: pytest.fail("the kernel must not run"))
+    monkeypatch.setattr(module, "_interpreting", lambda: True)
+    monkeypatch.setattr(module, "_TRITON_FAILURE", [])
     with pytest.raises(ValueError, match="contiguous h and x of one shape and dtype"):
-        kernel(torch.zeros(4, 8), torch.zeros(4, 8).t().contiguous().t(), torch.ones(8), torch.zeros(8), 1e-5)
+        module.add_layer_norm(torch.zeros(4, 8), torch.zeros(8, 4).t(), torch.ones(8), torch.zeros(8), 1e-5)
 
 
 def test_image_encoder_choice(monkeypatch, tmp_path):
@@ -178,3 +194,12 @@ def test_cuda_tower_and_kernel(dtype):
     want = _transformers_features(model, pixels).float()
     got = CLIPImageTower(model)(pixels).float()
     assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cuda_kernel_on_a_second_device():
+    h, x = (torch.randn(64, 1280, device="cuda:1", dtype=torch.float16) for _ in range(2))
+    w, b = torch.ones(1280, device="cuda:1", dtype=torch.float16), torch.zeros(1280, device="cuda:1", dtype=torch.float16)
+    want_h, want_y = _unfused(h, x, w, b, 1e-5)
+    got_y = add_layer_norm(h, x, w, b, 1e-5)
+    assert torch.equal(h, want_h) and (got_y.float() - want_y.float()).abs().max() <= 2e-2
