@@ -115,10 +115,14 @@ class ImageTransform:
         return self._crop_or_pad(x).contiguous()
 
     @staticmethod
+    def rgb_array(image: Image.Image) -> np.ndarray:
+        """The RGB image as a read-only uint8 HWC array at its own size."""
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+
+    @staticmethod
     def decode(image: Image.Image) -> torch.Tensor:
         """The RGB image as a uint8 CHW tensor at its own size."""
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+        return torch.from_numpy(ImageTransform.rgb_array(image).copy()).permute(2, 0, 1)
 
     def resize_crop(self, batch: torch.Tensor) -> torch.Tensor:
         """``__call__`` for decoded uint8 images (N, 3, H, W) of one size, on their device.
@@ -196,7 +200,7 @@ class _Decode(torch.utils.data.Dataset):
         try:
             image = ref.open()
             if self.full_resolution:
-                return i, np.asarray(image if image.mode == "RGB" else image.convert("RGB")), None
+                return i, self.transform.rgb_array(image), None
             return i, self.transform(image), None
         except Exception as exc:  # a corrupt or unreadable image fails alone
             return i, None, str(exc) if isinstance(exc, ImageError) else f"image {ref.id!r}: {exc}"
@@ -266,11 +270,12 @@ class ImageEmbedder:
     ``encode`` maps a normalized batch on ``device`` (already cast to ``dtype``) to one feature
     tensor per image (any trailing shape). Features are stored on the CPU in ``dtype``.
     With ``num_workers`` > 0, worker processes (forked once, on first use, where the platform
-    can fork) decode chunks of :data:`DECODE_CHUNK` images, taken in the order they finish, while the device encodes batches of
-    ``batch_size``; up to two batches are queued on the device ahead of the host, which never
-    waits for the device except for the features of the oldest batch. On CUDA, copies and
-    resizes run on a side stream, and when the device has nothing queued (the start of a call) a
-    partial batch of at least a quarter ``batch_size`` is encoded rather than waited on.
+    can fork) decode chunks of :data:`DECODE_CHUNK` images, taken in the order they finish,
+    while the device encodes batches of ``batch_size``; up to two batches are queued on the
+    device ahead of the host, which never waits for the device except for the features of the
+    oldest batch. On CUDA, copies and resizes run on a side stream, and when the device has
+    nothing queued (the start of a call) a partial batch of at least a quarter ``batch_size`` is
+    encoded rather than waited on.
     With ``resize_on_device`` (default: PIL resampling on CUDA) workers only decode and the
     device resizes with :mod:`pigbench.pil_resize`, which gives the same pixels as PIL.
     """
