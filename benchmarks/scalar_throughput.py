@@ -21,8 +21,11 @@ config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``-
   open both JPEGs, ``AutoProcessor`` for the two images and the prompt, ``get_image_features``,
   ``get_text_features``, exp(logit_scale)*cos, softmax.
 
-Both are timed in the same run after warm-ups; the script also checks on a few pairs that the
-pigbench scores equal a per-pair computation with the PIL processor (the recipe it implements).
+Both are timed in the same run after warm-ups, each inside ``pigbench.runner.frozen_setup_objects``
+(a garbage collection, then the live objects frozen out of later ones, as around the runner's
+loop), and each reports the garbage collections made while it ran. The script also checks on a
+few pairs that the pigbench scores equal a per-pair computation with the PIL processor (the
+recipe it implements).
 The tokenizer is character-level (no merges), so prompts are longer than with CLIP's BPE.
 
 With ``--profile-tower`` the image tower alone (random 224x224 batches, no decode) is timed last
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import os
 import string
@@ -160,13 +164,13 @@ def stage_rates(ev, paths: list[str], args, sync) -> dict[str, float]:
     return {"decode": decode, "device": rounds * args.batch_size / (time.perf_counter() - t)}
 
 
-def instrument_waits(emb):
+def instrument_waits(emb, texts):
     """(seconds, firsts, undo): the seconds the host spends waiting for decoded images and for encoded
     batches, for content hashes (tasks reach the workers as hashes come, so part of this wait is
-    inside the wait for decoded images), and in ``embed`` as a whole, accumulated while
-    instrumented; when the first hash and the first decoded chunk came (``perf_counter`` times);
-    ``undo()`` removes the instrumentation."""
-    waits = {"decode": 0.0, "device": 0.0, "hash": 0.0, "embed": 0.0}
+    inside the wait for decoded images), in ``embed`` as a whole, and in the text embedder
+    ``texts``, accumulated while instrumented; when the first hash and the first decoded chunk came
+    (``perf_counter`` times); ``undo()`` removes the instrumentation."""
+    waits = {"decode": 0.0, "device": 0.0, "hash": 0.0, "embed": 0.0, "texts": 0.0}
     firsts: dict[str, float] = {}  # perf_counter time of each wrapped iterator's first item
     decoded, store, embed, new_tasks = emb._decoded, emb._store, emb.embed, emb._new_tasks
 
@@ -195,11 +199,37 @@ def instrument_waits(emb):
         return run
 
     def undo() -> None:
-        del emb._decoded, emb._store, emb.embed, emb._new_tasks  # back to the class's methods
+        del emb._decoded, emb._store, emb.embed, emb._new_tasks, texts.embed  # back to the class's methods
 
     emb._decoded, emb._store, emb.embed = timed_iter("decode", decoded), timed("device", store), timed("embed", embed)
+    texts.embed = timed("texts", texts.embed)
     emb._new_tasks = timed_iter("hash", new_tasks)
     return waits, firsts, undo
+
+
+class GCPauses:
+    """While active (a ``with`` block): the seconds Python's garbage collector ran and how many
+    collections it made, by generation (0 to 2)."""
+
+    def __init__(self) -> None:
+        self.seconds, self.counts, self._began = [0.0] * 3, [0] * 3, 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._began
+            self.counts[info["generation"]] += 1
+
+    def __enter__(self) -> "GCPauses":
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def __str__(self) -> str:
+        return ", ".join(f"generation {g}: {n} in {s:.3f}s" for g, (n, s) in enumerate(zip(self.counts, self.seconds)))
 
 
 class EncodeTimeline:
@@ -250,15 +280,16 @@ def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args,
     for k, window in enumerate(windows):
         timed = episodes(paths[k * args.images : (k + 1) * args.images], texts, f"{tag}{k}-")
         calls_before = ev.images.encoder_calls
-        waits, firsts, undo = instrument_waits(ev.images)
+        waits, firsts, undo = instrument_waits(ev.images, ev.texts)
         timeline = EncodeTimeline(ev.images) if args.device == "cuda" else None
         ev.prepare_window = window
         sync()
         t = time.perf_counter()
         if timeline:
             timeline.start()
-        out = [p for _, batch in predict_batches(ev, timed, args.batch_size) for p in batch]
-        sync()
+        with GCPauses() as collections:
+            out = [p for _, batch in predict_batches(ev, timed, args.batch_size) for p in batch]
+            sync()
         fast_s = time.perf_counter() - t
         assert all(p.score_a is not None for p in out), [p.error for p in out if p.error][:3]
         rates[window] = args.images / fast_s
@@ -269,7 +300,7 @@ def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args,
               f"({ev.images.encoder_calls - calls_before} encoder calls; in embed "
               f"{waits['embed']:.2f}s, of which waiting for decoded images {waits['decode']:.2f}s (for content hashes "
               f"{waits['hash']:.2f}s, partly within the former), for encoded batches {waits['device']:.2f}s; outside embed "
-              f"{fast_s - waits['embed']:.2f}s)")
+              f"{fast_s - waits['embed']:.2f}s, of which embedding prompts {waits['texts']:.2f}s; garbage collections: {collections})")
         if timeline:
             print(f"  timeline: {timeline.summary(fast_s)}; host: first hash {firsts.get('hash', t) - t:.3f}s, "
                   f"first decoded chunk {firsts.get('decode', t) - t:.3f}s, first encode call {timeline.first_call - t:.3f}s")
@@ -470,6 +501,7 @@ def main() -> None:
     from pigbench.evaluators._hf_clip import TOWER_ENV
     from pigbench.evaluator import Runtime
     from pigbench.registry import evaluators
+    from pigbench.runner import frozen_setup_objects
 
     windows = [int(x) for x in args.windows.split(",")]
     variants = ["default"] + (["compiled"] if args.compiled_too else []) + (["bf16"] if args.bf16_too else []) + (
@@ -519,8 +551,9 @@ def main() -> None:
         sync()
         print(f"warm-up predict ({variant}, {warm_n} images): {time.perf_counter() - t:.1f}s; "
               f"image encoder: {ev.provenance().get('image_encoder', 'eager')}")
-        rates[variant], preds[variant] = time_calls(
-            ev, paths[v * per_variant : (v + 1) * per_variant], texts, windows, args, sync, variant)
+        with frozen_setup_objects():  # as the runner's loop runs
+            rates[variant], preds[variant] = time_calls(
+                ev, paths[v * per_variant : (v + 1) * per_variant], texts, windows, args, sync, variant)
         evs[variant] = ev
     ev = evs["default"]
     default_window = type(ev).prepare_window
@@ -540,15 +573,16 @@ def main() -> None:
     for ep in warm[:3]:
         naive_pair(model, processor, ep, args.device)
     subset = timed[: args.naive_pairs]
-    sync()
-    t = time.perf_counter()
-    for ep in subset:
-        naive_pair(model, processor, ep, args.device)
-    sync()
-    naive_s = time.perf_counter() - t
+    with frozen_setup_objects(), GCPauses() as collections:  # no full collection in this loop either
+        sync()
+        t = time.perf_counter()
+        for ep in subset:
+            naive_pair(model, processor, ep, args.device)
+        sync()
+        naive_s = time.perf_counter() - t
     naive_rate = 2 * len(subset) / naive_s
     print(f"naive per-pair loop ({type(processor.image_processor).__name__}): {2 * len(subset)} images in "
-          f"{naive_s:.2f}s = {naive_rate:.1f} images/s")
+          f"{naive_s:.2f}s = {naive_rate:.1f} images/s (garbage collections: {collections})")
 
     pil = AutoProcessor.from_pretrained(work / "model")
     pil.image_processor = CLIPImageProcessorPil.from_pretrained(work / "model")

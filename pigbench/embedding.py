@@ -26,12 +26,13 @@ Contracts:
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import math
 import multiprocessing
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence, Union
@@ -177,6 +178,7 @@ class ImageTransform:
 
 
 HASH_THREADS = 8  # threads reading and hashing image contents (both release the GIL)
+HASH_PROCESSES = 4  # processes hashing image files, with decode workers: hashing threads slowed the thread feeding the device tenfold (GIL)
 HASH_CHUNK = 16  # images per hashing task: one task per image made the submitting thread fight 8 busy threads for the GIL
 DECODE_CHUNK = 16  # images per worker task: small, so workers share the load evenly
 FIRST_CHUNKS = (2, 4, 8)  # a call's first tasks, one of each size per worker: images come back within milliseconds
@@ -204,6 +206,18 @@ class _Decode(torch.utils.data.Dataset):
             return i, self.transform(image), None
         except Exception as exc:  # a corrupt or unreadable image fails alone
             return i, None, str(exc) if isinstance(exc, ImageError) else f"image {ref.id!r}: {exc}"
+
+
+def _hash_files(paths: list[Union[str, Path]]) -> list[Optional[str]]:
+    """The SHA-256 hex digest of each file's bytes (:attr:`ImageRef.content_hash` of a path), or
+    None where the file cannot be read (the caller reads it again to raise the error)."""
+    digests: list[Optional[str]] = []
+    for path in paths:
+        try:
+            digests.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        except OSError:
+            digests.append(None)
+    return digests
 
 
 class _TaskChunks(torch.utils.data.Sampler):
@@ -274,7 +288,7 @@ class ImageEmbedder:
     while the device encodes batches of ``batch_size``; up to two batches are queued on the
     device ahead of the host, which never waits for the device except for the features of the
     oldest batch. On CUDA, copies and resizes run on a side stream, and when the device has
-    nothing queued (the start of a call) a partial batch of at least a quarter ``batch_size`` is
+    nothing queued (the start of a call) a partial batch of whole quarters of ``batch_size`` is
     encoded rather than waited on.
     With ``resize_on_device`` (default: PIL resampling on CUDA) workers only decode and the
     device resizes with :mod:`pigbench.pil_resize`, which gives the same pixels as PIL.
@@ -309,6 +323,7 @@ class ImageEmbedder:
         self._sampler = _TaskChunks(self.num_workers)
         self._loader: Optional[torch.utils.data.DataLoader] = None
         self._side_stream: Optional["torch.cuda.Stream"] = None
+        self._file_hashers: Optional[ProcessPoolExecutor] = None
 
     def embed(self, refs: Sequence[ImageRef]) -> None:
         """Make features available for ``refs``; decodes and encodes only hashes not yet known.
@@ -330,16 +345,19 @@ class ImageEmbedder:
     def _new_tasks(self, refs: Sequence[ImageRef], hashes: list[str], hash_error: list[BaseException], pool: ThreadPoolExecutor):
         """Worker tasks ``(position, sendable ref)`` for the contents of ``refs`` not yet known (not
         cached, not failed, not already met in ``refs``), appending their hashes to ``hashes`` so
-        that ``hashes[position]`` is each task's hash. Hashing runs in ``pool``, in chunks of
-        :data:`HASH_CHUNK` images (file reads and SHA-256 release the GIL), ahead of the consumer,
-        unless there is nothing to read (every hash known and cached or failed, as in a ``predict``
-        after ``prepare``); a hashing error ends the tasks and is put in ``hash_error``."""
+        that ``hashes[position]`` is each task's hash. Hashing runs ahead of the consumer in chunks
+        of :data:`HASH_CHUNK` images: files in :data:`HASH_PROCESSES` processes where there are
+        decode workers (:meth:`_file_hasher`), other sources in ``pool``'s threads (reads and
+        SHA-256 release the GIL). Nothing runs ahead when there is nothing to read (every hash
+        known and cached or failed, as in a ``predict`` after ``prepare``). A hashing error ends
+        the tasks and is put in ``hash_error``."""
         seen: set[str] = set()
         reads = len(refs) >= 64 and any(
             r.known_hash is None or (r.known_hash not in self.cache and r.known_hash not in self.failures) for r in refs)
         if reads:
-            chunks = [refs[i : i + HASH_CHUNK] for i in range(0, len(refs), HASH_CHUNK)]
-            found = itertools.chain.from_iterable(pool.map(self._hash_chunk, chunks))
+            files = self._file_hasher()
+            results = [self._hash_ahead(refs[i : i + HASH_CHUNK], pool, files) for i in range(0, len(refs), HASH_CHUNK)]
+            found = itertools.chain.from_iterable(result() for result in results)
         else:
             found = map(self._hash_and_send, refs)
         try:
@@ -353,22 +371,46 @@ class ImageEmbedder:
         except Exception as exc:
             hash_error.append(exc)
 
+    def _hash_ahead(self, refs: Sequence[ImageRef], pool: ThreadPoolExecutor,
+                    files: Optional[ProcessPoolExecutor]) -> Callable[[], list[tuple[str, Union[ImageRef, BaseException]]]]:
+        """Start hashing a chunk; returns what waits for its :meth:`_hash_chunk` list. Files whose
+        hash is unknown go to the ``files`` processes (only the bookkeeping is left for the caller's
+        thread), anything else to ``pool``'s threads."""
+        if files is not None and all(r.known_hash is None and isinstance(r.source, (str, Path)) for r in refs):
+            return functools.partial(self._hash_chunk, refs, files.submit(_hash_files, [r.source for r in refs]))
+        return pool.submit(self._hash_chunk, refs).result
+
     def _hash_and_send(self, ref: ImageRef) -> tuple[str, ImageRef]:
         """The content hash of ``ref`` and what a worker is sent for it (:meth:`_sendable`, read
         here, in a hashing thread, unless the features are already cached)."""
         h = ref.content_hash
         return h, ref if h in self.cache or h in self.failures else self._sendable(ref)
 
-    def _hash_chunk(self, refs: Sequence[ImageRef]) -> list[tuple[str, Union[ImageRef, BaseException]]]:
-        """:meth:`_hash_and_send` of each ref, up to the first that raises, which ends the list as ``("", error)``."""
+    def _hash_chunk(self, refs: Sequence[ImageRef], digests: Optional[Future] = None) -> list[tuple[str, Union[ImageRef, BaseException]]]:
+        """:meth:`_hash_and_send` of each ref, up to the first that raises, which ends the list as ``("", error)``.
+        ``digests``: the refs' :func:`_hash_files`, computed in another process; a file it could
+        not read is read here again, so that the error is ``content_hash``'s own, and if that
+        process failed (killed, say) every file of the chunk is."""
+        known: Iterable[Optional[str]] = itertools.repeat(None)
+        if digests is not None and digests.exception() is None:
+            known = digests.result()
         out: list[tuple[str, Union[ImageRef, BaseException]]] = []
-        for ref in refs:
+        for ref, digest in zip(refs, known):
             try:
+                if digest is not None:
+                    ref.remember_hash(digest)
                 out.append(self._hash_and_send(ref))
             except Exception as exc:
                 out.append(("", exc))
                 break
         return out
+
+    def _file_hasher(self) -> Optional[ProcessPoolExecutor]:
+        """Processes that hash image files (forked once, on first use), or None: without decode
+        workers, or where the platform cannot fork."""
+        if self._file_hashers is None and self.num_workers > 0 and "fork" in multiprocessing.get_all_start_methods():
+            self._file_hashers = ProcessPoolExecutor(HASH_PROCESSES, mp_context=multiprocessing.get_context("fork"))
+        return self._file_hashers
 
     def _run(self, hashes: list[str]) -> None:
         """Decode the sampler's tasks in workers and encode them in batches on the device."""
@@ -391,14 +433,16 @@ class ImageEmbedder:
             self._store(*in_flight.popleft())
 
     def _ready(self, pending: int, in_flight: deque) -> int:
-        """How many of the ``pending`` images to encode now: a full batch; or, on CUDA, all of them
-        once they make a quarter batch if the device has finished every queued batch (as at the
-        start of a call), rather than leaving it idle until a full batch is decoded."""
+        """How many of the ``pending`` images to encode now: a full batch; or, on CUDA, as many whole
+        quarter batches as are pending if the device has finished every queued batch (as at the
+        start of a call), rather than leaving it idle until a full batch is decoded. Whole quarters
+        keep the batch sizes few (kernels that plan per shape, such as cuDNN's, plan once for each)."""
         if pending >= self.batch_size:
             return self.batch_size
         last = in_flight[-1][2] if in_flight else None  # the event of the newest batch's copy
         idle = self.device.type == "cuda" and (last is None or last.query())
-        return pending if idle and pending >= max(1, self.batch_size // 4) else 0
+        quarter = max(1, self.batch_size // 4)
+        return pending - pending % quarter if idle else 0
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
         """A decoded chunk on the device, resized there when ``resize_on_device``. On CUDA the copy

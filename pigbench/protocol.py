@@ -98,8 +98,14 @@ class ImageRef:
     def content_hash(self) -> str:
         """SHA-256 hex digest identifying the image's content (cached after the first call)."""
         if self.known_hash is None:
-            object.__setattr__(self, "known_hash", hashlib.sha256(self.read_bytes()).hexdigest())
+            self.remember_hash(hashlib.sha256(self.read_bytes()).hexdigest())
         return self.known_hash  # type: ignore[return-value]
+
+    def remember_hash(self, digest: str) -> None:
+        """Cache ``digest`` as :attr:`content_hash`: the SHA-256 of :meth:`read_bytes`, computed
+        elsewhere (another process read the same file); a hash already known is kept."""
+        if self.known_hash is None:
+            object.__setattr__(self, "known_hash", digest)
 
     def _where(self) -> str:
         if isinstance(self.source, (str, Path)):

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 import torch.nn.functional as F
 
 from pigbench.add_layer_norm import add_layer_norm
-from pigbench.clip_tower import CLIPImageTower
+from pigbench.clip_tower import CUDNN_BATCH_MULTIPLE, CLIPImageTower
 from pigbench.evaluator import Runtime
 from pigbench.registry import evaluators
 from scalar_fixtures import run_predict, standard_episodes, tiny_clip_config, tiny_clip_dir, write_images
@@ -42,6 +42,14 @@ def test_tower_equals_get_image_features(act):
     got = CLIPImageTower(model)(pixels)
     assert got.shape == (5, 16)
     assert torch.allclose(got, _transformers_features(model, pixels), atol=1e-5, rtol=0)
+
+
+def test_tower_refuses_an_image_size_other_than_the_models():
+    from transformers import CLIPModel
+
+    tower = CLIPImageTower(CLIPModel(tiny_clip_config()).eval())
+    with pytest.raises(ValueError, match="model's size"):
+        tower(torch.randn(1, 3, 40, 40))
 
 
 def test_tower_reads_a_vision_model_with_projection():
@@ -177,8 +185,9 @@ def test_evaluators_score_the_same_with_either_tower(name, monkeypatch, tmp_path
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_tower_and_kernel(dtype):
+def test_cuda_tower_and_kernel(dtype, act):
     from transformers import CLIPModel
 
     h, x = (torch.randn(300, 1280, device="cuda", dtype=dtype) for _ in range(2))
@@ -189,11 +198,36 @@ def test_cuda_tower_and_kernel(dtype):
     assert (got_y.float() - want_y.float()).abs().max() <= 2 ** -6 * want_y.float().abs().max()
 
     torch.manual_seed(0)
-    model = CLIPModel(tiny_clip_config()).eval().to("cuda", dtype)
-    pixels = torch.randn(7, 3, 32, 32, device="cuda", dtype=dtype)
-    want = _transformers_features(model, pixels).float()
-    got = CLIPImageTower(model)(pixels).float()
-    assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+    config = tiny_clip_config()
+    config.vision_config.hidden_act = act
+    model = CLIPModel(config).eval().to("cuda", dtype)
+    tower = CLIPImageTower(model)
+    assert tower.gelu_epilogue == (act == "gelu")
+    for n in (7, CUDNN_BATCH_MULTIPLE):  # flash attention, then cuDNN's
+        pixels = torch.randn(n, 3, 32, 32, device="cuda", dtype=dtype)
+        want = _transformers_features(model, pixels).float()
+        got = tower(pixels).float()
+        assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_gelu_epilogue_is_as_close_to_exact_gelu_as_the_unfused_mlp(dtype):
+    from transformers import CLIPModel
+
+    config = tiny_clip_config()
+    config.vision_config.update(dict(hidden_act="gelu", hidden_size=256, intermediate_size=1024))
+    torch.manual_seed(0)
+    model = CLIPModel(config).eval().to("cuda")
+    layer = model.vision_model.encoder.layers[0]
+    y = torch.randn(2048, 256, device="cuda")
+    with torch.no_grad():
+        exact = layer.mlp.fc2(F.gelu(layer.mlp.fc1(y)))  # float32, exact GELU
+        model.to(dtype)
+        unfused = layer.mlp(y.to(dtype)).float()
+        fused = CLIPImageTower(model)._mlp(layer, y.to(dtype)).float()
+    unfused_error, fused_error = (unfused - exact).abs().max(), (fused - exact).abs().max()
+    assert fused_error <= 1.25 * unfused_error, (fused_error, unfused_error)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")

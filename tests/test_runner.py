@@ -174,3 +174,24 @@ def test_prepare_sees_each_window_of_whole_batches_without_gold_and_a_failure_co
     assert all(e.target.gold == Label.INVALID for w in windows for e in w)
     assert sum("look-ahead broke" in m for m in logged) == 1  # logged once, predictions went on
     assert metrics_close(out.results["metrics"], plain)
+
+
+def test_setup_objects_are_frozen_during_the_loop_and_garbage_is_collected_first():
+    import gc
+    import weakref
+
+    from pigbench.runner import frozen_setup_objects
+
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.me = cycle
+    dead = weakref.ref(cycle)
+    del cycle
+    kept = [Node() for _ in range(10)]
+    before = gc.get_freeze_count()
+    with frozen_setup_objects():
+        assert dead() is None  # collected, not frozen
+        assert gc.get_freeze_count() >= before + len(kept)
+    assert gc.get_freeze_count() == 0

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -120,7 +126,7 @@ def test_persistent_workers_serve_several_calls_with_the_same_features(tmp_path)
 @pytest.mark.parametrize("workers", [0, 2])
 def test_hashing_while_decoding_keeps_dedup_and_raises_an_unreadable_file_after_the_rest(tmp_path, workers):
     refs = write_images(tmp_path)
-    many = [ImageRef(f"{r.id}-{k}", r.source) for k in range(12) for r in refs]  # >= 64: hashed in threads
+    many = [ImageRef(f"{r.id}-{k}", r.source) for k in range(12) for r in refs]  # >= 64: hashed ahead (processes with workers)
     missing = ImageRef("missing", tmp_path / "nope.png")
     serial = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=3)
     serial.embed(refs)
@@ -130,8 +136,25 @@ def test_hashing_while_decoding_keeps_dedup_and_raises_an_unreadable_file_after_
     assert emb.encoded_images == len({r.content_hash for r in many[:40]})  # those before it are embedded
     emb.embed(many)  # the embedder (and its workers) still serve calls
     assert emb.encoded_images == len(refs)
+    assert (emb._file_hashers is not None) == (workers > 0)
+    assert all(r.known_hash == hashlib.sha256(Path(r.source).read_bytes()).hexdigest() for r in many)  # kept on the refs
     for r in many:
         assert torch.equal(emb.get(r), serial.get(refs[int(r.id.split("-")[0].removeprefix("img"))]))
+
+
+def test_on_an_idle_device_whole_quarter_batches_start_and_full_batches_follow():
+    emb = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", device="cuda", batch_size=256)
+    idle = deque()  # nothing queued on the device (no CUDA needed to ask)
+    assert [emb._ready(n, idle) for n in (63, 64, 150, 255, 256, 300)] == [0, 64, 128, 192, 256, 256]
+
+
+def test_a_chunk_whose_hashing_process_failed_is_hashed_in_the_thread(tmp_path):
+    refs = write_images(tmp_path)
+    emb = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", num_workers=1)
+    died = Future()
+    died.set_exception(BrokenProcessPool("a hashing process was killed"))
+    got = emb._hash_chunk(refs[:3], died)
+    assert [h for h, _ in got] == [hashlib.sha256(Path(r.source).read_bytes()).hexdigest() for r in refs[:3]]
 
 
 def test_disk_cache_is_reused_across_instances_and_keyed_by_model(tmp_path):
