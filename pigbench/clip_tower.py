@@ -14,7 +14,7 @@ what, it computes:
   token only, the one row the projection reads (keys and values still for every token);
 * on CUDA, attention runs cuDNN's kernel for batch sizes that are multiples of
   :data:`CUDNN_BATCH_MULTIPLE` and flash attention for the others. cuDNN's is faster (the
-  ViT-H/14 tower at batch 256 on an H100: 1,505 against 1,460 images/s) but builds an execution
+  ViT-H/14 tower at batch 256 on an H100: about 1,505 against 1,460 images/s) but builds an execution
   plan for each new shape, which took 0.09 to 0.28 s of host time per new batch size. An embedder's
   batches are full, or whole quarter batches at the start of a call, except for a call's last one;
 * on CUDA in float16 or bfloat16, a GELU MLP applies its activation in the epilogue of the first
@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from pigbench.add_layer_norm import add_layer_norm
 
 CUDNN_BATCH_MULTIPLE = 64  # batch sizes run with cuDNN's attention (few, so each plan is built once)
-GELU_ACTIVATIONS = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh"})  # hidden_act values the GELU epilogue stands in for
+# hidden_act values the GELU epilogue stands in for, on CUDA only (for "gelu" the CPU keeps the exact form)
+GELU_ACTIVATIONS = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh"})
 
 
 class CLIPImageTower:
@@ -140,7 +141,4 @@ def _attention_backends(pixels: torch.Tensor) -> ContextManager:
     others = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     if pixels.shape[0] % CUDNN_BATCH_MULTIPLE:
         return sdpa_kernel(others)
-    try:
-        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, *others], set_priority=True)
-    except TypeError:  # a torch without priorities: cuDNN's is allowed, torch's own order decides
-        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, *others])
+    return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, *others], set_priority=True)

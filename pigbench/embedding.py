@@ -26,13 +26,16 @@ Contracts:
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import math
 import multiprocessing
+import os
+import threading
+import time
+import weakref
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence, Union
@@ -208,16 +211,35 @@ class _Decode(torch.utils.data.Dataset):
             return i, None, str(exc) if isinstance(exc, ImageError) else f"image {ref.id!r}: {exc}"
 
 
-def _hash_files(paths: list[Union[str, Path]]) -> list[Optional[str]]:
-    """The SHA-256 hex digest of each file's bytes (:attr:`ImageRef.content_hash` of a path), or
-    None where the file cannot be read (the caller reads it again to raise the error)."""
+def _unread_paths(refs: Sequence[ImageRef]) -> Optional[list[Optional[Union[str, Path]]]]:
+    """For a chunk of refs that are all files: each path whose content hash is still unknown, None
+    where it is known; None if a ref is not a file (bytes or a loader)."""
+    if not all(isinstance(r.source, (str, Path)) for r in refs):
+        return None
+    return [r.source if r.known_hash is None else None for r in refs]
+
+
+def _hash_files(paths: list[Optional[Union[str, Path]]]) -> list[Optional[str]]:
+    """In a hashing process: :attr:`ImageRef.content_hash` of each file; None for a path given as
+    None, or for a file that cannot be read (the caller reads it again to raise the error)."""
     digests: list[Optional[str]] = []
     for path in paths:
         try:
-            digests.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
-        except OSError:
+            digests.append(None if path is None else ImageRef(str(path), path).content_hash)
+        except ImageError:
             digests.append(None)
     return digests
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Starts a hashing process: a thread ends it once ``parent`` is gone (a killed parent would
+    otherwise leave its pool's processes waiting for work forever)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class _TaskChunks(torch.utils.data.Sampler):
@@ -328,9 +350,10 @@ class ImageEmbedder:
     def embed(self, refs: Sequence[ImageRef]) -> None:
         """Make features available for ``refs``; decodes and encodes only hashes not yet known.
 
-        Contents are hashed in threads while the workers already decode the first new images: tasks
-        reach the workers as their hashes are known, in ``refs`` order. An error while hashing (an
-        unreadable file) is raised once the images before it are embedded."""
+        Contents are hashed ahead (files in processes, other sources in threads) while the workers
+        already decode the first new images: tasks reach the workers as their hashes are known, in
+        ``refs`` order. An error while hashing (an unreadable file) is raised once the images before
+        it are embedded."""
         hashes: list[str] = []
         hash_error: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
@@ -346,17 +369,20 @@ class ImageEmbedder:
         """Worker tasks ``(position, sendable ref)`` for the contents of ``refs`` not yet known (not
         cached, not failed, not already met in ``refs``), appending their hashes to ``hashes`` so
         that ``hashes[position]`` is each task's hash. Hashing runs ahead of the consumer in chunks
-        of :data:`HASH_CHUNK` images: files in :data:`HASH_PROCESSES` processes where there are
-        decode workers (:meth:`_file_hasher`), other sources in ``pool``'s threads (reads and
-        SHA-256 release the GIL). Nothing runs ahead when there is nothing to read (every hash
-        known and cached or failed, as in a ``predict`` after ``prepare``). A hashing error ends
-        the tasks and is put in ``hash_error``."""
+        of :data:`HASH_CHUNK` images (:meth:`_hash_ahead`): files in :data:`HASH_PROCESSES`
+        processes where there are decode workers (:meth:`_file_hasher`), other sources in
+        ``pool``'s threads (reads and SHA-256 release the GIL). Nothing runs ahead when there is
+        nothing to read (every hash known and cached or failed, as in a ``predict`` after
+        ``prepare``). A hashing error ends the tasks and is put in ``hash_error``."""
         seen: set[str] = set()
         reads = len(refs) >= 64 and any(
             r.known_hash is None or (r.known_hash not in self.cache and r.known_hash not in self.failures) for r in refs)
         if reads:
-            files = self._file_hasher()
-            results = [self._hash_ahead(refs[i : i + HASH_CHUNK], pool, files) for i in range(0, len(refs), HASH_CHUNK)]
+            chunks = [refs[i : i + HASH_CHUNK] for i in range(0, len(refs), HASH_CHUNK)]
+            paths = [_unread_paths(chunk) for chunk in chunks]
+            # the processes start before this call's hashing threads do: a fork copies no thread mid-work
+            files = self._file_hasher() if any(p and any(p) for p in paths) else None
+            results = [self._hash_ahead(chunk, unread, pool, files) for chunk, unread in zip(chunks, paths)]
             found = itertools.chain.from_iterable(result() for result in results)
         else:
             found = map(self._hash_and_send, refs)
@@ -371,18 +397,24 @@ class ImageEmbedder:
         except Exception as exc:
             hash_error.append(exc)
 
-    def _hash_ahead(self, refs: Sequence[ImageRef], pool: ThreadPoolExecutor,
+    def _hash_ahead(self, refs: Sequence[ImageRef], unread: Optional[list], pool: ThreadPoolExecutor,
                     files: Optional[ProcessPoolExecutor]) -> Callable[[], list[tuple[str, Union[ImageRef, BaseException]]]]:
-        """Start hashing a chunk; returns what waits for its :meth:`_hash_chunk` list. Files whose
-        hash is unknown go to the ``files`` processes (only the bookkeeping is left for the caller's
-        thread), anything else to ``pool``'s threads."""
-        if files is not None and all(r.known_hash is None and isinstance(r.source, (str, Path)) for r in refs):
-            return functools.partial(self._hash_chunk, refs, files.submit(_hash_files, [r.source for r in refs]))
+        """Start hashing a chunk; returns what waits for its :meth:`_hash_chunk` list. A chunk of
+        files (``unread``: :func:`_unread_paths`) has its unknown hashes computed by the ``files``
+        processes, leaving only the bookkeeping to the caller's thread (all of it when every hash is
+        known); any other chunk, or every chunk once the processes fail, goes to ``pool``'s threads."""
+        if unread is not None and not any(unread):
+            return functools.partial(self._hash_chunk, refs)
+        if unread is not None and files is not None:
+            try:
+                return functools.partial(self._hash_chunk, refs, files.submit(_hash_files, unread))
+            except RuntimeError:  # a broken pool (a process died) or one shut down: the next call forks anew
+                self._drop_file_hasher()
         return pool.submit(self._hash_chunk, refs).result
 
     def _hash_and_send(self, ref: ImageRef) -> tuple[str, ImageRef]:
         """The content hash of ``ref`` and what a worker is sent for it (:meth:`_sendable`, read
-        here, in a hashing thread, unless the features are already cached)."""
+        where the hashing runs, unless the features are already cached)."""
         h = ref.content_hash
         return h, ref if h in self.cache or h in self.failures else self._sendable(ref)
 
@@ -394,6 +426,8 @@ class ImageEmbedder:
         known: Iterable[Optional[str]] = itertools.repeat(None)
         if digests is not None and digests.exception() is None:
             known = digests.result()
+        elif digests is not None and isinstance(digests.exception(), BrokenExecutor):
+            self._drop_file_hasher()
         out: list[tuple[str, Union[ImageRef, BaseException]]] = []
         for ref, digest in zip(refs, known):
             try:
@@ -406,11 +440,22 @@ class ImageEmbedder:
         return out
 
     def _file_hasher(self) -> Optional[ProcessPoolExecutor]:
-        """Processes that hash image files (forked once, on first use), or None: without decode
-        workers, or where the platform cannot fork."""
+        """Processes that hash image files, or None: without decode workers, or where the platform
+        cannot fork. They are forked together on first use and end with the embedder (or with
+        this process, should it be killed)."""
         if self._file_hashers is None and self.num_workers > 0 and "fork" in multiprocessing.get_all_start_methods():
-            self._file_hashers = ProcessPoolExecutor(HASH_PROCESSES, mp_context=multiprocessing.get_context("fork"))
+            hashers = ProcessPoolExecutor(min(HASH_PROCESSES, os.cpu_count() or 1), mp_context=multiprocessing.get_context("fork"),
+                                          initializer=_exit_with_parent, initargs=(os.getpid(),))
+            hashers.submit(int).result()  # a fork pool starts all its processes at its first task: now
+            weakref.finalize(self, hashers.shutdown, wait=False, cancel_futures=True)
+            self._file_hashers = hashers
         return self._file_hashers
+
+    def _drop_file_hasher(self) -> None:
+        """Let go of the hashing processes after one died; the next call forks new ones."""
+        if self._file_hashers is not None:
+            self._file_hashers.shutdown(wait=False, cancel_futures=True)
+            self._file_hashers = None
 
     def _run(self, hashes: list[str]) -> None:
         """Decode the sampler's tasks in workers and encode them in batches on the device."""

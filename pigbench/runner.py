@@ -198,13 +198,16 @@ def frozen_setup_objects() -> Iterator[None]:
     """Collect garbage once, then keep every surviving object (the split, the model, library state)
     out of the garbage collector's passes until the block ends (:func:`gc.freeze`). A full
     collection in the prediction loop walks every live object: one took 0.69 s, with the device
-    idle, in a 4.6 s scoring window (docs/benchmarks.md)."""
+    idle, in a 4.6 s scoring window (docs/benchmarks.md). Inside a caller's own freeze, the
+    caller's unfreeze is left to it."""
+    outer = gc.get_freeze_count() > 0
     gc.collect()
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not outer:
+            gc.unfreeze()
 
 
 def predict_batches(

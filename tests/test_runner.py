@@ -189,9 +189,31 @@ def test_setup_objects_are_frozen_during_the_loop_and_garbage_is_collected_first
     cycle.me = cycle
     dead = weakref.ref(cycle)
     del cycle
-    kept = [Node() for _ in range(10)]
-    before = gc.get_freeze_count()
+    assert gc.get_freeze_count() == 0
     with frozen_setup_objects():
         assert dead() is None  # collected, not frozen
-        assert gc.get_freeze_count() >= before + len(kept)
+        assert gc.get_freeze_count() > 0
+        with frozen_setup_objects():  # nested: the outer block's freeze survives the inner one
+            pass
+        assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_run_predicts_inside_frozen_setup_objects(tmp_path, monkeypatch):
+    import contextlib
+
+    import pigbench.runner as runner
+
+    seen = []
+
+    @contextlib.contextmanager
+    def recording():
+        seen.append("enter")
+        yield
+        seen.append("exit")
+
+    predict_all = runner._predict_all
+    monkeypatch.setattr(runner, "frozen_setup_objects", recording)
+    monkeypatch.setattr(runner, "_predict_all", lambda *a: (seen.append("predict"), predict_all(*a)))
+    run(config(tmp_path))
+    assert seen == ["enter", "predict", "exit"]
