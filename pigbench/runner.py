@@ -193,20 +193,24 @@ def _predict_all(
             log(f"  {n} x {reason}")
 
 
+_FROZEN_DEPTH = [0]  # frozen_setup_objects blocks open in this process
+
+
 @contextlib.contextmanager
 def frozen_setup_objects() -> Iterator[None]:
     """Collect garbage once, then keep every surviving object (the split, the model, library state)
     out of the garbage collector's passes until the block ends (:func:`gc.freeze`). A full
     collection in the prediction loop walks every live object: one took 0.69 s, with the device
-    idle, in a 4.6 s scoring window (docs/benchmarks.md). Inside a caller's own freeze, the
-    caller's unfreeze is left to it."""
-    outer = gc.get_freeze_count() > 0
+    idle, in a 4.6 s scoring window (docs/benchmarks.md). Nested blocks unfreeze with the
+    outermost; a freeze made elsewhere is released with it too."""
+    _FROZEN_DEPTH[0] += 1
     gc.collect()
     gc.freeze()
     try:
         yield
     finally:
-        if not outer:
+        _FROZEN_DEPTH[0] -= 1
+        if not _FROZEN_DEPTH[0]:
             gc.unfreeze()
 
 

@@ -189,13 +189,14 @@ def test_setup_objects_are_frozen_during_the_loop_and_garbage_is_collected_first
     cycle.me = cycle
     dead = weakref.ref(cycle)
     del cycle
-    assert gc.get_freeze_count() == 0
+    gc.unfreeze()  # some interpreters start with objects frozen
     with frozen_setup_objects():
         assert dead() is None  # collected, not frozen
-        assert gc.get_freeze_count() > 0
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
         with frozen_setup_objects():  # nested: the outer block's freeze survives the inner one
             pass
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() >= frozen
     assert gc.get_freeze_count() == 0
 
 
