@@ -424,9 +424,10 @@ class ImageEmbedder:
         not read is read here again, so that the error is ``content_hash``'s own, and if that
         process failed (killed, say) every file of the chunk is."""
         known: Iterable[Optional[str]] = itertools.repeat(None)
-        if digests is not None and digests.exception() is None:
+        failure = digests.exception() if digests is not None else None
+        if digests is not None and failure is None:
             known = digests.result()
-        elif digests is not None and isinstance(digests.exception(), BrokenExecutor):
+        elif isinstance(failure, BrokenExecutor):
             self._drop_file_hasher()
         out: list[tuple[str, Union[ImageRef, BaseException]]] = []
         for ref, digest in zip(refs, known):
