@@ -14,16 +14,12 @@ float32 and float16: the interpreter truncates to bfloat16 where the GPU rounds)
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
-import warnings
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-
-_TRITON_FAILURE: list[str] = []  # the error that made the Triton kernel unusable in this process, if any
+from pigbench.triton_kernel import TritonKernel
 
 
 def add_layer_norm(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
@@ -31,17 +27,11 @@ def add_layer_norm(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias:
 
     If the Triton kernel cannot be compiled or launched here, a warning says so once and the torch
     operations run from then on."""
-    kernel = _triton_kernel() if (h.is_cuda or _interpreting()) and not _TRITON_FAILURE else None
-    if kernel is not None:
+    if KERNEL.usable(h):
         _check_inputs(h, x)
-        try:
-            return kernel(h, x, weight, bias, eps)
-        except torch.OutOfMemoryError:
-            raise  # the torch operations would need the same memory
-        except Exception as exc:  # compiling happens on the first call: no Triton backend, no C compiler, ...
-            _TRITON_FAILURE.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            warnings.warn(f"the fused add + layer norm kernel failed ({_TRITON_FAILURE[0]}); using torch's operations",
-                          RuntimeWarning, stacklevel=2)
+        y = KERNEL(h, x, weight, bias, eps)
+        if y is not None:
+            return y
     h.add_(x)
     return F.layer_norm(h, h.shape[-1:], weight, bias, eps)
 
@@ -52,18 +42,10 @@ def _check_inputs(h: torch.Tensor, x: torch.Tensor) -> None:
                          f"{tuple(h.shape)} {h.dtype} and {tuple(x.shape)} {x.dtype}")
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") == "1"
-
-
-@functools.lru_cache(maxsize=1)
-def _triton_kernel() -> Optional[Callable[..., torch.Tensor]]:
-    """The Triton implementation, or None when Triton cannot be imported."""
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
+def _build() -> Callable[..., torch.Tensor]:
+    """The Triton implementation (raises ImportError without Triton)."""
+    import triton
+    import triton.language as tl
 
     @triton.jit
     def add_norm_rows(h_ptr, x_ptr, w_ptr, b_ptr, y_ptr, n_cols, eps, BLOCK: tl.constexpr):
@@ -94,3 +76,6 @@ def _triton_kernel() -> Optional[Callable[..., torch.Tensor]]:
         return y
 
     return run
+
+
+KERNEL = TritonKernel("fused add + layer norm", _build, instead="torch's operations")

@@ -141,8 +141,8 @@ class ImageTransform:
         h, w = batch.shape[-2:]
         new_h, new_w = self._resized_shape(h, w)
         if (new_h, new_w) != (h, w):
-            batch = resize_bicubic_uint8(batch, new_h, new_w)
-        return self._crop_or_pad(batch)
+            batch = resize_bicubic_uint8(batch, new_h, new_w)  # any strides in (HWC views too), contiguous out
+        return self._crop_or_pad(batch.contiguous())
 
     def _resized_shape(self, h: int, w: int) -> tuple[int, int]:
         if self.mode == "longest-pad":
@@ -506,8 +506,8 @@ class ImageEmbedder:
         return x
 
     def _resize(self, batch: torch.Tensor) -> torch.Tensor:
-        """With ``resize_on_device``, decoded HWC images (N, H, W, 3) made CHW and resized; otherwise as is."""
-        return self.transform.resize_crop(batch.permute(0, 3, 1, 2).contiguous()) if self.resize_on_device else batch
+        """With ``resize_on_device``, decoded HWC images (N, H, W, 3) resized to CHW; otherwise as is."""
+        return self.transform.resize_crop(batch.permute(0, 3, 1, 2)) if self.resize_on_device else batch
 
     def _launch(self, hashes: list[str], batch: torch.Tensor, in_flight: deque) -> None:
         """Queue the encoding of ``batch`` and the copy of its features to the CPU; then store the

@@ -86,8 +86,8 @@ def test_triton_kernel_in_the_interpreter_equals_unfused():
     pytest.importorskip("triton")
     script = textwrap.dedent("""
         import torch, torch.nn.functional as F
-        from pigbench.add_layer_norm import add_layer_norm, _triton_kernel
-        assert _triton_kernel() is not None
+        from pigbench.add_layer_norm import KERNEL, add_layer_norm
+        assert KERNEL.kernel is not None
         for dtype in (torch.float32, torch.float16):
             g = torch.Generator().manual_seed(0)
             h, x = (torch.randn(5, 40, generator=g).to(dtype) for _ in range(2))
@@ -99,11 +99,21 @@ def test_triton_kernel_in_the_interpreter_equals_unfused():
             # float32: summation order; float16: one rounding step of each value
             tol = 1e-5 if dtype == torch.float32 else torch.finfo(dtype).eps * want.float().abs().clamp(min=1)
             assert ((got.float() - want.float()).abs() <= tol).all(), dtype
+        assert KERNEL.failure is None
         print("ok")
     """)
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def _interpret_with(monkeypatch, kernel, fn) -> None:
+    """Make ``kernel`` (a :class:`pigbench.triton_kernel.TritonKernel`) run ``fn`` on CPU tensors."""
+    from pigbench import triton_kernel
+
+    monkeypatch.setattr(triton_kernel, "interpreting", lambda: True)
+    monkeypatch.setattr(kernel, "kernel", fn)
+    monkeypatch.setattr(kernel, "failure", None)
 
 
 def test_a_kernel_that_fails_warns_once_and_torch_takes_over(monkeypatch):
@@ -115,9 +125,7 @@ def test_a_kernel_that_fails_warns_once_and_torch_takes_over(monkeypatch):
         calls.append(1)
         raise RuntimeError("no Triton backend for this device\nmore detail")
 
-    monkeypatch.setattr(module, "_triton_kernel", lambda: broken)
-    monkeypatch.setattr(module, "_interpreting", lambda: True)
-    monkeypatch.setattr(module, "_TRITON_FAILURE", [])
+    _interpret_with(monkeypatch, module.KERNEL, broken)
     h, x, w, b = torch.randn(3, 8), torch.randn(3, 8), torch.ones(8), torch.zeros(8)
     want_h, want_y = _unfused(h, x, w, b, 1e-5)
     with pytest.warns(RuntimeWarning, match=r"fused add \+ layer norm kernel failed \(RuntimeError: no Triton backend for this device\)"):
@@ -133,20 +141,16 @@ def test_running_out_of_memory_is_not_a_kernel_failure(monkeypatch):
     def oom(*args):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(module, "_triton_kernel", lambda: oom)
-    monkeypatch.setattr(module, "_interpreting", lambda: True)
-    monkeypatch.setattr(module, "_TRITON_FAILURE", [])
+    _interpret_with(monkeypatch, module.KERNEL, oom)
     with pytest.raises(torch.OutOfMemoryError):
         module.add_layer_norm(torch.zeros(2, 8), torch.zeros(2, 8), torch.ones(8), torch.zeros(8), 1e-5)
-    assert module._TRITON_FAILURE == []
+    assert module.KERNEL.failure is None
 
 
 def test_add_layer_norm_rejects_mismatched_inputs_for_the_kernel(monkeypatch):
     from pigbench import add_layer_norm as module
 
-    monkeypatch.setattr(module, "_triton_kernel", lambda: lambda *a: pytest.fail("the kernel must not run"))
-    monkeypatch.setattr(module, "_interpreting", lambda: True)
-    monkeypatch.setattr(module, "_TRITON_FAILURE", [])
+    _interpret_with(monkeypatch, module.KERNEL, lambda *a: pytest.fail("the kernel must not run"))
     with pytest.raises(ValueError, match="contiguous h and x of one shape and dtype"):
         module.add_layer_norm(torch.zeros(4, 8), torch.zeros(8, 4).t(), torch.ones(8), torch.zeros(8), 1e-5)
 

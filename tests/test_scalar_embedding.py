@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 from collections import deque
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -224,17 +227,74 @@ def test_text_embedder_encodes_each_string_once():
 @pytest.mark.parametrize("size, out", [((512, 512), (224, 224)), ((640, 480), (298, 224)), ((37, 45), (32, 38)),
                                        ((33, 71), (32, 68)), ((71, 33), (68, 32)), ((100, 60), (373, 224)),
                                        ((60, 50), (50, 40)), ((147, 134), (61, 13)), ((30, 88), (12, 22))])
-def test_tensor_bicubic_resize_is_bit_exact_with_pil(size, out):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])  # float64 products; the Triton kernel
+def test_tensor_bicubic_resize_is_bit_exact_with_pil(size, out, device):
     import numpy as np
     from PIL import Image
 
-    from pigbench.pil_resize import resize_bicubic_uint8
+    from pigbench.pil_resize import KERNEL, resize_bicubic_uint8
 
     (w, h), (ow, oh) = size, out
     arr = np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8)
     expected = np.asarray(Image.fromarray(arr).resize((ow, oh), Image.BICUBIC))
-    got = resize_bicubic_uint8(torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous(), oh, ow)[0].permute(1, 2, 0)
-    assert np.array_equal(got.numpy(), expected)
+    x = torch.from_numpy(arr).to(device)[None].permute(0, 3, 1, 2)  # an HWC batch seen as CHW, as decoded
+    for batch in (x, x.contiguous()):
+        got = resize_bicubic_uint8(batch, oh, ow)[0].permute(1, 2, 0)
+        assert np.array_equal(got.cpu().numpy(), expected)
+    assert KERNEL.failure is None
+
+
+RESIZE_KERNEL_CASES = [((23, 19), (20, 16)), ((17, 37), (16, 35)), ((30, 25), (25, 20)), ((15, 44), (6, 11)),
+                       ((12, 9), (40, 20)), ((40, 30), (40, 17)), ((40, 30), (23, 30))]  # (w, h): both orders, up, one axis
+
+
+def test_resize_kernel_in_the_interpreter_is_bit_exact_with_pil():
+    """The Triton resize on the CPU in Triton's interpreter (a child process: TRITON_INTERPRET must be
+    set before Triton is imported), on HWC views as the decode workers hand them over, and on CHW."""
+    pytest.importorskip("triton")
+    script = textwrap.dedent(f"""
+        import numpy as np, torch
+        from PIL import Image
+        from pigbench.pil_resize import KERNEL, resize_bicubic_uint8
+        for (w, h), (ow, oh) in {RESIZE_KERNEL_CASES!r}:
+            arr = np.random.default_rng(w * h).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+            want = np.stack([np.asarray(Image.fromarray(a).resize((ow, oh), Image.BICUBIC)) for a in arr])
+            hwc = torch.from_numpy(arr).permute(0, 3, 1, 2)
+            for x in (hwc, hwc.contiguous()):
+                assert KERNEL.usable(x)
+                got = resize_bicubic_uint8(x, oh, ow)
+                assert got.is_contiguous() and np.array_equal(got.permute(0, 2, 3, 1).numpy(), want), (w, h, ow, oh)
+        assert KERNEL.failure is None
+        print("ok")
+    """)
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_failing_resize_kernel_warns_once_and_float64_products_take_over(monkeypatch):
+    import numpy as np
+
+    from pigbench import pil_resize, triton_kernel
+
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise RuntimeError("no Triton backend\ndetail")
+
+    monkeypatch.setattr(triton_kernel, "interpreting", lambda: True)
+    monkeypatch.setattr(pil_resize.KERNEL, "kernel", broken)
+    monkeypatch.setattr(pil_resize.KERNEL, "failure", None)
+    arr = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    want = np.asarray(Image.fromarray(arr).resize((17, 20), Image.BICUBIC))
+    x = torch.from_numpy(arr).permute(2, 0, 1)[None]
+    with pytest.warns(RuntimeWarning, match=r"bicubic resize kernel failed \(RuntimeError: no Triton backend\); using float64"):
+        got = pil_resize.resize_bicubic_uint8(x, 20, 17)
+    assert np.array_equal(got[0].permute(1, 2, 0).numpy(), want)
+    assert np.array_equal(pil_resize.resize_bicubic_uint8(x, 20, 17)[0].permute(1, 2, 0).numpy(), want)
+    assert len(calls) == 1  # not tried again
 
 
 @pytest.mark.parametrize("workers", [0, 2])
