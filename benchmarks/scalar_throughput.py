@@ -20,8 +20,8 @@ config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``-
 * naive: PickScore's README ``calc_probs`` one pair at a time with the same model and dtype:
   open both JPEGs, ``AutoProcessor`` for the two images and the prompt, ``get_image_features``,
   ``get_text_features``, exp(logit_scale)*cos, softmax. With ``--naive-fp32-too`` the loop is
-  timed again with the model in float32, the dtype of PickScore_v1's checkpoint, in which the
-  README's ``AutoModel.from_pretrained(...)`` loads it (reported beside, not as, the speedup).
+  timed again with the model in float32, as the README's ``AutoModel.from_pretrained(...)`` (no
+  dtype) loads it with transformers 4 (reported beside, not as, the speedup).
 
 Both are timed in the same run after warm-ups, each inside ``pigbench.runner.frozen_setup_objects``
 (a garbage collection, then the live objects frozen out of later ones, as around the runner's
@@ -488,8 +488,8 @@ def main() -> None:
                          "the evaluator's); each is timed on its own fresh set of --images JPEGs")
     ap.add_argument("--naive-pairs", type=int, default=200)
     ap.add_argument("--naive-fp32-too", action="store_true",
-                    help="also time the naive loop with the model in float32, the dtype PickScore_v1's checkpoint has and "
-                         "the README's AutoModel.from_pretrained(...) loads it in (the speedup stays against the same dtype)")
+                    help="also time the naive loop with the model in float32, as the README's AutoModel.from_pretrained(...) "
+                         "loads it with transformers 4 (the speedup stays against the same dtype)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="a tiny CLIP instead of ViT-H-14 (smoke test)")
     ap.add_argument("--compiled-too", action="store_true", help="also time pigbench with PIGBENCH_COMPILE=1")
@@ -597,7 +597,7 @@ def main() -> None:
         return 2 * len(subset) / seconds
 
     naive_rate = naive_loop(model, f"{model.dtype}, the same as pigbench's")
-    naive_fp32_rate = naive_loop(copy.deepcopy(model).float(), "float32, as the README loads PickScore_v1") if args.naive_fp32_too else None
+    naive_fp32_rate = naive_loop(copy.deepcopy(model).float(), "float32, as the README loads the model") if args.naive_fp32_too else None
 
     pil = AutoProcessor.from_pretrained(work / "model")
     pil.image_processor = CLIPImageProcessorPil.from_pretrained(work / "model")
