@@ -87,9 +87,9 @@ def _taps_on(in_size: int, out_size: int, device: torch.device) -> tuple[torch.T
     return first.to(torch.int32).to(device), table.contiguous().to(device), taps
 
 
-def _pass(x: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
+def _pass(x: torch.Tensor, out_size: int) -> torch.Tensor:
     """One axis (the last of ``x``): fixed-point sum, shift, clip to 8 bits (kept as float64)."""
-    acc = x @ _weights_on(in_size, out_size, x.device) + (1 << (PRECISION_BITS - 1))
+    acc = x @ _weights_on(x.shape[-1], out_size, x.device) + (1 << (PRECISION_BITS - 1))
     return torch.floor(acc / (1 << PRECISION_BITS)).clamp_(0, 255)
 
 
@@ -113,7 +113,7 @@ def resize_bicubic_uint8(x: torch.Tensor, height: int, width: int) -> torch.Tens
             return out.contiguous()
     out = x.double()
     for axis, size in passes:
-        out = _pass(out, out.shape[-1], size) if axis == -1 else _pass(out.transpose(-1, -2), out.shape[-2], size).transpose(-1, -2)
+        out = _pass(out, size) if axis == -1 else _pass(out.transpose(-1, -2), size).transpose(-1, -2)
     return out.to(torch.uint8).contiguous()
 
 

@@ -6,7 +6,11 @@ Everything is written to a temporary folder and loaded through the evaluators' r
 
 from __future__ import annotations
 
+import os
 import string
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -113,3 +117,21 @@ def standard_episodes(images: Sequence[ImageRef], with_refs: bool = False) -> li
 def run_predict(evaluator, episodes: Sequence[Episode]) -> list[tuple[Optional[float], Optional[float]]]:
     preds = evaluator.predict([ep.without_gold() for ep in episodes])
     return [(p.score_a, p.score_b) for p in preds]
+
+
+def run_in_triton_interpreter(script: str, timeout: int = 300) -> None:
+    """Run ``script`` (dedented; it prints ``ok`` once its checks pass) in a child process with
+    Triton's CPU interpreter: TRITON_INTERPRET must be set before Triton is imported."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def kernel_running(monkeypatch, kernel, fn) -> None:
+    """Make ``kernel`` (a :class:`pigbench.triton_kernel.TritonKernel`) usable on CPU tensors, not
+    failed yet, and running ``fn`` in place of its Triton code."""
+    from pigbench import triton_kernel
+
+    monkeypatch.setattr(triton_kernel, "interpreting", lambda: True)
+    monkeypatch.setattr(kernel, "kernel", fn)
+    monkeypatch.setattr(kernel, "failure", None)

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -18,7 +13,8 @@ from pigbench.add_layer_norm import add_layer_norm
 from pigbench.clip_tower import CUDNN_BATCH_MULTIPLE, CLIPImageTower
 from pigbench.evaluator import Runtime
 from pigbench.registry import evaluators
-from scalar_fixtures import run_predict, standard_episodes, tiny_clip_config, tiny_clip_dir, write_images
+from scalar_fixtures import (kernel_running, run_in_triton_interpreter, run_predict, standard_episodes, tiny_clip_config,
+                             tiny_clip_dir, write_images)
 
 pytestmark = pytest.mark.models
 
@@ -84,7 +80,7 @@ def test_triton_kernel_in_the_interpreter_equals_unfused():
     """The Triton kernel itself, run on the CPU by Triton's interpreter (in a child process, since
     TRITON_INTERPRET must be set before Triton is imported)."""
     pytest.importorskip("triton")
-    script = textwrap.dedent("""
+    run_in_triton_interpreter("""
         import torch, torch.nn.functional as F
         from pigbench.add_layer_norm import KERNEL, add_layer_norm
         assert KERNEL.kernel is not None
@@ -102,18 +98,6 @@ def test_triton_kernel_in_the_interpreter_equals_unfused():
         assert KERNEL.failure is None
         print("ok")
     """)
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
-
-
-def _interpret_with(monkeypatch, kernel, fn) -> None:
-    """Make ``kernel`` (a :class:`pigbench.triton_kernel.TritonKernel`) run ``fn`` on CPU tensors."""
-    from pigbench import triton_kernel
-
-    monkeypatch.setattr(triton_kernel, "interpreting", lambda: True)
-    monkeypatch.setattr(kernel, "kernel", fn)
-    monkeypatch.setattr(kernel, "failure", None)
 
 
 def test_a_kernel_that_fails_warns_once_and_torch_takes_over(monkeypatch):
@@ -125,7 +109,7 @@ def test_a_kernel_that_fails_warns_once_and_torch_takes_over(monkeypatch):
         calls.append(1)
         raise RuntimeError("no Triton backend for this device\nmore detail")
 
-    _interpret_with(monkeypatch, module.KERNEL, broken)
+    kernel_running(monkeypatch, module.KERNEL, broken)
     h, x, w, b = torch.randn(3, 8), torch.randn(3, 8), torch.ones(8), torch.zeros(8)
     want_h, want_y = _unfused(h, x, w, b, 1e-5)
     with pytest.warns(RuntimeWarning, match=r"fused add \+ layer norm kernel failed \(RuntimeError: no Triton backend for this device\)"):
@@ -141,7 +125,7 @@ def test_running_out_of_memory_is_not_a_kernel_failure(monkeypatch):
     def oom(*args):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    _interpret_with(monkeypatch, module.KERNEL, oom)
+    kernel_running(monkeypatch, module.KERNEL, oom)
     with pytest.raises(torch.OutOfMemoryError):
         module.add_layer_norm(torch.zeros(2, 8), torch.zeros(2, 8), torch.ones(8), torch.zeros(8), 1e-5)
     assert module.KERNEL.failure is None
@@ -150,7 +134,7 @@ def test_running_out_of_memory_is_not_a_kernel_failure(monkeypatch):
 def test_add_layer_norm_rejects_mismatched_inputs_for_the_kernel(monkeypatch):
     from pigbench import add_layer_norm as module
 
-    _interpret_with(monkeypatch, module.KERNEL, lambda *a: pytest.fail("the kernel must not run"))
+    kernel_running(monkeypatch, module.KERNEL, lambda *a: pytest.fail("the kernel must not run"))
     with pytest.raises(ValueError, match="contiguous h and x of one shape and dtype"):
         module.add_layer_norm(torch.zeros(4, 8), torch.zeros(8, 4).t(), torch.ones(8), torch.zeros(8), 1e-5)
 

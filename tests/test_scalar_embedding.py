@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 from collections import deque
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +21,7 @@ from torchvision import transforms as T
 
 from pigbench.embedding import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ImageEmbedder, ImageTransform, TextEmbedder, resolve_dtype
 from pigbench.protocol import ImageError, ImageRef
-from scalar_fixtures import write_images
+from scalar_fixtures import kernel_running, run_in_triton_interpreter, write_images
 
 pytestmark = pytest.mark.models
 
@@ -253,7 +250,7 @@ def test_resize_kernel_in_the_interpreter_is_bit_exact_with_pil():
     """The Triton resize on the CPU in Triton's interpreter (a child process: TRITON_INTERPRET must be
     set before Triton is imported), on HWC views as the decode workers hand them over, and on CHW."""
     pytest.importorskip("triton")
-    script = textwrap.dedent(f"""
+    run_in_triton_interpreter(f"""
         import numpy as np, torch
         from PIL import Image
         from pigbench.pil_resize import KERNEL, resize_bicubic_uint8
@@ -267,16 +264,13 @@ def test_resize_kernel_in_the_interpreter_is_bit_exact_with_pil():
                 assert got.is_contiguous() and np.array_equal(got.permute(0, 2, 3, 1).numpy(), want), (w, h, ow, oh)
         assert KERNEL.failure is None
         print("ok")
-    """)
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    """, timeout=600)
 
 
 def test_a_failing_resize_kernel_warns_once_and_float64_products_take_over(monkeypatch):
     import numpy as np
 
-    from pigbench import pil_resize, triton_kernel
+    from pigbench import pil_resize
 
     calls = []
 
@@ -284,9 +278,7 @@ def test_a_failing_resize_kernel_warns_once_and_float64_products_take_over(monke
         calls.append(args)
         raise RuntimeError("no Triton backend\ndetail")
 
-    monkeypatch.setattr(triton_kernel, "interpreting", lambda: True)
-    monkeypatch.setattr(pil_resize.KERNEL, "kernel", broken)
-    monkeypatch.setattr(pil_resize.KERNEL, "failure", None)
+    kernel_running(monkeypatch, pil_resize.KERNEL, broken)
     arr = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     want = np.asarray(Image.fromarray(arr).resize((17, 20), Image.BICUBIC))
     x = torch.from_numpy(arr).permute(2, 0, 1)[None]
