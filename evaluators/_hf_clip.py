@@ -12,6 +12,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from pigbench.embedding import ImageTransform
+from pigbench.hub import cache_only
 
 
 def projected(output: Any) -> torch.Tensor:
@@ -23,7 +24,7 @@ def load_clip_model(source: str, device: torch.device, dtype: torch.dtype, model
     """A CLIP model (``CLIPModel`` unless ``model_class`` is given) in eval mode on ``device``."""
     if model_class is None:
         from transformers import CLIPModel as model_class
-    model = model_class.from_pretrained(source)
+    model = model_class.from_pretrained(source, local_files_only=cache_only(source))
     return model.eval().to(device=device, dtype=dtype)
 
 
@@ -31,7 +32,7 @@ def processor_transform(source: str, crop_offset: Literal["round", "floor"]) -> 
     """The resize/crop/normalization declared by the image processor config at ``source``."""
     from transformers import AutoImageProcessor
 
-    proc = AutoImageProcessor.from_pretrained(source)
+    proc = AutoImageProcessor.from_pretrained(source, local_files_only=cache_only(source))
     size = proc.size.get("shortest_edge")
     if size is None or not getattr(proc, "do_center_crop", False):
         raise ValueError(f"{source}: only short-side resize + center crop processors are supported, got size={proc.size}")
@@ -45,7 +46,7 @@ def processor_transform(source: str, crop_offset: Literal["round", "floor"]) -> 
 def load_tokenizer(source: str) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source, local_files_only=cache_only(source))
 
 
 def encode_texts(model: Any, tokenizer: Any, texts: list[str], device: torch.device) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 A weight is named by a *spec*: a local file, a local folder holding the expected file name, an
 ``https://`` URL (downloaded once into ``$PIGBENCH_WEIGHTS_DIR``, default ``~/.cache/pigbench/weights``)
-or a Hugging Face Hub repository id (``hf_hub_download``; with ``HF_HUB_OFFLINE=1`` only the
-local cache is used). :func:`check_file` validates a spec without downloading; :func:`fetch_file`
+or a Hugging Face Hub repository id (``hf_hub_download``; with ``HF_HUB_OFFLINE=1``, or when the hub
+does not answer, only the local cache is used). :func:`check_file` validates a spec without downloading; :func:`fetch_file`
 returns a local path. Both raise :class:`~pigbench.evaluator.RequirementError` naming the file,
 where to get it, and the flag and environment variable that point to a local copy.
 
@@ -45,10 +45,6 @@ class WeightFile:
     flag: str = "--model-path"
 
 
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("PIGBENCH_OFFLINE", "") not in ("", "0")
-
-
 def _is_url(spec: str) -> bool:
     return spec.startswith(("https://", "http://"))
 
@@ -75,19 +71,27 @@ def _missing(wf: WeightFile, spec: str, why: str) -> RequirementError:
 
 
 def check_file(spec: str, wf: WeightFile) -> None:
-    """Raise if the weight cannot be had: a local path must exist; offline, a hub file or URL must be cached."""
+    """Raise if the weight cannot be had: a local path must exist; a hub file or URL must be cached,
+    or downloadable now (not with HF_HUB_OFFLINE=1, and its server must answer)."""
+    from pigbench.hub import downloads_unavailable, not_downloadable
+
     if not spec:
         raise _missing(wf, spec, "has no default download location")
     if _is_url(spec):
-        if offline() and not _url_target(spec).exists():
-            raise _missing(wf, spec, f"is not in {_weights_dir()} and downloads are off (HF_HUB_OFFLINE=1)")
+        if not _url_target(spec).exists():
+            from urllib.parse import urlsplit
+
+            url = urlsplit(spec)
+            why = downloads_unavailable(f"{url.scheme}://{url.netloc}/")
+            if why:
+                raise _missing(wf, spec, f"is not in {_weights_dir()} and cannot be downloaded ({why})")
         return
     if _is_hub_id(spec):
-        if offline():
-            from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache
 
-            if not isinstance(try_to_load_from_cache(spec, wf.filename), str):
-                raise _missing(wf, spec, "is not in the local Hugging Face cache and HF_HUB_OFFLINE=1")
+        problem = not_downloadable(cached=isinstance(try_to_load_from_cache(spec, wf.filename), str))
+        if problem:
+            raise _missing(wf, spec, problem)
         return
     _local_file(spec, wf)
 
@@ -110,13 +114,18 @@ def fetch_file(spec: str, wf: WeightFile) -> Path:
             import torch
 
             target.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(spec, str(target))
+            try:
+                torch.hub.download_url_to_file(spec, str(target))
+            except Exception as exc:  # network and HTTP errors of urllib
+                raise _missing(wf, spec, f"could not be downloaded ({type(exc).__name__}: {exc})") from None
         return target
     if _is_hub_id(spec):
         from huggingface_hub import hf_hub_download
 
+        from pigbench.hub import cache_only
+
         try:
-            return Path(hf_hub_download(spec, wf.filename, local_files_only=offline()))
+            return Path(hf_hub_download(spec, wf.filename, local_files_only=cache_only(spec)))
         except Exception as exc:
             raise _missing(wf, spec, f"could not be downloaded ({type(exc).__name__}: {exc})") from None
     return _local_file(spec, wf)

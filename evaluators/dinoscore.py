@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pigbench.evaluator import resolve_local_or_hub
 from pigbench.evaluators._scorer import ReferenceSimilarity, SimilarityConfig
+from pigbench.hub import cache_only
 
 
 class DINOScore(ReferenceSimilarity):
@@ -33,7 +34,7 @@ class DINOScore(ReferenceSimilarity):
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)
-        model = AutoModel.from_pretrained(source).eval().to(device=self.device, dtype=self.dtype)
+        model = AutoModel.from_pretrained(source, local_files_only=cache_only(source)).eval().to(device=self.device, dtype=self.dtype)
         fingerprint = source_fingerprint(source, model)
         self.images = self.image_embedder(
             lambda x: model(pixel_values=x).last_hidden_state[:, 0], processor_transform(source, "floor"),

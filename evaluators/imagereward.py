@@ -22,6 +22,7 @@ from typing import Sequence
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
 from pigbench.evaluators._weights import WeightFile, check_file
+from pigbench.hub import cache_only
 
 REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072
@@ -45,7 +46,8 @@ class ImageReward(EmbeddingScorer):
 
     @classmethod
     def weight_file(cls, filename: str) -> WeightFile:
-        return WeightFile(cls.name or "imagereward", f"the ImageReward {filename}", filename, cls.env_var,
+        what = "the ImageReward checkpoint" if filename.endswith(".pt") else "the ImageReward model config"
+        return WeightFile(cls.name or "imagereward", what, filename, cls.env_var,
                           "https://huggingface.co/THUDM/ImageReward")
 
     @classmethod
@@ -58,7 +60,7 @@ class ImageReward(EmbeddingScorer):
         check_file(source, cls.weight_file("ImageReward.pt"))
         check_file(source, cls.weight_file("med_config.json"))
         resolve_local_or_hub(cls.tokenizer_source(config), cls.name or "imagereward", TOKENIZER_ENV,
-                             "the bert-base-uncased tokenizer (--option tokenizer_path=...)")
+                             "the bert-base-uncased tokenizer", flag="--option tokenizer_path=")
 
     def load(self) -> None:
         from transformers import AutoTokenizer
@@ -75,7 +77,8 @@ class ImageReward(EmbeddingScorer):
         load_strict(self.net, translate_keys(state), f"the ImageReward checkpoint {ckpt}")
         self.net.eval().to(device=self.device, dtype=self.dtype)
         self.net.mlp.float()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_source(self.config))
+        tokenizer = self.tokenizer_source(self.config)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer, local_files_only=cache_only(tokenizer))
         self.tokenizer.add_tokens(["[DEC]", "[ENC]"], special_tokens=True)  # as BLIP's init_tokenizer
         sha = source_fingerprint(str(ckpt))
         transform = ImageTransform(size=self.net.image_size, crop_offset="round")

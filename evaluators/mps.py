@@ -23,6 +23,7 @@ from typing import Sequence
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
 from pigbench.evaluators._weights import WeightFile, check_file
+from pigbench.hub import cache_only
 
 OVERALL_CONDITION = (
     "light, color, clarity, tone, style, ambiance, artistry, shape, face, hair, hands, limbs, structure, "
@@ -62,7 +63,8 @@ class MPS(EmbeddingScorer):
     @classmethod
     def check_weights(cls, config: MPSConfig) -> None:
         check_file(cls.model_source(config), cls.weight_file())
-        resolve_local_or_hub(cls.clip_source(config), cls.name or "mps", CLIP_ENV, "the CLIP-H config/processor (--option clip_path=...)")
+        resolve_local_or_hub(cls.clip_source(config), cls.name or "mps", CLIP_ENV, "the CLIP-H config/processor",
+                             flag="--option clip_path=")
 
     def load(self) -> None:
         import torch
@@ -75,7 +77,7 @@ class MPS(EmbeddingScorer):
         path = fetch_file(self.model_source(self.config), self.weight_file())
         clip = self.clip_source(self.config)
         state = read_state_dict(path, "the MPS checkpoint")
-        config = CLIPConfig.from_pretrained(clip)
+        config = CLIPConfig.from_pretrained(clip, local_files_only=cache_only(clip))
         self.net = MPSNet(config, cross_model_shape(state))
         load_strict(self.net, state, f"the MPS checkpoint {path}")
         self.net.eval().to(device=self.device, dtype=self.dtype)

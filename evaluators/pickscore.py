@@ -46,7 +46,8 @@ class PickScore(EmbeddingScorer):
     def check_weights(cls, config: PickScoreConfig) -> None:
         name = cls.name or "pickscore"
         resolve_local_or_hub(cls.model_source(config), name, cls.env_var, "the PickScore model")
-        resolve_local_or_hub(cls.processor_source(config), name, PROCESSOR_ENV, "the CLIP-H processor (--option processor_path=...)")
+        resolve_local_or_hub(cls.processor_source(config), name, PROCESSOR_ENV, "the CLIP-H processor",
+                             flag="--option processor_path=")
 
     def load(self) -> None:
         from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform

@@ -58,7 +58,7 @@ class PIGReward(Evaluator):
         adapters = any(adapter for _, adapter, _ in config.parts())
         require_packages("pigreward", "torch", "transformers", *(["peft"] if adapters else []))
         for path, adapter, option in config.parts():
-            resolve_local_or_hub(path, f"pigreward ({option})", "HF_HUB_CACHE", "model weights")
+            resolve_local_or_hub(path, f"pigreward ({option})", "", "the model", flag=f"--option {option}=")
             if adapter and not Path(adapter).is_dir():
                 raise RequirementError(f"pigreward: adapter directory {adapter!r} not found "
                                        f"(--option {option.replace('path', 'adapter')}=DIR)")

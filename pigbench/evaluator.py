@@ -161,31 +161,37 @@ def require_packages(evaluator: str, *modules: str, extra: str = "models", insta
         raise RequirementError(f"{evaluator} needs the Python package(s) {', '.join(missing)}; install them with: {hint}")
 
 
-def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str) -> None:
-    """Fail fast when ``path`` is neither a local file/dir nor loadable from the hub under offline mode.
+def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str, flag: str = "--model-path") -> None:
+    """Fail fast when ``path`` is neither a local file/dir nor a hub id that can be had now.
 
-    Hub ids are accepted when the network may be used; with ``HF_HUB_OFFLINE=1`` they must be in
-    the local cache. The message names the flag and environment variable that point to a local copy.
+    A hub id in the local cache is accepted; one that is not must be downloadable: not with
+    ``HF_HUB_OFFLINE=1``, and not when the hub does not answer (asked once, without the hub
+    library's retries). The message says how to download it and that ``flag`` (or ``env_var``,
+    if not empty) points to a local copy.
     """
+    from pigbench.hub import local_copy_hint, not_downloadable
+
     if os.path.exists(path):
         return
     looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 2)[-1]
     if looks_local or path.count("/") != 1:
+        raise RequirementError(f"{evaluator}: {what} not found at {path!r}. Download it, then {local_copy_hint(flag, env_var)}.")
+    problem = not_downloadable(cached=_in_hub_cache(path))
+    if problem:
         raise RequirementError(
-            f"{evaluator}: {what} not found at {path!r}. Download it and pass its location with "
-            f"--model-path or the environment variable {env_var}."
+            f"{evaluator}: {what} {path!r} {problem}. Download it on a machine with internet "
+            f"(`hf download {path} --local-dir DIR`), then {local_copy_hint(flag, env_var)}."
         )
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        try:
-            from huggingface_hub import snapshot_download
 
-            snapshot_download(path, local_files_only=True)
-        except Exception:
-            raise RequirementError(
-                f"{evaluator}: {what} {path!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1. "
-                f"Run `hf download {path}` on a machine with internet, or pass a local copy "
-                f"with --model-path or {env_var}."
-            ) from None
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # not cached, or no hub library: either way not usable offline
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import pigbench
 from pigbench.adapter import DatasetAdapter
 from pigbench.distributed import RunStores, launched_world, shard
-from pigbench.evaluator import Evaluator, Runtime
+from pigbench.evaluator import Evaluator, RequirementError, Runtime
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, Label, Prediction, combine_swapped
 from pigbench.registry import adapters, evaluators
@@ -135,7 +135,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         mine = shard(todo, world)
         with world.together(RunAborted):
             if mine:
-                evaluator.setup()
+                set_up(evaluator, config.evaluator)
                 with stores.open_own() as store, frozen_setup_objects():
                     _predict_all(evaluator, mine, store, config, log)
         outcome = None
@@ -145,6 +145,15 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
                                                   world.size)
                 outcome = RunOutcome(results, path, resumed, len(todo))
         return world.broadcast(outcome)
+
+
+def set_up(evaluator: Evaluator, name: str) -> None:
+    """``evaluator.setup()``; a file it cannot read (model libraries raise OSError for a model that
+    is neither a local folder nor downloadable) is a :class:`RequirementError` naming the evaluator."""
+    try:
+        evaluator.setup()
+    except OSError as exc:
+        raise RequirementError(f"{name}: setup could not load a file it needs: {exc}") from exc
 
 
 def write_run_results(

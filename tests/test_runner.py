@@ -155,6 +155,13 @@ def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
     assert out.returncode == 2 and "did you mean 'toy-brightness'" in out.stderr
 
 
+def test_cli_reports_a_model_that_setup_cannot_load_without_a_traceback(tmp_path):
+    out = subprocess.run(_cli(tmp_path, "--option", "missing_model=org/nothing")[0], env=_cli(tmp_path)[1],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error: toy-brightness: setup could not load a file it needs: org/nothing is not a local folder" in out.stderr
+
+
 def test_prepare_sees_each_window_of_whole_batches_without_gold_and_a_failure_costs_nothing(tmp_path, monkeypatch):
     from pigbench.protocol import Label
     from toy import ToyBrightness

@@ -48,6 +48,7 @@ class ToyDataset(DatasetAdapter):
 class ToyConfig(ScalarConfig):
     sleep: float = 0.0  # seconds per score() call, to make runs slow enough to kill
     fail_levels: tuple = ()  # grey levels whose scoring raises
+    missing_model: str = ""  # setup() raises OSError as model libraries do for a model that cannot be found
 
 
 @evaluators.register("toy-brightness")
@@ -57,6 +58,10 @@ class ToyBrightness(ScalarEvaluator):
     uses_prompt = False
     Config = ToyConfig
     description = "mean brightness (test plug-in)"
+
+    def setup(self) -> None:
+        if self.config.missing_model:
+            raise OSError(f"{self.config.missing_model} is not a local folder and is not a valid model identifier")
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         time.sleep(self.config.sleep)

@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any, Optional
 
 from pigbench.evaluator import RequirementError
+from pigbench.hub import cache_only
 
 API_BASE_ENV = "PIGBENCH_EXPAND_API_BASE"
 MODEL_ENV = "PIGBENCH_EXPAND_MODEL"
@@ -85,8 +86,9 @@ class TransformersExpander:
         except ImportError as exc:
             raise RequirementError("--local-model needs torch and transformers: pip install -e '.[models]'") from exc
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+            local = cache_only(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+            self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local).to(device).eval()
         except OSError as exc:
             raise RequirementError(f"cannot load the causal LM {path!r} ({exc}); pass a local directory with "
                                    "--local-model or download the model into the Hugging Face cache") from exc

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from pigbench.build.workspace import BuildError, Workspace, append_jsonl, read_jsonl, write_atomic
 from pigbench.evaluator import RequirementError
+from pigbench.hub import cache_only
 
 MODEL_ENV = "PIGBENCH_SDXL_MODEL"
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -94,7 +95,7 @@ def load_pipeline(settings: RenderSettings, device: str, variant: Optional[str] 
     try:
         pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(
             settings.model, torch_dtype=getattr(torch, settings.dtype), variant=variant,
-            local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1")
+            local_files_only=local or cache_only(settings.model))
     except (OSError, ValueError) as exc:
         raise RequirementError(
             f"cannot load the SDXL pipeline {settings.model!r}: {exc}. Pass --model (or set {MODEL_ENV}) to a "

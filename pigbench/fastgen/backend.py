@@ -16,6 +16,7 @@ from pigbench.fastgen.engine import Qwen2VLEngine
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput
 from pigbench.fastgen.inputs import Prompt as EnginePrompt
 from pigbench.judging.backend import Generation, GenerationParams
+from pigbench.hub import cache_only
 from pigbench.judging.local_backend import LocalBackend
 from pigbench.judging.messages import ImagePolicy, Prompt
 
@@ -27,13 +28,14 @@ def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str =
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    local = cache_only(path)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation="sdpa",
-                                                        device_map={"": device})
+                                                        device_map={"": device}, local_files_only=local)
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    return model.eval(), AutoProcessor.from_pretrained(path)
+    return model.eval(), AutoProcessor.from_pretrained(path, local_files_only=local)
 
 
 class FastLocalBackend(LocalBackend):

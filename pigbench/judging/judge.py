@@ -111,7 +111,7 @@ class Judge(Evaluator):
             raise ValueError(f"{name}: scoring=probs needs single-token answers; this judge's answers are sentences")
         if config.backend == "local":
             require_packages(name, "torch", "transformers")
-            resolve_local_or_hub(config.model_path, name, "HF_HUB_CACHE", "model weights")
+            resolve_local_or_hub(config.model_path, name, "", "the model")
         else:
             from pigbench.judging.openai_backend import split_base_urls
 

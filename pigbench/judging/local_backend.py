@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessor, LogitsProcessorList
 
+from pigbench.hub import cache_only
 from pigbench.judging.answer_probs import option_probs_after_marker
 from pigbench.judging.backend import Backend, Generation, GenerationParams
 from pigbench.judging.messages import ImagePolicy, Prompt, load_image
@@ -89,9 +90,11 @@ class LocalBackend(Backend):
         else:
             torch_dtype = getattr(torch, dtype)
         model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=torch_dtype, attn_implementation=attn_implementation, device_map={"": device}
+            path, dtype=torch_dtype, attn_implementation=attn_implementation, device_map={"": device},
+            local_files_only=cache_only(path),
         )
-        return cls(model, AutoProcessor.from_pretrained(path), batch_size=batch_size, source=path)
+        processor = AutoProcessor.from_pretrained(path, local_files_only=cache_only(path))
+        return cls(model, processor, batch_size=batch_size, source=path)
 
     # prompts -> model inputs -------------------------------------------------------------------
     def chat(self, prompt: Prompt) -> list[dict[str, Any]]:

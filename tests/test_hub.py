@@ -1,0 +1,125 @@
+"""Without a reachable hub, a model or dataset that is not cached is a clear error at once.
+
+The hub is simulated on the loopback interface: a closed port stands for a machine without
+internet, a local HTTP server for a hub that answers. No test leaves this machine.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from pigbench.adapter import DatasetError
+from pigbench.evaluator import RequirementError, resolve_local_or_hub
+from pigbench.hub import cache_only, not_downloadable, remote_files, resolve_root, unreachable
+
+TESTS = Path(__file__).parent
+
+
+def closed_port_url() -> str:
+    """An http URL on which nothing listens: connections are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def dead_hub(monkeypatch, tmp_path) -> str:
+    """Online mode, an empty hub cache, and a hub endpoint that does not answer."""
+    url = closed_port_url()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("PIGBENCH_WEIGHTS_DIR", str(tmp_path / "weights"))
+    return url
+
+
+def test_unreachable_names_the_server_and_why():
+    url = closed_port_url()
+    why = unreachable(url)
+    assert why is not None and why.startswith(f"{url} does not answer:") and "refused" in why.lower()
+
+
+def test_a_server_answering_any_status_is_reachable():
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert unreachable(f"http://127.0.0.1:{server.server_address[1]}/") is None
+    finally:
+        server.shutdown()
+
+
+def test_cached_files_never_need_the_hub(dead_hub):
+    assert not_downloadable(cached=True) is None
+    assert "does not answer" in not_downloadable(cached=False)
+    assert cache_only("org/model")
+    assert not cache_only(str(TESTS))  # a local path is never looked up on the hub
+
+
+def test_model_check_fails_at_once_saying_how_to_download(dead_hub):
+    from pigbench.registry import evaluators
+
+    pickscore = evaluators.get("pickscore")
+    with pytest.raises(RequirementError) as err:
+        pickscore.check_requirements(pickscore.Config())
+    msg = str(err.value)
+    for part in ("pickscore", "yuvalkirstain/PickScore_v1", "not in the local Hugging Face cache", f"{dead_hub} does not answer",
+                 "hf download yuvalkirstain/PickScore_v1 --local-dir DIR", "--model-path DIR", "PIGBENCH_PICKSCORE_PATH=DIR"):
+        assert part in msg, part
+
+
+def test_an_option_flag_takes_dir_without_a_space(dead_hub):
+    with pytest.raises(RequirementError, match=r"pass --option clip_path=DIR or set PIGBENCH_X=DIR\.$"):
+        resolve_local_or_hub("org/clip", "demo", "PIGBENCH_X", "the CLIP model", flag="--option clip_path=")
+
+
+def test_weight_files_on_the_hub_or_at_a_url_fail_at_once(dead_hub):
+    from pigbench.evaluators._weights import WeightFile, check_file, fetch_file
+
+    wf = WeightFile("demo-eval", "the demo checkpoint", "demo.pt", "PIGBENCH_DEMO_PATH", "https://example.org/demo")
+    with pytest.raises(RequirementError, match=f"not in the local Hugging Face cache and {dead_hub} does not answer"):
+        fetch_file("someorg/somerepo", wf)
+    with pytest.raises(RequirementError, match=rf"cannot be downloaded \({dead_hub}/ does not answer"):
+        check_file(f"{dead_hub}/files/demo.pt", wf)
+
+
+def test_dataset_download_fails_at_once_with_the_download_command(dead_hub):
+    with pytest.raises(DatasetError) as err:
+        resolve_root(what="demo data", path=None, env_var="PIGBENCH_DEMO_DATA", repo_id="org/data", allow_patterns=["data/*"])
+    msg = str(err.value)
+    assert f"it is not in the local Hugging Face cache and {dead_hub} does not answer" in msg
+    assert "hf download org/data --repo-type dataset --include 'data/*' --local-dir DIR" in msg
+    assert "pass --dataset-path DIR or set PIGBENCH_DEMO_DATA=DIR" in msg
+    with pytest.raises(DatasetError, match=f"org/data cannot be read from the hub \\({dead_hub} does not answer"):
+        remote_files("org/data", "data/*.parquet", what="demo data", hint="use a local copy")
+
+
+def test_cli_without_a_reachable_hub_is_a_one_line_error(tmp_path):
+    """The user's view: exit status 2 and a message, no traceback and no retries."""
+    url = closed_port_url()
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": url,
+           "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(TESTS)}
+    cmd = [sys.executable, "-m", "pigbench.run", "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
+           "--no-progress", "--evaluator"]
+    model = subprocess.run([*cmd, "pickscore"], env=env, capture_output=True, text=True, timeout=120)
+    assert model.returncode == 2 and "Traceback" not in model.stderr and "Retrying" not in model.stderr
+    assert f"error: pickscore: the PickScore model 'yuvalkirstain/PickScore_v1' is not in the local Hugging Face cache and {url}" in model.stderr
+    data = subprocess.run([*cmd, "random", "--dataset", "pickapic"], env=env, capture_output=True, text=True, timeout=120)
+    assert data.returncode == 2 and "Traceback" not in data.stderr and "Retrying" not in data.stderr
+    assert f"{url} does not answer" in data.stderr and "hf download yuvalkirstain/pickapic_v2_no_images" in data.stderr
