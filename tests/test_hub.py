@@ -7,6 +7,7 @@ internet, a local HTTP server for a hub that answers. No test leaves this machin
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import socket
 import subprocess
@@ -123,3 +124,26 @@ def test_cli_without_a_reachable_hub_is_a_one_line_error(tmp_path):
     data = subprocess.run([*cmd, "random", "--dataset", "pickapic"], env=env, capture_output=True, text=True, timeout=120)
     assert data.returncode == 2 and "Traceback" not in data.stderr and "Retrying" not in data.stderr
     assert f"{url} does not answer" in data.stderr and "hf download yuvalkirstain/pickapic_v2_no_images" in data.stderr
+
+
+def test_a_cached_model_runs_without_asking_a_hub_that_does_not_answer(tmp_path):
+    """A model in the hub cache loads with ``local_files_only`` when the hub does not answer,
+    instead of each file waiting through the hub library's retries first."""
+    pytest.importorskip("transformers")
+    from scalar_fixtures import tiny_clip_dir
+
+    commit = "0" * 40
+    repo = tmp_path / "hf" / "hub" / "models--org--tiny-clip"
+    tiny_clip_dir(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": closed_port_url(),
+           "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(TESTS)}
+    out = subprocess.run([sys.executable, "-m", "pigbench.run", "--evaluator", "clipscore", "--model-path", "org/tiny-clip",
+                          "--limit", "4", "--device", "cpu", "--output", str(tmp_path / "results"),
+                          "--cache-dir", str(tmp_path / "cache"), "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Retrying" not in out.stderr and "does not answer" not in out.stderr
+    results = json.loads(next((tmp_path / "results").rglob("clipscore*.json")).read_text())
+    assert results["evaluator"]["models"]["revision"] == f"hub:org/tiny-clip@{commit}"
