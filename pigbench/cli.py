@@ -1,7 +1,8 @@
 """``pigbench`` command line: one small module per subcommand, imported only when used.
 
-Each module in :data:`COMMANDS` defines ``add_arguments(parser)`` and ``main(args) -> int``, and
-its docstring's first line is the subcommand's help. ``python -m pigbench.run`` and
+Each module in :data:`COMMANDS` defines ``add_arguments(parser)`` and ``main(args) -> int``; its
+docstring's first line is the subcommand's help, copied into :data:`COMMANDS` so that ``pigbench
+--help`` imports none of them (a test keeps the copies equal). ``python -m pigbench.run`` and
 ``pigbench run`` are the same command.
 """
 
@@ -12,19 +13,24 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-COMMANDS: dict[str, str] = {
-    "run": "pigbench.run",
-    "list": "pigbench.list",
-    "validate": "pigbench.validate",
-    "data": "pigbench.data_info",
-    "report": "pigbench.report.cli",
-    "sweep": "pigbench.sweep",
-    "leaderboard": "pigbench.leaderboard",
-    "build": "pigbench.build.cli",
-    "new-evaluator": "pigbench.scaffold",
-    "check-evaluator": "pigbench.check_evaluator",
-    "export-episodes": "pigbench.export_episodes",
-    "score": "pigbench.score",
+COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, its docstring's first line)
+    "run": ("pigbench.run", "Run an evaluator on a dataset: split, predict (resumably), score, write the results file."),
+    "list": ("pigbench.list", "List evaluators and datasets: kind, use of references, what each needs. Imports no model library."),
+    "validate": ("pigbench.validate",
+                 "Validate results files: schema, predictions hash, and every metric recomputed from the predictions."),
+    "data": ("pigbench.data_info", "Inspect a dataset's per-user split: users, targets, ties, reference sizes, skips, fingerprint."),
+    "report": ("pigbench.report.cli", "Render paper tables, figures and the dimension analysis from a results directory."),
+    "sweep": ("pigbench.sweep",
+              "Run one evaluator at several reference sizes (one results file per size) for the accuracy-vs-K plot."),
+    "leaderboard": ("pigbench.leaderboard", "Build the static leaderboard site from a results directory."),
+    "build": ("pigbench.build.cli", "Build the PIGBench dataset: prompts, expand, render, review, annotate, export (each resumable)."),
+    "new-evaluator": ("pigbench.scaffold",
+                      "Write a ready-to-fill evaluator plug-in package: ``pigbench new-evaluator NAME [--kind K]``."),
+    "check-evaluator": ("pigbench.check_evaluator",
+                        "Run the conformance checks on an evaluator and print a pass/fail table (exit 1 on any failure)."),
+    "export-episodes": ("pigbench.export_episodes",
+                        "Export a split's episodes (without gold labels) for a model that runs outside pigbench."),
+    "score": ("pigbench.score", "Score saved predictions of a model that ran outside pigbench into a validated results file."),
 }
 
 EPILOG = """examples:
@@ -44,24 +50,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen subcommand's module is imported; the others are listed by name.
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, module in COMMANDS.items():
+    for name, (module, summary) in COMMANDS.items():
         if name == chosen:
             mod = importlib.import_module(module)
-            p = sub.add_parser(name, help=_first_line(mod.__doc__), description=mod.__doc__,
+            p = sub.add_parser(name, help=summary, description=mod.__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
             mod.add_arguments(p)
             p.set_defaults(_main=mod.main)
         else:
-            sub.add_parser(name, help=f"(see pigbench {name} --help)", add_help=False)
+            sub.add_parser(name, help=summary, add_help=False)
     args = parser.parse_args(argv)
     if not getattr(args, "_main", None):
         parser.print_help()
         return 0 if args.command is None else 2
     return int(args._main(args) or 0)
-
-
-def _first_line(doc: Optional[str]) -> str:
-    return (doc or "").strip().splitlines()[0] if doc else ""
 
 
 if __name__ == "__main__":

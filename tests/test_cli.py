@@ -1,0 +1,26 @@
+"""The ``pigbench`` command: its help lists every subcommand with its summary, importing none of them."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from pigbench.cli import COMMANDS
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_summary_is_the_module_docstring_first_line(name):
+    module, summary = COMMANDS[name]
+    assert importlib.import_module(module).__doc__.strip().splitlines()[0] == summary
+
+
+def test_help_lists_summaries_without_importing_subcommands():
+    script = ("import contextlib, sys\nfrom pigbench.cli import COMMANDS, main\n"
+              "with contextlib.suppress(SystemExit):\n    main(['--help'])\n"
+              "print('IMPORTED', sorted(m for m, _ in COMMANDS.values() if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip().endswith("IMPORTED []")
+    assert "Build the static leaderboard site from a results directory." in out
