@@ -67,9 +67,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
     try:
-        outcome = run(config)
+        outcome = run(config_from_args(args))
     except (RequirementError, DatasetError, RegistryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -70,6 +70,39 @@ class RunConfig:
     n_bootstrap: int = 1000  # bootstrap resamples for CIs
     bootstrap_seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Refuse settings no run can use, naming the field (and its command-line flag)."""
+        for name, ok, rule in (
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("limit", self.limit is None or self.limit >= 1, ">= 1 (leave it out for every target)"),
+            ("num_workers", self.num_workers >= 0, ">= 0"),
+            ("tie_threshold", self.tie_threshold is None or self.tie_threshold >= 0, ">= 0"),
+            ("max_error_rate", 0 <= self.max_error_rate <= 1, "between 0 and 1"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r} (--{name.replace('_', '-')})")
+
+
+def check_device(device: str) -> None:
+    """Raise unless ``device`` is "cpu" or a device torch has on this machine (torch is imported
+    only for other devices)."""
+    if device == "cpu":
+        return
+    try:
+        import torch
+    except ImportError:
+        raise RequirementError(f"--device {device} needs torch: pip install 'pigbench[models]'") from None
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a device torch knows ({exc}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ValueError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+
 
 class RunAborted(RuntimeError):
     """Too many samples failed; the message summarises the reasons. Finished work is kept."""
@@ -124,6 +157,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
     with launched_world() as world:
         config = dataclasses.replace(config, device=world.bind_device(config.device),
                                      progress=config.progress and world.is_main)
+        check_device(config.device)
         evaluator = build_evaluator(config)
         adapter, split = load_split(config)
         stores = RunStores(Path(config.cache_dir) / "runs", run_key(evaluator, split, config.swap), world)

@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         outcomes = sweep(config_from_args(args), args.reference_sizes)
-    except (RequirementError, RegistryError) as exc:
+    except (RequirementError, RegistryError, ValueError) as exc:  # ValueError: a setting RunConfig refuses
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(outcomes))

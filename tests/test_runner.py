@@ -13,7 +13,7 @@ import pytest
 
 from pigbench.metrics import metrics_close
 from pigbench.results import validate_results
-from pigbench.runner import RunAborted, RunConfig, run
+from pigbench.runner import RunAborted, RunConfig, check_device, run
 
 TESTS = Path(__file__).resolve().parent
 
@@ -99,6 +99,30 @@ def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
 def test_unknown_option_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown option 'nope'.*options: .*sleep"):
         run(config(tmp_path, options={"nope": "1"}))
+
+
+@pytest.mark.parametrize("field, value, flag", [("batch_size", 0, "--batch-size"), ("limit", 0, "--limit"),
+                                               ("num_workers", -1, "--num-workers"), ("tie_threshold", -0.5, "--tie-threshold"),
+                                               ("max_error_rate", 1.5, "--max-error-rate")])
+def test_settings_no_run_can_use_are_refused_naming_the_flag(field, value, flag):
+    with pytest.raises(ValueError, match=f"^{field} must be .*got {value!r} \\({flag}\\)$"):
+        RunConfig(**{field: value})
+
+
+def test_a_device_torch_does_not_know_or_this_machine_lacks_is_refused():
+    torch = pytest.importorskip("torch")
+    check_device("cpu")
+    with pytest.raises(ValueError, match="'gpu' is not a device torch knows"):
+        check_device("gpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ValueError, match=f"has {count} CUDA GPU" if count else "sees no CUDA GPU on this machine"):
+        check_device(f"cuda:{count}")
+
+
+def test_cli_refuses_a_bad_setting_in_one_line(tmp_path):
+    cmd, env = _cli(tmp_path, "--batch-size", "0")
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == "error: batch_size must be >= 1, got 0 (--batch-size)"
 
 
 def _cli(tmp_path, *extra, env=None):
