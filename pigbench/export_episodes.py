@@ -34,7 +34,7 @@ from pigbench.adapter import DatasetError
 from pigbench.protocol import Episode, ImageError, ImageRef
 from pigbench.registry import RegistryError
 from pigbench.run import parse_pairs
-from pigbench.runner import RunConfig, load_split
+from pigbench.runner import RunConfig, load_split, writable_dir
 from pigbench.splits import SplitResult
 
 FORMAT_VERSION = 1
@@ -76,8 +76,7 @@ def split_flags(config: RunConfig) -> list[str]:
 def export_episodes(config: RunConfig, out: Path) -> dict[str, Any]:
     """Write the split of ``config`` into ``out`` (see the module docstring); returns the manifest."""
     _, split = load_split(config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "images").mkdir(exist_ok=True)
+    writable_dir(out / "images", "export directory (--out)")
     written: dict[str, str] = {}  # content hash -> relative file path
     lines = [json.dumps(_episode_json(e, out, written), ensure_ascii=False) + "\n" for e in split.episodes]
     (out / "episodes.jsonl").write_text("".join(lines), encoding="utf-8")

@@ -83,6 +83,16 @@ class RunConfig:
                 raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r} (--{name.replace('_', '-')})")
 
 
+def writable_dir(path: Path, what: str) -> None:
+    """Create ``path`` if needed; raise ValueError, naming ``what`` and why, when it cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the {what} {str(path)!r}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"the {what} {str(path)!r} is not writable")
+
+
 def check_device(device: str) -> None:
     """Raise unless ``device`` is "cpu" or a device torch has on this machine (torch is imported
     only for other devices)."""
@@ -158,6 +168,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         config = dataclasses.replace(config, device=world.bind_device(config.device),
                                      progress=config.progress and world.is_main)
         check_device(config.device)
+        writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
+        writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
         evaluator = build_evaluator(config)
         adapter, split = load_split(config)
         stores = RunStores(Path(config.cache_dir) / "runs", run_key(evaluator, split, config.swap), world)

@@ -119,6 +119,15 @@ def test_a_device_torch_does_not_know_or_this_machine_lacks_is_refused():
         check_device(f"cuda:{count}")
 
 
+def test_an_unwritable_results_or_store_directory_is_refused_before_any_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="cannot create the results directory \\(--output\\) .*a-file/toy"):
+        run(config(tmp_path, output=str(blocker)))
+    with pytest.raises(ValueError, match="cannot create the prediction store directory \\(--cache-dir\\) .*a-file/runs"):
+        run(config(tmp_path, cache_dir=str(blocker)))
+
+
 def test_cli_refuses_a_bad_setting_in_one_line(tmp_path):
     cmd, env = _cli(tmp_path, "--batch-size", "0")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
