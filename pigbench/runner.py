@@ -73,7 +73,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         """Refuse settings no run can use, naming the field (and its command-line flag)."""
         for name, ok, rule in (
-            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1 or self.device == "external", ">= 1"),  # 0: saved outputs, no batches
             ("limit", self.limit is None or self.limit >= 1, ">= 1 (leave it out for every target)"),
             ("num_workers", self.num_workers >= 0, ">= 0"),
             ("tie_threshold", self.tie_threshold is None or self.tie_threshold >= 0, ">= 0"),

@@ -263,9 +263,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config = split_config(args, evaluator=args.name, output=args.output, tie_threshold=args.tie_threshold,
-                          variant=args.variant, device="external", batch_size=0)
     try:
+        config = split_config(args, evaluator=args.name, output=args.output, tie_threshold=args.tie_threshold,
+                              variant=args.variant, device="external", batch_size=0)
         results, path = score_saved_outputs(config, args.predictions, args.kind, args.uses_references, args.description)
     except (SavedOutputsError, DatasetError, RegistryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
