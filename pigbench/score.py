@@ -43,7 +43,7 @@ from pigbench.protocol import Dimension, Episode, Label, Prediction, label_from_
 from pigbench.registry import RegistryError
 from pigbench.report_table import format_metrics_table
 from pigbench.results import validate_results
-from pigbench.runner import RunConfig, load_split, write_run_results
+from pigbench.runner import RunConfig, load_split, writable_dir, write_run_results
 
 HEADER_KEYS = {"fingerprint", "models", "config"}
 SAMPLE_KEYS = {"sample_id", "choice", "score_a", "score_b", "rationale", "raw_text", "error", "extra", "dimensions"}
@@ -237,6 +237,7 @@ def score_saved_outputs(
     when any line has a choice, else "scalar". Returns the results dict and its path.
     """
     start = time.time()
+    writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
     saved = read_predictions(predictions_file, config.tie_threshold or 0.0)
     adapter, split = load_split(config)
     by_id = match_split(saved, split.episodes, split.fingerprint, split_flags(config))
