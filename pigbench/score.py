@@ -237,7 +237,6 @@ def score_saved_outputs(
     when any line has a choice, else "scalar". Returns the results dict and its path.
     """
     start = time.time()
-    writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
     saved = read_predictions(predictions_file, config.tie_threshold or 0.0)
     adapter, split = load_split(config)
     by_id = match_split(saved, split.episodes, split.fingerprint, split_flags(config))
@@ -247,6 +246,7 @@ def score_saved_outputs(
         config.evaluator, SavedOutputsConfig(config.tie_threshold or 0.0, saved.header.get("config", {})), by_id,
         kind or ("judge" if saved.choices else "scalar"), uses_references, description, provenance)
     served = {p.sample_id: p.to_json() for p in evaluator.predict(split.episodes)}
+    writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
     return write_run_results(config, evaluator, adapter, split, served, 0, start)
 
 
