@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from pigbench.evaluator import EvaluatorConfig, Runtime, ScalarConfig, ScalarEvaluator, ScoreRequest
-from pigbench.image_features import PerImageCache, load_rgb
+from pigbench.image_features import PerImageCache, check_side, load_rgb
 
 
 def color_texture_features(rgb: np.ndarray) -> np.ndarray:
@@ -47,6 +47,12 @@ class ColorReferenceConfig(ScalarConfig):
     size: int = 64  # side of the square images are resized to before computing statistics
     contrastive: bool = True  # subtract the mean distance to the rejected references
     min_spread: float = 0.02  # floor of each statistic's per-user spread (statistics are ~[0, 1])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_side("color-reference", self.size, 8)
+        if not self.min_spread > 0:
+            raise ValueError(f"color-reference: min_spread must be > 0, got {self.min_spread!r}")
 
 
 class ColorReference(ScalarEvaluator):

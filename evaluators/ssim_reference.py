@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from pigbench.evaluator import EvaluatorConfig, Runtime, ScalarConfig, ScalarEvaluator, ScoreRequest
-from pigbench.image_features import PerImageCache, load_rgb
+from pigbench.image_features import PerImageCache, check_side, load_rgb
 from pigbench.protocol import ImageRef
 
 SIGMA, TRUNCATE = 1.5, 3.5  # an 11-tap Gaussian window, as in Wang et al. 2004 and scikit-image
@@ -70,6 +70,10 @@ class SSIMReferenceConfig(ScalarConfig):
     size: int = 64  # side of the square both images are resized to (at least 12)
     contrastive: bool = True  # subtract the mean SSIM to the rejected references
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_side("ssim-reference", self.size, 2 * PAD + 2)
+
 
 class SSIMReference(ScalarEvaluator):
     """Scores an image by SSIM to the user's preferred references (minus SSIM to the rejected ones)."""
@@ -82,8 +86,6 @@ class SSIMReference(ScalarEvaluator):
 
     def __init__(self, config: Optional[EvaluatorConfig] = None, runtime: Optional[Runtime] = None) -> None:
         super().__init__(config, runtime)
-        if self.config.size <= 2 * PAD + 1:
-            raise ValueError(f"ssim-reference: size must be at least {2 * PAD + 2}, got {self.config.size}")
         max_items = max(64, (64 << 20) // (24 * 3 * self.config.size**2))  # about 64 MiB of moments
         self.moments = PerImageCache(lambda img: moments(load_rgb(img, self.config.size)), max_items)
         self._stack_key: tuple[str, ...] = ()

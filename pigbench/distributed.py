@@ -189,7 +189,8 @@ class RunStores:
         return sorted(Path(p) for p in glob.glob(pattern))
 
     def done_ids(self) -> set[str]:
-        """Sample ids stored by any rank of any run of this key. Returns on every rank together, before
+        """Sample ids successfully predicted by any rank of any run of this key (failed predictions are
+        predicted again; see :mod:`pigbench.store`). Returns on every rank together, before
         any rank writes, so all ranks see the same set; raises on every rank if ranks disagree on the
         run key (other options or data on some rank) or on what is done."""
         done: set[str] = set()

@@ -204,6 +204,10 @@ class ScalarConfig(EvaluatorConfig):
 
     tie_threshold: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tie_threshold) and self.tie_threshold >= 0):
+            raise ValueError(f"tie_threshold must be a finite number >= 0, got {self.tie_threshold!r}")
+
 
 @dataclass(frozen=True)
 class ScoreRequest:

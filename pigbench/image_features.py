@@ -16,6 +16,14 @@ from PIL import Image
 from pigbench.protocol import ImageRef
 
 V = TypeVar("V")
+MAX_SIDE = 4096  # the largest square side an evaluator's ``size`` option may ask for
+
+
+def check_side(evaluator: str, size: int, minimum: int) -> None:
+    """Raise ValueError unless ``minimum <= size <= MAX_SIDE`` (``size``: a ``size`` option, the
+    side of the squares images are resized to)."""
+    if not minimum <= size <= MAX_SIDE:
+        raise ValueError(f"{evaluator}: size must be between {minimum} and {MAX_SIDE}, got {size}")
 
 
 def load_rgb(image: ImageRef, size: Optional[int] = None) -> np.ndarray:

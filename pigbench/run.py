@@ -42,11 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, str]:
+    """``["k=v", ...]`` as a dict; ValueError naming ``flag`` for an item without ``=`` or key."""
     out = {}
     for item in pairs:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {item!r}")
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key.strip()] = value.strip()
     return out
 

@@ -3,11 +3,12 @@
 ``run(RunConfig(...))`` is what ``python -m pigbench.run`` calls. Contracts:
 
 * Predictions are committed to the per-run store (:mod:`pigbench.store`) batch by batch; a run
-  restarted with the same evaluator config and split resumes where it stopped, and its final
-  metrics equal an uninterrupted run's.
+  restarted with the same evaluator config, split and dataset options resumes where it stopped,
+  and its final metrics equal an uninterrupted run's.
 * An episode whose prediction raises is recorded INVALID with its error; the run goes on. If the
   share of failed samples exceeds ``max_error_rate`` (after ``min_samples_for_error_rate``), the
   run stops with :class:`RunAborted` summarising the reasons; finished work stays in the store.
+  A restarted run predicts the failed episodes again (the server may be up now).
 * ``swap=True`` asks every episode in both A/B orders and combines the answers by the protocol's
   position-swap rule, keeping both raw answers.
 """
@@ -17,8 +18,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import hashlib
+import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -26,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import pigbench
 from pigbench.adapter import DatasetAdapter
@@ -130,10 +134,13 @@ def build_evaluator(config: RunConfig) -> Evaluator:
     """The evaluator instance for ``config`` (requirements checked, nothing loaded yet)."""
     cls = evaluators.get(config.evaluator)
     options = dict(config.options)
-    if config.model_path is not None:
-        options["model_path"] = config.model_path
-    if config.tie_threshold is not None:
-        options["tie_threshold"] = str(config.tie_threshold)
+    for name, value in (("model_path", config.model_path), ("tie_threshold", config.tie_threshold)):
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name in options and options[name] != str(value):
+            raise ValueError(f"{flag} {value} and --option {name}={options[name]} disagree; give one of them")
+        options[name] = str(value)
     ev_config = cls.Config.from_options(options)
     cls.check_requirements(ev_config)
     runtime = Runtime(device=config.device, batch_size=config.batch_size, num_workers=config.num_workers,
@@ -149,12 +156,25 @@ def load_split(config: RunConfig) -> tuple[DatasetAdapter, SplitResult]:
     split = adapter.split(seed=config.seed, reference_size=config.reference_size)
     split.limit(config.limit)
     if not split.episodes:
-        raise ValueError(f"dataset {config.dataset!r} produced no targets: {split.summary()['skipped_users']}")
+        summary = split.summary()
+        skipped = {**summary["skipped_users"], **summary["skipped_records"]}
+        why = "; ".join(f"{n} x {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1])) or "it has no records"
+        raise ValueError(f"dataset {config.dataset!r} produced no targets. Skipped: {why}")
     return adapter, split
 
 
-def run_key(evaluator: Evaluator, split: SplitResult, swap: bool) -> str:
-    return f"{evaluator.name}__{evaluator.config_hash}__{split.fingerprint}" + ("__swap" if swap else "")
+def run_key(evaluator: Evaluator, split: SplitResult, swap: bool, dataset_options: Mapping[str, str]) -> str:
+    """What a stored prediction depends on: the evaluator and its config, the split, the dataset
+    options (which can change the images, e.g. demo's ``size`` or PIP's ``images`` folder, but not
+    the split's fingerprint), and swapping."""
+    key = f"{evaluator.name}__{evaluator.config_hash}__{split.fingerprint}"
+    if dataset_options:
+        key += "__opt" + _options_digest(dataset_options)
+    return key + ("__swap" if swap else "")
+
+
+def _options_digest(options: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(options), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> RunOutcome:
@@ -172,12 +192,14 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
         evaluator = build_evaluator(config)
         adapter, split = load_split(config)
-        stores = RunStores(Path(config.cache_dir) / "runs", run_key(evaluator, split, config.swap), world)
+        key = run_key(evaluator, split, config.swap, config.dataset_options)
+        stores = RunStores(Path(config.cache_dir) / "runs", key, world)
         done = stores.done_ids()
         todo = [e for e in split.episodes if e.sample_id not in done]
         resumed = len(split.episodes) - len(todo)
         if resumed and world.is_main:
-            log(f"resuming: {resumed} of {len(split.episodes)} predictions found in {stores.main_path}")
+            log(f"resuming: {resumed} of {len(split.episodes)} predictions found in {stores.main_path} "
+                "(samples that failed are predicted again)")
         mine = shard(todo, world)
         with world.together(RunAborted):
             if mine:
@@ -237,7 +259,8 @@ def _predict_all(
                 reasons = "\n".join(f"  {n} x {r}" for r, n in failures.most_common(10))
                 raise RunAborted(
                     f"{failed} of {attempted} samples failed (more than {config.max_error_rate:.0%}); "
-                    f"stopping. {attempted} predictions are saved in {store.path} and will be reused.\n"
+                    f"stopping. {attempted} predictions are saved in {store.path}: a rerun reuses the successful "
+                    f"ones and predicts the failed ones again.\n"
                     f"Most common reasons:\n{reasons}"
                 )
     finally:
@@ -355,7 +378,10 @@ def _variant_suffix(config: RunConfig, evaluator: Evaluator) -> str:
     if config.limit is not None:
         parts.append(f"limit{config.limit}")
     if config.dataset_options:
-        parts.append("opt-" + "-".join(f"{k}{v}" for k, v in sorted(config.dataset_options.items())))
+        text = "-".join(f"{k}{v}" for k, v in sorted(config.dataset_options.items()))
+        # readable when short and safe in a file name (size32), else a digest (a folder path as a value)
+        safe = len(text) <= 40 and re.fullmatch(r"[A-Za-z0-9.=+-]+", text)
+        parts.append(f"opt-{text}" if safe else f"opt{_options_digest(config.dataset_options)}")
     return "__" + "_".join(parts) if parts else ""
 
 

@@ -1,9 +1,11 @@
-"""Append-only per-run prediction store: what makes a killed run resume without loss or duplicates.
+"""Per-run prediction store: what makes a killed run resume without loss or duplicates.
 
-One SQLite file per run, named by the run key (evaluator, config hash, split fingerprint, swap),
-in WAL mode with ``synchronous=FULL``: each batch is one committed transaction, so a process
-killed at any point (SIGKILL included) leaves exactly the batches that were committed. A sample
-id is the primary key, so a prediction is never stored twice.
+One SQLite file per run, named by the run key (evaluator, config hash, split fingerprint, dataset
+options, swap), in WAL mode with ``synchronous=FULL``: each batch is one committed transaction, so
+a process killed at any point (SIGKILL included) leaves exactly the batches that were committed. A
+sample id is the primary key, so a prediction is never stored twice. A prediction that failed
+(one with an ``error``: a server that was down, a file that could not be read) is not *done*: a
+resumed run predicts it again, and the new prediction replaces it. A successful one is final.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from pathlib import Path
 from typing import Iterable
 
 from pigbench.protocol import Prediction
+
+
+_FAILED = "json_extract(payload, '$.error') IS NOT NULL"
+# an upsert clause: a new row for a stored sample id replaces the stored row only if that one failed
+_REPLACE_FAILED = ("ON CONFLICT(sample_id) DO UPDATE SET payload = excluded.payload "
+                   "WHERE json_extract(predictions.payload, '$.error') IS NOT NULL")
 
 
 class PredictionStore:
@@ -29,20 +37,22 @@ class PredictionStore:
         self._db.commit()
 
     def done_ids(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT sample_id FROM predictions")}
+        """Sample ids with a successful prediction (failed ones are to be predicted again)."""
+        return {row[0] for row in self._db.execute(f"SELECT sample_id FROM predictions WHERE NOT {_FAILED}")}
 
     def add(self, predictions: Iterable[Prediction]) -> None:
-        """Store a batch atomically; a sample id already stored is left as it was."""
+        """Store a batch atomically; it replaces a failed prediction of the same sample, never a successful one."""
         rows = [(p.sample_id, json.dumps(p.to_json(), sort_keys=True)) for p in predictions]
         with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO predictions VALUES (?, ?)", rows)
+            self._db.executemany(f"INSERT INTO predictions VALUES (?, ?) {_REPLACE_FAILED}", rows)
 
     def absorb(self, path: str | Path) -> None:
-        """Copy every prediction of another store file into this one, atomically (ids already here stay)."""
+        """Copy every prediction of another store file into this one, atomically, as :meth:`add` would."""
         self._db.execute("ATTACH DATABASE ? AS other", (str(path),))
         try:
             with self._db:
-                self._db.execute("INSERT OR IGNORE INTO predictions SELECT sample_id, payload FROM other.predictions")
+                self._db.execute(f"INSERT INTO predictions SELECT sample_id, payload FROM other.predictions WHERE true "
+                                 f"{_REPLACE_FAILED}")
         finally:
             self._db.execute("DETACH DATABASE other")
 

@@ -13,7 +13,7 @@ import pytest
 
 from pigbench.metrics import metrics_close
 from pigbench.results import validate_results
-from pigbench.runner import RunAborted, RunConfig, check_device, run
+from pigbench.runner import RunAborted, RunConfig, _variant_suffix, build_evaluator, check_device, run
 
 TESTS = Path(__file__).resolve().parent
 
@@ -75,6 +75,58 @@ def test_error_budget_stops_run_and_keeps_finished_work(tmp_path):
     assert sqlite3.connect(stores[0]).execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 8
 
 
+def test_failed_samples_are_predicted_again_on_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOY_SERVER_DOWN", "1")
+    with pytest.raises(RunAborted, match="reuses the successful ones and predicts the failed ones again"):
+        run(config(tmp_path))
+    monkeypatch.delenv("TOY_SERVER_DOWN")
+    out = run(config(tmp_path))
+    assert out.resumed == 0 and out.computed == out.results["split"]["targets"]
+    assert out.results["failures"]["count"] == 0 and out.results["metrics"]["invalid_rate"] == 0.0
+    again = run(config(tmp_path))
+    assert again.computed == 0 and again.resumed == out.computed
+
+
+def test_dataset_options_are_part_of_what_a_resumed_run_reuses(tmp_path):
+    base = dict(evaluator="color-reference", dataset="demo", limit=20)
+    first = run(config(tmp_path, **base))
+    smaller = run(config(tmp_path, **base, dataset_options={"size": "32"}))  # same split, other pixels
+    assert smaller.results["split"]["fingerprint"] == first.results["split"]["fingerprint"]
+    assert (smaller.computed, smaller.resumed) == (20, 0)
+    assert smaller.results_path.name == "color-reference__limit20_opt-size32.json"
+
+
+def test_a_dataset_option_that_is_a_path_gives_a_file_name_not_folders(tmp_path):
+    cfg = config(tmp_path, dataset_options={"images": "/data/pip/images"})
+    suffix = _variant_suffix(cfg, build_evaluator(cfg))
+    assert "/" not in suffix and suffix.startswith("__opt") and len(suffix) == len("__opt") + 12
+
+
+def test_a_flag_and_an_option_for_the_same_field_must_agree(tmp_path):
+    with pytest.raises(ValueError, match="--tie-threshold 0.5 and --option tie_threshold=0.1 disagree"):
+        build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie_threshold": "0.1"}))
+    assert build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie_threshold": "0.5"})).config.tie_threshold == 0.5
+
+
+@pytest.mark.parametrize("options, message", [({"tie_threshold": "nan"}, "tie_threshold must be a finite number >= 0"),
+                                              ({"tie_threshold": "-1"}, "tie_threshold must be a finite number >= 0")])
+def test_scalar_options_no_run_can_use_are_refused(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        build_evaluator(config(tmp_path, options=options))
+
+
+@pytest.mark.parametrize("name, size", [("color-reference", 0), ("color-reference", 5000), ("ssim-reference", 11),
+                                        ("ssim-reference", 100000)])
+def test_image_size_options_are_bounded(tmp_path, name, size):
+    with pytest.raises(ValueError, match=f"{name}: size must be between"):
+        build_evaluator(config(tmp_path, evaluator=name, dataset="demo", options={"size": str(size)}))
+
+
+def test_no_targets_names_why_records_and_users_were_skipped(tmp_path):
+    with pytest.raises(ValueError, match=r"produced no targets\. Skipped: 12 x fewer than 50 decisive reference"):
+        run(config(tmp_path, reference_size=50))
+
+
 def test_swap_records_both_answers(tmp_path):
     out = run(config(tmp_path, swap=True))
     rows = predictions(out.results_path.with_name(out.results_path.stem + ".predictions.jsonl"))
@@ -128,10 +180,12 @@ def test_an_unwritable_results_or_store_directory_is_refused_before_any_work(tmp
         run(config(tmp_path, cache_dir=str(blocker)))
 
 
-def test_cli_refuses_a_bad_setting_in_one_line(tmp_path):
-    cmd, env = _cli(tmp_path, "--batch-size", "0")
+@pytest.mark.parametrize("flags, message", [(("--batch-size", "0"), "batch_size must be >= 1, got 0 (--batch-size)"),
+                                            (("--option", "sleep"), "--option expects KEY=VALUE, got 'sleep'")])
+def test_cli_refuses_a_bad_setting_in_one_line(tmp_path, flags, message):
+    cmd, env = _cli(tmp_path, *flags)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and out.stderr.strip() == "error: batch_size must be >= 1, got 0 (--batch-size)"
+    assert out.returncode == 2 and out.stderr.strip() == f"error: {message}"
 
 
 def _cli(tmp_path, *extra, env=None):
