@@ -1,7 +1,7 @@
 """JSON-lines files and image folders, the building blocks of the file-based adapters.
 
-* :func:`iter_jsonl` yields ``(line number, value)`` and reports an unparseable line through a
-  callback (an adapter's :meth:`skip`) instead of stopping.
+* :func:`iter_jsonl` yields ``(line number, value)`` and reports a line that is not UTF-8 or not
+  JSON through a callback (an adapter's :meth:`skip`) instead of stopping.
 * :func:`require_fields` raises :class:`DatasetError` naming file, line and field when a record
   lacks a field or has it with the wrong type: a malformed file, not a bad row.
 * :func:`image_index` maps file stems to image paths in a folder, listing it once.
@@ -20,13 +20,20 @@ FieldType = Union[type, tuple[type, ...]]
 
 
 def iter_jsonl(path: Path, on_error: Callable[[str, str], None]) -> Iterator[tuple[int, Any]]:
-    """Each non-blank line's JSON value with its 1-based line number; bad lines go to ``on_error``."""
+    """Each non-blank line's JSON value with its 1-based line number (lines end at ``\\n``, as JSON
+    Lines says); a line that is not UTF-8 or not JSON goes to ``on_error(reason, "file:line: ...")``."""
     try:
-        fh = path.open(encoding="utf-8")
+        fh = path.open("rb")
     except OSError as exc:
         raise DatasetError(f"{path}: cannot open: {exc}") from None
     with fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                on_error("line not UTF-8", f"{path.name}:{lineno}: not UTF-8 "
+                                           f"(byte {exc.start + 1} is 0x{raw[exc.start]:02x}: {exc.reason})")
+                continue
             if not line.strip():
                 continue
             try:

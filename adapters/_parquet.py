@@ -5,7 +5,8 @@ Hub parquet shards are named ``data/{split}-{NNNNN}-of-{MMMMM}[-{hex}].parquet``
 or ``default/{split}/{NNNN}.parquet`` (the ``refs/convert/parquet`` branch). :class:`ShardSet`
 opens them lazily (local paths, or hub paths through an fsspec filesystem), finds rows by a key
 column reading only that column, and reads chosen rows one row group at a time, counting the
-row groups it reads.
+row groups it reads. A file that is not readable parquet is a :class:`DatasetError` naming it
+(:func:`parquet_errors`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict, defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -48,6 +50,21 @@ def find_shards(root: Path, split: str) -> list[Path]:
     if root.is_file():
         return [root] if shard_split(root) == split or root.suffix == ".parquet" else []
     return sorted(p for p in root.rglob("*.parquet") if shard_split(p.relative_to(root)) == split)
+
+
+@contextmanager
+def parquet_errors(name: Union[str, Path]) -> Iterator[None]:
+    """Turn pyarrow's error on a file that is not readable parquet into a :class:`DatasetError` naming ``name``."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise DatasetError(f"{name}: cannot read as parquet: {exc}") from None
+
+
+def read_schema(path: Union[str, Path]) -> pa.Schema:
+    """The arrow schema of the parquet file at ``path``; :class:`DatasetError` naming it if unreadable."""
+    with parquet_errors(path):
+        return pq.read_schema(path)
 
 
 def check_schema(schema: pa.Schema, expected: Mapping[str, TypeCheck], where: str) -> None:
@@ -89,11 +106,9 @@ class ShardSet:
         with self._lock:
             if shard not in self._files:
                 path = self.paths[shard]
-                try:
+                with parquet_errors(path):
                     src = path if self.filesystem is None else self.filesystem.open(path, "rb")
                     self._files[shard] = pq.ParquetFile(src)
-                except (OSError, pa.ArrowException) as exc:
-                    raise DatasetError(f"{path}: cannot read as parquet: {exc}") from None
             return self._files[shard]
 
     def read_group(self, shard: int, group: int, columns: Sequence[str]) -> pa.Table:
@@ -110,7 +125,8 @@ class ShardSet:
         for shard in range(len(self.paths)):
             pf = self.file(shard)
             check_schema(pf.schema_arrow, {key_column: lambda t: True}, self.name(shard))
-            col = pf.read(columns=[key_column]).column(0)
+            with parquet_errors(self.name(shard)):
+                col = pf.read(columns=[key_column]).column(0)
             hits = pc.indices_nonzero(pc.is_in(col, value_set=wanted)).to_numpy()
             starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
             groups = np.searchsorted(starts, hits, side="right") - 1

@@ -14,11 +14,13 @@ with one row per target pair::
 
 The source fixes each target's references, so :meth:`LearnUserPref.split` builds one episode per
 row from its first K reference pairs (K = 8, like the authors' ``eval.py``); the seed only decides
-the A/B order. A row with fewer than K references, an unknown label or an unreadable image value
-is skipped and counted; as in the shared splitter, a target whose prompt (normalized) or image
-(content hash) appears in its references is dropped. Image ids are ``sha256:<16 hex>`` of the
-bytes. Unpickling runs code, so files are read with a restricted unpickler
-(:mod:`pigbench.adapters._safe_pickle`); ``trust_pickle=true`` uses plain pickle instead.
+the A/B order. A row with no user id, fewer than K references, an unknown label, a prompt that is
+not a string or an unreadable image value is skipped and counted; as in the shared splitter, a
+target whose prompt (normalized) or image (content hash) appears in its references is dropped.
+User ids keep their integer spelling where pandas stored them as floats (a column with a missing
+id). Image ids are ``sha256:<16 hex>`` of the bytes. Unpickling runs code, so files are read with
+a restricted unpickler (:mod:`pigbench.adapters._safe_pickle`); ``trust_pickle=true`` uses plain
+pickle instead.
 """
 
 from __future__ import annotations
@@ -55,11 +57,11 @@ class LearnUserPref(DatasetAdapter):
 
     def records(self) -> Iterator[PreferenceRecord]:
         """The target pairs as records (their references are the source's, see :meth:`split`)."""
-        for rid, row in self._rows():
+        for rid, user, row in self._rows():
             images, gold = self._target(rid, row)
             if images is not None:
                 ranks = {Label.A: (1, 2), Label.B: (2, 1), Label.TIE: (1, 1)}[gold]
-                yield PreferenceRecord(rid, str(row["user_id"]), str(row["prompt"]), images, ranks, self.REPO, rid)
+                yield PreferenceRecord(rid, user, row["prompt"], images, ranks, self.REPO, rid)
 
     def split(self, seed: int, reference_size: Optional[int] = None, max_targets_per_user: Optional[int] = None) -> SplitResult:
         k = self.default_reference_size if reference_size is None else reference_size
@@ -67,14 +69,13 @@ class LearnUserPref(DatasetAdapter):
             raise DatasetError(f"{self.name}: the reference size must be a number >= 0 (the source fixes up to 8 per target)")
         result = SplitResult([], self.name, seed, k)
         per_user: dict[str, int] = {}
-        for rid, row in self._rows():
-            user = str(row["user_id"])
+        for rid, user, row in self._rows():
             per_user.setdefault(user, 0)
             images, gold = self._target(rid, row)
             refs = self._references(rid, row, k) if images is not None else None
             if images is None or refs is None:
                 continue
-            leak = _leak(str(row["prompt"]), images, refs)
+            leak = _leak(row["prompt"], images, refs)
             if leak:
                 result.note(result.skipped_records, leak, rid)
                 continue
@@ -82,8 +83,8 @@ class LearnUserPref(DatasetAdapter):
                 continue
             sample_id = f"{user}/{rid}/0-1"
             x, y = images
-            target = Target(sample_id, str(row["prompt"]), x, y, gold, rid) if a_first(sample_id, seed) else \
-                Target(sample_id, str(row["prompt"]), y, x, gold.swapped(), rid)
+            target = Target(sample_id, row["prompt"], x, y, gold, rid) if a_first(sample_id, seed) else \
+                Target(sample_id, row["prompt"], y, x, gold.swapped(), rid)
             result.episodes.append(Episode(user, refs, target))
             per_user[user] += 1
         for user, n in per_user.items():
@@ -102,6 +103,9 @@ class LearnUserPref(DatasetAdapter):
         if gold is None:
             self.skip("label0 not 0, 0.5 or 1", f"{rid}: {row['label0']!r}")
             return None, Label.INVALID
+        if not isinstance(row["prompt"], str):
+            self.skip("prompt is not a string", f"{rid}: {row['prompt']!r}")
+            return None, gold
         x, y = _image(row["image0"]), _image(row["image1"])
         if x is None or y is None:
             self.skip("target image is not bytes, a PIL image or an array", rid)
@@ -118,15 +122,19 @@ class LearnUserPref(DatasetAdapter):
             return None
         refs = []
         for i in range(k):
+            if not isinstance(prompts[i], str):
+                self.skip("reference prompt is not a string", f"{rid} reference {i}: {prompts[i]!r}")
+                return None
             good, bad = _image(liked[i]), _image(disliked[i])
             if good is None or bad is None:
                 self.skip("reference image is not bytes, a PIL image or an array", f"{rid} reference {i}")
                 return None
-            refs.append(ReferencePair(str(prompts[i]), good, bad, f"{rid}/ref{i}"))
+            refs.append(ReferencePair(prompts[i], good, bad, f"{rid}/ref{i}"))
         return tuple(refs)
 
-    def _rows(self) -> Iterator[tuple[str, Any]]:
-        """(record id ``<file stem>:<row>``, row) over the chosen split's files, in order."""
+    def _rows(self) -> Iterator[tuple[str, str, Any]]:
+        """(record id ``<file stem>:<row>``, user id, row) over the chosen split's files, in order;
+        a row without a user id is skipped and counted."""
         check_options(self.name, self.options, self.OPTIONS)
         self.skipped.clear()
         self.skip_examples.clear()
@@ -140,7 +148,11 @@ class LearnUserPref(DatasetAdapter):
                 if col not in columns:
                     raise DatasetError(f"{path}: missing column {col!r}; found columns: {', '.join(map(str, columns))}")
             for i, (_, row) in enumerate(frame.iterrows()):
-                yield f"{path.stem}:{i}", row
+                rid, user = f"{path.stem}:{i}", _user_id(row["user_id"])
+                if user is None:
+                    self.skip("missing user_id", rid)
+                else:
+                    yield rid, user, row
 
     def _files(self) -> list[Path]:
         split = self.options.get("split", "test")
@@ -162,6 +174,14 @@ class LearnUserPref(DatasetAdapter):
 
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), "hub": self.REPO}
+
+
+def _user_id(value: Any) -> Optional[str]:
+    """The user id as text, an integer-valued float spelled as the integer; None when missing (None or NaN)."""
+    is_float = isinstance(value, (float, np.floating))
+    if value is None or (is_float and np.isnan(value)):
+        return None
+    return str(int(value)) if is_float and float(value).is_integer() else str(value)
 
 
 def _number(value: Any) -> Optional[float]:

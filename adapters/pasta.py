@@ -155,8 +155,9 @@ def _validate(obj: Any, where: str) -> None:
     problem = None
     if not isinstance(obj, dict) or set(SCHEMA) - set(obj):
         problem = "missing fields"
-    elif any(not isinstance(obj[f], t) or (t is int and isinstance(obj[f], bool)) for f, t in SCHEMA.items()):
-        problem = "fields of the wrong type"
+    elif wrong := [f"field {f!r} is {type(obj[f]).__name__}, expected {t.__name__}" for f, t in SCHEMA.items()
+                   if not isinstance(obj[f], t) or (t is int and isinstance(obj[f], bool))]:
+        problem = "; ".join(wrong)
     elif len(obj["expanded_prompts"]) != 4 or len(obj["images"]) != 4 or any(
             not isinstance(s, list) or len(s) != 4 or not all(isinstance(p, str) for p in s) for s in obj["images"]):
         problem = "'expanded_prompts' must hold 4 prompts and 'images' 4 slates of 4 paths"

@@ -11,9 +11,9 @@ alone (image hashes are then the uids, and no image can be opened: for ``data in
 Pipeline; skipped rows and users are counted by reason:
 
 1. Metadata: 9 projected columns of every ``train`` shard, read with pyarrow (never pandas).
-2. Rows: drop missing fields, identical image uids (``are_different`` is about *models*, not
-   pixels), labels other than (1, 0) / (0, 1) / (0.5, 0.5), ``has_label`` False with a decisive
-   label, ``best_image_uid`` disagreeing with the labels, repeated ``ranking_id``. A tie is
+2. Rows: drop missing fields (``ranking_id`` included), identical image uids (``are_different``
+   is about *models*, not pixels), labels other than (1, 0) / (0, 1) / (0.5, 0.5), ``has_label``
+   False with a decisive label, ``best_image_uid`` disagreeing with the labels, repeated ``ranking_id``. A tie is
    ``label_0 == label_1 == 0.5`` (``has_label`` False, ``best_image_uid == "none"``): ranks (1, 1). Captions are stripped and their
    whitespace collapsed (leakage checks also lower-case them).
 3. Users: keep those with >= K decisive and >= K + 1 usable rows (K = reference size, default 8;
@@ -44,7 +44,8 @@ import pyarrow.parquet as pq
 from pigbench.adapter import DatasetAdapter, DatasetError
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
 from pigbench.adapters._options import check_options, get_int
-from pigbench.adapters._parquet import BINARY, BOOL, FLOAT, INTEGER, STRING, RowCache, ShardSet, check_schema, find_shards
+from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, RowCache, ShardSet, check_schema, find_shards,
+                                        parquet_errors, read_schema)
 from pigbench.hub import download_hint, remote_files, resolve_root
 from pigbench.protocol import ImageError, ImageRef, PreferenceRecord, normalize_prompt
 from pigbench.splits import SplitResult
@@ -147,9 +148,10 @@ class PickAPic(DatasetAdapter):
         files = self._meta_files()
         tables = []
         for i, f in enumerate(files):
-            pf = pq.ParquetFile(f)
-            check_schema(pf.schema_arrow, COLUMNS, f)
-            t = pf.read(columns=list(COLUMNS))
+            with parquet_errors(f):
+                pf = pq.ParquetFile(f)
+                check_schema(pf.schema_arrow, COLUMNS, f)
+                t = pf.read(columns=list(COLUMNS))
             tables.append(t.append_column("shard", pa.array(np.full(len(t), i, np.int32))))
         t = pa.concat_tables(tables, promote_options="permissive")
         prompt = _collapse_whitespace(t["caption"].combine_chunks())
@@ -161,8 +163,9 @@ class PickAPic(DatasetAdapter):
         winner = pc.if_else(pa.array(first), u0, u1)
         best_is_image = _np(pc.fill_null(pc.or_(pc.equal(best, u0), pc.equal(best, u1)), False))
         checks = [
-            ("missing user_id, caption or image uid",
-             _np(pc.is_null(t["user_id"])) | _np(pc.is_null(u0)) | _np(pc.is_null(u1)) | _np(pc.fill_null(pc.equal(prompt, ""), True))),
+            ("missing ranking_id, user_id, caption or image uid",
+             _np(pc.is_null(t["ranking_id"])) | _np(pc.is_null(t["user_id"])) | _np(pc.is_null(u0)) | _np(pc.is_null(u1))
+             | _np(pc.fill_null(pc.equal(prompt, ""), True))),
             ("identical image uids in a pair", _np(pc.fill_null(pc.equal(u0, u1), False))),
             ("label_0/label_1 not (1, 0), (0, 1) or (0.5, 0.5)", ~(tie | first | (l0 == 0.0)) | ~np.isclose(l0 + l1, 1.0)),
             ("has_label False with a decisive label", ~has_label & ~tie),
@@ -173,7 +176,7 @@ class PickAPic(DatasetAdapter):
         for reason, mask in checks:
             self._skip_rows(reason, t, mask & ~bad, files)
             bad |= mask
-        rid = t["ranking_id"].to_numpy(zero_copy_only=False)
+        rid = pc.fill_null(t["ranking_id"], 0).to_numpy()  # integers (a null would make floats); null rows are bad
         keep = np.flatnonzero(~bad)
         dup = np.zeros(len(t), bool)
         dup[keep] = True
@@ -250,7 +253,7 @@ class PickAPic(DatasetAdapter):
         if self.path or os.environ.get(self.env_var):
             root = resolve_root(what=f"{self.name} metadata", path=self.path, env_var=self.env_var)
             shards = find_shards(root, self.split_name)
-            meta = [str(p) for p in shards if "jpg_0" not in pq.read_schema(p).names]
+            meta = [str(p) for p in shards if "jpg_0" not in read_schema(p).names]
             self._files["local_images"] = [str(p) for p in shards if str(p) not in meta]
             files = meta or self._files["local_images"]
         else:
@@ -268,7 +271,7 @@ class PickAPic(DatasetAdapter):
             local = list(self._files.get("local_images", []))
             if self.options.get("images_path"):
                 root = resolve_root(what=f"{self.name} images", path=self.options["images_path"], env_var="", flag="--dataset-option images_path")
-                local = [str(p) for p in find_shards(root, self.split_name) if "jpg_0" in pq.read_schema(p).names]
+                local = [str(p) for p in find_shards(root, self.split_name) if "jpg_0" in read_schema(p).names]
             if local:
                 self._shards = ShardSet(local)
             else:

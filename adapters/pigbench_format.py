@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from pigbench.adapter import DatasetAdapter, DatasetError
 from pigbench.adapters._files import iter_jsonl, require_fields
 from pigbench.adapters._options import check_options
+from pigbench.adapters._parquet import parquet_errors
 from pigbench.hub import resolve_root
 from pigbench.protocol import ImageRef, PreferenceRecord
 
@@ -126,7 +127,9 @@ class PIGBenchFormat(DatasetAdapter):
             for lineno, obj in iter_jsonl(jsonl, self.skip):
                 yield f"{jsonl.name}:{lineno}", obj
         elif parquet.is_file():
-            for i, obj in enumerate(pq.read_table(parquet).to_pylist()):
+            with parquet_errors(parquet):
+                table = pq.read_table(parquet)
+            for i, obj in enumerate(table.to_pylist()):
                 yield f"{parquet.name} row {i}", obj
         else:
             raise DatasetError(f"{root}: no {stem}.jsonl or {stem}.parquet (PIGBench format, docs/pigbench_format.md)")

@@ -95,6 +95,28 @@ def test_corrupt_image_errors_only_when_opened(folder, tmp_path):
     assert "INVALID" in labels["7"] and labels["9"] <= {"A", "B", "TIE"}
 
 
+def test_missing_user_id_is_a_counted_skip_and_ids_keep_their_integer_spelling(tmp_path):
+    rows = [dict(r) for r in TEST_ROWS]
+    rows[6]["user_id"] = float("nan")  # pandas stores the column as floats: 7.0, 8.0, 9.0, nan
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(rows)))
+    s = split(tmp_path)
+    assert {e.user_id for e in s.episodes} == {"7"} and s.episodes[0].sample_id.startswith("7/")
+    assert s.skipped_records["missing user_id"] == 1 and s.skip_examples["missing user_id"] == ["bench_test_w_bad:6"]
+    assert {r.user_id for r in LearnUserPref(str(tmp_path)).records()} == {"7", "8", "9"}
+
+
+def test_prompt_that_is_not_a_string_is_a_counted_skip(tmp_path):
+    rows = [dict(r) for r in TEST_ROWS]
+    rows[0]["prompt"] = 42
+    rows[2]["reference_prompt_list"] = [None] + rows[2]["reference_prompt_list"][1:]
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(rows)))
+    s = split(tmp_path)
+    assert [e.target.record_id for e in s.episodes] == ["bench_test_w_bad:1", "bench_test_w_bad:6"]
+    assert s.skipped_records["prompt is not a string"] == 1 and s.skip_examples["prompt is not a string"] == ["bench_test_w_bad:0: 42"]
+    assert s.skip_examples["reference prompt is not a string"] == ["bench_test_w_bad:2 reference 0: None"]
+    assert "bench_test_w_bad:0" not in {r.record_id for r in LearnUserPref(str(tmp_path)).records()}
+
+
 def test_missing_column_names_file_and_column(tmp_path):
     (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(TEST_ROWS).drop(columns=["label0"])))
     with pytest.raises(DatasetError, match=r"bench_test_w_bad.pkl: missing column 'label0'"):

@@ -95,3 +95,15 @@ def test_schema_mismatch_lists_expected_and_found_fields_and_says_unverified(roo
     with pytest.raises(DatasetError, match=r"pasta_turns.jsonl:2: does not match the assumed PASTA schema \(missing fields\)"
                                            r".*chosen \(int\).*found: \[.*'turn'\].*unverified"):
         list(PASTA(str(root)).records())
+
+
+def test_schema_type_mismatch_names_each_field_and_its_expected_type(root):
+    path = root / "pasta_turns.jsonl"
+    lines = path.read_text().splitlines()
+    bad = json.loads(lines[1])
+    bad["turn"], bad["chosen"] = "2", True
+    lines[1] = json.dumps(bad)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"pasta_turns.jsonl:2: does not match the assumed PASTA schema "
+                                           r"\(field 'turn' is str, expected int; field 'chosen' is bool, expected int\)"):
+        list(PASTA(str(root)).records())

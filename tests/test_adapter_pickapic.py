@@ -169,6 +169,33 @@ def test_missing_column_names_file_and_column(tmp_path, rows):
         adapter(tmp_path / "m", images="none").split(seed=0)
 
 
+def test_unreadable_shard_is_named(data, tmp_path):
+    meta, images = data
+    bad = tmp_path / "bad" / "data" / "train-00000-of-00001.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"x\n")
+    with pytest.raises(DatasetError, match=r"bad/data/train-00000-of-00001.parquet: cannot read as parquet"):
+        adapter(bad.parents[1], images="none").split(seed=0)
+    with pytest.raises(DatasetError, match=r"bad/data/train-00000-of-00001.parquet: cannot read as parquet"):
+        adapter(meta, bad.parents[1]).split(seed=0)
+    truncated = next(images.rglob("*.parquet"))  # a with-images shard cut short: its footer is gone
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(DatasetError, match=rf"{truncated.name}: cannot read as parquet"):
+        adapter(meta, images).split(seed=0)
+
+
+def test_null_ranking_id_is_a_counted_skip_and_ids_stay_integers(tmp_path, rows):
+    lost, rows[1]["ranking_id"] = rows[1]["ranking_id"], None  # a row of user 101
+    write_pickapic(tmp_path / "m", rows, images=False, shards=2, row_group_size=16)
+    a = adapter(tmp_path / "m", images="none")
+    split = a.split(seed=0)
+    reason = "missing ranking_id, user_id, caption or image uid"
+    assert split.skipped_records[reason] == 1 and split.skip_examples[reason][0].endswith("ranking_id=None")
+    assert {e.user_id for e in split.episodes} == {"101", "102", "104"}
+    ids = {e.target.record_id for e in split.episodes} | {r.record_id for e in split.episodes for r in e.references}
+    assert all(i.isdigit() for i in ids) and str(lost) not in ids
+
+
 def test_images_none_builds_the_split_without_reading_images(data):
     split = adapter(data[0], images="none").split(seed=0)
     assert {e.user_id for e in split.episodes} == {"101", "102", "104"}

@@ -108,6 +108,22 @@ def test_missing_field_names_file_line_and_field(root):
         list(PIGBenchFormat(str(root)).records())
 
 
+def test_rankings_line_not_utf8_is_a_counted_skip_naming_file_and_line(root):
+    with (root / "rankings.jsonl").open("ab") as fh:
+        fh.write(b'{"user_id": "u\xe9", "instance_id": "p1", "ranks": [1, 2, 3, 4]}\n')
+    adapter = PIGBenchFormat(str(root))
+    assert len(list(adapter.records())) == sum(len(v) for v in RANKINGS.values())
+    assert adapter.skipped == {"line not UTF-8": 1}
+    assert adapter.skip_examples["line not UTF-8"] == ["rankings.jsonl:12: not UTF-8 (byte 15 is 0xe9: invalid continuation byte)"]
+
+
+def test_unreadable_parquet_file_is_named(root):
+    (root / "rankings.jsonl").unlink()
+    (root / "rankings.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(DatasetError, match=r"rankings.parquet: cannot read as parquet"):
+        list(PIGBenchFormat(str(root)).records())
+
+
 def test_parquet_files_load_like_jsonl(root):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

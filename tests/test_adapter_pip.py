@@ -114,6 +114,16 @@ def test_missing_field_names_file_line_and_field(pip):
         list(PIP(str(pip[0]), pip[1]).records())
 
 
+def test_line_not_utf8_is_a_counted_skip_naming_file_and_line(pip):
+    path = pip[0] / "user_data" / "11111.jsonl"
+    with path.open("ab") as fh:
+        fh.write(b'{"prompt": "caf\xe9 au lait", "id": "b_latin1"}\n')
+    a = PIP(str(pip[0]), pip[1])
+    assert "b_latin1" not in {r.record_id for r in a.records()}
+    assert a.skipped["line not UTF-8"] == 1
+    assert a.skip_examples["line not UTF-8"] == ["11111.jsonl:12: not UTF-8 (byte 16 is 0xe9: invalid continuation byte)"]
+
+
 def test_images_folder_is_required_and_options_checked(pip):
     with pytest.raises(DatasetError, match="images=DIR"):
         list(PIP(str(pip[0])).records())
