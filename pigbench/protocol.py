@@ -257,6 +257,17 @@ def label_from_delta(delta: float, tau: float = 0.0) -> Label:
     return Label.A if delta > 0 else Label.B
 
 
+def contradicts(label: Label, score_a: Optional[float], score_b: Optional[float]) -> bool:
+    """Whether two scores favour another answer than ``label``: a TIE contradicts unequal scores, A
+    or B the other side's higher score (tau plays no part); False when a score is missing or the
+    label is INVALID."""
+    if score_a is None or score_b is None or label == Label.INVALID:
+        return False
+    if label == Label.TIE:
+        return score_a != score_b
+    return score_a < score_b if label == Label.A else score_b < score_a
+
+
 def combine_swapped(first: Label, second_mapped_back: Label) -> Label:
     """Position-swap rule: agreeing decisive answers win, disagreeing give TIE, one INVALID uses the other."""
     if first == Label.INVALID:

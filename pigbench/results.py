@@ -151,6 +151,17 @@ RESULTS_SCHEMA: dict[str, Any] = {
 
 _VALIDATOR = jsonschema.Draft202012Validator(RESULTS_SCHEMA)
 
+# Optional fields of a predictions row's ``prediction`` (Prediction.to_json): allowed JSON types, as described.
+PREDICTION_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "score_a": ((int, float, type(None)), "a number or null"),
+    "score_b": ((int, float, type(None)), "a number or null"),
+    "raw_text": ((str, type(None)), "a string or null"),
+    "rationale": ((str, type(None)), "a string or null"),
+    "error": ((str, type(None)), "a string or null"),
+    "dimensions": ((list,), "a list"),
+    "extra": ((dict,), "an object"),
+}
+
 
 def _check_schema(results: dict[str, Any]) -> None:
     """``jsonschema.validate`` without re-checking the (constant) schema on every call, which
@@ -205,7 +216,9 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], list[dict]]:
     """The results dict and its prediction rows; raises :class:`ResultsError` on any structural problem."""
     path = Path(path)
     try:
-        results = json.loads(path.read_text())
+        results = json.loads(path.read_bytes().decode())
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: cannot read results JSON: {_not_utf8(exc)}") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path}: cannot read results JSON: {exc}") from None
     try:
@@ -222,15 +235,61 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], list[dict]]:
         raise ResultsError(f"{path}: cannot read predictions file {pred_path.name}: {exc}") from None
     if hashlib.sha256(data).hexdigest() != results["predictions"]["sha256"]:
         raise ResultsError(f"{path}: {pred_path.name} does not match the recorded sha256")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{pred_path}: {_not_utf8(exc)}") from None
     rows = []
-    for i, line in enumerate(data.decode().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         try:
             row = json.loads(line)
-            Label(row["gold"]), Label(row["prediction"]["label"]), row["user_id"], row["sample_id"]
-        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+            _check_row(row)
+        except (json.JSONDecodeError, ValueError) as exc:
             raise ResultsError(f"{pred_path}: line {i}: malformed prediction row ({exc})") from None
         rows.append(row)
     return results, rows
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where decoding failed, e.g. ``line 3: byte 12 (0xff) is not UTF-8`` (bytes counted from 1)."""
+    data, start = exc.object, exc.start
+    line, column = data.count(b"\n", 0, start) + 1, start - data.rfind(b"\n", 0, start)
+    return f"line {line}: byte {column} ({data[start]:#04x}) is not UTF-8"
+
+
+def _check_row(row: Any) -> None:
+    """Raise ValueError naming the first field of a prediction row that is missing or mistyped.
+
+    A row is an object with ``sample_id`` and ``user_id`` (strings), ``gold`` (A, B or TIE) and
+    ``prediction``: an object with ``label`` (A, B, TIE or INVALID), the optional fields of
+    :data:`PREDICTION_FIELDS` and, if ``extra`` has ``swap``, an object with ``inconsistent``."""
+    if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+    for key in ("sample_id", "user_id"):
+        if not isinstance(row.get(key), str):
+            raise ValueError(f"{key} must be a string, not {_shown(row.get(key))}")
+    _check_label(row.get("gold"), "gold", (Label.A, Label.B, Label.TIE))
+    pred = row.get("prediction")
+    if not isinstance(pred, dict):
+        raise ValueError(f"prediction must be an object, not {_shown(pred)}")
+    _check_label(pred.get("label"), "prediction.label", tuple(Label))
+    for key, (types, description) in PREDICTION_FIELDS.items():
+        if key in pred and (isinstance(pred[key], bool) or not isinstance(pred[key], types)):
+            raise ValueError(f"prediction.{key} must be {description}, not {_shown(pred[key])}")
+    swap = pred.get("extra", {}).get("swap")
+    if swap is not None and not (isinstance(swap, dict) and "inconsistent" in swap):
+        raise ValueError(f"prediction.extra.swap must be an object with 'inconsistent', not {_shown(swap)}")
+
+
+def _check_label(value: Any, key: str, allowed: tuple[Label, ...]) -> None:
+    if not isinstance(value, str) or value not in {label.value for label in allowed}:
+        raise ValueError(f"{key} must be one of {', '.join(label.value for label in allowed)}, not {_shown(value)}")
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A JSON value as quoted in an error message: one line, at most ``limit`` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validate_results(path: str | Path) -> list[str]:

@@ -16,6 +16,8 @@ The predictions file: a header line, then one line per sample, in any order::
   recorded in the results) and ``config`` (the producer's settings: hashed into the config hash);
 * a sample: ``sample_id`` and either ``choice`` (A, B, TIE or INVALID) or both ``score_a`` and
   ``score_b`` (higher = preferred; null = failed), turned into a label with ``--tie-threshold``.
+  A line with both: the choice is the label and the scores are kept; scores that favour another
+  answer set ``extra.contradicts_totals``, counted in the results' ``answer_quality``.
   Optional: ``rationale``, ``raw_text``, ``error``, ``extra`` (an object) and ``dimensions``
   (objects with ``name`` and optional ``definition``, ``score_a``, ``score_b``).
 
@@ -39,7 +41,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence
 from pigbench.adapter import DatasetError
 from pigbench.evaluator import Evaluator, EvaluatorConfig, Kind
 from pigbench.export_episodes import add_split_arguments, split_config, split_flags
-from pigbench.protocol import Dimension, Episode, Label, Prediction, label_from_delta
+from pigbench.protocol import Dimension, Episode, Label, Prediction, contradicts, label_from_delta
 from pigbench.registry import RegistryError
 from pigbench.report_table import format_metrics_table
 from pigbench.results import validate_results
@@ -49,6 +51,8 @@ HEADER_KEYS = {"fingerprint", "models", "config"}
 SAMPLE_KEYS = {"sample_id", "choice", "score_a", "score_b", "rationale", "raw_text", "error", "extra", "dimensions"}
 DIMENSION_KEYS = {"name", "definition", "score_a", "score_b"}
 SHOWN = 5  # ids or lines quoted per error
+HEADER_EXAMPLE = ('e.g. {"fingerprint": "<fingerprint from manifest.json>"} '
+                  "(export-episodes writes it as predictions_header)")
 
 
 class SavedOutputsError(ValueError):
@@ -100,19 +104,21 @@ def read_predictions(path: Path, tie_threshold: float = 0.0) -> SavedFile:
         raise SavedOutputsError(f"cannot read predictions file {path}: {exc}") from None
     rows: list[tuple[int, Any]] = []
     problems: list[str] = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {number}: not JSON ({exc.msg})")
-    if not rows:
+    nonblank = [(n, line) for n, line in enumerate(data.decode("utf-8-sig", errors="replace").splitlines(), 1)
+                if line.strip()]
+    if not nonblank:
         raise SavedOutputsError(f"{path}: no lines")
+    for number, line in nonblank:
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            if number == nonblank[0][0]:
+                raise SavedOutputsError(f"{path}: line {number} is not JSON ({exc.msg} at column {exc.colno}); "
+                                        f"it must be the header naming the split, {HEADER_EXAMPLE}") from None
+            problems.append(f"line {number}: not JSON ({exc.msg})")
     first_line, header = rows[0]
     if not isinstance(header, dict) or "sample_id" in header or "fingerprint" not in header:
-        raise SavedOutputsError(
-            f"{path}: line {first_line} must be the header naming the split, e.g. "
-            '{"fingerprint": "<fingerprint from manifest.json>"} (export-episodes writes it as predictions_header)')
+        raise SavedOutputsError(f"{path}: line {first_line} must be the header naming the split, {HEADER_EXAMPLE}")
     unknown = set(header) - HEADER_KEYS
     if unknown:
         problems.append(f"line {first_line}: unknown header field(s) {', '.join(sorted(unknown))} "
@@ -151,6 +157,8 @@ def _prediction(row: Any, tau: float) -> Prediction:
         if not isinstance(choice, str) or choice.upper() not in Label.__members__:
             raise ValueError(f"sample {sid!r}: choice {choice!r} is not one of A, B, TIE, INVALID")
         label = Label[choice.upper()]
+        if contradicts(label, score_a, score_b):
+            extra = {**extra, "contradicts_totals": True}
     elif "score_a" in row and "score_b" in row:
         label = Label.INVALID if score_a is None or score_b is None else label_from_delta(score_a - score_b, tau)
         if label == Label.INVALID and not texts["error"]:

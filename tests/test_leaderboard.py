@@ -5,6 +5,7 @@ the demo and toy datasets, synthetic runs with rationales and dimensions, a run 
 name, rationale, dimension names and prompt carry XSS payloads, and one tampered file.
 """
 
+import hashlib
 import json
 import re
 import subprocess
@@ -245,3 +246,69 @@ def test_unusual_but_valid_predictions_still_render(tmp_path):
     html = next((tmp_path / "site" / "evaluators").glob("*.html")).read_text()
     assert "Only a name" in html and html.count('class="dimension-name"') == 2
     assert "(6000 more characters)" in html
+
+
+def replace_predictions(path: Path, data: bytes) -> None:
+    """Give a results file other predictions bytes and record their hash, so that only their content is at fault."""
+    path.with_name(path.stem + ".predictions.jsonl").write_bytes(data)
+    results = json.loads(path.read_text())
+    results["predictions"]["sha256"] = hashlib.sha256(data).hexdigest()
+    path.write_text(json.dumps(results))
+
+
+def test_non_utf8_and_mistyped_files_are_rejected_with_one_line_and_the_rest_builds(tmp_path, capsys):
+    from synthetic_results import make_results
+
+    results = tmp_path / "results"
+    make_results(results, "good", users=2, per_user=3)
+    (results / "synth" / "binary.json").write_bytes(b"\xff{")
+    latin = make_results(results, "latin", users=2, per_user=3)
+    data = latin.with_name("latin.predictions.jsonl").read_bytes().replace(b"hydrant", b"hydrant caf\xe9", 1)
+    replace_predictions(latin, data)
+    mistyped = make_results(results, "mistyped", users=2, per_user=3)
+    rows = [json.loads(line) for line in mistyped.with_name("mistyped.predictions.jsonl").read_text().splitlines()]
+    rows[1]["prediction"]["score_a"] = "x"
+    replace_predictions(mistyped, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+    assert cli_main(["leaderboard", "build", "--results", str(results), "--out", str(tmp_path / "site")]) == 0
+    printed = capsys.readouterr()
+    column = data.index(b"\xe9") + 1
+    assert "1 results files admitted, 3 rejected" in printed.out and "Traceback" not in printed.err
+    assert "rejected synth/binary.json: cannot read results JSON: line 1: byte 1 (0xff) is not UTF-8\n" in printed.out
+    assert (f"rejected synth/latin.json: latin.predictions.jsonl: line 1: byte {column} (0xe9) is not UTF-8\n"
+            in printed.out)
+    assert ('rejected synth/mistyped.json: mistyped.predictions.jsonl: line 2: malformed prediction row '
+            '(prediction.score_a must be a number or null, not "x")\n') in printed.out
+    pages = list((tmp_path / "site" / "evaluators").iterdir())
+    assert len(pages) == 1 and pages[0].name.startswith("synth-good-")
+
+    files = sorted(str(p) for p in (results / "synth").glob("*.json"))
+    assert cli_main(["validate", *files]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines if not line.startswith("  ")] == ["INVALID", "ok", "INVALID", "INVALID"]
+    assert len(lines) == 4 + 3  # one problem line under each rejected file
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r["prediction"].update(score_b=True), "prediction.score_b must be a number or null, not true"),
+    (lambda r: r["prediction"].update(rationale=5), "prediction.rationale must be a string or null, not 5"),
+    (lambda r: r["prediction"].update(dimensions={"name": "x"}),
+     'prediction.dimensions must be a list, not {"name": "x"}'),
+    (lambda r: r["prediction"].update(extra=None), "prediction.extra must be an object, not null"),
+    (lambda r: r["prediction"].update(extra={"swap": True}),
+     "prediction.extra.swap must be an object with 'inconsistent', not true"),
+    (lambda r: r["prediction"].update(label="left"), 'prediction.label must be one of A, B, TIE, INVALID, not "left"'),
+    (lambda r: r.update(gold="INVALID"), 'gold must be one of A, B, TIE, not "INVALID"'),
+    (lambda r: r.update(user_id=["u", "x" * 50]), 'user_id must be a string, not ["u", "' + "x" * 30 + "..."),
+    (lambda r: r.pop("prediction"), "prediction must be an object, not null"),
+], ids=["bool score", "rationale", "dimensions", "null extra", "swap", "label", "gold", "long value", "no prediction"])
+def test_mistyped_prediction_rows_are_named_by_line_and_field(tmp_path, edit, message):
+    from pigbench.results import validate_results
+    from synthetic_results import make_results
+
+    path = make_results(tmp_path / "results", "odd", users=2, per_user=2)
+    rows = [json.loads(line) for line in path.with_name("odd.predictions.jsonl").read_text().splitlines()]
+    edit(rows[2])
+    replace_predictions(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    (problem,) = validate_results(path)
+    assert problem.endswith(f"odd.predictions.jsonl: line 3: malformed prediction row ({message})"), problem

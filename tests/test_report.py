@@ -5,6 +5,7 @@ datasets, synthetic runs (reasoning with dimensions, scalar, similarity, XSS pay
 tampered file.
 """
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -205,6 +206,30 @@ def test_report_cli_writes_tables_figures_and_index(results_tree, tmp_path, caps
     dims = json.loads((out / "dimensions.json").read_text())
     assert dims["distinct"] >= 3 and dims["evaluators"] == sorted(dims["evaluators"])
     assert "&lt;script&gt;" in (out / "report.html").read_text() and "<script>" not in (out / "report.html").read_text()
+
+
+def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_the_rest(tmp_path, capsys):
+    results = tmp_path / "results"
+    make_results(results, "good", users=2, per_user=3)
+    (results / "synth" / "binary.json").write_bytes(b"\xff{")
+    mistyped = make_results(results, "mistyped", users=2, per_user=3)
+    pred = mistyped.with_name("mistyped.predictions.jsonl")
+    rows = [json.loads(line) for line in pred.read_text().splitlines()]
+    rows[0]["prediction"]["score_a"] = "x"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stored = json.loads(mistyped.read_text())
+    stored["predictions"]["sha256"] = hashlib.sha256(pred.read_bytes()).hexdigest()
+    mistyped.write_text(json.dumps(stored))
+
+    out = tmp_path / "report"
+    assert cli_main(["report", "--results", str(results), "--out", str(out), "--embedding-model", "tfidf"]) == 0
+    printed = capsys.readouterr()
+    assert "1 results files admitted, 2 rejected" in printed.out and "Traceback" not in printed.err
+    assert "rejected synth/binary.json: cannot read results JSON: line 1: byte 1 (0xff) is not UTF-8\n" in printed.out
+    assert ('rejected synth/mistyped.json: mistyped.predictions.jsonl: line 1: malformed prediction row '
+            '(prediction.score_a must be a number or null, not "x")\n') in printed.out
+    index = (out / "report.md").read_text()
+    assert "synth/binary.json" in index and "synth/mistyped.json" in index and "good" in index
 
 
 def test_report_on_missing_directory_fails_cleanly(tmp_path, capsys):

@@ -129,6 +129,42 @@ def test_tie_threshold_applies_to_scores(exported, tmp_path):
     assert results["metrics"]["predicted_tie_rate"] == 1.0 and results["evaluator"]["tie_threshold"] == 1e9
 
 
+def test_header_may_follow_a_byte_order_mark(exported, tmp_path):
+    """Editors on Windows save UTF-8 with a BOM; it is not part of line 1."""
+    header = json.loads((exported / "manifest.json").read_text())["predictions_header"]
+    lines = [{"sample_id": ep["sample_id"], "choice": ["A", "B"][i % 2]} for i, ep in enumerate(episodes(exported))]
+    plain = write(tmp_path / "plain.jsonl", header, lines)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    expected, _ = score_saved_outputs(split_config(tmp_path, evaluator="plain"), plain)
+    results, path = score_saved_outputs(split_config(tmp_path, evaluator="bom"), bom)
+    assert validate_results(path) == [] and metrics_close(results["metrics"], expected["metrics"])
+    assert results["evaluator"]["models"]["saved_outputs"]["lines"] == LIMIT
+
+
+def test_choice_wins_over_scores_that_contradict_it_and_these_are_counted(exported, tmp_path, capsys):
+    header = json.loads((exported / "manifest.json").read_text())["predictions_header"]
+    lines = [{"sample_id": ep["sample_id"], "choice": "A"} for ep in episodes(exported)]
+    lines[0].update(score_a=0.1, score_b=0.9)  # contradicts
+    lines[1].update(choice="TIE", score_a=0.5, score_b=0.4)  # contradicts: a tie needs equal scores
+    lines[2].update(score_a=0.9, score_b=0.1)
+    lines[3].update(choice="tie", score_a=0.5, score_b=0.5)
+    lines[4].update(choice="INVALID", score_a=0.1, score_b=0.9, error="timeout")
+    lines[5].update(choice="B", score_a=1.0, score_b=None)
+    lines[6].update(score_a=0, score_b=2, extra={"note": "kept"})  # contradicts
+    preds = write(tmp_path / "p.jsonl", header, lines)
+    out = tmp_path / "scored"
+    assert pigbench(["score", *SPLIT, "--predictions", str(preds), "--name", "judge-ext", "--output", str(out)]) == 0
+    assert "3 whose totals contradict the answer" in capsys.readouterr().out
+    (path,) = (out / "demo").glob("judge-ext*.json")
+    assert json.loads(path.read_text())["answer_quality"]["contradicts_totals"] == 3
+    rows = [json.loads(x)["prediction"] for x in path.with_name(path.stem + ".predictions.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in rows[:7]] == ["A", "TIE", "A", "TIE", "INVALID", "B", "A"]
+    assert rows[0]["extra"] == {"contradicts_totals": True} and (rows[0]["score_a"], rows[0]["score_b"]) == (0.1, 0.9)
+    assert rows[6]["extra"] == {"note": "kept", "contradicts_totals": True}
+    assert not any("extra" in r for r in rows[2:6])
+
+
 def _error_cases():
     """(name, edit(header, lines) -> (header, lines), expected message)."""
     def drop_header(h, lines):
@@ -167,6 +203,9 @@ def _error_cases():
     def bad_header(h, lines):
         return {**h, "model": "x"}, lines
 
+    def header_not_json(h, lines):
+        return '{"fingerprint": ', lines
+
     return [
         ("no header", drop_header, "must be the header"),
         ("fingerprint", wrong_fingerprint, "made on split '0123456789abcdef'.*split_flags"),
@@ -180,6 +219,8 @@ def _error_cases():
         ("bad score", bad_score, "score_a must be a number or null"),
         ("bad dimension", bad_dimension, "dimension 1 must be an object with a name"),
         ("bad header", bad_header, "unknown header field\\(s\\) model"),
+        ("header not json", header_not_json,
+         "p.jsonl: line 1 is not JSON \\(Expecting value at column 17\\); it must be the header naming the split"),
     ]
 
 

@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from pigbench.protocol import Dimension, Label
+from pigbench.protocol import Dimension, Label, contradicts
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _ANSWER = re.compile(r"^\s*(?:image\s+)?(a|b|tie)\s*\.?\s*$", re.IGNORECASE)
@@ -205,11 +205,7 @@ def _contradicts(
     """Whether the written totals (or, without them, the sums) favour another answer than ``label``."""
     a = total_a if total_a is not None else _sum(d.score_a for d in dims)
     b = total_b if total_b is not None else _sum(d.score_b for d in dims)
-    if a is None or b is None:
-        return False
-    if label == Label.TIE:
-        return a != b
-    return (a < b) if label == Label.A else (b < a)
+    return contradicts(label, a, b)
 
 
 def _number(value: Any) -> Optional[float]:
