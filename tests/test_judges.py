@@ -105,6 +105,54 @@ def test_requirement_checks(tmp_path):
         think.check_requirements(think.Config(scoring="probs"))
 
 
+BAD_OPTIONS = [("max_retries", "-1", ">= 0"), ("timeout_s", "0", "> 0"), ("timeout_s", "-2.5", "> 0"),
+               ("timeout_s", "nan", "> 0"), ("timeout_s", "inf", "> 0"), ("concurrency", "0", ">= 1"),
+               ("concurrency", "-3", ">= 1"), ("max_new_tokens", "-1", ">= 0"), ("min_new_tokens", "-1", ">= 0"),
+               ("temperature", "-0.5", ">= 0"), ("max_pixels", "-1", ">= 0"), ("image_size", "-512", ">= 0"),
+               ("tie_threshold", "-0.1", ">= 0")]
+
+
+@pytest.mark.parametrize("name", JUDGES)
+@pytest.mark.parametrize("option, value, rule", BAD_OPTIONS)
+def test_out_of_range_options_are_refused_up_front(name, option, value, rule):
+    cls = evaluators.get(name)
+    config = cls.Config.from_options({option: value, "base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(ValueError, match=rf"^{name}: option {option} must be {rule}.*, got ") as info:
+        cls.check_requirements(config)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["openai-judge", "unifiedreward"])
+def test_edge_values_are_accepted(name):
+    cls = evaluators.get(name)
+    cls.check_requirements(cls.Config.from_options({
+        "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "max_retries": "0", "timeout_s": "0.01",
+        "concurrency": "1", "max_new_tokens": "0", "min_new_tokens": "16", "temperature": "0", "max_pixels": "0",
+        "image_size": "0", "tie_threshold": "0"}))
+
+
+def test_min_new_tokens_cannot_exceed_the_generation_length():
+    cls = evaluators.get("openai-judge")
+    local = {"base_url": "http://127.0.0.1:9/v1"}
+    with pytest.raises(ValueError, match="min_new_tokens must be <= the generation length 16 .*, got 17"):
+        cls.check_requirements(cls.Config(min_new_tokens=17, **local))
+    with pytest.raises(ValueError, match="generation length 8 .*, got 9"):
+        cls.check_requirements(cls.Config(min_new_tokens=9, max_new_tokens=8, **local))
+    cls.check_requirements(cls.Config(min_new_tokens=1024, reason=True, **local))  # reasoning's default is 1024
+
+
+def test_the_command_line_refuses_a_bad_option_before_running(tmp_path, monkeypatch, capsys):
+    from pigbench.cli import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "x")
+    code = main(["run", "--evaluator", "openai-judge", "--dataset", "demo", "--limit", "1", "--no-progress",
+                 "--option", "base_url=http://127.0.0.1:9/v1", "--option", "max_retries=-1",
+                 "--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: openai-judge: option max_retries must be >= 0, got -1\n"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no results, no request cache
+
+
 def test_provenance_before_and_after_setup():
     cls = evaluators.get("llava-ov-judge")
     judge = cls()

@@ -115,6 +115,26 @@ def test_timeout_then_success_and_timeout_for_good(server):
     assert gen.text is None and "within 0.2 s" in gen.error and "gave up after 2 attempts" in gen.error
 
 
+def test_timeout_is_a_deadline_for_a_body_that_trickles_in(server):
+    server.script = [Reply(drip_s=0.001)]  # a whole answer, a byte at a time, well in time
+    (gen,) = backend(server, timeout_s=2).generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.text == "<answer>B</answer>" and server.hits == 1
+    server.script = [Reply(drip_s=0.1)] * 2  # a byte every 0.1 s: each read is quick, the body takes ~7 s
+    b = backend(server, timeout_s=0.5, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    start = time.monotonic()
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert 1.0 <= time.monotonic() - start < 1.5  # two attempts of 0.5 s each
+    assert gen.text is None and "within 0.5 s" in gen.error and "gave up after 2 attempts" in gen.error
+
+
+def test_a_backend_that_could_never_answer_is_refused(server):
+    for timeout_s in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="timeout_s must be > 0"):
+            OpenAIBackend(server.url, "m", timeout_s=timeout_s)
+    with pytest.raises(ValueError, match="max_retries"):
+        RetryPolicy(max_retries=-1)  # no attempt at all
+
+
 def test_a_dead_server_fails_over_to_the_next(server):
     import socket
 

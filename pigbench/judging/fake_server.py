@@ -10,7 +10,8 @@ Contract of :class:`FakeServer`:
   in order), else by ``reply(body)``, which returns the assistant's text or a :class:`Reply`. A
   scripted 200 reply with neither ``content`` nor ``raw`` takes its content from ``reply(body)``.
 * Every request waits ``latency_s`` while holding one of ``slots`` processing slots (unbounded when
-  ``None``), then its reply's ``delay_s``.
+  ``None``), then its reply's ``delay_s``. A reply with ``drip_s`` sends its status line and headers
+  at once, then its body one byte every ``drip_s`` seconds.
 * ``requests`` and ``headers`` record every request received (``hits`` counts them); ``answered``
   counts the requests answered per ``key(body)`` (by default the request cache's key).
 * With ``die_after``, the server dies once that many requests are answered: it stops listening, and
@@ -44,6 +45,7 @@ class Reply:
     raw: Optional[str] = None
     logprobs: Optional[list[dict[str, Any]]] = None
     drop: bool = False
+    drip_s: float = 0.0
 
 
 ReplyFn = Callable[[dict[str, Any]], Union[str, Reply]]
@@ -103,7 +105,12 @@ class FakeServer:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload.encode())))
                     self.end_headers()
-                    self.wfile.write(payload.encode())
+                    if answer.drip_s:
+                        for byte in payload.encode():
+                            time.sleep(answer.drip_s)
+                            self.wfile.write(bytes([byte]))
+                    else:
+                        self.wfile.write(payload.encode())
                 except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
                     pass
 

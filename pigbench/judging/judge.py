@@ -20,9 +20,9 @@ default model and lengths; this module does the rest:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+import math
 import os
 import urllib.parse
 from abc import abstractmethod
@@ -60,7 +60,7 @@ class JudgeConfig(EvaluatorConfig):
     dtype: str = "auto"  # local: auto (bfloat16 on CUDA, float32 on CPU), float16, bfloat16, float32
     attn_implementation: str = "sdpa"  # local
     concurrency: int = 8  # openai: requests in flight
-    timeout_s: float = 120.0  # openai: per request
+    timeout_s: float = 120.0  # openai: deadline of each attempt (see openai_backend)
     max_retries: int = 5  # openai: retries on 429, 5xx, timeouts
 
     # How to reach the model, not what it computes: left out of the config hash, so changing them
@@ -74,6 +74,22 @@ class JudgeConfig(EvaluatorConfig):
 
     def base_urls(self) -> str:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+
+
+def _numeric_rules(c: JudgeConfig) -> tuple[tuple[str, bool, str], ...]:
+    """(option, whether its value is allowed, the allowed range) for each numeric judge option.
+    Every backend's options are checked, whichever backend is chosen."""
+    return (
+        ("max_new_tokens", c.max_new_tokens >= 0, ">= 0 (0: the judge's default)"),
+        ("min_new_tokens", c.min_new_tokens >= 0, ">= 0"),
+        ("temperature", math.isfinite(c.temperature) and c.temperature >= 0, ">= 0 (0: greedy)"),
+        ("max_pixels", c.max_pixels >= 0, ">= 0 (0: the model's default)"),
+        ("image_size", c.image_size >= 0, ">= 0 (0: no resize)"),
+        ("tie_threshold", math.isfinite(c.tie_threshold) and c.tie_threshold >= 0, ">= 0"),
+        ("concurrency", c.concurrency >= 1, ">= 1"),
+        ("timeout_s", math.isfinite(c.timeout_s) and c.timeout_s > 0, "> 0 seconds"),
+        ("max_retries", c.max_retries >= 0, ">= 0"),
+    )
 
 
 class Judge(Evaluator):
@@ -109,6 +125,12 @@ class Judge(Evaluator):
             raise ValueError(f"{name}: scoring must be one of {', '.join(SCORINGS)}, not {config.scoring!r}")
         if config.scoring == "probs" and not cls.answer_options:
             raise ValueError(f"{name}: scoring=probs needs single-token answers; this judge's answers are sentences")
+        for option, ok, rule in _numeric_rules(config):
+            if not ok:
+                raise ValueError(f"{name}: option {option} must be {rule}, got {getattr(config, option)!r}")
+        if config.min_new_tokens > cls.new_tokens(config):
+            raise ValueError(f"{name}: option min_new_tokens must be <= the generation length "
+                             f"{cls.new_tokens(config)} (max_new_tokens), got {config.min_new_tokens}")
         if config.backend == "local":
             require_packages(name, "torch", "transformers")
             resolve_local_or_hub(config.model_path, name, "", "the model")
@@ -142,10 +164,15 @@ class Judge(Evaluator):
         return OpenAIBackend(c.base_urls(), c.model_path, api_key_env=c.api_key_env, concurrency=c.concurrency,
                              timeout_s=c.timeout_s, retry=RetryPolicy(max_retries=c.max_retries), cache=RequestCache(cache))
 
+    @classmethod
+    def new_tokens(cls, config: JudgeConfig) -> int:
+        """The most tokens generated under ``config``: ``max_new_tokens``, else the judge's default."""
+        return config.max_new_tokens or cls.default_max_new_tokens
+
     def generation_params(self) -> GenerationParams:
         c = self.cfg
         return GenerationParams(
-            max_new_tokens=c.max_new_tokens or self.default_max_new_tokens, min_new_tokens=c.min_new_tokens,
+            max_new_tokens=self.new_tokens(c), min_new_tokens=c.min_new_tokens,
             temperature=c.temperature, seed=c.seed, images=ImagePolicy(max_pixels=c.max_pixels, size=c.image_size),
             options=self.answer_options if c.scoring == "probs" else (),
         )
@@ -201,8 +228,7 @@ class ReferenceJudge(Judge):
         assert isinstance(c, ReferenceJudgeConfig)
         return reference_prompt(episode, offer_tie=c.offer_tie, reason=c.reason)
 
-    def generation_params(self) -> GenerationParams:
-        params = super().generation_params()
-        c = self.config
-        assert isinstance(c, ReferenceJudgeConfig)
-        return dataclasses.replace(params, max_new_tokens=1024) if c.reason and not c.max_new_tokens else params
+    @classmethod
+    def new_tokens(cls, config: JudgeConfig) -> int:
+        assert isinstance(config, ReferenceJudgeConfig)
+        return 1024 if config.reason and not config.max_new_tokens else super().new_tokens(config)

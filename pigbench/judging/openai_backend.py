@@ -4,7 +4,9 @@
 * The API key is read from an environment variable (``OPENAI_API_KEY`` unless told otherwise) and
   is only ever placed in the ``Authorization`` header: it is in no request body, cache key, error
   message, provenance record or log line.
-* Up to ``concurrency`` requests are in flight; each has a ``timeout_s``. HTTP 429, 5xx, timeouts
+* Up to ``concurrency`` requests are in flight. ``timeout_s`` is a deadline per attempt: the whole
+  answer must have arrived ``timeout_s`` after the attempt began, however slowly its bytes come (only
+  a server trickling its status line and headers gets ``timeout_s`` per read). HTTP 429, 5xx, timeouts
   and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
   header is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once.
 * ``base_urls`` is a list (or a comma-separated string, or a JSON list): a
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import math
 import os
 import random
 import socket
@@ -52,6 +55,11 @@ class RetryPolicy:
     max_retries: int = 5
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        """Raise ValueError for a negative count or delay (every request needs one attempt)."""
+        if self.max_retries < 0 or self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError(f"retry policy: max_retries, backoff_s and max_backoff_s must be >= 0, got {self}")
 
     def delay(self, attempt: int, retry_after: Optional[float], rng: random.Random) -> float:
         d = min(self.max_backoff_s, self.backoff_s * 2**attempt) * rng.uniform(0.5, 1.0)
@@ -102,6 +110,8 @@ class OpenAIBackend(Backend):
         self.model = model
         self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env) or None
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.retry = retry
@@ -181,12 +191,13 @@ class OpenAIBackend(Backend):
         opener = self._direct if urllib.parse.urlsplit(url).hostname in _LOOPBACK else self._default
         with self._count_lock:
             self.requests_sent += 1
+        deadline = time.monotonic() + self.timeout_s
         try:
             with opener.open(urllib.request.Request(url, data=data, headers=headers, method="POST"),
                              timeout=self.timeout_s) as resp:
-                raw = resp.read()
+                raw = _read_by(resp, deadline)
         except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode("utf-8", "replace")
+            detail = _error_detail(exc, deadline)
             message = f"HTTP {exc.code} from {where}: {detail}"
             if exc.code == 429 or exc.code >= 500:
                 raise _Retryable(message, _retry_after(exc.headers)) from None
@@ -231,6 +242,36 @@ class OpenAIBackend(Backend):
         if self.cache is not None:
             self.cache.close()
             self.cache = None
+
+
+def _read_by(resp: Any, deadline: float) -> bytes:
+    """The whole body of ``resp`` (an :class:`http.client.HTTPResponse`), read in chunks; raises
+    :class:`TimeoutError` once ``deadline`` (a :func:`time.monotonic` time) passes, however slowly
+    the bytes trickle in, and :class:`http.client.IncompleteRead` when the connection ends before
+    ``Content-Length`` bytes came."""
+    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)  # caps each wait at the time left
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed while reading the body")
+        if isinstance(sock, socket.socket):
+            sock.settimeout(left)
+        chunk = resp.read1(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    if getattr(resp, "length", None):
+        raise http.client.IncompleteRead(b"".join(chunks), resp.length)
+    return b"".join(chunks)
+
+
+def _error_detail(exc: urllib.error.HTTPError, deadline: float) -> str:
+    """The start of an error response's body ("" when it is not complete by ``deadline``)."""
+    try:
+        return _read_by(exc.fp, deadline)[:300].decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return ""
 
 
 def _retry_after(headers: Any) -> Optional[float]:
