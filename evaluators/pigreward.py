@@ -50,6 +50,12 @@ class PIGReward(Evaluator):
             raise ValueError(f"pigreward: backend must be local or openai, not {config.backend!r}")
         if not config.score_min < config.score_max or config.min_dimensions < 1:
             raise ValueError("pigreward: need score_min < score_max and min_dimensions >= 1")
+        for option in ("max_new_tokens", "reasoner_max_new_tokens", "concurrency", "decode_batch"):
+            if getattr(config, option) < 1:
+                raise ValueError(f"pigreward: option {option} must be >= 1, got {getattr(config, option)!r}")
+        for option in ("max_pixels", "min_new_tokens"):
+            if getattr(config, option) < 0:
+                raise ValueError(f"pigreward: option {option} must be >= 0, got {getattr(config, option)!r}")
         if config.backend == "openai":
             if not (config.base_url or os.environ.get("OPENAI_BASE_URL")):
                 raise RequirementError("pigreward: backend=openai needs --option base_url=http://HOST:PORT/v1 "

@@ -171,6 +171,12 @@ def test_requirements_name_what_is_missing(monkeypatch, tmp_path):
         PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reward_adapter=str(tmp_path / "nope")))
 
 
+@pytest.mark.parametrize("option, value", [("concurrency", 0), ("decode_batch", 0), ("max_new_tokens", 0), ("max_pixels", -1)])
+def test_numeric_options_no_run_can_use_are_refused(option, value):
+    with pytest.raises(ValueError, match=f"pigreward: option {option} must be >= [01], got {value}"):
+        PIGReward.check_requirements(PIGRewardConfig(**{option: value}))
+
+
 def test_tiny_qwen2vl_for_both_parts_through_the_runner(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
