@@ -15,6 +15,11 @@ An episode line (paths are relative to DIR)::
      "target": {"prompt": "...", "image_a": {"id": "...", "file": "images/5e1d....png"},
                 "image_b": {"id": "...", "file": "images/c3a0....png"}}}
 
+An image that cannot be read (a corrupt file; a PASTA slate with a corrupt tile) is exported as
+``{"id": "...", "file": null, "error": "..."}``: the outside model should answer INVALID for the
+episodes that show it, as a pigbench run does. The manifest counts them (``unreadable_images``); an
+export in which no image at all can be read is an error.
+
 The gold labels never leave pigbench: ``pigbench score`` recomputes the split from the same flags
 and checks its fingerprint against the one the predictions file declares. How to write and score
 predictions: ``docs/saved_outputs.md``.
@@ -27,7 +32,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pigbench
 from pigbench.adapter import DatasetError
@@ -78,16 +83,24 @@ def export_episodes(config: RunConfig, out: Path) -> dict[str, Any]:
     _, split = load_split(config)
     writable_dir(out / "images", "export directory (--out)")
     written: dict[str, str] = {}  # content hash -> relative file path
-    lines = [json.dumps(_episode_json(e, out, written), ensure_ascii=False) + "\n" for e in split.episodes]
+    unreadable: dict[str, str] = {}  # image id -> why it cannot be read
+    lines = [json.dumps(_episode_json(e, out, written, unreadable), ensure_ascii=False) + "\n" for e in split.episodes]
+    if unreadable and not written:
+        raise ImageError(f"no image of the split can be read, e.g. {next(iter(unreadable.values()))}")
     (out / "episodes.jsonl").write_text("".join(lines), encoding="utf-8")
-    manifest = _manifest(config, split, len(written))
+    manifest = _manifest(config, split, len(written), len(unreadable))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
-def _episode_json(episode: Episode, out: Path, written: dict[str, str]) -> dict[str, Any]:
-    def image(ref: ImageRef) -> dict[str, str]:
-        return {"id": ref.id, "file": _write_image(ref, out, written)}
+def _episode_json(episode: Episode, out: Path, written: dict[str, str], unreadable: dict[str, str]) -> dict[str, Any]:
+    def image(ref: ImageRef) -> dict[str, Optional[str]]:
+        if ref.id not in unreadable:
+            try:
+                return {"id": ref.id, "file": _write_image(ref, out, written)}
+            except ImageError as exc:
+                unreadable[ref.id] = str(exc)
+        return {"id": ref.id, "file": None, "error": unreadable[ref.id]}
 
     t = episode.target
     return {
@@ -117,7 +130,7 @@ def _write_image(ref: ImageRef, out: Path, written: dict[str, str]) -> str:
     return written[key]
 
 
-def _manifest(config: RunConfig, split: SplitResult, images: int) -> dict[str, Any]:
+def _manifest(config: RunConfig, split: SplitResult, images: int, unreadable: int) -> dict[str, Any]:
     summary = split.summary()
     flags = split_flags(config)
     return {
@@ -132,6 +145,7 @@ def _manifest(config: RunConfig, split: SplitResult, images: int) -> dict[str, A
         "episodes": len(split.episodes),
         "users": split.users,
         "images": images,
+        "unreadable_images": unreadable,
         "targets_before_limit": summary["targets_before_limit"],
         "predictions_header": {"fingerprint": split.fingerprint},
         "score_command": shlex.join(["pigbench", "score", *flags, "--predictions", "PREDICTIONS.jsonl", "--name", "NAME"]),
@@ -151,5 +165,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {manifest['episodes']} episodes of {manifest['users']} users and {manifest['images']} images "
           f"to {args.out} (split fingerprint {manifest['fingerprint']})")
+    if manifest["unreadable_images"]:
+        print(f"{manifest['unreadable_images']} images could not be read: their entries have \"file\": null and an "
+              "\"error\"; answer INVALID for the episodes that show them")
     print(f"score predictions with:\n  {manifest['score_command']}")
     return 0

@@ -243,3 +243,19 @@ def test_other_split_flags_are_a_fingerprint_error_from_the_cli(exported, tmp_pa
     assert "error: the predictions were made on split" in err and "--limit 23" in err
     assert pigbench(["score", *SPLIT, "--predictions", str(tmp_path / "nope.jsonl"), "--name", "x"]) == 2
     assert "cannot read predictions file" in capsys.readouterr().err
+
+
+def test_an_unreadable_image_is_exported_with_its_error_not_fatal(tmp_path, capsys):
+    from pigbench.export_episodes import export_episodes
+
+    config = RunConfig(dataset="toy", dataset_options={"broken_every": "10"}, output=str(tmp_path / "r"), progress=False)
+    manifest = export_episodes(config, tmp_path / "out")
+    entries = [img for ep in episodes(tmp_path / "out")
+               for img in (ep["target"]["image_a"], ep["target"]["image_b"],
+                           *(r[side] for r in ep["references"] for side in ("preferred", "rejected")))]
+    broken = [img for img in entries if int(img["id"][4:]) % 10 == 0]
+    assert broken and all(img["file"] is None and "truncated file" in img["error"] for img in broken)
+    assert all((tmp_path / "out" / img["file"]).is_file() for img in entries if img not in broken)
+    assert manifest["unreadable_images"] == len({img["id"] for img in broken}) and manifest["images"] > 0
+    assert pigbench(["export-episodes", "--dataset", "toy", "--dataset-option", "broken_every=2", "--out", str(tmp_path / "none")]) == 2
+    assert "no image of the split can be read" in capsys.readouterr().err

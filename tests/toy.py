@@ -20,19 +20,26 @@ from pigbench.protocol import ImageRef, PreferenceRecord
 from pigbench.registry import adapters, evaluators
 
 
-def grey(level: int, size: int = 8) -> ImageRef:
-    """A uniform grey image; its id and hash are determined by the level."""
-    return ImageRef(f"grey{level}", lambda: Image.new("RGB", (size, size), (level,) * 3), known_hash=f"h-grey{level}")
+def grey(level: int, size: int = 8, broken: bool = False) -> ImageRef:
+    """A uniform grey image; its id and hash are determined by the level. A ``broken`` one cannot be read."""
+    def load() -> Image.Image:
+        if broken:
+            raise OSError("truncated file")
+        return Image.new("RGB", (size, size), (level,) * 3)
+
+    return ImageRef(f"grey{level}", load, known_hash=f"h-grey{level}")
 
 
 @adapters.register("toy")
 class ToyDataset(DatasetAdapter):
-    """Users who mostly prefer the brighter of two grey images; some ties. Options: users, records."""
+    """Users who mostly prefer the brighter of two grey images; some ties. Options: users, records,
+    broken_every (images whose level is a multiple of it cannot be read)."""
 
     default_reference_size = 3
 
     def records(self) -> Iterable[PreferenceRecord]:
         users, per_user = int(self.options.get("users", 12)), int(self.options.get("records", 8))
+        every = int(self.options.get("broken_every", 0))
         rng = random.Random(7)
         for u in range(users):
             levels = rng.sample(range(0, 250, 2), 2 * per_user)
@@ -41,7 +48,7 @@ class ToyDataset(DatasetAdapter):
                 tie = rng.random() < 0.1
                 brighter_first = (a > b) != (rng.random() < 0.2)  # 20% of users' choices go the other way
                 ranks = (1, 1) if tie else ((1, 2) if brighter_first else (2, 1))
-                yield PreferenceRecord(f"u{u}-r{r}", f"user{u}", f"prompt {u} {r}", (grey(a), grey(b)), ranks)
+                yield PreferenceRecord(f"u{u}-r{r}", f"user{u}", f"prompt {u} {r}", (grey(a, broken=every > 0 and a % every == 0), grey(b, broken=every > 0 and b % every == 0)), ranks)
 
 
 @dataclass(frozen=True)
