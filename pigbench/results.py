@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -207,7 +209,9 @@ def write_results(json_path: Path, results: dict[str, Any], rows: list[dict]) ->
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write through a temporary file of this process and thread alone, then rename: two writers of
+    one file never see each other's temporary file, and a reader never sees a partial file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
 

@@ -15,6 +15,7 @@ from pigbench.adapter import DatasetError
 from pigbench.registry import RegistryError
 from pigbench.report_table import format_metrics_table
 from pigbench.runner import DEFAULT_DATASET, DEFAULT_EVALUATOR, RunAborted, RunConfig, run
+from pigbench.store import StoreError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,7 +71,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def main(args: argparse.Namespace) -> int:
     try:
         outcome = run(config_from_args(args))
-    except (RequirementError, DatasetError, RegistryError, ValueError) as exc:
+    except (RequirementError, DatasetError, RegistryError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunAborted as exc:

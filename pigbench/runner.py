@@ -248,23 +248,29 @@ def _predict_all(
     failures: Counter[str] = Counter()
     attempted = 0
     bar = tqdm(total=len(todo), disable=not config.progress, unit="sample", desc=evaluator.name, file=sys.stderr)
+    def check_budget(final: bool) -> None:
+        """Stop when too many samples failed: once ``min_samples_for_error_rate`` were attempted, and
+        at the end of a smaller run."""
+        failed = sum(failures.values())
+        if (final or attempted >= config.min_samples_for_error_rate) and failed > config.max_error_rate * attempted:
+            reasons = "\n".join(f"  {n} x {r}" for r, n in failures.most_common(10))
+            raise RunAborted(
+                f"{failed} of {attempted} samples failed (more than {config.max_error_rate:.0%}); "
+                f"stopping. {attempted} predictions are saved in {store.path}: a rerun reuses the successful "
+                f"ones and predicts the failed ones again.\n"
+                f"Most common reasons:\n{reasons}"
+            )
+
     try:
         for batch, preds in predict_batches(evaluator, todo, config.batch_size, config.swap, log):
             store.add(preds)
             attempted += len(batch)
             failures.update(_reason(p.error) for p in preds if p.error)
             bar.update(len(batch))
-            failed = sum(failures.values())
-            if attempted >= config.min_samples_for_error_rate and failed > config.max_error_rate * attempted:
-                reasons = "\n".join(f"  {n} x {r}" for r, n in failures.most_common(10))
-                raise RunAborted(
-                    f"{failed} of {attempted} samples failed (more than {config.max_error_rate:.0%}); "
-                    f"stopping. {attempted} predictions are saved in {store.path}: a rerun reuses the successful "
-                    f"ones and predicts the failed ones again.\n"
-                    f"Most common reasons:\n{reasons}"
-                )
+            check_budget(final=False)
     finally:
         bar.close()
+    check_budget(final=True)
     if failures:
         log(f"{sum(failures.values())} samples failed and were recorded as INVALID:")
         for reason, n in failures.most_common(10):

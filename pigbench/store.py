@@ -10,10 +10,11 @@ resumed run predicts it again, and the new prediction replaces it. A successful 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from pigbench.protocol import Prediction
 
@@ -24,41 +25,61 @@ _REPLACE_FAILED = ("ON CONFLICT(sample_id) DO UPDATE SET payload = excluded.payl
                    "WHERE json_extract(predictions.payload, '$.error') IS NOT NULL")
 
 
+class StoreError(RuntimeError):
+    """A store file cannot be used: damaged, or locked by another process. The message names the
+    file and what to do."""
+
+
+@contextlib.contextmanager
+def _errors_named(path: Path) -> Iterator[None]:
+    """Turn SQLite's errors on ``path`` into a :class:`StoreError` naming the file and what to do."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        hint = ("another run is probably writing to it: wait for that run, or give this one another --cache-dir"
+                if "locked" in str(exc) else "move it aside or delete it, and its predictions are computed again")
+        raise StoreError(f"{path}: cannot use this prediction store ({exc}); {hint}") from None
+
+
 class PredictionStore:
-    """Predictions of one run, keyed by sample id."""
+    """Predictions of one run, keyed by sample id. Every SQLite error is a :class:`StoreError`."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS predictions (sample_id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
-        self._db.commit()
+        with _errors_named(self.path):
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS predictions (sample_id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
+            self._db.commit()
 
     def done_ids(self) -> set[str]:
         """Sample ids with a successful prediction (failed ones are to be predicted again)."""
-        return {row[0] for row in self._db.execute(f"SELECT sample_id FROM predictions WHERE NOT {_FAILED}")}
+        with _errors_named(self.path):
+            return {row[0] for row in self._db.execute(f"SELECT sample_id FROM predictions WHERE NOT {_FAILED}")}
 
     def add(self, predictions: Iterable[Prediction]) -> None:
         """Store a batch atomically; it replaces a failed prediction of the same sample, never a successful one."""
         rows = [(p.sample_id, json.dumps(p.to_json(), sort_keys=True)) for p in predictions]
-        with self._db:
+        with _errors_named(self.path), self._db:
             self._db.executemany(f"INSERT INTO predictions VALUES (?, ?) {_REPLACE_FAILED}", rows)
 
     def absorb(self, path: str | Path) -> None:
         """Copy every prediction of another store file into this one, atomically, as :meth:`add` would."""
-        self._db.execute("ATTACH DATABASE ? AS other", (str(path),))
-        try:
-            with self._db:
-                self._db.execute(f"INSERT INTO predictions SELECT sample_id, payload FROM other.predictions WHERE true "
-                                 f"{_REPLACE_FAILED}")
-        finally:
-            self._db.execute("DETACH DATABASE other")
+        with _errors_named(Path(path)):
+            self._db.execute("ATTACH DATABASE ? AS other", (str(path),))
+            try:
+                with self._db:
+                    self._db.execute(f"INSERT INTO predictions SELECT sample_id, payload FROM other.predictions WHERE true "
+                                     f"{_REPLACE_FAILED}")
+            finally:
+                self._db.execute("DETACH DATABASE other")
 
     def load(self) -> dict[str, dict]:
         """Stored predictions as their JSON dicts (see :meth:`Prediction.to_json`), by sample id."""
-        return {sid: json.loads(p) for sid, p in self._db.execute("SELECT * FROM predictions")}
+        with _errors_named(self.path):
+            return {sid: json.loads(p) for sid, p in self._db.execute("SELECT * FROM predictions")}
 
     def close(self) -> None:
         self._db.close()

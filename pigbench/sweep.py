@@ -23,6 +23,7 @@ from pigbench.registry import RegistryError
 from pigbench.run import add_arguments as add_run_arguments
 from pigbench.run import config_from_args
 from pigbench.runner import RunAborted, RunConfig, RunOutcome, run
+from pigbench.store import StoreError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +50,7 @@ def sweep(base: RunConfig, sizes: list[int], runner: Callable[[RunConfig], RunOu
         log(f"reference size {k}")
         try:
             outcomes[k] = runner(config)
-        except (DatasetError, ValueError, RunAborted) as exc:
+        except (DatasetError, ValueError, RunAborted, StoreError) as exc:
             outcomes[k] = f"{type(exc).__name__}: {exc}"
             log(f"reference size {k} failed: {exc}")
     return outcomes

@@ -75,6 +75,12 @@ def test_error_budget_stops_run_and_keeps_finished_work(tmp_path):
     assert sqlite3.connect(stores[0]).execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 8
 
 
+def test_a_small_run_whose_samples_mostly_fail_is_aborted_at_its_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOY_SERVER_DOWN", "1")
+    with pytest.raises(RunAborted, match="^5 of 5 samples failed"):
+        run(config(tmp_path, limit=5))  # fewer samples than min_samples_for_error_rate
+
+
 def test_failed_samples_are_predicted_again_on_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("TOY_SERVER_DOWN", "1")
     with pytest.raises(RunAborted, match="reuses the successful ones and predicts the failed ones again"):
@@ -233,6 +239,16 @@ def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
     pc = predictions(fc.with_name(fc.stem + ".predictions.jsonl"))
     assert pk == pc and len({p["sample_id"] for p in pk}) == len(pk)
     assert validate_results(fk) == []
+
+
+def test_a_damaged_prediction_store_is_a_one_line_error_naming_it(tmp_path):
+    cmd, env = _cli(tmp_path, "--limit", "5")
+    subprocess.run(cmd, env=env, capture_output=True, timeout=120, check=True)
+    (store,) = (tmp_path / "cache" / "runs").glob("*.sqlite")
+    store.write_bytes(b"garbage, not a database")
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"error: {store}: cannot use this prediction store (file is not a database); move it aside or delete it" in out.stderr
 
 
 def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
