@@ -137,8 +137,6 @@ class EmbeddingScorer(ScalarEvaluator):
 
     def provenance(self) -> dict[str, Any]:
         out = dict(getattr(self, "_provenance", {}))
-        if getattr(self, "tie_threshold_source", None):  # set by pigbench.calibration.apply_calibration
-            out["tie_threshold_source"] = self.tie_threshold_source
         if getattr(self, "_loaded", False):
             out["dtype"] = str(self.dtype).removeprefix("torch.")
             out["device"] = str(self.device)

@@ -17,13 +17,15 @@ Usage::
     predictions = evaluator.predict([ep.without_gold() for ep in targets])
 
 ``apply_calibration`` also sets ``evaluator.tie_threshold_source`` (the calibration record), which
-the embedding evaluators report in ``provenance()`` so that the runner stores it in the results.
+the runner stores in the results. On the command line: ``pigbench run --calibrate-tie-threshold
+0.2`` calibrates on the targets of a seeded 20% of the users and evaluates the others.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional, Sequence
 
@@ -105,10 +107,13 @@ def calibrate_tie_threshold(
 
 
 def apply_calibration(evaluator: Evaluator, result: TieCalibration) -> None:
-    """Set the evaluator's tie threshold to the calibrated tau and record where it came from."""
+    """Set the evaluator's tie threshold to the calibrated tau and record where it came from. A tau
+    of infinity (t = 1: every pair a tie) is set as the largest float, which has the same effect on
+    finite score differences and stays a number in JSON."""
     if not hasattr(evaluator.config, "tie_threshold"):
         raise TypeError(f"{type(evaluator).__name__} has no tie_threshold to calibrate")
-    evaluator.config = replace(evaluator.config, tie_threshold=result.tau)
+    tau = result.tau if math.isfinite(result.tau) else sys.float_info.max
+    evaluator.config = replace(evaluator.config, tie_threshold=tau)
     evaluator.tie_threshold_source = result.to_json()
 
 
@@ -122,4 +127,10 @@ def calibration_split(episodes: Sequence[Episode], fraction: float, seed: int = 
         return h / 16**15 < fraction
 
     calibration = [ep for ep in episodes if in_calibration(ep.user_id)]
-    return calibration, [ep for ep in episodes if not in_calibration(ep.user_id)]
+    evaluation = [ep for ep in episodes if not in_calibration(ep.user_id)]
+    if not calibration or not evaluation:
+        users = len({ep.user_id for ep in episodes})
+        side = "calibration" if not calibration else "evaluation"
+        raise ValueError(f"a calibration fraction of {fraction} of {users} users leaves the {side} split empty; "
+                         "use more users (or another fraction)")
+    return calibration, evaluation

@@ -164,6 +164,14 @@ def _dimensions(prediction: dict) -> list[dict[str, Any]]:
              "score_b": d.get("score_b")} for d in prediction.get("dimensions") or [] if isinstance(d, dict)]
 
 
+def _tau_source(source: Any) -> str:
+    """Where tau came from, in words: "fixed", or the calibration record (pigbench.calibration) summed up."""
+    if isinstance(source, dict):
+        return (f"calibrated by {source.get('method', 'an unnamed method')}: probability gap "
+                f"{source.get('probability_threshold')} on {source.get('n')} held-out targets")
+    return str(source)
+
+
 def evaluator_page(e: Entry, samples: int = SAMPLES_PER_PAGE) -> dict[str, Any]:
     """Template context of one run's page."""
     ev, split, m, prov = e.results["evaluator"], e.results["split"], e.results["metrics"], e.results["provenance"]
@@ -174,7 +182,7 @@ def evaluator_page(e: Entry, samples: int = SAMPLES_PER_PAGE) -> dict[str, Any]:
     page = {
         **summary, "description": ev.get("description", ""), "version": ev["version"],
         "config_hash": ev["config_hash"], "tie_threshold": ev.get("tie_threshold"),
-        "tie_threshold_source": ev.get("tie_threshold_source", "fixed"), "swap": ev.get("swap", False),
+        "tie_threshold_source": _tau_source(ev.get("tie_threshold_source", "fixed")), "swap": ev.get("swap", False),
         "config_items": [(k, json.dumps(v)) for k, v in sorted(ev["config"].items())],
         "models": _pretty(ev.get("models", {})),
         "split": {**split, "targets_before_limit": split.get("targets_before_limit", split["targets"])},

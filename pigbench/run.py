@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="image-decoding workers (0: the evaluator decides)")
     p.add_argument("--output", default="results", help="results directory (default results/)")
     p.add_argument("--tie-threshold", type=float, help="tau: |s(A)-s(B)| <= tau predicts TIE (default 0)")
+    p.add_argument("--calibrate-tie-threshold", type=float, metavar="FRACTION", dest="calibration_fraction",
+                   help="tune tau by Pick-a-Pic's grid search on the targets of this share of the users (e.g. 0.2), "
+                        "then evaluate the other users")
     p.add_argument("--swap", action="store_true", help="ask both A/B orders and combine (judges)")
     p.add_argument("--model-path", help="hub id or local path of the evaluator's model")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -59,7 +62,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         dataset_options=parse_pairs(args.dataset_option, "--dataset-option"),
         reference_size=args.reference_size, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         device=args.device, num_workers=args.num_workers, output=args.output,
-        tie_threshold=args.tie_threshold, swap=args.swap,
+        tie_threshold=args.tie_threshold, calibration_fraction=args.calibration_fraction, swap=args.swap,
         model_path=args.model_path, options=parse_pairs(args.option, "--option"), variant=args.variant,
         max_error_rate=args.max_error_rate, progress=not args.no_progress,
     )

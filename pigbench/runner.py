@@ -63,6 +63,7 @@ class RunConfig:
     num_workers: int = 0  # image-decoding worker processes (0: the evaluator decides)
     output: str = "results"  # results directory; files go to <output>/<dataset>/
     tie_threshold: Optional[float] = None  # tau; sets the evaluator config field tie_threshold
+    calibration_fraction: Optional[float] = None  # calibrate tau on this share of the users (pigbench.calibration)
     swap: bool = False  # ask both A/B orders (generative judges)
     model_path: Optional[str] = None  # sets the evaluator config field model_path
     options: dict[str, str] = field(default_factory=dict)  # other evaluator config fields (key=value)
@@ -82,9 +83,14 @@ class RunConfig:
             ("num_workers", self.num_workers >= 0, ">= 0"),
             ("tie_threshold", self.tie_threshold is None or self.tie_threshold >= 0, ">= 0"),
             ("max_error_rate", 0 <= self.max_error_rate <= 1, "between 0 and 1"),
+            ("calibration_fraction", self.calibration_fraction is None or 0 < self.calibration_fraction < 1,
+             "between 0 and 1 (exclusive)"),
         ):
             if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r} (--{name.replace('_', '-')})")
+                flag = {"calibration_fraction": "calibrate-tie-threshold"}.get(name, name.replace("_", "-"))
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r} (--{flag})")
+        if self.calibration_fraction is not None and self.tie_threshold is not None:
+            raise ValueError("--tie-threshold and --calibrate-tie-threshold both set tau; give one of them")
 
 
 def writable_dir(path: Path, what: str) -> None:
@@ -192,6 +198,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
         evaluator = build_evaluator(config)
         adapter, split = load_split(config)
+        if config.calibration_fraction is not None:
+            calibrate_on_held_out_users(evaluator, split, config, log)
         key = run_key(evaluator, split, config.swap, config.dataset_options)
         stores = RunStores(Path(config.cache_dir) / "runs", key, world)
         done = stores.done_ids()
@@ -213,6 +221,24 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
                                                   world.size)
                 outcome = RunOutcome(results, path, resumed, len(todo))
         return world.broadcast(outcome)
+
+
+def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config: RunConfig, log: Callable[[str], None]) -> None:
+    """Pick-a-Pic's tie-threshold calibration (:mod:`pigbench.calibration`) on the targets of a seeded
+    ``config.calibration_fraction`` of the users; ``split`` keeps the other users' targets, and the
+    evaluator's tau and ``tie_threshold_source`` are set. Its model is loaded (``setup``) first."""
+    from pigbench.calibration import apply_calibration, calibrate_tie_threshold, calibration_split
+
+    if not hasattr(evaluator.config, "tie_threshold"):
+        raise ValueError(f"{config.evaluator} has no tie threshold to calibrate (it answers A, B or TIE itself)")
+    calibration, targets = calibration_split(split.episodes, config.calibration_fraction, config.seed)
+    set_up(evaluator, config.evaluator)
+    result = calibrate_tie_threshold(evaluator, calibration)
+    apply_calibration(evaluator, result)
+    log(f"tie threshold calibrated on {len(calibration)} targets of {len({e.user_id for e in calibration})} held-out "
+        f"users: probability gap t = {result.probability_threshold}, tau = {result.tau:g}; "
+        f"evaluating the other users' {len(targets)} targets")
+    split.keep(targets)
 
 
 def set_up(evaluator: Evaluator, name: str) -> None:
@@ -377,6 +403,8 @@ def _variant_suffix(config: RunConfig, evaluator: Evaluator) -> str:
         parts.append(f"k{config.reference_size}")
     if evaluator.config != evaluator.Config():
         parts.append(f"cfg{evaluator.config_hash[:8]}")
+    if config.calibration_fraction is not None:
+        parts.append(f"cal{config.calibration_fraction:g}")
     if config.swap:
         parts.append("swap")
     if config.seed != 0:
@@ -410,7 +438,7 @@ def _results_dict(
             "config": evaluator.config.to_json(),
             "config_hash": evaluator.config_hash,
             "tie_threshold": getattr(evaluator.config, "tie_threshold", None),
-            "tie_threshold_source": provenance.pop("tie_threshold_source", "fixed"),
+            "tie_threshold_source": getattr(evaluator, "tie_threshold_source", None) or "fixed",
             "swap": config.swap,
             "models": provenance,
         },

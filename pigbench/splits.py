@@ -46,7 +46,11 @@ class SplitResult:
         if n is None or n >= len(self.episodes):
             return
         self.targets_before_limit = len(self.episodes)
-        self.episodes = self.episodes[:n]
+        self.keep(self.episodes[:n])
+
+    def keep(self, episodes: list[Episode]) -> None:
+        """Keep only ``episodes``, a subset of this split's in split order; fingerprint and user count follow."""
+        self.episodes = episodes
         self.fingerprint = fingerprint(self.episodes)
         self.users = len({e.user_id for e in self.episodes})
 

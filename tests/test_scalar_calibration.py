@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -79,3 +80,39 @@ def test_calibrate_tie_threshold_scores_hidden_gold_and_sets_tau():
     assert [p.label for p in ev.predict([e.without_gold() for e in eps])] == [Label.TIE, Label.A, Label.B]
     assert ev.scored_count == scored  # the calibrated labels reuse the memoized scores
     assert ev.config.tie_threshold == result.tau and ev.tie_threshold_source["method"] == "pickapic-softmax-grid"
+
+
+def test_a_calibrated_tau_of_infinity_makes_every_pair_a_tie():
+    result = calibrate_from_scores([(0.0, 5.0)], [Label.TIE])
+    ev = _PromptLength()
+    apply_calibration(ev, result)
+    eps = [Episode("u", (), Target("s", "p", ImageRef("a", b"a"), ImageRef("bbbbbbbb", b"b"), Label.A))]
+    assert ev.config.tie_threshold == sys.float_info.max and ev.tie_threshold_source["tau"] == "inf"
+    assert [p.label for p in ev.predict([e.without_gold() for e in eps])] == [Label.TIE]
+
+
+def test_a_fraction_that_leaves_one_side_empty_says_so():
+    eps = [Episode("user0", (), Target("s", "p", ImageRef("a", b"a"), ImageRef("b", b"b"), Label.A))]
+    with pytest.raises(ValueError, match="of 1 users leaves the (calibration|evaluation) split empty"):
+        calibration_split(eps, fraction=0.5)
+
+
+def test_the_runner_calibrates_on_held_out_users_and_records_how(tmp_path):
+    from pigbench.results import validate_results
+    from pigbench.runner import RunConfig, run
+
+    def config(**kw) -> RunConfig:
+        return RunConfig(evaluator="colorfulness", dataset="demo", output=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"),
+                         progress=False, n_bootstrap=50, **kw)
+
+    everyone = run(config())
+    out = run(config(calibration_fraction=0.3))
+    source = out.results["evaluator"]["tie_threshold_source"]
+    assert source["method"] == "pickapic-softmax-grid" and source["n"] > 0
+    assert out.results["evaluator"]["tie_threshold"] == probability_gap_to_tau(source["probability_threshold"])
+    assert 0 < out.results["split"]["targets"] < everyone.results["split"]["targets"]
+    assert source["n"] + out.results["split"]["targets"] == everyone.results["split"]["targets"]
+    assert out.results_path.name.endswith("_cal0.3.json") and validate_results(out.results_path) == []
+    assert run(config(calibration_fraction=0.3)).resumed == out.results["split"]["targets"]
+    with pytest.raises(ValueError, match="both set tau"):
+        run(config(calibration_fraction=0.3, tie_threshold=0.5))
