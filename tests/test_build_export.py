@@ -1,15 +1,17 @@
 """`pigbench build export`: PIGBench-format files, the datasheet's agreement figures, and a run on the result."""
 
+import hashlib
 import json
 import random
 
 import pytest
 
-from build_fixtures import workspace_with_sets
+from build_fixtures import ColorPipeline, workspace_with_sets
 from pigbench.adapters.pigbench_format import PIGBenchFormat
 from pigbench.build.agreement import kendall_tau_b, kendalls_w, pairwise_disagreement, set_agreement
 from pigbench.build.annotate.store import AnnotationStore
 from pigbench.build.export import export_dataset
+from pigbench.build.render import RenderSettings, pending_jobs, render_jobs
 from pigbench.build.sets import kept_sets
 from pigbench.cli import main as cli
 from pigbench.runner import RunConfig, run
@@ -115,3 +117,24 @@ def test_export_needs_rankings(tmp_path, capsys):
     assert cli(work) == 2 and "annotate init" in capsys.readouterr().err
     AnnotationStore(ws.annotate_db).initialize(1, 1, 0, False)
     assert cli(work) == 2 and "no kept set" in capsys.readouterr().err
+
+
+def test_export_refuses_an_image_that_does_not_match_its_render_record(tmp_path, capsys):
+    ws = workspace_with_sets(tmp_path / "ws", 2)
+    AnnotationStore(ws.annotate_db).initialize(1, 1, 0, False)
+    image = ws.root / kept_sets(ws)[1].images[2]
+    intact = image.read_bytes()
+    image.write_bytes(intact[:50])
+    out = tmp_path / "out"
+    work = ["build", "--workdir", str(ws.root), "export", "--out", str(out), "--include-unranked"]
+    assert cli(work) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(image) in err and "does not match" in err and "build render" in err
+    assert hashlib.sha256(intact[:50]).hexdigest() in err and hashlib.sha256(intact).hexdigest() in err
+    assert not out.exists()  # nothing written, not even the images that match
+    settings = RenderSettings(model="test/color-pipeline", steps=1, width=64, height=64, dtype="float32")
+    jobs = pending_jobs(ws, settings)
+    assert [(j.relpath, j.redo) for j in jobs] == [(str(image.relative_to(ws.root)), True)]
+    list(render_jobs(ColorPipeline(), jobs, settings, ws))
+    assert cli(work) == 0
+    assert (out / "images" / kept_sets(ws)[1].set_id / "2.png").read_bytes() == intact

@@ -89,3 +89,31 @@ def test_cli_records_category_and_challenge_and_resumes(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert cli(["build", "--workdir", work, "prompts", "-n", "20", "--force"]) == 0
     assert len(read_jsonl(tmp_path / "ws" / "prompts.jsonl")) == 20
+
+
+def test_duplicate_prompts_are_dropped_and_reported(tmp_path, capsys):
+    tsv = tmp_path / "dup.tsv"
+    tsv.write_text("Prompt\tCategory\tChallenge\tNote\nhello\tAnimals\tSimple Detail\t\n"
+                   "a red fox\tAnimals\tSimple Detail\t\n Hello \tAnimals\tSimple Detail\tagain\n"
+                   "hello\tPeople\tSimple Detail\t\n", encoding="utf-8")
+    work = ["build", "--workdir", str(tmp_path / "ws"), "prompts", "--partiprompts", str(tsv)]
+    assert cli(work + ["-n", "4"]) == 2
+    assert "asked for 4 prompts but the source has only 3 distinct" in capsys.readouterr().err
+    assert cli(work + ["-n", "3"]) == 0
+    assert "data row 3 repeats data row 1" in capsys.readouterr().err
+    rows = read_jsonl(tmp_path / "ws" / "prompts.jsonl")
+    assert [r["source_row"] for r in rows] == [1, 2, 4]  # the same prompt in another category is another set
+    assert len({r["set_id"] for r in rows}) == 3
+
+
+def test_bad_count_and_non_utf8_source_are_one_line_errors(tmp_path, capsys):
+    work = ["build", "--workdir", str(tmp_path / "ws"), "prompts"]
+    for n in ("0", "-3"):
+        assert cli(work + ["-n", n]) == 2
+        assert capsys.readouterr().err == f"error: -n/--count must be at least 1, not {n}\n"
+    assert not (tmp_path / "ws" / "prompts.jsonl").exists()
+    tsv = tmp_path / "latin1.tsv"
+    tsv.write_bytes("Prompt\tCategory\tChallenge\tNote\na cat\tAnimals\tSimple Detail\t\n"
+                    "crème brûlée\tFood & Beverage\tSimple Detail\t\n".encode("latin-1"))
+    assert cli(work + ["-n", "1", "--partiprompts", str(tsv)]) == 2
+    assert capsys.readouterr().err == f"error: {tsv}: line 3 is not UTF-8 text (byte 0xe8); save the file as UTF-8\n"

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from build_fixtures import good_reply, one_torch_thread, select, tiny_sdxl_dir
+from build_fixtures import ColorPipeline, good_reply, one_torch_thread, select, tiny_sdxl_dir
+from pigbench.build import render
 from pigbench.build.render import image_seed
 from pigbench.build.workspace import append_jsonl, read_jsonl
 from pigbench.cli import main as cli
+from pigbench.runner import check_device
 
 pytestmark = pytest.mark.models
 pytest.importorskip("torch")
@@ -89,3 +91,37 @@ def test_missing_model_names_the_flag_and_the_download(tmp_path, monkeypatch, ca
     assert cli(["build", "--workdir", str(ws.root), "render", "--model", "no-such-org/no-such-sdxl", *RENDER]) == 2
     err = capsys.readouterr().err
     assert "--model" in err and "PIGBENCH_SDXL_MODEL" in err and "stable-diffusion-xl-base-1.0" in err
+
+
+def test_absent_device_is_refused_before_the_pipeline_loads(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(render, "load_pipeline", lambda *a: pytest.fail("loaded the pipeline"))
+    ws = expanded(tmp_path / "ws", 1)
+    base = ["build", "--workdir", str(ws.root), "render", "--model", "no-such/sdxl", "--steps", "2"]
+    for device in ("cuda", "cuda:1", "banana"):
+        with pytest.raises(ValueError) as refused:
+            check_device(device)
+        assert cli(base + ["--device", device]) == 2
+        assert capsys.readouterr().err == f"error: {refused.value}\n"  # the message `pigbench run` gives
+    assert not ws.renders.exists()
+
+
+def test_an_image_that_does_not_match_its_record_is_rendered_again(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(render, "load_pipeline", lambda *a: ColorPipeline())
+    ws = expanded(tmp_path / "ws", 1)
+    args = ["build", "--workdir", str(ws.root), "render", *RENDER]
+    assert cli(args) == 0
+    first = read_jsonl(ws.renders)
+    damaged, missing = ws.root / first[1]["path"], ws.root / first[3]["path"]
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    missing.unlink()
+    capsys.readouterr()
+    assert cli(args) == 0
+    err = capsys.readouterr().err
+    assert "rendering 2 recorded image(s) again" in err and first[1]["path"] in err and first[3]["path"] in err
+    records = read_jsonl(ws.renders)
+    assert records[:4] == first and [(r["index"], r["sha256"]) for r in records[4:]] == [
+        (1, first[1]["sha256"]), (3, first[3]["sha256"])]  # the same seed gives the same image
+    assert cli(args) == 0 and "nothing to render" in capsys.readouterr().out  # both files now match

@@ -15,6 +15,7 @@ Beside them, files the format does not define:
 Agreement per instance is Kendall's W (tie-corrected) over its annotators; divergence is the mean
 Kendall tau-b and the share of image pairs two users order differently, over user pairs that
 ranked the same instance. Running export again rewrites the files and copies only changed images.
+An image whose file does not match the sha256 recorded when it was rendered is refused, not copied.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> 
         raise BuildError(f"nothing to export: no kept set of {ws.root} has a ranking yet")
     exported = {s.set_id for s in sets}
     rankings = [r for r in rankings if r["set_id"] in exported]
+    _check_images(ws, sets)
     out.mkdir(parents=True, exist_ok=True)
     instances = [_instance(ws, out, s) for s in sets]
     write_dataset(out, instances, [{"user_id": r["annotator_id"], "instance_id": r["set_id"], "ranks": r["ranks"]}
@@ -69,13 +71,23 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> 
     return sheet
 
 
+def _check_images(ws: Workspace, sets: Sequence[ImageSet]) -> None:
+    """Raise :class:`BuildError` at the first image whose file does not match the sha256 recorded at render time."""
+    for s in sets:
+        for rel, record in zip(s.images, s.renders):
+            recorded, actual = record.get("sha256"), _sha256(ws.root / rel)
+            if actual != recorded:
+                raise BuildError(f"{ws.root / rel}: sha256 {actual} does not match {recorded} recorded in "
+                                 f"{ws.renders}; `pigbench build render --workdir {ws.root}` with the same settings "
+                                 "renders it again")
+
+
 def _instance(ws: Workspace, out: Path, s: ImageSet) -> dict[str, Any]:
     images = []
     for i, rel in enumerate(s.images):
         target_rel = f"images/{s.set_id}/{i}.png"
         src, dst = ws.root / rel, out / target_rel
-        expected = s.renders[i].get("sha256") or _sha256(src)
-        if not dst.is_file() or _sha256(dst) != expected:
+        if not dst.is_file() or _sha256(dst) != s.renders[i]["sha256"]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
         images.append(target_rel)

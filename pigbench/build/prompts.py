@@ -7,7 +7,8 @@ The default source is the packaged Simple Detail subset (232 rows, 10 categories
 Allocation is proportional to each category's size (largest remainder), with at least one
 prompt per category when N allows; within a category the prompts are drawn at random with the
 seed. The same source, N, seed and challenge always give the same selection. A set id is
-derived from the prompt text, so it stays stable when the selection grows.
+derived from the prompt text, so it stays stable when the selection grows; a row that repeats an
+earlier one (same category and normalized prompt, hence the same set id) is dropped and reported.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import random
 import re
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -51,19 +54,25 @@ def read_partiprompts(path: Optional[Path] = None) -> list[PartiPrompt]:
     if not Path(path).is_file():
         raise DatasetError(f"PartiPrompts file {path} not found; get PartiPrompts.tsv from "
                            "https://github.com/google-research/parti and pass --partiprompts PATH")
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DatasetError(f"{path}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                           "save the file as UTF-8") from None
     rows: list[PartiPrompt] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or tuple(header) != PARTI_COLUMNS:
-            raise DatasetError(f"{path}: header must be {'/'.join(PARTI_COLUMNS)} (tab-separated), found {header}")
-        for number, fields in enumerate(reader, start=1):
-            if len(fields) != len(PARTI_COLUMNS):
-                raise DatasetError(f"{path}: data row {number} has {len(fields)} fields, expected 4")
-            prompt, category, challenge, note = fields
-            if not prompt.strip():
-                raise DatasetError(f"{path}: data row {number} has an empty Prompt")
-            rows.append(PartiPrompt(prompt, category, challenge, note, number))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, None)
+    if header is None or tuple(header) != PARTI_COLUMNS:
+        raise DatasetError(f"{path}: header must be {'/'.join(PARTI_COLUMNS)} (tab-separated), found {header}")
+    for number, fields in enumerate(reader, start=1):
+        if len(fields) != len(PARTI_COLUMNS):
+            raise DatasetError(f"{path}: data row {number} has {len(fields)} fields, expected 4")
+        prompt, category, challenge, note = fields
+        if not prompt.strip():
+            raise DatasetError(f"{path}: data row {number} has an empty Prompt")
+        rows.append(PartiPrompt(prompt, category, challenge, note, number))
     return rows
 
 
@@ -77,7 +86,7 @@ def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
     """Prompts per category: proportional to ``sizes`` (largest remainder), at least one each when n allows."""
     total = sum(sizes.values())
     if n > total:
-        raise DatasetError(f"asked for {n} prompts but the source has only {total}")
+        raise DatasetError(f"asked for {n} prompts but the source has only {total} distinct prompt(s)")
     cats = sorted(sizes)
     floor_one = n >= len(cats)
     quota = {c: n * sizes[c] / total for c in cats}
@@ -96,9 +105,27 @@ def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
     return alloc
 
 
+def challenge_pool(rows: Sequence[PartiPrompt],
+                   challenge: str = SIMPLE_DETAIL) -> tuple[list[PartiPrompt], list[tuple[PartiPrompt, PartiPrompt]]]:
+    """The rows of ``challenge`` with distinct set ids (the first of each), and each repeat paired with its first.
+
+    A repeat has the same category and normalized prompt, hence the same set id, as an earlier row.
+    """
+    first: dict[str, PartiPrompt] = {}
+    repeats: list[tuple[PartiPrompt, PartiPrompt]] = []
+    for r in rows:
+        if r.challenge == challenge:
+            sid = set_id_for(r.prompt, r.category)
+            if sid in first:
+                repeats.append((r, first[sid]))
+            else:
+                first[sid] = r
+    return list(first.values()), repeats
+
+
 def select_prompts(rows: Sequence[PartiPrompt], n: int, seed: int, challenge: str = SIMPLE_DETAIL) -> list[PartiPrompt]:
-    """``n`` rows of ``challenge``, stratified by category, in source-row order."""
-    pool = [r for r in rows if r.challenge == challenge]
+    """``n`` distinct rows of ``challenge`` (:func:`challenge_pool`), stratified by category, in source-row order."""
+    pool, _ = challenge_pool(rows, challenge)
     if not pool:
         raise DatasetError(f"no PartiPrompts rows with Challenge {challenge!r}")
     by_cat: dict[str, list[PartiPrompt]] = {}
@@ -120,6 +147,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        raise BuildError(f"-n/--count must be at least 1, not {args.count}")
     ws = Workspace.at(args.workdir)
     source = str(args.partiprompts) if args.partiprompts else f"pigbench/data/{PACKAGED_SOURCE}"
     rows = read_partiprompts(args.partiprompts)
@@ -143,4 +172,8 @@ def main(args: argparse.Namespace) -> int:
     counts = Counter(r.category for r in chosen)
     by_category = ", ".join(f"{c} {k}" for c, k in sorted(counts.items()))
     print(f"selected {len(chosen)} prompts into {ws.prompts}: {by_category}")
+    _, repeats = challenge_pool(rows, args.challenge)
+    if repeats:
+        print(f"dropped {len(repeats)} duplicate prompt(s) of {source} (same category and prompt as an earlier row): "
+              + ", ".join(f"data row {r.row} repeats data row {first.row}" for r, first in repeats), file=sys.stderr)
     return 0

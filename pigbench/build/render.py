@@ -5,8 +5,10 @@ The pipeline is diffusers' ``StableDiffusionXLPipeline`` from a local directory 
 seed, the set id and the variant index, and its own CPU ``torch.Generator``, so an image does
 not depend on the batch it was rendered in nor on the device. Images are written atomically to
 ``images/<set_id>/<index>.png`` and then recorded in ``renders.jsonl`` with the model,
-scheduler, steps, guidance, size, dtype and seed; a rerun skips every recorded image whose file
-exists. A workspace renders with one set of settings: resuming with other settings is refused.
+scheduler, steps, guidance, size, dtype, seed and sha256; a rerun skips every recorded image whose
+file exists with its recorded sha256, and renders again (and reports) one whose file is missing or
+differs. A workspace renders with one set of settings: resuming with other settings is refused.
+The device is checked before the pipeline is loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import io
 import os
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -51,6 +54,7 @@ class RenderJob:
     index: int
     prompt: str
     seed: int
+    redo: bool = False  # recorded before, but its file is missing or does not match the recorded sha256
 
     @property
     def relpath(self) -> str:
@@ -64,7 +68,7 @@ def image_seed(base_seed: int, set_id: str, index: int) -> int:
 
 
 def pending_jobs(ws: Workspace, settings: RenderSettings) -> list[RenderJob]:
-    """Every image of every expanded set that is not yet recorded with its file on disk."""
+    """Every image of every expanded set not yet recorded with an intact file (on disk, with the recorded sha256)."""
     variants = read_jsonl(ws.require(ws.variants, "expand"))
     records = read_jsonl(ws.renders)
     wanted = _recorded_settings(settings)
@@ -73,9 +77,15 @@ def pending_jobs(ws: Workspace, settings: RenderSettings) -> list[RenderJob]:
         if found != wanted:
             raise BuildError(f"{ws.renders} holds images rendered with {found}, not {wanted}; "
                              "render into another --workdir, or pass the same settings to resume")
-    done = {(r["set_id"], r["index"]) for r in records if (ws.root / r["path"]).is_file()}
-    return [RenderJob(v["set_id"], i, prompt, image_seed(settings.seed, v["set_id"], i))
+    latest = {(r["set_id"], r["index"]): r for r in records}
+    done = {key for key, r in latest.items() if _intact(ws.root / r["path"], r.get("sha256"))}
+    return [RenderJob(v["set_id"], i, prompt, image_seed(settings.seed, v["set_id"], i),
+                      redo=(v["set_id"], i) in latest)
             for v in variants for i, prompt in enumerate(v["variants"]) if (v["set_id"], i) not in done]
+
+
+def _intact(path: Path, sha256: Optional[str]) -> bool:
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256
 
 
 def _recorded_settings(settings: RenderSettings) -> dict[str, Any]:
@@ -181,17 +191,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pigbench.runner import check_device  # not at the top: every `pigbench build` stage imports this module
+
     dtype = args.dtype if args.dtype != "auto" else ("float32" if args.device == "cpu" else "float16")
     settings = RenderSettings(model=args.model, scheduler=args.scheduler, steps=args.steps, guidance=args.guidance,
                               width=args.width, height=args.height, dtype=dtype,
                               negative_prompt=args.negative_prompt, seed=args.seed)
     if settings.scheduler:
         scheduler_class(settings.scheduler)  # a wrong name fails before any work
+    check_device(args.device)  # an absent GPU fails before the pipeline loads
     ws = Workspace.at(args.workdir)
     jobs = pending_jobs(ws, settings)[:args.limit]
     if not jobs:
         print(f"nothing to render: every image of {ws.variants} is in {ws.renders}")
         return 0
+    redo = [j.relpath for j in jobs if j.redo]
+    if redo:
+        print(f"rendering {len(redo)} recorded image(s) again: the file is missing or does not match the sha256 "
+              f"recorded in {ws.renders}: " + ", ".join(redo), file=sys.stderr)
     pipe = load_pipeline(settings, args.device, args.variant)
     for n, record in enumerate(render_jobs(pipe, jobs, settings, ws, args.batch_size), start=1):
         print(f"[{n}/{len(jobs)}] {record['path']} seed {record['seed']} ({record['seconds_per_image']} s/image)")
