@@ -8,6 +8,7 @@ On disk, everything for one key lives in ``<directory>/embeddings/<sha256(model 
 * ``index.tsv``: one line ``<image hash>\\t<file name>`` per feature, appended after its file exists.
 
 A run killed between the two leaves a file no line names (ignored); a partial last line is ignored.
+A damaged file, or one that lacks a hash its index line names, is forgotten: its features are embedded again.
 Several processes (the ranks of a data-parallel run) may write the same directory: file names are
 unique per process and each batch's lines are appended in one write.
 """
@@ -46,23 +47,33 @@ class EmbeddingCache:
         return image_hash in self.memory or image_hash in self._on_disk
 
     def get(self, image_hash: str) -> Optional[torch.Tensor]:
-        """The feature, or None; a feature on disk is loaded with the rest of its file. A file that
-        cannot be read (damaged on disk) is forgotten: its features count as not cached."""
+        """The feature, or None; a feature on disk is loaded with the rest of its file. A file that is
+        damaged (unreadable, or not a dict of hash -> tensor) or lacks the hash its index line names
+        is forgotten: of the hashes the index names it for, only those it holds stay cached."""
         hit = self.memory.get(image_hash)
         if hit is None and image_hash in self._on_disk:
-            assert self.directory is not None
             name = self._on_disk[image_hash]
-            try:
-                stored = torch.load(self.directory / name, map_location="cpu", weights_only=True)
-            except Exception:
-                self._on_disk = {h: n for h, n in self._on_disk.items() if n != name}
-                return None
+            stored = self._load(name)
             for h, feature in stored.items():
                 if h not in self.memory:
                     self.memory[h] = feature
                     self.disk_hits += 1
+            if image_hash not in stored:  # what the file holds is in memory now
+                self._on_disk = {h: n for h, n in self._on_disk.items() if n != name}
             hit = self.memory.get(image_hash)
         return hit
+
+    def _load(self, name: str) -> dict[str, torch.Tensor]:
+        """The features stored in file ``name``; none if it is damaged."""
+        assert self.directory is not None
+        try:
+            stored = torch.load(self.directory / name, map_location="cpu", weights_only=True)
+        except Exception:
+            return {}
+        if not (isinstance(stored, dict)
+                and all(isinstance(h, str) and isinstance(f, torch.Tensor) for h, f in stored.items())):
+            return {}
+        return stored
 
     def put_many(self, features: Mapping[str, torch.Tensor]) -> None:
         """Keep ``features`` (hash -> CPU tensor); on disk, as one file and its index lines."""

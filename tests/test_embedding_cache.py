@@ -55,3 +55,31 @@ def test_a_damaged_batch_file_counts_as_not_cached(tmp_path):
     assert _h(1) in again and again.get(_h(1)) is None
     assert _h(1) not in again and _h(2) not in again  # the whole file is forgotten, so both are embedded again
     assert torch.equal(again.get(_h(3)), torch.ones(3))
+
+
+@pytest.mark.parametrize("content", [torch.ones(2), [torch.ones(2)], {1: torch.ones(2)}, {_h(1): [1.0, 1.0]}],
+                         ids=["tensor", "list", "int-keys", "not-tensors"])
+def test_a_batch_file_that_is_not_a_dict_of_features_counts_as_not_cached(tmp_path, content):
+    cache = EmbeddingCache("m", tmp_path)
+    cache.put_many({_h(1): torch.ones(2), _h(2): torch.zeros(2)})
+    cache.put_many({_h(3): torch.ones(3)})
+    (damaged,) = [p for p in cache.directory.glob("*.pt") if torch.load(p, weights_only=True).keys() == {_h(1), _h(2)}]
+    torch.save(content, damaged)  # a readable torch file, but not what put_many writes
+    again = EmbeddingCache("m", tmp_path)
+    assert again.get(_h(1)) is None and again.disk_hits == 0
+    assert _h(1) not in again and _h(2) not in again
+    assert torch.equal(again.get(_h(3)), torch.ones(3))
+
+
+def test_an_index_line_naming_a_file_without_its_hash_counts_as_not_cached(tmp_path):
+    cache = EmbeddingCache("m", tmp_path)
+    cache.put_many({_h(1): torch.ones(2), _h(2): torch.zeros(2)})
+    cache.put_many({_h(3): torch.full((2,), 3.0)})
+    index = cache.directory / "index.tsv"
+    first, second = dict.fromkeys(line.split("\t")[1] for line in index.read_text().splitlines())
+    index.write_text(index.read_text().replace(first, "<swap>").replace(second, first).replace("<swap>", second))  # names swapped
+    again = EmbeddingCache("m", tmp_path)
+    assert _h(1) in again and again.get(_h(1)) is None  # its line names the file of _h(3)
+    assert _h(1) not in again and _h(2) not in again  # every line naming that file is forgotten
+    assert torch.equal(again.get(_h(3)), torch.full((2,), 3.0))  # read from the file that holds it
+    assert again.disk_hits == 1

@@ -5,6 +5,7 @@ requests, answer probabilities, and the API key kept out of results, logs and ca
 import io
 import json
 import math
+import sqlite3
 import time
 
 import pytest
@@ -167,6 +168,19 @@ def test_resume_sends_no_request_twice(server, tmp_path):
     assert [p.to_json() for p in again] == [p.to_json() for p in resumed]
 
 
+def test_a_damaged_cached_response_is_requested_again(server, tmp_path):
+    episodes = [episode(0), episode(1)]
+    first = judge(server, tmp_path).predict(episodes)
+    db = sqlite3.connect(tmp_path / "requests.sqlite")
+    db.execute("UPDATE responses SET response = '{not json' WHERE rowid = (SELECT MIN(rowid) FROM responses)")
+    db.commit()
+    db.close()
+    again = judge(server, tmp_path).predict(episodes)
+    assert server.hits == 3 and [p.to_json() for p in again] == [p.to_json() for p in first]
+    judge(server, tmp_path).predict(episodes)
+    assert server.hits == 3  # the answer sent again was cached in place of the damaged one
+
+
 def test_answer_probabilities_from_top_logprobs(server, tmp_path):
     top = [{"token": "A", "logprob": math.log(0.6)}, {"token": "B", "logprob": math.log(0.3)}]
     logprobs = [{"token": "<answer>", "logprob": 0.0, "top_logprobs": []},
@@ -209,6 +223,20 @@ def test_runner_end_to_end_keeps_the_key_out_of_every_file(server, tmp_path, mon
         assert KEY.encode() not in p.read_bytes(), p
     captured = capsys.readouterr()
     assert KEY not in captured.out + captured.err
+
+
+def test_a_damaged_request_cache_file_is_a_one_line_error(server, tmp_path, capsys):
+    from pigbench.run import cli
+
+    cls = evaluators.get("openai-judge")
+    path = tmp_path / "cache" / "requests" / f"openai-judge-{cls(cls.Config()).config_hash}.sqlite"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage" * 1000)
+    code = cli(["--evaluator", "openai-judge", "--dataset", "toy", "--limit", "2", "--option", f"base_url={server.url}",
+                "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    assert code == 2 and server.hits == 0
+    assert capsys.readouterr().err == (f"error: request cache {path} cannot be read (file is not a database); "
+                                       "delete it; its responses will be requested again\n")
 
 
 def test_official_api_without_key_is_a_requirement_error(monkeypatch):

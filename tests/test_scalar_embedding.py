@@ -328,13 +328,31 @@ def test_task_chunks_start_small_so_every_worker_returns_images_early():
     assert set(sizes[first:-1]) == {DECODE_CHUNK} and sum(sizes) == 100
 
 
-def test_a_damaged_disk_cache_file_is_embedded_again_not_failed(tmp_path):
+@pytest.mark.parametrize("damage", [lambda path: path.write_bytes(b"damaged"), lambda path: torch.save(torch.ones(3), path)],
+                         ids=["garbage", "not-a-dict"])
+def test_a_damaged_disk_cache_file_is_embedded_again_not_failed(tmp_path, damage):
     refs = write_images(tmp_path / "img")
     first = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", cache_dir=tmp_path / "cache")
     first.embed(refs)
     for path in first.cache.directory.glob("*.pt"):
-        path.write_bytes(b"damaged")
+        damage(path)
     enc = _MeanEncoder()
     second = ImageEmbedder(enc, ImageTransform(size=32), model_key="m", cache_dir=tmp_path / "cache")
     torch.testing.assert_close(second.stack(refs), first.stack(refs))
     assert enc.images == len(refs) and not second.failures
+
+
+def test_an_index_naming_the_wrong_files_is_embedded_again_not_failed(tmp_path):
+    refs = write_images(tmp_path / "img")
+    first = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=2, cache_dir=tmp_path / "cache")
+    first.embed(refs)
+    index = first.cache.directory / "index.tsv"
+    lines = [line.split("\t") for line in index.read_text().splitlines()]
+    names = list(dict.fromkeys(name for _, name in lines))
+    assert len(names) > 2
+    rotated = dict(zip(names, names[1:] + names[:1]))  # every line names another batch's file
+    index.write_text("".join(f"{h}\t{rotated[name]}\n" for h, name in lines))
+    enc = _MeanEncoder()
+    second = ImageEmbedder(enc, ImageTransform(size=32), model_key="m", cache_dir=tmp_path / "cache")
+    torch.testing.assert_close(second.stack(refs), first.stack(refs))
+    assert not second.failures and 0 < enc.images < len(refs)  # some features came from the files that hold them
