@@ -168,11 +168,12 @@ def test_resume_sends_no_request_twice(server, tmp_path):
     assert [p.to_json() for p in again] == [p.to_json() for p in resumed]
 
 
-def test_a_damaged_cached_response_is_requested_again(server, tmp_path):
+@pytest.mark.parametrize("damaged", ["{not json", '{"no": "choices"}'])
+def test_a_damaged_cached_response_is_requested_again(server, tmp_path, damaged):
     episodes = [episode(0), episode(1)]
     first = judge(server, tmp_path).predict(episodes)
     db = sqlite3.connect(tmp_path / "requests.sqlite")
-    db.execute("UPDATE responses SET response = '{not json' WHERE rowid = (SELECT MIN(rowid) FROM responses)")
+    db.execute("UPDATE responses SET response = ? WHERE rowid = (SELECT MIN(rowid) FROM responses)", (damaged,))
     db.commit()
     db.close()
     again = judge(server, tmp_path).predict(episodes)

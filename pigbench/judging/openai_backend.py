@@ -155,8 +155,9 @@ class OpenAIBackend(Backend):
         key = request_key(body)
         if self.cache is not None:
             hit = self.cache.get(key)
-            if hit is not None:
-                return self._to_generation(hit, params, cached=True)
+            cached = None if hit is None else self._to_generation(hit, params, cached=True)
+            if cached is not None and cached.error is None:  # a stored response that does not parse is asked again
+                return cached
         try:
             response = self._post_with_retries(json.dumps(body).encode())
         except RequestFailed as exc:
