@@ -106,13 +106,15 @@ def write_pickapic(folder: Path, rows: list[dict], images: bool, shards: int, ro
 
 
 def run_labels(tmp_path: Path, dataset: str, path: Path, options: dict | None = None) -> dict[str, set[str]]:
-    """Run the weight-free ``color-reference`` evaluator end to end; predicted labels per user."""
+    """Run the weight-free ``color-reference`` evaluator end to end; predicted labels per user. The
+    error budget is off: these small runs check how corrupt images become INVALID."""
     from pigbench.results import load_results
     from pigbench.runner import RunConfig, run
 
     out = run(RunConfig(evaluator="color-reference", dataset=dataset, dataset_path=str(path),
                         dataset_options=dict(options or {}), output=str(tmp_path / "results"),
-                        cache_dir=str(tmp_path / "cache"), progress=False, n_bootstrap=10), log=lambda m: None)
+                        cache_dir=str(tmp_path / "cache"), progress=False, n_bootstrap=10, max_error_rate=1.0),
+              log=lambda m: None)
     labels: dict[str, set[str]] = {}
     for row in load_results(out.results_path)[1]:
         labels.setdefault(row["user_id"], set()).add(row["prediction"]["label"])
