@@ -148,7 +148,8 @@ class MPSNet(nn.Module):
 
 
 def cross_model_shape(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """Sizes of the cross model, read from the checkpoint's tensors."""
+    """Sizes of the cross model, read from the checkpoint's tensors (KeyError naming the first
+    tensor it needs when the checkpoint has none: not an MPS checkpoint)."""
     prefix = "cross_model.layers."
     q = state[prefix + "0.0.fn.to_q.weight"]
     dim_head = state[prefix + "0.0.fn.to_kv.weight"].shape[0] // 2

@@ -96,10 +96,21 @@ def check_file(spec: str, wf: WeightFile) -> None:
     _local_file(spec, wf)
 
 
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".safetensors"})
+
+
 def _local_file(spec: str, wf: WeightFile) -> Path:
+    """``spec`` itself if it is a file of the wanted kind (any checkpoint for a checkpoint, under any
+    name; else the same suffix), else ``wf.filename`` in ``spec`` (a folder) or beside it (a file of
+    another kind: a model's config next to its checkpoint)."""
     path = Path(spec).expanduser()
+    wanted = Path(wf.filename).suffix
     if path.is_dir():
         path = path / wf.filename
+    elif path.is_file() and wanted not in CHECKPOINT_SUFFIXES and path.suffix != wanted:
+        path = path.with_name(wf.filename)
+        if not path.is_file():
+            raise _missing(wf, spec, f"was not found beside that file (looked for {path})")
     if not path.is_file():
         raise _missing(wf, spec, "was not found")
     return path
@@ -248,9 +259,10 @@ def read_state_dict(path: Path, what: str = "checkpoint") -> dict[str, "torch.Te
 
         return load_file(str(path))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # names classes: read it without importing them
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_InertPickleModule)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # names classes: read it without importing them
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_InertPickleModule)
     except Exception as exc:
         raise CheckpointError(f"{what} at {path} could not be read: {type(exc).__name__}: {exc}") from None
     if isinstance(obj, _Inert):

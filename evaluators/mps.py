@@ -72,13 +72,18 @@ class MPS(EmbeddingScorer):
 
         from pigbench.evaluators._hf_clip import load_tokenizer, processor_transform
         from pigbench.evaluators._mps_net import MPSNet, cross_model_shape
-        from pigbench.evaluators._weights import fetch_file, load_strict, read_state_dict, source_fingerprint
+        from pigbench.evaluators._weights import CheckpointError, fetch_file, load_strict, read_state_dict, source_fingerprint
 
         path = fetch_file(self.model_source(self.config), self.weight_file())
         clip = self.clip_source(self.config)
         state = read_state_dict(path, "the MPS checkpoint")
         config = CLIPConfig.from_pretrained(clip, local_files_only=cache_only(clip))
-        self.net = MPSNet(config, cross_model_shape(state))
+        try:
+            shape = cross_model_shape(state)
+        except KeyError as exc:
+            raise CheckpointError(f"mps: the MPS checkpoint {path} has no tensor {exc} (its cross model): "
+                                  "it is not MPS_overall_checkpoint.pth") from None
+        self.net = MPSNet(config, shape)
         load_strict(self.net, state, f"the MPS checkpoint {path}")
         self.net.eval().to(device=self.device, dtype=self.dtype)
         tokenizer = load_tokenizer(clip)

@@ -63,9 +63,14 @@ class EvaluatorConfig:
         return cls(**kwargs)
 
     def hash(self, evaluator_name: str, version: str) -> str:
-        payload = json.dumps(
-            {"evaluator": evaluator_name, "version": version, "config": self.to_json()}, sort_keys=True
-        )
+        """ValueError naming the evaluator when a field's value is not JSON (a Path, say)."""
+        try:
+            payload = json.dumps(
+                {"evaluator": evaluator_name, "version": version, "config": self.to_json()}, sort_keys=True
+            )
+        except TypeError as exc:
+            raise ValueError(f"{evaluator_name}: its config must hold JSON values (strings, numbers, booleans, lists, "
+                             f"dicts): {exc}") from None
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -285,7 +290,10 @@ class ScalarEvaluator(Evaluator):
 
     def _score_one(self, key: Hashable, request: ScoreRequest) -> None:
         try:
-            (s,) = self.score([request])
+            scores = list(self.score([request]))
+            if len(scores) != 1:
+                raise RuntimeError(f"score() returned {len(scores)} scores for 1 request")
+            (s,) = scores
             self.scored_count += 1
             self._memo[key] = (float(s), None)
         except Exception as exc:

@@ -101,7 +101,12 @@ class Registry(Generic[T]):
             entry = self._entry(name)
             if isinstance(entry.target, str):
                 module_name, _, attr = entry.target.partition(":")
-                obj = getattr(importlib.import_module(module_name), attr)
+                try:
+                    obj = getattr(importlib.import_module(module_name), attr)
+                except (ImportError, AttributeError, SyntaxError) as exc:
+                    where = f" at {exc.filename}:{exc.lineno}" if isinstance(exc, SyntaxError) else ""
+                    raise RegistryError(f"{self.kind} {name!r} ({entry.target}, from {entry.source}) cannot be loaded: "
+                                        f"{type(exc).__name__}{where}: {exc.msg if isinstance(exc, SyntaxError) else exc}") from None
                 self._check_type(name, obj)
                 if not obj.name:  # a class registered under several names keeps its first
                     obj.name = name

@@ -59,3 +59,12 @@ def test_listing_imports_no_model_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "NAME" in out.stdout and "KIND" in out.stdout
+
+
+@pytest.mark.parametrize("target, message", [("pigbench.no_such_module:X", "ModuleNotFoundError: No module named 'pigbench.no_such_module'"),
+                                             ("pigbench.protocol:NoSuchClass", "AttributeError: module 'pigbench.protocol' has no attribute")])
+def test_a_target_that_cannot_be_imported_is_a_one_line_registry_error(target, message):
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.test-none", catalogue="pigbench")
+    reg.register_lazy("broken", target)
+    with pytest.raises(RegistryError, match=f"evaluator 'broken' \\({target}, from built-in\\) cannot be loaded: {message}"):
+        reg.get("broken")

@@ -328,3 +328,29 @@ def test_run_predicts_inside_frozen_setup_objects(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "_predict_all", lambda *a: (seen.append("predict"), predict_all(*a)))
     run(config(tmp_path))
     assert seen == ["enter", "predict", "exit"]
+
+
+def test_a_config_value_that_is_not_json_is_a_one_line_error():
+    from dataclasses import dataclass
+
+    from pigbench.evaluator import ScalarConfig
+
+    @dataclass(frozen=True)
+    class PathConfig(ScalarConfig):
+        weights_dir: Path = Path("/tmp/w")
+
+    with pytest.raises(ValueError, match="^my-reward: its config must hold JSON values .*PosixPath"):
+        PathConfig().hash("my-reward", "1")
+
+
+def test_score_returning_the_wrong_count_names_the_count_for_each_failed_sample():
+    from pigbench.evaluator import ScalarEvaluator
+    from pigbench.protocol import Episode, ImageRef, Label, Target
+
+    class Short(ScalarEvaluator):
+        def score(self, requests):
+            return [1.0] * (len(requests) - 1)
+
+    ep = Episode("u", (), Target("s", "p", ImageRef("a", b"a"), ImageRef("b", b"b"), Label.A))
+    (pred,) = Short().predict([ep.without_gold()])
+    assert pred.label == Label.INVALID and "score() returned 0 scores for 1 request" in pred.error

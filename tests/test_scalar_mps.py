@@ -159,3 +159,9 @@ def test_mps_loading_is_strict(mps_setup, tmp_path):
     cls = evaluators.get("mps")
     with pytest.raises(CheckpointError, match=r"missing key\(s\) \['cross_model.layers.1.1.fn.attn_out.weight'\]"):
         cls(cls.Config(model_path=str(tmp_path / "m.pth"), clip_path=str(root / "clip"))).setup()
+    torch.save({k: v for k, v in sd.items() if not k.startswith("cross_model.")}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=r"other.pth has no tensor 'cross_model.layers.0.0.fn.to_q.weight'.*not MPS_overall"):
+        cls(cls.Config(model_path=str(tmp_path / "other.pth"), clip_path=str(root / "clip"))).setup()
+    (tmp_path / "garbage.pth").write_bytes(b"garbage\n")
+    with pytest.raises(CheckpointError, match=r"the MPS checkpoint at .*garbage.pth could not be read"):
+        cls(cls.Config(model_path=str(tmp_path / "garbage.pth"), clip_path=str(root / "clip"))).setup()

@@ -33,6 +33,16 @@ def test_folder_spec_resolves_to_the_expected_file(tmp_path):
     assert fetch_file(str(tmp_path), WF) == tmp_path / "demo.pt"
 
 
+def test_a_file_spec_of_another_kind_finds_its_companion_beside_it(tmp_path):
+    config = WeightFile("demo-eval", "the demo config", "config.json", "PIGBENCH_DEMO_PATH", "https://example.org/demo")
+    (tmp_path / "renamed.pt").write_bytes(b"x")
+    assert fetch_file(str(tmp_path / "renamed.pt"), WF) == tmp_path / "renamed.pt"  # same kind: any name
+    with pytest.raises(RequirementError, match=r"was not found beside that file \(looked for .*config.json\)"):
+        fetch_file(str(tmp_path / "renamed.pt"), config)
+    (tmp_path / "config.json").write_text("{}")
+    assert fetch_file(str(tmp_path / "renamed.pt"), config) == tmp_path / "config.json"
+
+
 def test_offline_hub_and_url_specs_must_be_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
