@@ -103,14 +103,16 @@ def entry_summary(e: Entry) -> dict[str, Any]:
 
 
 def _best(rows: list[dict]) -> None:
-    """Add to each row (a copy of a summary) the accuracies on which it is the best of its table,
-    compared as displayed (one decimal), so that equal printed values are all marked."""
+    """Add to each row (a copy of a summary) the accuracies on which it is the best of the runs on
+    its table's main split (``other_split`` rows are never marked), compared as displayed (one
+    decimal), so that equal printed values are all marked."""
     for row in rows:
         row["best"] = set()
+    ranked = [r for r in rows if not r["other_split"]]
     for name in ACCURACIES:
-        shown = [None if r["metrics"][name]["micro"] is None else round(r["metrics"][name]["micro"], 1) for r in rows]
+        shown = [None if r["metrics"][name]["micro"] is None else round(r["metrics"][name]["micro"], 1) for r in ranked]
         top = max((v for v in shown if v is not None), default=None)
-        for row, value in zip(rows, shown):
+        for row, value in zip(ranked, shown):
             if value is not None and value == top:
                 row["best"].add(name)
 
@@ -231,10 +233,13 @@ def build_site(results_dir: str | Path, out_dir: str | Path, samples: int = SAMP
     summaries = {e.relpath: entry_summary(e) for e in collection.entries}
     datasets = []
     for name in collection.datasets():
-        rows = sorted((dict(summaries[e.relpath]) for e in collection.for_dataset(name)),
-                      key=lambda r: (-(r["metrics"]["acc_w_tie"]["micro"] or -1), r["label"]))
+        rows = [dict(summaries[e.relpath]) for e in collection.for_dataset(name)]
+        main = collection.main_split(name)
+        for row in rows:
+            row["other_split"] = row["fingerprint"] != main
+        rows.sort(key=lambda r: (r["other_split"], -(r["metrics"]["acc_w_tie"]["micro"] or -1), r["label"]))
         _best(rows)
-        datasets.append({"name": name, "page": f"datasets/{slug(name)}.html", "rows": rows})
+        datasets.append({"name": name, "page": f"datasets/{slug(name)}.html", "rows": rows, "main_split": main})
     common = {"version": pigbench.__version__, "admitted": len(collection.entries), "accuracies": ACCURACIES,
               "accuracy_names": ACCURACY_NAMES, "nav_datasets": datasets}
 

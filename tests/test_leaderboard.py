@@ -312,3 +312,19 @@ def test_mistyped_prediction_rows_are_named_by_line_and_field(tmp_path, edit, me
     replace_predictions(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
     (problem,) = validate_results(path)
     assert problem.endswith(f"odd.predictions.jsonl: line 3: malformed prediction row ({message})"), problem
+
+
+def test_runs_on_another_split_are_listed_after_the_main_split_and_never_marked_best(tmp_path):
+    from synthetic_results import make_results
+
+    results = tmp_path / "results"
+    make_results(results, "alpha", accuracy=0.6)
+    make_results(results, "beta", accuracy=0.7)
+    make_results(results, "gamma", variant="seed1", seed=1, accuracy=0.95)  # better, but on another split
+    build_site(results, tmp_path / "site")
+    (table,) = [t for t in tables_of(tmp_path / "site" / "index.html") if "board" in t["class"]]
+    names = [r["cells"][0].split()[0] for r in table["rows"][1:]]
+    assert names == ["beta", "alpha", "gamma"] and "other split" in table["rows"][3]["cells"][0]
+    html = (tmp_path / "site" / "index.html").read_text()
+    gamma_row = html[html.index(">gamma</a>"):].split("</tr>")[0]
+    assert "best" not in gamma_row and 'class="num best"' in html and "fp-synth-4-0" in html

@@ -73,6 +73,17 @@ def test_main_table_marks_the_best_of_each_column(collection):
         assert all(c.best == (round(c.value, 1) == best) for c in cells)
 
 
+def test_a_run_on_another_split_is_marked_and_not_ranked(tmp_path):
+    make_results(tmp_path, "alpha", accuracy=0.6)
+    make_results(tmp_path, "beta", accuracy=0.7)
+    make_results(tmp_path, "gamma", variant="seed1", seed=1, accuracy=0.95)  # better, but on another split
+    table = main_table(collect(tmp_path))
+    rows = {r.label: r.cells for _, g in table.groups for r in g}
+    assert all(c.other_split and not c.best and c.text().endswith("\u2020") for c in rows["gamma"])
+    assert all(c.best for c in rows["beta"]) and not any(c.other_split for c in rows["beta"])
+    assert any(n.startswith("\u2020 synth: gamma ran on another split") for n in table.notes)
+
+
 def test_main_table_uses_plain_run_and_names_substitutes(collection):
     chosen, notes = canonical_entries(collection)
     assert chosen[("reasoner", "synth")].variant is None  # the no-dims ablation is not in the main table

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -88,6 +89,13 @@ class Collection:
 
     def for_dataset(self, dataset: str) -> list[Entry]:
         return [e for e in self.entries if e.dataset == dataset]
+
+    def main_split(self, dataset: str) -> str:
+        """The fingerprint of ``dataset``'s main split: the one most of its runs use, preferring one
+        that a run without a variant suffix (default settings) uses. Tables rank only its runs."""
+        prints = Counter(e.results["split"]["fingerprint"] for e in self.for_dataset(dataset))
+        plain = {e.results["split"]["fingerprint"] for e in self.for_dataset(dataset) if not e.variant}
+        return max(prints, key=lambda f: (f in plain, prints[f], f))
 
 
 def find_results_files(root: Path) -> list[Path]:

@@ -16,6 +16,7 @@ render it, escaping every text that comes from results.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
@@ -29,19 +30,24 @@ MAIN_METRICS = (("acc_w_tie", "w/ tie"), ("acc_wo_tie", "w/o tie"))
 CI_NOTE = "Accuracies in percent (micro average over targets) with 95% cluster-bootstrap CIs over users."
 
 
+OTHER_SPLIT = "\u2020"  # marks a number from a run on another split than its dataset's main one
+
+
 @dataclass(frozen=True)
 class Cell:
-    """A number with an optional CI; ``best`` marks the best value of its column."""
+    """A number with an optional CI; ``best`` marks the best value of its column. A cell of a run on
+    another split than its dataset's main one (``other_split``) carries a dagger and is never best."""
 
     value: Optional[float]
     ci: Optional[list[float]] = None
     best: bool = False
     digits: int = 1
+    other_split: bool = False
 
     def text(self) -> str:
         if self.value is None:
             return "n/a"
-        return f"{self.value:.{self.digits}f}"
+        return f"{self.value:.{self.digits}f}" + (OTHER_SPLIT if self.other_split else "")
 
     def ci_text(self) -> str:
         return "" if not self.ci else f"[{self.ci[0]:.{self.digits}f}, {self.ci[1]:.{self.digits}f}]"
@@ -87,7 +93,8 @@ def mark_best(groups: list[tuple[str, list[Row]]], columns: list[int]) -> list[t
     """Copies of the rows with ``best`` set on the highest value of each listed column, compared as
     displayed (so that equal printed values are all marked)."""
     def shown(cell: Value) -> Optional[float]:
-        return round(cell.value, cell.digits) if isinstance(cell, Cell) and cell.value is not None else None
+        ranked = isinstance(cell, Cell) and cell.value is not None and not cell.other_split
+        return round(cell.value, cell.digits) if ranked else None
 
     best: dict[int, float] = {}
     for _, rows in groups:
@@ -100,7 +107,7 @@ def mark_best(groups: list[tuple[str, list[Row]]], columns: list[int]) -> list[t
         new_rows = []
         for row in rows:
             cells = [
-                Cell(cell.value, cell.ci, True, cell.digits) if i in best and shown(cell) == best[i] else cell
+                dataclasses.replace(cell, best=True) if i in best and shown(cell) == best[i] else cell
                 for i, cell in enumerate(row.cells)
             ]
             new_rows.append(Row(row.label, cells))
@@ -111,6 +118,7 @@ def mark_best(groups: list[tuple[str, list[Row]]], columns: list[int]) -> list[t
 def main_table(collection: Collection) -> Table:
     """Table 2 layout over every dataset and evaluator in ``collection``."""
     datasets = collection.datasets()
+    main = {ds: collection.main_split(ds) for ds in datasets}
     chosen, notes = canonical_entries(collection)
     group_of = {ev: e.group for (ev, _), e in chosen.items()}
     groups = []
@@ -121,14 +129,16 @@ def main_table(collection: Collection) -> Table:
             cells: list[Value] = []
             for ds in datasets:
                 e = chosen.get((ev, ds))
-                cells += [Cell(e.accuracy(m), e.ci(m)) if e else "" for m, _ in MAIN_METRICS]
+                other = e is not None and e.results["split"]["fingerprint"] != main[ds]
+                cells += [Cell(e.accuracy(m), e.ci(m), other_split=other) if e else "" for m, _ in MAIN_METRICS]
             rows.append(Row(ev, cells))
         if rows:
             groups.append((group, rows))
     for ds in datasets:
-        prints = sorted({e.results["split"]["fingerprint"] for (_, d), e in chosen.items() if d == ds})
-        if len(prints) > 1:
-            notes.append(f"{ds}: runs use different splits (fingerprints {', '.join(prints)}); compare with care.")
+        others = sorted(ev for (ev, d), e in chosen.items() if d == ds and e.results["split"]["fingerprint"] != main[ds])
+        if others:
+            notes.append(f"{OTHER_SPLIT} {ds}: {', '.join(others)} ran on another split than the main one (fingerprint "
+                         f"{main[ds]}, most runs'); not ranked.")
     return Table(
         title="Accuracy of personalized preference prediction",
         row_header="Evaluator",
