@@ -114,5 +114,11 @@ def test_the_runner_calibrates_on_held_out_users_and_records_how(tmp_path):
     assert source["n"] + out.results["split"]["targets"] == everyone.results["split"]["targets"]
     assert out.results_path.name.endswith("_cal0.3.json") and validate_results(out.results_path) == []
     assert run(config(calibration_fraction=0.3)).resumed == out.results["split"]["targets"]
+    from pigbench.report.collect import collect
+    from pigbench.report.tables import differing_settings
+
+    entries = collect(tmp_path / "r").for_dataset("demo")
+    (calibrated,) = [text for e, text in zip(entries, differing_settings(entries)) if (e.variant or "").endswith("cal0.3")]
+    assert f'tie_threshold="calibrated (t={source["probability_threshold"]}, {source["n"]} held-out targets)"' in calibrated
     with pytest.raises(ValueError, match="both set tau"):
         run(config(calibration_fraction=0.3, tie_threshold=0.5))

@@ -189,8 +189,13 @@ def differing_settings(entries: list[Entry]) -> list[str]:
 
 
 def _settings(e: Entry) -> dict[str, Any]:
+    """The settings of a run; a calibrated tau shows as how it was calibrated, not as its value."""
     ev, split = e.results["evaluator"], e.results["split"]
-    return {**ev["config"], "K": split["reference_size"], "swap": ev.get("swap", False),
+    config = dict(ev["config"])
+    source = ev.get("tie_threshold_source")
+    if isinstance(source, dict) and "tie_threshold" in config:
+        config["tie_threshold"] = f"calibrated (t={source.get('probability_threshold')}, {source.get('n')} held-out targets)"
+    return {**config, "K": split["reference_size"], "swap": ev.get("swap", False),
             "seed": split["seed"], "targets": split["targets"]}
 
 
