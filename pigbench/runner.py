@@ -198,7 +198,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
         evaluator = build_evaluator(config)
         adapter, split = load_split(config)
-        if config.calibration_fraction is not None:
+        calibrating = config.calibration_fraction is not None
+        if calibrating:  # sets the model up (once) to score the held-out users
             calibrate_on_held_out_users(evaluator, split, config, log)
         key = run_key(evaluator, split, config.swap, config.dataset_options)
         stores = RunStores(Path(config.cache_dir) / "runs", key, world)
@@ -211,7 +212,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         mine = shard(todo, world)
         with world.together(RunAborted):
             if mine:
-                set_up(evaluator, config.evaluator)
+                if not calibrating:
+                    set_up(evaluator, config.evaluator)
                 with stores.open_own() as store, frozen_setup_objects():
                     _predict_all(evaluator, mine, store, config, log)
         outcome = None
@@ -226,7 +228,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
 def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config: RunConfig, log: Callable[[str], None]) -> None:
     """Pick-a-Pic's tie-threshold calibration (:mod:`pigbench.calibration`) on the targets of a seeded
     ``config.calibration_fraction`` of the users; ``split`` keeps the other users' targets, and the
-    evaluator's tau and ``tie_threshold_source`` are set. Its model is loaded (``setup``) first."""
+    evaluator's tau and ``tie_threshold_source`` are set. Sets the evaluator up (``setup``), after the
+    checks; the caller does not set it up again."""
     from pigbench.calibration import apply_calibration, calibrate_tie_threshold, calibration_split
 
     if not hasattr(evaluator.config, "tie_threshold"):

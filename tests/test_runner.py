@@ -354,3 +354,12 @@ def test_score_returning_the_wrong_count_names_the_count_for_each_failed_sample(
     ep = Episode("u", (), Target("s", "p", ImageRef("a", b"a"), ImageRef("b", b"b"), Label.A))
     (pred,) = Short().predict([ep.without_gold()])
     assert pred.label == Label.INVALID and "score() returned 0 scores for 1 request" in pred.error
+
+
+def test_a_calibrated_run_sets_its_evaluator_up_once(tmp_path, monkeypatch):
+    from toy import ToyBrightness
+
+    calls = []
+    monkeypatch.setattr(ToyBrightness, "setup", lambda self: calls.append(self))
+    out = run(config(tmp_path, calibration_fraction=0.3))
+    assert len(calls) == 1 and isinstance(out.results["evaluator"]["tie_threshold_source"], dict)
