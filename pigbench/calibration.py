@@ -27,7 +27,7 @@ import hashlib
 import math
 import sys
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from pigbench.evaluator import Evaluator
 from pigbench.protocol import Episode, Label
@@ -115,6 +115,13 @@ def apply_calibration(evaluator: Evaluator, result: TieCalibration) -> None:
     tau = result.tau if math.isfinite(result.tau) else sys.float_info.max
     evaluator.config = replace(evaluator.config, tie_threshold=tau)
     evaluator.tie_threshold_source = result.to_json()
+
+
+def describe_calibration(record: Mapping[str, Any]) -> str:
+    """A calibration record (:meth:`TieCalibration.to_json`, a results file's ``tie_threshold_source``)
+    in words, for tables and pages."""
+    return (f"calibrated on {record.get('n')} held-out targets by {record.get('method', 'an unnamed method')}, "
+            f"t={record.get('probability_threshold')}")
 
 
 def calibration_split(episodes: Sequence[Episode], fraction: float, seed: int = 0) -> tuple[list[Episode], list[Episode]]:

@@ -36,6 +36,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 import pigbench
+from pigbench.calibration import describe_calibration
 from pigbench.metrics import ACCURACIES, credit
 from pigbench.protocol import Label
 from pigbench.report.collect import Collection, Entry, collect, slug
@@ -167,11 +168,8 @@ def _dimensions(prediction: dict) -> list[dict[str, Any]]:
 
 
 def _tau_source(source: Any) -> str:
-    """Where tau came from, in words: "fixed", or the calibration record (pigbench.calibration) summed up."""
-    if isinstance(source, dict):
-        return (f"calibrated by {source.get('method', 'an unnamed method')}: probability gap "
-                f"{source.get('probability_threshold')} on {source.get('n')} held-out targets")
-    return str(source)
+    """Where tau came from, in words: "fixed", or the calibration record described."""
+    return describe_calibration(source) if isinstance(source, dict) else str(source)
 
 
 def evaluator_page(e: Entry, samples: int = SAMPLES_PER_PAGE) -> dict[str, Any]:

@@ -119,6 +119,7 @@ def test_the_runner_calibrates_on_held_out_users_and_records_how(tmp_path):
 
     entries = collect(tmp_path / "r").for_dataset("demo")
     (calibrated,) = [text for e, text in zip(entries, differing_settings(entries)) if (e.variant or "").endswith("cal0.3")]
-    assert f'tie_threshold="calibrated (t={source["probability_threshold"]}, {source["n"]} held-out targets)"' in calibrated
+    assert (f'tie_threshold="calibrated on {source["n"]} held-out targets by pickapic-softmax-grid, '
+            f't={source["probability_threshold"]}"') in calibrated
     with pytest.raises(ValueError, match="both set tau"):
         run(config(calibration_fraction=0.3, tie_threshold=0.5))

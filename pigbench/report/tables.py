@@ -24,6 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from pigbench.calibration import describe_calibration
 from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collection, Entry
 
 MAIN_METRICS = (("acc_w_tie", "w/ tie"), ("acc_wo_tie", "w/o tie"))
@@ -194,7 +195,7 @@ def _settings(e: Entry) -> dict[str, Any]:
     config = dict(ev["config"])
     source = ev.get("tie_threshold_source")
     if isinstance(source, dict) and "tie_threshold" in config:
-        config["tie_threshold"] = f"calibrated (t={source.get('probability_threshold')}, {source.get('n')} held-out targets)"
+        config["tie_threshold"] = describe_calibration(source)
     return {**config, "K": split["reference_size"], "swap": ev.get("swap", False),
             "seed": split["seed"], "targets": split["targets"]}
 
