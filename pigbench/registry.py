@@ -104,9 +104,9 @@ class Registry(Generic[T]):
                 try:
                     obj = getattr(importlib.import_module(module_name), attr)
                 except (ImportError, AttributeError, SyntaxError) as exc:
-                    where = f" at {exc.filename}:{exc.lineno}" if isinstance(exc, SyntaxError) else ""
+                    detail = f" at {exc.filename}:{exc.lineno}: {exc.msg}" if isinstance(exc, SyntaxError) else f": {exc}"
                     raise RegistryError(f"{self.kind} {name!r} ({entry.target}, from {entry.source}) cannot be loaded: "
-                                        f"{type(exc).__name__}{where}: {exc.msg if isinstance(exc, SyntaxError) else exc}") from None
+                                        f"{type(exc).__name__}{detail}") from None
                 self._check_type(name, obj)
                 if not obj.name:  # a class registered under several names keeps its first
                     obj.name = name

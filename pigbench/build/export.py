@@ -21,7 +21,6 @@ An image whose file does not match the sha256 recorded when it was rendered is r
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 from collections import Counter, defaultdict
@@ -33,7 +32,7 @@ from pigbench.build.agreement import kendall_tau_b, pairwise_disagreement, set_a
 from pigbench.build.annotate.store import AnnotationStore
 from pigbench.build.prompts import read_partiprompts
 from pigbench.build.sets import ImageSet, decisions, kept_sets, rendered_sets
-from pigbench.build.workspace import BuildError, Workspace, read_jsonl, write_atomic
+from pigbench.build.workspace import BuildError, Workspace, file_sha256, read_jsonl, write_atomic
 
 GENERATION_FIELDS = ("model", "scheduler", "scheduler_class", "steps", "guidance", "width", "height", "dtype",
                      "negative_prompt", "seed", "generator", "sha256", "diffusers_version", "torch_version")
@@ -75,7 +74,7 @@ def _check_images(ws: Workspace, sets: Sequence[ImageSet]) -> None:
     """Raise :class:`BuildError` at the first image whose file does not match the sha256 recorded at render time."""
     for s in sets:
         for rel, record in zip(s.images, s.renders):
-            recorded, actual = record.get("sha256"), _sha256(ws.root / rel)
+            recorded, actual = record.get("sha256"), file_sha256(ws.root / rel)
             if actual != recorded:
                 raise BuildError(f"{ws.root / rel}: sha256 {actual} does not match {recorded} recorded in "
                                  f"{ws.renders}; `pigbench build render --workdir {ws.root}` with the same settings "
@@ -87,7 +86,7 @@ def _instance(ws: Workspace, out: Path, s: ImageSet) -> dict[str, Any]:
     for i, rel in enumerate(s.images):
         target_rel = f"images/{s.set_id}/{i}.png"
         src, dst = ws.root / rel, out / target_rel
-        if not dst.is_file() or _sha256(dst) != s.renders[i]["sha256"]:
+        if not dst.is_file() or file_sha256(dst) != s.renders[i]["sha256"]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
         images.append(target_rel)
@@ -202,10 +201,6 @@ def _fmt_summary(s: dict[str, Optional[float]]) -> str:
 
 def _fmt(x: Optional[float]) -> str:
     return "n/a" if x is None else (str(x) if isinstance(x, int) else f"{x:.3f}")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:

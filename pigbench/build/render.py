@@ -25,7 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from pigbench.build.workspace import BuildError, Workspace, append_jsonl, read_jsonl, write_atomic
+from pigbench.build.workspace import BuildError, Workspace, append_jsonl, file_sha256, read_jsonl, write_atomic
 from pigbench.evaluator import RequirementError
 from pigbench.hub import cache_only
 
@@ -85,7 +85,7 @@ def pending_jobs(ws: Workspace, settings: RenderSettings) -> list[RenderJob]:
 
 
 def _intact(path: Path, sha256: Optional[str]) -> bool:
-    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    return path.is_file() and file_sha256(path) == sha256
 
 
 def _recorded_settings(settings: RenderSettings) -> dict[str, Any]:

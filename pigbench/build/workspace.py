@@ -16,6 +16,7 @@ so a killed stage loses at most the item in progress)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -137,6 +138,11 @@ def append_jsonl(path: PathLike, record: Mapping[str, Any]) -> None:
         f.write(json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def file_sha256(path: PathLike) -> str:
+    """The SHA-256 of a file's bytes, as ``renders.jsonl`` records it for each image."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_atomic(path: PathLike, data: bytes) -> None:
