@@ -112,7 +112,8 @@ def _split_pairs(rows: PairRows, dataset: str, seed: int, k: Optional[int], max_
         total = np.cumsum(mask)
         return total - (total - mask)[bounds[:-1]][group]
 
-    # 2. references: the first k decisive rows (dynamic: every decisive row but the held-out first one)
+    # 2. references: the first k decisive rows (dynamic: every decisive row but the held-out first one,
+    #    and users with none are skipped)
     decisive = rows.outcome[rows_at] != TIE
     if k is None:
         is_ref, is_target = decisive & (pos > 0), pos == 0
@@ -123,6 +124,14 @@ def _split_pairs(rows: PairRows, dataset: str, seed: int, k: Optional[int], max_
         too_few = (np.bincount(group[is_ref], minlength=len(users)) < k) | (np.bincount(group[is_target], minlength=len(users)) == 0)
         reason = f"fewer than {k} decisive reference records plus 1 target record"
     _note(result, result.skipped_users, reason, [f"user {users[g]}" for g in np.flatnonzero(too_few)[:5]], int(too_few.sum()))
+    if k is None:  # a user needs a decisive reference set; the tied sets of the others are counted
+        no_ref = ~too_few & (np.bincount(group[is_ref], minlength=len(users)) == 0)
+        _note(result, result.skipped_users, "no decisive ranked set besides the held-out one",
+              [f"user {users[g]}" for g in np.flatnonzero(no_ref)[:5]], int(no_ref.sum()))
+        too_few |= no_ref
+        tied = np.flatnonzero(~decisive & (pos > 0) & ~too_few[group])
+        _note(result, result.skipped_records, "tied ranked set: no reference pair",
+              [rows.record_id[rows_at[p]] for p in tied[:5]], len(tied))
     is_ref &= ~too_few[group]
     is_target &= ~too_few[group]
     # 3. leakage, checked in build_split's order: prompt, then images, then identical images

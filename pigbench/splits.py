@@ -8,7 +8,8 @@ depend on which other users are present.
   reference pairs; every other record is a target record. Users with fewer than K decisive
   records plus one target record are skipped.
 * Dynamic (K = None, PIGBench): the first record is the held-out target set; all the user's
-  other decisive records are references.
+  other decisive records are references (an all-tied set has no reference pair: it is counted
+  as skipped). Users with fewer than 2 records or no decisive reference record are skipped.
 
 A target record is dropped (and counted) when its normalized prompt or any of its images (by id
 or content hash) appears in that user's references. A record of n images gives n(n-1)/2 target
@@ -132,7 +133,14 @@ def _split_user(
             result.note(result.skipped_users, "fewer than 2 ranked sets", f"user {user_id}")
             return []
         target_recs = [order[0]]
-        refs = [p for p in map(reference_pair, order[1:]) if p is not None]
+        pairs = [(rec, reference_pair(rec)) for rec in order[1:]]
+        refs = [p for _, p in pairs if p is not None]
+        if not refs:
+            result.note(result.skipped_users, "no decisive ranked set besides the held-out one", f"user {user_id}")
+            return []
+        for rec, pair in pairs:
+            if pair is None:
+                result.note(result.skipped_records, "tied ranked set: no reference pair", rec.record_id)
     else:
         for rec in order:
             pair = reference_pair(rec) if len(refs) < k else None

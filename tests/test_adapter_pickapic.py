@@ -255,3 +255,21 @@ def test_columnar_split_equals_build_split_on_the_records(data, k, max_targets):
         for reason, count in slow.skipped_records.items():
             assert fast.skipped_records[reason] == count, reason
         assert fast.skipped_users == slow.skipped_users
+
+
+def test_columnar_dynamic_split_skips_users_without_a_decisive_reference_like_build_split(tmp_path):
+    from pigbench.splits import build_split
+
+    rows, n = [], iter(range(1, 200))
+    for i in range(4):  # user 201: every row tied
+        rows.append(pickapic_row(7000 + i, 201, PROMPTS[i], next(n), next(n), 0.5))
+    for i in range(4):  # user 202: one decisive row among ties (skipped whenever it is the held-out row)
+        rows.append(pickapic_row(7100 + i, 202, PROMPTS[i], next(n), next(n), 1.0 if i == 0 else 0.5))
+    write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=16)
+    a = Dynamic(str(tmp_path / "m"), {"images": "none"})
+    reason = "no decisive ranked set besides the held-out one"
+    for seed in range(6):
+        fast, slow = a.split(seed=seed), build_split(a.records(), "pickapic", seed, None)
+        assert fast.skipped_users == slow.skipped_users and fast.skipped_users[reason] >= 1
+        assert fast.skipped_records == slow.skipped_records and fast.fingerprint == slow.fingerprint
+        assert all(len(e.references) == 1 for e in fast.episodes)

@@ -99,3 +99,17 @@ def test_limit_recomputes_fingerprint():
 def test_negative_reference_size_rejected():
     with pytest.raises(ValueError):
         build_split([], "ds", seed=0, reference_size=-1)
+
+
+def test_dynamic_split_skips_a_user_without_a_decisive_reference_set_and_counts_tied_sets():
+    tied = [rec(f"t{i}", "tied", f"tied {i}", (10 * i, 10 * i + 1, 10 * i + 2, 10 * i + 3), (1, 1, 1, 1)) for i in range(4)]
+    mixed = [rec(f"m{i}", "mixed", f"mixed {i}", (500 + 10 * i, 501 + 10 * i, 502 + 10 * i, 503 + 10 * i),
+                 (1, 2, 3, 4) if i % 2 else (2, 2, 2, 2)) for i in range(6)]
+    for seed in range(4):
+        s = build_split(tied + mixed, "ds", seed=seed, reference_size=None)
+        assert {e.user_id for e in s.episodes} == {"mixed"} and s.users == 1
+        assert all(len(e.references) >= 2 for e in s.episodes)
+        assert s.skipped_users["no decisive ranked set besides the held-out one"] == 1
+        held_out = s.episodes[0].target.record_id
+        tied_refs = sum(1 for r in mixed if r.record_id != held_out and len(set(r.ranks)) == 1)
+        assert s.skipped_records["tied ranked set: no reference pair"] == tied_refs
