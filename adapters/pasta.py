@@ -19,7 +19,8 @@ A slate is one image: the 2x2 grid of its four images, composed when an evaluato
 Split (source-fixed, sequential): per trajectory, the last turn is the target and the K turns
 before it are the references (K = 4 by default; each as chosen vs first non-chosen slate,
 carrying the full ranking: chosen 1, others 2). Targets are the chosen slate against each of the
-3 others (no ties: the order among non-chosen slates is unobserved). Trajectories with fewer
+3 others (no ties: the order among non-chosen slates is unobserved); a pair of two slates with
+the same content is dropped and counted, as in the shared splitter. Trajectories with fewer
 than K + 1 turns are skipped. **Deviation from the protocol, as in PIGReward's 4-reference
 setting**: the turns of a trajectory answer the same user prompt, so the prompt rule of the
 leakage check is not applied; the image rule (id or content hash) is. The seed only sets the
@@ -184,6 +185,9 @@ def _targets(rec: PreferenceRecord, user: str, seed: int, shown: set[str], resul
         x, y = rec.images[i], rec.images[j]
         if any(im.id in shown or im.content_hash in shown for im in (x, y)):
             result.note(result.skipped_records, "target image appears in the user's references", sample_id)
+            continue
+        if x.content_hash == y.content_hash:
+            result.note(result.skipped_records, "identical images in a target pair", sample_id)
             continue
         gold = Label.A if i == chosen else Label.B
         yield Target(sample_id, rec.prompt, x, y, gold, rec.record_id) if a_first(sample_id, seed) else \

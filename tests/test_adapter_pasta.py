@@ -107,3 +107,18 @@ def test_schema_type_mismatch_names_each_field_and_its_expected_type(root):
     with pytest.raises(DatasetError, match=r"pasta_turns.jsonl:2: does not match the assumed PASTA schema "
                                            r"\(field 'turn' is str, expected int; field 'chosen' is bool, expected int\)"):
         list(PASTA(str(root)).records())
+
+
+
+def test_a_target_pair_of_two_identical_slates_is_dropped_and_counted(root):
+    path = root / "pasta_turns.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    last = next(x for x in lines if (x["trajectory_id"], x["turn"]) == ("tB", 6))
+    twin = next(s for s in range(4) if s != last["chosen"])
+    last["images"][twin] = list(last["images"][last["chosen"]])  # a non-chosen slate shows the chosen slate's files
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    s = PASTA(str(root)).split(seed=0)
+    for e in s.episodes:
+        assert e.target.image_a.content_hash != e.target.image_b.content_hash, e.sample_id
+    assert len([e for e in s.episodes if e.user_id == "tB"]) == 2
+    assert s.skipped_records["identical images in a target pair"] == 1
