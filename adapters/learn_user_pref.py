@@ -14,8 +14,9 @@ with one row per target pair::
 
 The source fixes each target's references, so :meth:`LearnUserPref.split` builds one episode per
 row from its first K reference pairs (K = 8, like the authors' ``eval.py``); the seed only decides
-the A/B order. A row with no user id, fewer than K references, an unknown label, a prompt that is
-not a string or an unreadable image value is skipped and counted; as in the shared splitter, a
+the A/B order. A row with no user id, a reference list that is missing or not a list, fewer than
+K references, an unknown label, a prompt that is not a string or an unreadable image value is
+skipped and counted; as in the shared splitter, a
 target whose prompt (normalized) or image (content hash) appears in its references is dropped.
 User ids keep their integer spelling where pandas stored them as floats (a column with a missing
 id). Image ids are ``sha256:<16 hex>`` of the bytes. Unpickling runs code, so files are read with
@@ -113,7 +114,11 @@ class LearnUserPref(DatasetAdapter):
         return (x, y), gold
 
     def _references(self, rid: str, row: Any, k: int) -> Optional[tuple[ReferencePair, ...]]:
-        liked, disliked, prompts = (list(row[c]) for c in ("reference_list", "reference_list_bad", "reference_prompt_list"))
+        values = [row[c] for c in ("reference_list", "reference_list_bad", "reference_prompt_list")]
+        if not all(isinstance(v, (list, tuple, np.ndarray)) for v in values):
+            self.skip("reference lists missing or not lists", rid)
+            return None
+        liked, disliked, prompts = (list(v) for v in values)
         if not len(liked) == len(disliked) == len(prompts):
             self.skip("reference lists of different lengths", rid)
             return None

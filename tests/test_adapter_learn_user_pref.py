@@ -117,6 +117,17 @@ def test_prompt_that_is_not_a_string_is_a_counted_skip(tmp_path):
     assert "bench_test_w_bad:0" not in {r.record_id for r in LearnUserPref(str(tmp_path)).records()}
 
 
+def test_missing_reference_list_is_a_counted_skip(tmp_path):
+    rows = [dict(r) for r in TEST_ROWS]
+    rows[0]["reference_list"] = None  # a missing cell of the object column
+    rows[2]["reference_prompt_list"] = float("nan")
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(rows)))
+    s = split(tmp_path)
+    assert [e.target.record_id for e in s.episodes] == ["bench_test_w_bad:1", "bench_test_w_bad:6"]
+    assert s.skipped_records["reference lists missing or not lists"] == 2
+    assert s.skip_examples["reference lists missing or not lists"] == ["bench_test_w_bad:0", "bench_test_w_bad:2"]
+
+
 def test_missing_column_names_file_and_column(tmp_path):
     (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(TEST_ROWS).drop(columns=["label0"])))
     with pytest.raises(DatasetError, match=r"bench_test_w_bad.pkl: missing column 'label0'"):
