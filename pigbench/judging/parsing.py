@@ -8,7 +8,9 @@ Order of evidence (evaluators spec, section 4.3), after removing ``<think>...</t
 2. the last FastChat verdict ``[[A]]``, ``[[B]]`` or ``[[C]]`` (C = tie);
 3. the last non-empty line, read as a conclusion;
 4. only with ``anywhere=True`` (UnifiedReward's official rule): a conclusion such as "Image 1 is
-   better" stated anywhere, if the output states exactly one distinct verdict.
+   better" stated anywhere, if the output states exactly one distinct verdict. With
+   ``anywhere=True`` an output that states two different verdicts ("Image 1 is better",
+   "Image 2 is better", "Both images are equally good") is INVALID, on one line or on several.
 
 A snippet is read tolerantly: case and whitespace do not matter; "A", "Image A", "Picture 1",
 "image 1 is better", "Image 1 is better than Image 2", "the first image", "Answer: B", "Tie",
@@ -50,6 +52,7 @@ _BARE = re.compile(
     re.IGNORECASE,
 )
 _ANSWER_IS = re.compile(r"\b(?:final\s+)?(?:answer|verdict|choice)\s*(?:is|:|=)\s*\W*(?P<s>(?-i:[AB])|[12])\b", re.IGNORECASE)
+_TIE_CONCLUSION = re.compile(r"\bboth\s+images\s+are\s+equally\s+good\b", re.IGNORECASE)  # UnifiedReward's tie
 _TIE = re.compile(
     r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine))\b",
     re.IGNORECASE,
@@ -95,6 +98,8 @@ def _parse(output: Optional[str], anywhere: bool) -> ParsedAnswer:
     if not lines:
         reason = "output cut inside its <think> reasoning" if unclosed else "empty output"
         return ParsedAnswer(Label.INVALID, reason=reason)
+    if anywhere and len(_stated_verdicts(visible)) > 1:
+        return ParsedAnswer(Label.INVALID, "conclusion", "output states several verdicts")
     parsed = _verdict(lines[-1], "final-line")
     if parsed.label == Label.INVALID and anywhere:
         stated = _conclusions(visible)
@@ -142,6 +147,14 @@ def _conclusions(text: str) -> set[Label]:
     """The distinct verdicts stated as conclusions anywhere in ``text``."""
     found = {_comparative(m) for m in _BETTER.finditer(text)} | {_side(m) for m in _PREFER.finditer(text)}
     return found | ({Label.TIE} if _TIE.search(text) else set())
+
+
+def _stated_verdicts(text: str) -> set[Label]:
+    """The distinct verdicts stated as conclusions in ``text``: an image said to be better or worse
+    or preferred, and UnifiedReward's tie sentence (looser tie words, such as "equally sharp", are
+    descriptions here, not verdicts)."""
+    found = {_comparative(m) for m in _BETTER.finditer(text)} | {_side(m) for m in _PREFER.finditer(text)}
+    return found | ({Label.TIE} if _TIE_CONCLUSION.search(text) else set())
 
 
 def _side(m: re.Match) -> Label:
