@@ -81,6 +81,28 @@ def test_unifiedreward_one_verdict_anywhere_is_read(output, label):
     assert parse_answer(output, anywhere=True).label == label
 
 
+@pytest.mark.parametrize("output", [
+    "<answer>Image 1 is not better</answer>",
+    "<answer>Image A is not preferred</answer>",
+    "<answer>Not image A</answer>",
+    "The user would not prefer Image A.",
+    "I don't prefer image 2",
+    "Image B does not match the user's taste.",
+])
+def test_a_negated_statement_about_one_image_is_not_a_choice_of_it(output):
+    parsed = parse_answer(output)
+    assert parsed.label == INVALID and parsed.reason.startswith("answer negates the image it names")
+
+
+@pytest.mark.parametrize("output, label", [
+    ("<answer>Image 2 is better, not Image 1</answer>", B),
+    ("It is not obvious, but I prefer image 2", B),
+    ("Image A is better; Image B is not.", A),
+])
+def test_negations_beside_a_verdict_keep_it(output, label):
+    assert parse_answer(output).label == label
+
+
 # ---- properties -------------------------------------------------------------------------------
 
 FORMS = {
