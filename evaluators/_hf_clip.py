@@ -29,13 +29,19 @@ def load_clip_model(source: str, device: torch.device, dtype: torch.dtype, model
 
 
 def processor_transform(source: str, crop_offset: Literal["round", "floor"]) -> ImageTransform:
-    """The resize/crop/normalization declared by the image processor config at ``source``."""
+    """The resize/crop/normalization declared by the image processor config at ``source``.
+
+    Raises ValueError for a processor this transform cannot reproduce: one that does not resize
+    the short side and center crop, or resizes with another interpolation than bicubic."""
     from transformers import AutoImageProcessor
 
     proc = AutoImageProcessor.from_pretrained(source, local_files_only=cache_only(source))
     size = proc.size.get("shortest_edge")
     if size is None or not getattr(proc, "do_center_crop", False):
         raise ValueError(f"{source}: only short-side resize + center crop processors are supported, got size={proc.size}")
+    resample = getattr(proc, "resample", 3)
+    if getattr(resample, "value", resample) not in (3, "bicubic"):  # PIL's BICUBIC, or torchvision's InterpolationMode
+        raise ValueError(f"{source}: only bicubic resizing is supported, the image processor declares resample={resample!r}")
     crop = proc.crop_size["height"]
     return ImageTransform(
         size=int(crop), resize_to=int(size), crop_offset=crop_offset,

@@ -59,6 +59,50 @@ def test_unique_conclusion_anywhere_only_when_asked():
     assert parse_answer("Image 1 is better. Image 2 is better.\nDone.", anywhere=True).label == INVALID
 
 
+@pytest.mark.parametrize("output", [
+    "Image 1 is better in alignment.\nImage 2 is better.",  # two conclusions on separate lines
+    "Image 2 is better than Image 1 in colour.\n\nImage 1 is better.",
+    "Image 1 is better.\nBoth images are equally good.",
+])
+def test_unifiedreward_several_verdicts_anywhere_are_invalid(output):
+    """UnifiedReward's rule (evaluators spec, section 2): exactly one conclusion string gives the
+    label; several are INVALID, wherever they stand (the last line does not overrule the others)."""
+    parsed = parse_answer(output, anywhere=True)
+    assert (parsed.label, parsed.reason) == (INVALID, "output states several verdicts")
+    assert parse_answer(output).label != INVALID  # without the rule, the last line decides
+
+
+@pytest.mark.parametrize("output, label", [
+    ("Image 1 shows a man in a red tie; both are equally sharp.\nImage 2 is better.", B),  # descriptions, one verdict
+    ("Image 1 is better than Image 2.", A),
+    ("Image 2 is worse than Image 1.\nImage 1 is better.", A),  # two statements of one verdict
+])
+def test_unifiedreward_one_verdict_anywhere_is_read(output, label):
+    assert parse_answer(output, anywhere=True).label == label
+
+
+@pytest.mark.parametrize("output", [
+    "<answer>Image 1 is not better</answer>",
+    "<answer>Image A is not preferred</answer>",
+    "<answer>Not image A</answer>",
+    "The user would not prefer Image A.",
+    "I don't prefer image 2",
+    "Image B does not match the user's taste.",
+])
+def test_a_negated_statement_about_one_image_is_not_a_choice_of_it(output):
+    parsed = parse_answer(output)
+    assert parsed.label == INVALID and parsed.reason.startswith("answer negates the image it names")
+
+
+@pytest.mark.parametrize("output, label", [
+    ("<answer>Image 2 is better, not Image 1</answer>", B),
+    ("It is not obvious, but I prefer image 2", B),
+    ("Image A is better; Image B is not.", A),
+])
+def test_negations_beside_a_verdict_keep_it(output, label):
+    assert parse_answer(output).label == label
+
+
 # ---- properties -------------------------------------------------------------------------------
 
 FORMS = {

@@ -7,6 +7,8 @@ processors, the vision/text towers called directly, padding to 77, and numpy nor
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -69,6 +71,17 @@ def test_clipscore_matches_hessel_recipe(clip_setup):
                        _text_embedding(model, tok, "A photo depicts " + ep.target.prompt))
             assert s == pytest.approx(2.5 * max(cos, 0.0), abs=1e-4)
     assert all(0.0 <= s <= 2.5 for pair in scores for s in pair)
+
+
+@pytest.mark.parametrize("name", ["clipscore", "clip-i"])
+def test_a_processor_that_resizes_otherwise_than_bicubic_is_refused(tmp_path, name):
+    """The transform resizes bicubically; a processor declaring bilinear must not be run bicubically in silence."""
+    tiny_clip_dir(tmp_path / "clip")
+    config = json.loads((tmp_path / "clip" / "preprocessor_config.json").read_text())
+    (tmp_path / "clip" / "preprocessor_config.json").write_text(json.dumps({**config, "resample": 2}))
+    cls = evaluators.get(name)
+    with pytest.raises(ValueError, match=r"only bicubic resizing is supported.*resample=2"):
+        cls(cls.Config(model_path=str(tmp_path / "clip"))).setup()
 
 
 def test_clipscore_formula_weight_clamp_and_prefix(clip_setup):

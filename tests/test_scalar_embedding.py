@@ -19,16 +19,21 @@ pytest.importorskip("transformers")
 from PIL import Image
 from torchvision import transforms as T
 
-from pigbench.embedding import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ImageEmbedder, ImageTransform, TextEmbedder, resolve_dtype
+from pigbench.embedding import IMAGENET_MEAN, IMAGENET_STD, ImageEmbedder, ImageTransform, TextEmbedder, resolve_dtype
 from pigbench.protocol import ImageError, ImageRef
 from scalar_fixtures import kernel_running, run_in_triton_interpreter, write_images
 
 pytestmark = pytest.mark.models
 
+# OpenAI CLIP's normalization, as published (openai/CLIP clip.py), the default of ImageTransform: spelled
+# out here so that a wrong constant in pigbench cannot agree with itself.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 def _torchvision_clip(size: int, resize: int):
     return T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor(),
-                      T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)])
+                      T.Normalize(CLIP_MEAN, CLIP_STD)])
 
 
 def test_shortest_crop_round_matches_torchvision_center_crop(tmp_path):
@@ -71,7 +76,7 @@ def test_longest_pad_matches_hpsv2_resize_max_size(tmp_path):
         x = F.resize(x, [nh, nw], T.InterpolationMode.BICUBIC, antialias=True)
         ph, pw = size - nh, size - nw
         x = F.pad(x, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)
-        return T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)(x)
+        return T.Normalize(CLIP_MEAN, CLIP_STD)(x)
 
     tf = ImageTransform(size=32, mode="longest-pad", resampling="tensor")
     for ref in write_images(tmp_path):

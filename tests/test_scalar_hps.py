@@ -12,7 +12,6 @@ open_clip = pytest.importorskip("open_clip")
 import torchvision.transforms.functional as F
 from torchvision import transforms as T
 
-from pigbench.embedding import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from pigbench.evaluator import Runtime
 from pigbench.evaluators._weights import CheckpointError
 from pigbench.registry import evaluators
@@ -21,6 +20,10 @@ from scalar_fixtures import run_predict, standard_episodes, write_images
 pytestmark = pytest.mark.models
 
 ARCH = "pigbench-tiny-hps"
+# OpenAI CLIP's normalization, as published (openai/CLIP clip.py, open_clip constants): spelled out here
+# so that a wrong constant in pigbench cannot agree with itself.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,7 @@ def _hpsv2_reference(model, image, prompt):
     nh, nw = round(h * scale), round(w * scale)
     x = F.resize(x, [nh, nw], T.InterpolationMode.BICUBIC, antialias=True)
     x = F.pad(x, [(32 - nw) // 2, (32 - nh) // 2, 32 - nw - (32 - nw) // 2, 32 - nh - (32 - nh) // 2], fill=0)
-    x = T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)(x)[None]
+    x = T.Normalize(CLIP_MEAN, CLIP_STD)(x)[None]
     text = model.tokenizer([prompt])
     with torch.no_grad():
         out = model(x, text)

@@ -21,7 +21,6 @@ pytest.importorskip("transformers")
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-from pigbench.embedding import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from pigbench.evaluator import Runtime
 from pigbench.evaluators._weights import CheckpointError
 from pigbench.registry import evaluators
@@ -34,6 +33,10 @@ MED = {"vocab_size": 0, "hidden_size": TEXT, "intermediate_size": 48, "num_hidde
        "num_attention_heads": TEXT_HEADS, "max_position_embeddings": 64, "hidden_act": "gelu",
        "layer_norm_eps": 1e-12, "pad_token_id": 0, "encoder_width": VISION, "add_cross_attention": True}
 MEAN, STD = 0.16717362830052426, 1.0333394966054072
+# OpenAI CLIP's normalization, as published (openai/CLIP clip.py, open_clip constants): spelled out here
+# so that a wrong constant in pigbench cannot agree with itself.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _vit():
@@ -113,7 +116,7 @@ def reference_vit(ir_setup):
 
 def _reference_reward(vit, sd, tok, image, prompt):
     pre = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.ToTensor(),
-                     T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)])
+                     T.Normalize(CLIP_MEAN, CLIP_STD)])
     tokens = tok(prompt, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
     t = "blip.text_encoder."
     with torch.no_grad():

@@ -19,13 +19,16 @@ from safetensors.torch import save_file
 
 from pigbench.evaluator import Runtime
 from pigbench.evaluators._weights import CheckpointError
-from pigbench.evaluators.mps import OVERALL_CONDITION
 from pigbench.registry import evaluators
 from scalar_fixtures import clip_image_processor, clip_tokenizer, run_predict, standard_episodes, tiny_clip_config, write_images
 
 pytestmark = pytest.mark.models
 
 DIM, HEADS, DIM_HEAD, FF, LAYERS = 32, 2, 16, 128, 2
+# infer_one_sample's default condition (Kwai-Kolors/MPS eval_overall_mps_on_imagereward.py), spelled out here
+# so that a changed condition in pigbench cannot agree with itself.
+OVERALL_CONDITION = ("light, color, clarity, tone, style, ambiance, artistry, shape, face, hair, hands, limbs, "
+                     "structure, instance, texture, quantity, attributes, position, number, location, word, things.")
 
 
 def _checkpoint(clip_model) -> dict[str, torch.Tensor]:

@@ -8,12 +8,15 @@ Order of evidence (evaluators spec, section 4.3), after removing ``<think>...</t
 2. the last FastChat verdict ``[[A]]``, ``[[B]]`` or ``[[C]]`` (C = tie);
 3. the last non-empty line, read as a conclusion;
 4. only with ``anywhere=True`` (UnifiedReward's official rule): a conclusion such as "Image 1 is
-   better" stated anywhere, if the output states exactly one distinct verdict.
+   better" stated anywhere, if the output states exactly one distinct verdict. With
+   ``anywhere=True`` an output that states two different verdicts ("Image 1 is better",
+   "Image 2 is better", "Both images are equally good") is INVALID, on one line or on several.
 
 A snippet is read tolerantly: case and whitespace do not matter; "A", "Image A", "Picture 1",
 "image 1 is better", "Image 1 is better than Image 2", "the first image", "Answer: B", "Tie",
 "Both images are equally good." are all understood (1 = A, 2 = B). A snippet naming both sides
-without saying which is better is ambiguous. Anything else, empty output, or an output cut before
+without saying which is better is ambiguous; one that names a single side in a negated statement
+("Image 1 is not better", "I would not prefer Image A") states no choice. Anything else, empty output, or an output cut before
 its answer is INVALID, with the reason kept; callers always keep the raw text.
 """
 
@@ -43,13 +46,17 @@ _BETTER = re.compile(
     + r"\s+(?:is|seems|looks|would\s+be|was)\s+(?:(?!not\b)\w+\s+)?(?P<cmp>better|preferred|superior|worse|inferior)\b",
     re.IGNORECASE,
 )
-_PREFER = re.compile(r"\bprefer(?:s|red)?\s+(?:the\s+)?" + _NAMED.format("s"), re.IGNORECASE)
+# "neg": a negation just before the verb ("would not prefer", "don't really prefer"): no verdict.
+_PREFER = re.compile(r"(?P<neg>(?:\bnot|\bnever|n't)\s+(?:\w+\s+)?)?\bprefer(?:s|red)?\s+(?:the\s+)?" + _NAMED.format("s"),
+                     re.IGNORECASE)
+_NEGATION = re.compile(r"\b(?:not|never|no|neither|nor)\b|n't\b", re.IGNORECASE)
 # The whole snippet is one choice: "A", "**b**", "Answer: 2", "Final answer - Tie".
 _BARE = re.compile(
     r"^[\W_]*(?:(?:final\s+)?(?:answer|verdict|choice)\s*(?:is\s*)?[:=\-]?\s*)?(?P<s>[ab12]|tie|c)[\W_]*$",
     re.IGNORECASE,
 )
 _ANSWER_IS = re.compile(r"\b(?:final\s+)?(?:answer|verdict|choice)\s*(?:is|:|=)\s*\W*(?P<s>(?-i:[AB])|[12])\b", re.IGNORECASE)
+_TIE_CONCLUSION = re.compile(r"\bboth\s+images\s+are\s+equally\s+good\b", re.IGNORECASE)  # UnifiedReward's tie
 _TIE = re.compile(
     r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine))\b",
     re.IGNORECASE,
@@ -95,6 +102,8 @@ def _parse(output: Optional[str], anywhere: bool) -> ParsedAnswer:
     if not lines:
         reason = "output cut inside its <think> reasoning" if unclosed else "empty output"
         return ParsedAnswer(Label.INVALID, reason=reason)
+    if anywhere and len(_stated_verdicts(visible)) > 1:
+        return ParsedAnswer(Label.INVALID, "conclusion", "output states several verdicts")
     parsed = _verdict(lines[-1], "final-line")
     if parsed.label == Label.INVALID and anywhere:
         stated = _conclusions(visible)
@@ -122,7 +131,7 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
     if bare:
         key = bare.group("s").lower()
         return (Label.TIE if key in ("tie", "c") else _SIDE[key]), ""
-    verdicts = {_comparative(m) for m in _BETTER.finditer(s)} | {_side(m) for m in _PREFER.finditer(s)}
+    verdicts = {_comparative(m) for m in _BETTER.finditer(s)} | _preferred(s)
     verdicts |= {_SIDE[m.group("s").lower()] for m in _ANSWER_IS.finditer(s)}
     if len(verdicts) == 1:
         return verdicts.pop(), ""
@@ -132,6 +141,8 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
         return Label.TIE, ""
     named = {_side(m) for m in _NAMED_SIDE.finditer(s)}
     if len(named) == 1:
+        if _NEGATION.search(s):  # "Image 1 is not better", "Image B does not fit": not a choice of it
+            return None, "answer negates the image it names"
         return named.pop(), ""
     if len(named) > 1:
         return None, "answer names both images without a verdict"
@@ -140,8 +151,21 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
 
 def _conclusions(text: str) -> set[Label]:
     """The distinct verdicts stated as conclusions anywhere in ``text``."""
-    found = {_comparative(m) for m in _BETTER.finditer(text)} | {_side(m) for m in _PREFER.finditer(text)}
+    found = {_comparative(m) for m in _BETTER.finditer(text)} | _preferred(text)
     return found | ({Label.TIE} if _TIE.search(text) else set())
+
+
+def _stated_verdicts(text: str) -> set[Label]:
+    """The distinct verdicts stated as conclusions in ``text``: an image said to be better or worse
+    or preferred, and UnifiedReward's tie sentence (looser tie words, such as "equally sharp", are
+    descriptions here, not verdicts)."""
+    found = {_comparative(m) for m in _BETTER.finditer(text)} | _preferred(text)
+    return found | ({Label.TIE} if _TIE_CONCLUSION.search(text) else set())
+
+
+def _preferred(text: str) -> set[Label]:
+    """The images ``text`` says are preferred, leaving out negated statements ("would not prefer Image A")."""
+    return {_side(m) for m in _PREFER.finditer(text) if not m.group("neg")}
 
 
 def _side(m: re.Match) -> Label:
