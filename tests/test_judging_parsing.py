@@ -98,6 +98,7 @@ def test_a_negated_statement_about_one_image_is_not_a_choice_of_it(output):
     ("<answer>Image 2 is better, not Image 1</answer>", B),
     ("It is not obvious, but I prefer image 2", B),
     ("Image A is better; Image B is not.", A),
+    ("Image A, no doubt.", A),  # "no" that negates no statement about the image
 ])
 def test_negations_beside_a_verdict_keep_it(output, label):
     assert parse_answer(output).label == label

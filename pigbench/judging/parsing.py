@@ -49,7 +49,7 @@ _BETTER = re.compile(
 # "neg": a negation just before the verb ("would not prefer", "don't really prefer"): no verdict.
 _PREFER = re.compile(r"(?P<neg>(?:\bnot|\bnever|n't)\s+(?:\w+\s+)?)?\bprefer(?:s|red)?\s+(?:the\s+)?" + _NAMED.format("s"),
                      re.IGNORECASE)
-_NEGATION = re.compile(r"\b(?:not|never|no|neither|nor)\b|n't\b", re.IGNORECASE)
+_NEGATION = re.compile(r"\b(?:not|never)\b|n't\b", re.IGNORECASE)  # "no doubt" negates nothing
 # The whole snippet is one choice: "A", "**b**", "Answer: 2", "Final answer - Tie".
 _BARE = re.compile(
     r"^[\W_]*(?:(?:final\s+)?(?:answer|verdict|choice)\s*(?:is\s*)?[:=\-]?\s*)?(?P<s>[ab12]|tie|c)[\W_]*$",
