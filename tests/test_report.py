@@ -253,3 +253,24 @@ def test_slug_is_file_safe_and_distinguishes_names():
     unsafe = [slug(XSS), slug("a b"), slug("a/b"), slug("../x")]
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", s) and not s.startswith(".") for s in unsafe)
     assert len(set(unsafe)) == len(unsafe)
+
+
+def test_reference_size_series_keeps_runs_on_other_dataset_options_apart(tmp_path):
+    """A run on other data (another dataset option, e.g. the demo's generator seed) at one K of a
+    sweep does not take that K's point, though it has more targets."""
+    for k in (1, 2, 4):
+        make_results(tmp_path, "sim", variant=f"k{k}", reference_size=k)
+    other = make_results(tmp_path, "sim", variant="opt-seed1", reference_size=4, per_user=20, accuracy=0.95)
+    results = json.loads(other.read_text())
+    results["dataset"]["source"]["options"] = {"seed": "1"}
+    other.write_text(json.dumps(results))
+    series = reference_size_series(collect(tmp_path))["synth"]
+    assert [e.relpath for e in series["sim"]] == ["synth/sim__k1.json", "synth/sim__k2.json", "synth/sim__k4.json"]
+    make_results(tmp_path, "sim", variant="opt-seed1-k2", reference_size=2)
+    relabel = tmp_path / "synth" / "sim__opt-seed1-k2.json"
+    results = json.loads(relabel.read_text())
+    results["dataset"]["source"]["options"] = {"seed": "1"}
+    relabel.write_text(json.dumps(results))
+    series = reference_size_series(collect(tmp_path))["synth"]
+    assert sorted(series) == ["sim (cfg " + results["evaluator"]["config_hash"][:6] + ", seed 0)",
+                              "sim (cfg " + results["evaluator"]["config_hash"][:6] + ", seed 0, seed=1)"]
