@@ -274,3 +274,15 @@ def test_reference_size_series_keeps_runs_on_other_dataset_options_apart(tmp_pat
     series = reference_size_series(collect(tmp_path))["synth"]
     assert sorted(series) == ["sim (cfg " + results["evaluator"]["config_hash"][:6] + ", seed 0)",
                               "sim (cfg " + results["evaluator"]["config_hash"][:6] + ", seed 0, seed=1)"]
+
+
+def test_similarity_table_does_not_rank_a_run_on_another_split(tmp_path):
+    """As in the main table: a better similarity metric on another split is marked, not best."""
+    make_results(tmp_path, "alpha", kind="similarity", uses_references=True, accuracy=0.6)
+    make_results(tmp_path, "beta", kind="similarity", uses_references=True, accuracy=0.7)
+    make_results(tmp_path, "gamma", kind="similarity", uses_references=True, variant="seed1", seed=1, accuracy=0.95)
+    table = similarity_table(collect(tmp_path))
+    rows = {r.label: r.cells for _, g in table.groups for r in g}
+    assert all(c.other_split and not c.best and c.text().endswith("\u2020") for c in rows["gamma"])
+    assert all(c.best for c in rows["beta"][:2]) and not any(c.other_split for c in rows["beta"])
+    assert any(n.startswith("\u2020 synth: gamma ran on another split") for n in table.notes)
