@@ -8,9 +8,9 @@ bootstrap CIs, provenance, predictions JSONL with its hash).
 The predictions file: a header line, then one line per sample, in any order::
 
     {"fingerprint": "b4b04e7f998e35c2", "models": {"model": "THUDM/VisionReward-Image", ...}, "config": {...}}
-    {"sample_id": "user0000/p011/0-1", "score_a": 1.73, "score_b": -0.41}
-    {"sample_id": "user0000/p011/0-2", "choice": "B", "rationale": "...", "raw_text": "..."}
-    {"sample_id": "user0000/p011/0-3", "choice": "INVALID", "error": "CUDA OOM on this sample"}
+    {"sample_id": "user0000/user0000/p011/0-1", "score_a": 1.73, "score_b": -0.41}
+    {"sample_id": "user0000/user0000/p011/0-2", "choice": "B", "rationale": "...", "raw_text": "..."}
+    {"sample_id": "user0000/user0000/p011/0-3", "choice": "INVALID", "error": "CUDA OOM on this sample"}
 
 * header: ``fingerprint`` (required: the manifest's), ``models`` (model ids, revisions, hardware:
   recorded in the results) and ``config`` (the producer's settings: hashed into the config hash);

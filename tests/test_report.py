@@ -253,3 +253,36 @@ def test_slug_is_file_safe_and_distinguishes_names():
     unsafe = [slug(XSS), slug("a b"), slug("a/b"), slug("../x")]
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", s) and not s.startswith(".") for s in unsafe)
     assert len(set(unsafe)) == len(unsafe)
+
+
+def test_reference_size_series_keeps_runs_on_other_dataset_options_apart(tmp_path):
+    """A run on other data (another dataset option, e.g. the demo's generator seed) at one K of a
+    sweep does not take that K's point, though it has more targets."""
+    for k in (1, 2, 4):
+        make_results(tmp_path, "sim", variant=f"k{k}", reference_size=k)
+    other = make_results(tmp_path, "sim", variant="opt-seed1", reference_size=4, per_user=20, accuracy=0.95)
+    results = json.loads(other.read_text())
+    results["dataset"]["source"]["options"] = {"seed": "1"}
+    other.write_text(json.dumps(results))
+    series = reference_size_series(collect(tmp_path))["synth"]
+    assert [e.relpath for e in series["sim"]] == ["synth/sim__k1.json", "synth/sim__k2.json", "synth/sim__k4.json"]
+    make_results(tmp_path, "sim", variant="opt-seed1-k2", reference_size=2)
+    relabel = tmp_path / "synth" / "sim__opt-seed1-k2.json"
+    results = json.loads(relabel.read_text())
+    results["dataset"]["source"]["options"] = {"seed": "1"}
+    relabel.write_text(json.dumps(results))
+    series = reference_size_series(collect(tmp_path))["synth"]
+    assert sorted(series) == ["sim (cfg " + results["evaluator"]["config_hash"][:6] + ", seed 0)",
+                              "sim (cfg " + results["evaluator"]["config_hash"][:6] + ", seed 0, seed=1)"]
+
+
+def test_similarity_table_does_not_rank_a_run_on_another_split(tmp_path):
+    """As in the main table: a better similarity metric on another split is marked, not best."""
+    make_results(tmp_path, "alpha", kind="similarity", uses_references=True, accuracy=0.6)
+    make_results(tmp_path, "beta", kind="similarity", uses_references=True, accuracy=0.7)
+    make_results(tmp_path, "gamma", kind="similarity", uses_references=True, variant="seed1", seed=1, accuracy=0.95)
+    table = similarity_table(collect(tmp_path))
+    rows = {r.label: r.cells for _, g in table.groups for r in g}
+    assert all(c.other_split and not c.best and c.text().endswith("\u2020") for c in rows["gamma"])
+    assert all(c.best for c in rows["beta"][:2]) and not any(c.other_split for c in rows["beta"])
+    assert any(n.startswith("\u2020 synth: gamma ran on another split") for n in table.notes)

@@ -42,15 +42,16 @@ def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
 def reference_size_series(collection: Collection) -> dict[str, dict[str, list[Entry]]]:
     """dataset -> series label -> runs sorted by reference size K, for series with 2+ sizes.
 
-    A series is one evaluator with one config, swap setting and split seed; where several runs
-    share a K (e.g. with and without ``--limit``), the one with the most targets is kept."""
+    A series is one evaluator with one config, swap setting, split seed and set of dataset options
+    (other options are other data); where several runs share a K (e.g. with and without
+    ``--limit``), the one with the most targets is kept."""
     series: dict[tuple, dict[int, Entry]] = defaultdict(dict)
     for e in collection.entries:
         k = e.results["split"]["reference_size"]
         if not isinstance(k, int):
             continue
         ev, split = e.results["evaluator"], e.results["split"]
-        key = (e.dataset, e.evaluator, ev["config_hash"], bool(ev.get("swap")), split["seed"])
+        key = (e.dataset, e.evaluator, ev["config_hash"], bool(ev.get("swap")), split["seed"], _dataset_options(e))
         best = series[key].get(k)
         if best is None or e.results["metrics"]["n"] > best.results["metrics"]["n"]:
             series[key][k] = e
@@ -58,12 +59,18 @@ def reference_size_series(collection: Collection) -> dict[str, dict[str, list[En
     for key in sorted(series):
         if len(series[key]) < 2:
             continue
-        dataset, evaluator, config_hash, swap, seed = key
+        dataset, evaluator, config_hash, swap, seed, options = key
         same_name = [k for k in series if k[0] == dataset and k[1] == evaluator and len(series[k]) >= 2]
-        detail = f"cfg {config_hash[:6]}{', swap' if swap else ''}, seed {seed}"
+        detail = f"cfg {config_hash[:6]}{', swap' if swap else ''}, seed {seed}{', ' + options if options else ''}"
         label = evaluator if len(same_name) == 1 else f"{evaluator} ({detail})"
         out[dataset][label] = [series[key][k] for k in sorted(series[key])]
     return dict(out)
+
+
+def _dataset_options(e: Entry) -> str:
+    """The run's dataset options (recorded by the adapter in ``dataset.source``) as ``k=v, ...``."""
+    options = e.results["dataset"].get("source", {}).get("options")
+    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) if isinstance(options, dict) else ""
 
 
 def plot_accuracy_vs_reference_size(dataset: str, series: dict[str, list[Entry]]) -> Figure:

@@ -12,7 +12,7 @@ import math
 from typing import Optional
 
 from pigbench.report.collect import Collection, Entry
-from pigbench.report.tables import CI_NOTE, Cell, Row, Table, canonical_entries, mark_best
+from pigbench.report.tables import CI_NOTE, OTHER_SPLIT, Cell, Row, Table, canonical_entries, mark_best
 
 GOLD_CODE = {"A": 1.0, "TIE": 0.0, "B": -1.0}
 
@@ -41,11 +41,13 @@ def similarity_entries(collection: Collection) -> list[Entry]:
 
 
 def similarity_table(collection: Collection) -> Optional[Table]:
-    """Rows are similarity metrics; per dataset: acc w/ tie, acc w/o tie, Spearman rho. None if no such runs."""
+    """Rows are similarity metrics; per dataset: acc w/ tie, acc w/o tie, Spearman rho. None if no such runs.
+    As in the main table, a run on another split than its dataset's main one is marked and not ranked."""
     entries = similarity_entries(collection)
     if not entries:
         return None
     datasets = sorted({e.dataset for e in entries})
+    main = {ds: collection.main_split(ds) for ds in datasets}
     by_key = {(e.evaluator, e.dataset): e for e in entries}
     rows = []
     for ev in sorted({e.evaluator for e in entries}):
@@ -56,14 +58,20 @@ def similarity_table(collection: Collection) -> Optional[Table]:
                 cells += ["", "", ""]
                 continue
             rho, _ = rank_correlation(e.rows)
-            cells += [Cell(e.accuracy("acc_w_tie"), e.ci("acc_w_tie")), Cell(e.accuracy("acc_wo_tie"), e.ci("acc_wo_tie")),
-                      Cell(rho, digits=3)]
+            other = e.results["split"]["fingerprint"] != main[ds]
+            cells += [Cell(e.accuracy("acc_w_tie"), e.ci("acc_w_tie"), other_split=other),
+                      Cell(e.accuracy("acc_wo_tie"), e.ci("acc_wo_tie"), other_split=other),
+                      Cell(rho, digits=3, other_split=other)]
         rows.append(Row(ev, cells))
+    others = [(ds, sorted(e.evaluator for e in entries if e.dataset == ds and e.results["split"]["fingerprint"] != main[ds]))
+              for ds in datasets]
     return Table(
         title="Similarity metrics: agreement with user preference",
         row_header="Similarity metric",
         columns=[c for _ in datasets for c in ("acc w/ tie", "acc w/o tie", "Spearman rho")],
         column_groups=[(ds, 3) for ds in datasets],
         groups=mark_best([("", rows)], list(range(3 * len(datasets)))),
-        notes=[CI_NOTE, "Spearman rho: rank correlation of score_a - score_b with the gold preference (A=+1, TIE=0, B=-1)."],
+        notes=[CI_NOTE, "Spearman rho: rank correlation of score_a - score_b with the gold preference (A=+1, TIE=0, B=-1).",
+               *(f"{OTHER_SPLIT} {ds}: {', '.join(evs)} ran on another split than the main one (fingerprint {main[ds]}, "
+                 "most runs'); not ranked." for ds, evs in others if evs)],
     )
