@@ -112,6 +112,18 @@ def test_min_new_tokens_fixes_the_length(qwen):
     assert out.shape[1] - batch["input_ids"].shape[1] == 5
 
 
+def test_truncated_means_no_eos_within_max_new_tokens(qwen, monkeypatch):
+    prompt = reference_prompt(episode(0))
+    params = GenerationParams(max_new_tokens=6, images=ImagePolicy(max_pixels=56 * 56))
+    ids = qwen.model.generate(**qwen.encode([prompt], params.images), max_new_tokens=6, do_sample=False,
+                              pad_token_id=qwen.tokenizer.pad_token_id)[0, -6:].tolist()
+    assert not qwen.stop_token_ids().intersection(ids)  # this random model runs to the limit
+    assert qwen.generate([prompt], params)[0].truncated
+    monkeypatch.setattr(qwen.model.generation_config, "eos_token_id", [ids[3]])  # its 4th token now ends it
+    ended = qwen.generate([prompt, reference_prompt(episode(1))], params)[0]
+    assert not ended.truncated and ended.error is None
+
+
 def test_option_probabilities_follow_the_greedy_choice(qwen):
     """With the first generated token as the marker, the recorded distribution at the next step
     must put the greedy token above any other option."""

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pigbench.judging.parsing import parse_answer
+from pigbench.judging.parsing import ParsedAnswer, parse_answer
 from pigbench.protocol import Label
 
 A, B, TIE, INVALID = Label.A, Label.B, Label.TIE, Label.INVALID
@@ -104,6 +104,37 @@ def test_negations_beside_a_verdict_keep_it(output, label):
     assert parse_answer(output).label == label
 
 
+CUT = "The user likes warm tones.\nImage A uses warm tones, while"  # reasoning cut mid-sentence
+
+
+def test_an_output_cut_at_the_token_limit_is_not_read_from_its_last_line():
+    """Evaluators spec 4.3: truncation before the answer is INVALID. The same text ending on its own
+    is read from its last line."""
+    assert parse_answer(CUT).label == A
+    parsed = parse_answer(CUT, truncated=True)
+    assert (parsed.label, parsed.reason) == (INVALID, "output cut at max_new_tokens before its answer")
+
+
+@pytest.mark.parametrize("output, label, method", [
+    ("<answer>B</answer>\nThe user clearly prefers", B, "tag"),  # cut after a closed answer
+    ("<answer>A</answer> on second thought <answer>B", A, "tag"),  # the cut answer does not count
+    ("Assistant B is better. [[B]] The reason is", B, "brackets"),
+    ("<think>Image 1: 9/10</think><answer>Image 2 is better</answer>", B, "tag"),
+])
+def test_a_cut_output_keeps_an_explicit_answer_given_before_the_cut(output, label, method):
+    parsed = parse_answer(output, truncated=True)
+    assert (parsed.label, parsed.method, parsed.reason) == (label, method, None)
+
+
+@pytest.mark.parametrize("output, reason", [
+    ("<answer>A", "output cut at max_new_tokens before its answer"),  # cut before </answer>
+    ("Image 1 is better. It is sharper and", "output cut at max_new_tokens before its answer"),
+    ("<think>Image 1 has better colours, so", "output cut inside its <think> reasoning"),
+])
+def test_a_cut_output_without_an_explicit_answer_is_invalid(output, reason):
+    assert parse_answer(output, anywhere=True, truncated=True) == ParsedAnswer(INVALID, reason=reason)
+
+
 # ---- properties -------------------------------------------------------------------------------
 
 FORMS = {
@@ -151,3 +182,11 @@ def test_think_block_never_answers(think, label):
     other = B if label == A else A
     output = f"<think>{think}<answer>{FORMS[other][0]}</answer></think><answer>{FORMS[label][0]}</answer>"
     assert parse_answer(output).label == label
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=free_text, label=st.sampled_from([A, B, TIE]))
+def test_a_cut_output_counts_only_with_a_closed_answer(text, label):
+    assert parse_answer(text, truncated=True).label == INVALID
+    assert parse_answer(f"{text}<answer>{FORMS[label][0]}", truncated=True).label == INVALID
+    assert parse_answer(f"{text}<answer>{FORMS[label][0]}</answer>{text}", truncated=True).label == label

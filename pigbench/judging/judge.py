@@ -11,7 +11,8 @@ default model and lengths; this module does the rest:
   default), so a resumed run re-sends nothing.
 * Every prediction keeps the raw output. An unparseable answer is INVALID with the parser's reason
   in ``extra["invalid_reason"]`` (not an error: the model answered); a failed request or an
-  unreadable image is INVALID with ``error`` set.
+  unreadable image is INVALID with ``error`` set. An output cut at ``max_new_tokens`` has
+  ``extra["truncated"]`` and counts only if it gave an explicit answer before the cut.
 * ``scoring=probs`` (judges with answer options): score_a/score_b are P(A)/P(B) at the answer
   token, renormalised, and the label is :func:`~pigbench.protocol.label_from_delta` of
   P(A) - P(B) with ``tie_threshold`` (tau). When no answer token is found, the parsed label is used.
@@ -187,10 +188,12 @@ class Judge(Evaluator):
         """A prediction from one generation (see the module docstring)."""
         if gen.error is not None:
             return Prediction(sample_id, Label.INVALID, raw_text=gen.text, error=gen.error)
-        parsed = parse_answer(gen.text, anywhere=self.parse_anywhere)
+        parsed = parse_answer(gen.text, anywhere=self.parse_anywhere, truncated=gen.truncated)
         extra: dict[str, Any] = {"parse": parsed.method} if parsed.method else {}
         if parsed.reason:
             extra["invalid_reason"] = parsed.reason
+        if gen.truncated:
+            extra["truncated"] = True
         label, score_a, score_b = parsed.label, None, None
         if self.cfg.scoring == "probs":
             if gen.option_probs:

@@ -12,6 +12,11 @@ Order of evidence (evaluators spec, section 4.3), after removing ``<think>...</t
    ``anywhere=True`` an output that states two different verdicts ("Image 1 is better",
    "Image 2 is better", "Both images are equally good") is INVALID, on one line or on several.
 
+An output cut at ``max_new_tokens`` (``truncated=True``) is read from explicit answers only: the
+last *closed* ``<answer>...</answer>`` block, else the last ``[[A]]``/``[[B]]``/``[[C]]``; without
+one it is INVALID ("output cut at max_new_tokens before its answer"), since its last line is
+wherever the cut fell.
+
 A snippet is read tolerantly: case and whitespace do not matter; "A", "Image A", "Picture 1",
 "image 1 is better", "Image 1 is better than Image 2", "the first image", "Answer: B", "Tie",
 "Both images are equally good." are all understood (1 = A, 2 = B). A snippet naming both sides
@@ -74,15 +79,16 @@ class ParsedAnswer:
     answer: Optional[str] = None
 
 
-def parse_answer(output: Optional[str], anywhere: bool = False) -> ParsedAnswer:
-    """Read a judge's verdict from its raw output (see the module docstring). Never raises."""
+def parse_answer(output: Optional[str], anywhere: bool = False, truncated: bool = False) -> ParsedAnswer:
+    """Read a judge's verdict from its raw output (see the module docstring); ``truncated``: the
+    output was cut at ``max_new_tokens``. Never raises."""
     try:
-        return _parse(output, anywhere)
+        return _parse(output, anywhere, truncated)
     except Exception as exc:  # a parser bug must not kill a run; keep the reason
         return ParsedAnswer(Label.INVALID, reason=f"parser error: {type(exc).__name__}: {exc}")
 
 
-def _parse(output: Optional[str], anywhere: bool) -> ParsedAnswer:
+def _parse(output: Optional[str], anywhere: bool, truncated: bool) -> ParsedAnswer:
     if output is None or not output.strip():
         return ParsedAnswer(Label.INVALID, reason="empty output")
     visible = _THINK_BLOCK.sub(" ", output)
@@ -90,6 +96,8 @@ def _parse(output: Optional[str], anywhere: bool) -> ParsedAnswer:
     if unclosed:
         visible = visible[: unclosed.start()]
     opens = list(_ANSWER_OPEN.finditer(visible))
+    if truncated:  # an <answer> cut before its </answer> is no answer
+        opens = [o for o in opens if _ANSWER_BODY.match(visible, o.end())]
     if opens:
         rest = visible[opens[-1].end() :]
         closed = _ANSWER_BODY.match(rest)
@@ -98,6 +106,9 @@ def _parse(output: Optional[str], anywhere: bool) -> ParsedAnswer:
     brackets = _BRACKETS.findall(visible)
     if brackets:
         return _verdict(brackets[-1], "brackets")
+    if truncated:
+        where = "inside its <think> reasoning" if unclosed else "at max_new_tokens before its answer"
+        return ParsedAnswer(Label.INVALID, reason=f"output cut {where}")
     lines = _NONEMPTY_LINE.findall(visible)
     if not lines:
         reason = "output cut inside its <think> reasoning" if unclosed else "empty output"
