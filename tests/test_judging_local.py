@@ -14,10 +14,9 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from pigbench.judging import random_models  # noqa: E402
-from pigbench.judging.backend import GenerationParams  # noqa: E402
+from pigbench.judging.backend import Generation, GenerationParams  # noqa: E402
 from pigbench.judging.local_backend import LocalBackend  # noqa: E402
 from pigbench.judging.messages import ImagePolicy, Prompt, image, reference_prompt, text  # noqa: E402
-from pigbench.judging.parsing import parse_answer  # noqa: E402
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target  # noqa: E402
 from pigbench.registry import evaluators  # noqa: E402
 
@@ -161,7 +160,7 @@ def test_judges_turn_garbage_into_invalid_with_raw_text(name, fixture, request):
     assert [p.sample_id for p in preds] == ["s0", "s1", "s2"]
     for p in preds:
         assert p.raw_text and p.error is None
-        assert p.label == parse_answer(p.raw_text, anywhere=judge.parse_anywhere).label
+        assert p.label == judge.parse(Generation(p.raw_text, truncated=p.extra.get("truncated", False))).label
         assert p.label == Label.INVALID and p.extra["invalid_reason"]
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pigbench.judging.parsing import ParsedAnswer, parse_answer
+from pigbench.judging.parsing import ParsedAnswer, parse_answer, parse_tagged_answer
 from pigbench.protocol import Label
 
 A, B, TIE, INVALID = Label.A, Label.B, Label.TIE, Label.INVALID
@@ -135,6 +135,33 @@ def test_a_cut_output_without_an_explicit_answer_is_invalid(output, reason):
     assert parse_answer(output, anywhere=True, truncated=True) == ParsedAnswer(INVALID, reason=reason)
 
 
+@pytest.mark.parametrize("output, label", [
+    ("<think>Image 1: 9+8=17\nImage 2: 7+8=15</think>\n<answer>Image 1 is better</answer>", A),
+    ("<think>totals</think><answer>Image 2 is better</answer>", B),
+    ("<answer>Image 2 is better</answer> then <answer>Image 1 is better</answer>", A),  # the last block decides
+    ("<think><answer>Image 2 is better</answer></think><answer>Image 1 is better</answer>", A),  # never in <think>
+])
+def test_unifiedreward_think_reads_its_last_answer_block(output, label):
+    parsed = parse_tagged_answer(output)
+    assert (parsed.label, parsed.method, parsed.reason) == (label, "tag", None)
+
+
+@pytest.mark.parametrize("output, truncated, reason", [
+    ("<think>Image 1: 31, Image 2: 28</think>\nImage 1 is better", False, "no <answer> block"),  # no last-line fallback
+    ("<think>totals</think> [[A]]", False, "no <answer> block"),  # nor FastChat brackets
+    ("<think>totals</think><answer>Both images are equally good</answer>", False, "tie is not an answer option"),
+    ("<answer>Tie</answer>", False, "tie is not an answer option"),
+    ("<think>Image 1 has better colours, so", True, "output cut inside its <think> reasoning"),
+    ("<think>totals</think><answer>Image 1 is", True, "output cut at max_new_tokens before its answer"),
+    ("", False, "empty output"),
+])
+def test_unifiedreward_think_without_an_a_or_b_answer_block_is_invalid(output, truncated, reason):
+    """Its published rule (evaluators spec, section 2): the last <answer> block decides, A or B;
+    missing is INVALID and there is no tie option."""
+    parsed = parse_tagged_answer(output, truncated=truncated)
+    assert parsed.label == INVALID and parsed.reason.startswith(reason)
+
+
 # ---- properties -------------------------------------------------------------------------------
 
 FORMS = {
@@ -190,3 +217,10 @@ def test_a_cut_output_counts_only_with_a_closed_answer(text, label):
     assert parse_answer(text, truncated=True).label == INVALID
     assert parse_answer(f"{text}<answer>{FORMS[label][0]}", truncated=True).label == INVALID
     assert parse_answer(f"{text}<answer>{FORMS[label][0]}</answer>{text}", truncated=True).label == label
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="<>/[]answerthinkABC12 \n", max_size=120))
+def test_unifiedreward_think_never_raises_nor_ties(output):
+    parsed = parse_tagged_answer(output)
+    assert parsed.label in (A, B, INVALID) and (parsed.label == INVALID) == (parsed.reason is not None)
