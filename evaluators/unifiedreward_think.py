@@ -4,8 +4,10 @@ Model ``CodeGoat24/UnifiedReward-Think-qwen-7b`` (Qwen2.5-VL-7B). One user turn:
 then the published instruction: score dimensions 1-10 for both images inside ``<think>...</think>``,
 then exactly "Image 1 is better" or "Image 2 is better" inside ``<answer>...</answer>`` (no tie
 option). Images are resized to 512x512 as in the official GenAI-Bench evaluation; greedy decoding
-with 2048 new tokens (the published 512 truncates long reasoning). The shared parser reads the
-last ``<answer>`` block outside ``<think>``; an output cut inside its reasoning is INVALID.
+with 2048 new tokens (the published 512 truncates long reasoning). Parsed by the published rule
+(:func:`~pigbench.judging.parsing.parse_tagged_answer`): the last ``<answer>`` block outside
+``<think>`` gives A or B; an output without one (no last-line fallback), one whose answer says tie,
+or one cut inside its reasoning is INVALID.
 
 Source of the prompt: CodeGoat24/UnifiedReward
 ``UnifiedReward-Think/inference_qwen/image_generation/qwen_infer_cot_image_generation.py``.
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pigbench.judging.backend import Generation
 from pigbench.judging.judge import Judge, JudgeConfig
 from pigbench.judging.messages import Prompt, image, text
+from pigbench.judging.parsing import ParsedAnswer, parse_tagged_answer
 from pigbench.protocol import Episode
 
 INSTRUCTION = (
@@ -58,3 +62,6 @@ class UnifiedRewardThink(Judge):
     def build_prompt(self, episode: Episode) -> Prompt:
         t = episode.target
         return Prompt((image(t.image_a), image(t.image_b), text(INSTRUCTION.format(prompt=t.prompt))))
+
+    def parse(self, gen: Generation) -> ParsedAnswer:
+        return parse_tagged_answer(gen.text, truncated=gen.truncated)

@@ -81,6 +81,30 @@ def test_generation_to_prediction():
     assert failed.label == Label.INVALID and failed.error.startswith("HTTP 401")
 
 
+def test_an_output_cut_at_the_token_limit_counts_only_with_an_explicit_answer():
+    cut = "The user likes warm tones.\nImage A uses warm tones, while"
+    backend = Scripted(Generation(cut, truncated=True), Generation("<answer>B</answer> since the user", truncated=True),
+                       Generation(cut))
+    lost, kept, whole = make("qwen2-vl-judge", backend, reason="true").predict([EPISODE] * 3)
+    assert (lost.label, lost.raw_text, lost.error) == (Label.INVALID, cut, None)
+    assert lost.extra["invalid_reason"] == "output cut at max_new_tokens before its answer" and lost.extra["truncated"]
+    assert (kept.label, kept.extra["parse"], kept.extra["truncated"]) == (Label.B, "tag", True)
+    assert whole.label == Label.A and "truncated" not in whole.extra  # ended on its own: the last line answers
+
+
+@pytest.mark.parametrize("output, tolerant, reason", [
+    ("<think>Image 1: 31, Image 2: 28</think>\nImage 1 is better", Label.A, "no <answer> block"),
+    ("<think>totals</think><answer>Both images are equally good</answer>", Label.TIE, "tie is not an answer option"),
+])
+def test_unifiedreward_think_follows_its_published_parse_rule(output, tolerant, reason):
+    """unifiedreward-think: no <answer> block, or a tie, is INVALID; the generic judges stay tolerant."""
+    think, generic = (make(name, Scripted(Generation(output))).predict([EPISODE])[0]
+                      for name in ("unifiedreward-think", "qwen2-vl-judge"))
+    assert (think.label, think.raw_text) == (Label.INVALID, output)
+    assert think.extra["invalid_reason"].startswith(reason)
+    assert generic.label == tolerant
+
+
 def test_probability_scoring_uses_tau_and_falls_back_to_the_text():
     backend = Scripted(Generation("<answer>A</answer>", {"A": 0.55, "B": 0.45}),
                        Generation("<answer>B</answer>", {"A": 0.9, "B": 0.1}),

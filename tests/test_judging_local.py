@@ -14,10 +14,9 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from pigbench.judging import random_models  # noqa: E402
-from pigbench.judging.backend import GenerationParams  # noqa: E402
+from pigbench.judging.backend import Generation, GenerationParams  # noqa: E402
 from pigbench.judging.local_backend import LocalBackend  # noqa: E402
 from pigbench.judging.messages import ImagePolicy, Prompt, image, reference_prompt, text  # noqa: E402
-from pigbench.judging.parsing import parse_answer  # noqa: E402
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target  # noqa: E402
 from pigbench.registry import evaluators  # noqa: E402
 
@@ -112,6 +111,18 @@ def test_min_new_tokens_fixes_the_length(qwen):
     assert out.shape[1] - batch["input_ids"].shape[1] == 5
 
 
+def test_truncated_means_no_eos_within_max_new_tokens(qwen, monkeypatch):
+    prompt = reference_prompt(episode(0))
+    params = GenerationParams(max_new_tokens=6, images=ImagePolicy(max_pixels=56 * 56))
+    ids = qwen.model.generate(**qwen.encode([prompt], params.images), max_new_tokens=6, do_sample=False,
+                              pad_token_id=qwen.tokenizer.pad_token_id)[0, -6:].tolist()
+    assert not qwen.stop_token_ids().intersection(ids)  # this random model runs to the limit
+    assert qwen.generate([prompt], params)[0].truncated
+    monkeypatch.setattr(qwen.model.generation_config, "eos_token_id", [ids[3]])  # its 4th token now ends it
+    ended = qwen.generate([prompt, reference_prompt(episode(1))], params)[0]
+    assert not ended.truncated and ended.error is None
+
+
 def test_option_probabilities_follow_the_greedy_choice(qwen):
     """With the first generated token as the marker, the recorded distribution at the next step
     must put the greedy token above any other option."""
@@ -149,7 +160,7 @@ def test_judges_turn_garbage_into_invalid_with_raw_text(name, fixture, request):
     assert [p.sample_id for p in preds] == ["s0", "s1", "s2"]
     for p in preds:
         assert p.raw_text and p.error is None
-        assert p.label == parse_answer(p.raw_text, anywhere=judge.parse_anywhere).label
+        assert p.label == judge.parse(Generation(p.raw_text, truncated=p.extra.get("truncated", False))).label
         assert p.label == Label.INVALID and p.extra["invalid_reason"]
 
 

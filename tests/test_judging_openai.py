@@ -15,7 +15,7 @@ from pigbench.judging.backend import GenerationParams
 from pigbench.judging.fake_server import FakeServer, Reply
 from pigbench.judging.messages import Prompt, image, text
 from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
-from pigbench.judging.request_cache import RequestCache
+from pigbench.judging.request_cache import RequestCache, request_key
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
 from pigbench.registry import evaluators
 
@@ -180,6 +180,28 @@ def test_a_damaged_cached_response_is_requested_again(server, tmp_path, damaged)
     assert server.hits == 3 and [p.to_json() for p in again] == [p.to_json() for p in first]
     judge(server, tmp_path).predict(episodes)
     assert server.hits == 3  # the answer sent again was cached in place of the damaged one
+
+
+def test_an_answer_cut_at_max_tokens_is_invalid_also_from_the_cache(server, tmp_path):
+    """finish_reason "length" marks the generation truncated; the cached response keeps it."""
+    cut = "The user likes warm tones.\nImage A uses warm tones, while"
+    server.reply = lambda body: Reply(cut, finish_reason="length")
+    first = judge(server, tmp_path, reason=True).predict([episode(0)])
+    again = judge(server, tmp_path, reason=True).predict([episode(0)])
+    assert server.hits == 1
+    for (pred,) in (first, again):
+        assert pred.label == Label.INVALID and pred.raw_text == cut and pred.error is None
+        assert pred.extra["invalid_reason"] == "output cut at max_new_tokens before its answer"
+        assert pred.extra["truncated"] is True
+
+
+def test_a_cached_response_without_finish_reason_reads_as_before(server, tmp_path):
+    """Cache entries written before finish reasons were read: not truncated, no request sent."""
+    j = judge(server, tmp_path)
+    key = request_key(j.backend.request_body(j.build_prompt(episode(0)), j.generation_params()))
+    j.backend.cache.put(key, {"choices": [{"message": {"content": "Image A, clearly."}}]})
+    (pred,) = j.predict([episode(0)])
+    assert server.hits == 0 and pred.label == Label.A and "truncated" not in pred.extra
 
 
 def test_answer_probabilities_from_top_logprobs(server, tmp_path):

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pigbench.judging.parsing import parse_answer
+from pigbench.judging.parsing import ParsedAnswer, parse_answer, parse_tagged_answer
 from pigbench.protocol import Label
 
 A, B, TIE, INVALID = Label.A, Label.B, Label.TIE, Label.INVALID
@@ -104,6 +104,64 @@ def test_negations_beside_a_verdict_keep_it(output, label):
     assert parse_answer(output).label == label
 
 
+CUT = "The user likes warm tones.\nImage A uses warm tones, while"  # reasoning cut mid-sentence
+
+
+def test_an_output_cut_at_the_token_limit_is_not_read_from_its_last_line():
+    """Evaluators spec 4.3: truncation before the answer is INVALID. The same text ending on its own
+    is read from its last line."""
+    assert parse_answer(CUT).label == A
+    parsed = parse_answer(CUT, truncated=True)
+    assert (parsed.label, parsed.reason) == (INVALID, "output cut at max_new_tokens before its answer")
+
+
+@pytest.mark.parametrize("output, label, method", [
+    ("<answer>B</answer>\nThe user clearly prefers", B, "tag"),  # cut after a closed answer
+    ("<answer>A</answer> on second thought <answer>B", A, "tag"),  # the cut answer does not count
+    ("Assistant B is better. [[B]] The reason is", B, "brackets"),
+    ("<think>Image 1: 9/10</think><answer>Image 2 is better</answer>", B, "tag"),
+])
+def test_a_cut_output_keeps_an_explicit_answer_given_before_the_cut(output, label, method):
+    parsed = parse_answer(output, truncated=True)
+    assert (parsed.label, parsed.method, parsed.reason) == (label, method, None)
+
+
+@pytest.mark.parametrize("output, reason", [
+    ("<answer>A", "output cut at max_new_tokens before its answer"),  # cut before </answer>
+    ("Image 1 is better. It is sharper and", "output cut at max_new_tokens before its answer"),
+    ("<think>Image 1 has better colours, so", "output cut inside its <think> reasoning"),
+])
+def test_a_cut_output_without_an_explicit_answer_is_invalid(output, reason):
+    assert parse_answer(output, anywhere=True, truncated=True) == ParsedAnswer(INVALID, reason=reason)
+
+
+@pytest.mark.parametrize("output, label", [
+    ("<think>Image 1: 9+8=17\nImage 2: 7+8=15</think>\n<answer>Image 1 is better</answer>", A),
+    ("<think>totals</think><answer>Image 2 is better</answer>", B),
+    ("<answer>Image 2 is better</answer> then <answer>Image 1 is better</answer>", A),  # the last block decides
+    ("<think><answer>Image 2 is better</answer></think><answer>Image 1 is better</answer>", A),  # never in <think>
+])
+def test_unifiedreward_think_reads_its_last_answer_block(output, label):
+    parsed = parse_tagged_answer(output)
+    assert (parsed.label, parsed.method, parsed.reason) == (label, "tag", None)
+
+
+@pytest.mark.parametrize("output, truncated, reason", [
+    ("<think>Image 1: 31, Image 2: 28</think>\nImage 1 is better", False, "no <answer> block"),  # no last-line fallback
+    ("<think>totals</think> [[A]]", False, "no <answer> block"),  # nor FastChat brackets
+    ("<think>totals</think><answer>Both images are equally good</answer>", False, "tie is not an answer option"),
+    ("<answer>Tie</answer>", False, "tie is not an answer option"),
+    ("<think>Image 1 has better colours, so", True, "output cut inside its <think> reasoning"),
+    ("<think>totals</think><answer>Image 1 is", True, "output cut at max_new_tokens before its answer"),
+    ("", False, "empty output"),
+])
+def test_unifiedreward_think_without_an_a_or_b_answer_block_is_invalid(output, truncated, reason):
+    """Its published rule (evaluators spec, section 2): the last <answer> block decides, A or B;
+    missing is INVALID and there is no tie option."""
+    parsed = parse_tagged_answer(output, truncated=truncated)
+    assert parsed.label == INVALID and parsed.reason.startswith(reason)
+
+
 # ---- properties -------------------------------------------------------------------------------
 
 FORMS = {
@@ -151,3 +209,18 @@ def test_think_block_never_answers(think, label):
     other = B if label == A else A
     output = f"<think>{think}<answer>{FORMS[other][0]}</answer></think><answer>{FORMS[label][0]}</answer>"
     assert parse_answer(output).label == label
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=free_text, label=st.sampled_from([A, B, TIE]))
+def test_a_cut_output_counts_only_with_a_closed_answer(text, label):
+    assert parse_answer(text, truncated=True).label == INVALID
+    assert parse_answer(f"{text}<answer>{FORMS[label][0]}", truncated=True).label == INVALID
+    assert parse_answer(f"{text}<answer>{FORMS[label][0]}</answer>{text}", truncated=True).label == label
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="<>/[]answerthinkABC12 \n", max_size=120))
+def test_unifiedreward_think_never_raises_nor_ties(output):
+    parsed = parse_tagged_answer(output)
+    assert parsed.label in (A, B, INVALID) and (parsed.label == INVALID) == (parsed.reason is not None)

@@ -167,6 +167,26 @@ def test_fast_backend_matches_local_backend_and_isolates_a_bad_image(tiny):
     assert all(g.text for i, g in enumerate(fast) if i != 1)
 
 
+def test_fast_backend_reports_truncation_like_local_backend(tiny, monkeypatch):
+    from pigbench.fastgen.backend import FastLocalBackend
+    from pigbench.judging.backend import GenerationParams
+    from pigbench.judging.local_backend import LocalBackend
+    from pigbench.judging.messages import ImagePolicy
+    from pigbench.judging.messages import Prompt as ChatPrompt
+    from pigbench.judging.messages import text
+
+    model, processor = tiny
+    prompts = [ChatPrompt((text(f"Prompt {k}: describe a fox"),)) for k in range(3)]
+    params = GenerationParams(max_new_tokens=NEW)
+    slow = LocalBackend(model, processor, batch_size=1)
+    ids = model.generate(**slow.encode(prompts[:1], params.images), max_new_tokens=NEW, do_sample=False)[0, -NEW:]
+    monkeypatch.setattr(model.generation_config, "eos_token_id", int(ids[NEW // 2]))  # prompt 0 now stops early
+    fast = FastLocalBackend(model, processor, batch_size=4).generate(prompts, params)
+    local = slow.generate(prompts, params)
+    assert [g.truncated for g in fast] == [g.truncated for g in local]
+    assert not fast[0].truncated and any(g.truncated for g in fast)
+
+
 def test_lora_adapter_is_merged_on_load(tiny, tmp_path):
     peft = pytest.importorskip("peft")
     from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl

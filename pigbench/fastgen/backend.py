@@ -5,7 +5,8 @@ format, image budget and decoding of the output) with ``generate`` replaced for 
 prompts are tokenized in chunks by the processor (one call each), their images keyed by content
 hash and image policy, and the whole batch goes to the engine. Sampling and answer-option probabilities fall back to
 ``transformers.generate``. ``generate(..., share_keys=...)`` lets prompts with equal keys share
-the KV of their common prefix (a user's context across that user's targets).
+the KV of their common prefix (a user's context across that user's targets). A generation is
+``truncated`` when the engine returns ``max_new_tokens`` tokens (no EOS came within them).
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ class FastLocalBackend(LocalBackend):
             self._generate_isolated_engine(ready[:half], settings, results)
             self._generate_isolated_engine(ready[half:], settings, results)
             return
-        for (i, _), text in zip(ready, self.tokenizer.batch_decode(tokens, skip_special_tokens=True)):
-            results[i] = Generation(text)
+        for (i, _), toks, text in zip(ready, tokens, self.tokenizer.batch_decode(tokens, skip_special_tokens=True)):
+            results[i] = Generation(text, truncated=len(toks) == settings.max_new_tokens)
 
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), "generation": "pigbench.fastgen (greedy, static KV cache, CUDA graphs)"}

@@ -9,7 +9,9 @@ request into answer-option probabilities. Two implementations:
 
 Contract of :meth:`Backend.generate`: one :class:`Generation` per prompt, in order. A failure on one
 prompt (an unreadable image, a request that still fails after its retries) is reported in that
-prompt's ``error`` and never raised, so one bad sample cannot fail the others.
+prompt's ``error`` and never raised, so one bad sample cannot fail the others. Each generation
+says whether it was cut at ``max_new_tokens`` (``truncated``), so that parsing can refuse an answer
+the model never finished.
 """
 
 from __future__ import annotations
@@ -43,12 +45,15 @@ class GenerationParams:
 @dataclass
 class Generation:
     """One prompt's result: the generated ``text`` (None if it failed), the answer-option
-    probabilities if asked for and found, the ``error`` if it failed, and whether it came from a cache."""
+    probabilities if asked for and found, the ``error`` if it failed, whether it came from a cache,
+    and whether generation stopped at ``max_new_tokens`` rather than at its end (``truncated``;
+    False where the backend cannot tell, such as a cached response stored without a finish reason)."""
 
     text: Optional[str]
     option_probs: Optional[dict[str, float]] = None
     error: Optional[str] = None
     cached: bool = False
+    truncated: bool = False
 
 
 class Backend(ABC):

@@ -9,6 +9,7 @@ Contract of :class:`FakeServer`:
 * Each request is answered by the first entry of ``script`` (one-off :class:`Reply` values consumed
   in order), else by ``reply(body)``, which returns the assistant's text or a :class:`Reply`. A
   scripted 200 reply with neither ``content`` nor ``raw`` takes its content from ``reply(body)``.
+  A 200 answer's choice carries the reply's ``finish_reason`` (``"length"``: cut at ``max_tokens``).
 * Every request waits ``latency_s`` while holding one of ``slots`` processing slots (unbounded when
   ``None``), then its reply's ``delay_s``. A reply with ``drip_s`` sends its status line and headers
   at once, then its body one byte every ``drip_s`` seconds.
@@ -46,6 +47,7 @@ class Reply:
     logprobs: Optional[list[dict[str, Any]]] = None
     drop: bool = False
     drip_s: float = 0.0
+    finish_reason: str = "stop"
 
 
 ReplyFn = Callable[[dict[str, Any]], Union[str, Reply]]
@@ -91,7 +93,8 @@ class FakeServer:
                 if server._drops(body, answer):
                     return  # the connection closes with no answer
                 if answer.status == 200:
-                    choice: dict[str, Any] = {"message": {"role": "assistant", "content": answer.content}}
+                    choice: dict[str, Any] = {"message": {"role": "assistant", "content": answer.content},
+                                              "finish_reason": answer.finish_reason}
                     if answer.logprobs:
                         choice["logprobs"] = {"content": answer.logprobs}
                     payload = answer.raw if answer.raw is not None else json.dumps({"choices": [choice]})

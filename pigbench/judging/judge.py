@@ -1,7 +1,7 @@
 """The base of the LVLM judge evaluators: prompt -> backend -> shared parser -> prediction.
 
-A judge subclass only says how to build its :class:`~pigbench.judging.messages.Prompt` and its
-default model and lengths; this module does the rest:
+A judge subclass only says how to build its :class:`~pigbench.judging.messages.Prompt`, its
+default model and lengths, and (if it publishes one) its own parse rule; this module does the rest:
 
 * ``backend=local`` runs the model with transformers on ``--device``; ``backend=openai`` sends the
   same prompt to OpenAI-compatible servers (``base_url``: comma-separated URLs, default
@@ -11,7 +11,8 @@ default model and lengths; this module does the rest:
   default), so a resumed run re-sends nothing.
 * Every prediction keeps the raw output. An unparseable answer is INVALID with the parser's reason
   in ``extra["invalid_reason"]`` (not an error: the model answered); a failed request or an
-  unreadable image is INVALID with ``error`` set.
+  unreadable image is INVALID with ``error`` set. An output cut at ``max_new_tokens`` has
+  ``extra["truncated"]`` and counts only if it gave an explicit answer before the cut.
 * ``scoring=probs`` (judges with answer options): score_a/score_b are P(A)/P(B) at the answer
   token, renormalised, and the label is :func:`~pigbench.protocol.label_from_delta` of
   P(A) - P(B) with ``tie_threshold`` (tau). When no answer token is found, the parsed label is used.
@@ -34,7 +35,7 @@ from pigbench.evaluator import (Evaluator, EvaluatorConfig, Kind, Need, Requirem
                                 resolve_local_or_hub)
 from pigbench.judging.backend import Backend, Generation, GenerationParams
 from pigbench.judging.messages import ImagePolicy, Prompt, reference_prompt
-from pigbench.judging.parsing import parse_answer
+from pigbench.judging.parsing import ParsedAnswer, parse_answer
 from pigbench.protocol import Episode, Label, Prediction, label_from_delta
 
 BACKENDS = ("local", "openai")
@@ -183,14 +184,21 @@ class Judge(Evaluator):
         generations = self.backend.generate([self.build_prompt(e) for e in episodes], self.generation_params())
         return [self.to_prediction(e.sample_id, g) for e, g in zip(episodes, generations)]
 
+    def parse(self, gen: Generation) -> ParsedAnswer:
+        """The verdict in a generation's text: the shared tolerant parser, with ``parse_anywhere``.
+        Judges with a published parse rule of their own override this."""
+        return parse_answer(gen.text, anywhere=self.parse_anywhere, truncated=gen.truncated)
+
     def to_prediction(self, sample_id: str, gen: Generation) -> Prediction:
         """A prediction from one generation (see the module docstring)."""
         if gen.error is not None:
             return Prediction(sample_id, Label.INVALID, raw_text=gen.text, error=gen.error)
-        parsed = parse_answer(gen.text, anywhere=self.parse_anywhere)
+        parsed = self.parse(gen)
         extra: dict[str, Any] = {"parse": parsed.method} if parsed.method else {}
         if parsed.reason:
             extra["invalid_reason"] = parsed.reason
+        if gen.truncated:
+            extra["truncated"] = True
         label, score_a, score_b = parsed.label, None, None
         if self.cfg.scoring == "probs":
             if gen.option_probs:

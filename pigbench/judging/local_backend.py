@@ -17,6 +17,8 @@ Practices this module enforces (evaluators spec, sections 4.1-4.3):
   is retried one prompt at a time so that one bad prompt only fails itself. Images are decoded in
   ``image_workers`` threads, and on CUDA a torchvision-backed image processor normalises and
   patchifies on the GPU (``preprocess_on_device``), keeping the CPU off the critical path.
+* **Truncation.** An output holding none of the generation config's EOS ids stopped at
+  ``max_new_tokens``: its generation is ``truncated``.
 * **Answer probabilities.** A logits processor records, at every step, the log-probabilities of
   the requested options; :mod:`pigbench.judging.answer_probs` picks the step after ``<answer>``.
 """
@@ -175,13 +177,22 @@ class LocalBackend(Backend):
             )
         new = out[:, inputs["input_ids"].shape[1] :].cpu()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        rows, eos = new.tolist(), self.stop_token_ids()
+        cut = [not eos.intersection(ids) for ids in rows]  # no EOS: stopped at max_new_tokens
         if recorder is None:
-            return [Generation(text) for text in texts]
+            return [Generation(text, truncated=c) for text, c in zip(texts, cut)]
         gens = []
-        for text, ids, steps in zip(texts, new.tolist(), recorder.rows()):
+        for text, ids, steps, c in zip(texts, rows, recorder.rows(), cut):
             tokens = [self.tokenizer.decode([t], skip_special_tokens=True) for t in ids]
-            gens.append(Generation(text, option_probs_after_marker(tokens, steps, params.answer_marker, params.options)))
+            probs = option_probs_after_marker(tokens, steps, params.answer_marker, params.options)
+            gens.append(Generation(text, probs, truncated=c))
         return gens
+
+    def stop_token_ids(self) -> set[int]:
+        """The token ids that end ``generate`` (the model's generation config); none: it stops only at
+        ``max_new_tokens``."""
+        eos = self.model.generation_config.eos_token_id
+        return set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
 
     def option_token_ids(self, options: Sequence[str]) -> dict[str, list[int]]:
         """Token ids of each option, bare and with a leading space; each must be a single token."""

@@ -15,6 +15,9 @@
   the others at once (the backoff applies only when every server is down).
 * With a :class:`~pigbench.judging.request_cache.RequestCache`, a request already answered is never
   sent again (resumed runs pay nothing twice).
+* A choice whose ``finish_reason`` is ``"length"`` was cut at ``max_tokens``: its generation is
+  ``truncated``. The cache stores whole responses, so a cached answer keeps its finish reason; one
+  stored without it counts as not truncated.
 """
 
 from __future__ import annotations
@@ -233,7 +236,7 @@ class OpenAIBackend(Backend):
             tokens = [s.get("token", "") for s in steps]
             per_step = [options_from_top_logprobs(s.get("top_logprobs") or [], params.options) for s in steps]
             probs = option_probs_after_marker(tokens, per_step, params.answer_marker, params.options)
-        return Generation(text, probs, cached=cached)
+        return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length")
 
     def provenance(self) -> dict[str, Any]:
         return {"api": "openai-chat-completions", "model": self.model,

@@ -1,6 +1,6 @@
-"""The one answer parser shared by every judge. It never raises.
+"""The judges' answer parsers. They never raise.
 
-Order of evidence (evaluators spec, section 4.3), after removing ``<think>...</think>`` reasoning
+:func:`parse_answer` is the tolerant parser of the generic judges (and UnifiedReward). Order of evidence (evaluators spec, section 4.3), after removing ``<think>...</think>`` reasoning
 (an unclosed ``<think>`` means the output was cut inside its reasoning, so nothing after it counts):
 
 1. the **last** ``<answer>...</answer>`` block (an unclosed final ``<answer>`` counts up to its
@@ -12,19 +12,28 @@ Order of evidence (evaluators spec, section 4.3), after removing ``<think>...</t
    ``anywhere=True`` an output that states two different verdicts ("Image 1 is better",
    "Image 2 is better", "Both images are equally good") is INVALID, on one line or on several.
 
+An output cut at ``max_new_tokens`` (``truncated=True``) is read from explicit answers only: the
+last *closed* ``<answer>...</answer>`` block, else the last ``[[A]]``/``[[B]]``/``[[C]]``; without
+one it is INVALID ("output cut at max_new_tokens before its answer"), since its last line is
+wherever the cut fell.
+
 A snippet is read tolerantly: case and whitespace do not matter; "A", "Image A", "Picture 1",
 "image 1 is better", "Image 1 is better than Image 2", "the first image", "Answer: B", "Tie",
 "Both images are equally good." are all understood (1 = A, 2 = B). A snippet naming both sides
 without saying which is better is ambiguous; one that names a single side in a negated statement
 ("Image 1 is not better", "I would not prefer Image A") states no choice. Anything else, empty output, or an output cut before
 its answer is INVALID, with the reason kept; callers always keep the raw text.
+
+:func:`parse_tagged_answer` is UnifiedReward-Think's published rule (evaluators spec, section 2):
+only the last ``<answer>`` block outside ``<think>`` counts, read as above but A or B only; no
+block (no fallback to brackets or the last line), or a block that says tie, is INVALID.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from pigbench.protocol import Label
 
@@ -74,30 +83,38 @@ class ParsedAnswer:
     answer: Optional[str] = None
 
 
-def parse_answer(output: Optional[str], anywhere: bool = False) -> ParsedAnswer:
-    """Read a judge's verdict from its raw output (see the module docstring). Never raises."""
+def parse_answer(output: Optional[str], anywhere: bool = False, truncated: bool = False) -> ParsedAnswer:
+    """Read a judge's verdict from its raw output (see the module docstring); ``truncated``: the
+    output was cut at ``max_new_tokens``. Never raises."""
+    return _guarded(_parse, output, anywhere, truncated)
+
+
+def parse_tagged_answer(output: Optional[str], truncated: bool = False) -> ParsedAnswer:
+    """UnifiedReward-Think's verdict: A or B from the last ``<answer>`` block outside ``<think>``;
+    else INVALID (see the module docstring). Never raises."""
+    return _guarded(_parse_tagged, output, truncated)
+
+
+def _guarded(parse: Callable[..., ParsedAnswer], *args: Any) -> ParsedAnswer:
     try:
-        return _parse(output, anywhere)
+        return parse(*args)
     except Exception as exc:  # a parser bug must not kill a run; keep the reason
         return ParsedAnswer(Label.INVALID, reason=f"parser error: {type(exc).__name__}: {exc}")
 
 
-def _parse(output: Optional[str], anywhere: bool) -> ParsedAnswer:
+def _parse(output: Optional[str], anywhere: bool, truncated: bool) -> ParsedAnswer:
     if output is None or not output.strip():
         return ParsedAnswer(Label.INVALID, reason="empty output")
-    visible = _THINK_BLOCK.sub(" ", output)
-    unclosed = _THINK_OPEN.search(visible)
-    if unclosed:
-        visible = visible[: unclosed.start()]
-    opens = list(_ANSWER_OPEN.finditer(visible))
-    if opens:
-        rest = visible[opens[-1].end() :]
-        closed = _ANSWER_BODY.match(rest)
-        snippet = closed.group(1) if closed else _FIRST_LINE.match(rest).group(0)
+    visible, unclosed = _visible(output)
+    snippet = _last_answer(visible, truncated)
+    if snippet is not None:
         return _verdict(snippet, "tag")
     brackets = _BRACKETS.findall(visible)
     if brackets:
         return _verdict(brackets[-1], "brackets")
+    if truncated:
+        where = "inside its <think> reasoning" if unclosed else "at max_new_tokens before its answer"
+        return ParsedAnswer(Label.INVALID, reason=f"output cut {where}")
     lines = _NONEMPTY_LINE.findall(visible)
     if not lines:
         reason = "output cut inside its <think> reasoning" if unclosed else "empty output"
@@ -112,6 +129,42 @@ def _parse(output: Optional[str], anywhere: bool) -> ParsedAnswer:
     if parsed.label == Label.INVALID and unclosed:
         return ParsedAnswer(Label.INVALID, reason="output cut inside its <think> reasoning")
     return parsed
+
+
+def _parse_tagged(output: Optional[str], truncated: bool) -> ParsedAnswer:
+    if output is None or not output.strip():
+        return ParsedAnswer(Label.INVALID, reason="empty output")
+    visible, unclosed = _visible(output)
+    snippet = _last_answer(visible, truncated)
+    if snippet is None:
+        if unclosed:
+            return ParsedAnswer(Label.INVALID, reason="output cut inside its <think> reasoning")
+        reason = "output cut at max_new_tokens before its answer" if truncated else "no <answer> block"
+        return ParsedAnswer(Label.INVALID, reason=reason)
+    parsed = _verdict(snippet, "tag")
+    if parsed.label == Label.TIE:
+        return ParsedAnswer(Label.INVALID, "tag", f"tie is not an answer option: {parsed.answer!r}", parsed.answer)
+    return parsed
+
+
+def _visible(output: str) -> tuple[str, bool]:
+    """The output outside ``<think>`` blocks, cut at an unclosed ``<think>``; and whether it was cut."""
+    visible = _THINK_BLOCK.sub(" ", output)
+    unclosed = _THINK_OPEN.search(visible)
+    return (visible[: unclosed.start()], True) if unclosed else (visible, False)
+
+
+def _last_answer(visible: str, truncated: bool) -> Optional[str]:
+    """The text of the last ``<answer>`` block up to its ``</answer>`` (an unclosed final one: up to
+    its line end, unless the output was cut at ``max_new_tokens``); None without one."""
+    opens = list(_ANSWER_OPEN.finditer(visible))
+    if truncated:  # an <answer> cut before its </answer> is no answer
+        opens = [o for o in opens if _ANSWER_BODY.match(visible, o.end())]
+    if not opens:
+        return None
+    rest = visible[opens[-1].end() :]
+    closed = _ANSWER_BODY.match(rest)
+    return closed.group(1) if closed else _FIRST_LINE.match(rest).group(0)
 
 
 def _verdict(snippet: str, method: str) -> ParsedAnswer:
