@@ -10,6 +10,7 @@ import json
 import re
 from collections import Counter
 
+import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,6 +19,7 @@ from pigbench.cli import main as cli_main
 from pigbench.evaluator import RequirementError
 from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, collect, slug
 from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embedder, normalize, term_counts
+from pigbench.report.document import build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
 from pigbench.report.similarity import rank_correlation, similarity_table
 from pigbench.report.tables import (Cell, ablation_tables, canonical_entries, main_table, to_html, to_latex,
@@ -246,6 +248,26 @@ def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_th
 def test_report_on_missing_directory_fails_cleanly(tmp_path, capsys):
     assert cli_main(["report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_figures_draw_dollar_signs_in_names_literally(tmp_path):
+    """Names with "$...$" are not math text: an invalid expression used to make savefig raise, and
+    a valid one would be drawn as a formula. SVG text is kept as text here to read the labels back."""
+    bad, greek = r"a$\undefinedcmd$b", r"p$\alpha$q"
+    for k in (1, 2):
+        make_results(tmp_path / "results", bad, dataset=bad, variant=f"k{k}", reference_size=k, users=3, per_user=4)
+    make_results(tmp_path / "results", greek, dataset=bad, kind="similarity", uses_references=True, users=3, per_user=4)
+    make_results(tmp_path / "results", "reasoner", dataset=bad, kind="reasoning", users=3, per_user=4, dimensions=2,
+                 dimension_names=(greek, "Palette", "Light", "Mood"))
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        build_report(tmp_path / "results", tmp_path / "report", "tfidf", color_by="dataset")
+    figures = tmp_path / "report" / "figures"
+    accuracy = next(figures.glob("accuracy_vs_reference_size_*.svg")).read_text()
+    assert f"{bad}: accuracy vs reference size" in accuracy and f">{bad}<" in accuracy  # title, legend
+    similarity = (figures / "similarity_metrics.svg").read_text()
+    assert f">{greek}<" in similarity and f">{bad}<" in similarity  # tick label, legend
+    tsne = (figures / "dimension_tsne.svg").read_text()
+    assert f">{greek}<" in tsne and f">{bad}<" in tsne  # annotation, legend
 
 
 def test_slug_is_file_safe_and_distinguishes_names():
