@@ -219,6 +219,7 @@ def test_report_cli_writes_tables_figures_and_index(results_tree, tmp_path, caps
     dims = json.loads((out / "dimensions.json").read_text())
     assert dims["distinct"] >= 3 and dims["evaluators"] == sorted(dims["evaluators"])
     assert "&lt;script&gt;" in (out / "report.html").read_text() and "<script>" not in (out / "report.html").read_text()
+    assert "\\<script\\>" in index and "<script>" not in index  # evaluator and dimension names
 
 
 def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_the_rest(tmp_path, capsys):
@@ -243,6 +244,27 @@ def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_th
             '(prediction.score_a must be a number or null, not "x")\n') in printed.out
     index = (out / "report.md").read_text()
     assert "synth/binary.json" in index and "synth/mistyped.json" in index and "good" in index
+
+
+def test_report_md_escapes_rejection_reasons_and_entities_like_the_tables(tmp_path):
+    """A rejection reason quotes a value from the file: its HTML stays text in report.md; an entity
+    in a name (``&amp;``) is shown as written, not decoded; ``|`` cannot split a table cell."""
+    results = tmp_path / "results"
+    make_results(results, "R&amp;D | <b>x</b>", users=2, per_user=3)
+    mistyped = make_results(results, "mistyped", users=2, per_user=3)
+    pred = mistyped.with_name("mistyped.predictions.jsonl")
+    rows = [json.loads(line) for line in pred.read_text().splitlines()]
+    rows[0]["prediction"]["score_a"] = "<img src=x onerror=alert(1)>"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stored = json.loads(mistyped.read_text())
+    stored["predictions"]["sha256"] = hashlib.sha256(pred.read_bytes()).hexdigest()
+    mistyped.write_text(json.dumps(stored))
+
+    build_report(results, tmp_path / "report", "tfidf")
+    index = (tmp_path / "report" / "report.md").read_text()
+    assert ('- synth/mistyped.json: mistyped.predictions.jsonl: line 1: malformed prediction row '
+            '(prediction.score\\_a must be a number or null, not "\\<img src=x onerror=alert(1)\\>")\n') in index
+    assert "| R\\&amp;D \\| \\<b\\>x\\</b\\> |" in index and not re.search(r"(?<!\\)[<&]", index)
 
 
 def test_report_on_missing_directory_fails_cleanly(tmp_path, capsys):

@@ -22,7 +22,7 @@ from pigbench.report.collect import Collection, collect
 from pigbench.report.dimensions import analyse_dimensions
 from pigbench.report.plots import write_plots
 from pigbench.report.similarity import similarity_table
-from pigbench.report.tables import Table, ablation_tables, main_table, to_html, to_latex, to_markdown
+from pigbench.report.tables import Table, ablation_tables, main_table, md_escape, to_html, to_latex, to_markdown
 
 FIGURES = "figures"
 
@@ -99,10 +99,10 @@ def _markdown_index(collection: Collection, sections, figures: list[str], dims: 
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({FIGURES}/{name})" for name in figures if name.endswith(".png")] + [""]
     if dims:
-        lines += ["## Dimension analysis", ""] + [f"- {line}" for line in _dimension_lines(dims)] + [""]
+        lines += ["## Dimension analysis", ""] + [f"- {md_escape(line)}" for line in _dimension_lines(dims)] + [""]
     if collection.rejected:
         lines += ["## Rejected results files", ""]
-        lines += [f"- `{r.relpath}`: {'; '.join(r.reasons)}" for r in collection.rejected] + [""]
+        lines += [f"- {md_escape(r.relpath)}: {md_escape('; '.join(r.reasons))}" for r in collection.rejected] + [""]
     return "\n".join(lines)
 
 
