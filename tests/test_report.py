@@ -267,6 +267,22 @@ def test_report_md_escapes_rejection_reasons_and_entities_like_the_tables(tmp_pa
     assert "| R\\&amp;D \\| \\<b\\>x\\</b\\> |" in index and not re.search(r"(?<!\\)[<&]", index)
 
 
+def test_report_with_nothing_admitted_exits_1_with_one_error_line(tmp_path, capsys):
+    """As ``pigbench leaderboard build``: an empty directory, or one whose files are all rejected."""
+    (tmp_path / "results").mkdir()
+    out = ["--out", str(tmp_path / "report"), "--embedding-model", "tfidf"]
+    assert cli_main(["report", "--results", str(tmp_path / "results"), *out]) == 1
+    assert capsys.readouterr().err == (f"error: no results files (*.json) under {tmp_path / 'results'}; nothing to "
+                                       "show (run `pigbench run` first)\n")
+    (tmp_path / "results" / "broken.json").write_text("{")
+    assert cli_main(["report", "--results", str(tmp_path / "results"), *out]) == 1
+    printed = capsys.readouterr()
+    assert "rejected broken.json: " in printed.out
+    assert "## Rejected results files" in (tmp_path / "report" / "report.md").read_text()
+    assert printed.err == (f"error: no results file under {tmp_path / 'results'} passed validation (1 rejected, "
+                           "reasons above); nothing to show\n")
+
+
 def test_report_on_missing_directory_fails_cleanly(tmp_path, capsys):
     assert cli_main(["report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 Only results files that `pigbench validate` accepts are used; the others are listed with the
 reason. Outputs: main_table.{md,tex,html} (PIGReward Table 2 layout), ablations.*,
 similarity_metrics.*, figures/*.{png,svg}, dimensions.json, and report.md / report.html.
+Exit status 1 when no results file is admitted (the report, listing the rejected files, is
+still written), 2 when the results directory is missing.
 
 examples:
   pigbench report
@@ -15,6 +17,7 @@ import argparse
 import sys
 
 from pigbench.evaluator import RequirementError
+from pigbench.report.collect import nothing_admitted
 from pigbench.report.document import build_report
 
 
@@ -39,4 +42,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  rejected {path}: {'; '.join(reasons)}")
     for name in summary.files:
         print(f"  wrote {summary.out_dir / name}")
-    return 0 if summary.admitted else 1
+    if not summary.admitted:
+        print(f"error: {nothing_admitted(args.results, len(summary.rejected))}", file=sys.stderr)
+        return 1
+    return 0

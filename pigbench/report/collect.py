@@ -126,6 +126,13 @@ def collect(root: str | Path) -> Collection:
     return Collection(entries, rejected)
 
 
+def nothing_admitted(root: str | Path, rejected: int) -> str:
+    """The one-line error of a command that admitted no results file from ``root`` (exit status 1)."""
+    if rejected:
+        return f"no results file under {root} passed validation ({rejected} rejected, reasons above); nothing to show"
+    return f"no results files (*.json) under {root}; nothing to show (run `pigbench run` first)"
+
+
 def _without_path(problem: str, path: Path) -> str:
     """A validation message without this machine's directories (the file is named beside it)."""
     prefix = f"{path}: "
