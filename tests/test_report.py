@@ -288,6 +288,14 @@ def test_report_on_missing_directory_fails_cleanly(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["report"], ["leaderboard", "build"]])
+def test_results_path_that_is_a_file_is_named_as_such(tmp_path, capsys, command):
+    results = make_results(tmp_path / "results", "alpha", users=2, per_user=3)
+    assert cli_main([*command, "--results", str(results), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"error: {results} is a file; a results directory is expected (the folder "
+                                       "holding results files; `pigbench validate FILE` checks one file)\n")
+
+
 def test_figures_draw_dollar_signs_in_names_literally(tmp_path):
     """Names with "$...$" are not math text: an invalid expression used to make savefig raise, and
     a valid one would be drawn as a formula. SVG text is kept as text here to read the labels back."""

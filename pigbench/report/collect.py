@@ -109,8 +109,11 @@ def find_results_files(root: Path) -> list[Path]:
 def collect(root: str | Path) -> Collection:
     """Validate every results file under ``root``; admit those without problems.
 
-    Raises ``FileNotFoundError`` when ``root`` is not a directory."""
+    Raises ``FileNotFoundError`` when ``root`` is not a directory (missing, or a file)."""
     root = Path(root)
+    if root.is_file():
+        raise FileNotFoundError(f"{root} is a file; a results directory is expected (the folder holding results "
+                                "files; `pigbench validate FILE` checks one file)")
     if not root.is_dir():
         raise FileNotFoundError(f"results directory {root} does not exist (run `pigbench run` first)")
     entries, rejected = [], []
