@@ -15,7 +15,7 @@ recomputed); the rest are listed with the reasons. The builder reads JSON only: 
 evaluator or adapter code. Every text from results is escaped (jinja2 autoescape); JSON embedded
 in pages escapes ``<``, ``>`` and ``&`` so that no ``</script>`` can close its element.
 Exit status 1 when no results file is admitted (the site, listing the rejected files, is still
-written), 2 when the results directory is missing.
+written), 2 when --results is not a directory.
 
 examples:
   pigbench leaderboard build

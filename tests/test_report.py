@@ -19,7 +19,7 @@ from pigbench.cli import main as cli_main
 from pigbench.evaluator import RequirementError
 from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, collect, slug
 from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embedder, normalize, term_counts
-from pigbench.report.document import build_report
+from pigbench.report.document import FIGURES, build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
 from pigbench.report.similarity import rank_correlation, similarity_table
 from pigbench.report.tables import (Cell, ablation_tables, canonical_entries, main_table, to_html, to_latex,
@@ -265,6 +265,26 @@ def test_report_md_escapes_rejection_reasons_and_entities_like_the_tables(tmp_pa
     assert ('- synth/mistyped.json: mistyped.predictions.jsonl: line 1: malformed prediction row '
             '(prediction.score\\_a must be a number or null, not "\\<img src=x onerror=alert(1)\\>")\n') in index
     assert "| R\\&amp;D \\| \\<b\\>x\\</b\\> |" in index and not re.search(r"(?<!\\)[<&]", index)
+
+
+def test_a_new_report_removes_the_earlier_reports_files_and_keeps_other_files(tmp_path):
+    """Tables and figures of results no longer present do not linger beside the new report."""
+    first = tmp_path / "first"
+    for k in (1, 2):
+        make_results(first, "sweep", dataset="alpha", variant=f"k{k}", reference_size=k, users=3, per_user=4)
+    make_results(first, "sim", dataset="alpha", kind="similarity", uses_references=True, users=3, per_user=4)
+    make_results(first, "reasoner", dataset="alpha", kind="reasoning", users=3, per_user=4, dimensions=2)
+    out = tmp_path / "report"
+    earlier = build_report(first, out, "tfidf")
+    assert {"ablations.md", "similarity_metrics.md", "dimensions.json", "figures/dimension_tsne.svg",
+            "figures/similarity_metrics.png", "figures/accuracy_vs_reference_size_alpha.png"} <= set(earlier.files)
+    (out / "notes.md").write_text("mine")
+    (out / FIGURES / "sketch.png").write_bytes(b"mine")
+    make_results(tmp_path / "second", "scalar", dataset="beta", users=2, per_user=3)
+    summary = build_report(tmp_path / "second", out, "tfidf")
+    assert summary.files == ["main_table.md", "main_table.tex", "main_table.html", "report.md", "report.html"]
+    left = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert left == {*summary.files, "notes.md", f"{FIGURES}/sketch.png"}
 
 
 def test_report_with_nothing_admitted_exits_1_with_one_error_line(tmp_path, capsys):
