@@ -14,6 +14,8 @@ Only results files that pass :func:`pigbench.results.validate_results` are admit
 recomputed); the rest are listed with the reasons. The builder reads JSON only: it never imports
 evaluator or adapter code. Every text from results is escaped (jinja2 autoescape); JSON embedded
 in pages escapes ``<``, ``>`` and ``&`` so that no ``</script>`` can close its element.
+Exit status 1 when no results file is admitted (the site, listing the rejected files, is still
+written), 2 when --results is not a directory.
 
 examples:
   pigbench leaderboard build
@@ -39,7 +41,7 @@ import pigbench
 from pigbench.calibration import describe_calibration
 from pigbench.metrics import ACCURACIES, credit
 from pigbench.protocol import Label
-from pigbench.report.collect import Collection, Entry, collect, slug
+from pigbench.report.collect import Collection, Entry, collect, nothing_admitted, slug
 
 ACCURACY_NAMES = {"acc_w_tie": "acc w/ tie", "acc_wo_tie": "acc w/o tie", "decisive_acc": "decisive acc"}
 SAMPLES_PER_PAGE = 20
@@ -282,4 +284,7 @@ def main(args: argparse.Namespace) -> int:
     for r in collection.rejected:
         print(f"  rejected {r.relpath}: {'; '.join(r.reasons)}")
     print(f"site: {Path(args.out) / 'index.html'}")
+    if not collection.entries:
+        print(f"error: {nothing_admitted(args.results, len(collection.rejected))}", file=sys.stderr)
+        return 1
     return 0

@@ -217,6 +217,21 @@ def test_cli_builds_the_site(results_tree, tmp_path, capsys):
     assert page.count('<article class="sample">') == 3
 
 
+def test_cli_with_nothing_admitted_exits_1_with_one_error_line(tmp_path, capsys):
+    """As ``pigbench report``: nothing to show is an error; the site still lists the rejected file."""
+    (tmp_path / "results").mkdir()
+    out = ["--out", str(tmp_path / "site")]
+    assert cli_main(["leaderboard", "build", "--results", str(tmp_path / "results"), *out]) == 1
+    assert capsys.readouterr().err == (f"error: no results files (*.json) under {tmp_path / 'results'}; nothing to "
+                                       "show (run `pigbench run` first)\n")
+    (tmp_path / "results" / "broken.json").write_text("{")
+    assert cli_main(["leaderboard", "build", "--results", str(tmp_path / "results"), *out]) == 1
+    printed = capsys.readouterr()
+    assert "rejected broken.json: " in printed.out and "broken.json" in (tmp_path / "site" / "index.html").read_text()
+    assert printed.err == (f"error: no results file under {tmp_path / 'results'} passed validation (1 rejected, "
+                           "reasons above); nothing to show\n")
+
+
 def test_rebuild_removes_pages_of_runs_that_are_gone(tmp_path):
     from synthetic_results import make_results
 

@@ -10,6 +10,7 @@ import json
 import re
 from collections import Counter
 
+import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,6 +19,7 @@ from pigbench.cli import main as cli_main
 from pigbench.evaluator import RequirementError
 from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, collect, slug
 from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embedder, normalize, term_counts
+from pigbench.report.document import FIGURES, build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
 from pigbench.report.similarity import rank_correlation, similarity_table
 from pigbench.report.tables import (Cell, ablation_tables, canonical_entries, main_table, to_html, to_latex,
@@ -217,6 +219,7 @@ def test_report_cli_writes_tables_figures_and_index(results_tree, tmp_path, caps
     dims = json.loads((out / "dimensions.json").read_text())
     assert dims["distinct"] >= 3 and dims["evaluators"] == sorted(dims["evaluators"])
     assert "&lt;script&gt;" in (out / "report.html").read_text() and "<script>" not in (out / "report.html").read_text()
+    assert "\\<script\\>" in index and "<script>" not in index  # evaluator and dimension names
 
 
 def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_the_rest(tmp_path, capsys):
@@ -243,9 +246,94 @@ def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_th
     assert "synth/binary.json" in index and "synth/mistyped.json" in index and "good" in index
 
 
+def test_report_md_escapes_rejection_reasons_and_entities_like_the_tables(tmp_path):
+    """A rejection reason quotes a value from the file: its HTML stays text in report.md; an entity
+    in a name (``&amp;``) is shown as written, not decoded; ``|`` cannot split a table cell."""
+    results = tmp_path / "results"
+    make_results(results, "R&amp;D | <b>x</b>", users=2, per_user=3)
+    mistyped = make_results(results, "mistyped", users=2, per_user=3)
+    pred = mistyped.with_name("mistyped.predictions.jsonl")
+    rows = [json.loads(line) for line in pred.read_text().splitlines()]
+    rows[0]["prediction"]["score_a"] = "<img src=x onerror=alert(1)>"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stored = json.loads(mistyped.read_text())
+    stored["predictions"]["sha256"] = hashlib.sha256(pred.read_bytes()).hexdigest()
+    mistyped.write_text(json.dumps(stored))
+
+    build_report(results, tmp_path / "report", "tfidf")
+    index = (tmp_path / "report" / "report.md").read_text()
+    assert ('- synth/mistyped.json: mistyped.predictions.jsonl: line 1: malformed prediction row '
+            '(prediction.score\\_a must be a number or null, not "\\<img src=x onerror=alert(1)\\>")\n') in index
+    assert "| R\\&amp;D \\| \\<b\\>x\\</b\\> |" in index and not re.search(r"(?<!\\)[<&]", index)
+
+
+def test_a_new_report_removes_the_earlier_reports_files_and_keeps_other_files(tmp_path):
+    """Tables and figures of results no longer present do not linger beside the new report."""
+    first = tmp_path / "first"
+    for k in (1, 2):
+        make_results(first, "sweep", dataset="alpha", variant=f"k{k}", reference_size=k, users=3, per_user=4)
+    make_results(first, "sim", dataset="alpha", kind="similarity", uses_references=True, users=3, per_user=4)
+    make_results(first, "reasoner", dataset="alpha", kind="reasoning", users=3, per_user=4, dimensions=2)
+    out = tmp_path / "report"
+    earlier = build_report(first, out, "tfidf")
+    assert {"ablations.md", "similarity_metrics.md", "dimensions.json", "figures/dimension_tsne.svg",
+            "figures/similarity_metrics.png", "figures/accuracy_vs_reference_size_alpha.png"} <= set(earlier.files)
+    (out / "notes.md").write_text("mine")
+    (out / FIGURES / "sketch.png").write_bytes(b"mine")
+    make_results(tmp_path / "second", "scalar", dataset="beta", users=2, per_user=3)
+    summary = build_report(tmp_path / "second", out, "tfidf")
+    assert summary.files == ["main_table.md", "main_table.tex", "main_table.html", "report.md", "report.html"]
+    left = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert left == {*summary.files, "notes.md", f"{FIGURES}/sketch.png"}
+
+
+def test_report_with_nothing_admitted_exits_1_with_one_error_line(tmp_path, capsys):
+    """As ``pigbench leaderboard build``: an empty directory, or one whose files are all rejected."""
+    (tmp_path / "results").mkdir()
+    out = ["--out", str(tmp_path / "report"), "--embedding-model", "tfidf"]
+    assert cli_main(["report", "--results", str(tmp_path / "results"), *out]) == 1
+    assert capsys.readouterr().err == (f"error: no results files (*.json) under {tmp_path / 'results'}; nothing to "
+                                       "show (run `pigbench run` first)\n")
+    (tmp_path / "results" / "broken.json").write_text("{")
+    assert cli_main(["report", "--results", str(tmp_path / "results"), *out]) == 1
+    printed = capsys.readouterr()
+    assert "rejected broken.json: " in printed.out
+    assert "## Rejected results files" in (tmp_path / "report" / "report.md").read_text()
+    assert printed.err == (f"error: no results file under {tmp_path / 'results'} passed validation (1 rejected, "
+                           "reasons above); nothing to show\n")
+
+
 def test_report_on_missing_directory_fails_cleanly(tmp_path, capsys):
     assert cli_main(["report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["report"], ["leaderboard", "build"]])
+def test_results_path_that_is_a_file_is_named_as_such(tmp_path, capsys, command):
+    results = make_results(tmp_path / "results", "alpha", users=2, per_user=3)
+    assert cli_main([*command, "--results", str(results), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"error: {results} is a file; a results directory is expected (the folder "
+                                       "holding results files; `pigbench validate FILE` checks one file)\n")
+
+
+def test_figures_draw_dollar_signs_in_names_literally(tmp_path):
+    """Names with "$...$" are not math text: an invalid expression used to make savefig raise, and
+    a valid one would be drawn as a formula. SVG text is kept as text here to read the labels back."""
+    bad, greek = r"a$\undefinedcmd$b", r"p$\alpha$q"
+    for k in (1, 2):
+        make_results(tmp_path / "results", bad, dataset=bad, variant=f"k{k}", reference_size=k, users=3, per_user=4)
+    make_results(tmp_path / "results", greek, dataset=bad, kind="similarity", uses_references=True, users=3, per_user=4)
+    make_results(tmp_path / "results", "reasoner", dataset=bad, kind="reasoning", users=3, per_user=4, dimensions=2,
+                 dimension_names=(greek, "Palette", "Light", "Mood"))
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        build_report(tmp_path / "results", tmp_path / "report", "tfidf", color_by="dataset")
+    figures = tmp_path / "report" / "figures"
+    accuracy = next(figures.glob("accuracy_vs_reference_size_*.svg")).read_text()
+    assert f"{bad}: accuracy vs reference size" in accuracy and f">{bad}<" in accuracy  # title, legend
+    similarity = (figures / "similarity_metrics.svg").read_text()
+    assert f">{greek}<" in similarity and f">{bad}<" in similarity  # tick label, legend
+    tsne = (figures / "dimension_tsne.svg").read_text()
+    assert f">{greek}<" in tsne and f">{bad}<" in tsne  # annotation, legend
 
 
 def test_slug_is_file_safe_and_distinguishes_names():

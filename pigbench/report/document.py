@@ -8,6 +8,9 @@ Layout of ``out_dir`` (each table exists only when the results support it)::
     similarity_metrics.{md,tex,html}       similarity metrics vs user preference
     dimensions.json                        dimension statistics
     figures/*.png, figures/*.svg           accuracy vs reference size, similarity metrics, dimensions
+
+Before writing, the files of these names that an earlier report left are deleted (other files in
+``out_dir`` stay), so that no table or figure of results no longer present lingers.
 """
 
 from __future__ import annotations
@@ -22,9 +25,14 @@ from pigbench.report.collect import Collection, collect
 from pigbench.report.dimensions import analyse_dimensions
 from pigbench.report.plots import write_plots
 from pigbench.report.similarity import similarity_table
-from pigbench.report.tables import Table, ablation_tables, main_table, to_html, to_latex, to_markdown
+from pigbench.report.tables import Table, ablation_tables, main_table, md_escape, to_html, to_latex, to_markdown
 
 FIGURES = "figures"
+REPORT_FILES = tuple(f"{stem}.{ext}" for stem in ("main_table", "ablations", "similarity_metrics")
+                     for ext in ("md", "tex", "html")) + ("dimensions.json", "report.md", "report.html")
+# Figures written by plots.write_plots and dimensions.analyse_dimensions, as glob patterns under FIGURES.
+FIGURE_FILES = tuple(f"{stem}.{ext}" for stem in ("accuracy_vs_reference_size_*", "similarity_metrics",
+                                                   "dimension_wordcloud", "dimension_tsne") for ext in ("png", "svg"))
 
 
 @dataclass
@@ -44,6 +52,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, embedding_model: 
     collection = collect(results_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_earlier_report(out)
     summary = ReportSummary(out, len(collection.entries), {r.relpath: r.reasons for r in collection.rejected})
     sections: list[tuple[str, str, list[Table]]] = []  # (heading, file stem, tables)
     if collection.entries:
@@ -67,6 +76,14 @@ def build_report(results_dir: str | Path, out_dir: str | Path, embedding_model: 
     (out / "report.html").write_text(_html_index(collection, sections, figures, summary.dimensions))
     summary.files += ["report.md", "report.html"]
     return summary
+
+
+def _remove_earlier_report(out: Path) -> None:
+    """Delete the files of an earlier report in ``out``: :data:`REPORT_FILES` and :data:`FIGURE_FILES` only."""
+    stale = [out / name for name in REPORT_FILES] + [p for pattern in FIGURE_FILES for p in (out / FIGURES).glob(pattern)]
+    for path in stale:
+        if path.is_file():
+            path.unlink()
 
 
 def _write_tables(out: Path, stem: str, tables: list[Table]) -> list[str]:
@@ -99,10 +116,10 @@ def _markdown_index(collection: Collection, sections, figures: list[str], dims: 
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({FIGURES}/{name})" for name in figures if name.endswith(".png")] + [""]
     if dims:
-        lines += ["## Dimension analysis", ""] + [f"- {line}" for line in _dimension_lines(dims)] + [""]
+        lines += ["## Dimension analysis", ""] + [f"- {md_escape(line)}" for line in _dimension_lines(dims)] + [""]
     if collection.rejected:
         lines += ["## Rejected results files", ""]
-        lines += [f"- `{r.relpath}`: {'; '.join(r.reasons)}" for r in collection.rejected] + [""]
+        lines += [f"- {md_escape(r.relpath)}: {md_escape('; '.join(r.reasons))}" for r in collection.rejected] + [""]
     return "\n".join(lines)
 
 

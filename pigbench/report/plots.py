@@ -2,7 +2,8 @@
 
 Figures use matplotlib's object API (no pyplot, no display needed) and are saved as PNG (200 dpi)
 and SVG. For print: labelled axes with units, the Okabe-Ito colour-blind-safe palette, and
-distinct markers and line styles so that lines stay apart in greyscale.
+distinct markers and line styles so that lines stay apart in greyscale. Names from results are
+drawn literally: math text (``$...$``) is off while figures are built and saved (:data:`literal_text`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from pigbench.report.collect import Collection, Entry, slug
@@ -22,6 +24,9 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 PANELS = (("acc_w_tie", "acc w/ tie"), ("acc_wo_tie", "acc w/o tie"))
 CHANCE = 50.0  # a coin flip scores 50% on both accuracies
+# Decorator: text created or drawn inside shows "$" as is; a name like "a$\undefinedcmd$b" would
+# otherwise be parsed as math text and make savefig raise.
+literal_text = rc_context({"text.parse_math": False})
 
 
 def style(i: int) -> dict:
@@ -30,6 +35,7 @@ def style(i: int) -> dict:
             "linestyle": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]}
 
 
+@literal_text
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     """Write ``<stem>.png`` and ``<stem>.svg`` into ``out_dir``; returns both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +79,7 @@ def _dataset_options(e: Entry) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) if isinstance(options, dict) else ""
 
 
+@literal_text
 def plot_accuracy_vs_reference_size(dataset: str, series: dict[str, list[Entry]]) -> Figure:
     """Two panels (acc w/ tie, acc w/o tie): micro accuracy vs K with 95% CI bands, chance line."""
     fig = Figure(figsize=(8.0, 3.6), layout="constrained")
@@ -105,6 +112,7 @@ def plot_accuracy_vs_reference_size(dataset: str, series: dict[str, list[Entry]]
     return fig
 
 
+@literal_text
 def plot_similarity_metrics(entries: Iterable[Entry]) -> Figure:
     """Point ranges: accuracy with 95% CI of each similarity metric, one colour per dataset."""
     entries = list(entries)

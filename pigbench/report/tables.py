@@ -206,13 +206,15 @@ def _settings(e: Entry) -> dict[str, Any]:
 _NUMBER = re.compile(r"-?[\d.]*")
 
 
-def _md_escape(text: str) -> str:
-    return re.sub(r"([\\`*_{}\[\]<>|#])", r"\\\1", text).replace("\n", " ")
+def md_escape(text: str) -> str:
+    """``text`` shown literally in Markdown, also in a table cell: one line, with Markdown and HTML
+    syntax characters (``&`` of entities, ``<`` of tags, ``|`` of cells) backslash-escaped."""
+    return re.sub(r"([\\`*_{}\[\]<>|#&])", r"\\\1", text).replace("\n", " ")
 
 
 def _md_cell(v: Value) -> str:
     if isinstance(v, str):
-        return _md_escape(v)
+        return md_escape(v)
     number = f"**{v.text()}**" if v.best else v.text()
     return f"{number} {v.ci_text()}".strip()
 
@@ -225,13 +227,13 @@ def to_markdown(table: Table) -> str:
     rows = [r for _, group in table.groups for r in group]
     text_columns = {i for r in rows for i, c in enumerate(r.cells) if isinstance(c, str) and not _NUMBER.fullmatch(c)}
     align = [":---" if i in text_columns else "---:" for i in range(len(table.columns))]
-    lines = [f"**{_md_escape(table.title)}**", "", "| " + " | ".join(_md_escape(h) for h in headers) + " |",
+    lines = [f"**{md_escape(table.title)}**", "", "| " + " | ".join(md_escape(h) for h in headers) + " |",
              "|" + "|".join([":---", *align]) + "|"]
     for label, rows in table.groups:
         if label:
-            lines.append(f"| *{_md_escape(label)}* |" + " |" * len(table.columns))
-        lines += ["| " + " | ".join([_md_escape(r.label)] + [_md_cell(c) for c in r.cells]) + " |" for r in rows]
-    lines += [""] + [f"- {_md_escape(n)}" for n in table.notes]
+            lines.append(f"| *{md_escape(label)}* |" + " |" * len(table.columns))
+        lines += ["| " + " | ".join([md_escape(r.label)] + [_md_cell(c) for c in r.cells]) + " |" for r in rows]
+    lines += [""] + [f"- {md_escape(n)}" for n in table.notes]
     return "\n".join(lines) + "\n"
 
 
