@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, its docstring's first line)
     "run": ("pigbench.run", "Run an evaluator on a dataset: split, predict (resumably), score, write the results file."),
@@ -63,7 +64,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "_main", None):
         parser.print_help()
         return 0 if args.command is None else 2
-    return int(args._main(args) or 0)
+    return quiet_on_closed_stdout(lambda: int(args._main(args) or 0))
+
+
+def quiet_on_closed_stdout(command: Callable[[], int]) -> int:
+    """``command()``; when its reader closes stdout early (``pigbench report | head``), the
+    command stops as command-line tools do, with status 141 (128 + SIGPIPE) and no traceback."""
+    try:
+        return command()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
+        return 141
 
 
 if __name__ == "__main__":

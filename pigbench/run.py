@@ -9,6 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from pigbench.cli import quiet_on_closed_stdout
 from pigbench.distributed import World
 from pigbench.evaluator import RequirementError
 from pigbench.adapter import DatasetError
@@ -90,7 +91,8 @@ def main(args: argparse.Namespace) -> int:
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pigbench.run", description=__doc__)
     add_arguments(parser)
-    return main(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return quiet_on_closed_stdout(lambda: main(args))
 
 
 if __name__ == "__main__":

@@ -24,3 +24,15 @@ def test_help_lists_summaries_without_importing_subcommands():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True).stdout
     assert out.strip().endswith("IMPORTED []")
     assert "Build the static leaderboard site from a results directory." in out
+
+
+
+def test_a_reader_closing_stdout_early_ends_the_command_quietly():
+    """`pigbench report | head`: status 141 as for SIGPIPE, no BrokenPipeError traceback."""
+    command = "from pigbench.cli import quiet_on_closed_stdout; sys.exit(quiet_on_closed_stdout(lambda: [print('x' * 999) for _ in range(999)] and 0))"
+    child = subprocess.Popen([sys.executable, "-c", f"import sys; {command}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    child.stdout.read(10)
+    child.stdout.close()  # 1 MB is more than a pipe holds: the child's writes fail
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 141, err
+    assert err == ""
