@@ -171,7 +171,6 @@ def test_fast_backend_reports_truncation_like_local_backend(tiny, monkeypatch):
     from pigbench.fastgen.backend import FastLocalBackend
     from pigbench.judging.backend import GenerationParams
     from pigbench.judging.local_backend import LocalBackend
-    from pigbench.judging.messages import ImagePolicy
     from pigbench.judging.messages import Prompt as ChatPrompt
     from pigbench.judging.messages import text
 

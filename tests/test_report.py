@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -222,18 +223,24 @@ def test_report_cli_writes_tables_figures_and_index(results_tree, tmp_path, caps
     assert "\\<script\\>" in index and "<script>" not in index  # evaluator and dimension names
 
 
-def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_the_rest(tmp_path, capsys):
-    results = tmp_path / "results"
-    make_results(results, "good", users=2, per_user=3)
-    (results / "synth" / "binary.json").write_bytes(b"\xff{")
+def mistyped_results(results: Path, score_a: str) -> None:
+    """A results file "mistyped" whose first prediction's ``score_a`` is the string ``score_a``
+    (its predictions hash updated, so only the row check rejects it)."""
     mistyped = make_results(results, "mistyped", users=2, per_user=3)
     pred = mistyped.with_name("mistyped.predictions.jsonl")
     rows = [json.loads(line) for line in pred.read_text().splitlines()]
-    rows[0]["prediction"]["score_a"] = "x"
+    rows[0]["prediction"]["score_a"] = score_a
     pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
     stored = json.loads(mistyped.read_text())
     stored["predictions"]["sha256"] = hashlib.sha256(pred.read_bytes()).hexdigest()
     mistyped.write_text(json.dumps(stored))
+
+
+def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_the_rest(tmp_path, capsys):
+    results = tmp_path / "results"
+    make_results(results, "good", users=2, per_user=3)
+    (results / "synth" / "binary.json").write_bytes(b"\xff{")
+    mistyped_results(results, "x")
 
     out = tmp_path / "report"
     assert cli_main(["report", "--results", str(results), "--out", str(out), "--embedding-model", "tfidf"]) == 0
@@ -251,14 +258,7 @@ def test_report_md_escapes_rejection_reasons_and_entities_like_the_tables(tmp_pa
     in a name (``&amp;``) is shown as written, not decoded; ``|`` cannot split a table cell."""
     results = tmp_path / "results"
     make_results(results, "R&amp;D | <b>x</b>", users=2, per_user=3)
-    mistyped = make_results(results, "mistyped", users=2, per_user=3)
-    pred = mistyped.with_name("mistyped.predictions.jsonl")
-    rows = [json.loads(line) for line in pred.read_text().splitlines()]
-    rows[0]["prediction"]["score_a"] = "<img src=x onerror=alert(1)>"
-    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    stored = json.loads(mistyped.read_text())
-    stored["predictions"]["sha256"] = hashlib.sha256(pred.read_bytes()).hexdigest()
-    mistyped.write_text(json.dumps(stored))
+    mistyped_results(results, "<img src=x onerror=alert(1)>")
 
     build_report(results, tmp_path / "report", "tfidf")
     index = (tmp_path / "report" / "report.md").read_text()

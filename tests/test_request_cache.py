@@ -4,7 +4,6 @@ one-line error naming it, never a traceback or a wrong answer."""
 from __future__ import annotations
 
 import functools
-import json
 import sqlite3
 
 import pytest
