@@ -132,7 +132,8 @@ class ImageTransform:
         """``__call__`` for decoded uint8 images (N, 3, H, W) of one size, on their device.
 
         Only for ``pil`` resampling: :func:`pigbench.pil_resize.resize_bicubic_uint8` reproduces
-        PIL's bicubic resize bit for bit, so the result equals the per-image PIL path.
+        PIL's bicubic resize bit for bit, so the result equals the per-image PIL path. A center
+        crop is resized alone (the whole resized image of an extreme aspect ratio can be huge).
         """
         from pigbench.pil_resize import resize_bicubic_uint8
 
@@ -140,9 +141,12 @@ class ImageTransform:
             raise ValueError("resize_crop reproduces PIL resampling only")
         h, w = batch.shape[-2:]
         new_h, new_w = self._resized_shape(h, w)
-        if (new_h, new_w) != (h, w):
-            batch = resize_bicubic_uint8(batch, new_h, new_w)  # any strides in (HWC views too), contiguous out
-        return self._crop_or_pad(batch.contiguous())
+        if (new_h, new_w) == (h, w):
+            return self._crop_or_pad(batch.contiguous())
+        if self.mode == "longest-pad":
+            return self._crop_or_pad(resize_bicubic_uint8(batch, new_h, new_w))  # any strides in (HWC views too), contiguous out
+        top, left = self._crop_offsets(new_h, new_w)
+        return resize_bicubic_uint8(batch, new_h, new_w, (top, left, self.size, self.size))
 
     def _resized_shape(self, h: int, w: int) -> tuple[int, int]:
         if self.mode == "longest-pad":
@@ -162,11 +166,15 @@ class ImageTransform:
             out = torch.zeros((*x.shape[:-2], s, s), dtype=x.dtype, device=x.device)
             out[..., pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w] = x
             return out
-        if self.crop_offset == "round":
-            top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-        else:
-            top, left = (h - s) // 2, (w - s) // 2
+        top, left = self._crop_offsets(h, w)
         return x[..., top : top + s, left : left + s]
+
+    def _crop_offsets(self, h: int, w: int) -> tuple[int, int]:
+        """(top, left) of the ``size`` square center-cropped from an image of h x w."""
+        s = self.size
+        if self.crop_offset == "round":
+            return int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+        return (h - s) // 2, (w - s) // 2
 
     def normalize(self, batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """(x / 255 for uint8 - mean) / std, computed in float32 on the batch's device, then cast."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable
+from typing import Callable, Optional
 
 import PIL
 import torch
@@ -44,40 +44,43 @@ def _bicubic(x: float) -> float:
 
 
 @functools.lru_cache(maxsize=64)
-def bicubic_weights(in_size: int, out_size: int) -> torch.Tensor:
-    """The (out_size, in_size) fixed-point weights Pillow uses for one axis, as float64 integers."""
+def bicubic_weights(in_size: int, out_size: int, start: int = 0, count: int = -1) -> torch.Tensor:
+    """The fixed-point weights Pillow uses for one axis, as float64 integers: (count, in_size), the
+    rows of outputs ``start`` to ``start + count`` (``count`` -1: all ``out_size`` outputs). Each
+    output's weights depend on its own index only, so a window's rows are those of the full table."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 2.0 * filterscale
     ss = 1.0 / filterscale
-    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
-    for xx in range(out_size):
+    count = out_size - start if count < 0 else count
+    weights = torch.zeros(count, in_size, dtype=torch.float64)
+    for row, xx in enumerate(range(start, start + count)):
         center = (xx + 0.5) * scale
         xmin = max(int(center - support + 0.5), 0)
-        count = min(int(center + support + 0.5), in_size) - xmin
-        raw = [_bicubic((x + xmin - center + 0.5) * ss) for x in range(count)]
+        taps = min(int(center + support + 0.5), in_size) - xmin
+        raw = [_bicubic((x + xmin - center + 0.5) * ss) for x in range(taps)]
         total = 0.0
         for w in raw:
             total += w
         for x, w in enumerate(raw):
             w = w / total if total != 0.0 else w
-            weights[xx, xmin + x] = int((-0.5 if w < 0 else 0.5) + w * (1 << PRECISION_BITS))
+            weights[row, xmin + x] = int((-0.5 if w < 0 else 0.5) + w * (1 << PRECISION_BITS))
     return weights
 
 
 @functools.lru_cache(maxsize=64)
-def _weights_on(in_size: int, out_size: int, device: torch.device) -> torch.Tensor:
+def _weights_on(in_size: int, out_size: int, start: int, count: int, device: torch.device) -> torch.Tensor:
     """:func:`bicubic_weights` transposed, kept on ``device``: copied there once, not once per call
     (a copy from the CPU would make the host wait for all work queued on the device)."""
-    return bicubic_weights(in_size, out_size).T.contiguous().to(device)
+    return bicubic_weights(in_size, out_size, start, count).T.contiguous().to(device)
 
 
 @functools.lru_cache(maxsize=64)
-def _taps_on(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _taps_on(in_size: int, out_size: int, start: int, count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
     """:func:`bicubic_weights` as taps, kept on ``device``: the first input index of each output
-    (out_size,) and the int32 weights from there (out_size, taps), ``taps`` the widest window. A
+    (count,) and the int32 weights from there (count, taps), ``taps`` the widest window. A
     window that would pass the input's end starts earlier, with zero weights in front."""
-    weights = bicubic_weights(in_size, out_size)
+    weights = bicubic_weights(in_size, out_size, start, count)
     nonzero = weights != 0
     first = nonzero.int().argmax(1)
     last = in_size - 1 - nonzero.flip(1).int().argmax(1)
@@ -87,39 +90,52 @@ def _taps_on(in_size: int, out_size: int, device: torch.device) -> tuple[torch.T
     return first.to(torch.int32).to(device), table.contiguous().to(device), taps
 
 
-def _pass(x: torch.Tensor, out_size: int) -> torch.Tensor:
-    """One axis (the last of ``x``): fixed-point sum, shift, clip to 8 bits (kept as float64)."""
-    acc = x @ _weights_on(x.shape[-1], out_size, x.device) + (1 << (PRECISION_BITS - 1))
+def _pass(x: torch.Tensor, out_size: int, start: int, count: int) -> torch.Tensor:
+    """One axis (the last of ``x``), outputs ``start`` to ``start + count``: fixed-point sum, shift,
+    clip to 8 bits (kept as float64)."""
+    acc = x @ _weights_on(x.shape[-1], out_size, start, count, x.device) + (1 << (PRECISION_BITS - 1))
     return torch.floor(acc / (1 << PRECISION_BITS)).clamp_(0, 255)
 
 
-def resize_bicubic_uint8(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def resize_bicubic_uint8(x: torch.Tensor, height: int, width: int,
+                         window: Optional[tuple[int, int, int, int]] = None) -> torch.Tensor:
     """``Image.resize((width, height), Image.BICUBIC)`` of uint8 images (..., H, W), on x's device.
 
-    ``x`` may have any strides; the result is contiguous."""
+    ``window`` (top, left, rows, cols): only that part of the resized image, computed without the
+    rest (the resize of a 1 x 4000 image to a short side of 224 is 224 x 896000; its center crop
+    is not). ``x`` may have any strides; the result is contiguous."""
     if x.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {x.dtype}")
     h, w = x.shape[-2:]
+    top, left, rows, cols = window or (0, 0, height, width)
     vertical_first = _PILLOW_MAJOR >= 13 and 0 < h - height and h - height > 2 * (w - width)
-    passes = [(-2, height), (-1, width)] if vertical_first else [(-1, width), (-2, height)]
-    passes = [(axis, size) for axis, size in passes if x.shape[axis] != size]
+    passes = [(-2, height, top, rows), (-1, width, left, cols)]
+    passes = passes if vertical_first else passes[::-1]
+    same = [p for p in passes if x.shape[p[0]] == p[1]]  # no resampling along this axis: a slice
+    passes = [p for p in passes if p not in same]
+    for axis, _, start, count in same:
+        x = x.narrow(axis, start, count)
     if KERNEL.usable(x) and x.dim() == 4 and x.numel():
         out = x
-        for axis, size in passes:
-            out = KERNEL(out, axis, size)
+        for axis, size, start, count in passes:
+            out = KERNEL(out, axis, size, start, count)
             if out is None:
                 break
         else:
             return out.contiguous()
     out = x.double()
-    for axis, size in passes:
-        out = _pass(out, size) if axis == -1 else _pass(out.transpose(-1, -2), size).transpose(-1, -2)
+    for axis, size, start, count in passes:
+        if axis == -1:
+            out = _pass(out, size, start, count)
+        else:
+            out = _pass(out.transpose(-1, -2), size, start, count).transpose(-1, -2)
     return out.to(torch.uint8).contiguous()
 
 
 def _build() -> Callable[[torch.Tensor, int, int], torch.Tensor]:
     """The Triton pass (raises ImportError without Triton): uint8 images (N, C, H, W), any strides,
-    resampled along ``axis`` (-1 or -2) to ``size``; the result is contiguous."""
+    resampled along ``axis`` (-1 or -2) to ``size``, outputs ``start`` to ``start + count`` along it;
+    the result is contiguous."""
     import triton
     import triton.language as tl
 
@@ -150,11 +166,11 @@ def _build() -> Callable[[torch.Tensor, int, int], torch.Tensor]:
         out = tl.minimum(tl.maximum(acc >> BITS, 0), 255)  # an arithmetic shift: floor, as Pillow's clip
         tl.store(dst + out_row * cols + col, out.to(tl.uint8), mask=mask)
 
-    def run(x: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+    def run(x: torch.Tensor, axis: int, size: int, start: int, count: int) -> torch.Tensor:
         n, c, h, w = x.shape
         along_cols = axis == -1
-        rows, cols = (h, size) if along_cols else (size, w)
-        first, weights, taps = _taps_on(w if along_cols else h, size, x.device)
+        rows, cols = (h, count) if along_cols else (count, w)
+        first, weights, taps = _taps_on(w if along_cols else h, size, start, count, x.device)
         out = torch.empty(n, c, rows, cols, dtype=torch.uint8, device=x.device)
         block = min(1024, triton.next_power_of_2(cols))
         grid = (n * c * rows, triton.cdiv(cols, block))

@@ -215,7 +215,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
                 if not calibrating:
                     set_up(evaluator, config.evaluator)
                 with stores.open_own() as store, frozen_setup_objects():
-                    _predict_all(evaluator, mine, store, config, log)
+                    _predict_all(evaluator, mine, store, config, log, resumed // world.size)
         outcome = None
         with world.together(RunAborted):
             if world.is_main:
@@ -270,8 +270,13 @@ def write_run_results(
 
 
 def _predict_all(
-    evaluator: Evaluator, todo: list[Episode], store: PredictionStore, config: RunConfig, log: Callable[[str], None]
+    evaluator: Evaluator, todo: list[Episode], store: PredictionStore, config: RunConfig, log: Callable[[str], None],
+    reused: int = 0,
 ) -> None:
+    """Predict ``todo`` into ``store``, within the error budget. ``reused``: this process's share of
+    the successful predictions a resumed run found in the store (the run's count split evenly over
+    the processes); the budget counts them as samples that succeeded, so that samples failing again
+    on a rerun are weighed against the whole run, not against themselves alone."""
     from tqdm import tqdm
 
     failures: Counter[str] = Counter()
@@ -280,11 +285,11 @@ def _predict_all(
     def check_budget(final: bool) -> None:
         """Stop when too many samples failed: once ``min_samples_for_error_rate`` were attempted, and
         at the end of a smaller run."""
-        failed = sum(failures.values())
-        if (final or attempted >= config.min_samples_for_error_rate) and failed > config.max_error_rate * attempted:
+        failed, total = sum(failures.values()), attempted + reused
+        if (final or total >= config.min_samples_for_error_rate) and failed > config.max_error_rate * total:
             reasons = "\n".join(f"  {n} x {r}" for r, n in failures.most_common(10))
             raise RunAborted(
-                f"{failed} of {attempted} samples failed (more than {config.max_error_rate:.0%}); "
+                f"{failed} of {total} samples failed (more than {config.max_error_rate:.0%}); "
                 f"stopping. {attempted} predictions are saved in {store.path}: a rerun reuses the successful "
                 f"ones and predicts the failed ones again.\n"
                 f"Most common reasons:\n{reasons}"

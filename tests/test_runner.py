@@ -93,6 +93,20 @@ def test_failed_samples_are_predicted_again_on_resume(tmp_path, monkeypatch):
     assert again.computed == 0 and again.resumed == out.computed
 
 
+def test_a_rerun_whose_only_failures_fail_again_weighs_them_against_the_whole_run(tmp_path):
+    """A few images that can never be read: the rerun predicts only them, and each fails again. The
+    error budget counted them against themselves alone (3 of 3 failed) and aborted every rerun; the
+    reused predictions count now, and the rerun writes the same results."""
+    opts = {"fail_levels": "[0, 2]"}
+    first = run(config(tmp_path, options=opts))
+    failed = first.results["failures"]["count"]
+    assert 0 < failed < 0.5 * first.results["split"]["targets"]
+    again = run(config(tmp_path, options=opts))
+    assert again.computed == failed and again.resumed == first.results["split"]["targets"] - failed
+    assert again.results["failures"] == first.results["failures"]
+    assert metrics_close(first.results["metrics"], again.results["metrics"])
+
+
 def test_dataset_options_are_part_of_what_a_resumed_run_reuses(tmp_path):
     base = dict(evaluator="color-reference", dataset="demo", limit=20)
     first = run(config(tmp_path, **base))

@@ -307,6 +307,27 @@ def test_resizing_on_the_device_gives_the_same_features(tmp_path, workers):
     assert on_device.encoder_calls == 3
 
 
+def test_an_extreme_aspect_ratio_resized_on_the_device_computes_only_the_crop(tmp_path, monkeypatch):
+    """A 1 x 4000 image at short side 224 is 224 x 896000 before the center crop: the device path
+    built the weights of all 896000 columns (28 GB) and failed the whole call. Only the crop's are
+    computed now, with PIL's pixels."""
+    from pigbench import pil_resize
+
+    rows = []
+    real = pil_resize.bicubic_weights.__wrapped__
+    monkeypatch.setattr(pil_resize, "bicubic_weights", lambda *a: rows.append(real(*a).shape[0]) or real(*a))
+    pil_resize._weights_on.cache_clear()
+    refs = write_images(tmp_path, sizes=[(600, 2), (2, 600), (37, 45)])
+    tf = ImageTransform(size=16, crop_offset="floor")
+    on_cpu = ImageEmbedder(_MeanEncoder(), tf, model_key="m", batch_size=3, resize_on_device=False)
+    on_device = ImageEmbedder(_MeanEncoder(), tf, model_key="m", batch_size=3, resize_on_device=True)
+    on_cpu.embed(refs)
+    on_device.embed(refs)
+    for ref in refs:
+        assert torch.equal(on_cpu.get(ref), on_device.get(ref))
+    assert rows and max(rows) == 16  # not the 4800 columns (rows) of the whole resized image
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("workers", [0, 2])
 def test_cuda_embedding_with_side_stream_and_early_batches_equals_cpu(tmp_path, workers):
