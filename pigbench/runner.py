@@ -399,12 +399,15 @@ def _reason(error: str) -> str:
 
 
 def _variant_suffix(config: RunConfig, evaluator: Evaluator) -> str:
+    """The results file suffix: ``config.variant``, else the settings that make this run differ from
+    the default one. The config counts by its hash, so fields left out of it (a judge's server
+    address or concurrency) never make a file of their own for the same predictions."""
     if config.variant is not None:
         return f"__{config.variant}" if config.variant else ""
     parts = []
     if config.reference_size is not None:
         parts.append(f"k{config.reference_size}")
-    if evaluator.config != evaluator.Config():
+    if evaluator.config_hash != evaluator.Config().hash(evaluator.name, evaluator.version):
         parts.append(f"cfg{evaluator.config_hash[:8]}")
     if config.calibration_fraction is not None:
         parts.append(f"cal{config.calibration_fraction:g}")
