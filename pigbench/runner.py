@@ -137,14 +137,19 @@ class RunOutcome:
 
 
 def build_evaluator(config: RunConfig) -> Evaluator:
-    """The evaluator instance for ``config`` (requirements checked, nothing loaded yet)."""
+    """The evaluator instance for ``config`` (requirements checked, nothing loaded yet). A flag and an
+    ``--option`` for the same field must agree in value, however each is spelled (0 and 0.0)."""
     cls = evaluators.get(config.evaluator)
     options = dict(config.options)
+
+    def parsed(name: str, raw: str) -> Any:
+        return getattr(cls.Config.from_options({name: raw}), name)
+
     for name, value in (("model_path", config.model_path), ("tie_threshold", config.tie_threshold)):
         if value is None:
             continue
         flag = "--" + name.replace("_", "-")
-        if name in options and options[name] != str(value):
+        if name in options and parsed(name, options[name]) != parsed(name, str(value)):
             raise ValueError(f"{flag} {value} and --option {name}={options[name]} disagree; give one of them")
         options[name] = str(value)
     ev_config = cls.Config.from_options(options)

@@ -114,6 +114,12 @@ def test_a_flag_and_an_option_for_the_same_field_must_agree(tmp_path):
     assert build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie_threshold": "0.5"})).config.tie_threshold == 0.5
 
 
+@pytest.mark.parametrize("flag, option", [(0.0, "0"), (0.1, ".1"), (0.5, "0.50")])
+def test_a_flag_and_an_option_agreeing_in_value_but_not_in_spelling_are_one_setting(tmp_path, flag, option):
+    ev = build_evaluator(config(tmp_path, tie_threshold=flag, options={"tie_threshold": option}))
+    assert ev.config.tie_threshold == flag
+
+
 @pytest.mark.parametrize("options, message", [({"tie_threshold": "nan"}, "tie_threshold must be a finite number >= 0"),
                                               ({"tie_threshold": "-1"}, "tie_threshold must be a finite number >= 0")])
 def test_scalar_options_no_run_can_use_are_refused(tmp_path, options, message):
