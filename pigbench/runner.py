@@ -233,8 +233,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
 def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config: RunConfig, log: Callable[[str], None]) -> None:
     """Pick-a-Pic's tie-threshold calibration (:mod:`pigbench.calibration`) on the targets of a seeded
     ``config.calibration_fraction`` of the users; ``split`` keeps the other users' targets, and the
-    evaluator's tau and ``tie_threshold_source`` are set. Sets the evaluator up (``setup``), after the
-    checks; the caller does not set it up again."""
+    evaluator's tau and ``tie_threshold_source`` (the calibration record, with ``held_out_fraction``)
+    are set. Sets the evaluator up (``setup``), after the checks; the caller does not set it up again."""
     from pigbench.calibration import apply_calibration, calibrate_tie_threshold, calibration_split
 
     if not hasattr(evaluator.config, "tie_threshold"):
@@ -243,6 +243,7 @@ def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config
     set_up(evaluator, config.evaluator)
     result = calibrate_tie_threshold(evaluator, calibration)
     apply_calibration(evaluator, result)
+    evaluator.tie_threshold_source["held_out_fraction"] = config.calibration_fraction
     log(f"tie threshold calibrated on {len(calibration)} targets of {len({e.user_id for e in calibration})} held-out "
         f"users: probability gap t = {result.probability_threshold}, tau = {result.tau:g}; "
         f"evaluating the other users' {len(targets)} targets")
