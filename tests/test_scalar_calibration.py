@@ -149,3 +149,23 @@ def test_a_calibrated_sweep_is_one_curve_though_each_size_calibrates_its_own_tau
         [f"demo/{o.results_path.name}" for o in calibrated.values()]
     (fixed_label,) = [label for label in series if label != calibrated_label]
     assert [e.relpath for e in series[fixed_label]] == [f"demo/{o.results_path.name}" for o in fixed.values()]
+
+
+def test_calibration_without_any_score_is_refused_not_recorded_as_calibrated(tmp_path, monkeypatch):
+    """An evaluator that gives no scores (a judge answering in text), or whose every calibration
+    prediction failed, has nothing to tune: the run stops instead of recording t = 0 as calibrated."""
+    from pigbench.judging.fake_server import FakeServer
+    from pigbench.runner import RunConfig, run
+
+    def config(evaluator: str, **kw) -> RunConfig:
+        return RunConfig(evaluator=evaluator, dataset="toy", output=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"),
+                         progress=False, n_bootstrap=20, calibration_fraction=0.3, **kw)
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeServer(lambda body: "<answer>A</answer>") as server:
+        with pytest.raises(ValueError, match="openai-judge: cannot calibrate .* gives no scores .* scoring=probs"):
+            run(config("openai-judge", options={"base_url": server.url}))
+    monkeypatch.setenv("TOY_SERVER_DOWN", "1")
+    with pytest.raises(ValueError, match="every prediction failed .ConnectionError: the scoring server does not answer"):
+        run(config("toy-brightness"))
+    assert not list((tmp_path / "r").rglob("*.json"))
