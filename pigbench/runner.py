@@ -6,7 +6,8 @@
   restarted with the same evaluator config, split and dataset options resumes where it stopped,
   and its final metrics equal an uninterrupted run's.
 * An episode whose prediction raises is recorded INVALID with its error; the run goes on. If the
-  share of failed samples exceeds ``max_error_rate`` (after ``min_samples_for_error_rate``), the
+  share of failed samples (of those predicted now and those reused from the store) exceeds
+  ``max_error_rate`` (after ``min_samples_for_error_rate``), the
   run stops with :class:`RunAborted` summarising the reasons; finished work stays in the store.
   A restarted run predicts the failed episodes again (the server may be up now).
 * ``swap=True`` asks every episode in both A/B orders and combines the answers by the protocol's
@@ -220,7 +221,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
                 if not calibrating:
                     set_up(evaluator, config.evaluator)
                 with stores.open_own() as store, frozen_setup_objects():
-                    _predict_all(evaluator, mine, store, config, log)
+                    reused = round(resumed * len(mine) / len(todo))  # this process's share of the reused ones
+                    _predict_all(evaluator, mine, store, config, log, reused)
         outcome = None
         with world.together(RunAborted):
             if world.is_main:
@@ -276,21 +278,26 @@ def write_run_results(
 
 
 def _predict_all(
-    evaluator: Evaluator, todo: list[Episode], store: PredictionStore, config: RunConfig, log: Callable[[str], None]
+    evaluator: Evaluator, todo: list[Episode], store: PredictionStore, config: RunConfig, log: Callable[[str], None],
+    reused: int = 0,
 ) -> None:
+    """Predict ``todo`` into ``store`` under the error budget. ``reused``: successful predictions of
+    this run already in the store; they count as samples that did not fail, so a resumed run (or a
+    rerun of a finished one, which predicts only its failed samples again) is held to the rate of
+    the whole run, not of its remainder."""
     from tqdm import tqdm
 
     failures: Counter[str] = Counter()
     attempted = 0
     bar = tqdm(total=len(todo), disable=not config.progress, unit="sample", desc=evaluator.name, file=sys.stderr)
     def check_budget(final: bool) -> None:
-        """Stop when too many samples failed: once ``min_samples_for_error_rate`` were attempted, and
-        at the end of a smaller run."""
-        failed = sum(failures.values())
-        if (final or attempted >= config.min_samples_for_error_rate) and failed > config.max_error_rate * attempted:
+        """Stop when too many samples failed: once ``min_samples_for_error_rate`` were attempted or
+        reused, and at the end of a smaller run."""
+        failed, samples = sum(failures.values()), reused + attempted
+        if (final or samples >= config.min_samples_for_error_rate) and failed > config.max_error_rate * samples:
             reasons = "\n".join(f"  {n} x {r}" for r, n in failures.most_common(10))
             raise RunAborted(
-                f"{failed} of {attempted} samples failed (more than {config.max_error_rate:.0%}); "
+                f"{failed} of {samples} samples failed (more than {config.max_error_rate:.0%}); "
                 f"stopping. {attempted} predictions are saved in {store.path}: a rerun reuses the successful "
                 f"ones and predicts the failed ones again.\n"
                 f"Most common reasons:\n{reasons}"

@@ -66,6 +66,21 @@ def test_failing_samples_are_invalid_and_counted(tmp_path):
     assert validate_results(out.results_path) == []
 
 
+def test_rerunning_a_finished_run_with_a_few_failed_samples_is_not_aborted(tmp_path):
+    """A rerun predicts only the failed samples again; when they fail again, the budget is the
+    whole run's share (9 of 60), not the remainder's (9 of 9), and the results are the first run's."""
+    cfg = config(tmp_path, options={"fail_levels": "[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]"})
+    first = run(cfg)
+    failed = first.results["failures"]["count"]
+    assert 0 < failed <= cfg.max_error_rate * first.results["metrics"]["n"]
+    again = run(cfg)
+    assert (again.computed, again.resumed) == (failed, first.results["metrics"]["n"] - failed)
+    assert again.results["failures"] == first.results["failures"]
+    assert metrics_close(again.results["metrics"], first.results["metrics"])
+    with pytest.raises(RunAborted, match=r"samples failed \(more than 10%\)"):  # a budget the run does exceed
+        run(config(tmp_path, options=cfg.options, max_error_rate=0.1))
+
+
 def test_error_budget_stops_run_and_keeps_finished_work(tmp_path):
     levels = json.dumps(list(range(0, 250, 2)))  # every image fails
     with pytest.raises(RunAborted, match="samples failed"):
