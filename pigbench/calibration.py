@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
@@ -100,9 +101,17 @@ def calibrate_tie_threshold(
 ) -> TieCalibration:
     """Score the calibration ``episodes`` (gold hidden from the evaluator) and tune the threshold.
 
-    The evaluator must fill ``score_a``/``score_b`` (scalar and similarity evaluators do).
+    The evaluator must fill ``score_a``/``score_b`` (scalar and similarity evaluators do; judges with
+    ``scoring=probs``). ValueError when no episode got both scores (an evaluator that gives none, or
+    every prediction failed): there would be nothing to tune, and the grid's first value would be
+    recorded as calibrated.
     """
     predictions = evaluator.predict([ep.without_gold() for ep in episodes])
+    if not any(p.score_a is not None and p.score_b is not None for p in predictions):
+        errors = Counter(p.error.splitlines()[0] for p in predictions if p.error)
+        why = (f"every prediction failed ({errors.most_common(1)[0][0]})" if sum(errors.values()) == len(predictions)
+               else "it gives no scores (score_a, score_b); a judge needs --option scoring=probs")
+        raise ValueError(f"{evaluator.name}: cannot calibrate the tie threshold on {len(episodes)} targets: {why}")
     return calibrate_from_scores([(p.score_a, p.score_b) for p in predictions], [ep.target.gold for ep in episodes], grid, scale)
 
 

@@ -6,7 +6,8 @@
   restarted with the same evaluator config, split and dataset options resumes where it stopped,
   and its final metrics equal an uninterrupted run's.
 * An episode whose prediction raises is recorded INVALID with its error; the run goes on. If the
-  share of failed samples exceeds ``max_error_rate`` (after ``min_samples_for_error_rate``), the
+  share of failed samples (of those predicted now and those reused from the store) exceeds
+  ``max_error_rate`` (after ``min_samples_for_error_rate``), the
   run stops with :class:`RunAborted` summarising the reasons; finished work stays in the store.
   A restarted run predicts the failed episodes again (the server may be up now).
 * ``swap=True`` asks every episode in both A/B orders and combines the answers by the protocol's
@@ -137,14 +138,19 @@ class RunOutcome:
 
 
 def build_evaluator(config: RunConfig) -> Evaluator:
-    """The evaluator instance for ``config`` (requirements checked, nothing loaded yet)."""
+    """The evaluator instance for ``config`` (requirements checked, nothing loaded yet). A flag and an
+    ``--option`` for the same field must agree in value, however each is spelled (0 and 0.0)."""
     cls = evaluators.get(config.evaluator)
     options = dict(config.options)
+
+    def parsed(name: str, raw: str) -> Any:
+        return getattr(cls.Config.from_options({name: raw}), name)
+
     for name, value in (("model_path", config.model_path), ("tie_threshold", config.tie_threshold)):
         if value is None:
             continue
         flag = "--" + name.replace("_", "-")
-        if name in options and options[name] != str(value):
+        if name in options and parsed(name, options[name]) != parsed(name, str(value)):
             raise ValueError(f"{flag} {value} and --option {name}={options[name]} disagree; give one of them")
         options[name] = str(value)
     ev_config = cls.Config.from_options(options)
@@ -215,7 +221,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
                 if not calibrating:
                     set_up(evaluator, config.evaluator)
                 with stores.open_own() as store, frozen_setup_objects():
-                    _predict_all(evaluator, mine, store, config, log, resumed // world.size)
+                    reused = round(resumed * len(mine) / len(todo))  # this process's share of the reused ones
+                    _predict_all(evaluator, mine, store, config, log, reused)
         outcome = None
         with world.together(RunAborted):
             if world.is_main:
@@ -228,8 +235,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
 def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config: RunConfig, log: Callable[[str], None]) -> None:
     """Pick-a-Pic's tie-threshold calibration (:mod:`pigbench.calibration`) on the targets of a seeded
     ``config.calibration_fraction`` of the users; ``split`` keeps the other users' targets, and the
-    evaluator's tau and ``tie_threshold_source`` are set. Sets the evaluator up (``setup``), after the
-    checks; the caller does not set it up again."""
+    evaluator's tau and ``tie_threshold_source`` (the calibration record, with ``held_out_fraction``)
+    are set. Sets the evaluator up (``setup``), after the checks; the caller does not set it up again."""
     from pigbench.calibration import apply_calibration, calibrate_tie_threshold, calibration_split
 
     if not hasattr(evaluator.config, "tie_threshold"):
@@ -238,6 +245,7 @@ def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config
     set_up(evaluator, config.evaluator)
     result = calibrate_tie_threshold(evaluator, calibration)
     apply_calibration(evaluator, result)
+    evaluator.tie_threshold_source["held_out_fraction"] = config.calibration_fraction
     log(f"tie threshold calibrated on {len(calibration)} targets of {len({e.user_id for e in calibration})} held-out "
         f"users: probability gap t = {result.probability_threshold}, tau = {result.tau:g}; "
         f"evaluating the other users' {len(targets)} targets")
@@ -273,23 +281,23 @@ def _predict_all(
     evaluator: Evaluator, todo: list[Episode], store: PredictionStore, config: RunConfig, log: Callable[[str], None],
     reused: int = 0,
 ) -> None:
-    """Predict ``todo`` into ``store``, within the error budget. ``reused``: this process's share of
-    the successful predictions a resumed run found in the store (the run's count split evenly over
-    the processes); the budget counts them as samples that succeeded, so that samples failing again
-    on a rerun are weighed against the whole run, not against themselves alone."""
+    """Predict ``todo`` into ``store`` under the error budget. ``reused``: successful predictions of
+    this run already in the store; they count as samples that did not fail, so a resumed run (or a
+    rerun of a finished one, which predicts only its failed samples again) is held to the rate of
+    the whole run, not of its remainder."""
     from tqdm import tqdm
 
     failures: Counter[str] = Counter()
     attempted = 0
     bar = tqdm(total=len(todo), disable=not config.progress, unit="sample", desc=evaluator.name, file=sys.stderr)
     def check_budget(final: bool) -> None:
-        """Stop when too many samples failed: once ``min_samples_for_error_rate`` were attempted, and
-        at the end of a smaller run."""
-        failed, total = sum(failures.values()), attempted + reused
-        if (final or total >= config.min_samples_for_error_rate) and failed > config.max_error_rate * total:
+        """Stop when too many samples failed: once ``min_samples_for_error_rate`` were attempted or
+        reused, and at the end of a smaller run."""
+        failed, samples = sum(failures.values()), reused + attempted
+        if (final or samples >= config.min_samples_for_error_rate) and failed > config.max_error_rate * samples:
             reasons = "\n".join(f"  {n} x {r}" for r, n in failures.most_common(10))
             raise RunAborted(
-                f"{failed} of {total} samples failed (more than {config.max_error_rate:.0%}); "
+                f"{failed} of {samples} samples failed (more than {config.max_error_rate:.0%}); "
                 f"stopping. {attempted} predictions are saved in {store.path}: a rerun reuses the successful "
                 f"ones and predicts the failed ones again.\n"
                 f"Most common reasons:\n{reasons}"
@@ -404,12 +412,15 @@ def _reason(error: str) -> str:
 
 
 def _variant_suffix(config: RunConfig, evaluator: Evaluator) -> str:
+    """The results file suffix: ``config.variant``, else the settings that make this run differ from
+    the default one. The config counts by its hash, so fields left out of it (a judge's server
+    address or concurrency) never make a file of their own for the same predictions."""
     if config.variant is not None:
         return f"__{config.variant}" if config.variant else ""
     parts = []
     if config.reference_size is not None:
         parts.append(f"k{config.reference_size}")
-    if evaluator.config != evaluator.Config():
+    if evaluator.config_hash != evaluator.Config().hash(evaluator.name, evaluator.version):
         parts.append(f"cfg{evaluator.config_hash[:8]}")
     if config.calibration_fraction is not None:
         parts.append(f"cal{config.calibration_fraction:g}")

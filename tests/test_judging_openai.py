@@ -279,3 +279,21 @@ def test_where_to_reach_the_model_does_not_change_the_config_hash():
     assert cls(cls.Config(base_url="http://a/v1,http://b/v1", concurrency=64, timeout_s=5)).config_hash == base
     assert cls(cls.Config(model_path="gpt-4o-mini")).config_hash != base
     assert cls(cls.Config(max_pixels=1000)).config_hash != base
+
+
+def test_server_address_and_concurrency_keep_the_run_in_its_results_file(server, tmp_path, monkeypatch):
+    """Fields left out of the config hash reuse the stored predictions and must write the same file."""
+    from pigbench.runner import RunConfig, run
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    base = dict(evaluator="openai-judge", dataset="toy", limit=4, output=str(tmp_path / "results"),
+                cache_dir=str(tmp_path / "cache"), progress=False, n_bootstrap=10)
+    first = run(RunConfig(**base))
+    served = run(RunConfig(**base, options={"base_url": server.url, "concurrency": "2", "timeout_s": "30"}))
+    assert served.resumed == 4 and served.computed == 0  # the same run ...
+    assert served.results_path == first.results_path  # ... in the same file
+    assert first.results_path.name == "openai-judge__limit4.json"
+    assert sorted(p.name for p in (tmp_path / "results" / "toy").glob("*.json")) == ["openai-judge__limit4.json"]
+    other = run(RunConfig(**base, options={"temperature": "0.5"}))  # a field of the hash: another run, another file
+    assert other.computed == 4 and other.results_path.name.startswith("openai-judge__cfg")

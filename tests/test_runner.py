@@ -66,6 +66,21 @@ def test_failing_samples_are_invalid_and_counted(tmp_path):
     assert validate_results(out.results_path) == []
 
 
+def test_rerunning_a_finished_run_with_a_few_failed_samples_is_not_aborted(tmp_path):
+    """A rerun predicts only the failed samples again; when they fail again, the budget is the
+    whole run's share (9 of 60), not the remainder's (9 of 9), and the results are the first run's."""
+    cfg = config(tmp_path, options={"fail_levels": "[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]"})
+    first = run(cfg)
+    failed = first.results["failures"]["count"]
+    assert 0 < failed <= cfg.max_error_rate * first.results["metrics"]["n"]
+    again = run(cfg)
+    assert (again.computed, again.resumed) == (failed, first.results["metrics"]["n"] - failed)
+    assert again.results["failures"] == first.results["failures"]
+    assert metrics_close(again.results["metrics"], first.results["metrics"])
+    with pytest.raises(RunAborted, match=r"samples failed \(more than 10%\)"):  # a budget the run does exceed
+        run(config(tmp_path, options=cfg.options, max_error_rate=0.1))
+
+
 def test_error_budget_stops_run_and_keeps_finished_work(tmp_path):
     levels = json.dumps(list(range(0, 250, 2)))  # every image fails
     with pytest.raises(RunAborted, match="samples failed"):
@@ -93,20 +108,6 @@ def test_failed_samples_are_predicted_again_on_resume(tmp_path, monkeypatch):
     assert again.computed == 0 and again.resumed == out.computed
 
 
-def test_a_rerun_whose_only_failures_fail_again_weighs_them_against_the_whole_run(tmp_path):
-    """A few images that can never be read: the rerun predicts only them, and each fails again. The
-    error budget counted them against themselves alone (3 of 3 failed) and aborted every rerun; the
-    reused predictions count now, and the rerun writes the same results."""
-    opts = {"fail_levels": "[0, 2]"}
-    first = run(config(tmp_path, options=opts))
-    failed = first.results["failures"]["count"]
-    assert 0 < failed < 0.5 * first.results["split"]["targets"]
-    again = run(config(tmp_path, options=opts))
-    assert again.computed == failed and again.resumed == first.results["split"]["targets"] - failed
-    assert again.results["failures"] == first.results["failures"]
-    assert metrics_close(first.results["metrics"], again.results["metrics"])
-
-
 def test_dataset_options_are_part_of_what_a_resumed_run_reuses(tmp_path):
     base = dict(evaluator="color-reference", dataset="demo", limit=20)
     first = run(config(tmp_path, **base))
@@ -126,6 +127,12 @@ def test_a_flag_and_an_option_for_the_same_field_must_agree(tmp_path):
     with pytest.raises(ValueError, match="--tie-threshold 0.5 and --option tie_threshold=0.1 disagree"):
         build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie_threshold": "0.1"}))
     assert build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie_threshold": "0.5"})).config.tie_threshold == 0.5
+
+
+@pytest.mark.parametrize("flag, option", [(0.0, "0"), (0.1, ".1"), (0.5, "0.50")])
+def test_a_flag_and_an_option_agreeing_in_value_but_not_in_spelling_are_one_setting(tmp_path, flag, option):
+    ev = build_evaluator(config(tmp_path, tie_threshold=flag, options={"tie_threshold": option}))
+    assert ev.config.tie_threshold == flag
 
 
 @pytest.mark.parametrize("options, message", [({"tie_threshold": "nan"}, "tie_threshold must be a finite number >= 0"),

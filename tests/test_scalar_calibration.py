@@ -123,3 +123,49 @@ def test_the_runner_calibrates_on_held_out_users_and_records_how(tmp_path):
             f't={source["probability_threshold"]}"') in calibrated
     with pytest.raises(ValueError, match="both set tau"):
         run(config(calibration_fraction=0.3, tie_threshold=0.5))
+
+
+def test_a_calibrated_sweep_is_one_curve_though_each_size_calibrates_its_own_tau(tmp_path):
+    """Each K of a calibrated sweep gets its own tau, hence its own config hash; the accuracy-vs-K
+    plot still draws its runs as one series, apart from the fixed-tau runs."""
+    from pigbench.report.collect import collect
+    from pigbench.report.plots import reference_size_series
+    from pigbench.runner import RunConfig
+    from pigbench.sweep import sweep
+
+    def base(**kw) -> RunConfig:
+        return RunConfig(evaluator="colorfulness", dataset="demo", output=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"),
+                         progress=False, n_bootstrap=20, **kw)
+
+    calibrated = sweep(base(calibration_fraction=0.3), [1, 4], log=lambda m: None)
+    sources = [o.results["evaluator"]["tie_threshold_source"] for o in calibrated.values()]
+    assert [s["held_out_fraction"] for s in sources] == [0.3, 0.3]
+    assert len({o.results["evaluator"]["config_hash"] for o in calibrated.values()}) == 2  # t = 1.0 at K=1, 0.7 at K=4
+    fixed = sweep(base(), [1, 4], log=lambda m: None)
+    series = reference_size_series(collect(tmp_path / "r"))["demo"]
+    assert len(series) == 2
+    (calibrated_label,) = [label for label in series if "tau calibrated" in label]
+    assert [e.relpath for e in series[calibrated_label]] == \
+        [f"demo/{o.results_path.name}" for o in calibrated.values()]
+    (fixed_label,) = [label for label in series if label != calibrated_label]
+    assert [e.relpath for e in series[fixed_label]] == [f"demo/{o.results_path.name}" for o in fixed.values()]
+
+
+def test_calibration_without_any_score_is_refused_not_recorded_as_calibrated(tmp_path, monkeypatch):
+    """An evaluator that gives no scores (a judge answering in text), or whose every calibration
+    prediction failed, has nothing to tune: the run stops instead of recording t = 0 as calibrated."""
+    from pigbench.judging.fake_server import FakeServer
+    from pigbench.runner import RunConfig, run
+
+    def config(evaluator: str, **kw) -> RunConfig:
+        return RunConfig(evaluator=evaluator, dataset="toy", output=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"),
+                         progress=False, n_bootstrap=20, calibration_fraction=0.3, **kw)
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeServer(lambda body: "<answer>A</answer>") as server:
+        with pytest.raises(ValueError, match="openai-judge: cannot calibrate .* gives no scores .* scoring=probs"):
+            run(config("openai-judge", options={"base_url": server.url}))
+    monkeypatch.setenv("TOY_SERVER_DOWN", "1")
+    with pytest.raises(ValueError, match="every prediction failed .ConnectionError: the scoring server does not answer"):
+        run(config("toy-brightness"))
+    assert not list((tmp_path / "r").rglob("*.json"))

@@ -8,9 +8,11 @@ drawn literally: math text (``$...$``) is off while figures are built and saved 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from matplotlib import rc_context
 from matplotlib.figure import Figure
@@ -48,16 +50,16 @@ def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
 def reference_size_series(collection: Collection) -> dict[str, dict[str, list[Entry]]]:
     """dataset -> series label -> runs sorted by reference size K, for series with 2+ sizes.
 
-    A series is one evaluator with one config, swap setting, split seed and set of dataset options
-    (other options are other data); where several runs share a K (e.g. with and without
-    ``--limit``), the one with the most targets is kept."""
+    A series is one evaluator with one config (:func:`_series_config`), swap setting, split seed and
+    set of dataset options (other options are other data); where several runs share a K (e.g. with
+    and without ``--limit``), the one with the most targets is kept."""
     series: dict[tuple, dict[int, Entry]] = defaultdict(dict)
     for e in collection.entries:
         k = e.results["split"]["reference_size"]
         if not isinstance(k, int):
             continue
         ev, split = e.results["evaluator"], e.results["split"]
-        key = (e.dataset, e.evaluator, ev["config_hash"], bool(ev.get("swap")), split["seed"], _dataset_options(e))
+        key = (e.dataset, e.evaluator, _series_config(ev), bool(ev.get("swap")), split["seed"], _dataset_options(e))
         best = series[key].get(k)
         if best is None or e.results["metrics"]["n"] > best.results["metrics"]["n"]:
             series[key][k] = e
@@ -65,12 +67,26 @@ def reference_size_series(collection: Collection) -> dict[str, dict[str, list[En
     for key in sorted(series):
         if len(series[key]) < 2:
             continue
-        dataset, evaluator, config_hash, swap, seed, options = key
+        dataset, evaluator, config, swap, seed, options = key
         same_name = [k for k in series if k[0] == dataset and k[1] == evaluator and len(series[k]) >= 2]
-        detail = f"cfg {config_hash[:6]}{', swap' if swap else ''}, seed {seed}{', ' + options if options else ''}"
+        detail = f"{config}{', swap' if swap else ''}, seed {seed}{', ' + options if options else ''}"
         label = evaluator if len(same_name) == 1 else f"{evaluator} ({detail})"
         out[dataset][label] = [series[key][k] for k in sorted(series[key])]
     return dict(out)
+
+
+def _series_config(evaluator: dict[str, Any]) -> str:
+    """The config part of a series key, as its label shows it: "cfg <hash>". A run whose tau was
+    calibrated (``--calibrate-tie-threshold``) gets the tau of its own K, hence a config hash of its
+    own; its runs form one series by the config without tau and how tau was calibrated:
+    "tau calibrated <digest>", apart from every fixed-tau series."""
+    source = evaluator.get("tie_threshold_source")
+    if not isinstance(source, dict):
+        return f"cfg {evaluator['config_hash'][:6]}"
+    config = {k: v for k, v in evaluator["config"].items() if k != "tie_threshold"}
+    how = {k: v for k, v in source.items() if k in ("method", "held_out_fraction", "grid", "scale")}
+    digest = hashlib.sha256(json.dumps([config, how], sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"tau calibrated {digest}"
 
 
 def _dataset_options(e: Entry) -> str:
