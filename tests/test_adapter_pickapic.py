@@ -23,6 +23,7 @@ def fixture_rows():
         rows.append(pickapic_row(next(rid), user, caption, n0, n1, label, **kw))
         return n0
 
+    shown = None  # the image row 4 shows, which row 5 shows again
     for i in range(12):  # user 101: a tie, a reuse chain, are_different False with different images
         shown = add(101, PROMPTS[i], 0.5 if i == 3 else float(i % 2), n0=shown if i == 5 else None, are_different=i != 6)
     for i in range(10):  # user 102: one corrupt image
