@@ -75,7 +75,8 @@ class EvaluatorConfig:
 
 
 def _convert(raw: str, f: dataclasses.Field, owner: type) -> Any:
-    """Parse ``raw`` by the type of the field's default (or default factory's value)."""
+    """Parse ``raw`` by the type of the field's default (or default factory's value); a negative
+    zero becomes 0."""
     if f.default is not dataclasses.MISSING:
         default = f.default
     elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -90,7 +91,7 @@ def _convert(raw: str, f: dataclasses.Field, owner: type) -> Any:
                 return False
             raise ValueError("expected true/false")
         if isinstance(default, (int, float)):
-            return type(default)(raw)
+            return type(default)(raw) + 0  # + 0: -0.0 is 0.0, one value, one config hash
         if isinstance(default, (list, tuple, dict)):
             value = json.loads(raw)
             return tuple(value) if isinstance(default, tuple) else value

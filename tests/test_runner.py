@@ -135,6 +135,13 @@ def test_a_flag_and_an_option_agreeing_in_value_but_not_in_spelling_are_one_sett
     assert ev.config.tie_threshold == flag
 
 
+@pytest.mark.parametrize("settings", [dict(tie_threshold=-0.0), dict(options={"tie_threshold": "-0"})])
+def test_a_negative_zero_tau_is_the_default_config(tmp_path, settings):
+    """-0.0 passes the >= 0 check; in the config hash it was another run than the default's."""
+    ev = build_evaluator(config(tmp_path, **settings))
+    assert ev.config_hash == build_evaluator(config(tmp_path)).config_hash
+
+
 @pytest.mark.parametrize("options, message", [({"tie_threshold": "nan"}, "tie_threshold must be a finite number >= 0"),
                                               ({"tie_threshold": "-1"}, "tie_threshold must be a finite number >= 0")])
 def test_scalar_options_no_run_can_use_are_refused(tmp_path, options, message):
