@@ -76,8 +76,12 @@ class ImageRef:
         except OSError as exc:
             raise ImageError(f"image {self.id!r}: cannot read {self._where()}: {exc}") from exc
 
-    def open(self) -> Image.Image:
-        """Decode to an RGB PIL image, fully loaded. Raises :class:`ImageError` naming the image."""
+    def open(self, rgba_background: Optional[tuple[int, int, int]] = None) -> Image.Image:
+        """Decode to an RGB PIL image, fully loaded. Raises :class:`ImageError` naming the image.
+
+        Pillow's ``convert("RGB")`` keeps the colours under transparent pixels, as the scalar
+        rewards' recipes do; with ``rgba_background`` an RGBA image is laid over that colour
+        instead (qwen-vl-utils lays it over white)."""
         src = self.source
         try:
             if callable(src) and not isinstance(src, (str, Path, bytes)):
@@ -88,6 +92,10 @@ class ImageRef:
             else:
                 img = Image.open(io.BytesIO(src))
             img.load()
+            if rgba_background is not None and img.mode == "RGBA":
+                flat = Image.new("RGB", img.size, rgba_background)
+                flat.paste(img, mask=img.getchannel("A"))
+                return flat
             return img.convert("RGB")
         except ImageError:
             raise

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pigbench.judging.answer_probs import option_probs_after_marker, options_from_top_logprobs
-from pigbench.judging.messages import ROLE_LINE, ImagePolicy, encode_image, reference_prompt
+from pigbench.judging.messages import ROLE_LINE, ImagePolicy, encode_image, load_image, reference_prompt
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
 
 
@@ -68,6 +68,21 @@ def test_encode_image_keeps_original_bytes_unless_resized():
     assert encode_image(ref, ImagePolicy()) == ("image/jpeg", buf.getvalue())
     mime, data = encode_image(ref, ImagePolicy(max_pixels=40 * 30))
     assert mime == "image/png" and Image.open(io.BytesIO(data)).size == (40, 30)
+
+
+def test_judges_see_rgba_images_over_white_as_qwen_vl_utils_lays_them():
+    """Transparent pixels hold red: qwen-vl-utils (and transformers 5's processors) show white there;
+    the scalar rewards' recipes (Pillow's convert) keep the red."""
+    img = Image.new("RGBA", (4, 2), (255, 0, 0, 0))
+    img.putpixel((0, 0), (0, 0, 255, 255))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    ref = ImageRef("t", buf.getvalue())
+    seen = load_image(ref, ImagePolicy())
+    assert seen.mode == "RGB" and seen.getpixel((0, 0)) == (0, 0, 255) and seen.getpixel((1, 0)) == (255, 255, 255)
+    assert ref.open().getpixel((1, 0)) == (255, 0, 0)
+    _, sent = encode_image(ref, ImagePolicy(size=8))  # resized for upload: what the judge sees
+    assert Image.open(io.BytesIO(sent)).convert("RGB").getpixel((7, 1)) == (255, 255, 255)
 
 
 def lp(**probs):

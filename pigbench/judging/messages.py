@@ -81,8 +81,10 @@ class ImagePolicy:
 
 
 def load_image(ref: ImageRef, policy: ImagePolicy) -> Image.Image:
-    """The RGB image of ``ref`` sized by ``policy``. Raises :class:`pigbench.protocol.ImageError`."""
-    return policy.apply(ref.open())
+    """The RGB image of ``ref`` sized by ``policy``, an RGBA image laid over white as qwen-vl-utils
+    does (the Qwen2-VL recipes' loader; transformers 5's processors do so too). Raises
+    :class:`pigbench.protocol.ImageError`."""
+    return policy.apply(ref.open(rgba_background=(255, 255, 255)))
 
 
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
