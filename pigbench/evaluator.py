@@ -279,27 +279,24 @@ class ScalarEvaluator(Evaluator):
         for i in range(0, len(keys), bs):
             chunk = keys[i : i + bs]
             try:
-                scores = list(self.score([pending[k] for k in chunk]))
-                if len(scores) != len(chunk):
-                    raise RuntimeError(f"score() returned {len(scores)} scores for {len(chunk)} requests")
-                self.scored_count += len(chunk)
-                for k, s in zip(chunk, scores):
-                    self._memo[k] = (float(s), None)
+                self._memoize_scores(chunk, [pending[k] for k in chunk])
             except Exception:  # isolate the failing request(s), one by one
                 for k in chunk:
-                    self._score_one(k, pending[k])
+                    try:
+                        self._memoize_scores([k], [pending[k]])
+                    except Exception as exc:
+                        self._memo[k] = (math.nan, f"{type(exc).__name__}: {exc}")
 
-    def _score_one(self, key: Hashable, request: ScoreRequest) -> None:
-        try:
-            scores = list(self.score([request]))
-            if len(scores) != 1:
-                raise RuntimeError(f"score() returned {len(scores)} scores for 1 request")
-            (s,) = scores
-            self.scored_count += 1
-            self._memo[key] = (float(s), None)
-        except Exception as exc:
-            self._memo[key] = (math.nan, f"{type(exc).__name__}: {exc}")
-
+    def _memoize_scores(self, keys: list[Hashable], requests: list[ScoreRequest]) -> None:
+        """Score ``requests`` in one ``score`` call and memoize each under its key; raises what
+        ``score`` raises, and RuntimeError when it returns another number of scores."""
+        scores = list(self.score(requests))
+        if len(scores) != len(requests):
+            plural = "" if len(requests) == 1 else "s"
+            raise RuntimeError(f"score() returned {len(scores)} scores for {len(requests)} request{plural}")
+        self.scored_count += len(requests)
+        for k, s in zip(keys, scores):
+            self._memo[k] = (float(s), None)
 
 def _finite(x: float) -> Optional[float]:
     return x if math.isfinite(x) else None

@@ -19,10 +19,13 @@ from typing import Iterable, Iterator
 from pigbench.protocol import Prediction
 
 
-_FAILED = "json_extract(payload, '$.error') IS NOT NULL"
+def _failed(payload: str) -> str:
+    """SQL: the prediction stored in column ``payload`` failed (it has an ``error``)."""
+    return f"json_extract({payload}, '$.error') IS NOT NULL"
+
+
 # an upsert clause: a new row for a stored sample id replaces the stored row only if that one failed
-_REPLACE_FAILED = ("ON CONFLICT(sample_id) DO UPDATE SET payload = excluded.payload "
-                   "WHERE json_extract(predictions.payload, '$.error') IS NOT NULL")
+_REPLACE_FAILED = f"ON CONFLICT(sample_id) DO UPDATE SET payload = excluded.payload WHERE {_failed('predictions.payload')}"
 
 
 class StoreError(RuntimeError):
@@ -57,7 +60,7 @@ class PredictionStore:
     def done_ids(self) -> set[str]:
         """Sample ids with a successful prediction (failed ones are to be predicted again)."""
         with _errors_named(self.path):
-            return {row[0] for row in self._db.execute(f"SELECT sample_id FROM predictions WHERE NOT {_FAILED}")}
+            return {row[0] for row in self._db.execute(f"SELECT sample_id FROM predictions WHERE NOT {_failed('payload')}")}
 
     def add(self, predictions: Iterable[Prediction]) -> None:
         """Store a batch atomically; it replaces a failed prediction of the same sample, never a successful one."""

@@ -85,29 +85,28 @@ def test_slate_is_a_lazy_grid_and_a_corrupt_tile_is_an_image_error(root, tmp_pat
     assert "INVALID" in labels["tA"] and labels["tB"] <= {"A", "B"}
 
 
-def test_schema_mismatch_lists_expected_and_found_fields_and_says_unverified(root):
+def edit_second_turn(root, edit) -> None:
+    """Apply ``edit`` to line 2 of the fixture's turns file (a JSON object) and write it back."""
     path = root / "pasta_turns.jsonl"
     lines = path.read_text().splitlines()
     bad = json.loads(lines[1])
-    del bad["chosen"]
+    edit(bad)
     lines[1] = json.dumps(bad)
     path.write_text("\n".join(lines) + "\n")
+
+
+def test_schema_mismatch_lists_expected_and_found_fields_and_says_unverified(root):
+    edit_second_turn(root, lambda turn: turn.pop("chosen"))
     with pytest.raises(DatasetError, match=r"pasta_turns.jsonl:2: does not match the assumed PASTA schema \(missing fields\)"
                                            r".*chosen \(int\).*found: \[.*'turn'\].*unverified"):
         list(PASTA(str(root)).records())
 
 
 def test_schema_type_mismatch_names_each_field_and_its_expected_type(root):
-    path = root / "pasta_turns.jsonl"
-    lines = path.read_text().splitlines()
-    bad = json.loads(lines[1])
-    bad["turn"], bad["chosen"] = "2", True
-    lines[1] = json.dumps(bad)
-    path.write_text("\n".join(lines) + "\n")
+    edit_second_turn(root, lambda turn: turn.update(turn="2", chosen=True))
     with pytest.raises(DatasetError, match=r"pasta_turns.jsonl:2: does not match the assumed PASTA schema "
                                            r"\(field 'turn' is str, expected int; field 'chosen' is bool, expected int\)"):
         list(PASTA(str(root)).records())
-
 
 
 def test_a_target_pair_of_two_identical_slates_is_dropped_and_counted(root):

@@ -119,7 +119,7 @@ def _parse(output: Optional[str], anywhere: bool, truncated: bool) -> ParsedAnsw
     if not lines:
         reason = "output cut inside its <think> reasoning" if unclosed else "empty output"
         return ParsedAnswer(Label.INVALID, reason=reason)
-    if anywhere and len(_stated_verdicts(visible)) > 1:
+    if anywhere and len(_conclusions(visible, _TIE_CONCLUSION)) > 1:
         return ParsedAnswer(Label.INVALID, "conclusion", "output states several verdicts")
     parsed = _verdict(lines[-1], "final-line")
     if parsed.label == Label.INVALID and anywhere:
@@ -202,18 +202,12 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
     return None, "unrecognized answer"
 
 
-def _conclusions(text: str) -> set[Label]:
-    """The distinct verdicts stated as conclusions anywhere in ``text``."""
+def _conclusions(text: str, tie: re.Pattern = _TIE) -> set[Label]:
+    """The distinct verdicts stated as conclusions anywhere in ``text``: an image said to be better,
+    worse or preferred, and a tie where ``tie`` matches (:data:`_TIE_CONCLUSION`, UnifiedReward's
+    tie sentence, leaves looser tie words such as "equally sharp" as descriptions)."""
     found = {_comparative(m) for m in _BETTER.finditer(text)} | _preferred(text)
-    return found | ({Label.TIE} if _TIE.search(text) else set())
-
-
-def _stated_verdicts(text: str) -> set[Label]:
-    """The distinct verdicts stated as conclusions in ``text``: an image said to be better or worse
-    or preferred, and UnifiedReward's tie sentence (looser tie words, such as "equally sharp", are
-    descriptions here, not verdicts)."""
-    found = {_comparative(m) for m in _BETTER.finditer(text)} | _preferred(text)
-    return found | ({Label.TIE} if _TIE_CONCLUSION.search(text) else set())
+    return found | ({Label.TIE} if tie.search(text) else set())
 
 
 def _preferred(text: str) -> set[Label]:

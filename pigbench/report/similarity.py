@@ -12,7 +12,7 @@ import math
 from typing import Optional
 
 from pigbench.report.collect import Collection, Entry
-from pigbench.report.tables import CI_NOTE, OTHER_SPLIT, Cell, Row, Table, canonical_entries, mark_best
+from pigbench.report.tables import CI_NOTE, Cell, Row, Table, canonical_entries, mark_best, other_split_note
 
 GOLD_CODE = {"A": 1.0, "TIE": 0.0, "B": -1.0}
 
@@ -72,6 +72,5 @@ def similarity_table(collection: Collection) -> Optional[Table]:
         column_groups=[(ds, 3) for ds in datasets],
         groups=mark_best([("", rows)], list(range(3 * len(datasets)))),
         notes=[CI_NOTE, "Spearman rho: rank correlation of score_a - score_b with the gold preference (A=+1, TIE=0, B=-1).",
-               *(f"{OTHER_SPLIT} {ds}: {', '.join(evs)} ran on another split than the main one (fingerprint {main[ds]}, "
-                 "most runs'); not ranked." for ds, evs in others if evs)],
+               *(other_split_note(ds, evs, main[ds]) for ds, evs in others if evs)],
     )

@@ -34,6 +34,12 @@ CI_NOTE = "Accuracies in percent (micro average over targets) with 95% cluster-b
 OTHER_SPLIT = "\u2020"  # marks a number from a run on another split than its dataset's main one
 
 
+def other_split_note(dataset: str, evaluators: list[str], main_split: str) -> str:
+    """The table note that names the runs of ``dataset`` marked :data:`OTHER_SPLIT`."""
+    return (f"{OTHER_SPLIT} {dataset}: {', '.join(evaluators)} ran on another split than the main one (fingerprint "
+            f"{main_split}, most runs'); not ranked.")
+
+
 @dataclass(frozen=True)
 class Cell:
     """A number with an optional CI; ``best`` marks the best value of its column. A cell of a run on
@@ -138,8 +144,7 @@ def main_table(collection: Collection) -> Table:
     for ds in datasets:
         others = sorted(ev for (ev, d), e in chosen.items() if d == ds and e.results["split"]["fingerprint"] != main[ds])
         if others:
-            notes.append(f"{OTHER_SPLIT} {ds}: {', '.join(others)} ran on another split than the main one (fingerprint "
-                         f"{main[ds]}, most runs'); not ranked.")
+            notes.append(other_split_note(ds, others, main[ds]))
     return Table(
         title="Accuracy of personalized preference prediction",
         row_header="Evaluator",
