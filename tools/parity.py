@@ -114,7 +114,8 @@ def fake_bert_tokenizer(snapshot: Path, prompts: list[str]) -> None:
 @dataclass
 class Setup:
     """Both sides of one comparison: pigbench's evaluator config, the reference script's
-    arguments (after the jobs and output) and the environment it runs in."""
+    arguments (its subcommand and weight files; the jobs and output files are added) and the
+    environment it runs in."""
 
     config: dict[str, str]
     reference: list[str]
@@ -232,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = with_odd_sizes(jobs, Path(tmp))
         jobs_file, scores_file = Path(tmp) / "jobs.json", Path(tmp) / "scores.json"
         jobs_file.write_text(json.dumps(jobs))
-        run_reference(args.reference_python, [setup.reference[0], "--jobs", str(jobs_file), "--out", str(scores_file),
-                                              *setup.reference[1:]], setup.env)
+        run_reference(args.reference_python, [*setup.reference, "--jobs", str(jobs_file), "--out", str(scores_file)],
+                      setup.env)
         theirs = json.loads(scores_file.read_text())
         ours = pigbench_scores(args.evaluator, setup.config, jobs, args.device)
     return 0 if compare(jobs, ours, theirs, args.tolerance) else 1
