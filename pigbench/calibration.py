@@ -3,11 +3,14 @@
 Pick-a-Pic (yuvalkirstain/PickScore ``trainer/scripts/eval_preference_predictor.py``) turns two
 scores into probabilities (p_A, p_B) = softmax([s_A, s_B]), predicts a tie when
 |p_A - p_B| <= t, tries t in {0, 0.1, ..., 1.0} on a validation split, and keeps the first t
-with the best tie-aware accuracy. Since |p_A - p_B| = tanh(|s_A - s_B| / 2), a probability
-threshold t is the raw-score threshold ``tau = 2 * atanh(t) / scale`` (``scale`` multiplies the
-scores before the softmax; 1 for PickScore, whose scores already include exp(logit_scale)).
-``tau`` is what :class:`pigbench.evaluator.ScalarConfig` ``tie_threshold`` holds; t = 1 gives
-``tau = inf`` (every pair a tie).
+with the best tie-aware accuracy. Since |p_A - p_B| = tanh(scale * |s_A - s_B| / 2), a probability
+threshold t is the raw-score threshold ``tau = 2 * atanh(t) / scale``, where ``scale`` is the
+evaluator's :attr:`~pigbench.evaluator.Evaluator.calibration_scale` (1 for PickScore, whose scores
+already include exp(logit_scale); the logit scale for raw CLIP cosines). t = 1 gives ``tau = inf``
+(every pair a tie). An evaluator whose scores are P(A), P(B) themselves
+(:attr:`~pigbench.evaluator.Evaluator.scores_are_probabilities`, a judge with ``scoring=probs``)
+needs no softmax: the gap is |P(A) - P(B)|, and since its delta is P(A) - 0.5 (protocol section 3),
+``tau = t / 2``. ``tau`` is what the evaluator's config ``tie_threshold`` holds.
 
 Usage::
 
@@ -40,12 +43,12 @@ PICKAPIC_GRID: tuple[float, ...] = tuple(i / 10 for i in range(11))
 class TieCalibration:
     """The chosen threshold, in probability-gap and raw-score units, with the whole grid's accuracies."""
 
-    tau: float  # raw-score units: predict TIE when |s_A - s_B| <= tau
+    tau: float  # the evaluator's delta units (protocol section 3): predict TIE when |delta| <= tau
     probability_threshold: float
     grid: tuple[float, ...]
     acc_w_tie: tuple[float, ...]  # percent, one per grid value
     n: int
-    scale: float
+    scale: Optional[float]  # the softmax's scale; None when the scores were probabilities
     method: str = "pickapic-softmax-grid"
 
     def to_json(self) -> dict[str, Any]:
@@ -54,9 +57,17 @@ class TieCalibration:
         return d
 
 
-def probability_gap_to_tau(t: float, scale: float = 1.0) -> float:
-    """The raw-score threshold equivalent to |p_A - p_B| <= t under softmax([scale*s_A, scale*s_B])."""
+def probability_gap_to_tau(t: float, scale: Optional[float] = 1.0) -> float:
+    """The threshold on delta equivalent to |p_A - p_B| <= t: under softmax([scale*s_A, scale*s_B]),
+    or, with ``scale`` None, for probabilities, whose delta is P(A) - 0.5."""
+    if scale is None:
+        return t / 2
     return math.inf if t >= 1 else 2 * math.atanh(t) / scale
+
+
+def _probability_gap(sa: float, sb: float, scale: Optional[float]) -> float:
+    """|p_A - p_B| for two scores (see :func:`probability_gap_to_tau` for ``scale``)."""
+    return abs(sa - sb) if scale is None else math.tanh(abs(scale * (sa - sb)) / 2)
 
 
 def _credit(pred: Label, gold: Label) -> float:
@@ -72,9 +83,10 @@ def calibrate_from_scores(
     scores: Sequence[tuple[Optional[float], Optional[float]]],
     golds: Sequence[Label],
     grid: Sequence[float] = PICKAPIC_GRID,
-    scale: float = 1.0,
+    scale: Optional[float] = 1.0,
 ) -> TieCalibration:
-    """Pick the grid value with the best tie-aware accuracy (first one on ties, as Pick-a-Pic)."""
+    """Pick the grid value with the best tie-aware accuracy (first one on ties, as Pick-a-Pic).
+    ``scale``: the softmax's, or None for scores that are probabilities (:func:`probability_gap_to_tau`)."""
     if len(scores) != len(golds) or not golds:
         raise ValueError(f"need as many scores as golds (and at least one): {len(scores)} vs {len(golds)}")
     accs = []
@@ -83,7 +95,7 @@ def calibrate_from_scores(
         for (sa, sb), gold in zip(scores, golds):
             if sa is None or sb is None or math.isnan(sa - sb):
                 pred = Label.INVALID
-            elif math.tanh(abs(scale * (sa - sb)) / 2) <= t:
+            elif _probability_gap(sa, sb, scale) <= t:
                 pred = Label.TIE
             else:
                 pred = Label.A if sa > sb else Label.B
@@ -97,14 +109,15 @@ def calibrate_from_scores(
 
 
 def calibrate_tie_threshold(
-    evaluator: Evaluator, episodes: Sequence[Episode], grid: Sequence[float] = PICKAPIC_GRID, scale: float = 1.0
+    evaluator: Evaluator, episodes: Sequence[Episode], grid: Sequence[float] = PICKAPIC_GRID
 ) -> TieCalibration:
     """Score the calibration ``episodes`` (gold hidden from the evaluator) and tune the threshold.
 
     The evaluator must fill ``score_a``/``score_b`` (scalar and similarity evaluators do; judges with
-    ``scoring=probs``). ValueError when no episode got both scores (an evaluator that gives none, or
-    every prediction failed): there would be nothing to tune, and the grid's first value would be
-    recorded as calibrated.
+    ``scoring=probs``); its ``calibration_scale`` and ``scores_are_probabilities`` say how they become
+    probabilities, read after scoring (a model may set its scale when loaded). ValueError when no
+    episode got both scores (an evaluator that gives none, or every prediction failed): there would
+    be nothing to tune, and the grid's first value would be recorded as calibrated.
     """
     predictions = evaluator.predict([ep.without_gold() for ep in episodes])
     if not any(p.score_a is not None and p.score_b is not None for p in predictions):
@@ -112,6 +125,7 @@ def calibrate_tie_threshold(
         why = (f"every prediction failed ({errors.most_common(1)[0][0]})" if sum(errors.values()) == len(predictions)
                else "it gives no scores (score_a, score_b); a judge needs --option scoring=probs")
         raise ValueError(f"{evaluator.name}: cannot calibrate the tie threshold on {len(episodes)} targets: {why}")
+    scale = None if evaluator.scores_are_probabilities else evaluator.calibration_scale
     return calibrate_from_scores([(p.score_a, p.score_b) for p in predictions], [ep.target.gold for ep in episodes], grid, scale)
 
 

@@ -123,6 +123,12 @@ class Evaluator(ABC):
     description: ClassVar[str] = ""
     Config: ClassVar[type[EvaluatorConfig]] = EvaluatorConfig
     prepare_window: ClassVar[int] = 0  # episodes the runner passes to prepare() at a time; 0: never called
+    # How the tie calibration (pigbench.calibration) turns score_a, score_b into Pick-a-Pic's two-way
+    # probabilities: softmax of the scores times calibration_scale (1 for logits such as PickScore's;
+    # the model's logit scale for raw CLIP cosines), or, with scores_are_probabilities, P(A) and P(B)
+    # themselves. A subclass may set calibration_scale in setup() from the loaded model.
+    calibration_scale: float = 1.0
+    scores_are_probabilities: ClassVar[bool] = False
 
     def __init__(self, config: Optional[EvaluatorConfig] = None, runtime: Optional[Runtime] = None) -> None:
         self.config = config if config is not None else self.Config()

@@ -210,10 +210,10 @@ def test_answer_probabilities_from_top_logprobs(server, tmp_path):
                 {"token": "A", "logprob": math.log(0.6), "top_logprobs": top},
                 {"token": "</answer>", "logprob": 0.0, "top_logprobs": []}]
     server.reply = lambda body: Reply("<answer>A</answer>", logprobs=logprobs)
-    (pred,) = judge(server, tmp_path, scoring="probs", tie_threshold=0.5).predict([episode(0)])
+    (pred,) = judge(server, tmp_path, scoring="probs", tie_threshold=0.2).predict([episode(0)])
     assert server.requests[0]["logprobs"] is True and server.requests[0]["top_logprobs"] == 20
     assert pred.score_a == pytest.approx(2 / 3) and pred.score_b == pytest.approx(1 / 3)
-    assert pred.label == Label.TIE  # |P(A) - P(B)| = 1/3 <= tau
+    assert pred.label == Label.TIE  # protocol section 3: delta = P(A) - 0.5 = 1/6 <= tau (P(A) - P(B) = 1/3 is not)
 
 
 def test_unreadable_image_fails_only_its_prompt(server):

@@ -24,6 +24,18 @@ def test_probability_gap_and_raw_threshold_agree():
     assert probability_gap_to_tau(1.0) == math.inf
 
 
+def test_probabilities_need_no_softmax_and_their_tau_is_on_p_a_minus_half():
+    # P(A) = 0.54 and 0.46 are gold ties, 0.9 and 0.1 decisive: t = 0.1 (|P(A) - P(B)| <= 0.1) ties
+    # exactly the first two; a softmax of the probabilities would have tied all four (gaps <= 0.4).
+    scores = [(0.54, 0.46), (0.46, 0.54), (0.9, 0.1), (0.1, 0.9)]
+    golds = [Label.TIE, Label.TIE, Label.A, Label.B]
+    result = calibrate_from_scores(scores, golds, scale=None)
+    assert result.probability_threshold == 0.1 and result.acc_w_tie[1] == 100.0 and result.scale is None
+    assert result.tau == 0.05 and probability_gap_to_tau(1.0, None) == 0.5
+    # the judges' rule (protocol section 3: delta = P(A) - 0.5) makes the same ties
+    assert [label_from_delta(a - 0.5, result.tau) for a, _ in scores] == [Label.TIE, Label.TIE, Label.A, Label.B]
+
+
 def test_grid_picks_the_best_tie_aware_accuracy_first_on_ties():
     # deltas 0.05 and 0.1 are gold ties, 3.0 and -3.0 decisive: any t that ties the small
     # deltas but not the large ones is best; the first such grid value (0.1) is kept.
@@ -80,6 +92,25 @@ def test_calibrate_tie_threshold_scores_hidden_gold_and_sets_tau():
     assert [p.label for p in ev.predict([e.without_gold() for e in eps])] == [Label.TIE, Label.A, Label.B]
     assert ev.scored_count == scored  # the calibrated labels reuse the memoized scores
     assert ev.config.tie_threshold == result.tau and ev.tie_threshold_source["method"] == "pickapic-softmax-grid"
+
+
+def test_the_evaluators_calibration_scale_turns_cosines_into_logits():
+    """Raw cosines differ by ~0.01: with the softmax at scale 1 every grid value above 0 ties them all."""
+    def ep(a: str, b: str, gold: Label) -> Episode:
+        return Episode("u", (), Target(a + b, "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), gold))
+
+    class _Cosine(_PromptLength):
+        calibration_scale = 100.0
+
+        def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+            return [0.2 + len(r.image.id) / 1000 for r in requests]
+
+    eps = [ep("aa", "ab", Label.TIE), ep("aaaaaaaaaaaaaaaaaaaaaa", "b", Label.A), ep("c", "cccccccccccccccccccccc", Label.B)]
+    result = calibrate_tie_threshold(_Cosine(), eps)
+    assert result.scale == 100.0 and result.acc_w_tie[result.grid.index(result.probability_threshold)] == 100.0
+    assert result.tau == pytest.approx(2 * math.atanh(result.probability_threshold) / 100)
+    assert calibrate_from_scores([(0.2, 0.2), (0.221, 0.2), (0.2, 0.221)], [e.target.gold for e in eps]).acc_w_tie[1:] == (
+        pytest.approx(100 * 2 / 3),) * 10  # scale 1: every t > 0 ties all three
 
 
 def test_a_calibrated_tau_of_infinity_makes_every_pair_a_tie():

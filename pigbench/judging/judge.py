@@ -15,7 +15,8 @@ default model and lengths, and (if it publishes one) its own parse rule; this mo
   ``extra["truncated"]`` and counts only if it gave an explicit answer before the cut.
 * ``scoring=probs`` (judges with answer options): score_a/score_b are P(A)/P(B) at the answer
   token, renormalised, and the label is :func:`~pigbench.protocol.label_from_delta` of
-  P(A) - P(B) with ``tie_threshold`` (tau). When no answer token is found, the parsed label is used.
+  P(A) - 0.5 (protocol section 3) with ``tie_threshold`` (tau). When no answer token is found, the
+  parsed label is used.
 * Position swap is the runner's ``--swap``: it asks the swapped episode too and combines the labels.
 """
 
@@ -57,7 +58,7 @@ class JudgeConfig(EvaluatorConfig):
     max_pixels: int = 256 * 28 * 28  # per-image pixel budget (256 Qwen2-VL tokens); 0 = model default
     image_size: int = 0  # > 0: resize every image to this square size instead
     scoring: str = "text"  # text: parse the answer | probs: P(A) vs P(B) at the answer token
-    tie_threshold: float = 0.0  # tau on P(A) - P(B) when scoring=probs
+    tie_threshold: float = 0.0  # tau on P(A) - 0.5 when scoring=probs
     dtype: str = "auto"  # local: auto (bfloat16 on CUDA, float32 on CPU), float16, bfloat16, float32
     attn_implementation: str = "sdpa"  # local
     concurrency: int = 8  # openai: requests in flight
@@ -97,8 +98,10 @@ class Judge(Evaluator):
     """An evaluator that asks a vision-language model which image wins. Subclasses implement
     :meth:`build_prompt` and may change the class attributes below."""
 
+    version: ClassVar[str] = "2"  # 2: tau applies to P(A) - 0.5, as the protocol says (was P(A) - P(B))
     kind: ClassVar[Kind] = "judge"
     needs: ClassVar[tuple[Need, ...]] = ("gpu", "weights")
+    scores_are_probabilities: ClassVar[bool] = True  # scoring=probs: P(A), P(B) renormalised
     Config: ClassVar[type[EvaluatorConfig]] = JudgeConfig
     default_max_new_tokens: ClassVar[int] = 16
     answer_options: ClassVar[tuple[str, ...]] = ()  # single-token answers scored by scoring=probs
@@ -203,7 +206,7 @@ class Judge(Evaluator):
         if self.cfg.scoring == "probs":
             if gen.option_probs:
                 score_a, score_b = gen.option_probs["A"], gen.option_probs["B"]
-                label = label_from_delta(score_a - score_b, self.cfg.tie_threshold)
+                label = label_from_delta(score_a - 0.5, self.cfg.tie_threshold)
             else:
                 extra["probs_missing"] = "no answer token after <answer> in the output"
         return Prediction(sample_id, label, score_a, score_b, raw_text=gen.text, extra=extra)
