@@ -279,6 +279,26 @@ def test_a_damaged_prediction_store_is_a_one_line_error_naming_it(tmp_path):
     assert f"error: {store}: cannot use this prediction store (file is not a database); move it aside or delete it" in out.stderr
 
 
+def test_a_full_disk_while_writing_the_results_is_an_error_naming_the_file_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+
+    from pigbench.results import ResultsError
+
+    real_write = Path.write_bytes
+
+    def full_disk(self, data):
+        real_write(self, data[:100])  # what fitted before the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(ResultsError, match=r"cannot write .*toy-brightness\.predictions\.jsonl: No space left on device"):
+        run(config(tmp_path))  # ResultsError is a ValueError: the CLI prints it as one line, exit status 2
+    assert list((tmp_path / "results" / "toy").iterdir()) == []
+    monkeypatch.undo()
+    out = run(config(tmp_path))  # with space again, the rerun reuses every stored prediction
+    assert out.computed == 0 and validate_results(out.results_path) == []
+
+
 def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
     cmd, env = _cli(tmp_path)
     cmd[cmd.index("toy-brightness")] = "toy-brightnes"
