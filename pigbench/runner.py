@@ -4,7 +4,8 @@
 
 * Predictions are committed to the per-run store (:mod:`pigbench.store`) batch by batch; a run
   restarted with the same evaluator config, split and dataset options resumes where it stopped,
-  and its final metrics equal an uninterrupted run's.
+  and its final metrics equal an uninterrupted run's. The evaluator is set up even when every
+  prediction is stored already, so that the results file records its model provenance.
 * An episode whose prediction raises is recorded INVALID with its error; the run goes on. If the
   share of failed samples (of those predicted now and those reused from the store) exceeds
   ``max_error_rate`` (after ``min_samples_for_error_rate``), the
@@ -217,9 +218,9 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
                 "(samples that failed are predicted again)")
         mine = shard(todo, world)
         with world.together(RunAborted):
+            if (mine or world.is_main) and not calibrating:  # rank 0 writes the provenance, even with nothing to do
+                set_up(evaluator, config.evaluator)
             if mine:
-                if not calibrating:
-                    set_up(evaluator, config.evaluator)
                 with stores.open_own() as store, frozen_setup_objects():
                     reused = round(resumed * len(mine) / len(todo))  # this process's share of the reused ones
                     _predict_all(evaluator, mine, store, config, log, reused)

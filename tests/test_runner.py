@@ -52,6 +52,17 @@ def test_rerun_reuses_store_and_gives_identical_metrics(tmp_path):
     assert metrics_close(first.results["metrics"], second.results["metrics"])
 
 
+def test_a_rerun_with_every_prediction_stored_records_the_model_provenance_too(tmp_path, monkeypatch):
+    from toy import ToyBrightness
+
+    monkeypatch.setattr(ToyBrightness, "setup", lambda self: setattr(self, "loaded", "rev-1"))
+    monkeypatch.setattr(ToyBrightness, "provenance", lambda self: {"revision": getattr(self, "loaded", None)})
+    first = run(config(tmp_path))
+    second = run(config(tmp_path))  # killed after the last batch was stored, say, or run again to rewrite the file
+    assert second.computed == 0
+    assert second.results["evaluator"]["models"] == first.results["evaluator"]["models"] == {"revision": "rev-1"}
+
+
 def test_tie_threshold_changes_config_hash_and_variant(tmp_path):
     out = run(config(tmp_path, tie_threshold=1000.0))
     assert out.results["metrics"]["predicted_tie_rate"] == 1.0
