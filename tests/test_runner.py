@@ -310,6 +310,22 @@ def test_a_full_disk_while_writing_the_results_is_an_error_naming_the_file_and_l
     assert out.computed == 0 and validate_results(out.results_path) == []
 
 
+def test_a_full_disk_while_storing_a_batch_says_the_store_is_kept_not_that_it_should_be_deleted(tmp_path):
+    from pigbench.protocol import Label, Prediction
+    from pigbench.store import PredictionStore, StoreError
+
+    store = PredictionStore(tmp_path / "k.sqlite")
+    store.add([Prediction("s0", Label.A)])
+    store._db.execute("PRAGMA max_page_count = 3")  # SQLite's SQLITE_FULL, as on a full disk
+    with pytest.raises(StoreError, match=r"database or disk is full\); the disk is full or failing; the batches "
+                                         r"committed so far are kept: free space and run again") as caught:
+        store.add([Prediction(f"s{i}", Label.B, raw_text="x" * 1000) for i in range(1, 50)])
+    assert "delete" not in str(caught.value)
+    store.close()
+    with PredictionStore(tmp_path / "k.sqlite") as reopened:
+        assert reopened.done_ids() == {"s0"}
+
+
 def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
     cmd, env = _cli(tmp_path)
     cmd[cmd.index("toy-brightness")] = "toy-brightnes"
