@@ -482,7 +482,7 @@ def _results_dict(
             "pigbench_version": pigbench.__version__,
             **_git_state(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": _command(),
             "hardware": _hardware(config.device),
             "device": config.device,
             "batch_size": config.batch_size,
@@ -506,6 +506,14 @@ def _answer_quality(rows: list[dict]) -> dict[str, Any]:
         contradictions += bool(extra.get("contradicts_totals"))
     return {"unparseable": sum(unparseable.values()), "unparseable_reasons": dict(unparseable),
             "format_violations": violations, "contradicts_totals": contradictions}
+
+
+def _command() -> str:
+    """This process's command line: ``python -m MODULE ARGS`` when run as a module (its
+    ``sys.argv[0]`` is then the module's file, e.g. run.py), else the program's name and arguments."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
+    return " ".join([program, *sys.argv[1:]])
 
 
 def _git_state() -> dict[str, Any]:

@@ -63,6 +63,14 @@ def test_a_rerun_with_every_prediction_stored_records_the_model_provenance_too(t
     assert second.results["evaluator"]["models"] == first.results["evaluator"]["models"] == {"revision": "rev-1"}
 
 
+def test_the_recorded_command_of_a_module_run_is_the_command_that_ran(tmp_path):
+    args = ["--evaluator", "random", "--limit", "5", "--output", str(tmp_path), "--cache-dir", str(tmp_path / "c"),
+            "--no-progress"]
+    subprocess.run([sys.executable, "-m", "pigbench.run", *args], check=True, capture_output=True, timeout=120)
+    results = json.loads((tmp_path / "demo" / "random__limit5.json").read_text())
+    assert results["provenance"]["command"] == " ".join(["python -m pigbench.run", *args])  # not "run.py ..."
+
+
 def test_tie_threshold_changes_config_hash_and_variant(tmp_path):
     out = run(config(tmp_path, tie_threshold=1000.0))
     assert out.results["metrics"]["predicted_tie_rate"] == 1.0
