@@ -211,10 +211,17 @@ def write_results(json_path: Path, results: dict[str, Any], rows: list[dict]) ->
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write through a temporary file of this process and thread alone, then rename: two writers of
-    one file never see each other's temporary file, and a reader never sees a partial file."""
+    one file never see each other's temporary file, and a reader never sees a partial file. A write
+    that fails (a full disk) or is interrupted leaves no temporary file; an OSError becomes a
+    :class:`ResultsError` naming ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_results(path: str | Path) -> tuple[dict[str, Any], list[dict]]:

@@ -4,7 +4,8 @@
 
 * Predictions are committed to the per-run store (:mod:`pigbench.store`) batch by batch; a run
   restarted with the same evaluator config, split and dataset options resumes where it stopped,
-  and its final metrics equal an uninterrupted run's.
+  and its final metrics equal an uninterrupted run's. The evaluator is set up even when every
+  prediction is stored already, so that the results file records its model provenance.
 * An episode whose prediction raises is recorded INVALID with its error; the run goes on. If the
   share of failed samples (of those predicted now and those reused from the store) exceeds
   ``max_error_rate`` (after ``min_samples_for_error_rate``), the
@@ -217,9 +218,9 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
                 "(samples that failed are predicted again)")
         mine = shard(todo, world)
         with world.together(RunAborted):
+            if (mine or world.is_main) and not calibrating:  # rank 0 writes the provenance, even with nothing to do
+                set_up(evaluator, config.evaluator)
             if mine:
-                if not calibrating:
-                    set_up(evaluator, config.evaluator)
                 with stores.open_own() as store, frozen_setup_objects():
                     reused = round(resumed * len(mine) / len(todo))  # this process's share of the reused ones
                     _predict_all(evaluator, mine, store, config, log, reused)
@@ -481,7 +482,7 @@ def _results_dict(
             "pigbench_version": pigbench.__version__,
             **_git_state(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": _command(),
             "hardware": _hardware(config.device),
             "device": config.device,
             "batch_size": config.batch_size,
@@ -505,6 +506,14 @@ def _answer_quality(rows: list[dict]) -> dict[str, Any]:
         contradictions += bool(extra.get("contradicts_totals"))
     return {"unparseable": sum(unparseable.values()), "unparseable_reasons": dict(unparseable),
             "format_violations": violations, "contradicts_totals": contradictions}
+
+
+def _command() -> str:
+    """This process's command line: ``python -m MODULE ARGS`` when run as a module (its
+    ``sys.argv[0]`` is then the module's file, e.g. run.py), else the program's name and arguments."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
+    return " ".join([program, *sys.argv[1:]])
 
 
 def _git_state() -> dict[str, Any]:

@@ -52,6 +52,25 @@ def test_rerun_reuses_store_and_gives_identical_metrics(tmp_path):
     assert metrics_close(first.results["metrics"], second.results["metrics"])
 
 
+def test_a_rerun_with_every_prediction_stored_records_the_model_provenance_too(tmp_path, monkeypatch):
+    from toy import ToyBrightness
+
+    monkeypatch.setattr(ToyBrightness, "setup", lambda self: setattr(self, "loaded", "rev-1"))
+    monkeypatch.setattr(ToyBrightness, "provenance", lambda self: {"revision": getattr(self, "loaded", None)})
+    first = run(config(tmp_path))
+    second = run(config(tmp_path))  # killed after the last batch was stored, say, or run again to rewrite the file
+    assert second.computed == 0
+    assert second.results["evaluator"]["models"] == first.results["evaluator"]["models"] == {"revision": "rev-1"}
+
+
+def test_the_recorded_command_of_a_module_run_is_the_command_that_ran(tmp_path):
+    args = ["--evaluator", "random", "--limit", "5", "--output", str(tmp_path), "--cache-dir", str(tmp_path / "c"),
+            "--no-progress"]
+    subprocess.run([sys.executable, "-m", "pigbench.run", *args], check=True, capture_output=True, timeout=120)
+    results = json.loads((tmp_path / "demo" / "random__limit5.json").read_text())
+    assert results["provenance"]["command"] == " ".join(["python -m pigbench.run", *args])  # not "run.py ..."
+
+
 def test_tie_threshold_changes_config_hash_and_variant(tmp_path):
     out = run(config(tmp_path, tie_threshold=1000.0))
     assert out.results["metrics"]["predicted_tie_rate"] == 1.0
@@ -277,6 +296,42 @@ def test_a_damaged_prediction_store_is_a_one_line_error_naming_it(tmp_path):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"error: {store}: cannot use this prediction store (file is not a database); move it aside or delete it" in out.stderr
+
+
+def test_a_full_disk_while_writing_the_results_is_an_error_naming_the_file_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+
+    from pigbench.results import ResultsError
+
+    real_write = Path.write_bytes
+
+    def full_disk(self, data):
+        real_write(self, data[:100])  # what fitted before the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(ResultsError, match=r"cannot write .*toy-brightness\.predictions\.jsonl: No space left on device"):
+        run(config(tmp_path))  # ResultsError is a ValueError: the CLI prints it as one line, exit status 2
+    assert list((tmp_path / "results" / "toy").iterdir()) == []
+    monkeypatch.undo()
+    out = run(config(tmp_path))  # with space again, the rerun reuses every stored prediction
+    assert out.computed == 0 and validate_results(out.results_path) == []
+
+
+def test_a_full_disk_while_storing_a_batch_says_the_store_is_kept_not_that_it_should_be_deleted(tmp_path):
+    from pigbench.protocol import Label, Prediction
+    from pigbench.store import PredictionStore, StoreError
+
+    store = PredictionStore(tmp_path / "k.sqlite")
+    store.add([Prediction("s0", Label.A)])
+    store._db.execute("PRAGMA max_page_count = 3")  # SQLite's SQLITE_FULL, as on a full disk
+    with pytest.raises(StoreError, match=r"database or disk is full\); the disk is full or failing; the batches "
+                                         r"committed so far are kept: free space and run again") as caught:
+        store.add([Prediction(f"s{i}", Label.B, raw_text="x" * 1000) for i in range(1, 50)])
+    assert "delete" not in str(caught.value)
+    store.close()
+    with PredictionStore(tmp_path / "k.sqlite") as reopened:
+        assert reopened.done_ids() == {"s0"}
 
 
 def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
