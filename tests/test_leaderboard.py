@@ -329,6 +329,23 @@ def test_mistyped_prediction_rows_are_named_by_line_and_field(tmp_path, edit, me
     assert problem.endswith(f"odd.predictions.jsonl: line 3: malformed prediction row ({message})"), problem
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b.pop("seed"), "schema violation at metrics/bootstrap: 'seed' is a required property"),
+    (lambda b: b.update(resamples="50"), "schema violation at metrics/bootstrap/resamples: '50' is not of type 'integer'"),
+    (lambda b: b.update(seed=-1), "schema violation at metrics/bootstrap/seed: -1 is less than the minimum of 0"),
+    (lambda b: b.update(resamples=50.0), None),  # JSON's spelling of an integer: valid
+], ids=["no seed", "string", "negative", "integral float"])
+def test_a_malformed_bootstrap_record_is_rejected_not_a_crash(tmp_path, edit, message):
+    from pigbench.results import validate_results
+    from synthetic_results import make_results
+
+    path = make_results(tmp_path / "results", "boot", users=2, per_user=2)
+    results = json.loads(path.read_text())
+    edit(results["metrics"]["bootstrap"])
+    path.write_text(json.dumps(results))
+    assert validate_results(path) == ([] if message is None else [f"{path}: {message}"])
+
+
 def test_runs_on_another_split_are_listed_after_the_main_split_and_never_marked_best(tmp_path):
     from synthetic_results import make_results
 
