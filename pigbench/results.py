@@ -119,6 +119,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "failures": {
             "type": "object",
             "description": "samples whose prediction is INVALID because of an error: count and reasons",
+            "required": ["count", "reasons"],
             "properties": {"count": {"type": "integer"}, "reasons": {"type": "object"}},
         },
         "answer_quality": {

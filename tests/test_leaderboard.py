@@ -346,6 +346,21 @@ def test_a_malformed_bootstrap_record_is_rejected_not_a_crash(tmp_path, edit, me
     assert validate_results(path) == ([] if message is None else [f"{path}: {message}"])
 
 
+def test_failures_without_their_reasons_are_rejected_not_a_crash_of_the_evaluator_page(tmp_path, capsys):
+    from synthetic_results import make_results
+
+    results = tmp_path / "results"
+    make_results(results, "good", users=2, per_user=2)
+    path = make_results(results, "counted", users=2, per_user=2)
+    data = json.loads(path.read_text())
+    data["failures"] = {"count": 1}
+    path.write_text(json.dumps(data))
+    assert cli_main(["leaderboard", "build", "--results", str(results), "--out", str(tmp_path / "site")]) == 0
+    printed = capsys.readouterr()
+    assert "1 results files admitted, 1 rejected" in printed.out and "Traceback" not in printed.err
+    assert "rejected synth/counted.json: schema violation at failures: 'reasons' is a required property" in printed.out
+
+
 def test_runs_on_another_split_are_listed_after_the_main_split_and_never_marked_best(tmp_path):
     from synthetic_results import make_results
 
