@@ -35,17 +35,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def summarize(split: SplitResult) -> dict[str, Any]:
-    """The split's summary plus target, tie, record and reference-size counts."""
+    """The split's summary plus target, tie, record and reference-size counts. Reference records are
+    counted over every episode: a source that fixes references per target (learn-user-pref) gives
+    each target its own; the reference-size histogram counts each user's first episode."""
     ref_sizes: dict[str, int] = {}
     ties = 0
     target_records: set[tuple[str, str]] = set()
     ref_records: set[tuple[str, str]] = set()
+    shared: tuple = ()  # the previous episode's references: a user's episodes share one tuple
     for ep in split.episodes:
         ties += ep.target.gold == Label.TIE
         target_records.add((ep.user_id, ep.target.record_id))
-        if ep.user_id not in ref_sizes:
-            ref_sizes[ep.user_id] = len(ep.references)
+        ref_sizes.setdefault(ep.user_id, len(ep.references))
+        if ep.references is not shared:
             ref_records.update((ep.user_id, r.record_id) for r in ep.references)
+            shared = ep.references
     out = split.summary()
     out.update({
         "gold_ties": ties,

@@ -106,13 +106,20 @@ RESULTS_SCHEMA: dict[str, Any] = {
                 "acc_w_tie": _ACC,
                 "acc_wo_tie": _ACC,
                 "decisive_acc": _ACC,
-                "bootstrap": {"type": "object", "description": "resamples, seed, unit ('user'), level"},
+                "bootstrap": {
+                    "type": "object",
+                    "description": "resamples, seed, unit ('user'), level",
+                    "required": ["resamples", "seed"],
+                    "properties": {"resamples": {"type": "integer", "minimum": 0},
+                                   "seed": {"type": "integer", "minimum": 0}},
+                },
                 "per_user": {"type": "array", "description": "per-user n and accuracies"},
             },
         },
         "failures": {
             "type": "object",
             "description": "samples whose prediction is INVALID because of an error: count and reasons",
+            "required": ["count", "reasons"],
             "properties": {"count": {"type": "integer"}, "reasons": {"type": "object"}},
         },
         "answer_quality": {
@@ -319,8 +326,8 @@ def validate_results(path: str | Path) -> list[str]:
         problems.append(f"{path}: predictions count {len(rows)} differs from the recorded count")
     if not rows:
         return problems + [f"{path}: no predictions"]
-    boot = results["metrics"]["bootstrap"]
-    recomputed = compute_metrics(judged_from_rows(rows), n_bootstrap=boot["resamples"], seed=boot["seed"])
+    boot = results["metrics"]["bootstrap"]  # integers by the schema, though JSON may spell them 1000.0
+    recomputed = compute_metrics(judged_from_rows(rows), n_bootstrap=int(boot["resamples"]), seed=int(boot["seed"]))
     for key, value in recomputed.items():
         if not metrics_close(results["metrics"].get(key), value):
             problems.append(f"{path}: metric {key!r} is {results['metrics'].get(key)!r}, recomputed {value!r}")

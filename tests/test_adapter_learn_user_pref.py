@@ -79,6 +79,17 @@ def test_leaks_too_few_references_and_reference_size(folder):
     assert all(len(e.references) == 4 for e in small.episodes) and small.users == 3
 
 
+def test_data_info_counts_the_references_of_every_target(folder, capsys):
+    import json
+
+    from pigbench.cli import main
+
+    assert main(["data", "info", "pickapic-lup", "--path", str(folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    pairs = {(e.user_id, r.record_id) for e in split(folder).episodes for r in e.references}
+    assert info["target_records"] == 4 and info["reference_records"] == len(pairs) == 4 * 8  # each row its own 8
+
+
 def test_image_ids_are_content_hashes_shared_across_rows(folder):
     recs = list(LearnUserPref(str(folder)).records())
     assert recs[0].images[0].id.startswith("sha256:") and recs[0].images[0] == recs[0].images[0]

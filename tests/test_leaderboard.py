@@ -329,6 +329,38 @@ def test_mistyped_prediction_rows_are_named_by_line_and_field(tmp_path, edit, me
     assert problem.endswith(f"odd.predictions.jsonl: line 3: malformed prediction row ({message})"), problem
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b.pop("seed"), "schema violation at metrics/bootstrap: 'seed' is a required property"),
+    (lambda b: b.update(resamples="50"), "schema violation at metrics/bootstrap/resamples: '50' is not of type 'integer'"),
+    (lambda b: b.update(seed=-1), "schema violation at metrics/bootstrap/seed: -1 is less than the minimum of 0"),
+    (lambda b: b.update(resamples=50.0), None),  # JSON's spelling of an integer: valid
+], ids=["no seed", "string", "negative", "integral float"])
+def test_a_malformed_bootstrap_record_is_rejected_not_a_crash(tmp_path, edit, message):
+    from pigbench.results import validate_results
+    from synthetic_results import make_results
+
+    path = make_results(tmp_path / "results", "boot", users=2, per_user=2)
+    results = json.loads(path.read_text())
+    edit(results["metrics"]["bootstrap"])
+    path.write_text(json.dumps(results))
+    assert validate_results(path) == ([] if message is None else [f"{path}: {message}"])
+
+
+def test_failures_without_their_reasons_are_rejected_not_a_crash_of_the_evaluator_page(tmp_path, capsys):
+    from synthetic_results import make_results
+
+    results = tmp_path / "results"
+    make_results(results, "good", users=2, per_user=2)
+    path = make_results(results, "counted", users=2, per_user=2)
+    data = json.loads(path.read_text())
+    data["failures"] = {"count": 1}
+    path.write_text(json.dumps(data))
+    assert cli_main(["leaderboard", "build", "--results", str(results), "--out", str(tmp_path / "site")]) == 0
+    printed = capsys.readouterr()
+    assert "1 results files admitted, 1 rejected" in printed.out and "Traceback" not in printed.err
+    assert "rejected synth/counted.json: schema violation at failures: 'reasons' is a required property" in printed.out
+
+
 def test_runs_on_another_split_are_listed_after_the_main_split_and_never_marked_best(tmp_path):
     from synthetic_results import make_results
 
