@@ -81,6 +81,10 @@ def main(args: argparse.Namespace) -> int:
     except RunAborted as exc:
         print(f"run aborted: {exc}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # Ctrl-C: the store holds every committed batch
+        print("interrupted: the predictions committed so far are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
     if not World.from_env().is_main:  # under torchrun every rank returns the same outcome; rank 0 prints it
         return 0
     print(format_metrics_table(outcome.results))

@@ -250,29 +250,48 @@ def _cli(tmp_path, *extra, env=None):
     return cmd, env
 
 
-def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    cmd, env = _cli(killed, "--option", "sleep=0.05")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _start_and_wait_for_commits(tmp_path, n: int = 20) -> tuple[subprocess.Popen, Path | None]:
+    """The slowed CLI run under ``tmp_path``, once ``n`` predictions are committed (or 60 s passed),
+    and its store."""
+    cmd, env = _cli(tmp_path, "--option", "sleep=0.05")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     db = None
-    while time.time() < deadline:  # wait until some but not all predictions are committed
-        found = list((killed / "cache" / "runs").glob("*.sqlite"))
+    while time.time() < deadline:
+        found = list((tmp_path / "cache" / "runs").glob("*.sqlite"))
         if found:
             db = found[0]
             try:
-                n = sqlite3.connect(db).execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+                if sqlite3.connect(db).execute("SELECT COUNT(*) FROM predictions").fetchone()[0] >= n:
+                    break
             except sqlite3.OperationalError:
-                n = 0
-            if n >= 20:
-                break
+                pass
         time.sleep(0.05)
+    return proc, db
+
+
+def test_ctrl_c_keeps_the_committed_predictions_and_says_how_to_resume(tmp_path):
+    proc, db = _start_and_wait_for_commits(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted: the predictions committed so far are kept; run the same command again to resume" in err
+    kept = sqlite3.connect(db).execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    cmd, env = _cli(tmp_path, "--option", "sleep=0.05")
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and f"reused {kept})" in resumed.stdout, resumed.stderr
+
+
+def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc, db = _start_and_wait_for_commits(killed)  # some but not all predictions committed
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert db is not None and proc.returncode == -signal.SIGKILL
     partial = sqlite3.connect(db).execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
     assert 20 <= partial < 200
-    resumed = subprocess.run(_cli(killed, "--option", "sleep=0.05")[0], env=env, capture_output=True, text=True, timeout=300)
+    cmd, env = _cli(killed, "--option", "sleep=0.05")
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     cmd2, env2 = _cli(clean, "--option", "sleep=0.05")  # same config, hence same config hash
