@@ -15,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Hashable, Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, ReferenceSimilarity
@@ -61,6 +61,11 @@ class TextAlign(_CLIPBackbone):
 
     def prompts_of(self, episode: Episode) -> list[str]:
         return [r.prompt for r in episode.references]
+
+    def request_key(self, request: ScoreRequest) -> Hashable:
+        """The image and the distinct reference prompts, all that the score reads (the reference
+        images are not: two users with the same reference images but other prompts score apart)."""
+        return request.image.content_hash, tuple(dict.fromkeys(r.prompt for r in request.references))
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

@@ -117,6 +117,16 @@ def test_text_align_averages_over_distinct_reference_prompts(setup):
     assert ev.texts.encoded_texts == 2  # the target prompt is not encoded: it is not used
 
 
+def test_text_align_scores_apart_users_whose_reference_images_match_but_prompts_differ(setup):
+    root, _, _, images, _ = setup
+    cls = evaluators.get("text-align")
+    cat = episode("u1", "s1", "p", images[0], images[1], [("a blue cat", images[4], images[5])])
+    sky = episode("u2", "s2", "p", images[0], images[1], [("the sky", images[4], images[5])])
+    together = [s for pair in run_predict(cls(cls.Config(model_path=str(root / "clip"))), [cat, sky]) for s in pair]
+    alone = [s for ep in (cat, sky) for s in run_predict(cls(cls.Config(model_path=str(root / "clip"))), [ep])[0]]
+    assert together == pytest.approx(alone, abs=1e-5) and alone[:2] != pytest.approx(alone[2:], abs=1e-3)
+
+
 def test_no_references_or_a_broken_reference_gives_invalid_for_that_episode_only(setup):
     root, _, _, images, _ = setup
     cls = evaluators.get("dinoscore")
