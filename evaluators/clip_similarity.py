@@ -19,7 +19,7 @@ from typing import Hashable, Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, ReferenceSimilarity
-from pigbench.protocol import Episode
+from pigbench.protocol import Episode, ImageRef
 
 
 class _CLIPBackbone(EmbeddingScorer):
@@ -61,6 +61,10 @@ class TextAlign(_CLIPBackbone):
 
     def prompts_of(self, episode: Episode) -> list[str]:
         return [r.prompt for r in episode.references]
+
+    def images_of(self, episode: Episode) -> list[ImageRef]:
+        """The pair only: the score reads the reference prompts, not the reference images."""
+        return [episode.target.image_a, episode.target.image_b]
 
     def request_key(self, request: ScoreRequest) -> Hashable:
         """The image and the distinct reference prompts, all that the score reads (the reference

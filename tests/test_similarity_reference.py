@@ -115,6 +115,7 @@ def test_text_align_averages_over_distinct_reference_prompts(setup):
         x = _clip_image(setup, img)
         assert s == pytest.approx((_cos(x, text("a blue cat")) + _cos(x, text("the sky"))) / 2, abs=1e-4)
     assert ev.texts.encoded_texts == 2  # the target prompt is not encoded: it is not used
+    assert ev.images.encoded_images == 2  # nor are the 5 reference images
 
 
 def test_text_align_scores_apart_users_whose_reference_images_match_but_prompts_differ(setup):
