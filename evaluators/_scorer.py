@@ -161,6 +161,13 @@ class ReferenceSimilarity(EmbeddingScorer):
     uses_prompt = False
     Config = SimilarityConfig
 
+    def images_of(self, episode: Episode) -> list[ImageRef]:
+        """The pair and the preferred reference images; the rejected ones with ``subtract_rejected``."""
+        refs = [episode.target.image_a, episode.target.image_b] + [r.preferred for r in episode.references]
+        if self.config.subtract_rejected:
+            refs += [r.rejected for r in episode.references]
+        return refs
+
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize
 

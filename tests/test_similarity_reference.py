@@ -76,6 +76,9 @@ def test_reference_similarity_formula(setup, name, embed_fn, path, subtract):
         assert sa == pytest.approx(_expected(embed, ep, ep.target.image_a, subtract), abs=1e-4)
         assert sb == pytest.approx(_expected(embed, ep, ep.target.image_b, subtract), abs=1e-4)
     assert ev.kind == "similarity" and ev.uses_references
+    read = {img.content_hash for ep in eps for img in (ep.target.image_a, ep.target.image_b, *(
+        i for r in ep.references for i in ((r.preferred, r.rejected) if subtract else (r.preferred,))))}
+    assert ev.images.encoded_images == len(read)  # the rejected references only when subtracted
 
 
 def test_images_shared_by_episodes_and_references_are_embedded_once(setup):
