@@ -118,16 +118,19 @@ class EmbeddingScorer(ScalarEvaluator):
         """The strings ``self.texts`` must encode for this episode."""
         return [episode.target.prompt]
 
+    def images_of(self, episode: Episode) -> list[ImageRef]:
+        """The images ``self.images`` must embed for this episode: the pair, and with
+        ``uses_references`` the reference images."""
+        refs = [episode.target.image_a, episode.target.image_b]
+        if self.uses_references:
+            refs += [img for r in episode.references for img in (r.preferred, r.rejected)]
+        return refs
+
     def prepare(self, episodes: Sequence[Episode]) -> None:
         """Embed every image and prompt of ``episodes`` (one decode/encode stream across what would be
         many ``predict`` calls, each of which pays a start and an end with the device idle)."""
         self.setup()
-        refs: list[ImageRef] = []
-        for ep in episodes:
-            refs += [ep.target.image_a, ep.target.image_b]
-            if self.uses_references:
-                refs += [img for r in ep.references for img in (r.preferred, r.rejected)]
-        self.images.embed(refs)
+        self.images.embed([img for ep in episodes for img in self.images_of(ep)])
         if self.texts is not None:
             self.texts.embed([p for ep in episodes for p in self.prompts_of(ep)])
 
@@ -157,6 +160,13 @@ class ReferenceSimilarity(EmbeddingScorer):
     uses_references = True
     uses_prompt = False
     Config = SimilarityConfig
+
+    def images_of(self, episode: Episode) -> list[ImageRef]:
+        """The pair and the preferred reference images; the rejected ones with ``subtract_rejected``."""
+        refs = [episode.target.image_a, episode.target.image_b] + [r.preferred for r in episode.references]
+        if self.config.subtract_rejected:
+            refs += [r.rejected for r in episode.references]
+        return refs
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

@@ -43,6 +43,7 @@ class WeightFile:
     env_var: str
     source: str  # human hint: where to download it
     flag: str = "--model-path"
+    also: tuple[str, ...] = ()  # other names of the file (re-exports) looked for in a folder
 
 
 def _is_url(spec: str) -> bool:
@@ -101,12 +102,13 @@ CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".safetensors"}
 
 def _local_file(spec: str, wf: WeightFile) -> Path:
     """``spec`` itself if it is a file of the wanted kind (any checkpoint for a checkpoint, under any
-    name; else the same suffix), else ``wf.filename`` in ``spec`` (a folder) or beside it (a file of
-    another kind: a model's config next to its checkpoint)."""
+    name; else the same suffix), else ``wf.filename`` (or, failing that, one of ``wf.also``) in
+    ``spec`` (a folder), or ``wf.filename`` beside it (a file of another kind: a model's config
+    next to its checkpoint)."""
     path = Path(spec).expanduser()
     wanted = Path(wf.filename).suffix
     if path.is_dir():
-        path = path / wf.filename
+        path = next((path / n for n in (wf.filename, *wf.also) if (path / n).is_file()), path / wf.filename)
     elif path.is_file() and wanted not in CHECKPOINT_SUFFIXES and path.suffix != wanted:
         path = path.with_name(wf.filename)
         if not path.is_file():

@@ -15,11 +15,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Hashable, Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, ReferenceSimilarity
-from pigbench.protocol import Episode
+from pigbench.protocol import Episode, ImageRef
 
 
 class _CLIPBackbone(EmbeddingScorer):
@@ -61,6 +61,15 @@ class TextAlign(_CLIPBackbone):
 
     def prompts_of(self, episode: Episode) -> list[str]:
         return [r.prompt for r in episode.references]
+
+    def images_of(self, episode: Episode) -> list[ImageRef]:
+        """The pair only: the score reads the reference prompts, not the reference images."""
+        return [episode.target.image_a, episode.target.image_b]
+
+    def request_key(self, request: ScoreRequest) -> Hashable:
+        """The image and the distinct reference prompts, all that the score reads (the reference
+        images are not: two users with the same reference images but other prompts score apart)."""
+        return request.image.content_hash, tuple(dict.fromkeys(r.prompt for r in request.references))
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

@@ -1,8 +1,9 @@
 """CLIPScore (Hessel et al. 2021): reference-free text-image alignment, 2.5 * max(cos, 0).
 
-The caption is prefixed with "A photo depicts " (jmhessel/clipscore) and both embeddings are
-L2-normalized. Default backbone ``openai/clip-vit-base-patch32`` (the paper's ViT-B/32); any HF
-CLIP checkpoint can be selected with ``--model-path``. Images follow OpenAI CLIP's preprocessing
+The caption is prefixed with "A photo depicts " (jmhessel/clipscore), cleaned as OpenAI CLIP's
+tokenizer cleans text before BPE (:func:`openai_clean`), and both embeddings are L2-normalized.
+Default backbone ``openai/clip-vit-base-patch32`` (the paper's ViT-B/32); any HF CLIP checkpoint
+can be selected with ``--model-path``. Images follow OpenAI CLIP's preprocessing
 (bicubic short-side resize, torchvision center crop, OpenAI mean/std).
 
 Example::
@@ -27,10 +28,23 @@ class CLIPScoreConfig(EmbeddingConfig):
     weight: float = 2.5
 
 
+def openai_clean(text: str) -> str:
+    """``text`` as OpenAI CLIP's tokenizer (``basic_clean``, used by the CLIPScore reference) cleans it
+    before BPE: ftfy's ``fix_text`` (straight quotes, ligatures, full-width letters), HTML entities
+    unescaped twice, outer whitespace stripped. transformers' CLIP tokenizers do none of it, so
+    "a dog’s" or "&amp;" would otherwise become other tokens."""
+    import html
+
+    import ftfy
+
+    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+
+
 class CLIPScore(EmbeddingScorer):
     kind = "scalar"
     description = "CLIPScore (Hessel et al.): 2.5*max(cos,0) between image and 'A photo depicts <prompt>', CLIP ViT-B/32"
     Config = CLIPScoreConfig
+    packages = ("torch", "transformers", "ftfy")
     env_var = "PIGBENCH_CLIPSCORE_PATH"
     default_model = "openai/clip-vit-base-patch32"
 
@@ -51,7 +65,7 @@ class CLIPScore(EmbeddingScorer):
             encode, processor_transform(source, "round"), f"clip:{source}:{fingerprint}"
         )
         prefix = self.config.prefix
-        self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, [prefix + s for s in t], self.device))
+        self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, [openai_clean(prefix + s) for s in t], self.device))
         self._provenance = {"model": source, "revision": fingerprint, "image_tower": tower}
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:

@@ -54,6 +54,7 @@ class MPS(EmbeddingScorer):
             cls.name or "mps", "the MPS overall checkpoint", "MPS_overall_checkpoint.pth", cls.env_var,
             "https://github.com/Kwai-Kolors/MPS (README: 'Download the MPS checkpoint') or ModelScope "
             "DiffSynth-Studio/QualityMetric_reward_pretrained (MPS_overall_checkpoint_diffsynth.safetensors)",
+            also=("MPS_overall_checkpoint_diffsynth.safetensors",),
         )
 
     @classmethod

@@ -73,6 +73,20 @@ def test_clipscore_matches_hessel_recipe(clip_setup):
     assert all(0.0 <= s <= 2.5 for pair in scores for s in pair)
 
 
+def test_clipscore_cleans_the_caption_as_openai_clip_tokenizer_does(clip_setup):
+    """clip.tokenize fixes the text with ftfy and unescapes HTML before BPE: a curly apostrophe, an
+    entity, full-width letters and outer spaces encode as their plain forms."""
+    from transformers import AutoTokenizer
+
+    root, model, images = clip_setup
+    tok = AutoTokenizer.from_pretrained(root / "clip")
+    cls = evaluators.get("clipscore")
+    ev = cls(cls.Config(model_path=str(root / "clip")))
+    ev.setup()
+    clean = _text_embedding(model, tok, "A photo depicts a dog's face 'red'")[0]
+    assert ev.texts.get("  a dog’s face &amp;#39;ｒｅｄ&#39; ").tolist() == pytest.approx(clean.tolist(), abs=1e-5)
+
+
 @pytest.mark.parametrize("name", ["clipscore", "clip-i"])
 def test_a_processor_that_resizes_otherwise_than_bicubic_is_refused(tmp_path, name):
     """The transform resizes bicubically; a processor declaring bilinear must not be run bicubically in silence."""

@@ -145,12 +145,13 @@ def test_mps_matches_infer_one_sample(mps_setup, processors):
 
 def test_mps_reads_the_safetensors_export_and_mask_threshold_matters(mps_setup, processors, tmp_path):
     root, clip, sd, images = mps_setup
-    save_file({k: v.contiguous() for k, v in sd.items() if "position_ids" not in k}, tmp_path / "mps.safetensors")
+    export = tmp_path / "MPS_overall_checkpoint_diffsynth.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items() if "position_ids" not in k}, export)
     cls = evaluators.get("mps")
     eps = standard_episodes(images)[:2]
-    base = run_predict(cls(cls.Config(model_path=str(tmp_path / "mps.safetensors"), clip_path=str(root / "clip"))), eps)
+    base = run_predict(cls(cls.Config(model_path=str(tmp_path), clip_path=str(root / "clip"))), eps)  # its folder
     assert base[0][0] == pytest.approx(_infer_one_sample(processors, clip, sd, eps[0].target.image_a.open(), eps[0].target.prompt), abs=1e-4)
-    loose = run_predict(cls(cls.Config(model_path=str(tmp_path / "mps.safetensors"), clip_path=str(root / "clip"),
+    loose = run_predict(cls(cls.Config(model_path=str(export), clip_path=str(root / "clip"),
                                        mask_threshold=-2.0)), eps)
     assert loose[0][0] == pytest.approx(_infer_one_sample(processors, clip, sd, eps[0].target.image_a.open(), eps[0].target.prompt, -2.0), abs=1e-4)
     assert loose != base

@@ -76,6 +76,9 @@ def test_reference_similarity_formula(setup, name, embed_fn, path, subtract):
         assert sa == pytest.approx(_expected(embed, ep, ep.target.image_a, subtract), abs=1e-4)
         assert sb == pytest.approx(_expected(embed, ep, ep.target.image_b, subtract), abs=1e-4)
     assert ev.kind == "similarity" and ev.uses_references
+    read = {img.content_hash for ep in eps for img in (ep.target.image_a, ep.target.image_b, *(
+        i for r in ep.references for i in ((r.preferred, r.rejected) if subtract else (r.preferred,))))}
+    assert ev.images.encoded_images == len(read)  # the rejected references only when subtracted
 
 
 def test_images_shared_by_episodes_and_references_are_embedded_once(setup):
@@ -115,6 +118,17 @@ def test_text_align_averages_over_distinct_reference_prompts(setup):
         x = _clip_image(setup, img)
         assert s == pytest.approx((_cos(x, text("a blue cat")) + _cos(x, text("the sky"))) / 2, abs=1e-4)
     assert ev.texts.encoded_texts == 2  # the target prompt is not encoded: it is not used
+    assert ev.images.encoded_images == 2  # nor are the 5 reference images
+
+
+def test_text_align_scores_apart_users_whose_reference_images_match_but_prompts_differ(setup):
+    root, _, _, images, _ = setup
+    cls = evaluators.get("text-align")
+    cat = episode("u1", "s1", "p", images[0], images[1], [("a blue cat", images[4], images[5])])
+    sky = episode("u2", "s2", "p", images[0], images[1], [("the sky", images[4], images[5])])
+    together = [s for pair in run_predict(cls(cls.Config(model_path=str(root / "clip"))), [cat, sky]) for s in pair]
+    alone = [s for ep in (cat, sky) for s in run_predict(cls(cls.Config(model_path=str(root / "clip"))), [ep])[0]]
+    assert together == pytest.approx(alone, abs=1e-5) and alone[:2] != pytest.approx(alone[2:], abs=1e-3)
 
 
 def test_no_references_or_a_broken_reference_gives_invalid_for_that_episode_only(setup):
