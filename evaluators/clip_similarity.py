@@ -53,6 +53,7 @@ class ClipI(ReferenceSimilarity, _CLIPBackbone):
 
 
 class TextAlign(_CLIPBackbone):
+    version = "2"  # 2: scores memoized by the reference prompts they read (version 1 could reuse another user's)
     kind = "similarity"
     uses_references = True
     uses_prompt = False

@@ -41,6 +41,7 @@ def openai_clean(text: str) -> str:
 
 
 class CLIPScore(EmbeddingScorer):
+    version = "2"  # 2: captions cleaned as OpenAI CLIP's tokenizer cleans them (openai_clean)
     kind = "scalar"
     description = "CLIPScore (Hessel et al.): 2.5*max(cos,0) between image and 'A photo depicts <prompt>', CLIP ViT-B/32"
     Config = CLIPScoreConfig
