@@ -46,6 +46,7 @@ class _CLIPBackbone(EmbeddingScorer):
             tokenizer = load_tokenizer(source)
             self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, t, self.device))
         self._provenance = {"model": source, "revision": fingerprint, "image_tower": tower}
+        self.calibration_scale = float(model.logit_scale.detach().float().exp())  # scores are (sums of) cosines
 
 
 class ClipI(ReferenceSimilarity, _CLIPBackbone):

@@ -68,6 +68,8 @@ class CLIPScore(EmbeddingScorer):
         prefix = self.config.prefix
         self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, [openai_clean(prefix + s) for s in t], self.device))
         self._provenance = {"model": source, "revision": fingerprint, "image_tower": tower}
+        if self.config.weight > 0:  # scores are weight * cos: CLIP's logits are logit_scale * cos
+            self.calibration_scale = float(model.logit_scale.detach().float().exp()) / self.config.weight
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

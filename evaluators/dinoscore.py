@@ -21,6 +21,7 @@ from pigbench.hub import cache_only
 class DINOScore(ReferenceSimilarity):
     description = "Mean DINOv2 CLS cosine to the user's preferred reference images (optionally minus rejected)"
     env_var = "PIGBENCH_DINO_PATH"
+    calibration_scale = 100.0  # cosines, with no logit scale of DINOv2's own: read at CLIP's (100)
     default_model = "facebook/dinov2-base"
 
     @classmethod

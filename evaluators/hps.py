@@ -71,6 +71,7 @@ class _HPS(EmbeddingScorer):
         self.images = self.image_embedder(lambda x: model.encode_image(x, normalize=True), transform, f"hps:{arch}:{sha}")
         self.texts = self.text_embedder(lambda t: model.encode_text(tokenizer(t).to(self.device), normalize=True))
         self._provenance = {"checkpoint": str(path), "checkpoint_sha256": sha, "architecture": arch}
+        self.calibration_scale = float(model.logit_scale.detach().float().exp())  # scores are raw cosines
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

@@ -83,6 +83,7 @@ class SSIMReference(ScalarEvaluator):
     uses_prompt = False
     description = "Mean SSIM to the user's preferred reference images minus to the rejected ones"
     Config = SSIMReferenceConfig
+    calibration_scale = 100.0  # SSIM, in [-1, 1] as a cosine, read at CLIP's logit scale (100)
 
     def __init__(self, config: Optional[EvaluatorConfig] = None, runtime: Optional[Runtime] = None) -> None:
         super().__init__(config, runtime)

@@ -87,6 +87,16 @@ def test_clipscore_cleans_the_caption_as_openai_clip_tokenizer_does(clip_setup):
     assert ev.texts.get("  a dog’s face &amp;#39;ｒｅｄ&#39; ").tolist() == pytest.approx(clean.tolist(), abs=1e-5)
 
 
+@pytest.mark.parametrize("name, weight", [("clipscore", 2.5), ("clip-i", 1.0), ("text-align", 1.0)])
+def test_calibration_reads_cosine_scores_at_the_models_logit_scale(clip_setup, name, weight):
+    """Pick-a-Pic's softmax grid needs logits: CLIP's are exp(logit_scale) * cos (clipscore's scores are 2.5 * cos)."""
+    root, model, _ = clip_setup
+    cls = evaluators.get(name)
+    ev = cls(cls.Config(model_path=str(root / "clip")))
+    ev.setup()
+    assert ev.calibration_scale == pytest.approx(float(model.logit_scale.exp()) / weight) and ev.calibration_scale != 1.0
+
+
 @pytest.mark.parametrize("name", ["clipscore", "clip-i"])
 def test_a_processor_that_resizes_otherwise_than_bicubic_is_refused(tmp_path, name):
     """The transform resizes bicubically; a processor declaring bilinear must not be run bicubically in silence."""

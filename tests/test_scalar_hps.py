@@ -74,6 +74,7 @@ def test_hps_v21_matches_hpsv2_img_score(hps_setup, reference_model):
         assert sb == pytest.approx(_hpsv2_reference(reference_model, ep.target.image_b.open(), ep.target.prompt), abs=1e-4)
         assert -1.0 <= sa <= 1.0
     assert ev.provenance()["checkpoint_sha256"].startswith("sha256:")
+    assert ev.calibration_scale == pytest.approx(float(state["logit_scale"].exp()))  # HPS scores are raw cosines
 
 
 def test_hps_v2_reads_its_own_file_name_and_env_var(hps_setup, reference_model, monkeypatch):
