@@ -26,7 +26,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Hashable, Literal, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Hashable, Literal, Mapping, Optional, Sequence, get_args
 
 from pigbench.protocol import Episode, ImageRef, Label, Prediction, ReferencePair, label_from_delta
 
@@ -154,6 +154,18 @@ class Evaluator(ABC):
     @property
     def config_hash(self) -> str:
         return self.config.hash(self.name, self.version)
+
+
+def check_declaration(cls: type[Evaluator], name: str) -> None:
+    """ValueError naming evaluator ``name`` when a class attribute that the results file records has a
+    value it cannot hold: ``version`` must be a string, ``kind`` one of :data:`Kind`,
+    ``uses_references`` a bool."""
+    kinds = get_args(Kind)
+    for attr, ok, rule in (("version", isinstance(cls.version, str), "a string, e.g. '1'"),
+                           ("kind", cls.kind in kinds, f"one of {', '.join(kinds)}"),
+                           ("uses_references", isinstance(cls.uses_references, bool), "True or False")):
+        if not ok:
+            raise ValueError(f"{name}: class attribute {attr} = {getattr(cls, attr)!r} must be {rule}")
 
 
 def require_packages(evaluator: str, *modules: str, extra: str = "models", install: Optional[str] = None) -> None:

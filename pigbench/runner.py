@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import pigbench
 from pigbench.adapter import DatasetAdapter
 from pigbench.distributed import RunStores, launched_world, shard
-from pigbench.evaluator import Evaluator, RequirementError, Runtime
+from pigbench.evaluator import Evaluator, RequirementError, Runtime, check_declaration
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, Label, Prediction, combine_swapped
 from pigbench.registry import adapters, evaluators
@@ -139,8 +139,10 @@ class RunOutcome:
 
 def build_evaluator(config: RunConfig) -> Evaluator:
     """The evaluator instance for ``config`` (requirements checked, nothing loaded yet). A flag and an
-    ``--option`` for the same field must agree in value, however each is spelled (0 and 0.0)."""
+    ``--option`` for the same field must agree in value, however each is spelled (0 and 0.0); the class
+    attributes the results file records are checked first, so that no run ends unable to write it."""
     cls = evaluators.get(config.evaluator)
+    check_declaration(cls, config.evaluator)
     options = dict(config.options)
 
     def parsed(name: str, raw: str) -> Any:

@@ -391,3 +391,17 @@ def test_a_calibrated_run_sets_its_evaluator_up_once(tmp_path, monkeypatch):
     monkeypatch.setattr(ToyBrightness, "setup", lambda self: calls.append(self))
     out = run(config(tmp_path, calibration_fraction=0.3))
     assert len(calls) == 1 and isinstance(out.results["evaluator"]["tie_threshold_source"], dict)
+
+
+@pytest.mark.parametrize("attr, value, rule", [("kind", "scalarr", "must be one of baseline, scalar, similarity"),
+                                               ("uses_references", "yes", "must be True or False"),
+                                               ("version", 2, "must be a string")])
+def test_a_class_attribute_the_results_file_cannot_hold_is_refused_before_any_prediction(tmp_path, attr, value, rule):
+    from pigbench.registry import evaluators
+    from toy import ToyBrightness
+
+    name = f"toy-bad-{attr.replace('_', '-')}"
+    evaluators.register(name)(type("Bad", (ToyBrightness,), {attr: value}))
+    with pytest.raises(ValueError, match=f"^{name}: class attribute {attr} = {value!r} {rule}"):
+        run(config(tmp_path, evaluator=name))
+    assert not list((tmp_path / "results").rglob("*.jsonl"))
