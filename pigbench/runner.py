@@ -446,7 +446,7 @@ def _results_dict(
 ) -> dict[str, Any]:
     summary = split.summary()
     failures = Counter(_reason(r["prediction"]["error"]) for r in rows if r["prediction"].get("error"))
-    provenance = evaluator.provenance()
+    provenance = _json_provenance(evaluator)
     return {
         "schema_version": "1.0",
         "evaluator": {
@@ -492,6 +492,21 @@ def _results_dict(
             "world_size": world_size,
         },
     }
+
+
+def _json_provenance(evaluator: Evaluator) -> dict[str, Any]:
+    """``evaluator.provenance()``; ValueError naming the evaluator unless it is a dict of JSON values
+    (raised before any file is written; the predictions stay in the store for the rerun)."""
+    provenance = evaluator.provenance()
+    try:
+        if not isinstance(provenance, dict):
+            raise TypeError(f"it returned a {type(provenance).__name__}")
+        json.dumps(provenance)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{evaluator.name}.provenance() must return a dict of JSON values (strings, numbers, "
+                         f"booleans, lists, dicts; str() a dtype or a path): {exc}. The predictions are saved: "
+                         "fix it and rerun the same command") from None
+    return provenance
 
 
 def _answer_quality(rows: list[dict]) -> dict[str, Any]:

@@ -405,3 +405,18 @@ def test_a_class_attribute_the_results_file_cannot_hold_is_refused_before_any_pr
     with pytest.raises(ValueError, match=f"^{name}: class attribute {attr} = {value!r} {rule}"):
         run(config(tmp_path, evaluator=name))
     assert not list((tmp_path / "results").rglob("*.jsonl"))
+
+
+@pytest.mark.parametrize("provenance, detail", [({"weights": Path("/models/x")}, "Object of type PosixPath"),
+                                                (["model-id"], "it returned a list")])
+def test_a_provenance_that_is_not_a_dict_of_json_values_is_a_one_line_error_and_no_file(tmp_path, provenance, detail):
+    from pigbench.registry import evaluators
+    from toy import ToyBrightness
+
+    name = f"toy-bad-provenance-{type(provenance).__name__}"
+    evaluators.register(name)(type("Bad", (ToyBrightness,), {"provenance": lambda self: provenance}))
+    with pytest.raises(ValueError, match=f"^{name}.provenance\\(\\) must return a dict of JSON values .*{detail}"):
+        run(config(tmp_path, evaluator=name))
+    assert not list((tmp_path / "results").rglob("*.json*"))
+    evaluators.get(name).provenance = lambda self: {"weights": "/models/x"}
+    assert run(config(tmp_path, evaluator=name)).computed == 0  # the rerun reuses every prediction
