@@ -35,13 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    options = parse_pairs(args.option, "--option")
-    if args.model_path is not None:
-        options["model_path"] = args.model_path
     if args.episodes <= BATCH_SIZES[-1]:
         print(f"error: --episodes must be more than {BATCH_SIZES[-1]} (one batch of {BATCH_SIZES[-1]})", file=sys.stderr)
         return 2
     try:
+        options = parse_pairs(args.option, "--option")
+        if args.model_path is not None:
+            options["model_path"] = args.model_path
         report = run_checks(args.evaluator, options, dataset=args.dataset, dataset_path=args.dataset_path,
                             dataset_options=parse_pairs(args.dataset_option, "--dataset-option"),
                             episodes=args.episodes, device=args.device, score_tolerance=args.score_tolerance)
