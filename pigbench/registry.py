@@ -103,7 +103,7 @@ class Registry(Generic[T]):
                 module_name, _, attr = entry.target.partition(":")
                 try:
                     obj = getattr(importlib.import_module(module_name), attr)
-                except (ImportError, AttributeError, SyntaxError) as exc:
+                except Exception as exc:  # importing a plug-in runs its code: anything can fail there
                     detail = f" at {exc.filename}:{exc.lineno}: {exc.msg}" if isinstance(exc, SyntaxError) else f": {exc}"
                     raise RegistryError(f"{self.kind} {name!r} ({entry.target}, from {entry.source}) cannot be loaded: "
                                         f"{type(exc).__name__}{detail}") from None

@@ -68,3 +68,15 @@ def test_a_target_that_cannot_be_imported_is_a_one_line_registry_error(target, m
     reg.register_lazy("broken", target)
     with pytest.raises(RegistryError, match=f"evaluator 'broken' \\({target}, from built-in\\) cannot be loaded: {message}"):
         reg.get("broken")
+
+
+def test_a_plugin_module_that_raises_on_import_is_a_one_line_registry_error(tmp_path, monkeypatch):
+    (tmp_path / "unfrozen_plugin.py").write_text(
+        "from dataclasses import dataclass\nfrom pigbench.evaluator import ScalarConfig\n\n"
+        "@dataclass  # frozen=True forgotten\nclass Config(ScalarConfig):\n    model_path: str = ''\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.test-none", catalogue="pigbench")
+    reg.register_lazy("unfrozen", "unfrozen_plugin:Plugin", source="entry point of package 'pigbench-unfrozen'")
+    with pytest.raises(RegistryError, match="^evaluator 'unfrozen' \\(unfrozen_plugin:Plugin, from entry point of package "
+                                            "'pigbench-unfrozen'\\) cannot be loaded: TypeError: cannot inherit non-frozen"):
+        reg.get("unfrozen")
