@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import threading
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -127,6 +128,9 @@ class Registry(Generic[T]):
         base = getattr(importlib.import_module(module_name), attr)
         if not (isinstance(obj, type) and issubclass(obj, base)):
             raise RegistryError(f"{self.kind} {name!r}: {obj!r} is not a subclass of {base.__qualname__}")
+        if inspect.isabstract(obj):
+            missing = ", ".join(sorted(obj.__abstractmethods__))
+            raise RegistryError(f"{self.kind} {name!r}: {obj.__qualname__} does not implement {missing}")
 
     def _load_entry_points(self) -> None:
         """Register the built-in catalogue, then third-party entry points (once)."""

@@ -80,3 +80,14 @@ def test_a_plugin_module_that_raises_on_import_is_a_one_line_registry_error(tmp_
     with pytest.raises(RegistryError, match="^evaluator 'unfrozen' \\(unfrozen_plugin:Plugin, from entry point of package "
                                             "'pigbench-unfrozen'\\) cannot be loaded: TypeError: cannot inherit non-frozen"):
         reg.get("unfrozen")
+
+
+def test_a_plugin_class_that_leaves_an_abstract_method_unimplemented_is_a_one_line_registry_error():
+    from pigbench.evaluator import ScalarEvaluator
+
+    class NoScore(ScalarEvaluator):  # score() forgotten
+        pass
+
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.test-none", catalogue="pigbench")
+    with pytest.raises(RegistryError, match="^evaluator 'no-score': .*NoScore does not implement score$"):
+        reg.register("no-score")(NoScore)
