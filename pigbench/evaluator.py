@@ -157,11 +157,13 @@ class Evaluator(ABC):
 
 
 def check_declaration(cls: type[Evaluator], name: str) -> None:
-    """ValueError naming evaluator ``name`` when a class attribute that the results file records has a
-    value it cannot hold: ``version`` must be a string, ``kind`` one of :data:`Kind`,
-    ``uses_references`` a bool."""
+    """ValueError naming evaluator ``name`` when a class attribute that the runner or the results file
+    relies on has a value it cannot use: ``Config`` must be a dataclass deriving from
+    :class:`EvaluatorConfig`, ``version`` a string, ``kind`` one of :data:`Kind`, ``uses_references`` a bool."""
     kinds = get_args(Kind)
-    for attr, ok, rule in (("version", isinstance(cls.version, str), "a string, e.g. '1'"),
+    config_ok = isinstance(cls.Config, type) and issubclass(cls.Config, EvaluatorConfig) and dataclasses.is_dataclass(cls.Config)
+    for attr, ok, rule in (("Config", config_ok, "a frozen dataclass deriving from EvaluatorConfig (or ScalarConfig)"),
+                           ("version", isinstance(cls.version, str), "a string, e.g. '1'"),
                            ("kind", cls.kind in kinds, f"one of {', '.join(kinds)}"),
                            ("uses_references", isinstance(cls.uses_references, bool), "True or False")):
         if not ok:

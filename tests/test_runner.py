@@ -395,8 +395,9 @@ def test_a_calibrated_run_sets_its_evaluator_up_once(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("attr, value, rule", [("kind", "scalarr", "must be one of baseline, scalar, similarity"),
                                                ("uses_references", "yes", "must be True or False"),
-                                               ("version", 2, "must be a string")])
-def test_a_class_attribute_the_results_file_cannot_hold_is_refused_before_any_prediction(tmp_path, attr, value, rule):
+                                               ("version", 2, "must be a string"),
+                                               ("Config", dict, "must be a frozen dataclass deriving from EvaluatorConfig")])
+def test_a_class_attribute_the_runner_or_results_file_cannot_use_is_refused_before_any_prediction(tmp_path, attr, value, rule):
     from pigbench.registry import evaluators
     from toy import ToyBrightness
 
