@@ -120,6 +120,13 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            # a plug-in that declared it under a misspelled (or the other) pigbench entry-point group
+            stray = next((ep for ep in entry_points(name=name)
+                          if ep.group != self.group and ep.group.lower().startswith("pigbench")), None)
+            if stray is not None:
+                dist = getattr(getattr(stray, "dist", None), "name", "?")
+                hint = (f"; package {dist!r} declares it in the entry-point group {stray.group!r}, "
+                        f"not {self.group!r}: fix its pyproject.toml and reinstall it")
             known = ", ".join(sorted(self._entries))
             raise RegistryError(f"unknown {self.kind} {name!r}{hint} (known: {known})") from None
 

@@ -91,3 +91,16 @@ def test_a_plugin_class_that_leaves_an_abstract_method_unimplemented_is_a_one_li
     reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.test-none", catalogue="pigbench")
     with pytest.raises(RegistryError, match="^evaluator 'no-score': .*NoScore does not implement score$"):
         reg.register("no-score")(NoScore)
+
+
+def test_a_plugin_declared_under_another_pigbench_entry_point_group_is_named(monkeypatch):
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.evaluators", catalogue="pigbench")
+    declared = [EntryPoint(name="my-reward", value="toy:ToyBrightness", group="pigbench.evaluator"),  # the 's' missing
+                EntryPoint(name="black", value="black:main", group="console_scripts")]
+    monkeypatch.setattr("pigbench.registry.entry_points", lambda group=None, name=None: [
+        ep for ep in declared if group in (None, ep.group) and name in (None, ep.name)])
+    with pytest.raises(RegistryError, match="^unknown evaluator 'my-reward'; package '.*' declares it in the entry-point "
+                                            "group 'pigbench.evaluator', not 'pigbench.evaluators': fix its pyproject"):
+        reg.get("my-reward")
+    with pytest.raises(RegistryError, match="^unknown evaluator 'black' \\(known: "):  # not a pigbench group: no hint
+        reg.get("black")
