@@ -101,7 +101,10 @@ class Registry(Generic[T]):
         with self._lock:
             entry = self._entry(name)
             if isinstance(entry.target, str):
-                module_name, _, attr = entry.target.partition(":")
+                module_name, colon, attr = entry.target.partition(":")
+                if not colon:
+                    raise RegistryError(f"{self.kind} {name!r} ({entry.target}, from {entry.source}) cannot be loaded: "
+                                        "its entry point must name the class, as 'module:Class'")
                 try:
                     obj = getattr(importlib.import_module(module_name), attr)
                 except Exception as exc:  # importing a plug-in runs its code: anything can fail there
@@ -150,7 +153,8 @@ class Registry(Generic[T]):
             importlib.import_module(self._catalogue)
             for ep in entry_points(group=self.group):
                 dist = getattr(getattr(ep, "dist", None), "name", "?")
-                self.register_lazy(ep.name, ep.value, source=f"entry point of package {dist!r}")
+                # not register_lazy: a value without ':' must fail on get(), not hide every other plug-in
+                self._add(ep.name, _Entry(ep.value, f"entry point of package {dist!r}"))
 
 
 def _describe(target: Union[str, type]) -> str:

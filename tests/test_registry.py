@@ -104,3 +104,15 @@ def test_a_plugin_declared_under_another_pigbench_entry_point_group_is_named(mon
         reg.get("my-reward")
     with pytest.raises(RegistryError, match="^unknown evaluator 'black' \\(known: "):  # not a pigbench group: no hint
         reg.get("black")
+
+
+def test_an_entry_point_without_a_class_fails_alone(monkeypatch):
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.evaluators", catalogue="pigbench")
+    declared = [EntryPoint(name="module-only", value="toy", group="pigbench.evaluators"),  # ':ToyBrightness' missing
+                EntryPoint(name="third-party", value="toy:ToyBrightness", group="pigbench.evaluators")]
+    monkeypatch.setattr("pigbench.registry.entry_points", lambda group: declared)
+    assert {"module-only", "third-party"} <= set(reg.names())
+    assert reg.get("third-party").description.startswith("mean brightness")
+    with pytest.raises(RegistryError, match="^evaluator 'module-only' \\(toy, from entry point of package '.*'\\) cannot "
+                                            "be loaded: its entry point must name the class, as 'module:Class'$"):
+        reg.get("module-only")
