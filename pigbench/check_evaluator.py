@@ -17,8 +17,10 @@ import sys
 
 from pigbench.adapter import DatasetError
 from pigbench.conformance import BATCH_SIZES, run_checks
+from pigbench.evaluator import RequirementError
 from pigbench.registry import RegistryError
 from pigbench.run import parse_pairs
+from pigbench.runner import check_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,17 +37,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    options = parse_pairs(args.option, "--option")
-    if args.model_path is not None:
-        options["model_path"] = args.model_path
     if args.episodes <= BATCH_SIZES[-1]:
         print(f"error: --episodes must be more than {BATCH_SIZES[-1]} (one batch of {BATCH_SIZES[-1]})", file=sys.stderr)
         return 2
     try:
+        check_device(args.device)
+        options = parse_pairs(args.option, "--option")
+        if args.model_path is not None:
+            options["model_path"] = args.model_path
         report = run_checks(args.evaluator, options, dataset=args.dataset, dataset_path=args.dataset_path,
                             dataset_options=parse_pairs(args.dataset_option, "--dataset-option"),
                             episodes=args.episodes, device=args.device, score_tolerance=args.score_tolerance)
-    except (RegistryError, DatasetError, ValueError) as exc:
+    except (RegistryError, DatasetError, RequirementError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.evaluator} on {args.dataset}: {report.episodes} episodes from {report.users} users, "

@@ -13,8 +13,9 @@ An evaluator is a class with a declared config dataclass and a batched ``predict
         def score(self, requests): return [self.model(r.prompt, r.image.open()) for r in requests]
 
 The runner calls, in order: ``check_requirements(config)`` (fail fast, nothing loaded), the
-constructor, ``setup()`` (only when there is work to do), then ``predict`` on batches of episodes
-whose target gold is hidden. ``predict`` returns one :class:`Prediction` per episode, in order.
+constructor, ``setup()`` (only when there is work to do, or when ``provenance`` raises without it),
+then ``predict`` on batches of episodes whose target gold is hidden. ``predict`` returns one
+:class:`Prediction` per episode, in order.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Hashable, Literal, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Hashable, Literal, Mapping, Optional, Sequence, get_args
 
 from pigbench.protocol import Episode, ImageRef, Label, Prediction, ReferencePair, label_from_delta
 
@@ -141,7 +142,8 @@ class Evaluator(ABC):
         """Raise :class:`RequirementError` if a package, weight file or key is missing. Loads nothing."""
 
     def setup(self) -> None:
-        """Load models. Called once, before the first ``predict``, only when there is work to do."""
+        """Load models. Called once, before the first ``predict``, only when there is work to do (or, on a
+        rerun that reuses every stored prediction, when ``provenance`` raises without the model)."""
 
     @abstractmethod
     def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
@@ -160,6 +162,20 @@ class Evaluator(ABC):
     @property
     def config_hash(self) -> str:
         return self.config.hash(self.name, self.version)
+
+
+def check_declaration(cls: type[Evaluator], name: str) -> None:
+    """ValueError naming evaluator ``name`` when a class attribute that the runner or the results file
+    relies on has a value it cannot use: ``Config`` must be a dataclass deriving from
+    :class:`EvaluatorConfig`, ``version`` a string, ``kind`` one of :data:`Kind`, ``uses_references`` a bool."""
+    kinds = get_args(Kind)
+    config_ok = isinstance(cls.Config, type) and issubclass(cls.Config, EvaluatorConfig) and dataclasses.is_dataclass(cls.Config)
+    for attr, ok, rule in (("Config", config_ok, "a frozen dataclass deriving from EvaluatorConfig (or ScalarConfig)"),
+                           ("version", isinstance(cls.version, str), "a string, e.g. '1'"),
+                           ("kind", cls.kind in kinds, f"one of {', '.join(kinds)}"),
+                           ("uses_references", isinstance(cls.uses_references, bool), "True or False")):
+        if not ok:
+            raise ValueError(f"{name}: class attribute {attr} = {getattr(cls, attr)!r} must be {rule}")
 
 
 def require_packages(evaluator: str, *modules: str, extra: str = "models", install: Optional[str] = None) -> None:

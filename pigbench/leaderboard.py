@@ -222,10 +222,14 @@ def build_site(results_dir: str | Path, out_dir: str | Path, samples: int = SAMP
     was admitted and rejected."""
     collection = collect(results_dir)
     out = Path(out_dir)
-    for sub in ("evaluators", "datasets", "static", "data"):
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)  # pages of runs no longer present must not linger
-        (out / sub).mkdir(parents=True)
+    # pages of runs no longer present must not linger; files the site did not write stay (--out may be a used folder)
+    static = {asset.name for asset in (assets_dir() / "static").iterdir() if asset.is_file()}
+    for sub, ours in (("evaluators", lambda p: p.suffix == ".html"), ("datasets", lambda p: p.suffix == ".html"),
+                      ("static", lambda p: p.name in static), ("data", lambda p: p.name == "leaderboard.json")):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for path in (out / sub).iterdir():
+            if path.is_file() and ours(path):
+                path.unlink()
     for asset in (assets_dir() / "static").iterdir():
         if asset.is_file():
             shutil.copyfile(asset, out / "static" / asset.name)

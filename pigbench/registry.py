@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import threading
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -100,10 +101,13 @@ class Registry(Generic[T]):
         with self._lock:
             entry = self._entry(name)
             if isinstance(entry.target, str):
-                module_name, _, attr = entry.target.partition(":")
+                module_name, colon, attr = entry.target.partition(":")
+                if not colon:
+                    raise RegistryError(f"{self.kind} {name!r} ({entry.target}, from {entry.source}) cannot be loaded: "
+                                        "its entry point must name the class, as 'module:Class'")
                 try:
                     obj = getattr(importlib.import_module(module_name), attr)
-                except (ImportError, AttributeError, SyntaxError) as exc:
+                except Exception as exc:  # importing a plug-in runs its code: anything can fail there
                     detail = f" at {exc.filename}:{exc.lineno}: {exc.msg}" if isinstance(exc, SyntaxError) else f": {exc}"
                     raise RegistryError(f"{self.kind} {name!r} ({entry.target}, from {entry.source}) cannot be loaded: "
                                         f"{type(exc).__name__}{detail}") from None
@@ -119,6 +123,13 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            # a plug-in that declared it under a misspelled (or the other) pigbench entry-point group
+            stray = next((ep for ep in entry_points(name=name)
+                          if ep.group != self.group and ep.group.lower().startswith("pigbench")), None)
+            if stray is not None:
+                dist = getattr(getattr(stray, "dist", None), "name", "?")
+                hint = (f"; package {dist!r} declares it in the entry-point group {stray.group!r}, "
+                        f"not {self.group!r}: fix its pyproject.toml and reinstall it")
             known = ", ".join(sorted(self._entries))
             raise RegistryError(f"unknown {self.kind} {name!r}{hint} (known: {known})") from None
 
@@ -127,6 +138,9 @@ class Registry(Generic[T]):
         base = getattr(importlib.import_module(module_name), attr)
         if not (isinstance(obj, type) and issubclass(obj, base)):
             raise RegistryError(f"{self.kind} {name!r}: {obj!r} is not a subclass of {base.__qualname__}")
+        if inspect.isabstract(obj):
+            missing = ", ".join(sorted(obj.__abstractmethods__))
+            raise RegistryError(f"{self.kind} {name!r}: {obj.__qualname__} does not implement {missing}")
 
     def _load_entry_points(self) -> None:
         """Register the built-in catalogue, then third-party entry points (once)."""
@@ -139,7 +153,8 @@ class Registry(Generic[T]):
             importlib.import_module(self._catalogue)
             for ep in entry_points(group=self.group):
                 dist = getattr(getattr(ep, "dist", None), "name", "?")
-                self.register_lazy(ep.name, ep.value, source=f"entry point of package {dist!r}")
+                # not register_lazy: a value without ':' must fail on get(), not hide every other plug-in
+                self._add(ep.name, _Entry(ep.value, f"entry point of package {dist!r}"))
 
 
 def _describe(target: Union[str, type]) -> str:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import pigbench
 from pigbench.adapter import DatasetAdapter
 from pigbench.distributed import RunStores, launched_world, shard
-from pigbench.evaluator import Evaluator, RequirementError, Runtime
+from pigbench.evaluator import Evaluator, RequirementError, Runtime, check_declaration
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, Label, Prediction, combine_swapped
 from pigbench.registry import adapters, evaluators
@@ -140,8 +140,10 @@ class RunOutcome:
 
 def build_evaluator(config: RunConfig) -> Evaluator:
     """The evaluator instance for ``config`` (requirements checked, nothing loaded yet). A flag and an
-    ``--option`` for the same field must agree in value, however each is spelled (0 and 0.0)."""
+    ``--option`` for the same field must agree in value, however each is spelled (0 and 0.0); the class
+    attributes the results file records are checked first, so that no run ends unable to write it."""
     cls = evaluators.get(config.evaluator)
+    check_declaration(cls, config.evaluator)
     options = dict(config.options)
 
     def parsed(name: str, raw: str) -> Any:
@@ -227,6 +229,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         outcome = None
         with world.together(RunAborted):
             if world.is_main:
+                if not mine and not calibrating:  # nothing predicted here, so setup() was not called
+                    set_up_for_provenance(evaluator, config.evaluator)
                 results, path = write_run_results(config, evaluator, adapter, split, stores.merge(), resumed, start,
                                                   world.size)
                 outcome = RunOutcome(results, path, resumed, len(todo))
@@ -260,6 +264,15 @@ def set_up(evaluator: Evaluator, name: str) -> None:
         evaluator.setup()
     except OSError as exc:
         raise RequirementError(f"{name}: setup could not load a file it needs: {exc}") from exc
+
+
+def set_up_for_provenance(evaluator: Evaluator, name: str) -> None:
+    """Set up an evaluator that predicted nothing in this process (every prediction was in the
+    store) only if its ``provenance()`` needs that (it raises without the loaded model)."""
+    try:
+        evaluator.provenance()
+    except Exception:
+        set_up(evaluator, name)
 
 
 def write_run_results(
@@ -445,7 +458,7 @@ def _results_dict(
 ) -> dict[str, Any]:
     summary = split.summary()
     failures = Counter(_reason(r["prediction"]["error"]) for r in rows if r["prediction"].get("error"))
-    provenance = evaluator.provenance()
+    provenance = _json_provenance(evaluator)
     return {
         "schema_version": "1.0",
         "evaluator": {
@@ -491,6 +504,21 @@ def _results_dict(
             "world_size": world_size,
         },
     }
+
+
+def _json_provenance(evaluator: Evaluator) -> dict[str, Any]:
+    """``evaluator.provenance()``; ValueError naming the evaluator unless it is a dict of JSON values
+    (raised before any file is written; the predictions stay in the store for the rerun)."""
+    provenance = evaluator.provenance()
+    try:
+        if not isinstance(provenance, dict):
+            raise TypeError(f"it returned a {type(provenance).__name__}")
+        json.dumps(provenance)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{evaluator.name}.provenance() must return a dict of JSON values (strings, numbers, "
+                         f"booleans, lists, dicts; str() a dtype or a path): {exc}. The predictions are saved: "
+                         "fix it and rerun the same command") from None
+    return provenance
 
 
 def _answer_quality(rows: list[dict]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 import pigbench
-from pigbench.registry import evaluators
+from pigbench.registry import RegistryError, evaluators
 
 KINDS = ("scalar", "similarity", "judge", "reasoning")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
@@ -100,7 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         root, written = write_plugin(args.name, args.kind, args.out)
-    except ScaffoldError as exc:
+    except (ScaffoldError, RegistryError) as exc:  # RegistryError: installed plug-ins clash, so no name is known free
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = PluginNames.of(args.name)

@@ -80,3 +80,18 @@ def test_cli_prints_table_and_exits_nonzero_on_failure():
     out = subprocess.run([sys.executable, "-m", "pigbench.cli", "check-evaluator", "colorfulnes"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "did you mean 'colorfulness'" in out.stderr
+
+
+def test_cli_refuses_an_option_without_a_value_in_one_line(capsys):
+    from pigbench.cli import main
+
+    assert main(["check-evaluator", "colorfulness", "--option", "tie_threshold"]) == 2
+    assert capsys.readouterr().err == "error: --option expects KEY=VALUE, got 'tie_threshold'\n"
+
+
+def test_cli_refuses_a_device_the_run_would_refuse_instead_of_checking_on_it(capsys):
+    from pigbench.cli import main
+
+    assert main(["check-evaluator", "colorfulness", "--device", "nonsense"]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("error: --device 'nonsense' is not a device torch knows") and "conforms" not in out.out

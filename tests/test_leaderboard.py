@@ -247,6 +247,21 @@ def test_rebuild_removes_pages_of_runs_that_are_gone(tmp_path):
     assert "alpha" not in (tmp_path / "site" / "index.html").read_text()
 
 
+def test_building_into_a_folder_in_use_deletes_only_files_the_site_wrote(tmp_path):
+    from synthetic_results import make_results
+
+    make_results(tmp_path / "results", "alpha", users=2, per_user=3)
+    out = tmp_path / "project"  # e.g. --out . in a project with a data/ folder
+    for rel in ("data/thesis.csv", "static/logo.svg", "evaluators/model.py", "datasets/raw/a.txt"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(rel)
+    build_site(tmp_path / "results", out)
+    build_site(tmp_path / "results", out)
+    for rel in ("data/thesis.csv", "static/logo.svg", "evaluators/model.py", "datasets/raw/a.txt"):
+        assert (out / rel).read_text() == rel
+    assert (out / "data" / "leaderboard.json").exists() and len(list((out / "evaluators").glob("*.html"))) == 1
+
+
 def test_unusual_but_valid_predictions_still_render(tmp_path):
     from pigbench.results import load_results, validate_results, write_results
     from synthetic_results import make_results

@@ -68,3 +68,51 @@ def test_a_target_that_cannot_be_imported_is_a_one_line_registry_error(target, m
     reg.register_lazy("broken", target)
     with pytest.raises(RegistryError, match=f"evaluator 'broken' \\({target}, from built-in\\) cannot be loaded: {message}"):
         reg.get("broken")
+
+
+def test_a_plugin_module_that_raises_on_import_is_a_one_line_registry_error(tmp_path, monkeypatch):
+    (tmp_path / "unfrozen_plugin.py").write_text(
+        "from dataclasses import dataclass\nfrom pigbench.evaluator import ScalarConfig\n\n"
+        "@dataclass  # frozen=True forgotten\nclass Config(ScalarConfig):\n    model_path: str = ''\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.test-none", catalogue="pigbench")
+    reg.register_lazy("unfrozen", "unfrozen_plugin:Plugin", source="entry point of package 'pigbench-unfrozen'")
+    with pytest.raises(RegistryError, match="^evaluator 'unfrozen' \\(unfrozen_plugin:Plugin, from entry point of package "
+                                            "'pigbench-unfrozen'\\) cannot be loaded: TypeError: cannot inherit non-frozen"):
+        reg.get("unfrozen")
+
+
+def test_a_plugin_class_that_leaves_an_abstract_method_unimplemented_is_a_one_line_registry_error():
+    from pigbench.evaluator import ScalarEvaluator
+
+    class NoScore(ScalarEvaluator):  # score() forgotten
+        pass
+
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.test-none", catalogue="pigbench")
+    with pytest.raises(RegistryError, match="^evaluator 'no-score': .*NoScore does not implement score$"):
+        reg.register("no-score")(NoScore)
+
+
+def test_a_plugin_declared_under_another_pigbench_entry_point_group_is_named(monkeypatch):
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.evaluators", catalogue="pigbench")
+    declared = [EntryPoint(name="my-reward", value="toy:ToyBrightness", group="pigbench.evaluator"),  # the 's' missing
+                EntryPoint(name="black", value="black:main", group="console_scripts")]
+    monkeypatch.setattr("pigbench.registry.entry_points", lambda group=None, name=None: [
+        ep for ep in declared if group in (None, ep.group) and name in (None, ep.name)])
+    with pytest.raises(RegistryError, match="^unknown evaluator 'my-reward'; package '.*' declares it in the entry-point "
+                                            "group 'pigbench.evaluator', not 'pigbench.evaluators': fix its pyproject"):
+        reg.get("my-reward")
+    with pytest.raises(RegistryError, match="^unknown evaluator 'black' \\(known: "):  # not a pigbench group: no hint
+        reg.get("black")
+
+
+def test_an_entry_point_without_a_class_fails_alone(monkeypatch):
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.evaluators", catalogue="pigbench")
+    declared = [EntryPoint(name="module-only", value="toy", group="pigbench.evaluators"),  # ':ToyBrightness' missing
+                EntryPoint(name="third-party", value="toy:ToyBrightness", group="pigbench.evaluators")]
+    monkeypatch.setattr("pigbench.registry.entry_points", lambda group: declared)
+    assert {"module-only", "third-party"} <= set(reg.names())
+    assert reg.get("third-party").description.startswith("mean brightness")
+    with pytest.raises(RegistryError, match="^evaluator 'module-only' \\(toy, from entry point of package '.*'\\) cannot "
+                                            "be loaded: its entry point must name the class, as 'module:Class'$"):
+        reg.get("module-only")

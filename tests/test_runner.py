@@ -465,3 +465,56 @@ def test_a_calibrated_run_sets_its_evaluator_up_once(tmp_path, monkeypatch):
     monkeypatch.setattr(ToyBrightness, "setup", lambda self: calls.append(self))
     out = run(config(tmp_path, calibration_fraction=0.3))
     assert len(calls) == 1 and isinstance(out.results["evaluator"]["tie_threshold_source"], dict)
+
+
+@pytest.mark.parametrize("attr, value, rule", [("kind", "scalarr", "must be one of baseline, scalar, similarity"),
+                                               ("uses_references", "yes", "must be True or False"),
+                                               ("version", 2, "must be a string"),
+                                               ("Config", dict, "must be a frozen dataclass deriving from EvaluatorConfig")])
+def test_a_class_attribute_the_runner_or_results_file_cannot_use_is_refused_before_any_prediction(tmp_path, attr, value, rule):
+    from pigbench.registry import evaluators
+    from toy import ToyBrightness
+
+    name = f"toy-bad-{attr.replace('_', '-')}"
+    evaluators.register(name)(type("Bad", (ToyBrightness,), {attr: value}))
+    with pytest.raises(ValueError, match=f"^{name}: class attribute {attr} = {value!r} {rule}"):
+        run(config(tmp_path, evaluator=name))
+    assert not list((tmp_path / "results").rglob("*.jsonl"))
+
+
+@pytest.mark.parametrize("provenance, detail", [({"weights": Path("/models/x")}, "Object of type PosixPath"),
+                                                (["model-id"], "it returned a list")])
+def test_a_provenance_that_is_not_a_dict_of_json_values_is_a_one_line_error_and_no_file(tmp_path, provenance, detail):
+    from pigbench.registry import evaluators
+    from toy import ToyBrightness
+
+    name = f"toy-bad-provenance-{type(provenance).__name__}"
+    evaluators.register(name)(type("Bad", (ToyBrightness,), {"provenance": lambda self: provenance}))
+    with pytest.raises(ValueError, match=f"^{name}.provenance\\(\\) must return a dict of JSON values .*{detail}"):
+        run(config(tmp_path, evaluator=name))
+    assert not list((tmp_path / "results").rglob("*.json*"))
+    evaluators.get(name).provenance = lambda self: {"weights": "/models/x"}
+    assert run(config(tmp_path, evaluator=name)).computed == 0  # the rerun reuses every prediction
+
+
+def test_a_rerun_with_every_prediction_stored_sets_up_only_an_evaluator_whose_provenance_needs_it(tmp_path, monkeypatch):
+    from pigbench.registry import evaluators
+    from toy import ToyBrightness
+
+    setups = []
+
+    class ModelProvenance(ToyBrightness):
+        def setup(self):
+            setups.append(1)
+            self.model_revision = "rev-1"
+
+        def provenance(self):
+            return {"revision": self.model_revision}  # needs the loaded model
+
+    evaluators.register("toy-model-provenance")(ModelProvenance)
+    first = run(config(tmp_path, evaluator="toy-model-provenance"))
+    again = run(config(tmp_path, evaluator="toy-model-provenance"))
+    assert again.computed == 0 and again.results["evaluator"]["models"] == {"revision": "rev-1"} and len(setups) == 2
+    assert validate_results(again.results_path) == [] and first.results["metrics"] == again.results["metrics"]
+    monkeypatch.setattr(ToyBrightness, "setup", lambda self: setups.append(1))
+    assert run(config(tmp_path)).computed == 60 and run(config(tmp_path)).computed == 0 and len(setups) == 3
