@@ -13,9 +13,9 @@ An evaluator is a class with a declared config dataclass and a batched ``predict
         def score(self, requests): return [self.model(r.prompt, r.image.open()) for r in requests]
 
 The runner calls, in order: ``check_requirements(config)`` (fail fast, nothing loaded), the
-constructor, ``setup()`` (only when there is work to do, or when ``provenance`` raises without it),
-then ``predict`` on batches of episodes whose target gold is hidden. ``predict`` returns one
-:class:`Prediction` per episode, in order.
+constructor, ``setup()`` (when there is work to do, and in the process that writes the results,
+so that ``provenance`` can read the loaded model), then ``predict`` on batches of episodes whose
+target gold is hidden. ``predict`` returns one :class:`Prediction` per episode, in order.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ class Evaluator(ABC):
         """Raise :class:`RequirementError` if a package, weight file or key is missing. Loads nothing."""
 
     def setup(self) -> None:
-        """Load models. Called once, before the first ``predict``, only when there is work to do (or, on a
-        rerun that reuses every stored prediction, when ``provenance`` raises without the model)."""
+        """Load models. Called once: before the first ``predict``, and in the process that writes the
+        results even when every prediction is stored already (its ``provenance`` may read the model)."""
 
     @abstractmethod
     def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:

@@ -229,8 +229,6 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         outcome = None
         with world.together(RunAborted):
             if world.is_main:
-                if not mine and not calibrating:  # nothing predicted here, so setup() was not called
-                    set_up_for_provenance(evaluator, config.evaluator)
                 results, path = write_run_results(config, evaluator, adapter, split, stores.merge(), resumed, start,
                                                   world.size)
                 outcome = RunOutcome(results, path, resumed, len(todo))
@@ -264,15 +262,6 @@ def set_up(evaluator: Evaluator, name: str) -> None:
         evaluator.setup()
     except OSError as exc:
         raise RequirementError(f"{name}: setup could not load a file it needs: {exc}") from exc
-
-
-def set_up_for_provenance(evaluator: Evaluator, name: str) -> None:
-    """Set up an evaluator that predicted nothing in this process (every prediction was in the
-    store) only if its ``provenance()`` needs that (it raises without the loaded model)."""
-    try:
-        evaluator.provenance()
-    except Exception:
-        set_up(evaluator, name)
 
 
 def write_run_results(

@@ -495,26 +495,3 @@ def test_a_provenance_that_is_not_a_dict_of_json_values_is_a_one_line_error_and_
     assert not list((tmp_path / "results").rglob("*.json*"))
     evaluators.get(name).provenance = lambda self: {"weights": "/models/x"}
     assert run(config(tmp_path, evaluator=name)).computed == 0  # the rerun reuses every prediction
-
-
-def test_a_rerun_with_every_prediction_stored_sets_up_only_an_evaluator_whose_provenance_needs_it(tmp_path, monkeypatch):
-    from pigbench.registry import evaluators
-    from toy import ToyBrightness
-
-    setups = []
-
-    class ModelProvenance(ToyBrightness):
-        def setup(self):
-            setups.append(1)
-            self.model_revision = "rev-1"
-
-        def provenance(self):
-            return {"revision": self.model_revision}  # needs the loaded model
-
-    evaluators.register("toy-model-provenance")(ModelProvenance)
-    first = run(config(tmp_path, evaluator="toy-model-provenance"))
-    again = run(config(tmp_path, evaluator="toy-model-provenance"))
-    assert again.computed == 0 and again.results["evaluator"]["models"] == {"revision": "rev-1"} and len(setups) == 2
-    assert validate_results(again.results_path) == [] and first.results["metrics"] == again.results["metrics"]
-    monkeypatch.setattr(ToyBrightness, "setup", lambda self: setups.append(1))
-    assert run(config(tmp_path)).computed == 60 and run(config(tmp_path)).computed == 0 and len(setups) == 3
