@@ -241,10 +241,12 @@ def score_saved_outputs(
 ) -> tuple[dict[str, Any], Path]:
     """Check ``predictions_file`` against the split of ``config`` and write the results file.
 
-    ``config.evaluator`` is the name the results are filed under; ``kind`` defaults to "judge"
-    when any line has a choice, else "scalar". Returns the results dict and its path.
+    ``config.evaluator`` is the name the results are filed under: a file name, not a registered
+    evaluator's (its results file would be overwritten and the scores taken for its); ``kind``
+    defaults to "judge" when any line has a choice, else "scalar". Returns the results dict and its path.
     """
     start = time.time()
+    check_saved_outputs_name(config.evaluator)
     saved = read_predictions(predictions_file, config.tie_threshold or 0.0)
     adapter, split = load_split(config)
     by_id = match_split(saved, split.episodes, split.fingerprint, split_flags(config))
@@ -256,6 +258,17 @@ def score_saved_outputs(
     served = {p.sample_id: p.to_json() for p in evaluator.predict(split.episodes)}
     writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
     return write_run_results(config, evaluator, adapter, split, served, 0, start)
+
+
+def check_saved_outputs_name(name: str) -> None:
+    """ValueError for a ``--name`` that is not a plain file name or that a registered evaluator has."""
+    from pigbench.registry import evaluators
+
+    if not name or name.startswith(".") or any(c in name for c in "/\\") or name != name.strip():
+        raise ValueError(f"--name {name!r} must be a plain file name: no slash, no leading dot or outer spaces")
+    if name in evaluators.names():
+        raise ValueError(f"--name {name!r} is the name of a registered evaluator ({evaluators.source(name)}): its runs "
+                         f"file their results under it, so pick another name (e.g. {name}-external)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,6 +1,7 @@
 """Saved-output scoring: export-episodes -> an "external" model -> score, and every score error."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,16 @@ def test_other_split_flags_are_a_fingerprint_error_from_the_cli(exported, tmp_pa
     assert "error: the predictions were made on split" in err and "--limit 23" in err
     assert pigbench(["score", *SPLIT, "--predictions", str(tmp_path / "nope.jsonl"), "--name", "x"]) == 2
     assert "cannot read predictions file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, message", [("colorfulness", "is the name of a registered evaluator \\(built-in\\)"),
+                                           ("../x", "must be a plain file name"), ("", "must be a plain file name")])
+def test_a_name_that_is_a_registered_evaluator_or_a_path_is_refused(exported, tmp_path, capsys, name, message):
+    """Saved outputs filed as 'colorfulness' would overwrite (and pass for) pigbench's own colorfulness run."""
+    header = {"fingerprint": json.loads((exported / "manifest.json").read_text())["fingerprint"]}
+    preds = write(tmp_path / "p.jsonl", header, external_colorfulness(exported))
+    assert pigbench(["score", *SPLIT, "--predictions", str(preds), "--name", name, "--output", str(tmp_path / "r")]) == 2
+    assert re.search(f"error: --name .* {message}", capsys.readouterr().err) and not (tmp_path / "r").exists()
 
 
 def test_an_unreadable_image_is_exported_with_its_error_not_fatal(tmp_path, capsys):
