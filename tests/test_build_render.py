@@ -125,3 +125,16 @@ def test_an_image_that_does_not_match_its_record_is_rendered_again(tmp_path, mon
     assert records[:4] == first and [(r["index"], r["sha256"]) for r in records[4:]] == [
         (1, first[1]["sha256"]), (3, first[3]["sha256"])]  # the same seed gives the same image
     assert cli(args) == 0 and "nothing to render" in capsys.readouterr().out  # both files now match
+
+
+def test_resuming_with_another_base_seed_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(render, "load_pipeline", lambda *a: ColorPipeline())
+    ws = expanded(tmp_path / "ws", 1)
+    args = ["build", "--workdir", str(ws.root), "render", *RENDER]
+    assert cli(args + ["--limit", "2"]) == 0
+    first = read_jsonl(ws.renders)
+    capsys.readouterr()
+    assert cli(args + ["--seed", "1"]) == 2  # images 2 and 3 would get seeds of another base seed
+    assert "another base --seed than 1" in capsys.readouterr().err
+    assert read_jsonl(ws.renders) == first
+    assert cli(args) == 0 and len(read_jsonl(ws.renders)) == 4

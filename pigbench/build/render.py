@@ -77,6 +77,9 @@ def pending_jobs(ws: Workspace, settings: RenderSettings) -> list[RenderJob]:
         if found != wanted:
             raise BuildError(f"{ws.renders} holds images rendered with {found}, not {wanted}; "
                              "render into another --workdir, or pass the same settings to resume")
+        if r.get("seed") != image_seed(settings.seed, r["set_id"], r["index"]):
+            raise BuildError(f"{ws.renders}: {r['path']} was rendered with another base --seed than "
+                             f"{settings.seed}; render into another --workdir, or pass the same --seed to resume")
     latest = {(r["set_id"], r["index"]): r for r in records}
     done = {key for key, r in latest.items() if _intact(ws.root / r["path"], r.get("sha256"))}
     return [RenderJob(v["set_id"], i, prompt, image_seed(settings.seed, v["set_id"], i),
