@@ -138,3 +138,24 @@ def test_export_refuses_an_image_that_does_not_match_its_render_record(tmp_path,
     list(render_jobs(ColorPipeline(), jobs, settings, ws))
     assert cli(work) == 0
     assert (out / "images" / kept_sets(ws)[1].set_id / "2.png").read_bytes() == intact
+
+
+def test_a_set_expanded_again_after_rendering_is_refused_then_rendered_again(tmp_path, capsys):
+    ws = workspace_with_sets(tmp_path / "ws", 2)
+    AnnotationStore(ws.annotate_db).initialize(1, 1, 0, False)
+    old = ws.variants.read_text(encoding="utf-8")
+    ws.variants.write_text(old.replace("scene 2", "at night"), encoding="utf-8")  # the curator expanded again
+    s = kept_sets(ws)[0]
+    out = tmp_path / "out"
+    work = ["build", "--workdir", str(ws.root), "export", "--out", str(out), "--include-unranked"]
+    assert cli(work) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was rendered from" in err and repr(s.prompts[2]) in err
+    assert not out.exists()  # no instance claims an image came from a prompt it was not rendered from
+    settings = RenderSettings(model="test/color-pipeline", steps=1, width=64, height=64, dtype="float32")
+    jobs = pending_jobs(ws, settings)
+    assert sorted((j.set_id, j.index, j.redo) for j in jobs) == sorted((x.set_id, 2, True) for x in kept_sets(ws))
+    list(render_jobs(ColorPipeline(), jobs, settings, ws))
+    assert cli(work) == 0
+    instance = json.loads((out / "instances.jsonl").read_text().splitlines()[0])
+    assert instance["prompts"][2] == s.prompts[2] and "at night" in s.prompts[2]

@@ -71,9 +71,14 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> 
 
 
 def _check_images(ws: Workspace, sets: Sequence[ImageSet]) -> None:
-    """Raise :class:`BuildError` at the first image whose file does not match the sha256 recorded at render time."""
+    """Raise :class:`BuildError` at the first image whose file does not match the sha256 recorded at render time,
+    or that was rendered from another prompt than its set's current variant."""
     for s in sets:
-        for rel, record in zip(s.images, s.renders):
+        for rel, record, prompt in zip(s.images, s.renders, s.prompts):
+            if record.get("prompt") != prompt:
+                raise BuildError(f"{ws.root / rel} was rendered from {record.get('prompt')!r}, not from its variant "
+                                 f"{prompt!r} in {ws.variants}; `pigbench build render --workdir {ws.root}` "
+                                 "renders it again")
             recorded, actual = record.get("sha256"), file_sha256(ws.root / rel)
             if actual != recorded:
                 raise BuildError(f"{ws.root / rel}: sha256 {actual} does not match {recorded} recorded in "

@@ -7,7 +7,7 @@ not depend on the batch it was rendered in nor on the device. Images are written
 ``images/<set_id>/<index>.png`` and then recorded in ``renders.jsonl`` with the model,
 scheduler, steps, guidance, size, dtype, seed and sha256; a rerun skips every recorded image whose
 file exists with its recorded sha256, and renders again (and reports) one whose file is missing or
-differs. A workspace renders with one set of settings: resuming with other settings is refused.
+differs or whose variant changed. A workspace renders with one set of settings: resuming with other settings is refused.
 The device is checked before the pipeline is loaded.
 """
 
@@ -68,7 +68,8 @@ def image_seed(base_seed: int, set_id: str, index: int) -> int:
 
 
 def pending_jobs(ws: Workspace, settings: RenderSettings) -> list[RenderJob]:
-    """Every image of every expanded set not yet recorded with an intact file (on disk, with the recorded sha256)."""
+    """Every image of every expanded set not yet recorded with an intact file (on disk, with the recorded sha256)
+    rendered from its current variant (a set expanded again is rendered again)."""
     variants = read_jsonl(ws.require(ws.variants, "expand"))
     records = read_jsonl(ws.renders)
     wanted = _recorded_settings(settings)
@@ -81,7 +82,9 @@ def pending_jobs(ws: Workspace, settings: RenderSettings) -> list[RenderJob]:
             raise BuildError(f"{ws.renders}: {r['path']} was rendered with another base --seed than "
                              f"{settings.seed}; render into another --workdir, or pass the same --seed to resume")
     latest = {(r["set_id"], r["index"]): r for r in records}
-    done = {key for key, r in latest.items() if _intact(ws.root / r["path"], r.get("sha256"))}
+    current = {(v["set_id"], i): prompt for v in variants for i, prompt in enumerate(v["variants"])}
+    done = {key for key, r in latest.items()
+            if _intact(ws.root / r["path"], r.get("sha256")) and r.get("prompt") == current.get(key)}
     return [RenderJob(v["set_id"], i, prompt, image_seed(settings.seed, v["set_id"], i),
                       redo=(v["set_id"], i) in latest)
             for v in variants for i, prompt in enumerate(v["variants"]) if (v["set_id"], i) not in done]
@@ -211,7 +214,8 @@ def main(args: argparse.Namespace) -> int:
     redo = [j.relpath for j in jobs if j.redo]
     if redo:
         print(f"rendering {len(redo)} recorded image(s) again: the file is missing or does not match the sha256 "
-              f"recorded in {ws.renders}: " + ", ".join(redo), file=sys.stderr)
+              f"recorded in {ws.renders}, or its variant in {ws.variants} changed: " + ", ".join(redo),
+              file=sys.stderr)
     pipe = load_pipeline(settings, args.device, args.variant)
     for n, record in enumerate(render_jobs(pipe, jobs, settings, ws, args.batch_size), start=1):
         print(f"[{n}/{len(jobs)}] {record['path']} seed {record['seed']} ({record['seconds_per_image']} s/image)")
