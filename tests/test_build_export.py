@@ -159,3 +159,21 @@ def test_a_set_expanded_again_after_rendering_is_refused_then_rendered_again(tmp
     assert cli(work) == 0
     instance = json.loads((out / "instances.jsonl").read_text().splitlines()[0])
     assert instance["prompts"][2] == s.prompts[2] and "at night" in s.prompts[2]
+
+
+def test_export_refuses_a_kept_ranked_set_whose_image_file_is_missing(tmp_path, capsys):
+    ws, store = annotated_workspace(tmp_path / "ws", USERS)
+    ranked = {r["set_id"] for r in store.all_rankings()}
+    s = next(s for s in kept_sets(ws) if s.set_id in ranked)
+    (ws.root / s.images[2]).unlink()
+    out = tmp_path / "out"
+    work = ["build", "--workdir", str(ws.root), "export", "--out", str(out)]
+    assert cli(work) == 2  # the set and its rankings were left out, with exit 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and s.set_id in err and "build render" in err
+    assert not out.exists()
+    settings = RenderSettings(model="test/color-pipeline", steps=1, width=64, height=64, dtype="float32")
+    list(render_jobs(ColorPipeline(), pending_jobs(ws, settings), settings, ws))
+    assert cli(work) == 0
+    exported = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
+    assert len(exported) == len(store.all_rankings()) and s.set_id in {r["instance_id"] for r in exported}

@@ -15,7 +15,8 @@ Beside them, files the format does not define:
 Agreement per instance is Kendall's W (tie-corrected) over its annotators; divergence is the mean
 Kendall tau-b and the share of image pairs two users order differently, over user pairs that
 ranked the same instance. Running export again rewrites the files and copies only changed images.
-An image whose file does not match the sha256 recorded when it was rendered is refused, not copied.
+An image whose file does not match the sha256 recorded when it was rendered is refused, not copied, and so
+is a kept set (ranked, or any with ``--include-unranked``) with an image file missing.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> 
     rankings = store.all_rankings()
     ranked_ids = {r["set_id"] for r in rankings}
     sets = [s for s in kept_sets(ws) if include_unranked or s.set_id in ranked_ids]
+    unrendered = sorted(sid for sid, d in decisions(ws).items() if d["decision"] == "keep"
+                        and (include_unranked or sid in ranked_ids) and sid not in {s.set_id for s in sets})
+    if unrendered:
+        raise BuildError(f"kept set {unrendered[0]} of {ws.root} has an image file missing (or left the selection); "
+                         f"`pigbench build render --workdir {ws.root}` renders it again, or drop it with "
+                         f"`pigbench build review --set {unrendered[0]} --decision drop --reason ...`")
     if not sets:
         raise BuildError(f"nothing to export: no kept set of {ws.root} has a ranking yet")
     exported = {s.set_id for s in sets}
