@@ -58,6 +58,18 @@ def test_assignment_is_random_but_balanced_over_75_annotators(tmp_path):
         a.set_id for a in store.assignments("annotator001")]  # signing in again never reassigns
 
 
+def test_invites_skip_ids_an_open_sign_up_took(tmp_path):
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(1, 1, seed=0, open_signup=True)
+    store.add_sets(fake_sets(3))
+    assert store.sign_in("annotator002") is not None  # someone signed up with the id the next invite would get
+    invites = store.create_invites(2)  # was sqlite3.IntegrityError
+    assert [i for i, _ in invites] == ["annotator003", "annotator004"]
+    assert all(store.session(store.sign_in(code), "annotator") == i for i, code in invites)
+    assert [a["annotator_id"] for a in store.progress()["annotators"]] == ["annotator002", "annotator003",
+                                                                          "annotator004"]
+
+
 def test_submissions_are_validated_final_and_durable(tmp_path):
     store = AnnotationStore(tmp_path / "a.sqlite")
     store.initialize(3, 3, seed=1, open_signup=True)

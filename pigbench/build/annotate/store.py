@@ -132,12 +132,15 @@ class AnnotationStore:
             return conn.execute("SELECT COUNT(*) FROM sets").fetchone()[0] - before
 
     def create_invites(self, count: int, prefix: str = "annotator") -> list[tuple[str, str]]:
-        """``count`` new annotators with secret invite codes: [(annotator id, code)]."""
+        """``count`` new annotators with secret invite codes: [(annotator id, code)]; ids already taken are skipped."""
         out = []
         with self.connect(write=True) as conn:
-            n = conn.execute("SELECT COUNT(*) FROM annotators").fetchone()[0]
-            for i in range(n + 1, n + count + 1):
+            i = conn.execute("SELECT COUNT(*) FROM annotators").fetchone()[0]
+            while len(out) < count:
+                i += 1
                 annotator_id, code = f"{prefix}{i:03d}", secrets.token_urlsafe(9)
+                if conn.execute("SELECT 1 FROM annotators WHERE annotator_id = ?", (annotator_id,)).fetchone():
+                    continue  # an open sign-up already took this id
                 conn.execute("INSERT INTO annotators VALUES (?, ?, ?)", (annotator_id, _hash(code), time.time()))
                 out.append((annotator_id, code))
         return out
