@@ -95,6 +95,17 @@ def test_main_table_uses_plain_run_and_names_substitutes(collection):
     assert toy.variant.startswith("k") and any("toy-brightness on toy" in n and toy.variant in n for n in notes)
 
 
+def test_a_sweep_without_a_plain_run_shows_its_run_on_the_main_split(tmp_path):
+    make_results(tmp_path, "alpha", accuracy=0.6)
+    make_results(tmp_path, "beta", accuracy=0.6)
+    make_results(tmp_path, "sweep", variant="k1", reference_size=1, per_user=20, accuracy=0.5)  # most targets
+    make_results(tmp_path, "sweep", variant="k4", reference_size=4, accuracy=0.9)  # the main split's K
+    chosen, notes = canonical_entries(collect(tmp_path))
+    assert chosen[("sweep", "synth")].variant == "k4" and "sweep on synth: run 'k4' (no run without a variant suffix)." in notes
+    rows = {r.label: r.cells for _, g in main_table(collect(tmp_path)).groups for r in g}
+    assert all(c.best and not c.other_split for c in rows["sweep"])
+
+
 def test_markdown_latex_html_show_the_same_numbers(collection):
     table = main_table(collection)
     chosen, _ = canonical_entries(collection)
