@@ -18,7 +18,7 @@ from PIL import Image
 
 from pigbench.cli import main as cli_main
 from pigbench.evaluator import RequirementError
-from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, collect, slug
+from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collection, collect, slug
 from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embedder, normalize, term_counts
 from pigbench.report.document import FIGURES, build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
@@ -143,6 +143,16 @@ def test_ablation_table_lists_variants_with_differing_settings(collection):
         assert row.cells[2].value == by_variant[variant].accuracy("acc_w_tie")
     toy_rows = tables["Ablation: toy-brightness on toy"].groups[0][1]
     assert [r.cells[0].split(",")[0] for r in toy_rows] == ["K=1", "K=2", "K=3"]
+
+
+def test_ablation_settings_name_the_dataset_options_that_differ(tmp_path):
+    # `run --dataset-option seed=1` (variant opt-seed1) differs from the default run by a dataset option only
+    make_results(tmp_path, "scorer")
+    make_results(tmp_path, "scorer", variant="opt-seed1")
+    entries = collect(tmp_path).entries
+    entries[1].results["dataset"]["source"]["options"] = {"seed": "1"}  # as the demo adapter records it
+    rows = ablation_tables(Collection(entries, []))[0].groups[0][1]
+    assert [r.cells[0] for r in rows] == ["dataset.seed=null", 'dataset.seed="1"']
 
 
 def test_rank_correlation_follows_the_score_difference():

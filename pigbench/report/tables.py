@@ -191,7 +191,8 @@ def ablation_tables(collection: Collection) -> list[Table]:
 
 
 def differing_settings(entries: list[Entry]) -> list[str]:
-    """Per entry, ``key=value`` for the settings (config fields, K, swap, seed, targets) that differ."""
+    """Per entry, ``key=value`` for the settings (config fields, K, swap, seed, targets, and dataset
+    options as ``dataset.<key>``) that differ."""
     flat = [_settings(e) for e in entries]
     keys = sorted({k for f in flat for k in f})
     varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
@@ -199,13 +200,16 @@ def differing_settings(entries: list[Entry]) -> list[str]:
 
 
 def _settings(e: Entry) -> dict[str, Any]:
-    """The settings of a run; a calibrated tau shows as how it was calibrated, not as its value."""
+    """The settings of a run; a calibrated tau shows as how it was calibrated, not as its value.
+    Dataset options are those the adapter recorded in ``dataset.source.options``."""
     ev, split = e.results["evaluator"], e.results["split"]
     config = dict(ev["config"])
     source = ev.get("tie_threshold_source")
     if isinstance(source, dict) and "tie_threshold" in config:
         config["tie_threshold"] = describe_calibration(source)
-    return {**config, "K": split["reference_size"], "swap": ev.get("swap", False),
+    options = e.results["dataset"].get("source", {}).get("options")
+    dataset = {f"dataset.{k}": v for k, v in options.items()} if isinstance(options, dict) else {}
+    return {**config, **dataset, "K": split["reference_size"], "swap": ev.get("swap", False),
             "seed": split["seed"], "targets": split["targets"]}
 
 
