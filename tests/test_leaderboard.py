@@ -161,6 +161,9 @@ def test_dataset_and_methodology_pages(site):
     method = (site / "methodology.html").read_text()
     for term in ("acc w/ tie", "acc w/o tie", "decisive acc", "cluster bootstrap", "INVALID", "pigbench validate"):
         assert term in method
+    # tau: a run may set it (the runner's and score's --tie-threshold) or calibrate it; the page must say both
+    assert "--tie-threshold" in method and "--calibrate-tie-threshold" in method
+    assert "one INVALID answer uses the other" in method  # protocol.combine_swapped
 
 
 def test_every_text_from_results_is_escaped(site):

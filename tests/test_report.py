@@ -18,7 +18,7 @@ from PIL import Image
 
 from pigbench.cli import main as cli_main
 from pigbench.evaluator import RequirementError
-from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, collect, slug
+from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collection, collect, slug
 from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embedder, normalize, term_counts
 from pigbench.report.document import FIGURES, build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
@@ -95,6 +95,17 @@ def test_main_table_uses_plain_run_and_names_substitutes(collection):
     assert toy.variant.startswith("k") and any("toy-brightness on toy" in n and toy.variant in n for n in notes)
 
 
+def test_a_sweep_without_a_plain_run_shows_its_run_on_the_main_split(tmp_path):
+    make_results(tmp_path, "alpha", accuracy=0.6)
+    make_results(tmp_path, "beta", accuracy=0.6)
+    make_results(tmp_path, "sweep", variant="k1", reference_size=1, per_user=20, accuracy=0.5)  # most targets
+    make_results(tmp_path, "sweep", variant="k4", reference_size=4, accuracy=0.9)  # the main split's K
+    chosen, notes = canonical_entries(collect(tmp_path))
+    assert chosen[("sweep", "synth")].variant == "k4" and "sweep on synth: run 'k4' (no run without a variant suffix)." in notes
+    rows = {r.label: r.cells for _, g in main_table(collect(tmp_path)).groups for r in g}
+    assert all(c.best and not c.other_split for c in rows["sweep"])
+
+
 def test_markdown_latex_html_show_the_same_numbers(collection):
     table = main_table(collection)
     chosen, _ = canonical_entries(collection)
@@ -132,6 +143,16 @@ def test_ablation_table_lists_variants_with_differing_settings(collection):
         assert row.cells[2].value == by_variant[variant].accuracy("acc_w_tie")
     toy_rows = tables["Ablation: toy-brightness on toy"].groups[0][1]
     assert [r.cells[0].split(",")[0] for r in toy_rows] == ["K=1", "K=2", "K=3"]
+
+
+def test_ablation_settings_name_the_dataset_options_that_differ(tmp_path):
+    # `run --dataset-option seed=1` (variant opt-seed1) differs from the default run by a dataset option only
+    make_results(tmp_path, "scorer")
+    make_results(tmp_path, "scorer", variant="opt-seed1")
+    entries = collect(tmp_path).entries
+    entries[1].results["dataset"]["source"]["options"] = {"seed": "1"}  # as the demo adapter records it
+    rows = ablation_tables(Collection(entries, []))[0].groups[0][1]
+    assert [r.cells[0] for r in rows] == ["dataset.seed=null", 'dataset.seed="1"']
 
 
 def test_rank_correlation_follows_the_score_difference():

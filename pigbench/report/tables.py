@@ -4,8 +4,8 @@ The **main table** follows the layout of the PIGReward paper's Table 2: rows are
 grouped "without reference" / "with reference" (by the results' ``uses_references``); columns
 are datasets, each with acc w/ tie and acc w/o tie (micro averages, percent) and their 95%
 cluster-bootstrap CIs. The best value of each column is marked (bold). One run fills each cell:
-the run without a variant suffix if there is one, otherwise the run with the most targets (named
-in the table notes).
+the run without a variant suffix if there is one, otherwise the run with the most targets among
+those on the dataset's main split, or among all if none is on it (named in the table notes).
 
 An **ablation table** lists every run of one evaluator on one dataset (its variants, e.g.
 PIGReward's switches or a reference-size sweep) with the settings that differ between them.
@@ -82,14 +82,18 @@ class Table:
 
 
 def canonical_entries(collection: Collection) -> tuple[dict[tuple[str, str], Entry], list[str]]:
-    """The run shown for each (evaluator, dataset), and notes naming runs that are not canonical."""
+    """The run shown for each (evaluator, dataset), and notes naming runs that are not canonical.
+    Without a run without a variant suffix, a run on the dataset's main split comes first (so that a
+    sweep's K = default run is shown and ranked, not its smallest K with the most targets)."""
     candidates: dict[tuple[str, str], list[Entry]] = defaultdict(list)
     for e in collection.entries:
         candidates[(e.evaluator, e.dataset)].append(e)
+    main = {ds: collection.main_split(ds) for ds in collection.datasets()}
     chosen, notes = {}, []
     for key, runs in sorted(candidates.items()):
         plain = [e for e in runs if not e.variant]
-        pick = plain[0] if plain else min(runs, key=lambda e: (-e.results["metrics"]["n"], e.variant))
+        pick = plain[0] if plain else min(runs, key=lambda e: (e.results["split"]["fingerprint"] != main[e.dataset],
+                                                              -e.results["metrics"]["n"], e.variant))
         chosen[key] = pick
         if pick.variant:
             notes.append(f"{key[0]} on {key[1]}: run {pick.variant!r} (no run without a variant suffix).")
@@ -187,7 +191,8 @@ def ablation_tables(collection: Collection) -> list[Table]:
 
 
 def differing_settings(entries: list[Entry]) -> list[str]:
-    """Per entry, ``key=value`` for the settings (config fields, K, swap, seed, targets) that differ."""
+    """Per entry, ``key=value`` for the settings (config fields, K, swap, seed, targets, and dataset
+    options as ``dataset.<key>``) that differ."""
     flat = [_settings(e) for e in entries]
     keys = sorted({k for f in flat for k in f})
     varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
@@ -195,13 +200,16 @@ def differing_settings(entries: list[Entry]) -> list[str]:
 
 
 def _settings(e: Entry) -> dict[str, Any]:
-    """The settings of a run; a calibrated tau shows as how it was calibrated, not as its value."""
+    """The settings of a run; a calibrated tau shows as how it was calibrated, not as its value.
+    Dataset options are those the adapter recorded in ``dataset.source.options``."""
     ev, split = e.results["evaluator"], e.results["split"]
     config = dict(ev["config"])
     source = ev.get("tie_threshold_source")
     if isinstance(source, dict) and "tie_threshold" in config:
         config["tie_threshold"] = describe_calibration(source)
-    return {**config, "K": split["reference_size"], "swap": ev.get("swap", False),
+    options = e.results["dataset"].get("source", {}).get("options")
+    dataset = {f"dataset.{k}": v for k, v in options.items()} if isinstance(options, dict) else {}
+    return {**config, **dataset, "K": split["reference_size"], "swap": ev.get("swap", False),
             "seed": split["seed"], "targets": split["targets"]}
 
 
