@@ -32,6 +32,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from pigbench.evaluator import RequirementError
 from pigbench.protocol import Episode
 from pigbench.store import PredictionStore
 
@@ -116,7 +117,8 @@ class World:
 @contextlib.contextmanager
 def launched_world(env: Mapping[str, str] = os.environ) -> Iterator[World]:
     """The :class:`World` of this process, with its process group set up for the block (and torn down
-    after, unless the caller had set one up already)."""
+    after, unless the caller had set one up already). A launch of several ranks without torch is a
+    :class:`RequirementError` naming the extra to install."""
     world = World.from_env(env)
     if world.size == 1:
         yield world
@@ -124,7 +126,7 @@ def launched_world(env: Mapping[str, str] = os.environ) -> Iterator[World]:
     try:
         import torch.distributed as dist
     except ImportError:
-        raise RuntimeError(f"WORLD_SIZE={world.size} (a data-parallel launch) needs PyTorch: "
+        raise RequirementError(f"WORLD_SIZE={world.size} (a data-parallel launch) needs PyTorch: "
                            "pip install 'pigbench[models]'") from None
     own = not dist.is_initialized()
     if own:

@@ -122,14 +122,17 @@ def resolve_root(
 def remote_files(repo_id: str, pattern: str, *, what: str, hint: str) -> tuple[Any, list[str]]:
     """An fsspec filesystem for the hub and the sorted paths in ``repo_id`` matching ``pattern``.
 
-    Raises :class:`DatasetError` (with ``hint``) when offline or when the listing fails.
+    Raises :class:`DatasetError` (with ``hint``) when huggingface_hub is not installed, when offline
+    or when the listing fails.
     """
+    try:
+        from huggingface_hub import HfFileSystem
+    except ImportError:
+        raise DatasetError(f"{what}: huggingface_hub is not installed (pip install 'pigbench[data]'); or {hint}") from None
     why = downloads_unavailable()
     if why:
         raise DatasetError(f"{what}: {repo_id} cannot be read from the hub ({why}); {hint}")
     try:
-        from huggingface_hub import HfFileSystem
-
         fs = HfFileSystem()
         names = fs.glob(f"datasets/{repo_id}/{pattern}")
     except Exception as exc:

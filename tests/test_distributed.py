@@ -43,6 +43,21 @@ def test_bare_cuda_becomes_the_local_gpu_in_a_multi_rank_run():
     assert World().bind_device("cuda") == "cuda"
 
 
+def test_a_multi_rank_launch_without_torch_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    """A base install under torchrun's variables: exit 2 with the install hint, no traceback."""
+    from pigbench.cli import main as cli_main
+
+    monkeypatch.setitem(sys.modules, "torch.distributed", None)  # import torch.distributed fails
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    argv = ["run", "--evaluator", "random", "--limit", "4", "--output", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert cli_main(argv) == 2
+    assert capsys.readouterr().err == ("error: WORLD_SIZE=2 (a data-parallel launch) needs PyTorch: "
+                                       "pip install 'pigbench[models]'\n")
+    assert not (tmp_path / "results").exists()
+
+
 class Peers(World):
     """A rank of a 2-rank world whose peer reported ``peer`` in every all-gather."""
 

