@@ -59,6 +59,16 @@ def test_rule_violations_are_listed_and_the_answer_stands():
     assert "dimension 1 has no definition" in missing.violations and "duplicate dimension names" in missing.violations
 
 
+def test_numbers_beyond_float_range_are_violations_not_crashes():
+    huge = "9" * 400  # a degenerate reply's integer literal: float() raises OverflowError on it
+    text = reply().replace('"score_a": 7', f'"score_a": {huge}').replace('"total_a": 21', f'"total_a": {huge}')
+    j = parse_judgement(text)
+    assert j.label == Label.A and j.sum_a is None and j.total_a is None and j.sum_b == 11
+    assert f"dimension 1 score_a is not a number ({huge[:40]})" in j.violations
+    big = parse_judgement(reply(dims=((1e308, 4), (1e308, 5), (1e308, 2)), totals=(1, 11)))
+    assert big.sum_a is None and big.sum_b == 11  # the sum would be inf, which no results file can hold
+
+
 def test_tie_answers():
     assert parse_judgement(reply(answer="Tie")).violations == ("answered Tie, which was not offered",)
     j = parse_judgement(reply(answer="tie"), FormatRules(allow_tie=True))

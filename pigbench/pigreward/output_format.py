@@ -211,7 +211,10 @@ def _contradicts(
 def _number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer literal beyond float range
+        return None
     return value if math.isfinite(value) else None
 
 
@@ -219,7 +222,8 @@ def _sum(values: Any) -> Optional[float]:
     values = list(values)
     if not values or any(v is None for v in values):
         return None
-    return float(sum(values))
+    total = float(sum(values))
+    return total if math.isfinite(total) else None  # finite scores can still sum past float range
 
 
 def _text(value: Any) -> str:
