@@ -7,7 +7,11 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pigbench.judging.backend import Generation
+from pigbench.pigreward.config import PIGRewardConfig
+from pigbench.pigreward.context_cache import UserContextCache
 from pigbench.pigreward.output_format import FormatRules, parse_judgement
+from pigbench.pigreward.pipeline import PIGRewardPipeline
 from pigbench.protocol import Label
 
 
@@ -57,6 +61,19 @@ def test_rule_violations_are_listed_and_the_answer_stands():
     assert not_number.sum_a is None and not_number.label == Label.A
     missing = parse_judgement(json.dumps({"answer": "A", "dimensions": [{"name": "x"}] * 3, "total_a": 1, "total_b": 1}))
     assert "dimension 1 has no definition" in missing.violations and "duplicate dimension names" in missing.violations
+
+
+def test_a_nameless_dimension_keeps_no_name():
+    """A placeholder such as "dimension 1" would count as a dimension name in the report's analysis."""
+    dims = [{"definition": "d", "score_a": 5, "score_b": 3, "justification": "j"},
+            {"name": " ", "definition": "d", "score_a": 5, "score_b": 3},
+            {"name": "Warm palette", "definition": "d", "score_a": 5, "score_b": 3}]
+    j = parse_judgement(json.dumps({"dimensions": dims, "total_a": 15, "total_b": 9, "answer": "A"}))
+    assert [d.to_protocol().name for d in j.dimensions] == ["", "", "Warm palette"]
+    assert j.violations == ("dimension 1 has no name", "dimension 2 has no name")  # two nameless: not duplicates
+    pipeline = PIGRewardPipeline(None, None, UserContextCache(None, "f"), PIGRewardConfig(use_reasoner=False).settings())
+    pred = pipeline.to_prediction("s", Generation(json.dumps({"dimensions": dims, "answer": "A"})), "k")
+    assert [d.name for d in pred.dimensions] == ["", "", "Warm palette"] and pred.rationale == "j"
 
 
 def test_numbers_beyond_float_range_are_violations_not_crashes():

@@ -60,7 +60,8 @@ class FormatRules:
 
 @dataclass(frozen=True)
 class ScoredDimension:
-    """One user-specific dimension as the model wrote it (scores None when missing or not numeric)."""
+    """One user-specific dimension as the model wrote it (name "" when missing, scores None when missing or
+    not numeric)."""
 
     name: str
     definition: str
@@ -178,8 +179,8 @@ def _dimensions(raw: Any, rules: FormatRules, violations: list[str]) -> list[Sco
                     f"dimension {k} score_{side}={_fmt(score)} outside [{_fmt(rules.score_min)}, {_fmt(rules.score_max)}]"
                 )
             scores.append(score)
-        dims.append(ScoredDimension(name or f"dimension {k}", definition, scores[0], scores[1], _text(item.get("justification"))))
-    names = [d.name.lower() for d in dims]
+        dims.append(ScoredDimension(name, definition, scores[0], scores[1], _text(item.get("justification"))))
+    names = [d.name.lower() for d in dims if d.name]
     if len(set(names)) != len(names):
         violations.append("duplicate dimension names")
     if len(dims) < rules.min_dimensions and rules.require_dimensions:

@@ -108,6 +108,7 @@ class PIGRewardPipeline:
                                     "contradicts_totals": j.contradicts_totals}
         if j.parse_error is not None:
             extra["invalid_reason"] = j.parse_error
-        rationale = "\n".join(f"{d.name}: {d.justification}" for d in j.dimensions if d.justification) or None
+        rationale = "\n".join(f"{d.name}: {d.justification}" if d.name else d.justification
+                              for d in j.dimensions if d.justification) or None
         return Prediction(sample_id, j.label, score_a=j.sum_a, score_b=j.sum_b, raw_text=gen.text, rationale=rationale,
                           dimensions=[d.to_protocol() for d in j.dimensions], extra=extra)
