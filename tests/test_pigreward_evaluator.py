@@ -177,6 +177,12 @@ def test_numeric_options_no_run_can_use_are_refused(option, value):
         PIGReward.check_requirements(PIGRewardConfig(**{option: value}))
 
 
+def test_score_range_options_take_decimals():
+    config = PIGRewardConfig.from_options({"score_min": "0.5", "score_max": "10.0"})
+    assert (config.score_min, config.score_max) == (0.5, 10.0)
+    assert PIGRewardConfig.from_options({"score_min": "1"}).hash("pigreward", "1") == PIGRewardConfig().hash("pigreward", "1")
+
+
 def test_tiny_qwen2vl_for_both_parts_through_the_runner(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")

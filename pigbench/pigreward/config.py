@@ -28,8 +28,8 @@ class PIGRewardConfig(EvaluatorConfig):
     use_reasoner: bool = True  # False: ablation, raw reference images instead of a text context
     allow_tie: bool = False  # offer "Tie" (datasets with gold ties)
     min_dimensions: int = 3
-    score_min: float = 1
-    score_max: float = 10
+    score_min: float = 1.0
+    score_max: float = 10.0
     max_new_tokens: int = 1024  # reward model (32 without chain of thought)
     reasoner_max_new_tokens: int = 256
     min_new_tokens: int = 0  # > 0 forbids stopping earlier (fixed lengths for timing)
