@@ -57,6 +57,10 @@ class PIGReward(Evaluator):
             if getattr(config, option) < 0:
                 raise ValueError(f"pigreward: option {option} must be >= 0, got {getattr(config, option)!r}")
         if config.backend == "openai":
+            for _, adapter, option in config.parts():
+                if adapter:
+                    raise ValueError(f"pigreward: {option.replace('path', 'adapter')} applies with backend=local only; with "
+                                     f"backend=openai serve the adapted model and name it in --option {option}=")
             if not (config.base_url or os.environ.get("OPENAI_BASE_URL")):
                 raise RequirementError("pigreward: backend=openai needs --option base_url=http://HOST:PORT/v1 "
                                        "(or OPENAI_BASE_URL) pointing at a server that serves both parts")

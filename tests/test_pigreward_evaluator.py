@@ -167,6 +167,8 @@ def test_requirements_name_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(RequirementError, match="base_url"):
         PIGReward.check_requirements(PIGRewardConfig(backend="openai"))
+    with pytest.raises(ValueError, match="reward_adapter applies with backend=local only"):  # not silently ignored
+        PIGReward.check_requirements(PIGRewardConfig(backend="openai", base_url="http://gpu:8000/v1", reward_adapter="lora"))
     with pytest.raises(RequirementError, match="adapter directory"):
         PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reward_adapter=str(tmp_path / "nope")))
 
