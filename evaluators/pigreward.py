@@ -65,6 +65,8 @@ class PIGReward(Evaluator):
                 raise RequirementError("pigreward: backend=openai needs --option base_url=http://HOST:PORT/v1 "
                                        "(or OPENAI_BASE_URL) pointing at a server that serves both parts")
             return
+        if config.dtype not in ("bfloat16", "float16", "float32"):
+            raise ValueError(f"pigreward: option dtype must be bfloat16, float16 or float32, got {config.dtype!r}")
         adapters = any(adapter for _, adapter, _ in config.parts())
         require_packages("pigreward", "torch", "transformers", *(["peft"] if adapters else []))
         for path, adapter, option in config.parts():

@@ -179,6 +179,11 @@ def test_numeric_options_no_run_can_use_are_refused(option, value):
         PIGReward.check_requirements(PIGRewardConfig(**{option: value}))
 
 
+def test_an_unknown_dtype_is_refused_before_loading():
+    with pytest.raises(ValueError, match="pigreward: option dtype must be bfloat16, float16 or float32, got 'bf16'"):
+        PIGReward.check_requirements(PIGRewardConfig(dtype="bf16"))  # was AttributeError from getattr(torch, "bf16")
+
+
 def test_score_range_options_take_decimals():
     config = PIGRewardConfig.from_options({"score_min": "0.5", "score_max": "10.0"})
     assert (config.score_min, config.score_max) == (0.5, 10.0)
