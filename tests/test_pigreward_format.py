@@ -76,6 +76,15 @@ def test_a_nameless_dimension_keeps_no_name():
     assert [d.name for d in pred.dimensions] == ["", "", "Warm palette"] and pred.rationale == "j"
 
 
+def test_a_reply_cut_at_max_new_tokens_says_so():
+    """Cut inside the object, its last complete dimension parses: the reason is the cut, not 'no valid answer'."""
+    pipeline = PIGRewardPipeline(None, None, UserContextCache(None, "f"), PIGRewardConfig(use_reasoner=False).settings())
+    cut = pipeline.to_prediction("s", Generation(reply()[:-40], truncated=True), "k")
+    assert cut.label == Label.INVALID and cut.error is None and cut.extra["truncated"] is True
+    assert cut.extra["invalid_reason"] == "output cut at max_new_tokens before its JSON object was complete"
+    assert "truncated" not in pipeline.to_prediction("s", Generation(reply()), "k").extra
+
+
 def test_numbers_beyond_float_range_are_violations_not_crashes():
     huge = "9" * 400  # a degenerate reply's integer literal: float() raises OverflowError on it
     text = reply().replace('"score_a": 7', f'"score_a": {huge}').replace('"total_a": 21', f'"total_a": {huge}')

@@ -10,8 +10,9 @@
 
 Every prediction keeps the raw reply, its dimensions (name, definition, score per image), the
 per-image sums as ``score_a``/``score_b``, the justifications as ``rationale``, and in ``extra``:
-``context_key``, ``format_violations`` (list), ``contradicts_totals`` (bool) and, when the reply
-is unparseable, ``invalid_reason`` (an unparseable reply is an answer, not an ``error``).
+``context_key``, ``format_violations`` (list), ``contradicts_totals`` (bool), ``truncated`` (true
+when the reply stopped at ``max_new_tokens``) and, when the reply is unparseable, ``invalid_reason``
+(an unparseable reply is an answer, not an ``error``; a truncated one says it was cut).
 """
 
 from __future__ import annotations
@@ -106,8 +107,11 @@ class PIGRewardPipeline:
         j = parse_judgement(gen.text, self.settings.rules)
         extra: dict[str, object] = {"context_key": key, "format_violations": list(j.violations),
                                     "contradicts_totals": j.contradicts_totals}
+        if gen.truncated:
+            extra["truncated"] = True
         if j.parse_error is not None:
-            extra["invalid_reason"] = j.parse_error
+            extra["invalid_reason"] = ("output cut at max_new_tokens before its JSON object was complete"
+                                       if gen.truncated else j.parse_error)
         rationale = "\n".join(f"{d.name}: {d.justification}" if d.name else d.justification
                               for d in j.dimensions if d.justification) or None
         return Prediction(sample_id, j.label, score_a=j.sum_a, score_b=j.sum_b, raw_text=gen.text, rationale=rationale,
