@@ -13,7 +13,7 @@ from PIL import Image
 
 from pigbench.judging.backend import GenerationParams
 from pigbench.judging.fake_server import FakeServer, Reply
-from pigbench.judging.messages import Prompt, image, text
+from pigbench.judging.messages import Prompt, image, reference_prompt, text
 from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
 from pigbench.judging.request_cache import RequestCache, request_key
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
@@ -62,12 +62,22 @@ def test_success_sends_interleaved_parts_and_parses(server, tmp_path, monkeypatc
     body = server.requests[0]
     assert body["model"] == "test-model"
     content = body["messages"][0]["content"]
-    kinds = [c["type"] if c["type"] == "image_url" else c["text"] for c in content]
+    kinds = [c["type"] if c["type"] == "image_url" else c["text"].strip() for c in content]
     assert kinds[kinds.index("Preferred image:") + 1] == "image_url"
     assert kinds[kinds.index("Image B:") + 1] == "image_url" and kinds.count("image_url") == 4
     assert content[kinds.index("Image A:") + 1]["image_url"]["url"].startswith("data:image/png;base64,")
     assert body["temperature"] == 0 and body["max_tokens"] == 16
     assert server.headers[0]["Authorization"] == f"Bearer {KEY}"
+
+
+def test_text_parts_read_as_lines_when_a_template_joins_them(server):
+    """Served chat templates (Qwen2-VL's) join a turn's parts as they are, so each text part but the
+    last ends with a newline, as the local backend sends them; no prompt runs into its label."""
+    body = backend(server).request_body(reference_prompt(episode(0)), GenerationParams())
+    joined = "".join("<img>" if c["type"] == "image_url" else c["text"] for c in body["messages"][0]["content"])
+    assert "Prompt: ref 0.0\nPreferred image:\n<img>Rejected image:\n<img>" in joined
+    assert "Prompt: prompt 0\nImage A:\n<img>Image B:\n<img>Which of the two images" in joined
+    assert not joined.endswith("\n")
 
 
 def test_malformed_answer_is_invalid_with_raw_text(server, tmp_path):
