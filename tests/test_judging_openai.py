@@ -166,6 +166,30 @@ def test_concurrency_is_bounded(server):
     assert time.monotonic() - start >= 0.55  # 6 requests of 0.2 s, 2 at a time
 
 
+@pytest.mark.parametrize("batch_size, peak", [(2, 2), (6, 6)])
+def test_the_runners_batch_size_bounds_the_requests_in_flight(server, tmp_path, batch_size, peak):
+    """As docs/scaling.md says: concurrency=8 has at most --batch-size requests in flight."""
+    import threading
+
+    from pigbench.runner import predict_batches
+
+    lock, active, seen = threading.Lock(), [0], []
+
+    def slow(body):
+        with lock:
+            active[0] += 1
+            seen.append(active[0])
+        time.sleep(0.25)
+        with lock:
+            active[0] -= 1
+        return "<answer>A</answer>"
+
+    server.reply = slow
+    j = judge(server, tmp_path, concurrency=8)
+    list(predict_batches(j, [episode(i) for i in range(6)], batch_size))
+    assert max(seen) == peak
+
+
 def test_resume_sends_no_request_twice(server, tmp_path):
     episodes = [episode(i) for i in range(4)]
     first = judge(server, tmp_path).predict(episodes[:2])  # a run killed after two samples
