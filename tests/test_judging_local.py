@@ -111,6 +111,18 @@ def test_min_new_tokens_fixes_the_length(qwen):
     assert out.shape[1] - batch["input_ids"].shape[1] == 5
 
 
+def test_temperature_samples_despite_the_checkpoints_top_k(qwen, monkeypatch):
+    """Qwen2-VL checkpoints ship top_k=1, top_p=0.001 in their generation config: temperature > 0
+    must still sample (seeds give different outputs), not fall back to greedy."""
+    monkeypatch.setattr(qwen.model.generation_config, "top_k", 1, raising=False)
+    monkeypatch.setattr(qwen.model.generation_config, "top_p", 0.001, raising=False)
+    prompt = reference_prompt(episode(0))
+    texts = {qwen.generate([prompt], GenerationParams(max_new_tokens=8, temperature=1.0, seed=seed,
+                                                      images=ImagePolicy(max_pixels=56 * 56)))[0].text
+             for seed in range(3)}
+    assert len(texts) > 1
+
+
 def test_truncated_means_no_eos_within_max_new_tokens(qwen, monkeypatch):
     prompt = reference_prompt(episode(0))
     params = GenerationParams(max_new_tokens=6, images=ImagePolicy(max_pixels=56 * 56))

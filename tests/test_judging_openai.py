@@ -13,7 +13,7 @@ from PIL import Image
 
 from pigbench.judging.backend import GenerationParams
 from pigbench.judging.fake_server import FakeServer, Reply
-from pigbench.judging.messages import Prompt, image, text
+from pigbench.judging.messages import Prompt, image, reference_prompt, text
 from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
 from pigbench.judging.request_cache import RequestCache, request_key
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
@@ -62,12 +62,22 @@ def test_success_sends_interleaved_parts_and_parses(server, tmp_path, monkeypatc
     body = server.requests[0]
     assert body["model"] == "test-model"
     content = body["messages"][0]["content"]
-    kinds = [c["type"] if c["type"] == "image_url" else c["text"] for c in content]
+    kinds = [c["type"] if c["type"] == "image_url" else c["text"].strip() for c in content]
     assert kinds[kinds.index("Preferred image:") + 1] == "image_url"
     assert kinds[kinds.index("Image B:") + 1] == "image_url" and kinds.count("image_url") == 4
     assert content[kinds.index("Image A:") + 1]["image_url"]["url"].startswith("data:image/png;base64,")
     assert body["temperature"] == 0 and body["max_tokens"] == 16
     assert server.headers[0]["Authorization"] == f"Bearer {KEY}"
+
+
+def test_text_parts_read_as_lines_when_a_template_joins_them(server):
+    """Served chat templates (Qwen2-VL's) join a turn's parts as they are, so each text part but the
+    last ends with a newline, as the local backend sends them; no prompt runs into its label."""
+    body = backend(server).request_body(reference_prompt(episode(0)), GenerationParams())
+    joined = "".join("<img>" if c["type"] == "image_url" else c["text"] for c in body["messages"][0]["content"])
+    assert "Prompt: ref 0.0\nPreferred image:\n<img>Rejected image:\n<img>" in joined
+    assert "Prompt: prompt 0\nImage A:\n<img>Image B:\n<img>Which of the two images" in joined
+    assert not joined.endswith("\n")
 
 
 def test_malformed_answer_is_invalid_with_raw_text(server, tmp_path):
@@ -154,6 +164,30 @@ def test_concurrency_is_bounded(server):
     start = time.monotonic()
     b.generate([Prompt((text(str(i)),)) for i in range(6)], GenerationParams())
     assert time.monotonic() - start >= 0.55  # 6 requests of 0.2 s, 2 at a time
+
+
+@pytest.mark.parametrize("batch_size, peak", [(2, 2), (6, 6)])
+def test_the_runners_batch_size_bounds_the_requests_in_flight(server, tmp_path, batch_size, peak):
+    """As docs/scaling.md says: concurrency=8 has at most --batch-size requests in flight."""
+    import threading
+
+    from pigbench.runner import predict_batches
+
+    lock, active, seen = threading.Lock(), [0], []
+
+    def slow(body):
+        with lock:
+            active[0] += 1
+            seen.append(active[0])
+        time.sleep(0.25)
+        with lock:
+            active[0] -= 1
+        return "<answer>A</answer>"
+
+    server.reply = slow
+    j = judge(server, tmp_path, concurrency=8)
+    list(predict_batches(j, [episode(i) for i in range(6)], batch_size))
+    assert max(seen) == peak
 
 
 def test_resume_sends_no_request_twice(server, tmp_path):

@@ -83,6 +83,8 @@ def test_judges_see_rgba_images_over_white_as_qwen_vl_utils_lays_them():
     assert ref.open().getpixel((1, 0)) == (255, 0, 0)
     _, sent = encode_image(ref, ImagePolicy(size=8))  # resized for upload: what the judge sees
     assert Image.open(io.BytesIO(sent)).convert("RGB").getpixel((7, 1)) == (255, 255, 255)
+    mime, sent = encode_image(ref, ImagePolicy())  # not resized (unifiedreward's max_pixels=0): still over white
+    assert mime == "image/png" and Image.open(io.BytesIO(sent)).convert("RGB").getpixel((1, 0)) == (255, 255, 255)
 
 
 def lp(**probs):

@@ -61,7 +61,7 @@ class JudgeConfig(EvaluatorConfig):
     tie_threshold: float = 0.0  # tau on P(A) - 0.5 when scoring=probs
     dtype: str = "auto"  # local: auto (bfloat16 on CUDA, float32 on CPU), float16, bfloat16, float32
     attn_implementation: str = "sdpa"  # local
-    concurrency: int = 8  # openai: requests in flight
+    concurrency: int = 8  # openai: requests in flight (at most the runner's batch size)
     timeout_s: float = 120.0  # openai: deadline of each attempt (see openai_backend)
     max_retries: int = 5  # openai: retries on 429, 5xx, timeouts
 

@@ -168,7 +168,8 @@ class LocalBackend(Backend):
         sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if params.temperature > 0:
             torch.manual_seed(params.seed)
-            sampling = {"do_sample": True, "temperature": params.temperature}
+            # plain temperature sampling: the checkpoint's top_k/top_p (Qwen2-VL ships top_k=1) would make it greedy
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": None, "top_k": None}
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs, max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens,

@@ -91,15 +91,16 @@ _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": 
 
 
 def encode_image(ref: ImageRef, policy: ImagePolicy) -> tuple[str, bytes]:
-    """(MIME type, encoded bytes) for upload: the original file when the policy leaves it unchanged
-    and its format is one servers accept, else the policy-sized image as PNG (deterministic)."""
+    """(MIME type, encoded bytes) for upload: the original file when the policy leaves it unchanged,
+    its format is one servers accept and it has no alpha channel, else the image as :func:`load_image`
+    gives it (sized, an RGBA image laid over white), as PNG (deterministic)."""
     raw = ref.read_bytes()
     try:
         with Image.open(io.BytesIO(raw)) as probe:
-            fmt, size = probe.format, probe.size
+            fmt, size, mode = probe.format, probe.size, probe.mode
     except Exception:
-        fmt, size = None, None
-    if fmt in _MIME and size is not None and policy.target_size(*size) == size:
+        fmt, size, mode = None, None, None
+    if fmt in _MIME and size is not None and mode != "RGBA" and policy.target_size(*size) == size:
         return _MIME[fmt], raw
     buf = io.BytesIO()
     load_image(ref, policy).save(buf, format="PNG")

@@ -1,6 +1,8 @@
 """OpenAI-compatible chat-completions backend (OpenAI, vLLM, SGLang, ...), standard library only.
 
 * Images travel as base64 data URLs (the original file when the image policy leaves it as is).
+  Text parts end with a newline unless last, as in the local backend: served chat templates
+  (Qwen2-VL's, as a vLLM server applies it) join a turn's parts as they are.
 * The API key is read from an environment variable (``OPENAI_API_KEY`` unless told otherwise) and
   is only ever placed in the ``Authorization`` header: it is in no request body, cache key, error
   message, provenance record or log line.
@@ -129,9 +131,10 @@ class OpenAIBackend(Backend):
     def request_body(self, prompt: Prompt, params: GenerationParams) -> dict[str, Any]:
         """The JSON body for one prompt. Deterministic: the cache key is its hash."""
         content: list[dict[str, Any]] = []
-        for part in prompt.parts:
-            if part.type == "text":
-                content.append({"type": "text", "text": part.value})
+        last = len(prompt.parts) - 1
+        for i, part in enumerate(prompt.parts):
+            if part.type == "text":  # a newline unless last, as locally: chat templates join parts as they are
+                content.append({"type": "text", "text": str(part.value) + "\n" * (i < last)})
             else:
                 mime, data = encode_image(part.value, params.images)  # type: ignore[arg-type]
                 url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
