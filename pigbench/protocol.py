@@ -255,6 +255,13 @@ class Prediction:
     def invalid(cls, sample_id: str, error: str) -> "Prediction":
         return cls(sample_id=sample_id, label=Label.INVALID, error=error)
 
+    def swapped(self) -> "Prediction":
+        """The same answer with images A and B exchanged: label, scores and dimension scores."""
+        return dataclasses.replace(
+            self, label=self.label.swapped(), score_a=self.score_b, score_b=self.score_a,
+            dimensions=[dataclasses.replace(d, score_a=d.score_b, score_b=d.score_a) for d in self.dimensions],
+        )
+
 
 def label_from_delta(delta: float, tau: float = 0.0) -> Label:
     """Protocol section 3: TIE if |delta| <= tau, else the side with the higher score; NaN is INVALID."""

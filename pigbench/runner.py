@@ -389,23 +389,40 @@ def _check_output(evaluator: Evaluator, episodes: Sequence[Episode], preds: Sequ
 
 
 def _predict_swapped(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Prediction]:
-    """Protocol section 3 position swap: ask (A, B) and (B, A), map the second back, combine."""
+    """Protocol section 3 position swap: ask (A, B) and (B, A), map the second back, combine.
+
+    The label follows :func:`~pigbench.protocol.combine_swapped`. The rest of the prediction
+    (text, dimensions, extra) is the first order's, or the second's mapped back when only that one
+    answered. With scores from both orders, ``score_a``/``score_b`` are their means (each order's
+    are in ``extra["swap"]``). ``extra["swap"]["other_invalid_reason"]`` keeps the parse failure of
+    the order not shown, so that the results' ``answer_quality`` counts every unparseable answer.
+    """
     firsts = predict_isolated(evaluator, batch)
     seconds = predict_isolated(evaluator, [e.swapped() for e in batch])
     out = []
+    decisive = {Label.A, Label.B}
     for p1, p2 in zip(firsts, seconds):
-        back = p2.label.swapped()
-        decisive = {Label.A, Label.B}
-        swap = {
+        back = p2.swapped()
+        label = combine_swapped(p1.label, back.label)
+        shown, other = (back, p1) if p1.label == Label.INVALID and back.label != Label.INVALID else (p1, back)
+        swap: dict[str, Any] = {
             "first": p1.label.value,
-            "second_mapped_back": back.value,
+            "second_mapped_back": back.label.value,
             "raw_first": p1.raw_text,
             "raw_second": p2.raw_text,
-            "inconsistent": p1.label in decisive and back in decisive and p1.label != back,
+            "inconsistent": p1.label in decisive and back.label in decisive and p1.label != back.label,
         }
-        label = combine_swapped(p1.label, back)
+        scores = [(p.score_a, p.score_b) for p in (p1, back)]
+        if all(a is not None and b is not None for a, b in scores):
+            swap["scores_first"], swap["scores_second_mapped_back"] = scores
+            score_a, score_b = ((scores[0][i] + scores[1][i]) / 2 for i in (0, 1))
+        else:
+            score_a, score_b = shown.score_a, shown.score_b
+        if other.extra.get("invalid_reason"):
+            swap["other_invalid_reason"] = other.extra["invalid_reason"]
         error = None if label != Label.INVALID else (p1.error or p2.error)
-        out.append(dataclasses.replace(p1, label=label, error=error, extra={**p1.extra, "swap": swap}))
+        out.append(dataclasses.replace(shown, label=label, score_a=score_a, score_b=score_b, error=error,
+                                       extra={**shown.extra, "swap": swap}))
     return out
 
 
@@ -517,8 +534,9 @@ def _answer_quality(rows: list[dict]) -> dict[str, Any]:
     violations = contradictions = 0
     for row in rows:
         extra = row["prediction"].get("extra") or {}
-        if extra.get("invalid_reason"):
-            unparseable[_reason(str(extra["invalid_reason"]))] += 1
+        for reason in (extra.get("invalid_reason"), (extra.get("swap") or {}).get("other_invalid_reason")):
+            if reason:  # a swap run's two answers count apart
+                unparseable[_reason(str(reason))] += 1
         violations += bool(extra.get("format_violations"))
         contradictions += bool(extra.get("contradicts_totals"))
     return {"unparseable": sum(unparseable.values()), "unparseable_reasons": dict(unparseable),

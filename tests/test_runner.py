@@ -188,6 +188,39 @@ def test_swap_records_both_answers(tmp_path):
     assert out.results["metrics"]["swap_inconsistency_rate"] == 0.0  # a scalar scorer is position-free
 
 
+def test_swap_shows_the_order_that_answered_and_averages_both_orders_scores():
+    """A judge biased to the first image (P = 0.8 for it) disagrees with itself: TIE with the mean
+    P(A) of both orders, 0.5, not the first order's 0.8; an order that did not parse is not shown
+    but counted; the dimensions of the second order are mapped back."""
+    from pigbench.evaluator import Evaluator
+    from pigbench.protocol import Dimension, Episode, ImageRef, Label, Prediction, Target
+    from pigbench.runner import _answer_quality, _predict_swapped
+
+    class FirstImageJudge(Evaluator):
+        def predict(self, episodes):
+            out = []
+            for ep in episodes:
+                if ep.target.image_a.id == "unreadable-layout":  # this order's answer does not parse
+                    out.append(Prediction(ep.sample_id, Label.INVALID, raw_text="hmm", extra={"invalid_reason": "no answer"}))
+                else:
+                    out.append(Prediction(ep.sample_id, Label.A, 0.8, 0.2, raw_text=f"{ep.target.image_a.id} wins",
+                                          dimensions=[Dimension("warmth", "", 8.0, 2.0)]))
+            return out
+
+    def episode(a: str, b: str) -> Episode:
+        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
+
+    biased, rescued = _predict_swapped(FirstImageJudge(), [episode("x", "y"), episode("unreadable-layout", "y")])
+    assert biased.label == Label.TIE and (biased.score_a, biased.score_b) == (0.5, 0.5)
+    assert biased.extra["swap"]["scores_first"] == (0.8, 0.2) and biased.extra["swap"]["scores_second_mapped_back"] == (0.2, 0.8)
+    assert biased.extra["swap"]["inconsistent"] and biased.raw_text == "x wins"
+    # the first order did not parse: the second's answer (y first, y wins) is shown mapped back to B
+    assert rescued.label == Label.B and (rescued.score_a, rescued.score_b) == (0.2, 0.8) and rescued.raw_text == "y wins"
+    assert rescued.dimensions == [Dimension("warmth", "", 2.0, 8.0)] and "invalid_reason" not in rescued.extra
+    quality = _answer_quality([{"prediction": p.to_json()} for p in (biased, rescued)])
+    assert quality["unparseable"] == 1 and quality["unparseable_reasons"] == {"no answer": 1}
+
+
 def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     out = run(config(tmp_path))
     path = out.results_path
