@@ -122,6 +122,8 @@ def test_requirement_checks(tmp_path):
         qwen.check_requirements(qwen.Config(backend="vllm"))
     with pytest.raises(ValueError, match="scoring must be one of"):
         qwen.check_requirements(qwen.Config(scoring="logits"))
+    with pytest.raises(ValueError, match="option dtype must be one of auto, bfloat16, float16, float32, got 'bf16'"):
+        qwen.check_requirements(qwen.Config(dtype="bf16"))  # was getattr(torch, "bf16") in setup: a traceback
     with pytest.raises(RequirementError, match="--model-path"):
         qwen.check_requirements(qwen.Config(model_path=str(tmp_path / "missing")))
     think = evaluators.get("unifiedreward-think")

@@ -41,6 +41,7 @@ from pigbench.protocol import Episode, Label, Prediction, label_from_delta
 
 BACKENDS = ("local", "openai")
 SCORINGS = ("text", "probs")
+DTYPES = ("auto", "bfloat16", "float16", "float32")  # the local backend's (see JudgeConfig.dtype)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ class Judge(Evaluator):
             raise ValueError(f"{name}: backend must be one of {', '.join(BACKENDS)}, not {config.backend!r}")
         if config.scoring not in SCORINGS:
             raise ValueError(f"{name}: scoring must be one of {', '.join(SCORINGS)}, not {config.scoring!r}")
+        if config.dtype not in DTYPES:
+            raise ValueError(f"{name}: option dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
         if config.scoring == "probs" and not cls.answer_options:
             raise ValueError(f"{name}: scoring=probs needs single-token answers; this judge's answers are sentences")
         for option, ok, rule in _numeric_rules(config):
