@@ -11,6 +11,7 @@ import time
 import pytest
 from PIL import Image
 
+from pigbench.evaluator import Runtime
 from pigbench.judging.backend import GenerationParams
 from pigbench.judging.fake_server import FakeServer, Reply
 from pigbench.judging.messages import Prompt, image, reference_prompt, text
@@ -248,6 +249,17 @@ def test_answer_probabilities_from_top_logprobs(server, tmp_path):
     assert server.requests[0]["logprobs"] is True and server.requests[0]["top_logprobs"] == 20
     assert pred.score_a == pytest.approx(2 / 3) and pred.score_b == pytest.approx(1 / 3)
     assert pred.label == Label.TIE  # protocol section 3: delta = P(A) - 0.5 = 1/6 <= tau (P(A) - P(B) = 1/3 is not)
+
+
+def test_another_tie_threshold_reuses_the_cached_responses(server, tmp_path):
+    """tau only turns P(A) into a label: a calibrated or re-thresholded run sends no request again."""
+    cls = evaluators.get("openai-judge")
+    for tau in (0.0, 0.2):
+        j = cls(cls.Config(base_url=server.url, scoring="probs", tie_threshold=tau), Runtime(cache_dir=str(tmp_path)))
+        j.setup()
+        j.predict([episode(0), episode(1)])
+        assert server.hits == 2
+    assert len(list((tmp_path / "requests").glob("*.sqlite"))) == 1
 
 
 def test_unreadable_image_fails_only_its_prompt(server):

@@ -6,7 +6,8 @@ default model and lengths, and (if it publishes one) its own parse rule; this mo
 * ``backend=local`` runs the model with transformers on ``--device``; ``backend=openai`` sends the
   same prompt to OpenAI-compatible servers (``base_url``: comma-separated URLs, default
   ``$OPENAI_BASE_URL`` or the OpenAI API; key from the environment variable ``api_key_env``).
-  API responses are cached in ``<cache>/requests/<judge>-<config hash>.sqlite``, where ``<cache>`` is
+  API responses are cached in ``<cache>/requests/<judge>-<hash>.sqlite`` (the config hash with tau at
+  0, since tau changes no request), where ``<cache>`` is
   the runtime's ``cache_dir``, else ``$PIGBENCH_CACHE``, else ``.pigbench_cache`` (the runner's
   default), so a resumed run re-sends nothing.
 * Every prediction keeps the raw output. An unparseable answer is INVALID with the parser's reason
@@ -28,7 +29,7 @@ import math
 import os
 import urllib.parse
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
 
@@ -167,7 +168,8 @@ class Judge(Evaluator):
         from pigbench.judging.request_cache import RequestCache
 
         root = self.runtime.cache_dir or os.environ.get("PIGBENCH_CACHE", ".pigbench_cache")
-        cache = Path(root) / "requests" / f"{self.name}-{self.config_hash}.sqlite"
+        requests_hash = replace(c, tie_threshold=0.0).hash(self.name, self.version)  # tau changes no request
+        cache = Path(root) / "requests" / f"{self.name}-{requests_hash}.sqlite"
         return OpenAIBackend(c.base_urls(), c.model_path, api_key_env=c.api_key_env, concurrency=c.concurrency,
                              timeout_s=c.timeout_s, retry=RetryPolicy(max_retries=c.max_retries), cache=RequestCache(cache))
 
