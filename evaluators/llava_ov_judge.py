@@ -3,7 +3,9 @@ user prefers, given the user's reference pairs (evaluators spec, sections 4.2 an
 
 Loads ``llava-hf/llava-onevision-qwen2-7b-ov-hf`` with ``AutoModelForImageTextToText`` +
 ``AutoProcessor``. Its shipped chat template renders all images before the text; the local
-backend detects this and inlines the ``<image>`` tokens so references stay interleaved. With
+backend detects this and inlines the ``<image>`` tokens so references stay interleaved. A server
+(``backend=openai``) applies the template itself, so there every image comes before the text:
+serve it with a chat template that interleaves (vLLM's ``--chat-template``) to match. With
 several images per sample each image costs the base 729 tokens (no anyres tiling).
 """
 
