@@ -21,3 +21,11 @@ def test_gpu_benchmark_without_cuda_is_one_line(script):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("--device cuda: torch ") and "sees no CUDA GPU" in lines[0], lines
     assert "wrote" not in proc.stdout  # nothing done before the check (scalar_throughput writes JPEGs first)
+
+
+def test_demo_run_refuses_fewer_targets_than_asked():
+    """Too few demo users for --targets: said in one line, not reported as the asked-for count."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "demo_run.py"), "--targets", "500", "--users", "3"],
+                          capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
+    assert proc.returncode == 1 and "500 targets" not in proc.stdout
+    assert proc.stderr.strip() == "3 demo users give only 120 targets, not --targets 500: raise --users"
