@@ -284,13 +284,15 @@ class EncodeTimeline:
 def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args, sync, tag: str):
     """images/s of the runner's prediction loop (``pigbench.runner.predict_batches``: batches of
     ``--batch-size`` episodes, each window of that many episodes announced to ``prepare`` first)
-    for each look-ahead window (0: none, every ``predict`` call on its own), each on its own JPEGs."""
+    for each look-ahead window (0: none, every ``predict`` call on its own), each on its own JPEGs and
+    with no prompt features in memory (the warm-up's prompts are the same: a run encodes them once)."""
     from pigbench.runner import predict_batches
 
     rates, preds = {}, []
     for k, window in enumerate(windows):
         timed = episodes(paths[k * args.images : (k + 1) * args.images], texts, f"{tag}{k}-")
-        calls_before = ev.images.encoder_calls
+        calls_before, texts_before = ev.images.encoder_calls, ev.texts.encoded_texts
+        ev.texts.memory.clear()
         waits, firsts, undo = instrument_waits(ev.images, ev.texts)
         timeline = EncodeTimeline(ev.images) if args.device == "cuda" else None
         ev.prepare_window = window
@@ -311,7 +313,7 @@ def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args,
               f"({ev.images.encoder_calls - calls_before} encoder calls; in embed "
               f"{waits['embed']:.2f}s, of which waiting for decoded images {waits['decode']:.2f}s (for content hashes "
               f"{waits['hash']:.2f}s, partly within the former), for encoded batches {waits['device']:.2f}s; outside embed "
-              f"{fast_s - waits['embed']:.2f}s, of which embedding prompts {waits['texts']:.2f}s; garbage collections: {collections})")
+              f"{fast_s - waits['embed']:.2f}s, of which embedding {ev.texts.encoded_texts - texts_before} prompts {waits['texts']:.2f}s; garbage collections: {collections})")
         if timeline:
             print(f"  timeline: {timeline.summary(fast_s)}; host: first hash {firsts.get('hash', t) - t:.3f}s, "
                   f"first decoded chunk {firsts.get('decode', t) - t:.3f}s, first encode call {timeline.first_call - t:.3f}s")
