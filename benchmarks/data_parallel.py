@@ -176,6 +176,8 @@ def main() -> None:
 
     import torch
 
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"--device {a.device}: torch {torch.__version__} sees no CUDA GPU on this machine; the CPU smoke test is in this script's docstring")
     root = Path(a.workdir or tempfile.mkdtemp(prefix="pigbench-dp-"))
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",

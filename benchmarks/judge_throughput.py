@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 
 import numpy as np
@@ -113,6 +114,8 @@ def main() -> None:
                     help="plain: images decoded serially and processed on the CPU; fast: the backend defaults "
                          "(decoding threads, image processing on the GPU)")
     args = ap.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA GPU on this machine; the CPU smoke test is in this script's docstring")
 
     shape = random_models.QWEN2_VL_7B if args.shape == "7b" else random_models.QWEN2_VL_TINY
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32

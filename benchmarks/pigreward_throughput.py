@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import sys
 import time
 from typing import Any
 
@@ -239,6 +240,8 @@ def main() -> None:
     a = ap.parse_args()
 
     cuda = a.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        sys.exit(f"--device {a.device}: torch {torch.__version__} sees no CUDA GPU on this machine; the CPU smoke test is in this script's docstring")
     shape = random_models.QWEN2_VL_7B if a.shape == "7b" else random_models.QWEN2_VL_TINY
     t_build, (model, processor) = timed(lambda: random_models.qwen2_vl(
         shape, device=a.device, dtype=torch.bfloat16 if cuda else torch.float32, vocab_size=4096))

@@ -50,6 +50,7 @@ import gc
 import json
 import os
 import string
+import sys
 import tempfile
 import time
 from importlib import resources
@@ -283,13 +284,15 @@ class EncodeTimeline:
 def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args, sync, tag: str):
     """images/s of the runner's prediction loop (``pigbench.runner.predict_batches``: batches of
     ``--batch-size`` episodes, each window of that many episodes announced to ``prepare`` first)
-    for each look-ahead window (0: none, every ``predict`` call on its own), each on its own JPEGs."""
+    for each look-ahead window (0: none, every ``predict`` call on its own), each on its own JPEGs and
+    with no prompt features in memory (the warm-up's prompts are the same: a run encodes them once)."""
     from pigbench.runner import predict_batches
 
     rates, preds = {}, []
     for k, window in enumerate(windows):
         timed = episodes(paths[k * args.images : (k + 1) * args.images], texts, f"{tag}{k}-")
-        calls_before = ev.images.encoder_calls
+        calls_before, texts_before = ev.images.encoder_calls, ev.texts.encoded_texts
+        ev.texts.memory.clear()
         waits, firsts, undo = instrument_waits(ev.images, ev.texts)
         timeline = EncodeTimeline(ev.images) if args.device == "cuda" else None
         ev.prepare_window = window
@@ -310,7 +313,7 @@ def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args,
               f"({ev.images.encoder_calls - calls_before} encoder calls; in embed "
               f"{waits['embed']:.2f}s, of which waiting for decoded images {waits['decode']:.2f}s (for content hashes "
               f"{waits['hash']:.2f}s, partly within the former), for encoded batches {waits['device']:.2f}s; outside embed "
-              f"{fast_s - waits['embed']:.2f}s, of which embedding prompts {waits['texts']:.2f}s; garbage collections: {collections})")
+              f"{fast_s - waits['embed']:.2f}s, of which embedding {ev.texts.encoded_texts - texts_before} prompts {waits['texts']:.2f}s; garbage collections: {collections})")
         if timeline:
             print(f"  timeline: {timeline.summary(fast_s)}; host: first hash {firsts.get('hash', t) - t:.3f}s, "
                   f"first decoded chunk {firsts.get('decode', t) - t:.3f}s, first encode call {timeline.first_call - t:.3f}s")
@@ -515,6 +518,8 @@ def main() -> None:
     from pigbench.registry import evaluators
     from pigbench.runner import frozen_setup_objects
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA GPU on this machine; the CPU smoke test is in this script's docstring")
     windows = [int(x) for x in args.windows.split(",")]
     variants = ["default"] + (["compiled"] if args.compiled_too else []) + (["bf16"] if args.bf16_too else []) + (
         ["memory-cache"] if args.memory_cache_too else []) + (["transformers-tower"] if args.transformers_tower_too else [])

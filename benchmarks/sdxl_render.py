@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,8 @@ def main() -> None:
     a = parser.parse_args()
     import torch
 
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"--device {a.device}: torch {torch.__version__} sees no CUDA GPU on this machine; the CPU smoke test is in this script's docstring")
     dtype = getattr(torch, a.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         began = time.perf_counter()

@@ -1,0 +1,56 @@
+"""The scripts in ``benchmarks/``: how they fail where what they measure cannot run, and what they time."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize("script", ["sdxl_render.py", "judge_throughput.py", "pigreward_throughput.py",
+                                    "scalar_throughput.py", "data_parallel.py"])
+def test_gpu_benchmark_without_cuda_is_one_line(script):
+    """A GPU benchmark on a machine without CUDA exits at once with one line, not a traceback."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=BENCHMARKS.parent)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("--device cuda: torch ") and "sees no CUDA GPU" in lines[0], lines
+    assert "wrote" not in proc.stdout  # nothing done before the check (scalar_throughput writes JPEGs first)
+
+
+def test_demo_run_refuses_fewer_targets_than_asked():
+    """Too few demo users for --targets: said in one line, not reported as the asked-for count."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "demo_run.py"), "--targets", "500", "--users", "3"],
+                          capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
+    assert proc.returncode == 1 and "500 targets" not in proc.stdout
+    assert proc.stderr.strip() == "3 demo users give only 120 targets, not --targets 500: raise --users"
+
+
+def test_scalar_throughput_times_prompt_encoding(tmp_path):
+    """The timed loop encodes its prompts, although the warm-up scored the same ones (as a run
+    encodes each distinct prompt once), and says how many it encoded."""
+    spec = importlib.util.spec_from_file_location("scalar_throughput", BENCHMARKS / "scalar_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from pigbench.evaluator import Runtime
+    from pigbench.registry import evaluators
+
+    bench.write_model(tmp_path / "model", bench.TINY, "cpu")
+    paths = [bench.write_jpeg((tmp_path / f"{i}.jpg", i)) for i in range(8)]
+    texts = ["a red cube", "a blue sphere"]
+    cls = evaluators.get("pickscore")
+    ev = cls(cls.Config(model_path=str(tmp_path / "model"), processor_path=str(tmp_path / "model")),
+             Runtime(device="cpu", batch_size=2, num_workers=0))
+    ev.setup()
+    ev.predict(bench.episodes(paths[4:], texts, "warm"))  # the warm-up: the same two prompts
+    before = ev.texts.encoded_texts
+    args = SimpleNamespace(images=4, batch_size=2, device="cpu")
+    rates, _ = bench.time_calls(ev, paths[:4], texts, [0], args, lambda: None, "t")
+    assert ev.texts.encoded_texts - before == 2 and rates[0] > 0
