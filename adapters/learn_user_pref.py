@@ -197,9 +197,12 @@ def _number(value: Any) -> Optional[float]:
 
 
 def _image(value: Any) -> Optional[ImageRef]:
-    """A lazy image for encoded bytes, a PIL image or a uint8 array; None for anything else."""
+    """A lazy image for encoded bytes (also as a 1-D uint8 array, which ``io.BytesIO`` reads as the
+    authors' ``eval.py`` does), a PIL image or a uint8 pixel array (2-D or 3-D); None for anything else."""
     from PIL import Image
 
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1:
+        value = value.tobytes()
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         digest = hashlib.sha256(data).hexdigest()

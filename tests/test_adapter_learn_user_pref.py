@@ -179,3 +179,20 @@ def test_hub_miss_offline_says_what_to_download(monkeypatch, tmp_path):
     monkeypatch.delenv("PIGBENCH_LUP_PATH", raising=False)
     with pytest.raises(DatasetError, match=r"hf download wenyii/learn-user-pref .*bench_test_w_bad.pkl"):
         LearnUserPref().split(seed=0)
+
+
+def test_encoded_bytes_held_as_uint8_arrays_are_the_same_images(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    rows = [dict(r) for r in TEST_ROWS]
+    as_array = lambda b: np.frombuffer(b, np.uint8)  # noqa: E731  what io.BytesIO reads in the authors' eval.py
+    rows[0] = dict(rows[0], image0=as_array(rows[0]["image0"]),
+                   reference_list=[as_array(b) for b in rows[0]["reference_list"]])
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(rows)))
+    ep = next(e for e in split(tmp_path).episodes if e.target.record_id == "bench_test_w_bad:0")
+    first = ep.target.image_a if ep.target.image_a.read_bytes() == jpeg(1) else ep.target.image_b
+    assert first.read_bytes() == jpeg(1) and first.open().size == (32, 32)
+    assert ep.references[0].preferred.read_bytes() == jpeg(100)
+    assert ep.references[0].preferred.id == "sha256:" + hashlib.sha256(jpeg(100)).hexdigest()[:16]
