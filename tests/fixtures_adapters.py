@@ -77,15 +77,17 @@ def pickapic_row(rid: int, user: int, caption: str, n0: int, n1: int, label_0: f
         "image_1_uid": u1, "image_1_url": f"https://text-to-image-human-preferences.s3.us-east-2.amazonaws.com/images/{u1}.png",
         "jpg_0": jpeg(n0), "jpg_1": jpeg(n1), "label_0": label_0, "label_1": 1.0 - label_0,
         "model_0": "SD2.1", "model_1": "SDXL-beta", "ranking_id": rid, "user_id": user,
-        "num_example_per_prompt": 1, "__index_level_0__": rid,
+        "num_example_per_prompt": 1, "__index_level_0__": rid,  # write_pickapic counts the split's rows
     }
     row.update(overrides)
     return row
 
 
 def write_pickapic(folder: Path, rows: list[dict], images: bool, shards: int, row_group_size: int, split: str = "train") -> list[Path]:
-    """Write ``rows`` as hub-named parquet shards (19 columns, or 17 without images) under ``folder/data``."""
+    """Write ``rows`` as hub-named parquet shards (19 columns, or 17 without images) under ``folder/data``;
+    ``num_example_per_prompt`` is set as the hub's: the rows of ``rows`` (the split) with the same caption."""
     import hashlib
+    from collections import Counter
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -94,6 +96,8 @@ def write_pickapic(folder: Path, rows: list[dict], images: bool, shards: int, ro
 
     schema = SCHEMA if images else NO_IMAGES_SCHEMA
     (folder / "data").mkdir(parents=True, exist_ok=True)
+    per_caption = Counter(r["caption"] for r in rows)
+    rows = [{**r, "num_example_per_prompt": per_caption[r["caption"]]} for r in rows]
     size = -(-len(rows) // shards)
     paths = []
     for i in range(shards):

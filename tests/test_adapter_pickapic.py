@@ -81,6 +81,10 @@ def test_schema_is_the_real_one(data):
     names = pq.read_schema(next(images.rglob("*.parquet"))).names
     assert len(names) == 19 and names[9:11] == ["jpg_0", "jpg_1"] and names[-1] == "__index_level_0__"
     assert len(pq.read_schema(next(meta.rglob("*.parquet"))).names) == 17
+    table = pq.read_table(sorted(meta.rglob("*.parquet")), columns=["caption", "num_example_per_prompt"]).to_pylist()
+    captions = [r["caption"] for r in table]
+    assert all(r["num_example_per_prompt"] == captions.count(r["caption"]) for r in table)  # rows of the caption in the split
+    assert max(r["num_example_per_prompt"] for r in table) > 1
 
 
 def test_split_users_ties_and_leaks(data):
