@@ -28,9 +28,9 @@ def fixture_rows():
         shown = add(101, PROMPTS[i], 0.5 if i == 3 else float(i % 2), n0=shown if i == 5 else None, are_different=i != 6)
     for i in range(10):  # user 102: one corrupt image
         add(102, PROMPTS[i], 1.0, n1=CORRUPT_N if i == 0 else None)
-    for i in range(9):  # user 104: 8 decisive rows and one legacy tie (0.5 with has_label True): the target is the tie
-        if i == 4:
-            add(104, PROMPTS[i], 0.5, has_label=True)
+    for i in range(9):  # user 104: 8 decisive rows and one legacy tie (0.5 with has_label True, best = a 3rd image of a
+        if i == 4:  # 4-image ranking, neither image_0 nor image_1): the target is the tie
+            add(104, PROMPTS[i], 0.5, has_label=True, best_image_uid=uid(850))
         else:
             add(104, PROMPTS[i], 0.0)
     for i in range(9):  # user 105: every row keeps the clicked image: any target shares it with the references
