@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import signal
 from collections import deque
@@ -210,6 +211,20 @@ def test_a_corrupt_or_unreadable_image_fails_alone_and_names_itself(tmp_path, wo
     with pytest.raises(ImageError, match="lost-row.*row 17 is gone"):
         emb.get(unreadable)
     assert emb.stats()["failed_images"] == 2
+
+
+def test_a_loader_image_in_a_mode_png_cannot_store_embeds_alike_with_and_without_workers(tmp_path):
+    (ref,) = write_images(tmp_path, sizes=[(45, 37)])
+    rgb = ref.open()
+    refs = [ImageRef(mode, lambda m=mode: rgb.convert(m)) for mode in ("CMYK", "YCbCr", "F")]  # no known hash: read to hash
+    assert all(Image.open(io.BytesIO(r.read_bytes())).mode == "RGB" for r in refs)
+    serial = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=3)
+    parallel = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=3, num_workers=2)
+    serial.embed(refs)
+    parallel.embed(refs)  # each is sent to a worker as its encoded bytes
+    assert parallel.stats()["failed_images"] == 0
+    for r in refs:
+        assert torch.equal(parallel.get(r), serial.get(r))
 
 
 def test_text_embedder_encodes_each_string_once():
