@@ -178,6 +178,29 @@ def test_a_killed_hashing_process_costs_no_call(tmp_path):
     assert emb._file_hasher() not in (None, first)
 
 
+def test_a_killed_decode_worker_costs_only_the_call_it_was_in(tmp_path, monkeypatch):
+    import pigbench.embedding as embedding
+
+    refs = write_images(tmp_path / "a")
+    others = write_images(tmp_path / "b", seed=7)
+    killer = str(refs[3].source)
+    decode = embedding._Decode.__getitem__
+
+    def dies_on_killer(self, task):  # as a worker killed for memory while decoding a huge image
+        if str(task[1].source) == killer and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return decode(self, task)
+
+    monkeypatch.setattr(embedding._Decode, "__getitem__", dies_on_killer)  # before the workers fork
+    emb = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=2, num_workers=2)
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        emb.embed(refs)
+    emb.embed(others)  # new workers decode the next call
+    serial = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=2)
+    for r in others:
+        assert torch.equal(emb.get(r), serial.get(r))
+
+
 def test_disk_cache_is_reused_across_instances_and_keyed_by_model(tmp_path):
     refs = write_images(tmp_path / "img")
     first = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m@rev1", cache_dir=tmp_path / "cache")
