@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -98,7 +99,8 @@ class MPS(EmbeddingScorer):
         self.condition = self.texts.get(self.config.condition)[:-1]
         self.logit_scale = float(self.net.model.logit_scale.detach().float().exp())
         sha = source_fingerprint(str(path))
-        self.images = self.image_embedder(self.net.image_tokens, processor_transform(clip, "floor"), f"mps:{sha}")
+        vision = hashlib.sha256(config.vision_config.to_json_string().encode()).hexdigest()[:16]  # heads, activation, eps: not in the checkpoint
+        self.images = self.image_embedder(self.net.image_tokens, processor_transform(clip, "floor"), f"mps:{sha}:vision-{vision}")
         self._provenance = {"checkpoint": str(path), "checkpoint_sha256": sha, "clip": clip}
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:

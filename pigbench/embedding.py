@@ -568,6 +568,12 @@ class ImageEmbedder:
         decode = _Decode(self.transform, full_resolution=self.resize_on_device)
         if self.num_workers == 0:
             return (_collate([decode[t]]) for t in self._sampler.tasks)
+        return self._from_workers(decode)
+
+    def _from_workers(self, decode: _Decode):
+        """The decoded chunks from the persistent workers. If the loader fails (a worker killed for
+        memory, say), it is let go before the error is raised, so the next call forks new workers
+        (the loader of a dead worker raises the same error on every later call)."""
         if self._loader is None:
             methods = multiprocessing.get_all_start_methods()
             self._loader = torch.utils.data.DataLoader(
@@ -577,7 +583,11 @@ class ImageEmbedder:
                 in_order=False,  # a chunk is used as soon as it is decoded, not after those sent before it
                 multiprocessing_context="fork" if "fork" in methods else None,
             )
-        return iter(self._loader)
+        try:
+            yield from self._loader
+        except Exception:
+            self._loader = None
+            raise
 
     def stats(self) -> dict[str, int]:
         return {

@@ -60,7 +60,8 @@ class ImageRef:
     known_hash: Optional[str] = field(default=None, repr=False)
 
     def read_bytes(self) -> bytes:
-        """The encoded image bytes (a loader returning a PIL image is encoded as PNG)."""
+        """The encoded image bytes (a loader returning a PIL image is encoded as PNG, converted to
+        RGB first when PNG cannot store its mode)."""
         src = self.source
         try:
             if isinstance(src, (bytes, bytearray)):
@@ -70,7 +71,11 @@ class ImageRef:
             out = src()
             if isinstance(out, Image.Image):
                 buf = io.BytesIO()
-                out.save(buf, format="PNG")
+                try:
+                    out.save(buf, format="PNG")
+                except OSError:  # a mode PNG cannot store (CMYK, YCbCr, LAB, HSV, F): its RGB, as open() gives it
+                    buf = io.BytesIO()
+                    out.convert("RGB").save(buf, format="PNG")
                 return buf.getvalue()
             return bytes(out)
         except OSError as exc:

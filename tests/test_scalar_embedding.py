@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import signal
 from collections import deque
@@ -177,6 +178,29 @@ def test_a_killed_hashing_process_costs_no_call(tmp_path):
     assert emb._file_hasher() not in (None, first)
 
 
+def test_a_killed_decode_worker_costs_only_the_call_it_was_in(tmp_path, monkeypatch):
+    import pigbench.embedding as embedding
+
+    refs = write_images(tmp_path / "a")
+    others = write_images(tmp_path / "b", seed=7)
+    killer = str(refs[3].source)
+    decode = embedding._Decode.__getitem__
+
+    def dies_on_killer(self, task):  # as a worker killed for memory while decoding a huge image
+        if str(task[1].source) == killer and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return decode(self, task)
+
+    monkeypatch.setattr(embedding._Decode, "__getitem__", dies_on_killer)  # before the workers fork
+    emb = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=2, num_workers=2)
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        emb.embed(refs)
+    emb.embed(others)  # new workers decode the next call
+    serial = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=2)
+    for r in others:
+        assert torch.equal(emb.get(r), serial.get(r))
+
+
 def test_disk_cache_is_reused_across_instances_and_keyed_by_model(tmp_path):
     refs = write_images(tmp_path / "img")
     first = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m@rev1", cache_dir=tmp_path / "cache")
@@ -210,6 +234,20 @@ def test_a_corrupt_or_unreadable_image_fails_alone_and_names_itself(tmp_path, wo
     with pytest.raises(ImageError, match="lost-row.*row 17 is gone"):
         emb.get(unreadable)
     assert emb.stats()["failed_images"] == 2
+
+
+def test_a_loader_image_in_a_mode_png_cannot_store_embeds_alike_with_and_without_workers(tmp_path):
+    (ref,) = write_images(tmp_path, sizes=[(45, 37)])
+    rgb = ref.open()
+    refs = [ImageRef(mode, lambda m=mode: rgb.convert(m)) for mode in ("CMYK", "YCbCr", "F")]  # no known hash: read to hash
+    assert all(Image.open(io.BytesIO(r.read_bytes())).mode == "RGB" for r in refs)
+    serial = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=3)
+    parallel = ImageEmbedder(_MeanEncoder(), ImageTransform(size=32), model_key="m", batch_size=3, num_workers=2)
+    serial.embed(refs)
+    parallel.embed(refs)  # each is sent to a worker as its encoded bytes
+    assert parallel.stats()["failed_images"] == 0
+    for r in refs:
+        assert torch.equal(parallel.get(r), serial.get(r))
 
 
 def test_text_embedder_encodes_each_string_once():

@@ -169,3 +169,26 @@ def test_mps_loading_is_strict(mps_setup, tmp_path):
     (tmp_path / "garbage.pth").write_bytes(b"garbage\n")
     with pytest.raises(CheckpointError, match=r"the MPS checkpoint at .*garbage.pth could not be read"):
         cls(cls.Config(model_path=str(tmp_path / "garbage.pth"), clip_path=str(root / "clip"))).setup()
+
+
+def test_another_clip_config_does_not_reuse_the_disk_cached_image_tokens(mps_setup, tmp_path):
+    import json
+    import shutil
+
+    root, _, _, images = mps_setup
+    other = tmp_path / "clip-4-heads"  # same tensor shapes, so the checkpoint loads; other image tokens
+    shutil.copytree(root / "clip", other)
+    config = json.loads((other / "config.json").read_text())
+    config["vision_config"]["num_attention_heads"] = 4
+    (other / "config.json").write_text(json.dumps(config))
+    cls = evaluators.get("mps")
+    eps = standard_episodes(images)
+
+    def scores(clip, cache_dir):
+        return run_predict(cls(cls.Config(model_path=str(root / "MPS_overall_checkpoint.pth"), clip_path=str(clip)),
+                               Runtime(batch_size=4, cache_dir=cache_dir)), eps)
+
+    first = scores(root / "clip", str(tmp_path / "cache"))
+    fresh = scores(other, None)
+    assert fresh != first
+    assert scores(other, str(tmp_path / "cache")) == fresh
