@@ -6,6 +6,7 @@ a ``BaseModelOutputWithPooling`` whose ``pooler_output`` is the projected embedd
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Literal
 
@@ -32,10 +33,17 @@ def processor_transform(source: str, crop_offset: Literal["round", "floor"]) -> 
     """The resize/crop/normalization declared by the image processor config at ``source``.
 
     Raises ValueError for a processor this transform cannot reproduce: one that does not resize
-    the short side and center crop, or resizes with another interpolation than bicubic."""
+    the short side and center crop, resizes with another interpolation than bicubic, or skips
+    rescaling by 1/255 or normalizing."""
     from transformers import AutoImageProcessor
 
     proc = AutoImageProcessor.from_pretrained(source, local_files_only=cache_only(source))
+    skipped = [f"{step}=False" for step in ("do_resize", "do_rescale", "do_normalize") if getattr(proc, step, True) is False]
+    factor = getattr(proc, "rescale_factor", 1 / 255)
+    if skipped or not math.isclose(factor, 1 / 255):
+        declared = ", ".join(skipped + ([f"rescale_factor={factor!r}"] if not math.isclose(factor, 1 / 255) else []))
+        raise ValueError(f"{source}: only processors that resize, rescale by 1/255 and normalize are supported, "
+                         f"the image processor declares {declared}")
     size = proc.size.get("shortest_edge")
     if size is None or not getattr(proc, "do_center_crop", False):
         raise ValueError(f"{source}: only short-side resize + center crop processors are supported, got size={proc.size}")

@@ -108,6 +108,18 @@ def test_a_processor_that_resizes_otherwise_than_bicubic_is_refused(tmp_path, na
         cls(cls.Config(model_path=str(tmp_path / "clip"))).setup()
 
 
+@pytest.mark.parametrize("edit, declared", [({"do_normalize": False}, "do_normalize=False"),
+                                           ({"do_rescale": False, "do_resize": False}, "do_resize=False, do_rescale=False"),
+                                           ({"rescale_factor": 1.0}, "rescale_factor=1.0")])
+def test_a_processor_that_skips_a_step_the_transform_always_does_is_refused(tmp_path, edit, declared):
+    tiny_clip_dir(tmp_path / "clip")
+    config = json.loads((tmp_path / "clip" / "preprocessor_config.json").read_text())
+    (tmp_path / "clip" / "preprocessor_config.json").write_text(json.dumps({**config, **edit}))
+    cls = evaluators.get("clipscore")
+    with pytest.raises(ValueError, match=rf"rescale by 1/255 and normalize are supported, the image processor declares {declared}$"):
+        cls(cls.Config(model_path=str(tmp_path / "clip"))).setup()
+
+
 def test_clipscore_formula_weight_clamp_and_prefix(clip_setup):
     root, _, images = clip_setup
     cls = evaluators.get("clipscore")
