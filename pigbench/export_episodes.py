@@ -84,10 +84,16 @@ def export_episodes(config: RunConfig, out: Path) -> dict[str, Any]:
     writable_dir(out / "images", "export directory (--out)")
     written: dict[str, str] = {}  # content hash -> relative file path
     unreadable: dict[str, str] = {}  # image id -> why it cannot be read
-    lines = [json.dumps(_episode_json(e, out, written, unreadable), ensure_ascii=False) + "\n" for e in split.episodes]
-    if unreadable and not written:
-        raise ImageError(f"no image of the split can be read, e.g. {next(iter(unreadable.values()))}")
-    (out / "episodes.jsonl").write_text("".join(lines), encoding="utf-8")
+    tmp = out / "episodes.jsonl.tmp"  # lines go to disk as made: the whole file in memory took 3x its size
+    try:
+        with tmp.open("w", encoding="utf-8") as lines:
+            for e in split.episodes:
+                lines.write(json.dumps(_episode_json(e, out, written, unreadable), ensure_ascii=False) + "\n")
+        if unreadable and not written:
+            raise ImageError(f"no image of the split can be read, e.g. {next(iter(unreadable.values()))}")
+        tmp.replace(out / "episodes.jsonl")
+    finally:
+        tmp.unlink(missing_ok=True)
     manifest = _manifest(config, split, len(written), len(unreadable))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

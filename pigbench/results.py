@@ -318,6 +318,12 @@ def validate_results(path: str | Path) -> list[str]:
         results, rows = load_results(path)
     except ResultsError as exc:
         return [str(exc)]
+    return loaded_results_problems(path, results, rows)
+
+
+def loaded_results_problems(path: str | Path, results: dict[str, Any], rows: list[dict]) -> list[str]:
+    """:func:`validate_results` of what :func:`load_results` returned for ``path`` (checked without
+    reading the files again): duplicate ids, counts, and metrics recomputed from ``rows``."""
     problems = []
     ids = [r["sample_id"] for r in rows]
     if len(set(ids)) != len(ids):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pigbench.results import load_results, validate_results
+from pigbench.results import ResultsError, load_results, loaded_results_problems
 
 WITHOUT_REFERENCE = "without reference"
 WITH_REFERENCE = "with reference"
@@ -119,11 +119,14 @@ def collect(root: str | Path) -> Collection:
     entries, rejected = [], []
     for path in find_results_files(root):
         relpath = path.relative_to(root).as_posix()
-        problems = validate_results(path)
+        try:  # read once: the rows admitted are the rows validated
+            results, rows = load_results(path)
+            problems = loaded_results_problems(path, results, rows)
+        except ResultsError as exc:
+            problems = [str(exc)]
         if problems:
             rejected.append(Rejected(relpath, [_without_path(p, path) for p in problems]))
             continue
-        results, rows = load_results(path)
         entries.append(Entry(relpath, results, rows))
     entries.sort(key=lambda e: (e.dataset, e.evaluator, e.variant or "", e.relpath))
     return Collection(entries, rejected)
