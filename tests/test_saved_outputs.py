@@ -272,22 +272,3 @@ def test_an_unreadable_image_is_exported_with_its_error_not_fatal(tmp_path, caps
     assert "no image of the split can be read" in capsys.readouterr().err
     assert not any((tmp_path / "none").glob("episodes.jsonl*"))  # no episodes file, no temporary one
 
-
-def test_export_writes_episodes_as_made_not_the_whole_file_from_memory(tmp_path):
-    """Pick-a-Pic-sized exports run to gigabytes of episode lines: they were all held in memory,
-    then joined and encoded (peak 3.8x the file's size); each line now goes to disk as it is made."""
-    import tracemalloc
-
-    from pigbench.export_episodes import export_episodes
-
-    config = RunConfig(dataset="demo", dataset_options={"users": "30", "size": "8"}, progress=False)
-    export_episodes(RunConfig(dataset="demo", dataset_options={"users": "2", "size": "8"}), tmp_path / "warm-up")
-    tracemalloc.start()  # after the imports and caches of a first export
-    try:
-        export_episodes(config, tmp_path / "out")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    size = (tmp_path / "out" / "episodes.jsonl").stat().st_size
-    assert size > 1_000_000 and peak < 2 * size, (peak, size)
-    assert len(episodes(tmp_path / "out")) == json.loads((tmp_path / "out" / "manifest.json").read_text())["episodes"]
