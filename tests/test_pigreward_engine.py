@@ -140,6 +140,20 @@ def test_min_new_tokens_fixes_the_length_like_transformers(tiny, workload):
     assert len(out[0]) == NEW and out[0] == reference(model, batch, eos, min_new=NEW)
 
 
+def test_engine_refuses_a_model_it_does_not_reproduce(tiny):
+    """Qwen2.5-VL's vision tower (windowed attention) is not Qwen2-VL's: a one-line error, no traceback."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    config = tiny[0].config
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=config.text_config.hidden_size,
+                  window_size=112, fullatt_block_indexes=[1])
+    other = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        text_config=config.text_config.to_dict(), vision_config=vision, image_token_id=config.image_token_id,
+        video_token_id=config.video_token_id))
+    with pytest.raises(ValueError, match="Qwen2-VL models .* only; .* model_type 'qwen2_5_vl'"):
+        Qwen2VLEngine(other)
+
+
 def test_fast_backend_matches_local_backend_and_isolates_a_bad_image(tiny):
     from pigbench.fastgen.backend import FastLocalBackend
     from pigbench.judging.backend import GenerationParams

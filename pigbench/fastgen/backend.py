@@ -40,7 +40,7 @@ def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str =
 
 
 class FastLocalBackend(LocalBackend):
-    """LocalBackend with engine-based greedy generation (Qwen2-VL family); see the module docstring."""
+    """LocalBackend with engine-based greedy generation (Qwen2-VL models only); see the module docstring."""
 
     shares_prefixes = True  # generate() accepts share_keys
 

@@ -52,9 +52,17 @@ def _round_up(x: int, multiple: int) -> int:
 
 
 class Qwen2VLEngine:
-    """Fast greedy generation with a loaded ``Qwen2VLForConditionalGeneration`` (eval mode)."""
+    """Fast greedy generation with a loaded ``Qwen2VLForConditionalGeneration`` (eval mode).
+
+    Raises ``ValueError`` for any other model (Qwen2.5-VL's windowed vision tower, say, is not
+    reproduced)."""
 
     def __init__(self, model: Any) -> None:
+        model_type = getattr(model.config, "model_type", None)
+        if model_type != "qwen2_vl":
+            name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+            raise ValueError(f"pigbench.fastgen runs Qwen2-VL models (model_type 'qwen2_vl') only; "
+                             f"{name} has model_type {model_type!r}")
         self.model = model.eval()
         self.decoder = TextDecoder(model)
         self.vision = VisionEncoder(model)
