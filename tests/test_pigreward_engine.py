@@ -140,6 +140,28 @@ def test_min_new_tokens_fixes_the_length_like_transformers(tiny, workload):
     assert len(out[0]) == NEW and out[0] == reference(model, batch, eos, min_new=NEW)
 
 
+def test_engine_recovers_from_running_out_of_memory_for_the_kv_cache(tiny, workload, monkeypatch):
+    """K allocated, V out of memory: the next (e.g. the backend's halved) call allocates both again."""
+    model, _ = tiny
+    prompts, expected, eos = workload
+    engine = Qwen2VLEngine(model)
+    zeros, made = torch.zeros, []
+
+    def k_only(shape, *args, **kwargs):
+        if len(shape) == 5:
+            made.append(shape)
+            if len(made) == 2:
+                raise RuntimeError("CUDA out of memory")
+        return zeros(shape, *args, **kwargs)
+
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, batch_size=4)
+    monkeypatch.setattr(torch, "zeros", k_only)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.generate(prompts, settings)
+    monkeypatch.setattr(torch, "zeros", zeros)
+    assert engine.generate(prompts[:2], settings) == expected[:2]
+
+
 def test_engine_refuses_a_model_it_does_not_reproduce(tiny):
     """Qwen2.5-VL's vision tower (windowed attention) is not Qwen2-VL's: a one-line error, no traceback."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration

@@ -169,8 +169,9 @@ class Qwen2VLEngine:
             torch.cuda.empty_cache()  # return the old cache's memory before taking a larger one
         d = self.decoder
         shape = (len(d.layers), rows, d.num_kv_heads, length, d.head_dim)
-        self._k_cache = torch.zeros(shape, dtype=d.dtype, device=self.device)
+        k_cache = torch.zeros(shape, dtype=d.dtype, device=self.device)  # both or neither: a failed V keeps no K
         self._v_cache = torch.zeros(shape, dtype=d.dtype, device=self.device)
+        self._k_cache = k_cache
 
     @property
     def _scratch(self) -> int:
