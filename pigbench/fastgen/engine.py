@@ -1,8 +1,9 @@
 """Batched greedy generation for Qwen2-VL: shared-prefix prefill, static KV cache, graph decode.
 
 ``Qwen2VLEngine(model).generate(prompts, settings)`` returns, per prompt, the greedy tokens that
-``model.generate(do_sample=False)`` would return for that prompt alone (without the EOS token),
-up to floating-point differences between batched and unbatched kernels. How:
+``model.generate(do_sample=False, repetition_penalty=1.0)`` would return for that prompt alone
+(without the EOS token), up to floating-point differences between batched and unbatched kernels.
+A checkpoint's own ``repetition_penalty`` is not applied (see :mod:`pigbench.fastgen`). How:
 
 1. Every distinct image (by key) is encoded once by the vision tower, in large batches, with
    same-size images attended together (:mod:`pigbench.fastgen.vision`).
