@@ -11,6 +11,7 @@ for files the user vouches for.
 from __future__ import annotations
 
 import _compat_pickle
+import functools
 import pickle
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ class _Refused(pickle.UnpicklingError):
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in :data:`ALLOWED` and PIL image classes."""
+    """Resolves only the globals in :data:`ALLOWED` and PIL image classes (which cannot be called)."""
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 names of protocols 0-2 (``__builtin__``, ``copy_reg``), mapped as pickle itself maps them
@@ -64,8 +65,20 @@ class RestrictedUnpickler(pickle.Unpickler):
 
             obj = super().find_class(module, name)
             if isinstance(obj, type) and issubclass(obj, Image.Image):
-                return obj
+                return _uninitializable(obj)
         raise _Refused(module, name)
+
+
+@functools.cache
+def _uninitializable(cls: type) -> type:
+    """A subclass of the PIL image class ``cls`` whose ``__init__`` refuses: pickles rebuild images
+    with ``__new__`` and ``__setstate__``, while calling the class (``ImageFile(path)``) would open
+    any file the pickle names."""
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise _Refused(cls.__module__, f"{cls.__qualname__}(...), a call that opens files")
+
+    return type(cls.__name__, (cls,), {"__init__": refuse, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 
 def load_restricted(path: Path) -> Any:
