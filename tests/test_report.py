@@ -329,6 +329,25 @@ def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_th
     assert "synth/binary.json" in index and "synth/mistyped.json" in index and "good" in index
 
 
+def test_report_rejects_results_and_prediction_rows_nested_too_deeply_instead_of_crashing(tmp_path, capsys):
+    results = tmp_path / "results"
+    make_results(results, "good", users=2, per_user=3)
+    (results / "synth" / "deep.json").write_text('{"schema_version": ' + "[" * 100000 + "]" * 100000 + "}")
+    mistyped_results(results, "x")
+    pred = results / "synth" / "mistyped.predictions.jsonl"
+    pred.write_text("[" * 100000 + "]" * 100000 + "\n")
+    stored = json.loads((results / "synth" / "mistyped.json").read_text())
+    stored["predictions"]["sha256"] = hashlib.sha256(pred.read_bytes()).hexdigest()
+    (results / "synth" / "mistyped.json").write_text(json.dumps(stored))
+
+    assert cli_main(["report", "--results", str(results), "--out", str(tmp_path / "report"),
+                     "--embedding-model", "tfidf"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 results files admitted, 2 rejected" in printed
+    assert "rejected synth/deep.json: cannot read results JSON: maximum recursion depth exceeded" in printed
+    assert "rejected synth/mistyped.json: mistyped.predictions.jsonl: line 1: malformed prediction row (maximum" in printed
+
+
 def test_report_md_escapes_rejection_reasons_and_entities_like_the_tables(tmp_path):
     """A rejection reason quotes a value from the file: its HTML stays text in report.md; an entity
     in a name (``&amp;``) is shown as written, not decoded; ``|`` cannot split a table cell."""
