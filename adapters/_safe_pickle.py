@@ -58,6 +58,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         # Python 2 names of protocols 0-2 (``__builtin__``, ``copy_reg``), mapped as pickle itself maps them
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) == ("pyarrow.lib", "_restore_array"):
+            return _restore_validated_array
         if (module, name) in ALLOWED:
             return super().find_class(module, name)
         if module == "PIL" or module.startswith("PIL."):
@@ -67,6 +69,16 @@ class RestrictedUnpickler(pickle.Unpickler):
             if isinstance(obj, type) and issubclass(obj, Image.Image):
                 return _uninitializable(obj)
         raise _Refused(module, name)
+
+
+def _restore_validated_array(data: Any) -> Any:
+    """pyarrow's ``_restore_array`` followed by a full validation: pyarrow trusts the pickled offsets
+    and lengths, and unchecked ones make reading the array read outside its buffers (a crash)."""
+    from pyarrow.lib import _restore_array
+
+    array = _restore_array(data)
+    array.validate(full=True)
+    return array
 
 
 @functools.cache
