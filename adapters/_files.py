@@ -40,6 +40,8 @@ def iter_jsonl(path: Path, on_error: Callable[[str, str], None]) -> Iterator[tup
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 on_error("unparseable JSON line", f"{path.name}:{lineno}: {exc.msg}")
+            except RecursionError:
+                on_error("unparseable JSON line", f"{path.name}:{lineno}: nested too deeply")
 
 
 def require_fields(obj: Any, fields: Mapping[str, FieldType], where: str) -> None:

@@ -11,6 +11,7 @@ for files the user vouches for.
 from __future__ import annotations
 
 import _compat_pickle
+import functools
 import pickle
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,14 @@ class _Refused(pickle.UnpicklingError):
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in :data:`ALLOWED` and PIL image classes."""
+    """Resolves only the globals in :data:`ALLOWED` and PIL image classes (which cannot be called)."""
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 names of protocols 0-2 (``__builtin__``, ``copy_reg``), mapped as pickle itself maps them
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) == ("pyarrow.lib", "_restore_array"):
+            return _restore_validated_array
         if (module, name) in ALLOWED:
             return super().find_class(module, name)
         if module == "PIL" or module.startswith("PIL."):
@@ -64,8 +67,30 @@ class RestrictedUnpickler(pickle.Unpickler):
 
             obj = super().find_class(module, name)
             if isinstance(obj, type) and issubclass(obj, Image.Image):
-                return obj
+                return _uninitializable(obj)
         raise _Refused(module, name)
+
+
+def _restore_validated_array(data: Any) -> Any:
+    """pyarrow's ``_restore_array`` followed by a full validation: pyarrow trusts the pickled offsets
+    and lengths, and unchecked ones make reading the array read outside its buffers (a crash)."""
+    from pyarrow.lib import _restore_array
+
+    array = _restore_array(data)
+    array.validate(full=True)
+    return array
+
+
+@functools.cache
+def _uninitializable(cls: type) -> type:
+    """A subclass of the PIL image class ``cls`` whose ``__init__`` refuses: pickles rebuild images
+    with ``__new__`` and ``__setstate__``, while calling the class (``ImageFile(path)``) would open
+    any file the pickle names."""
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise _Refused(cls.__module__, f"{cls.__qualname__}(...), a call that opens files")
+
+    return type(cls.__name__, (cls,), {"__init__": refuse, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 
 def load_restricted(path: Path) -> Any:

@@ -10,7 +10,7 @@ with the expected and the found fields. Assumed layout: ``--dataset-path DIR`` (
     turn              int        1, 2, ... within the trajectory
     prompt            str        the user's prompt for the turn
     expanded_prompts  [4 str]    the prompt expansion behind each slate
-    images            [[4 str]]  4 slates of 4 image paths, relative to DIR
+    images            [[4 str]]  4 slates of 4 image paths, relative to DIR (no ``..``, not absolute)
     chosen            int        0-3: the slate the rater picked
 
 A slate is one image: the 2x2 grid of its four images, composed when an evaluator opens it
@@ -164,6 +164,8 @@ def _validate(obj: Any, where: str) -> None:
         problem = "'expanded_prompts' must hold 4 prompts and 'images' 4 slates of 4 paths"
     elif not 0 <= obj["chosen"] <= 3:
         problem = "'chosen' must be 0-3"
+    elif outside := next((p for s in obj["images"] for p in s if Path(p).is_absolute() or ".." in Path(p).parts), None):
+        raise DatasetError(f"{where}: image path {outside!r} must be relative to the dataset folder")
     if problem:
         expected = ", ".join(f"{f} ({t.__name__})" for f, t in SCHEMA.items())
         raise DatasetError(f"{where}: does not match the assumed PASTA schema ({problem}). Expected fields: {expected}; "

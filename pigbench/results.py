@@ -238,7 +238,7 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], list[dict]]:
         results = json.loads(path.read_bytes().decode())
     except UnicodeDecodeError as exc:
         raise ResultsError(f"{path}: cannot read results JSON: {_not_utf8(exc)}") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise ResultsError(f"{path}: cannot read results JSON: {exc}") from None
     try:
         _check_schema(results)
@@ -263,7 +263,7 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], list[dict]]:
         try:
             row = json.loads(line)
             _check_row(row)
-        except (json.JSONDecodeError, ValueError) as exc:
+        except (json.JSONDecodeError, ValueError, RecursionError) as exc:
             raise ResultsError(f"{pred_path}: line {i}: malformed prediction row ({exc})") from None
         rows.append(row)
     return results, rows

@@ -110,7 +110,7 @@ def read_predictions(path: Path, tie_threshold: float = 0.0) -> SavedFile:
         raise SavedOutputsError(f"{path}: no lines")
     for number, line in nonblank:
         try:
-            rows.append((number, json.loads(line)))
+            rows.append((number, _loads(line)))
         except json.JSONDecodeError as exc:
             if number == nonblank[0][0]:
                 raise SavedOutputsError(f"{path}: line {number} is not JSON ({exc.msg} at column {exc.colno}); "
@@ -137,6 +137,14 @@ def read_predictions(path: Path, tie_threshold: float = 0.0) -> SavedFile:
         raise SavedOutputsError(f"{path}: {len(problems)} malformed line(s):\n  " + "\n  ".join(problems[:10])
                                 + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""))
     return SavedFile(header, lines, hashlib.sha256(data).hexdigest(), choices)
+
+
+def _loads(line: str) -> Any:
+    """``json.loads``; a value nested deeper than the recursion limit is a JSONDecodeError too."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", line, 0) from None
 
 
 def _prediction(row: Any, tau: float) -> Prediction:

@@ -165,6 +165,47 @@ def test_dataframe_pickles_of_every_protocol_load_restricted(tmp_path, protocol)
     assert len(split(tmp_path, options={"trust_pickle": "true"}).episodes) == 4
 
 
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_pil_image_pickles_load_but_a_pickle_calling_a_pil_class_on_a_path_is_refused(tmp_path, protocol):
+    import io
+
+    from PIL import Image
+
+    decoded = lambda b: Image.open(io.BytesIO(b))  # noqa: E731  a JpegImageFile, as a pickled PIL image is
+    rows = [dict(r, image0=decoded(r["image0"])) if r["image0"] != CORRUPT else r for r in TEST_ROWS]
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(rows), protocol=protocol))
+    ep = split(tmp_path).episodes[0]
+    assert {ep.target.image_a.open().size, ep.target.image_b.open().size} == {(32, 32)}
+
+    class OpensFile:  # the pickle of JpegImageFile("<path>"): PIL opens any file it is given
+        def __reduce__(self):
+            return Image.open(io.BytesIO(jpeg(0))).__class__, (str(tmp_path / "private.jpg"),)
+
+    (tmp_path / "private.jpg").write_bytes(jpeg(1))
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame([dict(TEST_ROWS[0], image0=OpensFile())]),
+                                                                 protocol=protocol))
+    with pytest.raises(DatasetError, match=r"refused to unpickle the global PIL\.JpegImagePlugin\.JpegImageFile\(\.\.\.\)"):
+        split(tmp_path)
+
+
+def test_a_pickled_arrow_array_with_offsets_outside_its_buffers_is_refused_before_it_is_read(tmp_path):
+    import struct
+
+    import pyarrow as pa
+    from pyarrow.lib import _restore_array
+
+    from pigbench.adapters._safe_pickle import load_restricted
+
+    class Crafted:  # a string array whose last offset points 1 GiB past its 2-byte data buffer
+        def __reduce__(self):
+            offsets = pa.py_buffer(struct.pack("<3i", 0, 1, 1 << 30))
+            return _restore_array, ((pa.string(), 2, 0, 0, [None, offsets, pa.py_buffer(b"xy")], [], None),)
+
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps({"prompt": Crafted()}))
+    with pytest.raises(DatasetError, match=r"bench_test_w_bad.pkl: cannot unpickle: ArrowInvalid: .*out of bounds"):
+        load_restricted(tmp_path / "bench_test_w_bad.pkl")
+
+
 def test_train_shards_are_merged_in_shard_order(tmp_path):
     for i, rows in ((0, TEST_ROWS[:3]), (1, TEST_ROWS[3:5]), (10, TEST_ROWS[5:])):
         (tmp_path / f"bench_train_w_bad_split_{i}.pkl").write_bytes(pickle.dumps(frame(rows)))

@@ -121,3 +121,11 @@ def test_a_target_pair_of_two_identical_slates_is_dropped_and_counted(root):
         assert e.target.image_a.content_hash != e.target.image_b.content_hash, e.sample_id
     assert len([e for e in s.episodes if e.user_id == "tB"]) == 2
     assert s.skipped_records["identical images in a target pair"] == 1
+
+
+@pytest.mark.parametrize("path", ["../outside.jpg", "img/../../outside.jpg", "/etc/outside.jpg"])
+def test_an_image_path_leaving_the_dataset_folder_is_refused(root, path):
+    (root.parent / "outside.jpg").write_bytes(jpeg(0))
+    edit_second_turn(root, lambda turn: turn["images"][1].__setitem__(2, path))
+    with pytest.raises(DatasetError, match=rf"pasta_turns.jsonl:2: image path '{path}' must be relative to the dataset folder"):
+        list(PASTA(str(root)).records())

@@ -117,6 +117,14 @@ def test_rankings_line_not_utf8_is_a_counted_skip_naming_file_and_line(root):
     assert adapter.skip_examples["line not UTF-8"] == ["rankings.jsonl:12: not UTF-8 (byte 15 is 0xe9: invalid continuation byte)"]
 
 
+def test_rankings_line_nested_too_deeply_is_a_counted_skip_naming_file_and_line(root):
+    with (root / "rankings.jsonl").open("a") as fh:
+        fh.write("[" * 100000 + "]" * 100000 + "\n")
+    adapter = PIGBenchFormat(str(root))
+    assert len(list(adapter.records())) == sum(len(v) for v in RANKINGS.values())
+    assert adapter.skip_examples["unparseable JSON line"] == ["rankings.jsonl:12: nested too deeply"]
+
+
 def test_unreadable_parquet_file_is_named(root):
     (root / "rankings.jsonl").unlink()
     (root / "rankings.parquet").write_bytes(b"PAR1 truncated")

@@ -25,8 +25,8 @@ from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embe
 from pigbench.report.document import FIGURES, build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
 from pigbench.report.similarity import rank_correlation, similarity_table
-from pigbench.report.tables import (Cell, ablation_tables, canonical_entries, main_table, to_html, to_latex,
-                                    to_markdown)
+from pigbench.report.tables import (Cell, Row, Table, ablation_tables, canonical_entries, main_table, to_html,
+                                    to_latex, to_markdown)
 from synthetic_results import XSS, make_results
 
 
@@ -153,6 +153,14 @@ def test_every_format_escapes_names_from_results(collection):
     assert "<script>" not in md and r"\<script\>" in md
     assert "<script>" not in html and "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html
     assert "<script>" not in tex and r"\textless{}script\textgreater{}window.\_\_xss=1" in tex
+
+
+def test_a_carriage_return_in_a_name_cannot_end_a_markdown_or_latex_table_row():
+    table = Table("t", "Evaluator", ["Acc"], groups=[("", [Row("evil\r| x |\r\n\\end{tabular}\f", ["0.5"])])])
+    md_row = next(line for line in to_markdown(table).split("\n") if line.startswith("| evil"))
+    assert md_row == "| evil \\| x \\|  \\\\end\\{tabular\\}\f | 0.5 |" and "\r" not in to_markdown(table)
+    assert "\r" not in to_latex(table) and "\f" not in to_latex(table)
+    assert r"evil | x |  \textbackslash{}end\{tabular\}  & 0.5 \\" in to_latex(table)
 
 
 def test_ablation_table_lists_variants_with_differing_settings(collection):
@@ -327,6 +335,25 @@ def test_report_rejects_non_utf8_and_mistyped_files_with_one_line_and_reports_th
             '(prediction.score_a must be a number or null, not "x")\n') in printed.out
     index = (out / "report.md").read_text()
     assert "synth/binary.json" in index and "synth/mistyped.json" in index and "good" in index
+
+
+def test_report_rejects_results_and_prediction_rows_nested_too_deeply_instead_of_crashing(tmp_path, capsys):
+    results = tmp_path / "results"
+    make_results(results, "good", users=2, per_user=3)
+    (results / "synth" / "deep.json").write_text('{"schema_version": ' + "[" * 100000 + "]" * 100000 + "}")
+    mistyped_results(results, "x")
+    pred = results / "synth" / "mistyped.predictions.jsonl"
+    pred.write_text("[" * 100000 + "]" * 100000 + "\n")
+    stored = json.loads((results / "synth" / "mistyped.json").read_text())
+    stored["predictions"]["sha256"] = hashlib.sha256(pred.read_bytes()).hexdigest()
+    (results / "synth" / "mistyped.json").write_text(json.dumps(stored))
+
+    assert cli_main(["report", "--results", str(results), "--out", str(tmp_path / "report"),
+                     "--embedding-model", "tfidf"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 results files admitted, 2 rejected" in printed
+    assert "rejected synth/deep.json: cannot read results JSON: maximum recursion depth exceeded" in printed
+    assert "rejected synth/mistyped.json: mistyped.predictions.jsonl: line 1: malformed prediction row (maximum" in printed
 
 
 def test_report_md_escapes_rejection_reasons_and_entities_like_the_tables(tmp_path):

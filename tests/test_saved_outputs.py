@@ -186,6 +186,12 @@ def _error_cases():
     def not_json(h, lines):
         return h, lines[:5] + ['{"sample_id": "x", "score_a": 1,'] + lines[5:]
 
+    def nested_too_deeply(h, lines):
+        return h, lines[:5] + ["[" * 100000 + "]" * 100000] + lines[5:]
+
+    def header_nested_too_deeply(h, lines):
+        return "[" * 100000 + "]" * 100000, lines
+
     def bad_choice(h, lines):
         return h, [{"sample_id": lines[0]["sample_id"], "choice": "left"}] + lines[1:]
 
@@ -214,6 +220,9 @@ def _error_cases():
         ("missing id", missing_id, "2 of 24 samples of the split have no prediction"),
         ("duplicate id", duplicate_id, "1 duplicate sample id\\(s\\): .* \\(lines 5 and 26\\)"),
         ("not json", not_json, "line 7: not JSON"),
+        ("nested too deeply", nested_too_deeply, "line 7: not JSON \\(nested too deeply\\)"),
+        ("header nested too deeply", header_nested_too_deeply,
+         "p.jsonl: line 1 is not JSON \\(nested too deeply at column 1\\); it must be the header naming the split"),
         ("bad choice", bad_choice, "choice 'left' is not one of A, B, TIE, INVALID"),
         ("no answer", no_answer, "needs a choice, or both score_a and score_b"),
         ("unknown field", unknown_field, "unknown field\\(s\\) socre_a"),

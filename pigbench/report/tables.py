@@ -222,7 +222,7 @@ _NUMBER = re.compile(r"-?[\d.]*")
 def md_escape(text: str) -> str:
     """``text`` shown literally in Markdown, also in a table cell: one line, with Markdown and HTML
     syntax characters (``&`` of entities, ``<`` of tags, ``|`` of cells) backslash-escaped."""
-    return re.sub(r"([\\`*_{}\[\]<>|#&])", r"\\\1", text).replace("\n", " ")
+    return re.sub(r"([\\`*_{}\[\]<>|#&])", r"\\\1", text).replace("\r", " ").replace("\n", " ")
 
 
 def _md_cell(v: Value) -> str:
@@ -256,7 +256,9 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text.replace("\n", " "))
+    """``text`` shown literally in LaTeX on one line; control characters (TeX ends the line at a
+    carriage return and drops the rest of it) become spaces."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in re.sub(r"[\x00-\x1f\x7f]", " ", text))
 
 
 def _tex_cell(v: Value) -> str:
