@@ -239,3 +239,23 @@ def test_kill_two_ranks_then_resume_with_three_ranks_or_one_process(tmp_path):
         assert metrics_close(results["metrics"], clean.results["metrics"])
         assert results["provenance"]["resumed_samples"] == partial
         assert list(stored(tree / "cache" / "runs").values()) == [200]  # merged into one store
+
+
+def test_a_sweep_under_torchrun_runs_every_size_in_one_process_group(tmp_path):
+    """Each size is a run of the same launch: re-joining the rendezvous for the next size used to crash or hang
+    (a race: most launches of 3 sizes failed)."""
+    pytest.importorskip("torch.distributed")
+    from pigbench.sweep import sweep
+
+    python = [sys.executable, "-c", "import sys, toy; from pigbench.cli import main; sys.exit(main())"]
+    two = tmp_path / "two"
+    proc = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node=2", "--no-python", *python, "sweep",
+                           "--dataset", "toy", "--evaluator", "toy-brightness", "--reference-sizes", "1,2,3",
+                           "--output", str(two / "results"), "--cache-dir", str(two / "cache"), "--no-progress"],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = sweep(RunConfig(evaluator="toy-brightness", dataset="toy", output=str(tmp_path / "one" / "results"),
+                             cache_dir=str(tmp_path / "one" / "cache"), progress=False), [1, 2, 3], log=lambda m: None)
+    for k, outcome in single.items():
+        path = two / "results" / "toy" / f"toy-brightness__k{k}.predictions.jsonl"
+        assert path.read_bytes() == outcome.results_path.with_name(path.name).read_bytes()
