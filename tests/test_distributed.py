@@ -254,6 +254,7 @@ def test_a_sweep_under_torchrun_runs_every_size_in_one_process_group(tmp_path):
                            "--output", str(two / "results"), "--cache-dir", str(two / "cache"), "--no-progress"],
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("toy-brightness__k3.json") == 1 and proc.stderr.count("reference size 3") == 1  # rank 0's
     single = sweep(RunConfig(evaluator="toy-brightness", dataset="toy", output=str(tmp_path / "one" / "results"),
                              cache_dir=str(tmp_path / "one" / "cache"), progress=False), [1, 2, 3], log=lambda m: None)
     for k, outcome in single.items():
