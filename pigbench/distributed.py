@@ -34,7 +34,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from pigbench.evaluator import RequirementError
 from pigbench.protocol import Episode
-from pigbench.store import PredictionStore
+from pigbench.store import PredictionStore, StoreError
 
 DEFAULT_TIMEOUT_S = 24 * 3600
 
@@ -194,9 +194,12 @@ class RunStores:
         """Sample ids successfully predicted by any rank of any run of this key (failed predictions are
         predicted again; see :mod:`pigbench.store`). Returns on every rank together, before
         any rank writes, so all ranks see the same set; raises on every rank if ranks disagree on the
-        run key (other options or data on some rank) or on what is done."""
+        run key (other options or data on some rank) or on what is done. Rank 0 first moves earlier
+        runs' rank stores into ``<key>.sqlite``, so the rank stores hold only this run's predictions
+        and :meth:`merge` lets a sample's new failure replace its old one, never the reverse."""
         done: set[str] = set()
-        for path in [self.main_path, *self.rank_paths()]:
+        paths = [self.main_path, *self.rank_paths()]  # the same on every rank: nothing moves them before the gather
+        for path in paths:
             if path.exists():
                 with PredictionStore(path) as store:
                     done |= store.done_ids()
@@ -204,6 +207,10 @@ class RunStores:
         if len(set(views)) > 1:
             raise RuntimeError("ranks disagree on the run (run key, predictions found): " +
                                ", ".join(f"rank {r}: {v}" for r, v in enumerate(views)))
+        if len(paths) > 1:
+            with self.world.together(StoreError):
+                if self.world.is_main:
+                    self._absorb_rank_stores()
         return done
 
     def open_own(self) -> PredictionStore:
@@ -212,9 +219,14 @@ class RunStores:
     def merge(self) -> dict[str, dict]:
         """Rank 0 only, once every rank has closed its store: move the rank stores' predictions into
         ``<key>.sqlite``, delete those files, and return all predictions by sample id."""
+        self._absorb_rank_stores()
+        with PredictionStore(self.main_path) as main:
+            return main.load()
+
+    def _absorb_rank_stores(self) -> None:
+        """Move the rank stores' predictions into ``<key>.sqlite`` and delete those files."""
         with PredictionStore(self.main_path) as main:
             for path in self.rank_paths():
                 main.absorb(path)
                 for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
                     leftover.unlink(missing_ok=True)
-            return main.load()

@@ -138,6 +138,20 @@ def test_every_rank_sees_all_stores_and_merge_moves_them_into_the_main_store(tmp
     assert (tmp_path / "other.rank1.sqlite").exists()
 
 
+def test_a_resumed_runs_new_failure_replaces_the_one_an_earlier_rank_stored(tmp_path):
+    """A sample that failed on rank 1 of a 2-rank run and fails again in a one-process resume: the
+    results show the new error (the old rank store used to overwrite it at the merge)."""
+    with PredictionStore(tmp_path / "k.rank1.sqlite") as s:
+        s.add([Prediction("s0", Label.INVALID, error="server down"), Prediction("s1", Label.A)])
+    stores = RunStores(tmp_path, "k", World())
+    assert stores.done_ids() == {"s1"}
+    with stores.open_own() as own:
+        own.add([Prediction("s0", Label.INVALID, error="image unreadable")])
+    merged = stores.merge()
+    assert merged["s0"]["error"] == "image unreadable" and merged["s1"]["label"] == "A"
+    assert sorted(p.name for p in tmp_path.glob("k*")) == ["k.sqlite"]
+
+
 # the runner under torchrun -------------------------------------------------------------------------
 def launch(tmp: Path, ranks: int, *args: str) -> list[str]:
     """The CLI, with the toy plug-ins registered, under torchrun with ``ranks`` processes."""
