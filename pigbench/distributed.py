@@ -205,7 +205,7 @@ class RunStores:
                     done |= store.done_ids()
         views = self.world.all_gather((self.key, len(done)))
         if len(set(views)) > 1:
-            raise RuntimeError("ranks disagree on the run (run key, predictions found): " +
+            raise ValueError("ranks disagree on the run (run key, predictions found): " +
                                ", ".join(f"rank {r}: {v}" for r, v in enumerate(views)))
         if len(paths) > 1:
             with self.world.together(StoreError):

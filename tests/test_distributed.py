@@ -81,9 +81,24 @@ def test_an_error_on_one_rank_is_raised_on_every_rank():
 
 
 def test_ranks_that_disagree_on_the_run_stop(tmp_path):
-    with pytest.raises(RuntimeError, match="ranks disagree on the run"):
+    with pytest.raises(ValueError, match="ranks disagree on the run"):
         RunStores(tmp_path, "k", Peers(("k-with-other-options", 0))).done_ids()
     assert RunStores(tmp_path, "k", Peers(("k", 0))).done_ids() == set()
+
+
+def test_ranks_that_disagree_on_the_run_are_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
+    """Other data on another host's rank: exit 2 with the views of both ranks, not a traceback."""
+    import contextlib
+
+    from pigbench.cli import main as cli_main
+
+    monkeypatch.setattr("pigbench.runner.launched_world", lambda: contextlib.nullcontext(Peers(("other-key", 0))))
+    argv = ["run", "--evaluator", "random", "--limit", "4", "--output", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ranks disagree on the run") and "rank 1: ('other-key', 0)" in err
+    assert len(err.splitlines()) == 1
 
 
 # sharding ------------------------------------------------------------------------------------------
