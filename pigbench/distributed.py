@@ -130,7 +130,13 @@ def launched_world(env: Mapping[str, str] = os.environ) -> Iterator[World]:
                            "pip install 'pigbench[models]'") from None
     own = not dist.is_initialized()
     if own:
-        timeout = float(env.get("PIGBENCH_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        try:
+            timeout = float(env.get("PIGBENCH_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        except ValueError:
+            timeout = -1.0
+        if not timeout > 0:
+            raise ValueError(f"PIGBENCH_DIST_TIMEOUT must be a positive number of seconds, "
+                             f"got {env['PIGBENCH_DIST_TIMEOUT']!r}")
         dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=timedelta(seconds=timeout))
     elif dist.get_world_size() != world.size or dist.get_rank() != world.rank:
         raise RuntimeError(f"the existing process group (rank {dist.get_rank()} of {dist.get_world_size()}) "

@@ -58,6 +58,22 @@ def test_a_multi_rank_launch_without_torch_is_one_line_naming_the_extra(tmp_path
     assert not (tmp_path / "results").exists()
 
 
+def test_a_bad_group_timeout_is_one_line_naming_the_variable(tmp_path, monkeypatch, capsys):
+    """PIGBENCH_DIST_TIMEOUT=1h used to print "error: could not convert string to float: '1h'"."""
+    pytest.importorskip("torch.distributed")
+    from pigbench.cli import main as cli_main
+
+    argv = ["run", "--evaluator", "random", "--limit", "4", "--output", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    for bad in ("1h", "0", "nan"):
+        monkeypatch.setenv("PIGBENCH_DIST_TIMEOUT", bad)
+        assert cli_main(argv) == 2
+        assert capsys.readouterr().err == (f"error: PIGBENCH_DIST_TIMEOUT must be a positive number of seconds, "
+                                           f"got {bad!r}\n")
+
+
 class Peers(World):
     """A rank of a 2-rank world whose peer reported ``peer`` in every all-gather."""
 
