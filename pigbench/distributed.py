@@ -34,7 +34,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from pigbench.evaluator import RequirementError
 from pigbench.protocol import Episode
-from pigbench.store import PredictionStore
+from pigbench.store import PredictionStore, StoreError
 
 DEFAULT_TIMEOUT_S = 24 * 3600
 
@@ -130,7 +130,13 @@ def launched_world(env: Mapping[str, str] = os.environ) -> Iterator[World]:
                            "pip install 'pigbench[models]'") from None
     own = not dist.is_initialized()
     if own:
-        timeout = float(env.get("PIGBENCH_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        try:
+            timeout = float(env.get("PIGBENCH_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        except ValueError:
+            timeout = -1.0
+        if not timeout > 0:
+            raise ValueError(f"PIGBENCH_DIST_TIMEOUT must be a positive number of seconds, "
+                             f"got {env['PIGBENCH_DIST_TIMEOUT']!r}")
         dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=timedelta(seconds=timeout))
     elif dist.get_world_size() != world.size or dist.get_rank() != world.rank:
         raise RuntimeError(f"the existing process group (rank {dist.get_rank()} of {dist.get_world_size()}) "
@@ -194,16 +200,23 @@ class RunStores:
         """Sample ids successfully predicted by any rank of any run of this key (failed predictions are
         predicted again; see :mod:`pigbench.store`). Returns on every rank together, before
         any rank writes, so all ranks see the same set; raises on every rank if ranks disagree on the
-        run key (other options or data on some rank) or on what is done."""
+        run key (other options or data on some rank) or on what is done. Rank 0 first moves earlier
+        runs' rank stores into ``<key>.sqlite``, so the rank stores hold only this run's predictions
+        and :meth:`merge` lets a sample's new failure replace its old one, never the reverse."""
         done: set[str] = set()
-        for path in [self.main_path, *self.rank_paths()]:
+        paths = [self.main_path, *self.rank_paths()]  # the same on every rank: nothing moves them before the gather
+        for path in paths:
             if path.exists():
                 with PredictionStore(path) as store:
                     done |= store.done_ids()
         views = self.world.all_gather((self.key, len(done)))
         if len(set(views)) > 1:
-            raise RuntimeError("ranks disagree on the run (run key, predictions found): " +
+            raise ValueError("ranks disagree on the run (run key, predictions found): " +
                                ", ".join(f"rank {r}: {v}" for r, v in enumerate(views)))
+        if len(paths) > 1:
+            with self.world.together(StoreError):
+                if self.world.is_main:
+                    self._absorb_rank_stores()
         return done
 
     def open_own(self) -> PredictionStore:
@@ -212,9 +225,14 @@ class RunStores:
     def merge(self) -> dict[str, dict]:
         """Rank 0 only, once every rank has closed its store: move the rank stores' predictions into
         ``<key>.sqlite``, delete those files, and return all predictions by sample id."""
+        self._absorb_rank_stores()
+        with PredictionStore(self.main_path) as main:
+            return main.load()
+
+    def _absorb_rank_stores(self) -> None:
+        """Move the rank stores' predictions into ``<key>.sqlite`` and delete those files."""
         with PredictionStore(self.main_path) as main:
             for path in self.rank_paths():
                 main.absorb(path)
                 for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
                     leftover.unlink(missing_ok=True)
-            return main.load()

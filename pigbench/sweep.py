@@ -18,6 +18,7 @@ import sys
 from typing import Callable
 
 from pigbench.adapter import DatasetError
+from pigbench.distributed import World, launched_world
 from pigbench.evaluator import RequirementError
 from pigbench.registry import RegistryError
 from pigbench.run import add_arguments as add_run_arguments
@@ -42,17 +43,22 @@ def parse_sizes(text: str) -> list[int]:
 def sweep(base: RunConfig, sizes: list[int], runner: Callable[[RunConfig], RunOutcome] = run,
           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[int, RunOutcome | str]:
     """One run per reference size: K -> its outcome, or the error message of a size that failed.
-    A ``base.variant`` becomes ``<variant>_k<K>`` so that sizes never share a results file."""
+    A ``base.variant`` becomes ``<variant>_k<K>`` so that sizes never share a results file. Under
+    torchrun one process group serves every size (a launch's rendezvous cannot be joined twice), and
+    only rank 0 logs."""
     outcomes: dict[int, RunOutcome | str] = {}
-    for k in sizes:
-        variant = None if base.variant is None else f"{base.variant}_k{k}"
-        config = dataclasses.replace(base, reference_size=k, variant=variant)
-        log(f"reference size {k}")
-        try:
-            outcomes[k] = runner(config)
-        except (DatasetError, ValueError, RunAborted, StoreError) as exc:
-            outcomes[k] = f"{type(exc).__name__}: {exc}"
-            log(f"reference size {k} failed: {exc}")
+    with launched_world() as world:
+        if not world.is_main:
+            log = lambda m: None  # noqa: E731
+        for k in sizes:
+            variant = None if base.variant is None else f"{base.variant}_k{k}"
+            config = dataclasses.replace(base, reference_size=k, variant=variant)
+            log(f"reference size {k}")
+            try:
+                outcomes[k] = runner(config)
+            except (DatasetError, ValueError, RunAborted, StoreError) as exc:
+                outcomes[k] = f"{type(exc).__name__}: {exc}"
+                log(f"reference size {k} failed: {exc}")
     return outcomes
 
 
@@ -84,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
     except (RequirementError, RegistryError, ValueError) as exc:  # ValueError: a setting RunConfig refuses
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_summary(outcomes))
+    if World.from_env().is_main:  # every rank has the same outcomes; rank 0 prints them
+        print(format_summary(outcomes))
     return 0 if all(not isinstance(o, str) for o in outcomes.values()) else 1
 

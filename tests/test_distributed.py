@@ -58,6 +58,22 @@ def test_a_multi_rank_launch_without_torch_is_one_line_naming_the_extra(tmp_path
     assert not (tmp_path / "results").exists()
 
 
+def test_a_bad_group_timeout_is_one_line_naming_the_variable(tmp_path, monkeypatch, capsys):
+    """PIGBENCH_DIST_TIMEOUT=1h used to print "error: could not convert string to float: '1h'"."""
+    pytest.importorskip("torch.distributed")
+    from pigbench.cli import main as cli_main
+
+    argv = ["run", "--evaluator", "random", "--limit", "4", "--output", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    for bad in ("1h", "0", "nan"):
+        monkeypatch.setenv("PIGBENCH_DIST_TIMEOUT", bad)
+        assert cli_main(argv) == 2
+        assert capsys.readouterr().err == (f"error: PIGBENCH_DIST_TIMEOUT must be a positive number of seconds, "
+                                           f"got {bad!r}\n")
+
+
 class Peers(World):
     """A rank of a 2-rank world whose peer reported ``peer`` in every all-gather."""
 
@@ -81,9 +97,24 @@ def test_an_error_on_one_rank_is_raised_on_every_rank():
 
 
 def test_ranks_that_disagree_on_the_run_stop(tmp_path):
-    with pytest.raises(RuntimeError, match="ranks disagree on the run"):
+    with pytest.raises(ValueError, match="ranks disagree on the run"):
         RunStores(tmp_path, "k", Peers(("k-with-other-options", 0))).done_ids()
     assert RunStores(tmp_path, "k", Peers(("k", 0))).done_ids() == set()
+
+
+def test_ranks_that_disagree_on_the_run_are_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
+    """Other data on another host's rank: exit 2 with the views of both ranks, not a traceback."""
+    import contextlib
+
+    from pigbench.cli import main as cli_main
+
+    monkeypatch.setattr("pigbench.runner.launched_world", lambda: contextlib.nullcontext(Peers(("other-key", 0))))
+    argv = ["run", "--evaluator", "random", "--limit", "4", "--output", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ranks disagree on the run") and "rank 1: ('other-key', 0)" in err
+    assert len(err.splitlines()) == 1
 
 
 # sharding ------------------------------------------------------------------------------------------
@@ -136,6 +167,20 @@ def test_every_rank_sees_all_stores_and_merge_moves_them_into_the_main_store(tmp
     assert merged == {p.sample_id: p.to_json() for p in preds}  # byte-for-byte the stored JSON
     assert sorted(p.name for p in tmp_path.glob("k*")) == ["k.sqlite"]
     assert (tmp_path / "other.rank1.sqlite").exists()
+
+
+def test_a_resumed_runs_new_failure_replaces_the_one_an_earlier_rank_stored(tmp_path):
+    """A sample that failed on rank 1 of a 2-rank run and fails again in a one-process resume: the
+    results show the new error (the old rank store used to overwrite it at the merge)."""
+    with PredictionStore(tmp_path / "k.rank1.sqlite") as s:
+        s.add([Prediction("s0", Label.INVALID, error="server down"), Prediction("s1", Label.A)])
+    stores = RunStores(tmp_path, "k", World())
+    assert stores.done_ids() == {"s1"}
+    with stores.open_own() as own:
+        own.add([Prediction("s0", Label.INVALID, error="image unreadable")])
+    merged = stores.merge()
+    assert merged["s0"]["error"] == "image unreadable" and merged["s1"]["label"] == "A"
+    assert sorted(p.name for p in tmp_path.glob("k*")) == ["k.sqlite"]
 
 
 # the runner under torchrun -------------------------------------------------------------------------
@@ -239,3 +284,24 @@ def test_kill_two_ranks_then_resume_with_three_ranks_or_one_process(tmp_path):
         assert metrics_close(results["metrics"], clean.results["metrics"])
         assert results["provenance"]["resumed_samples"] == partial
         assert list(stored(tree / "cache" / "runs").values()) == [200]  # merged into one store
+
+
+def test_a_sweep_under_torchrun_runs_every_size_in_one_process_group(tmp_path):
+    """Each size is a run of the same launch: re-joining the rendezvous for the next size used to crash or hang
+    (a race: most launches of 3 sizes failed)."""
+    pytest.importorskip("torch.distributed")
+    from pigbench.sweep import sweep
+
+    python = [sys.executable, "-c", "import sys, toy; from pigbench.cli import main; sys.exit(main())"]
+    two = tmp_path / "two"
+    proc = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node=2", "--no-python", *python, "sweep",
+                           "--dataset", "toy", "--evaluator", "toy-brightness", "--reference-sizes", "1,2,3",
+                           "--output", str(two / "results"), "--cache-dir", str(two / "cache"), "--no-progress"],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("toy-brightness__k3.json") == 1 and proc.stderr.count("reference size 3") == 1  # rank 0's
+    single = sweep(RunConfig(evaluator="toy-brightness", dataset="toy", output=str(tmp_path / "one" / "results"),
+                             cache_dir=str(tmp_path / "one" / "cache"), progress=False), [1, 2, 3], log=lambda m: None)
+    for k, outcome in single.items():
+        path = two / "results" / "toy" / f"toy-brightness__k{k}.predictions.jsonl"
+        assert path.read_bytes() == outcome.results_path.with_name(path.name).read_bytes()
