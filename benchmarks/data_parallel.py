@@ -37,6 +37,7 @@ from PIL import Image
 from pigbench.adapter import DatasetAdapter
 from pigbench.protocol import Episode, ImageRef, Prediction, PreferenceRecord
 from pigbench.registry import adapters, evaluators
+from pigbench.runner import check_device
 
 TIMING: dict[str, Any] = {"setup_s": 0.0, "predict_s": 0.0, "episodes": 0}
 
@@ -176,8 +177,10 @@ def main() -> None:
 
     import torch
 
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit(f"--device {a.device}: torch {torch.__version__} sees no CUDA GPU on this machine; the CPU smoke test is in this script's docstring")
+    try:
+        check_device(a.device)
+    except ValueError as exc:
+        sys.exit(f"{exc} (the CPU smoke test is in this script's docstring)")
     root = Path(a.workdir or tempfile.mkdtemp(prefix="pigbench-dp-"))
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",

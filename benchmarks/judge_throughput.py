@@ -34,6 +34,7 @@ from pigbench.judging.local_backend import LocalBackend
 from pigbench.judging.messages import reference_prompt
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
 from pigbench.registry import evaluators
+from pigbench.runner import check_device
 
 
 def noise(name: str, seed: int, size: int) -> ImageRef:
@@ -114,8 +115,10 @@ def main() -> None:
                     help="plain: images decoded serially and processed on the CPU; fast: the backend defaults "
                          "(decoding threads, image processing on the GPU)")
     args = ap.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA GPU on this machine; the CPU smoke test is in this script's docstring")
+    try:
+        check_device(args.device)
+    except ValueError as exc:
+        sys.exit(f"{exc} (the CPU smoke test is in this script's docstring)")
 
     shape = random_models.QWEN2_VL_7B if args.shape == "7b" else random_models.QWEN2_VL_TINY
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32

@@ -516,10 +516,12 @@ def main() -> None:
     from pigbench.evaluators._hf_clip import TOWER_ENV
     from pigbench.evaluator import Runtime
     from pigbench.registry import evaluators
-    from pigbench.runner import frozen_setup_objects
+    from pigbench.runner import check_device, frozen_setup_objects
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA GPU on this machine; the CPU smoke test is in this script's docstring")
+    try:
+        check_device(args.device)
+    except ValueError as exc:
+        sys.exit(f"{exc} (the CPU smoke test is in this script's docstring)")
     windows = [int(x) for x in args.windows.split(",")]
     variants = ["default"] + (["compiled"] if args.compiled_too else []) + (["bf16"] if args.bf16_too else []) + (
         ["memory-cache"] if args.memory_cache_too else []) + (["transformers-tower"] if args.transformers_tower_too else [])

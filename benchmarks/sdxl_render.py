@@ -23,6 +23,7 @@ from pathlib import Path
 from pigbench.build.random_sdxl import build_random_sdxl
 from pigbench.build.render import RenderJob, RenderSettings, image_seed, render_jobs
 from pigbench.build.workspace import Workspace
+from pigbench.runner import check_device
 
 VARIANTS = ["A red fire hydrant on a lush lawn, morning light, photograph",
             "A red hydrant on the grass, oil painting in the style of the impressionists",
@@ -57,8 +58,10 @@ def main() -> None:
     a = parser.parse_args()
     import torch
 
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit(f"--device {a.device}: torch {torch.__version__} sees no CUDA GPU on this machine; the CPU smoke test is in this script's docstring")
+    try:
+        check_device(a.device)
+    except ValueError as exc:
+        sys.exit(f"{exc} (the CPU smoke test is in this script's docstring)")
     dtype = getattr(torch, a.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         began = time.perf_counter()
