@@ -27,6 +27,12 @@ def configured(value: str, env_var: str, default: str) -> str:
     return value or os.environ.get(env_var, "") or default
 
 
+def exp_logit_scale(model: Any) -> float:
+    """exp(logit_scale) of a CLIP model (transformers or open_clip): the factor that makes its
+    cosines the logits it was trained with."""
+    return float(model.logit_scale.detach().float().exp())
+
+
 @dataclass(frozen=True)
 class EmbeddingConfig(ScalarConfig):
     """``model_path``: hub id, local folder or file; empty means the evaluator's environment

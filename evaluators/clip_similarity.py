@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Hashable, Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
-from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, ReferenceSimilarity
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, ReferenceSimilarity, exp_logit_scale
 from pigbench.protocol import Episode, ImageRef
 
 
@@ -46,7 +46,7 @@ class _CLIPBackbone(EmbeddingScorer):
             tokenizer = load_tokenizer(source)
             self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, t, self.device))
         self._provenance = {"model": source, "revision": fingerprint, "image_tower": tower}
-        self.calibration_scale = float(model.logit_scale.detach().float().exp())  # scores are (sums of) cosines
+        self.calibration_scale = exp_logit_scale(model)  # scores are (sums of) cosines
 
 
 class ClipI(ReferenceSimilarity, _CLIPBackbone):

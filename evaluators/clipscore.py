@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
-from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, exp_logit_scale
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class CLIPScore(EmbeddingScorer):
         self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, [openai_clean(prefix + s) for s in t], self.device))
         self._provenance = {"model": source, "revision": fingerprint, "image_tower": tower}
         if self.config.weight > 0:  # scores are weight * cos: CLIP's logits are logit_scale * cos
-            self.calibration_scale = float(model.logit_scale.detach().float().exp()) / self.config.weight
+            self.calibration_scale = exp_logit_scale(model) / self.config.weight
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 from pigbench.evaluator import ScoreRequest
-from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, exp_logit_scale
 from pigbench.evaluators._weights import WeightFile, check_file
 
 
@@ -71,7 +71,7 @@ class _HPS(EmbeddingScorer):
         self.images = self.image_embedder(lambda x: model.encode_image(x, normalize=True), transform, f"hps:{arch}:{sha}")
         self.texts = self.text_embedder(lambda t: model.encode_text(tokenizer(t).to(self.device), normalize=True))
         self._provenance = {"checkpoint": str(path), "checkpoint_sha256": sha, "architecture": arch}
-        self.calibration_scale = float(model.logit_scale.detach().float().exp())  # scores are raw cosines
+        self.calibration_scale = exp_logit_scale(model)  # scores are raw cosines
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

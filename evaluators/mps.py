@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
-from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured, exp_logit_scale
 from pigbench.evaluators._weights import WeightFile, check_file
 from pigbench.hub import cache_only
 
@@ -97,7 +97,7 @@ class MPS(EmbeddingScorer):
 
         self.texts = self.text_embedder(encode)
         self.condition = self.texts.get(self.config.condition)[:-1]
-        self.logit_scale = float(self.net.model.logit_scale.detach().float().exp())
+        self.logit_scale = exp_logit_scale(self.net.model)
         sha = source_fingerprint(str(path))
         vision = hashlib.sha256(config.vision_config.to_json_string().encode()).hexdigest()[:16]  # heads, activation, eps: not in the checkpoint
         self.images = self.image_embedder(self.net.image_tokens, processor_transform(clip, "floor"), f"mps:{sha}:vision-{vision}")

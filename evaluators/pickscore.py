@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
-from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
+from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured, exp_logit_scale
 
 PROCESSOR_ENV = "PIGBENCH_PICKSCORE_PROCESSOR_PATH"
 
@@ -62,7 +62,7 @@ class PickScore(EmbeddingScorer):
         self.images = self.image_embedder(encode, transform, f"pickscore:{source}:{fingerprint}",
                                           compile_encoder=True)
         self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, t, self.device))
-        self.logit_scale = float(model.logit_scale.detach().float().exp())
+        self.logit_scale = exp_logit_scale(model)
         self._provenance = {"model": source, "revision": fingerprint, "processor": processor, "image_tower": tower}
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
