@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
 from pigbench.adapter import DatasetError
 
@@ -42,6 +42,14 @@ def iter_jsonl(path: Path, on_error: Callable[[str, str], None]) -> Iterator[tup
                 on_error("unparseable JSON line", f"{path.name}:{lineno}: {exc.msg}")
             except RecursionError:
                 on_error("unparseable JSON line", f"{path.name}:{lineno}: nested too deeply")
+
+
+def require_inside(paths: Iterable[str], where: str) -> None:
+    """DatasetError naming the first image path that could leave the dataset folder (absolute, or
+    with a ``..`` part): a dataset names its images relative to its own folder."""
+    for rel in paths:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise DatasetError(f"{where}: image path {rel!r} must be relative to the dataset folder")
 
 
 def require_fields(obj: Any, fields: Mapping[str, FieldType], where: str) -> None:

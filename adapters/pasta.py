@@ -38,7 +38,7 @@ from typing import Any, Iterator, Optional
 from PIL import Image
 
 from pigbench.adapter import DatasetAdapter, DatasetError
-from pigbench.adapters._files import iter_jsonl
+from pigbench.adapters._files import iter_jsonl, require_inside
 from pigbench.adapters._options import check_options
 from pigbench.hub import resolve_root
 from pigbench.protocol import Episode, ImageError, ImageRef, Label, PreferenceRecord, ReferencePair, Target
@@ -164,12 +164,11 @@ def _validate(obj: Any, where: str) -> None:
         problem = "'expanded_prompts' must hold 4 prompts and 'images' 4 slates of 4 paths"
     elif not 0 <= obj["chosen"] <= 3:
         problem = "'chosen' must be 0-3"
-    elif outside := next((p for s in obj["images"] for p in s if Path(p).is_absolute() or ".." in Path(p).parts), None):
-        raise DatasetError(f"{where}: image path {outside!r} must be relative to the dataset folder")
     if problem:
         expected = ", ".join(f"{f} ({t.__name__})" for f, t in SCHEMA.items())
         raise DatasetError(f"{where}: does not match the assumed PASTA schema ({problem}). Expected fields: {expected}; "
                            f"found: {found}. Note: {UNVERIFIED}")
+    require_inside((p for slate in obj["images"] for p in slate), where)
 
 
 def _reference(rec: PreferenceRecord) -> ReferencePair:

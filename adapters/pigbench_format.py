@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import pyarrow.parquet as pq
 
 from pigbench.adapter import DatasetAdapter, DatasetError
-from pigbench.adapters._files import iter_jsonl, require_fields
+from pigbench.adapters._files import iter_jsonl, require_fields, require_inside
 from pigbench.adapters._options import check_options
 from pigbench.adapters._parquet import parquet_errors
 from pigbench.hub import resolve_root
@@ -56,9 +56,7 @@ def _check_instance(obj: Any, where: str) -> None:
     for name, typ in (("prompts", str), ("images", str), ("seeds", int)):
         if not all(isinstance(v, typ) and not isinstance(v, bool) for v in obj[name]):
             raise DatasetError(f"{where}: field {name!r} must hold only {typ.__name__} values")
-    for rel in obj["images"]:
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise DatasetError(f"{where}: image path {rel!r} must be relative to the dataset folder")
+    require_inside(obj["images"], where)
 
 
 def _check_ranking(obj: Any, where: str) -> None:
