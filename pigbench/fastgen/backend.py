@@ -49,8 +49,7 @@ class FastLocalBackend(LocalBackend):
         super().__init__(model, processor, batch_size=batch_size, source=source)
         self.engine = Qwen2VLEngine(model)
         self.prefill_tokens = prefill_tokens
-        eos = model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        eos_ids = self.stop_token_ids()
         if self.tokenizer.eos_token_id is not None:
             eos_ids.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = tuple(sorted(eos_ids))
