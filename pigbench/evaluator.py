@@ -320,5 +320,6 @@ class ScalarEvaluator(Evaluator):
         for k, s in zip(keys, scores):
             self._memo[k] = (float(s), None)
 
+
 def _finite(x: float) -> Optional[float]:
     return x if math.isfinite(x) else None
