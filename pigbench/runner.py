@@ -179,13 +179,30 @@ def load_split(config: RunConfig) -> tuple[DatasetAdapter, SplitResult]:
 
 
 def run_key(evaluator: Evaluator, split: SplitResult, swap: bool, dataset_options: Mapping[str, str]) -> str:
-    """What a stored prediction depends on: the evaluator and its config, the split, the dataset
-    options (which can change the images, e.g. demo's ``size`` or PIP's ``images`` folder, but not
-    the split's fingerprint), and swapping."""
-    key = f"{evaluator.name}__{evaluator.config_hash}__{split.fingerprint}"
+    """What a stored prediction depends on: the evaluator and its config, the split, what its
+    episodes show that the fingerprint leaves out (:func:`_inputs_digest`), the dataset options
+    (which can change the images, e.g. demo's ``size`` or PIP's ``images`` folder, but not the
+    split's fingerprint), and swapping."""
+    key = f"{evaluator.name}__{evaluator.config_hash}__{split.fingerprint}__in{_inputs_digest(split.episodes)}"
     if dataset_options:
         key += "__opt" + _options_digest(dataset_options)
     return key + ("__swap" if swap else "")
+
+
+def _inputs_digest(episodes: Sequence[Episode]) -> str:
+    """Hash of the prompts and image ids of each episode's target and references (with their
+    rankings), in order: an edited prompt or an image file the dataset now names instead changes
+    an evaluator's input without changing the split's fingerprint. Image bytes are not read."""
+    h = hashlib.sha256()
+    refs_seen: dict[int, str] = {}  # a user's episodes share one references tuple: hash it once
+    for ep in episodes:
+        refs = refs_seen.get(id(ep.references))
+        if refs is None:
+            refs = refs_seen[id(ep.references)] = json.dumps(
+                [[r.prompt, r.preferred.id, r.rejected.id, [[im.id, rank] for im, rank in r.ranking]] for r in ep.references])
+        t = ep.target
+        h.update(json.dumps([t.prompt, t.image_a.id, t.image_b.id]).encode() + b"\t" + refs.encode() + b"\n")
+    return h.hexdigest()[:12]
 
 
 def _options_digest(options: Mapping[str, str]) -> str:

@@ -136,6 +136,35 @@ def test_dataset_options_are_part_of_what_a_resumed_run_reuses(tmp_path):
     assert smaller.results_path.name == "color-reference__limit20_opt-size32.json"
 
 
+def test_a_dataset_whose_prompts_or_image_files_changed_is_predicted_again(tmp_path):
+    """The fingerprint (sample ids, reference ids, golds) does not see an instance pointed at other
+    image files or an edited prompt: the run key must, or the old predictions were reused."""
+    from PIL import Image
+
+    from pigbench.adapters.pigbench_format import write_dataset
+
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    for i in range(24):
+        Image.new("RGB", (8, 8), (10 * i, 255 - 10 * i, 7 * i)).save(root / "images" / f"{i}.png")
+    instances = [dict(instance_id=f"i{j}", base_prompt=f"prompt {j}", category="c", challenge="c", prompts=["p"] * 4,
+                      images=[f"images/{4 * j + k}.png" for k in range(4)], generator="g", seeds=[0, 1, 2, 3])
+                 for j in range(3)]
+    rankings = [dict(user_id=f"u{u}", instance_id=f"i{j}", ranks=[1, 2, 3, 4] if u else [4, 3, 2, 1])
+                for u in range(2) for j in range(3)]
+    write_dataset(root, instances, rankings)
+    cfg = config(tmp_path, evaluator="color-reference", dataset="pigbench", dataset_path=str(root))
+    first = run(cfg)
+    assert (first.computed, run(cfg).computed) == (12, 0)
+    write_dataset(root, [dict(d, images=[f"images/{12 + 4 * j + k}.png" for k in range(4)])
+                         for j, d in enumerate(instances)], rankings)
+    other_images = run(cfg)
+    assert other_images.results["split"]["fingerprint"] == first.results["split"]["fingerprint"]
+    assert (other_images.computed, other_images.resumed) == (12, 0)
+    write_dataset(root, [dict(instances[0], base_prompt="an edited prompt"), *instances[1:]], rankings)
+    assert run(cfg).computed == 12
+
+
 def test_a_dataset_option_that_is_a_path_gives_a_file_name_not_folders(tmp_path):
     cfg = config(tmp_path, dataset_options={"images": "/data/pip/images"})
     suffix = _variant_suffix(cfg, build_evaluator(cfg))
