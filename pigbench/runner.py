@@ -182,8 +182,11 @@ def run_key(evaluator: Evaluator, split: SplitResult, swap: bool, dataset_option
     """What a stored prediction depends on: the evaluator and its config, the split, what its
     episodes show that the fingerprint leaves out (:func:`_inputs_digest`), the dataset options
     (which can change the images, e.g. demo's ``size`` or PIP's ``images`` folder, but not the
-    split's fingerprint), and swapping."""
+    split's fingerprint), swapping, and for a config ``dtype`` of ``auto`` the device type, which
+    chooses the dtype (half precision on CUDA, float32 on CPU)."""
     key = f"{evaluator.name}__{evaluator.config_hash}__{split.fingerprint}__in{_inputs_digest(split.episodes)}"
+    if getattr(evaluator.config, "dtype", None) == "auto":
+        key += "__auto-" + evaluator.runtime.device.split(":")[0]
     if dataset_options:
         key += "__opt" + _options_digest(dataset_options)
     return key + ("__swap" if swap else "")

@@ -165,6 +165,24 @@ def test_a_dataset_whose_prompts_or_image_files_changed_is_predicted_again(tmp_p
     assert run(cfg).computed == 12
 
 
+def test_dtype_auto_keys_the_store_by_device_type(tmp_path):
+    """dtype=auto is float16 on CUDA and float32 on CPU: a GPU run reused a CPU run's stored predictions."""
+    from pigbench.evaluator import Runtime
+    from pigbench.registry import evaluators
+    from pigbench.runner import load_split, run_key
+
+    _, split = load_split(config(tmp_path))
+    cls = evaluators.get("pickscore")
+
+    def key(device, **options):
+        ev = cls(cls.Config.from_options(options), Runtime(device=device))
+        ev.name = "pickscore"
+        return run_key(ev, split, False, {})
+
+    assert key("cpu") != key("cuda") == key("cuda:1")
+    assert key("cpu", dtype="float32") == key("cuda", dtype="float32")
+
+
 def test_a_dataset_option_that_is_a_path_gives_a_file_name_not_folders(tmp_path):
     cfg = config(tmp_path, dataset_options={"images": "/data/pip/images"})
     suffix = _variant_suffix(cfg, build_evaluator(cfg))
