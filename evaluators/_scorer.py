@@ -68,6 +68,9 @@ class EmbeddingScorer(ScalarEvaluator):
         """``config.model_path``, else ``$env_var``, else ``default_model``."""
         return configured(getattr(config, "model_path", ""), cls.env_var, cls.default_model)
 
+    def model_sources(self) -> list[str]:
+        return [*super().model_sources(), self.model_source(self.config)]
+
     @classmethod
     def check_requirements(cls, config: EvaluatorConfig) -> None:
         require_packages(cls.name or cls.__name__, *cls.packages)

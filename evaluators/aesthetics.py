@@ -49,6 +49,9 @@ class Aesthetics(EmbeddingScorer):
     def clip_source(cls, config: AestheticsConfig) -> str:
         return configured(config.clip_path, CLIP_ENV, cls.default_clip)
 
+    def model_sources(self) -> list[str]:
+        return [*super().model_sources(), self.clip_source(self.config)]
+
     @classmethod
     def check_weights(cls, config: AestheticsConfig) -> None:
         check_file(cls.model_source(config), cls.head_file())

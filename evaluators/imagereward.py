@@ -54,6 +54,9 @@ class ImageReward(EmbeddingScorer):
     def tokenizer_source(cls, config: ImageRewardConfig) -> str:
         return configured(config.tokenizer_path, TOKENIZER_ENV, "bert-base-uncased")
 
+    def model_sources(self) -> list[str]:
+        return [*super().model_sources(), self.tokenizer_source(self.config)]
+
     @classmethod
     def check_weights(cls, config: ImageRewardConfig) -> None:
         source = cls.model_source(config)

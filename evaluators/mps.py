@@ -62,6 +62,9 @@ class MPS(EmbeddingScorer):
     def clip_source(cls, config: MPSConfig) -> str:
         return configured(config.clip_path, CLIP_ENV, cls.default_clip)
 
+    def model_sources(self) -> list[str]:
+        return [*super().model_sources(), self.clip_source(self.config)]
+
     @classmethod
     def check_weights(cls, config: MPSConfig) -> None:
         check_file(cls.model_source(config), cls.weight_file())

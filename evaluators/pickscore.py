@@ -42,6 +42,9 @@ class PickScore(EmbeddingScorer):
     def processor_source(cls, config: PickScoreConfig) -> str:
         return configured(config.processor_path, PROCESSOR_ENV, cls.default_processor)
 
+    def model_sources(self) -> list[str]:
+        return [*super().model_sources(), self.processor_source(self.config)]
+
     @classmethod
     def check_weights(cls, config: PickScoreConfig) -> None:
         name = cls.name or "pickscore"

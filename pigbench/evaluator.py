@@ -159,6 +159,14 @@ class Evaluator(ABC):
         """Model ids or paths and their revisions or file hashes, dtype: recorded in the results."""
         return {}
 
+    def model_sources(self) -> list[str]:
+        """Where the models come from (hub ids, local paths), known before ``setup``: the runner stamps
+        those that are local files or folders (:mod:`pigbench.file_stamp`) into the run key, so that
+        weights replaced at the same path are predicted again. Default: the config's string values;
+        a subclass that also reads an environment variable adds the source it resolves to."""
+        values = self.config.to_json().values()
+        return [s for v in values for s in (v if isinstance(v, list) else [v]) if isinstance(s, str)]
+
     @property
     def config_hash(self) -> str:
         return self.config.hash(self.name, self.version)

@@ -38,6 +38,7 @@ import pigbench
 from pigbench.adapter import DatasetAdapter
 from pigbench.distributed import RunStores, launched_world, shard
 from pigbench.evaluator import Evaluator, RequirementError, Runtime, check_declaration
+from pigbench.file_stamp import local_files_stamp
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, Label, Prediction, combine_swapped
 from pigbench.registry import adapters, evaluators
@@ -182,9 +183,13 @@ def run_key(evaluator: Evaluator, split: SplitResult, swap: bool, dataset_option
     """What a stored prediction depends on: the evaluator and its config, the split, what its
     episodes show that the fingerprint leaves out (:func:`_inputs_digest`), the dataset options
     (which can change the images, e.g. demo's ``size`` or PIP's ``images`` folder, but not the
-    split's fingerprint), swapping, and for a config ``dtype`` of ``auto`` the device type, which
-    chooses the dtype (half precision on CUDA, float32 on CPU)."""
+    split's fingerprint), swapping, for a config ``dtype`` of ``auto`` the device type, which
+    chooses the dtype (half precision on CUDA, float32 on CPU), and the evaluator's model sources as
+    resolved (an environment variable's included) with the stamp of their local files
+    (:mod:`pigbench.file_stamp`: a model saved again at the same path is predicted again)."""
     key = f"{evaluator.name}__{evaluator.config_hash}__{split.fingerprint}__in{_inputs_digest(split.episodes)}"
+    if stamp := local_files_stamp(evaluator.model_sources()):
+        key += "__src" + stamp
     if getattr(evaluator.config, "dtype", None) == "auto":
         key += "__auto-" + evaluator.runtime.device.split(":")[0]
     if dataset_options:

@@ -183,6 +183,50 @@ def test_dtype_auto_keys_the_store_by_device_type(tmp_path):
     assert key("cpu", dtype="float32") == key("cuda", dtype="float32")
 
 
+def test_model_files_saved_again_or_chosen_by_an_environment_variable_change_the_run_key(tmp_path, monkeypatch):
+    """The config hash holds a model's path, not its files: a checkpoint saved again at the same
+    --model-path, or $PIGBENCH_PICKSCORE_PATH pointing elsewhere, reused the old predictions."""
+    from pigbench.evaluator import Runtime
+    from pigbench.registry import evaluators
+    from pigbench.runner import load_split, run_key
+
+    _, split = load_split(config(tmp_path))
+    cls = evaluators.get("pickscore")
+    monkeypatch.delenv("PIGBENCH_PICKSCORE_PATH", raising=False)
+
+    def key(**options):
+        ev = cls(cls.Config.from_options(options), Runtime(device="cpu"))
+        ev.name = "pickscore"
+        return run_key(ev, split, False, {})
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"first")
+    first = key(model_path=str(model))
+    assert key(model_path=str(model)) == first
+    (model / "model.safetensors").write_bytes(b"other")  # same size, saved again
+    os.utime(model / "model.safetensors", ns=(1, 10**18))
+    assert key(model_path=str(model)) != first
+    hub = key()
+    monkeypatch.setenv("PIGBENCH_PICKSCORE_PATH", "someone/another-pickscore")
+    assert key() != hub
+    monkeypatch.setenv("PIGBENCH_PICKSCORE_PATH", str(model))
+    assert key() != hub
+
+
+def test_pigreward_contexts_are_keyed_by_the_reasoner_files(tmp_path):
+    """Cached user contexts of a reasoner saved again at the same local path were reused."""
+    from pigbench.pigreward.config import PIGRewardConfig
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"first")
+    local, served = PIGRewardConfig(reasoner_path=str(tmp_path)), PIGRewardConfig(reasoner_path=str(tmp_path), backend="openai")
+    before = local.reasoner_fingerprint(), served.reasoner_fingerprint()
+    os.utime(weights, ns=(1, 10**18))
+    assert local.reasoner_fingerprint() != before[0]
+    assert served.reasoner_fingerprint() == before[1]  # a served model's name is not a local file
+
+
 def test_a_dataset_option_that_is_a_path_gives_a_file_name_not_folders(tmp_path):
     cfg = config(tmp_path, dataset_options={"images": "/data/pip/images"})
     suffix = _variant_suffix(cfg, build_evaluator(cfg))

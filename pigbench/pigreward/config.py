@@ -63,10 +63,13 @@ class PIGRewardConfig(EvaluatorConfig):
         return out
 
     def reasoner_fingerprint(self) -> str:
-        """Hash of what changes the reasoner's rationales (and so the cached user contexts)."""
+        """Hash of what changes the reasoner's rationales (and so the cached user contexts), with the
+        stamp of its local model files (:mod:`pigbench.file_stamp`)."""
+        from pigbench.file_stamp import local_files_stamp
         from pigbench.pigreward.prompts import PROMPT_VERSION
 
         settings = {"backend": self.backend, "model": self.reasoner_model, "adapter": self.reasoner_adapter,
+                    "files": local_files_stamp([self.reasoner_model, self.reasoner_adapter]) if self.backend == "local" else "",
                     "dtype": self.dtype if self.backend == "local" else None, "max_pixels": self.max_pixels,
                     "max_new_tokens": self.reasoner_max_new_tokens, "min_new_tokens": self.min_new_tokens,
                     "prompt_version": PROMPT_VERSION}

@@ -1,7 +1,7 @@
 """The on-disk cache of user contexts, one append-only JSON-lines file per reasoner configuration.
 
 A user context depends on the reasoner (model, adapter, dtype, image budget, lengths, prompt
-version: :meth:`PIGRewardConfig.reasoner_fingerprint`, which names the file) and on the user's ordered reference pairs (prompts and
+version, and the stamp of its local files: :meth:`PIGRewardConfig.reasoner_fingerprint`, which names the file) and on the user's ordered reference pairs (prompts and
 image content hashes: :func:`context_key`). Each line is one user::
 
     {"key": "<sha256>", "user_id": "u17", "rationales": ["...", "..."], "context": "1. Prompt: ..."}
