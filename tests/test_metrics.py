@@ -51,8 +51,11 @@ def test_aggregation_hand_computed():
     # acc_wo_tie = decisive_acc * coverage (protocol section 4)
     assert math.isclose(m["acc_wo_tie"]["micro"], m["decisive_acc"]["micro"] * m["coverage"])
     assert m["swap_inconsistency_rate"] is None
-    per_user = {r["user_id"]: r for r in m["per_user"]}
-    assert math.isclose(per_user["u1"]["acc_w_tie"], 62.5) and per_user["u2"]["n"] == 2
+    per_user = {r.pop("user_id"): r for r in m["per_user"]}
+    assert metrics_close(per_user, {
+        "u1": {"n": 4, "n_decisive_gold": 3, "acc_w_tie": 62.5, "acc_wo_tie": 100 / 3, "decisive_acc": 50.0},
+        "u2": {"n": 2, "n_decisive_gold": 2, "acc_w_tie": 75.0, "acc_wo_tie": 50.0, "decisive_acc": 100.0},
+    })
 
 
 def test_bootstrap_ci_brackets_estimate_and_is_seeded():
@@ -63,7 +66,38 @@ def test_bootstrap_ci_brackets_estimate_and_is_seeded():
     lo, hi = m1["acc_w_tie"]["micro_ci95"]
     assert lo <= m1["acc_w_tie"]["micro"] <= hi and lo < hi
     assert metrics_close(m1, m2)
-    assert not metrics_close(m1, m3)
+    assert m1["acc_w_tie"]["micro_ci95"] != m3["acc_w_tie"]["micro_ci95"]  # the seed drives the resampling
+
+
+def test_bootstrap_resamples_as_many_users_as_there_are_and_takes_the_2_5_and_97_5_percentiles():
+    # One sample per user, u0 right and the others wrong: a resample's accuracy is the share of its
+    # draws that are u0. Three users: P(all three draws u0) = 1/27 = 3.7% > 2.5%, so the upper bound
+    # is 100 (a 95th percentile would be 66.7); P(no u0) = 8/27, so the lower bound is 0.
+    # Four users: P(all four u0) = 0.4% but P(at least three) = 13/256 = 5.1%, so the upper bound
+    # is 75 (three draws per resample would give 66.7 or 100, never 75).
+    for users, upper in ((3, 100.0), (4, 75.0)):
+        samples = [Judged("u0", A, A)] + [Judged(f"u{i}", A, B) for i in range(1, users)]
+        m = compute_metrics(samples, n_bootstrap=1000, seed=0)
+        assert m["acc_wo_tie"]["micro_ci95"] == [0.0, upper]
+
+
+def test_macro_ci_depends_on_per_user_accuracies_not_on_user_sizes():
+    # Same users and per-user accuracies, but u0 has five targets instead of one: the macro average
+    # and its bootstrap (same seed, same user weights) are unchanged, the micro ones move.
+    small = [Judged("u0", A, A), Judged("u1", A, B), Judged("u2", A, A), Judged("u3", A, B), Judged("u4", A, B)]
+    large = [Judged("u0", A, A)] * 4 + small
+    m_small, m_large = (compute_metrics(s, n_bootstrap=500, seed=3) for s in (small, large))
+    assert m_small["acc_wo_tie"]["macro"] == m_large["acc_wo_tie"]["macro"] == 40.0
+    assert m_small["acc_wo_tie"]["macro_ci95"] == m_large["acc_wo_tie"]["macro_ci95"]
+    assert m_small["acc_wo_tie"]["micro_ci95"] != m_large["acc_wo_tie"]["micro_ci95"]
+
+
+def test_a_user_without_decisive_gold_is_left_out_of_the_macro_wo_tie_average_and_its_ci():
+    # v's only target is a gold tie: it has no acc_wo_tie, so the macro average is u's alone (100),
+    # and every resample that draws u gives 100 (one drawing only v has none and is dropped).
+    m = compute_metrics([Judged("u", A, A), Judged("v", T, T)], n_bootstrap=200, seed=0)
+    assert m["acc_wo_tie"]["macro"] == 100.0 and m["acc_wo_tie"]["macro_ci95"] == [100.0, 100.0]
+    assert m["acc_w_tie"]["macro"] == 100.0
 
 
 def test_single_user_ci_is_degenerate():
@@ -80,3 +114,6 @@ def test_all_gold_ties_has_no_wo_tie_accuracy():
 def test_swap_inconsistency_rate():
     m = compute_metrics([Judged("u", A, A, True), Judged("u", A, A, False), Judged("v", B, A, False)], n_bootstrap=10)
     assert math.isclose(m["swap_inconsistency_rate"], 1 / 3)
+    # the rate is over the samples that ran a swap, not over all samples
+    m = compute_metrics([Judged("u", A, A, True), Judged("u", A, A, False), Judged("v", B, A)], n_bootstrap=10)
+    assert math.isclose(m["swap_inconsistency_rate"], 1 / 2)
