@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pigbench.protocol import Label, PreferenceRecord, normalize_prompt
+from pigbench.protocol import ImageRef, Label, PreferenceRecord, normalize_prompt
 from pigbench.splits import build_split, reference_pair
 
 from toy import grey
@@ -113,3 +113,44 @@ def test_dynamic_split_skips_a_user_without_a_decisive_reference_set_and_counts_
         held_out = s.episodes[0].target.record_id
         tied_refs = sum(1 for r in mixed if r.record_id != held_out and len(set(r.ranks)) == 1)
         assert s.skipped_records["tied ranked set: no reference pair"] == tied_refs
+
+
+def test_which_image_is_a_depends_on_the_seed():
+    # reference size 0: every record is a target under any seed, so only the A/B coin can differ
+    a_images = [{e.sample_id: e.target.image_a.id for e in build_split(pairwise_user("a", 40), "ds", seed, 0).episodes}
+                for seed in (0, 1)]
+    assert a_images[0].keys() == a_images[1].keys() and a_images[0] != a_images[1]
+
+
+def test_a_target_sharing_content_or_a_ranked_image_with_a_reference_is_dropped():
+    # "copy" has another id but the content hash of grey0 (r0's preferred image); "mid" shows grey11,
+    # the middle of r1's ranking (neither its preferred nor its rejected image). With reference size 3
+    # every record that is not a reference is checked against all images the references show.
+    recs = [rec(f"r{i}", "u", f"set {i}", (10 * i, 10 * i + 1, 10 * i + 2), (1, 2, 3)) for i in range(4)]
+    copy = ImageRef("copy-of-grey0", grey(0).source, known_hash="h-grey0")
+    recs.append(PreferenceRecord("copy", "u", "copy prompt", (copy, grey(90)), (1, 2)))
+    recs.append(rec("mid", "u", "mid prompt", (11, 91), (1, 2)))
+    checked = set()
+    for seed in range(8):
+        s = build_split(recs, "ds", seed=seed, reference_size=3)
+        refs = {r.record_id for r in s.episodes[0].references} if s.episodes else set()
+        targets = {e.target.record_id for e in s.episodes}
+        for dup, source in (("copy", "r0"), ("mid", "r1")):
+            if source in refs and dup not in refs:
+                assert dup not in targets
+                checked.add(dup)
+    assert checked == {"copy", "mid"}  # both cases occurred among the seeds
+
+
+def test_the_fingerprint_covers_the_golds():
+    recs = pairwise_user("a", 6)
+    flipped = [rec(r.record_id, r.user_id, r.prompt, (2 * i, 2 * i + 1), (2, 1)) for i, r in enumerate(recs)]
+    s, t = (build_split(x, "ds", seed=0, reference_size=2) for x in (recs, flipped))
+    assert [e.sample_id for e in s.episodes] == [e.sample_id for e in t.episodes]
+    assert s.fingerprint != t.fingerprint
+
+
+def test_max_targets_per_user_keeps_exactly_that_many():
+    s = build_split(pairwise_user("a", 10) + pairwise_user("b", 10, start=100), "ds", seed=0, reference_size=2,
+                    max_targets_per_user=3)
+    assert [e.user_id for e in s.episodes] == ["a"] * 3 + ["b"] * 3
