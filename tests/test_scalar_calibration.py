@@ -49,6 +49,13 @@ def test_grid_picks_the_best_tie_aware_accuracy_first_on_ties():
     assert result.to_json()["n"] == 5
 
 
+def test_grid_scores_equal_scores_as_a_tie_and_a_missing_score_as_invalid_at_every_threshold():
+    # gold ties only: a missing score is INVALID (0.5, not a TIE's 1), equal scores are a TIE even at
+    # t = 0 (|p_A - p_B| = 0 <= 0, as label_from_delta's |delta| <= tau), so every t gives 1.5 / 2
+    result = calibrate_from_scores([(1.0, None), (0.3, 0.3)], [Label.TIE, Label.TIE])
+    assert result.acc_w_tie == (75.0,) * len(PICKAPIC_GRID) and result.probability_threshold == 0.0
+
+
 def test_threshold_one_means_every_pair_is_a_tie_and_serializes():
     result = calibrate_from_scores([(0.0, 5.0)], [Label.TIE])
     assert result.probability_threshold == 1.0 and result.to_json()["tau"] == "inf"
