@@ -320,6 +320,11 @@ def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     path.write_text(json.dumps(data))
     assert any("acc_w_tie" in p for p in validate_results(path))
     out = run(config(tmp_path))
+    data = json.loads(path.read_text())
+    data["metrics"]["per_user"][0]["acc_wo_tie"] += 1.0  # the leaderboard's per-user breakdown
+    path.write_text(json.dumps(data))
+    assert any("'per_user'" in p for p in validate_results(path))
+    out = run(config(tmp_path))
     jsonl = path.with_name(path.stem + ".predictions.jsonl")
     jsonl.write_text(jsonl.read_text().replace('"label": "A"', '"label": "B"', 1))
     assert any("sha256" in p for p in validate_results(path))
