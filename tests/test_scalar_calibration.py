@@ -120,6 +120,24 @@ def test_the_evaluators_calibration_scale_turns_cosines_into_logits():
         pytest.approx(100 * 2 / 3),) * 10  # scale 1: every t > 0 ties all three
 
 
+def test_an_evaluator_scoring_probabilities_is_calibrated_without_a_softmax():
+    """P(A), P(B) as scores (a judge with scoring=probs): the gap is |P(A) - P(B)| and tau = t / 2 on P(A) - 0.5."""
+    def ep(a: str, b: str, gold: Label) -> Episode:
+        return Episode("u", (), Target(a + b, "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), gold))
+
+    class _Probabilities(_PromptLength):
+        scores_are_probabilities = True
+        calibration_scale = 1.0
+        p = {"a": 0.54, "b": 0.46, "c": 0.9, "d": 0.1}
+
+        def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+            return [self.p[r.image.id] for r in requests]
+
+    eps = [ep("a", "b", Label.TIE), ep("b", "a", Label.TIE), ep("c", "d", Label.A), ep("d", "c", Label.B)]
+    result = calibrate_tie_threshold(_Probabilities(), eps)
+    assert result.scale is None and result.probability_threshold == 0.1 and result.tau == 0.05
+
+
 def test_a_calibrated_tau_of_infinity_makes_every_pair_a_tie():
     result = calibrate_from_scores([(0.0, 5.0)], [Label.TIE])
     ev = _PromptLength()
