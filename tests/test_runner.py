@@ -45,6 +45,11 @@ def test_run_writes_valid_results_with_provenance(tmp_path):
     assert all(row["prediction"]["score_a"] is not None for row in rows)
 
 
+def test_a_limited_run_records_how_many_targets_the_split_had(tmp_path):
+    r = run(config(tmp_path, limit=7)).results
+    assert (r["metrics"]["n"], r["split"]["targets"], r["split"]["targets_before_limit"]) == (7, 7, 60)
+
+
 def test_rerun_reuses_store_and_gives_identical_metrics(tmp_path):
     first = run(config(tmp_path))
     second = run(config(tmp_path))
