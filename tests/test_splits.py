@@ -154,3 +154,19 @@ def test_max_targets_per_user_keeps_exactly_that_many():
     s = build_split(pairwise_user("a", 10) + pairwise_user("b", 10, start=100), "ds", seed=0, reference_size=2,
                     max_targets_per_user=3)
     assert [e.user_id for e in s.episodes] == ["a"] * 3 + ["b"] * 3
+
+
+def test_dynamic_split_keeps_a_user_with_two_ranked_sets_and_skips_one_with_one():
+    two = [rec(f"t{i}", "two", f"two {i}", (10 * i, 10 * i + 1, 10 * i + 2), (1, 2, 3)) for i in range(2)]
+    one = [rec("o0", "one", "one 0", (50, 51, 52), (1, 2, 3))]
+    s = build_split(two + one, "ds", seed=0, reference_size=None)
+    assert [e.user_id for e in s.episodes] == ["two"] * 3 and all(len(e.references) == 1 for e in s.episodes)
+    assert s.skipped_users == {"fewer than 2 ranked sets": 1}
+
+
+def test_a_target_pair_of_the_same_content_under_two_ids_is_dropped():
+    twin = ImageRef("twin-of-grey7", grey(7).source, known_hash="h-grey7")
+    recs = pairwise_user("a", 5) + [PreferenceRecord("same", "a", "same content", (grey(7), twin), (1, 2))]
+    s = build_split(recs, "ds", seed=0, reference_size=2)
+    assert "same" not in {e.target.record_id for e in s.episodes}
+    assert s.skipped_records["identical images in a target pair"] == 1
