@@ -94,6 +94,9 @@ def test_limit_recomputes_fingerprint():
     full = s.fingerprint
     s.limit(3)
     assert len(s.episodes) == 3 and s.fingerprint != full and s.targets_before_limit == 8
+    two = build_split(pairwise_user("a", 10) + pairwise_user("b", 10, start=100), "ds", seed=0, reference_size=2)
+    two.limit(3)  # the first three targets are all user a's
+    assert two.users == 1 and two.summary()["users"] == 1
 
 
 def test_negative_reference_size_rejected():
