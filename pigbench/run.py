@@ -47,12 +47,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, str]:
-    """``["k=v", ...]`` as a dict; ValueError naming ``flag`` for an item without ``=`` or key."""
+    """``["k=v", ...]`` as a dict; ValueError naming ``flag`` for an item without ``=`` or key, or a key
+    given twice."""
     out = {}
     for item in pairs:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        if key.strip() in out:
+            raise ValueError(f"{flag} {key.strip()} given twice ({out[key.strip()]!r} and {value.strip()!r})")
         out[key.strip()] = value.strip()
     return out
 
