@@ -15,7 +15,7 @@ recomputed); the rest are listed with the reasons. The builder reads JSON only: 
 evaluator or adapter code. Every text from results is escaped (jinja2 autoescape); JSON embedded
 in pages escapes ``<``, ``>`` and ``&`` so that no ``</script>`` can close its element.
 Exit status 1 when no results file is admitted (the site, listing the rejected files, is still
-written), 2 when --results is not a directory.
+written), 2 when --results is not a directory or --out cannot be created.
 
 examples:
   pigbench leaderboard build
@@ -41,7 +41,7 @@ import pigbench
 from pigbench.calibration import describe_calibration
 from pigbench.metrics import ACCURACIES, credit
 from pigbench.protocol import Label
-from pigbench.report.collect import Collection, Entry, collect, nothing_admitted, slug
+from pigbench.report.collect import Collection, Entry, collect, nothing_admitted, output_dir, slug
 
 ACCURACY_NAMES = {"acc_w_tie": "acc w/ tie", "acc_wo_tie": "acc w/o tie", "decisive_acc": "decisive acc"}
 SAMPLES_PER_PAGE = 20
@@ -221,7 +221,7 @@ def build_site(results_dir: str | Path, out_dir: str | Path, samples: int = SAMP
     """Validate the results under ``results_dir`` and write the site into ``out_dir``; returns what
     was admitted and rejected."""
     collection = collect(results_dir)
-    out = Path(out_dir)
+    out = output_dir(out_dir)
     # pages of runs no longer present must not linger; files the site did not write stay (--out may be a used folder)
     static = {asset.name for asset in (assets_dir() / "static").iterdir() if asset.is_file()}
     for sub, ours in (("evaluators", lambda p: p.suffix == ".html"), ("datasets", lambda p: p.suffix == ".html"),
@@ -281,7 +281,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         collection = build_site(args.results, args.out, args.samples)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{len(collection.entries)} results files admitted, {len(collection.rejected)} rejected")

@@ -419,6 +419,15 @@ def test_results_path_that_is_a_file_is_named_as_such(tmp_path, capsys, command)
                                        "holding results files; `pigbench validate FILE` checks one file)\n")
 
 
+@pytest.mark.parametrize("command", [["report"], ["leaderboard", "build"]])
+def test_out_path_that_is_a_file_is_refused_in_one_line(tmp_path, capsys, command):
+    """--out naming a file (or a folder under one) used to end in a mkdir traceback."""
+    results = make_results(tmp_path / "results", "alpha", users=2, per_user=3)
+    for out, why in ((results, "File exists"), (results / "sub", "Not a directory")):
+        assert cli_main([*command, "--results", str(tmp_path / "results"), "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"error: cannot create the output directory (--out) {str(out)!r}: {why}\n"
+
+
 def test_figures_draw_dollar_signs_in_names_literally(tmp_path):
     """Names with "$...$" are not math text: an invalid expression used to make savefig raise, and
     a valid one would be drawn as a formula. SVG text is kept as text here to read the labels back."""

@@ -5,7 +5,7 @@ reason. Outputs: main_table.{md,tex,html} (PIGReward Table 2 layout), ablations.
 similarity_metrics.*, figures/*.{png,svg}, dimensions.json, and report.md / report.html.
 Those files from an earlier report in --out are deleted first; files of other names stay.
 Exit status 1 when no results file is admitted (the report, listing the rejected files, is
-still written), 2 when --results is not a directory.
+still written), 2 when --results is not a directory or --out cannot be created.
 
 examples:
   pigbench report
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         summary = build_report(args.results, args.out, args.embedding_model, args.color_by)
-    except (FileNotFoundError, RequirementError) as exc:
+    except (FileNotFoundError, NotADirectoryError, RequirementError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{summary.admitted} results files admitted, {len(summary.rejected)} rejected")

@@ -132,6 +132,18 @@ def collect(root: str | Path) -> Collection:
     return Collection(entries, rejected)
 
 
+def output_dir(path: str | Path) -> Path:
+    """``path`` as a directory, created if missing; ``NotADirectoryError`` naming ``--out`` when it
+    cannot be (it is a file, or lies under one)."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NotADirectoryError(f"cannot create the output directory (--out) {str(out)!r}: "
+                                 f"{exc.strerror or exc}") from None
+    return out
+
+
 def nothing_admitted(root: str | Path, rejected: int) -> str:
     """The one-line error of a command that admitted no results file from ``root`` (exit status 1)."""
     if rejected:

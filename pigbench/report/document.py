@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from pigbench.report.collect import Collection, collect
+from pigbench.report.collect import Collection, collect, output_dir
 from pigbench.report.dimensions import analyse_dimensions, check_embedder
 from pigbench.report.plots import write_plots
 from pigbench.report.similarity import similarity_table
@@ -53,8 +53,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, embedding_model: 
     installed, is a :class:`RequirementError` before anything is read, removed or written."""
     check_embedder(embedding_model)
     collection = collect(results_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir)
     _remove_earlier_report(out)
     summary = ReportSummary(out, len(collection.entries), {r.relpath: r.reasons for r in collection.rejected})
     sections: list[tuple[str, str, list[Table]]] = []  # (heading, file stem, tables)
