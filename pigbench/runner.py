@@ -94,6 +94,8 @@ class RunConfig:
                 raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r} (--{flag})")
         if self.calibration_fraction is not None and self.tie_threshold is not None:
             raise ValueError("--tie-threshold and --calibrate-tie-threshold both set tau; give one of them")
+        if self.variant is not None and any(c in self.variant for c in "/\\"):  # it names a file in <output>/<dataset>/
+            raise ValueError(f"variant must be a file name suffix without slashes, got {self.variant!r} (--variant)")
 
 
 def writable_dir(path: Path, what: str) -> None:

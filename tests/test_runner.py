@@ -370,7 +370,10 @@ def test_an_unwritable_results_or_store_directory_is_refused_before_any_work(tmp
 @pytest.mark.parametrize("flags, message", [(("--batch-size", "0"), "batch_size must be >= 1, got 0 (--batch-size)"),
                                             (("--option", "sleep"), "--option expects KEY=VALUE, got 'sleep'"),
                                             (("--option", "sleep=0", "--option", "sleep=1"),
-                                             "--option sleep given twice ('0' and '1')")])
+                                             "--option sleep given twice ('0' and '1')"),
+                                            (("--variant", "../../x"),
+                                             "variant must be a file name suffix without slashes, got '../../x' "
+                                             "(--variant)")])
 def test_cli_refuses_a_bad_setting_in_one_line(tmp_path, flags, message):
     cmd, env = _cli(tmp_path, *flags)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
