@@ -40,6 +40,9 @@ def main(args: argparse.Namespace) -> int:
     if args.episodes <= BATCH_SIZES[-1]:
         print(f"error: --episodes must be more than {BATCH_SIZES[-1]} (one batch of {BATCH_SIZES[-1]})", file=sys.stderr)
         return 2
+    if not args.score_tolerance >= 0:  # also NaN, which would make "within tolerance" mean "equal"
+        print(f"error: --score-tolerance must be >= 0, got {args.score_tolerance}", file=sys.stderr)
+        return 2
     try:
         check_device(args.device)
         options = parse_pairs(args.option, "--option")

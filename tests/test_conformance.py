@@ -89,6 +89,16 @@ def test_cli_refuses_an_option_without_a_value_in_one_line(capsys):
     assert capsys.readouterr().err == "error: --option expects KEY=VALUE, got 'tie_threshold'\n"
 
 
+@pytest.mark.parametrize("tolerance", ["-1", "nan"])
+def test_cli_refuses_a_negative_or_nan_score_tolerance_before_checking(capsys, tolerance):
+    """-1 used to fail mid-check with numpy's "tolerances must be non-negative" naming no flag."""
+    from pigbench.cli import main
+
+    assert main(["check-evaluator", "colorfulness", "--score-tolerance", tolerance]) == 2
+    out = capsys.readouterr()
+    assert out.err == f"error: --score-tolerance must be >= 0, got {float(tolerance)}\n" and out.out == ""
+
+
 def test_cli_refuses_a_device_the_run_would_refuse_instead_of_checking_on_it(capsys):
     from pigbench.cli import main
 
