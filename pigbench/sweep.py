@@ -90,6 +90,10 @@ def main(args: argparse.Namespace) -> int:
     except (RequirementError, RegistryError, ValueError) as exc:  # ValueError: a setting RunConfig refuses
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: as pigbench run, each size's store holds its committed batches
+        print("interrupted: the predictions committed so far are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
     if World.from_env().is_main:  # every rank has the same outcomes; rank 0 prints them
         print(format_summary(outcomes))
     return 0 if all(not isinstance(o, str) for o in outcomes.values()) else 1

@@ -46,3 +46,15 @@ def test_sweep_cli(tmp_path, capsys):
     assert "toy-brightness__k1.json" in out and "toy-brightness__k2.json" in out
     assert cli_main(args + ["--reference-size", "3"]) == 2
     assert "--reference-sizes" in capsys.readouterr().err
+
+
+def test_sweep_cli_ctrl_c_exits_130_in_one_line_as_run_does(tmp_path, monkeypatch, capsys):
+    """Ctrl-C used to end the sweep in a KeyboardInterrupt traceback."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pigbench.sweep.sweep", interrupted)
+    assert cli_main(["sweep", "--evaluator", "toy-brightness", "--dataset", "toy", "--reference-sizes", "1",
+                     "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]) == 130
+    assert capsys.readouterr().err == ("interrupted: the predictions committed so far are kept; run the same command "
+                                       "again to resume\n")
