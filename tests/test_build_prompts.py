@@ -91,6 +91,15 @@ def test_cli_records_category_and_challenge_and_resumes(tmp_path, capsys):
     assert len(read_jsonl(tmp_path / "ws" / "prompts.jsonl")) == 20
 
 
+def test_a_workdir_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    """It used to end in a FileExistsError traceback from mkdir."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    assert cli(["build", "--workdir", str(blocker), "prompts", "-n", "5"]) == 2
+    assert capsys.readouterr().err == f"error: --workdir {blocker} is a file; a build workspace directory is expected\n"
+    assert blocker.read_text() == "keep me"
+
+
 def test_duplicate_prompts_are_dropped_and_reported(tmp_path, capsys):
     tsv = tmp_path / "dup.tsv"
     tsv.write_text("Prompt\tCategory\tChallenge\tNote\nhello\tAnimals\tSimple Detail\t\n"

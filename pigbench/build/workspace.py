@@ -40,7 +40,11 @@ class Workspace:
 
     @classmethod
     def at(cls, path: PathLike) -> "Workspace":
-        return cls(Path(path).resolve())
+        """The workspace at ``path``; a :class:`BuildError` naming ``--workdir`` when it is a file."""
+        root = Path(path).resolve()
+        if root.exists() and not root.is_dir():
+            raise BuildError(f"--workdir {root} is a file; a build workspace directory is expected")
+        return cls(root)
 
     @property
     def config_file(self) -> Path:
