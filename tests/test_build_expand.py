@@ -94,6 +94,16 @@ def test_cli_stops_with_a_clear_error_on_a_wrong_model_or_key(tmp_path, capsys):
     assert not ws.variants.exists()
 
 
+@pytest.mark.parametrize("flag, value", [("--limit", "-1"), ("--limit", "0"), ("--max-chars", "0")])
+def test_a_count_below_one_is_refused_before_any_request(tmp_path, capsys, flag, value):
+    """--limit -1 used to expand all but the last pending prompt; --max-chars 0 made every reply invalid."""
+    ws = select(tmp_path / "ws", 2)
+    assert cli(["build", "--workdir", str(ws.root), "expand", "--api-base", "http://127.0.0.1:9/v1", "--model", "m",
+                flag, value]) == 2
+    assert capsys.readouterr().err == f"error: {flag} must be at least 1, got {value}\n"
+    assert not ws.variants.exists()
+
+
 def test_cli_without_an_expander_says_which_flags_to_pass(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("PIGBENCH_EXPAND_API_BASE", raising=False)
     ws = select(tmp_path / "ws", 2)

@@ -85,6 +85,19 @@ def test_scheduler_choice_is_applied_and_recorded(tmp_path, capsys):
     assert "not a diffusers scheduler" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, value", [("--limit", "-1"), ("--limit", "0"), ("--batch-size", "0"),
+                                         ("--batch-size", "-2"), ("--steps", "0"), ("--width", "-32")])
+def test_a_count_below_one_is_refused_before_the_pipeline_loads(tmp_path, monkeypatch, capsys, flag, value):
+    """--limit -1 used to render all but one pending image, --batch-size -2 none (exit 0), and
+    --batch-size 0 failed in range() once the pipeline had loaded."""
+    ws = expanded(tmp_path / "ws", 1)
+    monkeypatch.setattr(render, "load_pipeline", lambda *a: pytest.fail("the pipeline must not load"))
+    args = ["build", "--workdir", str(ws.root), "render", "--model", "unused", *RENDER, flag, value]
+    assert cli(args) == 2
+    assert capsys.readouterr().err == f"error: {flag} must be at least 1, got {value}\n"
+    assert not ws.renders.exists()
+
+
 def test_missing_model_names_the_flag_and_the_download(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ws = expanded(tmp_path / "ws", 1)

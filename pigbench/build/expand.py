@@ -152,6 +152,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.attempts < 1:
         raise BuildError("--attempts must be at least 1")
+    for flag, value in (("--max-chars", args.max_chars), ("--limit", args.limit)):
+        if value is not None and value < 1:  # a negative --limit sliced the pending prompts ([:-1])
+            raise BuildError(f"{flag} must be at least 1, got {value}")
     ws = Workspace.at(args.workdir)
     written, failed = expand_workspace(ws, expander_from_args(args), args.attempts, args.max_chars, args.limit)
     total = len(read_jsonl(ws.variants))

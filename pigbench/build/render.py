@@ -199,6 +199,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pigbench.runner import check_device  # not at the top: every `pigbench build` stage imports this module
 
+    for flag, value in (("--steps", args.steps), ("--width", args.width), ("--height", args.height),
+                        ("--batch-size", args.batch_size), ("--limit", args.limit)):
+        if value is not None and value < 1:  # checked before the pipeline loads; a negative --limit sliced jobs
+            raise BuildError(f"{flag} must be at least 1, got {value}")
     dtype = args.dtype if args.dtype != "auto" else ("float32" if args.device == "cpu" else "float16")
     settings = RenderSettings(model=args.model, scheduler=args.scheduler, steps=args.steps, guidance=args.guidance,
                               width=args.width, height=args.height, dtype=dtype,
