@@ -165,3 +165,18 @@ def test_cli_init_invite_and_status(tmp_path, capsys):
     assert cli(work + ["status"]) == 0
     assert "3 annotators, 3 sets, 0 rankings" in capsys.readouterr().out
     assert Counter(s["assigned"] for s in store.progress()["sets"]) == Counter({1: 2, 0: 1})
+
+
+def test_cli_invite_refuses_a_bad_count_or_a_folder_as_out_before_creating_invites(tmp_path, capsys):
+    """--count 0 printed an empty CSV (exit 0); --out DIR ended in an IsADirectoryError traceback
+    after the invites were created."""
+    ws = workspace_with_sets(tmp_path / "ws", 2, keep=2)
+    work = ["build", "--workdir", str(ws.root), "annotate"]
+    assert cli(work + ["init", "--min-sets", "1", "--max-sets", "2"]) == 0
+    capsys.readouterr()
+    for extra, message in ((["--count", "0"], "--count must be at least 1, got 0"),
+                           (["--count", "2", "--out", str(tmp_path)],
+                            f"--out {tmp_path} is a directory; name the CSV file to append the invites to")):
+        assert cli(work + ["invite", *extra]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert AnnotationStore(ws.annotate_db).progress()["annotators"] == []

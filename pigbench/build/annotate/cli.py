@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 
 from pigbench.build.annotate.app import make_annotate_app
@@ -55,6 +56,10 @@ def main(args: argparse.Namespace) -> int:
         return 0
     ws.require(ws.annotate_db, "annotate init")
     if args.action == "invite":
+        if args.count < 1:
+            raise BuildError(f"--count must be at least 1, got {args.count}")
+        if args.out and os.path.isdir(args.out):  # checked before the invites exist, not when appending to it
+            raise BuildError(f"--out {args.out} is a directory; name the CSV file to append the invites to")
         rows = store.create_invites(args.count, args.prefix)
         writer = csv.writer(sys.stdout)
         writer.writerow(["annotator_id", "invite_code"])
