@@ -119,6 +119,21 @@ def test_export_needs_rankings(tmp_path, capsys):
     assert cli(work) == 2 and "no kept set" in capsys.readouterr().err
 
 
+def test_export_refuses_a_file_or_the_workspace_as_out(tmp_path, capsys):
+    """A file used to end in a FileExistsError traceback; the workspace itself was filled with the
+    dataset's files beside annotate.sqlite and the other workspace files."""
+    ws = workspace_with_sets(tmp_path / "ws", 2)
+    AnnotationStore(ws.annotate_db).initialize(1, 1, 0, False)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("")
+    for out, message in ((blocker, f"--out {blocker} is a file; a dataset folder is expected"),
+                         (ws.root, f"--out {ws.root} is the build workspace; export to a folder of its own (the "
+                                   "workspace holds annotate.sqlite, which is not for publishing)")):
+        assert cli(["build", "--workdir", str(ws.root), "export", "--out", str(out), "--include-unranked"]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (ws.root / "instances.jsonl").exists()
+
+
 def test_export_refuses_an_image_that_does_not_match_its_render_record(tmp_path, capsys):
     ws = workspace_with_sets(tmp_path / "ws", 2)
     AnnotationStore(ws.annotate_db).initialize(1, 1, 0, False)

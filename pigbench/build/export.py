@@ -40,9 +40,15 @@ GENERATION_FIELDS = ("model", "scheduler", "scheduler_class", "steps", "guidance
 
 
 def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> dict[str, Any]:
-    """Write the dataset and its datasheet under ``out``; returns the datasheet."""
+    """Write the dataset and its datasheet under ``out``; returns the datasheet. ``out`` must be a
+    folder other than the workspace (which holds the annotation database, not for publishing)."""
     from pigbench.adapters.pigbench_format import write_dataset
 
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"--out {out} is a file; a dataset folder is expected")
+    if out.resolve() == ws.root:
+        raise BuildError(f"--out {out} is the build workspace; export to a folder of its own (the workspace "
+                         "holds annotate.sqlite, which is not for publishing)")
     store = AnnotationStore(ws.require(ws.annotate_db, "annotate init"))
     rankings = store.all_rankings()
     ranked_ids = {r["set_id"] for r in rankings}
