@@ -47,6 +47,9 @@ def main(args: argparse.Namespace) -> int:
         check_device(args.device)
         options = parse_pairs(args.option, "--option")
         if args.model_path is not None:
+            if options.get("model_path", args.model_path) != args.model_path:  # as pigbench run refuses it
+                raise ValueError(f"--model-path {args.model_path} and --option model_path={options['model_path']} "
+                                 "disagree; give one of them")
             options["model_path"] = args.model_path
         report = run_checks(args.evaluator, options, dataset=args.dataset, dataset_path=args.dataset_path,
                             dataset_options=parse_pairs(args.dataset_option, "--dataset-option"),

@@ -89,6 +89,15 @@ def test_cli_refuses_an_option_without_a_value_in_one_line(capsys):
     assert capsys.readouterr().err == "error: --option expects KEY=VALUE, got 'tie_threshold'\n"
 
 
+def test_cli_refuses_a_model_path_flag_and_option_that_disagree(capsys):
+    """--option model_path=Y used to be dropped silently for --model-path X."""
+    from pigbench.cli import main
+
+    assert main(["check-evaluator", "clipscore", "--model-path", "x", "--option", "model_path=y"]) == 2
+    out = capsys.readouterr()
+    assert out.err == "error: --model-path x and --option model_path=y disagree; give one of them\n" and out.out == ""
+
+
 @pytest.mark.parametrize("tolerance", ["-1", "nan"])
 def test_cli_refuses_a_negative_or_nan_score_tolerance_before_checking(capsys, tolerance):
     """-1 used to fail mid-check with numpy's "tolerances must be non-negative" naming no flag."""
