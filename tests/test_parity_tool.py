@@ -87,3 +87,26 @@ def test_fake_bert_tokenizer_covers_the_prompts(parity, tmp_path):
     ids = tok(prompts)["input_ids"]
     assert tok.unk_token_id not in {i for seq in ids for i in seq}
     assert tok.decode(ids[0], skip_special_tokens=True) == "a close - up photograph of a fat orange cat. shot on leica m6."
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--jobs", "missing.json"], "--jobs: cannot read {tmp}/missing.json as JSON: "),
+    (["--jobs", "."], "--jobs: cannot read {tmp} as JSON: "),
+    (["--sample", "missing"], "--sample: cannot read {tmp}/missing/pairwise_sample.json as JSON: "),
+    (["--jobs", "jobs.json", "--tolerance", "-1"], "--tolerance must be >= 0, got -1.0"),
+])
+def test_bad_inputs_are_one_line_errors(parity, tmp_path, monkeypatch, capsys, extra, message):
+    """These used to end in tracebacks (or, for a negative tolerance, in a failed comparison)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        parity.main(["imagereward", "--reference-python", sys.executable, "--model-path", "unused",
+                     *[str(tmp_path / a) if a in ("missing.json", ".", "missing") else a for a in extra]])
+    text = str(stop.value.code) + capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in text and "Traceback" not in text
+
+
+def test_a_reference_python_that_is_not_there_is_named(parity, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parity.main(["imagereward", "--reference-python", str(tmp_path / "py"), "--model-path", "x",
+                     "--jobs", "jobs.json"])
+    assert f"--reference-python {tmp_path / 'py'} is not an executable" in capsys.readouterr().err

@@ -26,13 +26,14 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 REFERENCE_SCRIPT = Path(__file__).with_name("reference_scores.py")
 SIDES = ("image_a", "image_b")
@@ -56,16 +57,24 @@ def sample_jobs(folder: Path) -> list[dict]:
         return str(path)
 
     jobs = [{"prompt": r["prompt"][0], "image_a": image(r["chosen_path"]), "image_b": image(r["reject_path"])}
-            for r in json.loads((folder / "pairwise_sample.json").read_text())]
-    singles = json.loads((folder / "non_pairwise_sample.json").read_text())
+            for r in read_json(folder / "pairwise_sample.json", "--sample")]
+    singles = read_json(folder / "non_pairwise_sample.json", "--sample")
     jobs += [{"prompt": a["prompt"], "image_a": image(a["path"]), "image_b": image(b["path"])}
              for a, b in zip(singles[::2], singles[1::2])]
     return jobs
 
 
+def read_json(path: Path, flag: str) -> Any:
+    """``path``'s JSON; exits with one line naming ``flag`` when it is missing, a folder or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        sys.exit(f"{flag}: cannot read {path} as JSON: {exc}")
+
+
 def file_jobs(path: Path) -> list[dict]:
     """``--jobs``: image paths made absolute against the file's folder."""
-    jobs = json.loads(path.read_text())
+    jobs = read_json(path, "--jobs")
     for job in jobs:
         for side in SIDES:
             job[side] = str((path.parent / job[side]).resolve())
@@ -223,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tolerance", type=float, default=1e-4)
     args = ap.parse_args(argv)
+    if not args.tolerance >= 0:  # a negative one failed every comparison, as if the scores disagreed
+        ap.error(f"--tolerance must be >= 0, got {args.tolerance}")
+    if shutil.which(args.reference_python) is None:  # found before any checkpoint is written or model loaded
+        ap.error(f"--reference-python {args.reference_python} is not an executable")
 
     jobs = sample_jobs(args.sample) if args.sample else file_jobs(args.jobs)
     if args.random_weights:
