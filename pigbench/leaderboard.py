@@ -15,7 +15,7 @@ recomputed); the rest are listed with the reasons. The builder reads JSON only: 
 evaluator or adapter code. Every text from results is escaped (jinja2 autoescape); JSON embedded
 in pages escapes ``<``, ``>`` and ``&`` so that no ``</script>`` can close its element.
 Exit status 1 when no results file is admitted (the site, listing the rejected files, is still
-written), 2 when --results is not a directory or --out cannot be created.
+written), 2 when --results is not a directory, or --out cannot be created or lies in --results.
 
 examples:
   pigbench leaderboard build
@@ -221,7 +221,7 @@ def build_site(results_dir: str | Path, out_dir: str | Path, samples: int = SAMP
     """Validate the results under ``results_dir`` and write the site into ``out_dir``; returns what
     was admitted and rejected."""
     collection = collect(results_dir)
-    out = output_dir(out_dir)
+    out = output_dir(out_dir, results_dir)
     # pages of runs no longer present must not linger; files the site did not write stay (--out may be a used folder)
     static = {asset.name for asset in (assets_dir() / "static").iterdir() if asset.is_file()}
     for sub, ours in (("evaluators", lambda p: p.suffix == ".html"), ("datasets", lambda p: p.suffix == ".html"),

@@ -422,10 +422,26 @@ def test_results_path_that_is_a_file_is_named_as_such(tmp_path, capsys, command)
 @pytest.mark.parametrize("command", [["report"], ["leaderboard", "build"]])
 def test_out_path_that_is_a_file_is_refused_in_one_line(tmp_path, capsys, command):
     """--out naming a file (or a folder under one) used to end in a mkdir traceback."""
-    results = make_results(tmp_path / "results", "alpha", users=2, per_user=3)
-    for out, why in ((results, "File exists"), (results / "sub", "Not a directory")):
+    make_results(tmp_path / "results", "alpha", users=2, per_user=3)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("")
+    for out, why in ((blocker, "File exists"), (blocker / "sub", "Not a directory")):
         assert cli_main([*command, "--results", str(tmp_path / "results"), "--out", str(out)]) == 2
         assert capsys.readouterr().err == f"error: cannot create the output directory (--out) {str(out)!r}: {why}\n"
+
+
+@pytest.mark.parametrize("command", [["report"], ["leaderboard", "build"]])
+def test_out_inside_results_is_refused(tmp_path, capsys, command):
+    """The site's data/leaderboard.json (and the report's dimensions.json) written there used to be
+    read back by the next build and listed on the site as a rejected results file."""
+    results = tmp_path / "results"
+    make_results(results, "alpha", users=2, per_user=3)
+    for out in (results, results / "site"):
+        assert cli_main([*command, "--results", str(results), "--out", str(out)]) == 2
+        assert capsys.readouterr().err == (f"error: the output directory (--out) {str(out)!r} lies in the results "
+                                           f"directory (--results) {str(results)!r}; its JSON would be read back "
+                                           "as results files\n")
+    assert not (results / "site").exists() and not (results / "data").exists()
 
 
 def test_figures_draw_dollar_signs_in_names_literally(tmp_path):

@@ -5,7 +5,8 @@ reason. Outputs: main_table.{md,tex,html} (PIGReward Table 2 layout), ablations.
 similarity_metrics.*, figures/*.{png,svg}, dimensions.json, and report.md / report.html.
 Those files from an earlier report in --out are deleted first; files of other names stay.
 Exit status 1 when no results file is admitted (the report, listing the rejected files, is
-still written), 2 when --results is not a directory or --out cannot be created.
+still written), 2 when --results is not a directory, or --out cannot be created or lies in
+--results.
 
 examples:
   pigbench report

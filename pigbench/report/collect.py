@@ -132,10 +132,14 @@ def collect(root: str | Path) -> Collection:
     return Collection(entries, rejected)
 
 
-def output_dir(path: str | Path) -> Path:
+def output_dir(path: str | Path, results: str | Path) -> Path:
     """``path`` as a directory, created if missing; ``NotADirectoryError`` naming ``--out`` when it
-    cannot be (it is a file, or lies under one)."""
+    cannot be (it is a file, or lies under one) or lies in ``results``, where the JSON written there
+    would be read back as a rejected results file."""
     out = Path(path)
+    if out.resolve() == Path(results).resolve() or Path(results).resolve() in out.resolve().parents:
+        raise NotADirectoryError(f"the output directory (--out) {str(out)!r} lies in the results directory "
+                                 f"(--results) {str(results)!r}; its JSON would be read back as results files")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

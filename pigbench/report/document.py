@@ -53,7 +53,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, embedding_model: 
     installed, is a :class:`RequirementError` before anything is read, removed or written."""
     check_embedder(embedding_model)
     collection = collect(results_dir)
-    out = output_dir(out_dir)
+    out = output_dir(out_dir, results_dir)
     _remove_earlier_report(out)
     summary = ReportSummary(out, len(collection.entries), {r.relpath: r.reasons for r in collection.rejected})
     sections: list[tuple[str, str, list[Table]]] = []  # (heading, file stem, tables)
