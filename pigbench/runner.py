@@ -230,6 +230,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         config = dataclasses.replace(config, device=world.bind_device(config.device),
                                      progress=config.progress and world.is_main)
         check_device(config.device)
+        adapters.get(config.dataset)  # a misspelled name fails here, not after creating <output>/<name>/
         writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
         writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
         evaluator = build_evaluator(config)

@@ -358,6 +358,15 @@ def test_a_device_torch_does_not_know_or_this_machine_lacks_is_refused():
         check_device(f"cuda:{count}")
 
 
+def test_a_misspelled_dataset_leaves_no_results_folder_behind(tmp_path):
+    """It used to be refused only after <output>/<name>/ had been created, empty."""
+    from pigbench.registry import RegistryError
+
+    with pytest.raises(RegistryError, match="unknown dataset 'tyo'; did you mean 'toy'"):
+        run(config(tmp_path, dataset="tyo"))
+    assert not (tmp_path / "results").exists()
+
+
 def test_an_unwritable_results_or_store_directory_is_refused_before_any_work(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
