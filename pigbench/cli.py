@@ -64,7 +64,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "_main", None):
         parser.print_help()
         return 0 if args.command is None else 2
-    return quiet_on_closed_stdout(lambda: int(args._main(args) or 0))
+    try:
+        return quiet_on_closed_stdout(lambda: int(args._main(args) or 0))
+    except KeyboardInterrupt:  # Ctrl-C where the command has no message of its own (run and sweep have)
+        print(f"pigbench {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def quiet_on_closed_stdout(command: Callable[[], int]) -> int:

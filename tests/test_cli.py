@@ -36,3 +36,16 @@ def test_a_reader_closing_stdout_early_ends_the_command_quietly():
     err = child.stderr.read().decode()
     assert child.wait(timeout=120) == 141, err
     assert err == ""
+
+
+def test_ctrl_c_in_any_command_exits_130_in_one_line(monkeypatch, capsys):
+    """Ctrl-C in export-episodes, score, report, a build stage, ... used to end in a KeyboardInterrupt traceback."""
+    from pigbench import validate
+    from pigbench.cli import main
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(validate, "main", interrupted)
+    assert main(["validate", "some.json"]) == 130
+    assert capsys.readouterr().err == "pigbench validate: interrupted\n"
