@@ -100,3 +100,14 @@ def test_hps_loading_is_strict(hps_setup, tmp_path, edit, message):
     cls = evaluators.get("hps-v2.1")
     with pytest.raises(CheckpointError, match=message):
         cls(cls.Config(model_path=str(tmp_path), architecture=ARCH)).setup()
+
+
+def test_hps_damaged_checkpoint_fails_before_the_model_is_built(hps_setup, tmp_path, monkeypatch):
+    """A zero-byte checkpoint is reported at once, not after building ViT-H-14 (a minute on a CPU)."""
+    (tmp_path / "HPS_v2.1_compressed.pt").write_bytes(b"")
+    built = []
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: built.append(a))
+    cls = evaluators.get("hps-v2.1")
+    with pytest.raises(CheckpointError, match="could not be read"):
+        cls(cls.Config(model_path=str(tmp_path), architecture=ARCH)).setup()
+    assert built == []
