@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pigbench.evaluator import resolve_local_or_hub
 from pigbench.evaluators._scorer import ReferenceSimilarity, SimilarityConfig
-from pigbench.hub import cache_only
 
 
 class DINOScore(ReferenceSimilarity):
@@ -31,11 +30,11 @@ class DINOScore(ReferenceSimilarity):
     def load(self) -> None:
         from transformers import AutoModel
 
-        from pigbench.evaluators._hf_clip import processor_transform
+        from pigbench.evaluators._hf_clip import from_pretrained_strict, processor_transform
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)
-        model = AutoModel.from_pretrained(source, local_files_only=cache_only(source)).eval().to(device=self.device, dtype=self.dtype)
+        model = from_pretrained_strict(AutoModel, source, "the DINOv2 model").eval().to(device=self.device, dtype=self.dtype)
         fingerprint = source_fingerprint(source, model)
         self.images = self.image_embedder(
             lambda x: model(pixel_values=x).last_hidden_state[:, 0], processor_transform(source, "floor"),

@@ -225,3 +225,32 @@ def test_aesthetics_rejects_a_head_of_the_wrong_shape(clip_setup):
     ev = cls(cls.Config(model_path=str(root / "wrong.pth"), clip_path=str(root / "clip")))
     with pytest.raises(CheckpointError, match="size mismatch"):
         ev.setup()
+
+
+def _edit_weights(folder, edit):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    edit(state)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: _edit_weights(d, lambda sd: sd.pop("text_projection.weight")), r"1 missing key\(s\) \['text_projection.weight'\]"),
+    (lambda d: _edit_weights(d, lambda sd: sd.__setitem__("bogus.weight", torch.zeros(2))), r"1 unexpected key\(s\) \['bogus.weight'\]"),
+    (lambda d: (d / "model.safetensors").write_bytes(b""), r"could not be read: SafetensorError"),
+    (lambda d: (d / "config.json").unlink(), r"config.json not found in the folder"),
+    (lambda d: (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()), "projection_dim": 24})),
+     r"2 misshaped key\(s\) \['text_projection.weight', 'visual_projection.weight'\]"),
+    (lambda d: (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()), "model_type": "bert"})),
+     r"is a 'bert' model, not 'clip'"),
+])
+def test_a_damaged_or_mismatched_clip_folder_is_one_checkpoint_error(tmp_path, damage, message):
+    """transformers only warns on missing/unexpected keys (leaving random weights) and raises tracebacks otherwise."""
+    from pigbench.evaluators._weights import CheckpointError
+
+    tiny_clip_dir(tmp_path / "clip")
+    damage(tmp_path / "clip")
+    cls = evaluators.get("clipscore")
+    with pytest.raises(CheckpointError, match=message):
+        cls(cls.Config(model_path=str(tmp_path / "clip"))).setup()

@@ -143,3 +143,19 @@ def test_no_references_or_a_broken_reference_gives_invalid_for_that_episode_only
     assert [p.label for p in preds[:2]] == [Label.INVALID, Label.INVALID]
     assert "no reference pairs" in preds[0].error and "broken-ref" in preds[1].error
     assert preds[2].label in (Label.A, Label.B) and preds[2].score_a is not None
+
+
+def test_dinoscore_refuses_a_checkpoint_with_an_extra_key(setup, tmp_path):
+    """transformers would load it with a warning; the key must be named instead."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from pigbench.evaluators._weights import CheckpointError
+
+    shutil.copytree(setup[0] / "dino", tmp_path / "dino")
+    state = load_file(str(tmp_path / "dino" / "model.safetensors"))
+    save_file({**state, "head.weight": torch.zeros(2)}, str(tmp_path / "dino" / "model.safetensors"), metadata={"format": "pt"})
+    cls = evaluators.get("dinoscore")
+    with pytest.raises(CheckpointError, match=r"1 unexpected key\(s\) \['head.weight'\]"):
+        cls(cls.Config(model_path=str(tmp_path / "dino"))).setup()
