@@ -70,7 +70,9 @@ class PIGReward(Evaluator):
         adapters = any(adapter for _, adapter, _ in config.parts())
         require_packages("pigreward", "torch", "transformers", *(["peft"] if adapters else []))
         for path, adapter, option in config.parts():
-            resolve_local_or_hub(path, f"pigreward ({option})", "", "the model", flag=f"--option {option}=")
+            named_by = "model_path" if config.model_path else option  # model_path overrides both parts
+            resolve_local_or_hub(path, f"pigreward ({named_by})", "", "the model",
+                                 flag="--model-path" if config.model_path else f"--option {option}=")
             if adapter and not Path(adapter).is_dir():
                 raise RequirementError(f"pigreward: adapter directory {adapter!r} not found "
                                        f"(--option {option.replace('path', 'adapter')}=DIR)")

@@ -173,6 +173,14 @@ def test_requirements_name_what_is_missing(monkeypatch, tmp_path):
         PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reward_adapter=str(tmp_path / "nope")))
 
 
+
+def test_a_missing_model_path_is_reported_as_model_path(tmp_path):
+    """--model-path overrides reward_path and reasoner_path: pointing to --option reward_path= would not help."""
+    with pytest.raises(RequirementError, match=r"pigreward \(model_path\): .*pass --model-path DIR\.$"):
+        PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path / "nope")))
+    with pytest.raises(RequirementError, match=r"pigreward \(reward_path\): .*pass --option reward_path=DIR\.$"):
+        PIGReward.check_requirements(PIGRewardConfig(reward_path=str(tmp_path / "nope")))
+
 @pytest.mark.parametrize("option, value", [("concurrency", 0), ("decode_batch", 0), ("max_new_tokens", 0), ("max_pixels", -1)])
 def test_numeric_options_no_run_can_use_are_refused(option, value):
     with pytest.raises(ValueError, match=f"pigreward: option {option} must be >= [01], got {value}"):
