@@ -70,13 +70,22 @@ class ImageReward(EmbeddingScorer):
 
         from pigbench.embedding import ImageTransform
         from pigbench.evaluators._imagereward_net import build_from_checkpoint, translate_keys
-        from pigbench.evaluators._weights import fetch_file, load_strict, read_state_dict, source_fingerprint
+        from pigbench.evaluators._weights import CheckpointError, fetch_file, load_strict, read_state_dict, source_fingerprint
 
         source = self.model_source(self.config)
         ckpt = fetch_file(source, self.weight_file("ImageReward.pt"))
-        med_config = json.loads(fetch_file(source, self.weight_file("med_config.json")).read_text())
+        med_path = fetch_file(source, self.weight_file("med_config.json"))
+        try:
+            med_config = json.loads(med_path.read_text())
+        except ValueError as exc:
+            raise CheckpointError(f"the ImageReward model config {med_path} is not valid JSON: {exc}") from None
         state = read_state_dict(ckpt, "the ImageReward checkpoint")
-        self.net = build_from_checkpoint(state, med_config)
+        try:
+            self.net = build_from_checkpoint(state, med_config)
+        except KeyError as exc:  # a key the network's shape is read from
+            key = exc.args[0]
+            where = f"checkpoint {ckpt}" if str(key).startswith("blip.") else f"model config {med_path}"
+            raise CheckpointError(f"the ImageReward {where} has no {key!r}: not ImageReward v1.0's") from None
         load_strict(self.net, translate_keys(state), f"the ImageReward checkpoint {ckpt}")
         self.net.eval().to(device=self.device, dtype=self.dtype)
         self.net.mlp.float()

@@ -165,3 +165,21 @@ def test_imagereward_loading_is_strict(ir_setup, tmp_path, edit, message):
     cls = evaluators.get("imagereward")
     with pytest.raises(CheckpointError, match=message):
         cls(cls.Config(model_path=str(tmp_path), tokenizer_path=str(root / "bert"))).setup()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda sd, med: ({**sd}, ""), r"med_config.json is not valid JSON: Expecting value"),
+    (lambda sd, med: ({**sd}, json.dumps({k: v for k, v in med.items() if k != "hidden_act"})),
+     r"model config .*med_config.json has no 'hidden_act'"),
+    (lambda sd, med: ({k: v for k, v in sd.items() if k != "blip.visual_encoder.pos_embed"}, json.dumps(med)),
+     r"checkpoint .*ImageReward.pt has no 'blip.visual_encoder.pos_embed'"),
+])
+def test_a_damaged_med_config_or_foreign_checkpoint_is_one_checkpoint_error(ir_setup, tmp_path, damage, message):
+    """Before, a broken med_config.json ended in a bare JSON message naming no file, a missing key in a traceback."""
+    root, sd, _, _ = ir_setup
+    state, med = damage(sd, json.loads((root / "model" / "med_config.json").read_text()))
+    torch.save(state, tmp_path / "ImageReward.pt")
+    (tmp_path / "med_config.json").write_text(med)
+    cls = evaluators.get("imagereward")
+    with pytest.raises(CheckpointError, match=message):
+        cls(cls.Config(model_path=str(tmp_path), tokenizer_path=str(root / "bert"))).setup()
