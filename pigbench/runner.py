@@ -285,11 +285,17 @@ def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config
 
 def set_up(evaluator: Evaluator, name: str) -> None:
     """``evaluator.setup()``; a file it cannot read (model libraries raise OSError for a model that
-    is neither a local folder nor downloadable) is a :class:`RequirementError` naming the evaluator."""
+    is neither a local folder nor downloadable, safetensors a SafetensorError for a zero-byte or
+    truncated file) is a :class:`RequirementError` naming the evaluator."""
     try:
         evaluator.setup()
     except OSError as exc:
         raise RequirementError(f"{name}: setup could not load a file it needs: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise RequirementError(f"{name}: a .safetensors weight file of the model is damaged or truncated ({exc}); "
+                               "download it again") from exc
 
 
 def write_run_results(

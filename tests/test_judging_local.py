@@ -176,6 +176,20 @@ def test_judges_turn_garbage_into_invalid_with_raw_text(name, fixture, request):
         assert p.label == Label.INVALID and p.extra["invalid_reason"]
 
 
+def test_a_truncated_safetensors_file_is_one_requirement_error(tmp_path, qwen):
+    """transformers raises safetensors' own error (no OSError): it reached the user as a traceback."""
+    from pigbench.evaluator import RequirementError
+    from pigbench.runner import RunConfig, run
+
+    qwen.model.save_pretrained(tmp_path / "model")
+    qwen.processor.save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(RequirementError, match=r"^qwen2-vl-judge: a .safetensors weight file of the model is damaged"):
+        run(RunConfig(evaluator="qwen2-vl-judge", dataset="toy", model_path=str(tmp_path / "model"), limit=2,
+                      output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), progress=False))
+
+
 def test_runner_loads_a_saved_model_and_swaps(tmp_path, qwen):
     from pigbench.runner import RunConfig, run
 
