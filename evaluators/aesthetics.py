@@ -56,7 +56,7 @@ class Aesthetics(EmbeddingScorer):
     def check_weights(cls, config: AestheticsConfig) -> None:
         check_file(cls.model_source(config), cls.head_file())
         resolve_local_or_hub(cls.clip_source(config), cls.name or "aesthetics", CLIP_ENV, "the CLIP ViT-L/14 backbone",
-                             flag="--option clip_path=")
+                             flag="--option clip_path=", default=cls.default_clip)
 
     def load(self) -> None:
         from pigbench.evaluators._hf_clip import image_encoder, load_clip_model, processor_transform

@@ -29,7 +29,8 @@ class _CLIPBackbone(EmbeddingScorer):
 
     @classmethod
     def check_weights(cls, config: EmbeddingConfig) -> None:
-        resolve_local_or_hub(cls.model_source(config), cls.name or cls.__name__, cls.env_var, "the CLIP model")
+        resolve_local_or_hub(cls.model_source(config), cls.name or cls.__name__, cls.env_var, "the CLIP model",
+                             default=cls.default_model)
 
     def load(self) -> None:
         from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform

@@ -51,7 +51,8 @@ class CLIPScore(EmbeddingScorer):
 
     @classmethod
     def check_weights(cls, config: CLIPScoreConfig) -> None:
-        resolve_local_or_hub(cls.model_source(config), cls.name or "clipscore", cls.env_var, "the CLIP model")
+        resolve_local_or_hub(cls.model_source(config), cls.name or "clipscore", cls.env_var, "the CLIP model",
+                             default=cls.default_model)
 
     def load(self) -> None:
         from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform

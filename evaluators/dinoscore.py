@@ -25,7 +25,8 @@ class DINOScore(ReferenceSimilarity):
 
     @classmethod
     def check_weights(cls, config: SimilarityConfig) -> None:
-        resolve_local_or_hub(cls.model_source(config), cls.name or "dinoscore", cls.env_var, "the DINOv2 model")
+        resolve_local_or_hub(cls.model_source(config), cls.name or "dinoscore", cls.env_var, "the DINOv2 model",
+                             default=cls.default_model)
 
     def load(self) -> None:
         from transformers import AutoModel

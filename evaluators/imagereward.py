@@ -63,7 +63,7 @@ class ImageReward(EmbeddingScorer):
         check_file(source, cls.weight_file("ImageReward.pt"))
         check_file(source, cls.weight_file("med_config.json"))
         resolve_local_or_hub(cls.tokenizer_source(config), cls.name or "imagereward", TOKENIZER_ENV,
-                             "the bert-base-uncased tokenizer", flag="--option tokenizer_path=")
+                             "the bert-base-uncased tokenizer", flag="--option tokenizer_path=", default="bert-base-uncased")
 
     def load(self) -> None:
         from transformers import AutoTokenizer

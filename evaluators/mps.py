@@ -69,7 +69,7 @@ class MPS(EmbeddingScorer):
     def check_weights(cls, config: MPSConfig) -> None:
         check_file(cls.model_source(config), cls.weight_file())
         resolve_local_or_hub(cls.clip_source(config), cls.name or "mps", CLIP_ENV, "the CLIP-H config/processor",
-                             flag="--option clip_path=")
+                             flag="--option clip_path=", default=cls.default_clip)
 
     def load(self) -> None:
         import torch

@@ -48,9 +48,9 @@ class PickScore(EmbeddingScorer):
     @classmethod
     def check_weights(cls, config: PickScoreConfig) -> None:
         name = cls.name or "pickscore"
-        resolve_local_or_hub(cls.model_source(config), name, cls.env_var, "the PickScore model")
+        resolve_local_or_hub(cls.model_source(config), name, cls.env_var, "the PickScore model", default=cls.default_model)
         resolve_local_or_hub(cls.processor_source(config), name, PROCESSOR_ENV, "the CLIP-H processor",
-                             flag="--option processor_path=")
+                             flag="--option processor_path=", default=cls.default_processor)
 
     def load(self) -> None:
         from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform

@@ -197,13 +197,15 @@ def require_packages(evaluator: str, *modules: str, extra: str = "models", insta
         raise RequirementError(f"{evaluator} needs the Python package(s) {', '.join(missing)}; install them with: {hint}")
 
 
-def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str, flag: str = "--model-path") -> None:
+def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str, flag: str = "--model-path",
+                         default: str = "") -> None:
     """Fail fast when ``path`` is neither a local file/dir nor a hub id that can be had now.
 
     A hub id in the local cache is accepted; one that is not must be downloadable: not with
     ``HF_HUB_OFFLINE=1``, and not when the hub does not answer (asked once, without the hub
-    library's retries). The message says how to download it and that ``flag`` (or ``env_var``,
-    if not empty) points to a local copy.
+    library's retries). The message says how to download it (a local path that does not exist:
+    ``default``, the published hub id, if given) and that ``flag`` (or ``env_var``, if not empty)
+    points to a local copy.
     """
     from pigbench.hub import local_copy_hint, not_downloadable
 
@@ -211,7 +213,9 @@ def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str, fla
         return
     looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 2)[-1]
     if looks_local or path.count("/") != 1:
-        raise RequirementError(f"{evaluator}: {what} not found at {path!r}. Download it, then {local_copy_hint(flag, env_var)}.")
+        source = f" (`hf download {default} --local-dir DIR`)" if default else ""
+        raise RequirementError(f"{evaluator}: {what} was not found at {path!r}. Download it{source}, "
+                               f"then {local_copy_hint(flag, env_var)}.")
     problem = not_downloadable(cached=_in_hub_cache(path))
     if problem:
         raise RequirementError(

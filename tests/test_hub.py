@@ -85,6 +85,23 @@ def test_model_check_fails_at_once_saying_how_to_download(dead_hub):
         assert part in msg, part
 
 
+@pytest.mark.parametrize("name, option, published, hint", [
+    ("clipscore", "model_path", "openai/clip-vit-base-patch32", "--model-path DIR or set PIGBENCH_CLIPSCORE_PATH=DIR"),
+    ("dinoscore", "model_path", "facebook/dinov2-base", "--model-path DIR or set PIGBENCH_DINO_PATH=DIR"),
+    ("pickscore", "model_path", "yuvalkirstain/PickScore_v1", "--model-path DIR or set PIGBENCH_PICKSCORE_PATH=DIR"),
+    ("aesthetics", "clip_path", "openai/clip-vit-large-patch14", "--option clip_path=DIR or set PIGBENCH_AESTHETICS_CLIP_PATH=DIR"),
+])
+def test_a_local_model_path_that_does_not_exist_says_where_to_download_it(tmp_path, monkeypatch, name, option, published, hint):
+    from pigbench.registry import evaluators
+
+    monkeypatch.setenv("PIGBENCH_AESTHETICS_PATH", str(tmp_path))
+    (tmp_path / "sac+logos+ava1-l14-linearMSE.pth").write_bytes(b"x")
+    cls = evaluators.get(name)
+    with pytest.raises(RequirementError) as err:
+        cls.check_requirements(cls.Config(**{option: str(tmp_path / "nope")}))
+    assert f"was not found at '{tmp_path / 'nope'}'. Download it (`hf download {published} --local-dir DIR`), then pass {hint}." in str(err.value)
+
+
 def test_an_option_flag_takes_dir_without_a_space(dead_hub):
     with pytest.raises(RequirementError, match=r"pass --option clip_path=DIR or set PIGBENCH_X=DIR\.$"):
         resolve_local_or_hub("org/clip", "demo", "PIGBENCH_X", "the CLIP model", flag="--option clip_path=")
