@@ -21,7 +21,8 @@ from pigbench.embedding import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from pigbench.evaluator import Runtime
 from pigbench.protocol import Label
 from pigbench.registry import evaluators
-from scalar_fixtures import PROMPTS, run_predict, standard_episodes, tiny_clip_dir, write_images
+from scalar_fixtures import (PROMPTS, clip_image_processor, clip_tokenizer, run_predict, standard_episodes, tiny_clip_dir,
+                             write_images)
 
 pytestmark = pytest.mark.models
 
@@ -31,6 +32,22 @@ def clip_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("clip")
     model = tiny_clip_dir(root / "clip")
     return root, model, write_images(root / "images")
+
+
+@pytest.fixture(scope="module")
+def flipped_clip(clip_setup):
+    """The tiny CLIP with its text projection negated, so every text-image cosine changes sign: the
+    tiny CLIP's cosines with these prompts are all negative (clipscore 0), the flipped one's positive."""
+    import copy
+
+    root, model, _ = clip_setup
+    flipped = copy.deepcopy(model)
+    with torch.no_grad():
+        flipped.text_projection.weight.neg_()
+    flipped.save_pretrained(root / "clip-flipped")
+    clip_tokenizer(root / "clip-flipped")
+    clip_image_processor(root / "clip-flipped")
+    return root / "clip-flipped", flipped
 
 
 def _openai_clip_pixels(img, size=32):  # clip.load(...)[1]: Resize(bicubic) + CenterCrop + ToTensor + Normalize
@@ -56,21 +73,25 @@ def _cos(a, b):
     return torch.nn.functional.cosine_similarity(a, b).item()
 
 
-def test_clipscore_matches_hessel_recipe(clip_setup):
+def test_clipscore_matches_hessel_recipe(clip_setup, flipped_clip):
     from transformers import AutoTokenizer
 
     root, model, images = clip_setup
     tok = AutoTokenizer.from_pretrained(root / "clip")
     cls = evaluators.get("clipscore")
-    ev = cls(cls.Config(model_path=str(root / "clip")), Runtime(batch_size=3))
     eps = standard_episodes(images)
-    scores = run_predict(ev, eps)
-    for ep, (sa, sb) in zip(eps, scores):
-        for img, s in ((ep.target.image_a, sa), (ep.target.image_b, sb)):
-            cos = _cos(_image_embedding(model, _openai_clip_pixels(img.open())),
-                       _text_embedding(model, tok, "A photo depicts " + ep.target.prompt))
-            assert s == pytest.approx(2.5 * max(cos, 0.0), abs=1e-4)
-    assert all(0.0 <= s <= 2.5 for pair in scores for s in pair)
+    expected = []
+    for path, clip in ((root / "clip", model), flipped_clip):
+        ev = cls(cls.Config(model_path=str(path)), Runtime(batch_size=3))
+        scores = run_predict(ev, eps)
+        for ep, (sa, sb) in zip(eps, scores):
+            for img, s in ((ep.target.image_a, sa), (ep.target.image_b, sb)):
+                cos = _cos(_image_embedding(clip, _openai_clip_pixels(img.open())),
+                           _text_embedding(clip, tok, "A photo depicts " + ep.target.prompt))
+                expected.append(2.5 * max(cos, 0.0))
+                assert s == pytest.approx(expected[-1], abs=1e-4)
+        assert all(0.0 <= s <= 2.5 for pair in scores for s in pair)
+    assert min(expected) == 0.0 and sum(e > 0.05 for e in expected) >= 8  # both the clamp and the formula are read
 
 
 def test_clipscore_cleans_the_caption_as_openai_clip_tokenizer_does(clip_setup):
@@ -120,17 +141,18 @@ def test_a_processor_that_skips_a_step_the_transform_always_does_is_refused(tmp_
         cls(cls.Config(model_path=str(tmp_path / "clip"))).setup()
 
 
-def test_clipscore_formula_weight_clamp_and_prefix(clip_setup):
+def test_clipscore_formula_weight_clamp_and_prefix(clip_setup, flipped_clip):
     root, _, images = clip_setup
     cls = evaluators.get("clipscore")
     eps = standard_episodes(images)
-    raw = cls(cls.Config(model_path=str(root / "clip"), weight=1.0, prefix=""))
+    path = str(flipped_clip[0])  # positive cosines: the weight scales something
+    raw = cls(cls.Config(model_path=path, weight=1.0, prefix=""))
     raw.setup()
     cos = [float(torch.nn.functional.cosine_similarity(raw.images.get(ep.target.image_a).float(),
                                                       raw.texts.get(ep.target.prompt).float(), dim=0)) for ep in eps]
     no_prefix = [a for a, _ in run_predict(raw, eps)]
-    assert no_prefix == pytest.approx([max(c, 0.0) for c in cos], abs=1e-5)
-    weighted = [a for a, _ in run_predict(cls(cls.Config(model_path=str(root / "clip"), weight=3.0, prefix="")), eps)]
+    assert no_prefix == pytest.approx([max(c, 0.0) for c in cos], abs=1e-5) and min(no_prefix) > 0.05
+    weighted = [a for a, _ in run_predict(cls(cls.Config(model_path=path, weight=3.0, prefix="")), eps)]
     assert weighted == pytest.approx([3.0 * s for s in no_prefix], abs=1e-5)
     assert raw.texts.encoded_texts == len(set(PROMPTS[:3]))
 
