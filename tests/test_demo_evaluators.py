@@ -139,6 +139,37 @@ def test_vectorized_ssim_equals_scikit_image():
     assert np.allclose(ssim_many(moments(x), stack([moments(r) for r in refs])), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("contrastive", [True, False])
+def test_ssim_reference_scores_are_scikit_image_ssim_of_bicubic_resized_images(contrastive):
+    """The recipe end to end: every image resized to size x size with PIL bicubic, scikit-image SSIM
+    (Wang et al. settings), mean over the preferred references, minus the mean over the rejected ones."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(3)
+    shapes = [(45, 37), (37, 46), (64, 48), (SIZE, SIZE), (33, 71), (80, 41)]  # (width, height)
+    pictures = []
+    for w, h in shapes:
+        coarse = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((w, h), Image.BILINEAR)
+        pictures.append(np.clip(np.asarray(coarse, float) + rng.integers(-20, 21, (h, w, 3)), 0, 255))
+    refs = tuple(ReferencePair(f"p{i}", png(f"pref{i}", pictures[2 + i]), png(f"rej{i}", pictures[4 + i]), f"r{i}")
+                 for i in range(2))
+    (pred,) = make("ssim-reference", size=SIZE, contrastive=contrastive).predict(
+        [episode("s", png("a", pictures[0]), png("b", pictures[1]), refs)])
+
+    def resized(array):
+        return np.asarray(Image.fromarray(array.astype(np.uint8)).resize((SIZE, SIZE), Image.BICUBIC))
+
+    def ssim(x, y):
+        return structural_similarity(resized(x), resized(y), channel_axis=-1, data_range=255, gaussian_weights=True,
+                                     sigma=1.5, use_sample_covariance=False)
+
+    for x, score in ((pictures[0], pred.score_a), (pictures[1], pred.score_b)):
+        expected = np.mean([ssim(x, pictures[2 + i]) for i in range(2)])
+        if contrastive:
+            expected -= np.mean([ssim(x, pictures[4 + i]) for i in range(2)])
+        assert score == pytest.approx(expected, abs=1e-9)
+
+
 def test_reference_evaluator_without_references_is_invalid_with_reason():
     (p,) = make("color-reference").predict([episode("s", png("a", LIKED[0]), png("b", DISLIKED[0]), ())])
     assert p.label == Label.INVALID and "reference" in p.error
