@@ -141,6 +141,8 @@ def test_mps_matches_infer_one_sample(mps_setup, processors):
         assert sb == pytest.approx(_infer_one_sample(processors, clip, sd, ep.target.image_b.open(), ep.target.prompt), abs=1e-4)
     assert len({round(s, 4) for pair in scores for s in pair}) > 4
     assert ev.images.get(images[0]).shape == (17, DIM)  # projected patch tokens are what is cached
+    # the character-level test tokenizer keeps only the condition's first 75 characters: its rest is checked here
+    assert ev.config.condition == OVERALL_CONDITION
 
 
 def test_mps_reads_the_safetensors_export_and_mask_threshold_matters(mps_setup, processors, tmp_path):
