@@ -17,7 +17,6 @@ pytest.importorskip("transformers")
 import numpy as np
 from torchvision import transforms as T
 
-from pigbench.embedding import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from pigbench.evaluator import Runtime
 from pigbench.protocol import Label
 from pigbench.registry import evaluators
@@ -25,6 +24,10 @@ from scalar_fixtures import (PROMPTS, clip_image_processor, clip_tokenizer, run_
                              write_images)
 
 pytestmark = pytest.mark.models
+# OpenAI CLIP's normalization, as published (openai/CLIP clip.py): spelled out here so that a wrong
+# constant in pigbench cannot agree with itself.
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @pytest.fixture(scope="module")
