@@ -141,6 +141,17 @@ class RunOutcome:
     computed: int  # predictions computed in this invocation
 
 
+def check_settings(config: RunConfig) -> Evaluator:
+    """What a run checks before reading the dataset: the device, the dataset's name, the results and
+    store directories, and the evaluator's options and requirements (:func:`build_evaluator`, which
+    it returns, nothing loaded). Raises ValueError, RegistryError or RequirementError naming the setting."""
+    check_device(config.device)
+    adapters.get(config.dataset)  # a misspelled name fails here, not after creating <output>/<name>/
+    writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
+    writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
+    return build_evaluator(config)
+
+
 def build_evaluator(config: RunConfig) -> Evaluator:
     """The evaluator instance for ``config`` (requirements checked, nothing loaded yet). A flag and an
     ``--option`` for the same field must agree in value, however each is spelled (0 and 0.0); the class
@@ -229,11 +240,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
     with launched_world() as world:
         config = dataclasses.replace(config, device=world.bind_device(config.device),
                                      progress=config.progress and world.is_main)
-        check_device(config.device)
-        adapters.get(config.dataset)  # a misspelled name fails here, not after creating <output>/<name>/
-        writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
-        writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
-        evaluator = build_evaluator(config)
+        evaluator = check_settings(config)
         adapter, split = load_split(config)
         calibrating = config.calibration_fraction is not None
         if calibrating:  # sets the model up (once) to score the held-out users

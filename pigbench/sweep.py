@@ -23,7 +23,7 @@ from pigbench.evaluator import RequirementError
 from pigbench.registry import RegistryError
 from pigbench.run import add_arguments as add_run_arguments
 from pigbench.run import config_from_args
-from pigbench.runner import RunAborted, RunConfig, RunOutcome, run
+from pigbench.runner import RunAborted, RunConfig, RunOutcome, check_settings, run
 from pigbench.store import StoreError
 
 
@@ -86,7 +86,9 @@ def main(args: argparse.Namespace) -> int:
         print("error: use --reference-sizes with sweep (not --reference-size)", file=sys.stderr)
         return 2
     try:
-        outcomes = sweep(config_from_args(args), args.reference_sizes)
+        base = config_from_args(args)
+        check_settings(base)  # a setting no size can run with (an unknown --option) fails once, not per size
+        outcomes = sweep(base, args.reference_sizes)
     except (RequirementError, RegistryError, ValueError) as exc:  # ValueError: a setting RunConfig refuses
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -58,3 +58,16 @@ def test_sweep_cli_ctrl_c_exits_130_in_one_line_as_run_does(tmp_path, monkeypatc
                      "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]) == 130
     assert capsys.readouterr().err == ("interrupted: the predictions committed so far are kept; run the same command "
                                        "again to resume\n")
+
+
+@pytest.mark.parametrize("mistake, says", [(["--option", "no_such_option=1"], "no_such_option"),
+                                           (["--output", "FILE"], "--output")])
+def test_a_setting_no_size_can_run_with_is_one_usage_error(tmp_path, capsys, mistake, says):
+    """An unknown option or an --output that is a file was reported once per size, with exit 1."""
+    (tmp_path / "FILE").write_text("")
+    mistake = [str(tmp_path / m) if m == "FILE" else m for m in mistake]
+    args = ["sweep", "--evaluator", "toy-brightness", "--dataset", "toy", "--reference-sizes", "1,2,3",
+            "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--no-progress", *mistake]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("error:") == 1 and "reference size" not in err
