@@ -25,8 +25,8 @@ from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embe
 from pigbench.report.document import FIGURES, build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
 from pigbench.report.similarity import rank_correlation, similarity_table
-from pigbench.report.tables import (Cell, Row, Table, ablation_tables, canonical_entries, main_table, to_html,
-                                    to_latex, to_markdown)
+from pigbench.report.tables import (Cell, Row, Table, ablation_tables, canonical_entries, main_table, mark_best,
+                                    to_html, to_latex, to_markdown)
 from synthetic_results import XSS, make_results
 
 
@@ -502,3 +502,75 @@ def test_similarity_table_does_not_rank_a_run_on_another_split(tmp_path):
     assert all(c.other_split and not c.best and c.text().endswith("\u2020") for c in rows["gamma"])
     assert all(c.best for c in rows["beta"][:2]) and not any(c.other_split for c in rows["beta"])
     assert any(n.startswith("\u2020 synth: gamma ran on another split") for n in table.notes)
+
+
+def test_accuracy_vs_reference_size_orders_points_by_k_and_draws_each_panel_with_its_own_ci(tmp_path):
+    """Points in numeric K order (16 after 4, not before 2 as text), the right panel acc w/o tie, each
+    band between its run's CI bounds; runs with another split seed are a series of their own."""
+    for k in (16, 2, 4):
+        make_results(tmp_path, "sim", variant=f"k{k}", reference_size=k)
+    for k in (2, 4):
+        make_results(tmp_path, "sim", variant=f"seed1_k{k}", reference_size=k, seed=1)
+    series = reference_size_series(collect(tmp_path))["synth"]
+    cfg = "cfg " + json.loads((tmp_path / "synth" / "sim__k2.json").read_text())["evaluator"]["config_hash"][:6]
+    assert sorted(series) == [f"sim ({cfg}, seed 0)", f"sim ({cfg}, seed 1)"]
+    runs = series[f"sim ({cfg}, seed 0)"]
+    assert [e.relpath for e in runs] == ["synth/sim__k2.json", "synth/sim__k4.json", "synth/sim__k16.json"]
+    fig = plot_accuracy_vs_reference_size("synth", {"sim": runs})
+    for ax, metric in zip(fig.axes, ("acc_w_tie", "acc_wo_tie")):
+        line = ax.get_lines()[0]
+        assert list(line.get_xdata()) == [2, 4, 16] and list(line.get_ydata()) == [e.accuracy(metric) for e in runs]
+        band = ax.collections[0].get_paths()[0].vertices
+        for e, k in zip(runs, (2, 4, 16)):
+            assert {round(float(y), 9) for x, y in band if x == k} == {round(b, 9) for b in e.ci(metric)}
+
+
+def test_ablation_rows_show_each_runs_rates_and_mark_the_best_of_every_accuracy(tmp_path):
+    """The tie-rate and invalid-rate columns and the decisive-accuracy marks, recomputed from the predictions."""
+    paths = [make_results(tmp_path, "scorer", accuracy=0.9), make_results(tmp_path, "scorer", variant="v2", accuracy=0.5)]
+    (table,) = ablation_tables(collect(tmp_path))
+    rows = table.groups[0][1]
+    decisive = []
+    for row, path in zip(rows, paths):
+        preds = [json.loads(line) for line in path.with_name(path.stem + ".predictions.jsonl").read_text().splitlines()]
+        labels = [r["prediction"]["label"] for r in preds]
+        assert row.cells[5] == f"{labels.count('TIE') / len(labels):.3f}" != "0.000"
+        assert row.cells[6] == "0.000"  # make_results writes no INVALID
+        judged = [r["prediction"]["label"] == r["gold"] for r in preds if r["gold"] != "TIE" and r["prediction"]["label"] != "TIE"]
+        decisive.append(round(100 * sum(judged) / len(judged), 1))
+        assert row.cells[4].text() == f"{decisive[-1]:.1f}"
+    assert decisive[0] > decisive[1] and [r.cells[4].best for r in rows] == [True, False]
+
+
+def test_best_is_marked_on_every_value_equal_as_printed():
+    """70.04 and 70.01 both print 70.0: both are best; rho 0.4561 and 0.4564 both print 0.456."""
+    rows = [Row("a", [Cell(70.04), Cell(0.4561, digits=3)]), Row("b", [Cell(70.01), Cell(0.4564, digits=3)]),
+            Row("c", [Cell(69.9), Cell(0.455, digits=3)])]
+    marked = mark_best([("", rows)], [0, 1])[0][1]
+    assert [[c.best for c in r.cells] for r in marked] == [[True, True], [True, True], [False, False]]
+
+
+def test_similarity_table_shows_each_accuracys_own_ci_and_marks_the_best_rho(tmp_path):
+    from scipy.stats import spearmanr
+
+    paths = [make_results(tmp_path, name, kind="similarity", uses_references=True, accuracy=acc)
+             for name, acc in (("alpha", 0.9), ("beta", 0.55))]
+    table = similarity_table(collect(tmp_path))
+    rhos = []
+    for row, path in zip(table.groups[0][1], paths):
+        results = json.loads(path.read_text())
+        preds = [json.loads(line) for line in path.with_name(path.stem + ".predictions.jsonl").read_text().splitlines()]
+        assert row.cells[1].ci_text() == "[{:.1f}, {:.1f}]".format(*results["metrics"]["acc_wo_tie"]["micro_ci95"])
+        rhos.append(spearmanr([p["prediction"]["score_a"] - p["prediction"]["score_b"] for p in preds],
+                              [{"A": 1, "TIE": 0, "B": -1}[p["gold"]] for p in preds]).statistic)
+        assert row.cells[2].text() == f"{rhos[-1]:.3f}"
+    assert rhos[0] > rhos[1] and [r.cells[2].best for r in table.groups[0][1]] == [True, False]
+
+
+def test_without_a_plain_run_the_run_with_most_targets_on_the_main_split_is_shown(tmp_path):
+    make_results(tmp_path, "alpha")
+    make_results(tmp_path, "sweep", variant="a-small", per_user=5)  # both on the main split fp-synth-4-0
+    make_results(tmp_path, "sweep", variant="b-large", per_user=10)
+    chosen, notes = canonical_entries(collect(tmp_path))
+    assert chosen[("sweep", "synth")].relpath == "synth/sweep__b-large.json"
+    assert "sweep on synth: run 'b-large' (no run without a variant suffix)." in notes
