@@ -393,3 +393,26 @@ def test_runs_on_another_split_are_listed_after_the_main_split_and_never_marked_
     html = (tmp_path / "site" / "index.html").read_text()
     gamma_row = html[html.index(">gamma</a>"):].split("</tr>")[0]
     assert "best" not in gamma_row and 'class="num best"' in html and "fp-synth-4-0" in html
+
+
+def test_per_user_distribution_shows_the_quartiles_and_histogram_of_acc_w_tie(tmp_path):
+    """Users right on 0, 1, 2, 3, 4 of their 4 targets (gold A, predicted A or B): acc w/ tie 0, 25,
+    50, 75, 100 and acc w/o tie the same; a predicted TIE on a fifth target of every user gives
+    acc w/ tie 10, 30, 50, 70, 90 against acc w/o tie 0, 20, 40, 60, 80, so the two cannot pass for each other."""
+    from pigbench.metrics import compute_metrics
+    from pigbench.results import judged_from_rows, load_results, write_results
+    from synthetic_results import make_results
+
+    path = make_results(tmp_path / "results", "spread", kind="reasoning", users=5, per_user=5)
+    results, rows = load_results(path)
+    for row in rows:
+        u, t = (int(x[1:]) for x in row["sample_id"].split("/"))
+        row["gold"] = "A"
+        row["prediction"]["label"] = "TIE" if t == 4 else "A" if t < u else "B"
+    results["metrics"] = compute_metrics(judged_from_rows(rows), n_bootstrap=50, seed=0)
+    write_results(path, results, rows)
+    build_site(tmp_path / "results", tmp_path / "site")
+    html = next((tmp_path / "site" / "evaluators").glob("*.html")).read_text()
+    assert "Per-user acc w/ tie: min 10.0, quartiles 30.0 /\n  50.0 / 70.0, max 90.0." in html
+    counts = [int(c) for c in re.findall(r"<title>\d+-\d+%: (\d+) users</title>", html)]
+    assert counts == [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]  # 10-20, 30-40, 50-60, 70-80, 90-100
