@@ -140,6 +140,8 @@ def test_markdown_latex_html_show_the_same_numbers(collection):
     for fmt_metric in ("acc_w_tie", "acc_wo_tie"):
         value = f"{random_demo.accuracy(fmt_metric):.1f}"
         assert value in md_row and value in tex and value in html
+        ci = "[{:.1f}, {:.1f}]".format(*random_demo.ci(fmt_metric))
+        assert f"{{\\scriptsize {ci}}}" in tex and f'<span class="ci">{ci}</span>' in html
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and r"\cmidrule(lr){2-3}" in tex
     assert r"\multicolumn{7}{l}{\textit{with reference}}" in tex
     best = max((r for _, g in table.groups for r in g if isinstance(r.cells[2], Cell)), key=lambda r: r.cells[2].value)
@@ -536,6 +538,8 @@ def test_ablation_rows_show_each_runs_rates_and_mark_the_best_of_every_accuracy(
         labels = [r["prediction"]["label"] for r in preds]
         assert row.cells[5] == f"{labels.count('TIE') / len(labels):.3f}" != "0.000"
         assert row.cells[6] == "0.000"  # make_results writes no INVALID
+        wo_tie = [r["prediction"]["label"] == r["gold"] for r in preds if r["gold"] != "TIE"]
+        assert row.cells[3].text() == f"{100 * sum(wo_tie) / len(wo_tie):.1f}"
         judged = [r["prediction"]["label"] == r["gold"] for r in preds if r["gold"] != "TIE" and r["prediction"]["label"] != "TIE"]
         decisive.append(round(100 * sum(judged) / len(judged), 1))
         assert row.cells[4].text() == f"{decisive[-1]:.1f}"
@@ -574,3 +578,19 @@ def test_without_a_plain_run_the_run_with_most_targets_on_the_main_split_is_show
     chosen, notes = canonical_entries(collect(tmp_path))
     assert chosen[("sweep", "synth")].relpath == "synth/sweep__b-large.json"
     assert "sweep on synth: run 'b-large' (no run without a variant suffix)." in notes
+
+
+def test_main_split_is_the_one_a_run_without_a_variant_uses_even_if_more_variant_runs_share_another(tmp_path):
+    make_results(tmp_path, "alpha")  # default settings, split fp-synth-4-0
+    make_results(tmp_path, "beta", variant="seed1", seed=1)  # two ablations on fp-synth-4-1
+    make_results(tmp_path, "gamma", variant="seed1", seed=1)
+    assert collect(tmp_path).main_split("synth") == "fp-synth-4-0"
+
+
+def test_reference_size_series_keeps_the_run_with_most_targets_at_each_k(tmp_path):
+    """A --limit run at one K of a sweep (fewer targets, same settings) does not take that K's point."""
+    for k in (1, 2):
+        make_results(tmp_path, "sim", variant=f"k{k}", reference_size=k)
+    make_results(tmp_path, "sim", variant="k2_limit", reference_size=2, per_user=5)
+    runs = reference_size_series(collect(tmp_path))["synth"]["sim"]
+    assert [e.relpath for e in runs] == ["synth/sim__k1.json", "synth/sim__k2.json"]
