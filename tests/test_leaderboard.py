@@ -393,6 +393,9 @@ def test_runs_on_another_split_are_listed_after_the_main_split_and_never_marked_
     html = (tmp_path / "site" / "index.html").read_text()
     gamma_row = html[html.index(">gamma</a>"):].split("</tr>")[0]
     assert "best" not in gamma_row and 'class="num best"' in html and "fp-synth-4-0" in html
+    first_accuracy = {name: re.findall(r'<td class="(num[^"]*)"', html[html.index(f">{name}</a>"):])[0]
+                      for name in ("beta", "alpha")}
+    assert first_accuracy == {"beta": "num best", "alpha": "num"}  # beta's acc w/ tie is the higher (row order)
 
 
 def test_per_user_distribution_shows_the_quartiles_and_histogram_of_acc_w_tie(tmp_path):
