@@ -130,6 +130,17 @@ def test_a_sweep_without_a_plain_run_shows_its_run_on_the_main_split(tmp_path):
     assert all(c.best and not c.other_split for c in rows["sweep"])
 
 
+def test_of_two_runs_without_a_variant_the_one_on_the_main_split_is_shown_and_named(tmp_path):
+    """Two default-settings runs of one evaluator (results folders copied side by side): the first by
+    path was shown, with no note, even when it ran on another split than the main one."""
+    make_results(tmp_path / "a", "alpha", seed=1, accuracy=0.9)  # first by path, on another split
+    for evaluator in ("alpha", "beta", "gamma"):
+        make_results(tmp_path / "b", evaluator, accuracy=0.6)
+    chosen, notes = canonical_entries(collect(tmp_path))
+    assert chosen[("alpha", "synth")].relpath == "b/synth/alpha.json"
+    assert "alpha on synth: 2 runs without a variant suffix; shown: b/synth/alpha.json (not shown: a/synth/alpha.json)." in notes
+
+
 def test_markdown_latex_html_show_the_same_numbers(collection):
     table = main_table(collection)
     chosen, _ = canonical_entries(collection)

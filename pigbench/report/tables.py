@@ -83,8 +83,10 @@ class Table:
 
 def canonical_entries(collection: Collection) -> tuple[dict[tuple[str, str], Entry], list[str]]:
     """The run shown for each (evaluator, dataset), and notes naming runs that are not canonical.
-    Without a run without a variant suffix, a run on the dataset's main split comes first (so that a
-    sweep's K = default run is shown and ranked, not its smallest K with the most targets)."""
+    A run without a variant suffix comes first; among several such runs (results folders copied
+    side by side), or without any, a run on the dataset's main split, then the one with the most
+    targets, then the first by variant and path (so that a sweep's K = default run is shown and
+    ranked, not its smallest K with the most targets)."""
     candidates: dict[tuple[str, str], list[Entry]] = defaultdict(list)
     for e in collection.entries:
         candidates[(e.evaluator, e.dataset)].append(e)
@@ -92,11 +94,15 @@ def canonical_entries(collection: Collection) -> tuple[dict[tuple[str, str], Ent
     chosen, notes = {}, []
     for key, runs in sorted(candidates.items()):
         plain = [e for e in runs if not e.variant]
-        pick = plain[0] if plain else min(runs, key=lambda e: (e.results["split"]["fingerprint"] != main[e.dataset],
-                                                              -e.results["metrics"]["n"], e.variant))
+        pick = min(plain or runs, key=lambda e: (e.results["split"]["fingerprint"] != main[e.dataset],
+                                                 -e.results["metrics"]["n"], e.variant or "", e.relpath))
         chosen[key] = pick
         if pick.variant:
             notes.append(f"{key[0]} on {key[1]}: run {pick.variant!r} (no run without a variant suffix).")
+        elif len(plain) > 1:
+            others = ", ".join(e.relpath for e in plain if e is not pick)
+            notes.append(f"{key[0]} on {key[1]}: {len(plain)} runs without a variant suffix; shown: {pick.relpath} "
+                         f"(not shown: {others}).")
     return chosen, notes
 
 
