@@ -278,3 +278,29 @@ def test_columnar_dynamic_split_skips_users_without_a_decisive_reference_like_bu
         assert fast.skipped_users == slow.skipped_users and fast.skipped_users[reason] >= 1
         assert fast.skipped_records == slow.skipped_records and fast.fingerprint == slow.fingerprint
         assert all(len(e.references) == 1 for e in fast.episodes)
+
+
+def test_gold_and_references_follow_label_0_and_each_row_is_used_once(data, rows):
+    """label_0 1.0: image 0 preferred, 0.0: image 1, 0.5: tie (specs/datasets.md 1.4-1.5), in the
+    references and in the targets whichever image is shown as A; a repeated ranking_id is one row."""
+    by_rid = {r["ranking_id"]: r for r in rows}
+
+    def preferred(r):
+        return (r["image_0_uid"], r["image_1_uid"]) if r["label_0"] == 1.0 else (r["image_1_uid"], r["image_0_uid"])
+
+    split = adapter(data[0], images="none").split(seed=0)
+    golds = set()
+    for e in split.episodes:
+        ref_ids = [p.record_id for p in e.references]
+        assert len(set(ref_ids)) == len(ref_ids) and e.target.record_id not in ref_ids, e.sample_id
+        assert [(p.preferred.id, p.rejected.id) for p in e.references] == [preferred(by_rid[int(i)]) for i in ref_ids]
+        r, t = by_rid[int(e.target.record_id)], e.target
+        assert {t.image_a.id, t.image_b.id} == {r["image_0_uid"], r["image_1_uid"]}, e.sample_id
+        if r["label_0"] == 0.5:
+            assert t.gold == Label.TIE, e.sample_id
+        else:
+            assert t.gold in (Label.A, Label.B) and (t.image_a.id if t.gold == Label.A else t.image_b.id) == preferred(r)[0]
+        golds.add(t.gold)
+    assert golds == {Label.A, Label.B, Label.TIE}
+    targets = [e.target.record_id for e in split.episodes]
+    assert len(targets) == len(set(targets))
