@@ -129,3 +129,19 @@ def test_an_image_path_leaving_the_dataset_folder_is_refused(root, path):
     edit_second_turn(root, lambda turn: turn["images"][1].__setitem__(2, path))
     with pytest.raises(DatasetError, match=rf"pasta_turns.jsonl:2: image path '{path}' must be relative to the dataset folder"):
         list(PASTA(str(root)).records())
+
+
+def test_turns_are_ordered_by_number_and_a_reference_rejects_the_first_other_slate(root):
+    path = root / "pasta_turns.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    for x in lines:
+        if x["trajectory_id"] == "tB":
+            x["turn"] += 4  # turns 5-10: as text, "t10" sorts before "t5"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    b = [e for e in PASTA(str(root)).split(seed=0).episodes if e.user_id == "tB"]
+    assert {e.target.record_id for e in b} == {"t10"}
+    refs = b[0].references
+    assert [r.record_id for r in refs] == ["tB/t6", "tB/t7", "tB/t8", "tB/t9"]
+    chosen = [(turn - 4 + 1) % 4 for turn in range(6, 10)]  # build's rule on the original turn numbers: 3, 0, 1, 2
+    assert [(r.preferred.id, r.rejected.id) for r in refs] == [
+        (f"tB/t{turn}/s{c}", f"tB/t{turn}/s{0 if c else 1}") for turn, c in zip(range(6, 10), chosen)]
