@@ -237,3 +237,10 @@ def test_encoded_bytes_held_as_uint8_arrays_are_the_same_images(tmp_path):
     assert first.read_bytes() == jpeg(1) and first.open().size == (32, 32)
     assert ep.references[0].preferred.read_bytes() == jpeg(100)
     assert ep.references[0].preferred.id == "sha256:" + hashlib.sha256(jpeg(100)).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("k", [8, 4])
+def test_references_are_the_first_k_pairs_each_with_its_own_prompt(folder, k):
+    ep = split(folder, reference_size=k).episodes[0]  # row 0: references 0-7
+    assert [(r.prompt, r.preferred.read_bytes(), r.rejected.read_bytes()) for r in ep.references] == [
+        (PROMPTS[i] + f" #{i}", jpeg(100 + 2 * i), jpeg(101 + 2 * i)) for i in range(k)]
