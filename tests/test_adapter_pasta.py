@@ -145,3 +145,9 @@ def test_turns_are_ordered_by_number_and_a_reference_rejects_the_first_other_sla
     chosen = [(turn - 4 + 1) % 4 for turn in range(6, 10)]  # build's rule on the original turn numbers: 3, 0, 1, 2
     assert [(r.preferred.id, r.rejected.id) for r in refs] == [
         (f"tB/t{turn}/s{c}", f"tB/t{turn}/s{0 if c else 1}") for turn, c in zip(range(6, 10), chosen)]
+
+
+def test_a_trajectory_of_exactly_k_turns_is_skipped_not_split_without_references(root):
+    s = PASTA(str(root)).split(seed=0, reference_size=3)  # tC has 3 turns: no target beyond 3 references
+    assert "tC" not in {e.user_id for e in s.episodes} and all(len(e.references) == 3 for e in s.episodes)
+    assert s.skipped_users["fewer than 3 reference turns plus 1 target turn"] == 1
