@@ -304,3 +304,23 @@ def test_gold_and_references_follow_label_0_and_each_row_is_used_once(data, rows
     assert golds == {Label.A, Label.B, Label.TIE}
     targets = [e.target.record_id for e in split.episodes]
     assert len(targets) == len(set(targets))
+
+
+def test_rows_contradicting_their_labels_or_the_image_shards_are_skipped_and_counted(tmp_path, rows):
+    extra = [pickapic_row(6001, 102, "label_1 is not 1 - label_0", 860, 861, 1.0, label_1=0.5),
+             pickapic_row(6002, 102, "a tie naming a best image", 862, 863, 0.5, best_image_uid=uid(862)),
+             pickapic_row(6003, 102, "image uids swapped in the image shard", 864, 865, 1.0),
+             pickapic_row(6004, 102, "no bytes for image 1", 866, 867, 1.0)]
+    write_pickapic(tmp_path / "m", rows + extra, images=False, shards=2, row_group_size=16)
+    e = extra[2]
+    swapped = dict(e, image_0_uid=e["image_1_uid"], image_1_uid=e["image_0_uid"], jpg_0=e["jpg_1"], jpg_1=e["jpg_0"])
+    write_pickapic(tmp_path / "i", rows + extra[:2] + [swapped, dict(extra[3], jpg_1=None)], images=True, shards=3,
+                   row_group_size=3)
+    split = adapter(tmp_path / "m", tmp_path / "i").split(seed=0)
+    for reason, n in (("label_0/label_1 not (1, 0), (0, 1) or (0.5, 0.5)", 1),
+                      ("best_image_uid disagrees with the labels", 2),  # and the fixture's 'best disagrees' row
+                      ("with-images row has other image uids than the metadata", 1),
+                      ("image bytes missing (null jpg_0/jpg_1)", 1)):
+        assert split.skipped_records[reason] == n, reason
+    used = {e.target.record_id for e in split.episodes} | {r.record_id for e in split.episodes for r in e.references}
+    assert {e.user_id for e in split.episodes} == {"101", "102", "104"} and not used & {"6001", "6002", "6003", "6004"}
