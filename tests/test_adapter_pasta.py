@@ -151,3 +151,17 @@ def test_a_trajectory_of_exactly_k_turns_is_skipped_not_split_without_references
     s = PASTA(str(root)).split(seed=0, reference_size=3)  # tC has 3 turns: no target beyond 3 references
     assert "tC" not in {e.user_id for e in s.episodes} and all(len(e.references) == 3 for e in s.episodes)
     assert s.skipped_users["fewer than 3 reference turns plus 1 target turn"] == 1
+
+
+def test_a_repeated_turn_and_a_turn_with_a_missing_image_are_skipped_and_counted(root):
+    path = root / "pasta_turns.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    repeat = next(x for x in lines if (x["trajectory_id"], x["turn"]) == ("tB", 3))
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines + [dict(repeat, chosen=(repeat["chosen"] + 1) % 4)]))
+    (root / "img" / "tB_1_0_0.jpg").unlink()  # turn 1 of tB: not among its references
+    a = PASTA(str(root))
+    assert ("tB", "t1") not in {(r.user_id, r.record_id) for r in a.records()}
+    assert a.skipped == {"repeated (trajectory_id, turn)": 1, "image file missing": 1}
+    b = [e for e in a.split(seed=0).episodes if e.user_id == "tB"]
+    assert [r.record_id for r in b[0].references] == ["tB/t2", "tB/t3", "tB/t4", "tB/t5"]
+    assert b[0].references[1].preferred.id == f"tB/t3/s{repeat['chosen']}"  # the first line of the repeated turn
