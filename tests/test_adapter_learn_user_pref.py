@@ -244,3 +244,15 @@ def test_references_are_the_first_k_pairs_each_with_its_own_prompt(folder, k):
     ep = split(folder, reference_size=k).episodes[0]  # row 0: references 0-7
     assert [(r.prompt, r.preferred.read_bytes(), r.rejected.read_bytes()) for r in ep.references] == [
         (PROMPTS[i] + f" #{i}", jpeg(100 + 2 * i), jpeg(101 + 2 * i)) for i in range(k)]
+
+
+def test_identical_target_images_and_unequal_reference_lists_are_counted_skips(tmp_path):
+    short = row(7, "orange jello", jpeg(3), jpeg(4), 1)
+    short["reference_list_bad"] = short["reference_list_bad"][:7]
+    with (tmp_path / "bench_test_w_bad.pkl").open("wb") as fh:
+        pickle.dump(frame([row(7, "a red hydrant", jpeg(1), jpeg(1), 1), short,
+                           row(7, "a plate of sushi", jpeg(5), jpeg(6), 0)]), fh)
+    s = split(tmp_path)
+    assert [e.target.record_id for e in s.episodes] == ["bench_test_w_bad:2"]
+    assert s.skipped_records["identical images in a target pair"] == 1
+    assert s.skipped_records["reference lists of different lengths"] == 1
