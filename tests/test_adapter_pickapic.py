@@ -324,3 +324,15 @@ def test_rows_contradicting_their_labels_or_the_image_shards_are_skipped_and_cou
         assert split.skipped_records[reason] == n, reason
     used = {e.target.record_id for e in split.episodes} | {r.record_id for e in split.episodes for r in e.references}
     assert {e.user_id for e in split.episodes} == {"101", "102", "104"} and not used & {"6001", "6002", "6003", "6004"}
+
+
+def test_a_target_image_with_the_bytes_of_a_reference_image_under_another_uid_leaks(tmp_path, rows):
+    extra = [pickapic_row(6100 + i, 107, PROMPTS[i], 870 + 2 * i, 871 + 2 * i, 1.0) for i in range(9)]
+    for r in extra:
+        r["jpg_0"] = jpeg(870)  # nine uids, one image: every target shows a reference image again
+    write_pickapic(tmp_path / "m", rows + extra, images=False, shards=2, row_group_size=16)
+    write_pickapic(tmp_path / "i", rows + extra, images=True, shards=3, row_group_size=3)
+    split = adapter(tmp_path / "m", tmp_path / "i").split(seed=0)
+    assert_no_leak(split)
+    assert {e.user_id for e in split.episodes} == {"101", "102", "104"}
+    assert split.skipped_records["target image appears in the user's references"] == 2  # users 105 and 107
