@@ -157,3 +157,11 @@ def test_no_path_says_how_to_point_to_a_copy(monkeypatch):
         list(PIGBenchFormat().records())
     with pytest.raises(DatasetError, match="unknown option"):
         list(PIGBenchFormat("x", {"color": "red"}).records())
+
+
+def test_a_repeated_instance_id_is_an_error_naming_file_line_and_id(root):
+    path = root / "instances.jsonl"
+    first = path.read_text().splitlines()[0]
+    path.write_text(path.read_text() + first + "\n")
+    with pytest.raises(DatasetError, match=r"instances.jsonl:11: duplicate instance_id 'p0'"):
+        list(PIGBenchFormat(str(root)).records())
