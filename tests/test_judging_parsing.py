@@ -76,6 +76,8 @@ def test_unifiedreward_several_verdicts_anywhere_are_invalid(output):
     ("Image 1 shows a man in a red tie; both are equally sharp.\nImage 2 is better.", B),  # descriptions, one verdict
     ("Image 1 is better than Image 2.", A),
     ("Image 2 is worse than Image 1.\nImage 1 is better.", A),  # two statements of one verdict
+    ("Image 1 is better in alignment; both are equally sharp.\nThat is my assessment.", A),  # verdict mid-text
+    ("Image 2 is better overall, the red tie is clear.\nDone.", B),
 ])
 def test_unifiedreward_one_verdict_anywhere_is_read(output, label):
     assert parse_answer(output, anywhere=True).label == label

@@ -123,7 +123,7 @@ def _parse(output: Optional[str], anywhere: bool, truncated: bool) -> ParsedAnsw
         return ParsedAnswer(Label.INVALID, "conclusion", "output states several verdicts")
     parsed = _verdict(lines[-1], "final-line")
     if parsed.label == Label.INVALID and anywhere:
-        stated = _conclusions(visible)
+        stated = _conclusions(visible, _TIE_CONCLUSION)
         if len(stated) == 1:
             return ParsedAnswer(stated.pop(), "conclusion", None, None)
     if parsed.label == Label.INVALID and unclosed:
