@@ -17,11 +17,14 @@ A, B, TIE, INVALID = Label.A, Label.B, Label.TIE, Label.INVALID
     ("<answer>Picture 2</answer>", B, "tag"),
     ("<answer>image 1 is better</answer>", A, "tag"),
     ("<answer>Tie</answer>", TIE, "tag"),
+    ("<answer>Image A is better, though both are good</answer>", A, "tag"),  # a verdict beats tie words
     ("<answer>A</answer> on second thought <answer>B</answer>", B, "tag"),  # the last answer wins
     ("<answer>A</ans", A, "tag"),  # cut right after the answer
     ("<think>Image 1 is better lit</think>\n<answer>Image 2 is better</answer>", B, "tag"),  # UnifiedReward-Think
     ("Assistant B is better. [[B]]", B, "brackets"),  # FastChat
     ("[[C]]", TIE, "brackets"),
+    ("First thought [[A]], but on reflection [[B]]", B, "brackets"),  # the last verdict wins
+    ("My verdict: [[b]]", B, "brackets"),
     ("Image 1 is better.", A, "final-line"),  # UnifiedReward
     ("Image 1 is better than Image 2.", A, "final-line"),  # UnifiedReward, LLaVA wording
     ("Both images are equally good.", TIE, "final-line"),
