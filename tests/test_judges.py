@@ -105,6 +105,18 @@ def test_unifiedreward_think_follows_its_published_parse_rule(output, tolerant, 
     assert generic.label == tolerant
 
 
+@pytest.mark.parametrize("output, official, tolerant", [
+    ("Image 1 is better in alignment.\nImage 2 is better.", Label.INVALID, Label.B),
+    ("Image 2 is better overall.\nThat is my assessment.", Label.B, Label.INVALID),
+])
+def test_unifiedreward_reads_one_verdict_anywhere(output, official, tolerant):
+    """unifiedreward: exactly one conclusion anywhere gives the label, two are INVALID (evaluators
+    spec, UnifiedReward parse); the generic judges read the last line."""
+    ur, generic = (make(name, Scripted(Generation(output))).predict([EPISODE])[0]
+                   for name in ("unifiedreward", "qwen2-vl-judge"))
+    assert (ur.label, generic.label) == (official, tolerant)
+
+
 def test_probability_scoring_uses_tau_and_falls_back_to_the_text():
     backend = Scripted(Generation("<answer>A</answer>", {"A": 0.55, "B": 0.45}),
                        Generation("<answer>B</answer>", {"A": 0.9, "B": 0.1}),
