@@ -317,6 +317,31 @@ def test_swap_shows_the_order_that_answered_and_averages_both_orders_scores():
     assert quality["unparseable"] == 1 and quality["unparseable_reasons"] == {"no answer": 1}
 
 
+def test_swap_flags_only_decisive_disagreement_and_keeps_the_second_orders_error():
+    """A then TIE (mapped back) is TIE but not inconsistent (protocol section 3: only disagreeing
+    decisive answers are); an unparseable first order with a failed second one keeps that error."""
+    import dataclasses
+
+    from pigbench.evaluator import Evaluator
+    from pigbench.protocol import Episode, ImageRef, Label, Prediction, Target
+    from pigbench.runner import _predict_swapped
+
+    answers = {"x": Prediction("", Label.A), "y": Prediction("", Label.TIE),
+               "u": Prediction("", Label.INVALID, raw_text="hmm", extra={"invalid_reason": "no answer"}),
+               "v": Prediction("", Label.INVALID, error="HTTP 500")}
+
+    class ByFirstImage(Evaluator):
+        def predict(self, episodes):
+            return [dataclasses.replace(answers[ep.target.image_a.id], sample_id=ep.sample_id) for ep in episodes]
+
+    def episode(a: str, b: str) -> Episode:
+        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
+
+    tie, failed = _predict_swapped(ByFirstImage(), [episode("x", "y"), episode("u", "v")])
+    assert tie.label == Label.TIE and tie.extra["swap"]["inconsistent"] is False
+    assert (failed.label, failed.error, failed.extra["invalid_reason"]) == (Label.INVALID, "HTTP 500", "no answer")
+
+
 def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     out = run(config(tmp_path))
     path = out.results_path
