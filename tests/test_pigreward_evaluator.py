@@ -112,6 +112,8 @@ def test_runner_parses_valid_invalid_and_inconsistent_replies(tmp_path, scripted
         assert extra["contradicts_totals"] == (k == 1)
         assert [d["name"] for d in pred["dimensions"]] == ["d0", "d1", "d2"][: 3 if k < 2 else 2]
         assert {"score_a", "score_b", "definition"} <= set(pred["dimensions"][0])
+        # score_a/score_b are the sums of the dimension scores, not the written totals (7, 16 for k == 2)
+        assert (pred["score_a"], pred["score_b"]) == ((7, 15) if k == 2 else (24, 9))
         expected = ["text outside the JSON object", "2 dimensions, at least 3 required",
                     "total_b=16 but the scores sum to 15"] if k == 2 else []
         assert extra["format_violations"] == expected

@@ -12,7 +12,7 @@ from pigbench.pigreward.config import PIGRewardConfig
 from pigbench.pigreward.context_cache import UserContextCache
 from pigbench.pigreward.output_format import FormatRules, parse_judgement
 from pigbench.pigreward.pipeline import PIGRewardPipeline
-from pigbench.protocol import Label
+from pigbench.protocol import Label, Prediction
 
 
 def reply(dims=((7, 4), (6, 5), (8, 2)), answer="A", totals=None, **extra):
@@ -46,6 +46,8 @@ def test_decision_comes_from_the_answer_and_contradiction_is_flagged():
     j = parse_judgement(reply(answer="B"))  # totals favour A
     assert j.label == Label.B and j.contradicts_totals and j.violations == ()
     assert not parse_judgement(reply(dims=((5, 5), (5, 5), (5, 5)), answer="B")).contradicts_totals
+    written = parse_judgement(reply(answer="A", totals=(11, 21)))  # the written totals count, not the sums (21, 11)
+    assert written.contradicts_totals and not parse_judgement(reply(answer="B", totals=(11, 21))).contradicts_totals
 
 
 def test_rule_violations_are_listed_and_the_answer_stands():
@@ -59,6 +61,8 @@ def test_rule_violations_are_listed_and_the_answer_stands():
     not_number = parse_judgement(reply(dims=(("seven", 4), (6, 5), (8, 2)), totals=(14, 11)))
     assert "dimension 1 score_a is not a number ('seven')" in not_number.violations
     assert not_number.sum_a is None and not_number.label == Label.A
+    boolean = parse_judgement(reply(dims=((True, 4), (6, 5), (8, 2)), totals=(15, 11)))  # JSON true is no score 1
+    assert "dimension 1 score_a is not a number (True)" in boolean.violations and boolean.sum_a is None
     missing = parse_judgement(json.dumps({"answer": "A", "dimensions": [{"name": "x"}] * 3, "total_a": 1, "total_b": 1}))
     assert "dimension 1 has no definition" in missing.violations and "duplicate dimension names" in missing.violations
 
@@ -161,3 +165,19 @@ def test_well_formed_replies_parse_without_violations(dims, answer):
     assert j.label == Label(answer) and j.violations == ()
     total_a, total_b = sum(a for a, _ in dims), sum(b for _, b in dims)
     assert j.contradicts_totals == ((total_a < total_b) if answer == "A" else (total_b < total_a))
+
+
+def test_the_options_set_the_format_rules():
+    """min_dimensions, score_min/score_max, allow_tie and chain_of_thought reach the parser: without
+    chain of thought an answer-only reply is clean (no 'no dimensions' in answer_quality)."""
+    def predict(text: str, **options) -> Prediction:
+        settings = PIGRewardConfig(use_reasoner=False, **options).settings()
+        return PIGRewardPipeline(None, None, UserContextCache(None, "f"), settings).to_prediction("s", Generation(text), "k")
+
+    no_cot = predict('{"answer": "A"}', chain_of_thought=False)
+    assert no_cot.label == Label.A and no_cot.extra["format_violations"] == []
+    assert predict('{"answer": "A"}').extra["format_violations"][0] == "no dimensions"
+    wide = reply(dims=((0, 100), (50, 50)), answer="Tie")
+    loose = predict(wide, min_dimensions=2, score_min=0, score_max=100, allow_tie=True)
+    assert loose.label == Label.TIE and loose.extra["format_violations"] == []
+    assert len(predict(wide).extra["format_violations"]) == 6  # 4 scores out of [1, 10], 2 dimensions, the tie
