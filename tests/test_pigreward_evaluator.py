@@ -98,11 +98,11 @@ def test_runner_parses_valid_invalid_and_inconsistent_replies(tmp_path, scripted
     model = scripted[0]
     assert out.results["metrics"]["n"] == 15
     assert model.reasoner_prompts == 5 * 2  # 5 users x 2 references, once each (their targets span batches)
-    seen = set()
+    seen: list[int] = []
     for row in rows(out):
         pred = row["prediction"]
         k = next(k for k, text in REPLIES.items() if text == pred["raw_text"])
-        seen.add(k)
+        seen.append(k)
         extra = pred["extra"]
         if k == 3:
             assert pred["label"] == "INVALID" and extra["invalid_reason"] == "no JSON object in the reply"
@@ -117,7 +117,10 @@ def test_runner_parses_valid_invalid_and_inconsistent_replies(tmp_path, scripted
         expected = ["text outside the JSON object", "2 dimensions, at least 3 required",
                     "total_b=16 but the scores sum to 15"] if k == 2 else []
         assert extra["format_violations"] == expected
-    assert seen == {0, 1, 2, 3}  # every kind of reply occurred
+    assert set(seen) == {0, 1, 2, 3}  # every kind of reply occurred
+    assert out.results["answer_quality"] == {  # replies counted once each, however many violations they have
+        "unparseable": seen.count(3), "unparseable_reasons": {"no JSON object in the reply": seen.count(3)},
+        "format_violations": seen.count(2), "contradicts_totals": seen.count(1)}
     assert {p.parts[2].value for p in model.reward_prompts} == {
         f'The user now asked for: "{t}"' for t in _target_prompts(tmp_path)}
 
