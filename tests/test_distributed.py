@@ -183,6 +183,19 @@ def test_a_resumed_runs_new_failure_replaces_the_one_an_earlier_rank_stored(tmp_
     assert sorted(p.name for p in tmp_path.glob("k*")) == ["k.sqlite"]
 
 
+def test_a_stored_success_is_never_replaced_by_a_later_failure(tmp_path):
+    """The upsert rule of add and absorb: a failure is replaced by any new prediction, a success by none."""
+    with PredictionStore(tmp_path / "k.rank1.sqlite") as s:
+        s.add([Prediction("s0", Label.INVALID, error="server down"), Prediction("s1", Label.INVALID, error="late")])
+    with PredictionStore(tmp_path / "k.sqlite") as main:
+        main.add([Prediction("s0", Label.A), Prediction("s1", Label.B)])
+        main.add([Prediction("s0", Label.INVALID, error="server down"), Prediction("s2", Label.INVALID, error="x")])
+        main.add([Prediction("s2", Label.TIE)])
+        main.absorb(tmp_path / "k.rank1.sqlite")
+        assert {sid: (p["label"], p.get("error")) for sid, p in main.load().items()} == \
+               {"s0": ("A", None), "s1": ("B", None), "s2": ("TIE", None)}
+
+
 # the runner under torchrun -------------------------------------------------------------------------
 def launch(tmp: Path, ranks: int, *args: str) -> list[str]:
     """The CLI, with the toy plug-ins registered, under torchrun with ``ranks`` processes."""
