@@ -103,6 +103,9 @@ def test_rerunning_a_finished_run_with_a_few_failed_samples_is_not_aborted(tmp_p
     assert metrics_close(again.results["metrics"], first.results["metrics"])
     with pytest.raises(RunAborted, match=r"samples failed \(more than 10%\)"):  # a budget the run does exceed
         run(config(tmp_path, options=cfg.options, max_error_rate=0.1))
+    n = first.results["metrics"]["n"]
+    exact = run(config(tmp_path, options=cfg.options, max_error_rate=failed / n))  # a share equal to the budget is within it
+    assert exact.results["failures"]["count"] == failed
 
 
 def test_error_budget_stops_run_and_keeps_finished_work(tmp_path):
