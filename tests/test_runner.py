@@ -54,6 +54,8 @@ def test_rerun_reuses_store_and_gives_identical_metrics(tmp_path):
     first = run(config(tmp_path))
     second = run(config(tmp_path))
     assert second.computed == 0 and second.resumed == first.computed
+    assert (first.results["provenance"]["resumed_samples"], second.results["provenance"]["resumed_samples"]) == (0, 60)
+    assert first.results["provenance"]["world_size"] == second.results["provenance"]["world_size"] == 1
     assert metrics_close(first.results["metrics"], second.results["metrics"])
 
 
