@@ -432,11 +432,14 @@ def _check_output(evaluator: Evaluator, episodes: Sequence[Episode], preds: Sequ
 def _predict_swapped(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Prediction]:
     """Protocol section 3 position swap: ask (A, B) and (B, A), map the second back, combine.
 
-    The label follows :func:`~pigbench.protocol.combine_swapped`. The rest of the prediction
-    (text, dimensions, extra) is the first order's, or the second's mapped back when only that one
-    answered. With scores from both orders, ``score_a``/``score_b`` are their means (each order's
-    are in ``extra["swap"]``). ``extra["swap"]["other_invalid_reason"]`` keeps the parse failure of
-    the order not shown, so that the results' ``answer_quality`` counts every unparseable answer.
+    The label follows :func:`~pigbench.protocol.combine_swapped`, unless an order failed (an
+    ``error``: a server down): then the sample failed, INVALID with that error and no scores, and a
+    resumed run predicts it again (an answer that did not parse is no failure: the other order's
+    is used). The rest of the prediction (text, dimensions, extra) is the first order's, or the
+    second's mapped back when only that one answered. With scores from both orders,
+    ``score_a``/``score_b`` are their means (each order's are in ``extra["swap"]``).
+    ``extra["swap"]["other_invalid_reason"]`` keeps the parse failure of the order not shown, so
+    that the results' ``answer_quality`` counts every unparseable answer.
     """
     firsts = predict_isolated(evaluator, batch)
     seconds = predict_isolated(evaluator, [e.swapped() for e in batch])
@@ -461,7 +464,9 @@ def _predict_swapped(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Pre
             score_a, score_b = shown.score_a, shown.score_b
         if other.extra.get("invalid_reason"):
             swap["other_invalid_reason"] = other.extra["invalid_reason"]
-        error = None if label != Label.INVALID else (p1.error or p2.error)
+        error = p1.error or p2.error
+        if error:
+            label, score_a, score_b = Label.INVALID, None, None
         out.append(dataclasses.replace(shown, label=label, score_a=score_a, score_b=score_b, error=error,
                                        extra={**shown.extra, "swap": swap}))
     return out

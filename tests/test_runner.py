@@ -347,6 +347,35 @@ def test_swap_flags_only_decisive_disagreement_and_keeps_the_second_orders_error
     assert (failed.label, failed.error, failed.extra["invalid_reason"]) == (Label.INVALID, "HTTP 500", "no answer")
 
 
+def test_swap_with_an_order_that_failed_is_a_failed_sample():
+    """An order that raised (a server down) makes the sample failed, with its error, even when the other
+    order answered: it was stored as a final one-order answer, never predicted again, counted nowhere."""
+    from pigbench.evaluator import Evaluator
+    from pigbench.protocol import Episode, ImageRef, Label, Prediction, Target
+    from pigbench.runner import _predict_swapped
+
+    class FlakyJudge(Evaluator):
+        def predict(self, episodes):
+            out = []
+            for ep in episodes:
+                first = ep.target.image_a.id
+                if first.startswith("down"):
+                    raise ConnectionError("server down")
+                label = {"junk": Label.INVALID, "even": Label.TIE}.get(first, Label.A)
+                out.append(Prediction(ep.sample_id, label, extra={"invalid_reason": "no answer"} if first == "junk" else {}))
+            return out
+
+    def episode(a: str, b: str) -> Episode:
+        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
+
+    unanswered, tie, one_order = _predict_swapped(FlakyJudge(), [episode("junk", "down"), episode("even", "x"),
+                                                                 episode("ok", "down2")])
+    assert unanswered.label == Label.INVALID and unanswered.error == "ConnectionError: server down"
+    assert tie.label == Label.TIE and tie.error is None and not tie.extra["swap"]["inconsistent"]
+    assert (one_order.label, one_order.error) == (Label.INVALID, "ConnectionError: server down")
+    assert (one_order.score_a, one_order.score_b) == (None, None)
+
+
 def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     out = run(config(tmp_path))
     path = out.results_path
