@@ -376,6 +376,29 @@ def test_swap_with_an_order_that_failed_is_a_failed_sample():
     assert (one_order.score_a, one_order.score_b) == (None, None)
 
 
+def test_a_batch_that_raises_or_comes_back_out_of_order_is_predicted_one_episode_at_a_time():
+    """Only the episode that raises is INVALID; predictions returned in another order are not stored
+    under the wrong sample ids."""
+    from pigbench.evaluator import Evaluator
+    from pigbench.protocol import Episode, ImageRef, Label, Prediction, Target
+    from pigbench.runner import predict_isolated
+
+    class ReversingJudge(Evaluator):
+        def predict(self, episodes):
+            if any(ep.sample_id == "bad" for ep in episodes):
+                raise ValueError("cannot read bad")
+            return [Prediction(ep.sample_id, Label.A if ep.target.prompt == "a" else Label.B) for ep in reversed(episodes)]
+
+    def episode(sid: str, prompt: str) -> Episode:
+        return Episode("u", (), Target(sid, prompt, ImageRef("x", b"x"), ImageRef("y", b"y"), Label.A))
+
+    preds = predict_isolated(ReversingJudge(), [episode("s0", "a"), episode("bad", "a"), episode("s1", "b")])
+    assert [(p.sample_id, p.label, p.error) for p in preds] == \
+           [("s0", Label.A, None), ("bad", Label.INVALID, "ValueError: cannot read bad"), ("s1", Label.B, None)]
+    preds = predict_isolated(ReversingJudge(), [episode("s0", "a"), episode("s1", "b")])
+    assert [(p.sample_id, p.label) for p in preds] == [("s0", Label.A), ("s1", Label.B)]
+
+
 def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     out = run(config(tmp_path))
     path = out.results_path
