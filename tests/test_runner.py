@@ -417,6 +417,27 @@ def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     assert any("sha256" in p for p in validate_results(path))
 
 
+def test_rows_follow_the_split_and_validate_catches_a_repeated_id_or_a_wrong_target_count(tmp_path):
+    import hashlib
+
+    from pigbench.runner import load_split
+
+    out = run(config(tmp_path))
+    path, jsonl = out.results_path, out.results_path.with_name(out.results_path.stem + ".predictions.jsonl")
+    rows = predictions(jsonl)
+    assert [r["sample_id"] for r in rows] == [e.sample_id for e in load_split(config(tmp_path))[1].episodes]
+    original = json.loads(path.read_text())
+    rows[1] = {**rows[1], "sample_id": rows[0]["sample_id"]}  # same user, labels and count: only the id repeats
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+    jsonl.write_bytes(data)
+    path.write_text(json.dumps({**original, "predictions": {**original["predictions"],
+                                                            "sha256": hashlib.sha256(data).hexdigest()}}))
+    assert validate_results(path) == [f"{path}: duplicate sample ids in predictions"]
+    run(config(tmp_path))
+    path.write_text(json.dumps({**original, "split": {**original["split"], "targets": 61}}))
+    assert validate_results(path) == [f"{path}: predictions count 60 differs from the recorded count"]
+
+
 def test_unknown_option_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown option 'nope'.*options: .*sleep"):
         run(config(tmp_path, options={"nope": "1"}))
