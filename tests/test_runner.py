@@ -110,6 +110,31 @@ def test_rerunning_a_finished_run_with_a_few_failed_samples_is_not_aborted(tmp_p
     assert exact.results["failures"]["count"] == failed
 
 
+def test_unparseable_answers_are_invalid_but_not_failures(tmp_path):
+    """An answer that does not parse is a result (INVALID, counted in answer_quality), not a failed
+    sample: it neither spends the error budget nor is counted in failures."""
+    import time
+
+    from pigbench.evaluator import Evaluator
+    from pigbench.protocol import Label, Prediction
+    from pigbench.runner import _predict_all, build_evaluator, load_split, write_run_results
+    from pigbench.store import PredictionStore
+
+    class MumblingJudge(Evaluator):
+        def predict(self, episodes):
+            return [Prediction(e.sample_id, Label.INVALID, raw_text="hmm", extra={"invalid_reason": "no answer"})
+                    for e in episodes]
+
+    cfg = config(tmp_path, min_samples_for_error_rate=1, max_error_rate=0.0)
+    adapter, split = load_split(cfg)
+    with PredictionStore(tmp_path / "s.sqlite") as store:
+        _predict_all(MumblingJudge(), split.episodes, store, cfg, lambda m: None)  # not aborted
+        stored = store.load()
+    results, _ = write_run_results(cfg, build_evaluator(cfg), adapter, split, stored, 0, time.time())
+    assert results["failures"] == {"count": 0, "reasons": {}} and results["metrics"]["invalid_rate"] == 1.0
+    assert results["answer_quality"]["unparseable_reasons"] == {"no answer": 60}
+
+
 def test_error_budget_stops_run_and_keeps_finished_work(tmp_path):
     levels = json.dumps(list(range(0, 250, 2)))  # every image fails
     with pytest.raises(RunAborted, match="samples failed"):
