@@ -31,7 +31,8 @@ def site(results_tree, tmp_path_factory):
 
 
 class Tables(HTMLParser):
-    """Rows of every ``<table>`` as lists of cell texts, plus each row's attributes and first link."""
+    """Rows of every ``<table>`` as lists of cell texts, plus each row's attributes, its cells'
+    ``data-sort`` values (None where absent) and first link."""
 
     def __init__(self):
         super().__init__()
@@ -42,10 +43,11 @@ class Tables(HTMLParser):
         if tag == "table":
             self.tables.append({"class": attrs.get("class", ""), "rows": []})
         elif tag == "tr":
-            self._row = {"attrs": attrs, "cells": [], "href": None}
+            self._row = {"attrs": attrs, "cells": [], "sorts": [], "href": None}
             self.tables[-1]["rows"].append(self._row)
         elif tag in ("td", "th"):
             self._cell = []
+            self._row["sorts"].append(attrs.get("data-sort"))
         elif tag == "a" and self._row is not None and self._row["href"] is None:
             self._row["href"] = attrs.get("href")
 
@@ -88,10 +90,20 @@ def fmt(acc: dict, average: str = "micro") -> str:
     return f"{acc[average]:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
+BOARD_HEADER = ["Evaluator", "Type", "References", "acc w/ tie", "acc w/o tie", "decisive acc", "macro w/ tie",
+                "tie rate", "invalid rate", "K", "N", "Split"]
+
+
+def sortkey(value) -> str:
+    return "" if value is None else repr(value)
+
+
 def test_overview_tables_show_each_admitted_runs_metrics(site, results_tree):
+    """Each value under its own header, and each numeric cell sorting (data-sort) by the value it shows."""
     collection = collect(results_tree[0])
     boards = [t for t in tables_of(site / "index.html") if "board" in t["class"]]
     assert len(boards) == len(collection.datasets()) == 3
+    assert all(t["rows"][0]["cells"] == BOARD_HEADER for t in boards)
     by_page = {row["href"]: row for t in boards for row in t["rows"][1:]}
     assert len(by_page) == len(collection.entries) == 10
     data = json.loads((site / "data" / "leaderboard.json").read_text())
@@ -103,6 +115,11 @@ def test_overview_tables_show_each_admitted_runs_metrics(site, results_tree):
         assert cells[5] == fmt(m["decisive_acc"]) and cells[6] == fmt(m["acc_w_tie"], "macro")
         assert cells[7] == f"{100 * m['predicted_tie_rate']:.1f}%" and cells[8] == f"{100 * m['invalid_rate']:.1f}%"
         assert cells[10] == str(m["n"]) and cells[11] == entry.results["split"]["fingerprint"]
+        assert cells[9] == str(entry.results["split"]["reference_size"])
+        sorts = by_page[run["page"]]["sorts"]
+        assert sorts[3:11] == [sortkey(m[a]["micro"]) for a in ("acc_w_tie", "acc_wo_tie", "decisive_acc")] + [
+            sortkey(m["acc_w_tie"]["macro"]), sortkey(m["predicted_tie_rate"]), sortkey(m["invalid_rate"]),
+            sortkey(entry.results["split"]["reference_size"]), str(m["n"])]
         assert by_page[run["page"]]["attrs"]["data-refs"] == ("with" if entry.uses_references else "free")
 
 
