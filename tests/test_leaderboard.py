@@ -415,6 +415,21 @@ def test_runs_on_another_split_are_listed_after_the_main_split_and_never_marked_
     assert first_accuracy == {"beta": "num best", "alpha": "num"}  # beta's acc w/ tie is the higher (row order)
 
 
+def test_best_marks_go_to_every_accuracys_top_displayed_value_on_the_main_split():
+    """70.04 and 69.96 both print 70.0, so both are best; each accuracy is ranked on its own; a
+    missing value and a run on another split are never marked."""
+    from pigbench.leaderboard import _best
+
+    def row(w, wo, d, other_split=False):
+        return {"other_split": other_split, "metrics": {"acc_w_tie": {"micro": w}, "acc_wo_tie": {"micro": wo},
+                                                        "decisive_acc": {"micro": d}}}
+
+    rows = [row(70.04, 60.0, None), row(69.96, 61.0, 50.0), row(69.0, 61.04, 49.96), row(99.0, 99.0, 99.0, True)]
+    _best(rows)
+    assert [r["best"] for r in rows] == [{"acc_w_tie"}, {"acc_w_tie", "acc_wo_tie", "decisive_acc"},
+                                         {"acc_wo_tie", "decisive_acc"}, set()]
+
+
 def test_per_user_distribution_shows_the_quartiles_and_histogram_of_acc_w_tie(tmp_path):
     """Users right on 0, 1, 2, 3, 4 of their 4 targets (gold A, predicted A or B): acc w/ tie 0, 25,
     50, 75, 100 and acc w/o tie the same; a predicted TIE on a fifth target of every user gives
