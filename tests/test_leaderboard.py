@@ -148,8 +148,10 @@ def test_evaluator_page_shows_config_provenance_distribution_and_samples(site, r
     page = site / run["page"]
     html = page.read_text()
     facts = {r["cells"][0]: r["cells"][1:] for t in tables_of(page) for r in t["rows"]}
-    assert facts["acc w/ tie"][:2] == [f"{results['metrics']['acc_w_tie']['micro']:.1f}",
-                                      "[{:.1f}, {:.1f}]".format(*results["metrics"]["acc_w_tie"]["micro_ci95"])]
+    for name, shown in (("acc_w_tie", "acc w/ tie"), ("acc_wo_tie", "acc w/o tie"), ("decisive_acc", "decisive acc")):
+        acc = results["metrics"][name]
+        assert facts[shown] == [f"{acc['micro']:.1f}", "[{:.1f}, {:.1f}]".format(*acc["micro_ci95"]),
+                                f"{acc['macro']:.1f}", "[{:.1f}, {:.1f}]".format(*acc["macro_ci95"])]
     assert facts["predicted tie rate"] == [f"{100 * results['metrics']['predicted_tie_rate']:.1f}%"]
     assert facts["invalid rate"] == [f"{100 * results['metrics']['invalid_rate']:.1f}%"]
     assert facts["fingerprint"] == [results["split"]["fingerprint"]]
@@ -157,7 +159,9 @@ def test_evaluator_page_shows_config_provenance_distribution_and_samples(site, r
     assert facts["created_at"] == [results["provenance"]["created_at"]]
     assert html.count("<rect ") == 10 and f"over {results['metrics']['users']} users" in html  # histogram
     per_user = next(t for t in tables_of(page) if "sortable" in t["class"])
-    assert len(per_user["rows"]) - 1 == len(results["metrics"]["per_user"])
+    assert [r["cells"] for r in per_user["rows"][1:]] == [
+        [u["user_id"], str(u["n"]), *(f"{u[a]:.1f}" for a in ("acc_w_tie", "acc_wo_tie", "decisive_acc"))]
+        for u in results["metrics"]["per_user"]]
     assert "A fits the user&#39;s liking for warm tones (case 0)." in html
     assert html.count('class="dimension-name"') == 3 * 20
 
@@ -165,9 +169,11 @@ def test_evaluator_page_shows_config_provenance_distribution_and_samples(site, r
 def test_sample_predictions_prefer_rationales_and_rotate_users():
     rows = [{"sample_id": f"s{i}", "user_id": f"u{i % 3}", "gold": "A",
              "prediction": {"label": "A", **({"rationale": "why"} if i >= 6 else {})}} for i in range(12)]
+    rows[1]["prediction"] = {"label": "INVALID", "error": "timeout"}
     picked = sample_predictions(rows, limit=5)
     assert [s["sample_id"] for s in picked] == ["s6", "s7", "s8", "s9", "s10"]
     assert [s["credit"] for s in picked] == [1.0] * 5
+    assert [s["sample_id"] for s in sample_predictions(rows, limit=8)][6:] == ["s1", "s0"]  # errors, then the rest
 
 
 def test_dataset_and_methodology_pages(site):
@@ -449,5 +455,8 @@ def test_per_user_distribution_shows_the_quartiles_and_histogram_of_acc_w_tie(tm
     build_site(tmp_path / "results", tmp_path / "site")
     html = next((tmp_path / "site" / "evaluators").glob("*.html")).read_text()
     assert "Per-user acc w/ tie: min 10.0, quartiles 30.0 /\n  50.0 / 70.0, max 90.0." in html
-    counts = [int(c) for c in re.findall(r"<title>\d+-\d+%: (\d+) users</title>", html)]
-    assert counts == [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]  # 10-20, 30-40, 50-60, 70-80, 90-100
+    bars = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="[\d.]+" height="([\d.]+)"[^>]*><title>(\d+-\d+)%: '
+                      r"(\d+) users</title>", html)
+    # bar i spans [10i, 10i + 10) at x = 44 + 46.4 i + 1; one user is the peak, 178 px tall
+    assert bars == [(f"{round(45 + 46.4 * i, 1)}", "178.0" if i % 2 else "0.0", f"{10 * i}-{10 * i + 10}",
+                     str(i % 2)) for i in range(10)]  # 10-20, 30-40, 50-60, 70-80, 90-100
