@@ -101,3 +101,26 @@ def test_dataset_and_methodology_pages_open_from_disk(site, page):
     assert page.locator("h1").inner_text() == "demo"
     assert page.locator("table.splits tbody tr").count() == 1
     assert page.dialogs == [] and page.errors == []
+
+
+def test_numeric_columns_sort_as_numbers_with_values_that_are_not_numbers_last(tmp_path, page):
+    """acc w/ tie 100.0 sorts above 93.3, 78.3 and 63.3 (as text "100.0" would sort below them), and a K
+    that is not a number (reference size "all") stays last whichever way K is sorted."""
+    from synthetic_results import make_results
+
+    results = tmp_path / "results"
+    for name, accuracy in (("perfect", 1.0), ("good", 0.9), ("coin", 0.5)):
+        make_results(results, name, accuracy=accuracy)
+    make_results(results, "everything", reference_size="all", accuracy=0.7)
+    build_site(results, tmp_path / "site")
+    page.goto((tmp_path / "site" / "index.html").as_uri())
+    table = page.locator("table.board")
+
+    table.get_by_role("button", name="acc w/ tie", exact=True).click()  # starts high-to-low: now low-to-high
+    assert [number(t) for t in column(table, 3)] == [63.3, 78.3, 93.3, 100.0]
+    header = table.get_by_role("button", name="K", exact=True)
+    header.click()
+    assert column(table, 9) == ["4", "4", "4", "all"]
+    header.click()
+    assert column(table, 9) == ["4", "4", "4", "all"]
+    assert page.errors == []
