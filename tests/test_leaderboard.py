@@ -181,6 +181,12 @@ def test_dataset_and_methodology_pages(site):
     assert "synthetic dataset synth" in ds and "CC0-1.0" in ds and "fp-synth-4-0" in ds
     demo = (site / "datasets" / "demo.html").read_text()
     assert "PartiPrompts" in demo  # the demo adapter's license line, carried by its results
+    # the toy sweep's K = 1, 2, 3 runs are three splits, each listed with its K and its run
+    runs = json.loads((site / "data" / "leaderboard.json").read_text())["runs"]
+    (splits,) = [t for t in tables_of(site / "datasets" / "toy.html") if "splits" in t["class"]]
+    assert sorted((r["cells"][0], r["cells"][2], r["cells"][7]) for r in splits["rows"][1:]) == sorted(
+        (r["fingerprint"], str(r["reference_size"]), r["label"]) for r in runs if r["dataset"] == "toy")
+    assert len(splits["rows"]) - 1 == 3
     method = (site / "methodology.html").read_text()
     for term in ("acc w/ tie", "acc w/o tie", "decisive acc", "cluster bootstrap", "INVALID", "pigbench validate"):
         assert term in method
@@ -434,6 +440,20 @@ def test_best_marks_go_to_every_accuracys_top_displayed_value_on_the_main_split(
     _best(rows)
     assert [r["best"] for r in rows] == [{"acc_w_tie"}, {"acc_w_tie", "acc_wo_tie", "decisive_acc"},
                                          {"acc_wo_tie", "decisive_acc"}, set()]
+
+
+def test_the_main_split_is_the_one_a_run_without_variant_uses_even_when_more_runs_use_another(tmp_path):
+    from synthetic_results import make_results
+
+    results = tmp_path / "results"
+    make_results(results, "alpha", accuracy=0.6)
+    make_results(results, "beta", variant="seed1", seed=1, accuracy=0.7)
+    make_results(results, "gamma", variant="seed1", seed=1, accuracy=0.8)
+    build_site(results, tmp_path / "site")
+    (table,) = [t for t in tables_of(tmp_path / "site" / "index.html") if "board" in t["class"]]
+    assert [(r["cells"][0].split()[0], "other split" in r["cells"][0]) for r in table["rows"][1:]] == [
+        ("alpha", False), ("gamma", True), ("beta", True)]
+    assert "fingerprint <code>fp-synth-4-0</code>" in (tmp_path / "site" / "index.html").read_text()
 
 
 def test_per_user_distribution_shows_the_quartiles_and_histogram_of_acc_w_tie(tmp_path):
