@@ -104,23 +104,54 @@ def test_dataset_and_methodology_pages_open_from_disk(site, page):
 
 
 def test_numeric_columns_sort_as_numbers_with_values_that_are_not_numbers_last(tmp_path, page):
-    """acc w/ tie 100.0 sorts above 93.3, 78.3 and 63.3 (as text "100.0" would sort below them), and a K
-    that is not a number (reference size "all") stays last whichever way K is sorted."""
+    """acc w/ tie 100.0 sorts above two-digit values (as text "100.0" would sort below them), and
+    the decisive acc of a run that always answers TIE (n/a) stays last whichever way it is sorted."""
+    from pigbench.metrics import compute_metrics
+    from pigbench.results import judged_from_rows, load_results, write_results
     from synthetic_results import make_results
 
     results = tmp_path / "results"
     for name, accuracy in (("perfect", 1.0), ("good", 0.9), ("coin", 0.5)):
         make_results(results, name, accuracy=accuracy)
-    make_results(results, "everything", reference_size="all", accuracy=0.7)
+    path = make_results(results, "undecided")
+    data, rows = load_results(path)
+    for row in rows:
+        row["prediction"].update(label="TIE", score_a=0.5, score_b=0.5)
+    data["metrics"] = compute_metrics(judged_from_rows(rows), n_bootstrap=50, seed=0)
+    write_results(path, data, rows)
     build_site(results, tmp_path / "site")
     page.goto((tmp_path / "site" / "index.html").as_uri())
     table = page.locator("table.board")
 
     table.get_by_role("button", name="acc w/ tie", exact=True).click()  # starts high-to-low: now low-to-high
-    assert [number(t) for t in column(table, 3)] == [63.3, 78.3, 93.3, 100.0]
-    header = table.get_by_role("button", name="K", exact=True)
+    assert [number(t) for t in column(table, 3)] == [55.8, 63.3, 93.3, 100.0]
+    header = table.get_by_role("button", name="decisive acc", exact=True)
     header.click()
-    assert column(table, 9) == ["4", "4", "4", "all"]
+    assert column(table, 5)[-1] == "n/a" and column(table, 5)[0].startswith("100.0 ")
     header.click()
-    assert column(table, 9) == ["4", "4", "4", "all"]
+    assert column(table, 5)[-1] == "n/a" and column(table, 5)[2].startswith("100.0 ")
     assert page.errors == []
+
+
+def test_runs_on_another_split_stay_after_the_main_split_whichever_column_is_sorted(tmp_path, page):
+    from synthetic_results import make_results
+
+    results = tmp_path / "results"
+    make_results(results, "beta", accuracy=0.6)
+    make_results(results, "gamma", accuracy=0.7)
+    make_results(results, "alpha", variant="seed1", seed=1, accuracy=0.95)  # better, but on another split
+    build_site(results, tmp_path / "site")
+    page.goto((tmp_path / "site" / "index.html").as_uri())
+    table = page.locator("table.board")
+
+    def names():
+        return [text.split()[0] for text in column(table, 0)]
+
+    assert names() == ["gamma", "beta", "alpha"]
+    header = table.get_by_role("button", name="acc w/ tie", exact=True)
+    header.click()
+    assert names() == ["beta", "gamma", "alpha"]
+    header.click()
+    assert names() == ["gamma", "beta", "alpha"]
+    table.get_by_role("button", name="Evaluator", exact=True).click()
+    assert names() == ["beta", "gamma", "alpha"] and page.errors == []

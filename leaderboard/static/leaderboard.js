@@ -1,6 +1,7 @@
 // pigbench leaderboard: sortable tables and the evaluator-type filter. No network access, no
 // dependencies; works from file://. Cells sort by their data-sort attribute (else their text);
-// empty or non-numeric values in a numeric column always sort last.
+// empty or non-numeric values in a numeric column always sort last, and so do the rows of runs on
+// another split (data-other-split), which are never ranked with the main split's runs.
 (function () {
   "use strict";
 
@@ -18,6 +19,8 @@
     var body = table.tBodies[0];
     var rows = Array.prototype.slice.call(body.rows);
     rows.sort(function (a, b) {
+      var apart = a.hasAttribute("data-other-split") - b.hasAttribute("data-other-split");
+      if (apart !== 0) { return apart; }
       var x = key(a, index, numeric), y = key(b, index, numeric);
       if (x === y) { return 0; }
       if (x === null) { return 1; }
