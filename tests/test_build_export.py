@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from build_fixtures import ColorPipeline, workspace_with_sets
+from build_fixtures import ColorPipeline, workspace_with_sets, wsgi_call
 from pigbench.adapters.pigbench_format import PIGBenchFormat
 from pigbench.build.agreement import kendall_tau_b, kendalls_w, pairwise_disagreement, set_agreement
+from pigbench.build.annotate.app import make_annotate_app
 from pigbench.build.annotate.store import AnnotationStore
 from pigbench.build.export import export_dataset
 from pigbench.build.render import RenderSettings, pending_jobs, render_jobs
@@ -192,3 +193,34 @@ def test_export_refuses_a_kept_ranked_set_whose_image_file_is_missing(tmp_path, 
     assert cli(work) == 0
     exported = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
     assert len(exported) == len(store.all_rankings()) and s.set_id in {r["instance_id"] for r in exported}
+
+
+def test_ranks_given_on_screen_reach_the_images_they_were_given_to(tmp_path):
+    """Two annotators rank the four images they are shown, slot by slot, by a taste on image content; loaded back
+    through the adapter, every exported image has the rank its content got on screen. Serving screen slot k the
+    image of variant k instead of variant display_order[k] (every rank attached to another image) passed."""
+    ws = workspace_with_sets(tmp_path / "ws", 4)
+    store = AnnotationStore(ws.annotate_db)
+    store.initialize(3, 3, seed=0, open_signup=True)
+    store.add_sets(kept_sets(ws))
+    app = make_annotate_app(store, ws.root)
+    given = {}  # (user, set id, image sha256) -> rank given on screen
+    for user, worst_first in (("ann", False), ("bob", True)):
+        cookie = f"pb_session={store.sign_in(user)}"
+        for a in store.assignments(user):
+            shown = [hashlib.sha256(wsgi_call(app, "GET", f"/img/{a.set_id}/{slot}", cookie=cookie)[2]).hexdigest()
+                     for slot in range(4)]
+            taste = sorted(shown, reverse=worst_first)
+            screen = [1 + taste.index(h) for h in shown]
+            body = json.dumps({"set_id": a.set_id, "ranks": screen}).encode()
+            assert wsgi_call(app, "POST", "/api/rankings", body, cookie=cookie)[0] == 200
+            given.update({(user, a.set_id, h): r for h, r in zip(shown, screen)})
+    out = tmp_path / "dataset"
+    export_dataset(ws, out)
+    adapter = PIGBenchFormat(str(out))
+    records = list(adapter.records())
+    assert not adapter.skipped and len(records) == 6
+    assert sorted((r.user_id, r.record_id) for r in records) == sorted({(u, s) for u, s, _ in given})
+    for r in records:
+        hashes = [hashlib.sha256((out / ref.id).read_bytes()).hexdigest() for ref in r.images]
+        assert len(set(hashes)) == 4 and r.ranks == tuple(given[(r.user_id, r.record_id, h)] for h in hashes)
