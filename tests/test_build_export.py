@@ -224,3 +224,42 @@ def test_ranks_given_on_screen_reach_the_images_they_were_given_to(tmp_path):
     for r in records:
         hashes = [hashlib.sha256((out / ref.id).read_bytes()).hexdigest() for ref in r.images]
         assert len(set(hashes)) == 4 and r.ranks == tuple(given[(r.user_id, r.record_id, h)] for h in hashes)
+
+
+def read_jsonl_file(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_export_side_files_and_datasheet_figures_are_exact(tmp_path):
+    """generation.jsonl, annotation_log.jsonl, annotators per instance and the same-best-image share were checked
+    by count or not at all: a prompt or render record of another index in generation.jsonl, ranks by variant
+    written as the screen ranks in the log, and a wrong annotator count or top choice in the datasheet passed."""
+    ws, store = annotated_workspace(tmp_path / "ws", USERS)
+    out = tmp_path / "dataset"
+    sheet = export_dataset(ws, out)
+    instances = {i["instance_id"]: i for i in read_jsonl_file(out / "instances.jsonl")}
+    generation = read_jsonl_file(out / "generation.jsonl")
+    assert [(g["instance_id"], g["index"]) for g in generation] == [(iid, i) for iid in instances for i in range(4)]
+    for g in generation:
+        inst, i = instances[g["instance_id"]], g["index"]
+        assert (g["prompt"], g["image"], g["seed"]) == (inst["prompts"][i], inst["images"][i], inst["seeds"][i])
+        assert g["sha256"] == hashlib.sha256((out / g["image"]).read_bytes()).hexdigest()
+
+    rankings, log = read_jsonl_file(out / "rankings.jsonl"), read_jsonl_file(out / "annotation_log.jsonl")
+    assert [(e["user_id"], e["instance_id"]) for e in log] == [(r["user_id"], r["instance_id"]) for r in rankings]
+    scripted = {(user, a.set_id): screen for user, screens in USERS.items()
+                for a, screen in zip(store.assignments(user), screens)}
+    for e, r in zip(log, rankings):
+        assert e["screen_ranks"] == scripted[(e["user_id"], e["instance_id"])]
+        assert [r["ranks"][variant] for variant in e["display_order"]] == e["screen_ranks"]
+
+    by_instance = {iid: [r["ranks"] for r in rankings if r["instance_id"] == iid] for iid in instances}
+    per_instance = sorted(len(v) for v in by_instance.values())
+    summary = sheet["counts"]["annotators_per_instance"]
+    assert (summary["n"], summary["min"], summary["max"]) == (len(instances), per_instance[0], per_instance[-1])
+    assert summary["mean"] == pytest.approx(sum(per_instance) / len(per_instance))
+    pairs = [(a, b) for v in by_instance.values() for j, a in enumerate(v) for b in v[j + 1:]]
+    same_top = [{k for k, x in enumerate(a) if x == 1} == {k for k, x in enumerate(b) if x == 1} for a, b in pairs]
+    assert sheet["divergence"]["user_pairs_on_shared_instances"] == len(pairs) > 0
+    assert sheet["divergence"]["same_top_choice"] == pytest.approx(sum(same_top) / len(pairs))
+    assert 0 < sheet["divergence"]["same_top_choice"] < 1
