@@ -13,7 +13,7 @@ from pigbench.build.annotate.app import make_annotate_app
 from pigbench.build.annotate.store import AnnotationStore
 from pigbench.build.export import export_dataset
 from pigbench.build.render import RenderSettings, pending_jobs, render_jobs
-from pigbench.build.sets import kept_sets
+from pigbench.build.sets import kept_sets, record_decision
 from pigbench.cli import main as cli
 from pigbench.runner import RunConfig, run
 
@@ -263,3 +263,23 @@ def test_export_side_files_and_datasheet_figures_are_exact(tmp_path):
     assert sheet["divergence"]["user_pairs_on_shared_instances"] == len(pairs) > 0
     assert sheet["divergence"]["same_top_choice"] == pytest.approx(sum(same_top) / len(pairs))
     assert 0 < sheet["divergence"]["same_top_choice"] < 1
+
+
+def test_a_set_dropped_after_it_was_ranked_leaves_with_its_rankings(tmp_path):
+    """A curator may drop a set after annotators ranked it; its rankings must not be exported (the adapter would
+    skip them as rankings of an unknown instance) nor counted. Keeping them passed every test."""
+    ws, store = annotated_workspace(tmp_path / "ws", USERS)
+    dropped = store.all_rankings()[0]["set_id"]
+    record_decision(ws, dropped, "drop", "a watermark in image 2")
+    out = tmp_path / "dataset"
+    sheet = export_dataset(ws, out)
+    expected = [(r["annotator_id"], r["set_id"], r["ranks"]) for r in store.all_rankings() if r["set_id"] != dropped]
+    assert len(expected) < len(store.all_rankings())
+    assert [(r["user_id"], r["instance_id"], r["ranks"]) for r in read_jsonl_file(out / "rankings.jsonl")] == expected
+    assert [(e["user_id"], e["instance_id"]) for e in read_jsonl_file(out / "annotation_log.jsonl")] == [
+        (u, s) for u, s, _ in expected]
+    assert sheet["counts"]["rankings"] == len(expected)
+    adapter = PIGBenchFormat(str(out))
+    records = list(adapter.records())
+    assert not adapter.skipped
+    assert sorted((r.user_id, r.record_id, list(r.ranks)) for r in records) == sorted(expected)
