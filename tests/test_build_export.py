@@ -283,3 +283,27 @@ def test_a_set_dropped_after_it_was_ranked_leaves_with_its_rankings(tmp_path):
     records = list(adapter.records())
     assert not adapter.skipped
     assert sorted((r.user_id, r.record_id, list(r.ranks)) for r in records) == sorted(expected)
+
+
+def test_exporting_again_after_a_set_is_rendered_again_replaces_its_images(tmp_path):
+    """Export copies only changed images; an image kept because its file merely existed (not because it matched
+    the render record) left the first render under the new prompt. That passed: no test exported twice around a
+    render."""
+    ws = workspace_with_sets(tmp_path / "ws", 2)
+    AnnotationStore(ws.annotate_db).initialize(1, 1, 0, False)
+    out = tmp_path / "out"
+    work = ["build", "--workdir", str(ws.root), "export", "--out", str(out), "--include-unranked"]
+    assert cli(work) == 0
+    ws.variants.write_text(ws.variants.read_text(encoding="utf-8").replace("scene 2", "at night"), encoding="utf-8")
+    settings = RenderSettings(model="test/color-pipeline", steps=1, width=64, height=64, dtype="float32")
+    list(render_jobs(ColorPipeline(), pending_jobs(ws, settings), settings, ws))
+    assert cli(work) == 0
+    sets = {s.set_id: s for s in kept_sets(ws)}
+    instances = read_jsonl_file(out / "instances.jsonl")
+    assert sorted(i["instance_id"] for i in instances) == sorted(sets)
+    for inst in instances:
+        s = sets[inst["instance_id"]]
+        assert inst["prompts"] == list(s.prompts) and "at night" in inst["prompts"][2]
+        assert [(out / p).read_bytes() for p in inst["images"]] == [(ws.root / p).read_bytes() for p in s.images]
+    adapter = PIGBenchFormat(str(out))
+    assert list(adapter.records()) == [] and not adapter.skipped
