@@ -117,6 +117,39 @@ def test_retries_run_out(server):
     assert "gave up after 3 attempts" in gen.error and server.hits == 3
 
 
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_redirect_is_not_followed_and_the_key_stays_with_the_base_url(server, monkeypatch, status):
+    """urllib turns a redirected POST into a GET carrying every header: the key would go to the other host."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            seen.append(dict(self.headers))
+            self.send_response(405)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    location = f"http://localhost:{other.server_address[1]}/v1/chat/completions"
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server.script = [Reply(status=status, headers={"Location": location})]
+    try:
+        (gen,) = backend(server).generate([Prompt((text("hi"),))], GenerationParams())
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert seen == [] and server.hits == 1
+    assert gen.text is None and gen.error == (f"HTTP {status} from {server.url}/chat/completions: "
+                                              f"redirected to {location}, not followed (pass that URL instead)")
+
+
 def test_timeout_then_success_and_timeout_for_good(server):
     server.script = [Reply(delay_s=0.6)]
     (gen,) = backend(server, timeout_s=0.2).generate([Prompt((text("x"),))], GenerationParams())

@@ -10,7 +10,9 @@
   answer must have arrived ``timeout_s`` after the attempt began, however slowly its bytes come (only
   a server trickling its status line and headers gets ``timeout_s`` per read). HTTP 429, 5xx, timeouts
   and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
-  header is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once.
+  header is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
+  does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
+  to wherever it points).
 * ``base_urls`` is a list (or a comma-separated string, or a JSON list): a
   :class:`~pigbench.judging.server_pool.ServerPool` sends each attempt to the server with the fewest
   requests in flight; a server that fails is down for a cool-off, and its requests are retried on
@@ -71,6 +73,13 @@ class RetryPolicy:
         return min(self.max_backoff_s, max(d, retry_after or 0.0))
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: the 3xx answer is an :class:`urllib.error.HTTPError`."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class RequestFailed(RuntimeError):
     """A request failed for good (non-retryable status, or retries exhausted)."""
 
@@ -124,8 +133,8 @@ class OpenAIBackend(Backend):
         self.requests_sent = 0  # HTTP requests actually made (retries included)
         self._count_lock = threading.Lock()
         self._rng = random.Random()
-        self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self._default = urllib.request.build_opener()
+        self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+        self._default = urllib.request.build_opener(_NoRedirect)
 
     # requests ----------------------------------------------------------------------------------
     def request_body(self, prompt: Prompt, params: GenerationParams) -> dict[str, Any]:
@@ -205,6 +214,8 @@ class OpenAIBackend(Backend):
                 raw = _read_by(resp, deadline)
         except urllib.error.HTTPError as exc:
             detail = _error_detail(exc, deadline)
+            if 300 <= exc.code < 400:
+                detail = f"redirected to {_public(str(exc.headers.get('Location')))}, not followed (pass that URL instead)"
             message = f"HTTP {exc.code} from {where}: {detail}"
             if exc.code == 429 or exc.code >= 500:
                 raise _Retryable(message, _retry_after(exc.headers)) from None
