@@ -376,3 +376,22 @@ def test_server_address_and_concurrency_keep_the_run_in_its_results_file(server,
     assert sorted(p.name for p in (tmp_path / "results" / "toy").glob("*.json")) == ["openai-judge__limit4.json"]
     other = run(RunConfig(**base, options={"temperature": "0.5"}))  # a field of the hash: another run, another file
     assert other.computed == 4 and other.results_path.name.startswith("openai-judge__cfg")
+
+
+def test_the_body_carries_each_image_in_place_the_system_line_and_every_decoding_parameter(server):
+    """Images swapped or reordered would flip A and B; a dropped system line, seed or min_tokens
+    changes what the server generates."""
+    import base64
+
+    imgs = [png(f"i{k}", (40 * k, 0, 255 - 40 * k)) for k in range(4)]
+    prompt = Prompt((text("Preferred:"), image(imgs[0]), text("Rejected:"), image(imgs[1]),
+                     text("Image A:"), image(imgs[2]), text("Image B:"), image(imgs[3])), system="Be a judge.")
+    params = GenerationParams(max_new_tokens=64, min_new_tokens=8, temperature=0.7, seed=11)
+    body = backend(server).request_body(prompt, params)
+    system, user = body["messages"]
+    assert system == {"role": "system", "content": "Be a judge."} and user["role"] == "user"
+    sent = [base64.b64decode(c["image_url"]["url"].split(",", 1)[1]) for c in user["content"]
+            if c["type"] == "image_url"]
+    assert sent == [ref.read_bytes() for ref in imgs]
+    assert [c["type"] for c in user["content"]] == ["text", "image_url"] * 4
+    assert (body["max_tokens"], body["min_tokens"], body["temperature"], body["seed"]) == (64, 8, 0.7, 11)
