@@ -395,3 +395,21 @@ def test_the_body_carries_each_image_in_place_the_system_line_and_every_decoding
     assert sent == [ref.read_bytes() for ref in imgs]
     assert [c["type"] for c in user["content"]] == ["text", "image_url"] * 4
     assert (body["max_tokens"], body["min_tokens"], body["temperature"], body["seed"]) == (64, 8, 0.7, 11)
+
+
+def test_retry_after_sets_the_wait_before_the_retry(server):
+    """A rate-limited server's Retry-After (seconds) is waited out, not the far shorter backoff."""
+    server.script = [Reply(status=429, headers={"Retry-After": "0.4"})]
+    b = backend(server, retry=RetryPolicy(max_retries=1, backoff_s=0.01, max_backoff_s=5))
+    start = time.monotonic()
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert 0.4 <= time.monotonic() - start < 1.5
+    assert gen.text == "<answer>B</answer>" and server.hits == 2
+
+
+def test_a_broken_json_answer_is_retried_and_content_parts_are_joined(server):
+    server.script = [Reply(raw='{"choices": [{"mess'),
+                     Reply(raw=json.dumps({"choices": [{"message": {"content": [
+                         {"type": "text", "text": "I pick "}, {"type": "text", "text": "<answer>A</answer>"}]}}]}))]
+    (gen,) = backend(server).generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.error is None and gen.text == "I pick <answer>A</answer>" and server.hits == 2
