@@ -69,6 +69,7 @@ def test_success_sends_interleaved_parts_and_parses(server, tmp_path, monkeypatc
     assert content[kinds.index("Image A:") + 1]["image_url"]["url"].startswith("data:image/png;base64,")
     assert body["temperature"] == 0 and body["max_tokens"] == 16
     assert server.headers[0]["Authorization"] == f"Bearer {KEY}"
+    assert all(KEY not in json.dumps(body) for body in server.requests)  # only ever in the header
 
 
 def test_text_parts_read_as_lines_when_a_template_joins_them(server):
@@ -190,6 +191,18 @@ def test_a_dead_server_fails_over_to_the_next(server):
     gens = b.generate([Prompt((text(str(i)),)) for i in range(4)], GenerationParams())
     assert all(g.text == "<answer>B</answer>" for g in gens)
     assert server.hits == 4 and b.requests_sent == 5  # prompt 0 tried the dead URL, then it was down
+
+
+def test_a_retry_that_another_server_can_take_does_not_wait_for_the_backoff(server):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    b = OpenAIBackend([dead, server.url], "m", retry=RetryPolicy(max_retries=2, backoff_s=2, max_backoff_s=2))
+    start = time.monotonic()
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.text == "<answer>B</answer>" and b.requests_sent == 2 and time.monotonic() - start < 0.9
 
 
 def test_concurrency_is_bounded(server):
