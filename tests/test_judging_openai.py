@@ -173,6 +173,25 @@ def test_timeout_is_a_deadline_for_a_body_that_trickles_in(server):
     assert gen.text is None and "within 0.5 s" in gen.error and "gave up after 2 attempts" in gen.error
 
 
+def test_a_tls_connection_cut_while_the_body_arrives_is_retried(server, monkeypatch):
+    """An ssl.SSLError (an OSError, not a ConnectionError) from a proxy that drops TLS mid-body."""
+    import ssl
+
+    from pigbench.judging import openai_backend
+
+    real, calls = openai_backend._read_by, []
+
+    def cut_once(resp, deadline):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+        return real(resp, deadline)
+
+    monkeypatch.setattr(openai_backend, "_read_by", cut_once)
+    (gen,) = backend(server).generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.text == "<answer>B</answer>" and server.hits == 2
+
+
 def test_a_backend_that_could_never_answer_is_refused(server):
     for timeout_s in (0, -1, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="timeout_s must be > 0"):

@@ -226,7 +226,7 @@ class OpenAIBackend(Backend):
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                 raise _Retryable(f"no answer from {where} within {self.timeout_s:g} s") from None
             raise _Retryable(f"cannot reach {where}: {exc.reason}") from None
-        except (ConnectionError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException) as exc:  # a reset, a TLS error, a host gone mid-answer
             raise _Retryable(f"connection to {where} failed: {type(exc).__name__}: {exc}") from None
         try:
             return json.loads(raw)
