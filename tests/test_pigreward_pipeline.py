@@ -1,0 +1,88 @@
+"""PIGReward's pipeline on a recording backend: which references reach the reasoner and in what
+order, which user context each target's reward prompt gets, and what lands in the predictions."""
+
+from __future__ import annotations
+
+import json
+
+from pigbench.judging.backend import Backend, Generation
+from pigbench.pigreward.config import PIGRewardConfig
+from pigbench.pigreward.context_cache import UserContextCache, context_key
+from pigbench.pigreward.pipeline import PIGRewardPipeline
+from pigbench.pigreward.prompts import REASONER_INSTRUCTION
+from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
+
+REPLY = json.dumps({"dimensions": [{"name": f"d{k}", "definition": "", "score_a": 6, "score_b": 2, "justification": f"j{k}"}
+                                   for k in range(3)], "total_a": 18, "total_b": 6, "answer": "A"})
+
+
+def img(name: str) -> ImageRef:
+    return ImageRef(name, b"", known_hash=f"hash-{name}")
+
+
+def pair(prompt: str, preferred: str, rejected: str) -> ReferencePair:
+    return ReferencePair(prompt, img(preferred), img(rejected))
+
+
+def episode(user: str, refs: tuple[ReferencePair, ...], sample: str) -> Episode:
+    return Episode(user, refs, Target(sample, f"target {sample}", img(f"{sample}-a"), img(f"{sample}-b"), Label.A))
+
+
+class Recorder(Backend):
+    """Reasoner replies name the images in the order shown ("a1>b1"; blank for prompt "blank");
+    reward replies are :data:`REPLY`. Records every call's prompts, params and share keys."""
+
+    shares_prefixes = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list, object, object]] = []
+
+    def generate(self, prompts, params, share_keys=None):
+        self.calls.append((list(prompts), params, share_keys))
+        out = []
+        for p in prompts:
+            if any(x.value == REASONER_INSTRUCTION for x in p.parts):
+                out.append(Generation(" " if '"blank"' in p.parts[0].value else ">".join(i.id for i in p.images)))
+            else:
+                out.append(Generation(REPLY))
+        return out
+
+    def provenance(self):
+        return {}
+
+
+U1 = (pair("p1", "a1", "b1"), pair("p2", "a2", "b2"))
+U2 = (pair("blank", "c1", "d1"),)
+
+
+def test_each_target_gets_its_own_users_context_built_in_reference_order():
+    model = Recorder()
+    pipeline = PIGRewardPipeline(model, model, UserContextCache(None, "f"), PIGRewardConfig().settings())
+    episodes = [episode("u1", U1, "s1"), episode("u2", U2, "s2"), episode("u1", U1, "s3")]
+    preds = pipeline.predict(episodes)
+
+    (reasoner, _, _), (reward, _, share_keys) = model.calls
+    assert [[(x.type, x.value if x.type == "text" else x.value.id) for x in p.parts[1:5]] for p in reasoner] == [
+        [("text", "Preferred image:"), ("image", pre), ("text", "Rejected image:"), ("image", rej)]
+        for pre, rej in (("a1", "b1"), ("a2", "b2"), ("c1", "d1"))]  # each user's pairs once, in order
+    assert reasoner[0].parts[0].value.startswith('A user asked an image generator for: "p1".')
+    contexts = [next(x.value for x in p.parts if x.type == "text" and x.value.startswith("What this user")) for p in reward]
+    u1 = 'What this user\'s past choices say about their taste:\n1. Prompt: "p1". a1>b1\n2. Prompt: "p2". a2>b2'
+    u2 = 'What this user\'s past choices say about their taste:\n1. Prompt: "blank". (no rationale)'
+    assert contexts == [u1, u2, u1]
+    assert [[i.id for i in p.images] for p in reward] == [["s1-a", "s1-b"], ["s2-a", "s2-b"], ["s3-a", "s3-b"]]
+    keys = [context_key("u1", U1), context_key("u2", U2), context_key("u1", U1)]
+    assert share_keys == keys and [p.extra["context_key"] for p in preds] == keys
+    assert [p.sample_id for p in preds] == ["s1", "s2", "s3"]
+    assert preds[0].label == Label.A and (preds[0].score_a, preds[0].score_b) == (18, 6)
+    assert preds[0].rationale == "d0: j0\nd1: j1\nd2: j2" and [d.name for d in preds[0].dimensions] == ["d0", "d1", "d2"]
+
+
+def test_without_the_reasoner_the_reward_prompt_shows_each_pair_preferred_first():
+    model = Recorder()
+    pipeline = PIGRewardPipeline(model, None, UserContextCache(None, "f"), PIGRewardConfig(use_reasoner=False).settings())
+    pipeline.predict([episode("u1", U1, "s1")])
+    [(prompts, _, _)] = model.calls
+    labelled = [(x.value, y.value.id) for x, y in zip(prompts[0].parts, prompts[0].parts[1:]) if y.type == "image"]
+    assert labelled == [("Preferred image:", "a1"), ("Rejected image:", "b1"), ("Preferred image:", "a2"),
+                        ("Rejected image:", "b2"), ("Image A:", "s1-a"), ("Image B:", "s1-b")]
