@@ -86,3 +86,55 @@ def test_without_the_reasoner_the_reward_prompt_shows_each_pair_preferred_first(
     labelled = [(x.value, y.value.id) for x, y in zip(prompts[0].parts, prompts[0].parts[1:]) if y.type == "image"]
     assert labelled == [("Preferred image:", "a1"), ("Rejected image:", "b1"), ("Preferred image:", "a2"),
                         ("Rejected image:", "b2"), ("Image A:", "s1-a"), ("Image B:", "s1-b")]
+
+
+def test_a_context_key_names_the_user_and_every_reference_pair_in_order():
+    """No other user's, other K's or other references' context is ever reused."""
+    variants = [("u1", U1), ("u2", U1), ("u1", U1[:1]), ("u1", U1[::-1]), ("u1", (U1[0], pair("p2", "a2", "x"))),
+                ("u1", (U1[0], pair("p2", "x", "b2"))), ("u1", (U1[0], pair("p3", "a2", "b2")))]
+    assert len({context_key(user, refs) for user, refs in variants}) == len(variants)
+    assert context_key("u1", U1) == context_key("u1", (pair("p1", "a1", "b1"), pair("p2", "a2", "b2")))
+
+
+class Failing(Recorder):
+    """The reasoner fails on the references of prompt "p2" (first call only)."""
+
+    def generate(self, prompts, params, share_keys=None):
+        out = super().generate(prompts, params, share_keys)
+        fail = len(self.calls) == 1
+        return [Generation(None, error="boom") if fail and '"p2"' in p.parts[0].value else g for p, g in zip(prompts, out)]
+
+
+def test_a_user_whose_reasoner_call_failed_is_invalid_and_retried_later(tmp_path):
+    model = Failing()
+    pipeline = PIGRewardPipeline(model, model, UserContextCache(tmp_path, "f"), PIGRewardConfig().settings())
+    first = pipeline.predict([episode("u1", U1, "s1"), episode("u2", U2, "s2")])
+    assert first[0].label == Label.INVALID and first[0].error == "reasoner failed for user 'u1': boom"
+    assert first[1].label == Label.A and first[1].error is None
+    assert context_key("u1", U1) not in pipeline.cache and len(UserContextCache(tmp_path, "f")) == 1
+
+    again = PIGRewardPipeline(model, model, UserContextCache(tmp_path, "f"), PIGRewardConfig().settings())
+    assert again.predict([episode("u1", U1, "s1")])[0].label == Label.A
+    assert [len(prompts) for prompts, _, _ in model.calls[-2:]] == [2, 1]  # u1's two pairs again, then its target
+
+
+def test_a_line_cut_by_a_kill_loses_no_context_stored_before_or_after_it(tmp_path):
+    cache = UserContextCache(tmp_path, "f")
+    pipeline = PIGRewardPipeline(Recorder(), Recorder(), cache, PIGRewardConfig().settings())
+    pipeline.contexts([episode("u1", U1, "s1")])
+    with cache.path.open("a") as f:
+        f.write('{"key": "cut", "user_id": "u9", "ratio')  # a kill mid-write
+    pipeline.contexts([episode("u2", U2, "s2")])
+    reloaded = UserContextCache(tmp_path, "f")
+    assert len(reloaded) == 2 and reloaded.get(context_key("u2", U2)) == cache.get(context_key("u2", U2))
+    assert context_key("u1", U1) in reloaded
+    assert context_key("u1", U1) not in UserContextCache(tmp_path, "another reasoner")
+
+
+def test_contexts_are_keyed_by_what_changes_the_reasoner_only():
+    base = PIGRewardConfig().reasoner_fingerprint()
+    for changed in (dict(reasoner_max_new_tokens=64), dict(max_pixels=256 * 28 * 28), dict(reasoner_path="other"),
+                    dict(model_path="other"), dict(min_new_tokens=4)):
+        assert PIGRewardConfig(**changed).reasoner_fingerprint() != base, changed
+    for reward_only in (dict(max_new_tokens=64), dict(reward_path="other"), dict(allow_tie=True), dict(chain_of_thought=False)):
+        assert PIGRewardConfig(**reward_only).reasoner_fingerprint() == base, reward_only
