@@ -138,3 +138,26 @@ def test_contexts_are_keyed_by_what_changes_the_reasoner_only():
         assert PIGRewardConfig(**changed).reasoner_fingerprint() != base, changed
     for reward_only in (dict(max_new_tokens=64), dict(reward_path="other"), dict(allow_tie=True), dict(chain_of_thought=False)):
         assert PIGRewardConfig(**reward_only).reasoner_fingerprint() == base, reward_only
+
+
+def test_each_stage_generates_with_its_own_length():
+    for options, reward_tokens in (({}, 1024), ({"max_new_tokens": 300}, 300), ({"chain_of_thought": False}, 32)):
+        model = Recorder()
+        config = PIGRewardConfig(reasoner_max_new_tokens=100, **options)
+        PIGRewardPipeline(model, model, UserContextCache(None, "f"), config.settings()).predict([episode("u1", U1, "s1")])
+        (_, reasoner, _), (_, reward, _) = model.calls
+        assert (reasoner.max_new_tokens, reward.max_new_tokens) == (100, reward_tokens), options
+
+
+def test_the_evaluator_gives_each_part_its_own_backend(monkeypatch, tmp_path):
+    from pigbench.evaluators.pigreward import PIGReward
+    from pigbench.runner import RunConfig, build_evaluator
+
+    monkeypatch.setattr(PIGReward, "check_requirements", classmethod(lambda cls, config: None))
+    monkeypatch.setattr(PIGReward, "make_backends", lambda self: {(m, a): Recorder() for m, a, _ in self.config.parts()})
+    ev = build_evaluator(RunConfig(evaluator="pigreward", dataset="toy", cache_dir=str(tmp_path),
+                                   options={"reasoner_path": "the-reasoner", "reward_adapter": "rm-lora"}))
+    ev.setup()
+    assert ev.pipeline.reward is not ev.pipeline.reasoner
+    assert ev.provenance()["reasoner"] == "the-reasoner" and ev.provenance()["reward_adapter"] == "rm-lora"
+    assert ev.pipeline.cache.path.name == f"{ev.config.reasoner_fingerprint()}.jsonl"
