@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pigbench.judging.backend import Backend, Generation
 from pigbench.pigreward.config import PIGRewardConfig
 from pigbench.pigreward.context_cache import UserContextCache, context_key
@@ -161,3 +163,26 @@ def test_the_evaluator_gives_each_part_its_own_backend(monkeypatch, tmp_path):
     assert ev.pipeline.reward is not ev.pipeline.reasoner
     assert ev.provenance()["reasoner"] == "the-reasoner" and ev.provenance()["reward_adapter"] == "rm-lora"
     assert ev.pipeline.cache.path.name == f"{ev.config.reasoner_fingerprint()}.jsonl"
+
+
+def test_a_part_with_its_own_adapter_gets_its_own_local_model(monkeypatch, tmp_path):
+    """One base model, a LoRA on the reward model only: the reasoner must not run the adapted model."""
+    fastgen = pytest.importorskip("pigbench.fastgen.backend")
+    from pigbench.pigreward.backends import build_backends
+
+    monkeypatch.setattr(fastgen, "load_qwen2vl", lambda model, adapter, device, dtype: (f"{model}+{adapter}", None))
+    monkeypatch.setattr(fastgen, "FastLocalBackend", lambda net, processor, batch_size, source: net)
+    config = PIGRewardConfig(reward_adapter="rm-lora")
+    assert build_backends(config, "cpu", tmp_path, "h") == {
+        (config.reward_model, "rm-lora"): f"{config.reward_model}+rm-lora", (config.reasoner_model, ""): f"{config.reasoner_model}+"}
+
+
+def test_a_failed_reward_call_is_an_error_not_an_unparseable_answer():
+    """An error is retried by a resumed run; an unparseable answer is kept as the model's answer."""
+    class Down(Recorder):
+        def generate(self, prompts, params, share_keys=None):
+            return [Generation(None, error="server down") for _ in super().generate(prompts, params, share_keys)]
+
+    pipeline = PIGRewardPipeline(Down(), None, UserContextCache(None, "f"), PIGRewardConfig(use_reasoner=False).settings())
+    [pred] = pipeline.predict([episode("u1", U1, "s1")])
+    assert pred.label == Label.INVALID and pred.error == "server down" and "invalid_reason" not in pred.extra
