@@ -186,3 +186,16 @@ def test_a_failed_reward_call_is_an_error_not_an_unparseable_answer():
     pipeline = PIGRewardPipeline(Down(), None, UserContextCache(None, "f"), PIGRewardConfig(use_reasoner=False).settings())
     [pred] = pipeline.predict([episode("u1", U1, "s1")])
     assert pred.label == Label.INVALID and pred.error == "server down" and "invalid_reason" not in pred.extra
+
+
+@pytest.mark.parametrize("use_reasoner", [True, False])
+def test_without_references_the_reward_prompt_claims_no_past_choices(use_reasoner):
+    """K = 0: the prompt said 'What this user's past choices say about their taste:' (or 'This user's
+    past choices: ...') followed by nothing."""
+    model = Recorder()
+    settings = PIGRewardConfig(use_reasoner=use_reasoner).settings()
+    pipeline = PIGRewardPipeline(model, model if use_reasoner else None, UserContextCache(None, "f"), settings)
+    assert pipeline.predict([episode("u1", (), "s1")])[0].label == Label.A
+    [(prompts, _, _)] = model.calls  # no reasoner call
+    assert [x.value for x in prompts[0].parts[1:3]] == ["No past choices of this user are available.",
+                                                        'The user now asked for: "target s1"']

@@ -17,7 +17,8 @@ The rationales, numbered, form the **user context**. Reward model, for each targ
 
 Everything shared comes first, so a user's targets share one prefix (see
 :mod:`pigbench.fastgen`). Ablations: ``chain_of_thought=False`` asks for ``{"answer": ...}``
-only; a reward prompt without a text context shows the raw reference images instead.
+only; a reward prompt without a text context shows the raw reference images instead, and one
+without references (K = 0) says that no past choices are known.
 """
 
 from __future__ import annotations
@@ -85,9 +86,12 @@ def task_instruction(rules: FormatRules, chain_of_thought: bool) -> str:
 
 
 def reward_prompt(episode: Episode, rules: FormatRules, chain_of_thought: bool, context: str | None) -> Prompt:
-    """The reward model's prompt. ``context`` None shows the reference images themselves."""
+    """The reward model's prompt. ``context`` None shows the reference images themselves; an episode
+    without references (K = 0) says that nothing is known about the user."""
     parts: list[Part] = [text(task_instruction(rules, chain_of_thought))]
-    if context is not None:
+    if not episode.references:
+        parts.append(text("No past choices of this user are available."))
+    elif context is not None:
         parts.append(text(f"What this user's past choices say about their taste:\n{context}"))
     else:
         parts.append(text("This user's past choices: for each prompt, the user preferred one image over the other."))
