@@ -142,9 +142,16 @@ def test_contexts_are_keyed_by_what_changes_the_reasoner_only():
         assert PIGRewardConfig(**reward_only).reasoner_fingerprint() == base, reward_only
 
 
-def test_each_stage_generates_with_its_own_length():
+class Served(Recorder):
+    """A backend without shared prefixes (e.g. the OpenAI-compatible one): called without share keys."""
+
+    shares_prefixes = False
+
+
+@pytest.mark.parametrize("backend", [Recorder, Served])
+def test_each_stage_generates_with_its_own_length(backend):
     for options, reward_tokens in (({}, 1024), ({"max_new_tokens": 300}, 300), ({"chain_of_thought": False}, 32)):
-        model = Recorder()
+        model = backend()
         config = PIGRewardConfig(reasoner_max_new_tokens=100, **options)
         PIGRewardPipeline(model, model, UserContextCache(None, "f"), config.settings()).predict([episode("u1", U1, "s1")])
         (_, reasoner, _), (_, reward, _) = model.calls
