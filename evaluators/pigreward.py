@@ -35,6 +35,7 @@ from pigbench.protocol import Episode, Prediction
 class PIGReward(Evaluator):
     """Reasoner rationales as user context, then dimension-wise chain-of-thought scoring."""
 
+    version = "2"  # 2: with no references (K = 0) the reward prompt says so, instead of an empty context
     kind = "reasoning"
     uses_references = True
     needs = ("gpu", "weights")

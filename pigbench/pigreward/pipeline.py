@@ -48,7 +48,6 @@ class PIGRewardPipeline:
         if settings.use_reasoner and reasoner is None:
             raise ValueError("use_reasoner=True needs a reasoner backend")
         self.reward, self.reasoner, self.cache, self.settings = reward, reasoner, cache, settings
-        self.reasoner_prompts_sent = 0  # reference pairs sent to the reasoner by this pipeline
 
     def contexts(self, episodes: Sequence[Episode]) -> dict[str, Union[UserContext, str]]:
         """Context (or the reason it failed) for every episode's user, by :func:`context_key`."""
@@ -59,7 +58,6 @@ class PIGRewardPipeline:
                 needed.setdefault(key, ep)
         prompts = [reasoner_prompt(pair) for ep in needed.values() for pair in ep.references]
         generations = self.reasoner.generate(prompts, self.settings.reasoner_params) if prompts else []  # type: ignore[union-attr]
-        self.reasoner_prompts_sent += len(prompts)
         fresh: dict[str, UserContext] = {}
         failed: dict[str, str] = {}
         start = 0
