@@ -22,7 +22,7 @@ from torchvision import transforms as T
 
 from pigbench.embedding import IMAGENET_MEAN, IMAGENET_STD, ImageEmbedder, ImageTransform, TextEmbedder, resolve_dtype
 from pigbench.protocol import ImageError, ImageRef
-from scalar_fixtures import kernel_running, run_in_triton_interpreter, write_images
+from scalar_fixtures import IMAGE_SIZES, kernel_running, run_in_triton_interpreter, write_images
 
 pytestmark = pytest.mark.models
 
@@ -38,7 +38,9 @@ def _torchvision_clip(size: int, resize: int):
 
 
 def test_shortest_crop_round_matches_torchvision_center_crop(tmp_path):
-    refs = write_images(tmp_path)
+    # margins 5 and 9 (37 x 32, 32 x 41): offsets 2.5 and 4.5 round half to even (2, 4), as Python's
+    # round in torchvision's CenterCrop; rounding half up would crop one pixel further
+    refs = write_images(tmp_path, sizes=[*IMAGE_SIZES, (37, 32), (32, 41)])
     tf = ImageTransform(size=32, crop_offset="round")
     for ref in refs:
         ours = tf.normalize(tf(ref.open())[None], torch.float32)[0]
