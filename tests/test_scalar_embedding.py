@@ -219,6 +219,22 @@ def test_disk_cache_is_reused_across_instances_and_keyed_by_model(tmp_path):
     assert enc.images == len(refs)  # another revision is another key
 
 
+def test_disk_cache_is_keyed_by_preprocessing_and_dtype(tmp_path):
+    refs = write_images(tmp_path / "img")
+
+    def encode(x):  # features in the embedder's dtype
+        return x.mean(dim=(2, 3))
+
+    def embedder(transform, dtype, cache):
+        return ImageEmbedder(encode, transform, model_key="m@rev1", dtype=dtype, cache_dir=cache)
+
+    ImageEmbedder(encode, ImageTransform(size=32), model_key="m@rev1", cache_dir=tmp_path / "cache").embed(refs)
+    for transform, dtype in [(ImageTransform(size=32, resize_to=36), torch.float32), (ImageTransform(size=32), torch.bfloat16)]:
+        cached, fresh = embedder(transform, dtype, tmp_path / "cache"), embedder(transform, dtype, None)
+        assert torch.equal(cached.stack(refs), fresh.stack(refs))
+        assert cached.encoded_images == len(refs) and cached.cache.disk_hits == 0 and cached.get(refs[0]).dtype == dtype
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_corrupt_or_unreadable_image_fails_alone_and_names_itself(tmp_path, workers):
     refs = write_images(tmp_path, sizes=[(40, 40), (41, 40)])
