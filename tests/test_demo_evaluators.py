@@ -188,6 +188,23 @@ def test_per_image_cache_evicts_oldest_and_does_not_cache_failures():
     assert len(failing) == 0
 
 
+def test_per_image_cache_is_keyed_by_content_not_id():
+    cache = PerImageCache(lambda img: img.read_bytes())
+    a, other_a, same_a = ImageRef("ref_0.png", b"user 1"), ImageRef("ref_0.png", b"user 2"), ImageRef("copy", b"user 1")
+    assert [cache(a), cache(other_a), cache(same_a)] == [b"user 1", b"user 2", b"user 1"] and len(cache) == 2
+
+
+def test_load_rgb_resizes_to_a_square_of_size_whenever_the_image_is_not_one():
+    from pigbench.image_features import load_rgb
+
+    for w, h in [(SIZE, 20), (20, SIZE), (SIZE + 5, SIZE + 9), (SIZE, SIZE)]:
+        image = Image.fromarray(np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        want = np.asarray(image if (w, h) == (SIZE, SIZE) else image.resize((SIZE, SIZE), Image.Resampling.BICUBIC))
+        assert np.array_equal(load_rgb(ImageRef("x", buf.getvalue()), SIZE), want)
+
+
 def test_metadata():
     meta = {n: (evaluators.get(n).kind, evaluators.get(n).uses_references, evaluators.get(n).needs)
             for n in ["random", *IMAGE_EVALUATORS]}
