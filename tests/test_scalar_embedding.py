@@ -68,7 +68,8 @@ def test_round_and_floor_offsets_differ_on_odd_margins(tmp_path):
     assert torch.equal(a[:, :, :-1], b[:, :, 1:]) and not torch.equal(a, b)
 
 
-def test_longest_pad_matches_hpsv2_resize_max_size(tmp_path):
+@pytest.mark.parametrize("antialias", [True, False])  # hps's antialias option
+def test_longest_pad_matches_hpsv2_resize_max_size(tmp_path, antialias):
     import torchvision.transforms.functional as F
 
     def hpsv2_val(img: Image.Image, size: int = 32) -> torch.Tensor:  # ToTensor, ResizeMaxSize, Normalize
@@ -76,12 +77,12 @@ def test_longest_pad_matches_hpsv2_resize_max_size(tmp_path):
         h, w = x.shape[1:]
         scale = size / float(max(h, w))
         nh, nw = round(h * scale), round(w * scale)
-        x = F.resize(x, [nh, nw], T.InterpolationMode.BICUBIC, antialias=True)
+        x = F.resize(x, [nh, nw], T.InterpolationMode.BICUBIC, antialias=antialias)
         ph, pw = size - nh, size - nw
         x = F.pad(x, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)
         return T.Normalize(CLIP_MEAN, CLIP_STD)(x)
 
-    tf = ImageTransform(size=32, mode="longest-pad", resampling="tensor")
+    tf = ImageTransform(size=32, mode="longest-pad", resampling="tensor", antialias=antialias)
     for ref in write_images(tmp_path):
         out = tf(ref.open())
         assert out.dtype == torch.float32 and out.shape == (3, 32, 32)
