@@ -77,6 +77,17 @@ def test_hps_v21_matches_hpsv2_img_score(hps_setup, reference_model):
     assert ev.calibration_scale == pytest.approx(float(state["logit_scale"].exp()))  # HPS scores are raw cosines
 
 
+@pytest.mark.parametrize("antialias", [True, False])
+def test_hps_antialias_option_reaches_the_resize(hps_setup, antialias):
+    root, _, images = hps_setup
+    cls = evaluators.get("hps-v2.1")
+    ev = cls(cls.Config(model_path=str(root / "ckpt"), architecture=ARCH, antialias=antialias), Runtime(batch_size=3))
+    ev.setup()
+    image = images[0].open()  # 45 x 37: downscaled to 32 x 26, where antialiasing changes pixels
+    x = F.resize(T.ToTensor()(image), [26, 32], T.InterpolationMode.BICUBIC, antialias=antialias)
+    assert ev.images.transform.antialias is antialias and torch.equal(ev.images.transform(image)[:, 3:29], x)
+
+
 def test_hps_v2_reads_its_own_file_name_and_env_var(hps_setup, reference_model, monkeypatch):
     root, state, images = hps_setup
     torch.save({"state_dict": state}, root / "HPS_v2_compressed.pt")
