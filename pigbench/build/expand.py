@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 from pigbench.build.expanders import RequestFailed, add_expander_arguments, expander_from_args
-from pigbench.build.workspace import BuildError, Workspace, append_jsonl, read_jsonl
+from pigbench.build.workspace import Workspace, append_jsonl, read_jsonl, require_at_least_one
 from pigbench.protocol import normalize_prompt
 
 VARIANTS = 4
@@ -150,11 +150,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.attempts < 1:
-        raise BuildError("--attempts must be at least 1")
-    for flag, value in (("--max-chars", args.max_chars), ("--limit", args.limit)):
-        if value is not None and value < 1:  # a negative --limit sliced the pending prompts ([:-1])
-            raise BuildError(f"{flag} must be at least 1, got {value}")
+    require_at_least_one(("--attempts", args.attempts), ("--max-chars", args.max_chars), ("--limit", args.limit))
     ws = Workspace.at(args.workdir)
     written, failed = expand_workspace(ws, expander_from_args(args), args.attempts, args.max_chars, args.limit)
     total = len(read_jsonl(ws.variants))

@@ -25,7 +25,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from pigbench.build.workspace import BuildError, Workspace, append_jsonl, file_sha256, read_jsonl, write_atomic
+from pigbench.build.workspace import (BuildError, Workspace, append_jsonl, file_sha256, read_jsonl, require_at_least_one,
+                                      write_atomic)
 from pigbench.evaluator import RequirementError
 from pigbench.hub import cache_only
 
@@ -199,10 +200,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pigbench.runner import check_device  # not at the top: every `pigbench build` stage imports this module
 
-    for flag, value in (("--steps", args.steps), ("--width", args.width), ("--height", args.height),
-                        ("--batch-size", args.batch_size), ("--limit", args.limit)):
-        if value is not None and value < 1:  # checked before the pipeline loads; a negative --limit sliced jobs
-            raise BuildError(f"{flag} must be at least 1, got {value}")
+    require_at_least_one(("--steps", args.steps), ("--width", args.width), ("--height", args.height),
+                         ("--batch-size", args.batch_size), ("--limit", args.limit))  # before the pipeline loads
     dtype = args.dtype if args.dtype != "auto" else ("float32" if args.device == "cpu" else "float16")
     settings = RenderSettings(model=args.model, scheduler=args.scheduler, steps=args.steps, guidance=args.guidance,
                               width=args.width, height=args.height, dtype=dtype,

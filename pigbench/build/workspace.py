@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 from pigbench.adapter import DatasetError
 
@@ -30,6 +30,14 @@ PathLike = Union[str, Path]
 
 class BuildError(RuntimeError):
     """A build stage cannot go on; the message says what is missing and which stage makes it."""
+
+
+def require_at_least_one(*flags: tuple[str, Optional[int]]) -> None:
+    """A :class:`BuildError` naming the first ``(flag, value)`` whose value is below 1 (None: not
+    given), raised before a stage does any work (a negative --limit would slice its jobs)."""
+    for flag, value in flags:
+        if value is not None and value < 1:
+            raise BuildError(f"{flag} must be at least 1, got {value}")
 
 
 @dataclass(frozen=True)

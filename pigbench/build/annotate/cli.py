@@ -18,7 +18,7 @@ from pigbench.build.annotate.app import make_annotate_app
 from pigbench.build.annotate.store import AnnotationStore
 from pigbench.build.sets import kept_sets
 from pigbench.build.webapp import serve
-from pigbench.build.workspace import BuildError, Workspace
+from pigbench.build.workspace import BuildError, Workspace, require_at_least_one
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,8 +56,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     ws.require(ws.annotate_db, "annotate init")
     if args.action == "invite":
-        if args.count < 1:
-            raise BuildError(f"--count must be at least 1, got {args.count}")
+        require_at_least_one(("--count", args.count))
         if args.out and os.path.isdir(args.out):  # checked before the invites exist, not when appending to it
             raise BuildError(f"--out {args.out} is a directory; name the CSV file to append the invites to")
         rows = store.create_invites(args.count, args.prefix)
