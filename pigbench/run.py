@@ -75,6 +75,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return config
 
 
+INTERRUPTED = "interrupted: the predictions committed so far are kept; run the same command again to resume"
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         outcome = run(config_from_args(args))
@@ -85,8 +88,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"run aborted: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:  # Ctrl-C: the store holds every committed batch
-        print("interrupted: the predictions committed so far are kept; run the same command again to resume",
-              file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     if not World.from_env().is_main:  # under torchrun every rank returns the same outcome; rank 0 prints it
         return 0

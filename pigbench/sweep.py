@@ -22,7 +22,7 @@ from pigbench.distributed import World, launched_world
 from pigbench.evaluator import RequirementError
 from pigbench.registry import RegistryError
 from pigbench.run import add_arguments as add_run_arguments
-from pigbench.run import config_from_args
+from pigbench.run import INTERRUPTED, config_from_args
 from pigbench.runner import RunAborted, RunConfig, RunOutcome, check_settings, run
 from pigbench.store import StoreError
 
@@ -93,8 +93,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: as pigbench run, each size's store holds its committed batches
-        print("interrupted: the predictions committed so far are kept; run the same command again to resume",
-              file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     if World.from_env().is_main:  # every rank has the same outcomes; rank 0 prints them
         print(format_summary(outcomes))
