@@ -20,7 +20,7 @@ from scipy import sparse
 
 from pigbench.cli import main as cli_main
 from pigbench.evaluator import RequirementError
-from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collection, collect, slug
+from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collection, Entry, collect, slug
 from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embedder, normalize, term_counts
 from pigbench.report.document import FIGURES, build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
@@ -545,6 +545,8 @@ def test_ablation_rows_show_each_runs_rates_and_mark_the_best_of_every_accuracy(
     rows = table.groups[0][1]
     decisive = []
     for row, path in zip(rows, paths):
+        metrics = json.loads(path.read_text())["metrics"]
+        assert [c.ci for c in row.cells[2:5]] == [metrics[m]["micro_ci95"] for m in ("acc_w_tie", "acc_wo_tie", "decisive_acc")]
         preds = [json.loads(line) for line in path.with_name(path.stem + ".predictions.jsonl").read_text().splitlines()]
         labels = [r["prediction"]["label"] for r in preds]
         assert row.cells[5] == f"{labels.count('TIE') / len(labels):.3f}" != "0.000"
@@ -605,3 +607,71 @@ def test_reference_size_series_keeps_the_run_with_most_targets_at_each_k(tmp_pat
     make_results(tmp_path, "sim", variant="k2_limit", reference_size=2, per_user=5)
     runs = reference_size_series(collect(tmp_path))["synth"]["sim"]
     assert [e.relpath for e in runs] == ["synth/sim__k1.json", "synth/sim__k2.json"]
+
+
+def _dimension_collection(spec):
+    """A collection of hand-written prediction rows: spec is [(dataset, user, [dimension names] or None)]."""
+    entries = {}
+    for i, (ds, user, names) in enumerate(spec):
+        pred = {"sample_id": f"s{i}", "label": "A"}
+        if names is not None:
+            pred["dimensions"] = [{"name": n, "definition": "", "score_a": 1, "score_b": 2} for n in names]
+        entries.setdefault(ds, []).append({"sample_id": f"s{i}", "user_id": user, "gold": "A", "prediction": pred})
+    return Collection([Entry(f"{ds}/r.json", {"dataset": {"name": ds}, "evaluator": {"name": "r", "variant": None}}, rows)
+                       for ds, rows in sorted(entries.items())], [])
+
+
+def test_dimension_statistics_are_exact_per_prediction_and_per_user_of_each_dataset(tmp_path, monkeypatch):
+    """Per prediction: over predictions with dimensions only; per user: distinct names of one user of one
+    dataset (user ids of two datasets are two users); word sizes follow occurrences, not distinct names."""
+    import pigbench.report.dimensions as dims
+
+    figures = {}
+    monkeypatch.setattr(dims, "save_figure", lambda fig, out, stem: figures.setdefault(stem, fig) and [])
+    stats = analyse_dimensions(_dimension_collection([
+        ("d1", "u1", ["Color palette", "Lighting"]), ("d1", "u1", ["color palette ", "Mood"]),
+        ("d1", "u2", ["Lighting"]), ("d1", "u2", None), ("d2", "u1", ["Texture"])]), tmp_path, model="tfidf")
+    assert (stats["occurrences"], stats["samples_with_dimensions"], stats["distinct"]) == (6, 4, 4)
+    assert stats["dimensions_per_sample"] == 1.5 and stats["distinct_share"] == 4 / 6
+    assert stats["distinct_per_user_mean"] == pytest.approx((3 + 1 + 1) / 3)  # (d1,u1) 3, (d1,u2) 1, (d2,u1) 1
+    assert stats["top"][:2] == [{"name": "color palette", "count": 2}, {"name": "lighting", "count": 2}]
+    sizes = {t.get_text(): t.get_fontsize() for t in figures["dimension_wordcloud"].axes[0].texts}
+    assert sizes["color"] == sizes["lighting"] == 43 and sizes["mood"] == sizes["texture"] == pytest.approx(9 + 34 * 0.5 ** 0.5)
+
+
+def test_tsne_points_labels_and_groups_stay_aligned(tmp_path, monkeypatch):
+    """Each group's points are the names of that group, and each label sits on its own name's point:
+    the t-SNE stub puts the name with index i (sorted distinct names) at x = i."""
+    import pigbench.report.dimensions as dims
+
+    names = ["alpha", "beta", "delta", "gamma", "kappa"]
+    figures = {}
+    monkeypatch.setattr(dims, "save_figure", lambda fig, out, stem: figures.setdefault(stem, fig) and [])
+    monkeypatch.setattr(dims, "load_embedder", lambda model: (lambda texts: np.eye(len(names))[[names.index(t) for t in texts]], "one-hot"))
+    monkeypatch.setattr(dims, "tsne", lambda emb, seed=0: np.stack([emb.argmax(axis=1), np.zeros(len(emb))], axis=1).astype(float))
+    spec = [("d1", "zed", ["kappa", "alpha"]), ("d1", "zed", ["kappa"]), ("d1", "amy", ["gamma", "beta"]),
+            ("d1", "amy", ["delta"]), ("d1", "bob", ["alpha"])]
+    analyse_dimensions(_dimension_collection(spec), tmp_path, model="x")
+    ax = figures["dimension_tsne"].axes[0]
+    shown = {c.get_label(): sorted(names[int(x)] for x, _ in c.get_offsets()) for c in ax.collections}
+    assert shown == {"amy": ["beta", "delta", "gamma"], "bob": ["alpha"], "zed": ["alpha", "kappa"]}
+    assert {a.get_text(): names[int(a.xy[0])] for a in ax.texts} == {n: n for n in names}
+
+
+def test_similarity_figure_draws_each_metric_at_its_tick_with_its_own_ci(tmp_path):
+    from pigbench.report.plots import plot_similarity_metrics
+    from pigbench.report.similarity import similarity_entries
+
+    for name, acc in (("alpha", 0.9), ("beta", 0.55)):
+        make_results(tmp_path, name, kind="similarity", uses_references=True, accuracy=acc)
+    entries = similarity_entries(collect(tmp_path))
+    fig = plot_similarity_metrics(entries)
+    fig.draw_without_rendering()  # tick labels get their text when drawn
+    ticks = {t.get_text(): y for t, y in zip(fig.axes[0].get_yticklabels(), fig.axes[0].get_yticks())}  # y is shared
+    assert sorted(ticks) == ["alpha", "beta"]
+    for ax, metric in zip(fig.axes, ("acc_w_tie", "acc_wo_tie")):
+        for e, bar in zip(entries, ax.containers):
+            (x,), (y,) = bar.lines[0].get_data()
+            (segment,) = bar.lines[2][0].get_segments()
+            assert (x, y) == (e.accuracy(metric), ticks[e.evaluator])
+            assert [round(float(v), 9) for v in segment[:, 0]] == [round(v, 9) for v in e.ci(metric)]
