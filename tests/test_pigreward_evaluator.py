@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,16 @@ def test_openai_backend_serves_both_parts_with_cached_requests(tmp_path):
     assert {b.model for b in backends.values()} == {"served-reasoner", "Qwen/Qwen2-VL-7B-Instruct"}
     assert all(b.cache is not None for b in backends.values())
     assert PIGRewardConfig(decode_batch=8).hash("pigreward", "1") == PIGRewardConfig().hash("pigreward", "1")
+
+
+def test_a_damaged_weight_file_is_named(tmp_path):
+    pytest.importorskip("transformers")
+    from pigbench.judging.random_models import qwen2_vl
+
+    model, processor = qwen2_vl(seed=0)
+    model.save_pretrained(tmp_path / "tiny")
+    processor.save_pretrained(tmp_path / "tiny")
+    weights = tmp_path / "tiny" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(RequirementError, match=rf"^pigreward: the weight file {re.escape(str(weights))} is damaged"):
+        run(run_config(tmp_path, limit=2, options={"model_path": str(tmp_path / "tiny"), "dtype": "float32"}))
