@@ -152,9 +152,10 @@ def test_contexts_survive_a_killed_run_and_a_resumed_run_reuses_them(tmp_path, s
 
 
 def test_ablations_change_the_prompts(tmp_path, scripted):
-    run(run_config(tmp_path, limit=3, options={"use_reasoner": "false"}))
+    out = run(run_config(tmp_path, limit=3, options={"use_reasoner": "false"}))
     model = scripted[0]
     assert model.reasoner_prompts == 0
+    assert out.results["evaluator"]["models"]["reasoner_backend"] is None  # no reasoner ran
     images = [sum(x.type == "image" for x in p.parts) for p in model.reward_prompts]
     assert images == [2 * 2 + 2] * 3  # both images of each reference pair, then the target pair
 
@@ -225,7 +226,9 @@ def test_tiny_qwen2vl_for_both_parts_through_the_runner(tmp_path, monkeypatch):
                "reasoner_max_new_tokens": "4", "max_pixels": str(56 * 56)}
     out = run(run_config(tmp_path, limit=6, options=options))
     assert len(reasoner_prompts) == 2 * 2  # two users, two references each, once
-    assert out.results["evaluator"]["models"]["reward_backend"]["generation"].startswith("pigbench.fastgen")
+    models = out.results["evaluator"]["models"]
+    assert models["reward_backend"]["generation"].startswith("pigbench.fastgen")
+    assert models["reasoner_backend"]["generation"].startswith("pigbench.fastgen")
     for row in rows(out):
         pred = row["prediction"]
         assert isinstance(pred["raw_text"], str) and "error" not in pred
