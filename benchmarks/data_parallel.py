@@ -34,10 +34,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from _device import require_device
 from pigbench.adapter import DatasetAdapter
 from pigbench.protocol import Episode, ImageRef, Prediction, PreferenceRecord
 from pigbench.registry import adapters, evaluators
-from pigbench.runner import check_device
 
 TIMING: dict[str, Any] = {"setup_s": 0.0, "predict_s": 0.0, "episodes": 0}
 
@@ -177,10 +177,7 @@ def main() -> None:
 
     import torch
 
-    try:
-        check_device(a.device)
-    except ValueError as exc:
-        sys.exit(f"{exc} (the CPU smoke test is in this script's docstring)")
+    require_device(a.device)
     root = Path(a.workdir or tempfile.mkdtemp(prefix="pigbench-dp-"))
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",

@@ -22,19 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 
 import numpy as np
 import torch
 from PIL import Image
 
+from _device import require_device
 from pigbench.judging import random_models
 from pigbench.judging.local_backend import LocalBackend
 from pigbench.judging.messages import reference_prompt
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
 from pigbench.registry import evaluators
-from pigbench.runner import check_device
 
 
 def noise(name: str, seed: int, size: int) -> ImageRef:
@@ -115,10 +114,7 @@ def main() -> None:
                     help="plain: images decoded serially and processed on the CPU; fast: the backend defaults "
                          "(decoding threads, image processing on the GPU)")
     args = ap.parse_args()
-    try:
-        check_device(args.device)
-    except ValueError as exc:
-        sys.exit(f"{exc} (the CPU smoke test is in this script's docstring)")
+    require_device(args.device)
 
     shape = random_models.QWEN2_VL_7B if args.shape == "7b" else random_models.QWEN2_VL_TINY
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32

@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import sys
 import time
 from typing import Any
 
@@ -38,10 +37,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from _device import require_device
 from pigbench.fastgen.engine import PATCH_BUDGET, Qwen2VLEngine
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput, Prompt
 from pigbench.judging import random_models
-from pigbench.runner import check_device
 
 SMALL = {  # a small random Qwen2-VL for the batch-1 vs batch-64 agreement check on the device
     "text": dict(vocab_size=0, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8,
@@ -241,10 +240,7 @@ def main() -> None:
     a = ap.parse_args()
 
     cuda = a.device.startswith("cuda")
-    try:
-        check_device(a.device)
-    except ValueError as exc:
-        sys.exit(f"{exc} (the CPU smoke test is in this script's docstring)")
+    require_device(a.device)
     shape = random_models.QWEN2_VL_7B if a.shape == "7b" else random_models.QWEN2_VL_TINY
     t_build, (model, processor) = timed(lambda: random_models.qwen2_vl(
         shape, device=a.device, dtype=torch.bfloat16 if cuda else torch.float32, vocab_size=4096))

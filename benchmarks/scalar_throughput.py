@@ -50,7 +50,6 @@ import gc
 import json
 import os
 import string
-import sys
 import tempfile
 import time
 from importlib import resources
@@ -516,12 +515,10 @@ def main() -> None:
     from pigbench.evaluators._hf_clip import TOWER_ENV
     from pigbench.evaluator import Runtime
     from pigbench.registry import evaluators
-    from pigbench.runner import check_device, frozen_setup_objects
+    from _device import require_device
+    from pigbench.runner import frozen_setup_objects
 
-    try:
-        check_device(args.device)
-    except ValueError as exc:
-        sys.exit(f"{exc} (the CPU smoke test is in this script's docstring)")
+    require_device(args.device)
     windows = [int(x) for x in args.windows.split(",")]
     variants = ["default"] + (["compiled"] if args.compiled_too else []) + (["bf16"] if args.bf16_too else []) + (
         ["memory-cache"] if args.memory_cache_too else []) + (["transformers-tower"] if args.transformers_tower_too else [])

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _device import require_device
 from pigbench.build.random_sdxl import build_random_sdxl
 from pigbench.build.render import RenderJob, RenderSettings, image_seed, render_jobs
 from pigbench.build.workspace import Workspace
-from pigbench.runner import check_device
 
 VARIANTS = ["A red fire hydrant on a lush lawn, morning light, photograph",
             "A red hydrant on the grass, oil painting in the style of the impressionists",
@@ -58,10 +57,7 @@ def main() -> None:
     a = parser.parse_args()
     import torch
 
-    try:
-        check_device(a.device)
-    except ValueError as exc:
-        sys.exit(f"{exc} (the CPU smoke test is in this script's docstring)")
+    require_device(a.device)
     dtype = getattr(torch, a.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         began = time.perf_counter()

@@ -113,5 +113,6 @@ class PIGReward(Evaluator):
                                "backend": c.backend, "dtype": c.dtype}
         if self.pipeline is not None:
             out["reward_backend"] = self.pipeline.reward.provenance()
+            out["reasoner_backend"] = self.pipeline.reasoner.provenance() if self.pipeline.reasoner is not None else None
             out["context_cache"] = str(self.pipeline.cache.path) if self.pipeline.cache.path else None
         return out

@@ -143,13 +143,18 @@ class RunOutcome:
 
 def check_settings(config: RunConfig) -> Evaluator:
     """What a run checks before reading the dataset: the device, the dataset's name, the results and
-    store directories, and the evaluator's options and requirements (:func:`build_evaluator`, which
-    it returns, nothing loaded). Raises ValueError, RegistryError or RequirementError naming the setting."""
+    store directories, the evaluator's options and requirements (:func:`build_evaluator`, which
+    it returns, nothing loaded), and that a similarity evaluator gets references (``--reference-size``
+    not 0). Raises ValueError, RegistryError or RequirementError naming the setting."""
     check_device(config.device)
     adapters.get(config.dataset)  # a misspelled name fails here, not after creating <output>/<name>/
     writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
     writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
-    return build_evaluator(config)
+    evaluator = build_evaluator(config)
+    if config.reference_size == 0 and evaluator.kind == "similarity":
+        raise ValueError(f"{config.evaluator} scores images by similarity to the user's reference pairs; "
+                         "--reference-size 0 leaves none (give 1 or more)")
+    return evaluator
 
 
 def build_evaluator(config: RunConfig) -> Evaluator:
@@ -293,7 +298,8 @@ def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config
 def set_up(evaluator: Evaluator, name: str) -> None:
     """``evaluator.setup()``; a file it cannot read (model libraries raise OSError for a model that
     is neither a local folder nor downloadable, safetensors a SafetensorError for a zero-byte or
-    truncated file) is a :class:`RequirementError` naming the evaluator."""
+    truncated file) is a :class:`RequirementError` naming the evaluator (and the damaged file, when
+    the code that read it had its name)."""
     try:
         evaluator.setup()
     except OSError as exc:
@@ -301,8 +307,22 @@ def set_up(evaluator: Evaluator, name: str) -> None:
     except Exception as exc:
         if type(exc).__name__ != "SafetensorError":
             raise
-        raise RequirementError(f"{name}: a .safetensors weight file of the model is damaged or truncated ({exc}); "
-                               "download it again") from exc
+        file = _safetensors_file_read(exc)
+        which = f"the weight file {file}" if file else "a .safetensors weight file of the model"
+        raise RequirementError(f"{name}: {which} is damaged or truncated ({exc}); download it again") from exc
+
+
+def _safetensors_file_read(exc: BaseException) -> Optional[str]:
+    """The existing ``.safetensors`` file named by a local variable of the innermost frame of
+    ``exc``'s traceback that names one (the file the model library was opening), else None."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, (str, Path)) and str(value).endswith(".safetensors") and os.path.isfile(value):
+                found = str(value)
+        tb = tb.tb_next
+    return found
 
 
 def write_run_results(

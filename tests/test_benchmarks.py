@@ -12,8 +12,10 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["sdxl_render.py", "judge_throughput.py", "pigreward_throughput.py",
-                                    "scalar_throughput.py", "data_parallel.py"])
+GPU_SCRIPTS = ["sdxl_render.py", "judge_throughput.py", "pigreward_throughput.py", "scalar_throughput.py", "data_parallel.py"]
+
+
+@pytest.mark.parametrize("script", GPU_SCRIPTS)
 def test_gpu_benchmark_without_cuda_is_one_line(script):
     """A GPU benchmark on a machine without CUDA exits at once with one line, not a traceback."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
@@ -23,6 +25,19 @@ def test_gpu_benchmark_without_cuda_is_one_line(script):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("--device cuda: torch ") and "sees no CUDA GPU" in lines[0], lines
     assert "wrote" not in proc.stdout  # nothing done before the check (scalar_throughput writes JPEGs first)
+
+
+def test_gpu_benchmarks_share_one_device_check(monkeypatch):
+    """Each script used to repeat the check and its message; they import benchmarks/_device.py."""
+    for script in GPU_SCRIPTS:
+        source = (BENCHMARKS / script).read_text()
+        assert "from _device import require_device" in source and "check_device(" not in source, script
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from _device import require_device
+
+    require_device("cpu")
+    with pytest.raises(SystemExit, match=r"^--device 'gpu' is not a device torch knows.*\(the CPU smoke test is in this script's docstring\)$"):
+        require_device("gpu")
 
 
 def test_demo_run_refuses_fewer_targets_than_asked():

@@ -49,3 +49,15 @@ def test_ctrl_c_in_any_command_exits_130_in_one_line(monkeypatch, capsys):
     monkeypatch.setattr(validate, "main", interrupted)
     assert main(["validate", "some.json"]) == 130
     assert capsys.readouterr().err == "pigbench validate: interrupted\n"
+
+
+def test_a_tie_threshold_for_a_judge_answering_in_text_is_a_one_line_error(tmp_path, capsys):
+    """It used to change only the results file name: tau has no scores to act on when the judge answers A/B/tie."""
+    from pigbench.run import cli
+
+    argv = ["--evaluator", "openai-judge", "--dataset", "toy", "--output", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--option", "base_url=http://127.0.0.1:9/v1", "--tie-threshold", "0.1"]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tie-threshold (option tie_threshold) applies only to scalar scores" in err
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.json"))

@@ -2,6 +2,7 @@
 success, malformed answers, 429/5xx then success, timeouts, failover, resume without repeated
 requests, answer probabilities, and the API key kept out of results, logs and caches."""
 
+import email.utils
 import io
 import json
 import math
@@ -15,7 +16,7 @@ from pigbench.evaluator import Runtime
 from pigbench.judging.backend import GenerationParams
 from pigbench.judging.fake_server import FakeServer, Reply
 from pigbench.judging.messages import Prompt, image, reference_prompt, text
-from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
+from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy, _retry_after
 from pigbench.judging.request_cache import RequestCache, request_key
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
 from pigbench.registry import evaluators
@@ -97,7 +98,7 @@ def test_malformed_response_is_an_error_and_not_cached(server, tmp_path):
     assert len(b.cache) == 0
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
 def test_transient_status_then_success(server, status):
     server.script = [Reply(status=status, headers={"Retry-After": "0"}), Reply(status=status)]
     (gen,) = backend(server).generate([Prompt((text("hi"),))], GenerationParams())
@@ -437,6 +438,22 @@ def test_retry_after_sets_the_wait_before_the_retry(server):
     (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
     assert 0.4 <= time.monotonic() - start < 1.5
     assert gen.text == "<answer>B</answer>" and server.hits == 2
+
+
+def test_retry_after_as_an_http_date_sets_the_wait_before_the_retry(server):
+    """RFC 9110 allows Retry-After as an HTTP date: it is waited out like delay-seconds."""
+    server.script = [Reply(status=503, headers={"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)})]
+    b = backend(server, retry=RetryPolicy(max_retries=1, backoff_s=0.01, max_backoff_s=5))
+    start = time.monotonic()
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert 1.0 <= time.monotonic() - start < 3.5  # the date has whole seconds
+    assert gen.text == "<answer>B</answer>" and server.hits == 2
+
+
+def test_retry_after_readings():
+    assert _retry_after({"Retry-After": "7"}) == 7.0
+    assert _retry_after({"Retry-After": "Sun, 06 Nov 1994 08:49:37 GMT"}) == 0.0  # already past
+    assert _retry_after({"Retry-After": "soon"}) is None and _retry_after({}) is None
 
 
 def test_a_broken_json_answer_is_retried_and_content_parts_are_joined(server):

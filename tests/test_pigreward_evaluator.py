@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -151,9 +152,10 @@ def test_contexts_survive_a_killed_run_and_a_resumed_run_reuses_them(tmp_path, s
 
 
 def test_ablations_change_the_prompts(tmp_path, scripted):
-    run(run_config(tmp_path, limit=3, options={"use_reasoner": "false"}))
+    out = run(run_config(tmp_path, limit=3, options={"use_reasoner": "false"}))
     model = scripted[0]
     assert model.reasoner_prompts == 0
+    assert out.results["evaluator"]["models"]["reasoner_backend"] is None  # no reasoner ran
     images = [sum(x.type == "image" for x in p.parts) for p in model.reward_prompts]
     assert images == [2 * 2 + 2] * 3  # both images of each reference pair, then the target pair
 
@@ -224,7 +226,9 @@ def test_tiny_qwen2vl_for_both_parts_through_the_runner(tmp_path, monkeypatch):
                "reasoner_max_new_tokens": "4", "max_pixels": str(56 * 56)}
     out = run(run_config(tmp_path, limit=6, options=options))
     assert len(reasoner_prompts) == 2 * 2  # two users, two references each, once
-    assert out.results["evaluator"]["models"]["reward_backend"]["generation"].startswith("pigbench.fastgen")
+    models = out.results["evaluator"]["models"]
+    assert models["reward_backend"]["generation"].startswith("pigbench.fastgen")
+    assert models["reasoner_backend"]["generation"].startswith("pigbench.fastgen")
     for row in rows(out):
         pred = row["prediction"]
         assert isinstance(pred["raw_text"], str) and "error" not in pred
@@ -245,3 +249,16 @@ def test_openai_backend_serves_both_parts_with_cached_requests(tmp_path):
     assert {b.model for b in backends.values()} == {"served-reasoner", "Qwen/Qwen2-VL-7B-Instruct"}
     assert all(b.cache is not None for b in backends.values())
     assert PIGRewardConfig(decode_batch=8).hash("pigreward", "1") == PIGRewardConfig().hash("pigreward", "1")
+
+
+def test_a_damaged_weight_file_is_named(tmp_path):
+    pytest.importorskip("transformers")
+    from pigbench.judging.random_models import qwen2_vl
+
+    model, processor = qwen2_vl(seed=0)
+    model.save_pretrained(tmp_path / "tiny")
+    processor.save_pretrained(tmp_path / "tiny")
+    weights = tmp_path / "tiny" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(RequirementError, match=rf"^pigreward: the weight file {re.escape(str(weights))} is damaged"):
+        run(run_config(tmp_path, limit=2, options={"model_path": str(tmp_path / "tiny"), "dtype": "float32"}))

@@ -771,3 +771,15 @@ def test_a_provenance_that_is_not_a_dict_of_json_values_is_a_one_line_error_and_
     assert not list((tmp_path / "results").rglob("*.json*"))
     evaluators.get(name).provenance = lambda self: {"weights": "/models/x"}
     assert run(config(tmp_path, evaluator=name)).computed == 0  # the rerun reuses every prediction
+
+
+def test_reference_size_0_for_a_similarity_evaluator_is_refused_before_anything_loads(tmp_path, monkeypatch):
+    """It used to load the model and fail every sample ("needs at least one reference pair"), then abort."""
+    from pigbench.registry import evaluators
+
+    cls = evaluators.get("color-reference")
+    monkeypatch.setattr(cls, "setup", lambda self: pytest.fail("set up for a run that cannot score"))
+    with pytest.raises(ValueError, match=r"^color-reference scores images by similarity .*--reference-size 0 leaves none"):
+        run(config(tmp_path, evaluator="color-reference", reference_size=0))
+    assert not list((tmp_path / "cache").rglob("*.sqlite"))
+    assert run(config(tmp_path, reference_size=0)).results["split"]["reference_size"] == 0  # a scalar needs none

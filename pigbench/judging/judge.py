@@ -136,6 +136,10 @@ class Judge(Evaluator):
         for option, ok, rule in _numeric_rules(config):
             if not ok:
                 raise ValueError(f"{name}: option {option} must be {rule}, got {getattr(config, option)!r}")
+        if config.scoring == "text" and config.tie_threshold != 0:
+            hint = " (--option scoring=probs scores P(A) vs P(B))" if cls.answer_options else ""
+            raise ValueError(f"{name}: --tie-threshold (option tie_threshold) applies only to scalar scores; "
+                             f"with scoring=text the judge answers A, B or tie itself{hint}")
         if config.min_new_tokens > cls.new_tokens(config):
             raise ValueError(f"{name}: option min_new_tokens must be <= the generation length "
                              f"{cls.new_tokens(config)} (max_new_tokens), got {config.min_new_tokens}")

@@ -8,9 +8,9 @@
   message, provenance record or log line.
 * Up to ``concurrency`` requests are in flight. ``timeout_s`` is a deadline per attempt: the whole
   answer must have arrived ``timeout_s`` after the attempt began, however slowly its bytes come (only
-  a server trickling its status line and headers gets ``timeout_s`` per read). HTTP 429, 5xx, timeouts
-  and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
-  header is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
+  a server trickling its status line and headers gets ``timeout_s`` per read). HTTP 408, 429, 5xx,
+  timeouts and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
+  header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
   to wherever it points).
 * ``base_urls`` is a list (or a comma-separated string, or a JSON list): a
@@ -27,6 +27,8 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import http.client
 import json
 import math
@@ -217,7 +219,7 @@ class OpenAIBackend(Backend):
             if 300 <= exc.code < 400:
                 detail = f"redirected to {_public(str(exc.headers.get('Location')))}, not followed (pass that URL instead)"
             message = f"HTTP {exc.code} from {where}: {detail}"
-            if exc.code == 429 or exc.code >= 500:
+            if exc.code in (408, 429) or exc.code >= 500:
                 raise _Retryable(message, _retry_after(exc.headers)) from None
             raise RequestFailed(message) from None
         except (TimeoutError, socket.timeout):
@@ -293,7 +295,20 @@ def _error_detail(exc: urllib.error.HTTPError, deadline: float) -> str:
 
 
 def _retry_after(headers: Any) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date (RFC 9110);
+    ``None`` when absent or unreadable, 0 for a date already past."""
     try:
-        return max(0.0, float(headers.get("Retry-After")))
-    except (TypeError, ValueError, AttributeError):
+        value = headers.get("Retry-After")
+    except AttributeError:
         return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
