@@ -189,6 +189,21 @@ def test_unreadable_shard_is_named(data, tmp_path):
         adapter(meta, images).split(seed=0)
 
 
+def test_a_missing_metadata_shard_is_an_error_naming_it(data):
+    """A partial copy (1 of 2 shards) would give a smaller split with no warning (2 users instead of 3)."""
+    meta = data[0]
+    first, second = sorted(meta.rglob("*.parquet"))
+    second.unlink()
+    with pytest.raises(DatasetError, match=r"^pickapic: 1 'train' metadata shard\(s\) missing, first .*/data/train-00001-of-00002\*"
+                                           r"\.parquet; download it with `hf download yuvalkirstain/pickapic_v2_no_images "):
+        adapter(meta, images="none").split(seed=0)
+    assert adapter(first, images="none").split(seed=0).users == 2  # one shard passed as a file is used as given
+    first.unlink()
+    with pytest.raises(DatasetError, match=r"^pickapic: no 'train' parquet shards under .*; download it with `hf download "
+                                           r"yuvalkirstain/pickapic_v2_no_images --repo-type dataset --include 'data/train-\*'"):
+        adapter(meta, images="none").split(seed=0)
+
+
 def test_null_ranking_id_is_a_counted_skip_and_ids_stay_integers(tmp_path, rows):
     lost, rows[1]["ranking_id"] = rows[1]["ranking_id"], None  # a row of user 101
     write_pickapic(tmp_path / "m", rows, images=False, shards=2, row_group_size=16)
