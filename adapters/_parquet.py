@@ -70,7 +70,7 @@ def parquet_errors(name: Union[str, Path]) -> Iterator[None]:
     try:
         yield
     except (OSError, pa.ArrowException) as exc:
-        raise DatasetError(f"{name}: cannot read as parquet: {exc}") from None
+        raise DatasetError(f"{name}: cannot read as parquet: {' '.join(str(exc).split())}") from None
 
 
 def read_schema(path: Union[str, Path]) -> pa.Schema:
@@ -128,7 +128,8 @@ class ShardSet:
         check_schema(pf.schema_arrow, {c: lambda t: True for c in columns}, self.name(shard))
         with self._lock:
             self.row_groups_read += 1
-        return pf.read_row_group(group, columns=list(columns))
+        with parquet_errors(self.name(shard)):
+            return pf.read_row_group(group, columns=list(columns))
 
     def locate(self, key_column: str, keys: pa.Array) -> dict[Any, Location]:
         """The first location of each key in ``keys``, reading only ``key_column`` of each shard."""

@@ -319,7 +319,10 @@ def _np(arr: Any) -> np.ndarray:
 
 
 def _load(cache: RowCache, rid: int, side: int, uid: str) -> bytes:
-    row = cache.get(rid)
+    try:
+        row = cache.get(rid)
+    except DatasetError as exc:  # an unreadable row group fails this image, not the run
+        raise ImageError(f"image {uid!r}: {exc}") from None
     if row[f"image_{side}_uid"] != uid or row[f"jpg_{side}"] is None:
         raise ImageError(f"image {uid!r}: ranking_id={rid} of the with-images shards has no jpg_{side} for this uid")
     return row[f"jpg_{side}"]

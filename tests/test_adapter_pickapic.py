@@ -204,6 +204,33 @@ def test_a_missing_metadata_shard_is_an_error_naming_it(data):
         adapter(meta, images="none").split(seed=0)
 
 
+def corrupt_row_group(shard, group):
+    """Flip 40 bytes of the first data page of ``jpg_0`` in row group ``group``: the footer stays readable."""
+    page = pq.ParquetFile(shard).metadata.row_group(group).column(9).data_page_offset
+    raw = bytearray(shard.read_bytes())
+    raw[page:page + 40] = bytes(b ^ 0xFF for b in raw[page:page + 40])
+    shard.write_bytes(bytes(raw))
+
+
+def test_a_corrupt_row_group_is_an_error_naming_the_shard(data):
+    """Found when hashing the kept rows: a one-line DatasetError, not pyarrow's traceback; found when an
+    evaluator opens an image later: that image's ImageError (its sample INVALID), not a crash."""
+    meta, images = data
+    shard = sorted(images.rglob("*.parquet"))[0]
+    split = adapter(meta, images).split(seed=0)
+    corrupt_row_group(shard, 1)
+    with pytest.raises(DatasetError, match=rf"^{shard}: cannot read as parquet: [^\n]+$"):
+        adapter(meta, images).split(seed=0)
+    errors = []
+    for e in split.episodes:
+        for im in (e.target.image_a, e.target.image_b, *(i for r in e.references for i in (r.preferred, r.rejected))):
+            try:
+                im.read_bytes()
+            except ImageError as exc:
+                errors.append(str(exc))
+    assert errors and all(shard.name in m and "cannot read as parquet" in m for m in errors)
+
+
 def test_null_ranking_id_is_a_counted_skip_and_ids_stay_integers(tmp_path, rows):
     lost, rows[1]["ranking_id"] = rows[1]["ranking_id"], None  # a row of user 101
     write_pickapic(tmp_path / "m", rows, images=False, shards=2, row_group_size=16)
