@@ -256,6 +256,42 @@ def test_metadata_only_offline_says_what_to_download(data, monkeypatch):
         adapter(data[0]).split(seed=0)
 
 
+class FakeHubFS:
+    """The hub's fsspec filesystem over local folders (``datasets/<repo>/<path>`` is ``repos[repo]/<path>``),
+    listing in reverse name order (the hub promises no order); records the paths opened."""
+
+    def __init__(self, repos):
+        self.repos, self.opened = repos, []
+
+    def glob(self, pattern):
+        kind, owner, name, rest = pattern.split("/", 3)
+        root = self.repos[f"{owner}/{name}"] if kind == "datasets" else None
+        return sorted((f"datasets/{owner}/{name}/{p.relative_to(root).as_posix()}" for p in root.glob(rest)), reverse=True)
+
+    def open(self, path, mode):
+        self.opened.append(path)
+        _, owner, name, rest = path.split("/", 3)
+        return (self.repos[f"{owner}/{name}"] / rest).open(mode)
+
+
+def test_images_read_in_place_from_the_hub_equal_a_local_copy(data, monkeypatch):
+    import huggingface_hub
+
+    import pigbench.hub
+
+    meta, images = data
+    fs = FakeHubFS({"yuvalkirstain/pickapic_v2": images})
+    monkeypatch.setattr(huggingface_hub, "HfFileSystem", lambda: fs)
+    monkeypatch.setattr(pigbench.hub, "downloads_unavailable", lambda url=None: None)
+    local, hub = adapter(meta, images), adapter(meta)
+    a, b = local.split(seed=0), hub.split(seed=0)
+    assert [e.sample_id for e in b.episodes] == [e.sample_id for e in a.episodes] and b.fingerprint == a.fingerprint
+    assert fs.opened == [f"datasets/yuvalkirstain/pickapic_v2/data/{p.name}" for p in sorted(images.rglob("*.parquet"))]
+    assert hub.provenance()["row_groups_read"] == local.provenance()["row_groups_read"]
+    assert hub.provenance()["image_files"] == 3
+    assert b.episodes[0].target.image_a.read_bytes() == a.episodes[0].target.image_a.read_bytes()
+
+
 def test_hub_cache_is_used_offline_and_a_miss_is_explained(data, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("PIGBENCH_PICKAPIC_PATH", raising=False)
