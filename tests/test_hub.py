@@ -158,6 +158,29 @@ def test_dataset_download_asks_for_the_dataset_at_its_revision_from_the_cache_wh
     assert len(calls) == 2
 
 
+def test_a_hub_error_for_a_mistyped_repo_id_is_one_line(monkeypatch):
+    """The hub library's 404 spans lines; the error stays one line, ending with the download command."""
+    import huggingface_hub
+
+    import pigbench.hub
+
+    def not_found(*args, **kwargs):
+        raise OSError("404 Client Error.\n\nRepository Not Found for url: https://hf.co/api/datasets/org/dtaa.\n"
+                      "Please make sure you specified the correct `repo_id`.")
+
+    class HubFS:
+        glob = not_found
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_found)
+    monkeypatch.setattr(huggingface_hub, "HfFileSystem", HubFS)
+    monkeypatch.setattr(pigbench.hub, "downloads_unavailable", lambda url=None: None)
+    found = "404 Client Error. Repository Not Found for url: https://hf.co/api/datasets/org/dtaa. Please make sure you"
+    with pytest.raises(DatasetError, match=rf"^demo: cannot get org/dtaa \(the hub failed: {found}[^\n]*; download it with `hf download"):
+        resolve_root(what="demo", path=None, env_var="", repo_id="org/dtaa")
+    with pytest.raises(DatasetError, match=rf"^demo: cannot list org/dtaa on the hub \({found}[^\n]*; use a local copy$"):
+        remote_files("org/dtaa", "data/*.parquet", what="demo", hint="use a local copy")
+
+
 def test_without_huggingface_hub_the_hub_datasets_name_the_data_extra(dead_hub, monkeypatch):
     """A base install: reading a dataset (or its images) from the hub says which extra to install."""
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import huggingface_hub fails
