@@ -404,6 +404,21 @@ def test_rows_contradicting_their_labels_or_the_image_shards_are_skipped_and_cou
     assert {e.user_id for e in split.episodes} == {"101", "102", "104"} and not used & {"6001", "6002", "6003", "6004"}
 
 
+def test_rows_missing_from_the_image_shards_are_counted_and_images_path_wins(tmp_path, rows):
+    """With-images shards beside the metadata lack one row: it is skipped and counted (naming its metadata
+    shard); --dataset-option images_path, a complete copy, is used instead of the shards beside the metadata."""
+    lost = rows[2]  # a row of user 101
+    meta_shards = write_pickapic(tmp_path / "m" / "meta", rows, images=False, shards=2, row_group_size=16)
+    write_pickapic(tmp_path / "m" / "images", [r for r in rows if r is not lost], images=True, shards=3, row_group_size=3)
+    write_pickapic(tmp_path / "full", rows, images=True, shards=3, row_group_size=3)
+    reason = "row not found in the with-images shards"
+    partial = adapter(tmp_path / "m").split(seed=0)
+    assert partial.skipped_records[reason] == 1
+    assert partial.skip_examples[reason] == [f"{meta_shards[0].name} ranking_id={lost['ranking_id']}"]
+    full = adapter(tmp_path / "m", tmp_path / "full").split(seed=0)
+    assert reason not in full.skipped_records and full.fingerprint == adapter(tmp_path / "m" / "meta", tmp_path / "full").split(seed=0).fingerprint
+
+
 def test_a_target_image_with_the_bytes_of_a_reference_image_under_another_uid_leaks(tmp_path, rows):
     extra = [pickapic_row(6100 + i, 107, PROMPTS[i], 870 + 2 * i, 871 + 2 * i, 1.0) for i in range(9)]
     for r in extra:
