@@ -231,6 +231,18 @@ def test_a_corrupt_row_group_is_an_error_naming_the_shard(data):
     assert errors and all(shard.name in m and "cannot read as parquet" in m for m in errors)
 
 
+def test_an_image_shard_with_a_mistyped_column_is_an_error_naming_it(data):
+    import pyarrow as pa
+
+    meta, images = data
+    shard = sorted(images.rglob("*.parquet"))[1]
+    table = pq.read_table(shard)
+    table = table.set_column(9, "jpg_0", pa.array([b.hex() for b in table["jpg_0"].to_pylist()], pa.string()))
+    pq.write_table(table, shard)
+    with pytest.raises(DatasetError, match=rf"^{shard}: column 'jpg_0' has type string, expected binary$"):
+        adapter(meta, images).split(seed=0)
+
+
 def test_null_ranking_id_is_a_counted_skip_and_ids_stay_integers(tmp_path, rows):
     lost, rows[1]["ranking_id"] = rows[1]["ranking_id"], None  # a row of user 101
     write_pickapic(tmp_path / "m", rows, images=False, shards=2, row_group_size=16)
