@@ -52,13 +52,25 @@ def find_shards(root: Path, split: str) -> list[Path]:
     return sorted(p for p in root.rglob("*.parquet") if shard_split(p.relative_to(root)) == split)
 
 
+def missing_shards(paths: Sequence[Union[str, Path]]) -> list[str]:
+    """The hub shards (``{folder}/{split}-NNNNN-of-MMMMM*.parquet``) absent from ``paths``: each folder's
+    shards of one split and count must number ``00000`` to ``MMMMM - 1``. Other names are ignored."""
+    have: dict[tuple[str, str, int], set[int]] = defaultdict(set)
+    for p in map(Path, paths):
+        m = re.fullmatch(r"([A-Za-z0-9_]+)-(\d{5})-of-(\d{5})(?:-[0-9a-f]+)?\.parquet", p.name)
+        if m:
+            have[(str(p.parent), m.group(1), int(m.group(3)))].add(int(m.group(2)))
+    return [str(Path(folder) / f"{split}-{i:05d}-of-{n:05d}*.parquet")
+            for (folder, split, n), found in sorted(have.items()) for i in range(n) if i not in found]
+
+
 @contextmanager
 def parquet_errors(name: Union[str, Path]) -> Iterator[None]:
     """Turn pyarrow's error on a file that is not readable parquet into a :class:`DatasetError` naming ``name``."""
     try:
         yield
     except (OSError, pa.ArrowException) as exc:
-        raise DatasetError(f"{name}: cannot read as parquet: {exc}") from None
+        raise DatasetError(f"{name}: cannot read as parquet: {' '.join(str(exc).split())}") from None
 
 
 def read_schema(path: Union[str, Path]) -> pa.Schema:
@@ -116,7 +128,8 @@ class ShardSet:
         check_schema(pf.schema_arrow, {c: lambda t: True for c in columns}, self.name(shard))
         with self._lock:
             self.row_groups_read += 1
-        return pf.read_row_group(group, columns=list(columns))
+        with parquet_errors(self.name(shard)):
+            return pf.read_row_group(group, columns=list(columns))
 
     def locate(self, key_column: str, keys: pa.Array) -> dict[Any, Location]:
         """The first location of each key in ``keys``, reading only ``key_column`` of each shard."""

@@ -2,7 +2,8 @@
 
 Sources. ``--dataset-path DIR`` (or ``PIGBENCH_PICKAPIC_PATH``): a folder holding parquet shards
 of ``yuvalkirstain/pickapic_v2_no_images`` and/or ``yuvalkirstain/pickapic_v2`` under their hub
-names (``data/train-00000-of-00002-<hex>.parquet``, any depth). Without a path, the metadata
+names (``data/train-00000-of-00002-<hex>.parquet``, any depth; a metadata shard missing from such a
+set is an error, not a smaller split). Without a path, the metadata
 (``_no_images``, ~292 MB) comes from the hub cache or is downloaded. Image bytes come from
 with-images shards under the path or ``--dataset-option images_path=DIR``, else are read in place
 from the hub, fetching only the row groups needed. ``images=none`` builds the split from metadata
@@ -45,7 +46,7 @@ from pigbench.adapter import DatasetAdapter, DatasetError
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
 from pigbench.adapters._options import check_options, get_int
 from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, RowCache, ShardSet, check_schema, find_shards,
-                                        parquet_errors, read_schema)
+                                        missing_shards, parquet_errors, read_schema)
 from pigbench.hub import download_hint, remote_files, resolve_root
 from pigbench.protocol import ImageError, ImageRef, PreferenceRecord, normalize_prompt
 from pigbench.splits import SplitResult
@@ -262,6 +263,10 @@ class PickAPic(DatasetAdapter):
         if not files:
             raise DatasetError(f"{self.name}: no '{self.split_name}' parquet shards under {root}; "
                                + download_hint(self.META_REPO, [pattern], "--dataset-path", self.env_var))
+        missing = missing_shards(files) if root.is_dir() else []
+        if missing:
+            raise DatasetError(f"{self.name}: {len(missing)} '{self.split_name}' metadata shard(s) missing, first {missing[0]}; "
+                               + download_hint(self.META_REPO, [pattern], "--dataset-path", self.env_var))
         self._files["metadata"] = files
         return files
 
@@ -314,7 +319,10 @@ def _np(arr: Any) -> np.ndarray:
 
 
 def _load(cache: RowCache, rid: int, side: int, uid: str) -> bytes:
-    row = cache.get(rid)
+    try:
+        row = cache.get(rid)
+    except DatasetError as exc:  # an unreadable row group fails this image, not the run
+        raise ImageError(f"image {uid!r}: {exc}") from None
     if row[f"image_{side}_uid"] != uid or row[f"jpg_{side}"] is None:
         raise ImageError(f"image {uid!r}: ranking_id={rid} of the with-images shards has no jpg_{side} for this uid")
     return row[f"jpg_{side}"]

@@ -114,7 +114,7 @@ def resolve_root(
             local_files_only=local_only, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
         )
     except Exception as exc:  # the hub library raises many types (offline, HTTP, missing repo)
-        state = f"it {not_downloadable(cached=False)}" if local_only else f"the hub failed: {exc}"
+        state = f"it {not_downloadable(cached=False)}" if local_only else f"the hub failed: {' '.join(str(exc).split())}"
         raise DatasetError(f"{what}: cannot get {repo_id} ({state}); " + download_hint(repo_id, allow_patterns, flag, env_var)) from None
     return Path(local)
 
@@ -136,7 +136,7 @@ def remote_files(repo_id: str, pattern: str, *, what: str, hint: str) -> tuple[A
         fs = HfFileSystem()
         names = fs.glob(f"datasets/{repo_id}/{pattern}")
     except Exception as exc:
-        raise DatasetError(f"{what}: cannot list {repo_id} on the hub ({exc}); {hint}") from None
+        raise DatasetError(f"{what}: cannot list {repo_id} on the hub ({' '.join(str(exc).split())}); {hint}") from None
     names = sorted(n for n in names if fnmatch.fnmatch(n.rsplit("/", 1)[-1], pattern.rsplit("/", 1)[-1]))
     if not names:
         raise DatasetError(f"{what}: no file matching {pattern!r} in {repo_id}; {hint}")

@@ -207,11 +207,12 @@ def test_a_pickled_arrow_array_with_offsets_outside_its_buffers_is_refused_befor
 
 
 def test_train_shards_are_merged_in_shard_order(tmp_path):
-    for i, rows in ((0, TEST_ROWS[:3]), (1, TEST_ROWS[3:5]), (10, TEST_ROWS[5:])):
+    for i, rows in ((0, TEST_ROWS[:3]), (1, TEST_ROWS[3:5]), (2, TEST_ROWS[5:]), (10, TEST_ROWS[:1])):
         (tmp_path / f"bench_train_w_bad_split_{i}.pkl").write_bytes(pickle.dumps(frame(rows)))
-    s = split(tmp_path, options={"split": "train"})
+    s = split(tmp_path, options={"split": "train"})  # 0, 1, 2, 10: numeric order, not the names' (10 before 2)
     assert [e.target.record_id for e in s.episodes] == ["bench_train_w_bad_split_0:0", "bench_train_w_bad_split_0:1",
-                                                         "bench_train_w_bad_split_0:2", "bench_train_w_bad_split_10:1"]
+                                                         "bench_train_w_bad_split_0:2", "bench_train_w_bad_split_2:1",
+                                                         "bench_train_w_bad_split_10:0"]
 
 
 def test_hub_miss_offline_says_what_to_download(monkeypatch, tmp_path):

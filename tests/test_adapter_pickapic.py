@@ -189,6 +189,60 @@ def test_unreadable_shard_is_named(data, tmp_path):
         adapter(meta, images).split(seed=0)
 
 
+def test_a_missing_metadata_shard_is_an_error_naming_it(data):
+    """A partial copy (1 of 2 shards) would give a smaller split with no warning (2 users instead of 3)."""
+    meta = data[0]
+    first, second = sorted(meta.rglob("*.parquet"))
+    second.unlink()
+    with pytest.raises(DatasetError, match=r"^pickapic: 1 'train' metadata shard\(s\) missing, first .*/data/train-00001-of-00002\*"
+                                           r"\.parquet; download it with `hf download yuvalkirstain/pickapic_v2_no_images "):
+        adapter(meta, images="none").split(seed=0)
+    assert adapter(first, images="none").split(seed=0).users == 2  # one shard passed as a file is used as given
+    first.unlink()
+    with pytest.raises(DatasetError, match=r"^pickapic: no 'train' parquet shards under .*; download it with `hf download "
+                                           r"yuvalkirstain/pickapic_v2_no_images --repo-type dataset --include 'data/train-\*'"):
+        adapter(meta, images="none").split(seed=0)
+
+
+def corrupt_row_group(shard, group):
+    """Flip 40 bytes of the first data page of ``jpg_0`` in row group ``group``: the footer stays readable."""
+    page = pq.ParquetFile(shard).metadata.row_group(group).column(9).data_page_offset
+    raw = bytearray(shard.read_bytes())
+    raw[page:page + 40] = bytes(b ^ 0xFF for b in raw[page:page + 40])
+    shard.write_bytes(bytes(raw))
+
+
+def test_a_corrupt_row_group_is_an_error_naming_the_shard(data):
+    """Found when hashing the kept rows: a one-line DatasetError, not pyarrow's traceback; found when an
+    evaluator opens an image later: that image's ImageError (its sample INVALID), not a crash."""
+    meta, images = data
+    shard = sorted(images.rglob("*.parquet"))[0]
+    split = adapter(meta, images).split(seed=0)
+    corrupt_row_group(shard, 1)
+    with pytest.raises(DatasetError, match=rf"^{shard}: cannot read as parquet: [^\n]+$"):
+        adapter(meta, images).split(seed=0)
+    errors = []
+    for e in split.episodes:
+        for im in (e.target.image_a, e.target.image_b, *(i for r in e.references for i in (r.preferred, r.rejected))):
+            try:
+                im.read_bytes()
+            except ImageError as exc:
+                errors.append(str(exc))
+    assert errors and all(shard.name in m and "cannot read as parquet" in m for m in errors)
+
+
+def test_an_image_shard_with_a_mistyped_column_is_an_error_naming_it(data):
+    import pyarrow as pa
+
+    meta, images = data
+    shard = sorted(images.rglob("*.parquet"))[1]
+    table = pq.read_table(shard)
+    table = table.set_column(9, "jpg_0", pa.array([b.hex() for b in table["jpg_0"].to_pylist()], pa.string()))
+    pq.write_table(table, shard)
+    with pytest.raises(DatasetError, match=rf"^{shard}: column 'jpg_0' has type string, expected binary$"):
+        adapter(meta, images).split(seed=0)
+
+
 def test_null_ranking_id_is_a_counted_skip_and_ids_stay_integers(tmp_path, rows):
     lost, rows[1]["ranking_id"] = rows[1]["ranking_id"], None  # a row of user 101
     write_pickapic(tmp_path / "m", rows, images=False, shards=2, row_group_size=16)
@@ -212,6 +266,42 @@ def test_metadata_only_offline_says_what_to_download(data, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DatasetError, match=r"yuvalkirstain/pickapic_v2 .*images_path.*images=none"):
         adapter(data[0]).split(seed=0)
+
+
+class FakeHubFS:
+    """The hub's fsspec filesystem over local folders (``datasets/<repo>/<path>`` is ``repos[repo]/<path>``),
+    listing in reverse name order (the hub promises no order); records the paths opened."""
+
+    def __init__(self, repos):
+        self.repos, self.opened = repos, []
+
+    def glob(self, pattern):
+        kind, owner, name, rest = pattern.split("/", 3)
+        root = self.repos[f"{owner}/{name}"] if kind == "datasets" else None
+        return sorted((f"datasets/{owner}/{name}/{p.relative_to(root).as_posix()}" for p in root.glob(rest)), reverse=True)
+
+    def open(self, path, mode):
+        self.opened.append(path)
+        _, owner, name, rest = path.split("/", 3)
+        return (self.repos[f"{owner}/{name}"] / rest).open(mode)
+
+
+def test_images_read_in_place_from_the_hub_equal_a_local_copy(data, monkeypatch):
+    import huggingface_hub
+
+    import pigbench.hub
+
+    meta, images = data
+    fs = FakeHubFS({"yuvalkirstain/pickapic_v2": images})
+    monkeypatch.setattr(huggingface_hub, "HfFileSystem", lambda: fs)
+    monkeypatch.setattr(pigbench.hub, "downloads_unavailable", lambda url=None: None)
+    local, hub = adapter(meta, images), adapter(meta)
+    a, b = local.split(seed=0), hub.split(seed=0)
+    assert [e.sample_id for e in b.episodes] == [e.sample_id for e in a.episodes] and b.fingerprint == a.fingerprint
+    assert fs.opened == [f"datasets/yuvalkirstain/pickapic_v2/data/{p.name}" for p in sorted(images.rglob("*.parquet"))]
+    assert hub.provenance()["row_groups_read"] == local.provenance()["row_groups_read"]
+    assert hub.provenance()["image_files"] == 3
+    assert b.episodes[0].target.image_a.read_bytes() == a.episodes[0].target.image_a.read_bytes()
 
 
 def test_hub_cache_is_used_offline_and_a_miss_is_explained(data, tmp_path, monkeypatch):
@@ -324,6 +414,21 @@ def test_rows_contradicting_their_labels_or_the_image_shards_are_skipped_and_cou
         assert split.skipped_records[reason] == n, reason
     used = {e.target.record_id for e in split.episodes} | {r.record_id for e in split.episodes for r in e.references}
     assert {e.user_id for e in split.episodes} == {"101", "102", "104"} and not used & {"6001", "6002", "6003", "6004"}
+
+
+def test_rows_missing_from_the_image_shards_are_counted_and_images_path_wins(tmp_path, rows):
+    """With-images shards beside the metadata lack one row: it is skipped and counted (naming its metadata
+    shard); --dataset-option images_path, a complete copy, is used instead of the shards beside the metadata."""
+    lost = rows[2]  # a row of user 101
+    meta_shards = write_pickapic(tmp_path / "m" / "meta", rows, images=False, shards=2, row_group_size=16)
+    write_pickapic(tmp_path / "m" / "images", [r for r in rows if r is not lost], images=True, shards=3, row_group_size=3)
+    write_pickapic(tmp_path / "full", rows, images=True, shards=3, row_group_size=3)
+    reason = "row not found in the with-images shards"
+    partial = adapter(tmp_path / "m").split(seed=0)
+    assert partial.skipped_records[reason] == 1
+    assert partial.skip_examples[reason] == [f"{meta_shards[0].name} ranking_id={lost['ranking_id']}"]
+    full = adapter(tmp_path / "m", tmp_path / "full").split(seed=0)
+    assert reason not in full.skipped_records and full.fingerprint == adapter(tmp_path / "m" / "meta", tmp_path / "full").split(seed=0).fingerprint
 
 
 def test_a_target_image_with_the_bytes_of_a_reference_image_under_another_uid_leaks(tmp_path, rows):

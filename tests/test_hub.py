@@ -128,6 +128,59 @@ def test_dataset_download_fails_at_once_with_the_download_command(dead_hub):
         remote_files("org/data", "data/*.parquet", what="demo data", hint="use a local copy")
 
 
+def test_dataset_download_asks_for_the_dataset_at_its_revision_from_the_cache_when_offline(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE (any true spelling) means the local cache only, in HF_HUB_CACHE; --dataset-path wins
+    over the environment variable, which wins over the hub."""
+    import huggingface_hub
+
+    calls = []
+
+    def snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        if kwargs["revision"] == "gone":
+            raise FileNotFoundError("not cached")
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "yes")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert resolve_root(what="demo", path=None, env_var="", repo_id="org/data", allow_patterns=["data/*"], revision="v1") == tmp_path
+    assert calls == [("org/data", {"repo_type": "dataset", "revision": "v1", "allow_patterns": ["data/*"],
+                                   "local_files_only": True, "cache_dir": str(tmp_path / "cache")})]
+    with pytest.raises(DatasetError, match=r"^demo: cannot get org/data \(it is not in the local Hugging Face cache and HF_HUB_OFFLINE=1\); "):
+        resolve_root(what="demo", path=None, env_var="", repo_id="org/data", revision="gone")
+    flag, env = tmp_path / "flag", tmp_path / "env"
+    flag.mkdir()
+    env.mkdir()
+    monkeypatch.setenv("PIGBENCH_DEMO_DATA", str(env))
+    assert resolve_root(what="demo", path=str(flag), env_var="PIGBENCH_DEMO_DATA", repo_id="org/data") == flag
+    assert resolve_root(what="demo", path=None, env_var="PIGBENCH_DEMO_DATA", repo_id="org/data") == env
+    assert len(calls) == 2
+
+
+def test_a_hub_error_for_a_mistyped_repo_id_is_one_line(monkeypatch):
+    """The hub library's 404 spans lines; the error stays one line, ending with the download command."""
+    import huggingface_hub
+
+    import pigbench.hub
+
+    def not_found(*args, **kwargs):
+        raise OSError("404 Client Error.\n\nRepository Not Found for url: https://hf.co/api/datasets/org/dtaa.\n"
+                      "Please make sure you specified the correct `repo_id`.")
+
+    class HubFS:
+        glob = not_found
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_found)
+    monkeypatch.setattr(huggingface_hub, "HfFileSystem", HubFS)
+    monkeypatch.setattr(pigbench.hub, "downloads_unavailable", lambda url=None: None)
+    found = "404 Client Error. Repository Not Found for url: https://hf.co/api/datasets/org/dtaa. Please make sure you"
+    with pytest.raises(DatasetError, match=rf"^demo: cannot get org/dtaa \(the hub failed: {found}[^\n]*; download it with `hf download"):
+        resolve_root(what="demo", path=None, env_var="", repo_id="org/dtaa")
+    with pytest.raises(DatasetError, match=rf"^demo: cannot list org/dtaa on the hub \({found}[^\n]*; use a local copy$"):
+        remote_files("org/dtaa", "data/*.parquet", what="demo", hint="use a local copy")
+
+
 def test_without_huggingface_hub_the_hub_datasets_name_the_data_extra(dead_hub, monkeypatch):
     """A base install: reading a dataset (or its images) from the hub says which extra to install."""
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import huggingface_hub fails
