@@ -38,7 +38,7 @@ import pigbench
 from pigbench.adapter import DatasetAdapter
 from pigbench.distributed import RunStores, launched_world, shard
 from pigbench.evaluator import Evaluator, RequirementError, Runtime, check_declaration
-from pigbench.file_stamp import local_files_stamp
+from pigbench.file_stamp import damaged_safetensors, local_files_stamp
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, Label, Prediction, combine_swapped
 from pigbench.registry import adapters, evaluators
@@ -298,8 +298,8 @@ def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config
 def set_up(evaluator: Evaluator, name: str) -> None:
     """``evaluator.setup()``; a file it cannot read (model libraries raise OSError for a model that
     is neither a local folder nor downloadable, safetensors a SafetensorError for a zero-byte or
-    truncated file) is a :class:`RequirementError` naming the evaluator (and the damaged file, when
-    the code that read it had its name)."""
+    truncated file) is a :class:`RequirementError` naming the evaluator, and the damaged files among
+    its local model files (:meth:`Evaluator.model_sources`)."""
     try:
         evaluator.setup()
     except OSError as exc:
@@ -307,22 +307,11 @@ def set_up(evaluator: Evaluator, name: str) -> None:
     except Exception as exc:
         if type(exc).__name__ != "SafetensorError":
             raise
-        file = _safetensors_file_read(exc)
-        which = f"the weight file {file}" if file else "a .safetensors weight file of the model"
-        raise RequirementError(f"{name}: {which} is damaged or truncated ({exc}); download it again") from exc
-
-
-def _safetensors_file_read(exc: BaseException) -> Optional[str]:
-    """The existing ``.safetensors`` file named by a local variable of the innermost frame of
-    ``exc``'s traceback that names one (the file the model library was opening), else None."""
-    found = None
-    tb = exc.__traceback__
-    while tb is not None:
-        for value in tb.tb_frame.f_locals.values():
-            if isinstance(value, (str, Path)) and str(value).endswith(".safetensors") and os.path.isfile(value):
-                found = str(value)
-        tb = tb.tb_next
-    return found
+        damaged = damaged_safetensors(evaluator.model_sources())
+        which = "a .safetensors weight file of the model is"
+        if damaged:
+            which = f"the weight file {damaged[0]} is" if len(damaged) == 1 else f"the weight files {', '.join(damaged)} are"
+        raise RequirementError(f"{name}: {which} damaged or truncated ({exc}); download it again") from exc
 
 
 def write_run_results(

@@ -262,6 +262,26 @@ def test_pigreward_contexts_are_keyed_by_the_reasoner_files(tmp_path):
     assert served.reasoner_fingerprint() == before[1]  # a served model's name is not a local file
 
 
+def test_damaged_safetensors_names_exactly_the_unreadable_weight_files(tmp_path):
+    """A zero-byte or truncated shard is named; a sound shard, other files and hub ids are not."""
+    pytest.importorskip("safetensors")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from pigbench.file_stamp import damaged_safetensors
+
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(model / "model-00001-of-00003.safetensors"))
+    sound = (model / "model-00001-of-00003.safetensors").read_bytes()
+    (model / "model-00002-of-00003.safetensors").write_bytes(sound[:-8])
+    (model / "model-00003-of-00003.safetensors").write_bytes(b"")
+    (model / "config.json").write_text("{}")
+    assert damaged_safetensors([str(model), "someone/a-hub-model", ""]) == [
+        str(model / "model-00002-of-00003.safetensors"), str(model / "model-00003-of-00003.safetensors")]
+    assert damaged_safetensors([str(model / "model-00001-of-00003.safetensors")]) == []
+
+
 def test_a_dataset_option_that_is_a_path_gives_a_file_name_not_folders(tmp_path):
     cfg = config(tmp_path, dataset_options={"images": "/data/pip/images"})
     suffix = _variant_suffix(cfg, build_evaluator(cfg))
