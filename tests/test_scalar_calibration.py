@@ -56,6 +56,21 @@ def test_grid_scores_equal_scores_as_a_tie_and_a_missing_score_as_invalid_at_eve
     assert result.acc_w_tie == (75.0,) * len(PICKAPIC_GRID) and result.probability_threshold == 0.0
 
 
+def test_the_grid_ties_exactly_the_pairs_its_tau_ties():
+    """At scale 1 the grid's gap |p_A - p_B| is tanh(|delta| / 2): delta 0.3 has gap 0.149 (tied from
+    t = 0.2 on), delta 2 has gap 0.762 (tied from t = 0.8 on). A gold tie at 0.3 and a decisive pair at 2
+    pick t = 0.2, whose tau ties the first and not the second, as the grid did."""
+    result = calibrate_from_scores([(0.3, 0.0), (2.0, 0.0)], [Label.TIE, Label.A])
+    assert result.acc_w_tie == (75.0, 75.0) + (100.0,) * 6 + (75.0,) * 3 and result.probability_threshold == 0.2
+    assert [label_from_delta(d, result.tau) for d in (0.3, 2.0)] == [Label.TIE, Label.A]
+
+
+def test_a_nan_score_is_invalid_at_every_threshold_not_a_vote_for_b():
+    # NaN earns INVALID's 0.5 at every t; delta 2 earns 1 as A until t = 0.8 ties it (0.5)
+    result = calibrate_from_scores([(math.nan, 1.0), (2.0, 0.0)], [Label.B, Label.A])
+    assert result.acc_w_tie == (75.0,) * 8 + (50.0,) * 3
+
+
 def test_threshold_one_means_every_pair_is_a_tie_and_serializes():
     result = calibrate_from_scores([(0.0, 5.0)], [Label.TIE])
     assert result.probability_threshold == 1.0 and result.to_json()["tau"] == "inf"
@@ -70,6 +85,14 @@ def test_calibration_split_keeps_users_on_one_side():
     assert calibration_split(eps, fraction=0.3, seed=1)[0] == cal
     with pytest.raises(ValueError):
         calibration_split(eps, fraction=1.0)
+
+
+def test_the_seed_picks_which_users_calibrate():
+    """The same fraction under another seed holds out other users (the hash is seeded)."""
+    eps = [Episode(f"user{i % 17}", (), Target(f"s{i}", "p", ImageRef("a", b"a"), ImageRef("b", b"b"), Label.A))
+           for i in range(200)]
+    held_out = {seed: {e.user_id for e in calibration_split(eps, fraction=0.3, seed=seed)[0]} for seed in (1, 2)}
+    assert held_out == {1: {"user1", "user2", "user4", "user8", "user12"}, 2: {"user1", "user5", "user8"}}
 
 
 @dataclass(frozen=True)
