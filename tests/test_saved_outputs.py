@@ -152,6 +152,20 @@ def test_infinite_scores_are_read_as_null_and_the_sample_is_invalid(tmp_path):
     assert (second.label, second.score_b, second.dimensions[0].score_a) == (Label.INVALID, None, None)
 
 
+def test_a_lone_choice_makes_a_judge_and_invalid_without_error_gets_one(tmp_path):
+    """The first sample line's choice counts (kind judge); INVALID with no error is a failure with a reason."""
+    from pigbench.protocol import Label
+    from pigbench.score import read_predictions
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"fingerprint": "f"}\n{"sample_id": "s1", "choice": "invalid"}\n'
+                    '{"sample_id": "s2", "score_a": 1, "score_b": 0}\n')
+    saved = read_predictions(path)
+    (_, first), (_, second) = saved.lines
+    assert saved.choices == 1 and (first.label, first.error) == (Label.INVALID, "marked INVALID in the predictions file")
+    assert (second.label, second.error) == (Label.A, None)
+
+
 def test_header_may_follow_a_byte_order_mark(exported, tmp_path):
     """Editors on Windows save UTF-8 with a BOM; it is not part of line 1."""
     header = json.loads((exported / "manifest.json").read_text())["predictions_header"]
@@ -226,6 +240,9 @@ def _error_cases():
     def bad_score(h, lines):
         return h, [{**lines[0], "score_a": "high"}] + lines[1:]
 
+    def bad_rationale(h, lines):
+        return h, [{**lines[0], "rationale": 5}] + lines[1:]
+
     def bad_dimension(h, lines):
         return h, [{**lines[0], "dimensions": [{"score_a": 1}]}] + lines[1:]
 
@@ -248,6 +265,7 @@ def _error_cases():
         ("bad choice", bad_choice, "choice 'left' is not one of A, B, TIE, INVALID"),
         ("no answer", no_answer, "needs a choice, or both score_a and score_b"),
         ("unknown field", unknown_field, "unknown field\\(s\\) socre_a"),
+        ("bad rationale", bad_rationale, "line 2: sample .*: rationale must be a str, not int"),
         ("bad score", bad_score, "score_a must be a number or null"),
         ("bad dimension", bad_dimension, "dimension 1 must be an object with a name"),
         ("bad header", bad_header, "unknown header field\\(s\\) model"),
