@@ -176,6 +176,23 @@ def test_a_fraction_that_leaves_one_side_empty_says_so():
         calibration_split(eps, fraction=0.5)
 
 
+def test_the_runner_holds_out_the_users_its_seed_picks():
+    """--seed picks the calibration users as calibration_split does (users 1, 2, 4, 8, 12 at seed 1; 1, 5, 8 at 2)."""
+    from pigbench.runner import RunConfig, calibrate_on_held_out_users
+    from pigbench.splits import SplitResult
+
+    eps = [Episode(f"user{i % 17}", (), Target(f"s{i}", "p", ImageRef("a" * (1 + i % 3), b"a"), ImageRef("bb", b"b"), Label.A))
+           for i in range(200)]
+    evaluated = {}
+    for seed in (1, 2):
+        split = SplitResult(list(eps), "d", seed, None)
+        config = RunConfig(evaluator="length", dataset="d", seed=seed, calibration_fraction=0.3)
+        calibrate_on_held_out_users(_PromptLength(), split, config, log=lambda m: None)
+        evaluated[seed] = {e.user_id for e in split.episodes}
+    everyone = {f"user{i}" for i in range(17)}
+    assert evaluated == {1: everyone - {"user1", "user2", "user4", "user8", "user12"}, 2: everyone - {"user1", "user5", "user8"}}
+
+
 def test_the_runner_calibrates_on_held_out_users_and_records_how(tmp_path):
     from pigbench.results import validate_results
     from pigbench.runner import RunConfig, run
