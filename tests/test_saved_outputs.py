@@ -159,11 +159,11 @@ def test_a_lone_choice_makes_a_judge_and_invalid_without_error_gets_one(tmp_path
 
     path = tmp_path / "p.jsonl"
     path.write_text('{"fingerprint": "f"}\n{"sample_id": "s1", "choice": "invalid"}\n'
-                    '{"sample_id": "s2", "score_a": 1, "score_b": 0}\n')
+                    '{"sample_id": "s2", "score_a": 1, "score_b": 0}\n{"sample_id": "s3", "score_a": 0.5, "score_b": 0.5}\n')
     saved = read_predictions(path)
-    (_, first), (_, second) = saved.lines
+    (_, first), (_, second), (_, third) = saved.lines
     assert saved.choices == 1 and (first.label, first.error) == (Label.INVALID, "marked INVALID in the predictions file")
-    assert (second.label, second.error) == (Label.A, None)
+    assert (second.label, second.error, third.label) == (Label.A, None, Label.TIE)  # equal scores tie at tau 0
 
 
 def test_header_may_follow_a_byte_order_mark(exported, tmp_path):

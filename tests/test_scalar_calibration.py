@@ -124,6 +124,18 @@ def test_calibrate_tie_threshold_scores_hidden_gold_and_sets_tau():
     assert ev.config.tie_threshold == result.tau and ev.tie_threshold_source["method"] == "pickapic-softmax-grid"
 
 
+def test_a_sample_without_a_score_does_not_stop_calibration():
+    """One failed score (NaN: no score_a) is INVALID (0.5) at every t; the other sample is A (delta 1:
+    gap tanh(0.5) = 0.46) until t = 0.5 ties it, so t = 0 is kept at 75%."""
+    class _NaNForX(_PromptLength):
+        def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+            return [math.nan if r.image.id == "x" else float(len(r.image.id)) for r in requests]
+
+    eps = [Episode("u", (), Target(f"s{a}", "p", ImageRef(a, a.encode()), ImageRef("bb", b"b"), Label.A)) for a in ("x", "aaa")]
+    result = calibrate_tie_threshold(_NaNForX(), eps)
+    assert result.acc_w_tie == (75.0,) * 5 + (50.0,) * 6 and result.probability_threshold == 0.0
+
+
 def test_the_evaluators_calibration_scale_turns_cosines_into_logits():
     """Raw cosines differ by ~0.01: with the softmax at scale 1 every grid value above 0 ties them all."""
     def ep(a: str, b: str, gold: Label) -> Episode:
