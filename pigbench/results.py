@@ -323,13 +323,16 @@ def validate_results(path: str | Path) -> list[str]:
 
 def loaded_results_problems(path: str | Path, results: dict[str, Any], rows: list[dict]) -> list[str]:
     """:func:`validate_results` of what :func:`load_results` returned for ``path`` (checked without
-    reading the files again): duplicate ids, counts, and metrics recomputed from ``rows``."""
+    reading the files again): duplicate ids, counts (targets, users), and metrics recomputed from ``rows``."""
     problems = []
     ids = [r["sample_id"] for r in rows]
     if len(set(ids)) != len(ids):
         problems.append(f"{path}: duplicate sample ids in predictions")
     if results["predictions"]["count"] != len(rows) or results["split"]["targets"] != len(rows):
         problems.append(f"{path}: predictions count {len(rows)} differs from the recorded count")
+    users = len({r["user_id"] for r in rows})
+    if results["split"]["users"] != users:
+        problems.append(f"{path}: split users {results['split']['users']} differs from the {users} users of the predictions")
     if not rows:
         return problems + [f"{path}: no predictions"]
     boot = results["metrics"]["bootstrap"]  # integers by the schema, though JSON may spell them 1000.0

@@ -481,6 +481,14 @@ def test_rows_follow_the_split_and_validate_catches_a_repeated_id_or_a_wrong_tar
     run(config(tmp_path))
     path.write_text(json.dumps({**original, "split": {**original["split"], "targets": 61}}))
     assert validate_results(path) == [f"{path}: predictions count 60 differs from the recorded count"]
+    path.write_text(json.dumps({**original, "predictions": {**original["predictions"], "count": 59}}))
+    assert validate_results(path) == [f"{path}: predictions count 60 differs from the recorded count"]
+    users = len({r["user_id"] for r in rows})  # the site shows split.users: it must be the predictions' users
+    path.write_text(json.dumps({**original, "split": {**original["split"], "users": users + 1}}))
+    assert validate_results(path) == [f"{path}: split users {users + 1} differs from the {users} users of the predictions"]
+    from pigbench.cli import main as pigbench
+
+    assert pigbench(["validate", str(path)]) == 1
 
 
 def test_unknown_option_is_a_clear_error(tmp_path):

@@ -78,6 +78,15 @@ def test_export_has_episodes_deduplicated_images_and_fingerprint_but_no_gold(exp
     assert len(files) == len(hashes)  # one file per distinct content, however often it appears
     assert Image.open(exported / eps[0]["target"]["image_a"]["file"]).size == (64, 64)
     assert manifest["score_command"].startswith("pigbench score --dataset demo --dataset-option users=3")
+    # --limit 24 keeps 24 of user0000's 40 targets: 1 user, 120 targets (3 users x 40) before the limit
+    assert (manifest["users"], manifest["episodes"], manifest["targets_before_limit"]) == (1, LIMIT, 120)
+    assert [(e["user_id"], [(r["preferred"]["id"], r["rejected"]["id"]) for r in e["references"]],
+             e["target"]["image_a"]["id"], e["target"]["image_b"]["id"]) for e in eps] == [
+        (e.user_id, [(r.preferred.id, r.rejected.id) for r in e.references], e.target.image_a.id, e.target.image_b.id)
+        for e in split.episodes]
+    first = eps[0]["references"][0]
+    assert (first["preferred"]["id"], first["rejected"]["id"]) == ("demo/s0/p029/v0", "demo/s0/p029/v1")
+    assert first["preferred"]["file"].startswith(f"images/{split.episodes[0].references[0].preferred.content_hash}.")
 
 
 def test_round_trip_equals_running_the_evaluator_in_pigbench(exported, tmp_path):
@@ -128,6 +137,33 @@ def test_tie_threshold_applies_to_scores(exported, tmp_path):
                   external_colorfulness(exported))
     results, _ = score_saved_outputs(split_config(tmp_path, evaluator="x", tie_threshold=1e9), preds)
     assert results["metrics"]["predicted_tie_rate"] == 1.0 and results["evaluator"]["tie_threshold"] == 1e9
+
+
+def test_infinite_scores_are_read_as_null_and_the_sample_is_invalid(tmp_path):
+    """docs/saved_outputs.md: NaN and infinities are read as null; an infinite score is not decisive here."""
+    from pigbench.protocol import Label
+    from pigbench.score import read_predictions
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"fingerprint": "f"}\n{"sample_id": "s1", "score_a": Infinity, "score_b": 0.5}\n'
+                    '{"sample_id": "s2", "score_a": 0.5, "score_b": -Infinity, "dimensions": [{"name": "d", "score_a": Infinity}]}\n')
+    (_, first), (_, second) = read_predictions(path).lines
+    assert (first.label, first.score_a, first.error) == (Label.INVALID, None, "no score for one of the images")
+    assert (second.label, second.score_b, second.dimensions[0].score_a) == (Label.INVALID, None, None)
+
+
+def test_a_lone_choice_makes_a_judge_and_invalid_without_error_gets_one(tmp_path):
+    """The first sample line's choice counts (kind judge); INVALID with no error is a failure with a reason."""
+    from pigbench.protocol import Label
+    from pigbench.score import read_predictions
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"fingerprint": "f"}\n{"sample_id": "s1", "choice": "invalid"}\n'
+                    '{"sample_id": "s2", "score_a": 1, "score_b": 0}\n{"sample_id": "s3", "score_a": 0.5, "score_b": 0.5}\n')
+    saved = read_predictions(path)
+    (_, first), (_, second), (_, third) = saved.lines
+    assert saved.choices == 1 and (first.label, first.error) == (Label.INVALID, "marked INVALID in the predictions file")
+    assert (second.label, second.error, third.label) == (Label.A, None, Label.TIE)  # equal scores tie at tau 0
 
 
 def test_header_may_follow_a_byte_order_mark(exported, tmp_path):
@@ -204,6 +240,9 @@ def _error_cases():
     def bad_score(h, lines):
         return h, [{**lines[0], "score_a": "high"}] + lines[1:]
 
+    def bad_rationale(h, lines):
+        return h, [{**lines[0], "rationale": 5}] + lines[1:]
+
     def bad_dimension(h, lines):
         return h, [{**lines[0], "dimensions": [{"score_a": 1}]}] + lines[1:]
 
@@ -226,6 +265,7 @@ def _error_cases():
         ("bad choice", bad_choice, "choice 'left' is not one of A, B, TIE, INVALID"),
         ("no answer", no_answer, "needs a choice, or both score_a and score_b"),
         ("unknown field", unknown_field, "unknown field\\(s\\) socre_a"),
+        ("bad rationale", bad_rationale, "line 2: sample .*: rationale must be a str, not int"),
         ("bad score", bad_score, "score_a must be a number or null"),
         ("bad dimension", bad_dimension, "dimension 1 must be an object with a name"),
         ("bad header", bad_header, "unknown header field\\(s\\) model"),

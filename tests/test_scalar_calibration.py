@@ -56,6 +56,21 @@ def test_grid_scores_equal_scores_as_a_tie_and_a_missing_score_as_invalid_at_eve
     assert result.acc_w_tie == (75.0,) * len(PICKAPIC_GRID) and result.probability_threshold == 0.0
 
 
+def test_the_grid_ties_exactly_the_pairs_its_tau_ties():
+    """At scale 1 the grid's gap |p_A - p_B| is tanh(|delta| / 2): delta 0.3 has gap 0.149 (tied from
+    t = 0.2 on), delta 2 has gap 0.762 (tied from t = 0.8 on). A gold tie at 0.3 and a decisive pair at 2
+    pick t = 0.2, whose tau ties the first and not the second, as the grid did."""
+    result = calibrate_from_scores([(0.3, 0.0), (2.0, 0.0)], [Label.TIE, Label.A])
+    assert result.acc_w_tie == (75.0, 75.0) + (100.0,) * 6 + (75.0,) * 3 and result.probability_threshold == 0.2
+    assert [label_from_delta(d, result.tau) for d in (0.3, 2.0)] == [Label.TIE, Label.A]
+
+
+def test_a_nan_score_is_invalid_at_every_threshold_not_a_vote_for_b():
+    # NaN earns INVALID's 0.5 at every t; delta 2 earns 1 as A until t = 0.8 ties it (0.5)
+    result = calibrate_from_scores([(math.nan, 1.0), (2.0, 0.0)], [Label.B, Label.A])
+    assert result.acc_w_tie == (75.0,) * 8 + (50.0,) * 3
+
+
 def test_threshold_one_means_every_pair_is_a_tie_and_serializes():
     result = calibrate_from_scores([(0.0, 5.0)], [Label.TIE])
     assert result.probability_threshold == 1.0 and result.to_json()["tau"] == "inf"
@@ -70,6 +85,14 @@ def test_calibration_split_keeps_users_on_one_side():
     assert calibration_split(eps, fraction=0.3, seed=1)[0] == cal
     with pytest.raises(ValueError):
         calibration_split(eps, fraction=1.0)
+
+
+def test_the_seed_picks_which_users_calibrate():
+    """The same fraction under another seed holds out other users (the hash is seeded)."""
+    eps = [Episode(f"user{i % 17}", (), Target(f"s{i}", "p", ImageRef("a", b"a"), ImageRef("b", b"b"), Label.A))
+           for i in range(200)]
+    held_out = {seed: {e.user_id for e in calibration_split(eps, fraction=0.3, seed=seed)[0]} for seed in (1, 2)}
+    assert held_out == {1: {"user1", "user2", "user4", "user8", "user12"}, 2: {"user1", "user5", "user8"}}
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,18 @@ def test_calibrate_tie_threshold_scores_hidden_gold_and_sets_tau():
     assert [p.label for p in ev.predict([e.without_gold() for e in eps])] == [Label.TIE, Label.A, Label.B]
     assert ev.scored_count == scored  # the calibrated labels reuse the memoized scores
     assert ev.config.tie_threshold == result.tau and ev.tie_threshold_source["method"] == "pickapic-softmax-grid"
+
+
+def test_a_sample_without_a_score_does_not_stop_calibration():
+    """One failed score (NaN: no score_a) is INVALID (0.5) at every t; the other sample is A (delta 1:
+    gap tanh(0.5) = 0.46) until t = 0.5 ties it, so t = 0 is kept at 75%."""
+    class _NaNForX(_PromptLength):
+        def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+            return [math.nan if r.image.id == "x" else float(len(r.image.id)) for r in requests]
+
+    eps = [Episode("u", (), Target(f"s{a}", "p", ImageRef(a, a.encode()), ImageRef("bb", b"b"), Label.A)) for a in ("x", "aaa")]
+    result = calibrate_tie_threshold(_NaNForX(), eps)
+    assert result.acc_w_tie == (75.0,) * 5 + (50.0,) * 6 and result.probability_threshold == 0.0
 
 
 def test_the_evaluators_calibration_scale_turns_cosines_into_logits():
@@ -151,6 +186,23 @@ def test_a_fraction_that_leaves_one_side_empty_says_so():
     eps = [Episode("user0", (), Target("s", "p", ImageRef("a", b"a"), ImageRef("b", b"b"), Label.A))]
     with pytest.raises(ValueError, match="of 1 users leaves the (calibration|evaluation) split empty"):
         calibration_split(eps, fraction=0.5)
+
+
+def test_the_runner_holds_out_the_users_its_seed_picks():
+    """--seed picks the calibration users as calibration_split does (users 1, 2, 4, 8, 12 at seed 1; 1, 5, 8 at 2)."""
+    from pigbench.runner import RunConfig, calibrate_on_held_out_users
+    from pigbench.splits import SplitResult
+
+    eps = [Episode(f"user{i % 17}", (), Target(f"s{i}", "p", ImageRef("a" * (1 + i % 3), b"a"), ImageRef("bb", b"b"), Label.A))
+           for i in range(200)]
+    evaluated = {}
+    for seed in (1, 2):
+        split = SplitResult(list(eps), "d", seed, None)
+        config = RunConfig(evaluator="length", dataset="d", seed=seed, calibration_fraction=0.3)
+        calibrate_on_held_out_users(_PromptLength(), split, config, log=lambda m: None)
+        evaluated[seed] = {e.user_id for e in split.episodes}
+    everyone = {f"user{i}" for i in range(17)}
+    assert evaluated == {1: everyone - {"user1", "user2", "user4", "user8", "user12"}, 2: everyone - {"user1", "user5", "user8"}}
 
 
 def test_the_runner_calibrates_on_held_out_users_and_records_how(tmp_path):
