@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from pigbench.evaluator import Evaluator
-from pigbench.protocol import Episode, Label
+from pigbench.protocol import Episode, Label, combine_swapped
 
 PICKAPIC_GRID: tuple[float, ...] = tuple(i / 10 for i in range(11))
 
@@ -50,6 +50,7 @@ class TieCalibration:
     n: int
     scale: Optional[float]  # the softmax's scale; None when the scores were probabilities
     method: str = "pickapic-softmax-grid"
+    swap: bool = False  # each grid value labelled both A/B orders and combined them (protocol section 3)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,39 +80,50 @@ def _credit(pred: Label, gold: Label) -> float:
     return 0.5 if Label.TIE in (pred, gold) else 0.0
 
 
+def _label(sa: Optional[float], sb: Optional[float], t: float, scale: Optional[float]) -> Label:
+    """The label of two scores at probability-gap threshold ``t`` (INVALID without both scores)."""
+    if sa is None or sb is None or math.isnan(sa - sb):
+        return Label.INVALID
+    if _probability_gap(sa, sb, scale) <= t:
+        return Label.TIE
+    return Label.A if sa > sb else Label.B
+
+
+Scores = Sequence[tuple[Optional[float], Optional[float]]]
+
+
 def calibrate_from_scores(
-    scores: Sequence[tuple[Optional[float], Optional[float]]],
+    scores: Scores,
     golds: Sequence[Label],
     grid: Sequence[float] = PICKAPIC_GRID,
     scale: Optional[float] = 1.0,
+    swapped_scores: Optional[Scores] = None,
 ) -> TieCalibration:
     """Pick the grid value with the best tie-aware accuracy (first one on ties, as Pick-a-Pic).
-    ``scale``: the softmax's, or None for scores that are probabilities (:func:`probability_gap_to_tau`)."""
-    if len(scores) != len(golds) or not golds:
+    ``scale``: the softmax's, or None for scores that are probabilities (:func:`probability_gap_to_tau`).
+    ``swapped_scores``: each sample's scores in the other A/B order, mapped back to (A, B), for a
+    position-swap run: at each grid value both orders are labelled and combined by
+    :func:`~pigbench.protocol.combine_swapped`, the rule the evaluation applies."""
+    if len(scores) != len(golds) or not golds or (swapped_scores is not None and len(swapped_scores) != len(golds)):
         raise ValueError(f"need as many scores as golds (and at least one): {len(scores)} vs {len(golds)}")
     accs = []
     for t in grid:
-        total = 0.0
-        for (sa, sb), gold in zip(scores, golds):
-            if sa is None or sb is None or math.isnan(sa - sb):
-                pred = Label.INVALID
-            elif _probability_gap(sa, sb, scale) <= t:
-                pred = Label.TIE
-            else:
-                pred = Label.A if sa > sb else Label.B
-            total += _credit(pred, gold)
-        accs.append(100 * total / len(golds))
+        preds = [_label(sa, sb, t, scale) for sa, sb in scores]
+        if swapped_scores is not None:
+            preds = [combine_swapped(p, _label(sa, sb, t, scale)) for p, (sa, sb) in zip(preds, swapped_scores)]
+        accs.append(100 * sum(_credit(pred, gold) for pred, gold in zip(preds, golds)) / len(golds))
     best = max(range(len(grid)), key=lambda i: (accs[i], -i))
     return TieCalibration(
         tau=probability_gap_to_tau(grid[best], scale), probability_threshold=grid[best],
-        grid=tuple(grid), acc_w_tie=tuple(accs), n=len(golds), scale=scale,
+        grid=tuple(grid), acc_w_tie=tuple(accs), n=len(golds), scale=scale, swap=swapped_scores is not None,
     )
 
 
 def calibrate_tie_threshold(
-    evaluator: Evaluator, episodes: Sequence[Episode], grid: Sequence[float] = PICKAPIC_GRID
+    evaluator: Evaluator, episodes: Sequence[Episode], grid: Sequence[float] = PICKAPIC_GRID, swap: bool = False
 ) -> TieCalibration:
-    """Score the calibration ``episodes`` (gold hidden from the evaluator) and tune the threshold.
+    """Score the calibration ``episodes`` (gold hidden from the evaluator) and tune the threshold;
+    with ``swap`` (a position-swap run) in both A/B orders, tuned for the combined label.
 
     The evaluator must fill ``score_a``/``score_b`` (scalar and similarity evaluators do; judges with
     ``scoring=probs``); its ``calibration_scale`` and ``scores_are_probabilities`` say how they become
@@ -125,8 +137,13 @@ def calibrate_tie_threshold(
         why = (f"every prediction failed ({errors.most_common(1)[0][0]})" if sum(errors.values()) == len(predictions)
                else "it gives no scores (score_a, score_b); a judge needs --option scoring=probs")
         raise ValueError(f"{evaluator.name}: cannot calibrate the tie threshold on {len(episodes)} targets: {why}")
+    swapped = None
+    if swap:
+        seconds = evaluator.predict([ep.without_gold().swapped() for ep in episodes])
+        swapped = [(p.score_b, p.score_a) for p in seconds]  # mapped back to (A, B)
     scale = None if evaluator.scores_are_probabilities else evaluator.calibration_scale
-    return calibrate_from_scores([(p.score_a, p.score_b) for p in predictions], [ep.target.gold for ep in episodes], grid, scale)
+    return calibrate_from_scores([(p.score_a, p.score_b) for p in predictions], [ep.target.gold for ep in episodes], grid, scale,
+                                 swapped)
 
 
 def apply_calibration(evaluator: Evaluator, result: TieCalibration) -> None:

@@ -286,7 +286,7 @@ def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config
         raise ValueError(f"{config.evaluator} has no tie threshold to calibrate (it answers A, B or TIE itself)")
     calibration, targets = calibration_split(split.episodes, config.calibration_fraction, config.seed)
     set_up(evaluator, config.evaluator)
-    result = calibrate_tie_threshold(evaluator, calibration)
+    result = calibrate_tie_threshold(evaluator, calibration, swap=config.swap)
     apply_calibration(evaluator, result)
     evaluator.tie_threshold_source["held_out_fraction"] = config.calibration_fraction
     log(f"tie threshold calibrated on {len(calibration)} targets of {len({e.user_id for e in calibration})} held-out "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import pytest
@@ -216,7 +216,8 @@ def test_the_runner_calibrates_on_held_out_users_and_records_how(tmp_path):
     everyone = run(config())
     out = run(config(calibration_fraction=0.3))
     source = out.results["evaluator"]["tie_threshold_source"]
-    assert source["method"] == "pickapic-softmax-grid" and source["n"] > 0
+    assert source["method"] == "pickapic-softmax-grid" and source["n"] > 0 and source["swap"] is False
+    assert run(config(calibration_fraction=0.3, swap=True)).results["evaluator"]["tie_threshold_source"]["swap"] is True
     assert out.results["evaluator"]["tie_threshold"] == probability_gap_to_tau(source["probability_threshold"])
     assert 0 < out.results["split"]["targets"] < everyone.results["split"]["targets"]
     assert source["n"] + out.results["split"]["targets"] == everyone.results["split"]["targets"]
@@ -277,3 +278,24 @@ def test_calibration_without_any_score_is_refused_not_recorded_as_calibrated(tmp
     with pytest.raises(ValueError, match="every prediction failed .ConnectionError: the scoring server does not answer"):
         run(config("toy-brightness"))
     assert not list((tmp_path / "r").rglob("*.json"))
+
+
+def test_a_swap_run_calibrates_for_the_combined_label_of_both_orders():
+    """A scorer with a +1 bias for whatever stands in slot A. One order alone: the TIE pair (1+1 vs 1,
+    gap tanh(0.5) = 0.46) is A until t = 0.5, so t = 0.5 is best (100%). With both orders the TIE pair
+    is A then B, combined TIE at every t, and the decisive pairs (gaps tanh(2), tanh(1) = 0.76) stay
+    decisive up to t = 0.7: t = 0 is best. A swap run must be tuned for the label it will give."""
+    def ep(a: str, b: str, gold: Label) -> Episode:
+        return Episode("u", (), Target(a + b, "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), gold))
+
+    class _SlotABias(_PromptLength):
+        def predict(self, episodes: Sequence[Episode]):
+            return [replace(p, score_a=p.score_a + 1) for p in super().predict(episodes)]
+
+    eps = [ep("x", "y", Label.TIE), ep("aaaa", "b", Label.A), ep("c", "cccc", Label.B)]
+    one_order = calibrate_tie_threshold(_SlotABias(), eps)
+    assert one_order.probability_threshold == 0.5 and not one_order.swap
+    assert one_order.acc_w_tie == pytest.approx((250 / 3,) * 5 + (100.0,) * 3 + (250 / 3,) * 2 + (200 / 3,))
+    both = calibrate_tie_threshold(_SlotABias(), eps, swap=True)
+    assert both.probability_threshold == 0.0 and both.swap and both.to_json()["swap"] is True
+    assert both.acc_w_tie == pytest.approx((100.0,) * 8 + (200 / 3,) * 3)
