@@ -37,8 +37,9 @@ def test_name_clash_names_both_sources(monkeypatch):
     reg.register_lazy("random", "pigbench.evaluators.random_choice:RandomChoice")
     fake = EntryPoint(name="random", value="thirdparty.mod:Random", group="pigbench.evaluators")
     monkeypatch.setattr("pigbench.registry.entry_points", lambda group: [fake] if group == "pigbench.evaluators" else [])
-    with pytest.raises(RegistryError, match="registered twice: by built-in .* and by entry point"):
-        reg.names()
+    for _ in range(2):  # a second call (a notebook's retry) used to get the built-in silently
+        with pytest.raises(RegistryError, match="registered twice: by built-in .* and by entry point"):
+            reg.get("random")
 
 
 def test_entry_point_plugin_is_listed(monkeypatch):
