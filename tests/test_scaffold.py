@@ -118,6 +118,7 @@ def test_installed_plugin_clashing_with_a_builtin_is_an_error_naming_both(tmp_pa
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     for command in (["-m", "pigbench.run", "--evaluator", "color-reference", "--limit", "5", "--output", str(tmp_path)],
                     ["-m", "pigbench.cli", "check-evaluator", "color-reference"],
+                    ["-m", "pigbench.cli", "list"],
                     ["-m", "pigbench.cli", "new-evaluator", "fresh-name", "--out", str(tmp_path / "fresh")]):
         done = subprocess.run([sys.executable, *command], capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 2, done.stderr
