@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import broken_plugins
-from pigbench.conformance import _option_text, run_checks
+from pigbench.conformance import _differences, _option_text, run_checks
+from pigbench.protocol import Label, Prediction
 from pigbench.registry import evaluators
 
 TESTS = Path(__file__).resolve().parent
@@ -36,6 +37,13 @@ DETAILS = {
                                                       "ModuleNotFoundError: import of safetensors halted"),
     broken_plugins.LossyConfigHash: ("config", "changing temperature does not change the config hash"),
     broken_plugins.LookAheadLeaks: ("look-ahead", "predictions differ"),
+    broken_plugins.RawTextNamesBatch: ("batch-size", "raw text differs"),
+    broken_plugins.DropsLastPrediction: ("predictions", "returned 6 predictions for 7 episodes"),
+    broken_plugins.StringLabels: ("predictions", "label '[A-Z]+' is not a pigbench.protocol.Label"),
+    broken_plugins.NumpyScores: ("predictions", "not JSON-serializable"),
+    broken_plugins.AnswersOnCorruptImage: ("corrupt-image", "answered B \\(error .+\\); expected INVALID with the error"),
+    broken_plugins.WrongErrorForMissingModel: ("requirements", "a missing model_path raises FileNotFoundError: .* not RequirementError"),
+    broken_plugins.InvalidWithoutError: ("corrupt-image", "answered INVALID \\(error None\\); expected INVALID with the error"),
 }
 
 
@@ -59,6 +67,27 @@ def test_unmet_requirements_skip_the_model_checks_and_fail_the_report():
     assert len(not_run) == 6 and "weights not found at /models/x" in not_run[0].detail
     assert not report.ok and "DOES NOT CONFORM" in report.table()
 
+
+
+def test_a_requirement_error_without_a_message_fails_the_requirements_check():
+    report = run_checks(broken_plugins.SilentRequirementError, episodes=EPISODES)
+    assert report.status("requirements") == "fail", report.table()
+    assert "RequirementError with an empty message" in next(c.detail for c in report.checks if c.name == "requirements")
+
+
+def test_a_slow_check_requirements_fails_the_requirements_check(monkeypatch):
+    monkeypatch.setattr("pigbench.conformance.REQUIREMENTS_TIME_LIMIT_S", -1.0)  # any time is too long
+    report = run_checks(broken_plugins.MissingWeights, episodes=EPISODES)
+    detail = next(c.detail for c in report.checks if c.name == "requirements")
+    assert report.status("requirements") == "fail"
+    assert re.search(r"^check_requirements took \d+\.\d s \(limit -1 s\): it must look, not load", detail), detail
+
+
+def test_differences_compare_each_score_within_the_tolerance():
+    base = {"s": Prediction("s", Label.A, score_a=1.0, score_b=2.0)}
+    assert _differences(base, {"s": Prediction("s", Label.A, score_a=1.0, score_b=2.5)}, ["s"], 1e-6) == ["s: score_b 2.0 vs 2.5"]
+    assert _differences(base, {"s": Prediction("s", Label.A, score_a=1.0, score_b=2.5)}, ["s"], 0.5) == []
+    assert _differences(base, {"s": Prediction("s", Label.A, score_a=1.0)}, ["s"], 1e-6) == ["s: score_b 2.0 vs None"]
 
 def test_option_text_is_what_from_options_parses():
     assert [_option_text(v) for v in (True, None, (1, 2), {"a": 1}, 0.1, 3, "x")] == [
