@@ -48,6 +48,8 @@ def test_generated_files_are_complete(kind):
     module = files["pigbench_my_reward/evaluator.py"]
     tree = ast.parse(module)
     assert "TODO" in module and "class MyReward(" in module and "${" not in module
+    # a run with --model-path writes my-reward__cfg<hash>.json: the README must not send validate to my-reward.json
+    assert "--model-path <weights>" in files["README.md"] and "my-reward.json" not in files["README.md"]
     top_level = {alias.name.partition(".")[0] for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
                  for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
     assert top_level <= {"__future__", "dataclasses", "typing", "os", "re", "numpy", "PIL", "pigbench"}, top_level
