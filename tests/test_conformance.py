@@ -127,6 +127,15 @@ def test_cli_refuses_a_model_path_flag_and_option_that_disagree(capsys):
     assert out.err == "error: --model-path x and --option model_path=y disagree; give one of them\n" and out.out == ""
 
 
+
+def test_cli_refuses_fewer_episodes_than_two_batches_need(capsys):
+    """With 7 episodes the batch-size 7 runs are one batch: help says at least 8."""
+    from pigbench.cli import main
+
+    assert main(["check-evaluator", "colorfulness", "--episodes", "7"]) == 2
+    out = capsys.readouterr()
+    assert out.err == "error: --episodes must be more than 7 (one batch of 7)\n" and out.out == ""
+
 @pytest.mark.parametrize("tolerance", ["-1", "nan"])
 def test_cli_refuses_a_negative_or_nan_score_tolerance_before_checking(capsys, tolerance):
     """-1 used to fail mid-check with numpy's "tolerances must be non-negative" naming no flag."""
