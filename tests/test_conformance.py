@@ -152,3 +152,17 @@ def test_cli_refuses_a_device_the_run_would_refuse_instead_of_checking_on_it(cap
     assert main(["check-evaluator", "colorfulness", "--device", "nonsense"]) == 2
     out = capsys.readouterr()
     assert out.err.startswith("error: --device 'nonsense' is not a device torch knows") and "conforms" not in out.out
+
+
+def test_the_probe_hides_the_plugin_distributions_own_requirements(tmp_path, monkeypatch):
+    """A plug-in's dependencies (not pigbench's) must be hidden too, or importing them at the top passes."""
+    from pigbench.requirements_probe import model_packages
+
+    dist_info = tmp_path / "pigbench_fake_dep-0.1.0.dist-info"  # what pip would install
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: pigbench-fake-dep\nVersion: 0.1.0\n"
+                                        "Requires-Dist: pluggy\n")
+    (dist_info / "entry_points.txt").write_text("[pigbench.evaluators]\nfake-dep = fake_dep_plugin.evaluator:Fake\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "pluggy" in model_packages("fake_dep_plugin.evaluator")
+    assert "pluggy" not in model_packages("other_plugin.evaluator")
