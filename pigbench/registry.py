@@ -143,18 +143,19 @@ class Registry(Generic[T]):
             raise RegistryError(f"{self.kind} {name!r}: {obj.__qualname__} does not implement {missing}")
 
     def _load_entry_points(self) -> None:
-        """Register the built-in catalogue, then third-party entry points (once)."""
+        """Register the built-in catalogue, then third-party entry points (once it succeeds: a
+        clash raises on every call, not only the first)."""
         if self._loaded:
             return
         with self._lock:
             if self._loaded:
                 return
-            self._loaded = True
             importlib.import_module(self._catalogue)
             for ep in entry_points(group=self.group):
                 dist = getattr(getattr(ep, "dist", None), "name", "?")
                 # not register_lazy: a value without ':' must fail on get(), not hide every other plug-in
                 self._add(ep.name, _Entry(ep.value, f"entry point of package {dist!r}"))
+            self._loaded = True
 
 
 def _describe(target: Union[str, type]) -> str:

@@ -7,14 +7,16 @@ them by name first). Each is a mean-brightness scorer plus exactly one defect.
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 from PIL import ImageStat
 
 from pigbench.evaluator import Evaluator, RequirementError, ScalarConfig, ScalarEvaluator, ScoreRequest
-from pigbench.protocol import Episode, ImageRef, Prediction, label_from_delta
+from pigbench.protocol import Episode, ImageRef, Label, Prediction, label_from_delta
 
 
 def brightness(image: ImageRef) -> float:
@@ -90,6 +92,17 @@ class SkipsRequirements(Brightness):
         import safetensors  # noqa: F401  a model package (pigbench[models]), never checked for
 
 
+
+class WrongErrorForMissingModel(Brightness):
+    """Lets a model_path that does not exist raise FileNotFoundError, not RequirementError."""
+
+    Config = WeightsConfig
+
+    @classmethod
+    def check_requirements(cls, config: WeightsConfig) -> None:
+        if os.path.isabs(config.model_path) and not os.path.exists(config.model_path):
+            raise FileNotFoundError(config.model_path)
+
 class MissingWeights(Brightness):
     """Sound, but its weights are not on this machine: the checks that need a model do not run."""
 
@@ -97,6 +110,14 @@ class MissingWeights(Brightness):
     def check_requirements(cls, config: ScalarConfig) -> None:
         raise RequirementError("missing-weights: weights not found at /models/x; download them and pass --model-path")
 
+
+
+class SilentRequirementError(Brightness):
+    """Refuses to run without saying why: a RequirementError with no message."""
+
+    @classmethod
+    def check_requirements(cls, config: ScalarConfig) -> None:
+        raise RequirementError()
 
 @dataclass(frozen=True)
 class LossyConfig(ScalarConfig):
@@ -127,6 +148,50 @@ class LookAheadLeaks(Brightness):
         return [s + shift.get(r.image.id, 0.0) for s, r in zip(super().score(requests), requests)]
 
 
+class RawTextNamesBatch(Brightness):
+    """Keeps a raw text naming the batch size: same labels and scores, other raw texts at batch size 1."""
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [dataclasses.replace(p, raw_text=f"batch of {len(episodes)}") for p in super().predict(episodes)]
+
+
+class DropsLastPrediction(Brightness):
+    """Loses the last episode of every batch (an off-by-one in its batching)."""
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return super().predict(episodes)[:-1]
+
+
+class StringLabels(Evaluator):
+    """Answers with the label's text ("A"), not a :class:`Label` member."""
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [dataclasses.replace(p, label=p.label.value) for p in map(_brightness_prediction, episodes)]
+
+
+class NumpyScores(Brightness):
+    """Returns numpy float32 scores, which the results file cannot hold (not JSON-serializable)."""
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [dataclasses.replace(p, score_a=None if p.score_a is None else np.float32(p.score_a))
+                for p in super().predict(episodes)]
+
+
+class AnswersOnCorruptImage(Evaluator):
+    """Records a corrupt image's error but still answers B instead of INVALID."""
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [dataclasses.replace(p, label=Label.B) if p.label == Label.INVALID else p
+                for p in map(_brightness_prediction, episodes)]
+
+
+class InvalidWithoutError(Evaluator):
+    """Swallows a corrupt image's error: that episode is INVALID without its reason."""
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [dataclasses.replace(p, error=None) for p in map(_brightness_prediction, episodes)]
+
+
 def _brightness_prediction(e: Episode) -> Prediction:
     try:
         delta = brightness(e.target.image_a) - brightness(e.target.image_b)
@@ -147,4 +212,11 @@ EXPECTED_FAILURES: dict[type[Evaluator], set[str]] = {
     SkipsRequirements: {"requirements"},
     LossyConfigHash: {"config"},
     LookAheadLeaks: {"look-ahead"},
+    RawTextNamesBatch: {"batch-size"},
+    DropsLastPrediction: {"predictions", "batch-size", "determinism", "corrupt-image", "reference-free"},  # ids missing
+    StringLabels: {"predictions"},
+    NumpyScores: {"predictions"},
+    AnswersOnCorruptImage: {"corrupt-image"},
+    InvalidWithoutError: {"corrupt-image"},
+    WrongErrorForMissingModel: {"requirements"},
 }

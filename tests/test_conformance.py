@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import broken_plugins
-from pigbench.conformance import _option_text, run_checks
+from pigbench.conformance import _differences, _option_text, run_checks
+from pigbench.protocol import Label, Prediction
 from pigbench.registry import evaluators
 
 TESTS = Path(__file__).resolve().parent
@@ -36,6 +37,13 @@ DETAILS = {
                                                       "ModuleNotFoundError: import of safetensors halted"),
     broken_plugins.LossyConfigHash: ("config", "changing temperature does not change the config hash"),
     broken_plugins.LookAheadLeaks: ("look-ahead", "predictions differ"),
+    broken_plugins.RawTextNamesBatch: ("batch-size", "raw text differs"),
+    broken_plugins.DropsLastPrediction: ("predictions", "returned 6 predictions for 7 episodes"),
+    broken_plugins.StringLabels: ("predictions", "label '[A-Z]+' is not a pigbench.protocol.Label"),
+    broken_plugins.NumpyScores: ("predictions", "not JSON-serializable"),
+    broken_plugins.AnswersOnCorruptImage: ("corrupt-image", "answered B \\(error .+\\); expected INVALID with the error"),
+    broken_plugins.WrongErrorForMissingModel: ("requirements", "a missing model_path raises FileNotFoundError: .* not RequirementError"),
+    broken_plugins.InvalidWithoutError: ("corrupt-image", "answered INVALID \\(error None\\); expected INVALID with the error"),
 }
 
 
@@ -59,6 +67,27 @@ def test_unmet_requirements_skip_the_model_checks_and_fail_the_report():
     assert len(not_run) == 6 and "weights not found at /models/x" in not_run[0].detail
     assert not report.ok and "DOES NOT CONFORM" in report.table()
 
+
+
+def test_a_requirement_error_without_a_message_fails_the_requirements_check():
+    report = run_checks(broken_plugins.SilentRequirementError, episodes=EPISODES)
+    assert report.status("requirements") == "fail", report.table()
+    assert "RequirementError with an empty message" in next(c.detail for c in report.checks if c.name == "requirements")
+
+
+def test_a_slow_check_requirements_fails_the_requirements_check(monkeypatch):
+    monkeypatch.setattr("pigbench.conformance.REQUIREMENTS_TIME_LIMIT_S", -1.0)  # any time is too long
+    report = run_checks(broken_plugins.MissingWeights, episodes=EPISODES)
+    detail = next(c.detail for c in report.checks if c.name == "requirements")
+    assert report.status("requirements") == "fail"
+    assert re.search(r"^check_requirements took \d+\.\d s \(limit -1 s\): it must look, not load", detail), detail
+
+
+def test_differences_compare_each_score_within_the_tolerance():
+    base = {"s": Prediction("s", Label.A, score_a=1.0, score_b=2.0)}
+    assert _differences(base, {"s": Prediction("s", Label.A, score_a=1.0, score_b=2.5)}, ["s"], 1e-6) == ["s: score_b 2.0 vs 2.5"]
+    assert _differences(base, {"s": Prediction("s", Label.A, score_a=1.0, score_b=2.5)}, ["s"], 0.5) == []
+    assert _differences(base, {"s": Prediction("s", Label.A, score_a=1.0)}, ["s"], 1e-6) == ["s: score_b 2.0 vs None"]
 
 def test_option_text_is_what_from_options_parses():
     assert [_option_text(v) for v in (True, None, (1, 2), {"a": 1}, 0.1, 3, "x")] == [
@@ -98,6 +127,15 @@ def test_cli_refuses_a_model_path_flag_and_option_that_disagree(capsys):
     assert out.err == "error: --model-path x and --option model_path=y disagree; give one of them\n" and out.out == ""
 
 
+
+def test_cli_refuses_fewer_episodes_than_two_batches_need(capsys):
+    """With 7 episodes the batch-size 7 runs are one batch: help says at least 8."""
+    from pigbench.cli import main
+
+    assert main(["check-evaluator", "colorfulness", "--episodes", "7"]) == 2
+    out = capsys.readouterr()
+    assert out.err == "error: --episodes must be more than 7 (one batch of 7)\n" and out.out == ""
+
 @pytest.mark.parametrize("tolerance", ["-1", "nan"])
 def test_cli_refuses_a_negative_or_nan_score_tolerance_before_checking(capsys, tolerance):
     """-1 used to fail mid-check with numpy's "tolerances must be non-negative" naming no flag."""
@@ -114,3 +152,17 @@ def test_cli_refuses_a_device_the_run_would_refuse_instead_of_checking_on_it(cap
     assert main(["check-evaluator", "colorfulness", "--device", "nonsense"]) == 2
     out = capsys.readouterr()
     assert out.err.startswith("error: --device 'nonsense' is not a device torch knows") and "conforms" not in out.out
+
+
+def test_the_probe_hides_the_plugin_distributions_own_requirements(tmp_path, monkeypatch):
+    """A plug-in's dependencies (not pigbench's) must be hidden too, or importing them at the top passes."""
+    from pigbench.requirements_probe import model_packages
+
+    dist_info = tmp_path / "pigbench_fake_dep-0.1.0.dist-info"  # what pip would install
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: pigbench-fake-dep\nVersion: 0.1.0\n"
+                                        "Requires-Dist: pluggy\n")
+    (dist_info / "entry_points.txt").write_text("[pigbench.evaluators]\nfake-dep = fake_dep_plugin.evaluator:Fake\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "pluggy" in model_packages("fake_dep_plugin.evaluator")
+    assert "pluggy" not in model_packages("other_plugin.evaluator")

@@ -48,6 +48,8 @@ def test_generated_files_are_complete(kind):
     module = files["pigbench_my_reward/evaluator.py"]
     tree = ast.parse(module)
     assert "TODO" in module and "class MyReward(" in module and "${" not in module
+    # a run with --model-path writes my-reward__cfg<hash>.json: the README must not send validate to my-reward.json
+    assert "--model-path <weights>" in files["README.md"] and "my-reward.json" not in files["README.md"]
     top_level = {alias.name.partition(".")[0] for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
                  for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
     assert top_level <= {"__future__", "dataclasses", "typing", "os", "re", "numpy", "PIL", "pigbench"}, top_level
@@ -118,6 +120,7 @@ def test_installed_plugin_clashing_with_a_builtin_is_an_error_naming_both(tmp_pa
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     for command in (["-m", "pigbench.run", "--evaluator", "color-reference", "--limit", "5", "--output", str(tmp_path)],
                     ["-m", "pigbench.cli", "check-evaluator", "color-reference"],
+                    ["-m", "pigbench.cli", "list"],
                     ["-m", "pigbench.cli", "new-evaluator", "fresh-name", "--out", str(tmp_path / "fresh")]):
         done = subprocess.run([sys.executable, *command], capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 2, done.stderr
