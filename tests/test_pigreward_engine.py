@@ -140,6 +140,16 @@ def test_min_new_tokens_fixes_the_length_like_transformers(tiny, workload):
     assert len(out[0]) == NEW and out[0] == reference(model, batch, eos, min_new=NEW)
 
 
+def test_one_new_token_is_generate_s_first_token_and_an_eos_first_token_gives_none(tiny, workload):
+    """max_new_tokens=1 takes the prefill's token alone (no decode step); an EOS there is cut like any EOS."""
+    model, _ = tiny
+    prompts, expected, _ = workload
+    firsts = [e[0] for e in expected]  # generate's first token of each prompt
+    eos = (firsts[0],)
+    out = Qwen2VLEngine(model).generate(prompts, GenerationSettings(max_new_tokens=1, eos_token_ids=eos))
+    assert out == [[] if t in eos else [t] for t in firsts] and out[0] == [] and any(out)
+
+
 def test_engine_recovers_from_running_out_of_memory_for_the_kv_cache(tiny, workload, monkeypatch):
     """K allocated, V out of memory: the next (e.g. the backend's halved) call allocates both again."""
     model, _ = tiny
