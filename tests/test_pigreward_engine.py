@@ -150,6 +150,16 @@ def test_one_new_token_is_generate_s_first_token_and_an_eos_first_token_gives_no
     assert out == [[] if t in eos else [t] for t in firsts] and out[0] == [] and any(out)
 
 
+def test_rows_prefilled_in_separate_chunks_match_transformers(tiny, workload):
+    """A small prefill_tokens puts each row's suffix in its own prefill forward, into its own cache row."""
+    model, _ = tiny
+    prompts, expected, eos = workload
+    engine = Qwen2VLEngine(model)
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, prefill_tokens=1, min_shared_prefix=8)
+    assert engine.generate(prompts, settings) == expected
+    assert engine.stats["prefix_tokens_reused"] > 0
+
+
 def test_engine_recovers_from_running_out_of_memory_for_the_kv_cache(tiny, workload, monkeypatch):
     """K allocated, V out of memory: the next (e.g. the backend's halved) call allocates both again."""
     model, _ = tiny
