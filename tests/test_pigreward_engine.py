@@ -160,6 +160,17 @@ def test_rows_prefilled_in_separate_chunks_match_transformers(tiny, workload):
     assert engine.stats["prefix_tokens_reused"] > 0
 
 
+def test_identical_prompts_sharing_a_key_each_keep_a_token_of_their_own(tiny, workload):
+    """The shared prefix stops one token short of a prompt that is all prefix: its last token gives the logits."""
+    model, _ = tiny
+    prompts, expected, eos = workload
+    twice = [Prompt(prompts[0].token_ids, prompts[0].images, "same")] * 2
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, min_shared_prefix=8)
+    engine = Qwen2VLEngine(model)
+    assert engine.generate(twice, settings) == [expected[0]] * 2
+    assert engine.stats["prefix_tokens_reused"] == 2 * (len(prompts[0].token_ids) - 1)
+
+
 def test_engine_recovers_from_running_out_of_memory_for_the_kv_cache(tiny, workload, monkeypatch):
     """K allocated, V out of memory: the next (e.g. the backend's halved) call allocates both again."""
     model, _ = tiny
