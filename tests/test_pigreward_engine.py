@@ -171,6 +171,18 @@ def test_identical_prompts_sharing_a_key_each_keep_a_token_of_their_own(tiny, wo
     assert engine.stats["prefix_tokens_reused"] == 2 * (len(prompts[0].token_ids) - 1)
 
 
+def test_one_engine_serves_a_longer_prompt_after_a_short_one(tiny, workload):
+    """The KV cache of the first call is too short for the second: the engine allocates a longer one."""
+    model, processor = tiny
+    prompts, expected, eos = workload
+    long_prompt, batch = encode(processor, "warm red light and soft shapes, " * 40, " Target?", [3])
+    engine = Qwen2VLEngine(model)
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos)
+    assert engine.generate(prompts[:1], settings) == expected[:1]
+    assert len(long_prompt.token_ids) > engine._k_cache.shape[3]
+    assert engine.generate([long_prompt], settings) == [reference(model, batch, eos)]
+
+
 def test_engine_recovers_from_running_out_of_memory_for_the_kv_cache(tiny, workload, monkeypatch):
     """K allocated, V out of memory: the next (e.g. the backend's halved) call allocates both again."""
     model, _ = tiny
