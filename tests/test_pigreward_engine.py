@@ -183,6 +183,20 @@ def test_one_engine_serves_a_longer_prompt_after_a_short_one(tiny, workload):
     assert engine.generate([long_prompt], settings) == [reference(model, batch, eos)]
 
 
+def test_min_new_tokens_lets_eos_end_the_output_at_exactly_that_length(tiny, workload):
+    """EOS is suppressed for the first min_new_tokens tokens only, as transformers does."""
+    model, processor = tiny
+    prompts, expected, eos = workload
+    i = min(range(len(prompts)), key=lambda k: len(expected[k]))  # its EOS comes early
+    user, t = divmod(i, 3)
+    context = f"User {user} likes " + "warm red light and soft shapes, " * (2 + 3 * user)
+    _, batch = encode(processor, context, f" Target {t}" + "?" * t, [10 * user + t, 10 * user + t + 5])
+    m = len(expected[i])  # EOS is the (m+1)-th token: allowed at min_new_tokens=m
+    assert 0 < m < NEW - 2 and reference(model, batch, eos, min_new=m) == expected[i]
+    out = Qwen2VLEngine(model).generate(prompts[i : i + 1], GenerationSettings(NEW, m, eos, check_every=2))
+    assert out == [expected[i]]
+
+
 def test_engine_recovers_from_running_out_of_memory_for_the_kv_cache(tiny, workload, monkeypatch):
     """K allocated, V out of memory: the next (e.g. the backend's halved) call allocates both again."""
     model, _ = tiny
