@@ -197,6 +197,17 @@ def test_min_new_tokens_lets_eos_end_the_output_at_exactly_that_length(tiny, wor
     assert out == [expected[i]]
 
 
+def test_min_new_tokens_of_one_suppresses_an_eos_first_token_like_transformers(tiny, workload):
+    """The first token comes from the prefill, which must suppress EOS too."""
+    model, processor = tiny
+    prompts, expected, _ = workload
+    eos = (expected[0][0],)  # generate's first token for prompt 0, now an EOS
+    _, batch = encode(processor, "User 0 likes " + "warm red light and soft shapes, " * 2, " Target 0", [0, 5])
+    want = reference(model, batch, eos, min_new=1)
+    assert want and want[0] != eos[0]
+    assert Qwen2VLEngine(model).generate(prompts[:1], GenerationSettings(NEW, 1, eos)) == [want]
+
+
 def test_engine_recovers_from_running_out_of_memory_for_the_kv_cache(tiny, workload, monkeypatch):
     """K allocated, V out of memory: the next (e.g. the backend's halved) call allocates both again."""
     model, _ = tiny
