@@ -208,6 +208,20 @@ def test_min_new_tokens_of_one_suppresses_an_eos_first_token_like_transformers(t
     assert Qwen2VLEngine(model).generate(prompts[:1], GenerationSettings(NEW, 1, eos)) == [want]
 
 
+def test_prompts_with_equal_text_but_different_images_share_only_the_text_before_them(tiny):
+    """Same tokens, same-size images of different pixels: the KV from the first image on is each prompt's own."""
+    model, processor = tiny
+    first, batch = encode(processor, "A user likes " + "warm red light, " * 4, " Which?", [0])
+    _, other = encode(processor, "A user likes " + "warm red light, " * 4, " Which?", [6])  # also 28x28
+    second = Prompt(first.token_ids, (ImageInput(("img", 6), other["pixel_values"], first.images[0].grid_thw),), 0)
+    expected = [reference(model, batch), reference(model, {**batch, "pixel_values": other["pixel_values"]})]
+    assert expected[0] != expected[1]
+    engine = Qwen2VLEngine(model)
+    out = engine.generate([Prompt(first.token_ids, first.images, 0), second],
+                          GenerationSettings(max_new_tokens=NEW, min_shared_prefix=8))
+    assert out == expected and engine.stats["prefix_tokens_reused"] > 0
+
+
 def test_engine_recovers_from_running_out_of_memory_for_the_kv_cache(tiny, workload, monkeypatch):
     """K allocated, V out of memory: the next (e.g. the backend's halved) call allocates both again."""
     model, _ = tiny
