@@ -140,6 +140,88 @@ def test_min_new_tokens_fixes_the_length_like_transformers(tiny, workload):
     assert len(out[0]) == NEW and out[0] == reference(model, batch, eos, min_new=NEW)
 
 
+def test_one_new_token_is_generate_s_first_token_and_an_eos_first_token_gives_none(tiny, workload):
+    """max_new_tokens=1 takes the prefill's token alone (no decode step); an EOS there is cut like any EOS."""
+    model, _ = tiny
+    prompts, expected, _ = workload
+    firsts = [e[0] for e in expected]  # generate's first token of each prompt
+    eos = (firsts[0],)
+    out = Qwen2VLEngine(model).generate(prompts, GenerationSettings(max_new_tokens=1, eos_token_ids=eos))
+    assert out == [[] if t in eos else [t] for t in firsts] and out[0] == [] and any(out)
+
+
+def test_rows_prefilled_in_separate_chunks_match_transformers(tiny, workload):
+    """A small prefill_tokens puts each row's suffix in its own prefill forward, into its own cache row."""
+    model, _ = tiny
+    prompts, expected, eos = workload
+    engine = Qwen2VLEngine(model)
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, prefill_tokens=1, min_shared_prefix=8)
+    assert engine.generate(prompts, settings) == expected
+    assert engine.stats["prefix_tokens_reused"] > 0
+
+
+def test_identical_prompts_sharing_a_key_each_keep_a_token_of_their_own(tiny, workload):
+    """The shared prefix stops one token short of a prompt that is all prefix: its last token gives the logits."""
+    model, _ = tiny
+    prompts, expected, eos = workload
+    twice = [Prompt(prompts[0].token_ids, prompts[0].images, "same")] * 2
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, min_shared_prefix=8)
+    engine = Qwen2VLEngine(model)
+    assert engine.generate(twice, settings) == [expected[0]] * 2
+    assert engine.stats["prefix_tokens_reused"] == 2 * (len(prompts[0].token_ids) - 1)
+
+
+def test_one_engine_serves_a_longer_prompt_after_a_short_one(tiny, workload):
+    """The KV cache of the first call is too short for the second: the engine allocates a longer one."""
+    model, processor = tiny
+    prompts, expected, eos = workload
+    long_prompt, batch = encode(processor, "warm red light and soft shapes, " * 40, " Target?", [3])
+    engine = Qwen2VLEngine(model)
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos)
+    assert engine.generate(prompts[:1], settings) == expected[:1]
+    assert len(long_prompt.token_ids) > engine._k_cache.shape[3]
+    assert engine.generate([long_prompt], settings) == [reference(model, batch, eos)]
+
+
+def test_min_new_tokens_lets_eos_end_the_output_at_exactly_that_length(tiny, workload):
+    """EOS is suppressed for the first min_new_tokens tokens only, as transformers does."""
+    model, processor = tiny
+    prompts, expected, eos = workload
+    i = min(range(len(prompts)), key=lambda k: len(expected[k]))  # its EOS comes early
+    user, t = divmod(i, 3)
+    context = f"User {user} likes " + "warm red light and soft shapes, " * (2 + 3 * user)
+    _, batch = encode(processor, context, f" Target {t}" + "?" * t, [10 * user + t, 10 * user + t + 5])
+    m = len(expected[i])  # EOS is the (m+1)-th token: allowed at min_new_tokens=m
+    assert 0 < m < NEW - 2 and reference(model, batch, eos, min_new=m) == expected[i]
+    out = Qwen2VLEngine(model).generate(prompts[i : i + 1], GenerationSettings(NEW, m, eos, check_every=2))
+    assert out == [expected[i]]
+
+
+def test_min_new_tokens_of_one_suppresses_an_eos_first_token_like_transformers(tiny, workload):
+    """The first token comes from the prefill, which must suppress EOS too."""
+    model, processor = tiny
+    prompts, expected, _ = workload
+    eos = (expected[0][0],)  # generate's first token for prompt 0, now an EOS
+    _, batch = encode(processor, "User 0 likes " + "warm red light and soft shapes, " * 2, " Target 0", [0, 5])
+    want = reference(model, batch, eos, min_new=1)
+    assert want and want[0] != eos[0]
+    assert Qwen2VLEngine(model).generate(prompts[:1], GenerationSettings(NEW, 1, eos)) == [want]
+
+
+def test_prompts_with_equal_text_but_different_images_share_only_the_text_before_them(tiny):
+    """Same tokens, same-size images of different pixels: the KV from the first image on is each prompt's own."""
+    model, processor = tiny
+    first, batch = encode(processor, "A user likes " + "warm red light, " * 4, " Which?", [0])
+    _, other = encode(processor, "A user likes " + "warm red light, " * 4, " Which?", [6])  # also 28x28
+    second = Prompt(first.token_ids, (ImageInput(("img", 6), other["pixel_values"], first.images[0].grid_thw),), 0)
+    expected = [reference(model, batch), reference(model, {**batch, "pixel_values": other["pixel_values"]})]
+    assert expected[0] != expected[1]
+    engine = Qwen2VLEngine(model)
+    out = engine.generate([Prompt(first.token_ids, first.images, 0), second],
+                          GenerationSettings(max_new_tokens=NEW, min_shared_prefix=8))
+    assert out == expected and engine.stats["prefix_tokens_reused"] > 0
+
+
 def test_engine_recovers_from_running_out_of_memory_for_the_kv_cache(tiny, workload, monkeypatch):
     """K allocated, V out of memory: the next (e.g. the backend's halved) call allocates both again."""
     model, _ = tiny
