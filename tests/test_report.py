@@ -200,6 +200,15 @@ def test_ablation_settings_name_the_dataset_options_that_differ(tmp_path):
     assert [r.cells[0] for r in rows] == ["dataset.seed=null", 'dataset.seed="1"']
 
 
+def test_ablation_rows_of_a_sweep_follow_k_as_a_number(tmp_path):
+    """A reference-size sweep's rows read (default), k1, k16, k2, k4 when variants sorted as text."""
+    make_results(tmp_path, "sim")
+    for k in (1, 2, 4, 16):
+        make_results(tmp_path, "sim", variant=f"k{k}", reference_size=k)
+    (table,) = ablation_tables(collect(tmp_path))
+    assert [r.label for r in table.groups[0][1]] == ["(default)", "k1", "k2", "k4", "k16"]
+
+
 def test_rank_correlation_follows_the_score_difference():
     def rows(deltas, golds):
         return [{"gold": g, "prediction": {"label": "A", "score_a": d, "score_b": 0.0}} for d, g in zip(deltas, golds)]
