@@ -667,6 +667,26 @@ def test_tsne_points_labels_and_groups_stay_aligned(tmp_path, monkeypatch):
     assert {a.get_text(): names[int(a.xy[0])] for a in ax.texts} == {n: n for n in names}
 
 
+def test_tsne_groups_users_of_each_dataset_apart_and_names_the_leftover_group_after_color_by(tmp_path, monkeypatch):
+    """User u1 of two datasets shared one colour and legend entry; the group beyond the palette was
+    called "other users" even under --color-by dataset."""
+    import pigbench.report.dimensions as dims
+
+    figures = {}
+    monkeypatch.setattr(dims, "save_figure", lambda fig, out, stem: figures.setdefault(stem, fig) and [])
+    monkeypatch.setattr(dims, "tsne", lambda emb, seed=0: np.zeros((len(emb), 2)))
+
+    def legend(spec, color_by):
+        analyse_dimensions(_dimension_collection(spec), tmp_path, model="tfidf", color_by=color_by)
+        return {c.get_label(): len(c.get_offsets()) for c in figures.pop("dimension_tsne").axes[0].collections}
+
+    spec = [("d1", "u1", ["alpha", "beta"]), ("d2", "u1", ["gamma", "delta"])]
+    assert legend(spec, "user") == {"u1 (d1)": 2, "u1 (d2)": 2}
+    spec = [(f"d{i}", "u1", [f"name{i}"]) for i in range(9)]  # 9 datasets, 7 colours
+    groups = legend(spec, "dataset")
+    assert groups["other datasets"] == 2 and "other users" not in groups and len(groups) == 8
+
+
 def test_similarity_figure_draws_each_metric_at_its_tick_with_its_own_ci(tmp_path):
     from pigbench.report.plots import plot_similarity_metrics
     from pigbench.report.similarity import similarity_entries

