@@ -526,6 +526,23 @@ def test_similarity_table_does_not_rank_a_run_on_another_split(tmp_path):
     assert any(n.startswith("\u2020 synth: gamma ran on another split") for n in table.notes)
 
 
+def test_similarity_figure_marks_a_run_on_another_split_as_the_table_does(tmp_path):
+    """The table marked gamma (seed 1) with a dagger; the figure drew it like any other run."""
+    from pigbench.report.plots import plot_similarity_metrics
+    from pigbench.report.similarity import similarity_entries
+
+    make_results(tmp_path, "alpha", kind="similarity", uses_references=True, accuracy=0.6)
+    make_results(tmp_path, "gamma", kind="similarity", uses_references=True, variant="seed1", seed=1, accuracy=0.95)
+    collection = collect(tmp_path)
+    fig = plot_similarity_metrics(similarity_entries(collection), {"synth": collection.main_split("synth")})
+    fig.draw_without_rendering()
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["alpha", "gamma\u2020"]
+    gamma = next(e for e in collection.entries if e.evaluator == "gamma")
+    for ax, metric in zip(fig.axes, ("acc_w_tie", "acc_wo_tie")):
+        assert [(t.get_text(), t.xy[0]) for t in ax.texts] == [("\u2020", gamma.accuracy(metric))]
+    assert "\u2020: run on another split" in fig._suptitle.get_text()
+
+
 def test_accuracy_vs_reference_size_orders_points_by_k_and_draws_each_panel_with_its_own_ci(tmp_path):
     """Points in numeric K order (16 after 4, not before 2 as text), the right panel acc w/o tie, each
     band between its run's CI bounds; runs with another split seed are a series of their own."""
@@ -694,7 +711,7 @@ def test_similarity_figure_draws_each_metric_at_its_tick_with_its_own_ci(tmp_pat
     for name, acc in (("alpha", 0.9), ("beta", 0.55)):
         make_results(tmp_path, name, kind="similarity", uses_references=True, accuracy=acc)
     entries = similarity_entries(collect(tmp_path))
-    fig = plot_similarity_metrics(entries)
+    fig = plot_similarity_metrics(entries, {"synth": "fp-synth-4-0"})
     fig.draw_without_rendering()  # tick labels get their text when drawn
     ticks = {t.get_text(): y for t, y in zip(fig.axes[0].get_yticklabels(), fig.axes[0].get_yticks())}  # y is shared
     assert sorted(ticks) == ["alpha", "beta"]
