@@ -665,6 +665,14 @@ def test_dimension_statistics_are_exact_per_prediction_and_per_user_of_each_data
     assert sizes["color"] == sizes["lighting"] == 43 and sizes["mood"] == sizes["texture"] == pytest.approx(9 + 34 * 0.5 ** 0.5)
 
 
+def test_a_prediction_whose_dimensions_all_lack_a_name_is_not_counted_per_prediction(tmp_path):
+    """Its dimensions were left out of the occurrences but it counted as a prediction with dimensions,
+    which lowered the figure per prediction (here 3 in 3 predictions instead of 3 in 2)."""
+    stats = analyse_dimensions(_dimension_collection([
+        ("d1", "u1", ["Lighting", "Mood"]), ("d1", "u1", ["", " . "]), ("d1", "u2", ["Texture"])]), tmp_path, model="tfidf")
+    assert (stats["occurrences"], stats["samples_with_dimensions"], stats["dimensions_per_sample"]) == (3, 2, 1.5)
+
+
 def test_tsne_points_labels_and_groups_stay_aligned(tmp_path, monkeypatch):
     """Each group's points are the names of that group, and each label sits on its own name's point:
     the t-SNE stub puts the name with index i (sorted distinct names) at x = i."""

@@ -3,7 +3,8 @@
 Reads ``prediction.dimensions`` (``[{name, definition, score_a, score_b}, ...]``) from the
 prediction rows of admitted results and produces:
 
-* statistics: occurrences, distinct names (after :func:`normalize`), the most frequent names,
+* statistics: occurrences (in all, and per prediction with at least one named dimension),
+  distinct names (after :func:`normalize`), the most frequent names,
   distinct names per user, and dispersion of the distinct names' embeddings (mean pairwise cosine
   distance, mean cosine distance to the centroid; 0 = all the same, about 1 = unrelated);
 * a word cloud of the frequent terms in dimension names (stop words removed);
@@ -60,14 +61,15 @@ def normalize(name: str) -> str:
 
 def occurrences(collection: Collection) -> list[Occurrence]:
     """Every dimension of every prediction, in results order; nameless dimensions are left out."""
-    out = []
-    for e in collection.entries:
-        for row in e.rows:
-            for dim in row["prediction"].get("dimensions") or []:
-                name = normalize(str(dim.get("name", ""))) if isinstance(dim, dict) else ""
-                if name:
-                    out.append(Occurrence(name, row["user_id"], e.dataset, e.label))
-    return out
+    return [Occurrence(name, row["user_id"], e.dataset, e.label)
+            for e in collection.entries for row in e.rows for name in dimension_names(row["prediction"])]
+
+
+def dimension_names(prediction: dict) -> list[str]:
+    """The normalized names of a prediction's dimensions, nameless ones left out."""
+    dims = prediction.get("dimensions") or []
+    names = (normalize(str(d.get("name", ""))) if isinstance(d, dict) else "" for d in dims)
+    return [n for n in names if n]
 
 
 def term_counts(names: Iterable[str]) -> Counter[str]:
@@ -227,7 +229,7 @@ def analyse_dimensions(collection: Collection, out_dir: Path, model: Optional[st
     distinct = sorted(name_counts)
     embed, embedding = load_embedder(model)
     emb = embed(distinct)
-    samples = sum(1 for e in collection.entries for r in e.rows if r["prediction"].get("dimensions"))
+    samples = sum(1 for e in collection.entries for r in e.rows if dimension_names(r["prediction"]))
     per_user: dict[tuple[str, str], set[str]] = {}
     for o in occ:
         per_user.setdefault((o.dataset, o.user_id), set()).add(o.name)
