@@ -200,6 +200,15 @@ def test_ablation_settings_name_the_dataset_options_that_differ(tmp_path):
     assert [r.cells[0] for r in rows] == ["dataset.seed=null", 'dataset.seed="1"']
 
 
+def test_ablation_rows_of_a_sweep_follow_k_as_a_number(tmp_path):
+    """A reference-size sweep's rows read (default), k1, k16, k2, k4 when variants sorted as text."""
+    make_results(tmp_path, "sim")
+    for k in (1, 2, 4, 16):
+        make_results(tmp_path, "sim", variant=f"k{k}", reference_size=k)
+    (table,) = ablation_tables(collect(tmp_path))
+    assert [r.label for r in table.groups[0][1]] == ["(default)", "k1", "k2", "k4", "k16"]
+
+
 def test_rank_correlation_follows_the_score_difference():
     def rows(deltas, golds):
         return [{"gold": g, "prediction": {"label": "A", "score_a": d, "score_b": 0.0}} for d, g in zip(deltas, golds)]
@@ -517,6 +526,23 @@ def test_similarity_table_does_not_rank_a_run_on_another_split(tmp_path):
     assert any(n.startswith("\u2020 synth: gamma ran on another split") for n in table.notes)
 
 
+def test_similarity_figure_marks_a_run_on_another_split_as_the_table_does(tmp_path):
+    """The table marked gamma (seed 1) with a dagger; the figure drew it like any other run."""
+    from pigbench.report.plots import plot_similarity_metrics
+    from pigbench.report.similarity import similarity_entries
+
+    make_results(tmp_path, "alpha", kind="similarity", uses_references=True, accuracy=0.6)
+    make_results(tmp_path, "gamma", kind="similarity", uses_references=True, variant="seed1", seed=1, accuracy=0.95)
+    collection = collect(tmp_path)
+    fig = plot_similarity_metrics(similarity_entries(collection), {"synth": collection.main_split("synth")})
+    fig.draw_without_rendering()
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["alpha", "gamma\u2020"]
+    gamma = next(e for e in collection.entries if e.evaluator == "gamma")
+    for ax, metric in zip(fig.axes, ("acc_w_tie", "acc_wo_tie")):
+        assert [(t.get_text(), t.xy[0]) for t in ax.texts] == [("\u2020", gamma.accuracy(metric))]
+    assert "\u2020: run on another split" in fig._suptitle.get_text()
+
+
 def test_accuracy_vs_reference_size_orders_points_by_k_and_draws_each_panel_with_its_own_ci(tmp_path):
     """Points in numeric K order (16 after 4, not before 2 as text), the right panel acc w/o tie, each
     band between its run's CI bounds; runs with another split seed are a series of their own."""
@@ -639,6 +665,14 @@ def test_dimension_statistics_are_exact_per_prediction_and_per_user_of_each_data
     assert sizes["color"] == sizes["lighting"] == 43 and sizes["mood"] == sizes["texture"] == pytest.approx(9 + 34 * 0.5 ** 0.5)
 
 
+def test_a_prediction_whose_dimensions_all_lack_a_name_is_not_counted_per_prediction(tmp_path):
+    """Its dimensions were left out of the occurrences but it counted as a prediction with dimensions,
+    which lowered the figure per prediction (here 3 in 3 predictions instead of 3 in 2)."""
+    stats = analyse_dimensions(_dimension_collection([
+        ("d1", "u1", ["Lighting", "Mood"]), ("d1", "u1", ["", " . "]), ("d1", "u2", ["Texture"])]), tmp_path, model="tfidf")
+    assert (stats["occurrences"], stats["samples_with_dimensions"], stats["dimensions_per_sample"]) == (3, 2, 1.5)
+
+
 def test_tsne_points_labels_and_groups_stay_aligned(tmp_path, monkeypatch):
     """Each group's points are the names of that group, and each label sits on its own name's point:
     the t-SNE stub puts the name with index i (sorted distinct names) at x = i."""
@@ -658,6 +692,26 @@ def test_tsne_points_labels_and_groups_stay_aligned(tmp_path, monkeypatch):
     assert {a.get_text(): names[int(a.xy[0])] for a in ax.texts} == {n: n for n in names}
 
 
+def test_tsne_groups_users_of_each_dataset_apart_and_names_the_leftover_group_after_color_by(tmp_path, monkeypatch):
+    """User u1 of two datasets shared one colour and legend entry; the group beyond the palette was
+    called "other users" even under --color-by dataset."""
+    import pigbench.report.dimensions as dims
+
+    figures = {}
+    monkeypatch.setattr(dims, "save_figure", lambda fig, out, stem: figures.setdefault(stem, fig) and [])
+    monkeypatch.setattr(dims, "tsne", lambda emb, seed=0: np.zeros((len(emb), 2)))
+
+    def legend(spec, color_by):
+        analyse_dimensions(_dimension_collection(spec), tmp_path, model="tfidf", color_by=color_by)
+        return {c.get_label(): len(c.get_offsets()) for c in figures.pop("dimension_tsne").axes[0].collections}
+
+    spec = [("d1", "u1", ["alpha", "beta"]), ("d2", "u1", ["gamma", "delta"])]
+    assert legend(spec, "user") == {"u1 (d1)": 2, "u1 (d2)": 2}
+    spec = [(f"d{i}", "u1", [f"name{i}"]) for i in range(9)]  # 9 datasets, 7 colours
+    groups = legend(spec, "dataset")
+    assert groups["other datasets"] == 2 and "other users" not in groups and len(groups) == 8
+
+
 def test_similarity_figure_draws_each_metric_at_its_tick_with_its_own_ci(tmp_path):
     from pigbench.report.plots import plot_similarity_metrics
     from pigbench.report.similarity import similarity_entries
@@ -665,7 +719,7 @@ def test_similarity_figure_draws_each_metric_at_its_tick_with_its_own_ci(tmp_pat
     for name, acc in (("alpha", 0.9), ("beta", 0.55)):
         make_results(tmp_path, name, kind="similarity", uses_references=True, accuracy=acc)
     entries = similarity_entries(collect(tmp_path))
-    fig = plot_similarity_metrics(entries)
+    fig = plot_similarity_metrics(entries, {"synth": "fp-synth-4-0"})
     fig.draw_without_rendering()  # tick labels get their text when drawn
     ticks = {t.get_text(): y for t, y in zip(fig.axes[0].get_yticklabels(), fig.axes[0].get_yticks())}  # y is shared
     assert sorted(ticks) == ["alpha", "beta"]

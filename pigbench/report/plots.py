@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from pigbench.report.collect import Collection, Entry, slug
 from pigbench.report.similarity import similarity_entries
+from pigbench.report.tables import OTHER_SPLIT
 
 # Okabe & Ito (2008), ordered for contrast on white; yellow last.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -129,10 +130,14 @@ def plot_accuracy_vs_reference_size(dataset: str, series: dict[str, list[Entry]]
 
 
 @literal_text
-def plot_similarity_metrics(entries: Iterable[Entry]) -> Figure:
-    """Point ranges: accuracy with 95% CI of each similarity metric, one colour per dataset."""
+def plot_similarity_metrics(entries: Iterable[Entry], main_split: dict[str, str]) -> Figure:
+    """Point ranges: accuracy with 95% CI of each similarity metric, one colour per dataset. As in the
+    similarity table, a run on another split than its dataset's ``main_split`` fingerprint is marked
+    with a dagger, on its point and on its metric's tick label."""
     entries = list(entries)
     metrics = sorted({e.evaluator for e in entries})
+    other = {(e.evaluator, e.dataset) for e in entries if e.results["split"]["fingerprint"] != main_split[e.dataset]}
+    ticks = [m + (OTHER_SPLIT if any(ev == m for ev, _ in other) else "") for m in metrics]
     datasets = sorted({e.dataset for e in entries})
     fig = Figure(figsize=(8.0, 1.2 + 0.45 * len(metrics) * max(1, len(datasets)) ** 0.5), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
@@ -146,15 +151,19 @@ def plot_similarity_metrics(entries: Iterable[Entry]) -> Figure:
                 err = [[e.accuracy(metric) - ci[0]], [ci[1] - e.accuracy(metric)]] if ci else None
                 ax.errorbar(e.accuracy(metric), y, xerr=err, color=st["color"], marker=st["marker"], markersize=6,
                             capsize=3, linewidth=1.5, label=ds)
+                if (e.evaluator, ds) in other:
+                    ax.annotate(OTHER_SPLIT, (e.accuracy(metric), y), xytext=(4, 2), textcoords="offset points",
+                                color=st["color"])
         ax.axvline(CHANCE, color="0.45", linestyle=(0, (4, 3)), linewidth=1)
-        ax.set_yticks(range(len(metrics)), metrics)
+        ax.set_yticks(range(len(metrics)), ticks)
         ax.set_ylim(-0.6, len(metrics) - 0.4)
         ax.invert_yaxis()
         ax.set_xlabel(f"{title} (%)")
         ax.grid(True, axis="x", color="0.9", linewidth=0.8)
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    fig.suptitle("Similarity metrics vs user preference (95% CI; dashed: chance)")
+    fig.suptitle("Similarity metrics vs user preference (95% CI; dashed: chance"
+                 + (f"; {OTHER_SPLIT}: run on another split, not ranked)" if other else ")"))
     fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=min(4, len(unique)), frameon=False,
                title="dataset")
     return fig
@@ -168,6 +177,7 @@ def write_plots(collection: Collection, out_dir: Path) -> list[Path]:
                                f"accuracy_vs_reference_size_{slug(dataset)}")
     entries = similarity_entries(collection)
     if entries:
-        written += save_figure(plot_similarity_metrics(entries), out_dir, "similarity_metrics")
+        main = {ds: collection.main_split(ds) for ds in {e.dataset for e in entries}}
+        written += save_figure(plot_similarity_metrics(entries, main), out_dir, "similarity_metrics")
     return written
 

@@ -166,9 +166,10 @@ def main_table(collection: Collection) -> Table:
 
 
 def ablation_tables(collection: Collection) -> list[Table]:
-    """One table per (evaluator, dataset) with two or more runs."""
+    """One table per (evaluator, dataset) with two or more runs; rows by variant in natural order
+    (the run without a variant first, then k1, k2, k16: numbers compare as numbers), then path."""
     runs: dict[tuple[str, str], list[Entry]] = defaultdict(list)
-    for e in collection.entries:
+    for e in sorted(collection.entries, key=lambda e: (_natural(e.variant or ""), e.relpath)):
         runs[(e.evaluator, e.dataset)].append(e)
     tables = []
     for (ev, ds), entries in sorted(runs.items()):
@@ -194,6 +195,11 @@ def ablation_tables(collection: Collection) -> list[Table]:
             notes=[CI_NOTE],
         ))
     return tables
+
+
+def _natural(text: str) -> list[Union[str, int]]:
+    """Sort key of ``text`` with its digit runs as numbers: "k2" < "k16"."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
 
 
 def differing_settings(entries: list[Entry]) -> list[str]:
