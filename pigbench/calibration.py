@@ -21,7 +21,8 @@ Usage::
 
 ``apply_calibration`` also sets ``evaluator.tie_threshold_source`` (the calibration record), which
 the runner stores in the results. On the command line: ``pigbench run --calibrate-tie-threshold
-0.2`` calibrates on the targets of a seeded 20% of the users and evaluates the others.
+0.2`` calibrates on the targets of the users a seeded hash holds out, each with probability 0.2
+(about 20%), and evaluates the others.
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="results", help="results directory (default results/)")
     p.add_argument("--tie-threshold", type=float, help="tau: |s(A)-s(B)| <= tau predicts TIE (default 0)")
     p.add_argument("--calibrate-tie-threshold", type=float, metavar="FRACTION", dest="calibration_fraction",
-                   help="tune tau by Pick-a-Pic's grid search on the targets of this share of the users (e.g. 0.2), "
-                        "then evaluate the other users")
+                   help="tune tau by Pick-a-Pic's grid search on the targets of users held out by a seeded hash, "
+                        "each with this probability (e.g. 0.2), then evaluate the other users")
     p.add_argument("--swap", action="store_true", help="ask both A/B orders and combine (judges)")
     p.add_argument("--model-path", help="hub id or local path of the evaluator's model")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
