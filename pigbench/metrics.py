@@ -12,7 +12,9 @@ Credit per target for ``acc_w_tie`` (Pick-a-Pic's rule plus the INVALID row)::
 INVALID earns 0). ``decisive_acc``: the same restricted to targets where p is A or B.
 
 Every accuracy is reported as the micro average over targets (the headline) and the macro
-average over users, each with a 95% CI from a bootstrap that resamples users (clusters).
+average over users, each with a 95% CI from a bootstrap that resamples users (clusters); with
+fewer than two users contributing to an accuracy its CIs are None (a bootstrap of one cluster has
+no spread, and [x, x] would read as certainty).
 """
 
 from __future__ import annotations
@@ -92,11 +94,12 @@ def compute_metrics(samples: Sequence[Judged], n_bootstrap: int = 1000, seed: in
         has = stats[:, den] > 0
         boot_micro = _safe_div(weights @ stats[:, num], weights @ stats[:, den])
         boot_macro = _safe_div(weights @ np.where(has, per_user, 0.0), weights @ has.astype(float))
+        clusters = int(has.sum())  # one user resampled is always the same user: no interval, not a zero-width one
         out[name] = {
             "micro": _pct(_ratio(stats[:, num].sum(), stats[:, den].sum())),
-            "micro_ci95": _ci(boot_micro),
+            "micro_ci95": _ci(boot_micro) if clusters > 1 else None,
             "macro": _pct(float(per_user[has].mean())) if has.any() else None,
-            "macro_ci95": _ci(boot_macro),
+            "macro_ci95": _ci(boot_macro) if clusters > 1 else None,
         }
     out["per_user"] = [
         {

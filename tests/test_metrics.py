@@ -94,15 +94,20 @@ def test_macro_ci_depends_on_per_user_accuracies_not_on_user_sizes():
 
 def test_a_user_without_decisive_gold_is_left_out_of_the_macro_wo_tie_average_and_its_ci():
     # v's only target is a gold tie: it has no acc_wo_tie, so the macro average is u's alone (100),
-    # and every resample that draws u gives 100 (one drawing only v has none and is dropped).
+    # and with one user left there is no interval; acc_w_tie has both users (u 100, v 100).
     m = compute_metrics([Judged("u", A, A), Judged("v", T, T)], n_bootstrap=200, seed=0)
-    assert m["acc_wo_tie"]["macro"] == 100.0 and m["acc_wo_tie"]["macro_ci95"] == [100.0, 100.0]
-    assert m["acc_w_tie"]["macro"] == 100.0
+    assert m["acc_wo_tie"]["macro"] == 100.0 and m["acc_wo_tie"]["macro_ci95"] is None
+    assert m["acc_wo_tie"]["micro_ci95"] is None
+    assert m["acc_w_tie"]["macro"] == 100.0 and m["acc_w_tie"]["macro_ci95"] == [100.0, 100.0]
 
 
-def test_single_user_ci_is_degenerate():
+def test_a_single_user_gets_no_ci_not_a_zero_width_one():
+    """Resampling one user always draws that user: [50, 50] would read as certainty."""
     m = compute_metrics([Judged("u", A, A), Judged("u", A, B)], n_bootstrap=50)
-    assert m["acc_w_tie"]["micro_ci95"] == [50.0, 50.0]
+    assert m["acc_w_tie"]["micro"] == 50.0
+    assert all(m[name][f"{avg}_ci95"] is None for name in ("acc_w_tie", "acc_wo_tie", "decisive_acc") for avg in ("micro", "macro"))
+    two = compute_metrics([Judged("u", A, A), Judged("v", A, B)], n_bootstrap=200)
+    assert two["acc_w_tie"]["micro_ci95"] == [0.0, 100.0]
 
 
 def test_all_gold_ties_has_no_wo_tie_accuracy():
