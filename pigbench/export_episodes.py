@@ -64,10 +64,12 @@ def split_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
 
 
 def split_flags(config: RunConfig) -> list[str]:
-    """The command-line flags that recreate ``config``'s split."""
+    """The command-line flags that recreate ``config``'s split, from any working directory (a local
+    ``--dataset-path`` made absolute)."""
     flags = ["--dataset", config.dataset]
     if config.dataset_path:
-        flags += ["--dataset-path", config.dataset_path]
+        path = Path(config.dataset_path).expanduser()
+        flags += ["--dataset-path", str(path.resolve()) if path.exists() else config.dataset_path]
     for key, value in sorted(config.dataset_options.items()):
         flags += ["--dataset-option", f"{key}={value}"]
     if config.reference_size is not None:

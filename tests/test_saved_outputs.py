@@ -321,3 +321,16 @@ def test_an_unreadable_image_is_exported_with_its_error_not_fatal(tmp_path, caps
     assert "no image of the split can be read" in capsys.readouterr().err
     assert not any((tmp_path / "none").glob("episodes.jsonl*"))  # no episodes file, no temporary one
 
+
+
+def test_split_flags_name_a_relative_dataset_path_absolutely(tmp_path, monkeypatch):
+    """The manifest's score_command must work from another directory than export-episodes ran in."""
+    from pigbench.export_episodes import split_flags
+    from pigbench.runner import RunConfig
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    flags = split_flags(RunConfig(dataset="pigbench", dataset_path="data"))
+    assert flags[flags.index("--dataset-path") + 1] == str(tmp_path.resolve() / "data")
+    flags = split_flags(RunConfig(dataset="pigbench", dataset_path="not-here"))
+    assert flags[flags.index("--dataset-path") + 1] == "not-here"
