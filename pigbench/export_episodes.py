@@ -121,9 +121,11 @@ def _episode_json(episode: Episode, out: Path, written: dict[str, str], unreadab
 
 
 def _write_image(ref: ImageRef, out: Path, written: dict[str, str]) -> str:
-    """The image's file under ``images/``, written on first sight of its content hash."""
+    """The image's file under ``images/``, written on first sight of its content hash. Raises
+    :class:`ImageError` for an image that cannot be read or decoded."""
     key = ref.content_hash
     if key not in written:
+        ref.open()  # a file that does not decode (truncated, empty, not an image) is unreadable, as in a run
         data = ref.read_bytes()
         ext = next((e for magic, e in _MAGIC if data.startswith(magic)), None)
         if ext is None:

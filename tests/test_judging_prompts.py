@@ -8,7 +8,7 @@ from PIL import Image
 
 from pigbench.judging.answer_probs import option_probs_after_marker, options_from_top_logprobs
 from pigbench.judging.messages import ROLE_LINE, ImagePolicy, encode_image, load_image, reference_prompt
-from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
+from pigbench.protocol import Episode, ImageError, ImageRef, Label, ReferencePair, Target
 
 
 def png(name: str, size=(40, 30), color=(200, 10, 10)) -> ImageRef:
@@ -68,6 +68,18 @@ def test_encode_image_keeps_original_bytes_unless_resized():
     assert encode_image(ref, ImagePolicy()) == ("image/jpeg", buf.getvalue())
     mime, data = encode_image(ref, ImagePolicy(max_pixels=40 * 30))
     assert mime == "image/png" and Image.open(io.BytesIO(data)).size == (40, 30)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF"])
+def test_encode_image_refuses_a_truncated_file_whose_header_opens(fmt):
+    """Half a file opens (Pillow reads headers only), so it used to be uploaded as it was: the local
+    judges and every other evaluator fail that image, a served judge answered on the broken bytes
+    (or got an HTTP 400 naming no image)."""
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(buf, format=fmt)
+    ref = ImageRef("half-" + fmt, buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageError, match=f"half-{fmt}.*truncated"):
+        encode_image(ref, ImagePolicy())
 
 
 def test_judges_see_rgba_images_over_white_as_qwen_vl_utils_lays_them():

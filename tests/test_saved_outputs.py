@@ -305,6 +305,34 @@ def test_a_name_that_is_a_registered_evaluator_or_a_path_is_refused(exported, tm
     assert re.search(f"error: --name .* {message}", capsys.readouterr().err) and not (tmp_path / "r").exists()
 
 
+def test_an_image_that_reads_but_does_not_decode_is_exported_as_unreadable(tmp_path):
+    """A truncated JPEG, an empty file or text named .jpg read fine as bytes, so they were exported as
+    image files (empty and text ones as .bin) with no error, while a pigbench run makes every episode
+    showing them INVALID: an outside model could score what pigbench cannot."""
+    import io
+
+    from pigbench.export_episodes import _episode_json
+    from pigbench.protocol import Episode, ImageRef, Label, Target
+
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(buf, format="JPEG")
+    folder = tmp_path / "src"
+    folder.mkdir()
+    files = {"trunc.jpg": buf.getvalue()[: len(buf.getvalue()) // 2], "empty.jpg": b"", "text.jpg": b"not an image",
+             "good.jpg": buf.getvalue()}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    refs = {name: ImageRef(name, folder / name) for name in files}
+    (tmp_path / "out" / "images").mkdir(parents=True)
+    written, unreadable = {}, {}
+    for bad in ("trunc.jpg", "empty.jpg", "text.jpg"):
+        line = _episode_json(Episode("u", (), Target(bad, "p", refs[bad], refs["good.jpg"], Label.A)),
+                             tmp_path / "out", written, unreadable)
+        assert line["target"]["image_a"]["file"] is None and f"image {bad!r}: cannot decode" in line["target"]["image_a"]["error"]
+        assert (tmp_path / "out" / line["target"]["image_b"]["file"]).read_bytes() == files["good.jpg"]
+    assert set(unreadable) == {"trunc.jpg", "empty.jpg", "text.jpg"} and len(written) == 1
+
+
 def test_an_unreadable_image_is_exported_with_its_error_not_fatal(tmp_path, capsys):
     from pigbench.export_episodes import export_episodes
 

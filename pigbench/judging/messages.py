@@ -91,12 +91,14 @@ _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": 
 
 
 def encode_image(ref: ImageRef, policy: ImagePolicy) -> tuple[str, bytes]:
-    """(MIME type, encoded bytes) for upload: the original file when the policy leaves it unchanged,
-    its format is one servers accept and it has no alpha channel, else the image as :func:`load_image`
-    gives it (sized, an RGBA image laid over white), as PNG (deterministic)."""
+    """(MIME type, encoded bytes) for upload: the original file when it decodes, the policy leaves it
+    unchanged, its format is one servers accept and it has no alpha channel, else the image as
+    :func:`load_image` gives it (sized, an RGBA image laid over white), as PNG (deterministic).
+    Raises :class:`pigbench.protocol.ImageError` for an image that does not decode (a truncated file)."""
     raw = ref.read_bytes()
     try:
         with Image.open(io.BytesIO(raw)) as probe:
+            probe.load()  # a truncated file opens (headers only) but fails here, as it does for local judges
             fmt, size, mode = probe.format, probe.size, probe.mode
     except Exception:
         fmt, size, mode = None, None, None
