@@ -82,6 +82,19 @@ def test_encode_image_refuses_a_truncated_file_whose_header_opens(fmt):
         encode_image(ref, ImagePolicy())
 
 
+def test_an_animated_image_is_uploaded_as_its_first_frame():
+    """Local judges see an animation's first frame; hosted APIs take only still GIFs, so the file
+    itself is not sent. A still GIF keeps its bytes."""
+    buf = io.BytesIO()
+    red, blue = Image.new("RGB", (16, 16), (255, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 255))
+    red.save(buf, format="GIF", save_all=True, append_images=[blue], duration=100, loop=0)
+    mime, sent = encode_image(ImageRef("anim", buf.getvalue()), ImagePolicy())
+    assert mime == "image/png" and Image.open(io.BytesIO(sent)).convert("RGB").getpixel((8, 8)) == (255, 0, 0)
+    still = io.BytesIO()
+    red.save(still, format="GIF")
+    assert encode_image(ImageRef("still", still.getvalue()), ImagePolicy()) == ("image/gif", still.getvalue())
+
+
 def test_judges_see_rgba_images_over_white_as_qwen_vl_utils_lays_them():
     """Transparent pixels hold red: qwen-vl-utils (and transformers 5's processors) show white there;
     the scalar rewards' recipes (Pillow's convert) keep the red."""

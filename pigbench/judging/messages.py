@@ -92,17 +92,18 @@ _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": 
 
 def encode_image(ref: ImageRef, policy: ImagePolicy) -> tuple[str, bytes]:
     """(MIME type, encoded bytes) for upload: the original file when it decodes, the policy leaves it
-    unchanged, its format is one servers accept and it has no alpha channel, else the image as
-    :func:`load_image` gives it (sized, an RGBA image laid over white), as PNG (deterministic).
+    unchanged, its format is one servers accept, it has no alpha channel and one frame, else the
+    image as :func:`load_image` gives it (sized, an RGBA image laid over white, an animation's first
+    frame, as local judges see it), as PNG (deterministic).
     Raises :class:`pigbench.protocol.ImageError` for an image that does not decode (a truncated file)."""
     raw = ref.read_bytes()
     try:
         with Image.open(io.BytesIO(raw)) as probe:
             probe.load()  # a truncated file opens (headers only) but fails here, as it does for local judges
-            fmt, size, mode = probe.format, probe.size, probe.mode
+            fmt, size, mode, animated = probe.format, probe.size, probe.mode, getattr(probe, "is_animated", False)
     except Exception:
-        fmt, size, mode = None, None, None
-    if fmt in _MIME and size is not None and mode != "RGBA" and policy.target_size(*size) == size:
+        fmt, size, mode, animated = None, None, None, False
+    if fmt in _MIME and size is not None and mode != "RGBA" and not animated and policy.target_size(*size) == size:
         return _MIME[fmt], raw
     buf = io.BytesIO()
     load_image(ref, policy).save(buf, format="PNG")
