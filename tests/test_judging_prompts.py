@@ -38,6 +38,14 @@ def test_reference_prompt_reads_in_order():
     assert [r.id for r in reference_prompt(episode(2)).images] == ["p0", "r0", "p1", "r1", "a", "b"]
 
 
+def test_every_reference_is_shown_in_order():
+    """All K references reach the judge, each with its own preferred and rejected image (no cap)."""
+    parts = rendered(reference_prompt(episode(9)))
+    assert "Here are 9 of this user's past choices." in parts[1]
+    assert [p for p in parts if p.startswith("Past choice")] == [f"Past choice {i + 1}. Prompt: ref prompt {i}" for i in range(9)]
+    assert [r.id for r in reference_prompt(episode(9)).images] == [f"{s}{i}" for i in range(9) for s in "pr"] + ["a", "b"]
+
+
 def test_tie_and_reasoning_variants():
     tie = rendered(reference_prompt(episode(1), offer_tie=True, reason=True))[-1]
     assert "<answer>Tie</answer>" in tie and tie.startswith("Which") and "First explain briefly" in tie
