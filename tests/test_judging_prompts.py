@@ -106,6 +106,14 @@ def test_option_probs_at_the_token_after_the_last_marker():
     assert probs == pytest.approx({"A": 0.75, "B": 0.25})
 
 
+def test_option_probs_marker_spelling_and_a_whitespace_tail():
+    """The marker matches in any case and with inner whitespace ("< Answer >"); a token that ends the
+    marker with only whitespace after it (">\n") is not the answer step."""
+    tokens = ["< ", "Answer", " >\n", "B", "</answer>"]
+    steps = [lp(A=0.5, B=0.5), lp(A=0.5, B=0.5), lp(A=0.9, B=0.1), lp(A=0.2, B=0.6), lp(A=0.5, B=0.5)]
+    assert option_probs_after_marker(tokens, steps, "<answer>", ("A", "B")) == pytest.approx({"A": 0.25, "B": 0.75})
+
+
 def test_option_probs_missing_cases():
     assert option_probs_after_marker(["A"], [lp(A=1.0)], "<answer>", ("A", "B")) is None  # no marker
     assert option_probs_after_marker(["<answer>"], [lp(A=1.0)], "<answer>", ("A", "B")) is None  # nothing after
