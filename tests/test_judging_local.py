@@ -135,6 +135,16 @@ def test_truncated_means_no_eos_within_max_new_tokens(qwen, monkeypatch):
     assert not ended.truncated and ended.error is None
 
 
+def test_option_token_ids_cover_the_bare_and_the_spaced_token(qwen):
+    """P(A) sums "A" and " A" ("<answer> A" is as much an answer as "<answer>A"); a multi-token
+    option is refused."""
+    enc = lambda s: qwen.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+    assert qwen.option_token_ids(("A", "B")) == {o: sorted(enc(o) + enc(f" {o}")) for o in ("A", "B")}
+    assert len({i for ids in qwen.option_token_ids(("A", "B")).values() for i in ids}) == 4
+    with pytest.raises(ValueError, match="not a single token"):
+        qwen.option_token_ids(("A", "Image A is better"))
+
+
 def test_option_probabilities_follow_the_greedy_choice(qwen):
     """With the first generated token as the marker, the recorded distribution at the next step
     must put the greedy token above any other option."""
