@@ -135,6 +135,27 @@ def test_truncated_means_no_eos_within_max_new_tokens(qwen, monkeypatch):
     assert not ended.truncated and ended.error is None
 
 
+def test_option_recorder_sums_variants_per_sequence_and_step():
+    """Each row is one sequence's steps; an option's probability is the softmax mass of its token variants."""
+    from pigbench.judging.local_backend import _OptionRecorder
+
+    recorder = _OptionRecorder({"A": [0, 1], "B": [2]})
+    for step in ([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]], [[0.5, 0.05, 0.25, 0.2]] * 2):
+        recorder(torch.zeros(2, 1, dtype=torch.long), torch.tensor(step).log() + 7.0)  # logits, shifted
+    got = [[{o: round(float(torch.tensor(v).exp()), 6) for o, v in s.items()} for s in seq] for seq in recorder.rows()]
+    assert got == [[{"A": 0.3, "B": 0.3}, {"A": 0.55, "B": 0.25}], [{"A": 0.7, "B": 0.2}, {"A": 0.55, "B": 0.25}]]
+
+
+def test_option_token_ids_cover_the_bare_and_the_spaced_token(qwen):
+    """P(A) sums "A" and " A" ("<answer> A" is as much an answer as "<answer>A"); a multi-token
+    option is refused."""
+    enc = lambda s: qwen.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+    assert qwen.option_token_ids(("A", "B")) == {o: sorted(enc(o) + enc(f" {o}")) for o in ("A", "B")}
+    assert len({i for ids in qwen.option_token_ids(("A", "B")).values() for i in ids}) == 4
+    with pytest.raises(ValueError, match="not a single token"):
+        qwen.option_token_ids(("A", "Image A is better"))
+
+
 def test_option_probabilities_follow_the_greedy_choice(qwen):
     """With the first generated token as the marker, the recorded distribution at the next step
     must put the greedy token above any other option."""

@@ -269,6 +269,27 @@ def test_resume_sends_no_request_twice(server, tmp_path):
     assert [p.to_json() for p in again] == [p.to_json() for p in resumed]
 
 
+def test_the_cache_reuses_an_answer_only_for_the_same_request(server, tmp_path):
+    """Another prompt text, image, model, length, temperature, seed or option set is another request."""
+    server.reply = lambda body: request_key(body)  # each request its own answer
+    base, params = Prompt((text("x"), image(png("i")))), GenerationParams()
+    variants = [(base, params, "test-model"), (Prompt((text("y"), image(png("i")))), params, "test-model"),
+                (Prompt((text("x"), image(png("i", (1, 2, 3))))), params, "test-model"), (base, params, "other-model"),
+                (base, GenerationParams(max_new_tokens=17), "test-model"), (base, GenerationParams(temperature=0.5), "test-model"),
+                (base, GenerationParams(seed=1), "test-model"), (base, GenerationParams(options=("A", "B")), "test-model")]
+    rounds = []
+    for _ in range(2):
+        answers = []
+        for prompt, p, model in variants:
+            b = backend(server, tmp_path)
+            b.model = model
+            answers.append(b.generate([prompt], p)[0].text)
+            b.close()
+        rounds.append(answers)
+    assert len(set(rounds[0])) == len(variants) and rounds[1] == rounds[0]
+    assert server.hits == len(variants)  # the second round is answered from the cache, each with its own answer
+
+
 @pytest.mark.parametrize("damaged", ["{not json", '{"no": "choices"}'])
 def test_a_damaged_cached_response_is_requested_again(server, tmp_path, damaged):
     episodes = [episode(0), episode(1)]

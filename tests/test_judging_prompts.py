@@ -38,6 +38,14 @@ def test_reference_prompt_reads_in_order():
     assert [r.id for r in reference_prompt(episode(2)).images] == ["p0", "r0", "p1", "r1", "a", "b"]
 
 
+def test_every_reference_is_shown_in_order():
+    """All K references reach the judge, each with its own preferred and rejected image (no cap)."""
+    parts = rendered(reference_prompt(episode(9)))
+    assert "Here are 9 of this user's past choices." in parts[1]
+    assert [p for p in parts if p.startswith("Past choice")] == [f"Past choice {i + 1}. Prompt: ref prompt {i}" for i in range(9)]
+    assert [r.id for r in reference_prompt(episode(9)).images] == [f"{s}{i}" for i in range(9) for s in "pr"] + ["a", "b"]
+
+
 def test_tie_and_reasoning_variants():
     tie = rendered(reference_prompt(episode(1), offer_tie=True, reason=True))[-1]
     assert "<answer>Tie</answer>" in tie and tie.startswith("Which") and "First explain briefly" in tie
@@ -121,6 +129,14 @@ def test_option_probs_at_the_token_after_the_last_marker():
     steps = [lp(A=0.5, B=0.5)] * 9 + [lp(A=0.6, B=0.2), lp(A=0.01)]
     probs = option_probs_after_marker(tokens, steps, "<answer>", ("A", "B"))
     assert probs == pytest.approx({"A": 0.75, "B": 0.25})
+
+
+def test_option_probs_marker_spelling_and_a_whitespace_tail():
+    """The marker matches in any case and with inner whitespace ("< Answer >"); a token that ends the
+    marker with only whitespace after it (">\n") is not the answer step."""
+    tokens = ["< ", "Answer", " >\n", "B", "</answer>"]
+    steps = [lp(A=0.5, B=0.5), lp(A=0.5, B=0.5), lp(A=0.9, B=0.1), lp(A=0.2, B=0.6), lp(A=0.5, B=0.5)]
+    assert option_probs_after_marker(tokens, steps, "<answer>", ("A", "B")) == pytest.approx({"A": 0.25, "B": 0.75})
 
 
 def test_option_probs_missing_cases():
