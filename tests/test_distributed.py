@@ -100,6 +100,10 @@ def test_ranks_that_disagree_on_the_run_stop(tmp_path):
     with pytest.raises(ValueError, match="ranks disagree on the run"):
         RunStores(tmp_path, "k", Peers(("k-with-other-options", 0))).done_ids()
     assert RunStores(tmp_path, "k", Peers(("k", 0))).done_ids() == set()
+    with PredictionStore(tmp_path / "k.sqlite") as s:  # this host has stored predictions; the other rank saw none
+        s.add([Prediction(f"s{i}", Label.A) for i in range(3)])
+    with pytest.raises(ValueError, match=r"rank 0: \(.k., 3\), rank 1: \(.k., 0\)"):
+        RunStores(tmp_path, "k", Peers(("k", 0))).done_ids()
 
 
 def test_ranks_that_disagree_on_the_run_are_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
@@ -224,6 +228,7 @@ def test_two_ranks_give_the_results_of_one_process(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results:") == 1  # only rank 0 prints
+    assert f"(computed {single.computed}, reused 0)" in proc.stdout and single.computed == 240  # both ranks' shares
     results, jsonl = outputs(tmp_path / "two" / "results")
     _, single_jsonl = outputs(tmp_path / "one" / "results")
     assert jsonl == single_jsonl
@@ -285,6 +290,7 @@ def test_kill_two_ranks_then_resume_with_three_ranks_or_one_process(tmp_path):
     three = subprocess.run(launch(killed, 3, *args), env=ENV, capture_output=True, text=True, timeout=300)
     assert three.returncode == 0, three.stderr[-3000:]
     assert f"resuming: {partial} of 200" in three.stderr
+    assert f"(computed {200 - partial}, reused {partial})" in three.stdout
     logged: list[str] = []
     run(toy_config(one, options={"sleep": "0.1"}), log=logged.append)  # one process, in this one
     assert any(f"resuming: {partial} of 200" in line for line in logged)
