@@ -75,23 +75,31 @@ def test_a_bad_group_timeout_is_one_line_naming_the_variable(tmp_path, monkeypat
 
 
 class Peers(World):
-    """A rank of a 2-rank world whose peer reported ``peer`` in every all-gather."""
+    """Rank 0 of a world whose other ranks reported ``peers`` in every all-gather; ``sent``: what this
+    rank gave each all-gather."""
 
-    def __init__(self, peer):
-        super().__init__(0, 2, 0)
-        object.__setattr__(self, "peer", peer)
+    def __init__(self, *peers):
+        super().__init__(0, 1 + len(peers), 0)
+        object.__setattr__(self, "peers", peers)
+        object.__setattr__(self, "sent", [])
 
     def all_gather(self, obj):
-        return [obj, self.peer]
+        self.sent.append(obj)
+        return [obj, *self.peers]
 
 
 def test_an_error_on_one_rank_is_raised_on_every_rank():
     with pytest.raises(RunAborted, match="rank 1 of 2 stopped: RequirementError: no weights"):
         with Peers("RequirementError: no weights").together(RunAborted):
             pass
+    own = Peers("ValueError: also broken")
     with pytest.raises(KeyError):  # this rank's own error, as raised
-        with Peers("ValueError: also broken").together(RunAborted):
+        with own.together(RunAborted):
             raise KeyError("own")
+    assert own.sent == ["KeyError: 'own'"]  # and reported to the others, which would otherwise wait for it
+    with pytest.raises(RunAborted, match="rank 2 of 3 stopped: OSError: disk full"):  # any rank's error
+        with Peers(None, "OSError: disk full").together(RunAborted):
+            pass
     with Peers(None).together(RunAborted):
         pass
 
@@ -171,6 +179,18 @@ def test_every_rank_sees_all_stores_and_merge_moves_them_into_the_main_store(tmp
     assert merged == {p.sample_id: p.to_json() for p in preds}  # byte-for-byte the stored JSON
     assert sorted(p.name for p in tmp_path.glob("k*")) == ["k.sqlite"]
     assert (tmp_path / "other.rank1.sqlite").exists()
+
+
+def test_merge_moves_this_runs_rank_stores_into_the_main_store(tmp_path):
+    """The stores the other ranks wrote during this run (none existed when it started) are in the merge."""
+    stores = RunStores(tmp_path, "k", World())
+    assert stores.done_ids() == set()
+    with stores.open_own() as own:
+        own.add([Prediction("s0", Label.A)])
+    with PredictionStore(tmp_path / "k.rank1.sqlite") as s:  # rank 1's share
+        s.add([Prediction("s1", Label.B)])
+    assert {sid: p["label"] for sid, p in stores.merge().items()} == {"s0": "A", "s1": "B"}
+    assert sorted(p.name for p in tmp_path.glob("k*")) == ["k.sqlite"]
 
 
 def test_a_resumed_runs_new_failure_replaces_the_one_an_earlier_rank_stored(tmp_path):
