@@ -36,6 +36,8 @@ def test_sweep_runs_each_size_and_reports_a_size_that_fails(tmp_path):
 def test_sweep_keeps_sizes_apart_under_an_explicit_variant(tmp_path):
     outcomes = sweep(base(tmp_path, variant="abl"), [1, 2], log=lambda m: None)
     assert [o.results_path.name for o in outcomes.values()] == ["toy-brightness__abl_k1.json", "toy-brightness__abl_k2.json"]
+    outcomes = sweep(base(tmp_path, variant=""), [1], log=lambda m: None)  # --variant "": no suffix but the size
+    assert outcomes[1].results_path.name == "toy-brightness__k1.json" and outcomes[1].results["evaluator"]["variant"] == "k1"
 
 
 def test_sweep_cli(tmp_path, capsys):
