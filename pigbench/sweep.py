@@ -43,15 +43,15 @@ def parse_sizes(text: str) -> list[int]:
 def sweep(base: RunConfig, sizes: list[int], runner: Callable[[RunConfig], RunOutcome] = run,
           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[int, RunOutcome | str]:
     """One run per reference size: K -> its outcome, or the error message of a size that failed.
-    A ``base.variant`` becomes ``<variant>_k<K>`` so that sizes never share a results file. Under
-    torchrun one process group serves every size (a launch's rendezvous cannot be joined twice), and
-    only rank 0 logs."""
+    A ``base.variant`` becomes ``<variant>_k<K>`` (``k<K>`` for ``""``, no suffix) so that sizes never
+    share a results file. Under torchrun one process group serves every size (a launch's rendezvous
+    cannot be joined twice), and only rank 0 logs."""
     outcomes: dict[int, RunOutcome | str] = {}
     with launched_world() as world:
         if not world.is_main:
             log = lambda m: None  # noqa: E731
         for k in sizes:
-            variant = None if base.variant is None else f"{base.variant}_k{k}"
+            variant = None if base.variant is None else "_".join(filter(None, (base.variant, f"k{k}")))
             config = dataclasses.replace(base, reference_size=k, variant=variant)
             log(f"reference size {k}")
             try:

@@ -75,23 +75,31 @@ def test_a_bad_group_timeout_is_one_line_naming_the_variable(tmp_path, monkeypat
 
 
 class Peers(World):
-    """A rank of a 2-rank world whose peer reported ``peer`` in every all-gather."""
+    """Rank 0 of a world whose other ranks reported ``peers`` in every all-gather; ``sent``: what this
+    rank gave each all-gather."""
 
-    def __init__(self, peer):
-        super().__init__(0, 2, 0)
-        object.__setattr__(self, "peer", peer)
+    def __init__(self, *peers):
+        super().__init__(0, 1 + len(peers), 0)
+        object.__setattr__(self, "peers", peers)
+        object.__setattr__(self, "sent", [])
 
     def all_gather(self, obj):
-        return [obj, self.peer]
+        self.sent.append(obj)
+        return [obj, *self.peers]
 
 
 def test_an_error_on_one_rank_is_raised_on_every_rank():
     with pytest.raises(RunAborted, match="rank 1 of 2 stopped: RequirementError: no weights"):
         with Peers("RequirementError: no weights").together(RunAborted):
             pass
+    own = Peers("ValueError: also broken")
     with pytest.raises(KeyError):  # this rank's own error, as raised
-        with Peers("ValueError: also broken").together(RunAborted):
+        with own.together(RunAborted):
             raise KeyError("own")
+    assert own.sent == ["KeyError: 'own'"]  # and reported to the others, which would otherwise wait for it
+    with pytest.raises(RunAborted, match="rank 2 of 3 stopped: OSError: disk full"):  # any rank's error
+        with Peers(None, "OSError: disk full").together(RunAborted):
+            pass
     with Peers(None).together(RunAborted):
         pass
 
@@ -100,6 +108,10 @@ def test_ranks_that_disagree_on_the_run_stop(tmp_path):
     with pytest.raises(ValueError, match="ranks disagree on the run"):
         RunStores(tmp_path, "k", Peers(("k-with-other-options", 0))).done_ids()
     assert RunStores(tmp_path, "k", Peers(("k", 0))).done_ids() == set()
+    with PredictionStore(tmp_path / "k.sqlite") as s:  # this host has stored predictions; the other rank saw none
+        s.add([Prediction(f"s{i}", Label.A) for i in range(3)])
+    with pytest.raises(ValueError, match=r"rank 0: \(.k., 3\), rank 1: \(.k., 0\)"):
+        RunStores(tmp_path, "k", Peers(("k", 0))).done_ids()
 
 
 def test_ranks_that_disagree_on_the_run_are_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
@@ -169,6 +181,18 @@ def test_every_rank_sees_all_stores_and_merge_moves_them_into_the_main_store(tmp
     assert (tmp_path / "other.rank1.sqlite").exists()
 
 
+def test_merge_moves_this_runs_rank_stores_into_the_main_store(tmp_path):
+    """The stores the other ranks wrote during this run (none existed when it started) are in the merge."""
+    stores = RunStores(tmp_path, "k", World())
+    assert stores.done_ids() == set()
+    with stores.open_own() as own:
+        own.add([Prediction("s0", Label.A)])
+    with PredictionStore(tmp_path / "k.rank1.sqlite") as s:  # rank 1's share
+        s.add([Prediction("s1", Label.B)])
+    assert {sid: p["label"] for sid, p in stores.merge().items()} == {"s0": "A", "s1": "B"}
+    assert sorted(p.name for p in tmp_path.glob("k*")) == ["k.sqlite"]
+
+
 def test_a_resumed_runs_new_failure_replaces_the_one_an_earlier_rank_stored(tmp_path):
     """A sample that failed on rank 1 of a 2-rank run and fails again in a one-process resume: the
     results show the new error (the old rank store used to overwrite it at the merge)."""
@@ -224,6 +248,7 @@ def test_two_ranks_give_the_results_of_one_process(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results:") == 1  # only rank 0 prints
+    assert f"(computed {single.computed}, reused 0)" in proc.stdout and single.computed == 240  # both ranks' shares
     results, jsonl = outputs(tmp_path / "two" / "results")
     _, single_jsonl = outputs(tmp_path / "one" / "results")
     assert jsonl == single_jsonl
@@ -285,6 +310,7 @@ def test_kill_two_ranks_then_resume_with_three_ranks_or_one_process(tmp_path):
     three = subprocess.run(launch(killed, 3, *args), env=ENV, capture_output=True, text=True, timeout=300)
     assert three.returncode == 0, three.stderr[-3000:]
     assert f"resuming: {partial} of 200" in three.stderr
+    assert f"(computed {200 - partial}, reused {partial})" in three.stdout
     logged: list[str] = []
     run(toy_config(one, options={"sleep": "0.1"}), log=logged.append)  # one process, in this one
     assert any(f"resuming: {partial} of 200" in line for line in logged)

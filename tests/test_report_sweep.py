@@ -36,6 +36,8 @@ def test_sweep_runs_each_size_and_reports_a_size_that_fails(tmp_path):
 def test_sweep_keeps_sizes_apart_under_an_explicit_variant(tmp_path):
     outcomes = sweep(base(tmp_path, variant="abl"), [1, 2], log=lambda m: None)
     assert [o.results_path.name for o in outcomes.values()] == ["toy-brightness__abl_k1.json", "toy-brightness__abl_k2.json"]
+    outcomes = sweep(base(tmp_path, variant=""), [1], log=lambda m: None)  # --variant "": no suffix but the size
+    assert outcomes[1].results_path.name == "toy-brightness__k1.json" and outcomes[1].results["evaluator"]["variant"] == "k1"
 
 
 def test_sweep_cli(tmp_path, capsys):
@@ -71,3 +73,45 @@ def test_a_setting_no_size_can_run_with_is_one_usage_error(tmp_path, capsys, mis
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     assert says in err and err.count("error:") == 1 and "reference size" not in err
+
+
+def test_a_size_that_fails_midway_leaves_the_later_sizes_running(tmp_path):
+    """A size stopped by the error budget (RunAborted) is reported, and the sizes after it still run."""
+    from pigbench.runner import RunAborted, run
+
+    def runner(config):
+        if config.reference_size == 2:
+            raise RunAborted("9 of 10 samples failed")
+        return run(config, log=lambda m: None)
+
+    outcomes = sweep(base(tmp_path), [1, 2, 3], runner=runner, log=lambda m: None)
+    assert list(outcomes) == [1, 2, 3] and outcomes[2] == "RunAborted: 9 of 10 samples failed"
+    assert [outcomes[k].results["split"]["reference_size"] for k in (1, 3)] == [1, 3]
+
+
+def test_the_summary_shows_each_sizes_own_accuracies_in_their_columns():
+    from pathlib import Path
+
+    from pigbench.runner import RunOutcome
+
+    def outcome(w_tie, wo_tie, name):
+        metrics = {"acc_w_tie": {"micro": w_tie, "micro_ci95": [w_tie - 5, w_tie + 5]},
+                   "acc_wo_tie": {"micro": wo_tie, "micro_ci95": None}}
+        return RunOutcome({"metrics": metrics}, Path(name), 0, 10)
+
+    summary = format_summary({1: outcome(40.0, 61.0, "k1.json"), 2: "ValueError: no targets\nmore",
+                              4: outcome(55.5, None, "k4.json")})
+    assert summary.splitlines() == [
+        f"{'K':>4}  {'acc w/ tie':<22}{'acc w/o tie':<22}results",
+        f"{1:>4}  {'40.0 [35.0, 45.0]':<22}{'61.0':<22}k1.json",
+        f"{2:>4}  failed: ValueError: no targets",
+        f"{4:>4}  {'55.5 [50.5, 60.5]':<22}{'n/a':<22}k4.json",
+    ]
+
+
+def test_sweep_cli_exits_1_when_a_size_failed(tmp_path, capsys):
+    args = ["sweep", "--evaluator", "toy-brightness", "--dataset", "toy", "--reference-sizes", "1,50",
+            "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert cli_main(args) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].endswith("toy-brightness__k1.json") and out[2].startswith("  50  failed: ")
