@@ -138,6 +138,8 @@ def test_requirement_checks(tmp_path):
         qwen.check_requirements(qwen.Config(dtype="bf16"))  # was getattr(torch, "bf16") in setup: a traceback
     with pytest.raises(RequirementError, match="--model-path"):
         qwen.check_requirements(qwen.Config(model_path=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match=r"offer_tie=true with scoring=probs: .* --tie-threshold on P\(A\) - 0.5"):
+        qwen.check_requirements(qwen.Config(scoring="probs", offer_tie=True))
     think = evaluators.get("unifiedreward-think")
     with pytest.raises(ValueError, match="single-token answers"):
         think.check_requirements(think.Config(scoring="probs"))

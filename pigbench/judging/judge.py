@@ -133,6 +133,10 @@ class Judge(Evaluator):
             raise ValueError(f"{name}: option dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
         if config.scoring == "probs" and not cls.answer_options:
             raise ValueError(f"{name}: scoring=probs needs single-token answers; this judge's answers are sentences")
+        if config.scoring == "probs" and getattr(config, "offer_tie", False):
+            raise ValueError(f"{name}: offer_tie=true with scoring=probs: the score is P(A) vs P(B) at the answer token, "
+                             "so an answered Tie would be scored by what is left on A and B; ties come from "
+                             "--tie-threshold on P(A) - 0.5 instead")
         for option, ok, rule in _numeric_rules(config):
             if not ok:
                 raise ValueError(f"{name}: option {option} must be {rule}, got {getattr(config, option)!r}")
