@@ -56,7 +56,8 @@ RESULTS_SCHEMA: dict[str, Any] = {
                 "kind": {"enum": ["baseline", "scalar", "similarity", "judge", "reasoning"]},
                 "uses_references": {"type": "boolean", "description": "whether it reads the user's references"},
                 "config": {"type": "object", "description": "the full evaluator config dataclass"},
-                "config_hash": {"type": "string", "description": "hash of name, version and config"},
+                "config_hash": {"type": "string", "description": "hash of name, version and config (and, for a judge "
+                                                                  "with scoring=probs, how answer probabilities are read)"},
                 "tie_threshold": {"type": ["number", "null"], "description": "tau applied to score deltas"},
                 "tie_threshold_source": {"type": ["string", "object"],
                                          "description": "'fixed', or the calibration record (pigbench.calibration)"},

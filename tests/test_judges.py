@@ -199,3 +199,18 @@ def test_provenance_before_and_after_setup():
     assert judge.provenance() == {"model": "llava-hf/llava-onevision-qwen2-7b-ov-hf", "backend": "local"}
     judge.backend = Scripted()
     assert judge.provenance() == {"model": "scripted"}
+
+
+def test_probs_predictions_are_keyed_by_how_answer_probabilities_are_read():
+    """Reading answer probabilities changed (a merged ">A" token counts): stored probs predictions
+    must be made again, text ones not, and the served requests stay cached."""
+    from pigbench.evaluator import Runtime
+    from pigbench.judging.answer_probs import READING_VERSION
+
+    cls = evaluators.get("qwen2-vl-judge")
+    text, probs = (cls(cls.Config(scoring=s), Runtime(device="cpu")) for s in ("text", "probs"))
+    for ev in (text, probs):
+        ev.name = "qwen2-vl-judge"
+    assert text.config_hash == text.config.hash("qwen2-vl-judge", cls.version)
+    assert probs.config_hash == probs.config.hash("qwen2-vl-judge", f"{cls.version}+probs{READING_VERSION}")
+    assert probs.config_hash != probs.config.hash("qwen2-vl-judge", cls.version)

@@ -150,10 +150,26 @@ def test_option_token_ids_cover_the_bare_and_the_spaced_token(qwen):
     """P(A) sums "A" and " A" ("<answer> A" is as much an answer as "<answer>A"); a multi-token
     option is refused."""
     enc = lambda s: qwen.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
-    assert qwen.option_token_ids(("A", "B")) == {o: sorted(enc(o) + enc(f" {o}")) for o in ("A", "B")}
-    assert len({i for ids in qwen.option_token_ids(("A", "B")).values() for i in ids}) == 4
+    assert qwen.option_token_ids(("A", "B"), "<answer>") == {o: sorted(enc(o) + enc(f" {o}")) for o in ("A", "B")}
+    assert len({i for ids in qwen.option_token_ids(("A", "B"), "<answer>").values() for i in ids}) == 4
     with pytest.raises(ValueError, match="not a single token"):
-        qwen.option_token_ids(("A", "Image A is better"))
+        qwen.option_token_ids(("A", "Image A is better"), "<answer>")
+
+
+def test_option_token_ids_include_a_token_merging_the_markers_end_with_the_option(qwen):
+    """Qwen2's pre-tokenizer makes ">A" one piece of "<answer>A": where the vocabulary has it, the
+    model answers with that token, and P(A) must count it (else it reads "A" at a step where the
+    model chooses between ">A" and ">B")."""
+    import copy
+
+    tok = copy.deepcopy(qwen.tokenizer)
+    tok.add_tokens([">A", ">B"])
+    merged = copy.copy(qwen)
+    merged.tokenizer = tok
+    enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    assert enc(">A") != enc(">") + enc("A") and len(enc(">A")) == 1
+    assert merged.option_token_ids(("A", "B"), "<answer>") == {
+        o: sorted(enc(o) + enc(f" {o}") + enc(f">{o}")) for o in ("A", "B")}
 
 
 def test_option_probabilities_follow_the_greedy_choice(qwen):

@@ -148,5 +148,17 @@ def test_option_probs_missing_cases():
 def test_top_logprobs_variants_are_summed_and_others_ignored():
     top = [{"token": "A", "logprob": math.log(0.5)}, {"token": " A", "logprob": math.log(0.2)},
            {"token": "B", "logprob": math.log(0.1)}, {"token": "C", "logprob": 0.0}, {"bad": 1}]
-    got = options_from_top_logprobs(top, ("A", "B"))
+    got = options_from_top_logprobs(top, ("A", "B"), "<answer>")
     assert {k: math.exp(v) for k, v in got.items()} == pytest.approx({"A": 0.7, "B": 0.1})
+
+
+def test_an_answer_token_merged_with_the_markers_end_counts_for_its_option():
+    """A server's tokenizer may emit "<answer" then ">A": the answer step's candidates are ">A" and
+    ">B"; reading only "A" and "B" there gave P(A) = 1 from a stray 0.01."""
+    steps = [[{"token": "<answer", "logprob": 0.0}],
+             [{"token": ">A", "logprob": math.log(0.6)}, {"token": ">B", "logprob": math.log(0.3)},
+              {"token": "A", "logprob": math.log(0.01)}, {"token": ">", "logprob": math.log(0.05)}],
+             [{"token": "</answer>", "logprob": 0.0}]]
+    per_step = [options_from_top_logprobs(top, ("A", "B"), "<answer>") for top in steps]
+    probs = option_probs_after_marker(["<answer", ">A", "</answer>"], per_step, "<answer>", ("A", "B"))
+    assert probs == pytest.approx({"A": 0.61 / 0.91, "B": 0.3 / 0.91})

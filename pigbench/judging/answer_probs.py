@@ -5,6 +5,10 @@ options at that step (the local backend records them from the logits; an OpenAI-
 returns ``top_logprobs``). :func:`option_probs_after_marker` finds the step that answers — the first
 non-whitespace token after the last ``<answer>`` in the generated text — and renormalises the
 options' probabilities over the options. This works with or without reasoning before the answer.
+
+A BPE tokenizer may merge the marker's end with the answer (Qwen2's pre-tokenizer makes ``">A"``
+one piece of ``"<answer>A"``): the answering token is then ``">A"``, not ``"A"``, so each option is
+counted in all its :func:`option_spellings`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from __future__ import annotations
 import math
 import re
 from typing import Mapping, Optional, Sequence
+
+# Part of a probs-scoring judge's config hash (hence its run key), not of its request cache key:
+# a change here rereads the same answers. 2: a token merging the marker's end with the answer counts.
+READING_VERSION = "2"
 
 
 def option_probs_after_marker(
@@ -44,16 +52,26 @@ def option_probs_after_marker(
     return None
 
 
-def options_from_top_logprobs(top: Sequence[Mapping[str, object]], options: Sequence[str]) -> dict[str, float]:
+def option_spellings(option: str, marker: str) -> list[str]:
+    """The texts of a token that answers ``option`` right after ``marker``: bare, after a space, and
+    merged with an end of the marker (``">A"``, ``"r>A"``, ... for ``"<answer>"``)."""
+    return [option, f" {option}", *(marker[-k:] + option for k in range(1, len(marker) + 1))]
+
+
+def options_from_top_logprobs(
+    top: Sequence[Mapping[str, object]], options: Sequence[str], marker: str
+) -> dict[str, float]:
     """Option log-probabilities from one step's ``top_logprobs`` (OpenAI format: ``token``, ``logprob``).
 
-    Tokens are compared after stripping whitespace; variants of an option (``"A"``, ``" A"``)
-    are summed. Options absent from the top list are left out (probability below the cut).
+    Tokens are compared after stripping whitespace with each option's :func:`option_spellings`;
+    the variants of an option (``"A"``, ``" A"``, ``">A"``) are summed. Options absent from the top
+    list are left out (probability below the cut).
     """
+    spelled = {sp.strip(): o for o in options for sp in option_spellings(o, marker)}
     mass: dict[str, float] = {}
     for entry in top:
         tok, lp = entry.get("token"), entry.get("logprob")
-        if isinstance(tok, str) and isinstance(lp, (int, float)) and tok.strip() in options:
-            key = tok.strip()
+        if isinstance(tok, str) and isinstance(lp, (int, float)) and tok.strip() in spelled:
+            key = spelled[tok.strip()]
             mass[key] = mass.get(key, 0.0) + math.exp(lp)
     return {o: math.log(p) for o, p in mass.items() if p > 0}

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Optional, Sequence
 
 from pigbench.evaluator import (Evaluator, EvaluatorConfig, Kind, Need, RequirementError, require_packages,
                                 resolve_local_or_hub)
+from pigbench.judging.answer_probs import READING_VERSION
 from pigbench.judging.backend import Backend, Generation, GenerationParams
 from pigbench.judging.messages import ImagePolicy, Prompt, reference_prompt
 from pigbench.judging.parsing import ParsedAnswer, parse_answer
@@ -116,6 +117,15 @@ class Judge(Evaluator):
         """The config, typed."""
         assert isinstance(self.config, JudgeConfig)
         return self.config
+
+    @property
+    def config_hash(self) -> str:
+        """With ``scoring=probs`` it also holds how answer probabilities are read
+        (:data:`~pigbench.judging.answer_probs.READING_VERSION`): predictions read the old way are
+        made again, while the request cache (keyed by the config and :attr:`version` alone) still
+        answers their requests."""
+        reading = f"+probs{READING_VERSION}" if self.cfg.scoring == "probs" else ""
+        return self.config.hash(self.name, self.version + reading)
 
     @abstractmethod
     def build_prompt(self, episode: Episode) -> Prompt:

@@ -32,7 +32,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessor, LogitsProcessorList
 
 from pigbench.hub import cache_only
-from pigbench.judging.answer_probs import option_probs_after_marker
+from pigbench.judging.answer_probs import option_probs_after_marker, option_spellings
 from pigbench.judging.backend import Backend, Generation, GenerationParams
 from pigbench.judging.messages import ImagePolicy, Prompt, load_image
 
@@ -164,7 +164,7 @@ class LocalBackend(Backend):
 
     def _generate_batch(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
         inputs = self.encode(prompts, params.images)
-        recorder = _OptionRecorder(self.option_token_ids(params.options)) if params.options else None
+        recorder = _OptionRecorder(self.option_token_ids(params.options, params.answer_marker)) if params.options else None
         sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if params.temperature > 0:
             torch.manual_seed(params.seed)
@@ -195,14 +195,16 @@ class LocalBackend(Backend):
         eos = self.model.generation_config.eos_token_id
         return set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
 
-    def option_token_ids(self, options: Sequence[str]) -> dict[str, list[int]]:
-        """Token ids of each option, bare and with a leading space; each must be a single token."""
+    def option_token_ids(self, options: Sequence[str], marker: str) -> dict[str, list[int]]:
+        """Token ids of each option's :func:`option_spellings` that are single tokens (bare, with a
+        leading space, merged with the marker's end where the tokenizer has such a token); the bare
+        or spaced option must be one."""
         ids: dict[str, list[int]] = {}
         for opt in options:
-            variants = {tuple(self.tokenizer.encode(v, add_special_tokens=False)) for v in (opt, f" {opt}")}
-            ids[opt] = sorted({v[0] for v in variants if len(v) == 1})
-            if not ids[opt]:
+            if not any(len(self.tokenizer.encode(v, add_special_tokens=False)) == 1 for v in (opt, f" {opt}")):
                 raise ValueError(f"answer option {opt!r} is not a single token for this tokenizer")
+            variants = (self.tokenizer.encode(v, add_special_tokens=False) for v in option_spellings(opt, marker))
+            ids[opt] = sorted({v[0] for v in variants if len(v) == 1})
         return ids
 
     def provenance(self) -> dict[str, Any]:

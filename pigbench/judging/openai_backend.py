@@ -250,7 +250,8 @@ class OpenAIBackend(Backend):
         if params.options:
             steps = ((choice.get("logprobs") or {}).get("content")) or []
             tokens = [s.get("token", "") for s in steps]
-            per_step = [options_from_top_logprobs(s.get("top_logprobs") or [], params.options) for s in steps]
+            per_step = [options_from_top_logprobs(s.get("top_logprobs") or [], params.options, params.answer_marker)
+                        for s in steps]
             probs = option_probs_after_marker(tokens, per_step, params.answer_marker, params.options)
         return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length")
 
