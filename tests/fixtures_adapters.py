@@ -58,20 +58,22 @@ def assert_no_leak(split: SplitResult) -> None:
 
 
 def uid(n: int) -> str:
-    """A UUID4-style image uid, deterministic in ``n``."""
+    """A UUID4 image uid as the hub's (random 122 bits, version 4, RFC 4122 variant), deterministic in ``n``."""
+    import hashlib
     import uuid
 
-    return str(uuid.UUID(int=(n * 0x9E3779B97F4A7C15) % (1 << 122) | (4 << 76) | (1 << 63)))
+    return str(uuid.UUID(bytes=hashlib.sha256(f"uid{n}".encode()).digest()[:16], version=4))
 
 
 def pickapic_row(rid: int, user: int, caption: str, n0: int, n1: int, label_0: float, **overrides) -> dict:
-    """One Pick-a-Pic row (all 19 columns); image ``n`` has uid ``uid(n)`` and bytes ``jpeg(n)``."""
+    """One Pick-a-Pic row (all 19 columns); image ``n`` has uid ``uid(n)`` and bytes ``jpeg(n)``;
+    ``are_different`` is ``model_0 != model_1``, as on the hub."""
     from datetime import datetime, timedelta
 
     u0, u1 = uid(n0), uid(n1)
     tie = label_0 == 0.5
     row = {
-        "are_different": True, "best_image_uid": "none" if tie else (u0 if label_0 == 1 else u1), "caption": caption,
+        "best_image_uid": "none" if tie else (u0 if label_0 == 1 else u1), "caption": caption,
         "created_at": datetime(2023, 5, 1) + timedelta(minutes=rid), "has_label": not tie,
         "image_0_uid": u0, "image_0_url": f"https://text-to-image-human-preferences.s3.us-east-2.amazonaws.com/images/{u0}.png",
         "image_1_uid": u1, "image_1_url": f"https://text-to-image-human-preferences.s3.us-east-2.amazonaws.com/images/{u1}.png",
@@ -80,6 +82,7 @@ def pickapic_row(rid: int, user: int, caption: str, n0: int, n1: int, label_0: f
         "num_example_per_prompt": 1, "__index_level_0__": rid,  # write_pickapic counts the split's rows
     }
     row.update(overrides)
+    row["are_different"] = row["model_0"] != row["model_1"]
     return row
 
 

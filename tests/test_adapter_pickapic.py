@@ -1,6 +1,7 @@
 """Pick-a-Pic adapter on hub-named parquet fixtures with the real 19/17-column schema."""
 
 import hashlib
+import uuid
 
 import pyarrow.parquet as pq
 import pytest
@@ -25,7 +26,8 @@ def fixture_rows():
 
     shown = None  # the image row 4 shows, which row 5 shows again
     for i in range(12):  # user 101: a tie, a reuse chain, are_different False with different images
-        shown = add(101, PROMPTS[i], 0.5 if i == 3 else float(i % 2), n0=shown if i == 5 else None, are_different=i != 6)
+        shown = add(101, PROMPTS[i], 0.5 if i == 3 else float(i % 2), n0=shown if i == 5 else None,
+                    **({"model_1": "SD2.1"} if i == 6 else {}))
     for i in range(10):  # user 102: one corrupt image
         add(102, PROMPTS[i], 1.0, n1=CORRUPT_N if i == 0 else None)
     for i in range(9):  # user 104: 8 decisive rows and one legacy tie (0.5 with has_label True, best = a 3rd image of a
@@ -76,11 +78,26 @@ def adapter(meta, images_dir=None, **options):
     return PickAPic(str(meta), opts)
 
 
+# the hub's 19 columns and Arrow types (dataset card ``dataset_info``), written out here rather than taken from the adapter
+HUB_COLUMNS = [("are_different", "bool"), ("best_image_uid", "string"), ("caption", "string"),
+               ("created_at", "timestamp[ns]"), ("has_label", "bool"), ("image_0_uid", "string"), ("image_0_url", "string"),
+               ("image_1_uid", "string"), ("image_1_url", "string"), ("jpg_0", "binary"), ("jpg_1", "binary"),
+               ("label_0", "double"), ("label_1", "double"), ("model_0", "string"), ("model_1", "string"),
+               ("ranking_id", "int64"), ("user_id", "int64"), ("num_example_per_prompt", "int64"),
+               ("__index_level_0__", "int64")]
+
+
 def test_schema_is_the_real_one(data):
     meta, images = data
-    names = pq.read_schema(next(images.rglob("*.parquet"))).names
-    assert len(names) == 19 and names[9:11] == ["jpg_0", "jpg_1"] and names[-1] == "__index_level_0__"
-    assert len(pq.read_schema(next(meta.rglob("*.parquet"))).names) == 17
+    schema = pq.read_schema(next(images.rglob("*.parquet")))
+    assert [(f.name, str(f.type)) for f in schema] == HUB_COLUMNS
+    assert [(f.name, str(f.type)) for f in pq.read_schema(next(meta.rglob("*.parquet")))] == \
+        [c for c in HUB_COLUMNS if c[0] not in ("jpg_0", "jpg_1")]
+    values = pq.read_table(sorted(meta.rglob("*.parquet"))).to_pylist()
+    for r in values:  # uids are UUID4 strings; are_different says the generator models differ
+        assert all(uuid.UUID(r[k]).version == 4 and str(uuid.UUID(r[k])) == r[k] for k in ("image_0_uid", "image_1_uid"))
+        assert r["are_different"] == (r["model_0"] != r["model_1"])
+    assert any(not r["are_different"] and r["image_0_uid"] != r["image_1_uid"] for r in values)
     table = pq.read_table(sorted(meta.rglob("*.parquet")), columns=["caption", "num_example_per_prompt"]).to_pylist()
     captions = [r["caption"] for r in table]
     assert all(r["num_example_per_prompt"] == captions.count(r["caption"]) for r in table)  # rows of the caption in the split
