@@ -40,7 +40,9 @@ def build(root):
     a.append(rec("a_nsfw", "87403", "something else", NSFW="NSFW"))
     a.append(rec("a_noimg", "87403", "a record never regenerated"))
     (images / "a3.jpg").write_bytes(CORRUPT)
-    write_user(data, "87403", a[:8] + a[10:], [dict(r, query=r["prompt"][:12], good=True) for r in a[8:10]])
+    # test records add query/good: good is False when query is the prompt itself (data_process.py)
+    write_user(data, "87403", a[:8] + a[10:], [dict(a[8], query=a[8]["prompt"], good=False),
+                                                dict(a[9], query=a[9]["prompt"][:12], good=True)])
     write_user(data, "11111", records("11111", PROMPTS[:10], "b"))
     write_user(data, "33333", records("33333", PROMPTS[:7], "c"), header="Preferences:")  # demo.py variant
     write_user(data, "22222", records("22222", PROMPTS[:3], "d"))  # too few records
@@ -58,8 +60,12 @@ def pip(tmp_path):
 
 
 def test_markers_are_located_and_test_records_pooled(pip):
+    lines = [json.loads(x) for x in (pip[0] / "user_data" / "87403.jsonl").read_text(encoding="utf-8").splitlines()]
+    test = lines[lines.index("test_samples:") + 1:]
+    assert len(test) == 2 and {(r["query"] == r["prompt"], r["good"]) for r in test} == {(True, False), (False, True)}
     recs = {r.record_id: r for r in PIP(str(pip[0]), pip[1]).records()}
     assert {"a8", "a9", "c0", "c6"} <= set(recs) and recs["a9"].source == "pip:test" and recs["c0"].source == "pip:train"
+    assert recs["a8"].source == "pip:test" and recs["a8"].prompt == test[0]["prompt"]  # the prompt, not the query
     assert not {"a_dup", "a_nsfw", "a_noimg"} & set(recs)
 
 
