@@ -444,6 +444,32 @@ def test_a_batch_that_raises_or_comes_back_out_of_order_is_predicted_one_episode
     assert [(p.sample_id, p.label) for p in preds] == [("s0", Label.A), ("s1", Label.B)]
 
 
+def test_a_prediction_that_is_not_json_fails_only_its_sample(tmp_path, monkeypatch):
+    """A numpy float32 score (not JSON) made the store's json.dumps raise: the run died with a
+    traceback. Now that sample is INVALID with its reason, the others are stored and scored."""
+    import numpy as np
+
+    from pigbench.protocol import Prediction
+    from pigbench.registry import evaluators
+
+    cls = evaluators.get("toy-brightness")
+    real_predict = cls.predict
+    first = []
+
+    def predict(self, episodes):
+        preds = real_predict(self, episodes)
+        first.append(first[0] if first else episodes[0].sample_id)
+        return [Prediction(p.sample_id, p.label, score_a=np.float32(0.5), score_b=p.score_b)
+                if p.sample_id == first[0] else p for p in preds]
+
+    monkeypatch.setattr(cls, "predict", predict)
+    out = run(config(tmp_path))
+    rows = {r["sample_id"]: r["prediction"] for r in predictions(out.results_path.with_name(
+        out.results_path.stem + ".predictions.jsonl"))}
+    assert rows[first[0]]["label"] == "INVALID" and "that is not JSON" in rows[first[0]]["error"]
+    assert sum(p["label"] == "INVALID" for p in rows.values()) == 1 and out.results["failures"]["count"] == 1
+
+
 def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     out = run(config(tmp_path))
     path = out.results_path
