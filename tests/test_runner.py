@@ -683,6 +683,31 @@ def test_a_full_disk_while_storing_a_batch_says_the_store_is_kept_not_that_it_sh
         assert reopened.done_ids() == {"s0"}
 
 
+def test_a_store_deleted_mid_run_stops_the_run_in_one_line(tmp_path, monkeypatch):
+    """SQLite writes on to a deleted file: a run whose store was deleted (its cache directory cleaned)
+    went on predicting into it, then died with a KeyError traceback on the missing predictions."""
+    import shutil
+
+    from pigbench.store import PredictionStore, StoreError
+
+    real_add, batches = PredictionStore.add, []
+
+    def add(self, preds):
+        batches.append(len(preds))
+        if len(batches) == 3:
+            shutil.rmtree(tmp_path / "cache")
+        real_add(self, preds)
+
+    monkeypatch.setattr(PredictionStore, "add", add)
+    with pytest.raises(StoreError, match=r"\.sqlite: this prediction store was deleted or replaced while the run "
+                                         r"wrote to it, .*run the same command again to predict them"):
+        run(config(tmp_path))
+    assert len(batches) == 3  # it stopped at once, not after predicting every sample into the deleted file
+    monkeypatch.undo()
+    out = run(config(tmp_path))
+    assert out.resumed == 0 and validate_results(out.results_path) == []
+
+
 def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
     cmd, env = _cli(tmp_path)
     cmd[cmd.index("toy-brightness")] = "toy-brightnes"
