@@ -29,8 +29,8 @@ _REPLACE_FAILED = f"ON CONFLICT(sample_id) DO UPDATE SET payload = excluded.payl
 
 
 class StoreError(RuntimeError):
-    """A store file cannot be used: damaged, locked by another process, or on a full disk. The
-    message names the file and what to do."""
+    """A store file cannot be used: damaged, locked by another process, read-only, or on a full disk.
+    The message names the file and what to do."""
 
 
 @contextlib.contextmanager
@@ -43,6 +43,8 @@ def _errors_named(path: Path) -> Iterator[None]:
             hint = "another run is probably writing to it: wait for that run, or give this one another --cache-dir"
         elif "disk is full" in str(exc) or "disk I/O error" in str(exc):  # the file is fine: keep it
             hint = "the disk is full or failing; the batches committed so far are kept: free space and run again"
+        elif "readonly" in str(exc):  # the file is fine: keep it
+            hint = "the batches committed so far are kept: make the file and its folder writable and run again"
         else:
             hint = "move it aside or delete it, and its predictions are computed again"
         raise StoreError(f"{path}: cannot use this prediction store ({exc}); {hint}") from None

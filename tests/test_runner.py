@@ -708,6 +708,24 @@ def test_a_store_deleted_mid_run_stops_the_run_in_one_line(tmp_path, monkeypatch
     assert out.resumed == 0 and validate_results(out.results_path) == []
 
 
+def test_a_read_only_store_says_to_make_it_writable_not_to_delete_it(tmp_path):
+    """A store SQLite cannot write to (a file of another user, mode 444) was to be deleted, its
+    finished predictions with it."""
+    from pigbench.protocol import Label, Prediction
+    from pigbench.store import PredictionStore, StoreError
+
+    store = PredictionStore(tmp_path / "k.sqlite")
+    store.add([Prediction("s0", Label.A)])
+    store._db.close()
+    store._db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)  # as SQLite opens a file it cannot write
+    with pytest.raises(StoreError, match=r"k\.sqlite: cannot use this prediction store \(attempt to write a readonly "
+                                         r"database\); the batches committed so far are kept: make the file and its "
+                                         r"folder writable") as caught:
+        store.add([Prediction("s1", Label.B)])
+    assert "delete" not in str(caught.value)
+    store.close()
+
+
 def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
     cmd, env = _cli(tmp_path)
     cmd[cmd.index("toy-brightness")] = "toy-brightnes"
