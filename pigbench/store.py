@@ -29,8 +29,8 @@ _REPLACE_FAILED = f"ON CONFLICT(sample_id) DO UPDATE SET payload = excluded.payl
 
 
 class StoreError(RuntimeError):
-    """A store file cannot be used: damaged, locked by another process, or on a full disk. The
-    message names the file and what to do."""
+    """A store file cannot be used: damaged, locked by another process, read-only, or on a full disk.
+    The message names the file and what to do."""
 
 
 @contextlib.contextmanager
@@ -43,6 +43,8 @@ def _errors_named(path: Path) -> Iterator[None]:
             hint = "another run is probably writing to it: wait for that run, or give this one another --cache-dir"
         elif "disk is full" in str(exc) or "disk I/O error" in str(exc):  # the file is fine: keep it
             hint = "the disk is full or failing; the batches committed so far are kept: free space and run again"
+        elif "readonly" in str(exc):  # the file is fine: keep it
+            hint = "the batches committed so far are kept: make the file and its folder writable and run again"
         else:
             hint = "move it aside or delete it, and its predictions are computed again"
         raise StoreError(f"{path}: cannot use this prediction store ({exc}); {hint}") from None
@@ -60,6 +62,15 @@ class PredictionStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("CREATE TABLE IF NOT EXISTS predictions (sample_id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
             self._db.commit()
+        self._file_id = self._current_file_id()
+
+    def _current_file_id(self) -> tuple[int, int] | None:
+        """(device, inode) of the file at ``path``; None when there is none."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
 
     def done_ids(self) -> set[str]:
         """Sample ids with a successful prediction (failed ones are to be predicted again)."""
@@ -67,8 +78,13 @@ class PredictionStore:
             return {row[0] for row in self._db.execute(f"SELECT sample_id FROM predictions WHERE NOT {_failed('payload')}")}
 
     def add(self, predictions: Iterable[Prediction]) -> None:
-        """Store a batch atomically; it replaces a failed prediction of the same sample, never a successful one."""
+        """Store a batch atomically; it replaces a failed prediction of the same sample, never a successful one.
+        Raises :class:`StoreError` once the file was deleted or replaced (SQLite would write on, unseen, to
+        the deleted file, and the run would end with its predictions missing)."""
         rows = [(p.sample_id, json.dumps(p.to_json(), sort_keys=True)) for p in predictions]
+        if self._current_file_id() != self._file_id:
+            raise StoreError(f"{self.path}: this prediction store was deleted or replaced while the run wrote to it, "
+                             "so the predictions it held are gone; run the same command again to predict them")
         with _errors_named(self.path), self._db:
             self._db.executemany(f"INSERT INTO predictions VALUES (?, ?) {_REPLACE_FAILED}", rows)
 

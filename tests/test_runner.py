@@ -444,6 +444,32 @@ def test_a_batch_that_raises_or_comes_back_out_of_order_is_predicted_one_episode
     assert [(p.sample_id, p.label) for p in preds] == [("s0", Label.A), ("s1", Label.B)]
 
 
+def test_a_prediction_that_is_not_json_fails_only_its_sample(tmp_path, monkeypatch):
+    """A numpy float32 score (not JSON) made the store's json.dumps raise: the run died with a
+    traceback. Now that sample is INVALID with its reason, the others are stored and scored."""
+    import numpy as np
+
+    from pigbench.protocol import Prediction
+    from pigbench.registry import evaluators
+
+    cls = evaluators.get("toy-brightness")
+    real_predict = cls.predict
+    first = []
+
+    def predict(self, episodes):
+        preds = real_predict(self, episodes)
+        first.append(first[0] if first else episodes[0].sample_id)
+        return [Prediction(p.sample_id, p.label, score_a=np.float32(0.5), score_b=p.score_b)
+                if p.sample_id == first[0] else p for p in preds]
+
+    monkeypatch.setattr(cls, "predict", predict)
+    out = run(config(tmp_path))
+    rows = {r["sample_id"]: r["prediction"] for r in predictions(out.results_path.with_name(
+        out.results_path.stem + ".predictions.jsonl"))}
+    assert rows[first[0]]["label"] == "INVALID" and "that is not JSON" in rows[first[0]]["error"]
+    assert sum(p["label"] == "INVALID" for p in rows.values()) == 1 and out.results["failures"]["count"] == 1
+
+
 def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     out = run(config(tmp_path))
     path = out.results_path
@@ -655,6 +681,49 @@ def test_a_full_disk_while_storing_a_batch_says_the_store_is_kept_not_that_it_sh
     store.close()
     with PredictionStore(tmp_path / "k.sqlite") as reopened:
         assert reopened.done_ids() == {"s0"}
+
+
+def test_a_store_deleted_mid_run_stops_the_run_in_one_line(tmp_path, monkeypatch):
+    """SQLite writes on to a deleted file: a run whose store was deleted (its cache directory cleaned)
+    went on predicting into it, then died with a KeyError traceback on the missing predictions."""
+    import shutil
+
+    from pigbench.store import PredictionStore, StoreError
+
+    real_add, batches = PredictionStore.add, []
+
+    def add(self, preds):
+        batches.append(len(preds))
+        if len(batches) == 3:
+            shutil.rmtree(tmp_path / "cache")
+        real_add(self, preds)
+
+    monkeypatch.setattr(PredictionStore, "add", add)
+    with pytest.raises(StoreError, match=r"\.sqlite: this prediction store was deleted or replaced while the run "
+                                         r"wrote to it, .*run the same command again to predict them"):
+        run(config(tmp_path))
+    assert len(batches) == 3  # it stopped at once, not after predicting every sample into the deleted file
+    monkeypatch.undo()
+    out = run(config(tmp_path))
+    assert out.resumed == 0 and validate_results(out.results_path) == []
+
+
+def test_a_read_only_store_says_to_make_it_writable_not_to_delete_it(tmp_path):
+    """A store SQLite cannot write to (a file of another user, mode 444) was to be deleted, its
+    finished predictions with it."""
+    from pigbench.protocol import Label, Prediction
+    from pigbench.store import PredictionStore, StoreError
+
+    store = PredictionStore(tmp_path / "k.sqlite")
+    store.add([Prediction("s0", Label.A)])
+    store._db.close()
+    store._db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)  # as SQLite opens a file it cannot write
+    with pytest.raises(StoreError, match=r"k\.sqlite: cannot use this prediction store \(attempt to write a readonly "
+                                         r"database\); the batches committed so far are kept: make the file and its "
+                                         r"folder writable") as caught:
+        store.add([Prediction("s1", Label.B)])
+    assert "delete" not in str(caught.value)
+    store.close()
 
 
 def test_cli_reports_unknown_evaluator_with_suggestion(tmp_path):
