@@ -109,8 +109,8 @@ def writable_dir(path: Path, what: str) -> None:
 
 
 def check_device(device: str) -> None:
-    """Raise unless ``device`` is "cpu" or a device torch has on this machine (torch is imported
-    only for other devices)."""
+    """Raise unless ``device`` is "cpu" or a CUDA, MPS or XPU device torch has on this machine (torch
+    is imported only for other devices)."""
     if device == "cpu":
         return
     try:
@@ -127,6 +127,12 @@ def check_device(device: str) -> None:
             raise ValueError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU on this machine; use --device cpu")
         if dev.index is not None and dev.index >= count:
             raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type in ("mps", "xpu"):
+        if not getattr(torch, dev.type).is_available():
+            raise ValueError(f"--device {device}: torch {torch.__version__} has no {dev.type} device on this machine; "
+                             "use --device cpu")
+    elif dev.type != "cpu":  # meta, xla, ...: no evaluator computes scores there
+        raise ValueError(f"--device {device}: pigbench runs on cpu, cuda, mps or xpu devices, not {dev.type}")
 
 
 class RunAborted(RuntimeError):

@@ -514,6 +514,17 @@ def test_a_device_torch_does_not_know_or_this_machine_lacks_is_refused():
         check_device(f"cuda:{count}")
 
 
+def test_a_device_type_without_a_backend_here_is_refused_before_any_model_loads():
+    """--device mps on a machine without MPS, or meta, passed and failed with a traceback as the model loaded."""
+    torch = pytest.importorskip("torch")
+    if not torch.mps.is_available():
+        with pytest.raises(ValueError, match="^--device mps: torch .* has no mps device on this machine; use --device cpu$"):
+            check_device("mps")
+    with pytest.raises(ValueError, match="^--device meta: pigbench runs on cpu, cuda, mps or xpu devices, not meta$"):
+        check_device("meta")
+    check_device("cpu:0")
+
+
 def test_a_misspelled_dataset_leaves_no_results_folder_behind(tmp_path):
     """It used to be refused only after <output>/<name>/ had been created, empty."""
     from pigbench.registry import RegistryError
