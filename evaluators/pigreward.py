@@ -61,6 +61,12 @@ class PIGReward(Evaluator):
         for option in ("max_pixels", "min_new_tokens"):
             if getattr(config, option) < 0:
                 raise ValueError(f"pigreward: option {option} must be >= 0, got {getattr(config, option)!r}")
+        settings = config.settings()
+        parts = [settings.reward_params] + ([settings.reasoner_params] if config.use_reasoner else [])
+        shortest = min(p.max_new_tokens for p in parts)
+        if config.min_new_tokens > shortest:  # vLLM refuses min_tokens > max_tokens; locally the answer is cut off
+            raise ValueError(f"pigreward: option min_new_tokens must be <= the shortest generation length {shortest} "
+                             f"(max_new_tokens, reasoner_max_new_tokens; 32 without chain_of_thought), got {config.min_new_tokens}")
         if config.backend == "openai":
             for _, adapter, option in config.parts():
                 if adapter:
