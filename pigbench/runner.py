@@ -88,10 +88,12 @@ class RunConfig:
             ("max_error_rate", 0 <= self.max_error_rate <= 1, "between 0 and 1"),
             ("calibration_fraction", self.calibration_fraction is None or 0 < self.calibration_fraction < 1,
              "between 0 and 1 (exclusive)"),
+            ("n_bootstrap", self.n_bootstrap >= 0, ">= 0 (0: no confidence intervals)"),
         ):
             if not ok:
-                flag = {"calibration_fraction": "calibrate-tie-threshold"}.get(name, name.replace("_", "-"))
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r} (--{flag})")
+                flag = {"calibration_fraction": " (--calibrate-tie-threshold)", "n_bootstrap": ""}.get(  # n_bootstrap: no flag
+                    name, f" (--{name.replace('_', '-')})")
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}{flag}")
         if self.calibration_fraction is not None and self.tie_threshold is not None:
             raise ValueError("--tie-threshold and --calibrate-tie-threshold both set tau; give one of them")
         if self.variant is not None and any(c in self.variant for c in "/\\"):  # it names a file in <output>/<dataset>/

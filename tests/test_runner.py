@@ -504,6 +504,13 @@ def test_settings_no_run_can_use_are_refused_naming_the_flag(field, value, flag)
         RunConfig(**{field: value})
 
 
+def test_a_negative_n_bootstrap_is_refused_before_the_run():
+    """It failed only after every prediction, in compute_metrics, as "negative dimensions are not allowed"."""
+    with pytest.raises(ValueError, match=r"^n_bootstrap must be >= 0 \(0: no confidence intervals\), got -1$"):
+        RunConfig(n_bootstrap=-1)
+    assert RunConfig(n_bootstrap=0).n_bootstrap == 0
+
+
 def test_a_device_torch_does_not_know_or_this_machine_lacks_is_refused():
     torch = pytest.importorskip("torch")
     check_device("cpu")
