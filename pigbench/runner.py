@@ -180,9 +180,10 @@ def build_evaluator(config: RunConfig) -> Evaluator:
         if value is None:
             continue
         flag = "--" + name.replace("_", "-")
-        if name in options and parsed(name, options[name]) != parsed(name, str(value)):
-            raise ValueError(f"{flag} {value} and --option {name}={options[name]} disagree; give one of them")
-        options[name] = str(value)
+        key = next((k for k in options if k.replace("-", "_") == name), name)  # tie-threshold names it too
+        if key in options and parsed(name, options[key]) != parsed(name, str(value)):
+            raise ValueError(f"{flag} {value} and --option {key}={options[key]} disagree; give one of them")
+        options[key] = str(value)
     ev_config = cls.Config.from_options(options)
     cls.check_requirements(ev_config)
     runtime = Runtime(device=config.device, batch_size=config.batch_size, num_workers=config.num_workers,

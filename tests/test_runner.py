@@ -294,6 +294,16 @@ def test_a_flag_and_an_option_for_the_same_field_must_agree(tmp_path):
     assert build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie_threshold": "0.5"})).config.tie_threshold == 0.5
 
 
+def test_an_option_spelled_with_dashes_is_the_same_field_as_with_underscores(tmp_path):
+    """tie-threshold=0.1 was not compared with --tie-threshold 0.5 (one of them won silently), and
+    tie-threshold with tie_threshold went to the same field, the last one given winning."""
+    with pytest.raises(ValueError, match="^--tie-threshold 0.5 and --option tie-threshold=0.1 disagree"):
+        build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie-threshold": "0.1"}))
+    assert build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie-threshold": "0.5"})).config.tie_threshold == 0.5
+    with pytest.raises(ValueError, match=r"^option tie_threshold given twice \(tie-threshold=0.1 and tie_threshold=0.5\); give it once$"):
+        build_evaluator(config(tmp_path, options={"tie-threshold": "0.1", "tie_threshold": "0.5"}))
+
+
 @pytest.mark.parametrize("flag, option", [(0.0, "0"), (0.1, ".1"), (0.5, "0.50")])
 def test_a_flag_and_an_option_agreeing_in_value_but_not_in_spelling_are_one_setting(tmp_path, flag, option):
     ev = build_evaluator(config(tmp_path, tie_threshold=flag, options={"tie_threshold": option}))
