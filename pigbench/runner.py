@@ -150,18 +150,19 @@ class RunOutcome:
 
 
 def check_settings(config: RunConfig) -> Evaluator:
-    """What a run checks before reading the dataset: the device, the dataset's name, the results and
-    store directories, the evaluator's options and requirements (:func:`build_evaluator`, which
-    it returns, nothing loaded), and that a similarity evaluator gets references (``--reference-size``
-    not 0). Raises ValueError, RegistryError or RequirementError naming the setting."""
+    """What a run checks before reading the dataset: the device, the dataset's name, the evaluator's
+    options and requirements (:func:`build_evaluator`, which it returns, nothing loaded), that a
+    similarity evaluator gets references (``--reference-size`` not 0), and last, so that a refused
+    setting creates no folder, the results and store directories. Raises ValueError, RegistryError
+    or RequirementError naming the setting."""
     check_device(config.device)
     adapters.get(config.dataset)  # a misspelled name fails here, not after creating <output>/<name>/
-    writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
-    writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
     evaluator = build_evaluator(config)
     if config.reference_size == 0 and evaluator.kind == "similarity":
         raise ValueError(f"{config.evaluator} scores images by similarity to the user's reference pairs; "
                          "--reference-size 0 leaves none (give 1 or more)")
+    writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
+    writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
     return evaluator
 
 

@@ -551,6 +551,13 @@ def test_a_misspelled_dataset_leaves_no_results_folder_behind(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_refused_evaluator_option_leaves_no_folder_behind(tmp_path):
+    """The results and store folders were created before the evaluator's options were checked."""
+    with pytest.raises(ValueError, match="unknown option 'bogus'"):
+        run(config(tmp_path, options={"bogus": "1"}))
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
 def test_an_unwritable_results_or_store_directory_is_refused_before_any_work(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
