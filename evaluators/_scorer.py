@@ -74,6 +74,12 @@ class EmbeddingScorer(ScalarEvaluator):
     @classmethod
     def check_requirements(cls, config: EvaluatorConfig) -> None:
         require_packages(cls.name or cls.__name__, *cls.packages)
+        from pigbench.embedding import resolve_dtype
+
+        try:  # an unknown dtype fails here, not in setup() after the dataset has been read
+            resolve_dtype(getattr(config, "dtype", "auto"), "cpu")
+        except ValueError as exc:
+            raise ValueError(f"{cls.name or cls.__name__}: option {exc}") from None
         cls.check_weights(config)
 
     @classmethod

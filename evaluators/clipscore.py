@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,10 +23,15 @@ from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, exp_lo
 
 @dataclass(frozen=True)
 class CLIPScoreConfig(EmbeddingConfig):
-    """``prefix`` is prepended to every prompt; ``weight`` is w in w * max(cos, 0)."""
+    """``prefix`` is prepended to every prompt; ``weight`` is w in w * max(cos, 0), a finite number > 0."""
 
     prefix: str = "A photo depicts "
     weight: float = 2.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (math.isfinite(self.weight) and self.weight > 0):  # 0 makes every pair a tie, < 0 flips every choice
+            raise ValueError(f"clipscore: option weight must be a finite number > 0, got {self.weight!r}")
 
 
 def openai_clean(text: str) -> str:
@@ -69,8 +75,8 @@ class CLIPScore(EmbeddingScorer):
         prefix = self.config.prefix
         self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, [openai_clean(prefix + s) for s in t], self.device))
         self._provenance = {"model": source, "revision": fingerprint, "image_tower": tower}
-        if self.config.weight > 0:  # scores are weight * cos: CLIP's logits are logit_scale * cos
-            self.calibration_scale = exp_logit_scale(model) / self.config.weight
+        # scores are weight * cos: CLIP's logits are logit_scale * cos
+        self.calibration_scale = exp_logit_scale(model) / self.config.weight
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         from pigbench.embedding import l2_normalize

@@ -48,6 +48,11 @@ class _HPS(EmbeddingScorer):
 
     @classmethod
     def check_weights(cls, config: HPSConfig) -> None:
+        import open_clip
+
+        if config.architecture not in open_clip.list_models():  # else open_clip fails in setup(), after the dataset
+            raise ValueError(f"{cls.name or 'hps'}: option architecture={config.architecture!r} is not an open_clip model "
+                             "name (open_clip.list_models() lists them; the HPS checkpoints fit ViT-H-14)")
         check_file(cls.model_source(config), cls.weight_file())
 
     def load(self) -> None:

@@ -31,10 +31,16 @@ TOKENIZER_ENV = "PIGBENCH_BERT_PATH"
 
 @dataclass(frozen=True)
 class ImageRewardConfig(EmbeddingConfig):
-    """``tokenizer_path``: BERT tokenizer (empty: $PIGBENCH_BERT_PATH, then bert-base-uncased)."""
+    """``tokenizer_path``: BERT tokenizer (empty: $PIGBENCH_BERT_PATH, then bert-base-uncased);
+    ``max_length``: prompt tokens kept, [CLS] and [SEP] included, so at least 2."""
 
     tokenizer_path: str = ""
     max_length: int = 35
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_length < 2:  # the tokenizer ignores 0 and 1 (no truncation) and fails on < 0
+            raise ValueError(f"imagereward: option max_length must be >= 2 ([CLS] and [SEP] count), got {self.max_length!r}")
 
 
 class ImageReward(EmbeddingScorer):

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -35,11 +36,18 @@ CLIP_ENV = "PIGBENCH_MPS_CLIP_PATH"
 
 @dataclass(frozen=True)
 class MPSConfig(EmbeddingConfig):
-    """``clip_path``: CLIP-H config, processor and tokenizer; ``condition``: the condition text."""
+    """``clip_path``: CLIP-H config, processor and tokenizer; ``condition``: the condition text;
+    ``mask_threshold``: prompt tokens whose condition similarity (scaled to a maximum of 1) is at or
+    below it are masked, so it must be a finite number below 1."""
 
     clip_path: str = ""
     condition: str = OVERALL_CONDITION
     mask_threshold: float = 0.3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (math.isfinite(self.mask_threshold) and self.mask_threshold < 1):  # nan masked nothing; >= 1 masks every token
+            raise ValueError(f"mps: option mask_threshold must be a finite number below 1, got {self.mask_threshold!r}")
 
 
 class MPS(EmbeddingScorer):

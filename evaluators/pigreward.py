@@ -23,6 +23,7 @@ give it large runner batches and as many decode rows as GPU memory allows (``doc
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -49,14 +50,23 @@ class PIGReward(Evaluator):
         assert isinstance(config, PIGRewardConfig)
         if config.backend not in ("local", "openai"):
             raise ValueError(f"pigreward: backend must be local or openai, not {config.backend!r}")
-        if not config.score_min < config.score_max or config.min_dimensions < 1:
-            raise ValueError("pigreward: need score_min < score_max and min_dimensions >= 1")
+        if not (math.isfinite(config.score_min) and math.isfinite(config.score_max)  # the prompt states the range
+                and config.score_min < config.score_max) or config.min_dimensions < 1:
+            raise ValueError("pigreward: need finite score_min < score_max and min_dimensions >= 1, got "
+                             f"score_min={config.score_min!r}, score_max={config.score_max!r}, "
+                             f"min_dimensions={config.min_dimensions!r}")
         for option in ("max_new_tokens", "reasoner_max_new_tokens", "concurrency", "decode_batch"):
             if getattr(config, option) < 1:
                 raise ValueError(f"pigreward: option {option} must be >= 1, got {getattr(config, option)!r}")
         for option in ("max_pixels", "min_new_tokens"):
             if getattr(config, option) < 0:
                 raise ValueError(f"pigreward: option {option} must be >= 0, got {getattr(config, option)!r}")
+        settings = config.settings()
+        parts = [settings.reward_params] + ([settings.reasoner_params] if config.use_reasoner else [])
+        shortest = min(p.max_new_tokens for p in parts)
+        if config.min_new_tokens > shortest:  # vLLM refuses min_tokens > max_tokens; locally the answer is cut off
+            raise ValueError(f"pigreward: option min_new_tokens must be <= the shortest generation length {shortest} "
+                             f"(max_new_tokens, reasoner_max_new_tokens; 32 without chain_of_thought), got {config.min_new_tokens}")
         if config.backend == "openai":
             for _, adapter, option in config.parts():
                 if adapter:

@@ -121,6 +121,7 @@ def run_checks(
         report.checks.append(CheckResult("config", "fail", f"cannot build the config from {options}: {error_text(exc)}"))
         report.checks += [CheckResult(n, "not run", "no config") for n in _PREDICTION_CHECKS + ("requirements",)]
         return report
+    options = {k.replace("-", "_"): v for k, v in options.items()}  # one spelling: the checks add fields by name
     report.checks.append(_check_config(cls, name, options, config))
     requirements, unmet = _check_requirements(cls, name, options, config)
     sample = demo_episodes(dataset, dataset_path, dataset_options, episodes)

@@ -52,14 +52,19 @@ class EvaluatorConfig:
 
     @classmethod
     def from_options(cls, options: Mapping[str, str]) -> "EvaluatorConfig":
-        """Build from ``key=value`` strings (``--option``), converting each by the field's default type."""
+        """Build from ``key=value`` strings (``--option``), converting each by the field's default type.
+        ValueError for an unknown key, or for one field given twice (``min-spread`` and ``min_spread``)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
+        given: dict[str, str] = {}
         for key, raw in options.items():
             name = key.replace("-", "_")
             if name not in fields:
                 known = ", ".join(sorted(fields)) or "none"
                 raise ValueError(f"unknown option {key!r} for {cls.__qualname__} (options: {known})")
+            if name in given:
+                raise ValueError(f"option {name} given twice ({given[name]} and {key}={raw}); give it once")
+            given[name] = f"{key}={raw}"
             kwargs[name] = _convert(raw, fields[name], cls)
         return cls(**kwargs)
 

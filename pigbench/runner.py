@@ -88,10 +88,12 @@ class RunConfig:
             ("max_error_rate", 0 <= self.max_error_rate <= 1, "between 0 and 1"),
             ("calibration_fraction", self.calibration_fraction is None or 0 < self.calibration_fraction < 1,
              "between 0 and 1 (exclusive)"),
+            ("n_bootstrap", self.n_bootstrap >= 0, ">= 0 (0: no confidence intervals)"),
         ):
             if not ok:
-                flag = {"calibration_fraction": "calibrate-tie-threshold"}.get(name, name.replace("_", "-"))
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r} (--{flag})")
+                flag = {"calibration_fraction": " (--calibrate-tie-threshold)", "n_bootstrap": ""}.get(  # n_bootstrap: no flag
+                    name, f" (--{name.replace('_', '-')})")
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}{flag}")
         if self.calibration_fraction is not None and self.tie_threshold is not None:
             raise ValueError("--tie-threshold and --calibrate-tie-threshold both set tau; give one of them")
         if self.variant is not None and any(c in self.variant for c in "/\\"):  # it names a file in <output>/<dataset>/
@@ -109,8 +111,8 @@ def writable_dir(path: Path, what: str) -> None:
 
 
 def check_device(device: str) -> None:
-    """Raise unless ``device`` is "cpu" or a device torch has on this machine (torch is imported
-    only for other devices)."""
+    """Raise unless ``device`` is "cpu" or a CUDA, MPS or XPU device torch has on this machine (torch
+    is imported only for other devices)."""
     if device == "cpu":
         return
     try:
@@ -127,6 +129,12 @@ def check_device(device: str) -> None:
             raise ValueError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU on this machine; use --device cpu")
         if dev.index is not None and dev.index >= count:
             raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type in ("mps", "xpu"):
+        if not getattr(torch, dev.type).is_available():
+            raise ValueError(f"--device {device}: torch {torch.__version__} has no {dev.type} device on this machine; "
+                             "use --device cpu")
+    elif dev.type != "cpu":  # meta, xla, ...: no evaluator computes scores there
+        raise ValueError(f"--device {device}: pigbench runs on cpu, cuda, mps or xpu devices, not {dev.type}")
 
 
 class RunAborted(RuntimeError):
@@ -142,18 +150,19 @@ class RunOutcome:
 
 
 def check_settings(config: RunConfig) -> Evaluator:
-    """What a run checks before reading the dataset: the device, the dataset's name, the results and
-    store directories, the evaluator's options and requirements (:func:`build_evaluator`, which
-    it returns, nothing loaded), and that a similarity evaluator gets references (``--reference-size``
-    not 0). Raises ValueError, RegistryError or RequirementError naming the setting."""
+    """What a run checks before reading the dataset: the device, the dataset's name, the evaluator's
+    options and requirements (:func:`build_evaluator`, which it returns, nothing loaded), that a
+    similarity evaluator gets references (``--reference-size`` not 0), and last, so that a refused
+    setting creates no folder, the results and store directories. Raises ValueError, RegistryError
+    or RequirementError naming the setting."""
     check_device(config.device)
     adapters.get(config.dataset)  # a misspelled name fails here, not after creating <output>/<name>/
-    writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
-    writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
     evaluator = build_evaluator(config)
     if config.reference_size == 0 and evaluator.kind == "similarity":
         raise ValueError(f"{config.evaluator} scores images by similarity to the user's reference pairs; "
                          "--reference-size 0 leaves none (give 1 or more)")
+    writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
+    writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
     return evaluator
 
 
@@ -172,9 +181,10 @@ def build_evaluator(config: RunConfig) -> Evaluator:
         if value is None:
             continue
         flag = "--" + name.replace("_", "-")
-        if name in options and parsed(name, options[name]) != parsed(name, str(value)):
-            raise ValueError(f"{flag} {value} and --option {name}={options[name]} disagree; give one of them")
-        options[name] = str(value)
+        key = next((k for k in options if k.replace("-", "_") == name), name)  # tie-threshold names it too
+        if key in options and parsed(name, options[key]) != parsed(name, str(value)):
+            raise ValueError(f"{flag} {value} and --option {key}={options[key]} disagree; give one of them")
+        options[key] = str(value)
     ev_config = cls.Config.from_options(options)
     cls.check_requirements(ev_config)
     runtime = Runtime(device=config.device, batch_size=config.batch_size, num_workers=config.num_workers,

@@ -89,6 +89,12 @@ def test_differences_compare_each_score_within_the_tolerance():
     assert _differences(base, {"s": Prediction("s", Label.A, score_a=1.0, score_b=2.5)}, ["s"], 0.5) == []
     assert _differences(base, {"s": Prediction("s", Label.A, score_a=1.0)}, ["s"], 1e-6) == ["s: score_b 2.0 vs None"]
 
+def test_an_option_spelled_with_dashes_passes_the_config_check():
+    """The round trip adds each field by its name: a dashed option given too would be that field twice."""
+    report = run_checks("color-reference", options={"min-spread": "0.05"}, episodes=EPISODES)
+    assert next(c for c in report.checks if c.name == "config").status == "pass", report.table()
+
+
 def test_option_text_is_what_from_options_parses():
     assert [_option_text(v) for v in (True, None, (1, 2), {"a": 1}, 0.1, 3, "x")] == [
         "true", "none", "[1, 2]", '{"a": 1}', "0.1", "3", "x"]

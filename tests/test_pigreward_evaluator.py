@@ -194,6 +194,22 @@ def test_numeric_options_no_run_can_use_are_refused(option, value):
         PIGReward.check_requirements(PIGRewardConfig(**{option: value}))
 
 
+@pytest.mark.parametrize("options", [{"score_min": "-inf"}, {"score_max": "inf"}, {"score_min": "nan"}, {"score_min": "10"},
+                                     {"min_dimensions": "0"}])
+def test_a_score_range_or_dimension_count_no_prompt_can_state_is_refused(options):
+    """score_min=-inf passed, and the prompt asked for scores "from -inf (worst) to 10"."""
+    with pytest.raises(ValueError, match="^pigreward: need finite score_min < score_max and min_dimensions >= 1, got score_min="):
+        PIGReward.check_requirements(PIGRewardConfig.from_options(options))
+
+
+@pytest.mark.parametrize("options, shortest", [({"min_new_tokens": "300"}, 256), ({"min_new_tokens": "40", "chain_of_thought": "false"}, 32),
+                                               ({"min_new_tokens": "2000", "use_reasoner": "false"}, 1024)])
+def test_a_min_new_tokens_above_a_generation_length_is_refused(options, shortest):
+    """It passed (judges refuse it), and every generation was asked for more tokens than it may have."""
+    with pytest.raises(ValueError, match=f"^pigreward: option min_new_tokens must be <= the shortest generation length {shortest} "):
+        PIGReward.check_requirements(PIGRewardConfig.from_options(options))
+
+
 def test_an_unknown_dtype_is_refused_before_loading():
     with pytest.raises(ValueError, match="pigreward: option dtype must be bfloat16, float16 or float32, got 'bf16'"):
         PIGReward.check_requirements(PIGRewardConfig(dtype="bf16"))  # was AttributeError from getattr(torch, "bf16")

@@ -294,6 +294,16 @@ def test_a_flag_and_an_option_for_the_same_field_must_agree(tmp_path):
     assert build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie_threshold": "0.5"})).config.tie_threshold == 0.5
 
 
+def test_an_option_spelled_with_dashes_is_the_same_field_as_with_underscores(tmp_path):
+    """tie-threshold=0.1 was not compared with --tie-threshold 0.5 (one of them won silently), and
+    tie-threshold with tie_threshold went to the same field, the last one given winning."""
+    with pytest.raises(ValueError, match="^--tie-threshold 0.5 and --option tie-threshold=0.1 disagree"):
+        build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie-threshold": "0.1"}))
+    assert build_evaluator(config(tmp_path, tie_threshold=0.5, options={"tie-threshold": "0.5"})).config.tie_threshold == 0.5
+    with pytest.raises(ValueError, match=r"^option tie_threshold given twice \(tie-threshold=0.1 and tie_threshold=0.5\); give it once$"):
+        build_evaluator(config(tmp_path, options={"tie-threshold": "0.1", "tie_threshold": "0.5"}))
+
+
 @pytest.mark.parametrize("flag, option", [(0.0, "0"), (0.1, ".1"), (0.5, "0.50")])
 def test_a_flag_and_an_option_agreeing_in_value_but_not_in_spelling_are_one_setting(tmp_path, flag, option):
     ev = build_evaluator(config(tmp_path, tie_threshold=flag, options={"tie_threshold": option}))
@@ -530,6 +540,13 @@ def test_settings_no_run_can_use_are_refused_naming_the_flag(field, value, flag)
         RunConfig(**{field: value})
 
 
+def test_a_negative_n_bootstrap_is_refused_before_the_run():
+    """It failed only after every prediction, in compute_metrics, as "negative dimensions are not allowed"."""
+    with pytest.raises(ValueError, match=r"^n_bootstrap must be >= 0 \(0: no confidence intervals\), got -1$"):
+        RunConfig(n_bootstrap=-1)
+    assert RunConfig(n_bootstrap=0).n_bootstrap == 0
+
+
 def test_a_device_torch_does_not_know_or_this_machine_lacks_is_refused():
     torch = pytest.importorskip("torch")
     check_device("cpu")
@@ -540,6 +557,17 @@ def test_a_device_torch_does_not_know_or_this_machine_lacks_is_refused():
         check_device(f"cuda:{count}")
 
 
+def test_a_device_type_without_a_backend_here_is_refused_before_any_model_loads():
+    """--device mps on a machine without MPS, or meta, passed and failed with a traceback as the model loaded."""
+    torch = pytest.importorskip("torch")
+    if not torch.mps.is_available():
+        with pytest.raises(ValueError, match="^--device mps: torch .* has no mps device on this machine; use --device cpu$"):
+            check_device("mps")
+    with pytest.raises(ValueError, match="^--device meta: pigbench runs on cpu, cuda, mps or xpu devices, not meta$"):
+        check_device("meta")
+    check_device("cpu:0")
+
+
 def test_a_misspelled_dataset_leaves_no_results_folder_behind(tmp_path):
     """It used to be refused only after <output>/<name>/ had been created, empty."""
     from pigbench.registry import RegistryError
@@ -547,6 +575,13 @@ def test_a_misspelled_dataset_leaves_no_results_folder_behind(tmp_path):
     with pytest.raises(RegistryError, match="unknown dataset 'tyo'; did you mean 'toy'"):
         run(config(tmp_path, dataset="tyo"))
     assert not (tmp_path / "results").exists()
+
+
+def test_a_refused_evaluator_option_leaves_no_folder_behind(tmp_path):
+    """The results and store folders were created before the evaluator's options were checked."""
+    with pytest.raises(ValueError, match="unknown option 'bogus'"):
+        run(config(tmp_path, options={"bogus": "1"}))
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
 
 
 def test_an_unwritable_results_or_store_directory_is_refused_before_any_work(tmp_path):

@@ -160,6 +160,25 @@ def test_clipscore_formula_weight_clamp_and_prefix(clip_setup, flipped_clip):
     assert raw.texts.encoded_texts == len(set(PROMPTS[:3]))
 
 
+@pytest.mark.parametrize("name", ["clipscore", "clip-i", "text-align"])
+def test_an_unknown_dtype_is_refused_with_the_requirements(clip_setup, name):
+    """It was refused only by setup(), after the run had read the whole dataset."""
+    root, _, _ = clip_setup
+    cls = evaluators.get(name)
+    with pytest.raises(ValueError, match=f"^{name}: option dtype must be auto or one of float32, float16, bfloat16, got 'float17'$"):
+        cls.check_requirements(cls.Config(model_path=str(root / "clip"), dtype="float17"))
+    cls.check_requirements(cls.Config(model_path=str(root / "clip"), dtype="bfloat16"))
+
+
+@pytest.mark.parametrize("raw", ["0", "-2.5", "nan", "inf"])
+def test_clipscore_refuses_a_weight_that_is_not_a_finite_positive_number(raw):
+    """weight=-1 flipped every choice and weight=0 made every pair a tie, silently; nan made every
+    prediction INVALID after the model had loaded."""
+    cls = evaluators.get("clipscore")
+    with pytest.raises(ValueError, match=f"^clipscore: option weight must be a finite number > 0, got {float(raw)!r}$"):
+        cls.Config.from_options({"weight": raw})
+
+
 def test_pickscore_matches_readme_recipe(clip_setup):
     from transformers import AutoTokenizer
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil

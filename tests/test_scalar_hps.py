@@ -122,3 +122,12 @@ def test_hps_damaged_checkpoint_fails_before_the_model_is_built(hps_setup, tmp_p
     with pytest.raises(CheckpointError, match="could not be read"):
         cls(cls.Config(model_path=str(tmp_path), architecture=ARCH)).setup()
     assert built == []
+
+
+def test_an_architecture_open_clip_does_not_know_is_refused_with_the_requirements(tmp_path):
+    """architecture=ViT-X passed the checks and open_clip's RuntimeError ended the run in a traceback."""
+    torch.save({"state_dict": {"a": torch.zeros(1)}}, tmp_path / "HPS_v2_compressed.pt")
+    cls = evaluators.get("hps-v2")
+    with pytest.raises(ValueError, match="^hps-v2: option architecture='ViT-X' is not an open_clip model name "):
+        cls.check_requirements(cls.Config(model_path=str(tmp_path), architecture="ViT-X"))
+    cls.check_requirements(cls.Config(model_path=str(tmp_path)))

@@ -183,3 +183,13 @@ def test_a_damaged_med_config_or_foreign_checkpoint_is_one_checkpoint_error(ir_s
     cls = evaluators.get("imagereward")
     with pytest.raises(CheckpointError, match=message):
         cls(cls.Config(model_path=str(tmp_path), tokenizer_path=str(root / "bert"))).setup()
+
+
+@pytest.mark.parametrize("raw", ["0", "1", "-5"])
+def test_imagereward_refuses_a_max_length_the_tokenizer_ignores_or_fails_on(raw):
+    """max_length=0 or 1 silently kept whole prompts (the tokenizer skips truncation to fewer tokens
+    than [CLS] and [SEP]); a negative one made every prediction INVALID after the model had loaded."""
+    cls = evaluators.get("imagereward")
+    with pytest.raises(ValueError, match=f"^imagereward: option max_length must be >= 2 .*got {raw}$"):
+        cls.Config.from_options({"max_length": raw})
+    assert cls.Config.from_options({"max_length": "2"}).max_length == 2

@@ -159,6 +159,16 @@ def test_mps_reads_the_safetensors_export_and_mask_threshold_matters(mps_setup, 
     assert loose != base
 
 
+@pytest.mark.parametrize("raw", ["nan", "1", "2.5", "inf"])
+def test_mps_refuses_a_mask_threshold_that_masks_nothing_by_accident_or_everything(raw):
+    """mask_threshold=nan masked no token (sim <= nan is false), silently; 1 or more masks every token
+    (the similarities are scaled to a maximum of 1)."""
+    cls = evaluators.get("mps")
+    with pytest.raises(ValueError, match=f"^mps: option mask_threshold must be a finite number below 1, got {float(raw)!r}$"):
+        cls.Config.from_options({"mask_threshold": raw})
+    assert cls.Config.from_options({"mask_threshold": "-2"}).mask_threshold == -2.0
+
+
 def test_mps_loading_is_strict(mps_setup, tmp_path):
     root, _, sd, _ = mps_setup
     torch.save({k: v for k, v in sd.items() if k != "cross_model.layers.1.1.fn.attn_out.weight"}, tmp_path / "m.pth")
