@@ -428,8 +428,8 @@ def predict_batches(
 
 def predict_isolated(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Prediction]:
     """``evaluator.predict`` on episodes without gold; a failing batch is retried one episode at a
-    time and each failing episode becomes INVALID with its error. Output order, ids and JSON values
-    are checked."""
+    time and each failing episode becomes INVALID with its error. Output order, ids, strict JSON
+    values (no NaN or infinity) and that a prediction with an error is INVALID are checked."""
     blind = [e.without_gold() for e in batch]
     try:
         preds = evaluator.predict(blind)
@@ -447,8 +447,11 @@ def _check_output(evaluator: Evaluator, episodes: Sequence[Episode], preds: Sequ
     for e, p in zip(episodes, preds):
         if not isinstance(p, Prediction) or p.sample_id != e.sample_id or not isinstance(p.label, Label):
             raise RuntimeError(f"{evaluator.name}.predict returned {p!r} for sample {e.sample_id!r} (wrong order or type)")
-        try:  # the store keeps JSON: a value that is not (a numpy float, a tensor) fails only this sample
-            json.dumps(p.to_json())
+        if p.error and p.label != Label.INVALID:  # failed, yet it would be scored as an answer
+            raise RuntimeError(f"{evaluator.name}.predict returned label {p.label.value} with an error for sample "
+                               f"{e.sample_id!r}: {p.error}")
+        try:  # the store keeps strict JSON: a value that is not (a numpy float, a tensor, NaN) fails only this sample
+            json.dumps(p.to_json(), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise RuntimeError(f"{evaluator.name}.predict returned a prediction for sample {e.sample_id!r} "
                                f"that is not JSON ({exc})") from None

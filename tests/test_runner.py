@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pigbench.metrics import metrics_close
@@ -454,12 +455,19 @@ def test_a_batch_that_raises_or_comes_back_out_of_order_is_predicted_one_episode
     assert [(p.sample_id, p.label) for p in preds] == [("s0", Label.A), ("s1", Label.B)]
 
 
-def test_a_prediction_that_is_not_json_fails_only_its_sample(tmp_path, monkeypatch):
-    """A numpy float32 score (not JSON) made the store's json.dumps raise: the run died with a
-    traceback. Now that sample is INVALID with its reason, the others are stored and scored."""
-    import numpy as np
+@pytest.mark.parametrize("bad, reason", [
+    ({"score_a": np.float32(0.5)}, "that is not JSON"),  # the store's json.dumps raised: the run died with a traceback
+    ({"score_a": float("nan")}, "that is not JSON"),  # written as NaN, which no strict JSON reader takes
+    ({"error": "CUDA out of memory"}, "returned label [AB] with an error for sample .*: CUDA out of memory"),
+])
+def test_a_prediction_that_is_not_json_fails_only_its_sample(tmp_path, monkeypatch, bad, reason):
+    """A plug-in's prediction the store cannot keep as strict JSON, or one that failed (an error)
+    yet carries an answer (a failure counted and predicted again on resume, its label still scored):
+    that sample alone is INVALID with the reason, the others are stored and scored."""
+    import dataclasses
+    import re
 
-    from pigbench.protocol import Prediction
+    from pigbench.protocol import Label
     from pigbench.registry import evaluators
 
     cls = evaluators.get("toy-brightness")
@@ -469,14 +477,14 @@ def test_a_prediction_that_is_not_json_fails_only_its_sample(tmp_path, monkeypat
     def predict(self, episodes):
         preds = real_predict(self, episodes)
         first.append(first[0] if first else episodes[0].sample_id)
-        return [Prediction(p.sample_id, p.label, score_a=np.float32(0.5), score_b=p.score_b)
+        return [dataclasses.replace(p, label=Label.A if p.label == Label.INVALID else p.label, **bad)
                 if p.sample_id == first[0] else p for p in preds]
 
     monkeypatch.setattr(cls, "predict", predict)
     out = run(config(tmp_path))
     rows = {r["sample_id"]: r["prediction"] for r in predictions(out.results_path.with_name(
         out.results_path.stem + ".predictions.jsonl"))}
-    assert rows[first[0]]["label"] == "INVALID" and "that is not JSON" in rows[first[0]]["error"]
+    assert rows[first[0]]["label"] == "INVALID" and re.search(reason, rows[first[0]]["error"])
     assert sum(p["label"] == "INVALID" for p in rows.values()) == 1 and out.results["failures"]["count"] == 1
 
 
