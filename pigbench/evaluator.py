@@ -166,10 +166,12 @@ class Evaluator(ABC):
 
     def model_sources(self) -> list[str]:
         """Where the models come from (hub ids, local paths), known before ``setup``: the runner stamps
-        those that are local files or folders (:mod:`pigbench.file_stamp`) into the run key, so that
-        weights replaced at the same path are predicted again. Default: the config's string values;
-        a subclass that also reads an environment variable adds the source it resolves to. The
-        config's ``runtime_fields`` (a server address, an API key's variable) are left out."""
+        those that are local files or folders, and the cached commit of hub ids, into the run key
+        (:mod:`pigbench.file_stamp`), so that weights replaced at the same path or a new hub commit
+        are predicted again; a hub id not cached yet makes the runner set up before the key. Default:
+        the config's string values; a subclass that also reads an environment variable adds the
+        source it resolves to. The config's ``runtime_fields`` (a server address, an API key's
+        variable) are left out."""
         runtime = getattr(self.config, "runtime_fields", ())
         values = [v for k, v in self.config.to_json().items() if k not in runtime]
         return [s for v in values for s in (v if isinstance(v, list) else [v]) if isinstance(s, str)]

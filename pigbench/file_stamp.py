@@ -3,15 +3,19 @@
 Config hashes hold a model's path, not its contents: weights replaced at the same path (a new
 checkpoint saved over the old one) would be served predictions, or PIGReward user contexts, made
 with the old weights. The stamp goes into those keys; hashing the files instead would read
-gigabytes before every resume.
+gigabytes before every resume. A Hugging Face hub id counts with the commit its cached snapshot
+resolves to (the cache's ``refs/main``, read without the network): a new commit downloaded into the
+cache is predicted again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 
 def local_files(source: str) -> tuple[Path, list[Path]]:
@@ -22,13 +26,50 @@ def local_files(source: str) -> tuple[Path, list[Path]]:
     return path, [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
 
 
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, from the environment now as huggingface_hub reads it at import:
+    ``$HF_HUB_CACHE``, ``$HUGGINGFACE_HUB_CACHE``, ``$HF_HOME/hub``, ``$XDG_CACHE_HOME/huggingface/hub``
+    or ``~/.cache/huggingface/hub``."""
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")
+    return Path(os.path.expandvars(hub)).expanduser()
+
+
+def is_hub_id(source: str) -> bool:
+    """True for a string shaped like a hub repository id (``owner/name``) that is no existing local path."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", source)) and not os.path.exists(os.path.expanduser(source))
+
+
+def hub_commit(source: str) -> Optional[str]:
+    """The commit hub model id ``source`` resolves to in the local hub cache (the ``refs/main`` of its
+    folder, whose snapshot is there), or None: no hub id, or not cached. Never asks the hub."""
+    if not is_hub_id(source):
+        return None
+    repo = hub_cache_dir() / f"models--{source.replace('/', '--')}"
+    try:
+        commit = (repo / "refs" / "main").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return commit if commit and (repo / "snapshots" / commit).is_dir() else None
+
+
+def uncached_hub_ids(sources: Iterable[str]) -> list[str]:
+    """The sources that are hub ids without a cached snapshot (a model loader would download them), sorted."""
+    return sorted({s for s in sources if s and is_hub_id(s) and hub_commit(s) is None})
+
+
 def local_files_stamp(sources: Iterable[str]) -> str:
     """Digest of the sources, with (file, size, mtime) for every file of each one that names an
-    existing local file or folder (``~`` expanded); hub ids, served model names and other strings
-    count by their text. ``""`` for no sources."""
+    existing local file or folder (``~`` expanded), and the commit of each hub id with a cached
+    snapshot (:func:`hub_commit`); hub ids not cached, served model names and other strings count
+    by their text. ``""`` for no sources."""
     entries: list[tuple[str, str, int, int]] = []
+    commits: list[tuple[str, str]] = []
     unique = sorted({s for s in sources if s})
     for source in unique:
+        if commit := hub_commit(source):
+            commits.append((source, commit))
+            continue
         try:
             path, files = local_files(source)
             for f in files:
@@ -36,7 +77,8 @@ def local_files_stamp(sources: Iterable[str]) -> str:
                 entries.append((source, f.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns))
         except (OSError, ValueError):  # unreadable, or not a path at all (a NUL byte): the model loader will say
             continue
-    return hashlib.sha256(json.dumps([unique, entries]).encode()).hexdigest()[:12] if unique else ""
+    stamped = [unique, entries, commits] if commits else [unique, entries]  # without commits, the keys of earlier versions
+    return hashlib.sha256(json.dumps(stamped).encode()).hexdigest()[:12] if unique else ""
 
 
 def damaged_safetensors(sources: Iterable[str]) -> list[str]:

@@ -38,7 +38,7 @@ import pigbench
 from pigbench.adapter import DatasetAdapter
 from pigbench.distributed import RunStores, launched_world, shard
 from pigbench.evaluator import Evaluator, RequirementError, Runtime, check_declaration
-from pigbench.file_stamp import damaged_safetensors, local_files_stamp
+from pigbench.file_stamp import damaged_safetensors, local_files_stamp, uncached_hub_ids
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, Label, Prediction, combine_swapped
 from pigbench.registry import adapters, evaluators
@@ -213,8 +213,9 @@ def run_key(evaluator: Evaluator, split: SplitResult, swap: bool, dataset_option
     (which can change the images, e.g. demo's ``size`` or PIP's ``images`` folder, but not the
     split's fingerprint), swapping, for a config ``dtype`` of ``auto`` the device type, which
     chooses the dtype (half precision on CUDA, float32 on CPU), and the evaluator's model sources as
-    resolved (an environment variable's included) with the stamp of their local files
-    (:mod:`pigbench.file_stamp`: a model saved again at the same path is predicted again)."""
+    resolved (an environment variable's included) with the stamp of their local files and of the
+    commits their cached hub snapshots resolve to (:mod:`pigbench.file_stamp`: a model saved again
+    at the same path, or a new hub commit in the cache, is predicted again)."""
     key = f"{evaluator.name}__{evaluator.config_hash}__{split.fingerprint}__in{_inputs_digest(split.episodes)}"
     if stamp := local_files_stamp(evaluator.model_sources()):
         key += "__src" + stamp
@@ -260,6 +261,13 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         calibrating = config.calibration_fraction is not None
         if calibrating:  # sets the model up (once) to score the held-out users
             calibrate_on_held_out_users(evaluator, split, config, log)
+        # setup() downloads a hub model not cached yet: set up first, so that the key stamps the commit
+        # downloaded, as the next run's key will (else that run would predict every sample again)
+        is_set_up = calibrating
+        if not is_set_up and world.broadcast(bool(uncached_hub_ids(evaluator.model_sources()))):
+            with world.together(RunAborted):
+                set_up(evaluator, config.evaluator)
+            is_set_up = True
         key = run_key(evaluator, split, config.swap, config.dataset_options)
         stores = RunStores(Path(config.cache_dir) / "runs", key, world)
         done = stores.done_ids()
@@ -270,7 +278,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
                 "(samples that failed are predicted again)")
         mine = shard(todo, world)
         with world.together(RunAborted):
-            if (mine or world.is_main) and not calibrating:  # rank 0 writes the provenance, even with nothing to do
+            if (mine or world.is_main) and not is_set_up:  # rank 0 writes the provenance, even with nothing to do
                 set_up(evaluator, config.evaluator)
             if mine:
                 with stores.open_own() as store, frozen_setup_objects():

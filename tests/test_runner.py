@@ -250,6 +250,81 @@ def test_model_files_saved_again_or_chosen_by_an_environment_variable_change_the
     assert key() != hub
 
 
+def cache_snapshot(hub, repo_id, commit):
+    """A fake hub cache entry: ``repo_id``'s refs/main names ``commit``, whose snapshot folder exists."""
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_a_new_hub_commit_in_the_cache_changes_the_run_key(tmp_path, monkeypatch):
+    """A hub id counted by its text only: after the cache downloaded a new commit of the model, the
+    predictions of the old weights were reused. Uncached hub ids and local paths keep their keys."""
+    import hashlib
+
+    from pigbench.evaluator import Runtime
+    from pigbench.file_stamp import local_files_stamp
+    from pigbench.registry import evaluators
+    from pigbench.runner import load_split, run_key
+
+    _, split = load_split(config(tmp_path))
+    cls = evaluators.get("pickscore")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("PIGBENCH_PICKSCORE_PATH", raising=False)
+
+    def key(**options):
+        ev = cls(cls.Config.from_options(options), Runtime(device="cpu"))
+        ev.name = "pickscore"
+        return run_key(ev, split, False, {})
+
+    text = key(model_path="someorg/pickscore")
+    assert local_files_stamp(["someorg/pickscore"]) == hashlib.sha256(b'[["someorg/pickscore"], []]').hexdigest()[:12]
+    cache_snapshot(tmp_path / "hub", "someorg/pickscore", "a" * 40)
+    commit_a = key(model_path="someorg/pickscore")
+    assert commit_a != text and key(model_path="someorg/pickscore") == commit_a
+    cache_snapshot(tmp_path / "hub", "someorg/pickscore", "b" * 40)
+    assert key(model_path="someorg/pickscore") not in (text, commit_a)
+    (tmp_path / "hub" / "models--someorg--pickscore" / "refs" / "main").write_text("c" * 40)  # no such snapshot
+    assert key(model_path="someorg/pickscore") == text
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "other-hub"))
+    assert key(model_path="someorg/pickscore") == text
+
+    monkeypatch.chdir(tmp_path)  # a local folder org/model is stamped by its files, whatever the cache holds
+    (tmp_path / "org" / "model").mkdir(parents=True)
+    (tmp_path / "org" / "model" / "model.safetensors").write_bytes(b"w")
+    local = key(model_path="org/model")
+    cache_snapshot(tmp_path / "other-hub", "org/model", "a" * 40)
+    assert key(model_path="org/model") == local
+
+
+def test_a_run_that_downloads_a_hub_model_is_resumed_by_the_next_run_until_a_new_commit(tmp_path, monkeypatch):
+    """The key was computed before setup() downloaded the model: the next run, whose key stamps the
+    cached commit, predicted everything again. Now the first run sets up before its key."""
+    from pigbench.registry import evaluators
+    from toy import ToyBrightness
+
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    commit = ["a" * 40]
+    calls = []
+
+    def setup(self):  # what a model loader does with a hub id: download its current commit into the cache
+        calls.append(self)
+        cache_snapshot(hub, "someorg/toy-model", commit[0])
+
+    name = "toy-hub-model"
+    evaluators.register(name)(type("HubToy", (ToyBrightness,), {"setup": setup,
+                                                                "model_sources": lambda self: ["someorg/toy-model"]}))
+    first = run(config(tmp_path, evaluator=name))
+    assert first.computed == 60 and len(calls) == 1
+    second = run(config(tmp_path, evaluator=name))
+    assert (second.computed, second.resumed, len(calls)) == (0, 60, 2)
+    commit[0] = "b" * 40
+    cache_snapshot(hub, "someorg/toy-model", commit[0])
+    assert run(config(tmp_path, evaluator=name)).computed == 60
+
+
 def test_pigreward_contexts_are_keyed_by_the_reasoner_files(tmp_path):
     """Cached user contexts of a reasoner saved again at the same local path were reused."""
     from pigbench.pigreward.config import PIGRewardConfig
@@ -261,6 +336,19 @@ def test_pigreward_contexts_are_keyed_by_the_reasoner_files(tmp_path):
     os.utime(weights, ns=(1, 10**18))
     assert local.reasoner_fingerprint() != before[0]
     assert served.reasoner_fingerprint() == before[1]  # a served model's name is not a local file
+
+
+def test_pigreward_contexts_are_keyed_by_the_cached_commit_of_a_hub_reasoner(tmp_path, monkeypatch):
+    """Cached user contexts of a hub reasoner were reused after the cache downloaded a new commit."""
+    from pigbench.pigreward.config import PIGRewardConfig
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    local, served = PIGRewardConfig(reasoner_path="someorg/reasoner"), PIGRewardConfig(reasoner_path="someorg/reasoner", backend="openai")
+    cache_snapshot(tmp_path / "hub", "someorg/reasoner", "a" * 40)
+    before = local.reasoner_fingerprint(), served.reasoner_fingerprint()
+    cache_snapshot(tmp_path / "hub", "someorg/reasoner", "b" * 40)
+    assert local.reasoner_fingerprint() != before[0]
+    assert served.reasoner_fingerprint() == before[1]  # a served model is not the cached one
 
 
 def test_damaged_safetensors_names_exactly_the_unreadable_weight_files(tmp_path):
