@@ -307,3 +307,30 @@ def test_exporting_again_after_a_set_is_rendered_again_replaces_its_images(tmp_p
         assert [(out / p).read_bytes() for p in inst["images"]] == [(ws.root / p).read_bytes() for p in s.images]
     adapter = PIGBenchFormat(str(out))
     assert list(adapter.records()) == [] and not adapter.skipped
+
+
+def test_exporting_again_after_a_set_is_dropped_removes_its_images_and_nothing_else(tmp_path, capsys):
+    """Exporting into the same --out after a ranked set was dropped left images/<set>/ behind: files no instance
+    named, still counted in the dataset's size. Only images an earlier export listed in generation.jsonl go."""
+    ws, store = annotated_workspace(tmp_path / "ws", USERS)
+    out = tmp_path / "dataset"
+    export_dataset(ws, out)
+    dropped = store.all_rankings()[0]["set_id"]
+    assert len(list((out / "images" / dropped).glob("*.png"))) == 4
+    own = out / "images" / "notes.txt"
+    own.write_text("the curator's")
+    (out / "images" / dropped / "extra.png").write_bytes(b"not written by export")
+    record_decision(ws, dropped, "drop", "a watermark in image 2")
+    capsys.readouterr()
+    export_dataset(ws, out)
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in (out / "images" / dropped).iterdir()) == ["extra.png"]
+    assert err.count("removed") == 4 and all(str(out / "images" / dropped / f"{i}.png") in err for i in range(4))
+    assert own.read_text() == "the curator's"
+    named = {p for inst in read_jsonl_file(out / "instances.jsonl") for p in inst["images"]}
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "images").rglob("*.png")}
+    assert on_disk - named == {f"images/{dropped}/extra.png"} and named <= on_disk
+    second = store.all_rankings()[-1]["set_id"]
+    record_decision(ws, second, "drop", "a watermark in image 3")
+    export_dataset(ws, out)  # its folder, emptied, goes too; nothing of the first drop is reported again
+    assert not (out / "images" / second).exists() and capsys.readouterr().err.count("removed") == 4

@@ -14,7 +14,9 @@ Beside them, files the format does not define:
 
 Agreement per instance is Kendall's W (tie-corrected) over its annotators; divergence is the mean
 Kendall tau-b and the share of image pairs two users order differently, over user pairs that
-ranked the same instance. Running export again rewrites the files and copies only changed images.
+ranked the same instance. Running export again rewrites the files and copies only changed images; an image
+an earlier export wrote (as listed in its ``generation.jsonl``, at ``images/<instance_id>/<index>.png``) that
+the new export no longer names, e.g. of a set dropped since, is removed (and reported); no other file is touched.
 An image whose file does not match the sha256 recorded when it was rendered is refused, not copied, and so
 is a kept set (ranked, or any with ``--include-unranked``) with an image file missing.
 """
@@ -23,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import mean, median
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from pigbench.build.agreement import kendall_tau_b, pairwise_disagreement, set_agreement
 from pigbench.build.annotate.store import AnnotationStore
@@ -37,11 +41,14 @@ from pigbench.build.workspace import BuildError, Workspace, file_sha256, read_js
 
 GENERATION_FIELDS = ("model", "scheduler", "scheduler_class", "steps", "guidance", "width", "height", "dtype",
                      "negative_prompt", "seed", "generator", "sha256", "diffusers_version", "torch_version")
+EXPORTED_IMAGE = re.compile(r"images/[A-Za-z0-9_-][A-Za-z0-9_.-]*/[0-9]+\.png")
 
 
-def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> dict[str, Any]:
+def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False,
+                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
     """Write the dataset and its datasheet under ``out``; returns the datasheet. ``out`` must be a
-    folder other than the workspace (which holds the annotation database, not for publishing)."""
+    folder other than the workspace (which holds the annotation database, not for publishing).
+    Images an earlier export into ``out`` wrote that this one no longer names are removed, each reported to ``log``."""
     from pigbench.adapters.pigbench_format import write_dataset
 
     if out.exists() and not out.is_dir():
@@ -65,9 +72,11 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> 
     rankings = [r for r in rankings if r["set_id"] in exported]
     _check_images(ws, sets)
     out.mkdir(parents=True, exist_ok=True)
+    written_before = _exported_images(out)
     instances = [_instance(ws, out, s) for s in sets]
     write_dataset(out, instances, [{"user_id": r["annotator_id"], "instance_id": r["set_id"], "ranks": r["ranks"]}
                                    for r in rankings])
+    _remove_stale_images(out, written_before - {p for inst in instances for p in inst["images"]}, log)
     _write_jsonl(out / "generation.jsonl", [
         {"instance_id": s.set_id, "index": i, "prompt": s.prompts[i], "image": inst["images"][i],
          **{k: s.renders[i].get(k) for k in GENERATION_FIELDS}}
@@ -97,6 +106,27 @@ def _check_images(ws: Workspace, sets: Sequence[ImageSet]) -> None:
                 raise BuildError(f"{ws.root / rel}: sha256 {actual} does not match {recorded} recorded in "
                                  f"{ws.renders}; `pigbench build render --workdir {ws.root}` with the same settings "
                                  "renders it again")
+
+
+def _exported_images(out: Path) -> set[str]:
+    """The image paths an earlier export wrote under ``out``, as its ``generation.jsonl`` lists them (only paths of
+    the ``images/<instance_id>/<index>.png`` layout export writes); empty when there was none."""
+    return {g["image"] for g in read_jsonl(out / "generation.jsonl")
+            if isinstance(g.get("image"), str) and EXPORTED_IMAGE.fullmatch(g["image"])
+            and g["image"] == f"images/{g.get('instance_id')}/{g.get('index')}.png"}
+
+
+def _remove_stale_images(out: Path, stale: set[str], log: Callable[[str], None]) -> None:
+    """Delete these images of an earlier export (and their folder once empty), reporting each one removed.
+    Called after the new ``instances.jsonl`` is written and before the new ``generation.jsonl``, so an
+    interrupted export still finds them listed on the next run."""
+    for rel in sorted(stale):
+        path = out / rel
+        if path.is_file():
+            path.unlink()
+            log(f"removed {path}: an earlier export wrote it, and no exported instance names it now")
+        if path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
 
 
 def _instance(ws: Workspace, out: Path, s: ImageSet) -> dict[str, Any]:
