@@ -19,6 +19,12 @@ an earlier export wrote (as listed in its ``generation.jsonl``, at ``images/<ins
 the new export no longer names, e.g. of a set dropped since, is removed (and reported); no other file is touched.
 An image whose file does not match the sha256 recorded when it was rendered is refused, not copied, and so
 is a kept set (ranked, or any with ``--include-unranked``) with an image file missing.
+
+A ranking records the sha256 of the four files the annotation app served when it was submitted; one whose
+images were rendered again since (another sha256 than the set's render records now) refers to images its
+annotator never saw: it is skipped, not exported, and counted in the datasheet under ``counts.rankings_skipped``
+(a set left with no ranking is then unranked). A ranking stored before the app recorded these hashes (an older
+``annotate.sqlite``) cannot be checked: it is exported as before and counted as ``counts.rankings_unchecked``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from pigbench.build.workspace import BuildError, Workspace, file_sha256, read_js
 
 GENERATION_FIELDS = ("model", "scheduler", "scheduler_class", "steps", "guidance", "width", "height", "dtype",
                      "negative_prompt", "seed", "generator", "sha256", "diffusers_version", "torch_version")
+RERENDERED = "images rendered again after the ranking"
 EXPORTED_IMAGE = re.compile(r"images/[A-Za-z0-9_-][A-Za-z0-9_.-]*/[0-9]+\.png")
 
 
@@ -57,9 +64,16 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False,
         raise BuildError(f"--out {out} is the build workspace; export to a folder of its own (the workspace "
                          "holds annotate.sqlite, which is not for publishing)")
     store = AnnotationStore(ws.require(ws.annotate_db, "annotate init"))
-    rankings = store.all_rankings()
+    kept = kept_sets(ws)
+    current = {s.set_id: [r["sha256"] for r in s.renders] for s in kept}
+    rankings, rerendered = [], 0
+    for r in store.all_rankings():
+        if r["images_sha256"] is not None and r["set_id"] in current and r["images_sha256"] != current[r["set_id"]]:
+            rerendered += 1
+        else:
+            rankings.append(r)
     ranked_ids = {r["set_id"] for r in rankings}
-    sets = [s for s in kept_sets(ws) if include_unranked or s.set_id in ranked_ids]
+    sets = [s for s in kept if include_unranked or s.set_id in ranked_ids]
     unrendered = sorted(sid for sid, d in decisions(ws).items() if d["decision"] == "keep"
                         and (include_unranked or sid in ranked_ids) and sid not in {s.set_id for s in sets})
     if unrendered:
@@ -67,7 +81,9 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False,
                          f"`pigbench build render --workdir {ws.root}` renders it again, or drop it with "
                          f"`pigbench build review --set {unrendered[0]} --decision drop --reason ...`")
     if not sets:
-        raise BuildError(f"nothing to export: no kept set of {ws.root} has a ranking yet")
+        raise BuildError(f"nothing to export: no kept set of {ws.root} has a ranking yet"
+                         + (f" ({rerendered} ranking(s) skipped: their images were rendered again since)"
+                            if rerendered else ""))
     exported = {s.set_id for s in sets}
     rankings = [r for r in rankings if r["set_id"] in exported]
     _check_images(ws, sets)
@@ -85,7 +101,7 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False,
         {"user_id": r["annotator_id"], "instance_id": r["set_id"], "display_order": r["display_order"],
          "screen_ranks": r["screen_ranks"], "elapsed_ms": r["elapsed_ms"], "submitted": r["submitted"]}
         for r in rankings])
-    sheet = datasheet(ws, sets, rankings)
+    sheet = datasheet(ws, sets, rankings, {RERENDERED: rerendered} if rerendered else {})
     write_atomic(out / "datasheet.json", json.dumps(sheet, indent=2).encode("utf-8"))
     with (out / "README.md").open("a", encoding="utf-8") as card:
         card.write("\n" + datasheet_markdown(sheet))
@@ -143,8 +159,10 @@ def _instance(ws: Workspace, out: Path, s: ImageSet) -> dict[str, Any]:
             "seeds": [r["seed"] for r in s.renders]}
 
 
-def datasheet(ws: Workspace, sets: Sequence[ImageSet], rankings: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Counts, category balance, review outcome, agreement per instance and divergence on shared instances."""
+def datasheet(ws: Workspace, sets: Sequence[ImageSet], rankings: Sequence[dict[str, Any]],
+              skipped: Optional[dict[str, int]] = None) -> dict[str, Any]:
+    """Counts, category balance, review outcome, agreement per instance and divergence on shared instances;
+    ``skipped``: rankings left out, per reason."""
     by_set: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for r in rankings:
         by_set[r["set_id"]][r["annotator_id"]] = r["ranks"]
@@ -163,6 +181,8 @@ def datasheet(ws: Workspace, sets: Sequence[ImageSet], rankings: Sequence[dict[s
     return {
         "counts": {"instances": len(sets), "users": len(per_user), "rankings": len(rankings), "images": 4 * len(sets),
                    "rankings_with_ties": sum(len(set(r["ranks"])) < 4 for r in rankings),
+                   "rankings_skipped": dict(skipped or {}),
+                   "rankings_unchecked": sum(r.get("images_sha256") is None for r in rankings),
                    "users_with_at_least_2_sets": sum(n >= 2 for n in per_user.values()),
                    "sets_per_user": _summary(list(per_user.values())),
                    "annotators_per_instance": _summary([len(by_set.get(s.set_id, {})) for s in sets])},
@@ -188,6 +208,10 @@ def datasheet_markdown(sheet: dict[str, Any]) -> str:
              f"{c['instances']} instances ({c['images']} images), {c['users']} users, {c['rankings']} rankings "
              f"({c['rankings_with_ties']} with ties); {c['users_with_at_least_2_sets']} users ranked at least 2 sets "
              f"(fewer cannot be split into references and a target).",
+             *(f"Rankings skipped, not exported: {n} ({reason})." for reason, n in c["rankings_skipped"].items()),
+             *([f"{c['rankings_unchecked']} rankings carry no record of the images ranked (stored by an older "
+                "version): exported without checking them against the images as rendered now."]
+               if c["rankings_unchecked"] else []),
              f"Sets per user: {_fmt_summary(c['sets_per_user'])}. Annotators per instance: "
              f"{_fmt_summary(c['annotators_per_instance'])}.", "",
              f"Review: {sheet['review']['kept']} of {sheet['review']['rendered_sets']} rendered sets kept, "
@@ -265,5 +289,7 @@ def main(args: argparse.Namespace) -> int:
     c = sheet["counts"]
     print(f"wrote {args.out}: {c['instances']} instances, {c['users']} users, {c['rankings']} rankings; "
           f"datasheet in {args.out / 'README.md'} and datasheet.json")
+    for reason, n in c["rankings_skipped"].items():
+        print(f"skipped {n} ranking(s): {reason} (the annotator never saw these images)")
     print(f"check it: pigbench data info pigbench --path {args.out}")
     return 0
