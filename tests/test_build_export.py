@@ -307,3 +307,95 @@ def test_exporting_again_after_a_set_is_rendered_again_replaces_its_images(tmp_p
         assert [(out / p).read_bytes() for p in inst["images"]] == [(ws.root / p).read_bytes() for p in s.images]
     adapter = PIGBenchFormat(str(out))
     assert list(adapter.records()) == [] and not adapter.skipped
+
+
+def test_exporting_again_after_a_set_is_dropped_removes_its_images_and_nothing_else(tmp_path, capsys):
+    """Exporting into the same --out after a ranked set was dropped left images/<set>/ behind: files no instance
+    named, still counted in the dataset's size. Only images an earlier export listed in generation.jsonl go."""
+    ws, store = annotated_workspace(tmp_path / "ws", USERS)
+    out = tmp_path / "dataset"
+    export_dataset(ws, out)
+    dropped = store.all_rankings()[0]["set_id"]
+    assert len(list((out / "images" / dropped).glob("*.png"))) == 4
+    own = out / "images" / "notes.txt"
+    own.write_text("the curator's")
+    (out / "images" / dropped / "extra.png").write_bytes(b"not written by export")
+    record_decision(ws, dropped, "drop", "a watermark in image 2")
+    capsys.readouterr()
+    export_dataset(ws, out)
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in (out / "images" / dropped).iterdir()) == ["extra.png"]
+    assert err.count("removed") == 4 and all(str(out / "images" / dropped / f"{i}.png") in err for i in range(4))
+    assert own.read_text() == "the curator's"
+    named = {p for inst in read_jsonl_file(out / "instances.jsonl") for p in inst["images"]}
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "images").rglob("*.png")}
+    assert on_disk - named == {f"images/{dropped}/extra.png"} and named <= on_disk
+    second = store.all_rankings()[-1]["set_id"]
+    record_decision(ws, second, "drop", "a watermark in image 3")
+    export_dataset(ws, out)  # its folder, emptied, goes too; nothing of the first drop is reported again
+    assert not (out / "images" / second).exists() and capsys.readouterr().err.count("removed") == 4
+
+
+def rank_through_the_app(ws, users):
+    """Each user signs in to the annotation app and ranks every assigned set [1, 2, 3, 4] on screen."""
+    store = AnnotationStore(ws.annotate_db)
+    app = make_annotate_app(store, ws.root)
+    for user in users:
+        cookie = f"pb_session={store.sign_in(user)}"
+        for a in store.assignments(user):
+            body = json.dumps({"set_id": a.set_id, "ranks": [1, 2, 3, 4]}).encode()
+            assert wsgi_call(app, "POST", "/api/rankings", body, cookie=cookie)[0] == 200
+    return store
+
+
+def test_rankings_of_a_set_rendered_again_since_are_skipped_and_counted(tmp_path, capsys):
+    """A set rendered again after it was ranked (new images at the same paths) had its rankings exported with the
+    new images: rankings of images the annotators never saw. They are now skipped and counted."""
+    ws = workspace_with_sets(tmp_path / "ws", 4)
+    AnnotationStore(ws.annotate_db).initialize(2, 2, seed=0, open_signup=True)
+    AnnotationStore(ws.annotate_db).add_sets(kept_sets(ws))
+    store = rank_through_the_app(ws, ["ann", "bob", "cy"])
+    before = store.all_rankings()
+    renders = {s.set_id: [r["sha256"] for r in s.renders] for s in kept_sets(ws)}
+    assert all(r["images_sha256"] == renders[r["set_id"]] for r in before)
+    again = before[0]["set_id"]
+    variants = read_jsonl_file(ws.variants)
+    next(v for v in variants if v["set_id"] == again)["variants"][1] += ", at night"  # the curator expanded it again
+    ws.variants.write_text("".join(json.dumps(v) + "\n" for v in variants), encoding="utf-8")
+    settings = RenderSettings(model="test/color-pipeline", steps=1, width=64, height=64, dtype="float32")
+    assert [(j.set_id, j.index) for j in pending_jobs(ws, settings)] == [(again, 1)]
+    list(render_jobs(ColorPipeline(), pending_jobs(ws, settings), settings, ws))
+    out = tmp_path / "dataset"
+    assert cli(["build", "--workdir", str(ws.root), "export", "--out", str(out), "--include-unranked"]) == 0
+    stale = [r for r in before if r["set_id"] == again]
+    assert capsys.readouterr().out.count(f"skipped {len(stale)} ranking(s): images rendered again") == 1
+    exported = [(r["user_id"], r["instance_id"]) for r in read_jsonl_file(out / "rankings.jsonl")]
+    assert exported == [(r["annotator_id"], r["set_id"]) for r in before if r["set_id"] != again]
+    sheet = json.loads((out / "datasheet.json").read_text())
+    assert sheet["counts"]["rankings_skipped"] == {"images rendered again after the ranking": len(stale)}
+    assert sheet["counts"]["rankings"] == len(before) - len(stale) and sheet["counts"]["rankings_unchecked"] == 0
+    assert f"Rankings skipped, not exported: {len(stale)}" in (out / "README.md").read_text()
+
+
+def test_rankings_of_an_older_database_without_image_hashes_are_exported_unchecked(tmp_path):
+    """An annotate.sqlite written before rankings recorded their images still exports (unchecked, counted), and the
+    app records the hashes of rankings submitted to it from then on."""
+    import sqlite3
+
+    ws = workspace_with_sets(tmp_path / "ws", 4)
+    store = AnnotationStore(ws.annotate_db)
+    store.initialize(2, 2, seed=0, open_signup=True)
+    store.add_sets(kept_sets(ws))
+    store.sign_in("old")
+    for a in store.assignments("old"):
+        store.submit("old", a.set_id, [1, 2, 3, 4])
+    with sqlite3.connect(ws.annotate_db) as conn:
+        conn.execute("ALTER TABLE rankings DROP COLUMN images_sha256")  # the table as an older version made it
+    assert [r["images_sha256"] for r in store.all_rankings()] == [None, None]
+    sheet = export_dataset(ws, tmp_path / "dataset")
+    assert (sheet["counts"]["rankings"], sheet["counts"]["rankings_unchecked"]) == (2, 2)
+    rank_through_the_app(ws, ["new"])
+    renders = {s.set_id: [r["sha256"] for r in s.renders] for s in kept_sets(ws)}
+    assert [r["images_sha256"] == renders[r["set_id"]] for r in store.all_rankings() if r["annotator_id"] == "new"
+            ] == [True, True]
+    assert export_dataset(ws, tmp_path / "dataset")["counts"]["rankings_unchecked"] == 2

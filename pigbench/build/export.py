@@ -14,20 +14,30 @@ Beside them, files the format does not define:
 
 Agreement per instance is Kendall's W (tie-corrected) over its annotators; divergence is the mean
 Kendall tau-b and the share of image pairs two users order differently, over user pairs that
-ranked the same instance. Running export again rewrites the files and copies only changed images.
+ranked the same instance. Running export again rewrites the files and copies only changed images; an image
+an earlier export wrote (as listed in its ``generation.jsonl``, at ``images/<instance_id>/<index>.png``) that
+the new export no longer names, e.g. of a set dropped since, is removed (and reported); no other file is touched.
 An image whose file does not match the sha256 recorded when it was rendered is refused, not copied, and so
 is a kept set (ranked, or any with ``--include-unranked``) with an image file missing.
+
+A ranking records the sha256 of the four files the annotation app served when it was submitted; one whose
+images were rendered again since (another sha256 than the set's render records now) refers to images its
+annotator never saw: it is skipped, not exported, and counted in the datasheet under ``counts.rankings_skipped``
+(a set left with no ranking is then unranked). A ranking stored before the app recorded these hashes (an older
+``annotate.sqlite``) cannot be checked: it is exported as before and counted as ``counts.rankings_unchecked``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import mean, median
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from pigbench.build.agreement import kendall_tau_b, pairwise_disagreement, set_agreement
 from pigbench.build.annotate.store import AnnotationStore
@@ -37,11 +47,15 @@ from pigbench.build.workspace import BuildError, Workspace, file_sha256, read_js
 
 GENERATION_FIELDS = ("model", "scheduler", "scheduler_class", "steps", "guidance", "width", "height", "dtype",
                      "negative_prompt", "seed", "generator", "sha256", "diffusers_version", "torch_version")
+RERENDERED = "images rendered again after the ranking"
+EXPORTED_IMAGE = re.compile(r"images/[A-Za-z0-9_-][A-Za-z0-9_.-]*/[0-9]+\.png")
 
 
-def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> dict[str, Any]:
+def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False,
+                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
     """Write the dataset and its datasheet under ``out``; returns the datasheet. ``out`` must be a
-    folder other than the workspace (which holds the annotation database, not for publishing)."""
+    folder other than the workspace (which holds the annotation database, not for publishing).
+    Images an earlier export into ``out`` wrote that this one no longer names are removed, each reported to ``log``."""
     from pigbench.adapters.pigbench_format import write_dataset
 
     if out.exists() and not out.is_dir():
@@ -50,9 +64,16 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> 
         raise BuildError(f"--out {out} is the build workspace; export to a folder of its own (the workspace "
                          "holds annotate.sqlite, which is not for publishing)")
     store = AnnotationStore(ws.require(ws.annotate_db, "annotate init"))
-    rankings = store.all_rankings()
+    kept = kept_sets(ws)
+    current = {s.set_id: [r["sha256"] for r in s.renders] for s in kept}
+    rankings, rerendered = [], 0
+    for r in store.all_rankings():
+        if r["images_sha256"] is not None and r["set_id"] in current and r["images_sha256"] != current[r["set_id"]]:
+            rerendered += 1
+        else:
+            rankings.append(r)
     ranked_ids = {r["set_id"] for r in rankings}
-    sets = [s for s in kept_sets(ws) if include_unranked or s.set_id in ranked_ids]
+    sets = [s for s in kept if include_unranked or s.set_id in ranked_ids]
     unrendered = sorted(sid for sid, d in decisions(ws).items() if d["decision"] == "keep"
                         and (include_unranked or sid in ranked_ids) and sid not in {s.set_id for s in sets})
     if unrendered:
@@ -60,14 +81,18 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> 
                          f"`pigbench build render --workdir {ws.root}` renders it again, or drop it with "
                          f"`pigbench build review --set {unrendered[0]} --decision drop --reason ...`")
     if not sets:
-        raise BuildError(f"nothing to export: no kept set of {ws.root} has a ranking yet")
+        raise BuildError(f"nothing to export: no kept set of {ws.root} has a ranking yet"
+                         + (f" ({rerendered} ranking(s) skipped: their images were rendered again since)"
+                            if rerendered else ""))
     exported = {s.set_id for s in sets}
     rankings = [r for r in rankings if r["set_id"] in exported]
     _check_images(ws, sets)
     out.mkdir(parents=True, exist_ok=True)
+    written_before = _exported_images(out)
     instances = [_instance(ws, out, s) for s in sets]
     write_dataset(out, instances, [{"user_id": r["annotator_id"], "instance_id": r["set_id"], "ranks": r["ranks"]}
                                    for r in rankings])
+    _remove_stale_images(out, written_before - {p for inst in instances for p in inst["images"]}, log)
     _write_jsonl(out / "generation.jsonl", [
         {"instance_id": s.set_id, "index": i, "prompt": s.prompts[i], "image": inst["images"][i],
          **{k: s.renders[i].get(k) for k in GENERATION_FIELDS}}
@@ -76,7 +101,7 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False) -> 
         {"user_id": r["annotator_id"], "instance_id": r["set_id"], "display_order": r["display_order"],
          "screen_ranks": r["screen_ranks"], "elapsed_ms": r["elapsed_ms"], "submitted": r["submitted"]}
         for r in rankings])
-    sheet = datasheet(ws, sets, rankings)
+    sheet = datasheet(ws, sets, rankings, {RERENDERED: rerendered} if rerendered else {})
     write_atomic(out / "datasheet.json", json.dumps(sheet, indent=2).encode("utf-8"))
     with (out / "README.md").open("a", encoding="utf-8") as card:
         card.write("\n" + datasheet_markdown(sheet))
@@ -99,6 +124,27 @@ def _check_images(ws: Workspace, sets: Sequence[ImageSet]) -> None:
                                  "renders it again")
 
 
+def _exported_images(out: Path) -> set[str]:
+    """The image paths an earlier export wrote under ``out``, as its ``generation.jsonl`` lists them (only paths of
+    the ``images/<instance_id>/<index>.png`` layout export writes); empty when there was none."""
+    return {g["image"] for g in read_jsonl(out / "generation.jsonl")
+            if isinstance(g.get("image"), str) and EXPORTED_IMAGE.fullmatch(g["image"])
+            and g["image"] == f"images/{g.get('instance_id')}/{g.get('index')}.png"}
+
+
+def _remove_stale_images(out: Path, stale: set[str], log: Callable[[str], None]) -> None:
+    """Delete these images of an earlier export (and their folder once empty), reporting each one removed.
+    Called after the new ``instances.jsonl`` is written and before the new ``generation.jsonl``, so an
+    interrupted export still finds them listed on the next run."""
+    for rel in sorted(stale):
+        path = out / rel
+        if path.is_file():
+            path.unlink()
+            log(f"removed {path}: an earlier export wrote it, and no exported instance names it now")
+        if path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+
+
 def _instance(ws: Workspace, out: Path, s: ImageSet) -> dict[str, Any]:
     images = []
     for i, rel in enumerate(s.images):
@@ -113,8 +159,10 @@ def _instance(ws: Workspace, out: Path, s: ImageSet) -> dict[str, Any]:
             "seeds": [r["seed"] for r in s.renders]}
 
 
-def datasheet(ws: Workspace, sets: Sequence[ImageSet], rankings: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Counts, category balance, review outcome, agreement per instance and divergence on shared instances."""
+def datasheet(ws: Workspace, sets: Sequence[ImageSet], rankings: Sequence[dict[str, Any]],
+              skipped: Optional[dict[str, int]] = None) -> dict[str, Any]:
+    """Counts, category balance, review outcome, agreement per instance and divergence on shared instances;
+    ``skipped``: rankings left out, per reason."""
     by_set: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for r in rankings:
         by_set[r["set_id"]][r["annotator_id"]] = r["ranks"]
@@ -133,6 +181,8 @@ def datasheet(ws: Workspace, sets: Sequence[ImageSet], rankings: Sequence[dict[s
     return {
         "counts": {"instances": len(sets), "users": len(per_user), "rankings": len(rankings), "images": 4 * len(sets),
                    "rankings_with_ties": sum(len(set(r["ranks"])) < 4 for r in rankings),
+                   "rankings_skipped": dict(skipped or {}),
+                   "rankings_unchecked": sum(r.get("images_sha256") is None for r in rankings),
                    "users_with_at_least_2_sets": sum(n >= 2 for n in per_user.values()),
                    "sets_per_user": _summary(list(per_user.values())),
                    "annotators_per_instance": _summary([len(by_set.get(s.set_id, {})) for s in sets])},
@@ -158,6 +208,10 @@ def datasheet_markdown(sheet: dict[str, Any]) -> str:
              f"{c['instances']} instances ({c['images']} images), {c['users']} users, {c['rankings']} rankings "
              f"({c['rankings_with_ties']} with ties); {c['users_with_at_least_2_sets']} users ranked at least 2 sets "
              f"(fewer cannot be split into references and a target).",
+             *(f"Rankings skipped, not exported: {n} ({reason})." for reason, n in c["rankings_skipped"].items()),
+             *([f"{c['rankings_unchecked']} rankings carry no record of the images ranked (stored by an older "
+                "version): exported without checking them against the images as rendered now."]
+               if c["rankings_unchecked"] else []),
              f"Sets per user: {_fmt_summary(c['sets_per_user'])}. Annotators per instance: "
              f"{_fmt_summary(c['annotators_per_instance'])}.", "",
              f"Review: {sheet['review']['kept']} of {sheet['review']['rendered_sets']} rendered sets kept, "
@@ -235,5 +289,7 @@ def main(args: argparse.Namespace) -> int:
     c = sheet["counts"]
     print(f"wrote {args.out}: {c['instances']} instances, {c['users']} users, {c['rankings']} rankings; "
           f"datasheet in {args.out / 'README.md'} and datasheet.json")
+    for reason, n in c["rankings_skipped"].items():
+        print(f"skipped {n} ranking(s): {reason} (the annotator never saw these images)")
     print(f"check it: pigbench data info pigbench --path {args.out}")
     return 0

@@ -31,6 +31,7 @@ from pigbench.build.webapp import (
     json_response,
     redirect,
 )
+from pigbench.build.workspace import file_sha256
 
 SESSION_COOKIE = "pb_session"
 ADMIN_COOKIE = "pb_admin"
@@ -109,7 +110,9 @@ def make_annotate_app(store: AnnotationStore, root: Path) -> Router:
         if not isinstance(body, dict) or not isinstance(body.get("set_id"), str):
             raise HTTPError(400, "send {set_id, ranks}")
         try:
-            store.submit(who, body["set_id"], body.get("ranks"), body.get("elapsed_ms"))
+            images = store.assignment(who, body["set_id"]).images
+            shown = [file_sha256(root / rel) if (root / rel).is_file() else None for rel in images]  # as /img serves
+            store.submit(who, body["set_id"], body.get("ranks"), body.get("elapsed_ms"), shown)
         except AccessDenied as exc:
             raise HTTPError(403, str(exc)) from exc
         except AlreadySubmitted as exc:

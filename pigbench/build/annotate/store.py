@@ -3,8 +3,10 @@
 Tables: ``meta`` (settings), ``sets`` (the kept sets offered), ``annotators`` (id and the SHA-256
 of their invite code), ``sessions`` (SHA-256 of session tokens, with role annotator or admin),
 ``assignments`` (annotator, set, position, screen order) and ``rankings`` (one final ranking per
-annotator and set, both in screen order and by variant index). Secrets (invite codes, session
-and admin tokens) are stored only as hashes.
+annotator and set, both in screen order and by variant index, with the SHA-256 of the four image
+files ranked, by variant index, so that export can tell a ranking of images rendered again since;
+NULL in rankings stored before this column existed, which :meth:`AnnotationStore.submit` adds to an
+older database). Secrets (invite codes, session and admin tokens) are stored only as hashes.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS assignments (
   PRIMARY KEY (annotator_id, set_id));
 CREATE TABLE IF NOT EXISTS rankings (
   annotator_id TEXT NOT NULL, set_id TEXT NOT NULL, screen_ranks TEXT NOT NULL, ranks TEXT NOT NULL,
-  display_order TEXT NOT NULL, elapsed_ms INTEGER, submitted REAL NOT NULL,
+  display_order TEXT NOT NULL, elapsed_ms INTEGER, submitted REAL NOT NULL, images_sha256 TEXT,
   PRIMARY KEY (annotator_id, set_id), FOREIGN KEY (annotator_id, set_id) REFERENCES assignments);
 """
 ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -229,9 +231,10 @@ class AnnotationStore:
                 return a
         raise AccessDenied("this set is not assigned to you")
 
-    def submit(self, annotator_id: str, set_id: str, screen_ranks: Any,
-               elapsed_ms: Optional[int] = None) -> tuple[int, ...]:
+    def submit(self, annotator_id: str, set_id: str, screen_ranks: Any, elapsed_ms: Optional[int] = None,
+               images_sha256: Optional[Sequence[Optional[str]]] = None) -> tuple[int, ...]:
         """Validate and store a ranking given in screen order; returns it by variant index.
+        ``images_sha256``: the SHA-256 of the four image files ranked, by variant index (None: not known).
 
         Raises :class:`AccessDenied` (set not assigned to this annotator), :class:`AlreadySubmitted`,
         or :class:`~pigbench.build.ranking.InvalidRanking`.
@@ -247,9 +250,13 @@ class AnnotationStore:
                 raise AlreadySubmitted("you already ranked this set")
             order = json.loads(row["display_order"])
             ranks = to_variant_order(screen, order)
-            conn.execute("INSERT INTO rankings VALUES (?, ?, ?, ?, ?, ?, ?)",
+            if "images_sha256" not in {c["name"] for c in conn.execute("PRAGMA table_info(rankings)")}:
+                conn.execute("ALTER TABLE rankings ADD COLUMN images_sha256 TEXT")  # a database of an older version
+            conn.execute("INSERT INTO rankings (annotator_id, set_id, screen_ranks, ranks, display_order, elapsed_ms, "
+                         "submitted, images_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (annotator_id, set_id, json.dumps(screen), json.dumps(ranks), json.dumps(order),
-                          elapsed_ms if isinstance(elapsed_ms, int) and elapsed_ms >= 0 else None, time.time()))
+                          elapsed_ms if isinstance(elapsed_ms, int) and elapsed_ms >= 0 else None, time.time(),
+                          None if images_sha256 is None else json.dumps(list(images_sha256))))
         return ranks
 
     def own_rankings(self, annotator_id: str) -> list[dict[str, Any]]:
@@ -282,4 +289,6 @@ class AnnotationStore:
 def _ranking_json(row: sqlite3.Row) -> dict[str, Any]:
     return {"annotator_id": row["annotator_id"], "set_id": row["set_id"], "ranks": json.loads(row["ranks"]),
             "screen_ranks": json.loads(row["screen_ranks"]), "display_order": json.loads(row["display_order"]),
-            "elapsed_ms": row["elapsed_ms"], "submitted": row["submitted"]}
+            "elapsed_ms": row["elapsed_ms"], "submitted": row["submitted"],
+            "images_sha256": json.loads(row["images_sha256"])
+            if "images_sha256" in row.keys() and row["images_sha256"] is not None else None}
