@@ -208,15 +208,18 @@ def load_split(config: RunConfig) -> tuple[DatasetAdapter, SplitResult]:
 
 
 def run_key(evaluator: Evaluator, split: SplitResult, swap: bool, dataset_options: Mapping[str, str]) -> str:
-    """What a stored prediction depends on: the evaluator and its config, the split, what its
-    episodes show that the fingerprint leaves out (:func:`_inputs_digest`), the dataset options
+    """What a stored prediction depends on: the evaluator and its config, the split as the adapter
+    made it, before ``--limit`` or the calibration's held-out users cut it (so a limited run and the
+    full run share one store: a target is the same episode in both), what its episodes show that
+    the fingerprint leaves out (:func:`_inputs_digest`), the dataset options
     (which can change the images, e.g. demo's ``size`` or PIP's ``images`` folder, but not the
     split's fingerprint), swapping, for a config ``dtype`` of ``auto`` the device type, which
     chooses the dtype (half precision on CUDA, float32 on CPU), and the evaluator's model sources as
     resolved (an environment variable's included) with the stamp of their local files and of the
     commits their cached hub snapshots resolve to (:mod:`pigbench.file_stamp`: a model saved again
     at the same path, or a new hub commit in the cache, is predicted again)."""
-    key = f"{evaluator.name}__{evaluator.config_hash}__{split.fingerprint}__in{_inputs_digest(split.episodes)}"
+    whole, whole_fp = (split.episodes, split.fingerprint) if split.uncut is None else (split.uncut, split.uncut_fingerprint)
+    key = f"{evaluator.name}__{evaluator.config_hash}__{whole_fp}__in{_inputs_digest(whole)}"
     if stamp := local_files_stamp(evaluator.model_sources()):
         key += "__src" + stamp
     if getattr(evaluator.config, "dtype", None) == "auto":

@@ -41,6 +41,8 @@ class SplitResult:
     skipped_records: Counter = field(default_factory=Counter)  # reason -> records or target pairs
     skip_examples: dict[str, list[str]] = field(default_factory=dict)
     targets_before_limit: Optional[int] = None  # set by :meth:`limit`
+    uncut: Optional[list[Episode]] = None  # the episodes before :meth:`limit` or :meth:`keep` first cut them
+    uncut_fingerprint: str = ""  # and their fingerprint
 
     def limit(self, n: Optional[int]) -> None:
         """Keep only the first ``n`` targets (in split order); fingerprint and user count follow."""
@@ -50,7 +52,10 @@ class SplitResult:
         self.keep(self.episodes[:n])
 
     def keep(self, episodes: list[Episode]) -> None:
-        """Keep only ``episodes``, a subset of this split's in split order; fingerprint and user count follow."""
+        """Keep only ``episodes``, a subset of this split's in split order; fingerprint and user count
+        follow. The first cut remembers the whole split (``uncut``, ``uncut_fingerprint``)."""
+        if self.uncut is None:
+            self.uncut, self.uncut_fingerprint = self.episodes, self.fingerprint
         self.episodes = episodes
         self.fingerprint = fingerprint(self.episodes)
         self.users = len({e.user_id for e in self.episodes})

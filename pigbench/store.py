@@ -1,7 +1,7 @@
 """Per-run prediction store: what makes a killed run resume without loss or duplicates.
 
-One SQLite file per run, named by the run key (evaluator, config hash, split fingerprint, dataset
-options, swap), in WAL mode with ``synchronous=FULL``: each batch is one committed transaction, so
+One SQLite file per run, named by the run key (evaluator, config hash, split fingerprint before
+``--limit``, dataset options, swap), in WAL mode with ``synchronous=FULL``: each batch is one committed transaction, so
 a process killed at any point (SIGKILL included) leaves exactly the batches that were committed. A
 sample id is the primary key, so a prediction is never stored twice. A prediction that failed
 (one with an ``error``: a server that was down, a file that could not be read) is not *done*: a

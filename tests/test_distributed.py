@@ -262,6 +262,23 @@ def test_two_ranks_give_the_results_of_one_process(tmp_path):
            [p.name for p in (tmp_path / "one" / "cache" / "runs").glob("*.sqlite")]  # same run key, one store
 
 
+def test_the_full_run_reuses_what_a_limited_two_rank_run_stored(tmp_path):
+    """The run key holds the split before --limit: after a limited run under torchrun (rank stores
+    merged into one store), the full run predicts only the targets after the limit."""
+    pytest.importorskip("torch.distributed")
+    common = ["--dataset", "demo", "--dataset-option", "users=6", "--evaluator", "color-reference"]
+    proc = subprocess.run(launch(tmp_path, 2, *common, "--limit", "50"), env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(computed 50, reused 0)" in proc.stdout  # 2 users, one per rank
+    (store,) = (tmp_path / "cache" / "runs").glob("*.sqlite")
+    assert ".rank" not in store.name
+    full = run(RunConfig(evaluator="color-reference", dataset="demo", dataset_options={"users": "6"},
+                         output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), progress=False))
+    assert (full.resumed, full.computed) == (50, 190)
+    assert [p.name for p in (tmp_path / "cache" / "runs").glob("*.sqlite")] == [store.name]
+
+
 def stored(runs: Path) -> dict[str, int]:
     counts = {}
     for db in runs.glob("*.sqlite"):

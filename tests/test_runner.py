@@ -51,6 +51,36 @@ def test_a_limited_run_records_how_many_targets_the_split_had(tmp_path):
     assert (r["metrics"]["n"], r["split"]["targets"], r["split"]["targets_before_limit"]) == (7, 7, 60)
 
 
+def test_the_full_run_reuses_the_predictions_of_a_limited_run_before_it(tmp_path):
+    """--limit 7 (a smoke test) changed the split fingerprint in the run key, so the full run after
+    it predicted its first 7 targets (the same episodes) again."""
+    smoke = run(config(tmp_path, limit=7))
+    full = run(config(tmp_path))
+    assert (full.resumed, full.computed) == (smoke.computed, 60 - 7) == (7, 53)
+    assert full.results["provenance"]["resumed_samples"] == 7
+    alone = run(config(tmp_path / "alone"))  # the same run, uninterrupted, in a cache of its own
+    assert alone.resumed == 0 and full.results["split"] == alone.results["split"]
+    assert metrics_close(full.results["metrics"], alone.results["metrics"])
+    assert (predictions(full.results_path.with_name("toy-brightness.predictions.jsonl"))
+            == predictions(alone.results_path.with_name("toy-brightness.predictions.jsonl")))
+    bigger = run(config(tmp_path, limit=20))  # every target is in the store now
+    assert (bigger.resumed, bigger.computed) == (20, 0)
+    assert bigger.results_path.name == "toy-brightness__limit20.json" and validate_results(bigger.results_path) == []
+    split = bigger.results["split"]
+    assert (split["targets"], split["targets_before_limit"]) == (20, 60)
+    assert split["fingerprint"] != alone.results["split"]["fingerprint"]
+    assert split == run(config(tmp_path / "fresh", limit=20)).results["split"]
+
+
+def test_a_limited_run_of_another_split_is_not_reused(tmp_path):
+    """Only runs of the same whole split share a limited run's predictions, not one with another
+    --seed or --reference-size (the same sample id there can be another episode)."""
+    run(config(tmp_path, limit=7, seed=1))
+    run(config(tmp_path, limit=7, reference_size=2))
+    later = ({}, {"seed": 2, "limit": 7}, {"seed": 1}, {"reference_size": 2})
+    assert [run(config(tmp_path, **kw)).resumed for kw in later] == [0, 0, 7, 7]
+
+
 def test_rerun_reuses_store_and_gives_identical_metrics(tmp_path):
     first = run(config(tmp_path))
     second = run(config(tmp_path))
