@@ -475,6 +475,7 @@ def test_retry_after_readings():
     assert _retry_after({"Retry-After": "7"}) == 7.0
     assert _retry_after({"Retry-After": "Sun, 06 Nov 1994 08:49:37 GMT"}) == 0.0  # already past
     assert _retry_after({"Retry-After": "soon"}) is None and _retry_after({}) is None
+    assert _retry_after({"Retry-After": "Mon, 01 Jan 99999999999 00:00:00 GMT"}) is None  # no datetime holds that year
 
 
 def test_a_broken_json_answer_is_retried_and_content_parts_are_joined(server):

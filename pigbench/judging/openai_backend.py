@@ -308,7 +308,7 @@ def _retry_after(headers: Any) -> Optional[float]:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year no datetime holds
         return None
     if when.tzinfo is None:  # an HTTP date is always GMT
         when = when.replace(tzinfo=datetime.timezone.utc)
