@@ -265,9 +265,10 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         if calibrating:  # sets the model up (once) to score the held-out users
             calibrate_on_held_out_users(evaluator, split, config, log)
         # setup() downloads a hub model not cached yet: set up first, so that the key stamps the commit
-        # downloaded, as the next run's key will (else that run would predict every sample again)
+        # downloaded, as the next run's key will (else that run would predict every sample again); on
+        # every rank when any rank lacks it (hosts with their own caches), so that all ranks stamp a commit
         is_set_up = calibrating
-        if not is_set_up and world.broadcast(bool(uncached_hub_ids(evaluator.model_sources()))):
+        if not is_set_up and any(world.all_gather(bool(uncached_hub_ids(evaluator.model_sources())))):
             with world.together(RunAborted):
                 set_up(evaluator, config.evaluator)
             is_set_up = True
