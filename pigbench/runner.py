@@ -459,9 +459,9 @@ def _check_output(evaluator: Evaluator, episodes: Sequence[Episode], preds: Sequ
     for e, p in zip(episodes, preds):
         if not isinstance(p, Prediction) or p.sample_id != e.sample_id or not isinstance(p.label, Label):
             raise RuntimeError(f"{evaluator.name}.predict returned {p!r} for sample {e.sample_id!r} (wrong order or type)")
-        if p.error and p.label != Label.INVALID:  # failed, yet it would be scored as an answer
+        if p.error is not None and p.label != Label.INVALID:  # failed (the store's rule, "" too), yet it would be scored
             raise RuntimeError(f"{evaluator.name}.predict returned label {p.label.value} with an error for sample "
-                               f"{e.sample_id!r}: {p.error}")
+                               f"{e.sample_id!r}: {p.error!r}")
         try:  # the store keeps strict JSON: a value that is not (a numpy float, a tensor, NaN) fails only this sample
             json.dumps(p.to_json(), allow_nan=False)
         except (TypeError, ValueError) as exc:

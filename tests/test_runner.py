@@ -576,7 +576,8 @@ def test_a_batch_that_raises_or_comes_back_out_of_order_is_predicted_one_episode
 @pytest.mark.parametrize("bad, reason", [
     ({"score_a": np.float32(0.5)}, "that is not JSON"),  # the store's json.dumps raised: the run died with a traceback
     ({"score_a": float("nan")}, "that is not JSON"),  # written as NaN, which no strict JSON reader takes
-    ({"error": "CUDA out of memory"}, "returned label [AB] with an error for sample .*: CUDA out of memory"),
+    ({"error": "CUDA out of memory"}, "returned label [AB] with an error for sample .*: 'CUDA out of memory'"),
+    ({"error": ""}, "returned label [AB] with an error for sample .*: ''"),  # the store counts it failed all the same
 ])
 def test_a_prediction_that_is_not_json_fails_only_its_sample(tmp_path, monkeypatch, bad, reason):
     """A plug-in's prediction the store cannot keep as strict JSON, or one that failed (an error)
