@@ -130,7 +130,8 @@ def check_device(device: str) -> None:
         if dev.index is not None and dev.index >= count:
             raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     elif dev.type in ("mps", "xpu"):
-        if not getattr(torch, dev.type).is_available():
+        # torch.backends.mps: torch.mps has no is_available before recent torch releases (pyproject allows 2.6)
+        if not (torch.backends.mps if dev.type == "mps" else torch.xpu).is_available():
             raise ValueError(f"--device {device}: torch {torch.__version__} has no {dev.type} device on this machine; "
                              "use --device cpu")
     elif dev.type != "cpu":  # meta, xla, ...: no evaluator computes scores there
