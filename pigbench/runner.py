@@ -130,7 +130,8 @@ def check_device(device: str) -> None:
         if dev.index is not None and dev.index >= count:
             raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     elif dev.type in ("mps", "xpu"):
-        if not getattr(torch, dev.type).is_available():
+        # torch.backends.mps: torch.mps has no is_available before recent torch releases (pyproject allows 2.6)
+        if not (torch.backends.mps if dev.type == "mps" else torch.xpu).is_available():
             raise ValueError(f"--device {device}: torch {torch.__version__} has no {dev.type} device on this machine; "
                              "use --device cpu")
     elif dev.type != "cpu":  # meta, xla, ...: no evaluator computes scores there
@@ -265,9 +266,10 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         if calibrating:  # sets the model up (once) to score the held-out users
             calibrate_on_held_out_users(evaluator, split, config, log)
         # setup() downloads a hub model not cached yet: set up first, so that the key stamps the commit
-        # downloaded, as the next run's key will (else that run would predict every sample again)
+        # downloaded, as the next run's key will (else that run would predict every sample again); on
+        # every rank when any rank lacks it (hosts with their own caches), so that all ranks stamp a commit
         is_set_up = calibrating
-        if not is_set_up and world.broadcast(bool(uncached_hub_ids(evaluator.model_sources()))):
+        if not is_set_up and any(world.all_gather(bool(uncached_hub_ids(evaluator.model_sources())))):
             with world.together(RunAborted):
                 set_up(evaluator, config.evaluator)
             is_set_up = True
@@ -458,9 +460,9 @@ def _check_output(evaluator: Evaluator, episodes: Sequence[Episode], preds: Sequ
     for e, p in zip(episodes, preds):
         if not isinstance(p, Prediction) or p.sample_id != e.sample_id or not isinstance(p.label, Label):
             raise RuntimeError(f"{evaluator.name}.predict returned {p!r} for sample {e.sample_id!r} (wrong order or type)")
-        if p.error and p.label != Label.INVALID:  # failed, yet it would be scored as an answer
+        if p.error is not None and p.label != Label.INVALID:  # failed (the store's rule, "" too), yet it would be scored
             raise RuntimeError(f"{evaluator.name}.predict returned label {p.label.value} with an error for sample "
-                               f"{e.sample_id!r}: {p.error}")
+                               f"{e.sample_id!r}: {p.error!r}")
         try:  # the store keeps strict JSON: a value that is not (a numpy float, a tensor, NaN) fails only this sample
             json.dumps(p.to_json(), allow_nan=False)
         except (TypeError, ValueError) as exc:

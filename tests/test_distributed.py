@@ -85,6 +85,8 @@ class Peers(World):
 
     def all_gather(self, obj):
         self.sent.append(obj)
+        if isinstance(obj, bool):  # the runner's "hub model not cached here?": the others have it cached
+            return [obj, *(False for _ in self.peers)]
         return [obj, *self.peers]
 
     def broadcast(self, obj):
@@ -130,6 +132,42 @@ def test_ranks_that_disagree_on_the_run_are_one_line_from_the_cli(tmp_path, monk
     err = capsys.readouterr().err
     assert err.startswith("error: ranks disagree on the run") and "rank 1: ('other-key', 0)" in err
     assert len(err.splitlines()) == 1
+
+
+def test_every_rank_sets_up_before_the_key_when_another_host_lacks_the_hub_model(tmp_path, monkeypatch):
+    """Only rank 0's cache decided: a host whose cache lacked the model made its key without a commit
+    (then downloaded it), rank 0's key had the commit, and the run stopped as 'ranks disagree'."""
+    import contextlib
+
+    from pigbench.registry import evaluators
+    from toy import ToyBrightness
+
+    class UncachedPeer(World):  # rank 0 of 2; rank 1 answers as rank 0 does, but lacks the hub model
+        def all_gather(self, obj):
+            return [obj, True if isinstance(obj, bool) else obj]
+
+        def broadcast(self, obj):
+            return obj  # rank 0's
+
+    hub = tmp_path / "hub"
+    (hub / "models--someorg--toy-model" / "snapshots" / ("a" * 40)).mkdir(parents=True)  # cached on this host
+    (hub / "models--someorg--toy-model" / "refs").mkdir()
+    (hub / "models--someorg--toy-model" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    calls, set_up_at_key = [], []
+    evaluators.register("toy-cached-hub-model")(type("CachedHubToy", (ToyBrightness,), {
+        "setup": lambda self: calls.append(self), "model_sources": lambda self: ["someorg/toy-model"]}))
+
+    def key(*args):
+        set_up_at_key.append(len(calls))
+        raise KeyError("stop at the key")
+
+    monkeypatch.setattr("pigbench.runner.launched_world", lambda: contextlib.nullcontext(UncachedPeer(0, 2, 0)))
+    monkeypatch.setattr("pigbench.runner.run_key", key)
+    with pytest.raises(KeyError, match="stop at the key"):
+        run(RunConfig(evaluator="toy-cached-hub-model", dataset="toy", output=str(tmp_path / "results"),
+                      cache_dir=str(tmp_path / "cache"), progress=False))
+    assert set_up_at_key == [1]  # set up (as rank 1 does, downloading) before the key, once
 
 
 # sharding ------------------------------------------------------------------------------------------

@@ -576,7 +576,8 @@ def test_a_batch_that_raises_or_comes_back_out_of_order_is_predicted_one_episode
 @pytest.mark.parametrize("bad, reason", [
     ({"score_a": np.float32(0.5)}, "that is not JSON"),  # the store's json.dumps raised: the run died with a traceback
     ({"score_a": float("nan")}, "that is not JSON"),  # written as NaN, which no strict JSON reader takes
-    ({"error": "CUDA out of memory"}, "returned label [AB] with an error for sample .*: CUDA out of memory"),
+    ({"error": "CUDA out of memory"}, "returned label [AB] with an error for sample .*: 'CUDA out of memory'"),
+    ({"error": ""}, "returned label [AB] with an error for sample .*: ''"),  # the store counts it failed all the same
 ])
 def test_a_prediction_that_is_not_json_fails_only_its_sample(tmp_path, monkeypatch, bad, reason):
     """A plug-in's prediction the store cannot keep as strict JSON, or one that failed (an error)
@@ -686,9 +687,21 @@ def test_a_device_torch_does_not_know_or_this_machine_lacks_is_refused():
 def test_a_device_type_without_a_backend_here_is_refused_before_any_model_loads():
     """--device mps on a machine without MPS, or meta, passed and failed with a traceback as the model loaded."""
     torch = pytest.importorskip("torch")
-    if not torch.mps.is_available():
+    if not torch.backends.mps.is_available():
         with pytest.raises(ValueError, match="^--device mps: torch .* has no mps device on this machine; use --device cpu$"):
             check_device("mps")
+
+
+def test_mps_is_checked_with_the_api_every_supported_torch_has(monkeypatch):
+    """torch.mps.is_available came only in recent torch releases: on an older torch (2.6 is
+    supported) --device mps, valid or not, ended in an AttributeError traceback."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.delattr(torch.mps, "is_available", raising=False)  # as on an older torch
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    check_device("mps")  # this machine has MPS, torch.backends.mps says
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="^--device mps: torch .* has no mps device on this machine"):
+        check_device("mps")
     with pytest.raises(ValueError, match="^--device meta: pigbench runs on cpu, cuda, mps or xpu devices, not meta$"):
         check_device("meta")
     check_device("cpu:0")
