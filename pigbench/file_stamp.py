@@ -58,15 +58,16 @@ def uncached_hub_ids(sources: Iterable[str]) -> list[str]:
     return sorted({s for s in sources if s and is_hub_id(s) and hub_commit(s) is None})
 
 
-def local_files_stamp(sources: Iterable[str]) -> str:
+def local_files_stamp(sources: Iterable[str], read_local: bool = True) -> str:
     """Digest of the sources, with (file, size, mtime) for every file of each one that names an
     existing local file or folder (``~`` expanded), and the commit of each hub id with a cached
-    snapshot (:func:`hub_commit`); hub ids not cached, served model names and other strings count
-    by their text. ``""`` for no sources."""
+    snapshot (:func:`hub_commit`); hub ids not cached and other strings count by their text, as
+    every source does with ``read_local`` False (model names a server resolves, whatever this
+    machine holds under the same name). ``""`` for no sources."""
     entries: list[tuple[str, str, int, int]] = []
     commits: list[tuple[str, str]] = []
     unique = sorted({s for s in sources if s})
-    for source in unique:
+    for source in unique if read_local else ():
         if commit := hub_commit(source):
             commits.append((source, commit))
             continue

@@ -221,13 +221,19 @@ def run_key(evaluator: Evaluator, split: SplitResult, swap: bool, dataset_option
     at the same path, or a new hub commit in the cache, is predicted again)."""
     whole, whole_fp = (split.episodes, split.fingerprint) if split.uncut is None else (split.uncut, split.uncut_fingerprint)
     key = f"{evaluator.name}__{evaluator.config_hash}__{whole_fp}__in{_inputs_digest(whole)}"
-    if stamp := local_files_stamp(evaluator.model_sources()):
+    if stamp := local_files_stamp(evaluator.model_sources(), read_local=not served(evaluator)):
         key += "__src" + stamp
     if getattr(evaluator.config, "dtype", None) == "auto":
         key += "__auto-" + evaluator.runtime.device.split(":")[0]
     if dataset_options:
         key += "__opt" + _options_digest(dataset_options)
     return key + ("__swap" if swap else "")
+
+
+def served(evaluator: Evaluator) -> bool:
+    """Whether the evaluator's models run on a server (``backend=openai``: judges, PIGReward), so
+    its model names are the server's to resolve, not local files or cached hub snapshots."""
+    return getattr(evaluator.config, "backend", None) == "openai"
 
 
 def _inputs_digest(episodes: Sequence[Episode]) -> str:
@@ -269,7 +275,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         # downloaded, as the next run's key will (else that run would predict every sample again); on
         # every rank when any rank lacks it (hosts with their own caches), so that all ranks stamp a commit
         is_set_up = calibrating
-        if not is_set_up and any(world.all_gather(bool(uncached_hub_ids(evaluator.model_sources())))):
+        to_download = [] if served(evaluator) else uncached_hub_ids(evaluator.model_sources())
+        if not is_set_up and any(world.all_gather(bool(to_download))):
             with world.together(RunAborted):
                 set_up(evaluator, config.evaluator)
             is_set_up = True

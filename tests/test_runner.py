@@ -328,6 +328,27 @@ def test_a_new_hub_commit_in_the_cache_changes_the_run_key(tmp_path, monkeypatch
     assert key(model_path="org/model") == local
 
 
+def test_a_served_models_name_is_not_stamped_from_this_machines_hub_cache(tmp_path, monkeypatch):
+    """With backend=openai the model is the server's: downloading a model of the same name into the
+    local cache changed the key and threw away the served run's predictions. A local judge stamps it."""
+    from pigbench.evaluator import Runtime
+    from pigbench.registry import evaluators
+    from pigbench.runner import load_split, run_key
+
+    _, split = load_split(config(tmp_path))
+    cls = evaluators.get("qwen2-vl-judge")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def key(backend):
+        ev = cls(cls.Config(backend=backend, model_path="Qwen/Qwen2-VL-7B-Instruct"), Runtime(device="cpu"))
+        ev.name = "qwen2-vl-judge"
+        return run_key(ev, split, False, {})
+
+    before = key("openai"), key("local")
+    cache_snapshot(tmp_path / "hub", "Qwen/Qwen2-VL-7B-Instruct", "a" * 40)
+    assert key("openai") == before[0] and key("local") != before[1]
+
+
 def test_a_run_that_downloads_a_hub_model_is_resumed_by_the_next_run_until_a_new_commit(tmp_path, monkeypatch):
     """The key was computed before setup() downloaded the model: the next run, whose key stamps the
     cached commit, predicted everything again. Now the first run sets up before its key."""
