@@ -65,11 +65,15 @@ class PredictionStore:
         self._file_id = self._current_file_id()
 
     def _current_file_id(self) -> tuple[int, int] | None:
-        """(device, inode) of the file at ``path``; None when there is none."""
+        """(device, inode) of the file at ``path``; None when there is none. StoreError when it cannot
+        be checked (permissions changed, a stale network file handle)."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot check the prediction store ({exc}); the batches committed so far "
+                             "are kept: restore access to it and run the same command again") from None
         return st.st_dev, st.st_ino
 
     def done_ids(self) -> set[str]:

@@ -903,6 +903,33 @@ def test_a_store_deleted_mid_run_stops_the_run_in_one_line(tmp_path, monkeypatch
     assert out.resumed == 0 and validate_results(out.results_path) == []
 
 
+def test_a_store_that_cannot_be_checked_mid_run_stops_the_run_in_one_line(tmp_path, monkeypatch):
+    """The per-batch check that the store file is still there caught only FileNotFoundError: a stale
+    network file handle or a permission change gave an OSError traceback."""
+    import errno
+
+    from pigbench.store import PredictionStore, StoreError
+
+    real_stat, real_add, batches = Path.stat, PredictionStore.add, []
+
+    def stat(self, *args, **kwargs):
+        if len(batches) >= 3 and self.suffix == ".sqlite":  # from the third batch on
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return real_stat(self, *args, **kwargs)
+
+    def add(self, preds):
+        batches.append(len(preds))
+        real_add(self, preds)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    monkeypatch.setattr(PredictionStore, "add", add)
+    with pytest.raises(StoreError, match=r"\.sqlite: cannot check the prediction store \(.*Stale file handle\); the "
+                                         r"batches committed so far are kept"):
+        run(config(tmp_path))
+    monkeypatch.undo()
+    assert run(config(tmp_path)).resumed == sum(batches[:2])  # the two batches committed before are kept
+
+
 def test_a_read_only_store_says_to_make_it_writable_not_to_delete_it(tmp_path):
     """A store SQLite cannot write to (a file of another user, mode 444) was to be deleted, its
     finished predictions with it."""
