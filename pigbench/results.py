@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -322,9 +323,38 @@ def validate_results(path: str | Path) -> list[str]:
     return loaded_results_problems(path, results, rows)
 
 
+def error_reason(error: str) -> str:
+    """The key errors are counted under: their first line, truncated."""
+    return error.splitlines()[0][:200] if error else ""
+
+
+def failure_summary(rows: list[dict]) -> dict[str, Any]:
+    """The results' ``failures``: predictions with an error (failed, as the store counts them), by reason."""
+    reasons = Counter(error_reason(r["prediction"]["error"]) for r in rows if r["prediction"].get("error") is not None)
+    return {"count": sum(reasons.values()), "reasons": dict(reasons)}
+
+
+def answer_quality(rows: list[dict]) -> dict[str, Any]:
+    """The results' ``answer_quality``: generative answers that parsed badly: unparseable (INVALID
+    without an error, by reason), format violations, and totals contradicting the answer
+    (PIGReward's checks)."""
+    unparseable: Counter[str] = Counter()
+    violations = contradictions = 0
+    for row in rows:
+        extra = row["prediction"].get("extra") or {}
+        for reason in (extra.get("invalid_reason"), (extra.get("swap") or {}).get("other_invalid_reason")):
+            if reason:  # a swap run's two answers count apart
+                unparseable[error_reason(str(reason))] += 1
+        violations += bool(extra.get("format_violations"))
+        contradictions += bool(extra.get("contradicts_totals"))
+    return {"unparseable": sum(unparseable.values()), "unparseable_reasons": dict(unparseable),
+            "format_violations": violations, "contradicts_totals": contradictions}
+
+
 def loaded_results_problems(path: str | Path, results: dict[str, Any], rows: list[dict]) -> list[str]:
     """:func:`validate_results` of what :func:`load_results` returned for ``path`` (checked without
-    reading the files again): duplicate ids, counts (targets, users), and metrics recomputed from ``rows``."""
+    reading the files again): duplicate ids, counts (targets, users), failures and answer quality
+    recounted, and metrics recomputed from ``rows``."""
     problems = []
     ids = [r["sample_id"] for r in rows]
     if len(set(ids)) != len(ids):
@@ -334,6 +364,9 @@ def loaded_results_problems(path: str | Path, results: dict[str, Any], rows: lis
     users = len({r["user_id"] for r in rows})
     if results["split"]["users"] != users:
         problems.append(f"{path}: split users {results['split']['users']} differs from the {users} users of the predictions")
+    for name, recount in (("failures", failure_summary(rows)), ("answer_quality", answer_quality(rows))):
+        if name in results and results[name] != recount:
+            problems.append(f"{path}: {name} {results[name]!r} differs from the predictions' {recount!r}")
     if not rows:
         return problems + [f"{path}: no predictions"]
     boot = results["metrics"]["bootstrap"]  # integers by the schema, though JSON may spell them 1000.0

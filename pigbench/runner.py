@@ -42,7 +42,7 @@ from pigbench.file_stamp import damaged_safetensors, local_files_stamp, uncached
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, Label, Prediction, combine_swapped
 from pigbench.registry import adapters, evaluators
-from pigbench.results import judged_from_rows, prediction_rows, write_results
+from pigbench.results import answer_quality, error_reason, failure_summary, judged_from_rows, prediction_rows, write_results
 from pigbench.splits import SplitResult
 from pigbench.store import PredictionStore
 
@@ -390,7 +390,7 @@ def _predict_all(
         for batch, preds in predict_batches(evaluator, todo, config.batch_size, config.swap, log):
             store.add(preds)
             attempted += len(batch)
-            failures.update(_reason(p.error) for p in preds if p.error)
+            failures.update(error_reason(p.error) for p in preds if p.error is not None)
             bar.update(len(batch))
             check_budget(final=False)
     finally:
@@ -520,11 +520,6 @@ def _predict_swapped(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Pre
     return out
 
 
-def _reason(error: str) -> str:
-    """The key errors are counted under: their first line, truncated."""
-    return error.splitlines()[0][:200]
-
-
 def _variant_suffix(config: RunConfig, evaluator: Evaluator) -> str:
     """The results file suffix: ``config.variant``, else the settings that make this run differ from
     the default one. The config counts by its hash, so fields left out of it (a judge's server
@@ -557,7 +552,6 @@ def _results_dict(
     metrics: dict[str, Any], rows: list[dict], resumed: int, wall: float, world_size: int,
 ) -> dict[str, Any]:
     summary = split.summary()
-    failures = Counter(_reason(r["prediction"]["error"]) for r in rows if r["prediction"].get("error"))
     provenance = _json_provenance(evaluator)
     return {
         "schema_version": "1.0",
@@ -589,8 +583,8 @@ def _results_dict(
             "skip_examples": summary["skip_examples"],
         },
         "metrics": metrics,
-        "failures": {"count": sum(failures.values()), "reasons": dict(failures)},
-        "answer_quality": _answer_quality(rows),
+        "failures": failure_summary(rows),
+        "answer_quality": answer_quality(rows),
         "provenance": {
             "pigbench_version": pigbench.__version__,
             **_git_state(),
@@ -619,22 +613,6 @@ def _json_provenance(evaluator: Evaluator) -> dict[str, Any]:
                          f"booleans, lists, dicts; str() a dtype or a path): {exc}. The predictions are saved: "
                          "fix it and rerun the same command") from None
     return provenance
-
-
-def _answer_quality(rows: list[dict]) -> dict[str, Any]:
-    """Counts of generative answers that parsed badly: unparseable (INVALID without an error, by
-    reason), format violations, and totals contradicting the answer (PIGReward's checks)."""
-    unparseable: Counter[str] = Counter()
-    violations = contradictions = 0
-    for row in rows:
-        extra = row["prediction"].get("extra") or {}
-        for reason in (extra.get("invalid_reason"), (extra.get("swap") or {}).get("other_invalid_reason")):
-            if reason:  # a swap run's two answers count apart
-                unparseable[_reason(str(reason))] += 1
-        violations += bool(extra.get("format_violations"))
-        contradictions += bool(extra.get("contradicts_totals"))
-    return {"unparseable": sum(unparseable.values()), "unparseable_reasons": dict(unparseable),
-            "format_violations": violations, "contradicts_totals": contradictions}
 
 
 def _command() -> str:

@@ -490,7 +490,8 @@ def test_swap_shows_the_order_that_answered_and_averages_both_orders_scores():
     but counted; the dimensions of the second order are mapped back."""
     from pigbench.evaluator import Evaluator
     from pigbench.protocol import Dimension, Episode, ImageRef, Label, Prediction, Target
-    from pigbench.runner import _answer_quality, _predict_swapped
+    from pigbench.results import answer_quality
+    from pigbench.runner import _predict_swapped
 
     class FirstImageJudge(Evaluator):
         def predict(self, episodes):
@@ -513,7 +514,7 @@ def test_swap_shows_the_order_that_answered_and_averages_both_orders_scores():
     # the first order did not parse: the second's answer (y first, y wins) is shown mapped back to B
     assert rescued.label == Label.B and (rescued.score_a, rescued.score_b) == (0.2, 0.8) and rescued.raw_text == "y wins"
     assert rescued.dimensions == [Dimension("warmth", "", 2.0, 8.0)] and "invalid_reason" not in rescued.extra
-    quality = _answer_quality([{"prediction": p.to_json()} for p in (biased, rescued)])
+    quality = answer_quality([{"prediction": p.to_json()} for p in (biased, rescued)])
     assert quality["unparseable"] == 1 and quality["unparseable_reasons"] == {"no answer": 1}
 
 
@@ -640,6 +641,13 @@ def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     data["metrics"]["per_user"][0]["acc_wo_tie"] += 1.0  # the leaderboard's per-user breakdown
     path.write_text(json.dumps(data))
     assert any("'per_user'" in p for p in validate_results(path))
+    for name, tampered in (("failures", {"count": 2, "reasons": {"OSError: x": 2}}), ("answer_quality", {"unparseable": 3})):
+        out = run(config(tmp_path))  # the site shows both; nothing recounted them
+        data = json.loads(path.read_text())
+        assert validate_results(path) == []
+        data[name] = tampered
+        path.write_text(json.dumps(data))
+        assert any(p.startswith(f"{path}: {name} ") and "differs from the predictions'" in p for p in validate_results(path))
     out = run(config(tmp_path))
     jsonl = path.with_name(path.stem + ".predictions.jsonl")
     jsonl.write_text(jsonl.read_text().replace('"label": "A"', '"label": "B"', 1))
