@@ -134,6 +134,10 @@ def check_device(device: str) -> None:
         if not (torch.backends.mps if dev.type == "mps" else torch.xpu).is_available():
             raise ValueError(f"--device {device}: torch {torch.__version__} has no {dev.type} device on this machine; "
                              "use --device cpu")
+        count = 1 if dev.type == "mps" else torch.xpu.device_count()  # a Mac has one MPS device
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"--device {device}: this machine has {count} {dev.type} device(s), "
+                             f"{dev.type}:0 to {dev.type}:{count - 1}")
     elif dev.type != "cpu":  # meta, xla, ...: no evaluator computes scores there
         raise ValueError(f"--device {device}: pigbench runs on cpu, cuda, mps or xpu devices, not {dev.type}")
 

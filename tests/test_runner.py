@@ -728,6 +728,9 @@ def test_mps_is_checked_with_the_api_every_supported_torch_has(monkeypatch):
     monkeypatch.delattr(torch.mps, "is_available", raising=False)  # as on an older torch
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     check_device("mps")  # this machine has MPS, torch.backends.mps says
+    check_device("mps:0")
+    with pytest.raises(ValueError, match=r"^--device mps:1: this machine has 1 mps device\(s\), mps:0 to mps:0$"):
+        check_device("mps:1")  # was accepted, and failed as the model moved there
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ValueError, match="^--device mps: torch .* has no mps device on this machine"):
         check_device("mps")
