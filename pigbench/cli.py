@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
-from typing import Callable, Optional, Sequence
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, its docstring's first line)
     "run": ("pigbench.run", "Run an evaluator on a dataset: split, predict (resumably), score, write the results file."),
@@ -65,10 +68,46 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return quiet_on_closed_stdout(lambda: int(args._main(args) or 0))
-    except KeyboardInterrupt:  # Ctrl-C where the command has no message of its own (run and sweep have)
+        with sigterm_as_interrupt():
+            return quiet_on_closed_stdout(lambda: int(args._main(args) or 0))
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM where the command has no message of its own (run and sweep have)
         print(f"pigbench {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_status(exc)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, ``timeout``, ``kill``) in a command: handled as Ctrl-C is."""
+
+
+def interrupted_status(exc: KeyboardInterrupt) -> int:
+    """The exit status of an interrupted command: 143 (128 + SIGTERM) for SIGTERM, 130 for Ctrl-C."""
+    return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in this process's main thread, so the
+    command stops as on Ctrl-C (its finally blocks run, it prints its message); the previous
+    handler comes back on leaving. A process forked meanwhile (a decode worker, a hashing process)
+    inherits the handler: there it restores the default action and re-raises, so the child dies by
+    SIGTERM as before. Installs nothing outside the main thread (only it may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    installer = os.getpid()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if os.getpid() != installer:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+            return
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def quiet_on_closed_stdout(command: Callable[[], int]) -> int:

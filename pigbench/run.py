@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pigbench.cli import quiet_on_closed_stdout
+from pigbench.cli import interrupted_status, quiet_on_closed_stdout, sigterm_as_interrupt
 from pigbench.distributed import World
 from pigbench.evaluator import RequirementError
 from pigbench.adapter import DatasetError
@@ -87,9 +87,9 @@ def main(args: argparse.Namespace) -> int:
     except RunAborted as exc:
         print(f"run aborted: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:  # Ctrl-C: the store holds every committed batch
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM in a command: the store holds every committed batch
         print(INTERRUPTED, file=sys.stderr)
-        return 130
+        return interrupted_status(exc)
     if not World.from_env().is_main:  # under torchrun every rank returns the same outcome; rank 0 prints it
         return 0
     print(format_metrics_table(outcome.results))
@@ -101,7 +101,8 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pigbench.run", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    return quiet_on_closed_stdout(lambda: main(args))
+    with sigterm_as_interrupt():
+        return quiet_on_closed_stdout(lambda: main(args))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sys
 from typing import Callable
 
 from pigbench.adapter import DatasetError
+from pigbench.cli import interrupted_status
 from pigbench.distributed import World, launched_world
 from pigbench.evaluator import RequirementError
 from pigbench.registry import RegistryError
@@ -92,9 +93,9 @@ def main(args: argparse.Namespace) -> int:
     except (RequirementError, RegistryError, ValueError) as exc:  # ValueError: a setting RunConfig refuses
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: as pigbench run, each size's store holds its committed batches
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: as pigbench run, each size's store holds its committed batches
         print(INTERRUPTED, file=sys.stderr)
-        return 130
+        return interrupted_status(exc)
     if World.from_env().is_main:  # every rank has the same outcomes; rank 0 prints them
         print(format_summary(outcomes))
     return 0 if all(not isinstance(o, str) for o in outcomes.values()) else 1

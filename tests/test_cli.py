@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -49,6 +53,47 @@ def test_ctrl_c_in_any_command_exits_130_in_one_line(monkeypatch, capsys):
     monkeypatch.setattr(validate, "main", interrupted)
     assert main(["validate", "some.json"]) == 130
     assert capsys.readouterr().err == "pigbench validate: interrupted\n"
+
+
+def test_sigterm_in_any_command_exits_143_in_one_line_and_restores_the_handler(monkeypatch, capsys):
+    """SIGTERM (a scheduler's time limit) is Ctrl-C's message with status 128 + 15; outside the command
+    (pigbench used as a library) the process's own handler is back."""
+    from pigbench import validate
+    from pigbench.cli import main
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts the sleep
+        return 0
+
+    def ignored(signum, frame):  # this test process's own handler: SIGTERM must not end pytest
+        pass
+
+    monkeypatch.setattr(validate, "main", terminated)
+    previous = signal.signal(signal.SIGTERM, ignored)
+    try:
+        assert main(["validate", "some.json"]) == 143
+        assert signal.getsignal(signal.SIGTERM) is ignored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err == "pigbench validate: interrupted\n"
+
+
+def _terminate_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+
+
+def test_a_process_forked_under_the_sigterm_handler_dies_by_sigterm_without_raising():
+    """Decode workers and hashing processes forked by a command inherit its handler: SIGTERM must
+    kill them as before (exit -15), not raise in them (that would be exit 1 and a traceback)."""
+    from pigbench.cli import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        child = multiprocessing.get_context("fork").Process(target=_terminate_self)
+        child.start()
+        child.join(timeout=60)
+    assert child.exitcode == -signal.SIGTERM
 
 
 def test_a_tie_threshold_for_a_judge_answering_in_text_is_a_one_line_error(tmp_path, capsys):
