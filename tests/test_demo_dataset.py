@@ -1,5 +1,8 @@
 """The embedded ``demo`` dataset: deterministic, lazily rendered, with the promised shape."""
 
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -158,3 +161,15 @@ def test_ranks_follow_the_hidden_taste_and_noise_only_perturbs_them(monkeypatch)
                     total += 1
                     agree += utility[i] > utility[j]
     assert 0.9 < agree / total < 0.99  # 0.953 on the default demo
+
+
+def test_records_hashes_and_pixels_are_the_same_in_every_process():
+    """Nothing depends on Python's per-process string hashing: two interpreters with different
+    PYTHONHASHSEED build the same records, image hashes and pixels."""
+    code = ("import hashlib, numpy as np; from pigbench.registry import adapters; "
+            "rs = list(adapters.get('demo')(options={'users': '2'}).records()); "
+            "print([(r.record_id, r.ranks, [i.content_hash for i in r.images]) for r in rs]); "
+            "print(hashlib.sha256(np.asarray(rs[0].images[0].open()).tobytes()).hexdigest())")
+    outputs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert outputs[0] == outputs[1] and "user0001" in outputs[0]
