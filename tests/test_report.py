@@ -568,6 +568,7 @@ def test_ablation_rows_show_each_runs_rates_and_mark_the_best_of_every_accuracy(
     """The tie-rate and invalid-rate columns and the decisive-accuracy marks, recomputed from the predictions."""
     paths = [make_results(tmp_path, "scorer", accuracy=0.9), make_results(tmp_path, "scorer", variant="v2", accuracy=0.5)]
     (table,) = ablation_tables(collect(tmp_path))
+    assert table.columns == ["Settings", "N", "acc w/ tie", "acc w/o tie", "decisive acc", "tie rate", "invalid rate"]
     rows = table.groups[0][1]
     decisive = []
     for row, path in zip(rows, paths):
@@ -599,10 +600,12 @@ def test_similarity_table_shows_each_accuracys_own_ci_and_marks_the_best_rho(tmp
     paths = [make_results(tmp_path, name, kind="similarity", uses_references=True, accuracy=acc)
              for name, acc in (("alpha", 0.9), ("beta", 0.55))]
     table = similarity_table(collect(tmp_path))
+    assert table.columns == ["acc w/ tie", "acc w/o tie", "Spearman rho"]  # the order of the cells below
     rhos = []
     for row, path in zip(table.groups[0][1], paths):
         results = json.loads(path.read_text())
         preds = [json.loads(line) for line in path.with_name(path.stem + ".predictions.jsonl").read_text().splitlines()]
+        assert row.cells[0].ci_text() == "[{:.1f}, {:.1f}]".format(*results["metrics"]["acc_w_tie"]["micro_ci95"])
         assert row.cells[1].ci_text() == "[{:.1f}, {:.1f}]".format(*results["metrics"]["acc_wo_tie"]["micro_ci95"])
         rhos.append(spearmanr([p["prediction"]["score_a"] - p["prediction"]["score_b"] for p in preds],
                               [{"A": 1, "TIE": 0, "B": -1}[p["gold"]] for p in preds]).statistic)
