@@ -3,7 +3,8 @@
     pigbench data info NAME [--path P] [--dataset-option K=V ...] [--reference-size K] [--seed S] [--json]
 
 Builds the split exactly as a run would (same adapter, options, reference size and seed), so the
-fingerprint printed here is the one a results file will carry. For Pick-a-Pic,
+fingerprint printed here is the one a results file will carry, unless the run cut the split with
+--limit or held users out with --calibrate-tie-threshold (which change the fingerprint). For Pick-a-Pic,
 ``--dataset-option images=none`` builds it from the metadata alone, without reading images.
 """
 

@@ -28,3 +28,21 @@ def test_data_info_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["data", "info", "pigbenhc"]) == 2
     assert "did you mean 'pigbench'" in capsys.readouterr().err
+
+
+def test_data_info_text_counts_records_once_and_lists_each_skip_kind_with_examples(tmp_path, capsys):
+    """Target records (not pairs), reference records, the tie share of targets, and both skip lists."""
+    root = build(tmp_path / "d")
+    assert main(["data", "info", "pigbench", "--path", str(root), "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [
+        "users 1  targets 6  gold ties 1 (16.7%)",
+        "records: 1 target, 5 reference",
+        "reference-size histogram (size: users): 5: 1",
+        "skipped users:",
+        "         2  no target left after leakage checks  (e.g. user u2, user u4)",
+        "         1  fewer than 2 ranked sets  (e.g. user u3)",
+        "skipped records / target pairs:",
+        "         1  target prompt appears in the user's references  (e.g. p8)",
+        "         1  target image appears in the user's references  (e.g. p7)",
+    ]

@@ -568,6 +568,7 @@ def test_ablation_rows_show_each_runs_rates_and_mark_the_best_of_every_accuracy(
     """The tie-rate and invalid-rate columns and the decisive-accuracy marks, recomputed from the predictions."""
     paths = [make_results(tmp_path, "scorer", accuracy=0.9), make_results(tmp_path, "scorer", variant="v2", accuracy=0.5)]
     (table,) = ablation_tables(collect(tmp_path))
+    assert table.columns == ["Settings", "N", "acc w/ tie", "acc w/o tie", "decisive acc", "tie rate", "invalid rate"]
     rows = table.groups[0][1]
     decisive = []
     for row, path in zip(rows, paths):
@@ -599,10 +600,12 @@ def test_similarity_table_shows_each_accuracys_own_ci_and_marks_the_best_rho(tmp
     paths = [make_results(tmp_path, name, kind="similarity", uses_references=True, accuracy=acc)
              for name, acc in (("alpha", 0.9), ("beta", 0.55))]
     table = similarity_table(collect(tmp_path))
+    assert table.columns == ["acc w/ tie", "acc w/o tie", "Spearman rho"]  # the order of the cells below
     rhos = []
     for row, path in zip(table.groups[0][1], paths):
         results = json.loads(path.read_text())
         preds = [json.loads(line) for line in path.with_name(path.stem + ".predictions.jsonl").read_text().splitlines()]
+        assert row.cells[0].ci_text() == "[{:.1f}, {:.1f}]".format(*results["metrics"]["acc_w_tie"]["micro_ci95"])
         assert row.cells[1].ci_text() == "[{:.1f}, {:.1f}]".format(*results["metrics"]["acc_wo_tie"]["micro_ci95"])
         rhos.append(spearmanr([p["prediction"]["score_a"] - p["prediction"]["score_b"] for p in preds],
                               [{"A": 1, "TIE": 0, "B": -1}[p["gold"]] for p in preds]).statistic)
@@ -729,3 +732,27 @@ def test_similarity_figure_draws_each_metric_at_its_tick_with_its_own_ci(tmp_pat
             (segment,) = bar.lines[2][0].get_segments()
             assert (x, y) == (e.accuracy(metric), ticks[e.evaluator])
             assert [round(float(v), 9) for v in segment[:, 0]] == [round(v, 9) for v in e.ci(metric)]
+
+
+def test_index_shows_every_table_written_and_links_every_png_figure_written(tmp_path):
+    """report.md and report.html hold each table of every table file, and an image per PNG written."""
+    results = tmp_path / "results"
+    for dataset in ("alpha", "beta"):
+        for k in (1, 2):
+            make_results(results, "sweep", dataset=dataset, variant=f"k{k}", reference_size=k, users=3, per_user=4)
+    make_results(results, "sim", dataset="alpha", kind="similarity", uses_references=True, users=3, per_user=4)
+    make_results(results, "reasoner", dataset="alpha", kind="reasoning", users=3, per_user=4, dimensions=2)
+    summary = build_report(results, tmp_path / "report", "tfidf")
+    out = summary.out_dir
+    collection = collect(results)
+    tables = [main_table(collection), *ablation_tables(collection), similarity_table(collection)]
+    assert len(tables) == 4  # main, two ablations, similarity
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert md.startswith("# pigbench report\n\n6 results files admitted") and "<p>6 results files admitted" in page
+    for title in ("Main table", "Ablations", "Similarity metrics", "Figures", "Dimension analysis"):
+        assert f"\n## {title}\n" in md and f"<h2>{title}</h2>" in page
+    assert all(to_markdown(t) in md and to_html(t) in page for t in tables)
+    pngs = [f[len(FIGURES) + 1:] for f in summary.files if f.startswith(f"{FIGURES}/") and f.endswith(".png")]
+    assert len(pngs) == 5 and all((out / FIGURES / name).is_file() for name in pngs)
+    assert re.findall(r"!\[[^\]]*\]\(figures/([^)]*)\)", md) == pngs
+    assert re.findall(r'<img src="figures/([^"]*)"', page) == pngs
