@@ -87,6 +87,8 @@ class PIGBenchFormat(DatasetAdapter):
 
     def records(self) -> Iterator[PreferenceRecord]:
         check_options(self.name or "pigbench", self.options, self.OPTIONS)
+        self.skipped.clear()  # counts describe the latest load only
+        self.skip_examples.clear()
         root = resolve_root(what="PIGBench (docs/pigbench_format.md)", path=self.path, env_var=self.env_var,
                             repo_id=self.options.get("repo"))
         instances = self._instances(root)

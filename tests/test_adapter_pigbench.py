@@ -91,6 +91,8 @@ def test_bad_rankings_are_counted_skips(tmp_path):
     assert adapter.skipped == {"ranking of an unknown or unusable instance": 2, "ranks are not 4 integers >= 1": 1,
                                "duplicate ranking of an instance by the same user": 1,
                                "instance with a missing image file": 1}
+    assert len(list(adapter.records())) == sum(len(v) for v in RANKINGS.values())  # loaded again: counted once
+    assert sum(adapter.skipped.values()) == 5 and len(adapter.skip_examples["ranking of an unknown or unusable instance"]) == 2
 
 
 def test_corrupt_image_is_an_image_error_naming_the_file(root):
