@@ -806,24 +806,14 @@ def _start_and_wait_for_commits(tmp_path, n: int = 20) -> tuple[subprocess.Popen
     return proc, db
 
 
-def test_ctrl_c_keeps_the_committed_predictions_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_keeps_the_committed_predictions_and_says_how_to_resume(tmp_path, sig, status):
+    """Ctrl-C, or a scheduler's time limit (Slurm, ``timeout``) sending SIGTERM, which used to end
+    the run with -15 and no word: the committed predictions are kept and reused by the rerun."""
     proc, db = _start_and_wait_for_commits(tmp_path)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err, err
-    assert "interrupted: the predictions committed so far are kept; run the same command again to resume" in err
-    kept = sqlite3.connect(db).execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-    cmd, env = _cli(tmp_path, "--option", "sleep=0.05")
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0 and f"reused {kept})" in resumed.stdout, resumed.stderr
-
-
-def test_sigterm_ends_the_run_as_ctrl_c_does_with_status_143(tmp_path):
-    """A scheduler's time limit (Slurm, ``timeout``) sends SIGTERM: the run used to die with -15 and no word."""
-    proc, db = _start_and_wait_for_commits(tmp_path)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert proc.returncode == status and "Traceback" not in err, err
     assert "interrupted: the predictions committed so far are kept; run the same command again to resume" in err
     kept = sqlite3.connect(db).execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
     assert 20 <= kept < 200
