@@ -201,10 +201,11 @@ class LocalBackend(Backend):
         or spaced option must be one."""
         ids: dict[str, list[int]] = {}
         for opt in options:
-            if not any(len(self.tokenizer.encode(v, add_special_tokens=False)) == 1 for v in (opt, f" {opt}")):
+            single = {sp: enc[0] for sp in option_spellings(opt, marker)
+                      if len(enc := self.tokenizer.encode(sp, add_special_tokens=False)) == 1}
+            if opt not in single and f" {opt}" not in single:
                 raise ValueError(f"answer option {opt!r} is not a single token for this tokenizer")
-            variants = (self.tokenizer.encode(v, add_special_tokens=False) for v in option_spellings(opt, marker))
-            ids[opt] = sorted({v[0] for v in variants if len(v) == 1})
+            ids[opt] = sorted(set(single.values()))
         return ids
 
     def provenance(self) -> dict[str, Any]:
