@@ -15,7 +15,8 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
-from pigbench.evaluator import EvaluatorConfig, Need, ScalarConfig, ScalarEvaluator, ScoreRequest, require_packages
+from pigbench.evaluator import (EvaluatorConfig, Need, ScalarConfig, ScalarEvaluator, ScoreRequest, require_packages,
+                                resolve_local_or_hub)
 from pigbench.protocol import Episode, ImageRef, Prediction
 
 if TYPE_CHECKING:
@@ -85,6 +86,13 @@ class EmbeddingScorer(ScalarEvaluator):
     @classmethod
     def check_weights(cls, config: EvaluatorConfig) -> None:
         """Raise RequirementError if a weight is unavailable (no download). Plug-ins override."""
+
+    @classmethod
+    def check_model(cls, config: EvaluatorConfig, what: str) -> None:
+        """RequirementError unless :meth:`model_source` is a local copy or a hub id that can be had
+        now; the message names ``what``, ``--model-path``, :attr:`env_var` and ``default_model``'s
+        download command."""
+        resolve_local_or_hub(cls.model_source(config), cls.name or cls.__name__, cls.env_var, what, default=cls.default_model)
 
     def setup(self) -> None:
         if getattr(self, "_loaded", False):

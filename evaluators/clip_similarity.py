@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Hashable, Sequence
 
-from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
+from pigbench.evaluator import ScoreRequest
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, ReferenceSimilarity, exp_logit_scale
 from pigbench.protocol import Episode, ImageRef
 
@@ -29,8 +29,7 @@ class _CLIPBackbone(EmbeddingScorer):
 
     @classmethod
     def check_weights(cls, config: EmbeddingConfig) -> None:
-        resolve_local_or_hub(cls.model_source(config), cls.name or cls.__name__, cls.env_var, "the CLIP model",
-                             default=cls.default_model)
+        cls.check_model(config, "the CLIP model")
 
     def load(self) -> None:
         from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform

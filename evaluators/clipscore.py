@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
+from pigbench.evaluator import ScoreRequest
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, exp_logit_scale
 
 
@@ -57,8 +57,7 @@ class CLIPScore(EmbeddingScorer):
 
     @classmethod
     def check_weights(cls, config: CLIPScoreConfig) -> None:
-        resolve_local_or_hub(cls.model_source(config), cls.name or "clipscore", cls.env_var, "the CLIP model",
-                             default=cls.default_model)
+        cls.check_model(config, "the CLIP model")
 
     def load(self) -> None:
         from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform

@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-from pigbench.evaluator import resolve_local_or_hub
 from pigbench.evaluators._scorer import ReferenceSimilarity, SimilarityConfig
 
 
@@ -25,8 +24,7 @@ class DINOScore(ReferenceSimilarity):
 
     @classmethod
     def check_weights(cls, config: SimilarityConfig) -> None:
-        resolve_local_or_hub(cls.model_source(config), cls.name or "dinoscore", cls.env_var, "the DINOv2 model",
-                             default=cls.default_model)
+        cls.check_model(config, "the DINOv2 model")
 
     def load(self) -> None:
         from transformers import AutoModel

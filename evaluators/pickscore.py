@@ -48,7 +48,7 @@ class PickScore(EmbeddingScorer):
     @classmethod
     def check_weights(cls, config: PickScoreConfig) -> None:
         name = cls.name or "pickscore"
-        resolve_local_or_hub(cls.model_source(config), name, cls.env_var, "the PickScore model", default=cls.default_model)
+        cls.check_model(config, "the PickScore model")
         resolve_local_or_hub(cls.processor_source(config), name, PROCESSOR_ENV, "the CLIP-H processor",
                              flag="--option processor_path=", default=cls.default_processor)
 
