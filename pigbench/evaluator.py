@@ -272,7 +272,7 @@ class ScalarEvaluator(Evaluator):
 
     Subclasses implement :meth:`score`. Each distinct (image content, prompt, references) is
     scored once per batch of episodes and memoized for the evaluator's lifetime. An image that
-    fails to score gives a NaN score and therefore an INVALID prediction carrying the error.
+    fails to score, or gets a NaN or infinite score, gives an INVALID prediction carrying the reason.
     """
 
     kind: ClassVar[Kind] = "scalar"
@@ -311,8 +311,6 @@ class ScalarEvaluator(Evaluator):
             (sa, ea), (sb, eb) = self._memo[ka], self._memo[kb]
             err = ea or eb
             label = Label.INVALID if err else label_from_delta(sa - sb, tau)
-            if label == Label.INVALID and not err:
-                err = "score is NaN"
             out.append(Prediction(ep.sample_id, label, score_a=_finite(sa), score_b=_finite(sb), error=err))
         return out
 
@@ -338,8 +336,9 @@ class ScalarEvaluator(Evaluator):
             plural = "" if len(requests) == 1 else "s"
             raise RuntimeError(f"score() returned {len(scores)} scores for {len(requests)} request{plural}")
         self.scored_count += len(requests)
-        for k, s in zip(keys, scores):
-            self._memo[k] = (float(s), None)
+        for k, s in zip(keys, scores):  # an inf (fp16 overflow, say) would decide a pair yet be stored as no score
+            s = float(s)
+            self._memo[k] = (s, None if math.isfinite(s) else f"score is {s}, not a finite number")
 
 
 def _finite(x: float) -> Optional[float]:

@@ -136,6 +136,22 @@ def test_a_sample_without_a_score_does_not_stop_calibration():
     assert result.acc_w_tie == (75.0,) * 5 + (50.0,) * 6 and result.probability_threshold == 0.0
 
 
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_a_score_that_is_not_finite_is_invalid_in_the_run_as_in_calibration(bad):
+    """An infinite score decided the pair in the run (inf - 3 > 0: A) yet was stored as no score,
+    which calibration read as INVALID: the two disagreed. Both now say INVALID, with the reason."""
+    class _BadForX(_PromptLength):
+        def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+            return [bad if r.image.id == "x" else float(len(r.image.id)) for r in requests]
+
+    eps = [Episode("u", (), Target(f"s{a}", "p", ImageRef(a, a.encode()), ImageRef("bb", b"b"), Label.A)) for a in ("x", "aaa")]
+    first, second = _BadForX().predict([e.without_gold() for e in eps])
+    assert (first.label, first.score_a, first.score_b) == (Label.INVALID, None, 2.0)
+    assert first.error == f"score is {bad}, not a finite number" and second.label == Label.A and second.error is None
+    result = calibrate_tie_threshold(_BadForX(), eps)
+    assert result.acc_w_tie == (75.0,) * 5 + (50.0,) * 6
+
+
 def test_the_evaluators_calibration_scale_turns_cosines_into_logits():
     """Raw cosines differ by ~0.01: with the softmax at scale 1 every grid value above 0 ties them all."""
     def ep(a: str, b: str, gold: Label) -> Episode:
