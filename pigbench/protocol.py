@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -113,6 +114,21 @@ class ImageRef:
         if self.known_hash is None:
             self.remember_hash(hashlib.sha256(self.read_bytes()).hexdigest())
         return self.known_hash  # type: ignore[return-value]
+
+    def stamp(self) -> str:
+        """What tells this image's content apart without decoding it, cheaply: the known hash, else
+        the size of its file ("missing" if there is none), else the hash of its in-memory bytes;
+        "" for a loader without a known hash. An image file written again with other pixels almost
+        surely changes size; modification times are left out, as copies of a dataset differ in them."""
+        src = self.source
+        if self.known_hash is not None or isinstance(src, (bytes, bytearray)):
+            return self.content_hash
+        if isinstance(src, (str, Path)):
+            try:
+                return str(os.stat(src).st_size)
+            except OSError:
+                return "missing"
+        return ""
 
     def remember_hash(self, digest: str) -> None:
         """Cache ``digest`` as :attr:`content_hash`: the SHA-256 of :meth:`read_bytes`, computed

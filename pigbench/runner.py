@@ -40,7 +40,7 @@ from pigbench.distributed import RunStores, launched_world, shard
 from pigbench.evaluator import Evaluator, RequirementError, Runtime, check_declaration
 from pigbench.file_stamp import damaged_safetensors, local_files_stamp, uncached_hub_ids
 from pigbench.metrics import compute_metrics
-from pigbench.protocol import Episode, Label, Prediction, combine_swapped
+from pigbench.protocol import Episode, ImageRef, Label, Prediction, combine_swapped
 from pigbench.registry import adapters, evaluators
 from pigbench.results import answer_quality, error_reason, failure_summary, judged_from_rows, prediction_rows, write_results
 from pigbench.splits import SplitResult
@@ -241,19 +241,27 @@ def served(evaluator: Evaluator) -> bool:
 
 
 def _inputs_digest(episodes: Sequence[Episode]) -> str:
-    """Hash of the prompts and image ids of each episode's target and references (with their
-    rankings), in order: an edited prompt or an image file the dataset now names instead changes
-    an evaluator's input without changing the split's fingerprint. Image bytes are not read."""
+    """Hash of the prompts, image ids and image stamps (:meth:`ImageRef.stamp`: an image file
+    written again, say PIP's images rendered anew, changes it) of each episode's target and
+    references (with their rankings), in order: an edited prompt or an image file the dataset now
+    names instead changes an evaluator's input without changing the split's fingerprint. Image
+    files are not read, only their sizes."""
     h = hashlib.sha256()
     refs_seen: dict[int, str] = {}  # a user's episodes share one references tuple: hash it once
     for ep in episodes:
         refs = refs_seen.get(id(ep.references))
         if refs is None:
             refs = refs_seen[id(ep.references)] = json.dumps(
-                [[r.prompt, r.preferred.id, r.rejected.id, [[im.id, rank] for im, rank in r.ranking]] for r in ep.references])
+                [[r.prompt, _image(r.preferred), _image(r.rejected), [[_image(im), rank] for im, rank in r.ranking]]
+                 for r in ep.references])
         t = ep.target
-        h.update(json.dumps([t.prompt, t.image_a.id, t.image_b.id]).encode() + b"\t" + refs.encode() + b"\n")
+        h.update(json.dumps([t.prompt, _image(t.image_a), _image(t.image_b)]).encode() + b"\t" + refs.encode() + b"\n")
     return h.hexdigest()[:12]
+
+
+def _image(image: ImageRef) -> str:
+    stamp = image.stamp()
+    return f"{image.id}@{stamp}" if stamp else image.id
 
 
 def _options_digest(options: Mapping[str, str]) -> str:

@@ -231,6 +231,30 @@ def test_a_dataset_whose_prompts_or_image_files_changed_is_predicted_again(tmp_p
     assert run(cfg).computed == 12
 
 
+def test_image_files_written_again_with_other_pixels_are_predicted_again(tmp_path):
+    """The key named image files by path only: images rendered anew into the same files (PIP's, which
+    each user renders) reused the predictions of the old pixels. Their sizes are in the key now."""
+    from PIL import Image
+
+    from pigbench.adapters.pigbench_format import write_dataset
+
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    for i in range(12):
+        Image.new("RGB", (8, 8), (20 * i, 255 - 20 * i, 9 * i)).save(root / "images" / f"{i}.png")
+    instances = [dict(instance_id=f"i{j}", base_prompt=f"prompt {j}", category="c", challenge="c", prompts=["p"] * 4,
+                      images=[f"images/{4 * j + k}.png" for k in range(4)], generator="g", seeds=[0, 1, 2, 3])
+                 for j in range(3)]
+    rankings = [dict(user_id=f"u{u}", instance_id=f"i{j}", ranks=[1, 2, 3, 4] if u else [4, 3, 2, 1])
+                for u in range(2) for j in range(3)]
+    write_dataset(root, instances, rankings)
+    cfg = config(tmp_path, evaluator="color-reference", dataset="pigbench", dataset_path=str(root))
+    assert (run(cfg).computed, run(cfg).computed) == (12, 0)
+    Image.effect_noise((8, 8), 60).convert("RGB").save(root / "images" / "5.png")
+    again = run(cfg)
+    assert (again.computed, again.resumed) == (12, 0)
+
+
 def test_dtype_auto_keys_the_store_by_device_type(tmp_path):
     """dtype=auto is float16 on CUDA and float32 on CPU: a GPU run reused a CPU run's stored predictions."""
     from pigbench.evaluator import Runtime
