@@ -332,6 +332,20 @@ def test_an_answer_cut_at_max_tokens_is_invalid_also_from_the_cache(server, tmp_
         assert pred.extra["truncated"] is True
 
 
+def test_a_server_answering_with_another_model_is_recorded_with_the_prediction(server, tmp_path):
+    """A proxy routing to another checkpoint shows in extra["served"], also from the cache."""
+    choice = {"message": {"content": "<answer>A</answer>"}, "finish_reason": "stop"}
+    server.script = [Reply(raw=json.dumps({"model": "other-ckpt", "system_fingerprint": "fp_1", "choices": [choice]}))]
+    first = judge(server, tmp_path).predict([episode(0)])
+    again = judge(server, tmp_path).predict([episode(0)])
+    assert server.hits == 1
+    for (pred,) in (first, again):
+        assert pred.label == Label.A and pred.extra["served"] == {"model": "other-ckpt", "system_fingerprint": "fp_1"}
+    server.script = [Reply(raw=json.dumps({"model": "test-model", "system_fingerprint": None, "choices": [choice]}))]
+    (pred,) = judge(server, tmp_path).predict([episode(1)])
+    assert pred.label == Label.A and "served" not in pred.extra  # the model asked for, no fingerprint
+
+
 def test_a_cached_response_without_finish_reason_reads_as_before(server, tmp_path):
     """Cache entries written before finish reasons were read: not truncated, no request sent."""
     j = judge(server, tmp_path)

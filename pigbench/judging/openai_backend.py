@@ -21,7 +21,8 @@
 * With a :class:`~pigbench.judging.request_cache.RequestCache`, a request already answered is never
   sent again (resumed runs pay nothing twice).
 * A choice whose ``finish_reason`` is ``"length"`` was cut at ``max_tokens``: its generation is
-  ``truncated``. The cache stores whole responses, so a cached answer keeps its finish reason; one
+  ``truncated``. A response's ``model``, when not the model asked for, and its ``system_fingerprint``
+  go to the generation's ``served``. The cache stores whole responses, so a cached answer keeps its finish reason; one
   stored without it counts as not truncated.
 """
 
@@ -323,8 +324,7 @@ class OpenAIBackend(Backend):
             raise _Retryable(f"invalid JSON from {where}: {raw[:200]!r}") from None
 
     # responses ---------------------------------------------------------------------------------
-    @staticmethod
-    def _to_generation(response: Mapping[str, Any], params: GenerationParams, cached: bool = False) -> Generation:
+    def _to_generation(self, response: Mapping[str, Any], params: GenerationParams, cached: bool = False) -> Generation:
         try:
             choice = response["choices"][0]
             content = choice["message"].get("content")
@@ -340,7 +340,11 @@ class OpenAIBackend(Backend):
             per_step = [options_from_top_logprobs(s.get("top_logprobs") or [], params.options, params.answer_marker)
                         for s in steps]
             probs = option_probs_after_marker(tokens, per_step, params.answer_marker, params.options)
-        return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length")
+        model, fingerprint = response.get("model"), response.get("system_fingerprint")
+        served = {"model": model} if isinstance(model, str) and model and model != self.model else {}
+        if isinstance(fingerprint, str) and fingerprint:
+            served["system_fingerprint"] = fingerprint
+        return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length", served=served)
 
     def provenance(self) -> dict[str, Any]:
         return {"api": "openai-chat-completions", "model": self.model,
