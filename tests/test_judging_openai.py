@@ -174,6 +174,21 @@ def test_timeout_is_a_deadline_for_a_body_that_trickles_in(server):
     assert gen.text is None and "within 0.5 s" in gen.error and "gave up after 2 attempts" in gen.error
 
 
+def test_timeout_is_a_deadline_for_a_status_line_and_headers_that_trickle_in(server):
+    """A sick server or proxy dripping its headers a byte every 0.05 s (each read well within
+    timeout_s) used to hold an attempt for the whole ~5 s of headers."""
+    server.script = [Reply(drip_s=0.001, drip_headers=True)]  # a whole answer, a byte at a time, in time
+    (gen,) = backend(server, timeout_s=2).generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.text == "<answer>B</answer>" and server.hits == 1
+    server.script = [Reply(drip_s=0.05, drip_headers=True)]
+    b = backend(server, timeout_s=0.3, retry=RetryPolicy(max_retries=0))
+    start = time.monotonic()
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert time.monotonic() - start < 0.9  # one attempt of 0.3 s, with slack
+    assert gen.text is None and gen.error == (f"no answer from {server.url}/chat/completions within 0.3 s "
+                                              "(gave up after 1 attempts)")
+
+
 def test_a_tls_connection_cut_while_the_body_arrives_is_retried(server, monkeypatch):
     """An ssl.SSLError (an OSError, not a ConnectionError) from a proxy that drops TLS mid-body."""
     import ssl
@@ -315,6 +330,20 @@ def test_an_answer_cut_at_max_tokens_is_invalid_also_from_the_cache(server, tmp_
         assert pred.label == Label.INVALID and pred.raw_text == cut and pred.error is None
         assert pred.extra["invalid_reason"] == "output cut at max_new_tokens before its answer"
         assert pred.extra["truncated"] is True
+
+
+def test_a_server_answering_with_another_model_is_recorded_with_the_prediction(server, tmp_path):
+    """A proxy routing to another checkpoint shows in extra["served"], also from the cache."""
+    choice = {"message": {"content": "<answer>A</answer>"}, "finish_reason": "stop"}
+    server.script = [Reply(raw=json.dumps({"model": "other-ckpt", "system_fingerprint": "fp_1", "choices": [choice]}))]
+    first = judge(server, tmp_path).predict([episode(0)])
+    again = judge(server, tmp_path).predict([episode(0)])
+    assert server.hits == 1
+    for (pred,) in (first, again):
+        assert pred.label == Label.A and pred.extra["served"] == {"model": "other-ckpt", "system_fingerprint": "fp_1"}
+    server.script = [Reply(raw=json.dumps({"model": "test-model", "system_fingerprint": None, "choices": [choice]}))]
+    (pred,) = judge(server, tmp_path).predict([episode(1)])
+    assert pred.label == Label.A and "served" not in pred.extra  # the model asked for, no fingerprint
 
 
 def test_a_cached_response_without_finish_reason_reads_as_before(server, tmp_path):

@@ -89,6 +89,14 @@ def test_a_reply_cut_at_max_new_tokens_says_so():
     assert "truncated" not in pipeline.to_prediction("s", Generation(reply()), "k").extra
 
 
+def test_a_server_answering_with_another_model_says_so():
+    """A served reward whose proxy routed to another checkpoint: the prediction records it."""
+    pipeline = PIGRewardPipeline(None, None, UserContextCache(None, "f"), PIGRewardConfig(use_reasoner=False).settings())
+    served = {"model": "other-ckpt", "system_fingerprint": "fp_1"}
+    assert pipeline.to_prediction("s", Generation(reply(), served=served), "k").extra["served"] == served
+    assert "served" not in pipeline.to_prediction("s", Generation(reply()), "k").extra
+
+
 def test_numbers_beyond_float_range_are_violations_not_crashes():
     huge = "9" * 400  # a degenerate reply's integer literal: float() raises OverflowError on it
     text = reply().replace('"score_a": 7', f'"score_a": {huge}').replace('"total_a": 21', f'"total_a": {huge}')

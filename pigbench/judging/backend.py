@@ -47,13 +47,16 @@ class Generation:
     """One prompt's result: the generated ``text`` (None if it failed), the answer-option
     probabilities if asked for and found, the ``error`` if it failed, whether it came from a cache,
     and whether generation stopped at ``max_new_tokens`` rather than at its end (``truncated``;
-    False where the backend cannot tell, such as a cached response stored without a finish reason)."""
+    False where the backend cannot tell, such as a cached response stored without a finish reason).
+    ``served`` holds what a server said about who answered, where worth keeping: ``model`` when it is
+    not the model asked for (a proxy routing to another checkpoint), ``system_fingerprint`` if sent."""
 
     text: Optional[str]
     option_probs: Optional[dict[str, float]] = None
     error: Optional[str] = None
     cached: bool = False
     truncated: bool = False
+    served: dict[str, str] = field(default_factory=dict)
 
 
 class Backend(ABC):

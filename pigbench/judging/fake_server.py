@@ -12,7 +12,7 @@ Contract of :class:`FakeServer`:
   A 200 answer's choice carries the reply's ``finish_reason`` (``"length"``: cut at ``max_tokens``).
 * Every request waits ``latency_s`` while holding one of ``slots`` processing slots (unbounded when
   ``None``), then its reply's ``delay_s``. A reply with ``drip_s`` sends its status line and headers
-  at once, then its body one byte every ``drip_s`` seconds.
+  at once (a byte at a time too with ``drip_headers``), then its body one byte every ``drip_s`` seconds.
 * ``requests`` and ``headers`` record every request received (``hits`` counts them); ``answered``
   counts the requests answered per ``key(body)`` (by default the request cache's key).
 * With ``die_after``, the server dies once that many requests are answered: it stops listening, and
@@ -23,6 +23,7 @@ Contract of :class:`FakeServer`:
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import threading
 import time
@@ -47,6 +48,7 @@ class Reply:
     logprobs: Optional[list[dict[str, Any]]] = None
     drop: bool = False
     drip_s: float = 0.0
+    drip_headers: bool = False
     finish_reason: str = "stop"
 
 
@@ -101,19 +103,25 @@ class FakeServer:
                 else:
                     message = answer.content if answer.content is not None else f"status {answer.status}"
                     payload = json.dumps({"error": {"message": message}})
+                headers = {**answer.headers, "Content-Type": "application/json",
+                           "Content-Length": str(len(payload.encode()))}
+                head = b""
                 try:
-                    self.send_response(answer.status)
-                    for name, value in answer.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload.encode())))
-                    self.end_headers()
+                    if answer.drip_headers:  # written by hand below, to drip with the body
+                        status = f"{self.protocol_version} {answer.status} {http.client.responses.get(answer.status, '')}"
+                        lines = [status, *(f"{name}: {value}" for name, value in headers.items()), "", ""]
+                        head = "\r\n".join(lines).encode()
+                    else:
+                        self.send_response(answer.status)
+                        for name, value in headers.items():
+                            self.send_header(name, value)
+                        self.end_headers()
                     if answer.drip_s:
-                        for byte in payload.encode():
+                        for byte in head + payload.encode():
                             time.sleep(answer.drip_s)
                             self.wfile.write(bytes([byte]))
                     else:
-                        self.wfile.write(payload.encode())
+                        self.wfile.write(head + payload.encode())
                 except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
                     pass
 

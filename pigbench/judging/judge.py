@@ -13,7 +13,8 @@ default model and lengths, and (if it publishes one) its own parse rule; this mo
 * Every prediction keeps the raw output. An unparseable answer is INVALID with the parser's reason
   in ``extra["invalid_reason"]`` (not an error: the model answered); a failed request or an
   unreadable image is INVALID with ``error`` set. An output cut at ``max_new_tokens`` has
-  ``extra["truncated"]`` and counts only if it gave an explicit answer before the cut.
+  ``extra["truncated"]`` and counts only if it gave an explicit answer before the cut. A server's
+  word on who answered (another ``model`` than asked for, a ``system_fingerprint``) is in ``extra["served"]``.
 * ``scoring=probs`` (judges with answer options): score_a/score_b are P(A)/P(B) at the answer
   token, renormalised, and the label is :func:`~pigbench.protocol.label_from_delta` of
   P(A) - 0.5 (protocol section 3) with ``tie_threshold`` (tau). When no answer token is found, the
@@ -225,6 +226,8 @@ class Judge(Evaluator):
             extra["invalid_reason"] = parsed.reason
         if gen.truncated:
             extra["truncated"] = True
+        if gen.served:
+            extra["served"] = gen.served
         label, score_a, score_b = parsed.label, None, None
         if self.cfg.scoring == "probs":
             if gen.option_probs:

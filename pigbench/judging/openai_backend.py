@@ -6,9 +6,10 @@
 * The API key is read from an environment variable (``OPENAI_API_KEY`` unless told otherwise) and
   is only ever placed in the ``Authorization`` header: it is in no request body, cache key, error
   message, provenance record or log line.
-* Up to ``concurrency`` requests are in flight. ``timeout_s`` is a deadline per attempt: the whole
-  answer must have arrived ``timeout_s`` after the attempt began, however slowly its bytes come (only
-  a server trickling its status line and headers gets ``timeout_s`` per read). HTTP 408, 429, 5xx,
+* Up to ``concurrency`` requests are in flight. ``timeout_s`` is a deadline per attempt: connecting,
+  sending the request and reading the status line, headers and body must all be done ``timeout_s``
+  after the attempt began, however slowly the bytes come (each socket wait is capped at the time
+  left; a TLS handshake's waits at the time left when it began). HTTP 408, 429, 5xx,
   timeouts and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
   header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
@@ -20,7 +21,8 @@
 * With a :class:`~pigbench.judging.request_cache.RequestCache`, a request already answered is never
   sent again (resumed runs pay nothing twice).
 * A choice whose ``finish_reason`` is ``"length"`` was cut at ``max_tokens``: its generation is
-  ``truncated``. The cache stores whole responses, so a cached answer keeps its finish reason; one
+  ``truncated``. A response's ``model``, when not the model asked for, and its ``system_fingerprint``
+  go to the generation's ``served``. The cache stores whole responses, so a cached answer keeps its finish reason; one
   stored without it counts as not truncated.
 """
 
@@ -30,6 +32,7 @@ import base64
 import datetime
 import email.utils
 import http.client
+import io
 import json
 import math
 import os
@@ -42,7 +45,7 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import pigbench
 from pigbench.judging.answer_probs import option_probs_after_marker, options_from_top_logprobs
@@ -80,6 +83,90 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+def _time_left(deadline: float) -> float:
+    """Seconds until ``deadline`` (a :func:`time.monotonic` time); :class:`TimeoutError` once it passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("deadline passed")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's raw reader that caps each wait at the time left before the deadline (``arm``)."""
+
+    def __init__(self, raw: io.RawIOBase, arm: Callable[[], None]) -> None:
+        super().__init__()
+        self._raw, self._arm = raw, arm
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> Optional[int]:
+        self._arm()
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """``sock`` whose every send and receive (headers and body alike) waits at most until ``deadline``,
+    so a peer sending a byte now and then cannot stretch one attempt; anything else goes to ``sock``."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def _arm(self) -> None:
+        self._sock.settimeout(_time_left(self._deadline))
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._arm()
+        self._sock.sendall(data, flags)
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock.makefile(mode, buffering=0), self._arm))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _DeadlineHTTPConnection(http.client.HTTPConnection):
+    """Connects within the time left before ``deadline``, then holds every wait to it."""
+
+    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        self.timeout = _time_left(self.deadline)
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock, self.deadline)  # type: ignore[assignment]
+
+
+class _DeadlineHTTPSConnection(_DeadlineHTTPConnection, http.client.HTTPSConnection):
+    """:class:`_DeadlineHTTPConnection` over TLS (each wait of the handshake is capped at the time
+    left when connecting began)."""
+
+
+class _DeadlineRequest(urllib.request.Request):
+    """A request whose attempt must be over by ``deadline`` (a :func:`time.monotonic` time)."""
+
+    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: _DeadlineRequest) -> http.client.HTTPResponse:  # type: ignore[override]
+        return self.do_open(_DeadlineHTTPConnection, req, deadline=req.deadline)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: _DeadlineRequest) -> http.client.HTTPResponse:  # type: ignore[override]
+        return self.do_open(_DeadlineHTTPSConnection, req, deadline=req.deadline)
 
 
 class RequestFailed(RuntimeError):
@@ -135,8 +222,9 @@ class OpenAIBackend(Backend):
         self.requests_sent = 0  # HTTP requests actually made (retries included)
         self._count_lock = threading.Lock()
         self._rng = random.Random()
-        self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
-        self._default = urllib.request.build_opener(_NoRedirect)
+        handlers = (_NoRedirect, _DeadlineHTTPHandler, _DeadlineHTTPSHandler)
+        self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}), *handlers)
+        self._default = urllib.request.build_opener(*handlers)
 
     # requests ----------------------------------------------------------------------------------
     def request_body(self, prompt: Prompt, params: GenerationParams) -> dict[str, Any]:
@@ -211,7 +299,7 @@ class OpenAIBackend(Backend):
             self.requests_sent += 1
         deadline = time.monotonic() + self.timeout_s
         try:
-            with opener.open(urllib.request.Request(url, data=data, headers=headers, method="POST"),
+            with opener.open(_DeadlineRequest(url, data=data, headers=headers, method="POST", deadline=deadline),
                              timeout=self.timeout_s) as resp:
                 raw = _read_by(resp, deadline)
         except urllib.error.HTTPError as exc:
@@ -236,8 +324,7 @@ class OpenAIBackend(Backend):
             raise _Retryable(f"invalid JSON from {where}: {raw[:200]!r}") from None
 
     # responses ---------------------------------------------------------------------------------
-    @staticmethod
-    def _to_generation(response: Mapping[str, Any], params: GenerationParams, cached: bool = False) -> Generation:
+    def _to_generation(self, response: Mapping[str, Any], params: GenerationParams, cached: bool = False) -> Generation:
         try:
             choice = response["choices"][0]
             content = choice["message"].get("content")
@@ -253,7 +340,11 @@ class OpenAIBackend(Backend):
             per_step = [options_from_top_logprobs(s.get("top_logprobs") or [], params.options, params.answer_marker)
                         for s in steps]
             probs = option_probs_after_marker(tokens, per_step, params.answer_marker, params.options)
-        return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length")
+        model, fingerprint = response.get("model"), response.get("system_fingerprint")
+        served = {"model": model} if isinstance(model, str) and model and model != self.model else {}
+        if isinstance(fingerprint, str) and fingerprint:
+            served["system_fingerprint"] = fingerprint
+        return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length", served=served)
 
     def provenance(self) -> dict[str, Any]:
         return {"api": "openai-chat-completions", "model": self.model,
@@ -266,18 +357,13 @@ class OpenAIBackend(Backend):
 
 
 def _read_by(resp: Any, deadline: float) -> bytes:
-    """The whole body of ``resp`` (an :class:`http.client.HTTPResponse`), read in chunks; raises
-    :class:`TimeoutError` once ``deadline`` (a :func:`time.monotonic` time) passes, however slowly
-    the bytes trickle in, and :class:`http.client.IncompleteRead` when the connection ends before
-    ``Content-Length`` bytes came."""
-    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)  # caps each wait at the time left
+    """The whole body of ``resp`` (an :class:`http.client.HTTPResponse` on a :class:`_DeadlineSocket`,
+    which caps each wait at the time left), read in chunks; raises :class:`TimeoutError` once
+    ``deadline`` (a :func:`time.monotonic` time) passes, however slowly the bytes trickle in, and
+    :class:`http.client.IncompleteRead` when the connection ends before ``Content-Length`` bytes came."""
     chunks: list[bytes] = []
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("deadline passed while reading the body")
-        if isinstance(sock, socket.socket):
-            sock.settimeout(left)
+        _time_left(deadline)
         chunk = resp.read1(65536)
         if not chunk:
             break

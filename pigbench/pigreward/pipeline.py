@@ -11,7 +11,8 @@
 Every prediction keeps the raw reply, its dimensions (name, definition, score per image), the
 per-image sums as ``score_a``/``score_b``, the justifications as ``rationale``, and in ``extra``:
 ``context_key``, ``format_violations`` (list), ``contradicts_totals`` (bool), ``truncated`` (true
-when the reply stopped at ``max_new_tokens``) and, when the reply is unparseable, ``invalid_reason``
+when the reply stopped at ``max_new_tokens``), ``served`` (a server's word on who answered: another
+``model`` than asked for, a ``system_fingerprint``) and, when the reply is unparseable, ``invalid_reason``
 (an unparseable reply is an answer, not an ``error``; a truncated one says it was cut).
 """
 
@@ -107,6 +108,8 @@ class PIGRewardPipeline:
                                     "contradicts_totals": j.contradicts_totals}
         if gen.truncated:
             extra["truncated"] = True
+        if gen.served:
+            extra["served"] = gen.served
         if j.parse_error is not None:
             extra["invalid_reason"] = ("output cut at max_new_tokens before its JSON object was complete"
                                        if gen.truncated else j.parse_error)
