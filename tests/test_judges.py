@@ -128,6 +128,18 @@ def test_probability_scoring_uses_tau_and_falls_back_to_the_text():
     assert missing.label == Label.B and missing.score_a is None and "probs_missing" in missing.extra
 
 
+
+@pytest.mark.parametrize("tau", ["0.5", "0.7", "inf"])
+def test_probability_scoring_refuses_a_tau_that_ties_every_answer(tau):
+    """|P(A) - 0.5| is at most 0.5, so tau >= 0.5 labelled every sample TIE; it was accepted."""
+    qwen = evaluators.get("qwen2-vl-judge")
+    config = qwen.Config.from_options({"scoring": "probs", "tie_threshold": tau, "backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(ValueError, match=r"^qwen2-vl-judge: option tie_threshold must be >= 0 and < 0.5 with scoring=probs"
+                                         rf".*, got {tau}$"):
+        qwen.check_requirements(config)
+    qwen.check_requirements(qwen.Config.from_options({"scoring": "probs", "tie_threshold": "0.49", "backend": "openai",
+                                                 "base_url": "http://127.0.0.1:9/v1"}))
+
 def test_requirement_checks(tmp_path):
     qwen = evaluators.get("qwen2-vl-judge")
     with pytest.raises(ValueError, match="backend must be one of"):
