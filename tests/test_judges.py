@@ -129,6 +129,20 @@ def test_probability_scoring_uses_tau_and_falls_back_to_the_text():
 
 
 
+
+def test_an_answer_read_from_probabilities_is_not_counted_unparseable():
+    """With scoring=probs an answer token after <answer> gives the label even when the text does not
+    parse (cut before </answer>); answer_quality still counted it as an unparseable answer."""
+    from pigbench.results import answer_quality
+
+    backend = Scripted(Generation("<answer>A", {"A": 0.8, "B": 0.2}, truncated=True),
+                       Generation("no verdict", None))
+    read, unread = make("qwen2-vl-judge", backend, scoring="probs").predict([EPISODE] * 2)
+    assert read.label == Label.A and "invalid_reason" not in read.extra
+    assert unread.label == Label.INVALID and unread.extra["invalid_reason"]
+    quality = answer_quality([{"prediction": p.to_json()} for p in (read, unread)])
+    assert quality["unparseable"] == 1 and list(quality["unparseable_reasons"]) == [unread.extra["invalid_reason"]]
+
 @pytest.mark.parametrize("tau", ["0.5", "0.7", "inf"])
 def test_probability_scoring_refuses_a_tau_that_ties_every_answer(tau):
     """|P(A) - 0.5| is at most 0.5, so tau >= 0.5 labelled every sample TIE; it was accepted."""

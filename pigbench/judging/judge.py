@@ -16,8 +16,8 @@ default model and lengths, and (if it publishes one) its own parse rule; this mo
   ``extra["truncated"]`` and counts only if it gave an explicit answer before the cut.
 * ``scoring=probs`` (judges with answer options): score_a/score_b are P(A)/P(B) at the answer
   token, renormalised, and the label is :func:`~pigbench.protocol.label_from_delta` of
-  P(A) - 0.5 (protocol section 3) with ``tie_threshold`` (tau). When no answer token is found, the
-  parsed label is used.
+  P(A) - 0.5 (protocol section 3) with ``tie_threshold`` (tau), whether the text parses or not (then
+  no ``invalid_reason``: the answer was read). When no answer token is found, the parsed label is used.
 * Position swap is the runner's ``--swap``: it asks the swapped episode too and combines the labels.
 """
 
@@ -224,7 +224,7 @@ class Judge(Evaluator):
             return Prediction(sample_id, Label.INVALID, raw_text=gen.text, error=gen.error)
         parsed = self.parse(gen)
         extra: dict[str, Any] = {"parse": parsed.method} if parsed.method else {}
-        if parsed.reason:
+        if parsed.reason and not (self.cfg.scoring == "probs" and gen.option_probs):  # probabilities need no text
             extra["invalid_reason"] = parsed.reason
         if gen.truncated:
             extra["truncated"] = True
