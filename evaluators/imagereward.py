@@ -27,12 +27,16 @@ from pigbench.hub import cache_only
 REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072
 TOKENIZER_ENV = "PIGBENCH_BERT_PATH"
+# ImageReward v1.0's med_config.json (BLIP's bert-base text encoder) has 512 position embeddings; the
+# file is only read at load time, where its own max_position_embeddings is checked again.
+MAX_POSITIONS = 512
 
 
 @dataclass(frozen=True)
 class ImageRewardConfig(EmbeddingConfig):
     """``tokenizer_path``: BERT tokenizer (empty: $PIGBENCH_BERT_PATH, then bert-base-uncased);
-    ``max_length``: prompt tokens kept, [CLS] and [SEP] included, so at least 2."""
+    ``max_length``: prompt tokens kept, [CLS] and [SEP] included, so at least 2 and at most the
+    text encoder's position embeddings (512)."""
 
     tokenizer_path: str = ""
     max_length: int = 35
@@ -41,6 +45,9 @@ class ImageRewardConfig(EmbeddingConfig):
         super().__post_init__()
         if self.max_length < 2:  # the tokenizer ignores 0 and 1 (no truncation) and fails on < 0
             raise ValueError(f"imagereward: option max_length must be >= 2 ([CLS] and [SEP] count), got {self.max_length!r}")
+        if self.max_length > MAX_POSITIONS:
+            raise ValueError(f"imagereward: option max_length must be <= {MAX_POSITIONS} (the text encoder's "
+                             f"position embeddings), got {self.max_length!r}")
 
 
 class ImageReward(EmbeddingScorer):
@@ -85,6 +92,10 @@ class ImageReward(EmbeddingScorer):
             med_config = json.loads(med_path.read_text())
         except ValueError as exc:
             raise CheckpointError(f"the ImageReward model config {med_path} is not valid JSON: {exc}") from None
+        positions = med_config.get("max_position_embeddings") if isinstance(med_config, dict) else None
+        if isinstance(positions, int) and self.config.max_length > positions:
+            raise ValueError(f"imagereward: option max_length must be <= {positions} (max_position_embeddings "
+                             f"in {med_path}), got {self.config.max_length!r}")
         state = read_state_dict(ckpt, "the ImageReward checkpoint")
         try:
             self.net = build_from_checkpoint(state, med_config)

@@ -524,8 +524,8 @@ def _predict_swapped(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Pre
             score_a, score_b = shown.score_a, shown.score_b
         if other.extra.get("invalid_reason"):
             swap["other_invalid_reason"] = other.extra["invalid_reason"]
-        error = p1.error or p2.error
-        if error:
+        error = p1.error if p1.error is not None else p2.error  # "" failed too (the store's rule)
+        if error is not None:
             label, score_a, score_b = Label.INVALID, None, None
         out.append(dataclasses.replace(shown, label=label, score_a=score_a, score_b=score_b, error=error,
                                        extra={**shown.extra, "swap": swap}))

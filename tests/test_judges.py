@@ -128,6 +128,32 @@ def test_probability_scoring_uses_tau_and_falls_back_to_the_text():
     assert missing.label == Label.B and missing.score_a is None and "probs_missing" in missing.extra
 
 
+
+
+def test_an_answer_read_from_probabilities_is_not_counted_unparseable():
+    """With scoring=probs an answer token after <answer> gives the label even when the text does not
+    parse (cut before </answer>); answer_quality still counted it as an unparseable answer."""
+    from pigbench.results import answer_quality
+
+    backend = Scripted(Generation("<answer>A", {"A": 0.8, "B": 0.2}, truncated=True),
+                       Generation("no verdict", None))
+    read, unread = make("qwen2-vl-judge", backend, scoring="probs").predict([EPISODE] * 2)
+    assert read.label == Label.A and "invalid_reason" not in read.extra
+    assert unread.label == Label.INVALID and unread.extra["invalid_reason"]
+    quality = answer_quality([{"prediction": p.to_json()} for p in (read, unread)])
+    assert quality["unparseable"] == 1 and list(quality["unparseable_reasons"]) == [unread.extra["invalid_reason"]]
+
+@pytest.mark.parametrize("tau", ["0.5", "0.7", "inf"])
+def test_probability_scoring_refuses_a_tau_that_ties_every_answer(tau):
+    """|P(A) - 0.5| is at most 0.5, so tau >= 0.5 labelled every sample TIE; it was accepted."""
+    qwen = evaluators.get("qwen2-vl-judge")
+    config = qwen.Config.from_options({"scoring": "probs", "tie_threshold": tau, "backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(ValueError, match=r"^qwen2-vl-judge: option tie_threshold must be >= 0 and < 0.5 with scoring=probs"
+                                         rf".*, got {tau}$"):
+        qwen.check_requirements(config)
+    qwen.check_requirements(qwen.Config.from_options({"scoring": "probs", "tie_threshold": "0.49", "backend": "openai",
+                                                 "base_url": "http://127.0.0.1:9/v1"}))
+
 def test_requirement_checks(tmp_path):
     qwen = evaluators.get("qwen2-vl-judge")
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -198,6 +198,19 @@ def test_unreadable_image_fails_only_its_prompt(qwen):
     assert gens[1].text is None and "corrupt.png" in gens[1].error
 
 
+
+@pytest.mark.parametrize("size", [(1, 400), (600, 2)])
+def test_an_image_the_processor_refuses_fails_only_its_prompt_naming_it(qwen, size):
+    """Qwen2-VL's processor refuses an aspect ratio of 200 or more for the whole prompt; the failure
+    said so without naming which of its six images it was."""
+    thin = Episode("u", (), Target("thin", "p", png("ok"), png("thin-one.png", size), Label.INVALID))
+    gens = qwen.generate([reference_prompt(episode(0)), reference_prompt(thin)],
+                         GenerationParams(max_new_tokens=3, images=ImagePolicy(max_pixels=56 * 56)))
+    assert gens[0].error is None and gens[0].text
+    assert gens[1].text is None
+    assert re.fullmatch(rf"ImageError: image 'thin-one.png' \({size[0]}x{size[1]}\): ValueError: absolute aspect ratio "
+                        r"must be smaller than 200, got \d+\.0", gens[1].error)
+
 @pytest.mark.parametrize("name, fixture", [("qwen2-vl-judge", "qwen"), ("llava-ov-judge", "llava"),
                                            ("unifiedreward", "qwen"), ("unifiedreward-think", "qwen")])
 def test_judges_turn_garbage_into_invalid_with_raw_text(name, fixture, request):

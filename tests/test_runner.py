@@ -596,6 +596,28 @@ def test_swap_with_an_order_that_failed_is_a_failed_sample():
     assert (one_order.score_a, one_order.score_b) == (None, None)
 
 
+
+def test_swap_counts_an_empty_error_as_a_failure():
+    """error="" is a failure (the store's rule: not None), yet the swap combination tested it for truth: a
+    failed first order was stored as the second order's answer, a failed second one as the first's label with an error."""
+    import dataclasses
+
+    from pigbench.evaluator import Evaluator
+    from pigbench.protocol import Episode, ImageRef, Label, Prediction, Target
+    from pigbench.runner import _predict_swapped
+
+    answers = {"x": Prediction("", Label.A), "f": Prediction("", Label.INVALID, error="")}
+
+    class ByFirstImage(Evaluator):
+        def predict(self, episodes):
+            return [dataclasses.replace(answers[ep.target.image_a.id], sample_id=ep.sample_id) for ep in episodes]
+
+    def episode(a: str, b: str) -> Episode:
+        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
+
+    for pred in _predict_swapped(ByFirstImage(), [episode("f", "x"), episode("x", "f")]):
+        assert (pred.label, pred.error, pred.score_a) == (Label.INVALID, "", None)
+
 def test_a_batch_that_raises_or_comes_back_out_of_order_is_predicted_one_episode_at_a_time():
     """Only the episode that raises is INVALID; predictions returned in another order are not stored
     under the wrong sample ids."""

@@ -193,3 +193,17 @@ def test_imagereward_refuses_a_max_length_the_tokenizer_ignores_or_fails_on(raw)
     with pytest.raises(ValueError, match=f"^imagereward: option max_length must be >= 2 .*got {raw}$"):
         cls.Config.from_options({"max_length": raw})
     assert cls.Config.from_options({"max_length": "2"}).max_length == 2
+
+
+def test_imagereward_refuses_a_max_length_beyond_the_text_encoders_positions(ir_setup, tmp_path):
+    """max_length above BERT's position embeddings was accepted, then every sample failed at scoring:
+    the config refuses more than ImageReward v1.0's 512, loading more than the med config's own limit."""
+    cls = evaluators.get("imagereward")
+    with pytest.raises(ValueError, match=r"^imagereward: option max_length must be <= 512 .*got 513$"):
+        cls.Config.from_options({"max_length": "513"})
+    assert cls.Config.from_options({"max_length": "512"}).max_length == 512
+    root = ir_setup[0]
+    ev = cls(cls.Config(model_path=str(root / "model"), tokenizer_path=str(root / "bert"), max_length=65))
+    with pytest.raises(ValueError, match=r"^imagereward: option max_length must be <= 64 .*med_config.json.*got 65$"):
+        ev.setup()
+    assert not hasattr(ev, "net")

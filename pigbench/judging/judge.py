@@ -17,8 +17,8 @@ default model and lengths, and (if it publishes one) its own parse rule; this mo
   word on who answered (another ``model`` than asked for, a ``system_fingerprint``) is in ``extra["served"]``.
 * ``scoring=probs`` (judges with answer options): score_a/score_b are P(A)/P(B) at the answer
   token, renormalised, and the label is :func:`~pigbench.protocol.label_from_delta` of
-  P(A) - 0.5 (protocol section 3) with ``tie_threshold`` (tau). When no answer token is found, the
-  parsed label is used.
+  P(A) - 0.5 (protocol section 3) with ``tie_threshold`` (tau), whether the text parses or not (then
+  no ``invalid_reason``: the answer was read). When no answer token is found, the parsed label is used.
 * Position swap is the runner's ``--swap``: it asks the swapped episode too and combines the labels.
 """
 
@@ -85,13 +85,16 @@ class JudgeConfig(EvaluatorConfig):
 def _numeric_rules(c: JudgeConfig) -> tuple[tuple[str, bool, str], ...]:
     """(option, whether its value is allowed, the allowed range) for each numeric judge option.
     Every backend's options are checked, whichever backend is chosen."""
+    probs = c.scoring == "probs"  # tau acts on P(A) - 0.5, never more than 0.5 away: 0.5 ties every answer
+    tau_rule = ">= 0 and < 0.5 with scoring=probs (tau on |P(A) - 0.5|; 0.5 or more makes every answer a tie)"
     return (
         ("max_new_tokens", c.max_new_tokens >= 0, ">= 0 (0: the judge's default)"),
         ("min_new_tokens", c.min_new_tokens >= 0, ">= 0"),
         ("temperature", math.isfinite(c.temperature) and c.temperature >= 0, ">= 0 (0: greedy)"),
         ("max_pixels", c.max_pixels >= 0, ">= 0 (0: the model's default)"),
         ("image_size", c.image_size >= 0, ">= 0 (0: no resize)"),
-        ("tie_threshold", math.isfinite(c.tie_threshold) and c.tie_threshold >= 0, ">= 0"),
+        ("tie_threshold", math.isfinite(c.tie_threshold) and 0 <= c.tie_threshold < (0.5 if probs else math.inf),
+         tau_rule if probs else ">= 0"),
         ("concurrency", c.concurrency >= 1, ">= 1"),
         ("timeout_s", math.isfinite(c.timeout_s) and c.timeout_s > 0, "> 0 seconds"),
         ("max_retries", c.max_retries >= 0, ">= 0"),
@@ -222,7 +225,7 @@ class Judge(Evaluator):
             return Prediction(sample_id, Label.INVALID, raw_text=gen.text, error=gen.error)
         parsed = self.parse(gen)
         extra: dict[str, Any] = {"parse": parsed.method} if parsed.method else {}
-        if parsed.reason:
+        if parsed.reason and not (self.cfg.scoring == "probs" and gen.option_probs):  # probabilities need no text
             extra["invalid_reason"] = parsed.reason
         if gen.truncated:
             extra["truncated"] = True

@@ -35,6 +35,7 @@ from pigbench.hub import cache_only
 from pigbench.judging.answer_probs import option_probs_after_marker, option_spellings
 from pigbench.judging.backend import Backend, Generation, GenerationParams
 from pigbench.judging.messages import ImagePolicy, Prompt, load_image
+from pigbench.protocol import ImageError, ImageRef
 
 
 def template_interleaves(processor: Any) -> bool:
@@ -132,8 +133,22 @@ class LocalBackend(Backend):
         kwargs = self._budget_kwargs(images)
         if self.preprocess_on_device:
             kwargs["device"] = self.device
-        batch = self.processor(text=texts, images=pictures if refs else None, padding=True, return_tensors="pt", **kwargs)
+        try:
+            batch = self.processor(text=texts, images=pictures if refs else None, padding=True, return_tensors="pt", **kwargs)
+        except Exception:
+            self._name_refused_image(refs, flat, kwargs)
+            raise
         return batch.to(self.device, self.model.dtype)
+
+    def _name_refused_image(self, refs: Sequence[ImageRef], pictures: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """After the processor failed on a batch: raise :class:`ImageError` naming the first image its
+        image processor refuses alone (Qwen2-VL: an aspect ratio of 200 or more); return if none is."""
+        image_processor = self.processor.image_processor
+        for ref, img in zip(refs, pictures):
+            try:
+                image_processor(images=[img], return_tensors="pt", **kwargs)
+            except Exception as exc:
+                raise ImageError(f"image {ref.id!r} ({img.width}x{img.height}): {type(exc).__name__}: {exc}") from None
 
     def _budget_kwargs(self, images: ImagePolicy) -> dict[str, Any]:
         size = getattr(self.processor.image_processor, "size", None)
