@@ -282,7 +282,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         adapter, split = load_split(config)
         calibrating = config.calibration_fraction is not None
         if calibrating:  # sets the model up (once) to score the held-out users
-            calibrate_on_held_out_users(evaluator, split, config, log)
+            calibrate_on_held_out_users(evaluator, split, config, log if world.is_main else _quiet)
         # setup() downloads a hub model not cached yet: set up first, so that the key stamps the commit
         # downloaded, as the next run's key will (else that run would predict every sample again); on
         # every rank when any rank lacks it (hosts with their own caches), so that all ranks stamp a commit
@@ -315,6 +315,10 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
                                                   world.size)
                 outcome = RunOutcome(results, path, resumed, len(todo))
         return world.broadcast(outcome)
+
+
+def _quiet(message: str) -> None:
+    """A log that drops ``message`` (ranks other than 0: rank 0 says it once)."""
 
 
 def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config: RunConfig, log: Callable[[str], None]) -> None:

@@ -317,6 +317,16 @@ def test_the_full_run_reuses_what_a_limited_two_rank_run_stored(tmp_path):
     assert [p.name for p in (tmp_path / "cache" / "runs").glob("*.sqlite")] == [store.name]
 
 
+def test_a_calibrated_two_rank_run_says_its_tie_threshold_once(tmp_path):
+    """Every rank calibrates (the same seeded held-out users, the same tau), but each printed the line."""
+    pytest.importorskip("torch.distributed")
+    proc = subprocess.run(launch(tmp_path, 2, "--dataset", "demo", "--dataset-option", "users=6", "--evaluator",
+                                 "color-reference", "--calibrate-tie-threshold", "0.5"),
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("tie threshold calibrated on") == 1
+
+
 def stored(runs: Path) -> dict[str, int]:
     counts = {}
     for db in runs.glob("*.sqlite"):
