@@ -41,7 +41,7 @@ from pigbench.adapter import DatasetAdapter, DatasetError
 from pigbench.adapters._files import iter_jsonl, require_inside
 from pigbench.adapters._options import check_options
 from pigbench.hub import resolve_root
-from pigbench.protocol import Episode, ImageError, ImageRef, Label, PreferenceRecord, ReferencePair, Target
+from pigbench.protocol import Episode, ImageError, ImageRef, Label, PreferenceRecord, ReferencePair, Target, open_image
 from pigbench.splits import SplitResult, a_first, fingerprint
 
 SCHEMA = {"trajectory_id": str, "rater_id": str, "turn": int, "prompt": str, "expanded_prompts": list, "images": list, "chosen": int}
@@ -69,7 +69,7 @@ def _grid(slate: str, files: tuple[Path, ...]) -> Image.Image:
     tiles = []
     for f in files:
         try:
-            with Image.open(f) as im:
+            with open_image(f) as im:
                 tiles.append(im.convert("RGB"))
         except Exception as exc:  # PIL raises many types for corrupt files
             raise ImageError(f"slate {slate!r}: cannot decode {f}: {exc}") from exc

@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 
 class Label(str, Enum):
@@ -44,6 +44,18 @@ ImageSource = Union[str, Path, bytes, Callable[[], Union[bytes, Image.Image]]]
 
 class ImageError(ValueError):
     """An image could not be read or decoded; the message names the image."""
+
+
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG opens multi-picture (MPO) files too
+"""What pigbench decodes (Pillow's format names): those of text-to-image datasets. Datasets are
+untrusted input, so Pillow's other decoders (EPS, which Pillow renders with Ghostscript, say) are
+never reached: such a file is an image that does not decode."""
+
+
+def open_image(source: Union[str, Path, io.BytesIO]) -> Image.Image:
+    """``Image.open(source)`` for :data:`IMAGE_FORMATS` only (lazy, as ``Image.open`` is); another
+    format raises ``PIL.UnidentifiedImageError``."""
+    return Image.open(source, formats=IMAGE_FORMATS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,11 +104,11 @@ class ImageRef:
         try:
             if callable(src) and not isinstance(src, (str, Path, bytes)):
                 out = src()
-                img = out if isinstance(out, Image.Image) else Image.open(io.BytesIO(out))
+                img = out if isinstance(out, Image.Image) else open_image(io.BytesIO(out))
             elif isinstance(src, (str, Path)):
-                img = Image.open(src)
+                img = open_image(src)
             else:
-                img = Image.open(io.BytesIO(src))
+                img = open_image(io.BytesIO(src))
             img.load()
             if rgba_background is not None and img.mode == "RGBA":
                 flat = Image.new("RGB", img.size, rgba_background)
@@ -105,6 +117,9 @@ class ImageRef:
             return img.convert("RGB")
         except ImageError:
             raise
+        except UnidentifiedImageError as exc:
+            raise ImageError(f"image {self.id!r}: cannot decode {self._where()}: not an image in a format pigbench "
+                             f"reads ({', '.join(IMAGE_FORMATS)})") from exc
         except Exception as exc:  # PIL raises many types for corrupt files
             raise ImageError(f"image {self.id!r}: cannot decode {self._where()}: {exc}") from exc
 

@@ -33,6 +33,27 @@ def test_truncated_image_gives_one_invalid_prediction_not_a_crash():
     assert all(p.label in (Label.A, Label.B) for p in preds[:1] + preds[2:])
 
 
+@pytest.mark.parametrize("fmt", ["PPM", "ICO", "EPS"])
+def test_an_image_in_a_format_outside_the_datasets_ones_is_refused_by_name(fmt):
+    """Datasets are untrusted: Pillow's every decoder was reachable (EPS runs Ghostscript where it is
+    installed). Only the formats of text-to-image datasets are decoded, and the error says which."""
+    buf = io.BytesIO()
+    if fmt == "EPS":
+        buf.write(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n")
+    else:
+        Image.new("RGB", (16, 16), (9, 9, 9)).save(buf, format=fmt)
+    assert Image.open(io.BytesIO(buf.getvalue())).format == fmt  # Pillow alone opens it
+    with pytest.raises(ImageError, match=r"img-9.*not an image in a format pigbench reads \(JPEG, PNG, WEBP"):
+        ImageRef("img-9", buf.getvalue()).open()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_the_formats_of_text_to_image_datasets_decode(fmt):
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, format=fmt)
+    assert ImageRef("ok", buf.getvalue()).open().getpixel((3, 3))[0] > 150
+
+
 def test_missing_file_error_names_path(tmp_path):
     with pytest.raises(ImageError, match="nope.png"):
         ImageRef("x", tmp_path / "nope.png").read_bytes()

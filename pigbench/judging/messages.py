@@ -17,7 +17,7 @@ from typing import Literal, Optional, Union
 
 from PIL import Image
 
-from pigbench.protocol import Episode, ImageRef
+from pigbench.protocol import Episode, ImageRef, open_image
 
 PartType = Literal["text", "image"]
 
@@ -98,7 +98,7 @@ def encode_image(ref: ImageRef, policy: ImagePolicy) -> tuple[str, bytes]:
     Raises :class:`pigbench.protocol.ImageError` for an image that does not decode (a truncated file)."""
     raw = ref.read_bytes()
     try:
-        with Image.open(io.BytesIO(raw)) as probe:
+        with open_image(io.BytesIO(raw)) as probe:
             probe.load()  # a truncated file opens (headers only) but fails here, as it does for local judges
             fmt, size, mode, animated = probe.format, probe.size, probe.mode, getattr(probe, "is_animated", False)
     except Exception:
