@@ -15,3 +15,5 @@ Modules: :mod:`inputs` (prompts and settings), :mod:`rope` (M-RoPE positions), :
 (the judging-backend wrapper).
 Importing this package imports no model library.
 """
+
+OUTPUT_VERSION = "2"  # bump when the engine's tokens for the same inputs change: cached PIGReward contexts depend on it
