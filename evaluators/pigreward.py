@@ -36,7 +36,7 @@ from pigbench.protocol import Episode, Prediction
 class PIGReward(Evaluator):
     """Reasoner rationales as user context, then dimension-wise chain-of-thought scoring."""
 
-    version = "2"  # 2: with no references (K = 0) the reward prompt says so, instead of an empty context
+    version = "3"  # 3: the local backend applies the checkpoint's repetition_penalty; 2: K = 0 said in the reward prompt
     kind = "reasoning"
     uses_references = True
     needs = ("gpu", "weights")

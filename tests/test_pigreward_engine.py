@@ -64,27 +64,26 @@ def encode(processor, context: str, target: str, images: list[int], share_key=No
     return Prompt(tuple(batch["input_ids"][0].tolist()), inputs, share_key), batch
 
 
-def reference(model, batch, eos: tuple[int, ...] = (), min_new: int = 0) -> list[int]:
+def reference(model, batch, eos: tuple[int, ...] = (), min_new: int = 0, penalty: float = 1.0) -> list[int]:
     """transformers' greedy tokens for one prompt, cut before the first of ``eos`` (none: never stops)."""
     out = model.generate(**batch, max_new_tokens=NEW, min_new_tokens=min_new, do_sample=False,
-                         eos_token_id=list(eos) or None)
+                         eos_token_id=list(eos) or None, repetition_penalty=penalty)
     tokens = out[0, batch["input_ids"].shape[1]:].tolist()
     stops = [i for i, t in enumerate(tokens) if t in eos]
     return tokens[: stops[0]] if stops else tokens
 
 
-@pytest.fixture(scope="module")
-def workload(tiny):
-    """Six prompts of two users (each user's context shared), their reference outputs, and EOS ids
-    that at least half of them emit early (so early exit and compaction happen)."""
-    model, processor = tiny
+def make_workload(model, processor, penalty: float = 1.0):
+    """Six prompts of two users (each user's context shared), their reference outputs with
+    repetition penalty ``penalty``, and EOS ids that at least half of them emit early (so early exit
+    and compaction happen)."""
     prompts, full = [], []
     for user in range(2):
         context = f"User {user} likes " + "warm red light and soft shapes, " * (2 + 3 * user)
         for t in range(3):
             p, batch = encode(processor, context, f" Target {t}" + "?" * t, [10 * user + t, 10 * user + t + 5], user)
             prompts.append(p)
-            full.append(reference(model, batch))
+            full.append(reference(model, batch, penalty=penalty))
     # EOS ids := tokens found early in other outputs than the last one, until half of them stop early
     # (greedy output with EOS is a prefix of the one without)
     early = [set(out[1 : NEW - 2]) for out in full]
@@ -96,6 +95,17 @@ def workload(tiny):
     expected = [out[: min([out.index(t) for t in eos if t in out], default=NEW)] for out in full]
     assert sum(len(e) < NEW - 2 for e in expected) >= 3 and len(expected[-1]) == NEW
     return prompts, expected, tuple(eos)
+
+
+@pytest.fixture(scope="module")
+def workload(tiny):
+    return make_workload(*tiny)
+
+
+@pytest.fixture(scope="module", params=[1.05, 1.5])
+def penalized(tiny, request):
+    """(penalty, the workload with generate's outputs under that repetition penalty)."""
+    return request.param, make_workload(*tiny, penalty=request.param)
 
 
 def test_mrope_positions_match_transformers(tiny):
@@ -130,6 +140,75 @@ def test_batched_and_prefix_shared_generation_agrees_with_batch_one(tiny, worklo
     assert Qwen2VLEngine(model).generate(unshared, settings) == expected
     if batch_size == 64:
         assert engine.stats["compactions"] >= 1  # finished rows were dropped from the running batch
+
+
+def test_a_strong_repetition_penalty_changes_the_outputs(tiny, workload):
+    """So that the penalty tests below compare something the penalty decides."""
+    model, _ = tiny
+    prompts, plain, eos = workload  # generate's outputs without a penalty
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, repetition_penalty=1.5)
+    assert Qwen2VLEngine(model).generate(prompts, settings) != plain
+
+
+def _texts(i: int):
+    """``encode``'s arguments for the workload's prompt ``i`` (unshared)."""
+    user, t = divmod(i, 3)
+    context = f"User {user} likes " + "warm red light and soft shapes, " * (2 + 3 * user)
+    return context, f" Target {t}" + "?" * t, [10 * user + t, 10 * user + t + 5]
+
+
+def test_repetition_penalty_matches_transformers_one_prompt_at_a_time(tiny, penalized):
+    model, _ = tiny
+    penalty, (prompts, expected, eos) = penalized
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, repetition_penalty=penalty, batch_size=1)
+    assert Qwen2VLEngine(model).generate(prompts, settings) == expected
+
+
+@pytest.mark.parametrize("batch_size", [2, 64])
+def test_repetition_penalty_matches_transformers_batched_shared_and_compacted(tiny, penalized, batch_size):
+    """Each row's seen ids come from its own prompt (shared prefix or not) and move with it when compacted."""
+    model, _ = tiny
+    penalty, (prompts, expected, eos) = penalized
+    engine = Qwen2VLEngine(model)
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, repetition_penalty=penalty,
+                                  batch_size=batch_size, check_every=2, min_shared_prefix=8)
+    assert engine.generate(prompts, settings) == expected
+    assert engine.stats["prefix_tokens_reused"] > 0
+    if batch_size == 64:
+        assert engine.stats["compactions"] >= 1
+    one = GenerationSettings(max_new_tokens=1, eos_token_ids=eos, repetition_penalty=penalty)  # the prefill's token alone
+    assert Qwen2VLEngine(model).generate(prompts, one) == [e[:1] for e in expected]
+
+
+def test_repetition_penalty_masks_move_with_their_rows_when_a_batch_is_compacted(tiny):
+    """The two shortest prompts (the batch's first rows) stop early; the other two then decode many
+    steps in the first rows of a smaller batch, each with the seen ids it carried there."""
+    model, processor = tiny
+    n = 32
+    items = [encode(processor, "A user likes " + "warm red light, " * (2 + 2 * k), f" Target {k}", [k]) for k in range(4)]
+    full = [model.generate(**b, max_new_tokens=n, do_sample=False, repetition_penalty=1.5)[0, b["input_ids"].shape[1]:].tolist()
+            for _, b in items]
+    late = set(full[2] + full[3])
+    eos = next((full[0][j], full[1][j]) for j in range(1, 5) if not {full[0][j], full[1][j]} & late)
+    expected = [out[: min([out.index(t) for t in eos if t in out], default=n)] for out in full]
+    assert [len(e) < 5 for e in expected] == [True, True, False, False]
+    engine = Qwen2VLEngine(model)
+    settings = GenerationSettings(max_new_tokens=n, eos_token_ids=eos, repetition_penalty=1.5, check_every=2)
+    assert engine.generate([p for p, _ in items], settings) == expected
+    assert engine.stats["compactions"] == 1
+
+
+def test_repetition_penalty_with_min_new_tokens_matches_transformers(tiny, penalized):
+    """The penalty comes before min_new_tokens' EOS suppression, in the prefill and in the decode steps."""
+    model, processor = tiny
+    penalty, (prompts, expected, eos) = penalized
+    batch = encode(processor, *_texts(0))[1]
+    out = Qwen2VLEngine(model).generate(prompts[:1], GenerationSettings(NEW, NEW, eos, repetition_penalty=penalty))
+    assert len(out[0]) == NEW and out[0] == reference(model, batch, eos, min_new=NEW, penalty=penalty)
+    first = (expected[0][0],)  # generate's first token, now an EOS: suppressed at min_new_tokens=1
+    want = reference(model, batch, first, min_new=1, penalty=penalty)
+    assert want and want[0] != first[0]
+    assert Qwen2VLEngine(model).generate(prompts[:1], GenerationSettings(NEW, 1, first, repetition_penalty=penalty)) == [want]
 
 
 def test_min_new_tokens_fixes_the_length_like_transformers(tiny, workload):
@@ -302,6 +381,27 @@ def test_fast_backend_reports_truncation_like_local_backend(tiny, monkeypatch):
     local = slow.generate(prompts, params)
     assert [g.truncated for g in fast] == [g.truncated for g in local]
     assert not fast[0].truncated and any(g.truncated for g in fast)
+
+
+def test_fast_backend_applies_the_checkpoint_s_repetition_penalty_like_local_backend(tiny, monkeypatch):
+    """generate applies generation_config.repetition_penalty even when greedy; so does the engine (None: 1.0)."""
+    from pigbench.fastgen.backend import FastLocalBackend
+    from pigbench.judging.backend import GenerationParams
+    from pigbench.judging.local_backend import LocalBackend
+    from pigbench.judging.messages import Prompt as ChatPrompt
+    from pigbench.judging.messages import text
+
+    model, processor = tiny
+    prompts = [ChatPrompt((text(f"Prompt {k}: describe a fox"),)) for k in range(3)]
+    params = GenerationParams(max_new_tokens=NEW)
+    monkeypatch.setattr(model.generation_config, "repetition_penalty", None)
+    plain = FastLocalBackend(model, processor, batch_size=4)
+    monkeypatch.setattr(model.generation_config, "repetition_penalty", 1.5)
+    fast = FastLocalBackend(model, processor, batch_size=4)
+    texts = [g.text for g in fast.generate(prompts, params)]
+    assert texts == [g.text for g in LocalBackend(model, processor, batch_size=1).generate(prompts, params)]
+    assert texts != [g.text for g in plain.generate(prompts, params)]
+    assert fast.provenance()["repetition_penalty"] == 1.5 and plain.provenance()["repetition_penalty"] == 1.0
 
 
 def test_lora_adapter_is_merged_on_load(tiny, tmp_path):

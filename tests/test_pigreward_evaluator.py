@@ -228,6 +228,7 @@ def test_tiny_qwen2vl_for_both_parts_through_the_runner(tmp_path, monkeypatch):
     from pigbench.judging.random_models import qwen2_vl
 
     model, processor = qwen2_vl(seed=0)
+    model.generation_config.repetition_penalty = 1.05  # as Qwen2-VL-7B-Instruct's: the engine applies it
     model.save_pretrained(tmp_path / "tiny")
     processor.save_pretrained(tmp_path / "tiny")
     reasoner_prompts = []
@@ -245,6 +246,7 @@ def test_tiny_qwen2vl_for_both_parts_through_the_runner(tmp_path, monkeypatch):
     models = out.results["evaluator"]["models"]
     assert models["reward_backend"]["generation"].startswith("pigbench.fastgen")
     assert models["reasoner_backend"]["generation"].startswith("pigbench.fastgen")
+    assert models["reward_backend"]["repetition_penalty"] == models["reasoner_backend"]["repetition_penalty"] == 1.05
     for row in rows(out):
         pred = row["prediction"]
         assert isinstance(pred["raw_text"], str) and "error" not in pred

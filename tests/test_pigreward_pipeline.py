@@ -142,6 +142,17 @@ def test_contexts_are_keyed_by_what_changes_the_reasoner_only():
         assert PIGRewardConfig(**reward_only).reasoner_fingerprint() == base, reward_only
 
 
+def test_contexts_of_a_local_reasoner_are_keyed_by_the_engine_s_output_version(monkeypatch):
+    """Contexts generated before the engine applied the checkpoint's repetition penalty are not reused."""
+    import pigbench.fastgen
+
+    local, served = PIGRewardConfig(), PIGRewardConfig(backend="openai")
+    before = local.reasoner_fingerprint(), served.reasoner_fingerprint()
+    monkeypatch.setattr(pigbench.fastgen, "OUTPUT_VERSION", "older")
+    assert local.reasoner_fingerprint() != before[0]
+    assert served.reasoner_fingerprint() == before[1]  # a server's outputs do not depend on the engine
+
+
 class Served(Recorder):
     """A backend without shared prefixes (e.g. the OpenAI-compatible one): called without share keys."""
 

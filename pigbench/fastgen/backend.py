@@ -3,7 +3,8 @@
 :class:`FastLocalBackend` is :class:`~pigbench.judging.local_backend.LocalBackend` (same chat
 format, image budget and decoding of the output) with ``generate`` replaced for greedy requests:
 prompts are tokenized in chunks by the processor (one call each), their images keyed by content
-hash and image policy, and the whole batch goes to the engine. Sampling and answer-option probabilities fall back to
+hash and image policy, and the whole batch goes to the engine, with the checkpoint's
+``generation_config.repetition_penalty`` (as ``generate`` applies it). Sampling and answer-option probabilities fall back to
 ``transformers.generate``. ``generate(..., share_keys=...)`` lets prompts with equal keys share
 the KV of their common prefix (a user's context across that user's targets). A generation is
 ``truncated`` when the engine returns ``max_new_tokens`` tokens (no EOS came within them).
@@ -53,6 +54,8 @@ class FastLocalBackend(LocalBackend):
         if self.tokenizer.eos_token_id is not None:
             eos_ids.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = tuple(sorted(eos_ids))
+        penalty = model.generation_config.repetition_penalty  # generate's default for greedy requests too
+        self.repetition_penalty = 1.0 if penalty is None else float(penalty)
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams,
                  share_keys: Optional[Sequence[Optional[Hashable]]] = None) -> list[Generation]:
@@ -72,7 +75,8 @@ class FastLocalBackend(LocalBackend):
                     except Exception as exc:
                         results[i] = Generation(None, error=f"{type(exc).__name__}: {exc}")
         settings = GenerationSettings(max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens,
-                                      eos_token_ids=self.eos_token_ids, batch_size=self.batch_size,
+                                      eos_token_ids=self.eos_token_ids, repetition_penalty=self.repetition_penalty,
+                                      batch_size=self.batch_size,
                                       prefill_tokens=self.prefill_tokens)
         self._generate_isolated_engine(ready, settings, results)
         return results  # type: ignore[return-value]
@@ -114,4 +118,5 @@ class FastLocalBackend(LocalBackend):
             results[i] = Generation(text, truncated=len(toks) == settings.max_new_tokens)
 
     def provenance(self) -> dict[str, Any]:
-        return {**super().provenance(), "generation": "pigbench.fastgen (greedy, static KV cache, CUDA graphs)"}
+        return {**super().provenance(), "generation": "pigbench.fastgen (greedy, static KV cache, CUDA graphs)",
+                "repetition_penalty": self.repetition_penalty}

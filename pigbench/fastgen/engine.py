@@ -1,9 +1,9 @@
 """Batched greedy generation for Qwen2-VL: shared-prefix prefill, static KV cache, graph decode.
 
 ``Qwen2VLEngine(model).generate(prompts, settings)`` returns, per prompt, the greedy tokens that
-``model.generate(do_sample=False, repetition_penalty=1.0)`` would return for that prompt alone
-(without the EOS token), up to floating-point differences between batched and unbatched kernels.
-A checkpoint's own ``repetition_penalty`` is not applied (see :mod:`pigbench.fastgen`). How:
+``model.generate(do_sample=False, repetition_penalty=settings.repetition_penalty)`` would return
+for that prompt alone (without the EOS token), up to floating-point differences between batched
+and unbatched kernels. How:
 
 1. Every distinct image (by key) is encoded once by the vision tower, in large batches, with
    same-size images attended together (:mod:`pigbench.fastgen.vision`).
@@ -15,6 +15,9 @@ A checkpoint's own ``repetition_penalty`` is not applied (see :mod:`pigbench.fas
    :mod:`pigbench.fastgen.decode_step`) from a CUDA graph; every ``check_every`` steps the host
    stops when all rows have produced EOS, and moves the unfinished rows into a smaller batch
    once half of them are done (early exit of finished sequences).
+5. With a repetition penalty, each row carries a ``(vocab,)`` mask of the ids in its prompt and
+   output so far: set from the prompt before the prefill's token, updated inside the step, and
+   moved with the row when a batch is compacted.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Hashable, Optional, Sequence
 
-from pigbench.fastgen.decode_step import DecodeWorkspace
+from pigbench.fastgen.decode_step import DecodeWorkspace, apply_repetition_penalty
 from pigbench.fastgen.decoder import TextDecoder
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput, Prompt
 from pigbench.fastgen.rope import mrope_positions
@@ -85,6 +88,8 @@ class Qwen2VLEngine:
             return []
         if settings.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
+        if not settings.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be positive, got {settings.repetition_penalty!r}")
         with torch.inference_mode():
             plans = [self._plan(p) for p in prompts]
             self._assign_prefixes(prompts, plans, settings.min_shared_prefix)
@@ -182,14 +187,14 @@ class Qwen2VLEngine:
         import torch
 
         use_graph = settings.use_cuda_graphs and self.device.type == "cuda"
-        key = (rows, keys, settings.max_new_tokens, tuple(settings.eos_token_ids), use_graph)
+        key = (rows, keys, settings.max_new_tokens, tuple(settings.eos_token_ids), settings.repetition_penalty, use_graph)
         if key not in self._workspaces:
             if use_graph and self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             t0 = self._now()
             self._workspaces[key] = DecodeWorkspace(
                 self.decoder, self._k_cache, self._v_cache, rows, keys, settings.max_new_tokens,
-                settings.eos_token_ids, use_graph, self._pool, self._scratch)
+                settings.eos_token_ids, use_graph, self._pool, self._scratch, settings.repetition_penalty)
             self.stats["graph_captures" if use_graph else "workspaces"] += 1
             self.stats["capture_s"] += self._now() - t0
         return self._workspaces[key]
@@ -242,19 +247,23 @@ class Qwen2VLEngine:
                 self._k_cache[:, r, :, : plan.prefix] = k
                 self._v_cache[:, r, :, : plan.prefix] = v
                 self.stats["prefix_tokens_reused"] += plan.prefix
+        seen = self._prompt_ids(prompts) if settings.repetition_penalty != 1.0 else None
         first = torch.empty(rows, dtype=torch.long, device=self.device)
         r0 = 0
         while r0 < rows:
             r1 = r0 + 1
             while r1 < rows and (r1 + 1 - r0) * max(p.length - p.prefix for p in plans[r0 : r1 + 1]) <= settings.prefill_tokens:
                 r1 += 1
-            first[r0:r1] = self._prefill_rows(prompts[r0:r1], plans[r0:r1], features, r0, settings)
+            first[r0:r1] = self._prefill_rows(prompts[r0:r1], plans[r0:r1], features, r0, settings,
+                                              None if seen is None else seen[r0:r1])
             r0 = r1
         self.stats["prefill_s"] += self._now() - t0
         if ws is None:
             return [[t] if t not in settings.eos_token_ids else [] for t in first.tolist()]
         t0 = self._now()
-        out = self._decode(ws, first, plans, settings)
+        if seen is not None:
+            seen[torch.arange(rows, device=self.device), first] = True
+        out = self._decode(ws, first, plans, settings, seen)
         self.stats["decode_s"] += self._now() - t0
         return [_until_eos(toks, settings.eos_token_ids) for toks in out]
 
@@ -276,10 +285,22 @@ class Qwen2VLEngine:
         self.stats["prefill_tokens"] += length
         return k_cache[:, 0, :, :length], v_cache[:, 0, :, :length]
 
+    def _prompt_ids(self, prompts: list[Prompt]) -> Any:
+        """``(rows, vocab)`` bool: the ids in each prompt (ids past the LM head's vocabulary, which
+        it cannot generate, are left out as ``transformers`` does)."""
+        import torch
+
+        vocab = self.decoder.lm_head.weight.shape[0]
+        seen = torch.zeros(len(prompts), vocab, dtype=torch.bool, device=self.device)
+        for r, prompt in enumerate(prompts):
+            ids = torch.tensor(prompt.token_ids, dtype=torch.long, device=self.device)
+            seen[r, ids[ids < vocab]] = True
+        return seen
+
     def _prefill_rows(self, prompts: list[Prompt], plans: list[_Plan], features: dict[Hashable, Any], row0: int,
-                      settings: GenerationSettings) -> Any:
+                      settings: GenerationSettings, seen: Any = None) -> Any:
         """Prefill each row's suffix (after its shared prefix) into cache rows ``row0...``; returns
-        the first generated token of each row."""
+        the first generated token of each row (``seen``: its rows' ids to penalize, with a penalty)."""
         import torch
 
         d, dev = self.decoder, self.device
@@ -301,14 +322,18 @@ class Qwen2VLEngine:
         hidden = d.forward(x, cos, sin, self._k_cache[:, row0 : row0 + rows], self._v_cache[:, row0 : row0 + rows],
                            write_rows, write_pos, d.causal_mask(starts, width, keys), keys)
         logits = d.logits(hidden[torch.arange(rows, device=dev), lens - 1])
+        if seen is not None:  # before EOS suppression, in generate's order of logits processors
+            logits = apply_repetition_penalty(logits, seen, settings.repetition_penalty)
         if settings.min_new_tokens > 0 and settings.eos_token_ids:
             logits[:, list(settings.eos_token_ids)] = float("-inf")
         self.stats["prefill_tokens"] += sum(lengths)
         self.stats["prefill_padded_tokens"] += rows * width
         return logits.argmax(-1)
 
-    def _decode(self, ws: DecodeWorkspace, first: Any, plans: list[_Plan], settings: GenerationSettings) -> list[list[int]]:
-        """Greedy decoding after the first token; returns each row's tokens (EOS and after included)."""
+    def _decode(self, ws: DecodeWorkspace, first: Any, plans: list[_Plan], settings: GenerationSettings,
+                seen: Any = None) -> list[list[int]]:
+        """Greedy decoding after the first token (``seen``: each row's prompt ids and first token,
+        with a penalty); returns each row's tokens (EOS and after included)."""
         import torch
 
         dev = self.device
@@ -316,7 +341,7 @@ class Qwen2VLEngine:
         owner: list[Optional[int]] = list(range(rows))  # prompt row held by each workspace row
         results: list[list[int]] = [[] for _ in range(rows)]
         ws.load(first, torch.tensor([p.length for p in plans], device=dev),
-                torch.tensor([p.next_position for p in plans], device=dev), 1, settings.min_new_tokens)
+                torch.tensor([p.next_position for p in plans], device=dev), 1, settings.min_new_tokens, seen)
         ws.out[:, 0] = first
         eos = torch.tensor(list(settings.eos_token_ids) or [-1], device=dev)
         step = 1
@@ -356,7 +381,8 @@ class Qwen2VLEngine:
         for layer in range(self._k_cache.shape[0]):
             self._k_cache[layer, :rows] = self._k_cache[layer, index]
             self._v_cache[layer, :rows] = self._v_cache[layer, index]
-        small.load(ws.tokens[index], ws.cache_pos[index], ws.rope_pos[index], step, settings.min_new_tokens)
+        small.load(ws.tokens[index], ws.cache_pos[index], ws.rope_pos[index], step, settings.min_new_tokens,
+                   None if ws.seen is None else ws.seen[index])
         small.out[:, :step] = ws.out[index, :step]
         self.stats["compactions"] += 1
         return small, [owner[r] for r in live] + [None] * (rows - len(live))

@@ -36,11 +36,14 @@ class Prompt:
 @dataclass(frozen=True)
 class GenerationSettings:
     """Greedy decoding settings. EOS is suppressed until ``min_new_tokens`` tokens exist (as
-    ``transformers``' ``min_new_tokens``); set both lengths equal to force a fixed length."""
+    ``transformers``' ``min_new_tokens``); set both lengths equal to force a fixed length.
+    ``repetition_penalty`` penalizes every token id of the prompt (image tokens included) and of
+    the output so far, as ``transformers``' ``repetition_penalty`` does (1.0: none)."""
 
     max_new_tokens: int = 1024
     min_new_tokens: int = 0
     eos_token_ids: tuple[int, ...] = ()
+    repetition_penalty: float = 1.0
     batch_size: int = 64  # sequences decoded together
     prefill_tokens: int = 16384  # padded suffix tokens per prefill forward
     check_every: int = 16  # decode steps between checks for finished sequences

@@ -65,6 +65,7 @@ class PIGRewardConfig(EvaluatorConfig):
     def reasoner_fingerprint(self) -> str:
         """Hash of what changes the reasoner's rationales (and so the cached user contexts), with the
         stamp of its local model files (:mod:`pigbench.file_stamp`)."""
+        from pigbench.fastgen import OUTPUT_VERSION
         from pigbench.file_stamp import local_files_stamp
         from pigbench.pigreward.prompts import PROMPT_VERSION
 
@@ -72,7 +73,7 @@ class PIGRewardConfig(EvaluatorConfig):
                     "files": local_files_stamp([self.reasoner_model, self.reasoner_adapter]) if self.backend == "local" else "",
                     "dtype": self.dtype if self.backend == "local" else None, "max_pixels": self.max_pixels,
                     "max_new_tokens": self.reasoner_max_new_tokens, "min_new_tokens": self.min_new_tokens,
-                    "prompt_version": PROMPT_VERSION}
+                    "prompt_version": PROMPT_VERSION, "engine": OUTPUT_VERSION if self.backend == "local" else None}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     def settings(self) -> Any:
