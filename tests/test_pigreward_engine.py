@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 
 import pytest
 
@@ -322,3 +323,26 @@ def test_lora_adapter_is_merged_on_load(tiny, tmp_path):
     merged, loaded_processor = load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
     backend = FastLocalBackend(merged, loaded_processor)
     assert backend.engine.generate([prompt], GenerationSettings(max_new_tokens=NEW)) == [with_adapter]
+
+
+def _edit_weights(file, edit):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(file))
+    edit(state)
+    save_file(state, str(file), metadata={"format": "pt"})
+
+
+def test_a_base_model_missing_a_tensor_is_one_checkpoint_error(tiny, tmp_path):
+    """transformers only warned and left the tensor random: PIGReward answered with noise."""
+    from pigbench.checkpoint import CheckpointError
+    from pigbench.fastgen.backend import load_qwen2vl
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    _edit_weights(tmp_path / "base" / "model.safetensors", lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(CheckpointError, match=rf"^the PIGReward model at '{re.escape(str(tmp_path / 'base'))}' does not match the model: "
+                                              r"1 missing key\(s\) \['model.language_model.layers.1.mlp.up_proj.weight'\]"):
+        load_qwen2vl(str(tmp_path / "base"), "", "cpu", "float32")
+

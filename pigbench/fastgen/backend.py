@@ -17,6 +17,7 @@ from pigbench.fastgen.engine import Qwen2VLEngine
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput
 from pigbench.fastgen.inputs import Prompt as EnginePrompt
 from pigbench.judging.backend import Generation, GenerationParams
+from pigbench.checkpoint import from_pretrained_strict
 from pigbench.hub import cache_only
 from pigbench.judging.local_backend import LocalBackend
 from pigbench.judging.messages import ImagePolicy, Prompt
@@ -25,13 +26,14 @@ _ENCODE_CHUNK = 32  # prompts per processor call
 
 
 def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str = "bfloat16") -> tuple[Any, Any]:
-    """(model, processor) from a hub id or local dir, with an optional PEFT/LoRA adapter merged in."""
+    """(model, processor) from a hub id or local dir, loaded strictly (a missing, unexpected or misshaped
+    weight is a CheckpointError), with an optional PEFT/LoRA adapter merged in."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     local = cache_only(path)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation="sdpa",
-                                                        device_map={"": device}, local_files_only=local)
+    model = from_pretrained_strict(AutoModelForImageTextToText, path, "the PIGReward model", dtype=getattr(torch, dtype),
+                                   attn_implementation="sdpa", device_map={"": device})
     if adapter:
         from peft import PeftModel
 
