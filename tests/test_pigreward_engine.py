@@ -346,3 +346,24 @@ def test_a_base_model_missing_a_tensor_is_one_checkpoint_error(tiny, tmp_path):
                                               r"1 missing key\(s\) \['model.language_model.layers.1.mlp.up_proj.weight'\]"):
         load_qwen2vl(str(tmp_path / "base"), "", "cpu", "float32")
 
+
+def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp_path):
+    """PeftModel.from_pretrained ignored unmatched adapter tensors and only warned about absent ones:
+    the LoRA was silently not applied to those modules."""
+    peft = pytest.importorskip("peft")
+    from pigbench.checkpoint import CheckpointError
+    from pigbench.fastgen.backend import load_qwen2vl
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    lora = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    file = tmp_path / "adapter" / "adapter_model.safetensors"
+    from safetensors.torch import load_file
+
+    key = next(k for k in load_file(str(file)) if "layers.1." in k and "lora_A" in k)
+    _edit_weights(file, lambda sd: sd.__setitem__(key.replace("q_proj", "query"), sd.pop(key)))
+    with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' does not match the model: "
+                                              rf"1 missing key\(s\) .*layers\.1\.self_attn\.q_proj\.lora_A.*1 unexpected key\(s\) .*query"):
+        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")

@@ -17,7 +17,7 @@ from pigbench.fastgen.engine import Qwen2VLEngine
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput
 from pigbench.fastgen.inputs import Prompt as EnginePrompt
 from pigbench.judging.backend import Generation, GenerationParams
-from pigbench.checkpoint import from_pretrained_strict
+from pigbench.checkpoint import CheckpointError, from_pretrained_strict
 from pigbench.hub import cache_only
 from pigbench.judging.local_backend import LocalBackend
 from pigbench.judging.messages import ImagePolicy, Prompt
@@ -35,10 +35,27 @@ def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str =
     model = from_pretrained_strict(AutoModelForImageTextToText, path, "the PIGReward model", dtype=getattr(torch, dtype),
                                    attn_implementation="sdpa", device_map={"": device})
     if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        model = _merge_adapter(model, adapter)
     return model.eval(), AutoProcessor.from_pretrained(path, local_files_only=local)
+
+
+def _merge_adapter(model: Any, adapter: str) -> Any:
+    """``model`` with the PEFT adapter at ``adapter`` merged in. An adapter tensor that matches no
+    module of the model, or a module's adapter tensor absent from the file, is a CheckpointError
+    naming ``adapter`` (``PeftModel.from_pretrained`` ignores the first, only warns on the second, and
+    leaves those modules without the adapter or with its initial weights)."""
+    from peft import PeftConfig, PeftModel
+
+    config = PeftConfig.from_pretrained(adapter)
+    config.inference_mode = True
+    net = PeftModel(model, config)
+    # the key renames PeftModel.from_pretrained applies (the model's conversion mapping, where it has one)
+    result = net.load_adapter(adapter, "default", key_mapping=getattr(model, "_checkpoint_conversion_mapping", {}))
+    missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
+    if missing or unexpected:
+        raise CheckpointError(f"the PIGReward adapter at {adapter!r} does not match the model: {len(missing)} missing "
+                              f"key(s) {missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}")
+    return net.merge_and_unload()
 
 
 class FastLocalBackend(LocalBackend):
