@@ -305,7 +305,10 @@ def test_fast_backend_reports_truncation_like_local_backend(tiny, monkeypatch):
     assert not fast[0].truncated and any(g.truncated for g in fast)
 
 
-def test_lora_adapter_is_merged_on_load(tiny, tmp_path):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_lora_adapter_is_merged_on_load(tiny, tmp_path, legacy):
+    """``legacy``: the adapter's keys as transformers < 4.52 named Qwen2-VL's modules (model.layers.*,
+    visual.*), which peft did not rename under transformers 5: the adapter was not applied."""
     peft = pytest.importorskip("peft")
     from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl
 
@@ -314,8 +317,11 @@ def test_lora_adapter_is_merged_on_load(tiny, tmp_path):
     processor.save_pretrained(tmp_path / "base")
     torch.manual_seed(1)
     lora = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))  # random, non-zero
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "qkv"], init_lora_weights=False))  # random, non-zero
     lora.save_pretrained(tmp_path / "adapter")
+    if legacy:
+        _edit_weights(tmp_path / "adapter" / "adapter_model.safetensors", lambda sd: sd.update(
+            {k.replace("model.language_model.", "model.").replace("model.visual.", "visual."): sd.pop(k) for k in list(sd)}))
     prompt, batch = encode(processor, "A user likes blue.", " Which?", [3, 4])
     with_adapter = reference(lora, batch)
     assert with_adapter != reference(model, batch)  # the adapter changes the output

@@ -39,6 +39,13 @@ def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str =
     return model.eval(), AutoProcessor.from_pretrained(path, local_files_only=local)
 
 
+# Adapters trained with transformers < 4.52 name Qwen2-VL's modules visual.* and model.layers.*; the model
+# has model.visual.* and model.language_model.*. transformers 5 renames such base checkpoints itself
+# (conversion_mapping.py, Qwen2VLForConditionalGeneration: these two patterns) but gives peft no
+# _checkpoint_conversion_mapping any more, so without them such an adapter matches no module.
+_LEGACY_QWEN2VL_KEYS = {"^visual": "model.visual", r"^model(?!\.(language_model|visual))": "model.language_model"}
+
+
 def _merge_adapter(model: Any, adapter: str) -> Any:
     """``model`` with the PEFT adapter at ``adapter`` merged in. An adapter tensor that matches no
     module of the model, or a module's adapter tensor absent from the file, is a CheckpointError
@@ -49,8 +56,7 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
     config = PeftConfig.from_pretrained(adapter)
     config.inference_mode = True
     net = PeftModel(model, config)
-    # the key renames PeftModel.from_pretrained applies (the model's conversion mapping, where it has one)
-    result = net.load_adapter(adapter, "default", key_mapping=getattr(model, "_checkpoint_conversion_mapping", {}))
+    result = net.load_adapter(adapter, "default", key_mapping=_LEGACY_QWEN2VL_KEYS)
     missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
     if missing or unexpected:
         raise CheckpointError(f"the PIGReward adapter at {adapter!r} does not match the model: {len(missing)} missing "
