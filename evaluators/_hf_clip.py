@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from pigbench.embedding import ImageTransform
+from pigbench.checkpoint import from_pretrained_strict
 from pigbench.hub import cache_only
 
 
@@ -21,39 +22,9 @@ def projected(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def from_pretrained_strict(model_class: Any, source: str, what: str) -> Any:
-    """``model_class.from_pretrained(source)``, but a local folder without config.json, an unreadable
-    weight file, a config of another model type, or any missing, unexpected or misshaped key is a
-    one-line CheckpointError naming ``source`` (transformers would warn and leave weights random).
-    Files that cannot be found still raise OSError."""
-    from pigbench.evaluators._weights import CheckpointError
-
-    if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
-        raise CheckpointError(f"{what} at {source!r} is incomplete: config.json not found in the folder")
-    try:
-        model, info = model_class.from_pretrained(source, local_files_only=cache_only(source),
-                                                  output_loading_info=True, ignore_mismatched_sizes=True)
-    except OSError:
-        raise
-    except Exception as exc:  # safetensors header errors, config errors of transformers
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{what} at {source!r} could not be read: {type(exc).__name__}: {first}") from None
-    wanted = getattr(getattr(model_class, "config_class", None), "model_type", None)
-    if wanted and model.config.model_type != wanted:
-        raise CheckpointError(f"{what} at {source!r} is a {model.config.model_type!r} model, not {wanted!r}")
-    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
-    mismatched = sorted(k for k, *_ in info.get("mismatched_keys") or ())
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"{what} at {source!r} does not match the model: {len(missing)} missing key(s) {missing[:5]}, "
-            f"{len(unexpected)} unexpected key(s) {unexpected[:5]}, {len(mismatched)} misshaped key(s) {mismatched[:5]}"
-        )
-    return model
-
-
 def load_clip_model(source: str, device: torch.device, dtype: torch.dtype, model_class: Any = None) -> Any:
     """A CLIP model (``CLIPModel`` unless ``model_class`` is given) in eval mode on ``device``, loaded
-    strictly (:func:`from_pretrained_strict`)."""
+    strictly (:func:`pigbench.checkpoint.from_pretrained_strict`)."""
     if model_class is None:
         from transformers import CLIPModel as model_class
     model = from_pretrained_strict(model_class, source, "the CLIP model")

@@ -23,14 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from pigbench.checkpoint import CheckpointError
 from pigbench.evaluator import RequirementError
 
 if TYPE_CHECKING:
     import torch
-
-
-class CheckpointError(RequirementError):
-    """A weight file exists but is not the checkpoint the evaluator expects."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ class DINOScore(ReferenceSimilarity):
     def load(self) -> None:
         from transformers import AutoModel
 
-        from pigbench.evaluators._hf_clip import from_pretrained_strict, processor_transform
+        from pigbench.checkpoint import from_pretrained_strict
+        from pigbench.evaluators._hf_clip import processor_transform
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)

@@ -235,9 +235,54 @@ def test_a_truncated_safetensors_file_is_one_requirement_error(tmp_path, qwen):
     qwen.processor.save_pretrained(tmp_path / "model")
     weights = tmp_path / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(RequirementError, match=rf"^qwen2-vl-judge: the weight file {re.escape(str(weights))} is damaged or truncated"):
+    with pytest.raises(RequirementError, match=rf"^the judge model at {re.escape(repr(str(tmp_path / 'model')))} could not be read: the weight file {re.escape(str(weights))} is damaged or truncated \(Error while deserializing"):
         run(RunConfig(evaluator="qwen2-vl-judge", dataset="toy", model_path=str(tmp_path / "model"), limit=2,
                       output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), progress=False))
+
+
+def _edit_weights(folder, edit):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    edit(state)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda sd: sd.pop("lm_head.weight"), r"1 missing key\(s\) \['lm_head.weight'\], 0 unexpected"),
+    (lambda sd: sd.pop("visual.blocks.0.attn.qkv.weight"), r"1 missing key\(s\) \['model.visual.blocks.0.attn.qkv.weight'\]"),
+    (lambda sd: sd.__setitem__("bogus.weight", torch.zeros(2)), r"0 missing key\(s\) \[\], 1 unexpected key\(s\) \['bogus.weight'\]"),
+])
+def test_a_judge_checkpoint_missing_or_adding_a_tensor_is_one_checkpoint_error(tmp_path, qwen, edit, message):
+    """transformers only warned and left the missing weights random: the judge answered with noise."""
+    from pigbench.checkpoint import CheckpointError
+
+    qwen.model.save_pretrained(tmp_path / "model")
+    qwen.processor.save_pretrained(tmp_path / "model")
+    _edit_weights(tmp_path / "model", edit)
+    with pytest.raises(CheckpointError, match=rf"^the judge model at {re.escape(repr(str(tmp_path / 'model')))} does not match the model: {message}"):
+        LocalBackend.from_pretrained(str(tmp_path / "model"))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("name", ["qwen", "llava"])
+def test_a_clean_judge_checkpoint_loads_strictly_with_its_weights(tmp_path, request, name, tied):
+    """A clean save reports no key (tied lm_head, buffers, Qwen2-VL's renamed legacy keys), and every weight is loaded."""
+    model = request.getfixturevalue(name).model
+    if tied:  # a checkpoint without lm_head.weight, as tie_word_embeddings checkpoints are saved
+        config = model.config.__class__.from_dict({**model.config.to_dict(), "tie_word_embeddings": True})
+        torch.manual_seed(0)
+        model = type(model)(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    request.getfixturevalue(name).processor.save_pretrained(tmp_path / "model")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as f:
+        assert any(key.endswith("lm_head.weight") for key in f.keys()) is not tied
+    loaded = LocalBackend.from_pretrained(str(tmp_path / "model")).model
+    saved = model.state_dict()
+    assert loaded.state_dict().keys() == saved.keys()
+    assert all(torch.equal(value, saved[key]) for key, value in loaded.state_dict().items())
 
 
 def test_runner_loads_a_saved_model_and_swaps(tmp_path, qwen):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 
 import pytest
 
@@ -404,7 +405,10 @@ def test_fast_backend_applies_the_checkpoint_s_repetition_penalty_like_local_bac
     assert fast.provenance()["repetition_penalty"] == 1.5 and plain.provenance()["repetition_penalty"] == 1.0
 
 
-def test_lora_adapter_is_merged_on_load(tiny, tmp_path):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_lora_adapter_is_merged_on_load(tiny, tmp_path, legacy):
+    """``legacy``: the adapter's keys as transformers < 4.52 named Qwen2-VL's modules (model.layers.*,
+    visual.*), which peft did not rename under transformers 5: the adapter was not applied."""
     peft = pytest.importorskip("peft")
     from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl
 
@@ -413,8 +417,11 @@ def test_lora_adapter_is_merged_on_load(tiny, tmp_path):
     processor.save_pretrained(tmp_path / "base")
     torch.manual_seed(1)
     lora = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))  # random, non-zero
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "qkv"], init_lora_weights=False))  # random, non-zero
     lora.save_pretrained(tmp_path / "adapter")
+    if legacy:
+        _edit_weights(tmp_path / "adapter" / "adapter_model.safetensors", lambda sd: sd.update(
+            {k.replace("model.language_model.", "model.").replace("model.visual.", "visual."): sd.pop(k) for k in list(sd)}))
     prompt, batch = encode(processor, "A user likes blue.", " Which?", [3, 4])
     with_adapter = reference(lora, batch)
     assert with_adapter != reference(model, batch)  # the adapter changes the output
@@ -422,3 +429,47 @@ def test_lora_adapter_is_merged_on_load(tiny, tmp_path):
     merged, loaded_processor = load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
     backend = FastLocalBackend(merged, loaded_processor)
     assert backend.engine.generate([prompt], GenerationSettings(max_new_tokens=NEW)) == [with_adapter]
+
+
+def _edit_weights(file, edit):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(file))
+    edit(state)
+    save_file(state, str(file), metadata={"format": "pt"})
+
+
+def test_a_base_model_missing_a_tensor_is_one_checkpoint_error(tiny, tmp_path):
+    """transformers only warned and left the tensor random: PIGReward answered with noise."""
+    from pigbench.checkpoint import CheckpointError
+    from pigbench.fastgen.backend import load_qwen2vl
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    _edit_weights(tmp_path / "base" / "model.safetensors", lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(CheckpointError, match=rf"^the PIGReward model at '{re.escape(str(tmp_path / 'base'))}' does not match the model: "
+                                              r"1 missing key\(s\) \['model.language_model.layers.1.mlp.up_proj.weight'\]"):
+        load_qwen2vl(str(tmp_path / "base"), "", "cpu", "float32")
+
+
+def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp_path):
+    """PeftModel.from_pretrained ignored unmatched adapter tensors and only warned about absent ones:
+    the LoRA was silently not applied to those modules."""
+    peft = pytest.importorskip("peft")
+    from pigbench.checkpoint import CheckpointError
+    from pigbench.fastgen.backend import load_qwen2vl
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    lora = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    file = tmp_path / "adapter" / "adapter_model.safetensors"
+    from safetensors.torch import load_file
+
+    key = next(k for k in load_file(str(file)) if "layers.1." in k and "lora_A" in k)
+    _edit_weights(file, lambda sd: sd.__setitem__(key.replace("q_proj", "query"), sd.pop(key)))
+    with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' does not match the model: "
+                                              rf"1 missing key\(s\) .*layers\.1\.self_attn\.q_proj\.lora_A.*1 unexpected key\(s\) .*query"):
+        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")

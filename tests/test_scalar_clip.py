@@ -282,7 +282,7 @@ def _edit_weights(folder, edit):
 @pytest.mark.parametrize("damage, message", [
     (lambda d: _edit_weights(d, lambda sd: sd.pop("text_projection.weight")), r"1 missing key\(s\) \['text_projection.weight'\]"),
     (lambda d: _edit_weights(d, lambda sd: sd.__setitem__("bogus.weight", torch.zeros(2))), r"1 unexpected key\(s\) \['bogus.weight'\]"),
-    (lambda d: (d / "model.safetensors").write_bytes(b""), r"could not be read: SafetensorError"),
+    (lambda d: (d / "model.safetensors").write_bytes(b""), r"could not be read: the weight file .*model.safetensors is damaged or truncated"),
     (lambda d: (d / "config.json").unlink(), r"config.json not found in the folder"),
     (lambda d: (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()), "projection_dim": 24})),
      r"2 misshaped key\(s\) \['text_projection.weight', 'visual_projection.weight'\]"),

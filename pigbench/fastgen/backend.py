@@ -18,6 +18,7 @@ from pigbench.fastgen.engine import Qwen2VLEngine
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput
 from pigbench.fastgen.inputs import Prompt as EnginePrompt
 from pigbench.judging.backend import Generation, GenerationParams
+from pigbench.checkpoint import CheckpointError, from_pretrained_strict
 from pigbench.hub import cache_only
 from pigbench.judging.local_backend import LocalBackend
 from pigbench.judging.messages import ImagePolicy, Prompt
@@ -26,18 +27,43 @@ _ENCODE_CHUNK = 32  # prompts per processor call
 
 
 def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str = "bfloat16") -> tuple[Any, Any]:
-    """(model, processor) from a hub id or local dir, with an optional PEFT/LoRA adapter merged in."""
+    """(model, processor) from a hub id or local dir, loaded strictly (a missing, unexpected or misshaped
+    weight is a CheckpointError), with an optional PEFT/LoRA adapter merged in."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     local = cache_only(path)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation="sdpa",
-                                                        device_map={"": device}, local_files_only=local)
+    model = from_pretrained_strict(AutoModelForImageTextToText, path, "the PIGReward model", dtype=getattr(torch, dtype),
+                                   attn_implementation="sdpa", device_map={"": device})
     if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        model = _merge_adapter(model, adapter)
     return model.eval(), AutoProcessor.from_pretrained(path, local_files_only=local)
+
+
+# Adapters trained with transformers < 4.52 name Qwen2-VL's modules visual.* and model.layers.*; the model
+# has model.visual.* and model.language_model.*. transformers 5 renames such base checkpoints itself
+# (conversion_mapping.py, Qwen2VLForConditionalGeneration: these two patterns) but gives peft no
+# _checkpoint_conversion_mapping any more, so without them such an adapter matches no module.
+_LEGACY_QWEN2VL_KEYS = {"^visual": "model.visual", r"^model(?!\.(language_model|visual))": "model.language_model"}
+
+
+def _merge_adapter(model: Any, adapter: str) -> Any:
+    """``model`` with the PEFT adapter at ``adapter`` merged in. An adapter tensor that matches no
+    module of the model, or a module's adapter tensor absent from the file, is a CheckpointError
+    naming ``adapter`` (``PeftModel.from_pretrained`` ignores the first, only warns on the second, and
+    leaves those modules without the adapter or with its initial weights)."""
+    from peft import PeftConfig, PeftModel
+
+    config = PeftConfig.from_pretrained(adapter)
+    config.inference_mode = True
+    net = PeftModel(model, config)
+    renamed = hasattr(getattr(model, "model", None), "language_model")  # the layout of transformers >= 4.52
+    result = net.load_adapter(adapter, "default", key_mapping=_LEGACY_QWEN2VL_KEYS if renamed else None)
+    missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
+    if missing or unexpected:
+        raise CheckpointError(f"the PIGReward adapter at {adapter!r} does not match the model: {len(missing)} missing "
+                              f"key(s) {missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}")
+    return net.merge_and_unload()
 
 
 class FastLocalBackend(LocalBackend):

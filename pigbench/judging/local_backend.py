@@ -31,6 +31,7 @@ from typing import Any, Optional, Sequence
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessor, LogitsProcessorList
 
+from pigbench.checkpoint import from_pretrained_strict
 from pigbench.hub import cache_only
 from pigbench.judging.answer_probs import option_probs_after_marker, option_spellings
 from pigbench.judging.backend import Backend, Generation, GenerationParams
@@ -87,15 +88,14 @@ class LocalBackend(Backend):
     @classmethod
     def from_pretrained(cls, path: str, device: str = "cpu", batch_size: int = 8, dtype: str = "auto",
                         attn_implementation: str = "sdpa") -> "LocalBackend":
-        """Load a hub id or local directory. ``dtype`` "auto" is bfloat16 on CUDA, float32 on CPU."""
+        """Load a hub id or local directory, strictly (a missing, unexpected or misshaped weight is a
+        CheckpointError). ``dtype`` "auto" is bfloat16 on CUDA, float32 on CPU."""
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         else:
             torch_dtype = getattr(torch, dtype)
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=torch_dtype, attn_implementation=attn_implementation, device_map={"": device},
-            local_files_only=cache_only(path),
-        )
+        model = from_pretrained_strict(AutoModelForImageTextToText, path, "the judge model", dtype=torch_dtype,
+                                       attn_implementation=attn_implementation, device_map={"": device})
         processor = AutoProcessor.from_pretrained(path, local_files_only=cache_only(path))
         return cls(model, processor, batch_size=batch_size, source=path)
 

@@ -1,0 +1,58 @@
+"""Loading transformers checkpoints strictly, for every evaluator that loads one (scalar rewards,
+similarity metrics, local LVLM judges, PIGReward).
+
+transformers' ``from_pretrained`` only warns when a checkpoint lacks a tensor of the model, holds
+one the model does not have, or holds one of another shape, and leaves those weights random: a
+truncated download or an export with renamed keys then produces plausible but meaningless
+scores. :func:`from_pretrained_strict` makes each of these a one-line :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pigbench.evaluator import RequirementError
+from pigbench.file_stamp import damaged_safetensors
+from pigbench.hub import cache_only
+
+
+class CheckpointError(RequirementError):
+    """A weight file exists but is not the checkpoint the evaluator expects."""
+
+
+def from_pretrained_strict(model_class: Any, source: str, what: str, **kwargs: Any) -> Any:
+    """``model_class.from_pretrained(source, **kwargs)``, but a local folder without config.json, an
+    unreadable weight file, a config of another model type, or any missing, unexpected or misshaped
+    key is a one-line CheckpointError naming ``source`` (and a damaged ``.safetensors`` file; transformers
+    would warn and leave weights random). Files that cannot be found still raise OSError. ``kwargs``: further ``from_pretrained``
+    arguments (``dtype``, ``attn_implementation``, ``device_map``).
+
+    transformers 5 reports no key for a clean save: tied weights (``lm_head`` with
+    ``tie_word_embeddings``), non-persistent buffers and renamed legacy keys (Qwen2-VL's
+    ``model.`` prefix) are left out of ``missing_keys``/``unexpected_keys`` by transformers itself."""
+    if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
+        raise CheckpointError(f"{what} at {source!r} is incomplete: config.json not found in the folder")
+    try:
+        model, info = model_class.from_pretrained(source, local_files_only=cache_only(source),
+                                                  output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors header errors, config errors of transformers
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        damaged = damaged_safetensors([source]) if type(exc).__name__ == "SafetensorError" else []
+        if damaged:
+            raise CheckpointError(f"{what} at {source!r} could not be read: the weight file {damaged[0]} is damaged "
+                                  f"or truncated ({first}); download it again") from None
+        raise CheckpointError(f"{what} at {source!r} could not be read: {type(exc).__name__}: {first}") from None
+    wanted = getattr(getattr(model_class, "config_class", None), "model_type", None)
+    if wanted and model.config.model_type != wanted:
+        raise CheckpointError(f"{what} at {source!r} is a {model.config.model_type!r} model, not {wanted!r}")
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    mismatched = sorted(k for k, *_ in info.get("mismatched_keys") or ())
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{what} at {source!r} does not match the model: {len(missing)} missing key(s) {missing[:5]}, "
+            f"{len(unexpected)} unexpected key(s) {unexpected[:5]}, {len(mismatched)} misshaped key(s) {mismatched[:5]}"
+        )
+    return model
