@@ -67,6 +67,7 @@ def encode(processor, context: str, target: str, images: list[int], share_key=No
 
 def reference(model, batch, eos: tuple[int, ...] = (), min_new: int = 0, penalty: float = 1.0) -> list[int]:
     """transformers' greedy tokens for one prompt, cut before the first of ``eos`` (none: never stops)."""
+    batch = {k: v.to(model.device) for k, v in batch.items()}
     out = model.generate(**batch, max_new_tokens=NEW, min_new_tokens=min_new, do_sample=False,
                          eos_token_id=list(eos) or None, repetition_penalty=penalty)
     tokens = out[0, batch["input_ids"].shape[1]:].tolist()
@@ -141,6 +142,20 @@ def test_batched_and_prefix_shared_generation_agrees_with_batch_one(tiny, worklo
     assert Qwen2VLEngine(model).generate(unshared, settings) == expected
     if batch_size == 64:
         assert engine.stats["compactions"] >= 1  # finished rows were dropped from the running batch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: only there is the decode step replayed from a CUDA graph")
+@pytest.mark.parametrize("penalty", [1.0, 1.05, 1.5])
+def test_graph_replayed_decoding_on_cuda_matches_generate_with_and_without_a_penalty(tiny, penalty):
+    """The CPU tests run the decode step eagerly; on a GPU it is captured once and replayed, so the
+    penalty's seen-token masks must live in the graph's static tensors and move with compaction."""
+    model, processor = tiny
+    gpu = copy.deepcopy(model).to("cuda")
+    prompts, expected, eos = make_workload(gpu, processor, penalty=penalty)
+    engine = Qwen2VLEngine(gpu)
+    settings = GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, repetition_penalty=penalty, check_every=2)
+    assert engine.generate(prompts, settings) == expected
+    assert engine.stats["graph_captures"] >= 2 and engine.stats["compactions"] >= 1  # a smaller batch replayed too
 
 
 def test_a_strong_repetition_penalty_changes_the_outputs(tiny, workload):
