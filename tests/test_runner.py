@@ -328,6 +328,30 @@ def test_a_new_hub_commit_in_the_cache_changes_the_run_key(tmp_path, monkeypatch
     assert key(model_path="org/model") == local
 
 
+def test_the_hub_cache_is_found_where_huggingface_hub_looks_and_only_uncached_hub_ids_count_as_downloads(tmp_path, monkeypatch):
+    """A wrong cache folder (HF_HOME itself, not HF_HOME/hub) stamps no commit, and every run of a
+    hub model would set up before its key; a local folder or a plain name is no download."""
+    from pigbench.file_stamp import hub_cache_dir, hub_commit, uncached_hub_ids
+
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hub_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "legacy"))
+    assert hub_cache_dir() == tmp_path / "legacy"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert hub_cache_dir() == tmp_path / "hub"
+
+    cache_snapshot(tmp_path / "hub", "someorg/cached", "a" * 40)
+    (tmp_path / "hub" / "models--someorg--cached" / "refs" / "main").write_text("a" * 40 + "\n")  # a trailing newline
+    assert hub_commit("someorg/cached") == "a" * 40
+    (tmp_path / "local").mkdir()
+    assert uncached_hub_ids(["someorg/cached", "someorg/uncached", str(tmp_path / "local"), "gpt-4o", "", "someorg/uncached"]) == [
+        "someorg/uncached"]
+
+
 def test_a_served_models_name_is_not_stamped_from_this_machines_hub_cache(tmp_path, monkeypatch):
     """With backend=openai the model is the server's: downloading a model of the same name into the
     local cache changed the key and threw away the served run's predictions. A local judge stamps it."""
