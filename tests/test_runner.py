@@ -942,6 +942,27 @@ def test_a_store_deleted_mid_run_stops_the_run_in_one_line(tmp_path, monkeypatch
     assert out.resumed == 0 and validate_results(out.results_path) == []
 
 
+def test_a_store_replaced_mid_run_stops_the_run_too(tmp_path, monkeypatch):
+    """A store file replaced at its path (another run's, a restored copy) is no longer the file the
+    run writes to: SQLite would write on to the old, unlinked one and its predictions would be lost."""
+    from pigbench.store import PredictionStore, StoreError
+
+    real_add, batches = PredictionStore.add, []
+
+    def add(self, preds):
+        batches.append(len(preds))
+        if len(batches) == 3:
+            other = self.path.with_name("other.sqlite")
+            PredictionStore(other).close()
+            os.replace(other, self.path)
+        real_add(self, preds)
+
+    monkeypatch.setattr(PredictionStore, "add", add)
+    with pytest.raises(StoreError, match=r"\.sqlite: this prediction store was deleted or replaced while the run wrote to it"):
+        run(config(tmp_path))
+    assert len(batches) == 3
+
+
 def test_a_store_that_cannot_be_checked_mid_run_stops_the_run_in_one_line(tmp_path, monkeypatch):
     """The per-batch check that the store file is still there caught only FileNotFoundError: a stale
     network file handle or a permission change gave an OSError traceback."""
