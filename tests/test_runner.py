@@ -653,6 +653,33 @@ def test_a_prediction_that_is_not_json_fails_only_its_sample(tmp_path, monkeypat
     assert sum(p["label"] == "INVALID" for p in rows.values()) == 1 and out.results["failures"]["count"] == 1
 
 
+def test_failures_and_answer_quality_count_each_sample_under_the_first_line_of_its_reason():
+    """A traceback-long error or reason counts under its first line (200 characters at most), an
+    empty error is a failure (the store predicts it again), and each sample counts once."""
+    from pigbench.results import answer_quality, failure_summary
+
+    long = "OSError: " + "x" * 300
+    rows = [{"prediction": {"label": "INVALID", "error": f"{long}\nTraceback ..."}},
+            {"prediction": {"label": "INVALID", "error": f"{long}\nanother frame"}},
+            {"prediction": {"label": "INVALID", "error": ""}},
+            {"prediction": {"label": "INVALID", "error": None, "extra": {"invalid_reason": "no answer\nhmm"}}},
+            {"prediction": {"label": "INVALID", "extra": {"invalid_reason": "no answer",
+                                                         "swap": {"other_invalid_reason": "r" * 250}}}}]
+    assert failure_summary(rows) == {"count": 3, "reasons": {long[:200]: 2, "": 1}}
+    quality = answer_quality(rows)
+    assert (quality["unparseable"], quality["unparseable_reasons"]) == (3, {"no answer": 2, "r" * 200: 1})
+
+
+def test_a_results_file_without_failures_or_answer_quality_still_validates(tmp_path):
+    """Both are optional in the schema (files written before they were recorded): validate recounts
+    what a file records, not what it leaves out."""
+    path = run(config(tmp_path)).results_path
+    data = json.loads(path.read_text())
+    del data["failures"], data["answer_quality"]
+    path.write_text(json.dumps(data))
+    assert validate_results(path) == []
+
+
 def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     out = run(config(tmp_path))
     path = out.results_path
