@@ -411,6 +411,13 @@ def test_pigreward_contexts_are_keyed_by_the_reasoner_files(tmp_path):
     os.utime(weights, ns=(1, 10**18))
     assert local.reasoner_fingerprint() != before[0]
     assert served.reasoner_fingerprint() == before[1]  # a served model's name is not a local file
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"first")
+    tuned = PIGRewardConfig(reasoner_path=str(weights), reasoner_adapter=str(adapter))  # the adapter is no file of the reasoner
+    before = tuned.reasoner_fingerprint()
+    os.utime(adapter / "adapter_model.safetensors", ns=(1, 10**18))  # the adapter trained again at the same path
+    assert tuned.reasoner_fingerprint() != before
 
 
 def test_pigreward_contexts_are_keyed_by_the_cached_commit_of_a_hub_reasoner(tmp_path, monkeypatch):
