@@ -6,7 +6,7 @@ import math
 import pytest
 from PIL import Image
 
-from pigbench.judging.answer_probs import option_probs_after_marker, options_from_top_logprobs
+from pigbench.judging.answer_probs import option_probs_after_marker, option_spellings, options_from_top_logprobs
 from pigbench.judging.messages import ROLE_LINE, ImagePolicy, encode_image, load_image, reference_prompt
 from pigbench.protocol import Episode, ImageError, ImageRef, Label, ReferencePair, Target
 
@@ -150,6 +150,12 @@ def test_top_logprobs_variants_are_summed_and_others_ignored():
            {"token": "B", "logprob": math.log(0.1)}, {"token": "C", "logprob": 0.0}, {"bad": 1}]
     got = options_from_top_logprobs(top, ("A", "B"), "<answer>")
     assert {k: math.exp(v) for k, v in got.items()} == pytest.approx({"A": 0.7, "B": 0.1})
+
+
+def test_an_option_is_spelled_bare_spaced_and_merged_with_every_end_of_the_marker():
+    """Down to the whole marker: a tokenizer with "<answer>A" as one token answers with it."""
+    assert option_spellings("A", "<answer>") == ["A", " A", ">A", "r>A", "er>A", "wer>A", "swer>A", "nswer>A",
+                                                 "answer>A", "<answer>A"]
 
 
 def test_an_answer_token_merged_with_the_markers_end_counts_for_its_option():

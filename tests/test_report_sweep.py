@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from pigbench.cli import main as cli_main
+from pigbench.cli import Terminated, main as cli_main
 from pigbench.runner import RunConfig
 from pigbench.sweep import format_summary, parse_sizes, sweep
 
@@ -50,14 +50,15 @@ def test_sweep_cli(tmp_path, capsys):
     assert "--reference-sizes" in capsys.readouterr().err
 
 
-def test_sweep_cli_ctrl_c_exits_130_in_one_line_as_run_does(tmp_path, monkeypatch, capsys):
-    """Ctrl-C used to end the sweep in a KeyboardInterrupt traceback."""
+@pytest.mark.parametrize("interrupt, status", [(KeyboardInterrupt, 130), (Terminated, 143)])
+def test_sweep_cli_ctrl_c_or_sigterm_exits_in_one_line_as_run_does(tmp_path, monkeypatch, capsys, interrupt, status):
+    """Ctrl-C used to end the sweep in a KeyboardInterrupt traceback; SIGTERM exits 143 (128 + 15)."""
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+        raise interrupt
 
     monkeypatch.setattr("pigbench.sweep.sweep", interrupted)
     assert cli_main(["sweep", "--evaluator", "toy-brightness", "--dataset", "toy", "--reference-sizes", "1",
-                     "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]) == 130
+                     "--output", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]) == status
     assert capsys.readouterr().err == ("interrupted: the predictions committed so far are kept; run the same command "
                                        "again to resume\n")
 

@@ -352,6 +352,30 @@ def test_a_new_hub_commit_in_the_cache_changes_the_run_key(tmp_path, monkeypatch
     assert key(model_path="org/model") == local
 
 
+def test_the_hub_cache_is_found_where_huggingface_hub_looks_and_only_uncached_hub_ids_count_as_downloads(tmp_path, monkeypatch):
+    """A wrong cache folder (HF_HOME itself, not HF_HOME/hub) stamps no commit, and every run of a
+    hub model would set up before its key; a local folder or a plain name is no download."""
+    from pigbench.file_stamp import hub_cache_dir, hub_commit, uncached_hub_ids
+
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hub_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "legacy"))
+    assert hub_cache_dir() == tmp_path / "legacy"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert hub_cache_dir() == tmp_path / "hub"
+
+    cache_snapshot(tmp_path / "hub", "someorg/cached", "a" * 40)
+    (tmp_path / "hub" / "models--someorg--cached" / "refs" / "main").write_text("a" * 40 + "\n")  # a trailing newline
+    assert hub_commit("someorg/cached") == "a" * 40
+    (tmp_path / "local").mkdir()
+    assert uncached_hub_ids(["someorg/cached", "someorg/uncached", str(tmp_path / "local"), "gpt-4o", "", "someorg/uncached"]) == [
+        "someorg/uncached"]
+
+
 def test_a_served_models_name_is_not_stamped_from_this_machines_hub_cache(tmp_path, monkeypatch):
     """With backend=openai the model is the server's: downloading a model of the same name into the
     local cache changed the key and threw away the served run's predictions. A local judge stamps it."""
@@ -411,6 +435,13 @@ def test_pigreward_contexts_are_keyed_by_the_reasoner_files(tmp_path):
     os.utime(weights, ns=(1, 10**18))
     assert local.reasoner_fingerprint() != before[0]
     assert served.reasoner_fingerprint() == before[1]  # a served model's name is not a local file
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"first")
+    tuned = PIGRewardConfig(reasoner_path=str(weights), reasoner_adapter=str(adapter))  # the adapter is no file of the reasoner
+    before = tuned.reasoner_fingerprint()
+    os.utime(adapter / "adapter_model.safetensors", ns=(1, 10**18))  # the adapter trained again at the same path
+    assert tuned.reasoner_fingerprint() != before
 
 
 def test_pigreward_contexts_are_keyed_by_the_cached_commit_of_a_hub_reasoner(tmp_path, monkeypatch):
@@ -673,6 +704,33 @@ def test_a_prediction_that_is_not_json_fails_only_its_sample(tmp_path, monkeypat
         out.results_path.stem + ".predictions.jsonl"))}
     assert rows[first[0]]["label"] == "INVALID" and re.search(reason, rows[first[0]]["error"])
     assert sum(p["label"] == "INVALID" for p in rows.values()) == 1 and out.results["failures"]["count"] == 1
+
+
+def test_failures_and_answer_quality_count_each_sample_under_the_first_line_of_its_reason():
+    """A traceback-long error or reason counts under its first line (200 characters at most), an
+    empty error is a failure (the store predicts it again), and each sample counts once."""
+    from pigbench.results import answer_quality, failure_summary
+
+    long = "OSError: " + "x" * 300
+    rows = [{"prediction": {"label": "INVALID", "error": f"{long}\nTraceback ..."}},
+            {"prediction": {"label": "INVALID", "error": f"{long}\nanother frame"}},
+            {"prediction": {"label": "INVALID", "error": ""}},
+            {"prediction": {"label": "INVALID", "error": None, "extra": {"invalid_reason": "no answer\nhmm"}}},
+            {"prediction": {"label": "INVALID", "extra": {"invalid_reason": "no answer",
+                                                         "swap": {"other_invalid_reason": "r" * 250}}}}]
+    assert failure_summary(rows) == {"count": 3, "reasons": {long[:200]: 2, "": 1}}
+    quality = answer_quality(rows)
+    assert (quality["unparseable"], quality["unparseable_reasons"]) == (3, {"no answer": 2, "r" * 200: 1})
+
+
+def test_a_results_file_without_failures_or_answer_quality_still_validates(tmp_path):
+    """Both are optional in the schema (files written before they were recorded): validate recounts
+    what a file records, not what it leaves out."""
+    path = run(config(tmp_path)).results_path
+    data = json.loads(path.read_text())
+    del data["failures"], data["answer_quality"]
+    path.write_text(json.dumps(data))
+    assert validate_results(path) == []
 
 
 def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
@@ -962,6 +1020,27 @@ def test_a_store_deleted_mid_run_stops_the_run_in_one_line(tmp_path, monkeypatch
     monkeypatch.undo()
     out = run(config(tmp_path))
     assert out.resumed == 0 and validate_results(out.results_path) == []
+
+
+def test_a_store_replaced_mid_run_stops_the_run_too(tmp_path, monkeypatch):
+    """A store file replaced at its path (another run's, a restored copy) is no longer the file the
+    run writes to: SQLite would write on to the old, unlinked one and its predictions would be lost."""
+    from pigbench.store import PredictionStore, StoreError
+
+    real_add, batches = PredictionStore.add, []
+
+    def add(self, preds):
+        batches.append(len(preds))
+        if len(batches) == 3:
+            other = self.path.with_name("other.sqlite")
+            PredictionStore(other).close()
+            os.replace(other, self.path)
+        real_add(self, preds)
+
+    monkeypatch.setattr(PredictionStore, "add", add)
+    with pytest.raises(StoreError, match=r"\.sqlite: this prediction store was deleted or replaced while the run wrote to it"):
+        run(config(tmp_path))
+    assert len(batches) == 3
 
 
 def test_a_store_that_cannot_be_checked_mid_run_stops_the_run_in_one_line(tmp_path, monkeypatch):

@@ -315,3 +315,5 @@ def test_a_swap_run_calibrates_for_the_combined_label_of_both_orders():
     both = calibrate_tie_threshold(_SlotABias(), eps, swap=True)
     assert both.probability_threshold == 0.0 and both.swap and both.to_json()["swap"] is True
     assert both.acc_w_tie == pytest.approx((100.0,) * 8 + (200 / 3,) * 3)
+    with pytest.raises(ValueError, match="as many scores as golds"):  # zip would calibrate on the first two alone
+        calibrate_from_scores([(1.0, 0.0)] * 3, [Label.A] * 3, swapped_scores=[(1.0, 0.0)] * 2)

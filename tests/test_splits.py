@@ -99,6 +99,18 @@ def test_limit_recomputes_fingerprint():
     assert two.users == 1 and two.summary()["users"] == 1
 
 
+def test_the_uncut_split_is_the_one_before_the_first_cut():
+    """The run key hashes ``uncut``: a --limit run then cut again by the calibration's held-out users
+    must still name the whole split, as the full calibrated run does, or it shares no predictions."""
+    s = build_split(pairwise_user("a", 10) + pairwise_user("b", 10, start=100), "ds", seed=0, reference_size=2)
+    whole, whole_fp = s.episodes, s.fingerprint
+    assert s.uncut is None
+    s.limit(12)
+    s.keep(s.episodes[8:])  # the held-out user's targets leave
+    assert len(s.episodes) == 4 and s.fingerprint != whole_fp
+    assert s.uncut == whole and s.uncut_fingerprint == whole_fp
+
+
 def test_negative_reference_size_rejected():
     with pytest.raises(ValueError):
         build_split([], "ds", seed=0, reference_size=-1)
