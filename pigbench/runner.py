@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import pigbench
 from pigbench.adapter import DatasetAdapter
-from pigbench.distributed import RunStores, launched_world, shard
+from pigbench.distributed import RunStores, World, launched_world, shard
 from pigbench.evaluator import Evaluator, RequirementError, Runtime, check_declaration
 from pigbench.file_stamp import damaged_safetensors, local_files_stamp, uncached_hub_ids
 from pigbench.metrics import compute_metrics
@@ -282,7 +282,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         adapter, split = load_split(config)
         calibrating = config.calibration_fraction is not None
         if calibrating:  # sets the model up (once) to score the held-out users
-            calibrate_on_held_out_users(evaluator, split, config, log if world.is_main else _quiet)
+            calibrate_on_held_out_users(evaluator, split, config, log, world)
         # setup() downloads a hub model not cached yet: set up first, so that the key stamps the commit
         # downloaded, as the next run's key will (else that run would predict every sample again); on
         # every rank when any rank lacks it (hosts with their own caches), so that all ranks stamp a commit
@@ -317,27 +317,30 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
         return world.broadcast(outcome)
 
 
-def _quiet(message: str) -> None:
-    """A log that drops ``message`` (ranks other than 0: rank 0 says it once)."""
-
-
-def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config: RunConfig, log: Callable[[str], None]) -> None:
+def calibrate_on_held_out_users(evaluator: Evaluator, split: SplitResult, config: RunConfig, log: Callable[[str], None],
+                                world: World) -> None:
     """Pick-a-Pic's tie-threshold calibration (:mod:`pigbench.calibration`) on the targets of a seeded
     ``config.calibration_fraction`` of the users; ``split`` keeps the other users' targets, and the
     evaluator's tau and ``tie_threshold_source`` (the calibration record, with ``held_out_fraction``)
-    are set. Sets the evaluator up (``setup``), after the checks; the caller does not set it up again."""
+    are set. Sets the evaluator up (``setup``), after the checks; the caller does not set it up again.
+    Under several ranks, rank 0 calibrates and every rank takes its result (one tau, hence one run key)."""
     from pigbench.calibration import apply_calibration, calibrate_tie_threshold, calibration_split
 
     if not hasattr(evaluator.config, "tie_threshold"):
         raise ValueError(f"{config.evaluator} has no tie threshold to calibrate (it answers A, B or TIE itself)")
     calibration, targets = calibration_split(split.episodes, config.calibration_fraction, config.seed)
-    set_up(evaluator, config.evaluator)
-    result = calibrate_tie_threshold(evaluator, calibration, swap=config.swap)
+    result = None
+    with world.together(RunAborted):
+        set_up(evaluator, config.evaluator)
+        if world.is_main:
+            result = calibrate_tie_threshold(evaluator, calibration, swap=config.swap)
+    result = world.broadcast(result)
     apply_calibration(evaluator, result)
     evaluator.tie_threshold_source["held_out_fraction"] = config.calibration_fraction
-    log(f"tie threshold calibrated on {len(calibration)} targets of {len({e.user_id for e in calibration})} held-out "
-        f"users: probability gap t = {result.probability_threshold}, tau = {result.tau:g}; "
-        f"evaluating the other users' {len(targets)} targets")
+    if world.is_main:
+        log(f"tie threshold calibrated on {len(calibration)} targets of {len({e.user_id for e in calibration})} held-out "
+            f"users: probability gap t = {result.probability_threshold}, tau = {result.tau:g}; "
+            f"evaluating the other users' {len(targets)} targets")
     split.keep(targets)
 
 

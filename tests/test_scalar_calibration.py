@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -206,6 +207,7 @@ def test_a_fraction_that_leaves_one_side_empty_says_so():
 
 def test_the_runner_holds_out_the_users_its_seed_picks():
     """--seed picks the calibration users as calibration_split does (users 1, 2, 4, 8, 12 at seed 1; 1, 5, 8 at 2)."""
+    from pigbench.distributed import World
     from pigbench.runner import RunConfig, calibrate_on_held_out_users
     from pigbench.splits import SplitResult
 
@@ -215,7 +217,7 @@ def test_the_runner_holds_out_the_users_its_seed_picks():
     for seed in (1, 2):
         split = SplitResult(list(eps), "d", seed, None)
         config = RunConfig(evaluator="length", dataset="d", seed=seed, calibration_fraction=0.3)
-        calibrate_on_held_out_users(_PromptLength(), split, config, log=lambda m: None)
+        calibrate_on_held_out_users(_PromptLength(), split, config, lambda m: None, World())
         evaluated[seed] = {e.user_id for e in split.episodes}
     everyone = {f"user{i}" for i in range(17)}
     assert evaluated == {1: everyone - {"user1", "user2", "user4", "user8", "user12"}, 2: everyone - {"user1", "user5", "user8"}}
@@ -317,3 +319,32 @@ def test_a_swap_run_calibrates_for_the_combined_label_of_both_orders():
     assert both.acc_w_tie == pytest.approx((100.0,) * 8 + (200 / 3,) * 3)
     with pytest.raises(ValueError, match="as many scores as golds"):  # zip would calibrate on the first two alone
         calibrate_from_scores([(1.0, 0.0)] * 3, [Label.A] * 3, swapped_scores=[(1.0, 0.0)] * 2)
+
+
+def test_under_several_ranks_rank_0_calibrates_and_the_others_take_its_tau(monkeypatch):
+    """Every rank calibrated on its own: repeated work, and a tau that GPU nondeterminism could tip on
+    one rank gave that rank another run key, which stops the run. Rank 0's result is broadcast now."""
+    from pigbench import calibration
+    from pigbench.distributed import World
+    from pigbench.runner import RunConfig, calibrate_on_held_out_users
+    from pigbench.splits import SplitResult
+
+    class Rank1(World):
+        def broadcast(self, obj):
+            assert obj is None  # rank 1 computed nothing
+            return rank0_result
+
+        @contextlib.contextmanager
+        def together(self, peer_error):
+            yield
+
+    eps = [Episode(f"user{i % 17}", (), Target(f"s{i}", "p", ImageRef("a" * (1 + i % 3), b"a"), ImageRef("bb", b"b"), Label.A))
+           for i in range(200)]
+    config = RunConfig(evaluator="length", dataset="d", seed=1, calibration_fraction=0.3)
+    rank0 = _PromptLength()
+    calibrate_on_held_out_users(rank0, SplitResult(list(eps), "d", 1, None), config, lambda m: None, World())
+    rank0_result = calibration.calibrate_tie_threshold(_PromptLength(), calibration.calibration_split(eps, 0.3, 1)[0])
+    monkeypatch.setattr(calibration, "calibrate_tie_threshold", lambda *a, **k: pytest.fail("rank 1 calibrated"))
+    rank1, logged = _PromptLength(), []
+    calibrate_on_held_out_users(rank1, SplitResult(list(eps), "d", 1, None), config, logged.append, Rank1(rank=1, size=2))
+    assert rank1.config.tie_threshold == rank0.config.tie_threshold and rank1.scored_count == 0 and logged == []
