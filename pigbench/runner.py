@@ -506,7 +506,8 @@ def _predict_swapped(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Pre
     second's mapped back when only that one answered. With scores from both orders,
     ``score_a``/``score_b`` are their means (each order's are in ``extra["swap"]``).
     ``extra["swap"]["other_invalid_reason"]`` keeps the parse failure of the order not shown, so
-    that the results' ``answer_quality`` counts every unparseable answer.
+    that the results' ``answer_quality`` counts every unparseable answer, and
+    ``extra["swap"]["other_served"]`` its ``served`` (who answered it, from a server).
     """
     firsts = predict_isolated(evaluator, batch)
     seconds = predict_isolated(evaluator, [e.swapped() for e in batch])
@@ -531,6 +532,8 @@ def _predict_swapped(evaluator: Evaluator, batch: Sequence[Episode]) -> list[Pre
             score_a, score_b = shown.score_a, shown.score_b
         if other.extra.get("invalid_reason"):
             swap["other_invalid_reason"] = other.extra["invalid_reason"]
+        if other.extra.get("served"):
+            swap["other_served"] = other.extra["served"]
         error = p1.error if p1.error is not None else p2.error  # "" failed too (the store's rule)
         if error is not None:
             label, score_a, score_b = Label.INVALID, None, None

@@ -649,6 +649,33 @@ def test_swap_counts_an_empty_error_as_a_failure():
     for pred in _predict_swapped(ByFirstImage(), [episode("f", "x"), episode("x", "f")]):
         assert (pred.label, pred.error, pred.score_a) == (Label.INVALID, "", None)
 
+
+def test_swap_keeps_who_served_the_order_not_shown():
+    """A served judge's extra["served"] (another model than asked for, a system fingerprint) was kept
+    for the order shown only: a proxy that routed the swapped request to another checkpoint left no trace."""
+    import dataclasses
+
+    from pigbench.evaluator import Evaluator
+    from pigbench.protocol import Episode, ImageRef, Label, Prediction, Target
+    from pigbench.runner import _predict_swapped
+
+    answers = {"x": Prediction("", Label.A, extra={"served": {"system_fingerprint": "fp_1"}}),
+               "y": Prediction("", Label.B, extra={"served": {"model": "other-ckpt", "system_fingerprint": "fp_2"}}),
+               "z": Prediction("", Label.A), "w": Prediction("", Label.B)}
+
+    class ByFirstImage(Evaluator):
+        def predict(self, episodes):
+            return [dataclasses.replace(answers[ep.target.image_a.id], sample_id=ep.sample_id) for ep in episodes]
+
+    def episode(a: str, b: str) -> Episode:
+        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
+
+    routed, plain = _predict_swapped(ByFirstImage(), [episode("x", "y"), episode("z", "w")])
+    assert routed.extra["served"] == {"system_fingerprint": "fp_1"}
+    assert routed.extra["swap"]["other_served"] == {"model": "other-ckpt", "system_fingerprint": "fp_2"}
+    assert "served" not in plain.extra and "other_served" not in plain.extra["swap"]
+
+
 def test_a_batch_that_raises_or_comes_back_out_of_order_is_predicted_one_episode_at_a_time():
     """Only the episode that raises is INVALID; predictions returned in another order are not stored
     under the wrong sample ids."""
