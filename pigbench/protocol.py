@@ -119,7 +119,7 @@ class ImageRef:
             raise
         except UnidentifiedImageError as exc:
             raise ImageError(f"image {self.id!r}: cannot decode {self._where()}: not an image in a format pigbench "
-                             f"reads ({', '.join(IMAGE_FORMATS)})") from exc
+                             f"reads ({', '.join(IMAGE_FORMATS)}) or damaged") from exc
         except Exception as exc:  # PIL raises many types for corrupt files
             raise ImageError(f"image {self.id!r}: cannot decode {self._where()}: {exc}") from exc
 

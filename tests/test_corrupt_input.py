@@ -47,6 +47,16 @@ def test_an_image_in_a_format_outside_the_datasets_ones_is_refused_by_name(fmt):
         ImageRef("img-9", buf.getvalue()).open()
 
 
+@pytest.mark.parametrize("damage", [lambda jpeg: b"", lambda jpeg: b"\0" * 4 + jpeg[4:]])
+def test_a_damaged_image_is_not_said_to_be_of_another_format(damage):
+    """An empty file (a download cut short) or a JPEG with a garbled header was reported as 'not an image in
+    a format pigbench reads': the user looked for a format problem. The message names both causes now."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(buf, format="JPEG")
+    with pytest.raises(ImageError, match=r"img-9.*JPEG, PNG, WEBP, GIF, BMP, TIFF\) or damaged$"):
+        ImageRef("img-9", damage(buf.getvalue())).open()
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
 def test_the_formats_of_text_to_image_datasets_decode(fmt):
     buf = io.BytesIO()
