@@ -491,3 +491,21 @@ def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' does not match the model: "
                                               rf"1 missing key\(s\) .*layers\.1\.self_attn\.q_proj\.lora_A.*1 unexpected key\(s\) .*query"):
         load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+
+
+def test_an_adapter_config_that_is_not_json_is_one_checkpoint_error_naming_it(tiny, tmp_path):
+    """PeftConfig's JSONDecodeError reached the user as 'error: Expecting value: line 1 column 1 (char 0)',
+    naming no file."""
+    peft = pytest.importorskip("peft")
+    from pigbench.checkpoint import CheckpointError
+    from pigbench.fastgen.backend import load_qwen2vl
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    config = tmp_path / "adapter" / "adapter_config.json"
+    config.write_text(config.read_text()[:20])  # cut short
+    with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' could not be "
+                                              rf"read: {re.escape(str(config))} is not valid JSON \(.*\)$"):
+        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")

@@ -12,6 +12,8 @@ the KV of their common prefix (a user's context across that user's targets). A g
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Hashable, Optional, Sequence
 
 from pigbench.fastgen.engine import Qwen2VLEngine
@@ -51,10 +53,15 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
     """``model`` with the PEFT adapter at ``adapter`` merged in. An adapter tensor that matches no
     module of the model, or a module's adapter tensor absent from the file, is a CheckpointError
     naming ``adapter`` (``PeftModel.from_pretrained`` ignores the first, only warns on the second, and
-    leaves those modules without the adapter or with its initial weights)."""
+    leaves those modules without the adapter or with its initial weights); so is an adapter_config.json
+    that is not JSON (peft's error names no file)."""
     from peft import PeftConfig, PeftModel
 
-    config = PeftConfig.from_pretrained(adapter)
+    try:
+        config = PeftConfig.from_pretrained(adapter)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"the PIGReward adapter at {adapter!r} could not be read: "
+                              f"{os.path.join(adapter, 'adapter_config.json')} is not valid JSON ({exc})") from None
     config.inference_mode = True
     net = PeftModel(model, config)
     renamed = hasattr(getattr(model, "model", None), "language_model")  # the layout of transformers >= 4.52
