@@ -83,12 +83,14 @@ def local_files_stamp(sources: Iterable[str], read_local: bool = True) -> str:
 
 
 def damaged_safetensors(sources: Iterable[str]) -> list[str]:
-    """The local ``.safetensors`` files of the sources whose header safetensors cannot read (zero
-    bytes, truncated, not safetensors), sorted; reads headers only."""
+    """The local ``.safetensors`` files of the sources (a hub id's: those of its cached snapshot) whose
+    header safetensors cannot read (zero bytes, truncated, not safetensors), sorted; reads headers only."""
     from safetensors import safe_open
 
     damaged = set()
     for source in {s for s in sources if s}:
+        if commit := hub_commit(source):
+            source = str(hub_cache_dir() / f"models--{source.replace('/', '--')}" / "snapshots" / commit)
         try:
             files = [f for f in local_files(source)[1] if f.suffix == ".safetensors"]
         except (OSError, ValueError):

@@ -477,6 +477,24 @@ def test_damaged_safetensors_names_exactly_the_unreadable_weight_files(tmp_path)
     assert damaged_safetensors([str(model / "model-00001-of-00003.safetensors")]) == []
 
 
+def test_damaged_safetensors_in_the_hub_cache_are_named(tmp_path, monkeypatch):
+    """The default judges and PIGReward load hub ids, yet only local folders were searched: a shard cut
+    short in the hub cache gave 'the judge model at 'Qwen/...' could not be read: SafetensorError: ...'
+    naming no file. The cached snapshot of a hub id is searched too."""
+    pytest.importorskip("safetensors")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from pigbench.file_stamp import damaged_safetensors
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    cache_snapshot(tmp_path / "hub", "someorg/judge", "c" * 40)
+    snapshot = tmp_path / "hub" / "models--someorg--judge" / "snapshots" / ("c" * 40)
+    save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(snapshot / "model-00001-of-00002.safetensors"))
+    (snapshot / "model-00002-of-00002.safetensors").write_bytes(b"")
+    assert damaged_safetensors(["someorg/judge", "someorg/not-cached"]) == [str(snapshot / "model-00002-of-00002.safetensors")]
+
+
 def test_a_dataset_option_that_is_a_path_gives_a_file_name_not_folders(tmp_path):
     cfg = config(tmp_path, dataset_options={"images": "/data/pip/images"})
     suffix = _variant_suffix(cfg, build_evaluator(cfg))
