@@ -153,6 +153,17 @@ def test_contexts_of_a_local_reasoner_are_keyed_by_the_engine_s_output_version(m
     assert served.reasoner_fingerprint() == before[1]  # a server's outputs do not depend on the engine
 
 
+def test_predictions_of_the_local_backend_are_keyed_by_the_engine_s_output_version(monkeypatch):
+    """Only the contexts were: a bump of the engine's output version alone reused stored predictions."""
+    import pigbench.fastgen
+
+    local, served = PIGRewardConfig(), PIGRewardConfig(backend="openai")
+    before = local.hash("pigreward", "3"), served.hash("pigreward", "3")
+    monkeypatch.setattr(pigbench.fastgen, "OUTPUT_VERSION", "older")
+    assert local.hash("pigreward", "3") != before[0]
+    assert served.hash("pigreward", "3") == before[1]  # a server's answers (and its request cache) stay
+
+
 class Served(Recorder):
     """A backend without shared prefixes (e.g. the OpenAI-compatible one): called without share keys."""
 

@@ -43,8 +43,14 @@ class PIGRewardConfig(EvaluatorConfig):
     runtime_fields: ClassVar[tuple[str, ...]] = ("base_url", "api_key_env", "concurrency", "decode_batch")
 
     def hash(self, evaluator_name: str, version: str) -> str:
+        """What the predictions depend on: the options but the runtime ones, and for the local backend
+        the engine's output version (its tokens for the same inputs), as in :meth:`reasoner_fingerprint`."""
+        from pigbench.fastgen import OUTPUT_VERSION
+
         config = {k: v for k, v in self.to_json().items() if k not in self.runtime_fields}
-        payload = json.dumps({"evaluator": evaluator_name, "version": version, "config": config}, sort_keys=True)
+        engine = OUTPUT_VERSION if self.backend == "local" else None
+        payload = json.dumps({"evaluator": evaluator_name, "version": version, "config": config, "engine": engine},
+                             sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property
