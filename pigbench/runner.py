@@ -241,11 +241,12 @@ def served(evaluator: Evaluator) -> bool:
 
 
 def _inputs_digest(episodes: Sequence[Episode]) -> str:
-    """Hash of the prompts, image ids and image stamps (:meth:`ImageRef.stamp`: an image file
+    """Hash of the prompts, image ids and image stamps (:meth:`ImageRef.stamp`: the content hash
+    the adapter's split computed, or for an image not hashed yet its file's size; an image file
     written again, say PIP's images rendered anew, changes it) of each episode's target and
     references (with their rankings), in order: an edited prompt or an image file the dataset now
-    names instead changes an evaluator's input without changing the split's fingerprint. Image
-    files are not read, only their sizes."""
+    names instead changes an evaluator's input without changing the split's fingerprint. No image
+    file is read here."""
     h = hashlib.sha256()
     refs_seen: dict[int, str] = {}  # a user's episodes share one references tuple: hash it once
     for ep in episodes:
