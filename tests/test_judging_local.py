@@ -141,7 +141,7 @@ def test_option_recorder_sums_variants_per_sequence_and_step():
 
     recorder = _OptionRecorder({"A": [0, 1], "B": [2]})
     for step in ([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]], [[0.5, 0.05, 0.25, 0.2]] * 2):
-        recorder(torch.zeros(2, 1, dtype=torch.long), torch.tensor(step).log() + 7.0)  # logits, shifted
+        recorder(None, (), (torch.tensor(step).log() + 7.0)[:, None])  # the output layer's logits (batch, 1, vocab), shifted
     got = [[{o: round(float(torch.tensor(v).exp()), 6) for o, v in s.items()} for s in seq] for seq in recorder.rows()]
     assert got == [[{"A": 0.3, "B": 0.3}, {"A": 0.55, "B": 0.25}], [{"A": 0.7, "B": 0.2}, {"A": 0.55, "B": 0.25}]]
 
@@ -188,6 +188,33 @@ def test_option_probabilities_follow_the_greedy_choice(qwen):
     probs = qwen.generate([prompt], probed)[0].option_probs
     assert probs is not None and sum(probs.values()) == pytest.approx(1.0)
     assert probs[second.strip()] > probs[other]
+
+
+def test_option_probabilities_are_read_before_the_checkpoint_s_repetition_penalty(qwen, monkeypatch):
+    """They were read from generate's processed scores, after the checkpoint's repetition_penalty
+    (1.05 in Qwen2-VL) had shrunk the logits of the prompt's "A" and "B": P(A) was pulled towards 0.5.
+    They now come from the raw logits, as generate's own output_logits gives them."""
+    monkeypatch.setattr(qwen.model.generation_config, "repetition_penalty", 3.0)
+    params = GenerationParams(max_new_tokens=4, images=ImagePolicy(max_pixels=56 * 56))
+    prompt = reference_prompt(episode(1))
+    out = qwen.model.generate(**qwen.encode([prompt], params.images), max_new_tokens=4, do_sample=False,
+                              pad_token_id=qwen.tokenizer.pad_token_id, output_logits=True, output_scores=True,
+                              return_dict_in_generate=True)
+    first = qwen.tokenizer.decode([out.sequences[0, -4]]).strip()
+    if not first:
+        pytest.skip("the first greedy token of this random model is not usable as a marker")
+    ids = qwen.option_token_ids(("A", "B"), first)
+
+    def option_probs(step_logits):
+        logp = torch.log_softmax(step_logits[0].float(), -1)
+        mass = {o: float(torch.logsumexp(logp[i], -1).exp()) for o, i in ids.items()}
+        return {o: m / sum(mass.values()) for o, m in mass.items()}
+
+    want, penalized = option_probs(out.logits[1]), option_probs(out.scores[1])
+    assert abs(want["A"] - penalized["A"]) > 1e-3  # the penalty moves them: the test tells the two apart
+    got = qwen.generate([prompt], GenerationParams(max_new_tokens=4, images=params.images, answer_marker=first,
+                                                   options=("A", "B")))[0].option_probs
+    assert got == pytest.approx(want, abs=1e-5)
 
 
 def test_unreadable_image_fails_only_its_prompt(qwen):

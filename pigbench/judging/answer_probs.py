@@ -19,7 +19,8 @@ from typing import Mapping, Optional, Sequence
 
 # Part of a probs-scoring judge's config hash (hence its run key), not of its request cache key:
 # a change here rereads the same answers. 2: a token merging the marker's end with the answer counts.
-READING_VERSION = "2"
+# 3: the local backend reads the raw logits, before generate's repetition penalty.
+READING_VERSION = "3"
 
 
 def option_probs_after_marker(

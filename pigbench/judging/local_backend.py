@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessor, LogitsProcessorList
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from pigbench.checkpoint import from_pretrained_strict
 from pigbench.hub import cache_only
@@ -49,17 +49,20 @@ def template_interleaves(processor: Any) -> bool:
     return 0 <= i < j and processor.image_token in rendered[i:j]
 
 
-class _OptionRecorder(LogitsProcessor):
-    """Records each step's log-probabilities of the options (summed over their token variants)."""
+class _OptionRecorder:
+    """Records each step's log-probabilities of the options (summed over their token variants) from
+    the model's raw logits, as a forward hook on its output layer: before ``generate``'s logits
+    processors, which apply the checkpoint's ``repetition_penalty`` (1.05 in Qwen2-VL) to the prompt's
+    "A" and "B" and would pull P(A) towards 0.5. The evaluators spec reads the answer token's logits,
+    and servers report logprobs of the raw distribution too."""
 
     def __init__(self, option_ids: dict[str, list[int]]) -> None:
         self.option_ids = option_ids
         self.steps: list[torch.Tensor] = []  # one [batch, n_options] tensor per generated token
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logp = torch.log_softmax(scores.float(), dim=-1)
+    def __call__(self, module: Any, inputs: Any, logits: torch.Tensor) -> None:
+        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # the next token's (prefill: the prompt's last)
         self.steps.append(torch.stack([torch.logsumexp(logp[:, ids], dim=-1) for ids in self.option_ids.values()], -1))
-        return scores
 
     def rows(self) -> list[list[dict[str, float]]]:
         """Per sequence, per step: ``{option: log-probability}``."""
@@ -185,12 +188,16 @@ class LocalBackend(Backend):
             torch.manual_seed(params.seed)
             # plain temperature sampling: the checkpoint's top_k/top_p (Qwen2-VL ships top_k=1) would make it greedy
             sampling = {"do_sample": True, "temperature": params.temperature, "top_p": None, "top_k": None}
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs, max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id, logits_processor=LogitsProcessorList([recorder] if recorder else []),
-                **sampling,
-            )
+        hook = self.model.get_output_embeddings().register_forward_hook(recorder) if recorder else None
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **inputs, max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id, **sampling,
+                )
+        finally:
+            if hook is not None:
+                hook.remove()
         new = out[:, inputs["input_ids"].shape[1] :].cpu()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         rows, eos = new.tolist(), self.stop_token_ids()
