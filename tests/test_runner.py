@@ -202,16 +202,16 @@ def test_dataset_options_are_part_of_what_a_resumed_run_reuses(tmp_path):
     assert smaller.results_path.name == "color-reference__limit20_opt-size32.json"
 
 
-def test_a_dataset_whose_prompts_or_image_files_changed_is_predicted_again(tmp_path):
-    """The fingerprint (sample ids, reference ids, golds) does not see an instance pointed at other
-    image files or an edited prompt: the run key must, or the old predictions were reused."""
+def three_set_dataset(tmp_path, images: int) -> tuple[Path, list[dict], list[dict], RunConfig]:
+    """A PIGBench-format dataset of 3 four-image sets ranked by 2 users, over ``images`` distinct
+    PNGs (the sets use the first 12): its folder, instances, rankings and a color-reference config."""
     from PIL import Image
 
     from pigbench.adapters.pigbench_format import write_dataset
 
     root = tmp_path / "ds"
     (root / "images").mkdir(parents=True)
-    for i in range(24):
+    for i in range(images):
         Image.new("RGB", (8, 8), (10 * i, 255 - 10 * i, 7 * i)).save(root / "images" / f"{i}.png")
     instances = [dict(instance_id=f"i{j}", base_prompt=f"prompt {j}", category="c", challenge="c", prompts=["p"] * 4,
                       images=[f"images/{4 * j + k}.png" for k in range(4)], generator="g", seeds=[0, 1, 2, 3])
@@ -219,7 +219,15 @@ def test_a_dataset_whose_prompts_or_image_files_changed_is_predicted_again(tmp_p
     rankings = [dict(user_id=f"u{u}", instance_id=f"i{j}", ranks=[1, 2, 3, 4] if u else [4, 3, 2, 1])
                 for u in range(2) for j in range(3)]
     write_dataset(root, instances, rankings)
-    cfg = config(tmp_path, evaluator="color-reference", dataset="pigbench", dataset_path=str(root))
+    return root, instances, rankings, config(tmp_path, evaluator="color-reference", dataset="pigbench", dataset_path=str(root))
+
+
+def test_a_dataset_whose_prompts_or_image_files_changed_is_predicted_again(tmp_path):
+    """The fingerprint (sample ids, reference ids, golds) does not see an instance pointed at other
+    image files or an edited prompt: the run key must, or the old predictions were reused."""
+    from pigbench.adapters.pigbench_format import write_dataset
+
+    root, instances, rankings, cfg = three_set_dataset(tmp_path, 24)
     first = run(cfg)
     assert (first.computed, run(cfg).computed) == (12, 0)
     write_dataset(root, [dict(d, images=[f"images/{12 + 4 * j + k}.png" for k in range(4)])
@@ -233,22 +241,10 @@ def test_a_dataset_whose_prompts_or_image_files_changed_is_predicted_again(tmp_p
 
 def test_image_files_written_again_with_other_pixels_are_predicted_again(tmp_path):
     """The key named image files by path only: images rendered anew into the same files (PIP's, which
-    each user renders) reused the predictions of the old pixels. Their sizes are in the key now."""
+    each user renders) reused the predictions of the old pixels. Their stamps are in the key now."""
     from PIL import Image
 
-    from pigbench.adapters.pigbench_format import write_dataset
-
-    root = tmp_path / "ds"
-    (root / "images").mkdir(parents=True)
-    for i in range(12):
-        Image.new("RGB", (8, 8), (20 * i, 255 - 20 * i, 9 * i)).save(root / "images" / f"{i}.png")
-    instances = [dict(instance_id=f"i{j}", base_prompt=f"prompt {j}", category="c", challenge="c", prompts=["p"] * 4,
-                      images=[f"images/{4 * j + k}.png" for k in range(4)], generator="g", seeds=[0, 1, 2, 3])
-                 for j in range(3)]
-    rankings = [dict(user_id=f"u{u}", instance_id=f"i{j}", ranks=[1, 2, 3, 4] if u else [4, 3, 2, 1])
-                for u in range(2) for j in range(3)]
-    write_dataset(root, instances, rankings)
-    cfg = config(tmp_path, evaluator="color-reference", dataset="pigbench", dataset_path=str(root))
+    root, _, _, cfg = three_set_dataset(tmp_path, 12)
     assert (run(cfg).computed, run(cfg).computed) == (12, 0)
     Image.effect_noise((8, 8), 60).convert("RGB").save(root / "images" / "5.png")
     again = run(cfg)
