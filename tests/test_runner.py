@@ -553,12 +553,33 @@ def test_swap_records_both_answers(tmp_path):
     assert out.results["metrics"]["swap_inconsistency_rate"] == 0.0  # a scalar scorer is position-free
 
 
+def pair_episode(a: str, b: str):
+    """A target ``a-b`` of user u showing images named ``a`` and ``b``."""
+    from pigbench.protocol import Episode, ImageRef, Label, Target
+
+    return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
+
+
+def swapped_answers(answers: dict, pairs: list[tuple[str, str]]) -> list:
+    """``_predict_swapped`` of an evaluator answering each order with ``answers[name of image A]``."""
+    import dataclasses
+
+    from pigbench.evaluator import Evaluator
+    from pigbench.runner import _predict_swapped
+
+    class ByFirstImage(Evaluator):
+        def predict(self, episodes):
+            return [dataclasses.replace(answers[ep.target.image_a.id], sample_id=ep.sample_id) for ep in episodes]
+
+    return _predict_swapped(ByFirstImage(), [pair_episode(a, b) for a, b in pairs])
+
+
 def test_swap_shows_the_order_that_answered_and_averages_both_orders_scores():
     """A judge biased to the first image (P = 0.8 for it) disagrees with itself: TIE with the mean
     P(A) of both orders, 0.5, not the first order's 0.8; an order that did not parse is not shown
     but counted; the dimensions of the second order are mapped back."""
     from pigbench.evaluator import Evaluator
-    from pigbench.protocol import Dimension, Episode, ImageRef, Label, Prediction, Target
+    from pigbench.protocol import Dimension, Label, Prediction
     from pigbench.results import answer_quality
     from pigbench.runner import _predict_swapped
 
@@ -573,10 +594,7 @@ def test_swap_shows_the_order_that_answered_and_averages_both_orders_scores():
                                           dimensions=[Dimension("warmth", "", 8.0, 2.0)]))
             return out
 
-    def episode(a: str, b: str) -> Episode:
-        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
-
-    biased, rescued = _predict_swapped(FirstImageJudge(), [episode("x", "y"), episode("unreadable-layout", "y")])
+    biased, rescued = _predict_swapped(FirstImageJudge(), [pair_episode("x", "y"), pair_episode("unreadable-layout", "y")])
     assert biased.label == Label.TIE and (biased.score_a, biased.score_b) == (0.5, 0.5)
     assert biased.extra["swap"]["scores_first"] == (0.8, 0.2) and biased.extra["swap"]["scores_second_mapped_back"] == (0.2, 0.8)
     assert biased.extra["swap"]["inconsistent"] and biased.raw_text == "x wins"
@@ -590,24 +608,13 @@ def test_swap_shows_the_order_that_answered_and_averages_both_orders_scores():
 def test_swap_flags_only_decisive_disagreement_and_keeps_the_second_orders_error():
     """A then TIE (mapped back) is TIE but not inconsistent (protocol section 3: only disagreeing
     decisive answers are); an unparseable first order with a failed second one keeps that error."""
-    import dataclasses
-
-    from pigbench.evaluator import Evaluator
-    from pigbench.protocol import Episode, ImageRef, Label, Prediction, Target
-    from pigbench.runner import _predict_swapped
+    from pigbench.protocol import Label, Prediction
 
     answers = {"x": Prediction("", Label.A), "y": Prediction("", Label.TIE),
                "u": Prediction("", Label.INVALID, raw_text="hmm", extra={"invalid_reason": "no answer"}),
                "v": Prediction("", Label.INVALID, error="HTTP 500")}
 
-    class ByFirstImage(Evaluator):
-        def predict(self, episodes):
-            return [dataclasses.replace(answers[ep.target.image_a.id], sample_id=ep.sample_id) for ep in episodes]
-
-    def episode(a: str, b: str) -> Episode:
-        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
-
-    tie, failed = _predict_swapped(ByFirstImage(), [episode("x", "y"), episode("u", "v")])
+    tie, failed = swapped_answers(answers, [("x", "y"), ("u", "v")])
     assert tie.label == Label.TIE and tie.extra["swap"]["inconsistent"] is False
     assert (failed.label, failed.error, failed.extra["invalid_reason"]) == (Label.INVALID, "HTTP 500", "no answer")
 
@@ -616,7 +623,7 @@ def test_swap_with_an_order_that_failed_is_a_failed_sample():
     """An order that raised (a server down) makes the sample failed, with its error, even when the other
     order answered: it was stored as a final one-order answer, never predicted again, counted nowhere."""
     from pigbench.evaluator import Evaluator
-    from pigbench.protocol import Episode, ImageRef, Label, Prediction, Target
+    from pigbench.protocol import Label, Prediction
     from pigbench.runner import _predict_swapped
 
     class FlakyJudge(Evaluator):
@@ -630,11 +637,8 @@ def test_swap_with_an_order_that_failed_is_a_failed_sample():
                 out.append(Prediction(ep.sample_id, label, extra={"invalid_reason": "no answer"} if first == "junk" else {}))
             return out
 
-    def episode(a: str, b: str) -> Episode:
-        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
-
-    unanswered, tie, one_order = _predict_swapped(FlakyJudge(), [episode("junk", "down"), episode("even", "x"),
-                                                                 episode("ok", "down2")])
+    unanswered, tie, one_order = _predict_swapped(FlakyJudge(), [pair_episode("junk", "down"), pair_episode("even", "x"),
+                                                                 pair_episode("ok", "down2")])
     assert unanswered.label == Label.INVALID and unanswered.error == "ConnectionError: server down"
     assert tie.label == Label.TIE and tie.error is None and not tie.extra["swap"]["inconsistent"]
     assert (one_order.label, one_order.error) == (Label.INVALID, "ConnectionError: server down")
@@ -645,46 +649,24 @@ def test_swap_with_an_order_that_failed_is_a_failed_sample():
 def test_swap_counts_an_empty_error_as_a_failure():
     """error="" is a failure (the store's rule: not None), yet the swap combination tested it for truth: a
     failed first order was stored as the second order's answer, a failed second one as the first's label with an error."""
-    import dataclasses
-
-    from pigbench.evaluator import Evaluator
-    from pigbench.protocol import Episode, ImageRef, Label, Prediction, Target
-    from pigbench.runner import _predict_swapped
+    from pigbench.protocol import Label, Prediction
 
     answers = {"x": Prediction("", Label.A), "f": Prediction("", Label.INVALID, error="")}
 
-    class ByFirstImage(Evaluator):
-        def predict(self, episodes):
-            return [dataclasses.replace(answers[ep.target.image_a.id], sample_id=ep.sample_id) for ep in episodes]
-
-    def episode(a: str, b: str) -> Episode:
-        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
-
-    for pred in _predict_swapped(ByFirstImage(), [episode("f", "x"), episode("x", "f")]):
+    for pred in swapped_answers(answers, [("f", "x"), ("x", "f")]):
         assert (pred.label, pred.error, pred.score_a) == (Label.INVALID, "", None)
 
 
 def test_swap_keeps_who_served_the_order_not_shown():
     """A served judge's extra["served"] (another model than asked for, a system fingerprint) was kept
     for the order shown only: a proxy that routed the swapped request to another checkpoint left no trace."""
-    import dataclasses
-
-    from pigbench.evaluator import Evaluator
-    from pigbench.protocol import Episode, ImageRef, Label, Prediction, Target
-    from pigbench.runner import _predict_swapped
+    from pigbench.protocol import Label, Prediction
 
     answers = {"x": Prediction("", Label.A, extra={"served": {"system_fingerprint": "fp_1"}}),
                "y": Prediction("", Label.B, extra={"served": {"model": "other-ckpt", "system_fingerprint": "fp_2"}}),
                "z": Prediction("", Label.A), "w": Prediction("", Label.B)}
 
-    class ByFirstImage(Evaluator):
-        def predict(self, episodes):
-            return [dataclasses.replace(answers[ep.target.image_a.id], sample_id=ep.sample_id) for ep in episodes]
-
-    def episode(a: str, b: str) -> Episode:
-        return Episode("u", (), Target(f"{a}-{b}", "p", ImageRef(a, a.encode()), ImageRef(b, b.encode()), Label.A))
-
-    routed, plain = _predict_swapped(ByFirstImage(), [episode("x", "y"), episode("z", "w")])
+    routed, plain = swapped_answers(answers, [("x", "y"), ("z", "w")])
     assert routed.extra["served"] == {"system_fingerprint": "fp_1"}
     assert routed.extra["swap"]["other_served"] == {"model": "other-ckpt", "system_fingerprint": "fp_2"}
     assert "served" not in plain.extra and "other_served" not in plain.extra["swap"]
