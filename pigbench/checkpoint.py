@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from pigbench.evaluator import RequirementError
-from pigbench.file_stamp import damaged_safetensors
+from pigbench.file_stamp import damaged_message, damaged_safetensors
 from pigbench.hub import cache_only
 
 
@@ -42,8 +42,7 @@ def from_pretrained_strict(model_class: Any, source: str, what: str, **kwargs: A
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         damaged = damaged_safetensors([source]) if type(exc).__name__ == "SafetensorError" else []
         if damaged:
-            raise CheckpointError(f"{what} at {source!r} could not be read: the weight file {damaged[0]} is damaged "
-                                  f"or truncated ({first}); download it again") from None
+            raise CheckpointError(f"{what} at {source!r} could not be read: {damaged_message(damaged, first)}") from None
         raise CheckpointError(f"{what} at {source!r} could not be read: {type(exc).__name__}: {first}") from None
     wanted = getattr(getattr(model_class, "config_class", None), "model_type", None)
     if wanted and model.config.model_type != wanted:

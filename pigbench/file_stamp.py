@@ -15,7 +15,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 
 def local_files(source: str) -> tuple[Path, list[Path]]:
@@ -45,12 +45,17 @@ def hub_commit(source: str) -> Optional[str]:
     folder, whose snapshot is there), or None: no hub id, or not cached. Never asks the hub."""
     if not is_hub_id(source):
         return None
-    repo = hub_cache_dir() / f"models--{source.replace('/', '--')}"
+    repo = _hub_repo(source)
     try:
         commit = (repo / "refs" / "main").read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
     return commit if commit and (repo / "snapshots" / commit).is_dir() else None
+
+
+def _hub_repo(source: str) -> Path:
+    """The hub cache's folder of hub model id ``source`` (``models--OWNER--NAME``)."""
+    return hub_cache_dir() / f"models--{source.replace('/', '--')}"
 
 
 def uncached_hub_ids(sources: Iterable[str]) -> list[str]:
@@ -90,7 +95,7 @@ def damaged_safetensors(sources: Iterable[str]) -> list[str]:
     damaged = set()
     for source in {s for s in sources if s}:
         if commit := hub_commit(source):
-            source = str(hub_cache_dir() / f"models--{source.replace('/', '--')}" / "snapshots" / commit)
+            source = str(_hub_repo(source) / "snapshots" / commit)
         try:
             files = [f for f in local_files(source)[1] if f.suffix == ".safetensors"]
         except (OSError, ValueError):
@@ -102,3 +107,12 @@ def damaged_safetensors(sources: Iterable[str]) -> list[str]:
             except Exception:  # SafetensorError, or OSError for an unreadable file
                 damaged.add(str(f))
     return sorted(damaged)
+
+
+def damaged_message(damaged: Sequence[str], error: object) -> str:
+    """The end of an error for damaged weight files (:func:`damaged_safetensors`; none found: "a
+    .safetensors weight file of the model"), with the reader's ``error`` and what to do."""
+    which = "a .safetensors weight file of the model is"
+    if damaged:
+        which = f"the weight file {damaged[0]} is" if len(damaged) == 1 else f"the weight files {', '.join(damaged)} are"
+    return f"{which} damaged or truncated ({error}); download it again"

@@ -38,7 +38,7 @@ import pigbench
 from pigbench.adapter import DatasetAdapter
 from pigbench.distributed import RunStores, World, launched_world, shard
 from pigbench.evaluator import Evaluator, RequirementError, Runtime, check_declaration
-from pigbench.file_stamp import damaged_safetensors, local_files_stamp, uncached_hub_ids
+from pigbench.file_stamp import damaged_message, damaged_safetensors, local_files_stamp, uncached_hub_ids
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, ImageRef, Label, Prediction, combine_swapped
 from pigbench.registry import adapters, evaluators
@@ -357,11 +357,7 @@ def set_up(evaluator: Evaluator, name: str) -> None:
     except Exception as exc:
         if type(exc).__name__ != "SafetensorError":
             raise
-        damaged = damaged_safetensors(evaluator.model_sources())
-        which = "a .safetensors weight file of the model is"
-        if damaged:
-            which = f"the weight file {damaged[0]} is" if len(damaged) == 1 else f"the weight files {', '.join(damaged)} are"
-        raise RequirementError(f"{name}: {which} damaged or truncated ({exc}); download it again") from exc
+        raise RequirementError(f"{name}: {damaged_message(damaged_safetensors(evaluator.model_sources()), exc)}") from exc
 
 
 def write_run_results(
