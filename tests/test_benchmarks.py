@@ -12,7 +12,8 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-GPU_SCRIPTS = ["sdxl_render.py", "judge_throughput.py", "pigreward_throughput.py", "scalar_throughput.py", "data_parallel.py"]
+GPU_SCRIPTS = ["sdxl_render.py", "judge_throughput.py", "pigreward_throughput.py", "scalar_throughput.py", "data_parallel.py",
+               "repetition_penalty.py"]
 
 
 @pytest.mark.parametrize("script", GPU_SCRIPTS)
