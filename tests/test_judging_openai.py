@@ -189,6 +189,37 @@ def test_timeout_is_a_deadline_for_a_status_line_and_headers_that_trickle_in(ser
                                               "(gave up after 1 attempts)")
 
 
+def test_timeout_is_a_deadline_for_a_dns_lookup_that_hangs(server, monkeypatch):
+    """A resolver that does not answer used to hold the attempt for as long as it hung (the lookup
+    inside socket.create_connection had no time limit); a lookup is now held to the deadline, and
+    one that times out is a connection failure naming the host, retried like any other."""
+    import socket
+    import threading
+
+    real, release, calls = socket.getaddrinfo, threading.Event(), []
+
+    def hangs_once(host, *args, **kwargs):
+        calls.append(host)
+        if len(calls) == 1:
+            release.wait(10)  # a resolver that hangs (until the test ends)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hangs_once)
+    b = backend(server, timeout_s=0.3, retry=RetryPolicy(max_retries=0))
+    start = time.monotonic()
+    try:
+        (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+        assert time.monotonic() - start < 0.9  # one attempt of 0.3 s, with slack
+        assert gen.text is None and server.hits == 0
+        assert gen.error == (f"cannot reach {server.url}/chat/completions: looking up 127.0.0.1 took longer "
+                             "than the 0.3 s left of the attempt (gave up after 1 attempts)")
+        calls.clear()
+        (gen,) = backend(server, timeout_s=0.3).generate([Prompt((text("x"),))], GenerationParams())
+        assert gen.text == "<answer>B</answer>" and server.hits == 1 and len(calls) == 2  # retried
+    finally:
+        release.set()
+
+
 def test_a_tls_connection_cut_while_the_body_arrives_is_retried(server, monkeypatch):
     """An ssl.SSLError (an OSError, not a ConnectionError) from a proxy that drops TLS mid-body."""
     import ssl
