@@ -9,7 +9,7 @@
 * Up to ``concurrency`` requests are in flight. ``timeout_s`` is a deadline per attempt: looking the
   host up, connecting, sending the request and reading the status line, headers and body must all be done ``timeout_s``
   after the attempt began, however slowly the bytes come (each socket wait is capped at the time
-  left; a TLS handshake's waits at the time left when it began). HTTP 408, 429, 5xx,
+  left, an HTTPS proxy's answer to CONNECT included; a TLS handshake at the time left when it begins). HTTP 408, 429, 5xx,
   timeouts and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
   header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
@@ -178,6 +178,7 @@ class _DeadlineHTTPConnection(http.client.HTTPConnection):
                 if source_address:
                     sock.bind(source_address)
                 sock.connect(addr)
+                sock.settimeout(_time_left(self.deadline))  # for the TLS handshake, next unless tunnelling
                 return sock
             except OSError as exc:
                 sock.close()
@@ -186,14 +187,26 @@ class _DeadlineHTTPConnection(http.client.HTTPConnection):
                 error = exc
         raise error or OSError(f"no address found for {host}")
 
+    def _tunnel(self) -> None:
+        """An HTTPS proxy's CONNECT exchange with every wait held to the deadline, leaving the
+        socket's timeout at the time left for the TLS handshake."""
+        raw = self.sock
+        self.sock = _DeadlineSocket(raw, self.deadline)  # type: ignore[assignment]
+        try:
+            super()._tunnel()  # type: ignore[misc]
+        finally:
+            if self.sock is not None:  # None: the proxy refused, and the connection is closed
+                self.sock = raw
+        raw.settimeout(_time_left(self.deadline))
+
     def connect(self) -> None:
         super().connect()
         self.sock = _DeadlineSocket(self.sock, self.deadline)  # type: ignore[assignment]
 
 
 class _DeadlineHTTPSConnection(_DeadlineHTTPConnection, http.client.HTTPSConnection):
-    """:class:`_DeadlineHTTPConnection` over TLS (each wait of the handshake is capped at the time
-    left when connecting began)."""
+    """:class:`_DeadlineHTTPConnection` over TLS (the handshake is capped at the time left when it
+    begins, after the connect and any proxy's CONNECT exchange)."""
 
 
 class _DeadlineRequest(urllib.request.Request):
