@@ -2,6 +2,7 @@
 success, malformed answers, 429/5xx then success, timeouts, failover, resume without repeated
 requests, answer probabilities, and the API key kept out of results, logs and caches."""
 
+import contextlib
 import email.utils
 import io
 import json
@@ -187,6 +188,110 @@ def test_timeout_is_a_deadline_for_a_status_line_and_headers_that_trickle_in(ser
     assert time.monotonic() - start < 0.9  # one attempt of 0.3 s, with slack
     assert gen.text is None and gen.error == (f"no answer from {server.url}/chat/completions within 0.3 s "
                                               "(gave up after 1 attempts)")
+
+
+def test_timeout_is_a_deadline_for_a_dns_lookup_that_hangs(server, monkeypatch):
+    """A resolver that does not answer used to hold the attempt for as long as it hung (the lookup
+    inside socket.create_connection had no time limit); a lookup is now held to the deadline, and
+    one that times out is a connection failure naming the host, retried like any other."""
+    import socket
+    import threading
+
+    real, release, calls = socket.getaddrinfo, threading.Event(), []
+
+    def hangs_once(host, *args, **kwargs):
+        calls.append(host)
+        if len(calls) == 1:
+            release.wait(10)  # a resolver that hangs (until the test ends)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hangs_once)
+    b = backend(server, timeout_s=0.3, retry=RetryPolicy(max_retries=0))
+    start = time.monotonic()
+    try:
+        (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+        assert time.monotonic() - start < 0.9  # one attempt of 0.3 s, with slack
+        assert gen.text is None and server.hits == 0
+        assert gen.error == (f"cannot reach {server.url}/chat/completions: looking up 127.0.0.1 took longer "
+                             "than the 0.3 s left of the attempt (gave up after 1 attempts)")
+        calls.clear()
+        (gen,) = backend(server, timeout_s=0.3).generate([Prompt((text("x"),))], GenerationParams())
+        assert gen.text == "<answer>B</answer>" and server.hits == 1 and len(calls) == 2  # retried
+    finally:
+        release.set()
+
+
+@contextlib.contextmanager
+def stalling_peer(answer=b"", drip_s=0.0):
+    """A TCP listener on 127.0.0.1 (yields its port) that reads what comes up to a blank line when it
+    has an ``answer`` to give, sends the answer a byte every ``drip_s`` s, then goes silent: a TLS
+    server or an HTTPS proxy that stalls."""
+    import socket
+    import threading
+
+    listener, done, peers = socket.create_server(("127.0.0.1", 0)), threading.Event(), []
+
+    def serve():
+        while not done.is_set():
+            try:
+                peer, _ = listener.accept()
+            except OSError:
+                return
+            peers.append(peer)
+            received = b""
+            while answer and b"\r\n\r\n" not in received and not done.is_set():
+                chunk = peer.recv(4096)
+                if not chunk:  # the client went away
+                    break
+                received += chunk
+            for byte in answer:
+                if done.wait(drip_s):
+                    return
+                peer.sendall(bytes([byte]))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        listener.close()
+        for peer in peers:
+            peer.close()
+
+
+def test_timeout_is_a_deadline_for_a_tls_handshake_after_a_slow_connect(monkeypatch):
+    """The handshake's waits were capped at the time left when connecting began: a connect taking
+    0.4 s of a 0.6 s attempt, then a server stalling the handshake, held the attempt ~1 s."""
+    import socket
+
+    real = socket.socket.connect
+
+    def slow_connect(self, address):
+        time.sleep(0.4)
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", slow_connect)
+    with stalling_peer() as port:
+        b = OpenAIBackend(f"https://127.0.0.1:{port}/v1", "m", timeout_s=0.6, retry=RetryPolicy(max_retries=0))
+        start = time.monotonic()
+        (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+        assert time.monotonic() - start < 0.8
+    assert gen.error == (f"no answer from https://127.0.0.1:{port}/v1/chat/completions within 0.6 s "
+                         "(gave up after 1 attempts)")
+
+
+def test_timeout_is_a_deadline_for_an_https_proxys_connect_answer_that_trickles_in(monkeypatch):
+    """An HTTPS proxy dripping its answer to CONNECT a byte every 0.05 s (each read well within
+    timeout_s) used to hold a 0.3 s attempt for the whole ~2 s of the answer, then the handshake."""
+    with stalling_peer(b"HTTP/1.1 200 Connection established\r\n\r\n", drip_s=0.05) as port:
+        for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
+        b = OpenAIBackend("https://judge.invalid/v1", "m", timeout_s=0.3, retry=RetryPolicy(max_retries=0))
+        start = time.monotonic()
+        (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+        assert time.monotonic() - start < 0.8  # one attempt of 0.3 s, with slack
+    assert gen.error == "no answer from https://judge.invalid/v1/chat/completions within 0.3 s (gave up after 1 attempts)"
 
 
 def test_a_tls_connection_cut_while_the_body_arrives_is_retried(server, monkeypatch):

@@ -6,10 +6,10 @@
 * The API key is read from an environment variable (``OPENAI_API_KEY`` unless told otherwise) and
   is only ever placed in the ``Authorization`` header: it is in no request body, cache key, error
   message, provenance record or log line.
-* Up to ``concurrency`` requests are in flight. ``timeout_s`` is a deadline per attempt: connecting,
-  sending the request and reading the status line, headers and body must all be done ``timeout_s``
+* Up to ``concurrency`` requests are in flight. ``timeout_s`` is a deadline per attempt: looking the
+  host up, connecting, sending the request and reading the status line, headers and body must all be done ``timeout_s``
   after the attempt began, however slowly the bytes come (each socket wait is capped at the time
-  left; a TLS handshake's waits at the time left when it began). HTTP 408, 429, 5xx,
+  left, an HTTPS proxy's answer to CONNECT included; a TLS handshake at the time left when it begins). HTTP 408, 429, 5xx,
   timeouts and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
   header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
@@ -133,22 +133,80 @@ class _DeadlineSocket:
         return getattr(self._sock, name)
 
 
+def _resolve(host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
+    """``socket.getaddrinfo`` for a TCP connection to ``host``, done by ``deadline`` (a
+    :func:`time.monotonic` time): a lookup cannot be interrupted, so it runs in a daemon thread that
+    is left behind when it hangs; :class:`OSError` naming the host when it is not done in time."""
+    left = _time_left(deadline)
+    found: list[Any] = []
+
+    def look_up() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except BaseException as exc:
+            found.append(exc)
+
+    worker = threading.Thread(target=look_up, name=f"look up {host}", daemon=True)
+    worker.start()
+    worker.join(left)
+    if not found:
+        raise OSError(f"looking up {host} took longer than the {round(left, 1):g} s left of the attempt")
+    if isinstance(found[0], BaseException):
+        raise found[0]
+    return found[0]
+
+
 class _DeadlineHTTPConnection(http.client.HTTPConnection):
-    """Connects within the time left before ``deadline``, then holds every wait to it."""
+    """Looks the host up and connects within the time left before ``deadline``, then holds every
+    wait to it."""
 
     def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deadline = deadline
+        self._create_connection = self._open_socket
+
+    def _open_socket(self, address: tuple[str, int], timeout: Any = None,
+                     source_address: Optional[tuple[str, int]] = None) -> socket.socket:
+        """:func:`socket.create_connection` held to the deadline: the lookup, and each address tried
+        in turn with the time left (``timeout``, the whole attempt's, is not used)."""
+        host, port = address
+        error: Optional[OSError] = None
+        for family, kind, proto, _, addr in _resolve(host, port, self.deadline):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(_time_left(self.deadline))
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(addr)
+                sock.settimeout(_time_left(self.deadline))  # for the TLS handshake, next unless tunnelling
+                return sock
+            except OSError as exc:
+                sock.close()
+                if time.monotonic() >= self.deadline:
+                    raise
+                error = exc
+        raise error or OSError(f"no address found for {host}")
+
+    def _tunnel(self) -> None:
+        """An HTTPS proxy's CONNECT exchange with every wait held to the deadline, leaving the
+        socket's timeout at the time left for the TLS handshake."""
+        raw = self.sock
+        self.sock = _DeadlineSocket(raw, self.deadline)  # type: ignore[assignment]
+        try:
+            super()._tunnel()  # type: ignore[misc]
+        finally:
+            if self.sock is not None:  # None: the proxy refused, and the connection is closed
+                self.sock = raw
+        raw.settimeout(_time_left(self.deadline))
 
     def connect(self) -> None:
-        self.timeout = _time_left(self.deadline)
         super().connect()
         self.sock = _DeadlineSocket(self.sock, self.deadline)  # type: ignore[assignment]
 
 
 class _DeadlineHTTPSConnection(_DeadlineHTTPConnection, http.client.HTTPSConnection):
-    """:class:`_DeadlineHTTPConnection` over TLS (each wait of the handshake is capped at the time
-    left when connecting began)."""
+    """:class:`_DeadlineHTTPConnection` over TLS (the handshake is capped at the time left when it
+    begins, after the connect and any proxy's CONNECT exchange)."""
 
 
 class _DeadlineRequest(urllib.request.Request):
