@@ -25,7 +25,9 @@ Pipeline; skipped rows and users are counted by reason:
    (SHA-256) and their uids checked; pairs with byte-identical images are dropped.
 5. The shared splitter (:mod:`pigbench.splits`): prompt- and image-level leakage checks.
 
-Images stay lazy: an :class:`ImageRef` reads its row group again when an evaluator opens it.
+Images stay lazy: an :class:`ImageRef` reads its row (:class:`RowCache`) when an evaluator opens
+it. The kept rows' values read when hashing stay in memory up to 1 GiB (least recently used let go
+first); a row let go is read again with the other kept rows of its row group.
 """
 
 from __future__ import annotations
@@ -234,7 +236,7 @@ class PickAPic(DatasetAdapter):
         """SHA-256 of both images of every row, reading only the row groups that hold them."""
         uids = dict(zip(rows["ranking_id"].to_pylist(), zip(rows["image_0_uid"].to_pylist(), rows["image_1_uid"].to_pylist())))
         out: dict[int, tuple[str, str]] = {}
-        for rid, v in cache.shards.read_rows(cache.locations, list(IMAGE_COLUMNS)):
+        for rid, v in cache.rows():
             where = f"ranking_id={rid}"
             if (v["image_0_uid"], v["image_1_uid"]) != uids[rid]:
                 self.skip("with-images row has other image uids than the metadata", where)
