@@ -279,6 +279,9 @@ class PickAPic(DatasetAdapter):
             if self.options.get("images_path"):
                 root = resolve_root(what=f"{self.name} images", path=self.options["images_path"], env_var="", flag="--dataset-option images_path")
                 local = [str(p) for p in find_shards(root, self.split_name) if "jpg_0" in read_schema(p).names]
+                if not local:  # not the hub instead: the option asked for a local copy
+                    raise DatasetError(f"{self.name}: no '{self.split_name}' with-images parquet shards (with jpg_0/jpg_1) "
+                                       f"under {root} (--dataset-option images_path)")
             if local:
                 self._shards = ShardSet(local)
             else:

@@ -284,6 +284,14 @@ def test_images_none_builds_the_split_without_reading_images(data):
         split.episodes[0].target.image_a.open()
 
 
+def test_images_path_without_with_images_shards_is_an_error_naming_it(data, monkeypatch):
+    """Not a silent fall back to reading the images from the hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    meta = data[0]
+    with pytest.raises(DatasetError, match=rf"^pickapic: no 'train' with-images parquet shards \(with jpg_0/jpg_1\) under {meta} "):
+        adapter(meta, meta).split(seed=0)
+
+
 def test_metadata_only_offline_says_what_to_download(data, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DatasetError, match=r"yuvalkirstain/pickapic_v2 .*images_path.*images=none"):
