@@ -160,31 +160,67 @@ class ShardSet:
                 yield key, {c: values[c][i] for c in columns}
 
 
+MAX_BYTES = 1 << 30  # RowCache's default bound on the values it keeps
+
+
 class RowCache:
     """Column values of located rows, read on demand one row group at a time (thread-safe).
 
-    A request reads the row group holding the key and keeps the values of every located row in
-    it; the ``groups`` most recently used row groups stay cached.
+    A request for a row not kept reads the row group holding it and keeps the values of every
+    located row in it (only those rows, not the group), so that the group is not read again for
+    its other rows, which the runner asks later and in another order (user by user). Rows are let
+    go least recently used first once their bytes and strings exceed ``max_bytes``: memory holds at
+    most ``max_bytes`` plus the located rows of the groups being read. One thread reads a group at
+    a time; the others asking its rows wait for that read instead of reading it again.
     """
 
-    def __init__(self, shards: ShardSet, locations: Mapping[Any, Location], columns: Sequence[str], groups: int = 4) -> None:
-        self.shards, self.locations, self.columns, self.groups = shards, locations, list(columns), groups
+    def __init__(self, shards: ShardSet, locations: Mapping[Any, Location], columns: Sequence[str], max_bytes: int = MAX_BYTES) -> None:
+        self.shards, self.locations, self.columns, self.max_bytes = shards, locations, list(columns), max_bytes
         self._by_group: dict[tuple[int, int], dict[Any, Location]] = defaultdict(dict)
         for key, loc in locations.items():
             self._by_group[(loc.shard, loc.group)][key] = loc
-        self._cache: OrderedDict[tuple[int, int], dict[Any, dict]] = OrderedDict()
+        self._rows: OrderedDict[Any, tuple[dict, int]] = OrderedDict()  # key -> (values, their size)
+        self._bytes = 0
+        self._reading: dict[tuple[int, int], threading.Lock] = {}  # one lock per row group, taken while reading it
         self._lock = threading.Lock()
 
     def get(self, key: Any) -> dict:
+        """The values of the located row ``key``, reading its row group unless the row is kept."""
         loc = self.locations[key]
         group = (loc.shard, loc.group)
         with self._lock:
-            if group in self._cache:
-                self._cache.move_to_end(group)
-                return self._cache[group][key]
-        values = dict(self.shards.read_rows(self._by_group[group], self.columns))
-        with self._lock:
-            self._cache[group] = values
-            while len(self._cache) > self.groups:
-                self._cache.popitem(last=False)
+            if key in self._rows:
+                self._rows.move_to_end(key)
+                return self._rows[key][0]
+            reading = self._reading.setdefault(group, threading.Lock())
+        with reading:
+            with self._lock:
+                if key in self._rows:  # read by the thread this one waited for
+                    self._rows.move_to_end(key)
+                    return self._rows[key][0]
+            values = dict(self.shards.read_rows(self._by_group[group], self.columns))
+            with self._lock:
+                for k, v in values.items():
+                    if k != key:
+                        self._keep(k, v)
+                self._keep(key, values[key])  # the most recently used
         return values[key]
+
+    def rows(self) -> Iterator[tuple[Any, dict]]:
+        """``(key, values)`` of every located row, each row group read once; the rows are kept as
+        :meth:`get` keeps them, so that later requests read no group while their rows stay kept."""
+        for key, values in self.shards.read_rows(self.locations, self.columns):
+            with self._lock:
+                self._keep(key, values)
+            yield key, values
+
+    def _keep(self, key: Any, values: dict) -> None:
+        """Keep ``values`` as the most recently used row, then let go of the least recently used
+        rows while the kept values exceed ``max_bytes``; the caller holds the lock."""
+        if key in self._rows:
+            self._bytes -= self._rows.pop(key)[1]
+        size = sum(len(v) for v in values.values() if isinstance(v, (bytes, str)))
+        self._rows[key] = (values, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            self._bytes -= self._rows.popitem(last=False)[1][1]

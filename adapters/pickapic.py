@@ -25,7 +25,9 @@ Pipeline; skipped rows and users are counted by reason:
    (SHA-256) and their uids checked; pairs with byte-identical images are dropped.
 5. The shared splitter (:mod:`pigbench.splits`): prompt- and image-level leakage checks.
 
-Images stay lazy: an :class:`ImageRef` reads its row group again when an evaluator opens it.
+Images stay lazy: an :class:`ImageRef` reads its row (:class:`RowCache`) when an evaluator opens
+it. The kept rows' values read when hashing stay in memory up to 1 GiB (least recently used let go
+first); a row let go is read again with the other kept rows of its row group.
 """
 
 from __future__ import annotations
@@ -234,7 +236,7 @@ class PickAPic(DatasetAdapter):
         """SHA-256 of both images of every row, reading only the row groups that hold them."""
         uids = dict(zip(rows["ranking_id"].to_pylist(), zip(rows["image_0_uid"].to_pylist(), rows["image_1_uid"].to_pylist())))
         out: dict[int, tuple[str, str]] = {}
-        for rid, v in cache.shards.read_rows(cache.locations, list(IMAGE_COLUMNS)):
+        for rid, v in cache.rows():
             where = f"ranking_id={rid}"
             if (v["image_0_uid"], v["image_1_uid"]) != uids[rid]:
                 self.skip("with-images row has other image uids than the metadata", where)
@@ -277,6 +279,9 @@ class PickAPic(DatasetAdapter):
             if self.options.get("images_path"):
                 root = resolve_root(what=f"{self.name} images", path=self.options["images_path"], env_var="", flag="--dataset-option images_path")
                 local = [str(p) for p in find_shards(root, self.split_name) if "jpg_0" in read_schema(p).names]
+                if not local:  # not the hub instead: the option asked for a local copy
+                    raise DatasetError(f"{self.name}: no '{self.split_name}' with-images parquet shards (with jpg_0/jpg_1) "
+                                       f"under {root} (--dataset-option images_path)")
             if local:
                 self._shards = ShardSet(local)
             else:

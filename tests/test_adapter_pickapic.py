@@ -229,11 +229,16 @@ def corrupt_row_group(shard, group):
     shard.write_bytes(bytes(raw))
 
 
-def test_a_corrupt_row_group_is_an_error_naming_the_shard(data):
+def test_a_corrupt_row_group_is_an_error_naming_the_shard(data, monkeypatch):
     """Found when hashing the kept rows: a one-line DatasetError, not pyarrow's traceback; found when an
-    evaluator opens an image later: that image's ImageError (its sample INVALID), not a crash."""
+    evaluator opens an image later (its row no longer kept): that image's ImageError (its sample INVALID), not a crash."""
+    import functools
+
+    import pigbench.adapters.pickapic as pickapic
+
     meta, images = data
     shard = sorted(images.rglob("*.parquet"))[0]
+    monkeypatch.setattr(pickapic, "RowCache", functools.partial(pickapic.RowCache, max_bytes=0))  # keeps no row
     split = adapter(meta, images).split(seed=0)
     corrupt_row_group(shard, 1)
     with pytest.raises(DatasetError, match=rf"^{shard}: cannot read as parquet: [^\n]+$"):
@@ -277,6 +282,14 @@ def test_images_none_builds_the_split_without_reading_images(data):
     assert {e.user_id for e in split.episodes} == {"101", "102", "104"}
     with pytest.raises(ImageError, match="images=none"):
         split.episodes[0].target.image_a.open()
+
+
+def test_images_path_without_with_images_shards_is_an_error_naming_it(data, monkeypatch):
+    """Not a silent fall back to reading the images from the hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    meta = data[0]
+    with pytest.raises(DatasetError, match=rf"^pickapic: no 'train' with-images parquet shards \(with jpg_0/jpg_1\) under {meta} "):
+        adapter(meta, meta).split(seed=0)
 
 
 def test_metadata_only_offline_says_what_to_download(data, monkeypatch):
@@ -458,3 +471,48 @@ def test_a_target_image_with_the_bytes_of_a_reference_image_under_another_uid_le
     assert_no_leak(split)
     assert {e.user_id for e in split.episodes} == {"101", "102", "104"}
     assert split.skipped_records["target image appears in the user's references"] == 2  # users 105 and 107
+
+
+def test_a_run_over_users_scattered_in_row_groups_reads_each_group_once(tmp_path):
+    """Episodes ask images user by user, while a user's rows lie in many row groups: each group
+    holding kept rows is read once (when hashing), not again for every image a run opens."""
+    import random
+
+    rows, n = [], iter(range(1, 1000))
+    for u in range(12):
+        rows += [pickapic_row(8000 + 10 * u + i, 300 + u, PROMPTS[i], next(n), next(n), float(i % 2)) for i in range(10)]
+    random.Random(0).shuffle(rows)  # users interleaved, as the hub's rows
+    write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=1000)
+    write_pickapic(tmp_path / "i", rows, images=True, shards=3, row_group_size=4)
+    a = adapter(tmp_path / "m", tmp_path / "i")
+    split = a.split(seed=0)
+    assert split.users == 12
+    for e in split.episodes:
+        for im in (e.target.image_a, e.target.image_b, *(i for r in e.references for i in (r.preferred, r.rejected))):
+            assert im.content_hash == hashlib.sha256(im.read_bytes()).hexdigest()
+    groups = sum(pq.ParquetFile(p).num_row_groups for p in (tmp_path / "i").rglob("*.parquet"))
+    assert a.provenance()["row_groups_read"] == groups == 30  # every group holds kept rows
+
+
+def test_row_cache_is_bounded_by_bytes_and_threads_read_a_group_once(data):
+    import threading
+    import time
+
+    from pigbench.adapters._parquet import RowCache, ShardSet
+
+    shards = ShardSet(sorted(data[1].rglob("*.parquet")))
+    found = shards.locate("ranking_id", pq.read_table(shards.paths[0], columns=["ranking_id"])["ranking_id"])
+    group = [k for k, loc in found.items() if (loc.shard, loc.group) == (0, 0)]
+    read_group = shards.read_group
+    shards.read_group = lambda *a: (time.sleep(0.2), read_group(*a))[1]  # the threads ask while it reads
+    cache = RowCache(shards, found, ["ranking_id", "jpg_0"], max_bytes=5000)  # 3 or 4 rows of ~1.3 kB
+    got = {}
+    threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, cache.get(k))) for k in group]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(group) == 3 and shards.row_groups_read == 1 and all(got[k]["ranking_id"] == k for k in group)
+    for k in found:
+        assert cache.get(k)["ranking_id"] == k
+        assert cache._bytes <= 5000 and sum(len(v[0]["jpg_0"]) for v in cache._rows.values()) == cache._bytes
