@@ -158,16 +158,17 @@ def launch(a: argparse.Namespace, ranks: int, workdir: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    from _args import non_negative_int, positive_int
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--ranks", type=positive_int, default=2)
     ap.add_argument("--shape", choices=["7b", "tiny"], default="7b")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--users", type=int, default=16)
-    ap.add_argument("--references", type=int, default=4)
-    ap.add_argument("--targets-per-user", type=int, default=16)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--image-size", type=int, default=448)
-    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--users", type=positive_int, default=16)
+    ap.add_argument("--references", type=non_negative_int, default=4)
+    ap.add_argument("--targets-per-user", type=positive_int, default=16)
+    ap.add_argument("--batch-size", type=positive_int, default=16)
+    ap.add_argument("--image-size", type=positive_int, default=448)
+    ap.add_argument("--new-tokens", type=positive_int, default=32)
     ap.add_argument("--workdir", default="")
     ap.add_argument("--json", default="", help="also write the report to this file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

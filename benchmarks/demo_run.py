@@ -39,10 +39,11 @@ def targets_run(output: str) -> int:
 
 
 def main() -> None:
+    from _args import positive_int
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--evaluator", default="color-reference")
-    parser.add_argument("--targets", type=int, default=10_000)
-    parser.add_argument("--users", type=int, default=300, help="demo users for the large run (enough for --targets)")
+    parser.add_argument("--targets", type=positive_int, default=10_000)
+    parser.add_argument("--users", type=positive_int, default=300, help="demo users for the large run (enough for --targets)")
     a = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         common = ["--evaluator", a.evaluator, "--output", os.path.join(tmp, "results")]

@@ -101,13 +101,14 @@ def measure(judge, batch: list[Episode], batch_size: int, device: str) -> dict:
 
 
 def main() -> None:
+    from _args import non_negative_int, positive_int, positive_ints
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=64)
-    ap.add_argument("--baseline-episodes", type=int, default=16, help="episodes timed at batch size 1")
-    ap.add_argument("--references", type=int, default=8)
-    ap.add_argument("--image-size", type=int, default=448)
-    ap.add_argument("--batch-sizes", default="8,32")
-    ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--episodes", type=positive_int, default=64)
+    ap.add_argument("--baseline-episodes", type=positive_int, default=16, help="episodes timed at batch size 1")
+    ap.add_argument("--references", type=non_negative_int, default=8)
+    ap.add_argument("--image-size", type=positive_int, default=448)
+    ap.add_argument("--batch-sizes", type=positive_ints, default="8,32")
+    ap.add_argument("--new-tokens", type=positive_int, default=16)
     ap.add_argument("--shape", choices=["7b", "tiny"], default="7b")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--variants", default="plain,fast",
@@ -143,7 +144,7 @@ def main() -> None:
     base = None
     for variant in args.variants.split(","):
         judge.backend.image_workers, judge.backend.preprocess_on_device = fast if variant == "fast" else (0, False)
-        runs = [(1, data[: args.baseline_episodes])] + [(int(b), data) for b in args.batch_sizes.split(",")]
+        runs = [(1, data[: args.baseline_episodes])] + [(b, data) for b in args.batch_sizes]
         for bs, batch in runs:
             row = {"variant": variant, **measure(judge, batch, bs, args.device)}
             base = base or row  # the first variant's batch size 1

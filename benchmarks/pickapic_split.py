@@ -133,9 +133,10 @@ def measure(method: str, folder: Path) -> dict:
 
 
 def main() -> int:
+    from _args import positive_int
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--users", type=int, default=20_000)
+    p.add_argument("--rows", type=positive_int, default=1_000_000)
+    p.add_argument("--users", type=positive_int, default=20_000)
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--child", choices=("adapter", "naive"), help=argparse.SUPPRESS)
     p.add_argument("--folder", type=Path, help=argparse.SUPPRESS)

@@ -218,25 +218,26 @@ def preprocessing(processor: Any, model: Any, targets: int) -> float:
 
 
 def main() -> None:
+    from _args import non_negative_int, positive_int, positive_ints
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=["7b", "tiny"], default="7b")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--targets", type=int, default=256)
-    ap.add_argument("--targets-per-user", type=int, default=8)
-    ap.add_argument("--naive-samples", type=int, default=3)
-    ap.add_argument("--new-tokens", type=int, default=256)
-    ap.add_argument("--text-tokens", type=int, default=1500)
-    ap.add_argument("--shared-tokens", type=int, default=1400)
-    ap.add_argument("--image-side", type=int, default=36, help="patches per image side (36: 324 visual tokens)")
-    ap.add_argument("--batch-sizes", default="128,256")
-    ap.add_argument("--reasoner-pairs", type=int, default=256)
-    ap.add_argument("--reasoner-text-tokens", type=int, default=150)
-    ap.add_argument("--reasoner-new-tokens", type=int, default=256)
-    ap.add_argument("--check-prompts", type=int, default=64)
+    ap.add_argument("--targets", type=positive_int, default=256)
+    ap.add_argument("--targets-per-user", type=positive_int, default=8)
+    ap.add_argument("--naive-samples", type=non_negative_int, default=3)
+    ap.add_argument("--new-tokens", type=positive_int, default=256)
+    ap.add_argument("--text-tokens", type=positive_int, default=1500)
+    ap.add_argument("--shared-tokens", type=non_negative_int, default=1400)
+    ap.add_argument("--image-side", type=positive_int, default=36, help="patches per image side (36: 324 visual tokens)")
+    ap.add_argument("--batch-sizes", type=positive_ints, default="128,256")
+    ap.add_argument("--reasoner-pairs", type=non_negative_int, default=256)
+    ap.add_argument("--reasoner-text-tokens", type=positive_int, default=150)
+    ap.add_argument("--reasoner-new-tokens", type=positive_int, default=256)
+    ap.add_argument("--check-prompts", type=non_negative_int, default=64)
     ap.add_argument("--json", default="", help="also write all results to this file")
     ap.add_argument("--vision-compare", action="store_true",
                     help="only time transformers' vision tower against fastgen's, then exit")
-    ap.add_argument("--vision-images", type=int, default=256, help="images timed by --vision-compare")
+    ap.add_argument("--vision-images", type=positive_int, default=256, help="images timed by --vision-compare")
     a = ap.parse_args()
 
     cuda = a.device.startswith("cuda")
@@ -267,7 +268,7 @@ def main() -> None:
 
     fixed = dict(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, eos_token_ids=(work.specials["<|im_end|>"],))
     rows = []
-    for bs in (int(b) for b in a.batch_sizes.split(",")):
+    for bs in a.batch_sizes:
         for name, prompts in (("shared_prefix", shared), ("no_sharing", alone)):
             try:
                 row = optimized(engine, prompts, GenerationSettings(batch_size=bs, **fixed))
@@ -288,7 +289,7 @@ def main() -> None:
     try:
         reasoner = optimized(engine, pairs, GenerationSettings(
             max_new_tokens=a.reasoner_new_tokens, min_new_tokens=a.reasoner_new_tokens,
-            eos_token_ids=fixed["eos_token_ids"], batch_size=max(int(b) for b in a.batch_sizes.split(","))))
+            eos_token_ids=fixed["eos_token_ids"], batch_size=max(a.batch_sizes)))
         reasoner.pop("tokens")
         report["reasoner_per_pair"] = {**reasoner, "prompt_tokens": len(pairs[0].token_ids)}
     except Exception as exc:

@@ -39,12 +39,13 @@ def per_step(step, steps: int, device: str) -> float:
 
 
 def main() -> None:
+    from _args import positive_int
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=256, help="sequences decoded together")
-    ap.add_argument("--vocab", type=int, default=152064, help="LM head outputs (Qwen2-VL's vocabulary)")
+    ap.add_argument("--rows", type=positive_int, default=256, help="sequences decoded together")
+    ap.add_argument("--vocab", type=positive_int, default=152064, help="LM head outputs (Qwen2-VL's vocabulary)")
     ap.add_argument("--seen", type=float, default=0.01, help="fraction of ids already seen per row")
     ap.add_argument("--penalty", type=float, default=1.05)
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=positive_int, default=200)
     ap.add_argument("--device", default="cuda")
     a = ap.parse_args()
     require_device(a.device)

@@ -483,14 +483,15 @@ def profile_tower(model, ev, args, sync) -> dict[str, float]:
 
 
 def main() -> None:
+    from _args import non_negative_int, non_negative_ints, positive_int
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=4096)
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--workers", type=int, default=14)
-    ap.add_argument("--windows", default="0,2048",
+    ap.add_argument("--images", type=positive_int, default=4096)
+    ap.add_argument("--batch-size", type=positive_int, default=256)
+    ap.add_argument("--workers", type=non_negative_int, default=14)
+    ap.add_argument("--windows", type=non_negative_ints, default="0,2048",
                     help="comma list of look-ahead windows (episodes announced to prepare; 0: none, the default is "
                          "the evaluator's); each is timed on its own fresh set of --images JPEGs")
-    ap.add_argument("--naive-pairs", type=int, default=200)
+    ap.add_argument("--naive-pairs", type=non_negative_int, default=200)
     ap.add_argument("--naive-fp32-too", action="store_true",
                     help="also time the naive loop with the model in float32, as the README's AutoModel.from_pretrained(...) "
                          "loads it with transformers 4 (the speedup stays against the same dtype)")
@@ -519,7 +520,7 @@ def main() -> None:
     from pigbench.runner import frozen_setup_objects
 
     require_device(args.device)
-    windows = [int(x) for x in args.windows.split(",")]
+    windows = args.windows
     variants = ["default"] + (["compiled"] if args.compiled_too else []) + (["bf16"] if args.bf16_too else []) + (
         ["memory-cache"] if args.memory_cache_too else []) + (["transformers-tower"] if args.transformers_tower_too else [])
     work = Path(tempfile.mkdtemp(prefix="scalar_throughput_"))

@@ -46,14 +46,15 @@ def timed_set(pipe, settings: RenderSettings, batch_size: int, root: Path) -> fl
 
 
 def main() -> None:
+    from _args import positive_int, positive_ints
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["full", "tiny"], default="full")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="float16")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=positive_int, default=30)
     parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--batch-sizes", default="1,4", help="the first is the baseline")
+    parser.add_argument("--size", type=positive_int, default=1024)
+    parser.add_argument("--batch-sizes", type=positive_ints, default="1,4", help="the first is the baseline")
     a = parser.parse_args()
     import torch
 
@@ -73,7 +74,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         on_gpu = a.device.startswith("cuda")
         results = {}
-        for b in [int(x) for x in a.batch_sizes.split(",")]:
+        for b in a.batch_sizes:
             seconds = timed_set(pipe, settings, b, Path(tmp) / f"batch{b}")
             results[b] = seconds / 4
             print(f"batch {b}: {seconds:.2f} s for the set, {seconds / 4:.3f} s per image", flush=True)

@@ -49,12 +49,13 @@ def measure(a: argparse.Namespace, servers: list[FakeServer], root: Path, name: 
 
 
 def main() -> None:
+    from _args import positive_int
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--servers", type=int, default=2)
-    ap.add_argument("--slots", type=int, default=1, help="requests a server processes at once")
+    ap.add_argument("--servers", type=positive_int, default=2)
+    ap.add_argument("--slots", type=positive_int, default=1, help="requests a server processes at once")
     ap.add_argument("--latency-s", type=float, default=0.25, help="seconds per request on a server")
-    ap.add_argument("--concurrency", type=int, default=64, help="requests the judge keeps in flight")
-    ap.add_argument("--users", type=int, default=2, help="demo users (about 40 targets each)")
+    ap.add_argument("--concurrency", type=positive_int, default=64, help="requests the judge keeps in flight")
+    ap.add_argument("--users", type=positive_int, default=2, help="demo users (about 40 targets each)")
     a = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pigbench-served-"))
     rows = [measure(a, [simulated_server(a)], root, "one server"),

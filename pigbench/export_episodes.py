@@ -28,6 +28,8 @@ predictions: ``docs/saved_outputs.md``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import shlex
 import sys
@@ -36,7 +38,7 @@ from typing import Any, Optional
 
 import pigbench
 from pigbench.adapter import DatasetError
-from pigbench.protocol import Episode, ImageError, ImageRef
+from pigbench.protocol import Episode, ImageError, ImageRef, open_image
 from pigbench.registry import RegistryError
 from pigbench.run import parse_pairs
 from pigbench.runner import RunConfig, load_split, writable_dir
@@ -121,12 +123,20 @@ def _episode_json(episode: Episode, out: Path, written: dict[str, str], unreadab
 
 
 def _write_image(ref: ImageRef, out: Path, written: dict[str, str]) -> str:
-    """The image's file under ``images/``, written on first sight of its content hash. Raises
-    :class:`ImageError` for an image that cannot be read or decoded."""
+    """The image's file under ``images/``, written on first sight of its content hash (its bytes
+    read once). Raises :class:`ImageError` for an image that cannot be read or decoded."""
+    data = None if ref.known_hash is not None else ref.read_bytes()
+    if data is not None:
+        ref.remember_hash(hashlib.sha256(data).hexdigest())  # content_hash, without reading again
     key = ref.content_hash
     if key not in written:
-        ref.open()  # a file that does not decode (truncated, empty, not an image) is unreadable, as in a run
-        data = ref.read_bytes()
+        data = ref.read_bytes() if data is None else data
+        try:  # a file that does not decode (truncated, empty, not an image) is unreadable, as in a run
+            with open_image(io.BytesIO(data)) as img:
+                img.load()
+                img.convert("RGB")
+        except Exception:
+            ref.open()  # raises the ImageError naming the image and its file, as a run does
         ext = next((e for magic, e in _MAGIC if data.startswith(magic)), None)
         if ext is None:
             ext = "webp" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else "bin"

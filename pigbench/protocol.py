@@ -58,6 +58,16 @@ def open_image(source: Union[str, Path, io.BytesIO]) -> Image.Image:
     return Image.open(source, formats=IMAGE_FORMATS)
 
 
+def as_rgb(img: Image.Image, rgba_background: Optional[tuple[int, int, int]] = None) -> Image.Image:
+    """``img`` (loaded) as RGB, as :meth:`ImageRef.open` gives it: an RGBA image laid over
+    ``rgba_background`` when given, else Pillow's ``convert("RGB")``."""
+    if rgba_background is not None and img.mode == "RGBA":
+        flat = Image.new("RGB", img.size, rgba_background)
+        flat.paste(img, mask=img.getchannel("A"))
+        return flat
+    return img.convert("RGB")
+
+
 @dataclass(frozen=True, eq=False)
 class ImageRef:
     """A lazily loaded image with a stable id and a content hash.
@@ -110,11 +120,7 @@ class ImageRef:
             else:
                 img = open_image(io.BytesIO(src))
             img.load()
-            if rgba_background is not None and img.mode == "RGBA":
-                flat = Image.new("RGB", img.size, rgba_background)
-                flat.paste(img, mask=img.getchannel("A"))
-                return flat
-            return img.convert("RGB")
+            return as_rgb(img, rgba_background)
         except ImageError:
             raise
         except UnidentifiedImageError as exc:

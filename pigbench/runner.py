@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import pigbench
 from pigbench.adapter import DatasetAdapter
 from pigbench.distributed import RunStores, World, launched_world, shard
-from pigbench.evaluator import Evaluator, RequirementError, Runtime, check_declaration
+from pigbench.evaluator import Evaluator, RequirementError, Runtime, ScalarEvaluator, check_declaration
 from pigbench.file_stamp import damaged_message, damaged_safetensors, local_files_stamp, uncached_hub_ids
 from pigbench.metrics import compute_metrics
 from pigbench.protocol import Episode, ImageRef, Label, Prediction, combine_swapped
@@ -157,7 +157,8 @@ class RunOutcome:
 def check_settings(config: RunConfig) -> Evaluator:
     """What a run checks before reading the dataset: the device, the dataset's name, the evaluator's
     options and requirements (:func:`build_evaluator`, which it returns, nothing loaded), that a
-    similarity evaluator gets references (``--reference-size`` not 0), and last, so that a refused
+    similarity evaluator gets references (``--reference-size`` not 0), that ``--swap`` is not asked of
+    an evaluator scoring each image alone (a :class:`ScalarEvaluator`), and last, so that a refused
     setting creates no folder, the results and store directories. Raises ValueError, RegistryError
     or RequirementError naming the setting."""
     check_device(config.device)
@@ -166,6 +167,9 @@ def check_settings(config: RunConfig) -> Evaluator:
     if config.reference_size == 0 and evaluator.kind == "similarity":
         raise ValueError(f"{config.evaluator} scores images by similarity to the user's reference pairs; "
                          "--reference-size 0 leaves none (give 1 or more)")
+    if config.swap and isinstance(evaluator, ScalarEvaluator):
+        raise ValueError(f"--swap: {config.evaluator} scores each image alone, so the A/B order cannot change its "
+                         "answer; swap applies to evaluators that see both images at once (judges)")
     writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
     writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
     return evaluator

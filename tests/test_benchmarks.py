@@ -41,6 +41,19 @@ def test_gpu_benchmarks_share_one_device_check(monkeypatch):
         require_device("gpu")
 
 
+@pytest.mark.parametrize("script, argv, message", [
+    ("scalar_throughput.py", ["--batch-size", "0"], "argument --batch-size: must be 1 or more, got 0"),
+    ("judge_throughput.py", ["--batch-sizes", "8,-2"], "argument --batch-sizes: must be 1 or more, got -2"),
+    ("demo_run.py", ["--targets", "ten"], "argument --targets: 'ten' is not a whole number"),
+])
+def test_a_count_out_of_range_is_argparses_usage_error(script, argv, message):
+    """Such values used to fail with a traceback deep inside (or after the device check)."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *argv], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=BENCHMARKS.parent)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(message), proc.stderr
+
+
 def test_demo_run_refuses_fewer_targets_than_asked():
     """Too few demo users for --targets: said in one line, not reported as the asked-for count."""
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "demo_run.py"), "--targets", "500", "--users", "3"],

@@ -106,3 +106,15 @@ def test_a_tie_threshold_for_a_judge_answering_in_text_is_a_one_line_error(tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--tie-threshold (option tie_threshold) applies only to scalar scores" in err
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.json"))
+
+
+def test_swap_for_an_evaluator_scoring_each_image_alone_is_a_one_line_error(tmp_path, capsys):
+    """It used to score every image in both orders for identical numbers under another run key."""
+    from pigbench.run import cli
+
+    argv = ["--evaluator", "toy-brightness", "--dataset", "toy", "--output", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--swap"]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--swap: toy-brightness scores each image alone" in err
+    assert not (tmp_path / "results").exists()

@@ -78,6 +78,20 @@ def test_encode_image_keeps_original_bytes_unless_resized():
     assert mime == "image/png" and Image.open(io.BytesIO(data)).size == (40, 30)
 
 
+@pytest.mark.parametrize("policy", [ImagePolicy(max_pixels=40 * 30), ImagePolicy(size=8)])
+def test_encode_image_decodes_an_image_it_resizes_once(monkeypatch, policy):
+    """It used to decode the file to probe it, then again (load_image) to resize it."""
+    buf = io.BytesIO()
+    Image.effect_noise((80, 60), 60).convert("RGB").save(buf, format="JPEG")
+    ref = ImageRef("j", buf.getvalue())
+    expected = io.BytesIO()
+    load_image(ref, policy).save(expected, format="PNG")
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **kw: opened.append(1) or real_open(*a, **kw))
+    assert encode_image(ref, policy) == ("image/png", expected.getvalue()) and len(opened) == 1
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF"])
 def test_encode_image_refuses_a_truncated_file_whose_header_opens(fmt):
     """Half a file opens (Pillow reads headers only), so it used to be uploaded as it was: the local

@@ -546,11 +546,18 @@ def test_no_targets_names_why_records_and_users_were_skipped(tmp_path):
 
 
 def test_swap_records_both_answers(tmp_path):
-    out = run(config(tmp_path, swap=True))
+    out = run(config(tmp_path, evaluator="toy-pair-brightness", swap=True))
     rows = predictions(out.results_path.with_name(out.results_path.stem + ".predictions.jsonl"))
     swap = rows[0]["prediction"]["extra"]["swap"]
     assert set(swap) >= {"first", "second_mapped_back", "inconsistent"}
-    assert out.results["metrics"]["swap_inconsistency_rate"] == 0.0  # a scalar scorer is position-free
+    assert out.results["metrics"]["swap_inconsistency_rate"] == 0.0  # brightness has no position bias
+
+
+def test_swap_is_refused_for_an_evaluator_scoring_each_image_alone(tmp_path):
+    """It used to score every image twice for the same numbers, under another run key."""
+    with pytest.raises(ValueError, match="--swap: toy-brightness scores each image alone.* see both images at once"):
+        run(config(tmp_path, swap=True))
+    assert not (tmp_path / "results").exists()
 
 
 def pair_episode(a: str, b: str):

@@ -1,5 +1,6 @@
 """Saved-output scoring: export-episodes -> an "external" model -> score, and every score error."""
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -331,6 +332,24 @@ def test_an_image_that_reads_but_does_not_decode_is_exported_as_unreadable(tmp_p
         assert line["target"]["image_a"]["file"] is None and f"image {bad!r}: cannot decode" in line["target"]["image_a"]["error"]
         assert (tmp_path / "out" / line["target"]["image_b"]["file"]).read_bytes() == files["good.jpg"]
     assert set(unreadable) == {"trunc.jpg", "empty.jpg", "text.jpg"} and len(written) == 1
+
+
+@pytest.mark.parametrize("known_hash", [None, "h-known"])
+def test_an_exported_image_is_read_once(tmp_path, known_hash):
+    """Its bytes used to be read three times (content hash, decode check, the file's copy)."""
+    import io
+
+    from pigbench.export_episodes import _write_image
+    from pigbench.protocol import ImageRef
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buf, format="PNG")
+    reads = []
+    ref = ImageRef("x", lambda: reads.append(1) or buf.getvalue(), known_hash=known_hash)
+    (tmp_path / "images").mkdir()
+    rel = _write_image(ref, tmp_path, {})
+    assert len(reads) == 1 and (tmp_path / rel).read_bytes() == buf.getvalue() and rel.endswith(".png")
+    assert ref.content_hash == (known_hash or hashlib.sha256(buf.getvalue()).hexdigest())
 
 
 def test_an_unreadable_image_is_exported_with_its_error_not_fatal(tmp_path, capsys):

@@ -235,7 +235,9 @@ def test_the_runner_calibrates_on_held_out_users_and_records_how(tmp_path):
     out = run(config(calibration_fraction=0.3))
     source = out.results["evaluator"]["tie_threshold_source"]
     assert source["method"] == "pickapic-softmax-grid" and source["n"] > 0 and source["swap"] is False
-    assert run(config(calibration_fraction=0.3, swap=True)).results["evaluator"]["tie_threshold_source"]["swap"] is True
+    swapped = RunConfig(evaluator="toy-pair-brightness", dataset="toy", output=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"),
+                        progress=False, n_bootstrap=50, calibration_fraction=0.3, swap=True)
+    assert run(swapped).results["evaluator"]["tie_threshold_source"]["swap"] is True
     assert out.results["evaluator"]["tie_threshold"] == probability_gap_to_tau(source["probability_threshold"])
     assert 0 < out.results["split"]["targets"] < everyone.results["split"]["targets"]
     assert source["n"] + out.results["split"]["targets"] == everyone.results["split"]["targets"]

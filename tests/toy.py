@@ -15,8 +15,8 @@ from typing import Iterable, Sequence
 from PIL import Image
 
 from pigbench.adapter import DatasetAdapter
-from pigbench.evaluator import ScalarConfig, ScalarEvaluator, ScoreRequest
-from pigbench.protocol import ImageRef, PreferenceRecord
+from pigbench.evaluator import Evaluator, ScalarConfig, ScalarEvaluator, ScoreRequest
+from pigbench.protocol import Episode, ImageRef, Prediction, PreferenceRecord, label_from_delta
 from pigbench.registry import adapters, evaluators
 
 
@@ -83,4 +83,21 @@ class ToyBrightness(ScalarEvaluator):
         if os.environ.get("TOY_TRACE"):
             with open(os.environ["TOY_TRACE"], "a") as f:
                 f.write(f"{len(requests)}\n")
+        return out
+
+
+@evaluators.register("toy-pair-brightness")
+class ToyPairBrightness(Evaluator):
+    """Compares the two images' brightness in one look, as a judge sees both: a pairwise plug-in
+    (deriving from Evaluator, not ScalarEvaluator) for the position-swap tests."""
+
+    kind = "scalar"
+    Config = ToyConfig
+    description = "brighter of the two images (pairwise test plug-in)"
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        out = []
+        for ep in episodes:
+            a, b = (float(img.open().getpixel((0, 0))[0]) for img in (ep.target.image_a, ep.target.image_b))
+            out.append(Prediction(ep.sample_id, label_from_delta(a - b, self.config.tie_threshold), score_a=a, score_b=b))
         return out

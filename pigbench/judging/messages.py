@@ -17,7 +17,7 @@ from typing import Literal, Optional, Union
 
 from PIL import Image
 
-from pigbench.protocol import Episode, ImageRef, open_image
+from pigbench.protocol import Episode, ImageRef, as_rgb, open_image
 
 PartType = Literal["text", "image"]
 
@@ -84,9 +84,10 @@ def load_image(ref: ImageRef, policy: ImagePolicy) -> Image.Image:
     """The RGB image of ``ref`` sized by ``policy``, an RGBA image laid over white as qwen-vl-utils
     does (the Qwen2-VL recipes' loader; transformers 5's processors do so too). Raises
     :class:`pigbench.protocol.ImageError`."""
-    return policy.apply(ref.open(rgba_background=(255, 255, 255)))
+    return policy.apply(ref.open(rgba_background=WHITE))
 
 
+WHITE = (255, 255, 255)
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -94,19 +95,21 @@ def encode_image(ref: ImageRef, policy: ImagePolicy) -> tuple[str, bytes]:
     """(MIME type, encoded bytes) for upload: the original file when it decodes, the policy leaves it
     unchanged, its format is one servers accept, it has no alpha channel and one frame, else the
     image as :func:`load_image` gives it (sized, an RGBA image laid over white, an animation's first
-    frame, as local judges see it), as PNG (deterministic).
+    frame, as local judges see it), as PNG (deterministic). The file is decoded once (twice only
+    when it does not decode, for :func:`load_image`'s error).
     Raises :class:`pigbench.protocol.ImageError` for an image that does not decode (a truncated file)."""
     raw = ref.read_bytes()
     try:
         with open_image(io.BytesIO(raw)) as probe:
             probe.load()  # a truncated file opens (headers only) but fails here, as it does for local judges
             fmt, size, mode, animated = probe.format, probe.size, probe.mode, getattr(probe, "is_animated", False)
+            if fmt in _MIME and mode != "RGBA" and not animated and policy.target_size(*size) == size:
+                return _MIME[fmt], raw
+            decoded: Optional[Image.Image] = as_rgb(probe, WHITE)
     except Exception:
-        fmt, size, mode, animated = None, None, None, False
-    if fmt in _MIME and size is not None and mode != "RGBA" and not animated and policy.target_size(*size) == size:
-        return _MIME[fmt], raw
+        decoded = None
     buf = io.BytesIO()
-    load_image(ref, policy).save(buf, format="PNG")
+    (load_image(ref, policy) if decoded is None else policy.apply(decoded)).save(buf, format="PNG")
     return "image/png", buf.getvalue()
 
 
