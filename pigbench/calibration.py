@@ -10,7 +10,7 @@ already include exp(logit_scale); the logit scale for raw CLIP cosines). t = 1 g
 (every pair a tie). An evaluator whose scores are P(A), P(B) themselves
 (:attr:`~pigbench.evaluator.Evaluator.scores_are_probabilities`, a judge with ``scoring=probs``)
 needs no softmax: the gap is |P(A) - P(B)|, and since its delta is P(A) - 0.5 (protocol section 3),
-``tau = t / 2``. ``tau`` is what the evaluator's config ``tie_threshold`` holds.
+``tau = t / 2``; its grid stops at t = 0.9, since t = 1 (tau = 0.5) would tie every answer. ``tau`` is what the evaluator's config ``tie_threshold`` holds.
 
 Usage::
 
@@ -104,7 +104,13 @@ def calibrate_from_scores(
     ``scale``: the softmax's, or None for scores that are probabilities (:func:`probability_gap_to_tau`).
     ``swapped_scores``: each sample's scores in the other A/B order, mapped back to (A, B), for a
     position-swap run: at each grid value both orders are labelled and combined by
-    :func:`~pigbench.protocol.combine_swapped`, the rule the evaluation applies."""
+    :func:`~pigbench.protocol.combine_swapped`, the rule the evaluation applies. For probabilities the
+    grid stops below t = 1, which would tie every answer (tau = 0.5, refused by a judge's config check);
+    the result's ``grid`` holds the values tried."""
+    if scale is None:
+        grid = [t for t in grid if t < 1]
+        if not grid:
+            raise ValueError("the grid has no probability gap below 1; t = 1 or more would tie every answer")
     if len(scores) != len(golds) or not golds or (swapped_scores is not None and len(swapped_scores) != len(golds)):
         raise ValueError(f"need as many scores as golds (and at least one): {len(scores)} vs {len(golds)}")
     accs = []

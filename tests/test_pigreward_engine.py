@@ -509,3 +509,21 @@ def test_an_adapter_config_that_is_not_json_is_one_checkpoint_error_naming_it(ti
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' could not be "
                                               rf"read: {re.escape(str(config))} is not valid JSON \(.*\)$"):
         load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+
+
+def test_a_truncated_adapter_file_is_one_checkpoint_error_naming_it(tiny, tmp_path):
+    """safetensors' error for a cut adapter_model.safetensors named no file outside the runner (a
+    library user's load, ``pigbench check-evaluator``); the runner's own catch named it."""
+    peft = pytest.importorskip("peft")
+    from pigbench.checkpoint import CheckpointError
+    from pigbench.fastgen.backend import load_qwen2vl
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    file = tmp_path / "adapter" / "adapter_model.safetensors"
+    file.write_bytes(file.read_bytes()[:100])  # cut short
+    with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' could not be "
+                                              rf"read: the weight file {re.escape(str(file))} is damaged or truncated \(.+\); download it again$"):
+        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")

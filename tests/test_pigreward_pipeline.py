@@ -133,6 +133,30 @@ def test_a_line_cut_by_a_kill_loses_no_context_stored_before_or_after_it(tmp_pat
     assert context_key("u1", U1) not in UserContextCache(tmp_path, "another reasoner")
 
 
+class Rerouted(Recorder):
+    """A server that answered the reasoner's prompt for "p2" with another checkpoint than asked for."""
+
+    def generate(self, prompts, params, share_keys=None):
+        out = super().generate(prompts, params, share_keys)
+        return [Generation(g.text, served={"model": "other-ckpt", "system_fingerprint": "fp_1"})
+                if '"p2"' in p.parts[0].value else g for p, g in zip(prompts, out)]
+
+
+def test_a_context_records_who_served_its_rationales_and_its_predictions_say_so(tmp_path):
+    """As a served judge's prediction keeps ``served``, a context keeps one record per rationale, in
+    the cache file, and the predictions made with it (also from the cache, in a later run) carry it."""
+    served = [{}, {"model": "other-ckpt", "system_fingerprint": "fp_1"}]
+    model = Rerouted()
+    pipeline = PIGRewardPipeline(model, model, UserContextCache(tmp_path, "f"), PIGRewardConfig().settings())
+    first = pipeline.predict([episode("u1", U1, "s1"), episode("u2", U2, "s2")])
+    assert first[0].extra["reasoner_served"] == served and "reasoner_served" not in first[1].extra
+    rows = {row["user_id"]: row for row in map(json.loads, pipeline.cache.path.read_text().splitlines())}
+    assert rows["u1"]["served"] == served and "served" not in rows["u2"]
+    again = PIGRewardPipeline(Recorder(), Recorder(), UserContextCache(tmp_path, "f"), PIGRewardConfig().settings())
+    (cached,) = again.predict([episode("u1", U1, "s3")])
+    assert cached.extra["reasoner_served"] == served and again.reasoner.calls == []  # the context came from the cache
+
+
 def test_contexts_are_keyed_by_what_changes_the_reasoner_only():
     base = PIGRewardConfig().reasoner_fingerprint()
     for changed in (dict(reasoner_max_new_tokens=64), dict(max_pixels=256 * 28 * 28), dict(reasoner_path="other"),

@@ -37,6 +37,21 @@ def test_probabilities_need_no_softmax_and_their_tau_is_on_p_a_minus_half():
     assert [label_from_delta(a - 0.5, result.tau) for a, _ in scores] == [Label.TIE, Label.TIE, Label.A, Label.B]
 
 
+def test_probabilities_are_never_calibrated_to_a_tau_that_ties_every_answer():
+    """A gold tie at P(A) = 0.96 (gap 0.92) is tied only by t = 1, i.e. tau = 0.5 on P(A) - 0.5, which
+    ties every answer and which a judge's config check refuses: the grid for probabilities stops at 0.9."""
+    from pigbench.registry import evaluators
+
+    result = calibrate_from_scores([(0.96, 0.04), (0.1, 0.9)], [Label.TIE, Label.B], scale=None)
+    assert result.grid == PICKAPIC_GRID[:-1] and len(result.acc_w_tie) == 10
+    assert result.probability_threshold == 0.0 and result.tau == 0.0
+    cls = evaluators.get("openai-judge")
+    cls.check_requirements(cls.Config(base_url="http://127.0.0.1:1/v1", scoring="probs", tie_threshold=result.tau))
+    with pytest.raises(ValueError, match="no probability gap below 1"):
+        calibrate_from_scores([(0.96, 0.04)], [Label.TIE], grid=(1.0,), scale=None)
+    assert calibrate_from_scores([(0.0, 5.0)], [Label.TIE]).probability_threshold == 1.0  # a softmax's t = 1 stays
+
+
 def test_grid_picks_the_best_tie_aware_accuracy_first_on_ties():
     # deltas 0.05 and 0.1 are gold ties, 3.0 and -3.0 decisive: any t that ties the small
     # deltas but not the large ones is best; the first such grid value (0.1) is kept.

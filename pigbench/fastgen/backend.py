@@ -21,6 +21,7 @@ from pigbench.fastgen.inputs import GenerationSettings, ImageInput
 from pigbench.fastgen.inputs import Prompt as EnginePrompt
 from pigbench.judging.backend import Generation, GenerationParams
 from pigbench.checkpoint import CheckpointError, from_pretrained_strict
+from pigbench.file_stamp import damaged_message, damaged_safetensors
 from pigbench.hub import cache_only
 from pigbench.judging.local_backend import LocalBackend
 from pigbench.judging.messages import ImagePolicy, Prompt
@@ -54,7 +55,7 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
     module of the model, or a module's adapter tensor absent from the file, is a CheckpointError
     naming ``adapter`` (``PeftModel.from_pretrained`` ignores the first, only warns on the second, and
     leaves those modules without the adapter or with its initial weights); so is an adapter_config.json
-    that is not JSON (peft's error names no file)."""
+    that is not JSON or a damaged ``.safetensors`` file (peft's and safetensors' errors name no file)."""
     from peft import PeftConfig, PeftModel
 
     try:
@@ -65,7 +66,13 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
     config.inference_mode = True
     net = PeftModel(model, config)
     renamed = hasattr(getattr(model, "model", None), "language_model")  # the layout of transformers >= 4.52
-    result = net.load_adapter(adapter, "default", key_mapping=_LEGACY_QWEN2VL_KEYS if renamed else None)
+    try:
+        result = net.load_adapter(adapter, "default", key_mapping=_LEGACY_QWEN2VL_KEYS if renamed else None)
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise CheckpointError(f"the PIGReward adapter at {adapter!r} could not be read: "
+                              f"{damaged_message(damaged_safetensors([adapter]), exc)}") from None
     missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
     if missing or unexpected:
         raise CheckpointError(f"the PIGReward adapter at {adapter!r} does not match the model: {len(missing)} missing "

@@ -6,6 +6,10 @@ image content hashes: :func:`context_key`). Each line is one user::
 
     {"key": "<sha256>", "user_id": "u17", "rationales": ["...", "..."], "context": "1. Prompt: ..."}
 
+and, when a server said who wrote a rationale (another ``model`` than asked for, a
+``system_fingerprint``: :attr:`~pigbench.judging.backend.Generation.served`), ``"served"``: one
+record per rationale, in order (``{}`` for one it said nothing about).
+
 Lines are appended (one ``write`` per batch, safe for concurrent ranks) and synced as each batch of users is done, so a killed run keeps every
 finished context and a resumed run asks the reasoner only for the users it lacks. A truncated last
 line (a kill mid-write) is ignored when loading.
@@ -30,6 +34,7 @@ class UserContext:
     user_id: str
     rationales: tuple[str, ...]
     text: str
+    served: tuple[dict[str, str], ...] = ()  # per rationale, the server's record; () when no server said anything
 
 
 def context_key(user_id: str, references: Sequence[ReferencePair]) -> str:
@@ -52,7 +57,8 @@ class UserContextCache:
             for line in f:
                 try:
                     row = json.loads(line)
-                    self._items[row["key"]] = UserContext(row["user_id"], tuple(row["rationales"]), row["context"])
+                    self._items[row["key"]] = UserContext(row["user_id"], tuple(row["rationales"]), row["context"],
+                                                       tuple(row.get("served", ())))
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut short by a kill
 
@@ -71,8 +77,8 @@ class UserContextCache:
         if self.path is None or not items:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = "".join(json.dumps({"key": k, "user_id": c.user_id, "rationales": list(c.rationales),
-                                    "context": c.text}) + "\n" for k, c in items.items())
+        lines = "".join(json.dumps({"key": k, "user_id": c.user_id, "rationales": list(c.rationales), "context": c.text,
+                                    **({"served": list(c.served)} if c.served else {})}) + "\n" for k, c in items.items())
         data = lines.encode("utf-8")
         if self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline():
             data = b"\n" + data  # a previous kill left a partial line: keep it on its own line

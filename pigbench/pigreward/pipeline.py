@@ -12,8 +12,10 @@ Every prediction keeps the raw reply, its dimensions (name, definition, score pe
 per-image sums as ``score_a``/``score_b``, the justifications as ``rationale``, and in ``extra``:
 ``context_key``, ``format_violations`` (list), ``contradicts_totals`` (bool), ``truncated`` (true
 when the reply stopped at ``max_new_tokens``), ``served`` (a server's word on who answered: another
-``model`` than asked for, a ``system_fingerprint``) and, when the reply is unparseable, ``invalid_reason``
-(an unparseable reply is an answer, not an ``error``; a truncated one says it was cut).
+``model`` than asked for, a ``system_fingerprint``), ``reasoner_served`` (the same for the user
+context's rationales, one record per rationale, stored with the context; only when a server said
+anything about them) and, when the reply is unparseable, ``invalid_reason`` (an unparseable reply
+is an answer, not an ``error``; a truncated one says it was cut).
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ class PIGRewardPipeline:
                 failed[key] = f"reasoner failed for user {ep.user_id!r}: {errors[0]}"
                 continue
             rationales = tuple((g.text or "").strip() for g in gens)
-            fresh[key] = UserContext(ep.user_id, rationales, user_context(ep.references, rationales))
+            served = tuple(g.served for g in gens)
+            fresh[key] = UserContext(ep.user_id, rationales, user_context(ep.references, rationales),
+                                     served if any(served) else ())
         self.cache.put_many(fresh)
         out: dict[str, Union[UserContext, str]] = dict(failed)
         for ep in episodes:
@@ -97,7 +101,10 @@ class PIGRewardPipeline:
         else:
             gens = self.reward.generate(prompts, s.reward_params)
         for (i, key, _), gen in zip(todo, gens):
-            predictions[i] = self.to_prediction(episodes[i].sample_id, gen, key)
+            predictions[i] = prediction = self.to_prediction(episodes[i].sample_id, gen, key)
+            context = contexts.get(key)
+            if isinstance(context, UserContext) and context.served:
+                prediction.extra["reasoner_served"] = list(context.served)
         return predictions  # type: ignore[return-value]
 
     def to_prediction(self, sample_id: str, gen: Generation, key: str) -> Prediction:
