@@ -28,13 +28,29 @@ Pipeline; skipped rows and users are counted by reason:
 Images stay lazy: an :class:`ImageRef` reads its row (:class:`RowCache`) when an evaluator opens
 it. The kept rows' values read when hashing stay in memory up to 1 GiB (least recently used let go
 first); a row let go is read again with the other kept rows of its row group.
+
+Image store (``--dataset-option images_cache=DIR|none``): the hashing pass also writes each kept
+image's bytes to ``DIR/<sha[:2]>/<sha>`` (:class:`ImageStore`; disk use: the kept images' bytes;
+clear it by deleting DIR), and an image opens from its file, so a run reads no row group again. The
+default is ``$PIGBENCH_CACHE/images`` (else ``.pigbench_cache/images``) for images read from the
+hub, ``none`` (memory only) for local with-images shards. A stored file is used only when its
+bytes have the SHA-256 the split recorded (else the row is read again and the file rewritten).
+``DIR/index-<key>.json`` records the pass's outcome (both hashes and sizes, or the skip reason) of
+each located row; a later split with the same key reads no row group at all. The key hashes the
+shards' names and footers (rows, row group sizes) and the located rows' ranking ids, positions and
+metadata image uids: the index trusts that shards of the same names and footers hold the same
+bytes; it is used only when every file it names is in the store at its recorded size. The option
+names a location, not content: it is left out of the run key (``location_options``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import json
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -78,7 +94,9 @@ class PickAPic(DatasetAdapter):
     env_var = "PIGBENCH_PICKAPIC_PATH"
     META_REPO, IMAGE_REPO = "yuvalkirstain/pickapic_v2_no_images", "yuvalkirstain/pickapic_v2"
     OPTIONS = {"split": "source split (default train)", "images_path": "folder of with-images shards",
-               "images": "'none': split from metadata only, images unavailable", "users": "keep a seeded sample of N users"}
+               "images": "'none': split from metadata only, images unavailable", "users": "keep a seeded sample of N users",
+               "images_cache": "folder storing the kept images' bytes, or 'none' (default: under $PIGBENCH_CACHE for hub reads)"}
+    location_options = ("images_cache",)
 
     def __init__(self, path: Optional[str] = None, options: Optional[dict] = None) -> None:
         super().__init__(path, options)
@@ -103,18 +121,21 @@ class PickAPic(DatasetAdapter):
         """The shared split of the selected users' rows (columnar: episodes are built when read)."""
         k = self.default_reference_size if reference_size is None else reference_size
         rows, cache = self._locate(self._select_users(self._usable_rows(), k, seed))
-        hashes = self._hash(rows, cache) if cache is not None else None
+        store = self._image_store() if cache is not None else None
+        hashes = self._hash(rows, cache, store) if cache is not None else None
         if hashes is not None:
             rows = rows.filter(pa.array([rid in hashes for rid in rows["ranking_id"].to_pylist()], pa.bool_()))
-        result = split_pairs(self._columns(rows, cache, hashes), self.name, seed, k, max_targets_per_user)
+        result = split_pairs(self._columns(rows, cache, hashes, store), self.name, seed, k, max_targets_per_user)
         result.skipped_records.update(self.skipped)
         result.skipped_users.update(self.skipped_users)
         for reason, examples in self.skip_examples.items():
             result.skip_examples.setdefault(reason, []).extend(examples)
         return result
 
-    def _columns(self, rows: pa.Table, cache: Optional[RowCache], hashes: Optional[dict[int, tuple[str, str]]]) -> PairRows:
-        """The rows as integer-coded columns; ``make`` builds a row's prompt and lazy images."""
+    def _columns(self, rows: pa.Table, cache: Optional[RowCache], hashes: Optional[dict[int, tuple[str, str]]],
+                 store: Optional["ImageStore"] = None) -> PairRows:
+        """The rows as integer-coded columns; ``make`` builds a row's prompt and lazy images (read
+        from ``store`` when given, which needs ``hashes``)."""
         n = len(rows)
         rid = rows["ranking_id"].to_numpy()
         enc = pc.dictionary_encode(rows["prompt"].combine_chunks())
@@ -133,6 +154,8 @@ class PickAPic(DatasetAdapter):
             if cache is None:
                 return ImageRef(uid, _images_not_read, f"uid:{uid}")
             known = None if hashes is None else hashes[int(rid[r])][side]
+            if store is not None and known is not None:
+                return ImageRef(uid, functools.partial(_load_stored, store, cache, int(rid[r]), side, uid, known), known)
             return ImageRef(uid, functools.partial(_load, cache, int(rid[r]), side, uid), known)
 
         def make(r: int) -> tuple[str, ImageRef, ImageRef]:
@@ -232,23 +255,59 @@ class PickAPic(DatasetAdapter):
         rows = rows.filter(here)
         return rows, RowCache(shards, found, list(IMAGE_COLUMNS))
 
-    def _hash(self, rows: pa.Table, cache: RowCache) -> dict[int, tuple[str, str]]:
-        """SHA-256 of both images of every row, reading only the row groups that hold them."""
+    def _hash(self, rows: pa.Table, cache: RowCache, store: Optional["ImageStore"] = None) -> dict[int, tuple[str, str]]:
+        """SHA-256 of both images of every row, reading only the row groups that hold them; with a
+        ``store``, writing the images there and reusing its index of this split (no group read)."""
         uids = dict(zip(rows["ranking_id"].to_pylist(), zip(rows["image_0_uid"].to_pylist(), rows["image_1_uid"].to_pylist())))
+        index = store.index_path(self._index_key(cache, uids)) if store is not None else None
+        entries = store.load_index(index, set(uids)) if store is not None else None
+        if entries is None:
+            entries = [self._check_row(rid, v, uids[rid], store) for rid, v in cache.rows()]
+            if store is not None:
+                store.write(index, json.dumps(entries).encode(), what="index")
         out: dict[int, tuple[str, str]] = {}
-        for rid, v in cache.rows():
-            where = f"ranking_id={rid}"
-            if (v["image_0_uid"], v["image_1_uid"]) != uids[rid]:
-                self.skip("with-images row has other image uids than the metadata", where)
-            elif v["jpg_0"] is None or v["jpg_1"] is None:
-                self.skip("image bytes missing (null jpg_0/jpg_1)", where)
+        for entry in entries:  # [rid, skip reason] or [rid, [sha_0, sha_1], [size_0, size_1]]
+            if len(entry) == 2:
+                self.skip(entry[1], f"ranking_id={entry[0]}")
             else:
-                h = (hashlib.sha256(v["jpg_0"]).hexdigest(), hashlib.sha256(v["jpg_1"]).hexdigest())
-                if h[0] == h[1]:
-                    self.skip("identical image bytes in a pair", where)
-                else:
-                    out[rid] = h
+                out[entry[0]] = tuple(entry[1])
         return out
+
+    def _check_row(self, rid: int, v: dict, uids: tuple[str, str], store: Optional["ImageStore"]) -> list:
+        """The hashing pass's outcome for one row, as the index records it; its images written to ``store``."""
+        if (v["image_0_uid"], v["image_1_uid"]) != uids:
+            return [rid, "with-images row has other image uids than the metadata"]
+        if v["jpg_0"] is None or v["jpg_1"] is None:
+            return [rid, "image bytes missing (null jpg_0/jpg_1)"]
+        h = [hashlib.sha256(v["jpg_0"]).hexdigest(), hashlib.sha256(v["jpg_1"]).hexdigest()]
+        if h[0] == h[1]:
+            return [rid, "identical image bytes in a pair"]
+        if store is not None:
+            store.put(h[0], v["jpg_0"])
+            store.put(h[1], v["jpg_1"])
+        return [rid, h, [len(v["jpg_0"]), len(v["jpg_1"])]]
+
+    def _index_key(self, cache: RowCache, uids: dict[int, tuple[str, str]]) -> str:
+        """What the hashing pass's outcome depends on: the shards (names and footers) and the located
+        rows (ranking id, position, metadata image uids)."""
+        shards = cache.shards
+        files = []
+        for i in range(len(shards.paths)):
+            md = shards.file(i).metadata
+            files.append([shards.name(i), md.num_rows, [[md.row_group(g).num_rows, md.row_group(g).total_byte_size]
+                                                       for g in range(md.num_row_groups)]])
+        located = sorted([rid, *cache.locations[rid], *uids[rid]] for rid in uids)
+        return hashlib.sha256(json.dumps([files, located]).encode()).hexdigest()[:24]
+
+    def _image_store(self) -> Optional["ImageStore"]:
+        """The ``images_cache`` store: the option's folder; unset, one under ``$PIGBENCH_CACHE`` for
+        images read from the hub, none for local shards; None for ``none``."""
+        value = self.options.get("images_cache")
+        if value is None:
+            if self._image_shards().filesystem is None:
+                return None
+            value = str(Path(os.environ.get("PIGBENCH_CACHE", ".pigbench_cache")) / "images")
+        return None if value == "none" else ImageStore(Path(value).expanduser())
 
     # files --------------------------------------------------------------------------------
     def _meta_files(self) -> list[str]:
@@ -331,6 +390,86 @@ def _load(cache: RowCache, rid: int, side: int, uid: str) -> bytes:
     if row[f"image_{side}_uid"] != uid or row[f"jpg_{side}"] is None:
         raise ImageError(f"image {uid!r}: ranking_id={rid} of the with-images shards has no jpg_{side} for this uid")
     return row[f"jpg_{side}"]
+
+
+def _load_stored(store: "ImageStore", cache: RowCache, rid: int, side: int, uid: str, sha: str) -> bytes:
+    """The image's stored bytes; a missing or damaged file is read again from its row (and rewritten),
+    an :class:`ImageError` if the row's bytes do not have the SHA-256 the split recorded."""
+    data = store.get(sha)
+    if data is None:
+        data = _load(cache, rid, side, uid)
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise ImageError(f"image {uid!r}: ranking_id={rid} of the with-images shards no longer has the bytes the split "
+                             f"hashed (SHA-256 {sha}); delete {store.root}/index-*.json and run again")
+        with contextlib.suppress(DatasetError):  # a store not writable now: the image is read all the same
+            store.put(sha, data, replace=True)
+    return data
+
+
+class ImageStore:
+    """Image bytes by their SHA-256, one file each: ``root/<sha[:2]>/<sha>``, and the hashing pass's
+    index files; see the module docstring. Files are written to a temporary name in their folder,
+    then renamed, so that concurrent writers (ranks, runs) and killed runs leave no partial file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha
+
+    def index_path(self, key: str) -> Path:
+        return self.root / f"index-{key}.json"
+
+    def put(self, sha: str, data: bytes, replace: bool = False) -> None:
+        """Store ``data`` (whose SHA-256 is ``sha``) unless a file of its size is there (``replace``: in any case)."""
+        path = self.path(sha)
+        if not replace and _size(path) == len(data):
+            return
+        self.write(path, data, what="image")
+
+    def get(self, sha: str) -> Optional[bytes]:
+        """The stored bytes of ``sha``; None if its file is missing or holds bytes of another SHA-256."""
+        try:
+            data = self.path(sha).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == sha else None
+
+    def load_index(self, path: Path, rids: set[int]) -> Optional[list]:
+        """The index at ``path`` if it is readable, covers exactly ``rids`` and every file it names
+        is stored at its recorded size; else None (the pass is run again)."""
+        try:
+            entries = json.loads(path.read_bytes())
+            if {e[0] for e in entries} != rids or len(entries) != len(rids):
+                return None
+            if all(len(e) == 2 or all(_size(self.path(h)) == n for h, n in zip(e[1], e[2])) for e in entries):
+                return entries
+        except (OSError, ValueError, TypeError, IndexError, KeyError):
+            pass
+        return None
+
+    def write(self, path: Path, data: bytes, what: str) -> None:
+        """Write ``data`` to ``path`` atomically; a :class:`DatasetError` naming it if that fails."""
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise DatasetError(f"cannot write the {what} file {path} of the image store ({exc}); "
+                               "--dataset-option images_cache=DIR for another folder, or =none to keep images in memory") from None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
 
 
 def _images_not_read() -> bytes:

@@ -222,7 +222,7 @@ def run_key(evaluator: Evaluator, split: SplitResult, swap: bool, dataset_option
     full run share one store: a target is the same episode in both), what its episodes show that
     the fingerprint leaves out (:func:`_inputs_digest`), the dataset options
     (which can change the images, e.g. demo's ``size`` or PIP's ``images`` folder, but not the
-    split's fingerprint), swapping, for a config ``dtype`` of ``auto`` the device type, which
+    split's fingerprint; the caller leaves out location-only ones, :func:`content_options`), swapping, for a config ``dtype`` of ``auto`` the device type, which
     chooses the dtype (half precision on CUDA, float32 on CPU), and the evaluator's model sources as
     resolved (an environment variable's included) with the stamp of their local files and of the
     commits their cached hub snapshots resolve to (:mod:`pigbench.file_stamp`: a model saved again
@@ -269,6 +269,13 @@ def _image(image: ImageRef) -> str:
     return f"{image.id}@{stamp}" if stamp else image.id
 
 
+def content_options(config: RunConfig) -> dict[str, str]:
+    """The dataset options less the adapter's ``location_options`` (a folder the images are kept in
+    names where they are, not what they are): those that key the store and name the results file."""
+    skip = adapters.get(config.dataset).location_options
+    return {k: v for k, v in config.dataset_options.items() if k not in skip}
+
+
 def _options_digest(options: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(options), sort_keys=True).encode()).hexdigest()[:12]
 
@@ -297,7 +304,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda m: print(m, file=
             with world.together(RunAborted):
                 set_up(evaluator, config.evaluator)
             is_set_up = True
-        key = run_key(evaluator, split, config.swap, config.dataset_options)
+        key = run_key(evaluator, split, config.swap, content_options(config))
         stores = RunStores(Path(config.cache_dir) / "runs", key, world)
         done = stores.done_ids()
         todo = [e for e in split.episodes if e.sample_id not in done]
@@ -562,11 +569,11 @@ def _variant_suffix(config: RunConfig, evaluator: Evaluator) -> str:
         parts.append(f"seed{config.seed}")
     if config.limit is not None:
         parts.append(f"limit{config.limit}")
-    if config.dataset_options:
-        text = "-".join(f"{k}{v}" for k, v in sorted(config.dataset_options.items()))
+    if options := content_options(config):
+        text = "-".join(f"{k}{v}" for k, v in sorted(options.items()))
         # readable when short and safe in a file name (size32), else a digest (a folder path as a value)
         safe = len(text) <= 40 and re.fullmatch(r"[A-Za-z0-9.=+-]+", text)
-        parts.append(f"opt-{text}" if safe else f"opt{_options_digest(config.dataset_options)}")
+        parts.append(f"opt-{text}" if safe else f"opt{_options_digest(options)}")
     return "__" + "_".join(parts) if parts else ""
 
 

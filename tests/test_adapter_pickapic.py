@@ -1,6 +1,7 @@
 """Pick-a-Pic adapter on hub-named parquet fixtures with the real 19/17-column schema."""
 
 import hashlib
+import json
 import uuid
 
 import pyarrow.parquet as pq
@@ -316,7 +317,9 @@ class FakeHubFS:
         return (self.repos[f"{owner}/{name}"] / rest).open(mode)
 
 
-def test_images_read_in_place_from_the_hub_equal_a_local_copy(data, monkeypatch):
+def test_images_read_in_place_from_the_hub_equal_a_local_copy(data, tmp_path, monkeypatch):
+    """Also: images read from the hub are stored under $PIGBENCH_CACHE by default (a later split of the
+    same users reads no row group); those of a local copy are not."""
     import huggingface_hub
 
     import pigbench.hub
@@ -325,13 +328,19 @@ def test_images_read_in_place_from_the_hub_equal_a_local_copy(data, monkeypatch)
     fs = FakeHubFS({"yuvalkirstain/pickapic_v2": images})
     monkeypatch.setattr(huggingface_hub, "HfFileSystem", lambda: fs)
     monkeypatch.setattr(pigbench.hub, "downloads_unavailable", lambda url=None: None)
+    monkeypatch.setenv("PIGBENCH_CACHE", str(tmp_path / "cache"))
     local, hub = adapter(meta, images), adapter(meta)
-    a, b = local.split(seed=0), hub.split(seed=0)
+    a = local.split(seed=0)
+    assert not (tmp_path / "cache").exists()
+    b = hub.split(seed=0)
+    assert len(list((tmp_path / "cache" / "images").glob("index-*.json"))) == 1
     assert [e.sample_id for e in b.episodes] == [e.sample_id for e in a.episodes] and b.fingerprint == a.fingerprint
     assert fs.opened == [f"datasets/yuvalkirstain/pickapic_v2/data/{p.name}" for p in sorted(images.rglob("*.parquet"))]
     assert hub.provenance()["row_groups_read"] == local.provenance()["row_groups_read"]
     assert hub.provenance()["image_files"] == 3
     assert b.episodes[0].target.image_a.read_bytes() == a.episodes[0].target.image_a.read_bytes()
+    again = adapter(meta)
+    assert again.split(seed=0).fingerprint == b.fingerprint and again.provenance()["row_groups_read"] == 0
 
 
 def test_hub_cache_is_used_offline_and_a_miss_is_explained(data, tmp_path, monkeypatch):
@@ -516,3 +525,111 @@ def test_row_cache_is_bounded_by_bytes_and_threads_read_a_group_once(data):
     for k in found:
         assert cache.get(k)["ranking_id"] == k
         assert cache._bytes <= 5000 and sum(len(v[0]["jpg_0"]) for v in cache._rows.values()) == cache._bytes
+
+
+def scattered_users(tmp_path):
+    """12 users of 10 rows, interleaved over 30 row groups of 3 with-images shards."""
+    import random
+
+    rows, n = [], iter(range(1, 1000))
+    for u in range(12):
+        rows += [pickapic_row(8000 + 10 * u + i, 300 + u, PROMPTS[i], next(n), next(n), float(i % 2)) for i in range(10)]
+    random.Random(0).shuffle(rows)
+    write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=1000)
+    write_pickapic(tmp_path / "i", rows, images=True, shards=3, row_group_size=4)
+    return tmp_path / "m", tmp_path / "i"
+
+
+def all_images(split):
+    return [im for e in split.episodes
+            for im in (e.target.image_a, e.target.image_b, *(i for r in e.references for i in (r.preferred, r.rejected)))]
+
+
+def test_image_store_reads_each_group_once_and_a_later_split_reads_none(tmp_path, monkeypatch):
+    """With images_cache=DIR the hashing pass stores the kept images, so a run reads no group again even
+    when no row stays in memory, and a second adapter on the same split reads no row group at all."""
+    import functools
+
+    import pigbench.adapters.pickapic as pickapic
+
+    monkeypatch.setattr(pickapic, "RowCache", functools.partial(pickapic.RowCache, max_bytes=0))  # keeps no row
+    meta, images = scattered_users(tmp_path)
+    store = tmp_path / "store"
+    first = adapter(meta, images, images_cache=str(store))
+    split = first.split(seed=0)
+    for im in all_images(split):
+        data = im.read_bytes()
+        assert im.content_hash == hashlib.sha256(data).hexdigest()
+        assert (store / im.content_hash[:2] / im.content_hash).read_bytes() == data
+    assert first.provenance()["row_groups_read"] == 30  # each group once
+    second = adapter(meta, images, images_cache=str(store))
+    again = second.split(seed=0)
+    assert again.fingerprint == split.fingerprint and again.summary() == split.summary()
+    assert [im.stamp() for im in all_images(again)] == [im.stamp() for im in all_images(split)]
+    assert all(im.content_hash == hashlib.sha256(im.read_bytes()).hexdigest() for im in all_images(again))
+    assert second.provenance()["row_groups_read"] == 0
+    assert adapter(meta, images, images_cache=str(store), users="3").split(seed=0).users == 3  # another split: its own index
+    assert len(list(store.glob("index-*.json"))) == 2
+
+
+def test_a_damaged_store_file_or_index_falls_back_to_the_shards(data, tmp_path):
+    meta, images = data
+    store = tmp_path / "store"
+    split = adapter(meta, images, images_cache=str(store)).split(seed=0)
+    im = split.episodes[0].target.image_a
+    path = store / im.content_hash[:2] / im.content_hash
+    good = path.read_bytes()
+    path.write_bytes(b"x" * len(good))  # same size: the index still trusts it, the read does not
+    fresh = adapter(meta, images, images_cache=str(store))
+    im2 = fresh.split(seed=0).episodes[0].target.image_a
+    assert fresh.provenance()["row_groups_read"] == 0
+    assert im2.read_bytes() == good and path.read_bytes() == good  # read from its row and stored again
+    assert fresh.provenance()["row_groups_read"] == 1
+    path.write_bytes(good[:10])  # another size: the index is not used, the pass stores it again
+    redo = adapter(meta, images, images_cache=str(store))
+    assert redo.split(seed=0).fingerprint == split.fingerprint and redo.provenance()["row_groups_read"] > 0
+    assert path.read_bytes() == good
+    index = next(store.glob("index-*.json"))
+    index.write_text("[[1, ")  # a damaged index: the pass is run again
+    assert adapter(meta, images, images_cache=str(store)).split(seed=0).fingerprint == split.fingerprint
+    assert json.loads(index.read_text())
+
+
+def test_concurrent_store_writers_leave_whole_files(tmp_path):
+    import threading
+
+    from pigbench.adapters.pickapic import ImageStore
+
+    data = bytes(range(256)) * 4000
+    sha = hashlib.sha256(data).hexdigest()
+    store, seen = ImageStore(tmp_path / "s"), []
+
+    def work():
+        for _ in range(20):
+            store.put(sha, data, replace=True)
+            seen.append(store.get(sha))
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(s == data for s in seen)  # never a partial file
+    assert [p.name for p in (tmp_path / "s").rglob("*") if p.is_file()] == [sha]  # no temporary file left
+
+
+def test_images_cache_does_not_change_the_run_key_or_results_file(data, tmp_path):
+    from pigbench.runner import RunConfig, run
+
+    meta, images = data
+
+    def go(cache_option):
+        return run(RunConfig(evaluator="color-reference", dataset="pickapic", dataset_path=str(meta),
+                             dataset_options={"images_path": str(images), "images_cache": cache_option},
+                             output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), progress=False,
+                             n_bootstrap=10, max_error_rate=1.0), log=lambda m: None)
+
+    first, second = go(str(tmp_path / "store")), go("none")
+    # every prediction stored is reused (the corrupt image's failed sample is tried again)
+    assert second.resumed == first.computed - 1 and second.computed == 1
+    assert second.results_path == first.results_path
