@@ -167,6 +167,18 @@ def test_cli_init_invite_and_status(tmp_path, capsys):
     assert Counter(s["assigned"] for s in store.progress()["sets"]) == Counter({1: 2, 0: 1})
 
 
+def test_the_command_that_a_missing_database_names_runs_as_written(tmp_path, capsys):
+    """The message said to run `pigbench build annotate init --workdir W`, which argparse refused
+    (--workdir was accepted only before STAGE and after `annotate`)."""
+    ws = workspace_with_sets(tmp_path / "ws", 2, keep=2)
+    assert cli(["build", "annotate", "status", "--workdir", str(ws.root)]) == 2
+    command = capsys.readouterr().err.split("`")[1].split()
+    assert command[:4] == ["pigbench", "build", "annotate", "init"] and "--workdir" in command
+    assert cli(command[1:]) == 0
+    assert "2 new set(s)" in capsys.readouterr().out and ws.annotate_db.exists()
+    assert cli(["build", "annotate", "status", "--workdir", str(ws.root)]) == 0
+
+
 def test_cli_invite_refuses_a_bad_count_or_a_folder_as_out_before_creating_invites(tmp_path, capsys):
     """--count 0 printed an empty CSV (exit 0); --out DIR ended in an IsADirectoryError traceback
     after the invites were created."""

@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--port", type=int, default=8766)
     sub.add_parser("status", help="print progress")
     sub.add_parser("admin-token", help="replace the admin token and print it")
+    for action in sub.choices.values():  # `pigbench build annotate init --workdir W`, as error messages spell it
+        action.add_argument("--workdir", default=argparse.SUPPRESS, help="build workspace (also accepted before STAGE)")
 
 
 def main(args: argparse.Namespace) -> int:
