@@ -67,7 +67,10 @@ def main(args: argparse.Namespace) -> int:
         writer.writerows(rows)
         if args.out:
             with open(args.out, "a", newline="", encoding="utf-8") as f:
-                csv.writer(f).writerows(rows)
+                out = csv.writer(f)
+                if f.tell() == 0:  # a new file starts with the header, as the printed CSV does
+                    out.writerow(["annotator_id", "invite_code"])
+                out.writerows(rows)
         return 0
     if args.action == "admin-token":
         print(store.reset_admin_token())
