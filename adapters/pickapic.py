@@ -319,7 +319,7 @@ class PickAPic(DatasetAdapter):
             self._files["local_images"] = [str(p) for p in shards if str(p) not in meta]
             files = meta or self._files["local_images"]
         else:
-            root = resolve_root(what=f"{self.name} metadata", path=None, env_var="", repo_id=self.META_REPO, allow_patterns=[pattern])
+            root = resolve_root(what=f"{self.name} metadata", path=None, env_var=self.env_var, repo_id=self.META_REPO, allow_patterns=[pattern])
             files = [str(p) for p in find_shards(root, self.split_name)]
         if not files:
             raise DatasetError(f"{self.name}: no '{self.split_name}' parquet shards under {root}; "

@@ -348,7 +348,9 @@ def test_hub_cache_is_used_offline_and_a_miss_is_explained(data, tmp_path, monke
     monkeypatch.delenv("PIGBENCH_PICKAPIC_PATH", raising=False)
     cache = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    with pytest.raises(DatasetError, match=r"hf download yuvalkirstain/pickapic_v1_no_images.*--dataset-path"):
+    # the miss names both ways to a local copy (it named only --dataset-path)
+    with pytest.raises(DatasetError, match=r"hf download yuvalkirstain/pickapic_v1_no_images.*"
+                                           r"then pass --dataset-path DIR or set PIGBENCH_PICKAPIC_PATH=DIR$"):
         PickAPicV1(None, {"images": "none"}).split(seed=0)
     repo = cache / "datasets--yuvalkirstain--pickapic_v2_no_images"
     commit = "0" * 40

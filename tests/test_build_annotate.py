@@ -1,5 +1,6 @@
 """`pigbench build annotate`: rankings, balanced assignment, durable storage and access rules over real HTTP."""
 
+import csv
 import json
 import threading
 from collections import Counter
@@ -165,6 +166,34 @@ def test_cli_init_invite_and_status(tmp_path, capsys):
     assert cli(work + ["status"]) == 0
     assert "3 annotators, 3 sets, 0 rankings" in capsys.readouterr().out
     assert Counter(s["assigned"] for s in store.progress()["sets"]) == Counter({1: 2, 0: 1})
+
+
+def test_the_command_that_a_missing_database_names_runs_as_written(tmp_path, capsys):
+    """The message said to run `pigbench build annotate init --workdir W`, which argparse refused
+    (--workdir was accepted only before STAGE and after `annotate`)."""
+    ws = workspace_with_sets(tmp_path / "ws", 2, keep=2)
+    assert cli(["build", "annotate", "status", "--workdir", str(ws.root)]) == 2
+    command = capsys.readouterr().err.split("`")[1].split()
+    assert command[:4] == ["pigbench", "build", "annotate", "init"] and "--workdir" in command
+    assert cli(command[1:]) == 0
+    assert "2 new set(s)" in capsys.readouterr().out and ws.annotate_db.exists()
+    assert cli(["build", "annotate", "status", "--workdir", str(ws.root)]) == 0
+
+
+def test_cli_invite_out_file_has_the_header_once(tmp_path, capsys):
+    """--out wrote the invites without the printed CSV's header line, so a CSV reader (a mail merge)
+    took the first annotator's invite for the header and dropped it."""
+    ws = workspace_with_sets(tmp_path / "ws", 2, keep=2)
+    work = ["build", "--workdir", str(ws.root), "annotate"]
+    assert cli(work + ["init", "--min-sets", "1", "--max-sets", "2"]) == 0
+    out = tmp_path / "invites.csv"
+    assert cli(work + ["invite", "--count", "2", "--out", str(out)]) == 0
+    assert cli(work + ["invite", "--count", "1", "--out", str(out)]) == 0  # appends, no second header
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("annotator0")]
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [f"{r['annotator_id']},{r['invite_code']}" for r in rows] == printed
+    assert [r["annotator_id"] for r in rows] == ["annotator001", "annotator002", "annotator003"]
 
 
 def test_cli_invite_refuses_a_bad_count_or_a_folder_as_out_before_creating_invites(tmp_path, capsys):

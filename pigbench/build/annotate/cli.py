@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--port", type=int, default=8766)
     sub.add_parser("status", help="print progress")
     sub.add_parser("admin-token", help="replace the admin token and print it")
+    for action in sub.choices.values():  # `pigbench build annotate init --workdir W`, as error messages spell it
+        action.add_argument("--workdir", default=argparse.SUPPRESS, help="build workspace (also accepted before STAGE)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -65,7 +67,10 @@ def main(args: argparse.Namespace) -> int:
         writer.writerows(rows)
         if args.out:
             with open(args.out, "a", newline="", encoding="utf-8") as f:
-                csv.writer(f).writerows(rows)
+                out = csv.writer(f)
+                if f.tell() == 0:  # a new file starts with the header, as the printed CSV does
+                    out.writerow(["annotator_id", "invite_code"])
+                out.writerows(rows)
         return 0
     if args.action == "admin-token":
         print(store.reset_admin_token())
