@@ -651,3 +651,14 @@ def test_runs_differing_only_in_images_cache_form_one_reference_size_series(data
         assert json.loads(out.results_path.read_text())["dataset"]["source"]["options"] == {"images_path": str(images)}
     series = reference_size_series(collect(tmp_path / "results"))["pickapic"]
     assert [e.results["split"]["reference_size"] for e in series["color-reference"]] == [4, 8]
+
+
+def test_an_empty_images_cache_is_refused_not_the_working_directory(data, tmp_path, monkeypatch):
+    """images_cache= (an unset shell variable) named Path('') = the working directory, which got a
+    folder per hash prefix and the index."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with pytest.raises(DatasetError, match=r"pickapic: option images_cache='' names no folder"):
+        adapter(*data, images_cache="").split(seed=0)
+    assert list(cwd.iterdir()) == []
