@@ -101,6 +101,9 @@ class PickAPic(DatasetAdapter):
     def __init__(self, path: Optional[str] = None, options: Optional[dict] = None) -> None:
         super().__init__(path, options)
         check_options(self.name or "pickapic", self.options, self.OPTIONS)
+        if self.options.get("images_cache") == "":  # Path("") would be the working directory
+            raise DatasetError(f"{self.name or 'pickapic'}: option images_cache='' names no folder "
+                               "(give a folder, or 'none' to keep images in memory)")
         self.split_name = self.options.get("split", "train")
         self.skipped_users: Counter[str] = Counter()
         self._files: dict[str, list[str]] = {}

@@ -64,5 +64,6 @@ class DatasetAdapter(ABC):
             examples.append(where)
 
     def provenance(self) -> dict[str, Any]:
-        """Source files or hub revision, for the results file."""
-        return {"path": self.path, "options": self.options}
+        """Source files or hub revision, for the results file; the options less ``location_options`` (the
+        report tells runs on other data apart by the options recorded: where data is kept is not other data)."""
+        return {"path": self.path, "options": {k: v for k, v in self.options.items() if k not in self.location_options}}

@@ -635,3 +635,32 @@ def test_images_cache_does_not_change_the_run_key_or_results_file(data, tmp_path
     # every prediction stored is reused (the corrupt image's failed sample is tried again)
     assert second.resumed == first.computed - 1 and second.computed == 1
     assert second.results_path == first.results_path
+
+
+def test_runs_differing_only_in_images_cache_form_one_reference_size_series(data, tmp_path):
+    """The results file records the dataset options less images_cache, so the report's accuracy-vs-K
+    series (one per set of recorded options) does not split runs differing only in where images are kept."""
+    from pigbench.report.collect import collect
+    from pigbench.report.plots import reference_size_series
+    from pigbench.runner import RunConfig, run
+
+    meta, images = data
+    for k, cache_option in ((4, str(tmp_path / "store")), (8, "none")):
+        out = run(RunConfig(evaluator="color-reference", dataset="pickapic", dataset_path=str(meta), reference_size=k,
+                            dataset_options={"images_path": str(images), "images_cache": cache_option},
+                            output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), progress=False,
+                            n_bootstrap=10, max_error_rate=1.0), log=lambda m: None)
+        assert json.loads(out.results_path.read_text())["dataset"]["source"]["options"] == {"images_path": str(images)}
+    series = reference_size_series(collect(tmp_path / "results"))["pickapic"]
+    assert [e.results["split"]["reference_size"] for e in series["color-reference"]] == [4, 8]
+
+
+def test_an_empty_images_cache_is_refused_not_the_working_directory(data, tmp_path, monkeypatch):
+    """images_cache= (an unset shell variable) named Path('') = the working directory, which got a
+    folder per hash prefix and the index."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with pytest.raises(DatasetError, match=r"pickapic: option images_cache='' names no folder"):
+        adapter(*data, images_cache="").split(seed=0)
+    assert list(cwd.iterdir()) == []
