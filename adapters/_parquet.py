@@ -206,12 +206,14 @@ class RowCache:
                 self._keep(key, values[key])  # the most recently used
         return values[key]
 
-    def rows(self) -> Iterator[tuple[Any, dict]]:
-        """``(key, values)`` of every located row, each row group read once; the rows are kept as
-        :meth:`get` keeps them, so that later requests read no group while their rows stay kept."""
+    def rows(self, keep: bool = True) -> Iterator[tuple[Any, dict]]:
+        """``(key, values)`` of every located row, each row group read once; with ``keep`` the rows are
+        kept as :meth:`get` keeps them, so that later requests read no group while their rows stay kept
+        (``keep=False``: the caller keeps them elsewhere, e.g. on disk)."""
         for key, values in self.shards.read_rows(self.locations, self.columns):
-            with self._lock:
-                self._keep(key, values)
+            if keep:
+                with self._lock:
+                    self._keep(key, values)
             yield key, values
 
     def _keep(self, key: Any, values: dict) -> None:

@@ -31,13 +31,14 @@ first); a row let go is read again with the other kept rows of its row group.
 
 Image store (``--dataset-option images_cache=DIR|none``): the hashing pass also writes each kept
 image's bytes to ``DIR/<sha[:2]>/<sha>`` (:class:`ImageStore`; disk use: the kept images' bytes;
-clear it by deleting DIR), and an image opens from its file, so a run reads no row group again. The
+clear it by deleting DIR), and an image opens from its file, so a run reads no row group again (and
+the pass's rows are not kept in memory). The
 default is ``$PIGBENCH_CACHE/images`` (else ``.pigbench_cache/images``) for images read from the
 hub, ``none`` (memory only) for local with-images shards. A stored file is used only when its
 bytes have the SHA-256 the split recorded (else the row is read again and the file rewritten).
 ``DIR/index-<key>.json`` records the pass's outcome (both hashes and sizes, or the skip reason) of
 each located row; a later split with the same key reads no row group at all. The key hashes the
-shards' names and footers (rows, row group sizes) and the located rows' ranking ids, positions and
+pass's rules (``_INDEX_VERSION``), the shards' names and footers (rows, row group sizes) and the located rows' ranking ids, positions and
 metadata image uids: the index trusts that shards of the same names and footers hold the same
 bytes; it is used only when every file it names is in the store at its recorded size. The option
 names a location, not content: it is left out of the run key (``location_options``).
@@ -81,6 +82,7 @@ NO_IMAGES_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in ("jpg_0", "jpg_
 COLUMNS = {"best_image_uid": STRING, "caption": STRING, "has_label": BOOL, "image_0_uid": STRING,
            "image_1_uid": STRING, "label_0": FLOAT, "label_1": FLOAT, "ranking_id": INTEGER, "user_id": INTEGER}
 IMAGE_COLUMNS = {"image_0_uid": STRING, "image_1_uid": STRING, "jpg_0": BINARY, "jpg_1": BINARY}
+_INDEX_VERSION = 1  # of the hashing pass's rules (_check_row): a change makes earlier index files unused
 
 
 class PickAPic(DatasetAdapter):
@@ -265,7 +267,7 @@ class PickAPic(DatasetAdapter):
         index = store.index_path(self._index_key(cache, uids)) if store is not None else None
         entries = store.load_index(index, set(uids)) if store is not None else None
         if entries is None:
-            entries = [self._check_row(rid, v, uids[rid], store) for rid, v in cache.rows()]
+            entries = [self._check_row(rid, v, uids[rid], store) for rid, v in cache.rows(keep=store is None)]
             if store is not None:
                 store.write(index, json.dumps(entries).encode(), what="index")
         out: dict[int, tuple[str, str]] = {}
@@ -291,8 +293,8 @@ class PickAPic(DatasetAdapter):
         return [rid, h, [len(v["jpg_0"]), len(v["jpg_1"])]]
 
     def _index_key(self, cache: RowCache, uids: dict[int, tuple[str, str]]) -> str:
-        """What the hashing pass's outcome depends on: the shards (names and footers) and the located
-        rows (ranking id, position, metadata image uids)."""
+        """What the hashing pass's outcome depends on: its rules (:data:`_INDEX_VERSION`), the shards
+        (names and footers) and the located rows (ranking id, position, metadata image uids)."""
         shards = cache.shards
         files = []
         for i in range(len(shards.paths)):
@@ -300,7 +302,7 @@ class PickAPic(DatasetAdapter):
             files.append([shards.name(i), md.num_rows, [[md.row_group(g).num_rows, md.row_group(g).total_byte_size]
                                                        for g in range(md.num_row_groups)]])
         located = sorted([rid, *cache.locations[rid], *uids[rid]] for rid in uids)
-        return hashlib.sha256(json.dumps([files, located]).encode()).hexdigest()[:24]
+        return hashlib.sha256(json.dumps([_INDEX_VERSION, files, located]).encode()).hexdigest()[:24]
 
     def _image_store(self) -> Optional["ImageStore"]:
         """The ``images_cache`` store: the option's folder; unset, one under ``$PIGBENCH_CACHE`` for

@@ -664,3 +664,35 @@ def test_an_empty_images_cache_is_refused_not_the_working_directory(data, tmp_pa
     with pytest.raises(DatasetError, match=r"pickapic: option images_cache='' names no folder"):
         adapter(*data, images_cache="").split(seed=0)
     assert list(cwd.iterdir()) == []
+
+
+def test_with_a_store_the_hashing_pass_keeps_no_row_in_memory(data, tmp_path, monkeypatch):
+    """Images open from the store's files, so the pass's rows are not kept in memory as well (up to
+    1 GiB per process); without a store they are."""
+    import pigbench.adapters.pickapic as pickapic
+
+    caches = []
+
+    class Recorded(pickapic.RowCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            caches.append(self)
+
+    monkeypatch.setattr(pickapic, "RowCache", Recorded)
+    meta, images = data
+    adapter(meta, images, images_cache=str(tmp_path / "store")).split(seed=0)
+    adapter(meta, images).split(seed=0)
+    assert [c._bytes == 0 for c in caches] == [True, False]
+
+
+def test_an_index_of_other_hashing_rules_is_not_used(data, tmp_path, monkeypatch):
+    import pigbench.adapters.pickapic as pickapic
+
+    meta, images = data
+    store = tmp_path / "store"
+    adapter(meta, images, images_cache=str(store)).split(seed=0)
+    monkeypatch.setattr(pickapic, "_INDEX_VERSION", pickapic._INDEX_VERSION + 1)
+    later = adapter(meta, images, images_cache=str(store))
+    later.split(seed=0)
+    assert later.provenance()["row_groups_read"] > 0
+    assert len(list(store.glob("index-*.json"))) == 2
