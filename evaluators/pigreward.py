@@ -58,9 +58,11 @@ class PIGReward(Evaluator):
         for option in ("max_new_tokens", "reasoner_max_new_tokens", "concurrency", "decode_batch"):
             if getattr(config, option) < 1:
                 raise ValueError(f"pigreward: option {option} must be >= 1, got {getattr(config, option)!r}")
-        for option in ("max_pixels", "min_new_tokens"):
+        for option in ("max_pixels", "min_new_tokens", "max_retries"):
             if getattr(config, option) < 0:
                 raise ValueError(f"pigreward: option {option} must be >= 0, got {getattr(config, option)!r}")
+        if not (math.isfinite(config.timeout_s) and config.timeout_s > 0):
+            raise ValueError(f"pigreward: option timeout_s must be > 0 seconds, got {config.timeout_s!r}")
         settings = config.settings()
         parts = [settings.reward_params] + ([settings.reasoner_params] if config.use_reasoner else [])
         shortest = min(p.max_new_tokens for p in parts)

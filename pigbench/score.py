@@ -251,11 +251,15 @@ def score_saved_outputs(
 
     ``config.evaluator`` is the name the results are filed under: a file name, not a registered
     evaluator's (its results file would be overwritten and the scores taken for its); ``kind``
-    defaults to "judge" when any line has a choice, else "scalar". Returns the results dict and its path.
+    defaults to "judge" when any line has a choice, else "scalar". A nonzero tie threshold when every line
+    has a choice is a :class:`SavedOutputsError`. Returns the results dict and its path.
     """
     start = time.time()
     check_saved_outputs_name(config.evaluator)
     saved = read_predictions(predictions_file, config.tie_threshold or 0.0)
+    if config.tie_threshold and saved.lines and saved.choices == len(saved.lines):  # it would only rename the file
+        raise SavedOutputsError(f"--tie-threshold applies only to lines with score_a and score_b; every line of "
+                                f"{predictions_file} has a choice, which is its label")
     adapter, split = load_split(config)
     by_id = match_split(saved, split.episodes, split.fingerprint, split_flags(config))
     provenance = {**saved.header.get("models", {}),

@@ -30,6 +30,7 @@ from pigbench.store import StoreError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
+    p._option_string_actions["--reference-size"].help = argparse.SUPPRESS  # parsed only to be refused in main()
     p.add_argument("--reference-sizes", required=True, type=parse_sizes, metavar="K1,K2,...",
                    help="comma-separated reference sizes, e.g. 1,2,4,8")
 

@@ -50,6 +50,18 @@ def test_sweep_cli(tmp_path, capsys):
     assert "--reference-sizes" in capsys.readouterr().err
 
 
+def test_sweep_help_hides_reference_size_which_it_still_refuses_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["sweep", "--help"])
+    shown = capsys.readouterr().out
+    assert "--reference-sizes K1,K2,..." in shown and "REFERENCE_SIZE" not in shown
+    args = ["sweep", "--evaluator", "toy-brightness", "--dataset", "toy", "--reference-sizes", "1",
+            "--output", str(tmp_path / "results"), "--no-progress", "--reference-size", "3"]
+    assert cli_main(args) == 2  # not prefix-matched to --reference-sizes by argparse
+    assert capsys.readouterr().err == "error: use --reference-sizes with sweep (not --reference-size)\n"
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("interrupt, status", [(KeyboardInterrupt, 130), (Terminated, 143)])
 def test_sweep_cli_ctrl_c_or_sigterm_exits_in_one_line_as_run_does(tmp_path, monkeypatch, capsys, interrupt, status):
     """Ctrl-C used to end the sweep in a KeyboardInterrupt traceback; SIGTERM exits 143 (128 + 15)."""

@@ -140,6 +140,20 @@ def test_tie_threshold_applies_to_scores(exported, tmp_path):
     assert results["metrics"]["predicted_tie_rate"] == 1.0 and results["evaluator"]["tie_threshold"] == 1e9
 
 
+def test_a_tie_threshold_on_choices_only_is_refused(exported, tmp_path, capsys):
+    """tau would change nothing but the config hash and file name: refused, as run refuses it for text judges."""
+    header = {"fingerprint": json.loads((exported / "manifest.json").read_text())["fingerprint"]}
+    preds = write(tmp_path / "p.jsonl", header, [{"sample_id": ep["sample_id"], "choice": "A"} for ep in episodes(exported)])
+    out = tmp_path / "results"
+    assert pigbench(["score", *SPLIT, "--predictions", str(preds), "--name", "x", "--output", str(out),
+                     "--tie-threshold", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --tie-threshold applies only to lines with score_a and score_b") and "\n" not in err.strip()
+    assert not out.exists()
+    assert pigbench(["score", *SPLIT, "--predictions", str(preds), "--name", "x", "--output", str(out),
+                     "--tie-threshold", "0"]) == 0
+
+
 def test_infinite_scores_are_read_as_null_and_the_sample_is_invalid(tmp_path):
     """docs/saved_outputs.md: NaN and infinities are read as null; an infinite score is not decisive here."""
     from pigbench.protocol import Label

@@ -20,13 +20,14 @@ def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, confi
         if (model, adapter) in out:
             continue
         if config.backend == "openai":
-            from pigbench.judging.openai_backend import OpenAIBackend
+            from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
             from pigbench.judging.request_cache import RequestCache
 
             tag = hashlib.sha256(f"{config_hash}\0{model}".encode()).hexdigest()[:16]
             out[(model, adapter)] = OpenAIBackend(
                 config.base_url or os.environ["OPENAI_BASE_URL"], model, api_key_env=config.api_key_env,
-                concurrency=config.concurrency, cache=RequestCache(cache_root / "requests" / f"pigreward-{tag}.sqlite"))
+                concurrency=config.concurrency, timeout_s=config.timeout_s,
+                retry=RetryPolicy(max_retries=config.max_retries), cache=RequestCache(cache_root / "requests" / f"pigreward-{tag}.sqlite"))
         else:
             from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl
 
