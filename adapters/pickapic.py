@@ -40,8 +40,9 @@ bytes have the SHA-256 the split recorded (else the row is read again and the fi
 each located row; a later split with the same key reads no row group at all. The key hashes the
 pass's rules (``_INDEX_VERSION``), the shards' names and footers (rows, row group sizes) and the located rows' ranking ids, positions and
 metadata image uids: the index trusts that shards of the same names and footers hold the same
-bytes; it is used only when every file it names is in the store at its recorded size. The option
-names a location, not content: it is left out of the run key (``location_options``).
+bytes; it is used only when every file it names is in the store at its recorded size. This option
+and ``images_path`` name locations, not content (every image is keyed by its SHA-256): they are
+left out of the run key (``location_options``).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class PickAPic(DatasetAdapter):
     OPTIONS = {"split": "source split (default train)", "images_path": "folder of with-images shards",
                "images": "'none': split from metadata only, images unavailable", "users": "keep a seeded sample of N users",
                "images_cache": "folder storing the kept images' bytes, or 'none' (default: under $PIGBENCH_CACHE for hub reads)"}
-    location_options = ("images_cache",)
+    location_options = ("images_path", "images_cache")  # every image is keyed by its SHA-256 wherever it is read
 
     def __init__(self, path: Optional[str] = None, options: Optional[dict] = None) -> None:
         super().__init__(path, options)

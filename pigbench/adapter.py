@@ -64,6 +64,9 @@ class DatasetAdapter(ABC):
             examples.append(where)
 
     def provenance(self) -> dict[str, Any]:
-        """Source files or hub revision, for the results file; the options less ``location_options`` (the
-        report tells runs on other data apart by the options recorded: where data is kept is not other data)."""
-        return {"path": self.path, "options": {k: v for k, v in self.options.items() if k not in self.location_options}}
+        """Source files or hub revision, for the results file: the options less ``location_options`` (the
+        report tells runs on other data apart by the options recorded: where data is kept is not other data),
+        and those apart under ``locations`` when given."""
+        kept = {k: v for k, v in self.options.items() if k in self.location_options}
+        return {"path": self.path, "options": {k: v for k, v in self.options.items() if k not in kept},
+                **({"locations": kept} if kept else {})}

@@ -620,25 +620,32 @@ def test_concurrent_store_writers_leave_whole_files(tmp_path):
     assert [p.name for p in (tmp_path / "s").rglob("*") if p.is_file()] == [sha]  # no temporary file left
 
 
-def test_images_cache_does_not_change_the_run_key_or_results_file(data, tmp_path):
+def test_images_cache_and_images_path_do_not_change_the_run_key_or_results_file(data, tmp_path):
+    """Both name where images are kept; every image is keyed by its SHA-256, so a copy of the shards
+    elsewhere, with or without a store, shares the stored predictions."""
+    import shutil
+
     from pigbench.runner import RunConfig, run
 
     meta, images = data
+    copy = shutil.copytree(images, tmp_path / "copy")
 
-    def go(cache_option):
+    def go(images_path, cache_option):
         return run(RunConfig(evaluator="color-reference", dataset="pickapic", dataset_path=str(meta),
-                             dataset_options={"images_path": str(images), "images_cache": cache_option},
+                             dataset_options={"images_path": str(images_path), "images_cache": cache_option},
                              output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), progress=False,
                              n_bootstrap=10, max_error_rate=1.0), log=lambda m: None)
 
-    first, second = go(str(tmp_path / "store")), go("none")
+    first, second, third = go(images, str(tmp_path / "store")), go(images, "none"), go(copy, "none")
     # every prediction stored is reused (the corrupt image's failed sample is tried again)
-    assert second.resumed == first.computed - 1 and second.computed == 1
-    assert second.results_path == first.results_path
+    assert second.resumed == third.resumed == first.computed - 1 and second.computed == third.computed == 1
+    assert second.results_path == third.results_path == first.results_path
+    source = json.loads(third.results_path.read_text())["dataset"]["source"]
+    assert source["options"] == {} and source["locations"] == {"images_path": str(copy), "images_cache": "none"}
 
 
 def test_runs_differing_only_in_images_cache_form_one_reference_size_series(data, tmp_path):
-    """The results file records the dataset options less images_cache, so the report's accuracy-vs-K
+    """The results file records the dataset options less images_cache (and images_path), so the report's accuracy-vs-K
     series (one per set of recorded options) does not split runs differing only in where images are kept."""
     from pigbench.report.collect import collect
     from pigbench.report.plots import reference_size_series
@@ -650,7 +657,7 @@ def test_runs_differing_only_in_images_cache_form_one_reference_size_series(data
                             dataset_options={"images_path": str(images), "images_cache": cache_option},
                             output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), progress=False,
                             n_bootstrap=10, max_error_rate=1.0), log=lambda m: None)
-        assert json.loads(out.results_path.read_text())["dataset"]["source"]["options"] == {"images_path": str(images)}
+        assert json.loads(out.results_path.read_text())["dataset"]["source"]["options"] == {}
     series = reference_size_series(collect(tmp_path / "results"))["pickapic"]
     assert [e.results["split"]["reference_size"] for e in series["color-reference"]] == [4, 8]
 
