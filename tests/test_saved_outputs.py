@@ -381,3 +381,21 @@ def test_split_flags_name_a_relative_dataset_path_absolutely(tmp_path, monkeypat
     assert flags[flags.index("--dataset-path") + 1] == str(tmp_path.resolve() / "data")
     flags = split_flags(RunConfig(dataset="pigbench", dataset_path="not-here"))
     assert flags[flags.index("--dataset-path") + 1] == "not-here"
+
+
+def test_an_export_into_an_earlier_exports_folder_removes_the_images_it_no_longer_shows(tmp_path, capsys):
+    """A 24-target export into the folder of an earlier one left the earlier images behind, so the folder held
+    images its episodes.jsonl does not name; files the export did not write stay."""
+    out = tmp_path / "out"
+    assert pigbench(["export-episodes", *SPLIT, "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "images" / "mine.png").write_bytes(b"mine")
+    before = {p.name for p in (out / "images").iterdir()}
+    capsys.readouterr()
+    assert pigbench(["export-episodes", *SPLIT[:-1], "2", "--out", str(out)]) == 0
+    shown = {img["file"] for ep in episodes(out)
+             for img in (ep["target"]["image_a"], ep["target"]["image_b"],
+                         *(r[side] for r in ep["references"] for side in ("preferred", "rejected")))}
+    assert {f"images/{p.name}" for p in (out / "images").iterdir()} == shown | {"images/mine.png"}
+    assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "manifest.json").read_text())["images"] == len(shown)
+    assert f"removed {len(before) - 1 - len(shown)} images of an earlier export" in capsys.readouterr().err
