@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional
 import pigbench
 from pigbench.adapter import DatasetError
 from pigbench.protocol import Episode, ImageError, ImageRef, open_image
-from pigbench.registry import RegistryError
+from pigbench.registry import RegistryError, adapters
 from pigbench.run import parse_pairs
 from pigbench.runner import RunConfig, load_split, writable_dir
 from pigbench.splits import SplitResult
@@ -73,19 +73,27 @@ def split_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
 
 def split_flags(config: RunConfig) -> list[str]:
     """The command-line flags that recreate ``config``'s split, from any working directory (a local
-    ``--dataset-path`` made absolute)."""
+    ``--dataset-path``, and a value of an adapter's ``path_options`` that names an existing file or
+    folder, made absolute)."""
     flags = ["--dataset", config.dataset]
     if config.dataset_path:
-        path = Path(config.dataset_path).expanduser()
-        flags += ["--dataset-path", str(path.resolve()) if path.exists() else config.dataset_path]
+        flags += ["--dataset-path", _absolute(config.dataset_path)]
+    path_options = adapters.get(config.dataset).path_options
     for key, value in sorted(config.dataset_options.items()):
-        flags += ["--dataset-option", f"{key}={value}"]
+        flags += ["--dataset-option", f"{key}={_absolute(value) if key in path_options else value}"]
     if config.reference_size is not None:
         flags += ["--reference-size", str(config.reference_size)]
     flags += ["--seed", str(config.seed)]
     if config.limit is not None:
         flags += ["--limit", str(config.limit)]
     return flags
+
+
+def _absolute(value: str) -> str:
+    """``value`` as an absolute path when it names an existing file or folder, else unchanged (a hub
+    id, a missing path; 'none', the options' word for no folder, even where a folder has that name)."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if value not in ("", "none") and path.exists() else value
 
 
 def export_episodes(config: RunConfig, out: Path,

@@ -399,3 +399,28 @@ def test_an_export_into_an_earlier_exports_folder_removes_the_images_it_no_longe
     assert {f"images/{p.name}" for p in (out / "images").iterdir()} == shown | {"images/mine.png"}
     assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "manifest.json").read_text())["images"] == len(shown)
     assert f"removed {len(before) - 1 - len(shown)} images of an earlier export" in capsys.readouterr().err
+
+
+def test_split_flags_name_a_relative_path_option_absolutely_and_score_runs_elsewhere(tmp_path, monkeypatch, capsys):
+    """PIP's images=DIR (Pick-a-Pic's images_path, images_cache) stayed relative in split_flags and
+    score_command, so the command export-episodes printed failed from another directory."""
+    from test_adapter_pip import build
+
+    from pigbench.export_episodes import split_flags
+
+    build(tmp_path / "pip")
+    monkeypatch.chdir(tmp_path)
+    assert pigbench(["export-episodes", "--dataset", "pip", "--dataset-path", "pip", "--dataset-option",
+                     "images=pip/regenerated", "--out", "out"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert f"images={(tmp_path / 'pip' / 'regenerated').resolve()}" in manifest["split_flags"]
+    preds = write(tmp_path / "p.jsonl", manifest["predictions_header"],
+                  [{"sample_id": ep["sample_id"], "score_a": 1.0, "score_b": 0.0} for ep in episodes(tmp_path / "out")])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert pigbench(["score", *manifest["split_flags"], "--predictions", str(preds), "--name", "outside",
+                     "--output", "r"]) == 0, capsys.readouterr().err
+    (tmp_path / "elsewhere" / "none").mkdir()  # 'none' (no image store) stays the word, not a folder
+    flags = split_flags(RunConfig(dataset="pickapic", dataset_options={"images_cache": "none", "images_path": "none"}))
+    assert "images_cache=none" in flags and "images_path=none" in flags
