@@ -100,6 +100,7 @@ class PickAPic(DatasetAdapter):
                "images": "'none': split from metadata only, images unavailable", "users": "keep a seeded sample of N users",
                "images_cache": "folder storing the kept images' bytes, or 'none' (default: under $PIGBENCH_CACHE for hub reads)"}
     location_options = ("images_path", "images_cache")  # every image is keyed by its SHA-256 wherever it is read
+    path_options = ("images_path", "images_cache")
 
     def __init__(self, path: Optional[str] = None, options: Optional[dict] = None) -> None:
         super().__init__(path, options)

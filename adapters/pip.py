@@ -46,6 +46,7 @@ class PIP(DatasetAdapter):
     env_var = "PIGBENCH_PIP_PATH"
     OPTIONS = {"images": "folder of regenerated images named <record id>.<ext> (required)",
                "negatives": "same-prompt (default) or other-user"}
+    path_options = ("images",)
 
     def records(self) -> Iterator[PreferenceRecord]:
         check_options(self.name, self.options, self.OPTIONS)

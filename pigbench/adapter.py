@@ -31,6 +31,7 @@ class DatasetAdapter(ABC):
     default_reference_size: ClassVar[Optional[int]] = 8  # None: all but the held-out record (dynamic)
     env_var: ClassVar[str] = ""  # environment variable pointing to a local copy
     location_options: ClassVar[tuple[str, ...]] = ()  # options naming where data is kept, not what it is: not in the run key
+    path_options: ClassVar[tuple[str, ...]] = ()  # options naming a local file or folder: made absolute in a recreate command
 
     def __init__(self, path: Optional[str] = None, options: Optional[Mapping[str, str]] = None) -> None:
         self.path = path

@@ -7,6 +7,10 @@
     DIR/episodes.jsonl    one episode per line, in split order
     DIR/images/<hash>.<ext>   every distinct image once, named by its content hash
 
+Exporting into the folder of an earlier export replaces its manifest and episodes and removes the
+images it wrote (files named ``<hash>.<ext>`` under ``images/``) that the new episodes do not show;
+other files in DIR are left alone.
+
 An episode line (paths are relative to DIR)::
 
     {"sample_id": "user0003/p017/0-2", "user_id": "user0003",
@@ -31,15 +35,16 @@ import argparse
 import hashlib
 import io
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pigbench
 from pigbench.adapter import DatasetError
 from pigbench.protocol import Episode, ImageError, ImageRef, open_image
-from pigbench.registry import RegistryError
+from pigbench.registry import RegistryError, adapters
 from pigbench.run import parse_pairs
 from pigbench.runner import RunConfig, load_split, writable_dir
 from pigbench.splits import SplitResult
@@ -47,6 +52,7 @@ from pigbench.splits import SplitResult
 FORMAT_VERSION = 1
 
 _MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8", "jpg"), (b"GIF8", "gif"), (b"BM", "bmp"))
+_IMAGE_NAME = re.compile(r"[0-9a-f]{64}\.(png|jpg|gif|bmp|webp|bin)(\.tmp)?")  # a file _write_image writes
 
 
 def add_split_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,13 +73,14 @@ def split_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
 
 def split_flags(config: RunConfig) -> list[str]:
     """The command-line flags that recreate ``config``'s split, from any working directory (a local
-    ``--dataset-path`` made absolute)."""
+    ``--dataset-path``, and a value of an adapter's ``path_options`` that names an existing file or
+    folder, made absolute)."""
     flags = ["--dataset", config.dataset]
     if config.dataset_path:
-        path = Path(config.dataset_path).expanduser()
-        flags += ["--dataset-path", str(path.resolve()) if path.exists() else config.dataset_path]
+        flags += ["--dataset-path", _absolute(config.dataset_path)]
+    path_options = adapters.get(config.dataset).path_options
     for key, value in sorted(config.dataset_options.items()):
-        flags += ["--dataset-option", f"{key}={value}"]
+        flags += ["--dataset-option", f"{key}={_absolute(value) if key in path_options else value}"]
     if config.reference_size is not None:
         flags += ["--reference-size", str(config.reference_size)]
     flags += ["--seed", str(config.seed)]
@@ -82,8 +89,18 @@ def split_flags(config: RunConfig) -> list[str]:
     return flags
 
 
-def export_episodes(config: RunConfig, out: Path) -> dict[str, Any]:
-    """Write the split of ``config`` into ``out`` (see the module docstring); returns the manifest."""
+def _absolute(value: str) -> str:
+    """``value`` as an absolute path when it names an existing file or folder, else unchanged (a hub
+    id, a missing path; 'none', the options' word for no folder, even where a folder has that name)."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if value not in ("", "none") and path.exists() else value
+
+
+def export_episodes(config: RunConfig, out: Path,
+                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
+    """Write the split of ``config`` into ``out`` (see the module docstring); returns the manifest.
+    Images an earlier export into ``out`` wrote that this one does not show are removed (their count
+    reported to ``log``)."""
     _, split = load_split(config)
     writable_dir(out / "images", "export directory (--out)")
     written: dict[str, str] = {}  # content hash -> relative file path
@@ -98,6 +115,7 @@ def export_episodes(config: RunConfig, out: Path) -> dict[str, Any]:
         tmp.replace(out / "episodes.jsonl")
     finally:
         tmp.unlink(missing_ok=True)
+    _remove_stale_images(out, set(written.values()), log)
     manifest = _manifest(config, split, len(written), len(unreadable))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
@@ -148,6 +166,17 @@ def _write_image(ref: ImageRef, out: Path, written: dict[str, str]) -> str:
             tmp.replace(path)
         written[key] = rel
     return written[key]
+
+
+def _remove_stale_images(out: Path, kept: set[str], log: Callable[[str], None]) -> None:
+    """Delete the files under ``out/images`` named as :func:`_write_image` names them that are not in
+    ``kept`` (an earlier export's images, or a temporary file an interrupted one left)."""
+    stale = [p for p in (out / "images").iterdir()
+             if p.is_file() and _IMAGE_NAME.fullmatch(p.name) and f"images/{p.name}" not in kept]
+    for path in stale:
+        path.unlink()
+    if stale:
+        log(f"removed {len(stale)} images of an earlier export into {out} that this export does not show")
 
 
 def _manifest(config: RunConfig, split: SplitResult, images: int, unreadable: int) -> dict[str, Any]:

@@ -395,3 +395,46 @@ def test_split_flags_name_a_relative_dataset_path_absolutely(tmp_path, monkeypat
     assert flags[flags.index("--dataset-path") + 1] == str(tmp_path.resolve() / "data")
     flags = split_flags(RunConfig(dataset="pigbench", dataset_path="not-here"))
     assert flags[flags.index("--dataset-path") + 1] == "not-here"
+
+
+def test_an_export_into_an_earlier_exports_folder_removes_the_images_it_no_longer_shows(tmp_path, capsys):
+    """A 24-target export into the folder of an earlier one left the earlier images behind, so the folder held
+    images its episodes.jsonl does not name; files the export did not write stay."""
+    out = tmp_path / "out"
+    assert pigbench(["export-episodes", *SPLIT, "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "images" / "mine.png").write_bytes(b"mine")
+    before = {p.name for p in (out / "images").iterdir()}
+    capsys.readouterr()
+    assert pigbench(["export-episodes", *SPLIT[:-1], "2", "--out", str(out)]) == 0
+    shown = {img["file"] for ep in episodes(out)
+             for img in (ep["target"]["image_a"], ep["target"]["image_b"],
+                         *(r[side] for r in ep["references"] for side in ("preferred", "rejected")))}
+    assert {f"images/{p.name}" for p in (out / "images").iterdir()} == shown | {"images/mine.png"}
+    assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "manifest.json").read_text())["images"] == len(shown)
+    assert f"removed {len(before) - 1 - len(shown)} images of an earlier export" in capsys.readouterr().err
+
+
+def test_split_flags_name_a_relative_path_option_absolutely_and_score_runs_elsewhere(tmp_path, monkeypatch, capsys):
+    """PIP's images=DIR (Pick-a-Pic's images_path, images_cache) stayed relative in split_flags and
+    score_command, so the command export-episodes printed failed from another directory."""
+    from test_adapter_pip import build
+
+    from pigbench.export_episodes import split_flags
+
+    build(tmp_path / "pip")
+    monkeypatch.chdir(tmp_path)
+    assert pigbench(["export-episodes", "--dataset", "pip", "--dataset-path", "pip", "--dataset-option",
+                     "images=pip/regenerated", "--out", "out"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert f"images={(tmp_path / 'pip' / 'regenerated').resolve()}" in manifest["split_flags"]
+    preds = write(tmp_path / "p.jsonl", manifest["predictions_header"],
+                  [{"sample_id": ep["sample_id"], "score_a": 1.0, "score_b": 0.0} for ep in episodes(tmp_path / "out")])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert pigbench(["score", *manifest["split_flags"], "--predictions", str(preds), "--name", "outside",
+                     "--output", "r"]) == 0, capsys.readouterr().err
+    (tmp_path / "elsewhere" / "none").mkdir()  # 'none' (no image store) stays the word, not a folder
+    flags = split_flags(RunConfig(dataset="pickapic", dataset_options={"images_cache": "none", "images_path": "none"}))
+    assert "images_cache=none" in flags and "images_path=none" in flags
