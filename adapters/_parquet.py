@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -206,11 +206,12 @@ class RowCache:
                 self._keep(key, values[key])  # the most recently used
         return values[key]
 
-    def rows(self, keep: bool = True) -> Iterator[tuple[Any, dict]]:
-        """``(key, values)`` of every located row, each row group read once; with ``keep`` the rows are
-        kept as :meth:`get` keeps them, so that later requests read no group while their rows stay kept
-        (``keep=False``: the caller keeps them elsewhere, e.g. on disk)."""
-        for key, values in self.shards.read_rows(self.locations, self.columns):
+    def rows(self, keep: bool = True, keys: Optional[Iterable[Any]] = None) -> Iterator[tuple[Any, dict]]:
+        """``(key, values)`` of every located row (or of the located ``keys``), each row group holding
+        them read once; with ``keep`` the rows are kept as :meth:`get` keeps them, so that later requests
+        read no group while their rows stay kept (``keep=False``: the caller keeps them elsewhere, e.g. on disk)."""
+        locations = self.locations if keys is None else {k: self.locations[k] for k in keys}
+        for key, values in self.shards.read_rows(locations, self.columns):
             if keep:
                 with self._lock:
                     self._keep(key, values)

@@ -36,13 +36,16 @@ the pass's rows are not kept in memory). The
 default is ``$PIGBENCH_CACHE/images`` (else ``.pigbench_cache/images``) for images read from the
 hub, ``none`` (memory only) for local with-images shards. A stored file is used only when its
 bytes have the SHA-256 the split recorded (else the row is read again and the file rewritten).
-``DIR/index-<key>.json`` records the pass's outcome (both hashes and sizes, or the skip reason) of
-each located row; a later split with the same key reads no row group at all. The key hashes the
-pass's rules (``_INDEX_VERSION``), the shards' names and footers (rows, row group sizes) and the located rows' ranking ids, positions and
-metadata image uids: the index trusts that shards of the same names and footers hold the same
-bytes; it is used only when every file it names is in the store at its recorded size. This option
-and ``images_path`` name locations, not content (every image is keyed by its SHA-256): they are
-left out of the run key (``location_options``).
+``DIR/index-<key>.json``, one per shard set, maps each ranking id the pass has gone over (any split:
+it grows with each) to its row's position, its metadata image uids and the pass's outcome (both
+hashes and sizes, or the skip reason). A split reuses the entry of each of its rows at the same
+position with the same uids whose files are in the store at their recorded sizes, runs the pass only
+for its other rows (reading only their row groups: none when every row was seen, as for another
+evaluator, K, ``users=N`` or seed over the same users) and merges their entries into the index. The
+key hashes the pass's rules and the index format (``_INDEX_VERSION``) and the shards' names and
+footers (rows, row group sizes): the index trusts that shards of the same names and footers hold the
+same bytes. This option and ``images_path`` name locations, not content (every image is keyed by its
+SHA-256): they are left out of the run key (``location_options``).
 """
 
 from __future__ import annotations
@@ -65,8 +68,8 @@ import pyarrow.parquet as pq
 from pigbench.adapter import DatasetAdapter, DatasetError
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
 from pigbench.adapters._options import check_options, get_int
-from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, RowCache, ShardSet, check_schema, find_shards,
-                                        missing_shards, parquet_errors, read_schema)
+from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, Location, RowCache, ShardSet, check_schema,
+                                        find_shards, missing_shards, parquet_errors, read_schema)
 from pigbench.hub import download_hint, remote_files, resolve_root
 from pigbench.protocol import ImageError, ImageRef, PreferenceRecord, normalize_prompt
 from pigbench.splits import SplitResult
@@ -83,7 +86,7 @@ NO_IMAGES_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in ("jpg_0", "jpg_
 COLUMNS = {"best_image_uid": STRING, "caption": STRING, "has_label": BOOL, "image_0_uid": STRING,
            "image_1_uid": STRING, "label_0": FLOAT, "label_1": FLOAT, "ranking_id": INTEGER, "user_id": INTEGER}
 IMAGE_COLUMNS = {"image_0_uid": STRING, "image_1_uid": STRING, "jpg_0": BINARY, "jpg_1": BINARY}
-_INDEX_VERSION = 1  # of the hashing pass's rules (_check_row): a change makes earlier index files unused
+_INDEX_VERSION = 2  # of the hashing pass's rules (_check_row) and the index format: a change makes earlier index files unused
 
 
 class PickAPic(DatasetAdapter):
@@ -264,47 +267,61 @@ class PickAPic(DatasetAdapter):
 
     def _hash(self, rows: pa.Table, cache: RowCache, store: Optional["ImageStore"] = None) -> dict[int, tuple[str, str]]:
         """SHA-256 of both images of every row, reading only the row groups that hold them; with a
-        ``store``, writing the images there and reusing its index of this split (no group read)."""
+        ``store``, writing the images there, reusing its index's outcome of each row hashed before
+        (:meth:`ImageStore.reusable`: only the other rows' groups are read) and adding the new ones."""
         uids = dict(zip(rows["ranking_id"].to_pylist(), zip(rows["image_0_uid"].to_pylist(), rows["image_1_uid"].to_pylist())))
-        index = store.index_path(self._index_key(cache, uids)) if store is not None else None
-        entries = store.load_index(index, set(uids)) if store is not None else None
-        if entries is None:
-            entries = [self._check_row(rid, v, uids[rid], store) for rid, v in cache.rows(keep=store is None)]
-            if store is not None:
-                store.write(index, json.dumps(entries).encode(), what="index")
+        order = sorted(uids, key=cache.locations.__getitem__)  # the pass's order, which the skip examples follow
+        outcomes: dict[int, list] = {}  # rid -> [skip reason] or [[sha_0, sha_1], [size_0, size_1]]
+        if store is not None:
+            index = store.index_path(self._index_key(cache))
+            known = store.load_index(index)
+            for rid in order:
+                entry = store.reusable(known.get(str(rid)), cache.locations[rid], uids[rid])
+                if entry is not None:
+                    outcomes[rid] = entry[2:]
+        todo = [rid for rid in order if rid not in outcomes]
+        if todo:
+            new = {rid: self._check_row(v, uids[rid], store) for rid, v in cache.rows(keep=store is None, keys=todo)}
+            outcomes.update(new)
+            if store is not None:  # merged with the index as it is now, which another process may have extended
+                merged = {**store.load_index(index), **{str(rid): [list(cache.locations[rid]), list(uids[rid]), *outcome]
+                                                         for rid, outcome in new.items()}}
+                store.write(index, json.dumps(merged).encode(), what="index")
         out: dict[int, tuple[str, str]] = {}
-        for entry in entries:  # [rid, skip reason] or [rid, [sha_0, sha_1], [size_0, size_1]]
-            if len(entry) == 2:
-                self.skip(entry[1], f"ranking_id={entry[0]}")
+        for rid in order:
+            outcome = outcomes[rid]
+            if len(outcome) == 1:
+                self.skip(outcome[0], f"ranking_id={rid}")
             else:
-                out[entry[0]] = tuple(entry[1])
+                out[rid] = tuple(outcome[0])
         return out
 
-    def _check_row(self, rid: int, v: dict, uids: tuple[str, str], store: Optional["ImageStore"]) -> list:
-        """The hashing pass's outcome for one row, as the index records it; its images written to ``store``."""
+    def _check_row(self, v: dict, uids: tuple[str, str], store: Optional["ImageStore"]) -> list:
+        """The hashing pass's outcome for one row, as the index records it: ``[skip reason]`` or
+        ``[[sha_0, sha_1], [size_0, size_1]]``; its images written to ``store``."""
         if (v["image_0_uid"], v["image_1_uid"]) != uids:
-            return [rid, "with-images row has other image uids than the metadata"]
+            return ["with-images row has other image uids than the metadata"]
         if v["jpg_0"] is None or v["jpg_1"] is None:
-            return [rid, "image bytes missing (null jpg_0/jpg_1)"]
+            return ["image bytes missing (null jpg_0/jpg_1)"]
         h = [hashlib.sha256(v["jpg_0"]).hexdigest(), hashlib.sha256(v["jpg_1"]).hexdigest()]
         if h[0] == h[1]:
-            return [rid, "identical image bytes in a pair"]
+            return ["identical image bytes in a pair"]
         if store is not None:
             store.put(h[0], v["jpg_0"])
             store.put(h[1], v["jpg_1"])
-        return [rid, h, [len(v["jpg_0"]), len(v["jpg_1"])]]
+        return [h, [len(v["jpg_0"]), len(v["jpg_1"])]]
 
-    def _index_key(self, cache: RowCache, uids: dict[int, tuple[str, str]]) -> str:
-        """What the hashing pass's outcome depends on: its rules (:data:`_INDEX_VERSION`), the shards
-        (names and footers) and the located rows (ranking id, position, metadata image uids)."""
+    def _index_key(self, cache: RowCache) -> str:
+        """What the index's entries are valid for: the pass's rules and the index format
+        (:data:`_INDEX_VERSION`) and the shards (names and footers); each entry names its row's
+        position and metadata image uids (:meth:`ImageStore.reusable`)."""
         shards = cache.shards
         files = []
         for i in range(len(shards.paths)):
             md = shards.file(i).metadata
             files.append([shards.name(i), md.num_rows, [[md.row_group(g).num_rows, md.row_group(g).total_byte_size]
                                                        for g in range(md.num_row_groups)]])
-        located = sorted([rid, *cache.locations[rid], *uids[rid]] for rid in uids)
-        return hashlib.sha256(json.dumps([_INDEX_VERSION, files, located]).encode()).hexdigest()[:24]
+        return hashlib.sha256(json.dumps([_INDEX_VERSION, files]).encode()).hexdigest()[:24]
 
     def _image_store(self) -> Optional["ImageStore"]:
         """The ``images_cache`` store: the option's folder; unset, one under ``$PIGBENCH_CACHE`` for
@@ -442,18 +459,25 @@ class ImageStore:
             return None
         return data if hashlib.sha256(data).hexdigest() == sha else None
 
-    def load_index(self, path: Path, rids: set[int]) -> Optional[list]:
-        """The index at ``path`` if it is readable, covers exactly ``rids`` and every file it names
-        is stored at its recorded size; else None (the pass is run again)."""
+    def load_index(self, path: Path) -> dict[str, list]:
+        """The index at ``path``: ``{ranking id: [[shard, group, row], [uid_0, uid_1], *outcome]}``, the
+        outcome as :meth:`PickAPic._check_row` gives it; empty if it is missing or does not parse.
+        Writers merge their new entries into it (temp file, then rename): two processes merging at once
+        may lose one's additions, which only costs a later split reading those rows again."""
         try:
             entries = json.loads(path.read_bytes())
-            if {e[0] for e in entries} != rids or len(entries) != len(rids):
-                return None
-            if all(len(e) == 2 or all(_size(self.path(h)) == n for h, n in zip(e[1], e[2])) for e in entries):
+            if all(_index_entry_ok(e) for e in entries.values()):
                 return entries
-        except (OSError, ValueError, TypeError, IndexError, KeyError):
+        except (OSError, ValueError, TypeError, AttributeError):
             pass
-        return None
+        return {}
+
+    def reusable(self, entry: Optional[list], at: Location, uids: tuple[str, str]) -> Optional[list]:
+        """``entry`` if it is of the row now at ``at`` with these metadata image uids and every file it
+        names is stored at its recorded size; else None (the row is hashed again)."""
+        if entry is None or entry[:2] != [list(at), list(uids)]:
+            return None
+        return entry if len(entry) == 3 or all(_size(self.path(h)) == n for h, n in zip(entry[2], entry[3])) else None
 
     def write(self, path: Path, data: bytes, what: str) -> None:
         """Write ``data`` to ``path`` atomically; a :class:`DatasetError` naming it if that fails."""
@@ -470,6 +494,19 @@ class ImageStore:
                     os.unlink(tmp)
             raise DatasetError(f"cannot write the {what} file {path} of the image store ({exc}); "
                                "--dataset-option images_cache=DIR for another folder, or =none to keep images in memory") from None
+
+
+def _index_entry_ok(e: Any) -> bool:
+    """Whether ``e`` has an index entry's shape (see :meth:`ImageStore.load_index`)."""
+    if not (isinstance(e, list) and len(e) in (3, 4) and _strs(e[1], 2) and isinstance(e[0], list) and len(e[0]) == 3
+            and all(type(x) is int for x in e[0])):
+        return False
+    return isinstance(e[2], str) if len(e) == 3 else (_strs(e[2], 2) and isinstance(e[3], list) and len(e[3]) == 2
+                                                     and all(type(x) is int for x in e[3]))
+
+
+def _strs(v: Any, n: int) -> bool:
+    return isinstance(v, list) and len(v) == n and all(isinstance(x, str) for x in v)
 
 
 def _size(path: Path) -> int:

@@ -570,8 +570,9 @@ def test_image_store_reads_each_group_once_and_a_later_split_reads_none(tmp_path
     assert [im.stamp() for im in all_images(again)] == [im.stamp() for im in all_images(split)]
     assert all(im.content_hash == hashlib.sha256(im.read_bytes()).hexdigest() for im in all_images(again))
     assert second.provenance()["row_groups_read"] == 0
-    assert adapter(meta, images, images_cache=str(store), users="3").split(seed=0).users == 3  # another split: its own index
-    assert len(list(store.glob("index-*.json"))) == 2
+    subset = adapter(meta, images, images_cache=str(store), users="3")
+    assert subset.split(seed=0).users == 3 and subset.provenance()["row_groups_read"] == 0  # its rows were all hashed
+    assert len(list(store.glob("index-*.json"))) == 1  # one index per shard set
 
 
 def test_a_damaged_store_file_or_index_falls_back_to_the_shards(data, tmp_path):
@@ -703,3 +704,69 @@ def test_an_index_of_other_hashing_rules_is_not_used(data, tmp_path, monkeypatch
     later.split(seed=0)
     assert later.provenance()["row_groups_read"] > 0
     assert len(list(store.glob("index-*.json"))) == 2
+
+
+def groups_of(a, split_rids):
+    """The with-images row groups holding the located rows ``split_rids`` of adapter ``a``."""
+    locations = a._shards.locate("ranking_id", __import__("pyarrow").array(sorted(split_rids)))
+    return {(loc.shard, loc.group) for loc in locations.values()}
+
+
+def located_rids(a, k):
+    """The ranking ids the hashing pass of a split at reference size ``k`` goes over."""
+    rows, _ = a._locate(a._select_users(a._usable_rows(), k, 0))
+    return set(rows["ranking_id"].to_pylist())
+
+
+def test_the_store_index_is_cumulative_across_splits_of_other_rows(tmp_path):
+    """The index was keyed by the exact set of located rows, so a split keeping other users (another K,
+    users=N, seed) found none and re-read every row group; it now reuses each row hashed before and
+    reads only the groups of the others, and a split of rows all seen reads none."""
+    rows, n = [], iter(range(1, 1000))
+    for u in range(12):  # users 300..305 have 6 rows (kept at K=4 only), 306..311 have 10 (kept at K=4 and 8)
+        rows += [pickapic_row(8000 + 10 * u + i, 300 + u, PROMPTS[i], next(n), next(n), float(i % 2))
+                 for i in range(6 if u < 6 else 10)]
+    write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=1000)
+    write_pickapic(tmp_path / "i", rows, images=True, shards=2, row_group_size=4)  # users in order: groups apart
+    meta, images, store = tmp_path / "m", tmp_path / "i", tmp_path / "store"
+
+    at8 = adapter(meta, images, images_cache=str(store))
+    first = at8.split(seed=0, reference_size=8)
+    rids8 = located_rids(at8, 8)
+    assert first.users == 6 and at8.provenance()["row_groups_read"] == len(groups_of(at8, rids8))
+
+    at4 = adapter(meta, images, images_cache=str(store))
+    split4 = at4.split(seed=0, reference_size=4)
+    rids4 = located_rids(at4, 4)
+    new = groups_of(at4, rids4 - rids8)
+    assert split4.users == 12 and new and new != groups_of(at4, rids4)
+    assert at4.provenance()["row_groups_read"] == len(new)  # only the groups of rows not hashed before
+    plain = adapter(meta, images).split(seed=0, reference_size=4)
+    assert split4.fingerprint == plain.fingerprint and split4.summary() == plain.summary()
+    assert [im.stamp() for im in all_images(split4)] == [im.stamp() for im in all_images(plain)]
+
+    for options, k in (({}, 8), ({}, 4), ({"users": "5"}, 4)):  # every row seen: no group read
+        again = adapter(meta, images, images_cache=str(store), **options)
+        split = again.split(seed=1, reference_size=k)
+        assert again.provenance()["row_groups_read"] == 0
+        assert split.fingerprint == adapter(meta, images, **options).split(seed=1, reference_size=k).fingerprint
+    assert len(list(store.glob("index-*.json"))) == 1
+
+
+def test_a_row_relabelled_in_the_metadata_is_hashed_again(data, tmp_path, rows):
+    """An index entry is used only for the row at its recorded position with its recorded metadata uids."""
+    meta, images = data
+    store = tmp_path / "store"
+    adapter(meta, images, images_cache=str(store)).split(seed=0)
+    changed = [dict(r) for r in rows]
+    target = changed[0]["ranking_id"]
+    assert changed[0]["label_0"] == 0.0  # image_1 is the best: image_0's uid can change alone
+    changed[0]["image_0_uid"] = uid(990)  # metadata only: the with-images row keeps its uid
+    write_pickapic(tmp_path / "m2", changed, images=False, shards=2, row_group_size=16)
+    later = adapter(tmp_path / "m2", images, images_cache=str(store))
+    split = later.split(seed=0)
+    assert later.provenance()["row_groups_read"] == 1  # that row's group only
+    plain = adapter(tmp_path / "m2", images).split(seed=0)
+    assert split.skipped_records == plain.skipped_records and split.skip_examples == plain.skip_examples
+    assert split.skip_examples["with-images row has other image uids than the metadata"] == [f"ranking_id={target}"]
+    assert split.fingerprint == plain.fingerprint
