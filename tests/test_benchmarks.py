@@ -83,3 +83,20 @@ def test_scalar_throughput_times_prompt_encoding(tmp_path):
     args = SimpleNamespace(images=4, batch_size=2, device="cpu")
     rates, _ = bench.time_calls(ev, paths[:4], texts, [0], args, lambda: None, "t")
     assert ev.texts.encoded_texts - before == 2 and rates[0] > 0
+
+
+def test_pickapic_reads_counts_each_settings_row_group_reads(tmp_path):
+    """benchmarks/pickapic_reads.py on a small fixture: the default memory cache reads each group holding
+    kept rows once, a cache of one group's rows reads them again, and the image store reads none for a
+    second run on the same split and only the new users' groups for a split at another K."""
+    spec = importlib.util.spec_from_file_location("pickapic_reads", BENCHMARKS / "pickapic_reads.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = SimpleNamespace(users=12, shards=2, row_group_size=3, max_rows_per_user=14, small_cache_groups=1,
+                           reference_size=8, other_reference_size=4)
+    small, default, first, second, other = bench.bench(tmp_path, args)
+    assert small["read"] > small["groups"] == default["groups"] > 0
+    assert default["read"] == default["groups"] and default["ratio"] == 1.0
+    assert first["read"] == first["groups"] and second["read"] == 0
+    assert 0 < other["read"] < other["groups"] and other["users"] > first["users"]
+    assert len({r["fingerprint"] for r in (small, default, first, second)}) == 1 and small["targets"] > 0
