@@ -507,6 +507,15 @@ def test_damaged_safetensors_names_exactly_the_unreadable_weight_files(tmp_path)
     assert damaged_safetensors([str(model / "model-00001-of-00003.safetensors")]) == []
 
 
+def test_the_damaged_weights_message_names_none_one_or_every_damaged_file():
+    from pigbench.file_stamp import damaged_message
+
+    assert damaged_message([], "E") == "a .safetensors weight file of the model is damaged or truncated (E); download it again"
+    assert damaged_message(["/m/a.safetensors"], "E").startswith("the weight file /m/a.safetensors is damaged")
+    assert damaged_message(["/m/a.safetensors", "/m/b.safetensors"], "E").startswith(
+        "the weight files /m/a.safetensors, /m/b.safetensors are damaged")
+
+
 def test_damaged_safetensors_in_the_hub_cache_are_named(tmp_path, monkeypatch):
     """The default judges and PIGReward load hub ids, yet only local folders were searched: a shard cut
     short in the hub cache gave 'the judge model at 'Qwen/...' could not be read: SafetensorError: ...'
