@@ -85,6 +85,16 @@ def test_slate_is_a_lazy_grid_and_a_corrupt_tile_is_an_image_error(root, tmp_pat
     assert "INVALID" in labels["tA"] and labels["tB"] <= {"A", "B"}
 
 
+def test_a_tile_outside_the_datasets_image_formats_is_an_image_error(root):
+    """A slate's tiles are decoded with the same format restriction as other images."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(root / "img" / "tA_1_0_0.jpg", format="PPM")
+    slate = {(r.user_id, r.record_id): r for r in PASTA(str(root)).records()}[("tA", "t1")].images[0]
+    with pytest.raises(ImageError, match="tA_1_0_0.jpg"):
+        slate.open()
+
+
 def edit_second_turn(root, edit) -> None:
     """Apply ``edit`` to line 2 of the fixture's turns file (a JSON object) and write it back."""
     path = root / "pasta_turns.jsonl"

@@ -47,6 +47,17 @@ def test_an_image_in_a_format_outside_the_datasets_ones_is_refused_by_name(fmt):
         ImageRef("img-9", buf.getvalue()).open()
 
 
+@pytest.mark.parametrize("source", ["file", "loader"])
+def test_a_file_or_a_loaders_bytes_outside_the_datasets_formats_are_refused_too(tmp_path, source):
+    """Images given as a path or by a loader returning bytes go through the same format restriction
+    as in-memory bytes (most adapters name files)."""
+    path = tmp_path / "img.ppm"
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(path, format="PPM")
+    ref = ImageRef("img-9", path if source == "file" else path.read_bytes)
+    with pytest.raises(ImageError, match=r"img-9.*not an image in a format pigbench reads"):
+        ref.open()
+
+
 @pytest.mark.parametrize("damage", [lambda jpeg: b"", lambda jpeg: b"\0" * 4 + jpeg[4:]])
 def test_a_damaged_image_is_not_said_to_be_of_another_format(damage):
     """An empty file (a download cut short) or a JPEG with a garbled header was reported as 'not an image in

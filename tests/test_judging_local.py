@@ -215,6 +215,7 @@ def test_option_probabilities_are_read_before_the_checkpoint_s_repetition_penalt
     got = qwen.generate([prompt], GenerationParams(max_new_tokens=4, images=params.images, answer_marker=first,
                                                    options=("A", "B")))[0].option_probs
     assert got == pytest.approx(want, abs=1e-5)
+    assert not qwen.model.get_output_embeddings()._forward_hooks  # the recorder is removed after its call
 
 
 def test_unreadable_image_fails_only_its_prompt(qwen):

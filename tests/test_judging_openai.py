@@ -294,6 +294,23 @@ def test_timeout_is_a_deadline_for_an_https_proxys_connect_answer_that_trickles_
     assert gen.error == "no answer from https://judge.invalid/v1/chat/completions within 0.3 s (gave up after 1 attempts)"
 
 
+def test_a_send_or_a_read_once_the_deadline_passed_is_a_timeout():
+    """Sends are held to the deadline as reads are; a wait begun after it is a TimeoutError (retried),
+    not a ValueError from a negative socket timeout."""
+    import socket
+
+    from pigbench.judging.openai_backend import _DeadlineSocket
+
+    a, b = socket.socketpair()
+    with a, b:
+        late = _DeadlineSocket(a, time.monotonic() - 0.01)
+        with pytest.raises(TimeoutError):
+            late.sendall(b"x")
+        b.sendall(b"y")
+        with pytest.raises(TimeoutError):
+            late.makefile("rb").read(1)
+
+
 def test_a_tls_connection_cut_while_the_body_arrives_is_retried(server, monkeypatch):
     """An ssl.SSLError (an OSError, not a ConnectionError) from a proxy that drops TLS mid-body."""
     import ssl

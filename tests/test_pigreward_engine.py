@@ -217,6 +217,48 @@ def test_repetition_penalty_masks_move_with_their_rows_when_a_batch_is_compacted
     assert engine.stats["compactions"] == 1
 
 
+def test_the_penalty_op_is_transformers_repetition_penalty_on_negative_and_positive_logits():
+    """The tiny model's greedy outputs never hinge on a seen id with a negative logit: compare the op itself."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from pigbench.fastgen.decode_step import apply_repetition_penalty
+
+    torch.manual_seed(0)
+    logits, ids = torch.randn(3, 50), torch.randint(0, 50, (3, 7))
+    seen = torch.zeros(3, 50, dtype=torch.bool).scatter_(1, ids, True)
+    want = RepetitionPenaltyLogitsProcessor(1.3)(ids, logits.clone())
+    assert torch.equal(apply_repetition_penalty(logits, seen, 1.3), want)
+
+
+def test_the_prefills_token_is_seen_by_the_decode_steps(tiny, workload, monkeypatch):
+    """Each row's mask handed to the decode steps holds its prompt's ids and its first generated token."""
+    model, _ = tiny
+    prompts, _, eos = workload
+    engine, handed = Qwen2VLEngine(model), []
+    decode = engine._decode
+    monkeypatch.setattr(engine, "_decode", lambda ws, first, plans, settings, seen: handed.append((first, seen.clone()))
+                        or decode(ws, first, plans, settings, seen))
+    engine.generate(prompts[:1], GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, repetition_penalty=1.5))
+    (first, seen), = handed
+    vocab = seen.shape[1]  # ids past the LM head's vocabulary (never generated) are left out
+    assert seen[0].nonzero().flatten().tolist() == sorted({t for t in prompts[0].token_ids if t < vocab} | {first.item()})
+
+
+def test_one_engine_decoding_with_another_penalty_does_not_reuse_the_first_penalty_s_workspace(tiny, penalized):
+    model, _ = tiny
+    penalty, (prompts, expected, eos) = penalized
+    engine = Qwen2VLEngine(model)
+    engine.generate(prompts, GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos))
+    assert engine.generate(prompts, GenerationSettings(max_new_tokens=NEW, eos_token_ids=eos, repetition_penalty=penalty)) == expected
+
+
+@pytest.mark.parametrize("penalty", [0.0, -1.0, float("nan")])
+def test_a_repetition_penalty_that_is_not_positive_is_refused(tiny, workload, penalty):
+    model, _ = tiny
+    with pytest.raises(ValueError, match="repetition_penalty must be positive"):
+        Qwen2VLEngine(model).generate(workload[0][:1], GenerationSettings(max_new_tokens=2, repetition_penalty=penalty))
+
+
 def test_repetition_penalty_with_min_new_tokens_matches_transformers(tiny, penalized):
     """The penalty comes before min_new_tokens' EOS suppression, in the prefill and in the decode steps."""
     model, processor = tiny
@@ -490,6 +532,28 @@ def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp
     _edit_weights(file, lambda sd: sd.__setitem__(key.replace("q_proj", "query"), sd.pop(key)))
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' does not match the model: "
                                               rf"1 missing key\(s\) .*layers\.1\.self_attn\.q_proj\.lora_A.*1 unexpected key\(s\) .*query"):
+        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+
+
+@pytest.mark.parametrize("edit, message", [("drop", r"1 missing key\(s\) .*q_proj\.lora_A.*, 0 unexpected"),
+                                           ("add", r"0 missing key\(s\) \[\], 1 unexpected key\(s\) .*query")])
+def test_an_adapter_lacking_a_tensor_or_holding_an_extra_one_is_one_checkpoint_error(tiny, tmp_path, edit, message):
+    """Each alone is an error too, not only both together."""
+    peft = pytest.importorskip("peft")
+    from pigbench.checkpoint import CheckpointError
+    from pigbench.fastgen.backend import load_qwen2vl
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    lora = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    file = tmp_path / "adapter" / "adapter_model.safetensors"
+    from safetensors.torch import load_file
+
+    key = next(k for k in load_file(str(file)) if "layers.1." in k and "lora_A" in k)
+    _edit_weights(file, lambda sd: sd.pop(key) if edit == "drop" else sd.__setitem__(key.replace("q_proj", "query"), sd[key].clone()))
+    with pytest.raises(CheckpointError, match=message):
         load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
 
 

@@ -251,6 +251,40 @@ def test_image_files_written_again_with_other_pixels_are_predicted_again(tmp_pat
     assert (again.computed, again.resumed) == (12, 0)
 
 
+def test_image_stamps_tell_contents_apart_without_decoding(tmp_path):
+    """ImageRef.stamp: a known hash wins over the file's size, a file's size changes the stamp, a
+    missing file is "missing", in-memory bytes are hashed."""
+    from pigbench.protocol import ImageRef
+
+    path = tmp_path / "a.png"
+    path.write_bytes(b"12345")
+    assert ImageRef("a", path).stamp() == "5" and ImageRef("a", str(path)).stamp() == "5"
+    assert ImageRef("a", path, known_hash="h1").stamp() == "h1"  # pixels rewritten at the same size: the hash tells
+    assert ImageRef("a", tmp_path / "none.png").stamp() == "missing"
+    assert ImageRef("a", b"one").stamp() != ImageRef("a", b"two").stamp()
+    assert ImageRef("a", lambda: b"one").stamp() == ""
+
+
+def test_the_inputs_digest_stamps_every_image_of_an_episode(tmp_path):
+    """A target's images, a reference's preferred and rejected image and its ranking's images, rewritten
+    with other contents, each change the run key's inputs digest."""
+    from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
+    from pigbench.runner import _inputs_digest
+
+    names = ("ta", "tb", "rp", "rr", "rank")
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    im = {n: ImageRef(n, tmp_path / n) for n in names}
+    ref = ReferencePair("p", im["rp"], im["rr"], ranking=((im["rank"], 1), (im["rr"], 2)))
+    episodes = [Episode("u", (ref,), Target("s", "q", im["ta"], im["tb"], Label.A))]
+    first = _inputs_digest(episodes)
+    for n in names:
+        (tmp_path / n).write_bytes(b"xy")
+        assert _inputs_digest(episodes) != first, n
+        (tmp_path / n).write_bytes(b"x")
+    assert _inputs_digest(episodes) == first
+
+
 def test_dtype_auto_keys_the_store_by_device_type(tmp_path):
     """dtype=auto is float16 on CUDA and float32 on CPU: a GPU run reused a CPU run's stored predictions."""
     from pigbench.evaluator import Runtime
@@ -471,6 +505,15 @@ def test_damaged_safetensors_names_exactly_the_unreadable_weight_files(tmp_path)
     assert damaged_safetensors([str(model), "someone/a-hub-model", ""]) == [
         str(model / "model-00002-of-00003.safetensors"), str(model / "model-00003-of-00003.safetensors")]
     assert damaged_safetensors([str(model / "model-00001-of-00003.safetensors")]) == []
+
+
+def test_the_damaged_weights_message_names_none_one_or_every_damaged_file():
+    from pigbench.file_stamp import damaged_message
+
+    assert damaged_message([], "E") == "a .safetensors weight file of the model is damaged or truncated (E); download it again"
+    assert damaged_message(["/m/a.safetensors"], "E").startswith("the weight file /m/a.safetensors is damaged")
+    assert damaged_message(["/m/a.safetensors", "/m/b.safetensors"], "E").startswith(
+        "the weight files /m/a.safetensors, /m/b.safetensors are damaged")
 
 
 def test_damaged_safetensors_in_the_hub_cache_are_named(tmp_path, monkeypatch):

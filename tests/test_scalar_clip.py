@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 import numpy as np
 from torchvision import transforms as T
 
-from pigbench.evaluator import Runtime
+from pigbench.evaluator import RequirementError, Runtime
 from pigbench.protocol import Label
 from pigbench.registry import evaluators
 from scalar_fixtures import (PROMPTS, clip_image_processor, clip_tokenizer, run_predict, standard_episodes, tiny_clip_dir,
@@ -298,3 +298,15 @@ def test_a_damaged_or_mismatched_clip_folder_is_one_checkpoint_error(tmp_path, d
     cls = evaluators.get("clipscore")
     with pytest.raises(CheckpointError, match=message):
         cls(cls.Config(model_path=str(tmp_path / "clip"))).setup()
+
+
+def test_a_clip_folder_without_its_weight_file_is_a_file_not_found_not_a_checkpoint_error(tmp_path):
+    """The strict loader passes transformers' OSError for a file it cannot find on, so that the runner
+    says setup could not load a file it needs (not that the checkpoint does not match)."""
+    from pigbench.runner import set_up
+
+    tiny_clip_dir(tmp_path / "clip")
+    (tmp_path / "clip" / "model.safetensors").unlink()
+    cls = evaluators.get("clipscore")
+    with pytest.raises(RequirementError, match=r"^clipscore: setup could not load a file it needs: .*model.safetensors"):
+        set_up(cls(cls.Config(model_path=str(tmp_path / "clip"))), "clipscore")
