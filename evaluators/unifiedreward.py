@@ -43,7 +43,7 @@ class UnifiedRewardConfig(JudgeConfig):
 class UnifiedReward(Judge):
     description = "UnifiedReward (Qwen2.5-VL-7B) pairwise rank with its published prompt; reference-free"
     Config = UnifiedRewardConfig
-    version = "3"  # 3: a loose tie word ("equally sharp") no longer voids a verdict stated mid-text
+    version = "4"  # 4: "cannot decide" is a tie; 3: a loose tie word ("equally sharp") no longer voids a verdict stated mid-text
     default_max_new_tokens = 512
     parse_anywhere = True
 

@@ -58,6 +58,7 @@ class UnifiedRewardThink(Judge):
     description = "UnifiedReward-Think (Qwen2.5-VL-7B) with its published reasoning prompt; reference-free"
     Config = UnifiedRewardThinkConfig
     default_max_new_tokens = 2048
+    version = "2"  # its parse rule offers no tie, so Judge version 3 ("cannot decide" is a tie) changes nothing here
 
     def build_prompt(self, episode: Episode) -> Prompt:
         t = episode.target

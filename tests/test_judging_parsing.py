@@ -28,6 +28,8 @@ A, B, TIE, INVALID = Label.A, Label.B, Label.TIE, Label.INVALID
     ("Image 1 is better.", A, "final-line"),  # UnifiedReward
     ("Image 1 is better than Image 2.", A, "final-line"),  # UnifiedReward, LLaVA wording
     ("Both images are equally good.", TIE, "final-line"),
+    ("<answer>Cannot decide</answer>", TIE, "tag"),  # the protocol's explicit tie (section 3)
+    ("I can't decide between them.", TIE, "final-line"),
     ("Looking at the palette...\nFinal answer: B", B, "final-line"),
     ("**A**", A, "final-line"),
     ("I prefer the second image.", B, "final-line"),

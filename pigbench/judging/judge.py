@@ -105,7 +105,7 @@ class Judge(Evaluator):
     """An evaluator that asks a vision-language model which image wins. Subclasses implement
     :meth:`build_prompt` and may change the class attributes below."""
 
-    version: ClassVar[str] = "2"  # 2: tau applies to P(A) - 0.5, as the protocol says (was P(A) - P(B))
+    version: ClassVar[str] = "3"  # 3: "cannot decide" is a tie (was INVALID); 2: tau applies to P(A) - 0.5 (was P(A) - P(B))
     kind: ClassVar[Kind] = "judge"
     needs: ClassVar[tuple[Need, ...]] = ("gpu", "weights")
     scores_are_probabilities: ClassVar[bool] = True  # scoring=probs: P(A), P(B) renormalised

@@ -19,7 +19,7 @@ wherever the cut fell.
 
 A snippet is read tolerantly: case and whitespace do not matter; "A", "Image A", "Picture 1",
 "image 1 is better", "Image 1 is better than Image 2", "the first image", "Answer: B", "Tie",
-"Both images are equally good." are all understood (1 = A, 2 = B). A snippet naming both sides
+"Both images are equally good.", "Cannot decide" are all understood (1 = A, 2 = B; the last three are ties). A snippet naming both sides
 without saying which is better is ambiguous; one that names a single side in a negated statement
 ("Image 1 is not better", "I would not prefer Image A") states no choice. Anything else, empty output, or an output cut before
 its answer is INVALID, with the reason kept; callers always keep the raw text.
@@ -67,7 +67,8 @@ _BARE = re.compile(
 _ANSWER_IS = re.compile(r"\b(?:final\s+)?(?:answer|verdict|choice)\s*(?:is|:|=)\s*\W*(?P<s>(?-i:[AB])|[12])\b", re.IGNORECASE)
 _TIE_CONCLUSION = re.compile(r"\bboth\s+images\s+are\s+equally\s+good\b", re.IGNORECASE)  # UnifiedReward's tie
 _TIE = re.compile(
-    r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine))\b",
+    r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine)"
+    r"|(?:cannot|can\s*not|can't|can’t)\s+decide)\b",
     re.IGNORECASE,
 )
 
