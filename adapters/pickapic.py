@@ -111,6 +111,9 @@ class PickAPic(DatasetAdapter):
         if self.options.get("images_cache") == "":  # Path("") would be the working directory
             raise DatasetError(f"{self.name or 'pickapic'}: option images_cache='' names no folder "
                                "(give a folder, or 'none' to keep images in memory)")
+        if self.options.get("images_path") == "":  # not the hub instead: the option asked for a local copy
+            raise DatasetError(f"{self.name or 'pickapic'}: option images_path='' names no folder "
+                               "(give the folder of the with-images shards, or leave the option out to read them from the hub)")
         self.split_name = self.options.get("split", "train")
         self.skipped_users: Counter[str] = Counter()
         self._files: dict[str, list[str]] = {}

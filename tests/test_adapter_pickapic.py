@@ -293,6 +293,14 @@ def test_images_path_without_with_images_shards_is_an_error_naming_it(data, monk
         adapter(meta, meta).split(seed=0)
 
 
+def test_an_empty_images_path_is_refused_not_read_from_the_hub(data, monkeypatch):
+    """images_path= (an unset shell variable) was taken as no option: the images were read from the
+    hub (offline: an error telling to pass images_path, which was passed)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DatasetError, match=r"^pickapic: option images_path='' names no folder"):
+        adapter(data[0], images_path="").split(seed=0)
+
+
 def test_metadata_only_offline_says_what_to_download(data, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DatasetError, match=r"yuvalkirstain/pickapic_v2 .*images_path.*images=none"):

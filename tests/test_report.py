@@ -514,6 +514,24 @@ def test_reference_size_series_keeps_runs_on_other_dataset_options_apart(tmp_pat
                               "sim (cfg " + results["evaluator"]["config_hash"][:6] + ", seed 0, seed=1)"]
 
 
+def test_reference_size_series_joins_runs_that_differ_only_where_images_were_kept(tmp_path):
+    """A Pick-a-Pic results file written before images_path was a location option records it among the
+    options; a later run at another K records it under locations: both are one series, one setting."""
+    old = make_results(tmp_path, "sim", "pickapic", variant="optabc-k4", reference_size=4)
+    results = json.loads(old.read_text())
+    results["dataset"]["source"]["options"] = {"images_path": "/data/pickapic_v2", "users": "40"}
+    old.write_text(json.dumps(results))
+    new = make_results(tmp_path, "sim", "pickapic", variant="opt-users40-k8", reference_size=8)
+    results = json.loads(new.read_text())
+    results["dataset"]["source"].update(options={"users": "40"}, locations={"images_path": "/data/pickapic_v2"})
+    new.write_text(json.dumps(results))
+    collection = collect(tmp_path)
+    series = reference_size_series(collection)["pickapic"]
+    assert [[e.results["split"]["reference_size"] for e in runs] for runs in series.values()] == [[4, 8]]
+    rows = ablation_tables(collection)[0].groups[0][1]
+    assert not any("images_path" in r.cells[0] for r in rows)
+
+
 def test_similarity_table_does_not_rank_a_run_on_another_split(tmp_path):
     """As in the main table: a better similarity metric on another split is marked, not best."""
     make_results(tmp_path, "alpha", kind="similarity", uses_references=True, accuracy=0.6)

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from pigbench.report.collect import Collection, Entry, slug
 from pigbench.report.similarity import similarity_entries
-from pigbench.report.tables import OTHER_SPLIT
+from pigbench.report.tables import OTHER_SPLIT, dataset_options
 
 # Okabe & Ito (2008), ordered for contrast on white; yellow last.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -91,9 +91,8 @@ def _series_config(evaluator: dict[str, Any]) -> str:
 
 
 def _dataset_options(e: Entry) -> str:
-    """The run's dataset options (recorded by the adapter in ``dataset.source``) as ``k=v, ...``."""
-    options = e.results["dataset"].get("source", {}).get("options")
-    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) if isinstance(options, dict) else ""
+    """The run's dataset options (:func:`~pigbench.report.tables.dataset_options`) as ``k=v, ...``."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(dataset_options(e).items()))
 
 
 @literal_text

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from pigbench.calibration import describe_calibration
+from pigbench.registry import RegistryError, adapters
 from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collection, Entry
 
 MAIN_METRICS = (("acc_w_tie", "w/ tie"), ("acc_wo_tie", "w/o tie"))
@@ -213,16 +214,29 @@ def differing_settings(entries: list[Entry]) -> list[str]:
 
 def _settings(e: Entry) -> dict[str, Any]:
     """The settings of a run; a calibrated tau shows as how it was calibrated, not as its value.
-    Dataset options are those the adapter recorded in ``dataset.source.options``."""
+    Dataset options are those the adapter recorded (:func:`dataset_options`)."""
     ev, split = e.results["evaluator"], e.results["split"]
     config = dict(ev["config"])
     source = ev.get("tie_threshold_source")
     if isinstance(source, dict) and "tie_threshold" in config:
         config["tie_threshold"] = describe_calibration(source)
-    options = e.results["dataset"].get("source", {}).get("options")
-    dataset = {f"dataset.{k}": v for k, v in options.items()} if isinstance(options, dict) else {}
+    dataset = {f"dataset.{k}": v for k, v in dataset_options(e).items()}
     return {**config, **dataset, "K": split["reference_size"], "swap": ev.get("swap", False),
             "seed": split["seed"], "targets": split["targets"]}
+
+
+def dataset_options(e: Entry) -> dict[str, Any]:
+    """The dataset options the run's adapter recorded in ``dataset.source.options``, less the adapter's
+    ``location_options`` (where data is kept, not other data), which results files written before
+    they were recorded apart still list there (Pick-a-Pic's ``images_path``)."""
+    options = e.results["dataset"].get("source", {}).get("options")
+    if not isinstance(options, dict):
+        return {}
+    try:
+        skip = adapters.get(e.dataset).location_options
+    except RegistryError:  # a dataset whose adapter is not installed here: its options as recorded
+        skip = ()
+    return {k: v for k, v in options.items() if k not in skip}
 
 
 # ---- renderers --------------------------------------------------------------------------------
