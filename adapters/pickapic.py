@@ -396,9 +396,10 @@ class PickAPicV1(PickAPic):
 
 
 def _collapse_whitespace(text: pa.Array) -> pa.Array:
-    """Strip and collapse whitespace runs to one space, rewriting only the strings that need it."""
-    space = r"[\s\p{Z}]"
-    needs = pc.fill_null(pc.match_substring_regex(text, rf"^{space}|{space}$|{space}{{2}}|[^ \PZ]|[\t\n\v\f\r]"), False)
+    """Strip and collapse whitespace runs to one space, rewriting only the strings that need it;
+    whitespace is what ``str.split`` splits on (the leakage key, :func:`normalize_prompt`)."""
+    space = r"[\t-\r\x1c-\x1f\x85\p{Z}]"
+    needs = pc.fill_null(pc.match_substring_regex(text, rf"^{space}|{space}$|{space}{{2}}|[^ \PZ]|[\t-\r\x1c-\x1f\x85]"), False)
     if not pc.any(needs).as_py():
         return text
     fixed = pc.utf8_trim_whitespace(pc.replace_substring_regex(text.filter(needs), rf"{space}+", " "))

@@ -135,6 +135,15 @@ def test_captions_are_whitespace_normalized(data):
     assert {r.prompt for r in recs if r.user_id == "106"} == {PROMPTS[0]}
 
 
+def test_every_whitespace_character_of_a_caption_is_collapsed(tmp_path, rows):
+    odd = ["a\vred hydrant", "orange \x85 jello", "Times\x1cSquare\x1f at night\v", "\x0b\x1ea blue\u2028cup "]
+    for r, caption in zip(rows, odd):  # rows of user 101
+        r["caption"] = caption
+    write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=16)
+    prompts = {r.record_id: r.prompt for r in adapter(tmp_path / "m", images="none").records()}
+    assert [prompts[str(r["ranking_id"])] for r in rows[:4]] == [" ".join(c.split()) for c in odd]
+
+
 def test_reused_image_uid_is_one_image(data):
     recs = [r for r in adapter(*data).records() if r.user_id == "105"]
     shared = {r.images[0].id for r in recs}
