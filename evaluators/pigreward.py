@@ -108,7 +108,8 @@ class PIGReward(Evaluator):
         from pigbench.pigreward.backends import build_backends
 
         assert isinstance(self.config, PIGRewardConfig)
-        return build_backends(self.config, self.runtime.device, self.cache_root(), self.config_hash)
+        # the served parts' request cache files leave out the version (how replies are read): a parser fix re-sends nothing
+        return build_backends(self.config, self.runtime.device, self.cache_root(), self.config.hash(self.name, ""))
 
     def cache_root(self) -> Path:
         return Path(self.runtime.cache_dir or os.environ.get("PIGBENCH_CACHE", ".pigbench_cache"))

@@ -532,11 +532,27 @@ def test_runner_end_to_end_keeps_the_key_out_of_every_file(server, tmp_path, mon
     assert KEY not in captured.out + captured.err
 
 
+def test_a_new_judge_version_predicts_again_from_the_cached_responses(server, tmp_path, monkeypatch):
+    """The version says how answers are read (a parser fix bumps it): stored predictions are made
+    again, but from the request cache, so no request is sent twice (the file name leaves it out)."""
+    from pigbench.runner import RunConfig, run
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    cfg = RunConfig(evaluator="openai-judge", dataset="toy", limit=4, options={"base_url": server.url},
+                    output=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), progress=False, n_bootstrap=10)
+    first = run(cfg, log=lambda m: None)
+    assert server.hits == 4 and first.computed == 4
+    monkeypatch.setattr(evaluators.get("openai-judge"), "version", "99")
+    again = run(cfg, log=lambda m: None)
+    assert again.computed == 4 and again.resumed == 0  # another run key
+    assert server.hits == 4  # every answer came from the request cache
+
+
 def test_a_damaged_request_cache_file_is_a_one_line_error(server, tmp_path, capsys):
     from pigbench.run import cli
 
     cls = evaluators.get("openai-judge")
-    path = tmp_path / "cache" / "requests" / f"openai-judge-{cls(cls.Config()).config_hash}.sqlite"
+    path = tmp_path / "cache" / "requests" / f"openai-judge-{cls.Config().hash('openai-judge', '')}.sqlite"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"garbage" * 1000)
     code = cli(["--evaluator", "openai-judge", "--dataset", "toy", "--limit", "2", "--option", f"base_url={server.url}",

@@ -296,3 +296,17 @@ def test_a_damaged_weight_file_is_named(tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(RequirementError, match=rf"^the PIGReward model at .* could not be read: the weight file {re.escape(str(weights))} is damaged or truncated"):
         run(run_config(tmp_path, limit=2, options={"model_path": str(tmp_path / "tiny"), "dtype": "float32"}))
+
+
+def test_the_served_request_cache_files_do_not_change_with_the_version(tmp_path, monkeypatch):
+    """A new PIGReward version (how replies are read) predicts again, from the cached replies."""
+    from pigbench.evaluator import Runtime
+
+    def files(version):
+        monkeypatch.setattr(PIGReward, "version", version)
+        ev = PIGReward(PIGRewardConfig(backend="openai", base_url="http://gpu:8000/v1"), Runtime(device="cpu", cache_dir=str(tmp_path)))
+        ev.name = "pigreward"
+        return ev.config_hash, sorted(str(b.cache.path) for b in ev.make_backends().values())
+
+    (old_key, old_files), (new_key, new_files) = files("3"), files("4")
+    assert old_key != new_key and old_files == new_files and old_files

@@ -190,7 +190,9 @@ class Judge(Evaluator):
         from pigbench.judging.request_cache import RequestCache
 
         root = self.runtime.cache_dir or os.environ.get("PIGBENCH_CACHE", ".pigbench_cache")
-        requests_hash = replace(c, tie_threshold=0.0).hash(self.name, self.version)  # tau changes no request
+        # Responses are keyed by the request body; the file is one per judge and config, less tau (it
+        # changes no request) and the judge's version (how answers are read), so a parser fix re-sends nothing.
+        requests_hash = replace(c, tie_threshold=0.0).hash(self.name, "")
         cache = Path(root) / "requests" / f"{self.name}-{requests_hash}.sqlite"
         return OpenAIBackend(c.base_urls(), c.model_path, api_key_env=c.api_key_env, concurrency=c.concurrency,
                              timeout_s=c.timeout_s, retry=RetryPolicy(max_retries=c.max_retries), cache=RequestCache(cache))

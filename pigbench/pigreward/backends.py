@@ -13,8 +13,9 @@ from typing import Any
 from pigbench.pigreward.config import PIGRewardConfig
 
 
-def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, config_hash: str) -> dict[tuple[str, str], Any]:
-    """Backends keyed by (model, adapter) for the parts ``config`` uses."""
+def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, requests_hash: str) -> dict[tuple[str, str], Any]:
+    """Backends keyed by (model, adapter) for the parts ``config`` uses; ``requests_hash`` names the
+    served parts' request cache files (with each part's model)."""
     out: dict[tuple[str, str], Any] = {}
     for model, adapter, _ in config.parts():
         if (model, adapter) in out:
@@ -23,7 +24,7 @@ def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, confi
             from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
             from pigbench.judging.request_cache import RequestCache
 
-            tag = hashlib.sha256(f"{config_hash}\0{model}".encode()).hexdigest()[:16]
+            tag = hashlib.sha256(f"{requests_hash}\0{model}".encode()).hexdigest()[:16]
             out[(model, adapter)] = OpenAIBackend(
                 config.base_url or os.environ["OPENAI_BASE_URL"], model, api_key_env=config.api_key_env,
                 concurrency=config.concurrency, timeout_s=config.timeout_s,
