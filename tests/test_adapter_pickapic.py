@@ -654,6 +654,18 @@ def test_images_cache_and_images_path_do_not_change_the_run_key_or_results_file(
     assert source["options"] == {} and source["locations"] == {"images_path": str(copy), "images_cache": "none"}
 
 
+def test_a_long_option_digest_in_the_results_file_name_leaves_out_images_cache():
+    """Options too long or odd for the file name are named by a digest: of the content options only."""
+    from pigbench.runner import RunConfig, _variant_suffix, build_evaluator
+
+    def suffix(cache_option):
+        config = RunConfig(evaluator="color-reference", dataset="pickapic",
+                           dataset_options={"split": "validation_unique", "images_cache": cache_option})
+        return _variant_suffix(config, build_evaluator(config))
+
+    assert suffix("none") == suffix("/some/store") and suffix("none").startswith("__opt")
+
+
 def test_runs_differing_only_in_images_cache_form_one_reference_size_series(data, tmp_path):
     """The results file records the dataset options less images_cache (and images_path), so the report's accuracy-vs-K
     series (one per set of recorded options) does not split runs differing only in where images are kept."""

@@ -404,6 +404,7 @@ def test_an_export_into_an_earlier_exports_folder_removes_the_images_it_no_longe
     assert pigbench(["export-episodes", *SPLIT, "--out", str(out)]) == 0
     (out / "notes.txt").write_text("mine")
     (out / "images" / "mine.png").write_bytes(b"mine")
+    (out / "images" / f"{'a' * 64}.png.tmp").write_bytes(b"cut")  # left by an interrupted export
     before = {p.name for p in (out / "images").iterdir()}
     capsys.readouterr()
     assert pigbench(["export-episodes", *SPLIT[:-1], "2", "--out", str(out)]) == 0
@@ -438,3 +439,5 @@ def test_split_flags_name_a_relative_path_option_absolutely_and_score_runs_elsew
     (tmp_path / "elsewhere" / "none").mkdir()  # 'none' (no image store) stays the word, not a folder
     flags = split_flags(RunConfig(dataset="pickapic", dataset_options={"images_cache": "none", "images_path": "none"}))
     assert "images_cache=none" in flags and "images_path=none" in flags
+    (tmp_path / "elsewhere" / "train").mkdir()  # an option that names no path stays as given
+    assert "split=train" in split_flags(RunConfig(dataset="pickapic", dataset_options={"split": "train"}))
