@@ -154,6 +154,16 @@ def test_a_tie_threshold_on_choices_only_is_refused(exported, tmp_path, capsys):
                      "--tie-threshold", "0"]) == 0
 
 
+def test_a_tie_threshold_with_some_lines_scored_is_applied(exported, tmp_path):
+    """Only a file whose every line has a choice is refused: lines with scores take the threshold."""
+    header = {"fingerprint": json.loads((exported / "manifest.json").read_text())["fingerprint"]}
+    lines = external_colorfulness(exported)
+    lines[0] = {"sample_id": lines[0]["sample_id"], "choice": "A"}
+    results, _ = score_saved_outputs(split_config(tmp_path, evaluator="x", tie_threshold=1e9),
+                                     write(tmp_path / "p.jsonl", header, lines))
+    assert results["evaluator"]["tie_threshold"] == 1e9 and 0 < results["metrics"]["predicted_tie_rate"] < 1
+
+
 def test_infinite_scores_are_read_as_null_and_the_sample_is_invalid(tmp_path):
     """docs/saved_outputs.md: NaN and infinities are read as null; an infinite score is not decisive here."""
     from pigbench.protocol import Label
