@@ -804,9 +804,11 @@ def test_images_cache_none_stores_nothing(data, tmp_path, monkeypatch):
 
 
 def test_a_stored_image_missing_and_its_row_changed_is_an_error_not_other_bytes(data, tmp_path):
-    """A store file gone is read again from its row; bytes there of another SHA-256 than the split
-    recorded are an ImageError, not silently another image."""
+    """A store file gone is read again from its row (a store not writable then does not fail the read);
+    bytes there of another SHA-256 than the split recorded are an ImageError, not silently another image."""
     import functools
+
+    from pigbench.adapters.pickapic import ImageStore
 
     meta, images = data
     store = tmp_path / "store"
@@ -814,6 +816,13 @@ def test_a_stored_image_missing_and_its_row_changed_is_an_error_not_other_bytes(
     (store / im.content_hash[:2] / im.content_hash).unlink()
     assert hashlib.sha256(im.read_bytes()).hexdigest() == im.content_hash  # read again from its row
     (store / im.content_hash[:2] / im.content_hash).unlink()
+
+    def unwritable(*args, **kwargs):
+        raise DatasetError("cannot write")
+
+    with pytest.MonkeyPatch.context() as mp:  # a store not writable now: the image is read all the same
+        mp.setattr(ImageStore, "write", unwritable)
+        assert hashlib.sha256(im.read_bytes()).hexdigest() == im.content_hash
     other = functools.partial(im.source.func, *im.source.args[:-1], "0" * 64)  # the split recorded other bytes
     with pytest.raises(ImageError, match="no longer has the bytes"):
         other()
