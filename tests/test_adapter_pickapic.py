@@ -541,9 +541,14 @@ def test_row_cache_is_bounded_by_bytes_and_threads_read_a_group_once(data):
     for t in threads:
         t.join()
     assert len(group) == 3 and shards.row_groups_read == 1 and all(got[k]["ranking_id"] == k for k in group)
+    assert cache.get(group[0])["ranking_id"] == group[0] and shards.row_groups_read == 1  # kept: not read again
     for k in found:
         assert cache.get(k)["ranking_id"] == k
         assert cache._bytes <= 5000 and sum(len(v[0]["jpg_0"]) for v in cache._rows.values()) == cache._bytes
+    big = RowCache(shards, found, ["ranking_id", "jpg_0"])
+    for _ in range(2):  # rows kept again replace their earlier entry: their bytes count once
+        list(big.rows())
+    assert len(big._rows) == len(found) and big._bytes == sum(len(v[0]["jpg_0"]) for v in big._rows.values())
 
 
 def scattered_users(tmp_path):
@@ -610,6 +615,10 @@ def test_a_damaged_store_file_or_index_falls_back_to_the_shards(data, tmp_path):
     assert redo.split(seed=0).fingerprint == split.fingerprint and redo.provenance()["row_groups_read"] > 0
     assert path.read_bytes() == good
     index = next(store.glob("index-*.json"))
+    entries = json.loads(index.read_text())
+    index.write_text(json.dumps({rid: e[:2] for rid, e in entries.items()}))  # entries without outcomes: not used
+    cut = adapter(meta, images, images_cache=str(store))
+    assert cut.split(seed=0).fingerprint == split.fingerprint and cut.provenance()["row_groups_read"] > 0
     index.write_text("[[1, ")  # a damaged index: the pass is run again
     assert adapter(meta, images, images_cache=str(store)).split(seed=0).fingerprint == split.fingerprint
     assert json.loads(index.read_text())
@@ -660,6 +669,18 @@ def test_images_cache_and_images_path_do_not_change_the_run_key_or_results_file(
     assert second.results_path == third.results_path == first.results_path
     source = json.loads(third.results_path.read_text())["dataset"]["source"]
     assert source["options"] == {} and source["locations"] == {"images_path": str(copy), "images_cache": "none"}
+
+
+def test_a_long_option_digest_in_the_results_file_name_leaves_out_images_cache():
+    """Options too long or odd for the file name are named by a digest: of the content options only."""
+    from pigbench.runner import RunConfig, _variant_suffix, build_evaluator
+
+    def suffix(cache_option):
+        config = RunConfig(evaluator="color-reference", dataset="pickapic",
+                           dataset_options={"split": "validation_unique", "images_cache": cache_option})
+        return _variant_suffix(config, build_evaluator(config))
+
+    assert suffix("none") == suffix("/some/store") and suffix("none").startswith("__opt")
 
 
 def test_runs_differing_only_in_images_cache_form_one_reference_size_series(data, tmp_path):
@@ -787,3 +808,59 @@ def test_a_row_relabelled_in_the_metadata_is_hashed_again(data, tmp_path, rows):
     assert split.skipped_records == plain.skipped_records and split.skip_examples == plain.skip_examples
     assert split.skip_examples["with-images row has other image uids than the metadata"] == [f"ranking_id={target}"]
     assert split.fingerprint == plain.fingerprint
+
+
+def test_images_cache_none_stores_nothing(data, tmp_path, monkeypatch):
+    """'none' is the word for no store, not a folder named none."""
+    meta, images = data
+    monkeypatch.chdir(tmp_path)
+    a = adapter(meta, images, images_cache="none")
+    im = a.split(seed=0).episodes[0].target.image_a
+    assert im.content_hash == hashlib.sha256(im.read_bytes()).hexdigest()
+    assert not (tmp_path / "none").exists() and not list(tmp_path.rglob("index-*.json"))
+
+
+def test_a_stored_image_missing_and_its_row_changed_is_an_error_not_other_bytes(data, tmp_path):
+    """A store file gone is read again from its row (a store not writable then does not fail the read);
+    bytes there of another SHA-256 than the split recorded are an ImageError, not silently another image."""
+    import functools
+
+    from pigbench.adapters.pickapic import ImageStore
+
+    meta, images = data
+    store = tmp_path / "store"
+    im = adapter(meta, images, images_cache=str(store)).split(seed=0).episodes[0].target.image_a
+    (store / im.content_hash[:2] / im.content_hash).unlink()
+    assert hashlib.sha256(im.read_bytes()).hexdigest() == im.content_hash  # read again from its row
+    (store / im.content_hash[:2] / im.content_hash).unlink()
+
+    def unwritable(*args, **kwargs):
+        raise DatasetError("cannot write")
+
+    with pytest.MonkeyPatch.context() as mp:  # a store not writable now: the image is read all the same
+        mp.setattr(ImageStore, "write", unwritable)
+        assert hashlib.sha256(im.read_bytes()).hexdigest() == im.content_hash
+    other = functools.partial(im.source.func, *im.source.args[:-1], "0" * 64)  # the split recorded other bytes
+    with pytest.raises(ImageError, match="no longer has the bytes"):
+        other()
+
+
+def test_image_shards_rewritten_with_other_bytes_are_hashed_again(tmp_path, rows):
+    """The index is keyed by the shards' names and footers: shards of the same names, layout and
+    uids but other image bytes do not reuse the earlier hashes."""
+    meta, images = tmp_path / "m", tmp_path / "i"
+    write_pickapic(meta, rows, images=False, shards=2, row_group_size=16)
+    write_pickapic(images, rows, images=True, shards=3, row_group_size=3)
+    store = tmp_path / "store"
+    first = adapter(meta, images, images_cache=str(store)).split(seed=0).episodes[0].target.image_a
+    changed = [dict(r) for r in rows]
+    for r in changed:
+        if r["image_0_uid"] == first.id:
+            r["jpg_0"] = jpeg(990) + b"\0" * 100
+        if r["image_1_uid"] == first.id:
+            r["jpg_1"] = jpeg(990) + b"\0" * 100
+    write_pickapic(images, changed, images=True, shards=3, row_group_size=3)
+    later = adapter(meta, images, images_cache=str(store))
+    im = next(i for i in all_images(later.split(seed=0)) if i.id == first.id)
+    assert later.provenance()["row_groups_read"] > 0
+    assert im.content_hash == hashlib.sha256(jpeg(990) + b"\0" * 100).hexdigest() != first.content_hash

@@ -221,6 +221,36 @@ def test_timeout_is_a_deadline_for_a_dns_lookup_that_hangs(server, monkeypatch):
         release.set()
 
 
+def test_a_host_that_does_not_resolve_is_a_connection_failure_naming_it(monkeypatch):
+    """The lookup runs in a thread: its error (an unknown host) is raised, not taken for addresses."""
+    import socket
+
+    def unknown(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    b = OpenAIBackend("http://judge.invalid/v1", "m", timeout_s=5, retry=RetryPolicy(max_retries=0))
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.error == ("cannot reach http://judge.invalid/v1/chat/completions: [Errno -2] Name or service not known "
+                         "(gave up after 1 attempts)")
+
+
+def test_a_connect_waits_no_longer_than_the_attempt(server, monkeypatch):
+    """The socket connects with the time left as its timeout, so a peer that never answers the SYN
+    cannot hold the attempt."""
+    import socket
+
+    real, seen = socket.socket.connect, []
+
+    def connect(self, address):
+        seen.append(self.gettimeout())
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    (gen,) = backend(server, timeout_s=0.5).generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.text == "<answer>B</answer>" and seen and all(t is not None and 0 < t <= 0.5 for t in seen)
+
+
 @contextlib.contextmanager
 def stalling_peer(answer=b"", drip_s=0.0):
     """A TCP listener on 127.0.0.1 (yields its port) that reads what comes up to a blank line when it

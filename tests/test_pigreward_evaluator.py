@@ -280,7 +280,7 @@ def test_served_timeout_and_retries_reach_both_parts_and_keep_the_hash(tmp_path)
     default = PIGRewardConfig(backend="openai")
     assert default.hash("pigreward", "3") == "c0c036f3b275e7fa"  # the hash before these options existed
     assert PIGRewardConfig(backend="openai", timeout_s=5, max_retries=1).hash("pigreward", "3") == "c0c036f3b275e7fa"
-    for option, value in (("timeout_s", 0.0), ("timeout_s", float("nan")), ("max_retries", -1)):
+    for option, value in (("timeout_s", 0.0), ("timeout_s", float("nan")), ("timeout_s", float("inf")), ("max_retries", -1)):
         with pytest.raises(ValueError, match=f"option {option} must be"):
             PIGReward.check_requirements(PIGRewardConfig(backend="openai", base_url="http://gpu:8000/v1", **{option: value}))
 

@@ -154,6 +154,16 @@ def test_a_tie_threshold_on_choices_only_is_refused(exported, tmp_path, capsys):
                      "--tie-threshold", "0"]) == 0
 
 
+def test_a_tie_threshold_with_some_lines_scored_is_applied(exported, tmp_path):
+    """Only a file whose every line has a choice is refused: lines with scores take the threshold."""
+    header = {"fingerprint": json.loads((exported / "manifest.json").read_text())["fingerprint"]}
+    lines = external_colorfulness(exported)
+    lines[0] = {"sample_id": lines[0]["sample_id"], "choice": "A"}
+    results, _ = score_saved_outputs(split_config(tmp_path, evaluator="x", tie_threshold=1e9),
+                                     write(tmp_path / "p.jsonl", header, lines))
+    assert results["evaluator"]["tie_threshold"] == 1e9 and 0 < results["metrics"]["predicted_tie_rate"] < 1
+
+
 def test_infinite_scores_are_read_as_null_and_the_sample_is_invalid(tmp_path):
     """docs/saved_outputs.md: NaN and infinities are read as null; an infinite score is not decisive here."""
     from pigbench.protocol import Label
@@ -404,6 +414,7 @@ def test_an_export_into_an_earlier_exports_folder_removes_the_images_it_no_longe
     assert pigbench(["export-episodes", *SPLIT, "--out", str(out)]) == 0
     (out / "notes.txt").write_text("mine")
     (out / "images" / "mine.png").write_bytes(b"mine")
+    (out / "images" / f"{'a' * 64}.png.tmp").write_bytes(b"cut")  # left by an interrupted export
     before = {p.name for p in (out / "images").iterdir()}
     capsys.readouterr()
     assert pigbench(["export-episodes", *SPLIT[:-1], "2", "--out", str(out)]) == 0
@@ -438,3 +449,5 @@ def test_split_flags_name_a_relative_path_option_absolutely_and_score_runs_elsew
     (tmp_path / "elsewhere" / "none").mkdir()  # 'none' (no image store) stays the word, not a folder
     flags = split_flags(RunConfig(dataset="pickapic", dataset_options={"images_cache": "none", "images_path": "none"}))
     assert "images_cache=none" in flags and "images_path=none" in flags
+    (tmp_path / "elsewhere" / "train").mkdir()  # an option that names no path stays as given
+    assert "split=train" in split_flags(RunConfig(dataset="pickapic", dataset_options={"split": "train"}))
