@@ -386,6 +386,18 @@ def test_users_option_samples_users(data):
         PickAPic(str(data[0]), {"user": "2"})
 
 
+def test_a_sampled_user_whose_rows_the_image_checks_drop_is_counted(tmp_path, rows):
+    """users=N samples before images are read: a sampled user (104) with no row in the with-images shards
+    vanished from the split uncounted; it is now a skipped user, so users plus skipped users make N."""
+    write_pickapic(tmp_path / "m", rows, images=False, shards=2, row_group_size=16)
+    write_pickapic(tmp_path / "i", [r for r in rows if r["user_id"] != 104], images=True, shards=3, row_group_size=3)
+    split = adapter(tmp_path / "m", tmp_path / "i", users="5").split(seed=0)
+    assert split.skipped_users["every row dropped by the image checks"] == 1
+    assert split.skip_examples["every row dropped by the image checks"] == ["user 104"]
+    sampled_away = {"fewer than 8 decisive reference records plus 1 target record"}  # user 103, before the sample
+    assert split.users + sum(n for r, n in split.skipped_users.items() if r not in sampled_away) == 5
+
+
 class Dynamic(PickAPic):
     default_reference_size = None
 
