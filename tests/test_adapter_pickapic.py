@@ -216,6 +216,15 @@ def test_unreadable_shard_is_named(data, tmp_path):
         adapter(meta, images).split(seed=0)
 
 
+def test_a_shard_file_of_another_split_is_an_error_naming_it(tmp_path, rows):
+    """--dataset-path naming one shard file of the validation split was read as train (the split asked
+    for); a hub shard name of another split is now an error naming the file and both splits."""
+    shard, = write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=16, split="validation")
+    with pytest.raises(DatasetError, match=rf"{shard.name}: a 'validation' shard by its name, not of the 'train' split"):
+        PickAPic(str(shard), {"images": "none"}).split(seed=0)
+    assert PickAPic(str(shard), {"images": "none", "split": "validation"}).split(seed=0).users == 3
+
+
 def test_a_missing_metadata_shard_is_an_error_naming_it(data):
     """A partial copy (1 of 2 shards) would give a smaller split with no warning (2 users instead of 3)."""
     meta = data[0]
