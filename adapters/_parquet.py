@@ -46,9 +46,13 @@ def shard_split(path: Union[str, Path]) -> Optional[str]:
 
 
 def find_shards(root: Path, split: str) -> list[Path]:
-    """Every parquet shard of ``split`` under ``root`` (recursive), sorted by path."""
+    """Every parquet shard of ``split`` under ``root`` (recursive), sorted by path. A ``root`` that is a
+    ``.parquet`` file is taken as is, unless its name is a hub shard name of another split (an error)."""
     if root.is_file():
-        return [root] if shard_split(root) == split or root.suffix == ".parquet" else []
+        named = shard_split(root.name)
+        if named is not None and named != split:
+            raise DatasetError(f"{root}: a '{named}' shard by its name, not of the '{split}' split asked for")
+        return [root] if root.suffix == ".parquet" else []
     return sorted(p for p in root.rglob("*.parquet") if shard_split(p.relative_to(root)) == split)
 
 

@@ -167,6 +167,10 @@ class LearnUserPref(DatasetAdapter):
         root = resolve_root(what=f"{self.name} {split}", path=self.path, env_var=self.env_var, repo_id=self.REPO,
                             allow_patterns=[pattern])
         if root.is_file():
+            named = re.fullmatch(r"bench_(test|train)_w_bad(?:_split_\d+)?\.pkl", root.name)
+            if named and named.group(1) != split:
+                raise DatasetError(f"{root}: a '{named.group(1)}' file by its name, not of the '{split}' split asked for "
+                                   f"(--dataset-option split={named.group(1)})")
             return [root]
         merged = root / ("bench_test_w_bad.pkl" if split == "test" else "bench_train_w_bad.pkl")
         if merged.is_file():

@@ -19,7 +19,9 @@ Pipeline; skipped rows and users are counted by reason:
    whitespace collapsed (leakage checks also lower-case them).
 3. Users: keep those with >= K decisive and >= K + 1 usable rows (K = reference size, default 8;
    the official val/test splits hold at most one prompt per user, hence ``train``).
-   ``users=N`` keeps a seeded sample of N of them.
+   ``users=N`` keeps a seeded sample of N of them, drawn before step 4: a sampled user losing rows there
+   is counted as a skipped user (all rows: ``every row dropped by the image checks``), so the split
+   may hold fewer than N users.
 4. Images of the kept rows only: rows are found in the with-images shards by ``ranking_id``
    (reading only that column); only the row groups holding them are read, both images hashed
    (SHA-256) and their uids checked; pairs with byte-identical images are dropped.
@@ -133,11 +135,14 @@ class PickAPic(DatasetAdapter):
     def split(self, seed: int, reference_size: Optional[int] = None, max_targets_per_user: Optional[int] = None) -> SplitResult:
         """The shared split of the selected users' rows (columnar: episodes are built when read)."""
         k = self.default_reference_size if reference_size is None else reference_size
-        rows, cache = self._locate(self._select_users(self._usable_rows(), k, seed))
+        selected = self._select_users(self._usable_rows(), k, seed)
+        rows, cache = self._locate(selected)
         store = self._image_store() if cache is not None else None
         hashes = self._hash(rows, cache, store) if cache is not None else None
         if hashes is not None:
             rows = rows.filter(pa.array([rid in hashes for rid in rows["ranking_id"].to_pylist()], pa.bool_()))
+        self._skip_users("every row dropped by the image checks", np.setdiff1d(
+            selected["user_id"].to_numpy(zero_copy_only=False), rows["user_id"].to_numpy(zero_copy_only=False)))
         result = split_pairs(self._columns(rows, cache, hashes, store), self.name, seed, k, max_targets_per_user)
         result.skipped_records.update(self.skipped)
         result.skipped_users.update(self.skipped_users)

@@ -15,8 +15,9 @@ another user with the same normalized prompt (``negatives=same-prompt``, the def
 images answer the same prompt, and u generated and kept r. Records with no such r' are skipped
 and counted. ``negatives=other-user`` takes r' among all other users' records instead (the
 prompts then differ: an easier, prompt-alignment-prone variant). r' is picked by a hash of r's
-id, so the pairs do not depend on the seed. Within a user, records repeating an earlier prompt
-(normalized) and records flagged ``NSFW: "NSFW"`` are skipped and counted. Reference size 5.
+id, so the pairs do not depend on the seed. Records flagged ``NSFW: "NSFW"``, records without a
+regenerated image and, within a user, records repeating the prompt (normalized) of an earlier record
+kept are skipped and counted. Reference size 5.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class PIP(DatasetAdapter):
             raise DatasetError(f"{self.name}: PIP's image URLs are dead; regenerate each record's image from its prompt "
                                "into a folder as <record id>.png and pass --dataset-option images=DIR")
         images = image_index(Path(self.options["images"]).expanduser())
-        logs = [r for r in self._read_logs() if self._has_image(r, images)]
+        logs = self._read_logs(images)
         by_prompt: dict[str, list[dict]] = {}
         for rec in logs:
             by_prompt.setdefault(rec["key"], []).append(rec)
@@ -72,14 +73,8 @@ class PIP(DatasetAdapter):
             own, neg = (ImageRef(f"pip:{r['id']}", images[r["id"]]) for r in (rec, other))
             yield PreferenceRecord(rec["id"], rec["user"], rec["prompt"], (own, neg), (1, 2), f"pip:{rec['split']}", rec["where"])
 
-    def _has_image(self, rec: dict, images: dict[str, Path]) -> bool:
-        if rec["id"] in images:
-            return True
-        self.skip("no regenerated image for the record", rec["where"])
-        return False
-
-    def _read_logs(self) -> list[dict]:
-        """Every usable log record as {id, user, prompt, key, split, where}, in file order."""
+    def _read_logs(self, images: dict[str, Path]) -> list[dict]:
+        """Every usable log record (its image in ``images``) as {id, user, prompt, key, split, where}, in file order."""
         root = resolve_root(what="PIP (user_data/<user_id>.jsonl)", path=self.path, env_var=self.env_var)
         folder = root / "user_data" if (root / "user_data").is_dir() else root
         files = sorted(folder.glob("*.jsonl"))
@@ -88,10 +83,12 @@ class PIP(DatasetAdapter):
         out: list[dict] = []
         seen_ids: set[str] = set()
         for path in files:
-            out.extend(self._read_user(path, seen_ids))
+            out.extend(self._read_user(path, seen_ids, images))
         return out
 
-    def _read_user(self, path: Path, seen_ids: set[str]) -> Iterator[dict]:
+    def _read_user(self, path: Path, seen_ids: set[str], images: dict[str, Path]) -> Iterator[dict]:
+        """The user's usable records; a prompt repeats only among records with a regenerated image, so
+        that a prompt whose first record has no image is kept from a later one that has."""
         section: Optional[str] = None
         prompts: set[str] = set()
         for lineno, value in iter_jsonl(path, self.skip):
@@ -106,8 +103,9 @@ class PIP(DatasetAdapter):
                 raise DatasetError(f"{where}: record before any marker line ({', '.join(MARKERS)})")
             rid, key = str(value["id"]), normalize_prompt(value["prompt"])
             reason = ("empty prompt" if not key else "repeated record id" if rid in seen_ids else
-                      "repeated prompt within a user" if key in prompts else
-                      "flagged NSFW" if value.get("NSFW") == "NSFW" else None)
+                      "flagged NSFW" if value.get("NSFW") == "NSFW" else
+                      "no regenerated image for the record" if rid not in images else
+                      "repeated prompt within a user" if key in prompts else None)
             if reason:
                 self.skip(reason, where)
                 continue

@@ -8,8 +8,9 @@
     DIR/images/<hash>.<ext>   every distinct image once, named by its content hash
 
 Exporting into the folder of an earlier export replaces its manifest and episodes and removes the
-images it wrote (files named ``<hash>.<ext>`` under ``images/``) that the new episodes do not show;
-other files in DIR are left alone.
+images it wrote (files named ``<hash>.<ext>`` under ``images/``, ``<hash>`` 64 hex digits: the SHA-256
+content hash :class:`ImageRef` promises) that the new episodes do not show; other files in DIR are
+left alone, among them the images of an adapter whose ``known_hash`` is not SHA-256 hex.
 
 An episode line (paths are relative to DIR)::
 

@@ -215,6 +215,19 @@ def test_train_shards_are_merged_in_shard_order(tmp_path):
                                                          "bench_train_w_bad_split_10:0"]
 
 
+def test_a_file_named_for_another_split_is_an_error_naming_it(tmp_path):
+    """--dataset-path naming a train file was read as the default split=test with no warning; a file whose
+    name tells another split is now an error naming it and the split asked for."""
+    for name in ("bench_train_w_bad.pkl", "bench_train_w_bad_split_1.pkl"):
+        (tmp_path / name).write_bytes(pickle.dumps(frame(TEST_ROWS)))
+        with pytest.raises(DatasetError, match=rf"{name}: a 'train' file by its name, not of the 'test' split asked for"):
+            split(tmp_path / name)
+        assert split(tmp_path / name, options={"split": "train"}).users == 2
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(TEST_ROWS)))
+    with pytest.raises(DatasetError, match=r"bench_test_w_bad.pkl: a 'test' file by its name, not of the 'train' split"):
+        split(tmp_path / "bench_test_w_bad.pkl", options={"split": "train"})
+
+
 def test_hub_miss_offline_says_what_to_download(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))

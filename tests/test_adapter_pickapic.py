@@ -216,6 +216,15 @@ def test_unreadable_shard_is_named(data, tmp_path):
         adapter(meta, images).split(seed=0)
 
 
+def test_a_shard_file_of_another_split_is_an_error_naming_it(tmp_path, rows):
+    """--dataset-path naming one shard file of the validation split was read as train (the split asked
+    for); a hub shard name of another split is now an error naming the file and both splits."""
+    shard, = write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=16, split="validation")
+    with pytest.raises(DatasetError, match=rf"{shard.name}: a 'validation' shard by its name, not of the 'train' split"):
+        PickAPic(str(shard), {"images": "none"}).split(seed=0)
+    assert PickAPic(str(shard), {"images": "none", "split": "validation"}).split(seed=0).users == 3
+
+
 def test_a_missing_metadata_shard_is_an_error_naming_it(data):
     """A partial copy (1 of 2 shards) would give a smaller split with no warning (2 users instead of 3)."""
     meta = data[0]
@@ -384,6 +393,18 @@ def test_users_option_samples_users(data):
     assert split.users == 2 and split.skipped_users["not in the seeded sample (users=2)"] == 3
     with pytest.raises(DatasetError, match="unknown option"):
         PickAPic(str(data[0]), {"user": "2"})
+
+
+def test_a_sampled_user_whose_rows_the_image_checks_drop_is_counted(tmp_path, rows):
+    """users=N samples before images are read: a sampled user (104) with no row in the with-images shards
+    vanished from the split uncounted; it is now a skipped user, so users plus skipped users make N."""
+    write_pickapic(tmp_path / "m", rows, images=False, shards=2, row_group_size=16)
+    write_pickapic(tmp_path / "i", [r for r in rows if r["user_id"] != 104], images=True, shards=3, row_group_size=3)
+    split = adapter(tmp_path / "m", tmp_path / "i", users="5").split(seed=0)
+    assert split.skipped_users["every row dropped by the image checks"] == 1
+    assert split.skip_examples["every row dropped by the image checks"] == ["user 104"]
+    sampled_away = {"fewer than 8 decisive reference records plus 1 target record"}  # user 103, before the sample
+    assert split.users + sum(n for r, n in split.skipped_users.items() if r not in sampled_away) == 5
 
 
 class Dynamic(PickAPic):

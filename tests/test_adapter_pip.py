@@ -1,6 +1,7 @@
 """PIP adapter on user_data/<user_id>.jsonl fixtures with marker lines, plus a regenerated-image folder."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,7 @@ def build(root):
 
     a = records("87403", PROMPTS[:10], "a")
     a.append(rec("a_dup", "87403", "  " + PROMPTS[1].replace(" ", "  ")))  # whitespace duplicate: skipped
+    (images / "a_dup.jpg").write_bytes(jpeg(next(n)))
     a.append(rec("a_nsfw", "87403", "something else", NSFW="NSFW"))
     a.append(rec("a_noimg", "87403", "a record never regenerated"))
     (images / "a3.jpg").write_bytes(CORRUPT)
@@ -84,6 +86,17 @@ def test_skips_are_counted(pip):
     a = PIP(str(pip[0]), pip[1])
     list(a.records())
     assert a.skipped == {"repeated prompt within a user": 1, "flagged NSFW": 1, "no regenerated image for the record": 1}
+
+
+def test_a_prompt_whose_first_record_has_no_image_is_kept_from_a_later_one(pip):
+    """Repeated prompts were removed before the image check: a prompt whose first record was never
+    regenerated was lost though a later repeat had its image; the later record is now kept."""
+    root, options = pip
+    write_user(root / "user_data", "55555", [rec("f0", "55555", PROMPTS[0]), rec("f1", "55555", " " + PROMPTS[0])])
+    (Path(options["images"]) / "f1.jpg").write_bytes(jpeg(500))
+    a = PIP(str(root), options)
+    assert "f1" in {r.record_id for r in a.records()}
+    assert a.skipped == {"repeated prompt within a user": 1, "flagged NSFW": 1, "no regenerated image for the record": 2}
 
 
 def test_split_reference_size_too_few_and_leaked_targets(pip):
