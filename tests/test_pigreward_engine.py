@@ -513,12 +513,11 @@ def test_a_base_model_missing_a_tensor_is_one_checkpoint_error(tiny, tmp_path):
         load_qwen2vl(str(tmp_path / "base"), "", "cpu", "float32")
 
 
-def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp_path):
-    """PeftModel.from_pretrained ignored unmatched adapter tensors and only warned about absent ones:
-    the LoRA was silently not applied to those modules."""
+def _saved_base_and_adapter(tiny, tmp_path) -> tuple:
+    """The tiny model and processor saved to ``tmp_path/base``, a random q_proj LoRA of it to
+    ``tmp_path/adapter``: (the adapter's weight file, the key of a layer-1 lora_A tensor in it)."""
     peft = pytest.importorskip("peft")
-    from pigbench.checkpoint import CheckpointError
-    from pigbench.fastgen.backend import load_qwen2vl
+    from safetensors.torch import load_file
 
     model, processor = tiny
     model.save_pretrained(tmp_path / "base")
@@ -526,9 +525,16 @@ def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp
     lora = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
     lora.save_pretrained(tmp_path / "adapter")
     file = tmp_path / "adapter" / "adapter_model.safetensors"
-    from safetensors.torch import load_file
+    return file, next(k for k in load_file(str(file)) if "layers.1." in k and "lora_A" in k)
 
-    key = next(k for k in load_file(str(file)) if "layers.1." in k and "lora_A" in k)
+
+def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp_path):
+    """PeftModel.from_pretrained ignored unmatched adapter tensors and only warned about absent ones:
+    the LoRA was silently not applied to those modules."""
+    from pigbench.checkpoint import CheckpointError
+    from pigbench.fastgen.backend import load_qwen2vl
+
+    file, key = _saved_base_and_adapter(tiny, tmp_path)
     _edit_weights(file, lambda sd: sd.__setitem__(key.replace("q_proj", "query"), sd.pop(key)))
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' does not match the model: "
                                               rf"1 missing key\(s\) .*layers\.1\.self_attn\.q_proj\.lora_A.*1 unexpected key\(s\) .*query"):
@@ -539,19 +545,10 @@ def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp
                                            ("add", r"0 missing key\(s\) \[\], 1 unexpected key\(s\) .*query")])
 def test_an_adapter_lacking_a_tensor_or_holding_an_extra_one_is_one_checkpoint_error(tiny, tmp_path, edit, message):
     """Each alone is an error too, not only both together."""
-    peft = pytest.importorskip("peft")
     from pigbench.checkpoint import CheckpointError
     from pigbench.fastgen.backend import load_qwen2vl
 
-    model, processor = tiny
-    model.save_pretrained(tmp_path / "base")
-    processor.save_pretrained(tmp_path / "base")
-    lora = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
-    lora.save_pretrained(tmp_path / "adapter")
-    file = tmp_path / "adapter" / "adapter_model.safetensors"
-    from safetensors.torch import load_file
-
-    key = next(k for k in load_file(str(file)) if "layers.1." in k and "lora_A" in k)
+    file, key = _saved_base_and_adapter(tiny, tmp_path)
     _edit_weights(file, lambda sd: sd.pop(key) if edit == "drop" else sd.__setitem__(key.replace("q_proj", "query"), sd[key].clone()))
     with pytest.raises(CheckpointError, match=message):
         load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
@@ -560,14 +557,10 @@ def test_an_adapter_lacking_a_tensor_or_holding_an_extra_one_is_one_checkpoint_e
 def test_an_adapter_config_that_is_not_json_is_one_checkpoint_error_naming_it(tiny, tmp_path):
     """PeftConfig's JSONDecodeError reached the user as 'error: Expecting value: line 1 column 1 (char 0)',
     naming no file."""
-    peft = pytest.importorskip("peft")
     from pigbench.checkpoint import CheckpointError
     from pigbench.fastgen.backend import load_qwen2vl
 
-    model, processor = tiny
-    model.save_pretrained(tmp_path / "base")
-    processor.save_pretrained(tmp_path / "base")
-    peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    _saved_base_and_adapter(tiny, tmp_path)
     config = tmp_path / "adapter" / "adapter_config.json"
     config.write_text(config.read_text()[:20])  # cut short
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' could not be "
@@ -578,15 +571,10 @@ def test_an_adapter_config_that_is_not_json_is_one_checkpoint_error_naming_it(ti
 def test_a_truncated_adapter_file_is_one_checkpoint_error_naming_it(tiny, tmp_path):
     """safetensors' error for a cut adapter_model.safetensors named no file outside the runner (a
     library user's load, ``pigbench check-evaluator``); the runner's own catch named it."""
-    peft = pytest.importorskip("peft")
     from pigbench.checkpoint import CheckpointError
     from pigbench.fastgen.backend import load_qwen2vl
 
-    model, processor = tiny
-    model.save_pretrained(tmp_path / "base")
-    processor.save_pretrained(tmp_path / "base")
-    peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
-    file = tmp_path / "adapter" / "adapter_model.safetensors"
+    file, _ = _saved_base_and_adapter(tiny, tmp_path)
     file.write_bytes(file.read_bytes()[:100])  # cut short
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' could not be "
                                               rf"read: the weight file {re.escape(str(file))} is damaged or truncated \(.+\); download it again$"):
