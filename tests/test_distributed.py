@@ -412,3 +412,44 @@ def test_a_sweep_under_torchrun_runs_every_size_in_one_process_group(tmp_path):
     for k, outcome in single.items():
         path = two / "results" / "toy" / f"toy-brightness__k{k}.predictions.jsonl"
         assert path.read_bytes() == outcome.results_path.with_name(path.name).read_bytes()
+
+
+def test_two_ranks_sharing_a_pickapic_image_store_equal_one_process(tmp_path):
+    """Under torchrun every rank runs the hashing pass and writes the same image files and index into
+    the shared images_cache at once: the results equal a one-process run's, and the store holds the same
+    whole files (each named by its SHA-256), the same index and no temporary file."""
+    pytest.importorskip("torch.distributed")
+    import hashlib
+
+    from fixtures_adapters import PROMPTS, pickapic_row, write_pickapic
+
+    rows, n = [], 1
+    for u, user in enumerate(range(201, 205)):
+        for i in range(10):  # a tie per user; user 202 shows an image of user 201 again: two rows store one file
+            rows.append(pickapic_row(7000 + 10 * u + i, user, PROMPTS[i], 3 if (user, i) == (202, 6) else n, n + 1,
+                                     0.5 if i == 2 else float((i + u) % 2)))
+            n += 2
+    write_pickapic(tmp_path / "meta", rows, images=False, shards=2, row_group_size=16)
+    write_pickapic(tmp_path / "images", rows, images=True, shards=3, row_group_size=4)
+    options = {"images_path": str(tmp_path / "images"), "images_cache": str(tmp_path / "one" / "store")}
+    single = run(RunConfig(evaluator="color-reference", dataset="pickapic", dataset_path=str(tmp_path / "meta"),
+                           dataset_options=options, output=str(tmp_path / "one" / "results"),
+                           cache_dir=str(tmp_path / "one" / "cache"), progress=False), log=lambda m: None)
+    proc = subprocess.run(launch(tmp_path / "two", 2, "--dataset", "pickapic", "--dataset-path", str(tmp_path / "meta"),
+                                 "--dataset-option", f"images_path={tmp_path / 'images'}", "--dataset-option",
+                                 f"images_cache={tmp_path / 'two' / 'store'}", "--evaluator", "color-reference"),
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results, jsonl = outputs(tmp_path / "two" / "results")
+    _, single_jsonl = outputs(tmp_path / "one" / "results")
+    assert jsonl == single_jsonl and results["metrics"] == single.results["metrics"] and single.computed > 0
+
+    def contents(store: Path) -> tuple[dict, dict]:
+        files = {p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+        (index,) = [k for k in files if k.startswith("index-")]
+        return json.loads(files.pop(index)), {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+
+    index, images = contents(tmp_path / "two" / "store")
+    assert all(name == f"{sha[:2]}/{sha}" for name, sha in images.items())  # whole files only, no temporary one
+    assert (index, images) == contents(tmp_path / "one" / "store") and len(index) == len(rows)
+    assert len(images) == 2 * len(rows) - 1
