@@ -57,7 +57,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -68,6 +67,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pigbench.adapter import DatasetAdapter, DatasetError
+from pigbench.atomic_file import write_atomic
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
 from pigbench.adapters._options import check_options, get_int
 from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, Location, RowCache, ShardSet, check_schema,
@@ -489,18 +489,13 @@ class ImageStore:
         return entry if len(entry) == 3 or all(_size(self.path(h)) == n for h, n in zip(entry[2], entry[3])) else None
 
     def write(self, path: Path, data: bytes, what: str) -> None:
-        """Write ``data`` to ``path`` atomically; a :class:`DatasetError` naming it if that fails."""
-        tmp = None
+        """Write ``data`` to ``path`` atomically (:func:`~pigbench.atomic_file.write_atomic`: its mode
+        follows the umask, so a store shared by a group stays readable); a :class:`DatasetError` naming
+        it if that fails."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            write_atomic(path, data)
         except OSError as exc:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
             raise DatasetError(f"cannot write the {what} file {path} of the image store ({exc}); "
                                "--dataset-option images_cache=DIR for another folder, or =none to keep images in memory") from None
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
 import jsonschema
 
+from pigbench.atomic_file import write_atomic
 from pigbench.metrics import Judged, compute_metrics, metrics_close
 from pigbench.protocol import Episode, Label
 
@@ -219,18 +218,11 @@ def write_results(json_path: Path, results: dict[str, Any], rows: list[dict]) ->
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file of this process and thread alone, then rename: two writers of
-    one file never see each other's temporary file, and a reader never sees a partial file. A write
-    that fails (a full disk) or is interrupted leaves no temporary file; an OSError becomes a
-    :class:`ResultsError` naming ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    """:func:`~pigbench.atomic_file.write_atomic`; an OSError becomes a :class:`ResultsError` naming ``path``."""
     try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_atomic(path, data)
     except OSError as exc:
         raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_results(path: str | Path) -> tuple[dict[str, Any], list[dict]]:

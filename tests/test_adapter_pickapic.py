@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import uuid
 
 import pyarrow.parquet as pq
@@ -885,3 +886,17 @@ def test_image_shards_rewritten_with_other_bytes_are_hashed_again(tmp_path, rows
     im = next(i for i in all_images(later.split(seed=0)) if i.id == first.id)
     assert later.provenance()["row_groups_read"] > 0
     assert im.content_hash == hashlib.sha256(jpeg(990) + b"\0" * 100).hexdigest() != first.content_hash
+
+
+def test_store_files_follow_the_umask_so_a_group_can_share_the_store(data, tmp_path):
+    """mkstemp made every image and index file 0600 whatever the umask: another user of a store
+    shared through $PIGBENCH_CACHE could not read it, hashed everything again and locked the first out."""
+    meta, images = data
+    old = os.umask(0o002)
+    try:
+        adapter(meta, images, images_cache=str(tmp_path / "store")).split(seed=0)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert files and {p.stat().st_mode & 0o777 for p in files} == {0o664}
+    assert not [p for p in files if p.name.startswith(".")]
