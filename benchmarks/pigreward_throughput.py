@@ -107,17 +107,18 @@ class Workload:
                 "image_grid_thw": torch.tensor([im.grid_thw for im in prompt.images], device=self.device)}
 
 
-def naive(model: Any, work: Workload, prompts: list[Prompt], new_tokens: int) -> tuple[list[float], list[list[int]]]:
+def naive(model: Any, work: Workload, prompts: list[Prompt], new_tokens: int,
+          repetition_penalty: float = 1.0) -> tuple[list[float], list[list[int]]]:
     """Seconds and tokens of ``generate`` at batch 1 for each prompt but the last, which is an
     untimed full-length warm-up (the first long generation also pays for growing the allocator's
     cache: 3.7x slower in a measured run)."""
-    model.generate(**work.hf_inputs(prompts[-1]), max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    fixed = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, repetition_penalty=repetition_penalty)
+    model.generate(**work.hf_inputs(prompts[-1]), **fixed)
     times, outputs = [], []
     with torch.inference_mode():
         for p in prompts[:-1]:
             inputs = work.hf_inputs(p)
-            dt, out = timed(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                                   do_sample=False))
+            dt, out = timed(lambda: model.generate(**inputs, **fixed))
             times.append(dt)
             outputs.append(out[0, inputs["input_ids"].shape[1]:].tolist())
     return times, outputs
@@ -238,7 +239,11 @@ def main() -> None:
     ap.add_argument("--vision-compare", action="store_true",
                     help="only time transformers' vision tower against fastgen's, then exit")
     ap.add_argument("--vision-images", type=positive_int, default=256, help="images timed by --vision-compare")
+    ap.add_argument("--repetition-penalty", type=float, default=1.0,
+                    help="applied by generate and the engine alike (Qwen2-VL-7B-Instruct's generation config: 1.05; 1.0: none)")
     a = ap.parse_args()
+    if not a.repetition_penalty > 0:
+        ap.error(f"--repetition-penalty must be > 0, got {a.repetition_penalty}")
 
     cuda = a.device.startswith("cuda")
     require_device(a.device)
@@ -250,7 +255,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-        "parameters_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3), "build_s": round(t_build, 1)}
+        "parameters_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3), "build_s": round(t_build, 1),
+        "repetition_penalty": a.repetition_penalty}
     if a.vision_compare:
         report["vision"] = vision_compare(engine, work, a.vision_images)
         print(json.dumps(report), flush=True)
@@ -261,12 +267,13 @@ def main() -> None:
     report["prompt_tokens"] = len(shared[0].token_ids)
     print(json.dumps(report), flush=True)
 
-    times, naive_tokens = naive(model, work, alone[: a.naive_samples + 1], a.new_tokens)
+    times, naive_tokens = naive(model, work, alone[: a.naive_samples + 1], a.new_tokens, a.repetition_penalty)
     base = sum(times) / len(times)
     report["naive_batch1"] = {"s_per_sample": round(base, 3), "samples": len(times), "each_s": [round(t, 2) for t in times]}
     print(json.dumps(report["naive_batch1"]), flush=True)
 
-    fixed = dict(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, eos_token_ids=(work.specials["<|im_end|>"],))
+    fixed = dict(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, eos_token_ids=(work.specials["<|im_end|>"],),
+                 repetition_penalty=a.repetition_penalty)
     rows = []
     for bs in a.batch_sizes:
         for name, prompts in (("shared_prefix", shared), ("no_sharing", alone)):
@@ -289,7 +296,7 @@ def main() -> None:
     try:
         reasoner = optimized(engine, pairs, GenerationSettings(
             max_new_tokens=a.reasoner_new_tokens, min_new_tokens=a.reasoner_new_tokens,
-            eos_token_ids=fixed["eos_token_ids"], batch_size=max(a.batch_sizes)))
+            eos_token_ids=fixed["eos_token_ids"], repetition_penalty=a.repetition_penalty, batch_size=max(a.batch_sizes)))
         reasoner.pop("tokens")
         report["reasoner_per_pair"] = {**reasoner, "prompt_tokens": len(pairs[0].token_ids)}
     except Exception as exc:
