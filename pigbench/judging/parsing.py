@@ -10,7 +10,9 @@
 4. only with ``anywhere=True`` (UnifiedReward's official rule): a conclusion such as "Image 1 is
    better" stated anywhere, if the output states exactly one distinct verdict. With
    ``anywhere=True`` an output that states two different verdicts ("Image 1 is better",
-   "Image 2 is better", "Both images are equally good") is INVALID, on one line or on several.
+   "Image 2 is better", "Both images are equally good") is INVALID, on one line or on several; its
+   one decisive conclusion beats a last line that is a tie only by a looser word ("Both are equally
+   sharp", "I can't decide on colour").
 
 An output cut at ``max_new_tokens`` (``truncated=True``) is read from explicit answers only: the
 last *closed* ``<answer>...</answer>`` block, else the last ``[[A]]``/``[[B]]``/``[[C]]``; without
@@ -123,9 +125,10 @@ def _parse(output: Optional[str], anywhere: bool, truncated: bool) -> ParsedAnsw
     if anywhere and len(_conclusions(visible, _TIE_CONCLUSION)) > 1:
         return ParsedAnswer(Label.INVALID, "conclusion", "output states several verdicts")
     parsed = _verdict(lines[-1], "final-line")
-    if parsed.label == Label.INVALID and anywhere:
+    if parsed.label in (Label.INVALID, Label.TIE) and anywhere:
+        # the one conclusion beats a last line read as a tie only from a loose word ("I can't decide on colour")
         stated = _conclusions(visible, _TIE_CONCLUSION)
-        if len(stated) == 1:
+        if len(stated) == 1 and (parsed.label == Label.INVALID or Label.TIE not in stated):
             return ParsedAnswer(stated.pop(), "conclusion", None, None)
     if parsed.label == Label.INVALID and unclosed:
         return ParsedAnswer(Label.INVALID, reason="output cut inside its <think> reasoning")
