@@ -113,6 +113,21 @@ def test_negations_beside_a_verdict_keep_it(output, label):
     assert parse_answer(output).label == label
 
 
+@pytest.mark.parametrize("output, label", [
+    ("Image A: can't decide on colour, B wins", INVALID),  # the image named is negated: no choice of it
+    ("I can't decide: Image B.", INVALID),
+    ("<answer>Cannot decide, so image 2</answer>", B),
+])
+def test_cannot_decide_beside_one_named_image_is_no_tie(output, label):
+    """'cannot decide' is the protocol's tie only when no image is chosen: an answer naming one image
+    beside it is read as one naming that image (a choice of it, unless negated)."""
+    assert parse_answer(output).label == label
+
+
+def test_cannot_decide_between_both_images_is_a_tie():
+    assert parse_answer("I cannot decide between Image A and Image B.").label == TIE
+
+
 CUT = "The user likes warm tones.\nImage A uses warm tones, while"  # reasoning cut mid-sentence
 
 

@@ -21,7 +21,8 @@ wherever the cut fell.
 
 A snippet is read tolerantly: case and whitespace do not matter; "A", "Image A", "Picture 1",
 "image 1 is better", "Image 1 is better than Image 2", "the first image", "Answer: B", "Tie",
-"Both images are equally good.", "Cannot decide" are all understood (1 = A, 2 = B; the last three are ties). A snippet naming both sides
+"Both images are equally good.", "Cannot decide" are all understood (1 = A, 2 = B; the last three are ties;
+"cannot decide" only in a snippet that names no single image). A snippet naming both sides
 without saying which is better is ambiguous; one that names a single side in a negated statement
 ("Image 1 is not better", "I would not prefer Image A") states no choice. Anything else, empty output, or an output cut before
 its answer is INVALID, with the reason kept; callers always keep the raw text.
@@ -69,10 +70,11 @@ _BARE = re.compile(
 _ANSWER_IS = re.compile(r"\b(?:final\s+)?(?:answer|verdict|choice)\s*(?:is|:|=)\s*\W*(?P<s>(?-i:[AB])|[12])\b", re.IGNORECASE)
 _TIE_CONCLUSION = re.compile(r"\bboth\s+images\s+are\s+equally\s+good\b", re.IGNORECASE)  # UnifiedReward's tie
 _TIE = re.compile(
-    r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine)"
-    r"|(?:cannot|can\s*not|can't|can’t)\s+decide)\b",
+    r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine))\b",
     re.IGNORECASE,
 )
+# The protocol's explicit tie, read only where no single image is named ("I can't decide: Image B" is no tie).
+_UNDECIDED = re.compile(r"\b(?:cannot|can\s*not|can't|can’t)\s+decide\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
     if _TIE.search(s):
         return Label.TIE, ""
     named = {_side(m) for m in _NAMED_SIDE.finditer(s)}
+    if len(named) != 1 and _UNDECIDED.search(s):
+        return Label.TIE, ""
     if len(named) == 1:
         if _NEGATION.search(s):  # "Image 1 is not better", "Image B does not fit": not a choice of it
             return None, "answer negates the image it names"
