@@ -43,7 +43,10 @@ class UnifiedRewardConfig(JudgeConfig):
 class UnifiedReward(Judge):
     description = "UnifiedReward (Qwen2.5-VL-7B) pairwise rank with its published prompt; reference-free"
     Config = UnifiedRewardConfig
-    version = "4"  # 4: "cannot decide" is a tie; 3: a loose tie word ("equally sharp") no longer voids a verdict stated mid-text
+    # 5: its one conclusion beats a loose tie word on the last line, "cannot decide" beside one named
+    # image is no tie; 4: "cannot decide" is a tie;
+    # 3: a loose tie word ("equally sharp") no longer voids a verdict stated mid-text
+    version = "5"
     default_max_new_tokens = 512
     parse_anywhere = True
 

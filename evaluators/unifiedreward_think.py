@@ -58,7 +58,7 @@ class UnifiedRewardThink(Judge):
     description = "UnifiedReward-Think (Qwen2.5-VL-7B) with its published reasoning prompt; reference-free"
     Config = UnifiedRewardThinkConfig
     default_max_new_tokens = 2048
-    version = "2"  # its parse rule offers no tie, so Judge version 3 ("cannot decide" is a tie) changes nothing here
+    version = "2"  # its parse rule offers no tie, so Judge versions 3 and 4 ("cannot decide") change nothing here
 
     def build_prompt(self, episode: Episode) -> Prompt:
         t = episode.target

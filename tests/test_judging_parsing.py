@@ -83,6 +83,8 @@ def test_unifiedreward_several_verdicts_anywhere_are_invalid(output):
     ("Image 2 is worse than Image 1.\nImage 1 is better.", A),  # two statements of one verdict
     ("Image 1 is better in alignment; both are equally sharp.\nThat is my assessment.", A),  # verdict mid-text
     ("Image 2 is better overall, the red tie is clear.\nDone.", B),
+    ("Image 1 is better.\nI can't decide which has the better colour, though.", A),  # a hedge after the verdict
+    ("Image 2 is better.\nBoth are equally sharp.", B),
 ])
 def test_unifiedreward_one_verdict_anywhere_is_read(output, label):
     assert parse_answer(output, anywhere=True).label == label
@@ -109,6 +111,21 @@ def test_a_negated_statement_about_one_image_is_not_a_choice_of_it(output):
 ])
 def test_negations_beside_a_verdict_keep_it(output, label):
     assert parse_answer(output).label == label
+
+
+@pytest.mark.parametrize("output, label", [
+    ("Image A: can't decide on colour, B wins", INVALID),  # the image named is negated: no choice of it
+    ("I can't decide: Image B.", INVALID),
+    ("<answer>Cannot decide, so image 2</answer>", B),
+])
+def test_cannot_decide_beside_one_named_image_is_no_tie(output, label):
+    """'cannot decide' is the protocol's tie only when no image is chosen: an answer naming one image
+    beside it is read as one naming that image (a choice of it, unless negated)."""
+    assert parse_answer(output).label == label
+
+
+def test_cannot_decide_between_both_images_is_a_tie():
+    assert parse_answer("I cannot decide between Image A and Image B.").label == TIE
 
 
 CUT = "The user likes warm tones.\nImage A uses warm tones, while"  # reasoning cut mid-sentence

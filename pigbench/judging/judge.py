@@ -7,7 +7,7 @@ default model and lengths, and (if it publishes one) its own parse rule; this mo
   same prompt to OpenAI-compatible servers (``base_url``: comma-separated URLs, default
   ``$OPENAI_BASE_URL`` or the OpenAI API; key from the environment variable ``api_key_env``).
   API responses are cached in ``<cache>/requests/<judge>-<hash>.sqlite`` (the config hash with tau at
-  0, since tau changes no request), where ``<cache>`` is
+  0 and without the judge's version, since neither changes a request), where ``<cache>`` is
   the runtime's ``cache_dir``, else ``$PIGBENCH_CACHE``, else ``.pigbench_cache`` (the runner's
   default), so a resumed run re-sends nothing.
 * Every prediction keeps the raw output. An unparseable answer is INVALID with the parser's reason
@@ -105,7 +105,9 @@ class Judge(Evaluator):
     """An evaluator that asks a vision-language model which image wins. Subclasses implement
     :meth:`build_prompt` and may change the class attributes below."""
 
-    version: ClassVar[str] = "3"  # 3: "cannot decide" is a tie (was INVALID); 2: tau applies to P(A) - 0.5 (was P(A) - P(B))
+    # 4: "cannot decide" beside one named image is no tie; 3: "cannot decide" is a tie (was INVALID);
+    # 2: tau applies to P(A) - 0.5 (was P(A) - P(B))
+    version: ClassVar[str] = "4"
     kind: ClassVar[Kind] = "judge"
     needs: ClassVar[tuple[Need, ...]] = ("gpu", "weights")
     scores_are_probabilities: ClassVar[bool] = True  # scoring=probs: P(A), P(B) renormalised
@@ -126,8 +128,8 @@ class Judge(Evaluator):
     def config_hash(self) -> str:
         """With ``scoring=probs`` it also holds how answer probabilities are read
         (:data:`~pigbench.judging.answer_probs.READING_VERSION`): predictions read the old way are
-        made again, while the request cache (keyed by the config and :attr:`version` alone) still
-        answers their requests."""
+        made again, while the request cache (named by the config alone, tau at 0 and without
+        :attr:`version`) still answers their requests."""
         reading = f"+probs{READING_VERSION}" if self.cfg.scoring == "probs" else ""
         return self.config.hash(self.name, self.version + reading)
 

@@ -10,7 +10,9 @@
 4. only with ``anywhere=True`` (UnifiedReward's official rule): a conclusion such as "Image 1 is
    better" stated anywhere, if the output states exactly one distinct verdict. With
    ``anywhere=True`` an output that states two different verdicts ("Image 1 is better",
-   "Image 2 is better", "Both images are equally good") is INVALID, on one line or on several.
+   "Image 2 is better", "Both images are equally good") is INVALID, on one line or on several; its
+   one decisive conclusion beats a last line that is a tie only by a looser word ("Both are equally
+   sharp", "I can't decide on colour").
 
 An output cut at ``max_new_tokens`` (``truncated=True``) is read from explicit answers only: the
 last *closed* ``<answer>...</answer>`` block, else the last ``[[A]]``/``[[B]]``/``[[C]]``; without
@@ -19,7 +21,8 @@ wherever the cut fell.
 
 A snippet is read tolerantly: case and whitespace do not matter; "A", "Image A", "Picture 1",
 "image 1 is better", "Image 1 is better than Image 2", "the first image", "Answer: B", "Tie",
-"Both images are equally good.", "Cannot decide" are all understood (1 = A, 2 = B; the last three are ties). A snippet naming both sides
+"Both images are equally good.", "Cannot decide" are all understood (1 = A, 2 = B; the last three are ties;
+"cannot decide" only in a snippet that names no single image). A snippet naming both sides
 without saying which is better is ambiguous; one that names a single side in a negated statement
 ("Image 1 is not better", "I would not prefer Image A") states no choice. Anything else, empty output, or an output cut before
 its answer is INVALID, with the reason kept; callers always keep the raw text.
@@ -67,10 +70,11 @@ _BARE = re.compile(
 _ANSWER_IS = re.compile(r"\b(?:final\s+)?(?:answer|verdict|choice)\s*(?:is|:|=)\s*\W*(?P<s>(?-i:[AB])|[12])\b", re.IGNORECASE)
 _TIE_CONCLUSION = re.compile(r"\bboth\s+images\s+are\s+equally\s+good\b", re.IGNORECASE)  # UnifiedReward's tie
 _TIE = re.compile(
-    r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine)"
-    r"|(?:cannot|can\s*not|can't|can’t)\s+decide)\b",
+    r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine))\b",
     re.IGNORECASE,
 )
+# The protocol's explicit tie, read only where no single image is named ("I can't decide: Image B" is no tie).
+_UNDECIDED = re.compile(r"\b(?:cannot|can\s*not|can't|can’t)\s+decide\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -123,9 +127,10 @@ def _parse(output: Optional[str], anywhere: bool, truncated: bool) -> ParsedAnsw
     if anywhere and len(_conclusions(visible, _TIE_CONCLUSION)) > 1:
         return ParsedAnswer(Label.INVALID, "conclusion", "output states several verdicts")
     parsed = _verdict(lines[-1], "final-line")
-    if parsed.label == Label.INVALID and anywhere:
+    if parsed.label in (Label.INVALID, Label.TIE) and anywhere:
+        # the one conclusion beats a last line read as a tie only from a loose word ("I can't decide on colour")
         stated = _conclusions(visible, _TIE_CONCLUSION)
-        if len(stated) == 1:
+        if len(stated) == 1 and (parsed.label == Label.INVALID or Label.TIE not in stated):
             return ParsedAnswer(stated.pop(), "conclusion", None, None)
     if parsed.label == Label.INVALID and unclosed:
         return ParsedAnswer(Label.INVALID, reason="output cut inside its <think> reasoning")
@@ -194,6 +199,8 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
     if _TIE.search(s):
         return Label.TIE, ""
     named = {_side(m) for m in _NAMED_SIDE.finditer(s)}
+    if len(named) != 1 and _UNDECIDED.search(s):
+        return Label.TIE, ""
     if len(named) == 1:
         if _NEGATION.search(s):  # "Image 1 is not better", "Image B does not fit": not a choice of it
             return None, "answer negates the image it names"
