@@ -141,8 +141,10 @@ def calibrate_tie_threshold(
     predictions = evaluator.predict([ep.without_gold() for ep in episodes])
     if not any(p.score_a is not None and p.score_b is not None for p in predictions):
         errors = Counter(p.error.splitlines()[0] for p in predictions if p.error)
+        fix = ("a judge needs --option scoring=probs" if hasattr(evaluator.config, "scoring")
+               else "its predict must set them on each prediction")
         why = (f"every prediction failed ({errors.most_common(1)[0][0]})" if sum(errors.values()) == len(predictions)
-               else "it gives no scores (score_a, score_b); a judge needs --option scoring=probs")
+               else f"it gives no scores (score_a, score_b); {fix}")
         raise ValueError(f"{evaluator.name}: cannot calibrate the tie threshold on {len(episodes)} targets: {why}")
     swapped = None
     if swap:

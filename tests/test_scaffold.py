@@ -81,6 +81,22 @@ def test_reasoning_template_keeps_rationale_and_dimensions(tmp_path, monkeypatch
     assert "'- <aspect>: A <score>, B <score>'" in prompt_text
 
 
+@pytest.mark.parametrize("kind", ["judge", "reasoning"])
+def test_judge_placeholders_give_answer_probabilities_for_calibration(kind, tmp_path, monkeypatch):
+    # the templates offer --option scoring=probs and the calibration reads those scores; the placeholder
+    # gave none, so `--calibrate-tie-threshold` failed on a package run as generated
+    from pigbench.calibration import calibrate_tie_threshold
+
+    cls = _load_generated(kind, tmp_path, monkeypatch, name=f"scaffold-{kind}-probs")
+    evaluator = cls(cls.Config(scoring="probs"))
+    evaluator.setup()
+    episodes = demo_episodes(n=12)
+    preds = evaluator.predict([e.without_gold() for e in episodes])
+    assert all(p.score_a is not None and abs(p.score_a + p.score_b - 1) < 1e-9 for p in preds), preds
+    assert all(p.label.value == ("A" if p.score_a > 0.5 else "B" if p.score_a < 0.5 else "TIE") for p in preds)
+    assert calibrate_tie_threshold(evaluator, episodes).n == len(episodes)
+
+
 @pytest.mark.slow
 def test_scaffold_installs_registers_and_runs(tmp_path):
     root, _ = write_plugin("tiny-reward", "scalar", tmp_path / "pkg")

@@ -315,6 +315,31 @@ def test_calibration_without_any_score_is_refused_not_recorded_as_calibrated(tmp
     assert not list((tmp_path / "r").rglob("*.json"))
 
 
+def test_calibration_refusal_for_a_plugin_without_scoring_option_names_what_to_fill():
+    """A plug-in judge deriving from Evaluator has no ``scoring`` option: the refusal must say to fill
+    score_a/score_b, not send its author to ``--option scoring=probs`` (an unknown option there)."""
+    from pigbench.evaluator import Evaluator, EvaluatorConfig
+    from pigbench.protocol import Prediction
+
+    @dataclass(frozen=True)
+    class _Config(EvaluatorConfig):
+        tie_threshold: float = 0.0
+
+    class _TextOnly(Evaluator):
+        kind = "judge"
+        Config = _Config
+
+        def predict(self, episodes: Sequence[Episode]):
+            return [Prediction(e.sample_id, Label.A) for e in episodes]
+
+    evaluator = _TextOnly()
+    evaluator.name = "pair-judge"
+    eps = [Episode("u", (), Target("t", "p", ImageRef("a", b"a"), ImageRef("b", b"b"), Label.A))]
+    with pytest.raises(ValueError, match="pair-judge: cannot calibrate") as err:
+        calibrate_tie_threshold(evaluator, eps)
+    assert "scoring=probs" not in str(err.value) and "score_a" in str(err.value)
+
+
 def test_a_swap_run_calibrates_for_the_combined_label_of_both_orders():
     """A scorer with a +1 bias for whatever stands in slot A. One order alone: the TIE pair (1+1 vs 1,
     gap tanh(0.5) = 0.46) is A until t = 0.5, so t = 0.5 is best (100%). With both orders the TIE pair
