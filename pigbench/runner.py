@@ -22,6 +22,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -84,7 +85,8 @@ class RunConfig:
             ("batch_size", self.batch_size >= 1 or self.device == "external", ">= 1"),  # 0: saved outputs, no batches
             ("limit", self.limit is None or self.limit >= 1, ">= 1 (leave it out for every target)"),
             ("num_workers", self.num_workers >= 0, ">= 0"),
-            ("tie_threshold", self.tie_threshold is None or self.tie_threshold >= 0, ">= 0"),
+            ("tie_threshold", self.tie_threshold is None or 0 <= self.tie_threshold < math.inf,
+             ">= 0 and finite (an infinite tau ties every pair and is no JSON number)"),
             ("max_error_rate", 0 <= self.max_error_rate <= 1, "between 0 and 1"),
             ("calibration_fraction", self.calibration_fraction is None or 0 < self.calibration_fraction < 1,
              "between 0 and 1 (exclusive)"),
