@@ -224,6 +224,8 @@ def test_a_shard_file_of_another_split_is_an_error_naming_it(tmp_path, rows):
     with pytest.raises(DatasetError, match=rf"{shard.name}: a 'validation' shard by its name, not of the 'train' split"):
         PickAPic(str(shard), {"images": "none"}).split(seed=0)
     assert PickAPic(str(shard), {"images": "none", "split": "validation"}).split(seed=0).users == 3
+    renamed = shard.rename(shard.with_name("my_subset.parquet"))  # no hub shard name: taken as is
+    assert PickAPic(str(renamed), {"images": "none"}).split(seed=0).users == 3
 
 
 def test_a_missing_metadata_shard_is_an_error_naming_it(data):
