@@ -224,6 +224,8 @@ def test_a_shard_file_of_another_split_is_an_error_naming_it(tmp_path, rows):
     with pytest.raises(DatasetError, match=rf"{shard.name}: a 'validation' shard by its name, not of the 'train' split"):
         PickAPic(str(shard), {"images": "none"}).split(seed=0)
     assert PickAPic(str(shard), {"images": "none", "split": "validation"}).split(seed=0).users == 3
+    renamed = shard.rename(shard.with_name("my_subset.parquet"))  # no hub shard name: taken as is
+    assert PickAPic(str(renamed), {"images": "none"}).split(seed=0).users == 3
 
 
 def test_a_missing_metadata_shard_is_an_error_naming_it(data):
@@ -900,3 +902,18 @@ def test_store_files_follow_the_umask_so_a_group_can_share_the_store(data, tmp_p
     files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
     assert files and {p.stat().st_mode & 0o777 for p in files} == {0o664}
     assert not [p for p in files if p.name.startswith(".")]
+
+
+def test_a_store_write_that_fails_is_an_error_naming_the_file_and_the_way_out(data, tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    meta, images = data
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(DatasetError, match=rf"cannot write the \w+ file {tmp_path / 'store'}/\S+ of the image store "
+                                           r"\(\[Errno 28\] No space left on device\); --dataset-option images_cache=DIR"):
+        adapter(meta, images, images_cache=str(tmp_path / "store")).split(seed=0)
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]  # no temporary file left

@@ -99,6 +99,19 @@ def test_a_prompt_whose_first_record_has_no_image_is_kept_from_a_later_one(pip):
     assert a.skipped == {"repeated prompt within a user": 1, "flagged NSFW": 1, "no regenerated image for the record": 2}
 
 
+def test_a_repeated_prompt_is_counted_as_nsfw_or_without_image_first(pip):
+    """The checks go NSFW, no regenerated image, repeated prompt (the module docstring's order): a repeat
+    of a kept prompt that is flagged or was never regenerated is counted for that, not as a repeat."""
+    root, options = pip
+    write_user(root / "user_data", "55555", [rec("g0", "55555", PROMPTS[0]), rec("g1", "55555", PROMPTS[0], NSFW="NSFW"),
+                                             rec("g2", "55555", PROMPTS[0])])
+    for rid in ("g0", "g1"):
+        (Path(options["images"]) / f"{rid}.jpg").write_bytes(jpeg(600 + int(rid[1])))
+    a = PIP(str(root), options)
+    assert "g0" in {r.record_id for r in a.records()}
+    assert a.skipped == {"repeated prompt within a user": 1, "flagged NSFW": 2, "no regenerated image for the record": 2}
+
+
 def test_split_reference_size_too_few_and_leaked_targets(pip):
     a = PIP(str(pip[0]), pip[1])
     s = a.split(seed=0, reference_size=None)

@@ -25,3 +25,20 @@ def test_writers_of_one_pid_and_thread_id_on_two_hosts_keep_their_temporary_file
     write_atomic(path, b"this host")
     assert path.read_bytes() == b"this host"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json"]
+
+
+def test_a_reader_during_the_write_sees_the_old_file_or_the_new_one_never_part(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    path.write_bytes(b"old results")
+    real_write = Path.write_bytes
+    seen = []
+
+    def write_in_two_parts(self, data):  # a reader looks at the file between the parts
+        real_write(self, data[:3])
+        seen.append(path.read_bytes())
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_in_two_parts)
+    write_atomic(path, b"new results")
+    assert seen and set(seen) <= {b"old results", b"new results"}
+    assert path.read_bytes() == b"new results"

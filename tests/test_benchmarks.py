@@ -46,6 +46,8 @@ def test_gpu_benchmarks_share_one_device_check(monkeypatch):
     ("judge_throughput.py", ["--batch-sizes", "8,-2"], "argument --batch-sizes: must be 1 or more, got -2"),
     ("demo_run.py", ["--targets", "ten"], "argument --targets: 'ten' is not a whole number"),
     ("scalar_throughput.py", ["--windows", "0,-1"], "argument --windows: must be 0 or more, got -1"),
+    ("pigreward_throughput.py", ["--repetition-penalty", "0"], "--repetition-penalty must be > 0, got 0.0"),
+    ("pigreward_throughput.py", ["--repetition-penalty", "nan"], "--repetition-penalty must be > 0, got nan"),
 ])
 def test_a_count_out_of_range_is_argparses_usage_error(script, argv, message):
     """Such values used to fail with a traceback deep inside (or after the device check)."""

@@ -85,6 +85,7 @@ def test_unifiedreward_several_verdicts_anywhere_are_invalid(output):
     ("Image 2 is better overall, the red tie is clear.\nDone.", B),
     ("Image 1 is better.\nI can't decide which has the better colour, though.", A),  # a hedge after the verdict
     ("Image 2 is better.\nBoth are equally sharp.", B),
+    ("Both images are equally good.\nThat is my assessment.", TIE),  # its tie conclusion mid-text
 ])
 def test_unifiedreward_one_verdict_anywhere_is_read(output, label):
     assert parse_answer(output, anywhere=True).label == label

@@ -94,6 +94,8 @@ def test_judge_placeholders_give_answer_probabilities_for_calibration(kind, tmp_
     preds = evaluator.predict([e.without_gold() for e in episodes])
     assert all(p.score_a is not None and abs(p.score_a + p.score_b - 1) < 1e-9 for p in preds), preds
     assert all(p.label.value == ("A" if p.score_a > 0.5 else "B" if p.score_a < 0.5 else "TIE") for p in preds)
+    assert all(f"<answer>{p.label.value}</answer>" in p.raw_text for p in preds if p.label.value != "TIE")  # as answered
+    assert {p.label.value for p in preds} >= {"A", "B"}
     assert calibrate_tie_threshold(evaluator, episodes).n == len(episodes)
 
 
