@@ -75,6 +75,7 @@ from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, Lo
 from pigbench.hub import download_hint, remote_files, resolve_root
 from pigbench.protocol import ImageError, ImageRef, PreferenceRecord, normalize_prompt
 from pigbench.splits import SplitResult
+from pigbench.store import default_cache_dir
 
 SCHEMA = pa.schema([  # the 19 columns of the with-images shards, in order; _no_images lacks jpg_0/jpg_1
     ("are_different", pa.bool_()), ("best_image_uid", pa.string()), ("caption", pa.string()),
@@ -338,7 +339,7 @@ class PickAPic(DatasetAdapter):
         if value is None:
             if self._image_shards().filesystem is None:
                 return None
-            value = str(Path(os.environ.get("PIGBENCH_CACHE", ".pigbench_cache")) / "images")
+            value = str(Path(default_cache_dir()) / "images")
         return None if value == "none" else ImageStore(Path(value).expanduser())
 
     # files --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from pigbench.evaluator import Evaluator, EvaluatorConfig, RequirementError, require_packages, resolve_local_or_hub
 from pigbench.pigreward.config import PIGRewardConfig
 from pigbench.protocol import Episode, Prediction
+from pigbench.store import default_cache_dir
 
 
 class PIGReward(Evaluator):
@@ -112,7 +113,7 @@ class PIGReward(Evaluator):
         return build_backends(self.config, self.runtime.device, self.cache_root(), self.config.hash(self.name, ""))
 
     def cache_root(self) -> Path:
-        return Path(self.runtime.cache_dir or os.environ.get("PIGBENCH_CACHE", ".pigbench_cache"))
+        return Path(self.runtime.cache_dir or default_cache_dir())
 
     def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
         self.setup()

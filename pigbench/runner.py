@@ -45,7 +45,7 @@ from pigbench.protocol import Episode, ImageRef, Label, Prediction, combine_swap
 from pigbench.registry import adapters, evaluators
 from pigbench.results import answer_quality, error_reason, failure_summary, judged_from_rows, prediction_rows, write_results
 from pigbench.splits import SplitResult
-from pigbench.store import PredictionStore
+from pigbench.store import PredictionStore, default_cache_dir
 
 DEFAULT_EVALUATOR = "color-reference"
 DEFAULT_DATASET = "demo"
@@ -72,7 +72,7 @@ class RunConfig:
     model_path: Optional[str] = None  # sets the evaluator config field model_path
     options: dict[str, str] = field(default_factory=dict)  # other evaluator config fields (key=value)
     variant: Optional[str] = None  # results file suffix; derived from the non-default settings if None
-    cache_dir: str = field(default_factory=lambda: os.environ.get("PIGBENCH_CACHE", ".pigbench_cache"))
+    cache_dir: str = field(default_factory=default_cache_dir)
     max_error_rate: float = 0.5  # stop when more than this share of samples fails ...
     min_samples_for_error_rate: int = 20  # ... once at least this many were attempted
     progress: bool = True  # show a progress bar on stderr

@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from pigbench.protocol import Prediction
+
+
+def default_cache_dir() -> str:
+    """The cache root where a run names none: ``$PIGBENCH_CACHE``, else ``.pigbench_cache``. It holds
+    the prediction stores (``runs/``), the served request caches (``requests/``), PIGReward's user
+    contexts and Pick-a-Pic's default image store (``images/``)."""
+    return os.environ.get("PIGBENCH_CACHE", ".pigbench_cache")
 
 
 def _failed(payload: str) -> str:

@@ -41,6 +41,7 @@ from pigbench.judging.backend import Backend, Generation, GenerationParams
 from pigbench.judging.messages import ImagePolicy, Prompt, reference_prompt
 from pigbench.judging.parsing import ParsedAnswer, parse_answer
 from pigbench.protocol import Episode, Label, Prediction, label_from_delta
+from pigbench.store import default_cache_dir
 
 BACKENDS = ("local", "openai")
 SCORINGS = ("text", "probs")
@@ -191,7 +192,7 @@ class Judge(Evaluator):
         from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
         from pigbench.judging.request_cache import RequestCache
 
-        root = self.runtime.cache_dir or os.environ.get("PIGBENCH_CACHE", ".pigbench_cache")
+        root = self.runtime.cache_dir or default_cache_dir()
         # Responses are keyed by the request body; the file is one per judge and config, less tau (it
         # changes no request) and the judge's version (how answers are read), so a parser fix re-sends nothing.
         requests_hash = replace(c, tie_threshold=0.0).hash(self.name, "")
