@@ -64,10 +64,15 @@ class DatasetAdapter(ABC):
         if len(examples) < 5:
             examples.append(where)
 
+    @classmethod
+    def content_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` less :attr:`location_options` (where data is kept is not other data): those that
+        key a run's store, name its results file and tell runs on other data apart in the report."""
+        return {k: v for k, v in options.items() if k not in cls.location_options}
+
     def provenance(self) -> dict[str, Any]:
-        """Source files or hub revision, for the results file: the options less ``location_options`` (the
-        report tells runs on other data apart by the options recorded: where data is kept is not other data),
-        and those apart under ``locations`` when given."""
-        kept = {k: v for k, v in self.options.items() if k in self.location_options}
-        return {"path": self.path, "options": {k: v for k, v in self.options.items() if k not in kept},
-                **({"locations": kept} if kept else {})}
+        """Source files or hub revision, for the results file: the :meth:`content_options`, and the
+        location options apart under ``locations`` when given."""
+        content = self.content_options(self.options)
+        kept = {k: v for k, v in self.options.items() if k not in content}
+        return {"path": self.path, "options": content, **({"locations": kept} if kept else {})}

@@ -272,10 +272,9 @@ def _image(image: ImageRef) -> str:
 
 
 def content_options(config: RunConfig) -> dict[str, str]:
-    """The dataset options less the adapter's ``location_options`` (a folder the images are kept in
-    names where they are, not what they are): those that key the store and name the results file."""
-    skip = adapters.get(config.dataset).location_options
-    return {k: v for k, v in config.dataset_options.items() if k not in skip}
+    """The run's dataset options that key the store and name the results file
+    (:meth:`DatasetAdapter.content_options`: a folder the images are kept in is left out)."""
+    return adapters.get(config.dataset).content_options(config.dataset_options)
 
 
 def _options_digest(options: Mapping[str, str]) -> str:

@@ -226,17 +226,16 @@ def _settings(e: Entry) -> dict[str, Any]:
 
 
 def dataset_options(e: Entry) -> dict[str, Any]:
-    """The dataset options the run's adapter recorded in ``dataset.source.options``, less the adapter's
-    ``location_options`` (where data is kept, not other data), which results files written before
-    they were recorded apart still list there (Pick-a-Pic's ``images_path``)."""
+    """The dataset options the run's adapter recorded in ``dataset.source.options``, as
+    :meth:`DatasetAdapter.content_options` gives them (results files written before location options
+    were recorded apart still list them there: Pick-a-Pic's ``images_path``)."""
     options = e.results["dataset"].get("source", {}).get("options")
     if not isinstance(options, dict):
         return {}
     try:
-        skip = adapters.get(e.dataset).location_options
+        return adapters.get(e.dataset).content_options(options)
     except RegistryError:  # a dataset whose adapter is not installed here: its options as recorded
-        skip = ()
-    return {k: v for k, v in options.items() if k not in skip}
+        return options
 
 
 # ---- renderers --------------------------------------------------------------------------------
