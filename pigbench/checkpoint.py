@@ -10,7 +10,7 @@ scores. :func:`from_pretrained_strict` makes each of these a one-line :class:`Ch
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional, Sequence
 
 from pigbench.evaluator import RequirementError
 from pigbench.file_stamp import damaged_message, damaged_safetensors
@@ -47,11 +47,17 @@ def from_pretrained_strict(model_class: Any, source: str, what: str, **kwargs: A
     wanted = getattr(getattr(model_class, "config_class", None), "model_type", None)
     if wanted and model.config.model_type != wanted:
         raise CheckpointError(f"{what} at {source!r} is a {model.config.model_type!r} model, not {wanted!r}")
-    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
-    mismatched = sorted(k for k, *_ in info.get("mismatched_keys") or ())
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"{what} at {source!r} does not match the model: {len(missing)} missing key(s) {missing[:5]}, "
-            f"{len(unexpected)} unexpected key(s) {unexpected[:5]}, {len(mismatched)} misshaped key(s) {mismatched[:5]}"
-        )
+    check_keys(what, source, info["missing_keys"], info["unexpected_keys"],
+               [k for k, *_ in info.get("mismatched_keys") or ()])
     return model
+
+
+def check_keys(what: str, source: str, missing: Sequence[str], unexpected: Sequence[str],
+               mismatched: Optional[Sequence[str]] = None) -> None:
+    """A CheckpointError naming ``what`` at ``source`` and the first five keys of each kind (sorted)
+    if any key is missing, unexpected or (where ``mismatched`` is given) misshaped."""
+    missing, unexpected, misshaped = sorted(missing), sorted(unexpected), sorted(mismatched or ())
+    if missing or unexpected or misshaped:
+        shapes = "" if mismatched is None else f", {len(misshaped)} misshaped key(s) {misshaped[:5]}"
+        raise CheckpointError(f"{what} at {source!r} does not match the model: {len(missing)} missing key(s) "
+                              f"{missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}{shapes}")

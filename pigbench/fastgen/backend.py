@@ -20,7 +20,7 @@ from pigbench.fastgen.engine import Qwen2VLEngine
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput
 from pigbench.fastgen.inputs import Prompt as EnginePrompt
 from pigbench.judging.backend import Generation, GenerationParams
-from pigbench.checkpoint import CheckpointError, from_pretrained_strict
+from pigbench.checkpoint import CheckpointError, check_keys, from_pretrained_strict
 from pigbench.file_stamp import damaged_message, damaged_safetensors
 from pigbench.hub import cache_only
 from pigbench.judging.local_backend import LocalBackend
@@ -73,10 +73,7 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
             raise
         raise CheckpointError(f"the PIGReward adapter at {adapter!r} could not be read: "
                               f"{damaged_message(damaged_safetensors([adapter]), exc)}") from None
-    missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
-    if missing or unexpected:
-        raise CheckpointError(f"the PIGReward adapter at {adapter!r} does not match the model: {len(missing)} missing "
-                              f"key(s) {missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}")
+    check_keys("the PIGReward adapter", adapter, result.missing_keys, result.unexpected_keys)
     return net.merge_and_unload()
 
 
