@@ -96,7 +96,8 @@ class PASTA(DatasetAdapter):
         check_options(self.name, self.options, self.OPTIONS)
         self.skipped.clear()
         self.skip_examples.clear()
-        root = resolve_root(what="PASTA (assumed schema, see adapters/pasta.py)", path=self.path, env_var=self.env_var)
+        root = resolve_root(what="PASTA (assumed schema, see adapters/pasta.py)", path=self.path, env_var=self.env_var,
+                            source=f"download the release from {self.homepage} into a folder")
         files = sorted(root.glob("*.jsonl"))
         if not files:
             raise DatasetError(f"{root}: no *.jsonl files; {UNVERIFIED}")

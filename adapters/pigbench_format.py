@@ -90,7 +90,8 @@ class PIGBenchFormat(DatasetAdapter):
         self.skipped.clear()  # counts describe the latest load only
         self.skip_examples.clear()
         root = resolve_root(what="PIGBench (docs/pigbench_format.md)", path=self.path, env_var=self.env_var,
-                            repo_id=self.options.get("repo"))
+                            repo_id=self.options.get("repo"),
+                            source="build one with `pigbench build` (docs/building_pigbench.md; no public release is known)")
         instances = self._instances(root)
         seen: set[tuple[str, str]] = set()
         for where, obj in self._rows(root, "rankings"):

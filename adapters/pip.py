@@ -75,7 +75,8 @@ class PIP(DatasetAdapter):
 
     def _read_logs(self, images: dict[str, Path]) -> list[dict]:
         """Every usable log record (its image in ``images``) as {id, user, prompt, key, split, where}, in file order."""
-        root = resolve_root(what="PIP (user_data/<user_id>.jsonl)", path=self.path, env_var=self.env_var)
+        root = resolve_root(what="PIP (user_data/<user_id>.jsonl)", path=self.path, env_var=self.env_var,
+                            source=f"unzip PIP-dataset.zip (its Google Drive link is in {self.homepage})")
         folder = root / "user_data" if (root / "user_data").is_dir() else root
         files = sorted(folder.glob("*.jsonl"))
         if not files:

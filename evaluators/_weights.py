@@ -62,8 +62,9 @@ def _url_target(spec: str) -> Path:
 
 
 def _missing(wf: WeightFile, spec: str, why: str) -> RequirementError:
+    looked = f" (looked for {spec!r})" if spec else ""
     return RequirementError(
-        f"{wf.evaluator}: {wf.what} ({wf.filename}) {why} (looked for {spec!r}). Get it from {wf.source}, "
+        f"{wf.evaluator}: {wf.what} ({wf.filename}) {why}{looked}. Get it from {wf.source}, "
         f"then pass the file or its folder with {wf.flag} or the environment variable {wf.env_var}."
     )
 

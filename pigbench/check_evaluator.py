@@ -2,7 +2,8 @@
 
 The checks (see :mod:`pigbench.conformance`) run on a few episodes of the demo dataset, with fresh
 instances: config round trip and hash, one in-order prediction per episode with valid labels,
-batch sizes 1 vs 7, two runs with the same config, a corrupt image, no reference reads by a
+batch sizes 1 vs 7, two runs with the same config, the same predictions after a look-ahead
+``prepare`` (when ``prepare_window`` is set), a corrupt image, no reference reads by a
 reference-free evaluator, and fail-fast requirements.
 
 examples:

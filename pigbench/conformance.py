@@ -11,6 +11,8 @@ predictions        ``predict`` returns one :class:`Prediction` per episode, in o
                    every one a failure (INVALID with an error)
 batch-size         predictions are identical with batch sizes 1 and 7
 determinism        two fresh instances with the same config give identical predictions
+look-ahead         with ``prepare_window`` set, predictions are identical when the episodes went
+                   to ``prepare`` first (skipped when it is 0)
 corrupt-image      a batch in which one target image cannot be decoded: ``predict`` does not
                    raise, that episode is INVALID with its error (if the image was read), and
                    the other episodes are unchanged

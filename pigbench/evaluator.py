@@ -51,9 +51,11 @@ class EvaluatorConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_options(cls, options: Mapping[str, str]) -> "EvaluatorConfig":
+    def from_options(cls, options: Mapping[str, str], owner: str = "") -> "EvaluatorConfig":
         """Build from ``key=value`` strings (``--option``), converting each by the field's default type.
-        ValueError for an unknown key, or for one field given twice (``min-spread`` and ``min_spread``)."""
+        ValueError for an unknown key or an unparseable value, naming ``owner`` (the evaluator; default:
+        the config class), or for one field given twice (``min-spread`` and ``min_spread``)."""
+        owner = owner or cls.__qualname__
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         given: dict[str, str] = {}
@@ -61,11 +63,11 @@ class EvaluatorConfig:
             name = key.replace("-", "_")
             if name not in fields:
                 known = ", ".join(sorted(fields)) or "none"
-                raise ValueError(f"unknown option {key!r} for {cls.__qualname__} (options: {known})")
+                raise ValueError(f"unknown option {key!r} for {owner} (options: {known})")
             if name in given:
                 raise ValueError(f"option {name} given twice ({given[name]} and {key}={raw}); give it once")
             given[name] = f"{key}={raw}"
-            kwargs[name] = _convert(raw, fields[name], cls)
+            kwargs[name] = _convert(raw, fields[name], owner)
         return cls(**kwargs)
 
     def hash(self, evaluator_name: str, version: str) -> str:
@@ -80,7 +82,7 @@ class EvaluatorConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _convert(raw: str, f: dataclasses.Field, owner: type) -> Any:
+def _convert(raw: str, f: dataclasses.Field, owner: str) -> Any:
     """Parse ``raw`` by the type of the field's default (or default factory's value); a negative
     zero becomes 0."""
     if f.default is not dataclasses.MISSING:
@@ -105,7 +107,7 @@ def _convert(raw: str, f: dataclasses.Field, owner: type) -> Any:
             return None
         return raw
     except ValueError as exc:
-        raise ValueError(f"option {f.name}={raw!r} for {owner.__qualname__}: {exc}") from None
+        raise ValueError(f"option {f.name}={raw!r} for {owner}: {exc}") from None
 
 
 @dataclass(frozen=True)

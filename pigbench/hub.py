@@ -90,8 +90,10 @@ def download_hint(repo_id: str, patterns: Sequence[str], flag: str, env_var: str
 def resolve_root(
     *, what: str, path: Optional[str], env_var: str, repo_id: Optional[str] = None,
     allow_patterns: Sequence[str] = (), revision: Optional[str] = None, flag: str = "--dataset-path",
+    source: str = "",
 ) -> Path:
-    """The local directory holding ``what``; see the module docstring for the search order."""
+    """The local directory holding ``what``; see the module docstring for the search order.
+    ``source`` (for data not on the hub) says how to get a copy, e.g. "get it from URL"."""
     for value, origin in ((path, flag), (os.environ.get(env_var) if env_var else None, env_var)):
         if value:
             root = Path(value).expanduser()
@@ -99,7 +101,8 @@ def resolve_root(
                 raise DatasetError(f"{what}: {origin} points to {str(root)!r}, which does not exist")
             return root
     if repo_id is None:
-        raise DatasetError(f"{what}: no local copy given; pass {flag} DIR" + (f" or set {env_var}=DIR" if env_var else ""))
+        raise DatasetError(f"{what}: no local copy given; " + (f"{source}, then " if source else "")
+                           + local_copy_hint(flag, env_var))
     try:
         from huggingface_hub import snapshot_download
     except ImportError:

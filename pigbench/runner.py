@@ -186,7 +186,7 @@ def build_evaluator(config: RunConfig) -> Evaluator:
     options = dict(config.options)
 
     def parsed(name: str, raw: str) -> Any:
-        return getattr(cls.Config.from_options({name: raw}), name)
+        return getattr(cls.Config.from_options({name: raw}, owner=config.evaluator), name)
 
     for name, value in (("model_path", config.model_path), ("tie_threshold", config.tie_threshold)):
         if value is None:
@@ -196,7 +196,7 @@ def build_evaluator(config: RunConfig) -> Evaluator:
         if key in options and parsed(name, options[key]) != parsed(name, str(value)):
             raise ValueError(f"{flag} {value} and --option {key}={options[key]} disagree; give one of them")
         options[key] = str(value)
-    ev_config = cls.Config.from_options(options)
+    ev_config = cls.Config.from_options(options, owner=config.evaluator)
     cls.check_requirements(ev_config)
     runtime = Runtime(device=config.device, batch_size=config.batch_size, num_workers=config.num_workers,
                       cache_dir=config.cache_dir)

@@ -103,7 +103,7 @@ def read_predictions(path: Path, tie_threshold: float = 0.0) -> SavedFile:
     except OSError as exc:
         raise SavedOutputsError(f"cannot read predictions file {path}: {exc}") from None
     rows: list[tuple[int, Any]] = []
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []  # (line number, what is wrong): listed in line order
     nonblank = [(n, line) for n, line in enumerate(data.decode("utf-8-sig", errors="replace").splitlines(), 1)
                 if line.strip()]
     if not nonblank:
@@ -115,26 +115,27 @@ def read_predictions(path: Path, tie_threshold: float = 0.0) -> SavedFile:
             if number == nonblank[0][0]:
                 raise SavedOutputsError(f"{path}: line {number} is not JSON ({exc.msg} at column {exc.colno}); "
                                         f"it must be the header naming the split, {HEADER_EXAMPLE}") from None
-            problems.append(f"line {number}: not JSON ({exc.msg})")
+            problems.append((number, f"not JSON ({exc.msg})"))
     first_line, header = rows[0]
     if not isinstance(header, dict) or "sample_id" in header or "fingerprint" not in header:
         raise SavedOutputsError(f"{path}: line {first_line} must be the header naming the split, {HEADER_EXAMPLE}")
     unknown = set(header) - HEADER_KEYS
     if unknown:
-        problems.append(f"line {first_line}: unknown header field(s) {', '.join(sorted(unknown))} "
-                        f"(known: {', '.join(sorted(HEADER_KEYS))})")
+        problems.append((first_line, f"unknown header field(s) {', '.join(sorted(unknown))} "
+                                     f"(known: {', '.join(sorted(HEADER_KEYS))})"))
     for key in ("models", "config"):
         if not isinstance(header.get(key, {}), dict):
-            problems.append(f"line {first_line}: header field {key!r} must be an object")
+            problems.append((first_line, f"header field {key!r} must be an object"))
     lines = []
     choices = sum(isinstance(row, dict) and "choice" in row for _, row in rows[1:])
     for number, row in rows[1:]:
         try:
             lines.append((number, _prediction(row, tie_threshold)))
         except ValueError as exc:
-            problems.append(f"line {number}: {exc}")
+            problems.append((number, str(exc)))
     if problems:
-        raise SavedOutputsError(f"{path}: {len(problems)} malformed line(s):\n  " + "\n  ".join(problems[:10])
+        listed = [f"line {number}: {problem}" for number, problem in sorted(problems)[:10]]
+        raise SavedOutputsError(f"{path}: {len(problems)} malformed line(s):\n  " + "\n  ".join(listed)
                                 + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""))
     return SavedFile(header, lines, hashlib.sha256(data).hexdigest(), choices)
 

@@ -226,3 +226,19 @@ def test_a_cached_model_runs_without_asking_a_hub_that_does_not_answer(tmp_path)
     assert "Retrying" not in out.stderr and "does not answer" not in out.stderr
     results = json.loads(next((tmp_path / "results").rglob("clipscore*.json")).read_text())
     assert results["evaluator"]["models"]["revision"] == f"hub:org/tiny-clip@{commit}"
+
+
+@pytest.mark.parametrize("name, env_var, source", [
+    ("pip", "PIGBENCH_PIP_PATH", "unzip PIP-dataset.zip (its Google Drive link is in https://github.com/zzjchen/Tailored-Visions)"),
+    ("pasta", "PIGBENCH_PASTA_PATH", "download the release from https://www.kaggle.com/datasets/googleai/pasta-data"),
+    ("pigbench", "PIGBENCH_PIGBENCH_PATH", "build one with `pigbench build` (docs/building_pigbench.md"),
+])
+def test_a_dataset_not_on_the_hub_without_a_local_copy_says_where_to_get_one(monkeypatch, tmp_path, name, env_var, source):
+    from pigbench.registry import adapters
+
+    monkeypatch.delenv(env_var, raising=False)
+    options = {"images": str(tmp_path)} if name == "pip" else {}
+    with pytest.raises(DatasetError) as err:
+        list(adapters.get(name)(path=None, options=options).records())
+    assert source in str(err.value)
+    assert str(err.value).endswith(f"then pass --dataset-path DIR or set {env_var}=DIR")

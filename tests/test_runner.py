@@ -869,8 +869,14 @@ def test_rows_follow_the_split_and_validate_catches_a_repeated_id_or_a_wrong_tar
 
 
 def test_unknown_option_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown option 'nope'.*options: .*sleep"):
+    with pytest.raises(ValueError, match="unknown option 'nope' for toy-brightness .*options: .*sleep"):
         run(config(tmp_path, options={"nope": "1"}))
+
+
+def test_an_option_value_of_the_wrong_type_names_the_evaluator(tmp_path):
+    """It named the config class (e.g. 'ScalarConfig'), which a user never sees, not the evaluator."""
+    with pytest.raises(ValueError, match="^option tie_threshold='abc' for toy-brightness: could not convert"):
+        run(config(tmp_path, options={"tie_threshold": "abc"}))
 
 
 @pytest.mark.parametrize("field, value, flag", [("batch_size", 0, "--batch-size"), ("limit", 0, "--limit"),

@@ -309,6 +309,17 @@ def test_score_errors_are_clear_and_write_nothing(exported, tmp_path, name, edit
     assert not (tmp_path / "results").exists()
 
 
+def test_malformed_lines_are_listed_in_line_order(exported, tmp_path):
+    header = {"fingerprint": json.loads((exported / "manifest.json").read_text())["fingerprint"]}
+    lines = external_colorfulness(exported)
+    bad = [{**line, "socre_a": 1.0} for line in lines[:11]] + ['{"sample_id": "x",'] + lines[11:]
+    with pytest.raises(SavedOutputsError) as err:
+        score_saved_outputs(split_config(tmp_path, evaluator="broken-ext"), write(tmp_path / "p.jsonl", header, bad))
+    listed = [int(n) for n in re.findall(r"^  line (\d+):", str(err.value), re.MULTILINE)]
+    assert listed == list(range(2, 12))  # the first ten; the not-JSON line 13 is among the "2 more"
+    assert "12 malformed line(s)" in str(err.value) and "... and 2 more" in str(err.value)
+
+
 def test_other_split_flags_are_a_fingerprint_error_from_the_cli(exported, tmp_path, capsys):
     header = {"fingerprint": json.loads((exported / "manifest.json").read_text())["fingerprint"]}
     preds = write(tmp_path / "p.jsonl", header, external_colorfulness(exported))
