@@ -112,10 +112,11 @@ class ReferenceIndex:
         self.images = {key for r in refs for img in (r.preferred, r.rejected, *(im for im, _ in r.ranking))
                        for key in (img.id, img.content_hash)}
 
-    def leak(self, prompt: str, images: Iterable[ImageRef]) -> Optional[str]:
+    def leak(self, prompt: str, images: Iterable[ImageRef], compare_prompts: bool = True) -> Optional[str]:
         """Why a target of ``prompt`` and ``images`` leaks from these references (the reason the
-        split counts it under), or None when it does not."""
-        if normalize_prompt(prompt) in self.prompts:
+        split counts it under), or None when it does not. Without ``compare_prompts``, images only
+        (an adapter declaring ``shares_prompts``)."""
+        if compare_prompts and normalize_prompt(prompt) in self.prompts:
             return "target prompt appears in the user's references"
         if any(img.id in self.images or img.content_hash in self.images for img in images):
             return "target image appears in the user's references"
