@@ -46,6 +46,7 @@ EPILOG = """examples:
   pigbench run --evaluator ssim-reference --dataset demo --limit 200
   pigbench list
   pigbench validate results/demo/color-reference.json
+  pigbench check-dataset my-data --dataset-path ./data   # conformance checks of a dataset adapter
 """
 
 
