@@ -37,8 +37,8 @@ from pigbench.adapter import DatasetAdapter, DatasetError
 from pigbench.adapters._options import check_options, get_bool
 from pigbench.adapters._safe_pickle import load_restricted, load_trusted
 from pigbench.hub import resolve_root
-from pigbench.protocol import Episode, ImageRef, Label, PreferenceRecord, ReferencePair, Target, normalize_prompt
-from pigbench.splits import SplitResult, a_first, fingerprint
+from pigbench.protocol import Episode, ImageRef, Label, PreferenceRecord, ReferencePair, Target
+from pigbench.splits import ReferenceIndex, SplitResult, a_first, fingerprint
 
 COLUMNS = ("user_id", "reference_list", "reference_list_bad", "reference_prompt_list", "image0", "image1", "prompt", "label0")
 LABELS = {1.0: Label.A, 0.0: Label.B, 0.5: Label.TIE}
@@ -221,11 +221,9 @@ def _image(value: Any) -> Optional[ImageRef]:
 
 def _leak(prompt: str, images: tuple[ImageRef, ImageRef], refs: tuple[ReferencePair, ...]) -> Optional[str]:
     """The shared splitter's reason for dropping this target, or None."""
-    if normalize_prompt(prompt) in {normalize_prompt(r.prompt) for r in refs}:
-        return "target prompt appears in the user's references"
-    shown = {key for r in refs for im in (r.preferred, r.rejected) for key in (im.id, im.content_hash)}
-    if any(im.id in shown or im.content_hash in shown for im in images):
-        return "target image appears in the user's references"
+    leak = ReferenceIndex(refs).leak(prompt, images)
+    if leak is not None:
+        return leak
     if images[0].content_hash == images[1].content_hash:
         return "identical images in a target pair"
     return None

@@ -90,6 +90,7 @@ class PASTA(DatasetAdapter):
     default_reference_size = 4
     env_var = "PIGBENCH_PASTA_PATH"
     OPTIONS: dict[str, str] = {}
+    shares_prompts = True  # the deviation in the module docstring
 
     def records(self) -> Iterator[PreferenceRecord]:
         """One record per turn: 4 slates, the chosen one ranked 1, the others 2."""

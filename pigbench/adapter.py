@@ -32,6 +32,8 @@ class DatasetAdapter(ABC):
     env_var: ClassVar[str] = ""  # environment variable pointing to a local copy
     location_options: ClassVar[tuple[str, ...]] = ()  # options naming where data is kept, not what it is: not in the run key
     path_options: ClassVar[tuple[str, ...]] = ()  # options naming a local file or folder: made absolute in a recreate command
+    shares_prompts: ClassVar[bool] = False  # a user's records answer one prompt (PASTA's turns): its split checks
+    # leakage by image only, a declared deviation from the protocol, which check-dataset then honours
 
     def __init__(self, path: Optional[str] = None, options: Optional[Mapping[str, str]] = None) -> None:
         self.path = path

@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, its docstring's first
                       "Write a ready-to-fill evaluator plug-in package: ``pigbench new-evaluator NAME [--kind K]``."),
     "check-evaluator": ("pigbench.check_evaluator",
                         "Run the conformance checks on an evaluator and print a pass/fail table (exit 1 on any failure)."),
+    "new-adapter": ("pigbench.scaffold_adapter",
+                    "Write a ready-to-fill dataset adapter plug-in package: ``pigbench new-adapter NAME [--out DIR]``."),
+    "check-dataset": ("pigbench.check_dataset",
+                      "Run the conformance checks on a dataset adapter and print a pass/fail table (exit 1 on any failure)."),
     "export-episodes": ("pigbench.export_episodes",
                         "Export a split's episodes (without gold labels) for a model that runs outside pigbench."),
     "score": ("pigbench.score", "Score saved predictions of a model that ran outside pigbench into a validated results file."),
@@ -42,6 +46,7 @@ EPILOG = """examples:
   pigbench run --evaluator ssim-reference --dataset demo --limit 200
   pigbench list
   pigbench validate results/demo/color-reference.json
+  pigbench check-dataset my-data --dataset-path ./data   # conformance checks of a dataset adapter
 """
 
 

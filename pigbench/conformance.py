@@ -43,17 +43,16 @@ import json
 import math
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Union
 
 from PIL import Image
 
+from pigbench.check_table import CheckReport, CheckResult, more, short
 from pigbench.evaluator import Evaluator, EvaluatorConfig, RequirementError, Runtime
 from pigbench.protocol import Episode, ImageRef, Label, Prediction, ReferencePair
 from pigbench.registry import adapters, evaluators
 from pigbench.requirements_probe import error_text, probe_in_subprocess, timed
-
-Status = Literal["pass", "fail", "skip", "not run"]
 
 BATCH_SIZES = (1, 7)
 TARGETS_PER_USER = 3
@@ -62,36 +61,11 @@ MISSING_MODEL_PATH = "/nonexistent/pigbench-check-evaluator/model"
 
 
 @dataclass
-class CheckResult:
-    name: str
-    status: Status
-    detail: str
+class ConformanceReport(CheckReport):
+    """The checks' results on an evaluator (``subject``), in table order, and the sample they ran on."""
 
-
-@dataclass
-class ConformanceReport:
-    """The checks' results, in table order. ``ok`` when every check passed or does not apply."""
-
-    evaluator: str
-    checks: list[CheckResult] = field(default_factory=list)
     episodes: int = 0
     users: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return all(c.status in ("pass", "skip") for c in self.checks)
-
-    def status(self, name: str) -> Status:
-        return next(c.status for c in self.checks if c.name == name)
-
-    def table(self) -> str:
-        width = max(len(c.name) for c in self.checks)
-        lines = [f"{'CHECK'.ljust(width)}  RESULT   DETAIL"]
-        lines += [f"{c.name.ljust(width)}  {c.status.upper().ljust(7)}  {c.detail}" for c in self.checks]
-        counts = Counter(c.status for c in self.checks)
-        summary = ", ".join(f"{counts[s]} {s}" for s in ("pass", "fail", "not run", "skip") if counts[s])
-        verdict = "conforms" if self.ok else "DOES NOT CONFORM"
-        return "\n".join(lines + ["", f"{self.evaluator}: {verdict} ({summary})"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,10 +258,10 @@ class _Runs:
         self.baseline = _by_id(batches)
         if problems:
             self.baseline_error = "the baseline run returned malformed output"
-            return CheckResult(name, "fail", "; ".join(problems[:3]) + _more(problems, 3))
+            return CheckResult(name, "fail", "; ".join(problems[:3]) + more(problems, 3))
         failed = [p.error for p in self.baseline.values() if p.error]
         if len(failed) == len(self.baseline):  # an unparseable answer is INVALID without an error
-            return CheckResult(name, "fail", f"every prediction failed on clean episodes (first error: {_short(failed[0])})")
+            return CheckResult(name, "fail", f"every prediction failed on clean episodes (first error: {short(failed[0])})")
         labels = Counter(p.label.value for p in self.baseline.values())
         counts = " / ".join(f"{lab.value} {labels[lab.value]}" for lab in Label)
         return CheckResult(name, "pass", f"{len(self.episodes)} predictions, in order, labels {counts}")
@@ -318,7 +292,7 @@ class _Runs:
                              self.tolerance)
         if diffs:
             return CheckResult(name, "fail", f"{len(diffs)} of {len(episodes)} predictions differ: "
-                                             + "; ".join(diffs[:2]) + _more(diffs, 2))
+                                             + "; ".join(diffs[:2]) + more(diffs, 2))
         return CheckResult(name, "pass", ok)
 
     def corrupt_image(self) -> CheckResult:
@@ -348,7 +322,7 @@ class _Runs:
             return CheckResult(name, "fail", f"the corrupt image changed {len(diffs)} other prediction(s): {diffs[0]}")
         if not reads:
             return CheckResult(name, "pass", "never reads target images; the other predictions are unchanged")
-        return CheckResult(name, "pass", f"one INVALID ({_short(pred.error)}); the other {len(others)} unchanged")
+        return CheckResult(name, "pass", f"one INVALID ({short(pred.error)}); the other {len(others)} unchanged")
 
     def reference_free(self) -> CheckResult:
         name = "reference-free"
@@ -503,12 +477,3 @@ def _listing(names: list[str], shown: int = 3) -> str:
     """"torch, transformers, open_clip (+10 more)": the best-known names first."""
     first = sorted(names, key=lambda n: (n not in ("torch", "transformers", "open_clip"), n))
     return (", ".join(first[:shown]) or "nothing") + (f" (+{len(first) - shown} more)" if len(first) > shown else "")
-
-
-def _short(text: Optional[str], n: int = 120) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _more(items: list, shown: int) -> str:
-    return f" (and {len(items) - shown} more)" if len(items) > shown else ""

@@ -20,10 +20,10 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import pigbench
-from pigbench.registry import RegistryError, evaluators
+from pigbench.registry import Registry, RegistryError, evaluators
 
 KINDS = ("scalar", "similarity", "judge", "reasoning")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
@@ -44,10 +44,12 @@ class PluginNames:
     env_var: str  # MY_REWARD_MODEL: the environment variable pointing to the weights
 
     @classmethod
-    def of(cls, name: str) -> "PluginNames":
+    def of(cls, name: str, plugin: str = "evaluator") -> "PluginNames":
+        """The names of the ``plugin`` ("evaluator" or "dataset") called ``name``."""
         if not NAME_PATTERN.fullmatch(name):
-            raise ScaffoldError(f"evaluator name {name!r} must be lower-case letters, digits and single hyphens, "
-                                "starting with a letter (e.g. my-reward)")
+            example = "my-reward" if plugin == "evaluator" else "my-dataset"
+            raise ScaffoldError(f"{plugin} name {name!r} must be lower-case letters, digits and single hyphens, "
+                                f"starting with a letter (e.g. {example})")
         parts = name.split("-")
         return cls(name, f"pigbench-{name}", "pigbench_" + "_".join(parts), "".join(p.capitalize() for p in parts),
                    "_".join(parts).upper() + "_MODEL")
@@ -57,36 +59,51 @@ def plugin_files(names: PluginNames, kind: str) -> dict[str, str]:
     """The package's files: relative path -> text."""
     if kind not in KINDS:
         raise ScaffoldError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    values = {**vars(names), "kind": kind, "pigbench_version": pigbench.__version__}
-    templates = resources.files("pigbench").joinpath("templates/evaluator_plugin")
+    return render_templates("evaluator_plugin", {**vars(names), "kind": kind}, {
+        "pyproject.toml": "pyproject.toml.tmpl",
+        "README.md": "README.md.tmpl",
+        f"{names.package}/__init__.py": "package_init.py.tmpl",
+        f"{names.package}/evaluator.py": f"{kind}.py.tmpl",
+        "tests/test_conformance.py": "test_conformance.py.tmpl",
+    })
 
-    def render(template: str) -> str:
-        return string.Template(templates.joinpath(template).read_text("utf-8")).substitute(values)
 
-    return {
-        "pyproject.toml": render("pyproject.toml.tmpl"),
-        "README.md": render("README.md.tmpl"),
-        f"{names.package}/__init__.py": render("package_init.py.tmpl"),
-        f"{names.package}/evaluator.py": render(f"{kind}.py.tmpl"),
-        "tests/test_conformance.py": render("test_conformance.py.tmpl"),
-    }
+def render_templates(folder: str, values: dict[str, str], files: dict[str, str]) -> dict[str, str]:
+    """``files`` (relative path -> template in ``pigbench/templates/<folder>/``) rendered with
+    ``values`` and ``pigbench_version``: relative path -> text."""
+    templates = resources.files("pigbench").joinpath("templates", folder)
+    values = {**values, "pigbench_version": pigbench.__version__}
+    return {rel: string.Template(templates.joinpath(t).read_text("utf-8")).substitute(values) for rel, t in files.items()}
 
 
 def write_plugin(name: str, kind: str = "scalar", out: Optional[Path] = None) -> tuple[Path, list[Path]]:
     """Write the package into ``out`` (default ``./pigbench-NAME``), which must not exist or be
     empty. Refuses a name that an installed or built-in evaluator already has."""
     names = PluginNames.of(name)
-    if name in evaluators.names():
-        raise ScaffoldError(f"evaluator name {name!r} is taken ({evaluators.source(name)}); choose another")
-    files = plugin_files(names, kind)
-    root = Path(out) if out is not None else Path(names.dist)
+    require_free(evaluators, name)
+    return write_package(out if out is not None else Path(names.dist), plugin_files(names, kind))
+
+
+def require_free(registry: Registry, name: str) -> None:
+    """Refuse ``name`` when an installed or built-in plug-in of ``registry`` has it."""
+    if name in registry.names():
+        raise ScaffoldError(f"{registry.kind} name {name!r} is taken ({registry.source(name)}); choose another")
+
+
+def write_package(root: Path, files: dict[str, Union[str, bytes]]) -> tuple[Path, list[Path]]:
+    """Write ``files`` (relative path -> text or bytes) under ``root``, which must not exist or be
+    empty; the root and the paths written."""
+    root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ScaffoldError(f"{root} already exists and is not an empty directory")
     written = []
-    for rel, text in files.items():
+    for rel, content in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
         written.append(path)
     return root, written
 
@@ -104,19 +121,23 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = PluginNames.of(args.name)
-    print(f"wrote {root}/ ({args.kind} evaluator {args.name!r}):")
-    for path in written:
-        print(f"  {path.relative_to(root)}")
-    steps = [
+    print_written(root, written, f"{args.kind} evaluator {args.name!r}", [
         (f"pip install -e {root}", f"registers {args.name!r} through its entry point"),
         (f"pigbench check-evaluator {args.name}", "passes as generated, with the placeholder model"),
         (f"edit {root / names.package / 'evaluator.py'}", "fill in every TODO, then check again"),
         (f"pytest {root}", "the conformance checks as a test"),
         (f"pigbench run --evaluator {args.name} --dataset demo", "a first results file"),
-    ]
+    ])
+    return 0
+
+
+def print_written(root: Path, written: list[Path], what: str, steps: list[tuple[str, str]]) -> None:
+    """What was written for ``what``, then the next ``steps`` (command, why) to take."""
+    print(f"wrote {root}/ ({what}):")
+    for path in written:
+        print(f"  {path.relative_to(root)}")
     width = max(len(cmd) for cmd, _ in steps)
     print("\nnext:")
     for cmd, why in steps:
         print(f"  {cmd.ljust(width)}  # {why}")
     print("CONTRIBUTING.md in pigbench says how to submit results.")
-    return 0

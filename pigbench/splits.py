@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from pigbench.protocol import Episode, Label, PreferenceRecord, ReferencePair, Target, normalize_prompt
+from pigbench.protocol import Episode, ImageRef, Label, PreferenceRecord, ReferencePair, Target, normalize_prompt
 
 
 @dataclass
@@ -102,6 +102,27 @@ def reference_pair(record: PreferenceRecord) -> Optional[ReferencePair]:
     return ReferencePair(record.prompt, record.images[best], record.images[worst], record.record_id, ranking)
 
 
+class ReferenceIndex:
+    """What a user's references show, as the leakage rule compares it: their normalized prompts, and
+    the id and content hash of every image they show (the rest of a ranking included)."""
+
+    def __init__(self, references: Iterable[ReferencePair]) -> None:
+        refs = list(references)
+        self.prompts = {normalize_prompt(r.prompt) for r in refs}
+        self.images = {key for r in refs for img in (r.preferred, r.rejected, *(im for im, _ in r.ranking))
+                       for key in (img.id, img.content_hash)}
+
+    def leak(self, prompt: str, images: Iterable[ImageRef], compare_prompts: bool = True) -> Optional[str]:
+        """Why a target of ``prompt`` and ``images`` leaks from these references (the reason the
+        split counts it under), or None when it does not. Without ``compare_prompts``, images only
+        (an adapter declaring ``shares_prompts``)."""
+        if compare_prompts and normalize_prompt(prompt) in self.prompts:
+            return "target prompt appears in the user's references"
+        if any(img.id in self.images or img.content_hash in self.images for img in images):
+            return "target image appears in the user's references"
+        return None
+
+
 def build_split(
     records: Iterable[PreferenceRecord],
     dataset: str,
@@ -158,19 +179,13 @@ def _split_user(
                 result.skipped_users, f"fewer than {k} decisive reference records plus 1 target record", f"user {user_id}"
             )
             return []
-    ref_prompts = {normalize_prompt(p.prompt) for p in refs}
-    ref_images = {  # every image a reference shows, including the rest of its ranking
-        key for p in refs for img in (p.preferred, p.rejected, *(im for im, _ in p.ranking))
-        for key in (img.id, img.content_hash)
-    }
+    shown = ReferenceIndex(refs)
     episodes: list[Episode] = []
     references = tuple(refs)
     for rec in target_recs:
-        if normalize_prompt(rec.prompt) in ref_prompts:
-            result.note(result.skipped_records, "target prompt appears in the user's references", rec.record_id)
-            continue
-        if any(img.id in ref_images or img.content_hash in ref_images for img in rec.images):
-            result.note(result.skipped_records, "target image appears in the user's references", rec.record_id)
+        leak = shown.leak(rec.prompt, rec.images)
+        if leak is not None:
+            result.note(result.skipped_records, leak, rec.record_id)
             continue
         for target in _targets(rec, user_id, result.seed, result):
             if max_targets is not None and len(episodes) >= max_targets:
