@@ -67,7 +67,7 @@ def probability_gap_to_tau(t: float, scale: Optional[float] = 1.0) -> float:
     return math.inf if t >= 1 else 2 * math.atanh(t) / scale
 
 
-def _probability_gap(sa: float, sb: float, scale: Optional[float]) -> float:
+def probability_gap(sa: float, sb: float, scale: Optional[float]) -> float:
     """|p_A - p_B| for two scores (see :func:`probability_gap_to_tau` for ``scale``)."""
     return abs(sa - sb) if scale is None else math.tanh(abs(scale * (sa - sb)) / 2)
 
@@ -81,11 +81,13 @@ def _credit(pred: Label, gold: Label) -> float:
     return 0.5 if Label.TIE in (pred, gold) else 0.0
 
 
-def _label(sa: Optional[float], sb: Optional[float], t: float, scale: Optional[float]) -> Label:
-    """The label of two scores at probability-gap threshold ``t`` (INVALID without both scores)."""
+def label_at_gap(sa: Optional[float], sb: Optional[float], t: float, scale: Optional[float]) -> Label:
+    """The label of two scores at probability-gap threshold ``t`` (INVALID without both scores): what
+    the calibration assumes the evaluator answers with ``tie_threshold = probability_gap_to_tau(t, scale)``
+    (the conformance check ``tie-threshold`` holds evaluators to it)."""
     if sa is None or sb is None or math.isnan(sa - sb):
         return Label.INVALID
-    if _probability_gap(sa, sb, scale) <= t:
+    if probability_gap(sa, sb, scale) <= t:
         return Label.TIE
     return Label.A if sa > sb else Label.B
 
@@ -115,9 +117,9 @@ def calibrate_from_scores(
         raise ValueError(f"need as many scores as golds (and at least one): {len(scores)} vs {len(golds)}")
     accs = []
     for t in grid:
-        preds = [_label(sa, sb, t, scale) for sa, sb in scores]
+        preds = [label_at_gap(sa, sb, t, scale) for sa, sb in scores]
         if swapped_scores is not None:
-            preds = [combine_swapped(p, _label(sa, sb, t, scale)) for p, (sa, sb) in zip(preds, swapped_scores)]
+            preds = [combine_swapped(p, label_at_gap(sa, sb, t, scale)) for p, (sa, sb) in zip(preds, swapped_scores)]
         accs.append(100 * sum(_credit(pred, gold) for pred, gold in zip(preds, golds)) / len(golds))
     best = max(range(len(grid)), key=lambda i: (accs[i], -i))
     return TieCalibration(

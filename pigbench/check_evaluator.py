@@ -4,7 +4,10 @@ The checks (see :mod:`pigbench.conformance`) run on a few episodes of the demo d
 instances: config round trip and hash, one in-order prediction per episode with valid labels,
 batch sizes 1 vs 7, two runs with the same config, the same predictions after a look-ahead
 ``prepare`` (when ``prepare_window`` is set), a corrupt image, no reference reads by a
-reference-free evaluator, and fail-fast requirements.
+reference-free evaluator, the runner's --swap (both orders asked and mapped back; for judges,
+probe models whose position bias must cancel and whose preference must survive), scores and
+tie thresholds as --tie-threshold and --calibrate-tie-threshold read them, and fail-fast
+requirements. A check that does not apply to the evaluator is skipped, saying why.
 
 examples:
   pigbench check-evaluator my-reward

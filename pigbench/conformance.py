@@ -17,6 +17,19 @@ corrupt-image      a batch in which one target image cannot be decoded: ``predic
                    raise, that episode is INVALID with its error (if the image was read), and
                    the other episodes are unchanged
 reference-free     an evaluator declaring ``uses_references = False`` never reads a reference image
+swap               (evaluators the runner's ``--swap`` applies to: not a ScalarEvaluator) the runner's
+                   own swap code gives well-formed predictions, identical with batch sizes 1 and
+                   7, no order failing that succeeds alone, the first order the plain answer and
+                   the second the swapped pair's answer asked alone; for a pigbench Judge, probe
+                   backends (:mod:`pigbench.judging.probe_backends`) show that a model always
+                   answering the first image combines to TIE and one preferring the same image
+                   in either position keeps it
+tie-threshold      (configs with a ``tie_threshold``; a judge with ``scoring=text`` is run with
+                   ``scoring=probs``) score_a/score_b are finite (with
+                   ``scores_are_probabilities``, in [0, 1] and summing to at most 1), and at tau 0
+                   and at a tau between two observed gaps the labels are those the calibration
+                   tunes for (:func:`pigbench.calibration.label_at_gap`); tau changes no score
+                   and no unscored label
 requirements       ``check_requirements`` answers within REQUIREMENTS_TIME_LIMIT_S (nothing or a
                    :class:`RequirementError`); a ``model_path`` that does not exist is refused;
                    in a fresh process with the model packages hidden, it raises a
@@ -25,7 +38,8 @@ requirements       ``check_requirements`` answers within REQUIREMENTS_TIME_LIMIT
 =================  ==========================================================================
 
 "Identical" means equal labels and raw texts, and scores within ``score_tolerance``. A check
-that cannot apply (reference-free for an evaluator that uses references) is skipped; checks
+that cannot apply (reference-free for an evaluator that uses references, swap for a scalar
+scorer, tie-threshold without a ``tie_threshold`` field) is skipped, saying why; checks
 that need predictions are "not run" when the evaluator's requirements are not met here, and
 then the report is not ok either. Usage::
 
@@ -48,16 +62,22 @@ from typing import Any, Mapping, Optional, Union
 
 from PIL import Image
 
+from pigbench.calibration import label_at_gap, probability_gap, probability_gap_to_tau
 from pigbench.check_table import CheckReport, CheckResult, more, short
 from pigbench.evaluator import Evaluator, EvaluatorConfig, RequirementError, Runtime
+from pigbench.judging.backend import Backend
+from pigbench.judging.judge import Judge
+from pigbench.judging.probe_backends import FirstImageProbe, SameImageProbe
 from pigbench.protocol import Episode, ImageRef, Label, Prediction, ReferencePair
 from pigbench.registry import adapters, evaluators
 from pigbench.requirements_probe import error_text, probe_in_subprocess, timed
+from pigbench.runner import predict_batches, supports_swap
 
 BATCH_SIZES = (1, 7)
 TARGETS_PER_USER = 3
 REQUIREMENTS_TIME_LIMIT_S = 10.0
 MISSING_MODEL_PATH = "/nonexistent/pigbench-check-evaluator/model"
+PROBABILITY_SUM_SLACK = 1e-6  # P(A) + P(B) may exceed 1 by rounding
 
 
 @dataclass
@@ -108,12 +128,13 @@ def run_checks(
     else:
         runs = _Runs(cls, name, config, device, sample, score_tolerance)
         report.checks += [runs.predictions(), runs.batch_size(), runs.determinism(), runs.look_ahead(),
-                          runs.corrupt_image(), runs.reference_free()]
+                          runs.corrupt_image(), runs.reference_free(), runs.swap(), runs.tie_threshold()]
     report.checks.append(requirements)
     return report
 
 
-_PREDICTION_CHECKS = ("predictions", "batch-size", "determinism", "look-ahead", "corrupt-image", "reference-free")
+_PREDICTION_CHECKS = ("predictions", "batch-size", "determinism", "look-ahead", "corrupt-image", "reference-free",
+                      "swap", "tie-threshold")
 
 
 def demo_episodes(
@@ -218,18 +239,26 @@ class _Runs:
         self.baseline: Optional[dict[str, Prediction]] = None
         self.baseline_error = "not computed"
 
-    def _run(self, episodes: list[Episode], batch_size: int, look_ahead: bool = False) -> list[tuple[list[Episode], Any]]:
-        """(batch, what predict returned) per batch, from a fresh, set-up instance with an empty
-        cache directory (so no run reuses another's answers); with ``look_ahead``, all episodes go
-        to ``prepare`` first, as the runner announces a window. Raises :class:`RunFailed` saying
-        which call failed."""
+    def _run(self, episodes: list[Episode], batch_size: int, look_ahead: bool = False, swap: bool = False,
+             config: Optional[EvaluatorConfig] = None, backend: Optional[Backend] = None,
+             ) -> tuple[list[tuple[list[Episode], Any]], Evaluator]:
+        """(batch, what predict returned) per batch, and the instance: a fresh, set-up instance (of
+        ``config``, default the checked one) with an empty cache directory (so no run reuses
+        another's answers); with ``look_ahead``, all episodes go to ``prepare`` first, as the runner
+        announces a window; with ``swap``, the runner's position-swap code asks both orders; a judge
+        gets ``backend`` in place of its own. Raises :class:`RunFailed` saying which call failed."""
         with tempfile.TemporaryDirectory(prefix="pigbench-check-") as cache_dir:
             try:
-                evaluator = self.cls(self.config, Runtime(device=self.device, batch_size=batch_size, cache_dir=cache_dir))
+                evaluator = self.cls(config or self.config,
+                                     Runtime(device=self.device, batch_size=batch_size, cache_dir=cache_dir))
                 evaluator.name = self.name
+                if backend is not None:
+                    evaluator.backend = backend  # type: ignore[attr-defined]  # a Judge's, set before setup builds one
                 evaluator.setup()
             except Exception as exc:
                 raise RunFailed(f"constructor or setup() raised {error_text(exc)}") from exc
+            if swap:  # the runner's own code: a failing order becomes INVALID with its error, never raises
+                return list(predict_batches(evaluator, episodes, batch_size, swap=True)), evaluator
             if look_ahead:
                 try:
                     evaluator.prepare([e.without_gold() for e in episodes])
@@ -243,12 +272,12 @@ class _Runs:
                 except Exception as exc:
                     raise RunFailed(f"predict() raised {error_text(exc)} on the batch of episodes "
                                     f"{i}-{i + len(batch) - 1}") from exc
-            return out
+            return out, evaluator
 
     def predictions(self) -> CheckResult:
         name = "predictions"
         try:
-            batches = self._run(self.episodes, BATCH_SIZES[-1])
+            batches, _ = self._run(self.episodes, BATCH_SIZES[-1])
         except RunFailed as exc:
             self.baseline_error = f"on clean episodes, {exc}"
             return CheckResult(name, "fail", self.baseline_error)
@@ -285,7 +314,7 @@ class _Runs:
         if self.baseline is None:
             return CheckResult(name, "not run", self.baseline_error)
         try:
-            got = _by_id(self._run(episodes, batch_size, look_ahead))
+            got = _by_id(self._run(episodes, batch_size, look_ahead)[0])
         except RunFailed as exc:
             return CheckResult(name, "fail", str(exc))
         diffs = _differences(self.baseline, got, [e.sample_id for e in episodes if e.sample_id not in skip_ids],
@@ -306,7 +335,7 @@ class _Runs:
         victim = episodes[k]
         episodes[k] = dataclasses.replace(victim, target=dataclasses.replace(victim.target, image_a=bad))
         try:
-            got = _by_id(self._run(episodes, BATCH_SIZES[-1]))
+            got = _by_id(self._run(episodes, BATCH_SIZES[-1])[0])
         except RunFailed as exc:
             return CheckResult(name, "fail", f"with one corrupt target image, {exc}; predict must return "
                                              "Prediction.invalid(sample_id, error) for that episode instead")
@@ -335,6 +364,171 @@ class _Runs:
             return CheckResult(name, "fail", f"read reference images {len(reads)} time(s) (first: {reads[0]}) "
                                              "although it declares uses_references = False")
         return result
+
+
+    def swap(self) -> CheckResult:
+        """The runner's ``--swap`` on this evaluator: well-formed at batch sizes 1 and 7 alike, the
+        first order the plain answer, the second the answer to the swapped pair asked alone; for a
+        judge, probe models show that a position bias cancels and a preference survives."""
+        name = "swap"
+        if not supports_swap(self.cls):
+            return CheckResult(name, "skip", "scores each image alone (a ScalarEvaluator): the runner refuses --swap")
+        if self.baseline is None:
+            return CheckResult(name, "not run", self.baseline_error)
+        try:
+            runs = {bs: _by_id(self._run(self.episodes, bs, swap=True)[0]) for bs in BATCH_SIZES}
+            alone = _by_id(self._run([e.swapped() for e in self.episodes], BATCH_SIZES[-1])[0])
+        except RunFailed as exc:
+            return CheckResult(name, "fail", f"under --swap, {exc}")
+        got = runs[BATCH_SIZES[-1]]
+        problems = []
+        for e in self.episodes:
+            sid, plain, swapped = e.sample_id, self.baseline[e.sample_id], alone.get(e.sample_id)
+            p = got.get(sid)
+            if p is None or swapped is None:
+                problems.append(f"{sid}: missing")
+                continue
+            record = p.extra.get("swap", {})
+            if p.error is not None and plain.error is None:
+                problems.append(f"{sid}: an order failed under --swap ({short(p.error)}), not asked alone")
+            elif (record.get("first"), record.get("raw_first")) != (plain.label.value, plain.raw_text):
+                problems.append(f"{sid}: its first order answered {record.get('first')} under --swap, "
+                                f"{plain.label.value} without it")
+            elif (record.get("second_mapped_back"), record.get("raw_second")) != (swapped.label.swapped().value,
+                                                                                   swapped.raw_text):
+                problems.append(f"{sid}: the swapped order answered {record.get('second_mapped_back')} (mapped back) "
+                                f"after the first, {swapped.label.swapped().value} when asked alone: an answer "
+                                "reused by sample id, or the order of the images ignored")
+        problems += [f"batch size {BATCH_SIZES[0]} vs {BATCH_SIZES[-1]}: {d}"
+                     for d in _differences(got, runs[BATCH_SIZES[0]], [e.sample_id for e in self.episodes], self.tolerance)]
+        if problems:
+            return CheckResult(name, "fail", f"{len(problems)} problem(s) under --swap: "
+                                             + "; ".join(problems[:2]) + more(problems, 2))
+        probes = self._swap_probes() if issubclass(self.cls, Judge) else []
+        failed = [p for p in probes if p.startswith("FAIL ")]
+        if failed:
+            return CheckResult(name, "fail", "; ".join(p[len("FAIL "):] for p in failed))
+        inconsistent = sum(bool(p.extra.get("swap", {}).get("inconsistent")) for p in got.values())
+        return CheckResult(name, "pass", "; ".join([f"the runner's --swap gives well-formed predictions, identical with "
+                                                    f"batch sizes {BATCH_SIZES[0]} and {BATCH_SIZES[-1]}, the swapped "
+                                                    f"order as asked alone ({inconsistent} inconsistent)"] + probes))
+
+    def _swap_probes(self) -> list[str]:
+        """A judge's swap with the probe backends (:mod:`pigbench.judging.probe_backends`): one note
+        per probe, starting with "FAIL " when the combined labels are not what the rule implies."""
+        targets = [(e.target.image_a.id, e.target.image_b.id) for e in self.episodes]
+        probes: list[tuple[str, Any, bool]] = [
+            ("a probe model answering the first image", FirstImageProbe(), False),
+            ("a probe model preferring the same image in either position", SameImageProbe(targets), True),
+        ]
+        notes = []
+        for what, backend, keeps in probes:
+            try:
+                got = _by_id(self._run(self.episodes, BATCH_SIZES[-1], swap=True, backend=backend)[0])
+            except RunFailed as exc:
+                notes.append(f"FAIL with {what}, {exc}")
+                continue
+            if not backend.answered:
+                notes.append(f"{what}: not probed (setup() replaced the backend)")
+                continue
+            both = [(sid, p) for sid, p in got.items()
+                    if {p.extra["swap"]["first"], p.extra["swap"]["second_mapped_back"]} <= {"A", "B"}]
+            if not both:
+                notes.append(f"{what}: not probed (no order read its answer <answer>A</answer> or B as A or B)")
+                continue
+            wrong = [(sid, p) for sid, p in both
+                     if (p.label.value == p.extra["swap"]["first"]) != keeps or p.extra["swap"]["inconsistent"] == keeps]
+            if wrong:
+                sid, p = wrong[0]
+                expected = p.extra["swap"]["first"] if keeps else "TIE (inconsistent)"
+                notes.append(f"FAIL with {what}, {len(wrong)} of {len(both)} swapped predictions are not {expected}: "
+                             f"{sid} gave {p.label.value} (first order {p.extra['swap']['first']}, second mapped back "
+                             f"{p.extra['swap']['second_mapped_back']}); the swapped order's answer is not about the "
+                             "swapped images, or it is mapped back twice")
+            else:
+                notes.append(f"{what}: {'kept' if keeps else 'cancelled'} in {len(both)} of {len(both)}")
+        return notes
+
+    def tie_threshold(self) -> CheckResult:
+        """Scores and ``tie_threshold`` as the calibration reads them: finite (probabilities in [0, 1],
+        summing to at most 1), and the labels at tau those of :func:`~pigbench.calibration.label_at_gap`,
+        the only labels a changed tau changes."""
+        name = "tie-threshold"
+        fields = {f.name for f in dataclasses.fields(self.cls.Config)}
+        if "tie_threshold" not in fields:
+            return CheckResult(name, "skip", "no tie_threshold in its config: --tie-threshold and "
+                                             "--calibrate-tie-threshold are refused")
+        config, via = self.config, ""
+        if getattr(config, "scoring", None) == "text":  # a judge: only scoring=probs gives scores
+            if not getattr(self.cls, "answer_options", ()):
+                return CheckResult(name, "skip", "scoring=text gives no scores and this judge has no "
+                                                 "single-token answers for scoring=probs")
+            config, via = dataclasses.replace(config, scoring="probs"), " (with scoring=probs)"
+        if self.baseline is None:
+            return CheckResult(name, "not run", self.baseline_error)
+        try:
+            batches, evaluator = self._run(self.episodes, BATCH_SIZES[-1], config=dataclasses.replace(config, tie_threshold=0.0))
+            at_zero = _by_id(batches)
+        except RunFailed as exc:
+            return CheckResult(name, "fail", f"with tie_threshold=0{via}, {exc}")
+        probabilities = evaluator.scores_are_probabilities
+        scale = None if probabilities else evaluator.calibration_scale
+        scored = {sid: p for sid, p in at_zero.items()
+                  if p.error is None and p.score_a is not None and p.score_b is not None}
+        if not scored:
+            return CheckResult(name, "fail", f"its config has a tie_threshold but no prediction{via} has score_a and "
+                                             "score_b: tau has nothing to act on, and --calibrate-tie-threshold refuses it")
+        problems = _score_problems(scored, probabilities)
+        if problems:
+            return CheckResult(name, "fail", "; ".join(problems[:2]) + more(problems, 2))
+        gaps = sorted({probability_gap(p.score_a, p.score_b, scale) for p in scored.values()} | {0.0})
+        gaps = [g for g in gaps if g < 1]
+        k = max(1, len(gaps) // 2)
+        t = (gaps[k - 1] + gaps[k]) / 2 if len(gaps) > 1 else 0.0  # between two gaps: no label on the edge
+        tau = probability_gap_to_tau(t, scale)
+        try:
+            at_tau = _by_id(self._run(self.episodes, BATCH_SIZES[-1], config=dataclasses.replace(config, tie_threshold=tau))[0])
+        except RunFailed as exc:
+            return CheckResult(name, "fail", f"with tie_threshold={tau:.4g}{via}, {exc}")
+        rule = "label_from_delta(score_a - 0.5, tau)" if probabilities else "label_from_delta(score_a - score_b, tau)"
+        for threshold, gap, preds in ((0.0, 0.0, at_zero), (tau, t, at_tau)):
+            for sid, p in preds.items():
+                first = at_zero[sid]
+                if sid not in scored:  # no scores: tau has nothing to change
+                    if (p.label, p.score_a, p.score_b) != (first.label, first.score_a, first.score_b):
+                        problems.append(f"{sid}: with tie_threshold={threshold:.4g} it is {p.label.value}, with 0 "
+                                        f"{first.label.value}, though it has no scores")
+                    continue
+                expected = label_at_gap(p.score_a, p.score_b, gap, scale)
+                if not all(math.isclose(x, y, rel_tol=self.tolerance, abs_tol=self.tolerance)
+                           for x, y in ((p.score_a, first.score_a), (p.score_b, first.score_b)) if x is not None and y is not None) \
+                        or (p.score_a is None) != (first.score_a is None) or (p.score_b is None) != (first.score_b is None):
+                    problems.append(f"{sid}: tie_threshold={threshold:.4g} changed its scores")
+                elif p.label != expected:
+                    problems.append(f"{sid}: with tie_threshold={threshold:.4g} it is {p.label.value}, but its scores "
+                                    f"({p.score_a:.4g}, {p.score_b:.4g}) give {expected.value} by {rule}, the rule "
+                                    "--calibrate-tie-threshold tunes tau for")
+        if problems:
+            return CheckResult(name, "fail", "; ".join(problems[:2]) + more(problems, 2))
+        ties = sum(p.label == Label.TIE for p in at_tau.values()) - sum(p.label == Label.TIE for p in at_zero.values())
+        kind = "probabilities" if probabilities else f"scores (calibration scale {scale:.4g})"
+        return CheckResult(name, "pass", f"{len(scored)} predictions{via} with finite {kind}; labels follow {rule} "
+                                         f"at tau 0 and {tau:.4g} ({ties} more tie(s)), unscored ones unchanged")
+
+
+def _score_problems(scored: dict[str, Prediction], probabilities: bool) -> list[str]:
+    """Scores that are not finite, or, for ``scores_are_probabilities``, not P(A), P(B) in [0, 1]
+    summing to at most 1 (+ PROBABILITY_SUM_SLACK)."""
+    problems = []
+    for sid, p in scored.items():
+        pair = (p.score_a, p.score_b)
+        if not all(math.isfinite(x) for x in pair):
+            problems.append(f"{sid}: scores {pair} are not finite")
+        elif probabilities and not all(0 <= x <= 1 for x in pair):
+            problems.append(f"{sid}: scores {pair} are not probabilities in [0, 1] (scores_are_probabilities = True)")
+        elif probabilities and sum(pair) > 1 + PROBABILITY_SUM_SLACK:
+            problems.append(f"{sid}: P(A) + P(B) = {sum(pair):.6g} > 1")
+    return problems
 
 
 def _output_problems(batch: list[Episode], preds: Any) -> list[str]:

@@ -169,12 +169,18 @@ def check_settings(config: RunConfig) -> Evaluator:
     if config.reference_size == 0 and evaluator.kind == "similarity":
         raise ValueError(f"{config.evaluator} scores images by similarity to the user's reference pairs; "
                          "--reference-size 0 leaves none (give 1 or more)")
-    if config.swap and isinstance(evaluator, ScalarEvaluator):
+    if config.swap and not supports_swap(type(evaluator)):
         raise ValueError(f"--swap: {config.evaluator} scores each image alone, so the A/B order cannot change its "
                          "answer; swap applies to evaluators that see both images at once (judges)")
     writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
     writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
     return evaluator
+
+
+def supports_swap(cls: type[Evaluator]) -> bool:
+    """Whether ``--swap`` applies: the evaluator sees both images at once (a :class:`ScalarEvaluator`
+    scores each alone, so the A/B order cannot change its answer)."""
+    return not issubclass(cls, ScalarEvaluator)
 
 
 def build_evaluator(config: RunConfig) -> Evaluator:

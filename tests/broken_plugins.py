@@ -15,7 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import ImageStat
 
-from pigbench.evaluator import Evaluator, RequirementError, ScalarConfig, ScalarEvaluator, ScoreRequest
+from pigbench.evaluator import Evaluator, EvaluatorConfig, RequirementError, ScalarConfig, ScalarEvaluator, ScoreRequest
+from pigbench.judging.backend import Backend, Generation, GenerationParams
+from pigbench.judging.judge import ReferenceJudge
+from pigbench.judging.messages import Prompt
 from pigbench.protocol import Episode, ImageRef, Label, Prediction, label_from_delta
 
 
@@ -192,6 +195,66 @@ class InvalidWithoutError(Evaluator):
         return [dataclasses.replace(p, error=None) for p in map(_brightness_prediction, episodes)]
 
 
+class RemembersBySampleId(Evaluator):
+    """Keeps its answers by sample id (to "resume"): the swapped order, same id, gets the first's answer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answers: dict[str, Prediction] = {}
+
+    def predict(self, episodes: Sequence[Episode]) -> list[Prediction]:
+        return [self.answers.setdefault(e.sample_id, _brightness_prediction(e)) for e in episodes]
+
+
+class BrighterImage(Backend):
+    """A judge's backend answering the brighter of the prompt's last two images, with P(A), P(B)
+    from the brightness gap when asked for answer probabilities."""
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+        return [self._answer(p, params) for p in prompts]
+
+    def _answer(self, prompt: Prompt, params: GenerationParams) -> Generation:
+        try:
+            a, b = (brightness(ref) for ref in prompt.images[-2:])
+        except Exception as exc:
+            return Generation(None, error=f"{type(exc).__name__}: {exc}")
+        probs = {"A": 0.5 + (a - b) / 510, "B": 0.5 - (a - b) / 510} if params.options else None
+        return Generation(f"<answer>{'A' if a >= b else 'B'}</answer>", option_probs=probs)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"model": "brighter-image"}
+
+
+class BrightnessJudge(ReferenceJudge):
+    """The sound judge: pigbench's ReferenceJudge with a weight-free backend."""
+
+    @classmethod
+    def check_requirements(cls, config: EvaluatorConfig) -> None:
+        if getattr(config, "model_path", ""):  # none: the weight-free backend
+            super().check_requirements(config)
+
+    def setup(self) -> None:
+        if self.backend is None:
+            self.backend = BrighterImage()
+
+
+class IgnoresSwap(BrightnessJudge):
+    """Shows the target images in a fixed order (by id, "for its request cache"): both orders ask the same."""
+
+    def build_prompt(self, episode: Episode) -> Prompt:
+        t = episode.target
+        first, second = sorted((t.image_a, t.image_b), key=lambda image: image.id)
+        return super().build_prompt(dataclasses.replace(episode, target=dataclasses.replace(t, image_a=first, image_b=second)))
+
+
+class PercentProbabilities(BrightnessJudge):
+    """Gives P(A), P(B) in percent (80, 20) with scoring=probs, not probabilities."""
+
+    def to_prediction(self, sample_id: str, gen: Generation) -> Prediction:
+        p = super().to_prediction(sample_id, gen)
+        return p if p.score_a is None else dataclasses.replace(p, score_a=100 * p.score_a, score_b=100 * p.score_b)
+
+
 def _brightness_prediction(e: Episode) -> Prediction:
     try:
         delta = brightness(e.target.image_a) - brightness(e.target.image_b)
@@ -204,7 +267,7 @@ def _brightness_prediction(e: Episode) -> Prediction:
 # every check that compares two runs, not only in the same-config one.
 EXPECTED_FAILURES: dict[type[Evaluator], set[str]] = {
     Brightness: set(),
-    NonDeterministic: {"batch-size", "determinism", "corrupt-image", "reference-free"},
+    NonDeterministic: {"batch-size", "determinism", "corrupt-image", "reference-free", "tie-threshold"},
     ReordersOutputs: {"predictions"},
     AlwaysFails: {"predictions"},
     CrashesOnCorruptImage: {"corrupt-image"},
@@ -214,9 +277,13 @@ EXPECTED_FAILURES: dict[type[Evaluator], set[str]] = {
     LookAheadLeaks: {"look-ahead"},
     RawTextNamesBatch: {"batch-size"},
     DropsLastPrediction: {"predictions", "batch-size", "determinism", "corrupt-image", "reference-free"},  # ids missing
-    StringLabels: {"predictions"},
+    StringLabels: {"predictions", "swap"},  # the runner turns each malformed answer into INVALID with its error
     NumpyScores: {"predictions"},
     AnswersOnCorruptImage: {"corrupt-image"},
     InvalidWithoutError: {"corrupt-image"},
     WrongErrorForMissingModel: {"requirements"},
+    RemembersBySampleId: {"swap"},
+    BrightnessJudge: set(),
+    IgnoresSwap: {"swap"},
+    PercentProbabilities: {"tie-threshold"},
 }

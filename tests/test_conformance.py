@@ -10,6 +10,7 @@ import pytest
 
 import broken_plugins
 from pigbench.conformance import _differences, _option_text, run_checks
+from pigbench.evaluator import ScalarEvaluator
 from pigbench.protocol import Label, Prediction
 from pigbench.registry import evaluators
 
@@ -22,7 +23,9 @@ def test_builtin_weight_free_evaluators_conform(name):
     report = run_checks(name, episodes=EPISODES)
     assert report.ok, report.table()
     assert report.episodes == EPISODES and report.users == 4  # 3 targets per user
-    expected_skip = ({"reference-free"} if evaluators.get(name).uses_references else set()) | {"look-ahead"}
+    cls = evaluators.get(name)
+    expected_skip = ({"reference-free"} if cls.uses_references else set()) | {"look-ahead"}
+    expected_skip |= {"swap"} if issubclass(cls, ScalarEvaluator) else {"tie-threshold"}  # random has no tau
     assert {c.name for c in report.checks if c.status == "skip"} == expected_skip
 
 
@@ -44,6 +47,11 @@ DETAILS = {
     broken_plugins.AnswersOnCorruptImage: ("corrupt-image", "answered B \\(error .+\\); expected INVALID with the error"),
     broken_plugins.WrongErrorForMissingModel: ("requirements", "a missing model_path raises FileNotFoundError: .* not RequirementError"),
     broken_plugins.InvalidWithoutError: ("corrupt-image", "answered INVALID \\(error None\\); expected INVALID with the error"),
+    broken_plugins.RemembersBySampleId: ("swap", "the swapped order answered [AB] \\(mapped back\\) after the first, "
+                                                 "[AB] when asked alone: an answer reused by sample id"),
+    broken_plugins.IgnoresSwap: ("swap", "^with a probe model preferring the same image in either position, 10 of 10 "
+                                         "swapped predictions are not [AB]: .* gave TIE"),
+    broken_plugins.PercentProbabilities: ("tie-threshold", "scores \\(\\d+.*\\) are not probabilities in \\[0, 1\\]"),
 }
 
 
@@ -64,7 +72,7 @@ def test_unmet_requirements_skip_the_model_checks_and_fail_the_report():
     assert report.status("requirements") == "pass"  # a fast, clear RequirementError is the contract
     assert report.status("config") == "pass"
     not_run = [c for c in report.checks if c.status == "not run"]
-    assert len(not_run) == 6 and "weights not found at /models/x" in not_run[0].detail
+    assert len(not_run) == 8 and "weights not found at /models/x" in not_run[0].detail
     assert not report.ok and "DOES NOT CONFORM" in report.table()
 
 
@@ -108,10 +116,11 @@ def test_cli_prints_table_and_exits_nonzero_on_failure():
     out = subprocess.run([sys.executable, "-c", code, "check-evaluator", "broken-reorders", "--episodes", "8"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 1, out.stderr
-    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[3:11]}
+    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[3:13]}
     assert rows == {"config": "PASS", "predictions": "FAIL", "batch-size": "PASS", "determinism": "PASS",
-                    "look-ahead": "SKIP", "corrupt-image": "PASS", "reference-free": "PASS", "requirements": "PASS"}
-    assert "broken-reorders: DOES NOT CONFORM (6 pass, 1 fail, 1 skip)" in out.stdout
+                    "look-ahead": "SKIP", "corrupt-image": "PASS", "reference-free": "PASS", "swap": "PASS",
+                    "tie-threshold": "SKIP", "requirements": "PASS"}
+    assert "broken-reorders: DOES NOT CONFORM (7 pass, 1 fail, 2 skip)" in out.stdout
     out = subprocess.run([sys.executable, "-m", "pigbench.cli", "check-evaluator", "colorfulnes"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "did you mean 'colorfulness'" in out.stderr
