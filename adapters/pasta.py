@@ -42,7 +42,7 @@ from pigbench.adapters._files import iter_jsonl, require_inside
 from pigbench.adapters._options import check_options
 from pigbench.hub import resolve_root
 from pigbench.protocol import Episode, ImageError, ImageRef, Label, PreferenceRecord, ReferencePair, Target, open_image
-from pigbench.splits import SplitResult, a_first, fingerprint
+from pigbench.splits import ReferenceIndex, SplitResult, a_first, fingerprint
 
 SCHEMA = {"trajectory_id": str, "rater_id": str, "turn": int, "prompt": str, "expanded_prompts": list, "images": list, "chosen": int}
 UNVERIFIED = "the PASTA file schema is ASSUMED and unverified (adapters/pasta.py); update the adapter to the real release"
@@ -136,8 +136,7 @@ class PASTA(DatasetAdapter):
                 result.note(result.skipped_users, f"fewer than {k} reference turns plus 1 target turn", f"user {user}")
                 continue
             refs = tuple(_reference(r) for r in turns[len(turns) - 1 - k:-1])
-            shown = {key for r in refs for im, _ in r.ranking for key in (im.id, im.content_hash)}
-            episodes = [Episode(user, refs, t) for t in _targets(turns[-1], user, seed, shown, result)]
+            episodes = [Episode(user, refs, t) for t in _targets(turns[-1], user, seed, ReferenceIndex(refs), result)]
             if not episodes:
                 result.note(result.skipped_users, "no target left after leakage checks", f"user {user}")
                 continue
@@ -180,14 +179,15 @@ def _reference(rec: PreferenceRecord) -> ReferencePair:
                          tuple(zip(rec.images, rec.ranks)))
 
 
-def _targets(rec: PreferenceRecord, user: str, seed: int, shown: set[str], result: SplitResult) -> Iterator[Target]:
+def _targets(rec: PreferenceRecord, user: str, seed: int, shown: ReferenceIndex, result: SplitResult) -> Iterator[Target]:
     chosen = rec.ranks.index(1)
     for other in (i for i in range(4) if i != chosen):
         i, j = sorted((chosen, other))
         sample_id = f"{user}/{rec.record_id}/{i}-{j}"
         x, y = rec.images[i], rec.images[j]
-        if any(im.id in shown or im.content_hash in shown for im in (x, y)):
-            result.note(result.skipped_records, "target image appears in the user's references", sample_id)
+        leak = shown.leak(rec.prompt, (x, y), compare_prompts=False)  # turns share the prompt
+        if leak:
+            result.note(result.skipped_records, leak, sample_id)
             continue
         if x.content_hash == y.content_hash:
             result.note(result.skipped_records, "identical images in a target pair", sample_id)
