@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 
 from pigbench.adapter import DatasetAdapter, DatasetError
-from pigbench.adapters._options import check_options, get_int
+from pigbench.adapter_options import check_options, get_int
 from pigbench.protocol import ImageRef, PreferenceRecord, normalize_prompt
 
 RENDERER_VERSION = 2  # bump whenever render() changes: it is part of every image's hash

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from pigbench.adapter import DatasetAdapter, DatasetError
-from pigbench.adapters._options import check_options, get_bool
+from pigbench.adapter_options import check_options, get_bool
 from pigbench.adapters._safe_pickle import load_restricted, load_trusted
 from pigbench.hub import resolve_root
 from pigbench.protocol import Episode, ImageRef, Label, PreferenceRecord, ReferencePair, Target

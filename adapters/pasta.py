@@ -38,8 +38,8 @@ from typing import Any, Iterator, Optional
 from PIL import Image
 
 from pigbench.adapter import DatasetAdapter, DatasetError
-from pigbench.adapters._files import iter_jsonl, require_inside
-from pigbench.adapters._options import check_options
+from pigbench.adapter_files import iter_jsonl, require_inside
+from pigbench.adapter_options import check_options
 from pigbench.hub import resolve_root
 from pigbench.protocol import Episode, ImageError, ImageRef, Label, PreferenceRecord, ReferencePair, Target, open_image
 from pigbench.splits import ReferenceIndex, SplitResult, a_first, fingerprint

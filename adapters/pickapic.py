@@ -69,7 +69,7 @@ import pyarrow.parquet as pq
 from pigbench.adapter import DatasetAdapter, DatasetError
 from pigbench.atomic_file import write_atomic
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
-from pigbench.adapters._options import check_options, get_int
+from pigbench.adapter_options import check_options, get_int
 from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, Location, RowCache, ShardSet, check_schema,
                                         find_shards, missing_shards, parquet_errors, read_schema)
 from pigbench.hub import download_hint, remote_files, resolve_root

@@ -25,8 +25,8 @@ from typing import Any, Iterable, Iterator, Mapping
 import pyarrow.parquet as pq
 
 from pigbench.adapter import DatasetAdapter, DatasetError
-from pigbench.adapters._files import iter_jsonl, require_fields, require_inside
-from pigbench.adapters._options import check_options
+from pigbench.adapter_files import iter_jsonl, require_fields, require_inside
+from pigbench.adapter_options import check_options
 from pigbench.adapters._parquet import parquet_errors
 from pigbench.hub import resolve_root
 from pigbench.protocol import ImageRef, PreferenceRecord

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from pigbench.adapter import DatasetAdapter, DatasetError
-from pigbench.adapters._files import image_index, iter_jsonl, require_fields
-from pigbench.adapters._options import check_options
+from pigbench.adapter_files import image_index, iter_jsonl, require_fields
+from pigbench.adapter_options import check_options
 from pigbench.hub import resolve_root
 from pigbench.protocol import ImageRef, PreferenceRecord, normalize_prompt
 

@@ -125,7 +125,7 @@ def _check_options(fresh: Any, options: dict[str, str], adapter: DatasetAdapter,
         problems.append(f"the unknown option {UNKNOWN_OPTION}=1 raises {error_text(exc)}, not a DatasetError naming it")
     else:
         problems.append(f"the unknown option {UNKNOWN_OPTION}=1 is accepted: a misspelt option would be ignored "
-                        "silently; refuse it (pigbench.adapters._options.check_options)")
+                        "silently; refuse it (pigbench.adapter_options.check_options)")
     try:
         provenance = adapter.provenance()
         recorded = {**provenance.get("options", {}), **provenance.get("locations", {})}
