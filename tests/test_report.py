@@ -587,6 +587,8 @@ def test_ablation_rows_show_each_runs_rates_and_mark_the_best_of_every_accuracy(
     paths = [make_results(tmp_path, "scorer", accuracy=0.9), make_results(tmp_path, "scorer", variant="v2", accuracy=0.5)]
     (table,) = ablation_tables(collect(tmp_path))
     assert table.columns == ["Settings", "N", "acc w/ tie", "acc w/o tie", "decisive acc", "tie rate", "invalid rate"]
+    # the rates are fractions beside accuracies in percent: a note says which unit each has
+    assert any(n.startswith("tie rate, invalid rate: share of the N targets") and "0 to 1" in n for n in table.notes)
     rows = table.groups[0][1]
     decisive = []
     for row, path in zip(rows, paths):
