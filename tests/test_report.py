@@ -776,3 +776,19 @@ def test_index_shows_every_table_written_and_links_every_png_figure_written(tmp_
     assert len(pngs) == 5 and all((out / FIGURES / name).is_file() for name in pngs)
     assert re.findall(r"!\[[^\]]*\]\(figures/([^)]*)\)", md) == pngs
     assert re.findall(r'<img src="figures/([^"]*)"', page) == pngs
+
+
+@pytest.mark.browser
+def test_html_tables_keep_each_value_and_its_ci_on_one_line(tmp_path, chromium):
+    """A main table of three datasets is wider than the page allows; its numeric cells must not
+    break "62.0 [55.2, 69.2]" after "[55.2," (the CI read as two numbers on two lines)."""
+    for ds in ("alpha", "beta", "gamma"):
+        make_results(tmp_path / "results", "a-long-evaluator-name-for-the-row-header", ds, accuracy=0.6)
+        make_results(tmp_path / "results", "scorer", ds, accuracy=0.7)
+    build_report(tmp_path / "results", tmp_path / "report", embedding_model="tfidf")
+    page = chromium.new_page(viewport={"width": 1366, "height": 900})
+    page.goto((tmp_path / "report" / "main_table.html").as_uri())
+    assert page.locator("td.num .ci").count() == 12  # 3 datasets x (w/ tie, w/o tie) x 2 evaluators
+    wrapped = page.eval_on_selector_all("td.num .ci", "spans => spans.filter(s => s.getClientRects().length > 1).length")
+    assert wrapped == 0
+    page.close()
