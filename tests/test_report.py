@@ -792,3 +792,26 @@ def test_html_tables_keep_each_value_and_its_ci_on_one_line(tmp_path, chromium):
     wrapped = page.eval_on_selector_all("td.num .ci", "spans => spans.filter(s => s.getClientRects().length > 1).length")
     assert wrapped == 0
     page.close()
+
+
+def test_tsne_points_of_one_name_in_two_datasets_both_stay_visible():
+    """A name that two datasets share gets one embedding, so its two points coincide; the second
+    dataset's marker must not hide the first's (the legend would name a dataset with no visible point)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from pigbench.report.dimensions import plot_tsne
+    from pigbench.report.plots import PALETTE
+
+    names = ["warm tones", "composition", "lighting mood", "texture detail"]
+    coords = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]] * 2)
+    fig = plot_tsne(coords, ["alpha"] * 4 + ["beta"] * 4, names * 2, Counter(names), "dataset", "tfidf")
+    fig.set_dpi(200)  # as saved (save_figure): thin rings need the pixels
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+    axes = fig.axes[0].get_window_extent()  # the legend's markers lie outside the axes
+    height = pixels.shape[0]
+    inside = pixels[int(height - axes.y1):int(height - axes.y0), int(axes.x0):int(axes.x1)]
+    for colour in PALETTE[:2]:
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(inside - rgb).sum(axis=-1) < 80).sum() > 20, colour  # alpha 0.9 over white, antialiased
