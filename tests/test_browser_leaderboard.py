@@ -155,3 +155,13 @@ def test_runs_on_another_split_stay_after_the_main_split_whichever_column_is_sor
     assert names() == ["gamma", "beta", "alpha"]
     table.get_by_role("button", name="Evaluator", exact=True).click()
     assert names() == ["beta", "gamma", "alpha"] and page.errors == []
+
+
+def test_no_page_is_wider_than_a_phone(site, page):
+    """At a phone's width (390 px) every page fits: wide tables scroll inside themselves and the
+    histogram shrinks, so the page itself never scrolls sideways."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in sorted(site.rglob("*.html")):
+        page.goto(path.as_uri())
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path.relative_to(site)
+    assert page.errors == []

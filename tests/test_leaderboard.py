@@ -193,6 +193,11 @@ def test_dataset_and_methodology_pages(site):
     # tau: a run may set it (the runner's and score's --tie-threshold) or calibrate it; the page must say both
     assert "--tie-threshold" in method and "--calibrate-tie-threshold" in method
     assert "one INVALID answer uses the other" in method  # protocol.combine_swapped
+    # docs/protocol.md: a non-finite score (not a "missing" one) is INVALID; two INVALID swap answers stay
+    # INVALID; an accuracy that fewer than two users contribute to has no CI
+    assert "A NaN or infinite score, or an image that fails, is INVALID" in method
+    assert "one INVALID answer uses the other, two give INVALID" in method
+    assert "none (left blank) when fewer than two users contribute" in method
 
 
 def test_every_text_from_results_is_escaped(site):

@@ -587,6 +587,8 @@ def test_ablation_rows_show_each_runs_rates_and_mark_the_best_of_every_accuracy(
     paths = [make_results(tmp_path, "scorer", accuracy=0.9), make_results(tmp_path, "scorer", variant="v2", accuracy=0.5)]
     (table,) = ablation_tables(collect(tmp_path))
     assert table.columns == ["Settings", "N", "acc w/ tie", "acc w/o tie", "decisive acc", "tie rate", "invalid rate"]
+    # the rates are fractions beside accuracies in percent: a note says which unit each has
+    assert any(n.startswith("tie rate, invalid rate: share of the N targets") and "0 to 1" in n for n in table.notes)
     rows = table.groups[0][1]
     decisive = []
     for row, path in zip(rows, paths):
@@ -774,3 +776,42 @@ def test_index_shows_every_table_written_and_links_every_png_figure_written(tmp_
     assert len(pngs) == 5 and all((out / FIGURES / name).is_file() for name in pngs)
     assert re.findall(r"!\[[^\]]*\]\(figures/([^)]*)\)", md) == pngs
     assert re.findall(r'<img src="figures/([^"]*)"', page) == pngs
+
+
+@pytest.mark.browser
+def test_html_tables_keep_each_value_and_its_ci_on_one_line(tmp_path, chromium):
+    """A main table of three datasets is wider than the page allows; its numeric cells must not
+    break "62.0 [55.2, 69.2]" after "[55.2," (the CI read as two numbers on two lines)."""
+    for ds in ("alpha", "beta", "gamma"):
+        make_results(tmp_path / "results", "a-long-evaluator-name-for-the-row-header", ds, accuracy=0.6)
+        make_results(tmp_path / "results", "scorer", ds, accuracy=0.7)
+    build_report(tmp_path / "results", tmp_path / "report", embedding_model="tfidf")
+    page = chromium.new_page(viewport={"width": 1366, "height": 900})
+    page.goto((tmp_path / "report" / "main_table.html").as_uri())
+    assert page.locator("td.num .ci").count() == 12  # 3 datasets x (w/ tie, w/o tie) x 2 evaluators
+    wrapped = page.eval_on_selector_all("td.num .ci", "spans => spans.filter(s => s.getClientRects().length > 1).length")
+    assert wrapped == 0
+    page.close()
+
+
+def test_tsne_points_of_one_name_in_two_datasets_both_stay_visible():
+    """A name that two datasets share gets one embedding, so its two points coincide; the second
+    dataset's marker must not hide the first's (the legend would name a dataset with no visible point)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from pigbench.report.dimensions import plot_tsne
+    from pigbench.report.plots import PALETTE
+
+    names = ["warm tones", "composition", "lighting mood", "texture detail"]
+    coords = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]] * 2)
+    fig = plot_tsne(coords, ["alpha"] * 4 + ["beta"] * 4, names * 2, Counter(names), "dataset", "tfidf")
+    fig.set_dpi(200)  # as saved (save_figure): thin rings need the pixels
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+    axes = fig.axes[0].get_window_extent()  # the legend's markers lie outside the axes
+    height = pixels.shape[0]
+    inside = pixels[int(height - axes.y1):int(height - axes.y0), int(axes.x0):int(axes.x1)]
+    for colour in PALETTE[:2]:
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(inside - rgb).sum(axis=-1) < 80).sum() > 20, colour  # alpha 0.9 over white, antialiased

@@ -185,14 +185,23 @@ def plot_wordcloud(counts: Counter[str], max_terms: int = 70) -> Figure:
 @literal_text
 def plot_tsne(coords: np.ndarray, groups: list[str], names: list[str], counts: Counter[str],
               color_by: str, embedding: str) -> Figure:
-    """Scatter of t-SNE coordinates, one colour and marker per group; the most frequent names labelled."""
+    """Scatter of t-SNE coordinates, one colour and marker per group; the most frequent names labelled.
+
+    A name that several groups share has one embedding, so its points coincide: the groups' markers
+    are hollow, each smaller than the one before, so that coinciding markers nest instead of hiding
+    each other (the "other" group: small grey dots)."""
     fig = Figure(figsize=(7.5, 6.0), layout="constrained")
     ax = fig.subplots()
-    for i, group in enumerate(dict.fromkeys(groups)):
+    distinct = list(dict.fromkeys(groups))
+    for i, group in enumerate(distinct):
         idx = [j for j, g in enumerate(groups) if g == group]
-        st = style(i) if group != _other(color_by) else {"color": "0.6", "marker": "."}
-        ax.scatter(coords[idx, 0], coords[idx, 1], s=22, alpha=0.8, color=st["color"], marker=st["marker"],
-                   label=group, linewidths=0)
+        if group == _other(color_by):
+            look = {"color": "0.6", "marker": ".", "linewidths": 0, "s": 22}
+        else:
+            st = style(i)
+            look = {"facecolors": "none", "edgecolors": st["color"], "marker": st["marker"], "linewidths": 1.2,
+                    "s": 24 + 16 * (len(distinct) - 1 - i)}
+        ax.scatter(coords[idx, 0], coords[idx, 1], alpha=0.9, label=group, **look)
     for name, _ in counts.most_common(12):
         if name in names:
             label = name if len(name) <= 32 else name[:31] + "\u2026"

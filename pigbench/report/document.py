@@ -147,7 +147,7 @@ def _html_index(collection: Collection, sections, figures: list[str], dims: Opti
 _CSS = """body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#111}
 table.pigbench{border-collapse:collapse;margin:1rem 0}table.pigbench td,table.pigbench th{padding:.25rem .6rem}
 table.pigbench thead{border-bottom:2px solid #333}tr.group th{text-align:left;font-style:italic;border-top:1px solid #999}
-td.num{text-align:right;font-variant-numeric:tabular-nums}.ci{color:#555;font-size:.85em}img{max-width:100%}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.ci{color:#555;font-size:.85em}img{max-width:100%}
 caption{font-weight:bold;text-align:left}.note{font-size:.85em;color:#444;margin:.2rem 0}"""
 
 

@@ -30,6 +30,7 @@ from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collectio
 
 MAIN_METRICS = (("acc_w_tie", "w/ tie"), ("acc_wo_tie", "w/o tie"))
 CI_NOTE = "Accuracies in percent (micro average over targets) with 95% cluster-bootstrap CIs over users."
+RATE_NOTE = "tie rate, invalid rate: share of the N targets predicted TIE or INVALID (0 to 1, not percent)."
 
 
 OTHER_SPLIT = "\u2020"  # marks a number from a run on another split than its dataset's main one
@@ -193,7 +194,7 @@ def ablation_tables(collection: Collection) -> list[Table]:
             row_header="Variant",
             columns=["Settings", "N", "acc w/ tie", "acc w/o tie", "decisive acc", "tie rate", "invalid rate"],
             groups=mark_best([("", rows)], [2, 3, 4]),
-            notes=[CI_NOTE],
+            notes=[CI_NOTE, RATE_NOTE],
         ))
     return tables
 
