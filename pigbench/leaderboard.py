@@ -74,6 +74,11 @@ def _rate(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _score(x: Any) -> str:
+    """A score to 6 significant digits (the page's title attribute keeps the stored value)."""
+    return "n/a" if not isinstance(x, (int, float)) or isinstance(x, bool) else f"{x:.6g}"
+
+
 def _sortkey(x: Any) -> str:
     return "" if not isinstance(x, (int, float)) or isinstance(x, bool) else repr(x)
 
@@ -81,7 +86,7 @@ def _sortkey(x: Any) -> str:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(assets_dir() / "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=_pct, ci=_ci, rate=_rate, sortkey=_sortkey, script_json=script_json)
+    env.filters.update(pct=_pct, ci=_ci, rate=_rate, score=_score, sortkey=_sortkey, script_json=script_json)
     return env
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pigbench.cli import main as cli_main
-from pigbench.leaderboard import build_site, sample_predictions, script_json
+from pigbench.leaderboard import _score, build_site, sample_predictions, script_json
 from pigbench.report.collect import collect
 from synthetic_results import XSS
 
@@ -485,3 +485,15 @@ def test_per_user_distribution_shows_the_quartiles_and_histogram_of_acc_w_tie(tm
     # bar i spans [10i, 10i + 10) at x = 44 + 46.4 i + 1; one user is the peak, 178 px tall
     assert bars == [(f"{round(45 + 46.4 * i, 1)}", "178.0" if i % 2 else "0.0", f"{10 * i}-{10 * i + 10}",
                      str(i % 2)) for i in range(10)]  # 10-20, 30-40, 50-60, 70-80, 90-100
+
+
+
+def test_sample_scores_are_shown_to_six_significant_digits_with_the_stored_value_as_title(site):
+    """A stored score such as -0.7633373814990416 reads -0.763337; hovering shows every digit."""
+    assert (_score(-0.7633373814990416), _score(21.25), _score(7), _score(None), _score(True)) == (
+        "-0.763337", "21.25", "7", "n/a", "n/a")
+    shown = [m.groups() for page in (site / "evaluators").glob("*.html")
+             for m in re.finditer(r'title="([^"]*)">([^<]*)</', page.read_text())
+             if re.fullmatch(r"-?[0-9.e+-]+", m.group(1))]
+    assert len(shown) > 10  # sample scores and dimension scores
+    assert all(text == f"{float(title):.6g}" for title, text in shown), shown[:5]
