@@ -5,7 +5,8 @@ A weight is named by a *spec*: a local file, a local folder holding the expected
 or a Hugging Face Hub repository id (``hf_hub_download``; with ``HF_HUB_OFFLINE=1``, or when the hub
 does not answer, only the local cache is used). :func:`check_file` validates a spec without downloading; :func:`fetch_file`
 returns a local path. Both raise :class:`~pigbench.evaluator.RequirementError` naming the file,
-where to get it, and the flag and environment variable that point to a local copy.
+where it was looked for (once), where to get it, and the flag and environment variable that point
+to a local copy.
 
 :func:`read_state_dict` reads safetensors, ``torch.save`` state dicts (``weights_only=True``), and
 pickled whole ``nn.Module`` objects (the MPS release) through an unpickler that imports no class
@@ -61,12 +62,19 @@ def _url_target(spec: str) -> Path:
     return _weights_dir() / unquote(os.path.basename(urlparse(spec).path))
 
 
-def _missing(wf: WeightFile, spec: str, why: str) -> RequirementError:
-    looked = f" (looked for {spec!r})" if spec else ""
+def _missing(wf: WeightFile, problem: str, names: str = "") -> RequirementError:
+    """The error for a weight that cannot be had: "<evaluator>: <what> (<names>) <problem>.", then
+    where to get it and the flag and environment variable that point to a local copy. ``names``
+    (default ``wf.filename``) says which file was expected; ``problem`` says where it was looked for."""
     return RequirementError(
-        f"{wf.evaluator}: {wf.what} ({wf.filename}) {why}{looked}. Get it from {wf.source}, "
+        f"{wf.evaluator}: {wf.what} ({names or wf.filename}) {problem}. Get it from {wf.source}, "
         f"then pass the file or its folder with {wf.flag} or the environment variable {wf.env_var}."
     )
+
+
+def _in_repo(wf: WeightFile, repo_id: str) -> str:
+    """The expected file named with its hub repository, for :func:`_missing`."""
+    return f"{wf.filename} in the hub repository {repo_id}"
 
 
 def check_file(spec: str, wf: WeightFile) -> None:
@@ -75,7 +83,7 @@ def check_file(spec: str, wf: WeightFile) -> None:
     from pigbench.hub import downloads_unavailable, not_downloadable
 
     if not spec:
-        raise _missing(wf, spec, "has no default download location")
+        raise _missing(wf, "has no default download location")
     if _is_url(spec):
         if not _url_target(spec).exists():
             from urllib.parse import urlsplit
@@ -83,14 +91,14 @@ def check_file(spec: str, wf: WeightFile) -> None:
             url = urlsplit(spec)
             why = downloads_unavailable(f"{url.scheme}://{url.netloc}/")
             if why:
-                raise _missing(wf, spec, f"is not in {_weights_dir()} and cannot be downloaded ({why})")
+                raise _missing(wf, f"is not in {_weights_dir()} and cannot be downloaded from {spec} ({why})")
         return
     if _is_hub_id(spec):
         from huggingface_hub import try_to_load_from_cache
 
         problem = not_downloadable(cached=isinstance(try_to_load_from_cache(spec, wf.filename), str))
         if problem:
-            raise _missing(wf, spec, problem)
+            raise _missing(wf, problem, _in_repo(wf, spec))
         return
     _local_file(spec, wf)
 
@@ -103,17 +111,22 @@ def _local_file(spec: str, wf: WeightFile) -> Path:
     name; else the same suffix), else ``wf.filename`` (or, failing that, one of ``wf.also``) in
     ``spec`` (a folder), or ``wf.filename`` beside it (a file of another kind: a model's config
     next to its checkpoint)."""
-    path = Path(spec).expanduser()
+    given = Path(spec).expanduser()
     wanted = Path(wf.filename).suffix
-    if path.is_dir():
-        path = next((path / n for n in (wf.filename, *wf.also) if (path / n).is_file()), path / wf.filename)
-    elif path.is_file() and wanted not in CHECKPOINT_SUFFIXES and path.suffix != wanted:
-        path = path.with_name(wf.filename)
+    if given.is_dir():
+        names = (wf.filename, *wf.also)
+        path = next((given / n for n in names if (given / n).is_file()), None)
+        if path is None:
+            raise _missing(wf, f"was not found in the folder {str(given)!r}", " or ".join(names))
+        return path
+    if given.is_file() and wanted not in CHECKPOINT_SUFFIXES and given.suffix != wanted:
+        path = given.with_name(wf.filename)
         if not path.is_file():
-            raise _missing(wf, spec, f"was not found beside that file (looked for {path})")
-    if not path.is_file():
-        raise _missing(wf, spec, "was not found")
-    return path
+            raise _missing(wf, f"was not found beside {str(given)!r}: there is no {str(path)!r}")
+        return path
+    if not given.is_file():
+        raise _missing(wf, f"was not found at {str(given)!r}")
+    return given
 
 
 def fetch_file(spec: str, wf: WeightFile) -> Path:
@@ -128,7 +141,7 @@ def fetch_file(spec: str, wf: WeightFile) -> Path:
             try:
                 torch.hub.download_url_to_file(spec, str(target))
             except Exception as exc:  # network and HTTP errors of urllib
-                raise _missing(wf, spec, f"could not be downloaded ({type(exc).__name__}: {exc})") from None
+                raise _missing(wf, f"could not be downloaded from {spec} ({type(exc).__name__}: {exc})") from None
         return target
     if _is_hub_id(spec):
         from huggingface_hub import hf_hub_download
@@ -138,7 +151,7 @@ def fetch_file(spec: str, wf: WeightFile) -> Path:
         try:
             return Path(hf_hub_download(spec, wf.filename, local_files_only=cache_only(spec)))
         except Exception as exc:
-            raise _missing(wf, spec, f"could not be downloaded ({type(exc).__name__}: {exc})") from None
+            raise _missing(wf, f"could not be downloaded ({type(exc).__name__}: {exc})", _in_repo(wf, spec)) from None
     return _local_file(spec, wf)
 
 

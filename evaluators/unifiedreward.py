@@ -43,10 +43,11 @@ class UnifiedRewardConfig(JudgeConfig):
 class UnifiedReward(Judge):
     description = "UnifiedReward (Qwen2.5-VL-7B) pairwise rank with its published prompt; reference-free"
     Config = UnifiedRewardConfig
+    # 6: Judge version 5 ("cannot decide" then one claim for one side, "A is better");
     # 5: its one conclusion beats a loose tie word on the last line, "cannot decide" beside one named
     # image is no tie; 4: "cannot decide" is a tie;
     # 3: a loose tie word ("equally sharp") no longer voids a verdict stated mid-text
-    version = "5"
+    version = "6"
     default_max_new_tokens = 512
     parse_anywhere = True
 

@@ -58,7 +58,10 @@ class UnifiedRewardThink(Judge):
     description = "UnifiedReward-Think (Qwen2.5-VL-7B) with its published reasoning prompt; reference-free"
     Config = UnifiedRewardThinkConfig
     default_max_new_tokens = 2048
-    version = "2"  # its parse rule offers no tie, so Judge versions 3 and 4 ("cannot decide") change nothing here
+    # 3: an answer block with "cannot decide" then one claim for one side, or "A is better", is that side
+    # (was a tie, INVALID here), and one whose verdicts "cannot decide" concludes is a tie (INVALID here);
+    # its parse rule offers no tie, so Judge versions 3 and 4 ("cannot decide") changed nothing here
+    version = "3"
 
     def build_prompt(self, episode: Episode) -> Prompt:
         t = episode.target

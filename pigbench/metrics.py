@@ -141,10 +141,39 @@ def _ci(boot: np.ndarray) -> Optional[list[float]]:
 
 def metrics_close(a: Any, b: Any, tol: float = 1e-6) -> bool:
     """Structural equality of two metric dicts with float tolerance (used by validation)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(metrics_close(a[k], b[k], tol) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(metrics_close(x, y, tol) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=0, abs_tol=tol)
-    return a == b
+    return not metric_differences(a, b, tol=tol)
+
+
+class _Missing:
+    """The value on the side of a :func:`metric_differences` entry that lacks the key."""
+
+    def __repr__(self) -> str:
+        return "missing"
+
+
+MISSING = _Missing()
+
+
+def metric_differences(stored: Any, recomputed: Any, path: str = "", tol: float = 1e-6) -> list[tuple[str, Any, Any]]:
+    """Every leaf where ``stored`` and ``recomputed`` differ (numbers by more than ``tol``), as
+    (dotted path below ``path``, stored value, recomputed value), in the recomputed order. A list item
+    is ``path[i]``; a key one side lacks is :data:`MISSING` on that side; lists of different lengths
+    differ as a whole."""
+    if isinstance(stored, dict) and isinstance(recomputed, dict):
+        out = []
+        for key in [*recomputed, *(k for k in stored if k not in recomputed)]:
+            out += metric_differences(stored.get(key, MISSING), recomputed.get(key, MISSING),
+                                      f"{path}.{key}" if path else str(key), tol)
+        return out
+    if isinstance(stored, list) and isinstance(recomputed, list) and len(stored) == len(recomputed):
+        return [d for i, (x, y) in enumerate(zip(stored, recomputed))
+                for d in metric_differences(x, y, f"{path}[{i}]", tol)]
+    if _is_number(stored) and _is_number(recomputed):
+        same = math.isclose(stored, recomputed, rel_tol=0, abs_tol=tol)
+    else:
+        same = stored is not MISSING and recomputed is not MISSING and stored == recomputed
+    return [] if same else [(path, stored, recomputed)]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)

@@ -113,7 +113,7 @@ def test_weight_files_on_the_hub_or_at_a_url_fail_at_once(dead_hub):
     wf = WeightFile("demo-eval", "the demo checkpoint", "demo.pt", "PIGBENCH_DEMO_PATH", "https://example.org/demo")
     with pytest.raises(RequirementError, match=f"not in the local Hugging Face cache and {dead_hub} does not answer"):
         fetch_file("someorg/somerepo", wf)
-    with pytest.raises(RequirementError, match=rf"cannot be downloaded \({dead_hub}/ does not answer"):
+    with pytest.raises(RequirementError, match=rf"cannot be downloaded from {dead_hub}/files/demo.pt \({dead_hub}/ does not answer"):
         check_file(f"{dead_hub}/files/demo.pt", wf)
 
 

@@ -129,6 +129,52 @@ def test_cannot_decide_between_both_images_is_a_tie():
     assert parse_answer("I cannot decide between Image A and Image B.").label == TIE
 
 
+@pytest.mark.parametrize("output, label", [
+    ("I cannot decide between A and B, but A is better.", A),
+    ("I cannot decide between Image A and Image B, but I'd go with Image 2.", B),
+    ("I can't decide between Image 1 and Image 2; still, I lean towards Image 1.", A),
+    ("Cannot decide. However, image B is preferred.", B),
+    ("I can't decide, though B is much better", B),
+    ("I cannot decide between Image 1 and Image 2, but Image 2.", B),  # the image alone, after a contrast
+    ("I cannot decide between the two. The first image is better.", A),  # a final sentence
+    ("Hard to say, but I'd go with Image 2.", B),  # a looser hedge: the one image it names
+])
+def test_cannot_decide_then_one_claim_for_one_side_is_that_side(output, label):
+    """The answer ends with a single decisive claim: it used to be read as a tie because "cannot
+    decide" won (a bare "A is better" was not read at all)."""
+    assert parse_answer(output).label == label
+    assert parse_tagged_answer(f"<answer>{output}</answer>").label == label
+
+
+@pytest.mark.parametrize("output", [
+    "I cannot decide between A and B.",
+    "A is better on colour but B on detail, so I cannot decide",  # the undecided clause concludes
+    "Image A is better on colour but Image B on detail, so I cannot decide",
+    "I cannot decide between Image A and Image B, but Image A is not better.",  # a negated claim chooses nothing
+    "I cannot decide between Image 1 and Image 2, but I would not choose Image 2.",
+    "I cannot decide between Image A and Image B, but Image A has a red hat.",  # a description, no choice
+    "I cannot decide between Image A and Image B, but both are good.",
+    "I cannot decide, but a better image would be sharper.",  # "a" is an article, not image A
+])
+def test_cannot_decide_stays_a_tie_without_one_decisive_claim_after_it(output):
+    assert parse_answer(output).label == TIE
+
+
+@pytest.mark.parametrize("output, label, reason", [
+    ("A is better.", A, None),
+    ("B is preferred", B, None),
+    ("B is much worse than A", A, None),
+    ("A is better, B is better", INVALID, "answer asserts both images"),
+    ("This is a better image.", INVALID, "unrecognized answer"),  # the article never counts
+    ("a is better", INVALID, "unrecognized answer"),  # lower case: not a side
+    ("A better image is one with warm tones.", INVALID, "unrecognized answer"),
+    ("Plan: A is not better", INVALID, "unrecognized answer"),  # no negated verdict either
+])
+def test_a_bare_letter_counts_only_in_the_comparative_form(output, label, reason):
+    parsed = parse_answer(output)
+    assert parsed.label == label and (parsed.reason or "").startswith(reason or "")
+
+
 CUT = "The user likes warm tones.\nImage A uses warm tones, while"  # reasoning cut mid-sentence
 
 
@@ -242,6 +288,31 @@ def test_a_cut_output_counts_only_with_a_closed_answer(text, label):
     assert parse_answer(text, truncated=True).label == INVALID
     assert parse_answer(f"{text}<answer>{FORMS[label][0]}", truncated=True).label == INVALID
     assert parse_answer(f"{text}<answer>{FORMS[label][0]}</answer>{text}", truncated=True).label == label
+
+
+HEDGES = ["I cannot decide between Image A and Image B", "I can't decide between A and B", "Cannot decide",
+          "i can not decide which one the user likes"]
+TURNS = [", but ", "; however, ", ". Still, ", ", though ", ". ", "; "]
+CLAIMS = {A: ["A is better", "Image 1 is better", "I'd go with Image A", "I prefer the first image", "image a"],
+          B: ["B is preferred", "Image 2 is better", "I lean towards Picture 2", "the answer is B", "Image B"]}
+VERDICTS = {A: ["Image A is better on colour", "A is better in lighting", "I prefer image 1 for its palette"],
+            B: ["Image B is better on detail", "B is superior in composition", "Image 1 is worse in focus"]}
+
+
+@settings(max_examples=200, deadline=None)
+@given(hedge=st.sampled_from(HEDGES), turn=st.sampled_from(TURNS), side=st.sampled_from([A, B]), data=st.data(),
+       end=st.sampled_from(["", ".", "!"]))
+def test_a_hedge_then_one_claim_is_that_side(hedge, turn, side, data, end):
+    claim = data.draw(st.sampled_from(CLAIMS[side]))
+    assert parse_answer(f"{hedge}{turn}{claim}{end}").label == side
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.sampled_from([A, B]), second=st.sampled_from([A, B]), data=st.data(),
+       hedge=st.sampled_from(["so I cannot decide", "so I can't decide.", "therefore I cannot decide which is better"]))
+def test_verdicts_concluded_by_cannot_decide_are_a_tie(first, second, data, hedge):
+    one, other = data.draw(st.sampled_from(VERDICTS[first])), data.draw(st.sampled_from(VERDICTS[second]))
+    assert parse_answer(f"{one} but {other}, {hedge}").label == TIE
 
 
 @settings(max_examples=300, deadline=None)

@@ -122,3 +122,18 @@ def test_swap_inconsistency_rate():
     # the rate is over the samples that ran a swap, not over all samples
     m = compute_metrics([Judged("u", A, A, True), Judged("u", A, A, False), Judged("v", B, A)], n_bootstrap=10)
     assert math.isclose(m["swap_inconsistency_rate"], 1 / 2)
+
+
+def test_metric_differences_name_each_differing_leaf_by_its_dotted_path():
+    from pigbench.metrics import MISSING, metric_differences
+
+    stored = {"acc": {"micro": 68.8, "micro_ci95": [60.0, 75.0], "macro": None}, "per_user": [{"n": 3}, {"n": 4}],
+              "old": 1}
+    recomputed = {"acc": {"micro": 70.2, "micro_ci95": [60.0 + 1e-9, 75.5], "macro": 50.0, "extra": True},
+                  "per_user": [{"n": 3}, {"n": 5}]}
+    assert metric_differences(stored, recomputed, "metrics") == [
+        ("metrics.acc.micro", 68.8, 70.2), ("metrics.acc.micro_ci95[1]", 75.0, 75.5), ("metrics.acc.macro", None, 50.0),
+        ("metrics.acc.extra", MISSING, True), ("metrics.per_user[1].n", 4, 5), ("metrics.old", 1, MISSING)]
+    assert metric_differences([1, 2], [1, 2, 3], "ci") == [("ci", [1, 2], [1, 2, 3])]  # lengths differ: the whole list
+    assert metric_differences(stored, stored) == [] and metrics_close(stored, stored)
+    assert not metrics_close(stored, recomputed)

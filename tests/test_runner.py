@@ -818,14 +818,17 @@ def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     out = run(config(tmp_path))
     path = out.results_path
     data = json.loads(path.read_text())
+    micro = data["metrics"]["acc_w_tie"]["micro"]
     data["metrics"]["acc_w_tie"]["micro"] += 1.0
     path.write_text(json.dumps(data))
-    assert any("acc_w_tie" in p for p in validate_results(path))
+    assert validate_results(path) == [f"{path}: metrics.acc_w_tie.micro: stored {json.dumps(micro + 1.0)}, recomputed {json.dumps(micro)}"]
     out = run(config(tmp_path))
     data = json.loads(path.read_text())
+    per_user = data["metrics"]["per_user"][0]["acc_wo_tie"]
     data["metrics"]["per_user"][0]["acc_wo_tie"] += 1.0  # the leaderboard's per-user breakdown
     path.write_text(json.dumps(data))
-    assert any("'per_user'" in p for p in validate_results(path))
+    assert validate_results(path) == [f"{path}: metrics.per_user[0].acc_wo_tie: stored {json.dumps(per_user + 1.0)}, "
+                                      f"recomputed {json.dumps(per_user)}"]
     for name, tampered in (("failures", {"count": 2, "reasons": {"OSError: x": 2}}), ("answer_quality", {"unparseable": 3})):
         out = run(config(tmp_path))  # the site shows both; nothing recounted them
         data = json.loads(path.read_text())
@@ -837,6 +840,43 @@ def test_validate_rejects_tampered_metrics_and_predictions(tmp_path):
     jsonl = path.with_name(path.stem + ".predictions.jsonl")
     jsonl.write_text(jsonl.read_text().replace('"label": "A"', '"label": "B"', 1))
     assert any("sha256" in p for p in validate_results(path))
+
+
+def test_validate_names_each_differing_metric_field_then_counts_the_rest(tmp_path, capsys):
+    """A metric block used to be printed whole, stored and recomputed, CIs included, for the reader
+    to spot the number that differs; each differing field is now named with both values, the
+    first five of them, then a count of the rest. Exit codes are unchanged."""
+    from pigbench.cli import main as pigbench
+    from pigbench.results import METRIC_FIELDS_LISTED
+
+    path = run(config(tmp_path)).results_path
+    original = json.loads(path.read_text())
+    data = json.loads(path.read_text())
+    metrics = data["metrics"]
+    metrics["acc_w_tie"]["macro"] += 2.0
+    metrics["acc_wo_tie"]["micro_ci95"] = None
+    metrics["invalid_rate"] = 0.5
+    metrics["acc_w_tie"]["median"] = 70.0  # a field compute_metrics does not write
+    for user in metrics["per_user"][:3]:
+        user["n"] += 1
+    path.write_text(json.dumps(data))
+    m = original["metrics"]
+    named = [
+        f"metrics.invalid_rate: stored 0.5, recomputed {json.dumps(m['invalid_rate'])}",
+        f"metrics.acc_w_tie.macro: stored {json.dumps(m['acc_w_tie']['macro'] + 2.0)}, recomputed {json.dumps(m['acc_w_tie']['macro'])}",
+        "metrics.acc_w_tie.median: stored 70.0, recomputed missing",
+        f"metrics.acc_wo_tie.micro_ci95: stored null, recomputed {json.dumps(m['acc_wo_tie']['micro_ci95'])}",
+        f"metrics.per_user[0].n: stored {m['per_user'][0]['n'] + 1}, recomputed {m['per_user'][0]['n']}",
+    ]
+    assert METRIC_FIELDS_LISTED == len(named)
+    assert validate_results(path) == [f"{path}: {line}" for line in named] + [
+        f"{path}: ... and 2 more metric field(s) differ from those recomputed"]
+    capsys.readouterr()
+    assert pigbench(["validate", str(path)]) == 1
+    assert capsys.readouterr().out.splitlines() == [f"INVALID {path}"] + [f"  {path}: {line}" for line in named] + [
+        f"  {path}: ... and 2 more metric field(s) differ from those recomputed"]
+    path.write_text(json.dumps(original))
+    assert pigbench(["validate", str(path)]) == 0
 
 
 def test_rows_follow_the_split_and_validate_catches_a_repeated_id_or_a_wrong_target_count(tmp_path):

@@ -20,12 +20,30 @@ pytestmark = pytest.mark.models
 WF = WeightFile("demo-eval", "the demo checkpoint", "demo.pt", "PIGBENCH_DEMO_PATH", "https://example.org/demo")
 
 
-def test_missing_local_file_names_file_source_flag_and_env_var(tmp_path):
+HOW = ". Get it from https://example.org/demo, then pass the file or its folder with --model-path or the environment variable PIGBENCH_DEMO_PATH."
+
+
+def missing(call, *args):
+    """The message of the RequirementError that ``call(*args)`` raises."""
     with pytest.raises(RequirementError) as err:
-        check_file(str(tmp_path / "nowhere.pt"), WF)
-    msg = str(err.value)
-    for part in ("demo.pt", "https://example.org/demo", "--model-path", "PIGBENCH_DEMO_PATH", "nowhere.pt"):
-        assert part in msg
+        call(*args)
+    return str(err.value)
+
+
+def test_a_missing_local_file_is_named_with_where_to_get_it_and_how_to_point_to_it(tmp_path):
+    expected = f"demo-eval: the demo checkpoint (demo.pt) was not found at {str(tmp_path / 'nowhere.pt')!r}" + HOW
+    assert missing(check_file, str(tmp_path / "nowhere.pt"), WF) == expected
+    assert missing(fetch_file, str(tmp_path / "nowhere.pt"), WF) == expected
+
+
+def test_a_folder_without_the_file_names_the_folder_and_every_name_looked_for(tmp_path):
+    assert missing(check_file, str(tmp_path), WF) == f"demo-eval: the demo checkpoint (demo.pt) was not found in the folder {str(tmp_path)!r}" + HOW
+    also = WeightFile("demo-eval", "the demo checkpoint", "demo.pt", "PIGBENCH_DEMO_PATH", "https://example.org/demo",
+                      also=("demo.safetensors",))
+    assert missing(check_file, str(tmp_path), also) == (
+        f"demo-eval: the demo checkpoint (demo.pt or demo.safetensors) was not found in the folder {str(tmp_path)!r}" + HOW)
+    (tmp_path / "demo.safetensors").write_bytes(b"x")
+    assert fetch_file(str(tmp_path), also) == tmp_path / "demo.safetensors"
 
 
 def test_folder_spec_resolves_to_the_expected_file(tmp_path):
@@ -34,23 +52,56 @@ def test_folder_spec_resolves_to_the_expected_file(tmp_path):
 
 
 def test_a_file_spec_of_another_kind_finds_its_companion_beside_it(tmp_path):
+    """Said once where it looked: it used to read '(looked for .../config.json) (looked for '...renamed.pt')'."""
     config = WeightFile("demo-eval", "the demo config", "config.json", "PIGBENCH_DEMO_PATH", "https://example.org/demo")
     (tmp_path / "renamed.pt").write_bytes(b"x")
     assert fetch_file(str(tmp_path / "renamed.pt"), WF) == tmp_path / "renamed.pt"  # same kind: any name
-    with pytest.raises(RequirementError, match=r"was not found beside that file \(looked for .*config.json\)"):
-        fetch_file(str(tmp_path / "renamed.pt"), config)
+    assert missing(fetch_file, str(tmp_path / "renamed.pt"), config) == (
+        f"demo-eval: the demo config (config.json) was not found beside {str(tmp_path / 'renamed.pt')!r}: "
+        f"there is no {str(tmp_path / 'config.json')!r}" + HOW)
     (tmp_path / "config.json").write_text("{}")
     assert fetch_file(str(tmp_path / "renamed.pt"), config) == tmp_path / "config.json"
 
 
-def test_offline_hub_and_url_specs_must_be_cached(monkeypatch, tmp_path):
+def test_a_weight_without_a_default_location_says_so_and_where_to_get_it():
+    assert missing(check_file, "", WF) == "demo-eval: the demo checkpoint (demo.pt) has no default download location" + HOW
+
+
+def test_uncached_hub_and_url_weights_name_the_repository_or_url_once(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("PIGBENCH_WEIGHTS_DIR", str(tmp_path / "w"))
-    with pytest.raises(RequirementError, match="local Hugging Face cache"):
-        check_file("someorg/somerepo", WF)
-    with pytest.raises(RequirementError, match=r"cannot be downloaded \(HF_HUB_OFFLINE=1\)"):
-        check_file("https://example.org/files/demo.pt", WF)
+    assert missing(check_file, "someorg/somerepo", WF) == (
+        "demo-eval: the demo checkpoint (demo.pt in the hub repository someorg/somerepo) is not in the local "
+        "Hugging Face cache and HF_HUB_OFFLINE=1" + HOW)
+    assert missing(check_file, "https://example.org/files/demo.pt", WF) == (
+        f"demo-eval: the demo checkpoint (demo.pt) is not in {tmp_path / 'w'} and cannot be downloaded from "
+        "https://example.org/files/demo.pt (HF_HUB_OFFLINE=1)" + HOW)
+
+
+def test_a_failed_download_names_the_repository_or_url_and_the_error(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    monkeypatch.setenv("PIGBENCH_WEIGHTS_DIR", str(tmp_path / "w"))
+    monkeypatch.setattr("pigbench.hub.downloads_unavailable", lambda url=None: None)  # the server answers
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("refused")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refused)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refused)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: None)
+    assert missing(fetch_file, "https://example.org/files/demo.pt", WF) == (
+        "demo-eval: the demo checkpoint (demo.pt) could not be downloaded from https://example.org/files/demo.pt "
+        "(ConnectionError: refused)" + HOW)
+    assert missing(fetch_file, "someorg/somerepo", WF) == (
+        "demo-eval: the demo checkpoint (demo.pt in the hub repository someorg/somerepo) could not be downloaded "
+        "(ConnectionError: refused)" + HOW)
+
+
+def test_offline_a_url_spec_is_read_from_the_weights_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PIGBENCH_WEIGHTS_DIR", str(tmp_path / "w"))
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "demo.pt").write_bytes(b"x")
     assert fetch_file("https://example.org/files/demo.pt", WF) == tmp_path / "w" / "demo.pt"
@@ -96,12 +147,16 @@ class _Small(nn.Module):
 def test_load_strict_rejects_missing_unexpected_and_misshaped_keys():
     good = _Small().state_dict()
     load_strict(_Small(), good, "demo")
-    with pytest.raises(CheckpointError, match=r"1 missing key\(s\) \['scale'\]"):
+    with pytest.raises(CheckpointError) as err:
         load_strict(_Small(), {k: v for k, v in good.items() if k != "scale"}, "demo")
-    with pytest.raises(CheckpointError, match=r"1 unexpected key\(s\) \['extra.weight'\]"):
+    assert str(err.value) == "demo does not match the model: 1 missing key(s) ['scale'], 0 unexpected key(s) []"
+    with pytest.raises(CheckpointError) as err:
         load_strict(_Small(), {**good, "extra.weight": torch.zeros(1)}, "demo")
-    with pytest.raises(CheckpointError, match="size mismatch"):
+    assert str(err.value) == "demo does not match the model: 0 missing key(s) [], 1 unexpected key(s) ['extra.weight']"
+    with pytest.raises(CheckpointError) as err:  # the rest of the text is torch's
         load_strict(_Small(), {**good, "lin.weight": torch.zeros(2, 4)}, "demo")
+    assert str(err.value).startswith("demo does not match the model: Error(s) in loading state_dict for _Small:")
+    assert "size mismatch for lin.weight" in str(err.value)
 
 
 def test_load_strict_tolerates_only_a_saved_arange_position_ids():
@@ -156,8 +211,16 @@ def test_pickled_whole_module_is_read_without_importing_its_classes(tmp_path):
 
 def test_a_file_without_tensors_is_a_clear_checkpoint_error(tmp_path):
     torch.save({"epoch": 3}, tmp_path / "c.pt")
-    with pytest.raises(CheckpointError, match="no state dict"):
+    with pytest.raises(CheckpointError) as err:
         read_state_dict(tmp_path / "c.pt", "the demo checkpoint")
+    assert str(err.value) == f"the demo checkpoint at {tmp_path / 'c.pt'} holds no state dict of tensors"
+
+
+def test_an_unreadable_file_is_a_checkpoint_error_naming_it_and_the_cause(tmp_path):
+    (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(tmp_path / "c.pt", "the demo checkpoint")
+    assert str(err.value).startswith(f"the demo checkpoint at {tmp_path / 'c.pt'} could not be read: UnpicklingError: ")
 
 
 def test_hub_source_fingerprint_is_the_cached_snapshot_commit(monkeypatch, tmp_path):

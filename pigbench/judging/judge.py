@@ -106,9 +106,11 @@ class Judge(Evaluator):
     """An evaluator that asks a vision-language model which image wins. Subclasses implement
     :meth:`build_prompt` and may change the class attributes below."""
 
+    # 5: "cannot decide" followed by one claim for one side is that side, after verdicts it concludes is a
+    # tie, "A is better" (a bare upper-case letter in the comparative) is a verdict;
     # 4: "cannot decide" beside one named image is no tie; 3: "cannot decide" is a tie (was INVALID);
     # 2: tau applies to P(A) - 0.5 (was P(A) - P(B))
-    version: ClassVar[str] = "4"
+    version: ClassVar[str] = "5"
     kind: ClassVar[Kind] = "judge"
     needs: ClassVar[tuple[Need, ...]] = ("gpu", "weights")
     scores_are_probabilities: ClassVar[bool] = True  # scoring=probs: P(A), P(B) renormalised

@@ -20,9 +20,19 @@ one it is INVALID ("output cut at max_new_tokens before its answer"), since its 
 wherever the cut fell.
 
 A snippet is read tolerantly: case and whitespace do not matter; "A", "Image A", "Picture 1",
-"image 1 is better", "Image 1 is better than Image 2", "the first image", "Answer: B", "Tie",
+"image 1 is better", "Image 1 is better than Image 2", "A is better", "the first image", "Answer: B", "Tie",
 "Both images are equally good.", "Cannot decide" are all understood (1 = A, 2 = B; the last three are ties;
-"cannot decide" only in a snippet that names no single image). A snippet naming both sides
+"cannot decide" only in a snippet that names no single image). A bare letter counts only as the whole
+snippet, after "Answer:", or as the subject of a comparative ("A is better", "B is preferred"; upper
+case, so the article of "a better image" never counts).
+
+"Cannot decide" is read with what follows its last occurrence: one claim choosing one side after a
+contrast or the end of its clause ("..., but A is better", "...; still, I'd go with Image 2", "... .
+Image B is preferred": a verdict, a verb of choice, or the image alone, none negated) is that side;
+verdicts stated only before it are concluded by it, a tie ("A is better on colour but B on detail,
+so I cannot decide"). Otherwise the rules above apply ("I cannot decide between A and B." is a tie;
+"I cannot decide between Image A and Image B, but Image A is not better." states no choice and
+stays a tie). A snippet naming both sides
 without saying which is better is ambiguous; one that names a single side in a negated statement
 ("Image 1 is not better", "I would not prefer Image A") states no choice. Anything else, empty output, or an output cut before
 its answer is INVALID, with the reason kept; callers always keep the raw text.
@@ -73,8 +83,24 @@ _TIE = re.compile(
     r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine))\b",
     re.IGNORECASE,
 )
+# A bare letter in the comparative form only ("A is better", "B is much worse"); upper case, so
+# the article in "a better image" never counts.
+_BARE_BETTER = re.compile(
+    r"\b(?-i:(?P<s>[AB]))\s+(?:is|seems|looks|would\s+be|was)\s+(?:(?!not\b)\w+\s+)?"
+    r"(?P<cmp>better|preferred|superior|worse|inferior)\b",
+    re.IGNORECASE,
+)
 # The protocol's explicit tie, read only where no single image is named ("I can't decide: Image B" is no tie).
 _UNDECIDED = re.compile(r"\b(?:cannot|can\s*not|can't|can’t)\s+decide\b", re.IGNORECASE)
+# A claim choosing the one image it names: "I'd go with Image 2", "I lean towards Image 1", "Image B".
+_CHOICE = re.compile(r"\b(?:go(?:ing)?\s+with|choose|pick|opt\s+for|lean(?:ing)?\s+towards?|select|vote\s+for)\b",
+                     re.IGNORECASE)
+_ONLY_NAMED = re.compile(r"^[\W_]*" + _NAMED.format("s") + r"[\W_]*$", re.IGNORECASE)
+# Where a claim after "cannot decide" starts: a contrast ("but", "however", "still", "though", ...)
+# or the end of its clause or sentence (";", ".", "!", "?"; not ":", which names what is undecided),
+# taken whole ("; however," and ". Still," are one turn).
+_TURN_WORD = r"(?:\b(?:but|however|still|though|yet|nevertheless|nonetheless)\b|[;.!?](?=\s|$))"
+_TURN = re.compile(_TURN_WORD + r"(?:[\s,]*" + _TURN_WORD + r")*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -190,8 +216,18 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
     if bare:
         key = bare.group("s").lower()
         return (Label.TIE if key in ("tie", "c") else _SIDE[key]), ""
-    verdicts = {_comparative(m) for m in _BETTER.finditer(s)} | _preferred(s)
-    verdicts |= {_SIDE[m.group("s").lower()] for m in _ANSWER_IS.finditer(s)}
+    verdicts = _verdicts(s)
+    undecided = None
+    for undecided in _UNDECIDED.finditer(s):
+        pass  # the last one
+    if undecided is not None:
+        after = s[undecided.end() :]
+        turn = _TURN.search(after)
+        side = _decisive(after[turn.end() :]) if turn else None
+        if side is not None:  # "I cannot decide between A and B, but A is better."
+            return side, ""
+        if verdicts and not _verdicts(after):  # "A is better on colour but B on detail, so I cannot decide."
+            return Label.TIE, ""
     if len(verdicts) == 1:
         return verdicts.pop(), ""
     if len(verdicts) > 1:
@@ -208,6 +244,25 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
     if len(named) > 1:
         return None, "answer names both images without a verdict"
     return None, "unrecognized answer"
+
+
+def _verdicts(text: str) -> set[Label]:
+    """The sides ``text`` states a verdict for: an image (or a bare upper-case letter) said to be
+    better, worse or preferred, "answer: B", and a preference not negated."""
+    found = {_comparative(m) for m in (*_BETTER.finditer(text), *_BARE_BETTER.finditer(text))} | _preferred(text)
+    return found | {_SIDE[m.group("s").lower()] for m in _ANSWER_IS.finditer(text)}
+
+
+def _decisive(claim: str) -> Optional[Label]:
+    """The one side a claim made after "cannot decide" chooses: its one verdict or, stating none, the
+    one image it names with a verb of choice ("I'd go with Image 2") or alone ("but Image 2"); None
+    when it negates anything, describes ("but Image A has a hat"), or chooses no side or both."""
+    if _NEGATION.search(claim):
+        return None
+    sides = _verdicts(claim)
+    if not sides and (_CHOICE.search(claim) or _ONLY_NAMED.match(claim.strip())):
+        sides = {_side(m) for m in _NAMED_SIDE.finditer(claim)}
+    return sides.pop() if len(sides) == 1 else None
 
 
 def _conclusions(text: str, tie: re.Pattern = _TIE) -> set[Label]:
