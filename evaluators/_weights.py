@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from pigbench.checkpoint import CheckpointError
+from pigbench.checkpoint import CheckpointError, check_keys
 from pigbench.evaluator import RequirementError
 
 if TYPE_CHECKING:
@@ -297,20 +297,17 @@ def _is_position_ids(key: str, value: "torch.Tensor") -> bool:
     return key.endswith("position_ids") and torch.equal(value.flatten().long(), torch.arange(value.numel()))
 
 
-def load_strict(module: "torch.nn.Module", state: Mapping[str, "torch.Tensor"], what: str) -> None:
-    """Load ``state`` into ``module``; any missing or unexpected key (or shape) is a CheckpointError.
+def load_strict(module: "torch.nn.Module", state: Mapping[str, "torch.Tensor"], what: str, source: str) -> None:
+    """Load ``state`` (read from ``source``) into ``module``; any missing, unexpected or misshaped key
+    is a CheckpointError (:func:`pigbench.checkpoint.check_keys`).
 
     The one tolerated difference is a saved ``position_ids`` buffer that equals ``arange``.
     """
-    expected = set(module.state_dict())
-    unexpected = sorted(k for k in state if k not in expected and not _is_position_ids(k, state[k]))
-    missing = sorted(expected - set(state))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{what} does not match the model: {len(missing)} missing key(s) {missing[:5]}, "
-            f"{len(unexpected)} unexpected key(s) {unexpected[:5]}"
-        )
+    expected = module.state_dict()
+    check_keys(what, source, missing=expected.keys() - state.keys(),
+               unexpected=[k for k in state if k not in expected and not _is_position_ids(k, state[k])],
+               mismatched=[k for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape])
     try:
         module.load_state_dict({k: state[k] for k in expected}, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{what} does not match the model: {exc}") from None
+        raise CheckpointError(f"{what} at {source!r} does not match the model: {exc}") from None

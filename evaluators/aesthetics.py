@@ -67,7 +67,7 @@ class Aesthetics(EmbeddingScorer):
         model = load_clip_model(clip, self.device, self.dtype)
         head_path = fetch_file(self.model_source(self.config), self.head_file())
         self.head = RatingHead(model.config.projection_dim)
-        load_strict(self.head, read_state_dict(head_path, "the aesthetic head"), f"the aesthetic head {head_path}")
+        load_strict(self.head, read_state_dict(head_path, "the aesthetic head"), "the aesthetic head", str(head_path))
         self.head.eval().to(self.device)
         clip_revision = source_fingerprint(clip, model)
         encode, tower = image_encoder(model, self.device)

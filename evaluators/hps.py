@@ -65,7 +65,7 @@ class _HPS(EmbeddingScorer):
         arch = self.config.architecture
         state = read_state_dict(path, "the HPS checkpoint")  # before building ViT-H-14 (a minute on a CPU)
         model = open_clip.create_model(arch, pretrained=None, device=self.device)
-        load_strict(model, state, f"the HPS checkpoint {path} (open_clip {arch})")
+        load_strict(model, state, f"the HPS checkpoint (open_clip {arch})", str(path))
         model.eval().to(dtype=self.dtype)
         tokenizer = open_clip.get_tokenizer(arch)
         size = model.visual.image_size

@@ -103,7 +103,7 @@ class ImageReward(EmbeddingScorer):
             key = exc.args[0]
             where = f"checkpoint {ckpt}" if str(key).startswith("blip.") else f"model config {med_path}"
             raise CheckpointError(f"the ImageReward {where} has no {key!r}: not ImageReward v1.0's") from None
-        load_strict(self.net, translate_keys(state), f"the ImageReward checkpoint {ckpt}")
+        load_strict(self.net, translate_keys(state), "the ImageReward checkpoint", str(ckpt))
         self.net.eval().to(device=self.device, dtype=self.dtype)
         self.net.mlp.float()
         tokenizer = self.tokenizer_source(self.config)

@@ -97,7 +97,7 @@ class MPS(EmbeddingScorer):
             raise CheckpointError(f"mps: the MPS checkpoint {path} has no tensor {exc} (its cross model): "
                                   "it is not MPS_overall_checkpoint.pth") from None
         self.net = MPSNet(config, shape)
-        load_strict(self.net, state, f"the MPS checkpoint {path}")
+        load_strict(self.net, state, "the MPS checkpoint", str(path))
         self.net.eval().to(device=self.device, dtype=self.dtype)
         tokenizer = load_tokenizer(clip)
         length = min(tokenizer.model_max_length, config.text_config.max_position_embeddings)
