@@ -43,7 +43,10 @@ it grows with each) to its row's position, its metadata image uids and the pass'
 hashes and sizes, or the skip reason). A split reuses the entry of each of its rows at the same
 position with the same uids whose files are in the store at their recorded sizes, runs the pass only
 for its other rows (reading only their row groups: none when every row was seen, as for another
-evaluator, K, ``users=N`` or seed over the same users) and merges their entries into the index. The
+evaluator, K, ``users=N`` or seed over the same users) and adds their entries to the index
+(:class:`~pigbench.append_index.AppendIndex`): appended as lines of ``index-<key>.jsonl`` under a lock
+on ``index-<key>.lock``, so that ranks or runs adding at once lose nothing and a run adding a few rows
+does not rewrite the whole file; the log is folded into the ``.json`` file once it would outgrow it. The
 key hashes the pass's rules and the index format (``_INDEX_VERSION``) and the shards' names and
 footers (rows, row group sizes): the index trusts that shards of the same names and footers hold the
 same bytes. This option and ``images_path`` name locations, not content (every image is keyed by its
@@ -67,6 +70,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pigbench.adapter import DatasetAdapter, DatasetError
+from pigbench.append_index import AppendIndex
 from pigbench.atomic_file import write_atomic
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
 from pigbench.adapter_options import check_options, get_int
@@ -292,10 +296,9 @@ class PickAPic(DatasetAdapter):
         if todo:
             new = {rid: self._check_row(v, uids[rid], store) for rid, v in cache.rows(keep=store is None, keys=todo)}
             outcomes.update(new)
-            if store is not None:  # merged with the index as it is now, which another process may have extended
-                merged = {**store.load_index(index), **{str(rid): [list(cache.locations[rid]), list(uids[rid]), *outcome]
-                                                         for rid, outcome in new.items()}}
-                store.write(index, json.dumps(merged).encode(), what="index")
+            if store is not None:
+                store.add_to_index(index, {str(rid): [list(cache.locations[rid]), list(uids[rid]), *outcome]
+                                           for rid, outcome in new.items()})
         out: dict[int, tuple[str, str]] = {}
         for rid in order:
             outcome = outcomes[rid]
@@ -434,7 +437,7 @@ def _load_stored(store: "ImageStore", cache: RowCache, rid: int, side: int, uid:
         data = _load(cache, rid, side, uid)
         if hashlib.sha256(data).hexdigest() != sha:
             raise ImageError(f"image {uid!r}: ranking_id={rid} of the with-images shards no longer has the bytes the split "
-                             f"hashed (SHA-256 {sha}); delete {store.root}/index-*.json and run again")
+                             f"hashed (SHA-256 {sha}); delete {store.root}/index-* and run again")
         with contextlib.suppress(DatasetError):  # a store not writable now: the image is read all the same
             store.put(sha, data, replace=True)
     return data
@@ -442,8 +445,9 @@ def _load_stored(store: "ImageStore", cache: RowCache, rid: int, side: int, uid:
 
 class ImageStore:
     """Image bytes by their SHA-256, one file each: ``root/<sha[:2]>/<sha>``, and the hashing pass's
-    index files; see the module docstring. Files are written to a temporary name in their folder,
-    then renamed, so that concurrent writers (ranks, runs) and killed runs leave no partial file."""
+    indexes (:class:`~pigbench.append_index.AppendIndex`); see the module docstring. Image files are
+    written to a temporary name in their folder, then renamed, so that concurrent writers (ranks, runs)
+    and killed runs leave no partial file."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -459,7 +463,7 @@ class ImageStore:
         path = self.path(sha)
         if not replace and _size(path) == len(data):
             return
-        self.write(path, data, what="image")
+        self.write(path, data)
 
     def get(self, sha: str) -> Optional[bytes]:
         """The stored bytes of ``sha``; None if its file is missing or holds bytes of another SHA-256."""
@@ -471,16 +475,17 @@ class ImageStore:
 
     def load_index(self, path: Path) -> dict[str, list]:
         """The index at ``path``: ``{ranking id: [[shard, group, row], [uid_0, uid_1], *outcome]}``, the
-        outcome as :meth:`PickAPic._check_row` gives it; empty if it is missing or does not parse.
-        Writers merge their new entries into it (temp file, then rename): two processes merging at once
-        may lose one's additions, which only costs a later split reading those rows again."""
+        outcome as :meth:`PickAPic._check_row` gives it; entries of a damaged file or line are left out
+        (:class:`~pigbench.append_index.AppendIndex`: its main file, then the additions logged since)."""
+        return AppendIndex(path, _index_entry_ok).read()
+
+    def add_to_index(self, path: Path, entries: dict[str, list]) -> None:
+        """Add ``entries`` to the index at ``path`` (appended under a lock: concurrent adders lose
+        nothing); a :class:`DatasetError` naming it if that fails."""
         try:
-            entries = json.loads(path.read_bytes())
-            if all(_index_entry_ok(e) for e in entries.values()):
-                return entries
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass
-        return {}
+            AppendIndex(path, _index_entry_ok).add(entries)
+        except OSError as exc:
+            raise _write_error("index", path, exc) from None
 
     def reusable(self, entry: Optional[list], at: Location, uids: tuple[str, str]) -> Optional[list]:
         """``entry`` if it is of the row now at ``at`` with these metadata image uids and every file it
@@ -489,7 +494,7 @@ class ImageStore:
             return None
         return entry if len(entry) == 3 or all(_size(self.path(h)) == n for h, n in zip(entry[2], entry[3])) else None
 
-    def write(self, path: Path, data: bytes, what: str) -> None:
+    def write(self, path: Path, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (:func:`~pigbench.atomic_file.write_atomic`: its mode
         follows the umask, so a store shared by a group stays readable); a :class:`DatasetError` naming
         it if that fails."""
@@ -497,8 +502,12 @@ class ImageStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, data)
         except OSError as exc:
-            raise DatasetError(f"cannot write the {what} file {path} of the image store ({exc}); "
-                               "--dataset-option images_cache=DIR for another folder, or =none to keep images in memory") from None
+            raise _write_error("image", path, exc) from None
+
+
+def _write_error(what: str, path: Path, exc: OSError) -> DatasetError:
+    return DatasetError(f"cannot write the {what} file {path} of the image store ({exc}); "
+                        "--dataset-option images_cache=DIR for another folder, or =none to keep images in memory")
 
 
 def _index_entry_ok(e: Any) -> bool:

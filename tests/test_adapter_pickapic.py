@@ -917,3 +917,51 @@ def test_a_store_write_that_fails_is_an_error_naming_the_file_and_the_way_out(da
                                            r"\(\[Errno 28\] No space left on device\); --dataset-option images_cache=DIR"):
         adapter(meta, images, images_cache=str(tmp_path / "store")).split(seed=0)
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]  # no temporary file left
+
+
+def test_a_split_adding_rows_to_a_large_index_appends_them_and_an_old_index_is_read(tmp_path):
+    """Each split hashing new rows rewrote the whole index (about 250 MB for all of Pick-a-Pic v2):
+    its entries are now appended to the index's log and the main file is left as it is; an index
+    file of the earlier format (the main file alone) is still read."""
+    from pigbench.adapters.pickapic import ImageStore
+
+    rows, n = [], iter(range(1, 1000))
+    for u in range(12):  # users 300..305 have 6 rows (kept at K=4 only), 306..311 have 10
+        rows += [pickapic_row(8000 + 10 * u + i, 300 + u, PROMPTS[i], next(n), next(n), float(i % 2))
+                 for i in range(6 if u < 6 else 10)]
+    write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=1000)
+    write_pickapic(tmp_path / "i", rows, images=True, shards=2, row_group_size=4)
+    meta, images, store = tmp_path / "m", tmp_path / "i", tmp_path / "store"
+    at8 = adapter(meta, images, images_cache=str(store))
+    at8.split(seed=0, reference_size=8)
+    (index,) = store.glob("index-*.json")
+    entries = ImageStore(store).load_index(index)
+    large = {**{str(10**6 + i): [[0, 0, i], ["u0", "u1"], "image bytes missing (null jpg_0/jpg_1)"] for i in range(2000)},
+             **entries}
+    for p in store.glob("index-*"):
+        p.unlink()
+    index.write_text(json.dumps(large))  # as the earlier format wrote it: the main file alone
+    before = index.stat()
+    at4 = adapter(meta, images, images_cache=str(store))
+    at4.split(seed=0, reference_size=4)
+    assert at4.provenance()["row_groups_read"] > 0 and len(located_rids(at4, 4)) > len(entries)
+    assert index.read_text() == json.dumps(large) and index.stat().st_ino == before.st_ino  # not rewritten
+    log = index.with_suffix(".jsonl")
+    assert len(log.read_text().splitlines()) == len(located_rids(at4, 4)) - len(entries)  # the new rows' entries
+    again = adapter(meta, images, images_cache=str(store))
+    again.split(seed=0, reference_size=4)
+    assert again.provenance()["row_groups_read"] == 0  # every row found: the old file's and the log's
+    logged = {k: e for line in log.read_text().splitlines() for k, e in json.loads(line).items()}
+    assert ImageStore(store).load_index(index) == {**large, **logged} and not set(logged) & set(large)
+
+
+def test_an_index_write_that_fails_is_an_error_naming_the_index_file(data, tmp_path):
+    meta, images = data
+    store = tmp_path / "store"
+    adapter(meta, images, images_cache=str(store)).split(seed=0, reference_size=8)
+    (index,) = store.glob("index-*.json")
+    index.write_text(json.dumps({str(10**6 + i): [[0, 0, i], ["u0", "u1"], "x"] for i in range(1000)}))  # large: appended to
+    index.with_suffix(".jsonl").mkdir()  # the log cannot be appended to
+    with pytest.raises(DatasetError, match=rf"cannot write the index file {index} of the image store \(.*\); "
+                                           r"--dataset-option images_cache=DIR"):
+        adapter(meta, images, images_cache=str(store)).split(seed=0)

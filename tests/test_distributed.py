@@ -422,6 +422,7 @@ def test_two_ranks_sharing_a_pickapic_image_store_equal_one_process(tmp_path):
     import hashlib
 
     from fixtures_adapters import PROMPTS, pickapic_row, write_pickapic
+    from pigbench.adapters.pickapic import ImageStore
 
     rows, n = [], 1
     for u, user in enumerate(range(201, 205)):
@@ -445,9 +446,10 @@ def test_two_ranks_sharing_a_pickapic_image_store_equal_one_process(tmp_path):
     assert jsonl == single_jsonl and results["metrics"] == single.results["metrics"] and single.computed > 0
 
     def contents(store: Path) -> tuple[dict, dict]:
-        files = {p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*") if p.is_file()}
-        (index,) = [k for k in files if k.startswith("index-")]
-        return json.loads(files.pop(index)), {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+        (index,) = store.glob("index-*.json")  # beside it its lock file (and a log of additions since its last write)
+        files = {p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*")
+                 if p.is_file() and not p.name.startswith("index-")}
+        return ImageStore(store).load_index(index), {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
 
     index, images = contents(tmp_path / "two" / "store")
     assert all(name == f"{sha[:2]}/{sha}" for name, sha in images.items())  # whole files only, no temporary one
