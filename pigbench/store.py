@@ -6,6 +6,9 @@ a process killed at any point (SIGKILL included) leaves exactly the batches that
 sample id is the primary key, so a prediction is never stored twice. A prediction that failed
 (one with an ``error``: a server that was down, a file that could not be read) is not *done*: a
 resumed run predicts it again, and the new prediction replaces it. A successful one is final.
+Runs of one config started together may share a store file: they create it together
+(:mod:`pigbench.sqlite_wal`), a batch waits for the other run's write, and a sample both predict
+keeps the first successful prediction.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from pigbench.protocol import Prediction
+from pigbench.sqlite_wal import use_wal
 
 
 def default_cache_dir() -> str:
@@ -66,7 +70,7 @@ class PredictionStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _errors_named(self.path):
             self._db = sqlite3.connect(self.path)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._db)
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("CREATE TABLE IF NOT EXISTS predictions (sample_id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
             self._db.commit()

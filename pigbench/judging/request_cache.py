@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from pigbench.evaluator import RequirementError
+from pigbench.sqlite_wal import use_wal
 
 
 def request_key(body: Mapping[str, Any]) -> str:
@@ -50,7 +51,7 @@ class RequestCache:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._db)
             self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL, created REAL)")
             problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
             if problems != ["ok"]:
