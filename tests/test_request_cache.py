@@ -42,7 +42,7 @@ def test_a_damaged_entry_is_dropped_and_counts_as_not_cached(tmp_path, stored):
     assert cache.get(request_key({"i": 0})) == RESPONSE
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "page-overwritten"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "page-overwritten", "last-page-cut"])
 def test_a_damaged_file_is_one_error_naming_it(tmp_path, damage):
     path = tmp_path / "requests" / "judge.sqlite"
     _filled(path, 50)
@@ -50,6 +50,8 @@ def test_a_damaged_file_is_one_error_naming_it(tmp_path, damage):
     page = 4096  # sqlite's default page size
     path.write_bytes({"garbage": b"not a database" * 100, "truncated": data[:5000],  # both fail as the file opens
                       "page-overwritten": data[: 10 * page] + b"\xa5" * page + data[11 * page :],  # found by the check on opening
+                      # a full disk's short last page: the check's answer is several lines
+                      "last-page-cut": data[:-3000],
                       }[damage])
     with pytest.raises(RequestCacheError) as info:
         RequestCache(path)

@@ -55,7 +55,8 @@ class RequestCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL, created REAL)")
             problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
             if problems != ["ok"]:
-                raise sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}")
+                # its first problem, in one line (an index or page problem comes as several)
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(problems[0].splitlines())}")
         except sqlite3.Error as exc:
             self._db.close()
             raise self._error(exc) from None
