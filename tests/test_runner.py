@@ -1110,6 +1110,44 @@ def test_a_store_locked_for_longer_than_the_busy_timeout_is_a_one_line_error(tmp
     other.execute("ROLLBACK")
 
 
+def test_a_store_of_another_run_at_this_runs_path_is_refused_not_mixed_in(tmp_path):
+    """The file name was all that tied a store to its run: another seed's store copied or renamed to
+    this run's path (a synced or restored cache) was reused as this run's, its predictions of other
+    A/B orders and references scored under the same sample ids. The store records its run key."""
+    import shutil
+
+    from pigbench.store import StoreError
+
+    run(config(tmp_path))
+    (mine,) = (tmp_path / "cache" / "runs").glob("*.sqlite")
+    run(config(tmp_path, seed=1))
+    (other,) = set((tmp_path / "cache" / "runs").glob("*.sqlite")) - {mine}
+    shutil.copyfile(other, mine)
+    with pytest.raises(StoreError, match=rf"{mine}: this prediction store holds the predictions of another run "
+                                         rf"\(run key {other.stem}\), not of this one; move it aside"):
+        run(config(tmp_path))
+    mine.unlink()
+    out = run(config(tmp_path))
+    assert (out.computed, out.resumed) == (60, 0) and validate_results(out.results_path) == []
+
+
+def test_a_store_from_before_run_keys_were_recorded_takes_the_key_of_the_run_that_opens_it(tmp_path):
+    from pigbench.store import PredictionStore, StoreError
+
+    path = tmp_path / "k1.sqlite"
+    with sqlite3.connect(path) as old:  # the layout of a store written before the key was recorded
+        old.execute("CREATE TABLE predictions (sample_id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
+        old.execute("""INSERT INTO predictions VALUES ('s0', '{"label": "A", "sample_id": "s0"}')""")
+    old.close()
+    with PredictionStore(path, "k1") as store:
+        assert store.done_ids() == {"s0"}
+    with PredictionStore(path, "k1") as again:
+        assert again.done_ids() == {"s0"}
+    with pytest.raises(StoreError, match=r"k1\.sqlite: this prediction store holds the predictions of another run "
+                                         r"\(run key k1\), not of this one"):
+        PredictionStore(path, "k2")
+
+
 def test_a_full_disk_while_storing_a_batch_says_the_store_is_kept_not_that_it_should_be_deleted(tmp_path):
     from pigbench.protocol import Label, Prediction
     from pigbench.store import PredictionStore, StoreError
