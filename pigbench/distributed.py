@@ -207,7 +207,7 @@ class RunStores:
         paths = [self.main_path, *self.rank_paths()]  # the same on every rank: nothing moves them before the gather
         for path in paths:
             if path.exists():
-                with PredictionStore(path) as store:
+                with PredictionStore(path, self.key) as store:
                     done |= store.done_ids()
         views = self.world.all_gather((self.key, len(done)))
         if len(set(views)) > 1:
@@ -220,18 +220,18 @@ class RunStores:
         return done
 
     def open_own(self) -> PredictionStore:
-        return PredictionStore(self.own_path)
+        return PredictionStore(self.own_path, self.key)
 
     def merge(self) -> dict[str, dict]:
         """Rank 0 only, once every rank has closed its store: move the rank stores' predictions into
         ``<key>.sqlite``, delete those files, and return all predictions by sample id."""
         self._absorb_rank_stores()
-        with PredictionStore(self.main_path) as main:
+        with PredictionStore(self.main_path, self.key) as main:
             return main.load()
 
     def _absorb_rank_stores(self) -> None:
         """Move the rank stores' predictions into ``<key>.sqlite`` and delete those files."""
-        with PredictionStore(self.main_path) as main:
+        with PredictionStore(self.main_path, self.key) as main:
             for path in self.rank_paths():
                 main.absorb(path)
                 for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):

@@ -6,6 +6,13 @@ a process killed at any point (SIGKILL included) leaves exactly the batches that
 sample id is the primary key, so a prediction is never stored twice. A prediction that failed
 (one with an ``error``: a server that was down, a file that could not be read) is not *done*: a
 resumed run predicts it again, and the new prediction replaces it. A successful one is final.
+The store records its run key: a store of another run copied or renamed to this run's path (a
+synced or restored cache) is refused, never mixed in (its sample ids are this run's, its A/B
+orders and references may not be). A store written before the key was recorded takes the key of
+the run that opens it.
+Runs of one config started together may share a store file: they create it together
+(:mod:`pigbench.sqlite_wal`), a batch waits for the other run's write, and a sample both predict
+keeps the first successful prediction.
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 from pigbench.protocol import Prediction
+from pigbench.sqlite_wal import use_wal
 
 
 def default_cache_dir() -> str:
@@ -61,16 +69,36 @@ def _errors_named(path: Path) -> Iterator[None]:
 class PredictionStore:
     """Predictions of one run, keyed by sample id. Every SQLite error is a :class:`StoreError`."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, run_key: Optional[str] = None) -> None:
+        """Open (or create) the store at ``path``. With ``run_key``, a store recording another run's
+        key is a :class:`StoreError`; one recording none (new, or from before keys were recorded)
+        records this one."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _errors_named(self.path):
             self._db = sqlite3.connect(self.path)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._db)
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("CREATE TABLE IF NOT EXISTS predictions (sample_id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.commit()
+            if run_key is not None:
+                self._check_run_key(run_key)
         self._file_id = self._current_file_id()
+
+    def _check_run_key(self, run_key: str) -> None:
+        """Record ``run_key`` in a store that records none; StoreError if it records another."""
+        query = "SELECT value FROM meta WHERE name = 'run_key'"
+        row = self._db.execute(query).fetchone()
+        if row is None:  # read first: a store that records the key opens read-only too
+            with self._db:  # OR IGNORE: another run may record its key meanwhile
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('run_key', ?)", (run_key,))
+            row = self._db.execute(query).fetchone()
+        if row[0] != run_key:
+            self._db.close()
+            raise StoreError(f"{self.path}: this prediction store holds the predictions of another run (run key "
+                             f"{row[0]}), not of this one; move it aside (it was copied or renamed to this run's "
+                             "path) and run again")
 
     def _current_file_id(self) -> tuple[int, int] | None:
         """(device, inode) of the file at ``path``; None when there is none. StoreError when it cannot

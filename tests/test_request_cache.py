@@ -42,7 +42,7 @@ def test_a_damaged_entry_is_dropped_and_counts_as_not_cached(tmp_path, stored):
     assert cache.get(request_key({"i": 0})) == RESPONSE
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "page-overwritten"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "page-overwritten", "last-page-cut"])
 def test_a_damaged_file_is_one_error_naming_it(tmp_path, damage):
     path = tmp_path / "requests" / "judge.sqlite"
     _filled(path, 50)
@@ -50,6 +50,8 @@ def test_a_damaged_file_is_one_error_naming_it(tmp_path, damage):
     page = 4096  # sqlite's default page size
     path.write_bytes({"garbage": b"not a database" * 100, "truncated": data[:5000],  # both fail as the file opens
                       "page-overwritten": data[: 10 * page] + b"\xa5" * page + data[11 * page :],  # found by the check on opening
+                      # a full disk's short last page: the check's answer is several lines
+                      "last-page-cut": data[:-3000],
                       }[damage])
     with pytest.raises(RequestCacheError) as info:
         RequestCache(path)
@@ -90,3 +92,24 @@ def test_a_write_while_another_process_holds_the_lock_warns_and_goes_on(tmp_path
     other.execute("ROLLBACK")
     cache.put("b", RESPONSE)
     assert cache.get("b") == RESPONSE
+
+
+def test_a_file_another_process_is_creating_is_waited_for(tmp_path, monkeypatch):
+    """Two runs starting together on one cache directory: SQLite refuses the switch to WAL mode at
+    once ("database is locked", no busy wait) while the other holds the new file's lock, and one
+    of the runs failed. The switch is retried; here the lock goes at the first retry."""
+    from pigbench import sqlite_wal
+
+    path = tmp_path / "r.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the other process, creating the file
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        other.execute("COMMIT")
+
+    monkeypatch.setattr(sqlite_wal, "sleep", sleep)
+    cache = RequestCache(path)
+    assert len(waits) == 1 and len(cache) == 0
+    assert cache._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

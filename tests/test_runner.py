@@ -1108,6 +1108,86 @@ def test_a_full_disk_while_writing_the_results_is_an_error_naming_the_file_and_l
     assert out.computed == 0 and validate_results(out.results_path) == []
 
 
+def test_two_runs_creating_one_store_at_once_both_open_it(tmp_path, monkeypatch):
+    """Two runs of one config started together on one cache directory: SQLite answered the second
+    one's switch of the new store to WAL mode with "database is locked" at once (no busy wait) while
+    the first held the file's lock, and that run stopped (about one start in five). It is retried
+    until the lock is gone; here the first run's lock goes at the first retry."""
+    from pigbench import sqlite_wal
+    from pigbench.protocol import Label, Prediction
+    from pigbench.store import PredictionStore
+
+    path = tmp_path / "runs" / "k.sqlite"
+    path.parent.mkdir()
+    first = sqlite3.connect(path, isolation_level=None)
+    first.execute("BEGIN IMMEDIATE")  # the first run, creating the file
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        first.execute("COMMIT")
+
+    monkeypatch.setattr(sqlite_wal, "sleep", sleep)
+    with PredictionStore(path) as store:
+        store.add([Prediction("s0", Label.A)])
+        assert len(waits) == 1 and store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with PredictionStore(path) as again:
+        assert again.done_ids() == {"s0"}
+
+
+def test_a_store_locked_for_longer_than_the_busy_timeout_is_a_one_line_error(tmp_path, monkeypatch):
+    import functools
+
+    from pigbench.store import PredictionStore, StoreError
+
+    path = tmp_path / "k.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(sqlite3, "connect", functools.partial(sqlite3.connect, timeout=0.1))
+    with pytest.raises(StoreError, match=r"k\.sqlite: cannot use this prediction store \(database is locked\); "
+                                         r"another run is probably writing to it"):
+        PredictionStore(path)
+    other.execute("ROLLBACK")
+
+
+def test_a_store_of_another_run_at_this_runs_path_is_refused_not_mixed_in(tmp_path):
+    """The file name was all that tied a store to its run: another seed's store copied or renamed to
+    this run's path (a synced or restored cache) was reused as this run's, its predictions of other
+    A/B orders and references scored under the same sample ids. The store records its run key."""
+    import shutil
+
+    from pigbench.store import StoreError
+
+    run(config(tmp_path))
+    (mine,) = (tmp_path / "cache" / "runs").glob("*.sqlite")
+    run(config(tmp_path, seed=1))
+    (other,) = set((tmp_path / "cache" / "runs").glob("*.sqlite")) - {mine}
+    shutil.copyfile(other, mine)
+    with pytest.raises(StoreError, match=rf"{mine}: this prediction store holds the predictions of another run "
+                                         rf"\(run key {other.stem}\), not of this one; move it aside"):
+        run(config(tmp_path))
+    mine.unlink()
+    out = run(config(tmp_path))
+    assert (out.computed, out.resumed) == (60, 0) and validate_results(out.results_path) == []
+
+
+def test_a_store_from_before_run_keys_were_recorded_takes_the_key_of_the_run_that_opens_it(tmp_path):
+    from pigbench.store import PredictionStore, StoreError
+
+    path = tmp_path / "k1.sqlite"
+    with sqlite3.connect(path) as old:  # the layout of a store written before the key was recorded
+        old.execute("CREATE TABLE predictions (sample_id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
+        old.execute("""INSERT INTO predictions VALUES ('s0', '{"label": "A", "sample_id": "s0"}')""")
+    old.close()
+    with PredictionStore(path, "k1") as store:
+        assert store.done_ids() == {"s0"}
+    with PredictionStore(path, "k1") as again:
+        assert again.done_ids() == {"s0"}
+    with pytest.raises(StoreError, match=r"k1\.sqlite: this prediction store holds the predictions of another run "
+                                         r"\(run key k1\), not of this one"):
+        PredictionStore(path, "k2")
+
+
 def test_a_full_disk_while_storing_a_batch_says_the_store_is_kept_not_that_it_should_be_deleted(tmp_path):
     from pigbench.protocol import Label, Prediction
     from pigbench.store import PredictionStore, StoreError

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from pigbench.evaluator import RequirementError
+from pigbench.sqlite_wal import use_wal
 
 
 def request_key(body: Mapping[str, Any]) -> str:
@@ -50,11 +51,12 @@ class RequestCache:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._db)
             self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL, created REAL)")
             problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
             if problems != ["ok"]:
-                raise sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}")
+                # its first problem, in one line (an index or page problem comes as several)
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(problems[0].splitlines())}")
         except sqlite3.Error as exc:
             self._db.close()
             raise self._error(exc) from None
