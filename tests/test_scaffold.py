@@ -15,6 +15,7 @@ from pigbench.cli import main as pigbench
 from pigbench.conformance import demo_episodes, run_checks
 from pigbench.results import validate_results
 from pigbench.scaffold import KINDS, PluginNames, ScaffoldError, plugin_files, write_plugin
+from plugin_install import install_for_subprocesses
 
 
 def test_names_are_derived_from_the_evaluator_name():
@@ -107,19 +108,8 @@ def test_judge_placeholders_give_answer_probabilities_for_calibration(kind, tmp_
 def test_scaffold_installs_registers_and_runs(tmp_path):
     root, _ = write_plugin("tiny-reward", "scalar", tmp_path / "pkg")
     site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--no-index", "--disable-pip-version-check", "--target", str(site), str(root)],
-                         capture_output=True, text=True, timeout=300)
-    assert pip.returncode == 0, pip.stderr
+    call = install_for_subprocesses(root, site)
     assert (next(site.glob("pigbench_tiny_reward-*.dist-info")) / "entry_points.txt").exists()
-    # Only processes given this path see the package: the shared environment stays untouched.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-           "HF_HUB_OFFLINE": "1"}
-
-    def call(*args, cwd=None):
-        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
 
     listing = call("-m", "pigbench.cli", "list", "evaluators", "--verbose")
     assert "tiny-reward" in listing and "entry point of package 'pigbench-tiny-reward'" in listing

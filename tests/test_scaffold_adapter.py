@@ -5,10 +5,7 @@ passes its own tests, check-dataset and a runner run."""
 import ast
 import importlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -18,6 +15,7 @@ from pigbench.dataset_conformance import run_dataset_checks
 from pigbench.results import validate_results
 from pigbench.scaffold import PluginNames, ScaffoldError
 from pigbench.scaffold_adapter import SAMPLE_IMAGES, SAMPLE_RANKINGS, SAMPLE_USERS, plugin_files, write_plugin
+from plugin_install import install_for_subprocesses
 
 
 def test_bad_and_taken_names_and_used_directory_are_refused(tmp_path, capsys):
@@ -92,20 +90,9 @@ def test_generated_adapter_counts_bad_lines_and_refuses_unknown_options(tmp_path
 def test_scaffold_installs_registers_checks_and_runs(tmp_path):
     root, _ = write_plugin("tiny-data", tmp_path / "pkg")
     site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--no-index", "--disable-pip-version-check", "--target", str(site), str(root)],
-                         capture_output=True, text=True, timeout=300)
-    assert pip.returncode == 0, pip.stderr
+    call = install_for_subprocesses(root, site)
     assert (next(site.glob("pigbench_tiny_data-*.dist-info")) / "entry_points.txt").exists()
     assert (site / "pigbench_tiny_data" / "sample" / "rankings.jsonl").exists()  # the sample is package data
-    # Only processes given this path see the package: the shared environment stays untouched.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-           "HF_HUB_OFFLINE": "1"}
-
-    def call(*args, cwd=None):
-        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
 
     listing = call("-m", "pigbench.cli", "list", "datasets", "--verbose")
     assert "\ntiny-data " in listing and "TODO: one line on the dataset" in listing
