@@ -40,3 +40,27 @@ def chromium():
             pytest.skip(f"Chromium at {path} does not start: {exc}")
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def held_until_first_retry(monkeypatch):
+    """``hold(path)``: another connection takes the lock of a new SQLite file at ``path`` (another
+    process creating it) and releases it when :func:`pigbench.sqlite_wal.use_wal` first sleeps to
+    retry; returns the list of those sleeps."""
+    import sqlite3
+
+    from pigbench import sqlite_wal
+
+    def hold(path):
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        waits = []
+
+        def sleep(seconds):
+            waits.append(seconds)
+            other.execute("COMMIT")
+
+        monkeypatch.setattr(sqlite_wal, "sleep", sleep)
+        return waits
+
+    return hold

@@ -94,22 +94,12 @@ def test_a_write_while_another_process_holds_the_lock_warns_and_goes_on(tmp_path
     assert cache.get("b") == RESPONSE
 
 
-def test_a_file_another_process_is_creating_is_waited_for(tmp_path, monkeypatch):
+def test_a_file_another_process_is_creating_is_waited_for(tmp_path, held_until_first_retry):
     """Two runs starting together on one cache directory: SQLite refuses the switch to WAL mode at
     once ("database is locked", no busy wait) while the other holds the new file's lock, and one
     of the runs failed. The switch is retried; here the lock goes at the first retry."""
-    from pigbench import sqlite_wal
-
     path = tmp_path / "r.sqlite"
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # the other process, creating the file
-    waits = []
-
-    def sleep(seconds):
-        waits.append(seconds)
-        other.execute("COMMIT")
-
-    monkeypatch.setattr(sqlite_wal, "sleep", sleep)
+    waits = held_until_first_retry(path)
     cache = RequestCache(path)
     assert len(waits) == 1 and len(cache) == 0
     assert cache._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

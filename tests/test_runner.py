@@ -1108,26 +1108,17 @@ def test_a_full_disk_while_writing_the_results_is_an_error_naming_the_file_and_l
     assert out.computed == 0 and validate_results(out.results_path) == []
 
 
-def test_two_runs_creating_one_store_at_once_both_open_it(tmp_path, monkeypatch):
+def test_two_runs_creating_one_store_at_once_both_open_it(tmp_path, held_until_first_retry):
     """Two runs of one config started together on one cache directory: SQLite answered the second
     one's switch of the new store to WAL mode with "database is locked" at once (no busy wait) while
     the first held the file's lock, and that run stopped (about one start in five). It is retried
     until the lock is gone; here the first run's lock goes at the first retry."""
-    from pigbench import sqlite_wal
     from pigbench.protocol import Label, Prediction
     from pigbench.store import PredictionStore
 
     path = tmp_path / "runs" / "k.sqlite"
     path.parent.mkdir()
-    first = sqlite3.connect(path, isolation_level=None)
-    first.execute("BEGIN IMMEDIATE")  # the first run, creating the file
-    waits = []
-
-    def sleep(seconds):
-        waits.append(seconds)
-        first.execute("COMMIT")
-
-    monkeypatch.setattr(sqlite_wal, "sleep", sleep)
+    waits = held_until_first_retry(path)
     with PredictionStore(path) as store:
         store.add([Prediction("s0", Label.A)])
         assert len(waits) == 1 and store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
