@@ -60,3 +60,20 @@ def test_cli_records_a_decision_and_prints_the_summary(tmp_path, capsys):
     assert cli(work + ["--set", target, "--decision", "drop", "--reason", "blurry"]) == 0
     assert cli(work + ["--summary"]) == 0
     assert "2 rendered sets: drop 2" in capsys.readouterr().out
+
+
+def test_an_unexpected_error_answers_500_without_details(tmp_path, capsys):
+    """An exception in a handler went to wsgiref's plain-text 500 page, without the security headers and,
+    for the API, without the JSON the page's script reads; the details go to the server's log only."""
+    from pigbench.build.webapp import Router
+
+    app = Router()
+
+    @app.route("GET", "/api/boom")
+    def boom(request):
+        raise RuntimeError("secret path /home/curator/ws")
+
+    status, headers, body = wsgi_call(app, "GET", "/api/boom")
+    assert status == 500 and json.loads(body) == {"error": "internal error: the request was not completed"}
+    assert "default-src 'self'" in headers["Content-Security-Policy"] and b"secret" not in body
+    assert "secret path /home/curator/ws" in capsys.readouterr().err
