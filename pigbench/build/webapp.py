@@ -28,6 +28,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 MAX_BODY = 64 * 1024
+LOOPBACK_HOST = re.compile(r"(?:localhost|127\.\d+\.\d+\.\d+|\[::1\])(?::\d+)?", re.IGNORECASE)
 SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
                                 "frame-ancestors 'none'; form-action 'self'"),
@@ -132,9 +133,12 @@ Handler = Callable[[Request], Response]
 
 
 class Router:
-    """A WSGI application dispatching on (method, path regex); serves ``/static/<name>`` itself."""
+    """A WSGI application dispatching on (method, path regex); serves ``/static/<name>`` itself.
+    With ``local_only`` it answers only requests whose Host is a loopback name (``LOOPBACK_HOST``), so
+    that a web page whose domain is rebound to 127.0.0.1 (DNS rebinding) cannot use a page without sign-in."""
 
-    def __init__(self) -> None:
+    def __init__(self, local_only: bool = False) -> None:
+        self.local_only = local_only
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.static = resources.files("pigbench.build") / "ui" / "static"
 
@@ -145,6 +149,8 @@ class Router:
         return register
 
     def dispatch(self, request: Request) -> Response:
+        if self.local_only and not LOOPBACK_HOST.fullmatch(request.headers.get("host", "")):
+            raise HTTPError(403, "this page answers only at localhost or 127.0.0.1")
         if request.method not in ("GET", "HEAD") and request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
             raise HTTPError(403, "a request from another site is refused")  # CSRF: forms and scripts of other sites
         static = re.fullmatch(r"/static/([a-z0-9_-]+\.(?:js|css))", request.path)
