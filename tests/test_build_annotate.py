@@ -209,3 +209,64 @@ def test_cli_invite_refuses_a_bad_count_or_a_folder_as_out_before_creating_invit
         assert cli(work + ["invite", *extra]) == 2
         assert capsys.readouterr().err == f"error: {message}\n"
     assert AnnotationStore(ws.annotate_db).progress()["annotators"] == []
+
+
+def test_open_sign_up_never_signs_in_as_an_invited_annotator(tmp_path):
+    """With open sign-up on, typing an invited annotator's id (annotator001: predictable) signed in as
+    them, reading and submitting their work without their invite code."""
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(1, 1, seed=0, open_signup=True)
+    store.add_sets(fake_sets(3))
+    (invited, code), = store.create_invites(1)
+    assert store.sign_in(invited) is None
+    assert store.session(store.sign_in(code), "annotator") == invited
+    assert store.session(store.sign_in("carol"), "annotator") == "carol"
+    assert store.session(store.sign_in("carol"), "annotator") == "carol"  # an open id still signs in again
+
+
+def raw_http(base, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """Send one hand-written HTTP request (headers a browser or urllib would not send): (status, body)."""
+    import socket
+
+    host, port = base.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.replace(b"\n", b"\r\n") + b"\r\n" + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def test_malformed_and_cross_site_requests_are_refused_cleanly(served):
+    """A negative Content-Length read the body to the end of the stream (past the 64 KiB limit; the
+    thread waited for the client to close), a non-numeric one, JSON nested too deep and an
+    elapsed_ms beyond SQLite's integers answered 500 (the last one losing the ranking), and a form
+    of another site could sign the annotator out or in (CSRF)."""
+    base, store, invites, _ = served
+    alice = Browserless(base)
+    alice.request("POST", "/signin", form={"credential": invites["annotator001"]})
+    jar = next(h.cookiejar for h in alice.opener.handlers if hasattr(h, "cookiejar"))
+    cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+    sets = json.loads(alice.request("GET", "/api/me")[1])["sets"]
+    post = f"POST /api/rankings HTTP/1.1\nHost: x\nCookie: {cookie}\nContent-Type: application/json\n".encode()
+    status, body = raw_http(base, post + b"Content-Length: -1\n", b"x" * 70_000)
+    assert status == 400 and "invalid Content-Length '-1'" in json.loads(body)["error"]
+    assert raw_http(base, post + b"Content-Length: ten\n")[0] == 400
+    status, body = raw_http(base, post + b"Content-Length: 30000\n", b"[" * 30_000)
+    assert status == 400 and "not valid JSON" in json.loads(body)["error"]
+    assert raw_http(base, post + b"Content-Length: 70000\n", b"x" * 70_000)[0] == 413
+    status, _, _ = alice.request("POST", "/api/rankings",
+                                 data={"set_id": sets[0], "ranks": [1, 2, 3, 4], "elapsed_ms": 10**30})
+    assert status == 200 and store.own_rankings("annotator001")[0]["elapsed_ms"] is None
+
+    for path, form in (("/signout", b""), ("/signin", f"credential={invites['annotator002']}".encode())):
+        head = (f"POST {path} HTTP/1.1\nHost: x\nCookie: {cookie}\nSec-Fetch-Site: cross-site\n"
+                f"Content-Type: application/x-www-form-urlencoded\nContent-Length: {len(form)}\n").encode()
+        status, body = raw_http(base, head, form)
+        assert status == 403 and b"another site" in body
+    assert json.loads(alice.request("GET", "/api/me")[1])["annotator_id"] == "annotator001"  # still signed in
+    assert store.progress()["annotators"][1]["assigned"] == 0  # annotator002 was not signed in
+    same_origin = (f"POST /signout HTTP/1.1\nHost: x\nCookie: {cookie}\nSec-Fetch-Site: same-origin\n"
+                   "Content-Length: 0\n").encode()
+    assert raw_http(base, same_origin)[0] == 303

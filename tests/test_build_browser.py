@@ -200,3 +200,40 @@ def test_curator_keeps_and_drops_sets_on_the_review_page(browser, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_phone_annotator_ranks_by_tapping_and_a_failed_submission_keeps_the_ranking(browser, app):
+    """On a 390 px phone the page was 721 px wide (the rank rows off screen), phones have neither keys 1-4
+    nor, in many browsers, drag-and-drop, and a submission that failed (server unreachable) left
+    "Saving…" on screen with the button disabled for good."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.goto(app["base"] + "/")
+    page.fill("#credential", app["invites"]["annotator001"])
+    page.click("#signin")
+    page.wait_for_url("**/task")
+    wait_ready(page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    for card, tier in (("A", 2), ("B", 1), ("C", 2), ("D", 4)):
+        page.tap(f"#card-{card}")
+        page.tap(f"#tier-{tier}")
+    assert badges(page) == ["2", "1", "2", "4"]
+    page.tap("#card-D")
+    page.tap(".pool")  # taken back
+    assert badges(page) == ["2", "1", "2", ""]
+    page.tap("#card-D")
+    page.tap("#tier-4")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(ARTIFACTS / "08_phone_ranked_by_tapping.png"), full_page=True)
+
+    page.route("**/api/rankings", lambda route: route.abort())
+    page.tap("#submit")
+    expect(page.locator("#message.error")).to_contain_text("could not be reached")
+    expect(page.locator("#submit")).to_be_enabled()
+    assert badges(page) == ["2", "1", "2", "4"] and app["store"].own_rankings("annotator001") == []
+    page.unroute("**/api/rankings")
+    page.tap("#submit")
+    expect(page.locator("#progress-text")).to_have_text("Set 2 of 3")
+    row, = app["store"].own_rankings("annotator001")
+    assert row["screen_ranks"] == [2, 1, 2, 4]
+    context.close()

@@ -60,3 +60,42 @@ def test_cli_records_a_decision_and_prints_the_summary(tmp_path, capsys):
     assert cli(work + ["--set", target, "--decision", "drop", "--reason", "blurry"]) == 0
     assert cli(work + ["--summary"]) == 0
     assert "2 rendered sets: drop 2" in capsys.readouterr().out
+
+
+def test_an_unexpected_error_answers_500_without_details(tmp_path, capsys):
+    """An exception in a handler went to wsgiref's plain-text 500 page, without the security headers and,
+    for the API, without the JSON the page's script reads; the details go to the server's log only."""
+    from pigbench.build.webapp import Router
+
+    app = Router()
+
+    @app.route("GET", "/api/boom")
+    def boom(request):
+        raise RuntimeError("secret path /home/curator/ws")
+
+    status, headers, body = wsgi_call(app, "GET", "/api/boom")
+    assert status == 500 and json.loads(body) == {"error": "internal error: the request was not completed"}
+    assert "default-src 'self'" in headers["Content-Security-Policy"] and b"secret" not in body
+    assert "secret path /home/curator/ws" in capsys.readouterr().err
+
+
+def test_the_review_page_answers_only_to_a_loopback_host(tmp_path):
+    """The review page has no sign-in, and a web page the curator visits whose domain is rebound to
+    127.0.0.1 (DNS rebinding) could read every set and record decisions; it now answers only to
+    localhost / 127.x / [::1] (other hosts only when served on another --host on purpose)."""
+    ws = workspace_with_sets(tmp_path / "ws", 2, keep=0)
+    app = make_review_app(ws)
+
+    def at(host, local_app=app):
+        return lambda environ, start_response: local_app({**environ, "HTTP_HOST": host}, start_response)
+
+    set_id = json.loads(wsgi_call(at("localhost:8765"), "GET", "/api/sets")[2])[0]["set_id"]
+    assert wsgi_call(at("127.0.0.1:8765"), "GET", "/")[0] == 200
+    assert wsgi_call(at("[::1]:8765"), "GET", "/")[0] == 200
+    before = decisions(ws)
+    body = json.dumps({"set_id": set_id, "decision": "keep", "reason": ""}).encode()
+    status, _, out = wsgi_call(at("rebound.example:8765"), "POST", "/api/decisions", body)
+    assert status == 403 and "only at localhost" in json.loads(out)["error"]
+    assert wsgi_call(at("rebound.example:8765"), "GET", "/api/sets")[0] == 403
+    assert decisions(ws) == before and before[set_id]["decision"] == "drop"
+    assert wsgi_call(at("lab-box:8765", make_review_app(ws, local_only=False)), "GET", "/api/sets")[0] == 200

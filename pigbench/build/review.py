@@ -3,7 +3,8 @@
 Drop sets of low quality and sets whose four variants would not split people's preferences; a
 drop needs a reason. Every decision is appended to ``review.jsonl`` at once (the last one per
 set wins). ``--set ID --decision keep|drop --reason TEXT`` records a decision without the page;
-``--summary`` prints the counts.
+``--summary`` prints the counts. The page has no sign-in: served on a loopback address it answers
+only to a loopback Host (no DNS rebinding by a web page the curator visits).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ REASONS = ("low image quality", "variants too similar to split preferences", "im
            "unsafe or offensive content", "good spread of styles and contexts")
 
 
-def make_review_app(ws: Workspace) -> Router:
-    """The review page and its API, over ``ws``."""
-    app, templates = Router(), Templates()
+def make_review_app(ws: Workspace, local_only: bool = True) -> Router:
+    """The review page and its API, over ``ws``; with ``local_only`` (it has no sign-in) only for a Host
+    of localhost or 127.x (see :class:`~pigbench.build.webapp.Router`)."""
+    app, templates = Router(local_only), Templates()
 
     def sets_by_id():
         return {s.set_id: s for s in rendered_sets(ws)}
@@ -91,7 +93,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not sets:
         raise BuildError(f"no rendered sets in {ws.root}: run `pigbench build render` first")
-    if not re.fullmatch(r"127\.\d+\.\d+\.\d+|localhost|::1", args.host):
+    local = bool(re.fullmatch(r"127\.\d+\.\d+\.\d+|localhost|::1", args.host))
+    if not local:
         print(f"warning: serving on {args.host}, reachable beyond this machine; the review page has no sign-in")
-    serve(make_review_app(ws), args.host, args.port, f"review page for {len(sets)} sets")
+    serve(make_review_app(ws, local_only=local), args.host, args.port, f"review page for {len(sets)} sets")
     return 0

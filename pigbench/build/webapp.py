@@ -3,7 +3,11 @@
 ``Router`` maps (method, path regex) to handlers that take a :class:`Request` and return a
 :class:`Response` or raise :class:`HTTPError`. Pages are jinja2 templates from ``ui/templates``
 (autoescaped); scripts and styles are served from ``ui/static``, never from a CDN, and the
-Content-Security-Policy allows only this origin. ``serve`` runs a threaded server on localhost.
+Content-Security-Policy allows only this origin. A state-changing request (not GET) that the
+browser marks as sent from another site (``Sec-Fetch-Site``) is refused (403: CSRF); a request
+body over ``MAX_BODY``, with an invalid Content-Length or with invalid JSON is refused (413, 400);
+an unexpected error answers 500 without details (the traceback goes to the server's stderr).
+``serve`` runs a threaded server on localhost.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import mimetypes
 import re
 import socketserver
 import sys
+import traceback
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import SimpleCookie
@@ -23,6 +28,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 MAX_BODY = 64 * 1024
+LOOPBACK_HOST = re.compile(r"(?:localhost|127\.\d+\.\d+\.\d+|\[::1\])(?::\d+)?", re.IGNORECASE)
 SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
                                 "frame-ancestors 'none'; form-action 'self'"),
@@ -52,7 +58,10 @@ class Request:
 
     @classmethod
     def from_environ(cls, environ: dict[str, Any]) -> "Request":
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        declared = environ.get("CONTENT_LENGTH") or "0"
+        if not re.fullmatch(r"[0-9]+", declared):  # a negative length would read to the end of the stream, past MAX_BODY
+            raise HTTPError(400, f"invalid Content-Length {declared!r}")
+        length = int(declared)
         if length > MAX_BODY:
             raise HTTPError(413, "request body too large")
         cookie = SimpleCookie()
@@ -72,7 +81,7 @@ class Request:
             raise HTTPError(415, "send the request as application/json")
         try:
             return json.loads(self.body or b"null")
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
             raise HTTPError(400, f"the request body is not valid JSON: {exc}") from exc
 
 
@@ -124,9 +133,12 @@ Handler = Callable[[Request], Response]
 
 
 class Router:
-    """A WSGI application dispatching on (method, path regex); serves ``/static/<name>`` itself."""
+    """A WSGI application dispatching on (method, path regex); serves ``/static/<name>`` itself.
+    With ``local_only`` it answers only requests whose Host is a loopback name (``LOOPBACK_HOST``), so
+    that a web page whose domain is rebound to 127.0.0.1 (DNS rebinding) cannot use a page without sign-in."""
 
-    def __init__(self) -> None:
+    def __init__(self, local_only: bool = False) -> None:
+        self.local_only = local_only
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.static = resources.files("pigbench.build") / "ui" / "static"
 
@@ -137,6 +149,10 @@ class Router:
         return register
 
     def dispatch(self, request: Request) -> Response:
+        if self.local_only and not LOOPBACK_HOST.fullmatch(request.headers.get("host", "")):
+            raise HTTPError(403, "this page answers only at localhost or 127.0.0.1")
+        if request.method not in ("GET", "HEAD") and request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+            raise HTTPError(403, "a request from another site is refused")  # CSRF: forms and scripts of other sites
         static = re.fullmatch(r"/static/([a-z0-9_-]+\.(?:js|css))", request.path)
         if static and request.method == "GET":
             item = self.static / static.group(1)
@@ -158,7 +174,10 @@ class Router:
         try:
             request = Request.from_environ(environ)
             response = self.dispatch(request)
-        except HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - one failing request never takes the server down
+            if not isinstance(exc, HTTPError):  # the traceback goes to the server's log, never to the client
+                traceback.print_exc(file=sys.stderr)
+                exc = HTTPError(500, "internal error: the request was not completed")
             api = environ.get("PATH_INFO", "").startswith(("/api/", "/admin/api/"))
             response = (json_response({"error": exc.message}, exc.status) if api else
                         Response(_error_page(exc.status, exc.message), exc.status))

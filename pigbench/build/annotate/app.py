@@ -9,6 +9,7 @@ Access rules, enforced on the server for every request:
   signed-in annotator; rankings can be read only by their author (``/api/annotators/<id>/rankings``
   answers 403 for anyone else); a ranking is accepted only for one's own assigned set, once,
   and only if it is a valid ordering of the four images (400 with the reason otherwise).
+* A POST from another site's page is refused (``Sec-Fetch-Site``, see :mod:`pigbench.build.webapp`).
 * The admin view and exports need an admin session (cookie ``pb_admin``) opened with the admin
   token that ``pigbench build annotate init`` printed.
 """

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS rankings (
   PRIMARY KEY (annotator_id, set_id), FOREIGN KEY (annotator_id, set_id) REFERENCES assignments);
 """
 ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_ELAPSED_MS = 2**63 - 1  # SQLite's largest INTEGER; a larger (forged) time on a set is stored as unknown (NULL)
 
 
 class AccessDenied(PermissionError):
@@ -155,7 +156,8 @@ class AnnotationStore:
 
     # -- sessions -------------------------------------------------------------------------------------
     def sign_in(self, credential: str) -> Optional[str]:
-        """A session token for the annotator with this invite code (or this id, with open sign-up); None if refused."""
+        """A session token for the annotator with this invite code (or, with open sign-up, this id unless an
+        invited annotator has it); None if refused."""
         credential = credential.strip()
         if not credential:
             return None
@@ -163,8 +165,10 @@ class AnnotationStore:
             row = conn.execute("SELECT annotator_id FROM annotators WHERE invite_hash = ?",
                                (_hash(credential),)).fetchone()
             if row is None and self._settings(conn).get("open_signup") and ANNOTATOR_ID.fullmatch(credential):
-                conn.execute("INSERT OR IGNORE INTO annotators VALUES (?, NULL, ?)", (credential, time.time()))
-                row = {"annotator_id": credential}
+                taken = conn.execute("SELECT invite_hash FROM annotators WHERE annotator_id = ?", (credential,)).fetchone()
+                if taken is None or taken["invite_hash"] is None:  # an invited annotator signs in with their code only
+                    conn.execute("INSERT OR IGNORE INTO annotators VALUES (?, NULL, ?)", (credential, time.time()))
+                    row = {"annotator_id": credential}
             if row is None:
                 return None
             self._assign(conn, row["annotator_id"])
@@ -255,7 +259,8 @@ class AnnotationStore:
             conn.execute("INSERT INTO rankings (annotator_id, set_id, screen_ranks, ranks, display_order, elapsed_ms, "
                          "submitted, images_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (annotator_id, set_id, json.dumps(screen), json.dumps(ranks), json.dumps(order),
-                          elapsed_ms if isinstance(elapsed_ms, int) and elapsed_ms >= 0 else None, time.time(),
+                          elapsed_ms if type(elapsed_ms) is int and 0 <= elapsed_ms <= MAX_ELAPSED_MS else None,
+                          time.time(),
                           None if images_sha256 is None else json.dumps(list(images_sha256))))
         return ranks
 

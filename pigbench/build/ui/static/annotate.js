@@ -37,23 +37,33 @@ async function submit() {
   if (submitButton.disabled) return;
   submitButton.disabled = true;
   message.textContent = "Saving…";
-  const response = await fetch("/api/rankings", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ set_id: task.set_id, ranks: ranks(), elapsed_ms: Date.now() - started }),
-  });
-  const body = await response.json();
-  if (response.ok || response.status === 409) {
+  message.classList.remove("error");
+  let response, body;
+  try {
+    response = await fetch("/api/rankings", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ set_id: task.set_id, ranks: ranks(), elapsed_ms: Date.now() - started }),
+    });
+    body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+  } catch (error) {
+    body = { error: "the server could not be reached" };
+  }
+  if (response && (response.ok || response.status === 409)) {
     window.location.assign("/task");
     return;
   }
-  message.textContent = body.error;
+  // not saved: the ranking stays on screen so that the annotator can submit it again
+  message.textContent = `Not saved: ${body.error}. Your ranking is still here; try Submit again.`;
   message.classList.add("error");
   submitButton.disabled = false;
 }
 
 cards.forEach((card, slot) => {
-  card.addEventListener("click", () => card.focus());
+  card.addEventListener("click", (event) => {
+    event.stopPropagation(); // a tap on a card selects it; a tap on a rank row (below) places the selected card
+    card.focus();
+  });
   card.addEventListener("dragstart", (event) => {
     event.dataTransfer.setData("text/plain", String(slot));
     event.dataTransfer.effectAllowed = "move";
@@ -71,6 +81,16 @@ document.querySelectorAll(".zone").forEach((zone) => {
     zone.classList.remove("over");
     const slot = Number(event.dataTransfer.getData("text/plain"));
     if (Number.isInteger(slot) && slot >= 0 && slot < cards.length) place(slot, Number(zone.dataset.rank));
+  });
+});
+
+// touch screens without drag-and-drop or keys: tap an image, then tap a rank row (or the image area to take it back);
+// the tap on the row takes the focus from the image, so the last image tapped or focused is kept in `selected`
+let selected = null;
+cards.forEach((card, slot) => card.addEventListener("focus", () => { selected = slot; }));
+document.querySelectorAll(".zone").forEach((zone) => {
+  zone.addEventListener("click", () => {
+    if (selected !== null) place(selected, Number(zone.dataset.rank));
   });
 });
 
