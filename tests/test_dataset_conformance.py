@@ -352,3 +352,20 @@ def test_every_sample_showing_a_corrupt_image_is_named():
     assert samples == ["user1/u1-r2/0-1", "user1/u1-r3/0-1"]
     assert "1 do not, each named, so a run predicts INVALID for sample(s) user1/u1-r2/0-1, user1/u1-r3/0-1 " \
         "(first: " in images, images
+
+
+def test_cli_passes_seed_k_and_max_images_and_exits_1_when_a_check_fails(capsys, monkeypatch):
+    from pigbench.registry import adapters
+
+    assert pigbench(["check-dataset", "demo", "--dataset-option", "users=4", "--seed", "3", "--k", "0",
+                     "--max-images", "3"]) == 0
+    out = capsys.readouterr().out
+    split = adapters.get("demo")(None, {"users": "4"}).split(seed=3, reference_size=0)
+    assert f"fingerprint {split.fingerprint}\n" in out and "every episode has 0 references" in out
+    assert "3 image(s) open" in out
+    assert pigbench(["check-dataset", "demo", "--max-images", "0"]) == 2
+    assert "--max-images must be >= 1, got 0" in capsys.readouterr().err
+    monkeypatch.setattr(adapters, "_entries", dict(adapters._entries))  # the registration below is undone
+    adapters.register("toy-sloppy")(type("RegisteredSloppy", (Sloppy,), {}))  # Sloppy's own name unchanged
+    assert pigbench(["check-dataset", "toy-sloppy"]) == 1
+    assert "toy-sloppy: DOES NOT CONFORM (3 pass, 5 fail)" in capsys.readouterr().out
