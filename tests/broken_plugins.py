@@ -255,6 +255,29 @@ class PercentProbabilities(BrightnessJudge):
         return p if p.score_a is None else dataclasses.replace(p, score_a=100 * p.score_a, score_b=100 * p.score_b)
 
 
+class IgnoresTieThreshold(BrightnessJudge):
+    """Labels by the larger of P(A), P(B) with scoring=probs, whatever its tie_threshold."""
+
+    def to_prediction(self, sample_id: str, gen: Generation) -> Prediction:
+        p = super().to_prediction(sample_id, gen)
+        return p if p.score_a is None else dataclasses.replace(p, label=label_from_delta(p.score_a - p.score_b))
+
+
+class ScoreBCopiesScoreA(BrightnessJudge):
+    """Gives P(A) as both scores with scoring=probs (a copy-paste slip): P(A) + P(B) exceeds 1."""
+
+    def to_prediction(self, sample_id: str, gen: Generation) -> Prediction:
+        p = super().to_prediction(sample_id, gen)
+        return p if p.score_a is None else dataclasses.replace(p, score_b=p.score_a)
+
+
+class ReplacesBackend(BrightnessJudge):
+    """Sound, but its setup() builds its backend whatever was set before: the swap probes cannot run."""
+
+    def setup(self) -> None:
+        self.backend = BrighterImage()
+
+
 def _brightness_prediction(e: Episode) -> Prediction:
     try:
         delta = brightness(e.target.image_a) - brightness(e.target.image_b)
@@ -286,4 +309,7 @@ EXPECTED_FAILURES: dict[type[Evaluator], set[str]] = {
     BrightnessJudge: set(),
     IgnoresSwap: {"swap"},
     PercentProbabilities: {"tie-threshold"},
+    IgnoresTieThreshold: {"tie-threshold"},
+    ScoreBCopiesScoreA: {"tie-threshold"},
+    ReplacesBackend: set(),
 }

@@ -52,6 +52,12 @@ DETAILS = {
     broken_plugins.IgnoresSwap: ("swap", "^with a probe model preferring the same image in either position, 10 of 10 "
                                          "swapped predictions are not [AB]: .* gave TIE"),
     broken_plugins.PercentProbabilities: ("tie-threshold", "scores \\(\\d+.*\\) are not probabilities in \\[0, 1\\]"),
+    broken_plugins.IgnoresTieThreshold: ("tie-threshold", "with tie_threshold=0\\.\\d+ it is [AB], but its scores "
+                                                          "\\(.*\\) give TIE by label_from_delta\\(score_a - 0\\.5, tau\\)"),
+    broken_plugins.ScoreBCopiesScoreA: ("tie-threshold", "P\\(A\\) \\+ P\\(B\\) = 1\\.\\d+ > 1"),
+    broken_plugins.ReplacesBackend: ("swap", "a probe model answering the first image: not probed \\(setup\\(\\) "
+                                             "replaced the backend\\); a probe model preferring the same image in "
+                                             "either position: not probed"),
 }
 
 

@@ -228,3 +228,144 @@ def test_a_split_raising_a_bug_fails_and_the_other_checks_are_not_run():
     assert report.checks[0].name == "split" and report.status("split") == "fail"
     assert "split() raised KeyError" in report.detail("split")
     assert {c.status for c in report.checks[1:]} == {"not run"}
+
+
+# ---- more toys (mutation audit): each clause the checks above left unexercised -------------------
+
+
+class RefusesVaguely(Sound):
+    """Refuses an unknown option without saying which."""
+
+    def records(self) -> Iterable[PreferenceRecord]:
+        if set(self.options) - set(self.OPTIONS):
+            raise DatasetError("toy: bad options")
+        yield from super().records()
+
+
+class ForgetsOptions(Sound):
+    """Records no options in its provenance."""
+
+    def provenance(self) -> dict:
+        return {**super().provenance(), "options": {}}
+
+
+class FlipsGold(Sound):
+    """Each instance after the first flips its first episode's gold: same sample ids, other contents."""
+
+    instances = itertools.count()
+
+    def split(self, seed: int, reference_size: Optional[int], max_targets_per_user: Optional[int] = None) -> SplitResult:
+        result = super().split(seed, reference_size, max_targets_per_user)
+        if next(self.instances):
+            first = result.episodes[0]
+            flipped = Label.B if first.target.gold == Label.A else Label.A
+            result.episodes[0] = dataclasses.replace(first, target=dataclasses.replace(first.target, gold=flipped))
+        return result
+
+
+class UncountedUnmet(Sound):
+    """Gives no episode when no user has K references, but counts no skipped user."""
+
+    def split(self, seed: int, reference_size: Optional[int], max_targets_per_user: Optional[int] = None) -> SplitResult:
+        if (reference_size or 0) > 3:
+            return SplitResult([], self.name, seed, reference_size)
+        return super().split(seed, reference_size, max_targets_per_user)
+
+
+class ExtraReference(Sound):
+    """Gives its first episode one reference more than K."""
+
+    def split(self, seed: int, reference_size: Optional[int], max_targets_per_user: Optional[int] = None) -> SplitResult:
+        result = super().split(seed, reference_size, max_targets_per_user)
+        first = result.episodes[0]
+        result.episodes[0] = dataclasses.replace(first, references=(*first.references, first.references[0]))
+        return result
+
+
+class BadSkipCounts(Sound):
+    """Counts a reason zero times, and another without an example of where."""
+
+    def split(self, seed: int, reference_size: Optional[int], max_targets_per_user: Optional[int] = None) -> SplitResult:
+        result = super().split(seed, reference_size, max_targets_per_user)
+        result.skipped_records["never happened"] = 0
+        result.skipped_records["dropped"] += 2
+        return result
+
+
+class GrowingRecords(Sound):
+    """records() of each instance after the first has one user more than the split holds."""
+
+    instances = itertools.count()
+
+    def records(self) -> Iterable[PreferenceRecord]:
+        yield from super().records()
+        if getattr(self, "_late", None) is None:
+            self._late = next(self.instances)
+        if self._late:
+            yield PreferenceRecord("late", "late-user", "prompt late", (grey(200), grey(201)), (1, 2))
+
+
+class SharedCorruptImage(Sound):
+    """A reference record of user1 (u1-r0, in both its episodes) shows an image that does not decode
+    (an ImageError): each sample showing it is named."""
+
+    def records(self) -> Iterable[PreferenceRecord]:
+        for rec in super().records():
+            if rec.record_id == "u1-r0":
+                rec = dataclasses.replace(rec, images=(rec.images[0], ImageRef("corrupt", b"not an image")))
+            yield rec
+
+
+def test_toys_breaking_the_remaining_clauses_fail_their_checks_saying_what():
+    refused = run(RefusesVaguely)
+    assert refused.status("options") == "fail"
+    assert f"the unknown option {UNKNOWN_OPTION}=1 is refused, but the error does not name it: toy: bad options" \
+        in refused.detail("options")
+    forgot = run(ForgetsOptions, {"users": "3"})
+    assert forgot.status("options") == "fail"
+    assert "provenance() records the options {}, not the {'users': '3'} given" in forgot.detail("options")
+    flips = run(FlipsGold)
+    assert flips.status("determinism") == "fail"
+    assert "1 episode(s) differ (first: user0/" in flips.detail("determinism"), flips.detail("determinism")
+    unmet = run(UncountedUnmet)
+    assert unmet.status("reference-size") == "fail"
+    assert "has 0 episode(s) and counts 0 skipped user(s) of 4" in unmet.detail("reference-size")
+    extra = run(ExtraReference)
+    assert extra.status("reference-size") == "fail"
+    assert "1 episode(s) without K = 2 references: user0/" in extra.detail("reference-size")
+    assert "has 3" in extra.detail("reference-size")
+    skips = run(BadSkipCounts)
+    assert skips.status("skips") == "fail"
+    assert "skipped_records['never happened'] is 0, not a positive count" in skips.detail("skips")
+    assert "skipped_records['dropped'] has no example of where" in skips.detail("skips")
+    grown = run(GrowingRecords)
+    assert grown.status("skips") == "fail"
+    assert "records() has 5 users, but the split holds 4 and counts 0 skipped" in grown.detail("skips")
+
+
+def test_every_sample_showing_a_corrupt_image_is_named():
+    report = run(SharedCorruptImage)
+    assert report.status("images") == "pass", report.table()
+    images = report.detail("images")
+    samples = [ep.sample_id for ep in SharedCorruptImage(None, {}).split(0, None).episodes
+               if "u1-r0" in {r.record_id for r in ep.references}]
+    assert samples == ["user1/u1-r2/0-1", "user1/u1-r3/0-1"]
+    assert "1 do not, each named, so a run predicts INVALID for sample(s) user1/u1-r2/0-1, user1/u1-r3/0-1 " \
+        "(first: " in images, images
+
+
+def test_cli_passes_seed_k_and_max_images_and_exits_1_when_a_check_fails(capsys, monkeypatch):
+    from pigbench.registry import adapters
+
+    assert pigbench(["check-dataset", "demo", "--dataset-option", "users=4", "--seed", "3", "--k", "0",
+                     "--max-images", "3"]) == 0
+    out = capsys.readouterr().out
+    split = adapters.get("demo")(None, {"users": "4"}).split(seed=3, reference_size=0)
+    assert f"fingerprint {split.fingerprint}\n" in out and "every episode has 0 references" in out
+    assert "3 image(s) open" in out
+    assert pigbench(["check-dataset", "demo", "--max-images", "0"]) == 2
+    assert "--max-images must be >= 1, got 0" in capsys.readouterr().err
+    monkeypatch.setattr(adapters, "_entries", dict(adapters._entries))  # the registration below is undone
+    adapters.register("toy-sloppy")(type("RegisteredSloppy", (Sloppy,), {}))  # Sloppy's own name unchanged
+    assert pigbench(["check-dataset", "toy-sloppy"]) == 1
+    assert "toy-sloppy: DOES NOT CONFORM (3 pass, 5 fail)" in capsys.readouterr().out

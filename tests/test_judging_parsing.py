@@ -155,9 +155,21 @@ def test_cannot_decide_then_one_claim_for_one_side_is_that_side(output, label):
     "I cannot decide between Image A and Image B, but Image A has a red hat.",  # a description, no choice
     "I cannot decide between Image A and Image B, but both are good.",
     "I cannot decide, but a better image would be sharper.",  # "a" is an article, not image A
+    "I can't decide at first glance; Image 1 is better. Still, I can't decide overall.",  # the last one concludes
 ])
 def test_cannot_decide_stays_a_tie_without_one_decisive_claim_after_it(output):
     assert parse_answer(output).label == TIE
+
+
+@pytest.mark.parametrize("output", [
+    "I cannot decide between A and B, but A is better and B is better.",
+    "I cannot decide between Image A and Image B, but Image A is better while Image B is better.",
+])
+def test_a_claim_after_cannot_decide_choosing_both_sides_asserts_both(output):
+    """A claim after "cannot decide" that chooses both images is not decisive for either, and the
+    verdicts it states are not concluded by the earlier "cannot decide": the answer asserts both."""
+    parsed = parse_answer(output)
+    assert parsed.label == INVALID and parsed.reason.startswith("answer asserts both images")
 
 
 @pytest.mark.parametrize("output, label, reason", [

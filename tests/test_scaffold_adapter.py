@@ -29,6 +29,13 @@ def test_bad_and_taken_names_and_used_directory_are_refused(tmp_path, capsys):
         write_plugin("fresh-data", out=tmp_path / "b")
 
 
+def test_the_package_is_written_to_pigbench_name_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert pigbench(["new-adapter", "my-data"]) == 0
+    assert (tmp_path / "pigbench-my-data" / "pigbench_my_data" / "adapter.py").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["pigbench-my-data"]
+
+
 def test_generated_files_are_complete():
     files = plugin_files(PluginNames.of("my-data", plugin="dataset"))
     code = {k for k in files if not k.startswith("pigbench_my_data/sample/")}

@@ -56,6 +56,8 @@ def test_a_file_spec_of_another_kind_finds_its_companion_beside_it(tmp_path):
     config = WeightFile("demo-eval", "the demo config", "config.json", "PIGBENCH_DEMO_PATH", "https://example.org/demo")
     (tmp_path / "renamed.pt").write_bytes(b"x")
     assert fetch_file(str(tmp_path / "renamed.pt"), WF) == tmp_path / "renamed.pt"  # same kind: any name
+    (tmp_path / "converted.safetensors").write_bytes(b"x")  # a checkpoint in another checkpoint format: itself
+    assert fetch_file(str(tmp_path / "converted.safetensors"), WF) == tmp_path / "converted.safetensors"
     assert missing(fetch_file, str(tmp_path / "renamed.pt"), config) == (
         f"demo-eval: the demo config (config.json) was not found beside {str(tmp_path / 'renamed.pt')!r}: "
         f"there is no {str(tmp_path / 'config.json')!r}" + HOW)
