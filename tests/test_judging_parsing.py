@@ -156,6 +156,9 @@ def test_cannot_decide_then_one_claim_for_one_side_is_that_side(output, label):
     "I cannot decide between Image A and Image B, but both are good.",
     "I cannot decide, but a better image would be sharper.",  # "a" is an article, not image A
     "I can't decide at first glance; Image 1 is better. Still, I can't decide overall.",  # the last one concludes
+    # verdicts that explain the indecision, before any contrast (were read as B and A)
+    "I cannot decide: Image A is better in colour but Image B is better in detail.",
+    "I cannot decide: Image A is better on colour, Image B on detail.",
 ])
 def test_cannot_decide_stays_a_tie_without_one_decisive_claim_after_it(output):
     assert parse_answer(output).label == TIE

@@ -30,7 +30,8 @@ case, so the article of "a better image" never counts).
 contrast or the end of its clause ("..., but A is better", "...; still, I'd go with Image 2", "... .
 Image B is preferred": a verdict, a verb of choice, or the image alone, none negated) is that side;
 verdicts stated only before it are concluded by it, a tie ("A is better on colour but B on detail,
-so I cannot decide"). Otherwise the rules above apply ("I cannot decide between A and B." is a tie;
+so I cannot decide"), and so are verdicts that explain it before any contrast ("I cannot decide:
+Image A is better in colour but Image B in detail"). Otherwise the rules above apply ("I cannot decide between A and B." is a tie;
 "I cannot decide between Image A and Image B, but Image A is not better." states no choice and
 stays a tie). A snippet naming both sides
 without saying which is better is ambiguous; one that names a single side in a negated statement
@@ -223,6 +224,8 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
     if undecided is not None:
         after = s[undecided.end() :]
         turn = _TURN.search(after)
+        if _verdicts(after[: turn.start()] if turn else after):
+            return Label.TIE, ""  # "I cannot decide: Image A is better in colour but Image B in detail": what is undecided
         side = _decisive(after[turn.end() :]) if turn else None
         if side is not None:  # "I cannot decide between A and B, but A is better."
             return side, ""
