@@ -71,7 +71,7 @@ import pyarrow.parquet as pq
 
 from pigbench.adapter import DatasetAdapter, DatasetError
 from pigbench.append_index import AppendIndex
-from pigbench.atomic_file import write_atomic
+from pigbench.atomic_file import remove_stale_temps, write_atomic
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
 from pigbench.adapter_options import check_options, get_int
 from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, Location, RowCache, ShardSet, check_schema,
@@ -447,10 +447,12 @@ class ImageStore:
     """Image bytes by their SHA-256, one file each: ``root/<sha[:2]>/<sha>``, and the hashing pass's
     indexes (:class:`~pigbench.append_index.AppendIndex`); see the module docstring. Image files are
     written to a temporary name in their folder, then renamed, so that concurrent writers (ranks, runs)
-    and killed runs leave no partial file."""
+    and killed runs leave no partial file. Opening the store removes the temporary files of killed
+    writers of its indexes (:func:`~pigbench.atomic_file.remove_stale_temps`, one listing of ``root``)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        remove_stale_temps(root)
 
     def path(self, sha: str) -> Path:
         return self.root / sha[:2] / sha

@@ -57,26 +57,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # Only the chosen subcommand's module is imported; the others are listed by name.
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, (module, summary) in COMMANDS.items():
-        if name == chosen:
-            mod = importlib.import_module(module)
-            p = sub.add_parser(name, help=summary, description=mod.__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-            mod.add_arguments(p)
-            p.set_defaults(_main=mod.main)
-        else:
-            sub.add_parser(name, help=summary, add_help=False)
-    args = parser.parse_args(argv)
-    if not getattr(args, "_main", None):
-        parser.print_help()
-        return 0 if args.command is None else 2
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt():  # from the start: the chosen module's imports (torch) take a while
+            # Only the chosen subcommand's module is imported; the others are listed by name.
+            for name, (module, summary) in COMMANDS.items():
+                if name == chosen:
+                    mod = importlib.import_module(module)
+                    p = sub.add_parser(name, help=summary, description=mod.__doc__,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                    mod.add_arguments(p)
+                    p.set_defaults(_main=mod.main)
+                else:
+                    sub.add_parser(name, help=summary, add_help=False)
+            args = parser.parse_args(argv)
+            if not getattr(args, "_main", None):
+                parser.print_help()
+                return 0 if args.command is None else 2
             return quiet_on_closed_stdout(lambda: int(args._main(args) or 0))
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM where the command has no message of its own (run and sweep have)
-        print(f"pigbench {args.command}: interrupted", file=sys.stderr)
+        print(f"pigbench {chosen or ''}".rstrip() + ": interrupted", file=sys.stderr)
         return interrupted_status(exc)
 
 

@@ -4,7 +4,9 @@ On disk, everything for one key lives in ``<directory>/embeddings/<sha256(model 
 
 * ``key.json``: the full model key (model id, revision or file hash, preprocessing, dtype);
 * ``<writer>.pt``: one file per stored batch, a dict ``{image hash: feature}`` written atomically
-  (temporary name, then rename), so one file write serves a whole encoded batch;
+  (temporary name ``<writer>.pt.<host>.tmp``, then rename), so one file write serves a whole encoded
+  batch; the temporary file of a writer killed mid-write is removed when the directory is next opened
+  (:func:`~pigbench.atomic_file.remove_stale_temps`: its process is gone, or it is a day old);
 * ``index.tsv``: one line ``<image hash>\\t<file name>`` per feature, appended after its file exists.
 
 A run killed between the two leaves a file no line names (ignored); a partial last line is ignored.
@@ -25,7 +27,10 @@ from typing import Mapping, Optional, Union
 
 import torch
 
+from pigbench.atomic_file import HOST, remove_stale_temps
+
 _LINE = re.compile(r"^([0-9a-f]{64})\t([0-9a-f-]+\.pt)$")
+_TEMP = re.compile(r"(?P<pid>[0-9]+)-[0-9a-f]{12}\.pt(?:\.(?P<host>[0-9a-f]{8}))?\.tmp")  # no host: an older version's
 
 
 class EmbeddingCache:
@@ -40,6 +45,7 @@ class EmbeddingCache:
         if directory:
             self.directory = Path(directory) / "embeddings" / hashlib.sha256(model_key.encode()).hexdigest()[:16]
             self.directory.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.directory, _TEMP)
             (self.directory / "key.json").write_text(json.dumps({"model_key": model_key}, indent=1))
             self._read_index()
 
@@ -81,7 +87,7 @@ class EmbeddingCache:
         if self.directory is None or not features:
             return
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}.pt"
-        tmp = self.directory / f"{name}.tmp"
+        tmp = self.directory / f"{name}.{HOST}.tmp"
         torch.save(dict(features), tmp)
         os.replace(tmp, self.directory / name)
         with open(self.directory / "index.tsv", "a", encoding="ascii") as index:

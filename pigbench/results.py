@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import jsonschema
 
-from pigbench.atomic_file import write_atomic
+from pigbench.atomic_file import remove_stale_temps, write_atomic
 from pigbench.metrics import MISSING, Judged, compute_metrics, metric_differences
 from pigbench.protocol import Episode, Label
 
@@ -207,8 +207,10 @@ def judged_from_rows(rows: Iterable[dict]) -> list[Judged]:
 
 
 def write_results(json_path: Path, results: dict[str, Any], rows: list[dict]) -> None:
-    """Write the predictions JSONL then the results JSON (which records the JSONL's hash)."""
+    """Write the predictions JSONL then the results JSON (which records the JSONL's hash). Temporary
+    files that killed writers left in the folder are removed first (:func:`~pigbench.atomic_file.remove_stale_temps`)."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(json_path.parent)
     jsonl_path = json_path.with_name(json_path.name[: -len(".json")] + ".predictions.jsonl")
     data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
     _atomic_write(jsonl_path, data)

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
+# Only light modules at import: ``cli`` installs the SIGTERM handler before the runner (torch) is
+# imported, so a SIGTERM during those imports stops the command as one during the run does.
 from pigbench.cli import interrupted_status, quiet_on_closed_stdout, sigterm_as_interrupt
-from pigbench.distributed import World
-from pigbench.evaluator import RequirementError
-from pigbench.adapter import DatasetError
-from pigbench.registry import RegistryError
-from pigbench.report_table import format_metrics_table
-from pigbench.runner import DEFAULT_DATASET, DEFAULT_EVALUATOR, RunAborted, RunConfig, run
-from pigbench.store import StoreError
+
+if TYPE_CHECKING:
+    from pigbench.runner import RunConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pigbench.runner import DEFAULT_DATASET, DEFAULT_EVALUATOR
+
     p.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="evaluator name (see `pigbench list`)")
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset name (see `pigbench list`)")
     p.add_argument("--dataset-path", help="local copy of the dataset")
@@ -60,7 +60,9 @@ def parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, str]:
     return out
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_from_args(args: argparse.Namespace) -> "RunConfig":
+    from pigbench.runner import RunConfig
+
     config = RunConfig(
         evaluator=args.evaluator, dataset=args.dataset, dataset_path=args.dataset_path,
         dataset_options=parse_pairs(args.dataset_option, "--dataset-option"),
@@ -79,6 +81,14 @@ INTERRUPTED = "interrupted: the predictions committed so far are kept; run the s
 
 
 def main(args: argparse.Namespace) -> int:
+    from pigbench.adapter import DatasetError
+    from pigbench.distributed import World
+    from pigbench.evaluator import RequirementError
+    from pigbench.registry import RegistryError
+    from pigbench.report_table import format_metrics_table
+    from pigbench.runner import RunAborted, run
+    from pigbench.store import StoreError
+
     try:
         outcome = run(config_from_args(args))
     except (RequirementError, DatasetError, RegistryError, StoreError, ValueError) as exc:
@@ -98,10 +108,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pigbench.run", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
+    """``python -m pigbench.run``: SIGTERM is handled from the start, the runner's imports included
+    (the message above, status 143)."""
     with sigterm_as_interrupt():
+        try:
+            parser = argparse.ArgumentParser(prog="python -m pigbench.run", description=__doc__)
+            add_arguments(parser)
+            args = parser.parse_args(argv)
+        except KeyboardInterrupt as exc:  # during the imports: nothing was computed yet
+            print(INTERRUPTED, file=sys.stderr)
+            return interrupted_status(exc)
         return quiet_on_closed_stdout(lambda: main(args))
 
 

@@ -1,9 +1,14 @@
 """pigbench/atomic_file.write_atomic: whole files, no temporary file left, concurrent writers apart."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from pigbench import atomic_file
-from pigbench.atomic_file import write_atomic
+from pigbench.atomic_file import remove_stale_temps, write_atomic
 
 
 def test_writers_of_one_pid_and_thread_id_on_two_hosts_keep_their_temporary_files_apart(tmp_path, monkeypatch):
@@ -42,3 +47,62 @@ def test_a_reader_during_the_write_sees_the_old_file_or_the_new_one_never_part(t
     write_atomic(path, b"new results")
     assert seen and set(seen) <= {b"old results", b"new results"}
     assert path.read_bytes() == b"new results"
+
+
+def _gone_pid() -> int:
+    """The pid of a process of this host that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+KILLED_MID_WRITE = ("import os, signal, sys\nfrom pathlib import Path\nfrom pigbench.atomic_file import remove_stale_temps, write_atomic\n"
+                    "Path.replace = lambda self, target: os.kill(os.getpid(), signal.SIGKILL)\n"
+                    "write_atomic(Path(sys.argv[1]), b'new')")
+
+
+def test_a_writer_killed_mid_write_leaves_a_temporary_file_that_remove_stale_temps_removes(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_bytes(b"old")
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path)])
+    assert killed.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir() if p.name != "results.json"]
+    assert len(left) == 1 and atomic_file.TEMP_NAME.fullmatch(left[0])
+    assert remove_stale_temps(tmp_path) == left
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"] and path.read_bytes() == b"old"
+
+
+def test_remove_stale_temps_keeps_the_temporary_files_of_live_or_unknown_writers(tmp_path):
+    def temp(host: str, pid: int, age: float = 0.0) -> str:
+        name = f".index.json.{host}.{pid}.140245.0123456789ab.tmp"
+        (tmp_path / name).write_bytes(b"part")
+        os.utime(tmp_path / name, (time.time() - age, time.time() - age))
+        return name
+
+    other_host = "0" * 8 if atomic_file.HOST != "0" * 8 else "1" * 8
+    dead, live = temp(atomic_file.HOST, _gone_pid()), temp(atomic_file.HOST, os.getpid())
+    parent = temp(atomic_file.HOST, os.getppid())
+    elsewhere = temp(other_host, _gone_pid())  # its pid may be alive on its own host
+    old_elsewhere = temp(other_host, 1, age=atomic_file.STALE_AGE + 60)  # a day old: stale wherever it was written
+    for other in ("index.json", ".index.json.tmp", "notes.tmp"):  # not temporary files of write_atomic
+        (tmp_path / other).write_bytes(b"keep")
+    assert sorted(remove_stale_temps(tmp_path)) == sorted([dead, old_elsewhere])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live, parent, elsewhere, "index.json", ".index.json.tmp", "notes.tmp"])
+    assert remove_stale_temps(tmp_path / "missing") == []  # a folder not there yet: nothing to do, no error
+
+
+def test_the_results_folder_and_the_image_store_drop_killed_writers_temporary_files(tmp_path):
+    from synthetic_results import make_results
+
+    from pigbench.adapters.pickapic import ImageStore
+
+    for folder in (tmp_path / "results" / "synth", tmp_path / "images"):
+        folder.mkdir(parents=True)
+        killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(folder / "index.json")])
+        assert killed.returncode == -signal.SIGKILL
+    assert all(len(list(f.glob(".*.tmp"))) == 1 for f in (tmp_path / "results" / "synth", tmp_path / "images"))
+    path = make_results(tmp_path / "results", "e")  # writes results/synth/e.json
+    ImageStore(tmp_path / "images")
+    assert list((tmp_path / "results" / "synth").glob(".*.tmp")) == [] and path.is_file()
+    assert list((tmp_path / "images").iterdir()) == []

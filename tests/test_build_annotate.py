@@ -270,3 +270,63 @@ def test_malformed_and_cross_site_requests_are_refused_cleanly(served):
     same_origin = (f"POST /signout HTTP/1.1\nHost: x\nCookie: {cookie}\nSec-Fetch-Site: same-origin\n"
                    "Content-Length: 0\n").encode()
     assert raw_http(base, same_origin)[0] == 303
+
+
+def test_an_expired_session_gets_the_sign_in_page_and_signing_in_again_keeps_the_rankings(served):
+    base, store, invites, admin_token = served
+    alice, admin = Browserless(base), Browserless(base)
+    alice.request("POST", "/signin", form={"credential": invites["annotator001"]})
+    admin.request("POST", "/admin/signin", form={"token": admin_token})
+    first = json.loads(alice.request("GET", "/api/me")[1])["sets"][0]
+    assert alice.request("POST", "/api/rankings", data={"set_id": first, "ranks": [1, 2, 3, 4]})[0] == 200
+    with store.connect(write=True) as conn:  # 15 days pass (sessions of an older database: their recorded creation)
+        conn.execute("UPDATE sessions SET created = created - 15 * 86400")
+    status, page, url = alice.request("GET", "/task")
+    assert (status, url) == (200, base + "/") and b'name="credential"' in page  # the sign-in page, not an error
+    assert alice.request("GET", "/api/me")[0] == 401
+    status, page, _ = admin.request("GET", "/admin")
+    assert status == 200 and b'name="token"' in page and b"annotator001" not in page
+    assert alice.request("POST", "/signin", form={"credential": invites["annotator001"]})[2] == base + "/task"
+    assert json.loads(alice.request("GET", "/api/me")[1])["done"] == 1  # nothing lost
+    with store.connect() as conn:  # the expired sessions were deleted at the sign-in
+        assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 1
+    short = AnnotationStore(store.path, session_days=0.5)  # `serve --session-days 0.5`: also for sessions made before
+    token = store.sign_in(invites["annotator002"])
+    assert short.session(token, "annotator") == "annotator002"
+    with store.connect(write=True) as conn:
+        conn.execute("UPDATE sessions SET created = created - 86400")
+    assert store.session(token, "annotator") == "annotator002" and short.session(token, "annotator") is None
+    with pytest.raises(ValueError, match="positive"):
+        AnnotationStore(store.path, session_days=0)
+
+
+def _set_cookies(app, headers: dict[str, str], scheme: str = "http") -> list[str]:
+    """The Set-Cookie headers ``app`` answers to a sign-out POST with these request headers."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/signout", "wsgi.input": io.BytesIO(b""),
+               "wsgi.url_scheme": scheme, **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()}}
+    setup_testing_defaults(environ)
+    answered = []
+    app(environ, lambda status, response_headers: answered.extend(response_headers))
+    return [v for k, v in answered if k == "Set-Cookie"]
+
+
+@pytest.mark.parametrize("behind_proxy, scheme, forwarded, secure", [
+    (False, "http", None, False),  # plain HTTP on localhost: Secure would break sign-in
+    (False, "http", "https", False),  # any client can send the header: trusted only behind the proxy
+    (False, "https", None, True),
+    (True, "http", "https", True),  # the documented HTTPS reverse proxy
+    (True, "http", "http", False),
+    (True, "http", "https, http", False),  # the proxy's own value comes last
+    (True, "http", None, False)])
+def test_cookies_are_secure_only_for_requests_over_https(tmp_path, behind_proxy, scheme, forwarded, secure):
+    store = AnnotationStore(tmp_path / "annotate.sqlite")
+    store.initialize(1, 1, seed=0, open_signup=False)
+    app = make_annotate_app(store, tmp_path, behind_proxy=behind_proxy)
+    headers = {"Cookie": "pb_session=x", "Host": "annotate.example"}
+    if forwarded is not None:
+        headers["X-Forwarded-Proto"] = forwarded
+    cookies = _set_cookies(app, headers, scheme)
+    assert len(cookies) == 2 and all(c.endswith("; Secure") == secure for c in cookies), cookies

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from pigbench.atomic_file import HOST, STALE_AGE
 from pigbench.embedding_cache import EmbeddingCache
 
 
@@ -83,3 +89,26 @@ def test_an_index_line_naming_a_file_without_its_hash_counts_as_not_cached(tmp_p
     assert _h(1) not in again and _h(2) not in again  # every line naming that file is forgotten
     assert torch.equal(again.get(_h(3)), torch.full((2,), 3.0))  # read from the file that holds it
     assert again.disk_hits == 1
+
+
+KILLED_IN_SAVE = ("import os, signal, sys, torch\nfrom pigbench.embedding_cache import EmbeddingCache\n"
+                  "cache = EmbeddingCache('m', sys.argv[1])\n"
+                  "def save(obj, path):\n    open(path, 'wb').write(b'part')\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+                  "torch.save = save\ncache.put_many({'a' * 64: torch.ones(2)})")
+
+
+def test_the_temporary_file_of_a_writer_killed_in_the_save_is_removed_when_the_cache_is_opened(tmp_path):
+    cache = EmbeddingCache("m", tmp_path)
+    cache.put_many({_h(1): torch.ones(2)})
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_SAVE, str(tmp_path)])
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list(cache.directory.glob("*.tmp"))) == 1
+    live = cache.directory / f"{os.getpid()}-0123456789ab.pt.{HOST}.tmp"  # another thread of a live writer
+    legacy = [cache.directory / f"123-{i:012x}.pt.tmp" for i in range(2)]  # an older version's names: no host
+    for path in (live, *legacy):
+        path.write_bytes(b"part")
+    old = time.time() - STALE_AGE - 60
+    os.utime(legacy[0], (old, old))
+    again = EmbeddingCache("m", tmp_path)
+    assert sorted(again.directory.glob("*.tmp")) == sorted([live, legacy[1]])
+    assert torch.equal(again.get(_h(1)), torch.ones(2))  # the finished batch is kept

@@ -1053,6 +1053,33 @@ def test_ctrl_c_or_sigterm_keeps_the_committed_predictions_and_says_how_to_resum
     assert resumed.returncode == 0 and f"reused {kept})" in resumed.stdout, resumed.stderr
 
 
+BLOCKED_RUNNER_IMPORT = """
+import importlib.abc, sys, time
+class BlockTheRunner(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "pigbench.runner":  # torch and the rest are imported here, in the first ~0.3 s
+            print("importing the runner", flush=True)
+            time.sleep(600)
+        return None
+sys.meta_path.insert(0, BlockTheRunner())
+"""
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("import runpy; runpy.run_module('pigbench.run', run_name='__main__', alter_sys=True)",
+     "interrupted: the predictions committed so far are kept; run the same command again to resume"),
+    ("from pigbench.cli import main; sys.exit(main(['run']))", "pigbench run: interrupted")])
+def test_sigterm_while_the_runner_is_imported_exits_143_in_one_line(entry, message):
+    """A SIGTERM before the run started (during the imports) ended the command with -15 and no word;
+    the handler is now installed first thing, so it stops as a SIGTERM later does."""
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED_RUNNER_IMPORT + entry], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "importing the runner\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (143, message + "\n")
+
+
 def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc, db = _start_and_wait_for_commits(killed)  # some but not all predictions committed

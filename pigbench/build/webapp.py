@@ -7,6 +7,9 @@ Content-Security-Policy allows only this origin. A state-changing request (not G
 browser marks as sent from another site (``Sec-Fetch-Site``) is refused (403: CSRF); a request
 body over ``MAX_BODY``, with an invalid Content-Length or with invalid JSON is refused (413, 400);
 an unexpected error answers 500 without details (the traceback goes to the server's stderr).
+Cookies are ``Secure`` when the request came over HTTPS: the server's own scheme, or, only for a
+``Router(behind_proxy=True)``, the ``X-Forwarded-Proto: https`` its reverse proxy sets (never on plain
+HTTP, where browsers would drop a Secure cookie of a non-localhost site and sign-in would fail).
 ``serve`` runs a threaded server on localhost.
 """
 
@@ -55,9 +58,12 @@ class Request:
     cookies: dict[str, str]
     body: bytes
     params: dict[str, str] = field(default_factory=dict)  # named groups of the matched route
+    secure: bool = False  # sent over HTTPS (to this server, or to the trusted proxy in front)
 
     @classmethod
-    def from_environ(cls, environ: dict[str, Any]) -> "Request":
+    def from_environ(cls, environ: dict[str, Any], behind_proxy: bool = False) -> "Request":
+        """The request; with ``behind_proxy`` the last ``X-Forwarded-Proto`` value (the one the
+        proxy in front set) tells whether it came over HTTPS."""
         declared = environ.get("CONTENT_LENGTH") or "0"
         if not re.fullmatch(r"[0-9]+", declared):  # a negative length would read to the end of the stream, past MAX_BODY
             raise HTTPError(400, f"invalid Content-Length {declared!r}")
@@ -68,10 +74,12 @@ class Request:
         cookie.load(environ.get("HTTP_COOKIE", ""))
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
         headers["content-type"] = environ.get("CONTENT_TYPE", "")
+        forwarded = headers.get("x-forwarded-proto", "").rpartition(",")[2].strip().lower()
+        secure = environ.get("wsgi.url_scheme") == "https" or (behind_proxy and forwarded == "https")
         return cls(method=environ["REQUEST_METHOD"], path=environ.get("PATH_INFO", "/") or "/",
                    query={k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()},
                    headers=headers, cookies={k: m.value for k, m in cookie.items()},
-                   body=environ["wsgi.input"].read(length) if length else b"")
+                   body=environ["wsgi.input"].read(length) if length else b"", secure=secure)
 
     def form(self) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(self.body.decode("utf-8", "replace")).items()}
@@ -92,10 +100,13 @@ class Response:
     content_type: str = "text/html; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
 
-    def set_cookie(self, name: str, value: str, max_age: Optional[int] = None) -> "Response":
+    def set_cookie(self, name: str, value: str, max_age: Optional[int] = None, secure: bool = False) -> "Response":
+        """Add a Set-Cookie header (HttpOnly, SameSite=Strict; ``secure``: Secure, for a request over HTTPS)."""
         attrs = f"{name}={value}; Path=/; HttpOnly; SameSite=Strict"
         if max_age is not None:
             attrs += f"; Max-Age={max_age}"
+        if secure:
+            attrs += "; Secure"
         self.headers.append(("Set-Cookie", attrs))
         return self
 
@@ -135,10 +146,13 @@ Handler = Callable[[Request], Response]
 class Router:
     """A WSGI application dispatching on (method, path regex); serves ``/static/<name>`` itself.
     With ``local_only`` it answers only requests whose Host is a loopback name (``LOOPBACK_HOST``), so
-    that a web page whose domain is rebound to 127.0.0.1 (DNS rebinding) cannot use a page without sign-in."""
+    that a web page whose domain is rebound to 127.0.0.1 (DNS rebinding) cannot use a page without sign-in.
+    With ``behind_proxy`` it trusts ``X-Forwarded-Proto`` (:attr:`Request.secure`): only behind a reverse
+    proxy that sets it, since a client can send any header."""
 
-    def __init__(self, local_only: bool = False) -> None:
+    def __init__(self, local_only: bool = False, behind_proxy: bool = False) -> None:
         self.local_only = local_only
+        self.behind_proxy = behind_proxy
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.static = resources.files("pigbench.build") / "ui" / "static"
 
@@ -172,7 +186,7 @@ class Router:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         try:
-            request = Request.from_environ(environ)
+            request = Request.from_environ(environ, self.behind_proxy)
             response = self.dispatch(request)
         except Exception as exc:  # noqa: BLE001 - one failing request never takes the server down
             if not isinstance(exc, HTTPError):  # the traceback goes to the server's log, never to the client

@@ -2,8 +2,9 @@
 
 Access rules, enforced on the server for every request:
 
-* An annotator session (cookie ``pb_session``, HttpOnly, SameSite=Strict, random token whose
-  hash is in the database) is needed for the task page, images and the ranking API. The
+* An annotator session (cookie ``pb_session``, HttpOnly, SameSite=Strict, Secure over HTTPS,
+  random token whose hash is in the database, expiring ``session_days`` after sign-in: then the
+  pages show the sign-in page again) is needed for the task page, images and the ranking API. The
   annotator's id always comes from the session, never from the request.
 * Images are served by screen slot (``/img/<set>/<slot>``) and only for sets assigned to the
   signed-in annotator; rankings can be read only by their author (``/api/annotators/<id>/rankings``
@@ -39,9 +40,10 @@ ADMIN_COOKIE = "pb_admin"
 SLOT_NAMES = "ABCD"
 
 
-def make_annotate_app(store: AnnotationStore, root: Path) -> Router:
-    """The app over ``store``; image paths in the store are relative to ``root``."""
-    app, templates = Router(), Templates()
+def make_annotate_app(store: AnnotationStore, root: Path, behind_proxy: bool = False) -> Router:
+    """The app over ``store``; image paths in the store are relative to ``root``. ``behind_proxy``:
+    served behind an HTTPS reverse proxy that sets ``X-Forwarded-Proto`` (cookies get Secure)."""
+    app, templates = Router(behind_proxy=behind_proxy), Templates()
     root = root.resolve()
 
     def annotator(request: Request) -> Optional[str]:
@@ -69,14 +71,15 @@ def make_annotate_app(store: AnnotationStore, root: Path) -> Router:
         if token is None:
             return templates.render("signin.html", status=401, error="This code is not valid.",
                                     open_signup=bool(store.settings().get("open_signup")))
-        return redirect("/task").set_cookie(SESSION_COOKIE, token)
+        return redirect("/task").set_cookie(SESSION_COOKIE, token, secure=request.secure)
 
     @app.route("POST", "/signout")
     def sign_out(request: Request) -> Response:
         for name in (SESSION_COOKIE, ADMIN_COOKIE):
             if request.cookies.get(name):
                 store.sign_out(request.cookies[name])
-        return redirect("/").set_cookie(SESSION_COOKIE, "", max_age=0).set_cookie(ADMIN_COOKIE, "", max_age=0)
+        return (redirect("/").set_cookie(SESSION_COOKIE, "", max_age=0, secure=request.secure)
+                .set_cookie(ADMIN_COOKIE, "", max_age=0, secure=request.secure))
 
     @app.route("GET", "/task")
     def task(request: Request) -> Response:
@@ -154,7 +157,7 @@ def make_annotate_app(store: AnnotationStore, root: Path) -> Router:
         token = store.admin_sign_in(request.form().get("token", ""))
         if token is None:
             return templates.render("admin_signin.html", status=401, error="Wrong admin token.")
-        return redirect("/admin").set_cookie(ADMIN_COOKIE, token)
+        return redirect("/admin").set_cookie(ADMIN_COOKIE, token, secure=request.secure)
 
     @app.route("GET", "/admin/api/progress")
     def admin_progress(request: Request) -> Response:

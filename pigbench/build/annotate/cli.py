@@ -2,7 +2,7 @@
 
     init         load the kept sets into annotate.sqlite (again later to add newly kept sets); prints the admin token
     invite       create N annotators with secret invite codes (printed as CSV: annotator_id,invite_code)
-    serve        run the app on localhost (put it behind an HTTPS reverse proxy to reach remote annotators)
+    serve        run the app on localhost (put it behind an HTTPS reverse proxy, with --behind-proxy, to reach remote annotators)
     status       print progress: rankings submitted, annotators per set
     admin-token  replace the admin token
 """
@@ -15,7 +15,7 @@ import os
 import sys
 
 from pigbench.build.annotate.app import make_annotate_app
-from pigbench.build.annotate.store import AnnotationStore
+from pigbench.build.annotate.store import DEFAULT_SESSION_DAYS, AnnotationStore
 from pigbench.build.sets import kept_sets
 from pigbench.build.webapp import serve
 from pigbench.build.workspace import BuildError, Workspace, require_at_least_one
@@ -37,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run = sub.add_parser("serve", help="serve the app")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8766)
+    run.add_argument("--session-days", type=float, default=DEFAULT_SESSION_DAYS,
+                     help=f"sign-ins expire after this many days (default {DEFAULT_SESSION_DAYS:g})")
+    run.add_argument("--behind-proxy", action="store_true",
+                     help="served behind an HTTPS reverse proxy that sets X-Forwarded-Proto: "
+                          "cookies of requests it forwarded over HTTPS get Secure")
     sub.add_parser("status", help="print progress")
     sub.add_parser("admin-token", help="replace the admin token and print it")
     for action in sub.choices.values():  # `pigbench build annotate init --workdir W`, as error messages spell it
@@ -85,5 +90,8 @@ def main(args: argparse.Namespace) -> int:
         for a in progress["annotators"]:
             print(f"  {a['annotator_id']}: {a['done']}/{a['assigned']}")
         return 0
-    serve(make_annotate_app(store, ws.root), args.host, args.port, "annotation app")
+    if not args.session_days > 0:
+        raise BuildError(f"--session-days must be positive, got {args.session_days:g}")
+    store = AnnotationStore(ws.annotate_db, args.session_days)
+    serve(make_annotate_app(store, ws.root, args.behind_proxy), args.host, args.port, "annotation app")
     return 0

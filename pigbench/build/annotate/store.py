@@ -1,7 +1,9 @@
 """The annotation database (SQLite, WAL, synchronous=FULL): every submission is durable when acknowledged.
 
 Tables: ``meta`` (settings), ``sets`` (the kept sets offered), ``annotators`` (id and the SHA-256
-of their invite code), ``sessions`` (SHA-256 of session tokens, with role annotator or admin),
+of their invite code), ``sessions`` (SHA-256 of session tokens, with role annotator or admin and creation
+time; a session expires ``session_days`` after it was created, and an expired one is deleted at the next sign-in;
+sessions of an older database, which recorded their creation time too, expire by it),
 ``assignments`` (annotator, set, position, screen order) and ``rankings`` (one final ranking per
 annotator and set, both in screen order and by variant index, with the SHA-256 of the four image
 files ranked, by variant index, so that export can tell a ranking of images rendered again since;
@@ -45,6 +47,7 @@ CREATE TABLE IF NOT EXISTS rankings (
   PRIMARY KEY (annotator_id, set_id), FOREIGN KEY (annotator_id, set_id) REFERENCES assignments);
 """
 ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+DEFAULT_SESSION_DAYS = 14.0
 MAX_ELAPSED_MS = 2**63 - 1  # SQLite's largest INTEGER; a larger (forged) time on a set is stored as unknown (NULL)
 
 
@@ -72,10 +75,14 @@ def _hash(secret: str) -> str:
 
 
 class AnnotationStore:
-    """All reads and writes of ``annotate.sqlite``. Safe to share between server threads."""
+    """All reads and writes of ``annotate.sqlite``. Safe to share between server threads. A session
+    is valid for ``session_days`` after its sign-in."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, session_days: float = DEFAULT_SESSION_DAYS) -> None:
+        if not session_days > 0:
+            raise ValueError(f"session lifetime must be positive, got {session_days} days")
         self.path = Path(path)
+        self.session_seconds = session_days * 86400.0
 
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
@@ -182,13 +189,14 @@ class AnnotationStore:
             return self._new_session(conn, "admin", None)
 
     def session(self, token: Optional[str], role: str) -> Optional[str]:
-        """The annotator id (or "admin") of a valid session token of ``role``, else None."""
+        """The annotator id (or "admin") of a valid session token of ``role``, else None (also when
+        the session expired)."""
         if not token:
             return None
         with self.connect() as conn:
-            row = conn.execute("SELECT role, annotator_id FROM sessions WHERE token_hash = ?",
+            row = conn.execute("SELECT role, annotator_id, created FROM sessions WHERE token_hash = ?",
                                (_hash(token),)).fetchone()
-        if row is None or row["role"] != role:
+        if row is None or row["role"] != role or row["created"] < time.time() - self.session_seconds:
             return None
         return row["annotator_id"] or "admin"
 
@@ -196,10 +204,11 @@ class AnnotationStore:
         with self.connect(write=True) as conn:
             conn.execute("DELETE FROM sessions WHERE token_hash = ?", (_hash(token),))
 
-    @staticmethod
-    def _new_session(conn: sqlite3.Connection, role: str, annotator_id: Optional[str]) -> str:
-        token = secrets.token_urlsafe(32)
-        conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (_hash(token), role, annotator_id, time.time()))
+    def _new_session(self, conn: sqlite3.Connection, role: str, annotator_id: Optional[str]) -> str:
+        """A new session, valid for ``session_days`` from now; expired sessions are deleted."""
+        token, now = secrets.token_urlsafe(32), time.time()
+        conn.execute("DELETE FROM sessions WHERE created < ?", (now - self.session_seconds,))
+        conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (_hash(token), role, annotator_id, now))
         return token
 
     # -- assignment and rankings ----------------------------------------------------------------------
