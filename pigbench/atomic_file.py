@@ -27,15 +27,22 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:12]}.tmp")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, fsync: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file of this write alone (:func:`temp_path`),
     then rename: concurrent writers of one file never see each other's temporary file, a reader never
-    sees a partial file, and the file's mode follows the umask. A write that fails (a full disk) leaves
-    no temporary file; its OSError is raised. A killed writer leaves its temporary file, which
-    :func:`remove_stale_temps` removes."""
+    sees a partial file, and the file's mode follows the umask; with ``fsync`` the bytes reach the
+    disk before the rename (a power loss leaves the old file or the new one). A write that fails (a
+    full disk) leaves no temporary file; its OSError is raised. A killed writer leaves its temporary
+    file, which :func:`remove_stale_temps` removes."""
     tmp = temp_path(path)
     try:
         tmp.write_bytes(data)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -106,3 +106,15 @@ def test_the_results_folder_and_the_image_store_drop_killed_writers_temporary_fi
     ImageStore(tmp_path / "images")
     assert list((tmp_path / "results" / "synth").glob(".*.tmp")) == [] and path.is_file()
     assert list((tmp_path / "images").iterdir()) == []
+
+
+def test_fsync_flushes_the_temporary_file_to_disk_before_the_rename(tmp_path, monkeypatch):
+    """The build workspace's files ask for durability (a power loss leaves the old file or the new
+    one); results and image-store files do not pay for it."""
+    path = tmp_path / "renders.jsonl"
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    write_atomic(path, b"a")
+    assert synced == []
+    write_atomic(path, b"b", fsync=True)
+    assert len(synced) == 1 and Path(synced[0]).name.startswith(".renders.jsonl.") and path.read_bytes() == b"b"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
+from pigbench import atomic_file
 from pigbench.adapter import DatasetError
 
 PathLike = Union[str, Path]
@@ -158,12 +159,8 @@ def file_sha256(path: PathLike) -> str:
 
 
 def write_atomic(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``data`` to ``path`` (its folder created if needed) durably and atomically:
+    :func:`pigbench.atomic_file.write_atomic` with ``fsync``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_file.write_atomic(path, data, fsync=True)
