@@ -85,10 +85,16 @@ class PIGReward(Evaluator):
         require_packages("pigreward", "torch", "transformers", *(["peft"] if adapters else []))
         for path, adapter, option in config.parts():
             named_by = "model_path" if config.model_path else option  # model_path overrides both parts
-            resolve_local_or_hub(path, f"pigreward ({named_by})", "", "the model",
-                                 flag="--model-path" if config.model_path else f"--option {option}=")
-            if adapter and not Path(adapter).is_dir():
-                raise RequirementError(f"pigreward: adapter directory {adapter!r} not found "
+            flag = "--model-path" if config.model_path else f"--option {option}="
+            if Path(path).is_file():  # resolve_local_or_hub accepts files (other evaluators' checkpoints)
+                raise RequirementError(f"pigreward ({named_by}): {path!r} is a file; pass the model's directory "
+                                       f"(with config.json and the weights): {flag}{'' if flag.endswith('=') else ' '}DIR")
+            resolve_local_or_hub(path, f"pigreward ({named_by})", "", "the model", flag=flag)
+            if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+                what = ("has no adapter_config.json, so it is not a PEFT adapter directory (a full model goes in "
+                        f"--option {option}=)" if Path(adapter).is_dir() else
+                        "is a file, not the adapter's directory" if Path(adapter).exists() else "not found")
+                raise RequirementError(f"pigreward: adapter directory {adapter!r} {what} "
                                        f"(--option {option.replace('path', 'adapter')}=DIR)")
 
     def setup(self) -> None:

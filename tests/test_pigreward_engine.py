@@ -579,3 +579,24 @@ def test_a_truncated_adapter_file_is_one_checkpoint_error_naming_it(tiny, tmp_pa
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' could not be "
                                               rf"read: the weight file {re.escape(str(file))} is damaged or truncated \(.+\); download it again$"):
         load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+
+
+def test_an_adapter_trained_on_another_base_is_one_checkpoint_error_naming_both(tiny, tmp_path):
+    """A LoRA of a base with another hidden size reached the user as torch's RuntimeError traceback
+    (one 'size mismatch' line per tensor), naming neither the adapter nor the model."""
+    peft = pytest.importorskip("peft")
+    from pigbench.checkpoint import CheckpointError
+    from pigbench.fastgen.backend import load_qwen2vl
+    from pigbench.judging.random_models import QWEN2_VL_TINY
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    wider = copy.deepcopy(QWEN2_VL_TINY)
+    wider["text"]["hidden_size"] = 96
+    other, _ = qwen2_vl(shape=wider, seed=0)
+    peft.get_peft_model(other, peft.LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' does not "
+                                              rf"fit the model at '{re.escape(str(tmp_path / 'base'))}': its tensors have other "
+                                              r"shapes than that model's layers, so it was trained on another base model"):
+        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")

@@ -188,6 +188,28 @@ def test_a_missing_model_path_is_reported_as_model_path(tmp_path):
     with pytest.raises(RequirementError, match=r"pigreward \(reward_path\): .*pass --option reward_path=DIR\.$"):
         PIGReward.check_requirements(PIGRewardConfig(reward_path=str(tmp_path / "nope")))
 
+
+def test_a_file_or_a_folder_that_is_no_adapter_is_refused_naming_the_option(tmp_path):
+    """A model path naming a file (config.json, the weights) reached the user as the hub's 'Repo id must be in
+    the form ...'; an adapter folder without adapter_config.json (e.g. the base model's) as peft's "Can't find
+    'adapter_config.json'" naming no option, and an adapter's weight file as 'adapter directory ... not found'."""
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RequirementError, match=r"^pigreward \(model_path\): '.*config\.json' is a file; pass the model's "
+                                               r"directory \(with config\.json and the weights\): --model-path DIR$"):
+        PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path / "config.json")))
+    with pytest.raises(RequirementError, match=r"^pigreward \(reasoner_path\): .* is a file; .*: --option reasoner_path=DIR$"):
+        PIGReward.check_requirements(PIGRewardConfig(reward_path=str(tmp_path), reasoner_path=str(tmp_path / "config.json")))
+    with pytest.raises(RequirementError, match=r"adapter directory '.*' has no adapter_config\.json, so it is not a PEFT adapter "
+                                               r"directory \(a full model goes in --option reward_path=\) \(--option reward_adapter=DIR\)$"):
+        PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reward_adapter=str(tmp_path)))
+    with pytest.raises(RequirementError, match=r"adapter directory '.*config\.json' is a file, not the adapter's directory "
+                                               r"\(--option reasoner_adapter=DIR\)$"):
+        PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reasoner_adapter=str(tmp_path / "config.json")))
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text("{}")
+    pytest.importorskip("peft")
+    PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reward_adapter=str(tmp_path / "lora")))
+
 @pytest.mark.parametrize("option, value", [("concurrency", 0), ("decode_batch", 0), ("max_new_tokens", 0), ("max_pixels", -1)])
 def test_numeric_options_no_run_can_use_are_refused(option, value):
     with pytest.raises(ValueError, match=f"pigreward: option {option} must be >= [01], got {value}"):

@@ -815,3 +815,33 @@ def test_tsne_points_of_one_name_in_two_datasets_both_stay_visible():
     for colour in PALETTE[:2]:
         rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(inside - rgb).sum(axis=-1) < 80).sum() > 20, colour  # alpha 0.9 over white, antialiased
+
+
+def test_a_reasoning_run_without_any_parsed_dimension_gets_a_note_not_silence(tmp_path):
+    """A PIGReward run whose answers were all unparseable (random weights, a wrong checkpoint) stores no
+    dimensions; the report left the dimension analysis out without a word, as for a scalar run."""
+    make_results(tmp_path / "results", "pigreward", kind="reasoning", uses_references=True, users=2, per_user=3)
+    make_results(tmp_path / "results", "clipscore", users=2, per_user=3)  # scalar: no dimensions expected
+    summary = build_report(tmp_path / "results", tmp_path / "report", "tfidf")
+    assert summary.dimensions is None and not (tmp_path / "report" / "dimensions.json").exists()
+    section = (tmp_path / "report" / "report.md").read_text().split("## Dimension analysis\n")[1]
+    assert section.split("\n\n")[0].strip().splitlines() == [
+        "- no named dimension in any prediction of: pigreward on synth (an unparseable answer stores none: see each "
+        "run's answer\\_quality)",
+        "- nothing to analyse: no dimension statistics, word cloud or t-SNE map"]
+    assert "<li>nothing to analyse: no dimension statistics, word cloud or t-SNE map</li>" in (
+        tmp_path / "report" / "report.html").read_text()
+
+
+def test_too_few_distinct_dimensions_for_a_tsne_map_are_said_in_the_report(tmp_path):
+    """Under four distinct names the t-SNE map was skipped without a word."""
+    make_results(tmp_path / "results", "pigreward", kind="reasoning", uses_references=True, users=2, per_user=3,
+                 dimensions=2, dimension_names=("Warm palette", "Composition", "Lighting"))
+    summary = build_report(tmp_path / "results", tmp_path / "report", "tfidf")
+    distinct = summary.dimensions["distinct"]
+    assert distinct < 4 and "dimension_tsne.png" not in summary.dimensions["figures"]
+    note = f"t-SNE map not drawn: {distinct} distinct dimension name(s), at least 4 needed"
+    assert summary.dimensions["notes"] == [note]
+    assert f"- {note}" in (tmp_path / "report" / "report.md").read_text()
+    assert json.loads((tmp_path / "report" / "dimensions.json").read_text())["notes"] == [note]
+    assert "no named dimension" not in (tmp_path / "report" / "report.md").read_text()

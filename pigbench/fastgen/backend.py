@@ -39,7 +39,7 @@ def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str =
     model = from_pretrained_strict(AutoModelForImageTextToText, path, "the PIGReward model", dtype=getattr(torch, dtype),
                                    attn_implementation="sdpa", device_map={"": device})
     if adapter:
-        model = _merge_adapter(model, adapter)
+        model = _merge_adapter(model, adapter, path)
     return model.eval(), AutoProcessor.from_pretrained(path, local_files_only=local)
 
 
@@ -50,12 +50,15 @@ def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str =
 _LEGACY_QWEN2VL_KEYS = {"^visual": "model.visual", r"^model(?!\.(language_model|visual))": "model.language_model"}
 
 
-def _merge_adapter(model: Any, adapter: str) -> Any:
-    """``model`` with the PEFT adapter at ``adapter`` merged in. An adapter tensor that matches no
-    module of the model, or a module's adapter tensor absent from the file, is a CheckpointError
-    naming ``adapter`` (``PeftModel.from_pretrained`` ignores the first, only warns on the second, and
-    leaves those modules without the adapter or with its initial weights); so is an adapter_config.json
-    that is not JSON or a damaged ``.safetensors`` file (peft's and safetensors' errors name no file)."""
+def _merge_adapter(model: Any, adapter: str, base: str) -> Any:
+    """``model`` (loaded from ``base``) with the PEFT adapter at ``adapter`` merged in. An adapter tensor
+    that matches no module of the model, or a module's adapter tensor absent from the file, is a
+    CheckpointError naming ``adapter`` (``PeftModel.from_pretrained`` ignores the first, only warns on the
+    second, and leaves those modules without the adapter or with its initial weights); so is an
+    adapter_config.json that is not JSON, a damaged ``.safetensors`` file (peft's and safetensors' errors
+    name no file), and an adapter whose tensors have other shapes than ``base``'s layers (one trained on
+    another base model: torch's multi-line size-mismatch traceback)."""
+    import torch
     from peft import PeftConfig, PeftModel
 
     try:
@@ -68,6 +71,13 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
     renamed = hasattr(getattr(model, "model", None), "language_model")  # the layout of transformers >= 4.52
     try:
         result = net.load_adapter(adapter, "default", key_mapping=_LEGACY_QWEN2VL_KEYS if renamed else None)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except RuntimeError:  # peft's load_state_dict(strict=False) raises only for tensors of another shape
+        raise CheckpointError(f"the PIGReward adapter at {adapter!r} does not fit the model at {base!r}: its tensors have "
+                              "other shapes than that model's layers, so it was trained on another base model (its "
+                              f"adapter_config.json names {config.base_model_name_or_path!r}); give that base model "
+                              "(--model-path, or --option reward_path= / reasoner_path=)") from None
     except Exception as exc:
         if type(exc).__name__ != "SafetensorError":
             raise

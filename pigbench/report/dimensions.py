@@ -8,7 +8,7 @@ prediction rows of admitted results and produces:
   distinct names per user, and dispersion of the distinct names' embeddings (mean pairwise cosine
   distance, mean cosine distance to the centroid; 0 = all the same, about 1 = unrelated);
 * a word cloud of the frequent terms in dimension names (stop words removed);
-* a t-SNE map of the distinct names' embeddings, coloured by dataset (several datasets) or by user
+* a t-SNE map of the distinct names' embeddings (at least four; a note says when it is not drawn), coloured by dataset (several datasets) or by user
   (one user of one dataset: user ids of two datasets are two users).
 
 Embeddings come from a sentence-transformers model directory. By default that is the copy of
@@ -230,7 +230,8 @@ def tsne(emb: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def analyse_dimensions(collection: Collection, out_dir: Path, model: Optional[str] = None,
                        color_by: str = "auto", seed: int = 0) -> Optional[dict]:
-    """Statistics (returned) and figures (written to ``out_dir``) of the stored dimensions; None if none."""
+    """Statistics (returned) and figures (written to ``out_dir``) of the stored dimensions; None if none.
+    ``notes`` in the statistics say which figure was not drawn and why (too few distinct names for t-SNE)."""
     occ = occurrences(collection)
     if not occ:
         return None
@@ -254,13 +255,25 @@ def analyse_dimensions(collection: Collection, out_dir: Path, model: Optional[st
         "embedding": embedding,
         "dispersion": dispersion(emb),
         "figures": [],
+        "notes": [],
     }
     terms = term_counts(o.name for o in occ)
     if terms:
         stats["figures"] += [p.name for p in save_figure(plot_wordcloud(terms), out_dir, "dimension_wordcloud")]
+    else:
+        stats["notes"].append("word cloud not drawn: the dimension names hold no word but stop words")
     if len(distinct) >= 4:
         stats["figures"] += [p.name for p in _tsne_figure(occ, distinct, emb, name_counts, color_by, embedding, seed, out_dir)]
+    else:
+        stats["notes"].append(f"t-SNE map not drawn: {len(distinct)} distinct dimension name(s), at least 4 needed")
     return stats
+
+
+def runs_without_dimensions(collection: Collection) -> list[str]:
+    """The reasoning runs ("evaluator (variant) on dataset") none of whose predictions has a named
+    dimension, e.g. because every answer was unparseable: the analysis says so instead of leaving them out."""
+    return [f"{e.label} on {e.dataset}" for e in collection.entries
+            if e.kind == "reasoning" and not any(dimension_names(r["prediction"]) for r in e.rows)]
 
 
 def _tsne_figure(occ: list[Occurrence], distinct: list[str], emb: "np.ndarray | sparse.csr_matrix",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from pigbench.report.collect import Collection, collect, output_dir
-from pigbench.report.dimensions import analyse_dimensions, check_embedder
+from pigbench.report.dimensions import analyse_dimensions, check_embedder, runs_without_dimensions
 from pigbench.report.plots import write_plots
 from pigbench.report.similarity import similarity_table
 from pigbench.report.tables import Table, ablation_tables, main_table, md_escape, to_html, to_latex, to_markdown
@@ -74,8 +74,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path, embedding_model: 
         (out / "dimensions.json").write_text(json.dumps(summary.dimensions, indent=2) + "\n")
         summary.files.append("dimensions.json")
     summary.files += [f"{FIGURES}/{name}" for name in figures]
-    (out / "report.md").write_text(_markdown_index(collection, sections, figures, summary.dimensions))
-    (out / "report.html").write_text(_html_index(collection, sections, figures, summary.dimensions))
+    dimension_notes = _dimension_section(summary.dimensions, runs_without_dimensions(collection))
+    (out / "report.md").write_text(_markdown_index(collection, sections, figures, dimension_notes))
+    (out / "report.html").write_text(_html_index(collection, sections, figures, dimension_notes))
     summary.files += ["report.md", "report.html"]
     return summary
 
@@ -110,7 +111,19 @@ def _dimension_lines(stats: dict) -> list[str]:
     ]
 
 
-def _markdown_index(collection: Collection, sections, figures: list[str], dims: Optional[dict]) -> str:
+def _dimension_section(stats: Optional[dict], without: list[str]) -> list[str]:
+    """The lines of the report's dimension analysis: the statistics and their notes, and the reasoning
+    runs ``without`` any named dimension; none when there is neither."""
+    lines = _dimension_lines(stats) + stats["notes"] if stats else []
+    if without:
+        lines.append(f"no named dimension in any prediction of: {', '.join(without)} (an unparseable answer stores "
+                     "none: see each run's answer_quality)")
+        if not stats:
+            lines.append("nothing to analyse: no dimension statistics, word cloud or t-SNE map")
+    return lines
+
+
+def _markdown_index(collection: Collection, sections, figures: list[str], dims: list[str]) -> str:
     lines = ["# pigbench report", "", f"{len(collection.entries)} results files admitted (every metric recomputed "
              f"from the predictions), {len(collection.rejected)} rejected.", ""]
     for title, _, tables in sections:
@@ -118,14 +131,14 @@ def _markdown_index(collection: Collection, sections, figures: list[str], dims: 
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({FIGURES}/{name})" for name in figures if name.endswith(".png")] + [""]
     if dims:
-        lines += ["## Dimension analysis", ""] + [f"- {md_escape(line)}" for line in _dimension_lines(dims)] + [""]
+        lines += ["## Dimension analysis", ""] + [f"- {md_escape(line)}" for line in dims] + [""]
     if collection.rejected:
         lines += ["## Rejected results files", ""]
         lines += [f"- {md_escape(r.relpath)}: {md_escape('; '.join(r.reasons))}" for r in collection.rejected] + [""]
     return "\n".join(lines)
 
 
-def _html_index(collection: Collection, sections, figures: list[str], dims: Optional[dict]) -> str:
+def _html_index(collection: Collection, sections, figures: list[str], dims: list[str]) -> str:
     e = html.escape
     parts = [f"<p>{len(collection.entries)} results files admitted (every metric recomputed from the predictions), "
              f"{len(collection.rejected)} rejected.</p>"]
@@ -136,7 +149,7 @@ def _html_index(collection: Collection, sections, figures: list[str], dims: Opti
         parts += [f'<figure><img src="{FIGURES}/{e(n)}" alt="{e(n)}"><figcaption>{e(n)}</figcaption></figure>'
                   for n in figures if n.endswith(".png")]
     if dims:
-        parts += ["<h2>Dimension analysis</h2>", "<ul>"] + [f"<li>{e(x)}</li>" for x in _dimension_lines(dims)] + ["</ul>"]
+        parts += ["<h2>Dimension analysis</h2>", "<ul>"] + [f"<li>{e(x)}</li>" for x in dims] + ["</ul>"]
     if collection.rejected:
         parts += ["<h2>Rejected results files</h2>", "<ul>"]
         parts += [f"<li><code>{e(r.relpath)}</code>: {e('; '.join(r.reasons))}</li>" for r in collection.rejected]
