@@ -463,6 +463,8 @@ def test_fast_backend_applies_the_checkpoint_s_repetition_penalty_like_local_bac
     assert texts == [g.text for g in LocalBackend(model, processor, batch_size=1).generate(prompts, params)]
     assert texts != [g.text for g in plain.generate(prompts, params)]
     assert fast.provenance()["repetition_penalty"] == 1.5 and plain.provenance()["repetition_penalty"] == 1.0
+    # CUDA graphs are captured only on a GPU: the provenance of a CPU run does not claim them
+    assert fast.provenance()["generation"] == "pigbench.fastgen (greedy, static KV cache, no CUDA graphs on the CPU)"
 
 
 @pytest.mark.parametrize("legacy", [False, True])

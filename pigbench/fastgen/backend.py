@@ -165,5 +165,6 @@ class FastLocalBackend(LocalBackend):
             results[i] = Generation(text, truncated=len(toks) == settings.max_new_tokens)
 
     def provenance(self) -> dict[str, Any]:
-        return {**super().provenance(), "generation": "pigbench.fastgen (greedy, static KV cache, CUDA graphs)",
+        graphs = "CUDA graphs" if self.engine.device.type == "cuda" else "no CUDA graphs on the CPU"
+        return {**super().provenance(), "generation": f"pigbench.fastgen (greedy, static KV cache, {graphs})",
                 "repetition_penalty": self.repetition_penalty}
