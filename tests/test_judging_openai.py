@@ -120,6 +120,31 @@ def test_retries_run_out(server):
     assert "gave up after 3 attempts" in gen.error and server.hits == 3
 
 
+def test_an_html_error_page_is_a_one_line_reason_that_keeps_the_attempt_count(server):
+    """A proxy's error page (nginx's 502) has line breaks; the runner counts an error by its first line,
+    so the failure would read 'HTTP 502 from ...: <html>' and lose what went wrong and the attempts."""
+    page = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+            "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n")
+    server.script = [Reply(status=502, raw=page)] * 2
+    (gen,) = backend(server, retry=RetryPolicy(max_retries=1, backoff_s=0.01)).generate([Prompt((text("x"),))],
+                                                                                       GenerationParams())
+    assert gen.text is None and server.hits == 2
+    assert gen.error == (f"HTTP 502 from {server.url}/chat/completions: <html> <head><title>502 Bad Gateway</title>"
+                         "</head> <body> <center><h1>502 Bad Gateway</h1></center> </body> </html> "
+                         "(gave up after 2 attempts)")
+
+
+def test_a_connection_cut_mid_body_is_retried(server, tmp_path):
+    server.script = [Reply(cut_after=20)]
+    b = backend(server, tmp_path)
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.error is None and gen.text == "<answer>B</answer>" and server.hits == 2 and len(b.cache) == 1
+    server.script = [Reply(cut_after=20)] * 2
+    b = backend(server, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    (gen,) = b.generate([Prompt((text("y"),))], GenerationParams())
+    assert gen.text is None and "IncompleteRead" in gen.error and "gave up after 2 attempts" in gen.error
+
+
 @pytest.mark.parametrize("status", [301, 302, 303])
 def test_a_redirect_is_not_followed_and_the_key_stays_with_the_base_url(server, monkeypatch, status):
     """urllib turns a redirected POST into a GET carrying every header: the key would go to the other host."""

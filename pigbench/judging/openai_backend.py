@@ -432,11 +432,13 @@ def _read_by(resp: Any, deadline: float) -> bytes:
 
 
 def _error_detail(exc: urllib.error.HTTPError, deadline: float) -> str:
-    """The start of an error response's body ("" when it is not complete by ``deadline``)."""
+    """The start of an error response's body in one line, its whitespace runs (an HTML error page's
+    line breaks) made single spaces ("" when it is not complete by ``deadline``)."""
     try:
-        return _read_by(exc.fp, deadline)[:300].decode("utf-8", "replace")
+        body = _read_by(exc.fp, deadline)[:300].decode("utf-8", "replace")
     except (OSError, http.client.HTTPException):
         return ""
+    return " ".join(body.split())
 
 
 def _retry_after(headers: Any) -> Optional[float]:
