@@ -91,12 +91,18 @@ def test_malformed_answer_is_invalid_with_raw_text(server, tmp_path):
     assert pred.raw_text == "Both look nice, hard to say!" and pred.extra["invalid_reason"]
 
 
-def test_malformed_response_is_an_error_and_not_cached(server, tmp_path):
-    server.script = [Reply(raw=json.dumps({"object": "error"}))]
+def test_malformed_response_is_retried_then_an_error_and_not_cached(server, tmp_path):
+    """A 200 answer without choices[0].message (a gateway's error object) is retried like one that is not JSON."""
+    server.script = [Reply(raw=json.dumps({"error": {"message": "upstream timed out"}}))]
     b = backend(server, tmp_path)
     (gen,) = b.generate([Prompt((text("hi"),))], GenerationParams())
-    assert gen.text is None and "malformed response" in gen.error
-    assert len(b.cache) == 0
+    assert gen.error is None and gen.text == "<answer>B</answer>" and server.hits == 2 and len(b.cache) == 1
+    server.script = [Reply(raw=json.dumps({"object": "error"})), Reply(raw=json.dumps({"choices": [{"message": "x"}]}))]
+    b = backend(server, tmp_path, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    (gen,) = b.generate([Prompt((text("again"),))], GenerationParams())
+    assert gen.text is None and server.hits == 4 and len(b.cache) == 1
+    assert gen.error == (f"malformed response from {server.url}/chat/completions (no choices[0].message): "
+                         """b'{"choices": [{"message": "x"}]}' (gave up after 2 attempts)""")
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 503])

@@ -10,7 +10,8 @@
   host up, connecting, sending the request and reading the status line, headers and body must all be done ``timeout_s``
   after the attempt began, however slowly the bytes come (each socket wait is capped at the time
   left, an HTTPS proxy's answer to CONNECT included; a TLS handshake at the time left when it begins). HTTP 408, 429, 5xx,
-  timeouts and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
+  timeouts, connection failures and a 200 answer that is not JSON or has no ``choices[0].message``
+  are retried with exponential backoff and jitter (a ``Retry-After``
   header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
   to wherever it points).
@@ -377,17 +378,19 @@ class OpenAIBackend(Backend):
         except (OSError, http.client.HTTPException) as exc:  # a reset, a TLS error, a host gone mid-answer
             raise _Retryable(f"connection to {where} failed: {type(exc).__name__}: {exc}") from None
         try:
-            return json.loads(raw)
+            response = json.loads(raw)
         except ValueError:
             raise _Retryable(f"invalid JSON from {where}: {raw[:200]!r}") from None
+        if _message_of(response) is None:  # a gateway's error object sent with 200, say
+            raise _Retryable(f"malformed response from {where} (no choices[0].message): {raw[:200]!r}")
+        return response
 
     # responses ---------------------------------------------------------------------------------
     def _to_generation(self, response: Mapping[str, Any], params: GenerationParams, cached: bool = False) -> Generation:
-        try:
-            choice = response["choices"][0]
-            content = choice["message"].get("content")
-        except (KeyError, IndexError, TypeError, AttributeError):
+        message = _message_of(response)
+        if message is None:  # a cached entry: an answer from the server was checked in _post
             return Generation(None, error=f"malformed response (no choices[0].message): {json.dumps(response)[:200]}")
+        choice, content = response["choices"][0], message.get("content")
         if isinstance(content, list):  # some servers return content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         text = content if isinstance(content, str) else ""
@@ -412,6 +415,15 @@ class OpenAIBackend(Backend):
         if self.cache is not None:
             self.cache.close()
             self.cache = None
+
+
+def _message_of(response: Any) -> Optional[dict[str, Any]]:
+    """``response["choices"][0]["message"]`` when it is a JSON object, else None."""
+    try:
+        message = response["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return message if isinstance(message, dict) else None
 
 
 def _read_by(resp: Any, deadline: float) -> bytes:

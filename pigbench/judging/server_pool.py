@@ -2,7 +2,8 @@
 
 :class:`ServerPool` balances by least outstanding requests: each attempt goes to the server with
 the fewest requests in flight among those that are up, ties broken round robin. A server whose
-attempt failed in a retryable way (connection refused or reset, timeout, HTTP 408, 429 or 5xx) is down
+attempt failed in a retryable way (connection refused or reset, timeout, HTTP 408, 429 or 5xx, a 200
+answer that is not JSON or has no choices) is down
 for a cool-off, doubled after each further failure in a row (``cool_off_s`` up to
 ``max_cool_off_s``); its requests are retried on the others. After its cool-off it gets one
 attempt at a time (a probe, so a server that hangs costs one timeout, not many) until a success
