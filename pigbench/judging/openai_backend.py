@@ -341,7 +341,7 @@ class OpenAIBackend(Backend):
             except _Retryable as exc:
                 failure = exc
             finally:
-                self.pool.release(base, ok=failure is None)
+                self.pool.release(base, ok=failure is None, retry_after=None if failure is None else failure.retry_after)
             if attempt + 1 == attempts:
                 raise RequestFailed(f"{failure} (gave up after {attempts} attempts)") from None
             if not self.pool.any_up():  # else another server takes the retry at once
