@@ -423,6 +423,44 @@ def test_a_retry_that_another_server_can_take_does_not_wait_for_the_backoff(serv
     assert gen.text == "<answer>B</answer>" and b.requests_sent == 2 and time.monotonic() - start < 0.9
 
 
+def test_an_interrupt_stops_the_retries_and_the_waiting_prompts_at_once(server, monkeypatch):
+    """Ctrl-C while a server fails: generate used to wait for every worker to run out of retries (up to
+    max_retries backoffs and timeouts each) and for the prompts queued behind them."""
+    import threading
+
+    from pigbench.judging import openai_backend
+
+    server.reply = lambda body: Reply(status=503)
+    b = backend(server, concurrency=2, retry=RetryPolicy(max_retries=5, backoff_s=30, max_backoff_s=30))
+    backing_off = threading.Barrier(3)  # both workers in their backoff, and the test
+    real_delay = RetryPolicy.delay
+
+    def delay_noting_the_backoff(policy, *args):
+        backing_off.wait(timeout=5)
+        return real_delay(policy, *args)
+
+    monkeypatch.setattr(RetryPolicy, "delay", delay_noting_the_backoff)
+
+    def interrupt_once_both_back_off(pool_map):
+        def mapped(self, fn, *iterables, **kw):
+            pool_map(self, fn, *iterables, **kw)  # submits every prompt
+            backing_off.wait(timeout=5)
+            raise KeyboardInterrupt  # what Ctrl-C raises in the waiting main thread
+        return mapped
+
+    monkeypatch.setattr(openai_backend.ThreadPoolExecutor, "map",
+                        interrupt_once_both_back_off(openai_backend.ThreadPoolExecutor.map))
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        b.generate([Prompt((text(str(i)),)) for i in range(6)], GenerationParams())
+    assert time.monotonic() - start < 5
+    workers = [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")]
+    for t in workers:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in workers)
+    assert server.hits == 2  # the first attempt of the two prompts started; no retry, no other prompt
+
+
 def test_concurrency_is_bounded(server):
     server.script = [Reply(delay_s=0.2)] * 8
     b = backend(server, concurrency=2)

@@ -14,7 +14,8 @@
   are retried with exponential backoff and jitter (a ``Retry-After``
   header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
-  to wherever it points).
+  to wherever it points). An interrupt (Ctrl-C) ends the retries and backoffs at once and starts no
+  other request; an attempt in flight ends by its deadline.
 * ``base_urls`` is a list (or a comma-separated string, or a JSON list): a
   :class:`~pigbench.judging.server_pool.ServerPool` sends each attempt to the server with the fewest
   requests in flight; a server that fails is down for a cool-off, and its requests are retried on
@@ -308,10 +309,20 @@ class OpenAIBackend(Backend):
         return body
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts)))) as pool:
-            return list(pool.map(lambda prompt: self._one(prompt, params), prompts))
+        """One generation per prompt, ``concurrency`` requests at a time. When the wait is interrupted
+        (Ctrl-C, SIGTERM as an interrupt), no prompt starts, no request is retried and no backoff is
+        waited out: this returns at once, and an attempt in flight ends by its deadline."""
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts))))
+        try:
+            return list(pool.map(lambda prompt: self._one(prompt, params, stop), prompts))
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=not stop.is_set(), cancel_futures=True)
 
-    def _one(self, prompt: Prompt, params: GenerationParams) -> Generation:
+    def _one(self, prompt: Prompt, params: GenerationParams, stop: threading.Event) -> Generation:
         try:
             body = self.request_body(prompt, params)
         except Exception as exc:  # unreadable image: this prompt fails, the others go on
@@ -323,7 +334,7 @@ class OpenAIBackend(Backend):
             if cached is not None and cached.error is None:  # a stored response that does not parse is asked again
                 return cached
         try:
-            response = self._post_with_retries(json.dumps(body).encode())
+            response = self._post_with_retries(json.dumps(body).encode(), stop)
         except RequestFailed as exc:
             return Generation(None, error=str(exc))
         gen = self._to_generation(response, params)
@@ -331,9 +342,13 @@ class OpenAIBackend(Backend):
             self.cache.put(key, response)
         return gen
 
-    def _post_with_retries(self, data: bytes) -> dict[str, Any]:
+    def _post_with_retries(self, data: bytes, stop: threading.Event) -> dict[str, Any]:
+        """The response to ``data``, retried as the module docstring says; :class:`RequestFailed` when
+        it fails for good, or once ``stop`` is set (before another attempt, or during a backoff)."""
         attempts = self.retry.max_retries + 1
         for attempt in range(attempts):
+            if stop.is_set():
+                raise RequestFailed("interrupted")
             base = self.pool.acquire()
             failure: Optional[_Retryable] = None
             try:
@@ -345,7 +360,8 @@ class OpenAIBackend(Backend):
             if attempt + 1 == attempts:
                 raise RequestFailed(f"{failure} (gave up after {attempts} attempts)") from None
             if not self.pool.any_up():  # else another server takes the retry at once
-                time.sleep(self.retry.delay(attempt, failure.retry_after, self._rng))
+                if stop.wait(self.retry.delay(attempt, failure.retry_after, self._rng)):
+                    raise RequestFailed("interrupted")
         raise AssertionError("unreachable")
 
     def _post(self, url: str, data: bytes) -> dict[str, Any]:
