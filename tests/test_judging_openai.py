@@ -91,12 +91,18 @@ def test_malformed_answer_is_invalid_with_raw_text(server, tmp_path):
     assert pred.raw_text == "Both look nice, hard to say!" and pred.extra["invalid_reason"]
 
 
-def test_malformed_response_is_an_error_and_not_cached(server, tmp_path):
-    server.script = [Reply(raw=json.dumps({"object": "error"}))]
+def test_malformed_response_is_retried_then_an_error_and_not_cached(server, tmp_path):
+    """A 200 answer without choices[0].message (a gateway's error object) is retried like one that is not JSON."""
+    server.script = [Reply(raw=json.dumps({"error": {"message": "upstream timed out"}}))]
     b = backend(server, tmp_path)
     (gen,) = b.generate([Prompt((text("hi"),))], GenerationParams())
-    assert gen.text is None and "malformed response" in gen.error
-    assert len(b.cache) == 0
+    assert gen.error is None and gen.text == "<answer>B</answer>" and server.hits == 2 and len(b.cache) == 1
+    server.script = [Reply(raw=json.dumps({"object": "error"})), Reply(raw=json.dumps({"choices": [{"message": "x"}]}))]
+    b = backend(server, tmp_path, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    (gen,) = b.generate([Prompt((text("again"),))], GenerationParams())
+    assert gen.text is None and server.hits == 4 and len(b.cache) == 1
+    assert gen.error == (f"malformed response from {server.url}/chat/completions (no choices[0].message): "
+                         """b'{"choices": [{"message": "x"}]}' (gave up after 2 attempts)""")
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 503])
@@ -118,6 +124,31 @@ def test_retries_run_out(server):
     (gen,) = backend(server, retry=RetryPolicy(max_retries=2, backoff_s=0.01)).generate([Prompt((text("x"),))],
                                                                                        GenerationParams())
     assert "gave up after 3 attempts" in gen.error and server.hits == 3
+
+
+def test_an_html_error_page_is_a_one_line_reason_that_keeps_the_attempt_count(server):
+    """A proxy's error page (nginx's 502) has line breaks; the runner counts an error by its first line,
+    so the failure would read 'HTTP 502 from ...: <html>' and lose what went wrong and the attempts."""
+    page = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+            "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n")
+    server.script = [Reply(status=502, raw=page)] * 2
+    (gen,) = backend(server, retry=RetryPolicy(max_retries=1, backoff_s=0.01)).generate([Prompt((text("x"),))],
+                                                                                       GenerationParams())
+    assert gen.text is None and server.hits == 2
+    assert gen.error == (f"HTTP 502 from {server.url}/chat/completions: <html> <head><title>502 Bad Gateway</title>"
+                         "</head> <body> <center><h1>502 Bad Gateway</h1></center> </body> </html> "
+                         "(gave up after 2 attempts)")
+
+
+def test_a_connection_cut_mid_body_is_retried(server, tmp_path):
+    server.script = [Reply(cut_after=20)]
+    b = backend(server, tmp_path)
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert gen.error is None and gen.text == "<answer>B</answer>" and server.hits == 2 and len(b.cache) == 1
+    server.script = [Reply(cut_after=20)] * 2
+    b = backend(server, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    (gen,) = b.generate([Prompt((text("y"),))], GenerationParams())
+    assert gen.text is None and "IncompleteRead" in gen.error and "gave up after 2 attempts" in gen.error
 
 
 @pytest.mark.parametrize("status", [301, 302, 303])
@@ -390,6 +421,44 @@ def test_a_retry_that_another_server_can_take_does_not_wait_for_the_backoff(serv
     start = time.monotonic()
     (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
     assert gen.text == "<answer>B</answer>" and b.requests_sent == 2 and time.monotonic() - start < 0.9
+
+
+def test_an_interrupt_stops_the_retries_and_the_waiting_prompts_at_once(server, monkeypatch):
+    """Ctrl-C while a server fails: generate used to wait for every worker to run out of retries (up to
+    max_retries backoffs and timeouts each) and for the prompts queued behind them."""
+    import threading
+
+    from pigbench.judging import openai_backend
+
+    server.reply = lambda body: Reply(status=503)
+    b = backend(server, concurrency=2, retry=RetryPolicy(max_retries=5, backoff_s=30, max_backoff_s=30))
+    backing_off = threading.Barrier(3)  # both workers in their backoff, and the test
+    real_delay = RetryPolicy.delay
+
+    def delay_noting_the_backoff(policy, *args):
+        backing_off.wait(timeout=5)
+        return real_delay(policy, *args)
+
+    monkeypatch.setattr(RetryPolicy, "delay", delay_noting_the_backoff)
+
+    def interrupt_once_both_back_off(pool_map):
+        def mapped(self, fn, *iterables, **kw):
+            pool_map(self, fn, *iterables, **kw)  # submits every prompt
+            backing_off.wait(timeout=5)
+            raise KeyboardInterrupt  # what Ctrl-C raises in the waiting main thread
+        return mapped
+
+    monkeypatch.setattr(openai_backend.ThreadPoolExecutor, "map",
+                        interrupt_once_both_back_off(openai_backend.ThreadPoolExecutor.map))
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        b.generate([Prompt((text(str(i)),)) for i in range(6)], GenerationParams())
+    assert time.monotonic() - start < 5
+    workers = [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")]
+    for t in workers:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in workers)
+    assert server.hits == 2  # the first attempt of the two prompts started; no retry, no other prompt
 
 
 def test_concurrency_is_bounded(server):

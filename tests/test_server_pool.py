@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from pigbench.judging.backend import GenerationParams
-from pigbench.judging.fake_server import FakeServer, keyed_verdict, request_texts
+from pigbench.judging.fake_server import FakeServer, Reply, keyed_verdict, request_texts
 from pigbench.judging.messages import Prompt, text
 from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy, split_base_urls
 from pigbench.judging.request_cache import request_key
@@ -56,6 +56,37 @@ def test_a_failed_server_cools_off_longer_after_each_failure_and_success_resets_
     pool.release(pool.acquire(), ok=False)
     clock.now += 5
     assert "a" in {pool.acquire(), pool.acquire()}
+
+
+def test_a_server_that_asks_to_retry_after_a_while_is_down_that_long_within_the_cap():
+    """A rate-limited server's Retry-After outlasts the cool-off: probing it sooner only meets another 429."""
+    clock = Clock()
+    pool = ServerPool(["a", "b"], cool_off_s=5, max_cool_off_s=60, clock=clock)
+    pool.release(pool.acquire(), ok=False, retry_after=30)
+    clock.now += 29
+    assert pool.acquire() == "b"
+    pool.release("b", ok=True)
+    clock.now += 1
+    assert pool.acquire() == "a"
+    pool.release("a", ok=False, retry_after=3600)  # capped at max_cool_off_s
+    clock.now += 59
+    assert pool.acquire() == "b"
+    clock.now += 1
+    assert pool.acquire() == "a"
+    pool.release("a", ok=False, retry_after=1)  # shorter than the cool-off (20 s, third failure): the cool-off
+    clock.now += 19
+    assert pool.acquire() == "b"
+
+
+def test_a_rate_limited_server_waits_out_its_retry_after_while_the_other_serves():
+    def limited(body):
+        return Reply(status=429, headers={"Retry-After": "30"})
+
+    with FakeServer(limited) as a, FakeServer(keyed_verdict) as b:
+        backend = OpenAIBackend([a.url, b.url], "m", retry=RetryPolicy(max_retries=2, backoff_s=0.01), concurrency=1)
+        backend.pool.cool_off_s = 0  # without Retry-After, a would be probed again at once
+        gens = backend.generate([Prompt((text(str(i)),)) for i in range(6)], GenerationParams())
+    assert all(g.error is None for g in gens) and a.hits == 1 and b.hits == 6
 
 
 def test_a_recovering_server_gets_one_probe_at_a_time():

@@ -13,6 +13,8 @@ Contract of :class:`FakeServer`:
 * Every request waits ``latency_s`` while holding one of ``slots`` processing slots (unbounded when
   ``None``), then its reply's ``delay_s``. A reply with ``drip_s`` sends its status line and headers
   at once (a byte at a time too with ``drip_headers``), then its body one byte every ``drip_s`` seconds.
+  A reply with ``cut_after`` sends its status line, headers (with the whole body's ``Content-Length``)
+  and that many bytes of its body, then closes the connection.
 * ``requests`` and ``headers`` record every request received (``hits`` counts them); ``answered``
   counts the requests answered per ``key(body)`` (by default the request cache's key).
 * With ``die_after``, the server dies once that many requests are answered: it stops listening, and
@@ -38,7 +40,7 @@ from pigbench.judging.request_cache import request_key
 @dataclass(frozen=True)
 class Reply:
     """How to answer one request. A status other than 200 sends ``{"error": {"message": content}}``
-    (``"status N"`` when content is None); ``raw`` is a body sent as is instead of the answer."""
+    (``"status N"`` when content is None); ``raw`` is a body sent as is instead, whatever the status."""
 
     content: Optional[str] = None
     status: int = 200
@@ -50,6 +52,7 @@ class Reply:
     drip_s: float = 0.0
     drip_headers: bool = False
     finish_reason: str = "stop"
+    cut_after: Optional[int] = None
 
 
 ReplyFn = Callable[[dict[str, Any]], Union[str, Reply]]
@@ -94,12 +97,14 @@ class FakeServer:
                 time.sleep(answer.delay_s)
                 if server._drops(body, answer):
                     return  # the connection closes with no answer
-                if answer.status == 200:
+                if answer.raw is not None:
+                    payload = answer.raw
+                elif answer.status == 200:
                     choice: dict[str, Any] = {"message": {"role": "assistant", "content": answer.content},
                                               "finish_reason": answer.finish_reason}
                     if answer.logprobs:
                         choice["logprobs"] = {"content": answer.logprobs}
-                    payload = answer.raw if answer.raw is not None else json.dumps({"choices": [choice]})
+                    payload = json.dumps({"choices": [choice]})
                 else:
                     message = answer.content if answer.content is not None else f"status {answer.status}"
                     payload = json.dumps({"error": {"message": message}})
@@ -116,7 +121,10 @@ class FakeServer:
                         for name, value in headers.items():
                             self.send_header(name, value)
                         self.end_headers()
-                    if answer.drip_s:
+                    if answer.cut_after is not None:
+                        self.wfile.write(head + payload.encode()[:answer.cut_after])
+                        self.close_connection = True  # the connection ends short of Content-Length
+                    elif answer.drip_s:
                         for byte in head + payload.encode():
                             time.sleep(answer.drip_s)
                             self.wfile.write(bytes([byte]))

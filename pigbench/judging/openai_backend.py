@@ -10,10 +10,12 @@
   host up, connecting, sending the request and reading the status line, headers and body must all be done ``timeout_s``
   after the attempt began, however slowly the bytes come (each socket wait is capped at the time
   left, an HTTPS proxy's answer to CONNECT included; a TLS handshake at the time left when it begins). HTTP 408, 429, 5xx,
-  timeouts and connection failures are retried with exponential backoff and jitter (a ``Retry-After``
+  timeouts, connection failures and a 200 answer that is not JSON or has no ``choices[0].message``
+  are retried with exponential backoff and jitter (a ``Retry-After``
   header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
-  to wherever it points).
+  to wherever it points). An interrupt (Ctrl-C) ends the retries and backoffs at once and starts no
+  other request; an attempt in flight ends by its deadline.
 * ``base_urls`` is a list (or a comma-separated string, or a JSON list): a
   :class:`~pigbench.judging.server_pool.ServerPool` sends each attempt to the server with the fewest
   requests in flight; a server that fails is down for a cool-off, and its requests are retried on
@@ -307,10 +309,20 @@ class OpenAIBackend(Backend):
         return body
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts)))) as pool:
-            return list(pool.map(lambda prompt: self._one(prompt, params), prompts))
+        """One generation per prompt, ``concurrency`` requests at a time. When the wait is interrupted
+        (Ctrl-C, SIGTERM as an interrupt), no prompt starts, no request is retried and no backoff is
+        waited out: this returns at once, and an attempt in flight ends by its deadline."""
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts))))
+        try:
+            return list(pool.map(lambda prompt: self._one(prompt, params, stop), prompts))
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=not stop.is_set(), cancel_futures=True)
 
-    def _one(self, prompt: Prompt, params: GenerationParams) -> Generation:
+    def _one(self, prompt: Prompt, params: GenerationParams, stop: threading.Event) -> Generation:
         try:
             body = self.request_body(prompt, params)
         except Exception as exc:  # unreadable image: this prompt fails, the others go on
@@ -322,7 +334,7 @@ class OpenAIBackend(Backend):
             if cached is not None and cached.error is None:  # a stored response that does not parse is asked again
                 return cached
         try:
-            response = self._post_with_retries(json.dumps(body).encode())
+            response = self._post_with_retries(json.dumps(body).encode(), stop)
         except RequestFailed as exc:
             return Generation(None, error=str(exc))
         gen = self._to_generation(response, params)
@@ -330,9 +342,13 @@ class OpenAIBackend(Backend):
             self.cache.put(key, response)
         return gen
 
-    def _post_with_retries(self, data: bytes) -> dict[str, Any]:
+    def _post_with_retries(self, data: bytes, stop: threading.Event) -> dict[str, Any]:
+        """The response to ``data``, retried as the module docstring says; :class:`RequestFailed` when
+        it fails for good, or once ``stop`` is set (before another attempt, or during a backoff)."""
         attempts = self.retry.max_retries + 1
         for attempt in range(attempts):
+            if stop.is_set():
+                raise RequestFailed("interrupted")
             base = self.pool.acquire()
             failure: Optional[_Retryable] = None
             try:
@@ -340,11 +356,12 @@ class OpenAIBackend(Backend):
             except _Retryable as exc:
                 failure = exc
             finally:
-                self.pool.release(base, ok=failure is None)
+                self.pool.release(base, ok=failure is None, retry_after=None if failure is None else failure.retry_after)
             if attempt + 1 == attempts:
                 raise RequestFailed(f"{failure} (gave up after {attempts} attempts)") from None
             if not self.pool.any_up():  # else another server takes the retry at once
-                time.sleep(self.retry.delay(attempt, failure.retry_after, self._rng))
+                if stop.wait(self.retry.delay(attempt, failure.retry_after, self._rng)):
+                    raise RequestFailed("interrupted")
         raise AssertionError("unreachable")
 
     def _post(self, url: str, data: bytes) -> dict[str, Any]:
@@ -377,17 +394,19 @@ class OpenAIBackend(Backend):
         except (OSError, http.client.HTTPException) as exc:  # a reset, a TLS error, a host gone mid-answer
             raise _Retryable(f"connection to {where} failed: {type(exc).__name__}: {exc}") from None
         try:
-            return json.loads(raw)
+            response = json.loads(raw)
         except ValueError:
             raise _Retryable(f"invalid JSON from {where}: {raw[:200]!r}") from None
+        if _message_of(response) is None:  # a gateway's error object sent with 200, say
+            raise _Retryable(f"malformed response from {where} (no choices[0].message): {raw[:200]!r}")
+        return response
 
     # responses ---------------------------------------------------------------------------------
     def _to_generation(self, response: Mapping[str, Any], params: GenerationParams, cached: bool = False) -> Generation:
-        try:
-            choice = response["choices"][0]
-            content = choice["message"].get("content")
-        except (KeyError, IndexError, TypeError, AttributeError):
+        message = _message_of(response)
+        if message is None:  # a cached entry: an answer from the server was checked in _post
             return Generation(None, error=f"malformed response (no choices[0].message): {json.dumps(response)[:200]}")
+        choice, content = response["choices"][0], message.get("content")
         if isinstance(content, list):  # some servers return content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         text = content if isinstance(content, str) else ""
@@ -414,6 +433,15 @@ class OpenAIBackend(Backend):
             self.cache = None
 
 
+def _message_of(response: Any) -> Optional[dict[str, Any]]:
+    """``response["choices"][0]["message"]`` when it is a JSON object, else None."""
+    try:
+        message = response["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
 def _read_by(resp: Any, deadline: float) -> bytes:
     """The whole body of ``resp`` (an :class:`http.client.HTTPResponse` on a :class:`_DeadlineSocket`,
     which caps each wait at the time left), read in chunks; raises :class:`TimeoutError` once
@@ -432,11 +460,13 @@ def _read_by(resp: Any, deadline: float) -> bytes:
 
 
 def _error_detail(exc: urllib.error.HTTPError, deadline: float) -> str:
-    """The start of an error response's body ("" when it is not complete by ``deadline``)."""
+    """The start of an error response's body in one line, its whitespace runs (an HTML error page's
+    line breaks) made single spaces ("" when it is not complete by ``deadline``)."""
     try:
-        return _read_by(exc.fp, deadline)[:300].decode("utf-8", "replace")
+        body = _read_by(exc.fp, deadline)[:300].decode("utf-8", "replace")
     except (OSError, http.client.HTTPException):
         return ""
+    return " ".join(body.split())
 
 
 def _retry_after(headers: Any) -> Optional[float]:

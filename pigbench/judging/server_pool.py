@@ -2,8 +2,10 @@
 
 :class:`ServerPool` balances by least outstanding requests: each attempt goes to the server with
 the fewest requests in flight among those that are up, ties broken round robin. A server whose
-attempt failed in a retryable way (connection refused or reset, timeout, HTTP 408, 429 or 5xx) is down
+attempt failed in a retryable way (connection refused or reset, timeout, HTTP 408, 429 or 5xx, a 200
+answer that is not JSON or has no choices) is down
 for a cool-off, doubled after each further failure in a row (``cool_off_s`` up to
+``max_cool_off_s``), or for as long as its ``Retry-After`` asked when that is longer (at most
 ``max_cool_off_s``); its requests are retried on the others. After its cool-off it gets one
 attempt at a time (a probe, so a server that hangs costs one timeout, not many) until a success
 restores it. When no server can take an attempt, the one whose cool-off ends first gets it (the
@@ -15,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 
 @dataclass
@@ -54,8 +56,10 @@ class ServerPool:
             chosen.in_flight += 1
             return chosen.url
 
-    def release(self, url: str, ok: bool) -> None:
-        """End an attempt on ``url``: ``ok`` unless it failed in a retryable way (then the server is down)."""
+    def release(self, url: str, ok: bool, retry_after: Optional[float] = None) -> None:
+        """End an attempt on ``url``: ``ok`` unless it failed in a retryable way (then the server is down,
+        for its cool-off or the ``retry_after`` seconds it asked for, whichever is longer, at most
+        ``max_cool_off_s``)."""
         with self._lock:
             server = next(s for s in self._servers if s.url == url)
             server.in_flight -= 1
@@ -66,7 +70,8 @@ class ServerPool:
                 return
             server.failed += 1
             server.failures_in_a_row += 1
-            cool_off = min(self.max_cool_off_s, self.cool_off_s * 2 ** (server.failures_in_a_row - 1))
+            cool_off = min(self.max_cool_off_s, max(self.cool_off_s * 2 ** (server.failures_in_a_row - 1),
+                                                    retry_after or 0.0))
             server.down_until = self._clock() + cool_off
 
     def any_up(self) -> bool:
