@@ -64,7 +64,9 @@ class Registry(Generic[T]):
         self._add(name, _Entry(target, source))
 
     def register(self, name: str):
-        """Class decorator registering ``cls`` under ``name`` (for code that defines plug-ins inline)."""
+        """Class decorator registering ``cls`` under ``name`` (for code that defines plug-ins inline).
+        A class of the same module and qualified name registered again under ``name`` replaces the
+        first: a notebook cell run again, or a module reloaded, defines the class anew."""
 
         def deco(cls: type[T]) -> type[T]:
             self._check_type(name, cls)
@@ -77,7 +79,7 @@ class Registry(Generic[T]):
     def _add(self, name: str, entry: _Entry) -> None:
         with self._lock:
             old = self._entries.get(name)
-            if old is not None and old.target != entry.target:
+            if old is not None and old.target != entry.target and not _redefined(old.target, entry.target):
                 raise RegistryError(
                     f"{self.kind} name {name!r} is registered twice: by {old.source} "
                     f"({_describe(old.target)}) and by {entry.source} ({_describe(entry.target)}); rename one"
@@ -156,6 +158,12 @@ class Registry(Generic[T]):
                 # not register_lazy: a value without ':' must fail on get(), not hide every other plug-in
                 self._add(ep.name, _Entry(ep.value, f"entry point of package {dist!r}"))
             self._loaded = True
+
+
+def _redefined(old: Union[str, type], new: Union[str, type]) -> bool:
+    """Whether ``new`` is ``old`` defined again: two classes of one module and qualified name."""
+    return (isinstance(old, type) and isinstance(new, type) and old.__module__ == new.__module__
+            and old.__qualname__ == new.__qualname__)
 
 
 def _describe(target: Union[str, type]) -> str:

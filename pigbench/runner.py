@@ -13,6 +13,8 @@
   A restarted run predicts the failed episodes again (the server may be up now).
 * ``swap=True`` asks every episode in both A/B orders and combines the answers by the protocol's
   position-swap rule, keeping both raw answers.
+* ``output=None`` writes no results file: the results dict comes back in :class:`RunOutcome` only
+  (predictions are still stored under ``cache_dir``). Using this from Python: docs/python_api.md.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class RunConfig:
     batch_size: int = 16  # episodes per predict() call
     device: str = "cpu"  # e.g. cpu, cuda, cuda:1
     num_workers: int = 0  # image-decoding worker processes (0: the evaluator decides)
-    output: str = "results"  # results directory; files go to <output>/<dataset>/
+    output: Optional[str] = "results"  # results directory; files go to <output>/<dataset>/; None: write none
     tie_threshold: Optional[float] = None  # tau; sets the evaluator config field tie_threshold
     calibration_fraction: Optional[float] = None  # calibrate tau on this share of the users (pigbench.calibration)
     swap: bool = False  # ask both A/B orders (generative judges)
@@ -150,8 +152,11 @@ class RunAborted(RuntimeError):
 
 @dataclass
 class RunOutcome:
+    """What :func:`run` returns: the results dict (the results file's content; without its
+    ``predictions`` entry when no file was written) and where it was written."""
+
     results: dict[str, Any]
-    results_path: Path
+    results_path: Optional[Path]  # None when ``RunConfig.output`` is None
     resumed: int  # predictions reused from the store
     computed: int  # predictions computed in this invocation
 
@@ -172,7 +177,8 @@ def check_settings(config: RunConfig) -> Evaluator:
     if config.swap and not supports_swap(type(evaluator)):
         raise ValueError(f"--swap: {config.evaluator} scores each image alone, so the A/B order cannot change its "
                          "answer; swap applies to evaluators that see both images at once (judges)")
-    writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
+    if config.output is not None:
+        writable_dir(Path(config.output) / config.dataset, "results directory (--output)")
     writable_dir(Path(config.cache_dir) / "runs", "prediction store directory (--cache-dir)")
     return evaluator
 
@@ -381,14 +387,17 @@ def set_up(evaluator: Evaluator, name: str) -> None:
 def write_run_results(
     config: RunConfig, evaluator: Evaluator, adapter: DatasetAdapter, split: SplitResult,
     predictions: dict[str, dict], resumed: int, start: float, world_size: int = 1,
-) -> tuple[dict[str, Any], Path]:
+) -> tuple[dict[str, Any], Optional[Path]]:
     """Score ``predictions`` (one JSON dict per episode of ``split``, as :meth:`Prediction.to_json`
     gives and the store keeps, by sample id) against the gold labels and write the
-    results file with its provenance; returns the results dict and its path. Shared by :func:`run`
+    results file with its provenance; returns the results dict and its path (with ``config.output``
+    None, the dict alone, no file written, and None). Shared by :func:`run`
     and ``pigbench score`` (saved outputs). ``world_size``: processes that computed predictions."""
     rows = prediction_rows(split.episodes, predictions)
     metrics = compute_metrics(judged_from_rows(rows), n_bootstrap=config.n_bootstrap, seed=config.bootstrap_seed)
     results = _results_dict(config, evaluator, adapter, split, metrics, rows, resumed, time.time() - start, world_size)
+    if config.output is None:
+        return results, None
     path = Path(config.output) / config.dataset / f"{evaluator.name}{_variant_suffix(config, evaluator)}.json"
     write_results(path, results, rows)
     return results, path

@@ -132,3 +132,29 @@ def test_an_entry_point_without_a_class_fails_alone(monkeypatch):
     with pytest.raises(RegistryError, match="^evaluator 'module-only' \\(toy, from entry point of package '.*'\\) cannot "
                                             "be loaded: its entry point must name the class, as 'module:Class'$"):
         reg.get("module-only")
+
+
+def test_a_class_defined_again_replaces_itself_but_another_class_still_clashes():
+    """A notebook cell with ``@evaluators.register("mine")`` run a second time defines the class
+    anew; that raised 'registered twice' (by the cell's module and by the same module)."""
+    from pigbench.evaluator import ScalarEvaluator
+
+    reg = Registry("evaluator", "pigbench.evaluator:Evaluator", "pigbench.test-none", catalogue="pigbench")
+
+    def define(scale):
+        class Mine(ScalarEvaluator):
+            def score(self, requests):
+                return [scale] * len(requests)
+        return Mine
+
+    first, again = define(1.0), define(2.0)
+    reg.register("mine")(first)
+    reg.register("mine")(again)
+    assert reg.get("mine") is again
+
+    class Other(ScalarEvaluator):
+        def score(self, requests):
+            return [0.0] * len(requests)
+
+    with pytest.raises(RegistryError, match="registered twice"):
+        reg.register("mine")(Other)

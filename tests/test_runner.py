@@ -1467,3 +1467,16 @@ def test_reference_size_0_for_a_similarity_evaluator_is_refused_before_anything_
         run(config(tmp_path, evaluator="color-reference", reference_size=0))
     assert not list((tmp_path / "cache").rglob("*.sqlite"))
     assert run(config(tmp_path, reference_size=0)).results["split"]["reference_size"] == 0  # a scalar needs none
+
+
+def test_a_run_without_an_output_directory_writes_no_results_file_and_returns_the_same_results(tmp_path, monkeypatch):
+    """From Python (a training loop, a notebook) the results dict is enough: ``output=None`` wrote a
+    TypeError before (a path of None); it now writes no results file and returns what the file would hold."""
+    monkeypatch.chdir(tmp_path)
+    kept = run(config(tmp_path))
+    bare = run(config(tmp_path, output=None))
+    assert bare.results_path is None and (bare.resumed, bare.computed) == (60, 0)  # the store is still used
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "results"]
+    assert "predictions" not in bare.results
+    assert bare.results["metrics"] == kept.results["metrics"]
+    assert bare.results["evaluator"] == kept.results["evaluator"]
