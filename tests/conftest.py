@@ -5,11 +5,28 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import toy  # noqa: E402,F401  registers the toy-* plug-ins used by the core tests
 
+import pytest  # noqa: E402
+
+from pigbench.registry import adapters, evaluators  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _registries_as_before():
+    """What a test registers (an inline plug-in, a deliberately broken class) is gone after it, so
+    that no other test's ``pigbench list`` or lookup depends on the order tests run in. The
+    catalogues are loaded first: a snapshot taken before would lose the built-ins, whose module
+    registers them only on its first import."""
+    saved = []
+    for registry in (evaluators, adapters):
+        registry.names()  # loads the built-ins and entry points once
+        saved.append((registry, dict(registry._entries), registry._loaded))
+    yield
+    for registry, entries, loaded in saved:
+        registry._entries, registry._loaded = entries, loaded
+
 
 # ---- shared by the report, leaderboard and browser tests -------------------------------------
 import shutil  # noqa: E402
-
-import pytest  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -19,8 +19,6 @@ def test_python_blocks_are_found():
 
 def test_the_python_api_doc_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    evaluators.names()  # the catalogue loaded, then the doc's registrations undone after the test
-    monkeypatch.setattr(evaluators, "_entries", dict(evaluators._entries))
     monkeypatch.setenv("PIGBENCH_CACHE", str(tmp_path / "cache"))
     blocks = python_blocks(DOC.read_text())
     assert len(blocks) >= 5
