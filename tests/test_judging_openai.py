@@ -576,6 +576,29 @@ def test_a_cached_response_without_finish_reason_reads_as_before(server, tmp_pat
     assert server.hits == 0 and pred.label == Label.A and "truncated" not in pred.extra
 
 
+def test_a_refusal_is_kept_as_the_raw_text_and_counted_as_a_refused_answer(server, tmp_path):
+    """OpenAI's message.refusal (content null) read as "empty output"; the refusal text is now the
+    raw text and the INVALID answer's reason quotes its start, also from the cache, and counts in
+    answer quality. It is never read for a verdict, though it names an image."""
+    from pigbench.results import answer_quality
+
+    refusal = "I'm sorry, but I can't compare Image A and Image B:\n  they may show a real person's face."
+    server.script = [Reply(raw=json.dumps({"choices": [{"message": {"content": None, "refusal": refusal},
+                                                        "finish_reason": "stop"}]}))]
+    first = judge(server, tmp_path).predict([episode(0)])
+    again = judge(server, tmp_path).predict([episode(0)])
+    assert server.hits == 1
+    reason = 'the model refused: "I\'m sorry, but I can\'t compare Image A and Image B: they may..."'
+    for (pred,) in (first, again):
+        assert pred.label == Label.INVALID and pred.error is None and pred.raw_text == refusal
+        assert pred.extra["invalid_reason"] == reason
+    rows = [{"prediction": {"extra": pred.extra}} for (pred,) in (first, again)]
+    assert answer_quality(rows)["unparseable_reasons"] == {reason: 2}
+    server.script = [Reply(raw=json.dumps({"choices": [{"message": {"content": "<answer>A</answer>", "refusal": None}}]}))]
+    (pred,) = judge(server, tmp_path).predict([episode(1)])
+    assert pred.label == Label.A and "invalid_reason" not in pred.extra
+
+
 def test_answer_probabilities_from_top_logprobs(server, tmp_path):
     top = [{"token": "A", "logprob": math.log(0.6)}, {"token": "B", "logprob": math.log(0.3)}]
     logprobs = [{"token": "<answer>", "logprob": 0.0, "top_logprobs": []},

@@ -26,6 +26,8 @@
   ``truncated``. A response's ``model``, when not the model asked for, and its ``system_fingerprint``
   go to the generation's ``served``. The cache stores whole responses, so a cached answer keeps its finish reason; one
   stored without it counts as not truncated.
+* A message without content but with a ``refusal`` (OpenAI's refusal text) gives that text, marked
+  ``refused``: the sample is INVALID with the reason "the model refused: ..." (not "empty output").
 """
 
 from __future__ import annotations
@@ -410,6 +412,10 @@ class OpenAIBackend(Backend):
         if isinstance(content, list):  # some servers return content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         text = content if isinstance(content, str) else ""
+        refusal = message.get("refusal")  # OpenAI's refusal text, sent with a null content
+        refused = not text and isinstance(refusal, str) and bool(refusal.strip())
+        if refused:
+            text = refusal
         probs = None
         if params.options:
             steps = ((choice.get("logprobs") or {}).get("content")) or []
@@ -421,7 +427,8 @@ class OpenAIBackend(Backend):
         served = {"model": model} if isinstance(model, str) and model and model != self.model else {}
         if isinstance(fingerprint, str) and fingerprint:
             served["system_fingerprint"] = fingerprint
-        return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length", served=served)
+        return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length", served=served,
+                          refused=refused)
 
     def provenance(self) -> dict[str, Any]:
         return {"api": "openai-chat-completions", "model": self.model,
