@@ -14,7 +14,8 @@
   are retried with exponential backoff and jitter (a ``Retry-After``
   header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
-  to wherever it points). An interrupt (Ctrl-C) ends the retries and backoffs at once and starts no
+  to wherever it points). A request that fails for good has the error "gave up after N attempts: " and
+the last failure (the count first: failures are counted by the start of their error). An interrupt (Ctrl-C) ends the retries and backoffs at once and starts no
   other request; an attempt in flight ends by its deadline.
 * ``base_urls`` is a list (or a comma-separated string, or a JSON list): a
   :class:`~pigbench.judging.server_pool.ServerPool` sends each attempt to the server with the fewest
@@ -360,7 +361,9 @@ class OpenAIBackend(Backend):
             finally:
                 self.pool.release(base, ok=failure is None, retry_after=None if failure is None else failure.retry_after)
             if attempt + 1 == attempts:
-                raise RequestFailed(f"{failure} (gave up after {attempts} attempts)") from None
+                # The attempt count first: failures are counted by their start (results.error_reason),
+                # which would cut it from a long server message.
+                raise RequestFailed(f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {failure}") from None
             if not self.pool.any_up():  # else another server takes the retry at once
                 if stop.wait(self.retry.delay(attempt, failure.retry_after, self._rng)):
                     raise RequestFailed("interrupted")
