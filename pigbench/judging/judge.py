@@ -190,10 +190,13 @@ class Judge(Evaluator):
     def _make_backend(self) -> Backend:
         c = self.cfg
         if c.backend == "local":
+            from pigbench.hub import model_folder_hint
             from pigbench.judging.local_backend import LocalBackend
 
+            published = type(c)().model_path  # the judge's default model: the repo to download a whole folder of
             return LocalBackend.from_pretrained(c.model_path, device=self.runtime.device, batch_size=self.runtime.batch_size,
-                                                dtype=c.dtype, attn_implementation=c.attn_implementation)
+                                                dtype=c.dtype, attn_implementation=c.attn_implementation,
+                                                hint=model_folder_hint(published, "--model-path") if published else "")
         from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
         from pigbench.judging.request_cache import RequestCache
 
