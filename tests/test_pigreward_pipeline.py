@@ -223,7 +223,7 @@ def test_a_part_with_its_own_adapter_gets_its_own_local_model(monkeypatch, tmp_p
     fastgen = pytest.importorskip("pigbench.fastgen.backend")
     from pigbench.pigreward.backends import build_backends
 
-    monkeypatch.setattr(fastgen, "load_qwen2vl", lambda model, adapter, device, dtype: (f"{model}+{adapter}", None))
+    monkeypatch.setattr(fastgen, "load_qwen2vl", lambda model, adapter, device, dtype, hint: (f"{model}+{adapter}", None))
     monkeypatch.setattr(fastgen, "FastLocalBackend", lambda net, processor, batch_size, source: net)
     config = PIGRewardConfig(reward_adapter="rm-lora")
     assert build_backends(config, "cpu", tmp_path, "h") == {
