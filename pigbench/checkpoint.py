@@ -4,7 +4,9 @@ similarity metrics, local LVLM judges, PIGReward).
 transformers' ``from_pretrained`` only warns when a checkpoint lacks a tensor of the model, holds
 one the model does not have, or holds one of another shape, and leaves those weights random: a
 truncated download or an export with renamed keys then produces plausible but meaningless
-scores. :func:`from_pretrained_strict` makes each of these a one-line :class:`CheckpointError`.
+scores. :func:`from_pretrained_strict` makes each of these a one-line :class:`CheckpointError`, and
+so is a local model folder without its weight file; :func:`load_processor` does the same for one
+without its processor files (transformers' message points at huggingface.co).
 """
 
 from __future__ import annotations
@@ -17,26 +19,37 @@ from pigbench.file_stamp import damaged_message, damaged_safetensors
 from pigbench.hub import cache_only
 
 
+# The weight files transformers' from_pretrained looks for in a local folder (one file, or a sharded index).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# An image processor's config: processor_config.json (transformers 5 saves it there) or preprocessor_config.json.
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
 class CheckpointError(RequirementError):
-    """A weight file exists but is not the checkpoint the evaluator expects."""
+    """A weight file exists but is not the checkpoint the evaluator expects, or a model folder is incomplete."""
 
 
-def from_pretrained_strict(model_class: Any, source: str, what: str, **kwargs: Any) -> Any:
-    """``model_class.from_pretrained(source, **kwargs)``, but a local folder without config.json, an
-    unreadable weight file, a config of another model type, or any missing, unexpected or misshaped
-    key is a one-line CheckpointError naming ``source`` (and a damaged ``.safetensors`` file; transformers
-    would warn and leave weights random). Files that cannot be found still raise OSError. ``kwargs``: further ``from_pretrained``
+def from_pretrained_strict(model_class: Any, source: str, what: str, hint: str = "", **kwargs: Any) -> Any:
+    """``model_class.from_pretrained(source, **kwargs)``, but a local folder without config.json or
+    without a weight file (:data:`WEIGHT_FILES`), an unreadable weight file, a config of another
+    model type, or any missing, unexpected or misshaped key is a one-line CheckpointError naming
+    ``source`` (and a damaged ``.safetensors`` file; transformers would warn and leave weights random);
+    an incomplete folder's message ends with ``hint`` (what to do, e.g. :func:`pigbench.hub.model_folder_hint`).
+    Other files that cannot be found still raise OSError. ``kwargs``: further ``from_pretrained``
     arguments (``dtype``, ``attn_implementation``, ``device_map``).
 
     transformers 5 reports no key for a clean save: tied weights (``lm_head`` with
     ``tie_word_embeddings``), non-persistent buffers and renamed legacy keys (Qwen2-VL's
     ``model.`` prefix) are left out of ``missing_keys``/``unexpected_keys`` by transformers itself."""
     if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
-        raise CheckpointError(f"{what} at {source!r} is incomplete: config.json not found in the folder")
+        raise CheckpointError(_incomplete(what, source, "config.json not found in the folder", hint))
     try:
         model, info = model_class.from_pretrained(source, local_files_only=cache_only(source),
                                                   output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
     except OSError:
+        if _folder_lacks(source, WEIGHT_FILES):
+            raise CheckpointError(_incomplete(what, source, f"no weight file ({', '.join(WEIGHT_FILES)}) in the folder",
+                                              hint)) from None
         raise
     except Exception as exc:  # safetensors header errors, config errors of transformers
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -61,3 +74,28 @@ def check_keys(what: str, source: str, missing: Sequence[str], unexpected: Seque
         shapes = "" if mismatched is None else f", {len(misshaped)} misshaped key(s) {misshaped[:5]}"
         raise CheckpointError(f"{what} at {source!r} does not match the model: {len(missing)} missing key(s) "
                               f"{missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}{shapes}")
+
+
+def load_processor(source: str, what: str, hint: str = "") -> Any:
+    """``AutoProcessor.from_pretrained(source)``, but a local folder without an image processor's
+    config (:data:`PROCESSOR_FILES`) is a one-line CheckpointError naming ``source`` and ending with
+    ``hint``. Other failures raise as transformers raises them."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(source, local_files_only=cache_only(source))
+    except OSError:
+        if _folder_lacks(source, PROCESSOR_FILES):
+            raise CheckpointError(_incomplete(what, source, f"no processor files ({' or '.join(PROCESSOR_FILES)}) "
+                                              "in the folder", hint)) from None
+        raise
+
+
+def _folder_lacks(source: str, names: Sequence[str]) -> bool:
+    """True when ``source`` is a local folder holding none of ``names``."""
+    return os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, n)) for n in names)
+
+
+def _incomplete(what: str, source: str, missing: str, hint: str) -> str:
+    """The one-line message of an incomplete model folder."""
+    return f"{what} at {source!r} is incomplete: {missing}" + (f"; {hint}" if hint else "")

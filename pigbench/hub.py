@@ -9,7 +9,7 @@ how, and which flag or variable points to it.
 :func:`unreachable` asks once per process, with one request and no retries, whether a server
 answers, so that a machine without internet gets a clear error at once instead of the hub
 library's retries (about 25 s per file) and a traceback. :func:`cache_only` tells model loaders
-when to pass ``local_files_only``.
+when to pass ``local_files_only``, and :func:`model_folder_hint` what to do about an incomplete model folder.
 
 :func:`remote_files` lists a hub dataset's files for reading parts of them in place (parquet row
 groups over HTTP range requests), for data too large to download whole.
@@ -78,6 +78,13 @@ def local_copy_hint(flag: str, env_var: str = "") -> str:
     in "=", such as "--option clip_path=", takes DIR without a space)."""
     arg = f"{flag}DIR" if flag.endswith("=") else f"{flag} DIR"
     return f"pass {arg}" + (f" or set {env_var}=DIR" if env_var else "")
+
+
+def model_folder_hint(repo_id: str, flag: str, env_var: str = "") -> str:
+    """What to do about an incomplete local model folder: download the whole folder of ``repo_id``
+    and point pigbench to it (``flag``, or ``env_var`` if not empty)."""
+    return (f"download the whole model folder (`hf download {repo_id} --local-dir DIR`), "
+            f"then {local_copy_hint(flag, env_var)}")
 
 
 def download_hint(repo_id: str, patterns: Sequence[str], flag: str, env_var: str) -> str:

@@ -292,6 +292,29 @@ def test_a_judge_checkpoint_missing_or_adding_a_tensor_is_one_checkpoint_error(t
         LocalBackend.from_pretrained(str(tmp_path / "model"))
 
 
+@pytest.mark.parametrize("missing, message", [
+    ("model.safetensors", "no weight file (model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+                          "pytorch_model.bin.index.json) in the folder"),
+    ("processor_config.json", "no processor files (processor_config.json or preprocessor_config.json) in the folder"),
+])
+def test_a_judge_model_folder_without_weights_or_processor_files_is_one_line_saying_what_to_do(tmp_path, qwen, missing, message):
+    """transformers said "Error no file named model.safetensors ..." or, for the processor, a long
+    message pointing at huggingface.co; both now say what is missing, which repo to download whole
+    and which flag points to it."""
+    from pigbench.checkpoint import CheckpointError
+
+    folder = tmp_path / "model"
+    qwen.model.save_pretrained(folder)
+    qwen.processor.save_pretrained(folder)
+    (folder / missing).unlink()
+    cls = evaluators.get("qwen2-vl-judge")
+    judge = cls(cls.Config(model_path=str(folder)))
+    with pytest.raises(CheckpointError) as info:
+        judge.setup()
+    assert str(info.value) == (f"the judge model at {str(folder)!r} is incomplete: {message}; download the whole model "
+                               "folder (`hf download Qwen/Qwen2-VL-7B-Instruct --local-dir DIR`), then pass --model-path DIR")
+
+
 @pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("name", ["qwen", "llava"])
 def test_a_clean_judge_checkpoint_loads_strictly_with_its_weights(tmp_path, request, name, tied):

@@ -101,8 +101,8 @@ def test_malformed_response_is_retried_then_an_error_and_not_cached(server, tmp_
     b = backend(server, tmp_path, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
     (gen,) = b.generate([Prompt((text("again"),))], GenerationParams())
     assert gen.text is None and server.hits == 4 and len(b.cache) == 1
-    assert gen.error == (f"malformed response from {server.url}/chat/completions (no choices[0].message): "
-                         """b'{"choices": [{"message": "x"}]}' (gave up after 2 attempts)""")
+    assert gen.error == (f"gave up after 2 attempts: malformed response from {server.url}/chat/completions "
+                         """(no choices[0].message): b'{"choices": [{"message": "x"}]}'""")
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 503])
@@ -135,9 +135,26 @@ def test_an_html_error_page_is_a_one_line_reason_that_keeps_the_attempt_count(se
     (gen,) = backend(server, retry=RetryPolicy(max_retries=1, backoff_s=0.01)).generate([Prompt((text("x"),))],
                                                                                        GenerationParams())
     assert gen.text is None and server.hits == 2
-    assert gen.error == (f"HTTP 502 from {server.url}/chat/completions: <html> <head><title>502 Bad Gateway</title>"
-                         "</head> <body> <center><h1>502 Bad Gateway</h1></center> </body> </html> "
-                         "(gave up after 2 attempts)")
+    assert gen.error == (f"gave up after 2 attempts: HTTP 502 from {server.url}/chat/completions: <html> <head>"
+                         "<title>502 Bad Gateway</title></head> <body> <center><h1>502 Bad Gateway</h1></center> "
+                         "</body> </html>")
+
+
+def test_a_long_server_error_counts_with_its_attempt_count_and_groups_into_one_reason(server):
+    """Failures are counted by the first 200 characters of their error; a long error body pushed the
+    "(gave up after N attempts)" ending out of the count. The count now comes first, and the same
+    fault on several samples is still one reason."""
+    from pigbench.results import failure_summary
+
+    body = "upstream connect error or disconnect/reset before headers. " * 6
+    server.script = [Reply(status=502, raw=body)] * 6
+    b = backend(server, retry=RetryPolicy(max_retries=1, backoff_s=0.01), concurrency=1)
+    gens = b.generate([Prompt((text(f"x{i}"),)) for i in range(3)], GenerationParams())
+    assert server.hits == 6 and all(len(g.error) > 200 for g in gens)
+    summary = failure_summary([{"prediction": {"error": g.error}} for g in gens])
+    [reason] = summary["reasons"]
+    assert summary["reasons"][reason] == 3
+    assert reason.startswith(f"gave up after 2 attempts: HTTP 502 from {server.url}/chat/completions: upstream connect")
 
 
 def test_a_connection_cut_mid_body_is_retried(server, tmp_path):
@@ -217,8 +234,8 @@ def test_timeout_is_a_deadline_for_a_status_line_and_headers_that_trickle_in(ser
     start = time.monotonic()
     (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
     assert time.monotonic() - start < 0.9  # one attempt of 0.3 s, with slack
-    assert gen.text is None and gen.error == (f"no answer from {server.url}/chat/completions within 0.3 s "
-                                              "(gave up after 1 attempts)")
+    assert gen.text is None and gen.error == (f"gave up after 1 attempt: no answer from "
+                                              f"{server.url}/chat/completions within 0.3 s")
 
 
 def test_timeout_is_a_deadline_for_a_dns_lookup_that_hangs(server, monkeypatch):
@@ -243,8 +260,8 @@ def test_timeout_is_a_deadline_for_a_dns_lookup_that_hangs(server, monkeypatch):
         (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
         assert time.monotonic() - start < 0.9  # one attempt of 0.3 s, with slack
         assert gen.text is None and server.hits == 0
-        assert gen.error == (f"cannot reach {server.url}/chat/completions: looking up 127.0.0.1 took longer "
-                             "than the 0.3 s left of the attempt (gave up after 1 attempts)")
+        assert gen.error == (f"gave up after 1 attempt: cannot reach {server.url}/chat/completions: looking up "
+                             "127.0.0.1 took longer than the 0.3 s left of the attempt")
         calls.clear()
         (gen,) = backend(server, timeout_s=0.3).generate([Prompt((text("x"),))], GenerationParams())
         assert gen.text == "<answer>B</answer>" and server.hits == 1 and len(calls) == 2  # retried
@@ -262,8 +279,8 @@ def test_a_host_that_does_not_resolve_is_a_connection_failure_naming_it(monkeypa
     monkeypatch.setattr(socket, "getaddrinfo", unknown)
     b = OpenAIBackend("http://judge.invalid/v1", "m", timeout_s=5, retry=RetryPolicy(max_retries=0))
     (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
-    assert gen.error == ("cannot reach http://judge.invalid/v1/chat/completions: [Errno -2] Name or service not known "
-                         "(gave up after 1 attempts)")
+    assert gen.error == ("gave up after 1 attempt: cannot reach http://judge.invalid/v1/chat/completions: "
+                         "[Errno -2] Name or service not known")
 
 
 def test_a_connect_waits_no_longer_than_the_attempt(server, monkeypatch):
@@ -337,8 +354,8 @@ def test_timeout_is_a_deadline_for_a_tls_handshake_after_a_slow_connect(monkeypa
         start = time.monotonic()
         (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
         assert time.monotonic() - start < 0.8
-    assert gen.error == (f"no answer from https://127.0.0.1:{port}/v1/chat/completions within 0.6 s "
-                         "(gave up after 1 attempts)")
+    assert gen.error == (f"gave up after 1 attempt: no answer from https://127.0.0.1:{port}/v1/chat/completions "
+                         "within 0.6 s")
 
 
 def test_timeout_is_a_deadline_for_an_https_proxys_connect_answer_that_trickles_in(monkeypatch):
@@ -352,7 +369,7 @@ def test_timeout_is_a_deadline_for_an_https_proxys_connect_answer_that_trickles_
         start = time.monotonic()
         (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
         assert time.monotonic() - start < 0.8  # one attempt of 0.3 s, with slack
-    assert gen.error == "no answer from https://judge.invalid/v1/chat/completions within 0.3 s (gave up after 1 attempts)"
+    assert gen.error == "gave up after 1 attempt: no answer from https://judge.invalid/v1/chat/completions within 0.3 s"
 
 
 def test_a_send_or_a_read_once_the_deadline_passed_is_a_timeout():
@@ -574,6 +591,29 @@ def test_a_cached_response_without_finish_reason_reads_as_before(server, tmp_pat
     j.backend.cache.put(key, {"choices": [{"message": {"content": "Image A, clearly."}}]})
     (pred,) = j.predict([episode(0)])
     assert server.hits == 0 and pred.label == Label.A and "truncated" not in pred.extra
+
+
+def test_a_refusal_is_kept_as_the_raw_text_and_counted_as_a_refused_answer(server, tmp_path):
+    """OpenAI's message.refusal (content null) read as "empty output"; the refusal text is now the
+    raw text and the INVALID answer's reason quotes its start, also from the cache, and counts in
+    answer quality. It is never read for a verdict, though it names an image."""
+    from pigbench.results import answer_quality
+
+    refusal = "I'm sorry, but I can't compare Image A and Image B:\n  they may show a real person's face."
+    server.script = [Reply(raw=json.dumps({"choices": [{"message": {"content": None, "refusal": refusal},
+                                                        "finish_reason": "stop"}]}))]
+    first = judge(server, tmp_path).predict([episode(0)])
+    again = judge(server, tmp_path).predict([episode(0)])
+    assert server.hits == 1
+    reason = 'the model refused: "I\'m sorry, but I can\'t compare Image A and Image B: they may..."'
+    for (pred,) in (first, again):
+        assert pred.label == Label.INVALID and pred.error is None and pred.raw_text == refusal
+        assert pred.extra["invalid_reason"] == reason
+    rows = [{"prediction": {"extra": pred.extra}} for (pred,) in (first, again)]
+    assert answer_quality(rows)["unparseable_reasons"] == {reason: 2}
+    server.script = [Reply(raw=json.dumps({"choices": [{"message": {"content": "<answer>A</answer>", "refusal": None}}]}))]
+    (pred,) = judge(server, tmp_path).predict([episode(1)])
+    assert pred.label == Label.A and "invalid_reason" not in pred.extra
 
 
 def test_answer_probabilities_from_top_logprobs(server, tmp_path):

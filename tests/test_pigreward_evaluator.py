@@ -320,6 +320,32 @@ def test_a_damaged_weight_file_is_named(tmp_path):
         run(run_config(tmp_path, limit=2, options={"model_path": str(tmp_path / "tiny"), "dtype": "float32"}))
 
 
+@pytest.mark.parametrize("missing, message, option", [
+    ("model.safetensors", "no weight file (model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+                          "pytorch_model.bin.index.json) in the folder", "model_path"),
+    ("processor_config.json", "no processor files (processor_config.json or preprocessor_config.json) in the folder",
+     "reward_path"),
+])
+def test_a_model_folder_without_weights_or_processor_files_is_one_line_saying_what_to_do(tmp_path, missing, message, option):
+    """transformers said "Error no file named model.safetensors ... found in directory ..." or, without
+    processor files, a long message pointing at huggingface.co; each is now one line naming what is
+    missing, the repo to download whole and the flag that points to the folder."""
+    pytest.importorskip("transformers")
+    from pigbench.judging.random_models import qwen2_vl
+
+    folder = tmp_path / "tiny"
+    model, processor = qwen2_vl(seed=0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / missing).unlink()
+    flag = "--model-path DIR" if option == "model_path" else f"--option {option}=DIR"
+    options = {option: str(folder), "dtype": "float32", "use_reasoner": "false"}
+    with pytest.raises(RequirementError) as info:
+        run(run_config(tmp_path, limit=2, options=options))
+    assert str(info.value) == (f"the PIGReward model at {str(folder)!r} is incomplete: {message}; download the whole "
+                               f"model folder (`hf download Qwen/Qwen2-VL-7B-Instruct --local-dir DIR`), then pass {flag}")
+
+
 def test_the_served_request_cache_files_do_not_change_with_the_version(tmp_path, monkeypatch):
     """A new PIGReward version (how replies are read) predicts again, from the cached replies."""
     from pigbench.evaluator import Runtime

@@ -223,7 +223,7 @@ def test_a_part_with_its_own_adapter_gets_its_own_local_model(monkeypatch, tmp_p
     fastgen = pytest.importorskip("pigbench.fastgen.backend")
     from pigbench.pigreward.backends import build_backends
 
-    monkeypatch.setattr(fastgen, "load_qwen2vl", lambda model, adapter, device, dtype: (f"{model}+{adapter}", None))
+    monkeypatch.setattr(fastgen, "load_qwen2vl", lambda model, adapter, device, dtype, hint: (f"{model}+{adapter}", None))
     monkeypatch.setattr(fastgen, "FastLocalBackend", lambda net, processor, batch_size, source: net)
     config = PIGRewardConfig(reward_adapter="rm-lora")
     assert build_backends(config, "cpu", tmp_path, "h") == {
@@ -239,6 +239,27 @@ def test_a_failed_reward_call_is_an_error_not_an_unparseable_answer():
     pipeline = PIGRewardPipeline(Down(), None, UserContextCache(None, "f"), PIGRewardConfig(use_reasoner=False).settings())
     [pred] = pipeline.predict([episode("u1", U1, "s1")])
     assert pred.label == Label.INVALID and pred.error == "server down" and "invalid_reason" not in pred.extra
+
+
+def test_a_served_refusal_is_a_refused_answer_and_no_rationale(tmp_path):
+    """A server's message.refusal (the backend marks the generation ``refused``): the reward step's
+    prediction keeps it as the raw text, INVALID with a reason quoting it, never read as a
+    judgement even where it holds one; the reasoner's refused rationale stays empty."""
+    refusal = "I can't help with that. " + REPLY
+
+    class Refusing(Recorder):
+        def generate(self, prompts, params, share_keys=None):
+            out = super().generate(prompts, params, share_keys)
+            return [Generation(refusal, refused=True) if g.text == REPLY or '"p2"' in p.parts[0].value else g
+                    for p, g in zip(prompts, out)]
+
+    model = Refusing()
+    pipeline = PIGRewardPipeline(model, model, UserContextCache(tmp_path, "f"), PIGRewardConfig().settings())
+    [pred] = pipeline.predict([episode("u1", U1, "s1")])
+    assert pred.label == Label.INVALID and pred.error is None and pred.raw_text == refusal
+    assert pred.extra["invalid_reason"] == 'the model refused: "I can\'t help with that. {"dimensions": [{"name": "d0", "defi..."'
+    assert pred.dimensions == [] and pred.extra["format_violations"] == []
+    assert pipeline.cache.get(context_key("u1", U1)).rationales == ("a1>b1", "")
 
 
 @pytest.mark.parametrize("use_reasoner", [True, False])

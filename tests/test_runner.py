@@ -879,6 +879,37 @@ def test_validate_names_each_differing_metric_field_then_counts_the_rest(tmp_pat
     assert pigbench(["validate", str(path)]) == 0
 
 
+def test_validate_takes_a_results_directory_as_report_and_leaderboard_do(tmp_path, capsys):
+    """``pigbench validate DIR`` said "cannot read results JSON: Is a directory"; it now checks every
+    results file the report's collector finds under DIR (side files not counted), one line each and
+    a summary; exit 1 when any is invalid, 2 when DIR holds no results file."""
+    from pigbench.cli import main as pigbench
+
+    first = run(config(tmp_path)).results_path
+    second = run(config(tmp_path, limit=20)).results_path
+    results = tmp_path / "results"
+    assert first.with_name(first.stem + ".predictions.jsonl").is_file()
+    capsys.readouterr()
+    assert pigbench(["validate", str(results)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"ok      {p}" for p in sorted([first, second])] + [
+        "2 results file(s): 2 ok, 0 invalid"]
+
+    data = json.loads(second.read_text())
+    data["metrics"]["invalid_rate"] += 0.5
+    second.write_text(json.dumps(data))
+    assert pigbench(["validate", str(results)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert f"ok      {first}" in out and f"INVALID {second}" in out
+    assert out[-1] == "2 results file(s): 1 ok, 1 invalid"
+
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "x.predictions.jsonl").write_text("")
+    assert pigbench(["validate", str(empty)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"error: no results files (*.json) under {empty}; nothing to validate (run `pigbench run` first)\n"
+
+
 def test_rows_follow_the_split_and_validate_catches_a_repeated_id_or_a_wrong_target_count(tmp_path):
     import hashlib
 

@@ -20,27 +20,28 @@ from pigbench.fastgen.engine import Qwen2VLEngine
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput
 from pigbench.fastgen.inputs import Prompt as EnginePrompt
 from pigbench.judging.backend import Generation, GenerationParams
-from pigbench.checkpoint import CheckpointError, check_keys, from_pretrained_strict
+from pigbench.checkpoint import CheckpointError, check_keys, from_pretrained_strict, load_processor
 from pigbench.file_stamp import damaged_message, damaged_safetensors
-from pigbench.hub import cache_only
 from pigbench.judging.local_backend import LocalBackend
 from pigbench.judging.messages import ImagePolicy, Prompt
 
 _ENCODE_CHUNK = 32  # prompts per processor call
 
 
-def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str = "bfloat16") -> tuple[Any, Any]:
+def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str = "bfloat16", hint: str = "") -> tuple[Any, Any]:
     """(model, processor) from a hub id or local dir, loaded strictly (a missing, unexpected or misshaped
-    weight is a CheckpointError), with an optional PEFT/LoRA adapter merged in."""
+    weight is a CheckpointError), with an optional PEFT/LoRA adapter merged in. A local folder without
+    its weight or processor files is a one-line CheckpointError ending with ``hint`` (what to do); the
+    processor is loaded first, so that one without processor files fails before the weights load."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    local = cache_only(path)
-    model = from_pretrained_strict(AutoModelForImageTextToText, path, "the PIGReward model", dtype=getattr(torch, dtype),
-                                   attn_implementation="sdpa", device_map={"": device})
+    processor = load_processor(path, "the PIGReward model", hint)
+    model = from_pretrained_strict(AutoModelForImageTextToText, path, "the PIGReward model", hint,
+                                   dtype=getattr(torch, dtype), attn_implementation="sdpa", device_map={"": device})
     if adapter:
         model = _merge_adapter(model, adapter, path)
-    return model.eval(), AutoProcessor.from_pretrained(path, local_files_only=local)
+    return model.eval(), processor
 
 
 # Adapters trained with transformers < 4.52 name Qwen2-VL's modules visual.* and model.layers.*; the model

@@ -11,7 +11,8 @@ Contract of :meth:`Backend.generate`: one :class:`Generation` per prompt, in ord
 prompt (an unreadable image, a request that still fails after its retries) is reported in that
 prompt's ``error`` and never raised, so one bad sample cannot fail the others. Each generation
 says whether it was cut at ``max_new_tokens`` (``truncated``), so that parsing can refuse an answer
-the model never finished.
+the model never finished, and whether its text is the model's refusal to answer (``refused``: an
+OpenAI-compatible server's ``message.refusal``), which no parser reads as a verdict.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class Generation:
     and whether generation stopped at ``max_new_tokens`` rather than at its end (``truncated``;
     False where the backend cannot tell, such as a cached response stored without a finish reason).
     ``served`` holds what a server said about who answered, where worth keeping: ``model`` when it is
-    not the model asked for (a proxy routing to another checkpoint), ``system_fingerprint`` if sent."""
+    not the model asked for (a proxy routing to another checkpoint), ``system_fingerprint`` if sent.
+    ``refused``: ``text`` is the model's refusal to answer rather than an answer (see :func:`refusal_reason`)."""
 
     text: Optional[str]
     option_probs: Optional[dict[str, float]] = None
@@ -57,6 +59,18 @@ class Generation:
     cached: bool = False
     truncated: bool = False
     served: dict[str, str] = field(default_factory=dict)
+    refused: bool = False
+
+
+REFUSAL_QUOTED = 60  # characters of a refusal quoted in its invalid reason
+
+
+def refusal_reason(text: Optional[str]) -> str:
+    """The invalid reason of a refused generation: "the model refused: " and the start of its refusal
+    text in one line (its whitespace runs made single spaces), quoted."""
+    words = " ".join((text or "").split())
+    quoted = words if len(words) <= REFUSAL_QUOTED else words[:REFUSAL_QUOTED].rstrip() + "..."
+    return f'the model refused: "{quoted}"'
 
 
 class Backend(ABC):

@@ -11,7 +11,8 @@ default model and lengths, and (if it publishes one) its own parse rule; this mo
   the runtime's ``cache_dir``, else ``$PIGBENCH_CACHE``, else ``.pigbench_cache`` (the runner's
   default), so a resumed run re-sends nothing.
 * Every prediction keeps the raw output. An unparseable answer is INVALID with the parser's reason
-  in ``extra["invalid_reason"]`` (not an error: the model answered); a failed request or an
+  in ``extra["invalid_reason"]`` (not an error: the model answered), and so is a refusal (a served
+  model's ``message.refusal``, kept as the raw output; reason "the model refused: ..."); a failed request or an
   unreadable image is INVALID with ``error`` set. An output cut at ``max_new_tokens`` has
   ``extra["truncated"]`` and counts only if it gave an explicit answer before the cut. A server's
   word on who answered (another ``model`` than asked for, a ``system_fingerprint``) is in ``extra["served"]``.
@@ -37,7 +38,7 @@ from typing import Any, ClassVar, Optional, Sequence
 from pigbench.evaluator import (Evaluator, EvaluatorConfig, Kind, Need, RequirementError, require_packages,
                                 resolve_local_or_hub)
 from pigbench.judging.answer_probs import READING_VERSION
-from pigbench.judging.backend import Backend, Generation, GenerationParams
+from pigbench.judging.backend import Backend, Generation, GenerationParams, refusal_reason
 from pigbench.judging.messages import ImagePolicy, Prompt, reference_prompt
 from pigbench.judging.parsing import ParsedAnswer, parse_answer
 from pigbench.protocol import Episode, Label, Prediction, label_from_delta
@@ -110,6 +111,8 @@ class Judge(Evaluator):
     # tie, "A is better" (a bare upper-case letter in the comparative) is a verdict;
     # 4: "cannot decide" beside one named image is no tie; 3: "cannot decide" is a tie (was INVALID);
     # 2: tau applies to P(A) - 0.5 (was P(A) - P(B))
+    # (A served refusal, once read as "empty output", now has its own reason: it was INVALID either
+    # way, and no label or score changes, so no bump.)
     version: ClassVar[str] = "5"
     kind: ClassVar[Kind] = "judge"
     needs: ClassVar[tuple[Need, ...]] = ("gpu", "weights")
@@ -187,10 +190,13 @@ class Judge(Evaluator):
     def _make_backend(self) -> Backend:
         c = self.cfg
         if c.backend == "local":
+            from pigbench.hub import model_folder_hint
             from pigbench.judging.local_backend import LocalBackend
 
+            published = type(c)().model_path  # the judge's default model: the repo to download a whole folder of
             return LocalBackend.from_pretrained(c.model_path, device=self.runtime.device, batch_size=self.runtime.batch_size,
-                                                dtype=c.dtype, attn_implementation=c.attn_implementation)
+                                                dtype=c.dtype, attn_implementation=c.attn_implementation,
+                                                hint=model_folder_hint(published, "--model-path") if published else "")
         from pigbench.judging.openai_backend import OpenAIBackend, RetryPolicy
         from pigbench.judging.request_cache import RequestCache
 
@@ -230,7 +236,7 @@ class Judge(Evaluator):
         """A prediction from one generation (see the module docstring)."""
         if gen.error is not None:
             return Prediction(sample_id, Label.INVALID, raw_text=gen.text, error=gen.error)
-        parsed = self.parse(gen)
+        parsed = ParsedAnswer(Label.INVALID, reason=refusal_reason(gen.text)) if gen.refused else self.parse(gen)
         extra: dict[str, Any] = {"parse": parsed.method} if parsed.method else {}
         if parsed.reason and not (self.cfg.scoring == "probs" and gen.option_probs):  # probabilities need no text
             extra["invalid_reason"] = parsed.reason

@@ -29,10 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText
 
-from pigbench.checkpoint import from_pretrained_strict
-from pigbench.hub import cache_only
+from pigbench.checkpoint import from_pretrained_strict, load_processor
 from pigbench.judging.answer_probs import option_probs_after_marker, option_spellings
 from pigbench.judging.backend import Backend, Generation, GenerationParams
 from pigbench.judging.messages import ImagePolicy, Prompt, load_image
@@ -90,16 +89,17 @@ class LocalBackend(Backend):
 
     @classmethod
     def from_pretrained(cls, path: str, device: str = "cpu", batch_size: int = 8, dtype: str = "auto",
-                        attn_implementation: str = "sdpa") -> "LocalBackend":
+                        attn_implementation: str = "sdpa", hint: str = "") -> "LocalBackend":
         """Load a hub id or local directory, strictly (a missing, unexpected or misshaped weight is a
-        CheckpointError). ``dtype`` "auto" is bfloat16 on CUDA, float32 on CPU."""
+        CheckpointError; so is a local folder without its weight or processor files, with ``hint``,
+        what to do, at the end; the processor loads first). ``dtype`` "auto" is bfloat16 on CUDA, float32 on CPU."""
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         else:
             torch_dtype = getattr(torch, dtype)
-        model = from_pretrained_strict(AutoModelForImageTextToText, path, "the judge model", dtype=torch_dtype,
+        processor = load_processor(path, "the judge model", hint)
+        model = from_pretrained_strict(AutoModelForImageTextToText, path, "the judge model", hint, dtype=torch_dtype,
                                        attn_implementation=attn_implementation, device_map={"": device})
-        processor = AutoProcessor.from_pretrained(path, local_files_only=cache_only(path))
         return cls(model, processor, batch_size=batch_size, source=path)
 
     # prompts -> model inputs -------------------------------------------------------------------

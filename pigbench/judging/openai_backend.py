@@ -14,7 +14,8 @@
   are retried with exponential backoff and jitter (a ``Retry-After``
   header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
-  to wherever it points). An interrupt (Ctrl-C) ends the retries and backoffs at once and starts no
+  to wherever it points). A request that fails for good has the error "gave up after N attempts: " and
+the last failure (the count first: failures are counted by the start of their error). An interrupt (Ctrl-C) ends the retries and backoffs at once and starts no
   other request; an attempt in flight ends by its deadline.
 * ``base_urls`` is a list (or a comma-separated string, or a JSON list): a
   :class:`~pigbench.judging.server_pool.ServerPool` sends each attempt to the server with the fewest
@@ -26,6 +27,8 @@
   ``truncated``. A response's ``model``, when not the model asked for, and its ``system_fingerprint``
   go to the generation's ``served``. The cache stores whole responses, so a cached answer keeps its finish reason; one
   stored without it counts as not truncated.
+* A message without content but with a ``refusal`` (OpenAI's refusal text) gives that text, marked
+  ``refused``: the sample is INVALID with the reason "the model refused: ..." (not "empty output").
 """
 
 from __future__ import annotations
@@ -358,7 +361,9 @@ class OpenAIBackend(Backend):
             finally:
                 self.pool.release(base, ok=failure is None, retry_after=None if failure is None else failure.retry_after)
             if attempt + 1 == attempts:
-                raise RequestFailed(f"{failure} (gave up after {attempts} attempts)") from None
+                # The attempt count first: failures are counted by their start (results.error_reason),
+                # which would cut it from a long server message.
+                raise RequestFailed(f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {failure}") from None
             if not self.pool.any_up():  # else another server takes the retry at once
                 if stop.wait(self.retry.delay(attempt, failure.retry_after, self._rng)):
                     raise RequestFailed("interrupted")
@@ -410,6 +415,10 @@ class OpenAIBackend(Backend):
         if isinstance(content, list):  # some servers return content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         text = content if isinstance(content, str) else ""
+        refusal = message.get("refusal")  # OpenAI's refusal text, sent with a null content
+        refused = not text and isinstance(refusal, str) and bool(refusal.strip())
+        if refused:
+            text = refusal
         probs = None
         if params.options:
             steps = ((choice.get("logprobs") or {}).get("content")) or []
@@ -421,7 +430,8 @@ class OpenAIBackend(Backend):
         served = {"model": model} if isinstance(model, str) and model and model != self.model else {}
         if isinstance(fingerprint, str) and fingerprint:
             served["system_fingerprint"] = fingerprint
-        return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length", served=served)
+        return Generation(text, probs, cached=cached, truncated=choice.get("finish_reason") == "length", served=served,
+                          refused=refused)
 
     def provenance(self) -> dict[str, Any]:
         return {"api": "openai-chat-completions", "model": self.model,

@@ -10,14 +10,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pigbench.pigreward.config import PIGRewardConfig
+from pigbench.hub import model_folder_hint
+from pigbench.pigreward.config import DEFAULT_MODEL, PIGRewardConfig
 
 
 def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, requests_hash: str) -> dict[tuple[str, str], Any]:
     """Backends keyed by (model, adapter) for the parts ``config`` uses; ``requests_hash`` names the
     served parts' request cache files (with each part's model)."""
     out: dict[tuple[str, str], Any] = {}
-    for model, adapter, _ in config.parts():
+    for model, adapter, option in config.parts():
         if (model, adapter) in out:
             continue
         if config.backend == "openai":
@@ -32,6 +33,7 @@ def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, reque
         else:
             from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl
 
-            net, processor = load_qwen2vl(model, adapter, device, config.dtype)
+            flag = "--model-path" if config.model_path else f"--option {option}="
+            net, processor = load_qwen2vl(model, adapter, device, config.dtype, hint=model_folder_hint(DEFAULT_MODEL, flag))
             out[(model, adapter)] = FastLocalBackend(net, processor, batch_size=config.decode_batch, source=model)
     return out

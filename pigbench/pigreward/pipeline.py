@@ -15,7 +15,7 @@ when the reply stopped at ``max_new_tokens``), ``served`` (a server's word on wh
 ``model`` than asked for, a ``system_fingerprint``), ``reasoner_served`` (the same for the user
 context's rationales, one record per rationale, stored with the context; only when a server said
 anything about them) and, when the reply is unparseable, ``invalid_reason`` (an unparseable reply
-is an answer, not an ``error``; a truncated one says it was cut).
+is an answer, not an ``error``; a truncated one says it was cut, a served refusal that the model refused).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
-from pigbench.judging.backend import Backend, Generation, GenerationParams
+from pigbench.judging.backend import Backend, Generation, GenerationParams, refusal_reason
 from pigbench.judging.messages import Prompt
 from pigbench.pigreward.context_cache import UserContext, UserContextCache, context_key
 from pigbench.pigreward.output_format import FormatRules, parse_judgement
@@ -71,7 +71,7 @@ class PIGRewardPipeline:
             if errors:
                 failed[key] = f"reasoner failed for user {ep.user_id!r}: {errors[0]}"
                 continue
-            rationales = tuple((g.text or "").strip() for g in gens)
+            rationales = tuple("" if g.refused else (g.text or "").strip() for g in gens)  # a refusal is no rationale
             served = tuple(g.served for g in gens)
             fresh[key] = UserContext(ep.user_id, rationales, user_context(ep.references, rationales),
                                      served if any(served) else ())
@@ -110,14 +110,16 @@ class PIGRewardPipeline:
     def to_prediction(self, sample_id: str, gen: Generation, key: str) -> Prediction:
         if gen.error is not None:
             return Prediction(sample_id, Label.INVALID, raw_text=gen.text, error=gen.error)
-        j = parse_judgement(gen.text, self.settings.rules)
+        j = parse_judgement("" if gen.refused else gen.text, self.settings.rules)  # a refusal is no answer
         extra: dict[str, object] = {"context_key": key, "format_violations": list(j.violations),
                                     "contradicts_totals": j.contradicts_totals}
         if gen.truncated:
             extra["truncated"] = True
         if gen.served:
             extra["served"] = gen.served
-        if j.parse_error is not None:
+        if gen.refused:
+            extra["invalid_reason"] = refusal_reason(gen.text)
+        elif j.parse_error is not None:
             extra["invalid_reason"] = ("output cut at max_new_tokens before its JSON object was complete"
                                        if gen.truncated else j.parse_error)
         rationale = "\n".join(f"{d.name}: {d.justification}" if d.name else d.justification
