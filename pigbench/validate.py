@@ -1,8 +1,16 @@
-"""Validate results files: schema, predictions hash, and every metric recomputed from the predictions."""
+"""Validate results files: schema, predictions hash, and every metric recomputed from the predictions.
+
+Prints ``ok`` or ``INVALID`` with the problems for each file; exit status 1 when any file is invalid.
+
+examples:
+  pigbench validate results/demo/color-reference.json
+  pigbench validate results/*/*.json
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pigbench.results import validate_results
 
@@ -23,3 +31,9 @@ def main(args: argparse.Namespace) -> int:
         else:
             print(f"ok      {path}")
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("validate"))
