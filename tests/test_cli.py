@@ -209,3 +209,25 @@ def test_a_run_stopped_by_the_error_budget_exits_3_with_a_one_line_error(monkeyp
     assert main(["run", "--out", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]) == 3
     err = capsys.readouterr().err
     assert err == "error: run aborted: 9 of 10 samples failed (more than --max-error-rate 0.5)\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--dataset", "no-such-dataset"],
+    ["sweep", "--dataset", "no-such-dataset", "--reference-sizes", "1,2"],
+    ["data", "info", "no-such-dataset"],
+    ["check-dataset", "no-such-dataset"],
+    ["check-evaluator", "random", "--dataset", "no-such-dataset"],
+    ["export-episodes", "--dataset", "no-such-dataset", "--out", "episodes"],
+    ["score", "--dataset", "no-such-dataset", "--predictions", "{tmp}/predictions.jsonl", "--name", "mine"],
+], ids=lambda argv: " ".join(argv[:2]))
+def test_an_unknown_dataset_is_a_one_line_error_with_status_2_in_every_command(argv, tmp_path, monkeypatch, capsys):
+    from pigbench.cli import main
+
+    (tmp_path / "predictions.jsonl").write_text('{"fingerprint": "0123456789abcdef"}\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # where results/, .pigbench_cache/ and episodes/ would be written
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no-such-dataset" in err, err
+    assert list(work.iterdir()) == []  # nothing written
