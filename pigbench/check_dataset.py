@@ -52,3 +52,9 @@ def main(args: argparse.Namespace) -> int:
           f"reference size {size}, fingerprint {report.fingerprint}\n")
     print(report.table())
     return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("check-dataset"))

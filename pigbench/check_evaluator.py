@@ -65,3 +65,9 @@ def main(args: argparse.Namespace) -> int:
           f"batch sizes {' and '.join(map(str, BATCH_SIZES))}, device {args.device}\n")
     print(report.table())
     return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("check-evaluator"))

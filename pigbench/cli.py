@@ -2,8 +2,11 @@
 
 Each module in :data:`COMMANDS` defines ``add_arguments(parser)`` and ``main(args) -> int``; its
 docstring's first line is the subcommand's help, copied into :data:`COMMANDS` so that ``pigbench
---help`` imports none of them (a test keeps the copies equal). ``python -m pigbench.run`` and
-``pigbench run`` are the same command.
+--help`` imports none of them (a test keeps the copies equal). ``python -m`` on a subcommand's
+module is the same command: ``python -m pigbench.run`` is ``pigbench run``, ``python -m
+pigbench.validate`` is ``pigbench validate`` (:func:`run_as_module`). The conventions every
+subcommand follows (common flags, exit status, error messages) are in README.md, "Command-line
+conventions"; ``tests/test_cli.py`` checks them on every subcommand's parser.
 """
 
 from __future__ import annotations
@@ -61,13 +64,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with sigterm_as_interrupt():  # from the start: the chosen module's imports (torch) take a while
             # Only the chosen subcommand's module is imported; the others are listed by name.
-            for name, (module, summary) in COMMANDS.items():
+            for name, (_, summary) in COMMANDS.items():
                 if name == chosen:
-                    mod = importlib.import_module(module)
-                    p = sub.add_parser(name, help=summary, description=mod.__doc__,
-                                       formatter_class=argparse.RawDescriptionHelpFormatter)
-                    mod.add_arguments(p)
-                    p.set_defaults(_main=mod.main)
+                    add_subcommand(sub, name)
                 else:
                     sub.add_parser(name, help=summary, add_help=False)
             args = parser.parse_args(argv)
@@ -78,6 +77,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM where the command has no message of its own (run and sweep have)
         print(f"pigbench {chosen or ''}".rstrip() + ": interrupted", file=sys.stderr)
         return interrupted_status(exc)
+
+
+def add_subcommand(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    """Import subcommand ``name``'s module and add its parser to ``sub``: described by the module's
+    docstring, with the module's arguments, and ``_main`` set to its ``main``."""
+    module, summary = COMMANDS[name]
+    mod = importlib.import_module(module)
+    p = sub.add_parser(name, help=summary, description=mod.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mod.add_arguments(p)
+    p.set_defaults(_main=mod.main)
+    return p
+
+
+def run_as_module(name: str) -> int:
+    """``python -m MODULE ARGS`` for the module of subcommand ``name`` (``python -m pigbench.validate
+    FILE``): runs ``pigbench name ARGS``, the same command with the same exit status."""
+    return main([name, *sys.argv[1:]])
 
 
 class Terminated(KeyboardInterrupt):

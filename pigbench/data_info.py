@@ -6,6 +6,10 @@ Builds the split exactly as a run would (same adapter, options, reference size a
 fingerprint printed here is the one a results file will carry, unless the run cut the split with
 --limit or held users out with --calibrate-tie-threshold (which change the fingerprint). For Pick-a-Pic,
 ``--dataset-option images=none`` builds it from the metadata alone, without reading images.
+
+examples:
+  pigbench data info demo
+  pigbench data info pickapic --dataset-path /data/pickapic_v2 --dataset-option images=none --json
 """
 
 from __future__ import annotations
@@ -90,3 +94,9 @@ def main(args: argparse.Namespace) -> int:
     summary = summarize(split)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("data"))

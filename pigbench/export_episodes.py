@@ -28,6 +28,10 @@ export in which no image at all can be read is an error.
 The gold labels never leave pigbench: ``pigbench score`` recomputes the split from the same flags
 and checks its fingerprint against the one the predictions file declares. How to write and score
 predictions: ``docs/saved_outputs.md``.
+
+examples:
+  pigbench export-episodes --dataset demo --out episodes/
+  pigbench export-episodes --dataset pip --dataset-path ./pip --dataset-option images=./pip/images --reference-size 5 --out pip-episodes/
 """
 
 from __future__ import annotations
@@ -204,7 +208,7 @@ def _manifest(config: RunConfig, split: SplitResult, images: int, unreadable: in
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_split_arguments(p)
-    p.add_argument("--out", type=Path, required=True, help="directory to write (created if missing)")
+    p.add_argument("--out", "--output", type=Path, required=True, help="directory to write (created if missing)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -220,3 +224,9 @@ def main(args: argparse.Namespace) -> int:
               "\"error\"; answer INVALID for the episodes that show them")
     print(f"score predictions with:\n  {manifest['score_command']}")
     return 0
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("export-episodes"))

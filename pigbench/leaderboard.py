@@ -275,7 +275,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="build the static site from a results directory")
     build.add_argument("--results", default="results", help="results directory (default results/)")
-    build.add_argument("--out", default="site", help="output directory (default site/)")
+    build.add_argument("--out", "--output", default="site", help="output directory (default site/)")
     build.add_argument("--samples", type=int, default=SAMPLES_PER_PAGE,
                        help=f"sample predictions shown per evaluator page (default {SAMPLES_PER_PAGE})")
 
@@ -297,3 +297,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {nothing_admitted(args.results, len(collection.rejected))}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("leaderboard"))

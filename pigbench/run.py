@@ -1,6 +1,11 @@
 """Run an evaluator on a dataset: split, predict (resumably), score, write the results file.
 
 With no arguments it runs the embedded demo with the best weight-free reference-based evaluator.
+
+examples:
+  pigbench run                                   # the embedded demo with the default evaluator
+  pigbench run --evaluator ssim-reference --dataset demo --limit 200 --output results/
+  pigbench run --evaluator pickscore --dataset pickapic --dataset-path /data/pickapic_v2 --device cuda --batch-size 64
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--num-workers", type=int, default=0, help="image-decoding workers (0: the evaluator decides)")
-    p.add_argument("--output", default="results", help="results directory (default results/)")
+    p.add_argument("--output", "--out", default="results", help="results directory (default results/)")
     p.add_argument("--tie-threshold", type=float, help="tau: |s(A)-s(B)| <= tau predicts TIE (default 0)")
     p.add_argument("--calibrate-tie-threshold", type=float, metavar="FRACTION", dest="calibration_fraction",
                    help="tune tau by Pick-a-Pic's grid search on the targets of users held out by a seeded hash, "
@@ -95,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunAborted as exc:
-        print(f"run aborted: {exc}", file=sys.stderr)
+        print(f"error: run aborted: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM in a command: the store holds every committed batch
         print(INTERRUPTED, file=sys.stderr)
@@ -112,7 +117,8 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     (the message above, status 143)."""
     with sigterm_as_interrupt():
         try:
-            parser = argparse.ArgumentParser(prog="python -m pigbench.run", description=__doc__)
+            parser = argparse.ArgumentParser(prog="python -m pigbench.run", description=__doc__,
+                                             formatter_class=argparse.RawDescriptionHelpFormatter)
             add_arguments(parser)
             args = parser.parse_args(argv)
         except KeyboardInterrupt as exc:  # during the imports: nothing was computed yet

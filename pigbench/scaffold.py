@@ -9,6 +9,10 @@ embeddings compared with the user's references), ``judge`` (a vision-language mo
 B given the references) and ``reasoning`` (a judge that writes user-specific dimensions first).
 
 The templates live in ``pigbench/templates/evaluator_plugin/``.
+
+examples:
+  pigbench new-evaluator my-reward
+  pigbench new-evaluator my-judge --kind judge --out plugins/pigbench-my-judge
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def write_package(root: Path, files: dict[str, Union[str, bytes]]) -> tuple[Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="evaluator name, e.g. my-reward (lower case, digits, hyphens)")
     p.add_argument("--kind", choices=KINDS, default="scalar", help="template to start from (default scalar)")
-    p.add_argument("--out", type=Path, help="directory to create (default ./pigbench-NAME)")
+    p.add_argument("--out", "--output", type=Path, help="directory to create (default ./pigbench-NAME)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -141,3 +145,9 @@ def print_written(root: Path, written: list[Path], what: str, steps: list[tuple[
     for cmd, why in steps:
         print(f"  {cmd.ljust(width)}  # {why}")
     print("CONTRIBUTING.md in pigbench says how to submit results.")
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("new-evaluator"))

@@ -8,6 +8,10 @@ a test that runs the conformance checks, and a README. As generated it installs,
 ``pigbench check-dataset NAME`` and its own tests, and runs with any evaluator.
 
 The templates live in ``pigbench/templates/adapter_plugin/``; :mod:`pigbench.scaffold` writes them.
+
+examples:
+  pigbench new-adapter my-dataset
+  pigbench new-adapter my-dataset --out plugins/pigbench-my-dataset
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ def write_plugin(name: str, out: Optional[Path] = None) -> tuple[Path, list[Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="dataset name, e.g. my-dataset (lower case, digits, hyphens)")
-    p.add_argument("--out", type=Path, help="directory to create (default ./pigbench-NAME)")
+    p.add_argument("--out", "--output", type=Path, help="directory to create (default ./pigbench-NAME)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -107,3 +111,9 @@ def main(args: argparse.Namespace) -> int:
         (f"pigbench run --evaluator color-reference --dataset {args.name}", "a first results file"),
     ])
     return 0
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("new-adapter"))

@@ -23,6 +23,10 @@ The predictions file: a header line, then one line per sample, in any order::
 
 A wrong fingerprint, a malformed line, a duplicate, unknown or missing sample id is a
 :class:`SavedOutputsError` naming the lines and ids at fault; nothing is written then.
+
+examples:
+  pigbench score --dataset demo --predictions predictions.jsonl --name my-model
+  pigbench score --dataset demo --limit 200 --predictions predictions.jsonl --name my-model --uses-references --output results/
 """
 
 from __future__ import annotations
@@ -288,7 +292,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_split_arguments(p)
     p.add_argument("--predictions", type=Path, required=True, help="predictions JSONL (format: see above)")
     p.add_argument("--name", required=True, help="evaluator name the results are filed under, e.g. visionreward")
-    p.add_argument("--output", default="results", help="results directory (default results/)")
+    p.add_argument("--output", "--out", default="results", help="results directory (default results/)")
     p.add_argument("--tie-threshold", type=float, help="tau: |score_a - score_b| <= tau predicts TIE (default 0)")
     p.add_argument("--kind", choices=["baseline", "scalar", "similarity", "judge", "reasoning"],
                    help="evaluator kind (default: judge if any line has a choice, else scalar)")
@@ -311,3 +315,9 @@ def main(args: argparse.Namespace) -> int:
     print(format_metrics_table(results))
     print(f"\nresults: {path}{'' if problems else ' (validated)'}")
     return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("score"))

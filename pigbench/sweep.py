@@ -101,3 +101,8 @@ def main(args: argparse.Namespace) -> int:
         print(format_summary(outcomes))
     return 0 if all(not isinstance(o, str) for o in outcomes.values()) else 1
 
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("sweep"))

@@ -6,6 +6,10 @@ file under it, found as ``pigbench report`` and ``pigbench leaderboard build`` f
 their results file). One line per file (``ok`` or ``INVALID`` with its problems), then a summary when
 more than one file was checked or a directory was given. Exit status: 0 when every file is valid, 1
 when any is invalid, 2 when a directory holds no results file.
+
+examples:
+  pigbench validate results/demo/color-reference.json
+  pigbench validate results/
 """
 
 from __future__ import annotations
@@ -55,3 +59,9 @@ def main(args: argparse.Namespace) -> int:
     if len(paths) > 1 or any(Path(arg).is_dir() for arg in args.files):
         print(f"{len(paths)} results file(s): {len(paths) - failed} ok, {failed} invalid")
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("validate"))

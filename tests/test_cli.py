@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import multiprocessing
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -118,3 +120,114 @@ def test_swap_for_an_evaluator_scoring_each_image_alone_is_a_one_line_error(tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--swap: toy-brightness scores each image alone" in err
     assert not (tmp_path / "results").exists()
+
+
+# The conventions of README.md, "Command-line conventions", checked on every subcommand's parser.
+
+def _subcommand_parser(name):
+    """``pigbench NAME``'s parser, built as ``pigbench`` builds it."""
+    from pigbench.cli import add_subcommand
+
+    return add_subcommand(argparse.ArgumentParser(prog="pigbench").add_subparsers(), name)
+
+
+def _parsers(parser):
+    """``parser`` and every parser below it (``pigbench build export``, ``pigbench leaderboard build``, ...)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield from _parsers(child)
+
+
+def _options(name):
+    """(parser prog, option strings of one argument) for every optional argument of ``pigbench NAME``."""
+    return [(p.prog, set(a.option_strings)) for p in _parsers(_subcommand_parser(name)) for a in p._actions
+            if a.option_strings]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_output_option_accepts_out_and_output(name):
+    """`pigbench report --output DIR` used to be refused, `pigbench run --out DIR` only an abbreviation."""
+    for prog, strings in _options(name):
+        if strings & {"--out", "--output"}:
+            assert {"--out", "--output"} <= strings, f"{prog}: {sorted(strings)}"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_dataset_and_split_options_accept_the_common_spellings(name):
+    for prog, strings in _options(name):
+        for other, common in (("--path", "--dataset-path"), ("--k", "--reference-size")):
+            if other in strings:
+                assert common in strings, f"{prog}: {sorted(strings)}"
+    for parser in _parsers(_subcommand_parser(name)):
+        strings = set(parser._option_string_actions)
+        assert ("--dataset-path" in strings) == ("--dataset-option" in strings), parser.prog
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_help_has_examples_of_itself(name):
+    help_text = _subcommand_parser(name).format_help()
+    assert "\nexamples:\n" in help_text, f"pigbench {name} --help has no examples section"
+    examples = help_text.split("\nexamples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert any(line.startswith(f"  pigbench {name} ") or line == f"  pigbench {name}" for line in examples), examples
+    assert all(line.startswith("  pigbench ") for line in examples), examples
+
+
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_python_dash_m_on_a_subcommands_module_is_the_same_command(name, monkeypatch, capsys):
+    """`python -m pigbench.validate FILE` used to do nothing and exit 0; only run and list had a __main__."""
+    module = COMMANDS[name][0]
+    monkeypatch.setattr(sys, "argv", [module, "--help"])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    assert stopped.value.code == 0
+    shown = capsys.readouterr().out
+    for prog, strings in _options(name):
+        assert all(s in shown for s in strings) or prog != f"pigbench {name}", (prog, strings)
+
+
+def test_python_dash_m_pigbench_list_into_a_closed_pipe_ends_quietly():
+    """`python -m pigbench.list | head` ended in a BrokenPipeError traceback, status 1; `pigbench list` exits 141."""
+    child = subprocess.Popen([sys.executable, "-m", "pigbench.list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child writes: its first write fails
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 141, err
+    assert err == ""
+
+
+def test_a_run_stopped_by_the_error_budget_exits_3_with_a_one_line_error(monkeypatch, capsys, tmp_path):
+    """It said 'run aborted: ...' without the `error: ` every other stopped command starts with."""
+    from pigbench import runner
+    from pigbench.cli import main
+
+    def aborted(config):
+        raise runner.RunAborted("9 of 10 samples failed (more than --max-error-rate 0.5)")
+
+    monkeypatch.setattr(runner, "run", aborted)
+    assert main(["run", "--out", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]) == 3
+    err = capsys.readouterr().err
+    assert err == "error: run aborted: 9 of 10 samples failed (more than --max-error-rate 0.5)\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--dataset", "no-such-dataset"],
+    ["sweep", "--dataset", "no-such-dataset", "--reference-sizes", "1,2"],
+    ["data", "info", "no-such-dataset"],
+    ["check-dataset", "no-such-dataset"],
+    ["check-evaluator", "random", "--dataset", "no-such-dataset"],
+    ["export-episodes", "--dataset", "no-such-dataset", "--out", "episodes"],
+    ["score", "--dataset", "no-such-dataset", "--predictions", "{tmp}/predictions.jsonl", "--name", "mine"],
+], ids=lambda argv: " ".join(argv[:2]))
+def test_an_unknown_dataset_is_a_one_line_error_with_status_2_in_every_command(argv, tmp_path, monkeypatch, capsys):
+    from pigbench.cli import main
+
+    (tmp_path / "predictions.jsonl").write_text('{"fingerprint": "0123456789abcdef"}\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # where results/, .pigbench_cache/ and episodes/ would be written
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no-such-dataset" in err, err
+    assert list(work.iterdir()) == []  # nothing written

@@ -24,7 +24,7 @@ STAGES: dict[str, str] = {
     "export": "pigbench.build.export",
 }
 
-EPILOG = """example:
+EPILOG = """examples:
   pigbench build prompts -n 100 --seed 0
   pigbench build expand --api-base http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
   pigbench build render --model stabilityai/stable-diffusion-xl-base-1.0 --batch-size 4
@@ -54,3 +54,9 @@ def main(args: argparse.Namespace) -> int:
     except (BuildError, DatasetError, ExpanderError, RequirementError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("build"))

@@ -280,7 +280,7 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    p.add_argument("--out", "--output", required=True, type=Path, help="dataset folder to write")
     p.add_argument("--include-unranked", action="store_true", help="also export kept sets nobody ranked yet")
 
 

