@@ -113,11 +113,12 @@ def generate(root: Path, datasets: int, sizes: list[int], predictions: int, n_bo
 
 
 def timed(args: list[str], pythonpath: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one ``pigbench`` command in a fresh subprocess importing from ``pythonpath``."""
+    """(wall seconds, peak RSS MiB) of one ``pigbench`` command in a fresh subprocess importing from
+    ``pythonpath`` (also its working directory: ``python -c`` puts that first on ``sys.path``)."""
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from pigbench.cli import main; sys.exit(main())", *args],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, cwd=pythonpath, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--generate-only", action="store_true", help="write the tree and stop")
     parser.add_argument("--commands", default="validate,report,leaderboard", help="which commands to time")
     a = parser.parse_args()
+    a.root = a.root.resolve()  # the commands run in the measured code's folder
     results = a.root / "results"
     if not results.is_dir():
         start = time.perf_counter()
