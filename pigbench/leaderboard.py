@@ -28,7 +28,6 @@ import argparse
 import json
 import shutil
 import sys
-from collections import Counter
 from importlib import import_module
 from pathlib import Path
 from typing import Any, Optional
@@ -42,9 +41,9 @@ from pigbench.calibration import describe_calibration
 from pigbench.metrics import ACCURACIES, credit
 from pigbench.protocol import Label
 from pigbench.report.collect import Collection, Entry, collect, nothing_admitted, output_dir, slug
+from pigbench.report.digest import SAMPLES_PER_PAGE
 
 ACCURACY_NAMES = {"acc_w_tie": "acc w/ tie", "acc_wo_tie": "acc w/o tie", "decisive_acc": "decisive acc"}
-SAMPLES_PER_PAGE = 20
 MAX_TEXT = 4000  # characters of raw output or extra shown per sample
 
 
@@ -140,21 +139,11 @@ def histogram(values: list[float], bins: int = 10) -> dict[str, Any]:
             "yticks": [{"y": round(base - (base - top) * v / peak, 1), "label": str(v)} for v in range(0, peak + 1, step)]}
 
 
-def sample_predictions(rows: list[dict], limit: int = SAMPLES_PER_PAGE) -> list[dict[str, Any]]:
-    """Up to ``limit`` rows for inspection: those with rationales or dimensions first, then errors,
-    then the rest; within each group users take turns (their first rows, then their second, ...)."""
-    def rank(row: dict) -> int:
-        p = row["prediction"]
-        return 0 if p.get("rationale") or p.get("dimensions") else 1 if p.get("error") else 2
-
-    seen: Counter[tuple[int, str]] = Counter()
-    keys = []
-    for i, row in enumerate(rows):
-        group = rank(row)
-        keys.append((group, seen[(group, row["user_id"])], i))
-        seen[(group, row["user_id"])] += 1
+def sample_predictions(rows: list[dict]) -> list[dict[str, Any]]:
+    """The sample rows of a run (chosen by :func:`pigbench.report.digest.sample_rows` when its file
+    was read) as its page shows them."""
     out = []
-    for row in (rows[k[2]] for k in sorted(keys)[:limit]):
+    for row in rows:
         p = row["prediction"]
         extra = p.get("extra") or {}
         out.append({
@@ -179,7 +168,7 @@ def _tau_source(source: Any) -> str:
     return describe_calibration(source) if isinstance(source, dict) else str(source)
 
 
-def evaluator_page(e: Entry, samples: int = SAMPLES_PER_PAGE) -> dict[str, Any]:
+def evaluator_page(e: Entry) -> dict[str, Any]:
     """Template context of one run's page."""
     ev, split, m, prov = e.results["evaluator"], e.results["split"], e.results["metrics"], e.results["provenance"]
     per_user = m["per_user"]
@@ -200,7 +189,7 @@ def evaluator_page(e: Entry, samples: int = SAMPLES_PER_PAGE) -> dict[str, Any]:
         "failures": e.results.get("failures", {"count": 0, "reasons": {}}), "per_user": per_user,
         "per_user_summary": dict(zip(("min", "q1", "median", "q3", "max"), q)),
     }
-    return {"e": page, "hist": histogram(values), "samples": sample_predictions(e.rows, samples),
+    return {"e": page, "hist": histogram(values), "samples": sample_predictions(e.predictions.samples),
             "page_data": {**summary, "per_user": per_user}}
 
 
@@ -223,9 +212,9 @@ def dataset_page(name: str, entries: list[Entry], summaries: dict[str, dict]) ->
 
 
 def build_site(results_dir: str | Path, out_dir: str | Path, samples: int = SAMPLES_PER_PAGE) -> Collection:
-    """Validate the results under ``results_dir`` and write the site into ``out_dir``; returns what
-    was admitted and rejected."""
-    collection = collect(results_dir)
+    """Validate the results under ``results_dir`` and write the site into ``out_dir`` (``samples``
+    sample predictions per evaluator page); returns what was admitted and rejected."""
+    collection = collect(results_dir, samples)
     out = output_dir(out_dir, results_dir)
     # pages of runs no longer present must not linger; files the site did not write stay (--out may be a used folder)
     static = {asset.name for asset in (assets_dir() / "static").iterdir() if asset.is_file()}
@@ -259,7 +248,7 @@ def build_site(results_dir: str | Path, out_dir: str | Path, samples: int = SAMP
     rejected = [{"relpath": r.relpath, "reasons": r.reasons} for r in collection.rejected]
     render("index.html", "index.html", datasets=datasets, rejected=rejected)
     for e in collection.entries:
-        render("evaluator.html", summaries[e.relpath]["page"], **evaluator_page(e, samples))
+        render("evaluator.html", summaries[e.relpath]["page"], **evaluator_page(e))
     for ds in datasets:
         render("dataset.html", ds["page"], **dataset_page(ds["name"], collection.for_dataset(ds["name"]), summaries))
     boots = sorted({(e.results["metrics"]["bootstrap"]["resamples"], e.results["metrics"]["bootstrap"]["seed"])

@@ -46,6 +46,7 @@ def test_gpu_benchmarks_share_one_device_check(monkeypatch):
     ("judge_throughput.py", ["--batch-sizes", "8,-2"], "argument --batch-sizes: must be 1 or more, got -2"),
     ("demo_run.py", ["--targets", "ten"], "argument --targets: 'ten' is not a whole number"),
     ("scalar_throughput.py", ["--windows", "0,-1"], "argument --windows: must be 0 or more, got -1"),
+    ("report_scale.py", ["--root", "unused", "--predictions", "0"], "argument --predictions: must be 1 or more, got 0"),
     ("pigreward_throughput.py", ["--repetition-penalty", "0"], "--repetition-penalty must be > 0, got 0.0"),
     ("pigreward_throughput.py", ["--repetition-penalty", "nan"], "--repetition-penalty must be > 0, got nan"),
 ])
@@ -103,3 +104,22 @@ def test_pickapic_reads_counts_each_settings_row_group_reads(tmp_path):
     assert first["read"] == first["groups"] and second["read"] == 0
     assert 0 < other["read"] < other["groups"] and other["users"] > first["users"]
     assert len({r["fingerprint"] for r in (small, default, first, second)}) == 1 and small["targets"] > 0
+
+
+def test_report_scale_writes_valid_results_deterministically(tmp_path):
+    """benchmarks/report_scale.py's tree: every file passes validation, judge predictions carry a
+    rationale and three dimensions, and the same arguments write the same bytes."""
+    from pigbench.results import load_results, validate_results
+
+    spec = importlib.util.spec_from_file_location("report_scale", BENCHMARKS / "report_scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    first = bench.generate(tmp_path / "a", datasets=1, sizes=[1, 2], predictions=130, n_bootstrap=5)
+    second = bench.generate(tmp_path / "b", datasets=1, sizes=[1, 2], predictions=130, n_bootstrap=5)
+    assert len(first) == 2 * len(bench.EVALUATORS)
+    assert all(validate_results(p) == [] for p in first)
+    for a, b in zip(first, second):
+        jsonl = lambda p: p.with_name(p.stem + ".predictions.jsonl")  # noqa: E731
+        assert a.read_bytes() == b.read_bytes() and jsonl(a).read_bytes() == jsonl(b).read_bytes()
+    _, rows = load_results(next(p for p in first if p.name.startswith("lvlm-judge")))
+    assert len(rows) == 130 and all(r["prediction"]["rationale"] and len(r["prediction"]["dimensions"]) == 3 for r in rows)

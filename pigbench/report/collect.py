@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pigbench.report.digest import SAMPLES_PER_PAGE, Digest, digest_rows
 from pigbench.results import ResultsError, load_results, loaded_results_problems
 
 WITHOUT_REFERENCE = "without reference"
@@ -24,11 +25,11 @@ WITH_REFERENCE = "with reference"
 @dataclass(frozen=True)
 class Entry:
     """One admitted results file: its path relative to the results directory, the results dict and
-    its prediction rows (``sample_id``, ``user_id``, ``gold``, ``prediction``)."""
+    what the report and leaderboard use of its predictions (:class:`~pigbench.report.digest.Digest`)."""
 
     relpath: str
     results: dict[str, Any]
-    rows: list[dict[str, Any]] = field(repr=False)
+    predictions: Digest = field(repr=False)
 
     @property
     def evaluator(self) -> str:
@@ -106,8 +107,10 @@ def find_results_files(root: Path) -> list[Path]:
     )
 
 
-def collect(root: str | Path) -> Collection:
-    """Validate every results file under ``root``; admit those without problems.
+def collect(root: str | Path, samples: int = SAMPLES_PER_PAGE) -> Collection:
+    """Validate every results file under ``root``; admit those without problems. Each file's
+    predictions are read once and kept only as their digest (``samples``: sample rows kept per file),
+    so that memory does not grow with the predictions of all files.
 
     Raises ``FileNotFoundError`` when ``root`` is not a directory (missing, or a file)."""
     root = Path(root)
@@ -118,18 +121,22 @@ def collect(root: str | Path) -> Collection:
         raise FileNotFoundError(f"results directory {root} does not exist (run `pigbench run` first)")
     entries, rejected = [], []
     for path in find_results_files(root):
-        relpath = path.relative_to(root).as_posix()
-        try:  # read once: the rows admitted are the rows validated
-            results, rows = load_results(path)
-            problems = loaded_results_problems(path, results, rows)
-        except ResultsError as exc:
-            problems = [str(exc)]
-        if problems:
-            rejected.append(Rejected(relpath, [_without_path(p, path) for p in problems]))
-            continue
-        entries.append(Entry(relpath, results, rows))
+        admitted = _admit(path, path.relative_to(root).as_posix(), samples)
+        (entries if isinstance(admitted, Entry) else rejected).append(admitted)
     entries.sort(key=lambda e: (e.dataset, e.evaluator, e.variant or "", e.relpath))
     return Collection(entries, rejected)
+
+
+def _admit(path: Path, relpath: str, samples: int) -> Entry | Rejected:
+    """One results file validated and digested; its prediction rows are freed on return."""
+    try:  # read once: the rows digested are the rows validated
+        results, rows = load_results(path)
+        problems = loaded_results_problems(path, results, rows)
+    except ResultsError as exc:
+        problems = [str(exc)]
+    if problems:
+        return Rejected(relpath, [_without_path(p, path) for p in problems])
+    return Entry(relpath, results, digest_rows(rows, results["evaluator"]["kind"], samples))
 
 
 def output_dir(path: str | Path, results: str | Path) -> Path:

@@ -1,7 +1,8 @@
 """Dimension analysis: which evaluation dimensions reasoning evaluators generate, how many, how dispersed.
 
-Reads ``prediction.dimensions`` (``[{name, definition, score_a, score_b}, ...]``) from the
-prediction rows of admitted results and produces:
+Reads the names of ``prediction.dimensions`` (``[{name, definition, score_a, score_b}, ...]``) of
+admitted results, as counted per user when each file was read (:class:`pigbench.report.digest.Digest`),
+and produces:
 
 * statistics: occurrences (in all, and per prediction with at least one named dimension),
   distinct names (after :func:`normalize`), the most frequent names,
@@ -25,7 +26,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -46,7 +47,7 @@ Embed = Callable[[list[str]], "np.ndarray | sparse.csr_matrix"]  # texts -> L2-n
 
 @dataclass(frozen=True)
 class Occurrence:
-    """One dimension in one prediction: its normalized name, and whose episode it judged."""
+    """A dimension name (normalized) and whose episodes it judged: a user of a dataset, by an evaluator."""
 
     name: str
     user_id: str
@@ -54,29 +55,26 @@ class Occurrence:
     evaluator: str
 
 
-def normalize(name: str) -> str:
-    """Case-folded, whitespace collapsed, surrounding punctuation removed: 'Colour  Palette:' -> 'colour palette'."""
-    return re.sub(r"\s+", " ", name).strip(" \t\n.,;:!?*-_\"'").casefold()
+def occurrences(collection: Collection) -> Counter[Occurrence]:
+    """How often each dimension name occurs, per user, dataset and evaluator, in order of first
+    occurrence (results in collection order, predictions in file order); nameless dimensions are left out."""
+    counts: Counter[Occurrence] = Counter()
+    for e in collection.entries:
+        for (name, user_id), n in e.predictions.dimensions.items():
+            counts[Occurrence(name, user_id, e.dataset, e.label)] += n
+    return counts
 
 
-def occurrences(collection: Collection) -> list[Occurrence]:
-    """Every dimension of every prediction, in results order; nameless dimensions are left out."""
-    return [Occurrence(name, row["user_id"], e.dataset, e.label)
-            for e in collection.entries for row in e.rows for name in dimension_names(row["prediction"])]
-
-
-def dimension_names(prediction: dict) -> list[str]:
-    """The normalized names of a prediction's dimensions, nameless ones left out."""
-    dims = prediction.get("dimensions") or []
-    names = (normalize(str(d.get("name", ""))) if isinstance(d, dict) else "" for d in dims)
-    return [n for n in names if n]
-
-
-def term_counts(names: Iterable[str]) -> Counter[str]:
-    """Word frequencies over dimension names, English stop words removed."""
+def term_counts(names: Mapping[str, int]) -> Counter[str]:
+    """Word frequencies over dimension names (``name -> occurrences``), English stop words removed."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    return Counter(t for name in names for t in TOKEN.findall(name.lower()) if len(t) > 1 and t not in ENGLISH_STOP_WORDS)
+    counts: Counter[str] = Counter()
+    for name, n in names.items():
+        for t in TOKEN.findall(name.lower()):
+            if len(t) > 1 and t not in ENGLISH_STOP_WORDS:
+                counts[t] += n
+    return counts
 
 
 def load_embedder(model: Optional[str] = None) -> tuple[Embed, str]:
@@ -235,21 +233,23 @@ def analyse_dimensions(collection: Collection, out_dir: Path, model: Optional[st
     occ = occurrences(collection)
     if not occ:
         return None
-    name_counts = Counter(o.name for o in occ)
+    total = sum(occ.values())
+    name_counts: Counter[str] = Counter()
+    per_user: dict[tuple[str, str], set[str]] = {}
+    for o, n in occ.items():
+        name_counts[o.name] += n
+        per_user.setdefault((o.dataset, o.user_id), set()).add(o.name)
     distinct = sorted(name_counts)
     embed, embedding = load_embedder(model)
     emb = embed(distinct)
-    samples = sum(1 for e in collection.entries for r in e.rows if dimension_names(r["prediction"]))
-    per_user: dict[tuple[str, str], set[str]] = {}
-    for o in occ:
-        per_user.setdefault((o.dataset, o.user_id), set()).add(o.name)
+    samples = sum(e.predictions.samples_with_dimensions for e in collection.entries)
     stats = {
         "evaluators": sorted({o.evaluator for o in occ}),
-        "occurrences": len(occ),
+        "occurrences": total,
         "samples_with_dimensions": samples,
-        "dimensions_per_sample": len(occ) / samples,
+        "dimensions_per_sample": total / samples,
         "distinct": len(distinct),
-        "distinct_share": len(distinct) / len(occ),
+        "distinct_share": len(distinct) / total,
         "distinct_per_user_mean": float(np.mean([len(s) for s in per_user.values()])),
         "top": [{"name": n, "count": c} for n, c in name_counts.most_common(20)],
         "embedding": embedding,
@@ -257,7 +257,7 @@ def analyse_dimensions(collection: Collection, out_dir: Path, model: Optional[st
         "figures": [],
         "notes": [],
     }
-    terms = term_counts(o.name for o in occ)
+    terms = term_counts(name_counts)
     if terms:
         stats["figures"] += [p.name for p in save_figure(plot_wordcloud(terms), out_dir, "dimension_wordcloud")]
     else:
@@ -273,10 +273,10 @@ def runs_without_dimensions(collection: Collection) -> list[str]:
     """The reasoning runs ("evaluator (variant) on dataset") none of whose predictions has a named
     dimension, e.g. because every answer was unparseable: the analysis says so instead of leaving them out."""
     return [f"{e.label} on {e.dataset}" for e in collection.entries
-            if e.kind == "reasoning" and not any(dimension_names(r["prediction"]) for r in e.rows)]
+            if e.kind == "reasoning" and not e.predictions.dimensions]
 
 
-def _tsne_figure(occ: list[Occurrence], distinct: list[str], emb: "np.ndarray | sparse.csr_matrix",
+def _tsne_figure(occ: Counter[Occurrence], distinct: list[str], emb: "np.ndarray | sparse.csr_matrix",
                  name_counts: Counter[str], color_by: str, embedding: str, seed: int, out_dir: Path) -> list[Path]:
     several = len({o.dataset for o in occ}) > 1
     if color_by == "auto":
@@ -286,7 +286,10 @@ def _tsne_figure(occ: list[Occurrence], distinct: list[str], emb: "np.ndarray | 
     else:  # user ids of two datasets are two users
         key = (lambda o: f"{o.user_id} ({o.dataset})") if several else (lambda o: o.user_id)
     other = _other(color_by)
-    top = {g for g, _ in Counter(key(o) for o in occ).most_common(len(PALETTE) - 1)}
+    group_counts: Counter[str] = Counter()
+    for o, n in occ.items():
+        group_counts[key(o)] += n
+    top = {g for g, _ in group_counts.most_common(len(PALETTE) - 1)}
     points = sorted({(o.name, key(o) if key(o) in top else other) for o in occ})
     if len(points) > MAX_TSNE_POINTS:
         keep = np.random.default_rng(seed).choice(len(points), MAX_TSNE_POINTS, replace=False)

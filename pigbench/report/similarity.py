@@ -3,35 +3,16 @@
 For every evaluator of kind ``similarity`` (one canonical run per dataset, as in the main table):
 acc w/ tie and acc w/o tie with their 95% CIs, and Spearman's rank correlation between the score
 difference ``score_a - score_b`` and the gold preference coded A = +1, TIE = 0, B = -1. The
-correlation does not depend on the tie threshold; it is computed over targets with both scores.
+correlation does not depend on the tie threshold; it is computed over targets with both scores
+(:func:`pigbench.report.digest.rank_correlation`, while the results file is read).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 from pigbench.report.collect import Collection, Entry
 from pigbench.report.tables import CI_NOTE, Cell, Row, Table, canonical_entries, mark_best, other_split_note
-
-GOLD_CODE = {"A": 1.0, "TIE": 0.0, "B": -1.0}
-
-
-def rank_correlation(rows: list[dict]) -> tuple[Optional[float], int]:
-    """Spearman's rho of score difference vs gold code, and how many targets had both scores.
-    None when fewer than 3 targets have scores or either side is constant."""
-    from scipy.stats import spearmanr
-
-    deltas, golds = [], []
-    for row in rows:
-        a, b = row["prediction"].get("score_a"), row["prediction"].get("score_b")
-        if a is None or b is None or math.isnan(a - b):
-            continue
-        deltas.append(a - b)
-        golds.append(GOLD_CODE[row["gold"]])
-    if len(deltas) < 3 or len(set(deltas)) < 2 or len(set(golds)) < 2:
-        return None, len(deltas)
-    return float(spearmanr(deltas, golds).statistic), len(deltas)
 
 
 def similarity_entries(collection: Collection) -> list[Entry]:
@@ -57,7 +38,7 @@ def similarity_table(collection: Collection) -> Optional[Table]:
             if e is None:
                 cells += ["", "", ""]
                 continue
-            rho, _ = rank_correlation(e.rows)
+            rho, _ = e.predictions.rank_correlation
             other = e.results["split"]["fingerprint"] != main[ds]
             cells += [Cell(e.accuracy("acc_w_tie"), e.ci("acc_w_tie"), other_split=other),
                       Cell(e.accuracy("acc_wo_tie"), e.ci("acc_wo_tie"), other_split=other),
