@@ -352,9 +352,10 @@ def test_non_utf8_and_mistyped_files_are_rejected_with_one_line_and_the_rest_bui
 
     files = sorted(str(p) for p in (results / "synth").glob("*.json"))
     assert cli_main(["validate", *files]) == 1
-    lines = capsys.readouterr().out.splitlines()
+    *lines, summary = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines if not line.startswith("  ")] == ["INVALID", "ok", "INVALID", "INVALID"]
     assert len(lines) == 4 + 3  # one problem line under each rejected file
+    assert summary == "4 results file(s): 1 ok, 3 invalid"
 
 
 @pytest.mark.parametrize("edit, message", [
