@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from pigbench.evaluator import Evaluator
+from pigbench.metrics import credit
 from pigbench.protocol import Episode, Label, combine_swapped
 
 PICKAPIC_GRID: tuple[float, ...] = tuple(i / 10 for i in range(11))
@@ -70,15 +71,6 @@ def probability_gap_to_tau(t: float, scale: Optional[float] = 1.0) -> float:
 def probability_gap(sa: float, sb: float, scale: Optional[float]) -> float:
     """|p_A - p_B| for two scores (see :func:`probability_gap_to_tau` for ``scale``)."""
     return abs(sa - sb) if scale is None else math.tanh(abs(scale * (sa - sb)) / 2)
-
-
-def _credit(pred: Label, gold: Label) -> float:
-    """acc_w_tie credit (protocol section 4): exact 1, one side a tie or INVALID 0.5, opposite 0."""
-    if pred == Label.INVALID:
-        return 0.5
-    if pred == gold:
-        return 1.0
-    return 0.5 if Label.TIE in (pred, gold) else 0.0
 
 
 def label_at_gap(sa: Optional[float], sb: Optional[float], t: float, scale: Optional[float]) -> Label:
@@ -120,7 +112,7 @@ def calibrate_from_scores(
         preds = [label_at_gap(sa, sb, t, scale) for sa, sb in scores]
         if swapped_scores is not None:
             preds = [combine_swapped(p, label_at_gap(sa, sb, t, scale)) for p, (sa, sb) in zip(preds, swapped_scores)]
-        accs.append(100 * sum(_credit(pred, gold) for pred, gold in zip(preds, golds)) / len(golds))
+        accs.append(100 * sum(credit(pred, gold) for pred, gold in zip(preds, golds)) / len(golds))
     best = max(range(len(grid)), key=lambda i: (accs[i], -i))
     return TieCalibration(
         tau=probability_gap_to_tau(grid[best], scale), probability_threshold=grid[best],

@@ -52,9 +52,13 @@ class Judged:
 
 
 def compute_metrics(samples: Sequence[Judged], n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """All headline metrics, diagnostics and CIs, plus the per-user table, as JSON-ready dicts."""
+    """All headline metrics, diagnostics and CIs, plus the per-user table, as JSON-ready dicts.
+
+    ``n_bootstrap`` resamples (0: no CIs) drawn from ``seed``; ValueError when either is negative."""
     if not samples:
         raise ValueError("no samples to score")
+    if n_bootstrap < 0 or seed < 0:
+        raise ValueError(f"the bootstrap needs n_bootstrap >= 0 and seed >= 0, got {n_bootstrap} and {seed}")
     users = sorted({s.user_id for s in samples})
     index = {u: i for i, u in enumerate(users)}
     # Per-user sufficient statistics; every metric is a ratio of two of these sums.

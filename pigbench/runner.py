@@ -93,9 +93,11 @@ class RunConfig:
             ("calibration_fraction", self.calibration_fraction is None or 0 < self.calibration_fraction < 1,
              "between 0 and 1 (exclusive)"),
             ("n_bootstrap", self.n_bootstrap >= 0, ">= 0 (0: no confidence intervals)"),
+            ("bootstrap_seed", self.bootstrap_seed >= 0, ">= 0 (numpy's generators take no negative seed)"),
         ):
             if not ok:
-                flag = {"calibration_fraction": " (--calibrate-tie-threshold)", "n_bootstrap": ""}.get(  # n_bootstrap: no flag
+                flag = {"calibration_fraction": " (--calibrate-tie-threshold)", "n_bootstrap": "",
+                        "bootstrap_seed": ""}.get(  # the bootstrap settings have no flag
                     name, f" (--{name.replace('_', '-')})")
                 raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}{flag}")
         if self.calibration_fraction is not None and self.tie_threshold is not None:

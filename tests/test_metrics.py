@@ -116,6 +116,13 @@ def test_all_gold_ties_has_no_wo_tie_accuracy():
     assert m["coverage"] is None
 
 
+@pytest.mark.parametrize("n_bootstrap,seed", [(-1, 0), (10, -1)])
+def test_a_negative_resample_count_or_seed_is_refused_by_name(n_bootstrap, seed):
+    """A negative seed failed inside numpy as "expected non-negative integer", naming neither."""
+    with pytest.raises(ValueError, match=rf"n_bootstrap >= 0 and seed >= 0, got {n_bootstrap} and {seed}$"):
+        compute_metrics([Judged("u", A, A), Judged("v", A, B)], n_bootstrap=n_bootstrap, seed=seed)
+
+
 def test_swap_inconsistency_rate():
     m = compute_metrics([Judged("u", A, A, True), Judged("u", A, A, False), Judged("v", B, A, False)], n_bootstrap=10)
     assert math.isclose(m["swap_inconsistency_rate"], 1 / 3)

@@ -965,6 +965,13 @@ def test_a_negative_n_bootstrap_is_refused_before_the_run():
     assert RunConfig(n_bootstrap=0).n_bootstrap == 0
 
 
+def test_a_negative_bootstrap_seed_is_refused_before_the_run():
+    """It failed only after every prediction, in compute_metrics, as numpy's "expected non-negative integer"."""
+    with pytest.raises(ValueError, match=r"^bootstrap_seed must be >= 0 \(numpy's generators take no negative seed\), got -1$"):
+        RunConfig(bootstrap_seed=-1)
+    assert RunConfig(bootstrap_seed=0).bootstrap_seed == 0
+
+
 def test_a_device_torch_does_not_know_or_this_machine_lacks_is_refused():
     torch = pytest.importorskip("torch")
     check_device("cpu")
