@@ -22,12 +22,13 @@ def projected(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def load_clip_model(source: str, device: torch.device, dtype: torch.dtype, model_class: Any = None) -> Any:
+def load_clip_model(source: str, device: torch.device, dtype: torch.dtype, hint: str, model_class: Any = None) -> Any:
     """A CLIP model (``CLIPModel`` unless ``model_class`` is given) in eval mode on ``device``, loaded
-    strictly (:func:`pigbench.checkpoint.from_pretrained_strict`)."""
+    strictly (:func:`pigbench.checkpoint.from_pretrained_strict`; ``hint``: what to do about an
+    incomplete local folder)."""
     if model_class is None:
         from transformers import CLIPModel as model_class
-    model = from_pretrained_strict(model_class, source, "the CLIP model")
+    model = from_pretrained_strict(model_class, source, "the CLIP model", hint)
     return model.eval().to(device=device, dtype=dtype)
 
 

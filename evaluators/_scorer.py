@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 from pigbench.evaluator import (EvaluatorConfig, Need, ScalarConfig, ScalarEvaluator, ScoreRequest, require_packages,
                                 resolve_local_or_hub)
+from pigbench.hub import model_folder_hint
 from pigbench.protocol import Episode, ImageRef, Prediction
 
 if TYPE_CHECKING:
@@ -86,6 +87,12 @@ class EmbeddingScorer(ScalarEvaluator):
     @classmethod
     def check_weights(cls, config: EvaluatorConfig) -> None:
         """Raise RequirementError if a weight is unavailable (no download). Plug-ins override."""
+
+    @classmethod
+    def folder_hint(cls) -> str:
+        """What to do about an incomplete local model folder: download ``default_model`` whole and
+        point ``--model-path`` or :attr:`env_var` to it."""
+        return model_folder_hint(cls.default_model, "--model-path", cls.env_var)
 
     @classmethod
     def check_model(cls, config: EvaluatorConfig, what: str) -> None:

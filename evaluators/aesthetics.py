@@ -17,6 +17,7 @@ from typing import Sequence
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
 from pigbench.evaluators._weights import WeightFile, check_file
+from pigbench.hub import model_folder_hint
 
 HEAD_URL = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac%2Blogos%2Bava1-l14-linearMSE.pth"
 CLIP_ENV = "PIGBENCH_AESTHETICS_CLIP_PATH"
@@ -64,7 +65,7 @@ class Aesthetics(EmbeddingScorer):
         from pigbench.evaluators._weights import fetch_file, load_strict, read_state_dict, source_fingerprint
 
         clip = self.clip_source(self.config)
-        model = load_clip_model(clip, self.device, self.dtype)
+        model = load_clip_model(clip, self.device, self.dtype, model_folder_hint(self.default_clip, "--option clip_path=", CLIP_ENV))
         head_path = fetch_file(self.model_source(self.config), self.head_file())
         self.head = RatingHead(model.config.projection_dim)
         load_strict(self.head, read_state_dict(head_path, "the aesthetic head"), "the aesthetic head", str(head_path))

@@ -36,7 +36,7 @@ class _CLIPBackbone(EmbeddingScorer):
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)
-        model = load_clip_model(source, self.device, self.dtype)
+        model = load_clip_model(source, self.device, self.dtype, self.folder_hint())
         fingerprint = source_fingerprint(source, model)
         encode, tower = image_encoder(model, self.device)
         self.images = self.image_embedder(

@@ -64,7 +64,7 @@ class CLIPScore(EmbeddingScorer):
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)
-        model = load_clip_model(source, self.device, self.dtype)
+        model = load_clip_model(source, self.device, self.dtype, self.folder_hint())
         tokenizer = load_tokenizer(source)
         fingerprint = source_fingerprint(source, model)
         encode, tower = image_encoder(model, self.device)

@@ -34,7 +34,7 @@ class DINOScore(ReferenceSimilarity):
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)
-        model = from_pretrained_strict(AutoModel, source, "the DINOv2 model").eval().to(device=self.device, dtype=self.dtype)
+        model = from_pretrained_strict(AutoModel, source, "the DINOv2 model", self.folder_hint()).eval().to(device=self.device, dtype=self.dtype)
         fingerprint = source_fingerprint(source, model)
         self.images = self.image_embedder(
             lambda x: model(pixel_values=x).last_hidden_state[:, 0], processor_transform(source, "floor"),

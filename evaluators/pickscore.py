@@ -57,7 +57,7 @@ class PickScore(EmbeddingScorer):
         from pigbench.evaluators._weights import source_fingerprint
 
         source, processor = self.model_source(self.config), self.processor_source(self.config)
-        model = load_clip_model(source, self.device, self.dtype)
+        model = load_clip_model(source, self.device, self.dtype, self.folder_hint())
         tokenizer = load_tokenizer(processor)
         fingerprint = source_fingerprint(source, model)
         transform = processor_transform(processor, "floor")

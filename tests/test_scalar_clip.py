@@ -8,6 +8,7 @@ processors, the vision/text towers called directly, padding to 77, and numpy nor
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -300,13 +301,18 @@ def test_a_damaged_or_mismatched_clip_folder_is_one_checkpoint_error(tmp_path, d
         cls(cls.Config(model_path=str(tmp_path / "clip"))).setup()
 
 
-def test_a_clip_folder_without_its_weight_file_is_a_file_not_found_not_a_checkpoint_error(tmp_path):
-    """The strict loader passes transformers' OSError for a file it cannot find on, so that the runner
-    says setup could not load a file it needs (not that the checkpoint does not match)."""
+def test_a_clip_folder_without_its_weight_file_says_it_is_incomplete_and_what_to_download(tmp_path):
+    """Not that the checkpoint does not match: the folder lacks its weights, and the message says which
+    files were looked for, what to download and how to point pigbench to it."""
     from pigbench.runner import set_up
 
     tiny_clip_dir(tmp_path / "clip")
     (tmp_path / "clip" / "model.safetensors").unlink()
     cls = evaluators.get("clipscore")
-    with pytest.raises(RequirementError, match=r"^clipscore: setup could not load a file it needs: .*model.safetensors"):
+    folder = tmp_path / "clip"
+    with pytest.raises(RequirementError, match=re.escape(
+            f"the CLIP model at '{folder}' is incomplete: no weight file (model.safetensors, model.safetensors.index.json, "
+            "pytorch_model.bin, pytorch_model.bin.index.json) in the folder; download the whole model folder "
+            "(`hf download openai/clip-vit-base-patch32 --local-dir DIR`), then pass --model-path DIR or set "
+            "PIGBENCH_CLIPSCORE_PATH=DIR")):
         set_up(cls(cls.Config(model_path=str(tmp_path / "clip"))), "clipscore")
