@@ -13,8 +13,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from pigbench.embedding import ImageTransform
-from pigbench.checkpoint import from_pretrained_strict
-from pigbench.hub import cache_only
+from pigbench.checkpoint import from_pretrained_strict, load_image_processor
 
 
 def projected(output: Any) -> torch.Tensor:
@@ -32,15 +31,14 @@ def load_clip_model(source: str, device: torch.device, dtype: torch.dtype, hint:
     return model.eval().to(device=device, dtype=dtype)
 
 
-def processor_transform(source: str, crop_offset: Literal["round", "floor"]) -> ImageTransform:
+def processor_transform(source: str, crop_offset: Literal["round", "floor"], what: str, hint: str) -> ImageTransform:
     """The resize/crop/normalization declared by the image processor config at ``source``.
 
-    Raises ValueError for a processor this transform cannot reproduce: one that does not resize
-    the short side and center crop, resizes with another interpolation than bicubic, or skips
-    rescaling by 1/255 or normalizing."""
-    from transformers import AutoImageProcessor
-
-    proc = AutoImageProcessor.from_pretrained(source, local_files_only=cache_only(source))
+    A local folder without that config is a CheckpointError naming ``what`` and ending with ``hint``
+    (:func:`pigbench.checkpoint.load_image_processor`). Raises ValueError for a processor this
+    transform cannot reproduce: one that does not resize the short side and center crop, resizes
+    with another interpolation than bicubic, or skips rescaling by 1/255 or normalizing."""
+    proc = load_image_processor(source, what, hint)
     skipped = [f"{step}=False" for step in ("do_resize", "do_rescale", "do_normalize") if getattr(proc, step, True) is False]
     factor = getattr(proc, "rescale_factor", 1 / 255)
     if skipped or not math.isclose(factor, 1 / 255):
@@ -58,12 +56,6 @@ def processor_transform(source: str, crop_offset: Literal["round", "floor"]) -> 
         size=int(crop), resize_to=int(size), crop_offset=crop_offset,
         mean=tuple(proc.image_mean), std=tuple(proc.image_std),
     )
-
-
-def load_tokenizer(source: str) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(source, local_files_only=cache_only(source))
 
 
 def encode_texts(model: Any, tokenizer: Any, texts: list[str], device: torch.device) -> torch.Tensor:

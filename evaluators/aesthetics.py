@@ -65,7 +65,8 @@ class Aesthetics(EmbeddingScorer):
         from pigbench.evaluators._weights import fetch_file, load_strict, read_state_dict, source_fingerprint
 
         clip = self.clip_source(self.config)
-        model = load_clip_model(clip, self.device, self.dtype, model_folder_hint(self.default_clip, "--option clip_path=", CLIP_ENV))
+        clip_hint = model_folder_hint(self.default_clip, "--option clip_path=", CLIP_ENV)
+        model = load_clip_model(clip, self.device, self.dtype, clip_hint)
         head_path = fetch_file(self.model_source(self.config), self.head_file())
         self.head = RatingHead(model.config.projection_dim)
         load_strict(self.head, read_state_dict(head_path, "the aesthetic head"), "the aesthetic head", str(head_path))
@@ -73,7 +74,7 @@ class Aesthetics(EmbeddingScorer):
         clip_revision = source_fingerprint(clip, model)
         encode, tower = image_encoder(model, self.device)
         self.images = self.image_embedder(
-            encode, processor_transform(clip, "round"), f"clip:{clip}:{clip_revision}"
+            encode, processor_transform(clip, "round", "the CLIP model", clip_hint), f"clip:{clip}:{clip_revision}"
         )
         self._provenance = {"head": str(head_path), "head_sha256": source_fingerprint(str(head_path)), "clip": clip, "clip_revision": clip_revision, "image_tower": tower}
 

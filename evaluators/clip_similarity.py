@@ -32,7 +32,8 @@ class _CLIPBackbone(EmbeddingScorer):
         cls.check_model(config, "the CLIP model")
 
     def load(self) -> None:
-        from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform
+        from pigbench.checkpoint import load_tokenizer
+        from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, processor_transform
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)
@@ -40,10 +41,11 @@ class _CLIPBackbone(EmbeddingScorer):
         fingerprint = source_fingerprint(source, model)
         encode, tower = image_encoder(model, self.device)
         self.images = self.image_embedder(
-            encode, processor_transform(source, "floor"), f"clip:{source}:{fingerprint}"
+            encode, processor_transform(source, "floor", "the CLIP model", self.folder_hint()),
+            f"clip:{source}:{fingerprint}",
         )
         if self.with_text:
-            tokenizer = load_tokenizer(source)
+            tokenizer = load_tokenizer(source, "the CLIP model", self.folder_hint())
             self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, t, self.device))
         self._provenance = {"model": source, "revision": fingerprint, "image_tower": tower}
         self.calibration_scale = exp_logit_scale(model)  # scores are (sums of) cosines

@@ -60,16 +60,18 @@ class CLIPScore(EmbeddingScorer):
         cls.check_model(config, "the CLIP model")
 
     def load(self) -> None:
-        from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform
+        from pigbench.checkpoint import load_tokenizer
+        from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, processor_transform
         from pigbench.evaluators._weights import source_fingerprint
 
         source = self.model_source(self.config)
         model = load_clip_model(source, self.device, self.dtype, self.folder_hint())
-        tokenizer = load_tokenizer(source)
+        tokenizer = load_tokenizer(source, "the CLIP model", self.folder_hint())
         fingerprint = source_fingerprint(source, model)
         encode, tower = image_encoder(model, self.device)
         self.images = self.image_embedder(
-            encode, processor_transform(source, "round"), f"clip:{source}:{fingerprint}"
+            encode, processor_transform(source, "round", "the CLIP model", self.folder_hint()),
+            f"clip:{source}:{fingerprint}",
         )
         prefix = self.config.prefix
         self.texts = self.text_embedder(lambda t: encode_texts(model, tokenizer, [openai_clean(prefix + s) for s in t], self.device))

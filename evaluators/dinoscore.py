@@ -37,7 +37,8 @@ class DINOScore(ReferenceSimilarity):
         model = from_pretrained_strict(AutoModel, source, "the DINOv2 model", self.folder_hint()).eval().to(device=self.device, dtype=self.dtype)
         fingerprint = source_fingerprint(source, model)
         self.images = self.image_embedder(
-            lambda x: model(pixel_values=x).last_hidden_state[:, 0], processor_transform(source, "floor"),
+            lambda x: model(pixel_values=x).last_hidden_state[:, 0],
+            processor_transform(source, "floor", "the DINOv2 model", self.folder_hint()),
             f"dino:{source}:{fingerprint}",
         )
         self._provenance = {"model": source, "revision": fingerprint}

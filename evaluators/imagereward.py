@@ -22,7 +22,7 @@ from typing import Sequence
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured
 from pigbench.evaluators._weights import WeightFile, check_file
-from pigbench.hub import cache_only
+from pigbench.hub import model_folder_hint
 
 REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072
@@ -79,8 +79,7 @@ class ImageReward(EmbeddingScorer):
                              "the bert-base-uncased tokenizer", flag="--option tokenizer_path=", default="bert-base-uncased")
 
     def load(self) -> None:
-        from transformers import AutoTokenizer
-
+        from pigbench.checkpoint import load_tokenizer
         from pigbench.embedding import ImageTransform
         from pigbench.evaluators._imagereward_net import build_from_checkpoint, translate_keys
         from pigbench.evaluators._weights import CheckpointError, fetch_file, load_strict, read_state_dict, source_fingerprint
@@ -107,7 +106,8 @@ class ImageReward(EmbeddingScorer):
         self.net.eval().to(device=self.device, dtype=self.dtype)
         self.net.mlp.float()
         tokenizer = self.tokenizer_source(self.config)
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer, local_files_only=cache_only(tokenizer))
+        self.tokenizer = load_tokenizer(tokenizer, "the bert-base-uncased tokenizer",
+                                        model_folder_hint("bert-base-uncased", "--option tokenizer_path=", TOKENIZER_ENV))
         self.tokenizer.add_tokens(["[DEC]", "[ENC]"], special_tokens=True)  # as BLIP's init_tokenizer
         sha = source_fingerprint(str(ckpt))
         transform = ImageTransform(size=self.net.image_size, crop_offset="round")

@@ -25,7 +25,7 @@ from typing import Sequence
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured, exp_logit_scale
 from pigbench.evaluators._weights import WeightFile, check_file
-from pigbench.hub import cache_only
+from pigbench.hub import cache_only, model_folder_hint
 
 OVERALL_CONDITION = (
     "light, color, clarity, tone, style, ambiance, artistry, shape, face, hair, hands, limbs, structure, "
@@ -83,7 +83,8 @@ class MPS(EmbeddingScorer):
         import torch
         from transformers import CLIPConfig
 
-        from pigbench.evaluators._hf_clip import load_tokenizer, processor_transform
+        from pigbench.checkpoint import load_tokenizer
+        from pigbench.evaluators._hf_clip import processor_transform
         from pigbench.evaluators._mps_net import MPSNet, cross_model_shape
         from pigbench.evaluators._weights import CheckpointError, fetch_file, load_strict, read_state_dict, source_fingerprint
 
@@ -99,7 +100,8 @@ class MPS(EmbeddingScorer):
         self.net = MPSNet(config, shape)
         load_strict(self.net, state, "the MPS checkpoint", str(path))
         self.net.eval().to(device=self.device, dtype=self.dtype)
-        tokenizer = load_tokenizer(clip)
+        clip_hint = model_folder_hint(self.default_clip, "--option clip_path=", CLIP_ENV)
+        tokenizer = load_tokenizer(clip, "the CLIP-H config/processor", clip_hint)
         length = min(tokenizer.model_max_length, config.text_config.max_position_embeddings)
 
         def encode(texts: list[str]) -> torch.Tensor:
@@ -111,7 +113,8 @@ class MPS(EmbeddingScorer):
         self.logit_scale = exp_logit_scale(self.net.model)
         sha = source_fingerprint(str(path))
         vision = hashlib.sha256(config.vision_config.to_json_string().encode()).hexdigest()[:16]  # heads, activation, eps: not in the checkpoint
-        self.images = self.image_embedder(self.net.image_tokens, processor_transform(clip, "floor"), f"mps:{sha}:vision-{vision}")
+        transform = processor_transform(clip, "floor", "the CLIP-H config/processor", clip_hint)
+        self.images = self.image_embedder(self.net.image_tokens, transform, f"mps:{sha}:vision-{vision}")
         self._provenance = {"checkpoint": str(path), "checkpoint_sha256": sha, "clip": clip}
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:

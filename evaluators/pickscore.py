@@ -19,6 +19,7 @@ from typing import Sequence
 
 from pigbench.evaluator import ScoreRequest, resolve_local_or_hub
 from pigbench.evaluators._scorer import EmbeddingConfig, EmbeddingScorer, configured, exp_logit_scale
+from pigbench.hub import model_folder_hint
 
 PROCESSOR_ENV = "PIGBENCH_PICKSCORE_PROCESSOR_PATH"
 
@@ -53,14 +54,16 @@ class PickScore(EmbeddingScorer):
                              flag="--option processor_path=", default=cls.default_processor)
 
     def load(self) -> None:
-        from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, load_tokenizer, processor_transform
+        from pigbench.checkpoint import load_tokenizer
+        from pigbench.evaluators._hf_clip import encode_texts, image_encoder, load_clip_model, processor_transform
         from pigbench.evaluators._weights import source_fingerprint
 
         source, processor = self.model_source(self.config), self.processor_source(self.config)
         model = load_clip_model(source, self.device, self.dtype, self.folder_hint())
-        tokenizer = load_tokenizer(processor)
+        processor_hint = model_folder_hint(self.default_processor, "--option processor_path=", PROCESSOR_ENV)
+        tokenizer = load_tokenizer(processor, "the CLIP-H processor", processor_hint)
         fingerprint = source_fingerprint(source, model)
-        transform = processor_transform(processor, "floor")
+        transform = processor_transform(processor, "floor", "the CLIP-H processor", processor_hint)
         encode, tower = image_encoder(model, self.device)
         self.images = self.image_embedder(encode, transform, f"pickscore:{source}:{fingerprint}",
                                           compile_encoder=True)

@@ -5,12 +5,18 @@ transformers' ``from_pretrained`` only warns when a checkpoint lacks a tensor of
 one the model does not have, or holds one of another shape, and leaves those weights random: a
 truncated download or an export with renamed keys then produces plausible but meaningless
 scores. :func:`from_pretrained_strict` makes each of these a one-line :class:`CheckpointError`, and
-so is a local model folder without its weight file; :func:`load_processor` does the same for one
-without its processor files (transformers' message points at huggingface.co).
+so is a local model folder without its weight file. :func:`load_processor`, :func:`load_tokenizer`
+and :func:`load_image_processor` do the same for one without its processor, tokenizer or chat
+template files: transformers 5 builds a model's tokenizer class from its defaults when the folder
+holds no vocabulary (Qwen2-VL: one token; CLIP: every word unknown) and uses the class's default
+special tokens without ``tokenizer_config.json``, so a run would silently use another tokenizer than
+the folder's; without ``tokenizer.json`` a generic tokenizer fails with a multi-line ValueError, and
+without processor files the message points at huggingface.co.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional, Sequence
 
@@ -23,6 +29,15 @@ from pigbench.hub import cache_only
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # An image processor's config: processor_config.json (transformers 5 saves it there) or preprocessor_config.json.
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+# A saved tokenizer's settings (class, special tokens) and its vocabulary: tokenizers' serialization,
+# or a slow tokenizer's files (BPE vocabulary and merges, SentencePiece, WordPiece), any one complete group.
+TOKENIZER_CONFIG = "tokenizer_config.json"
+VOCABULARY_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("tokenizer.model",), ("spiece.model",),
+                    ("sentencepiece.bpe.model",), ("vocab.txt",))
+# Tokenizer classes that are built only from tokenizer.json (transformers 5 and 4 names).
+_SERIALIZED_ONLY = ("TokenizersBackend", "PreTrainedTokenizerFast")
+# Where a processor's chat template is saved (transformers 5 writes the first).
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
 class CheckpointError(RequirementError):
@@ -77,18 +92,66 @@ def check_keys(what: str, source: str, missing: Sequence[str], unexpected: Seque
 
 
 def load_processor(source: str, what: str, hint: str = "") -> Any:
-    """``AutoProcessor.from_pretrained(source)``, but a local folder without an image processor's
-    config (:data:`PROCESSOR_FILES`) is a one-line CheckpointError naming ``source`` and ending with
-    ``hint``. Other failures raise as transformers raises them."""
+    """``AutoProcessor.from_pretrained(source)`` of an image-text-to-text model. A local folder must
+    hold the image processor's config (:data:`PROCESSOR_FILES`), the tokenizer's files (see
+    :func:`check_tokenizer_files`) and a chat template (:data:`CHAT_TEMPLATE_FILES`): otherwise a
+    one-line CheckpointError naming ``source`` and ending with ``hint``. Files are read from the
+    folder only. Other failures raise as transformers raises them."""
     from transformers import AutoProcessor
 
-    try:
-        return AutoProcessor.from_pretrained(source, local_files_only=cache_only(source))
-    except OSError:
-        if _folder_lacks(source, PROCESSOR_FILES):
-            raise CheckpointError(_incomplete(what, source, f"no processor files ({' or '.join(PROCESSOR_FILES)}) "
-                                              "in the folder", hint)) from None
-        raise
+    check_tokenizer_files(source, what, hint)
+    if _folder_lacks(source, PROCESSOR_FILES):
+        raise CheckpointError(_incomplete(what, source, f"no processor files ({' or '.join(PROCESSOR_FILES)}) "
+                                          "in the folder", hint))
+    processor = AutoProcessor.from_pretrained(source, local_files_only=cache_only(source))
+    if os.path.isdir(source) and getattr(processor, "chat_template", None) is None:
+        raise CheckpointError(_incomplete(what, source, f"no chat template ({' or '.join(CHAT_TEMPLATE_FILES)}) "
+                                          "in the folder", hint))
+    return processor
+
+
+def load_tokenizer(source: str, what: str, hint: str = "") -> Any:
+    """``AutoTokenizer.from_pretrained(source)``; a local folder without its tokenizer files is a
+    one-line CheckpointError (:func:`check_tokenizer_files`). Files are read from the folder only."""
+    from transformers import AutoTokenizer
+
+    check_tokenizer_files(source, what, hint)
+    return AutoTokenizer.from_pretrained(source, local_files_only=cache_only(source))
+
+
+def load_image_processor(source: str, what: str, hint: str = "") -> Any:
+    """``AutoImageProcessor.from_pretrained(source)``; a local folder without the image processor's
+    config (:data:`PROCESSOR_FILES`) is a one-line CheckpointError naming ``source`` and ending with ``hint``."""
+    from transformers import AutoImageProcessor
+
+    if _folder_lacks(source, PROCESSOR_FILES):
+        raise CheckpointError(_incomplete(what, source, f"no image processor config ({' or '.join(PROCESSOR_FILES)}) "
+                                          "in the folder", hint))
+    return AutoImageProcessor.from_pretrained(source, local_files_only=cache_only(source))
+
+
+def check_tokenizer_files(source: str, what: str, hint: str = "") -> None:
+    """A one-line CheckpointError (naming ``source``, ending with ``hint``) when ``source`` is a local
+    folder without :data:`TOKENIZER_CONFIG`, without any complete group of :data:`VOCABULARY_FILES`,
+    or without ``tokenizer.json`` while its tokenizer config names a class built only from it.
+    transformers would otherwise load a tokenizer other than the folder's (see the module docstring)."""
+    if not os.path.isdir(source):
+        return
+    if not os.path.isfile(os.path.join(source, TOKENIZER_CONFIG)):
+        raise CheckpointError(_incomplete(what, source, f"{TOKENIZER_CONFIG} not found in the folder", hint))
+    if not any(all(os.path.isfile(os.path.join(source, n)) for n in group) for group in VOCABULARY_FILES):
+        groups = [" and ".join(group) for group in VOCABULARY_FILES]
+        listed = ", ".join(groups[:-1]) + f" or {groups[-1]}"
+        raise CheckpointError(_incomplete(what, source, f"no tokenizer vocabulary ({listed}) in the folder", hint))
+    if not os.path.isfile(os.path.join(source, "tokenizer.json")):
+        try:
+            with open(os.path.join(source, TOKENIZER_CONFIG), encoding="utf-8") as f:
+                declared = json.load(f).get("tokenizer_class")
+        except (OSError, ValueError, AttributeError):
+            return  # an unreadable config: transformers names the problem
+        if declared in _SERIALIZED_ONLY:
+            raise CheckpointError(_incomplete(what, source, f"tokenizer.json not found in the folder ({TOKENIZER_CONFIG} "
+                                              f"names {declared}, which is built from it)", hint))
 
 
 def _folder_lacks(source: str, names: Sequence[str]) -> bool:

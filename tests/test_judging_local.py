@@ -296,11 +296,18 @@ def test_a_judge_checkpoint_missing_or_adding_a_tensor_is_one_checkpoint_error(t
     ("model.safetensors", "no weight file (model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
                           "pytorch_model.bin.index.json) in the folder"),
     ("processor_config.json", "no processor files (processor_config.json or preprocessor_config.json) in the folder"),
+    ("tokenizer.json", "no tokenizer vocabulary (tokenizer.json, vocab.json and merges.txt, tokenizer.model, spiece.model, "
+                       "sentencepiece.bpe.model or vocab.txt) in the folder"),
+    ("tokenizer_config.json", "tokenizer_config.json not found in the folder"),
+    ("chat_template.jinja", "no chat template (chat_template.jinja or chat_template.json) in the folder"),
 ])
 def test_a_judge_model_folder_without_weights_or_processor_files_is_one_line_saying_what_to_do(tmp_path, qwen, missing, message):
     """transformers said "Error no file named model.safetensors ..." or, for the processor, a long
-    message pointing at huggingface.co; both now say what is missing, which repo to download whole
-    and which flag points to it."""
+    message pointing at huggingface.co; without tokenizer.json it built Qwen2's tokenizer class with
+    one token (every prompt encoded to nothing), without tokenizer_config.json it took that class's
+    EOS (<|endoftext|>, not the folder's <|im_end|>), and without the chat template the judge failed
+    later in apply_chat_template. Each now says what is missing, which repo to download whole and
+    which flag points to it."""
     from pigbench.checkpoint import CheckpointError
 
     folder = tmp_path / "model"
@@ -352,3 +359,23 @@ def test_runner_loads_a_saved_model_and_swaps(tmp_path, qwen):
         swap = row["prediction"]["extra"]["swap"]
         assert swap["raw_first"] and swap["raw_second"]
         assert row["prediction"]["label"] == "INVALID"
+
+
+def test_a_judge_folder_whose_tokenizer_config_names_a_serialized_tokenizer_needs_its_tokenizer_json(tmp_path, qwen):
+    """tokenizer_config.json names TokenizersBackend (built only from tokenizer.json): without that file
+    transformers raised a five-line "Couldn't instantiate the backend tokenizer" ValueError even with
+    vocab.json and merges.txt beside it; now one line names tokenizer.json."""
+    from pigbench.checkpoint import CheckpointError
+
+    folder = tmp_path / "model"
+    qwen.model.save_pretrained(folder)
+    qwen.processor.save_pretrained(folder)
+    serialized = json.loads((folder / "tokenizer.json").read_text())["model"]
+    (folder / "vocab.json").write_text(json.dumps(serialized["vocab"]))
+    (folder / "merges.txt").write_text("\n".join(" ".join(pair) if isinstance(pair, list) else pair
+                                                 for pair in serialized["merges"]))
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError) as info:
+        LocalBackend.from_pretrained(str(folder), hint="HINT")
+    assert str(info.value) == (f"the judge model at {str(folder)!r} is incomplete: tokenizer.json not found in the folder "
+                               "(tokenizer_config.json names TokenizersBackend, which is built from it); HINT")

@@ -325,10 +325,15 @@ def test_a_damaged_weight_file_is_named(tmp_path):
                           "pytorch_model.bin.index.json) in the folder", "model_path"),
     ("processor_config.json", "no processor files (processor_config.json or preprocessor_config.json) in the folder",
      "reward_path"),
+    ("tokenizer.json", "no tokenizer vocabulary (tokenizer.json, vocab.json and merges.txt, tokenizer.model, spiece.model, "
+     "sentencepiece.bpe.model or vocab.txt) in the folder", "model_path"),
+    ("tokenizer_config.json", "tokenizer_config.json not found in the folder", "model_path"),
+    ("chat_template.jinja", "no chat template (chat_template.jinja or chat_template.json) in the folder", "model_path"),
 ])
 def test_a_model_folder_without_weights_or_processor_files_is_one_line_saying_what_to_do(tmp_path, missing, message, option):
     """transformers said "Error no file named model.safetensors ... found in directory ..." or, without
-    processor files, a long message pointing at huggingface.co; each is now one line naming what is
+    processor files, a long message pointing at huggingface.co; without tokenizer files it loaded a
+    tokenizer other than the folder's (see the judge's test); each is now one line naming what is
     missing, the repo to download whole and the flag that points to the folder."""
     pytest.importorskip("transformers")
     from pigbench.judging.random_models import qwen2_vl

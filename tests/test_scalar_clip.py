@@ -316,3 +316,44 @@ def test_a_clip_folder_without_its_weight_file_says_it_is_incomplete_and_what_to
             "(`hf download openai/clip-vit-base-patch32 --local-dir DIR`), then pass --model-path DIR or set "
             "PIGBENCH_CLIPSCORE_PATH=DIR")):
         set_up(cls(cls.Config(model_path=str(tmp_path / "clip"))), "clipscore")
+
+
+VOCABULARY = ("no tokenizer vocabulary (tokenizer.json, vocab.json and merges.txt, tokenizer.model, spiece.model, "
+              "sentencepiece.bpe.model or vocab.txt) in the folder")
+
+
+@pytest.mark.parametrize("name", ["clipscore", "text-align"])
+@pytest.mark.parametrize("missing, message", [
+    ("tokenizer.json", VOCABULARY),
+    ("tokenizer_config.json", "tokenizer_config.json not found in the folder"),
+    ("preprocessor_config.json", "no image processor config (processor_config.json or preprocessor_config.json) in the folder"),
+])
+def test_a_clip_folder_without_its_tokenizer_or_processor_files_says_it_is_incomplete(tmp_path, name, missing, message):
+    """Without tokenizer.json transformers built CLIPTokenizer with two tokens, so every prompt became
+    unknown tokens and scores were meaningless; without preprocessor_config.json its message pointed
+    at huggingface.co. Each is now one line with what to download and which flag points to it."""
+    from pigbench.runner import set_up
+
+    folder = tmp_path / "clip"
+    tiny_clip_dir(folder)
+    (folder / missing).unlink()
+    cls = evaluators.get(name)
+    with pytest.raises(RequirementError) as info:
+        set_up(cls(cls.Config(model_path=str(folder))), name)
+    assert str(info.value) == (f"the CLIP model at '{folder}' is incomplete: {message}; download the whole model folder "
+                               f"(`hf download {cls.default_model} --local-dir DIR`), then pass --model-path DIR or set "
+                               f"{cls.env_var}=DIR")
+
+
+def test_a_pickscore_processor_folder_without_its_tokenizer_names_the_processor_option(tmp_path):
+    from pigbench.runner import set_up
+
+    tiny_clip_dir(tmp_path / "model")
+    tiny_clip_dir(tmp_path / "processor")
+    (tmp_path / "processor" / "tokenizer.json").unlink()
+    cls = evaluators.get("pickscore")
+    with pytest.raises(RequirementError) as info:
+        set_up(cls(cls.Config(model_path=str(tmp_path / "model"), processor_path=str(tmp_path / "processor"))), "pickscore")
+    assert str(info.value) == (f"the CLIP-H processor at '{tmp_path / 'processor'}' is incomplete: {VOCABULARY}; "
+                               f"download the whole model folder (`hf download {cls.default_processor} --local-dir DIR`), "
+                               "then pass --option processor_path=DIR or set PIGBENCH_PICKSCORE_PROCESSOR_PATH=DIR")

@@ -207,3 +207,22 @@ def test_imagereward_refuses_a_max_length_beyond_the_text_encoders_positions(ir_
     with pytest.raises(ValueError, match=r"^imagereward: option max_length must be <= 64 .*med_config.json.*got 65$"):
         ev.setup()
     assert not hasattr(ev, "net")
+
+
+def test_a_tokenizer_folder_without_its_vocabulary_says_it_is_incomplete(ir_setup, tmp_path):
+    """Without vocab.txt and tokenizer.json transformers built BertTokenizer from its defaults (another
+    vocabulary than the folder's); now one line says what to download and which option points to it."""
+    import shutil
+
+    root = ir_setup[0]
+    shutil.copytree(root / "bert", tmp_path / "bert")
+    for name in ("vocab.txt", "tokenizer.json"):
+        (tmp_path / "bert" / name).unlink(missing_ok=True)
+    cls = evaluators.get("imagereward")
+    with pytest.raises(CheckpointError) as info:
+        cls(cls.Config(model_path=str(root / "model"), tokenizer_path=str(tmp_path / "bert"))).setup()
+    assert str(info.value) == (
+        f"the bert-base-uncased tokenizer at '{tmp_path / 'bert'}' is incomplete: no tokenizer vocabulary (tokenizer.json, "
+        "vocab.json and merges.txt, tokenizer.model, spiece.model, sentencepiece.bpe.model or vocab.txt) in the folder; "
+        "download the whole model folder (`hf download bert-base-uncased --local-dir DIR`), then pass "
+        "--option tokenizer_path=DIR or set PIGBENCH_BERT_PATH=DIR")

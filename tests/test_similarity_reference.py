@@ -159,3 +159,23 @@ def test_dinoscore_refuses_a_checkpoint_with_an_extra_key(setup, tmp_path):
     cls = evaluators.get("dinoscore")
     with pytest.raises(CheckpointError, match=r"1 unexpected key\(s\) \['head.weight'\]"):
         cls(cls.Config(model_path=str(tmp_path / "dino"))).setup()
+
+
+def test_a_dino_folder_without_its_image_processor_config_says_it_is_incomplete(setup, tmp_path):
+    """transformers' OSError pointed at huggingface.co; now one line says what to download and how to point to it."""
+    import shutil
+
+    from pigbench.evaluator import RequirementError
+    from pigbench.runner import set_up
+
+    root = setup[0]
+    folder = tmp_path / "dino"
+    shutil.copytree(root / "dino", folder)
+    (folder / "preprocessor_config.json").unlink()
+    cls = evaluators.get("dinoscore")
+    with pytest.raises(RequirementError) as info:
+        set_up(cls(cls.Config(model_path=str(folder))), "dinoscore")
+    assert str(info.value) == (f"the DINOv2 model at '{folder}' is incomplete: no image processor config "
+                               "(processor_config.json or preprocessor_config.json) in the folder; download the whole "
+                               f"model folder (`hf download {cls.default_model} --local-dir DIR`), then pass --model-path "
+                               f"DIR or set {cls.env_var}=DIR")

@@ -31,8 +31,9 @@ _ENCODE_CHUNK = 32  # prompts per processor call
 def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str = "bfloat16", hint: str = "") -> tuple[Any, Any]:
     """(model, processor) from a hub id or local dir, loaded strictly (a missing, unexpected or misshaped
     weight is a CheckpointError), with an optional PEFT/LoRA adapter merged in. A local folder without
-    its weight or processor files is a one-line CheckpointError ending with ``hint`` (what to do); the
-    processor is loaded first, so that one without processor files fails before the weights load."""
+    its weight, processor, tokenizer or chat template files is a one-line CheckpointError ending with
+    ``hint`` (what to do); the processor is loaded first, so that one without processor files fails
+    before the weights load."""
     import torch
     from transformers import AutoModelForImageTextToText
 

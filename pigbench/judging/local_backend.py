@@ -91,7 +91,7 @@ class LocalBackend(Backend):
     def from_pretrained(cls, path: str, device: str = "cpu", batch_size: int = 8, dtype: str = "auto",
                         attn_implementation: str = "sdpa", hint: str = "") -> "LocalBackend":
         """Load a hub id or local directory, strictly (a missing, unexpected or misshaped weight is a
-        CheckpointError; so is a local folder without its weight or processor files, with ``hint``,
+        CheckpointError; so is a local folder without its weight, processor, tokenizer or chat template files, with ``hint``,
         what to do, at the end; the processor loads first). ``dtype`` "auto" is bfloat16 on CUDA, float32 on CPU."""
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
