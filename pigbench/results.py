@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Optional
 
 import jsonschema
 
@@ -196,14 +196,16 @@ def prediction_rows(episodes: Iterable[Episode], predictions: dict[str, dict]) -
 
 
 def judged_from_rows(rows: Iterable[dict]) -> list[Judged]:
-    """Metric inputs from prediction rows (the swap flag comes from the prediction's extra)."""
-    out = []
-    for row in rows:
-        pred = row["prediction"]
-        swap = pred.get("extra", {}).get("swap")
-        out.append(Judged(row["user_id"], Label(row["gold"]), Label(pred["label"]),
-                          None if swap is None else bool(swap["inconsistent"])))
-    return out
+    """Metric inputs from prediction rows (:func:`judged_of` each)."""
+    return [judged_of(row) for row in rows]
+
+
+def judged_of(row: dict) -> Judged:
+    """The metric input of one prediction row (the swap flag comes from the prediction's extra)."""
+    pred = row["prediction"]
+    swap = pred.get("extra", {}).get("swap")
+    return Judged(row["user_id"], Label(row["gold"]), Label(pred["label"]),
+                  None if swap is None else bool(swap["inconsistent"]))
 
 
 def write_results(json_path: Path, results: dict[str, Any], rows: list[dict]) -> None:
@@ -227,8 +229,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def load_results(path: str | Path) -> tuple[dict[str, Any], list[dict]]:
-    """The results dict and its prediction rows; raises :class:`ResultsError` on any structural problem."""
+def load_results(path: str | Path) -> tuple[dict[str, Any], Iterator[dict]]:
+    """The results dict, checked against the schema, and an iterator over its prediction rows, each
+    read and checked as it comes, so that memory holds one row at a time whatever the file's size.
+
+    Raises :class:`ResultsError` on any structural problem: this call for the results JSON, the
+    iteration for the predictions file. The latter's problems are reported once it has been read to
+    its end (hashed whole), with the precedence of reading it at once: the recorded sha256 not
+    matching, then its first byte that is not UTF-8, then its first malformed row (``line N``
+    counting lines as :meth:`str.splitlines` does). No row from the first bad line on is yielded;
+    rows yielded before a problem is raised are no result of a valid file."""
     path = Path(path)
     try:
         results = json.loads(path.read_bytes().decode())
@@ -241,34 +251,55 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], list[dict]]:
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ResultsError(f"{path}: schema violation at {where}: {exc.message}") from None
-    pred_path = path.parent / results["predictions"]["path"]
     if Path(results["predictions"]["path"]).is_absolute() or ".." in Path(results["predictions"]["path"]).parts:
         raise ResultsError(f"{path}: predictions path must be a file name beside the results file")
+    return results, _prediction_rows(path, path.parent / results["predictions"]["path"], results["predictions"]["sha256"])
+
+
+def _prediction_rows(path: Path, pred_path: Path, sha256: str) -> Iterator[dict]:
+    """The checked rows of the predictions file ``pred_path`` of results file ``path``, read line by
+    line while the whole file is hashed against ``sha256`` (see :func:`load_results` for the errors).
+    Lines are split at newline bytes first (no UTF-8 character contains one), then as
+    :meth:`str.splitlines` splits the decoded text (which also breaks at carriage returns and the like)."""
+    hashed = hashlib.sha256()
+    problem: Optional[str] = None  # the first line that is not UTF-8, else the first malformed row
+    not_utf8 = False
+    row_line = 0
     try:
-        data = pred_path.read_bytes()
+        with pred_path.open("rb") as file:
+            for byte_line, chunk in enumerate(file, 1):
+                hashed.update(chunk)
+                if not_utf8:
+                    continue
+                try:
+                    text = chunk.decode()
+                except UnicodeDecodeError as exc:
+                    not_utf8, problem = True, f"{pred_path}: {_not_utf8(exc, byte_line)}"
+                    continue
+                if problem is not None:
+                    continue  # a later line may still not be UTF-8, which is reported first
+                for line in text.splitlines():
+                    row_line += 1
+                    try:
+                        row = json.loads(line)
+                        _check_row(row)
+                    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+                        problem = f"{pred_path}: line {row_line}: malformed prediction row ({exc})"
+                        break
+                    yield row
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read predictions file {pred_path.name}: {exc}") from None
-    if hashlib.sha256(data).hexdigest() != results["predictions"]["sha256"]:
+    if hashed.hexdigest() != sha256:
         raise ResultsError(f"{path}: {pred_path.name} does not match the recorded sha256")
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise ResultsError(f"{pred_path}: {_not_utf8(exc)}") from None
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        try:
-            row = json.loads(line)
-            _check_row(row)
-        except (json.JSONDecodeError, ValueError, RecursionError) as exc:
-            raise ResultsError(f"{pred_path}: line {i}: malformed prediction row ({exc})") from None
-        rows.append(row)
-    return results, rows
+    if problem is not None:
+        raise ResultsError(problem)
 
 
-def _not_utf8(exc: UnicodeDecodeError) -> str:
-    """Where decoding failed, e.g. ``line 3: byte 12 (0xff) is not UTF-8`` (bytes counted from 1)."""
+def _not_utf8(exc: UnicodeDecodeError, first_line: int = 1) -> str:
+    """Where decoding failed, e.g. ``line 3: byte 12 (0xff) is not UTF-8`` (bytes counted from 1;
+    ``first_line``: the number of the line the decoded bytes start with)."""
     data, start = exc.object, exc.start
-    line, column = data.count(b"\n", 0, start) + 1, start - data.rfind(b"\n", 0, start)
+    line, column = data.count(b"\n", 0, start) + first_line, start - data.rfind(b"\n", 0, start)
     return f"line {line}: byte {column} ({data[start]:#04x}) is not UTF-8"
 
 
@@ -316,12 +347,16 @@ def _shown(value: Any, limit: int = 40) -> str:
 def validate_results(path: str | Path) -> list[str]:
     """Problems found (empty when valid): schema, hash, duplicate ids, and any metric that differs
     from the value recomputed from the predictions, named field by field ("metrics.acc_w_tie.micro:
-    stored 69.5, recomputed 68.75"; the first :data:`METRIC_FIELDS_LISTED`, then a count of the rest)."""
+    stored 69.5, recomputed 68.75"; the first :data:`METRIC_FIELDS_LISTED`, then a count of the rest).
+    The predictions are read one row at a time (:func:`load_results`), keeping only their recount."""
+    recount = PredictionsRecount()
     try:
         results, rows = load_results(path)
+        for row in rows:
+            recount.add(row)
     except ResultsError as exc:
         return [str(exc)]
-    return loaded_results_problems(path, results, rows)
+    return recount.problems(path, results)
 
 
 def error_reason(error: str) -> str:
@@ -329,57 +364,109 @@ def error_reason(error: str) -> str:
     return error.splitlines()[0][:200] if error else ""
 
 
-def failure_summary(rows: list[dict]) -> dict[str, Any]:
-    """The results' ``failures``: predictions with an error (failed, as the store counts them), by reason."""
-    reasons = Counter(error_reason(r["prediction"]["error"]) for r in rows if r["prediction"].get("error") is not None)
-    return {"count": sum(reasons.values()), "reasons": dict(reasons)}
+class FailureCounts:
+    """The results' ``failures``, counted one prediction at a time: predictions with an error
+    (failed, as the store counts them), by reason."""
+
+    def __init__(self) -> None:
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, prediction: dict) -> None:
+        if prediction.get("error") is not None:
+            self.reasons[error_reason(prediction["error"])] += 1
+
+    def summary(self) -> dict[str, Any]:
+        return {"count": sum(self.reasons.values()), "reasons": dict(self.reasons)}
 
 
-def answer_quality(rows: list[dict]) -> dict[str, Any]:
-    """The results' ``answer_quality``: generative answers that parsed badly: unparseable (INVALID
-    without an error, by reason), format violations, and totals contradicting the answer
-    (PIGReward's checks)."""
-    unparseable: Counter[str] = Counter()
-    violations = contradictions = 0
-    for row in rows:
-        extra = row["prediction"].get("extra") or {}
+class AnswerQualityCounts:
+    """The results' ``answer_quality``, counted one prediction at a time: generative answers that
+    parsed badly: unparseable (INVALID without an error, by reason), format violations, and totals
+    contradicting the answer (PIGReward's checks)."""
+
+    def __init__(self) -> None:
+        self.unparseable: Counter[str] = Counter()
+        self.violations = self.contradictions = 0
+
+    def add(self, prediction: dict) -> None:
+        extra = prediction.get("extra") or {}
         for reason in (extra.get("invalid_reason"), (extra.get("swap") or {}).get("other_invalid_reason")):
             if reason:  # a swap run's two answers count apart
-                unparseable[error_reason(str(reason))] += 1
-        violations += bool(extra.get("format_violations"))
-        contradictions += bool(extra.get("contradicts_totals"))
-    return {"unparseable": sum(unparseable.values()), "unparseable_reasons": dict(unparseable),
-            "format_violations": violations, "contradicts_totals": contradictions}
+                self.unparseable[error_reason(str(reason))] += 1
+        self.violations += bool(extra.get("format_violations"))
+        self.contradictions += bool(extra.get("contradicts_totals"))
+
+    def summary(self) -> dict[str, Any]:
+        return {"unparseable": sum(self.unparseable.values()), "unparseable_reasons": dict(self.unparseable),
+                "format_violations": self.violations, "contradicts_totals": self.contradictions}
 
 
-def loaded_results_problems(path: str | Path, results: dict[str, Any], rows: list[dict]) -> list[str]:
-    """:func:`validate_results` of what :func:`load_results` returned for ``path`` (checked without
-    reading the files again): duplicate ids, counts (targets, users), failures and answer quality
-    recounted, and metrics recomputed from ``rows`` (differing fields named as in :func:`validate_results`)."""
-    problems = []
-    ids = [r["sample_id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        problems.append(f"{path}: duplicate sample ids in predictions")
-    if results["predictions"]["count"] != len(rows) or results["split"]["targets"] != len(rows):
-        problems.append(f"{path}: predictions count {len(rows)} differs from the recorded count")
-    users = len({r["user_id"] for r in rows})
-    if results["split"]["users"] != users:
-        problems.append(f"{path}: split users {results['split']['users']} differs from the {users} users of the predictions")
-    for name, recount in (("failures", failure_summary(rows)), ("answer_quality", answer_quality(rows))):
-        if name in results and results[name] != recount:
-            problems.append(f"{path}: {name} {results[name]!r} differs from the predictions' {recount!r}")
-    if not rows:
-        return problems + [f"{path}: no predictions"]
-    boot = results["metrics"]["bootstrap"]  # integers by the schema, though JSON may spell them 1000.0
-    recomputed = compute_metrics(judged_from_rows(rows), n_bootstrap=int(boot["resamples"]), seed=int(boot["seed"]))
-    differences = [difference for key, value in recomputed.items()
-                   for difference in metric_differences(results["metrics"].get(key, MISSING), value, f"metrics.{key}")]
-    problems += [f"{path}: {field}: stored {_shown_metric(stored)}, recomputed {_shown_metric(value)}"
-                 for field, stored, value in differences[:METRIC_FIELDS_LISTED]]
-    if len(differences) > METRIC_FIELDS_LISTED:
-        problems.append(f"{path}: ... and {len(differences) - METRIC_FIELDS_LISTED} more metric field(s) "
-                        "differ from those recomputed")
-    return problems
+def failure_summary(rows: Iterable[dict]) -> dict[str, Any]:
+    """The results' ``failures`` of prediction rows (:class:`FailureCounts`)."""
+    counts = FailureCounts()
+    for row in rows:
+        counts.add(row["prediction"])
+    return counts.summary()
+
+
+def answer_quality(rows: Iterable[dict]) -> dict[str, Any]:
+    """The results' ``answer_quality`` of prediction rows (:class:`AnswerQualityCounts`)."""
+    counts = AnswerQualityCounts()
+    for row in rows:
+        counts.add(row["prediction"])
+    return counts.summary()
+
+
+class PredictionsRecount:
+    """What validation needs of a results file's predictions, gathered one checked row at a time
+    (:meth:`add`) so that the rows themselves can be dropped: their count, the set of sample ids,
+    the failures and answer quality counts, and each row's metric input (:func:`judged_of`; equal
+    inputs share one object, so the list costs a pointer per row)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.sample_ids: set[str] = set()
+        self.failures = FailureCounts()
+        self.answer_quality = AnswerQualityCounts()
+        self.judged: list[Judged] = []
+        self._shared: dict[Judged, Judged] = {}
+
+    def add(self, row: dict) -> None:
+        """Count one row checked by :func:`load_results`."""
+        self.rows += 1
+        self.sample_ids.add(row["sample_id"])
+        self.failures.add(row["prediction"])
+        self.answer_quality.add(row["prediction"])
+        judged = judged_of(row)
+        self.judged.append(self._shared.setdefault(judged, judged))
+
+    def problems(self, path: str | Path, results: dict[str, Any]) -> list[str]:
+        """:func:`validate_results`'s problems of results file ``path`` (``results``, as loaded) with
+        these predictions: duplicate ids, counts (targets, users), failures and answer quality
+        recounted, and metrics recomputed (differing fields named as in :func:`validate_results`)."""
+        problems = []
+        if len(self.sample_ids) != self.rows:
+            problems.append(f"{path}: duplicate sample ids in predictions")
+        if results["predictions"]["count"] != self.rows or results["split"]["targets"] != self.rows:
+            problems.append(f"{path}: predictions count {self.rows} differs from the recorded count")
+        users = len({j.user_id for j in self._shared})
+        if results["split"]["users"] != users:
+            problems.append(f"{path}: split users {results['split']['users']} differs from the {users} users of the predictions")
+        for name, recount in (("failures", self.failures.summary()), ("answer_quality", self.answer_quality.summary())):
+            if name in results and results[name] != recount:
+                problems.append(f"{path}: {name} {results[name]!r} differs from the predictions' {recount!r}")
+        if not self.rows:
+            return problems + [f"{path}: no predictions"]
+        boot = results["metrics"]["bootstrap"]  # integers by the schema, though JSON may spell them 1000.0
+        recomputed = compute_metrics(self.judged, n_bootstrap=int(boot["resamples"]), seed=int(boot["seed"]))
+        differences = [difference for key, value in recomputed.items()
+                       for difference in metric_differences(results["metrics"].get(key, MISSING), value, f"metrics.{key}")]
+        problems += [f"{path}: {field}: stored {_shown_metric(stored)}, recomputed {_shown_metric(value)}"
+                     for field, stored, value in differences[:METRIC_FIELDS_LISTED]]
+        if len(differences) > METRIC_FIELDS_LISTED:
+            problems.append(f"{path}: ... and {len(differences) - METRIC_FIELDS_LISTED} more metric field(s) "
+                            "differ from those recomputed")
+        return problems
 
 
 METRIC_FIELDS_LISTED = 5  # differing metric fields named one by one; the rest are counted

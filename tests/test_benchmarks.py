@@ -121,5 +121,5 @@ def test_report_scale_writes_valid_results_deterministically(tmp_path):
     for a, b in zip(first, second):
         jsonl = lambda p: p.with_name(p.stem + ".predictions.jsonl")  # noqa: E731
         assert a.read_bytes() == b.read_bytes() and jsonl(a).read_bytes() == jsonl(b).read_bytes()
-    _, rows = load_results(next(p for p in first if p.name.startswith("lvlm-judge")))
+    rows = list(load_results(next(p for p in first if p.name.startswith("lvlm-judge")))[1])
     assert len(rows) == 130 and all(r["prediction"]["rationale"] and len(r["prediction"]["dimensions"]) == 3 for r in rows)

@@ -115,6 +115,7 @@ def test_numeric_columns_sort_as_numbers_with_values_that_are_not_numbers_last(t
         make_results(results, name, accuracy=accuracy)
     path = make_results(results, "undecided")
     data, rows = load_results(path)
+    rows = list(rows)
     for row in rows:
         row["prediction"].update(label="TIE", score_a=0.5, score_b=0.5)
     data["metrics"] = compute_metrics(judged_from_rows(rows), n_bootstrap=50, seed=0)

@@ -306,6 +306,7 @@ def test_unusual_but_valid_predictions_still_render(tmp_path):
 
     path = make_results(tmp_path / "results", "odd", users=2, per_user=2)
     results, rows = load_results(path)
+    rows = list(rows)
     rows[0]["prediction"]["dimensions"] = [{"score_a": 3}, "not an object", {"name": "Only a name"}]
     rows[1]["prediction"]["raw_text"] = "x" * 10_000
     write_results(path, results, rows)
@@ -473,6 +474,7 @@ def test_per_user_distribution_shows_the_quartiles_and_histogram_of_acc_w_tie(tm
 
     path = make_results(tmp_path / "results", "spread", kind="reasoning", users=5, per_user=5)
     results, rows = load_results(path)
+    rows = list(rows)
     for row in rows:
         u, t = (int(x[1:]) for x in row["sample_id"].split("/"))
         row["gold"] = "A"

@@ -910,6 +910,74 @@ def test_validate_takes_a_results_directory_as_report_and_leaderboard_do(tmp_pat
     assert captured.out == "" and captured.err == f"error: no results files (*.json) under {empty}; nothing to validate (run `pigbench run` first)\n"
 
 
+def _with_predictions(path: Path, data: bytes) -> Path:
+    """Replace results file ``path``'s predictions with ``data``, the recorded sha256 updated to match."""
+    import hashlib
+
+    results = json.loads(path.read_text())
+    path.with_name(results["predictions"]["path"]).write_bytes(data)
+    results["predictions"]["sha256"] = hashlib.sha256(data).hexdigest()
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_validate_reads_predictions_line_by_line_with_the_errors_of_reading_them_whole(tmp_path):
+    """Validation now reads the predictions file one line at a time, yet reports what reading it
+    whole did: a hash mismatch before any row problem, a byte that is not UTF-8 (on any line)
+    before a malformed row above it, lines counted as str.splitlines counts them (CRLF endings
+    read as before); a malformed row stops the rows yielded."""
+    from synthetic_results import make_results
+
+    from pigbench.results import ResultsError, load_results
+
+    path = make_results(tmp_path / "results", "lines", users=2, per_user=3)
+    jsonl = path.with_name(path.stem + ".predictions.jsonl")
+    lines = jsonl.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 6 and validate_results(path) == []
+    _with_predictions(path, b"".join(line.replace(b"\n", b"\r\n") for line in lines))
+    assert validate_results(path) == []
+
+    broken = [lines[0], b'{"sample_id": 1}\n', *lines[2:4], lines[4].replace(b"hydrant", b"hydr\xe9nt"), lines[5]]
+    _with_predictions(path, b"".join(broken))
+    column = lines[4].index(b"hydrant") + 5  # counted from 1
+    assert validate_results(path) == [f"{jsonl}: line 5: byte {column} (0xe9) is not UTF-8"]
+    broken[4] = lines[4]
+    _with_predictions(path, b"".join(broken))
+    assert validate_results(path) == [f"{jsonl}: line 2: malformed prediction row (sample_id must be a string, not 1)"]
+    results, rows = load_results(path)
+    assert next(rows)["sample_id"] == json.loads(lines[0])["sample_id"]
+    with pytest.raises(ResultsError, match="line 2: malformed"):
+        next(rows)
+    jsonl.write_bytes(b"".join(lines))  # the recorded hash is that of the broken file
+    _with_predictions(path, b"".join(broken))
+    jsonl.write_bytes(b"".join(broken[:5]) + b"not json\n")
+    assert validate_results(path) == [f"{path}: {jsonl.name} does not match the recorded sha256"]
+
+
+def test_validate_memory_does_not_grow_with_the_predictions_rows(tmp_path):
+    """Validation read a predictions file whole: its bytes, text, lines and every row (529 MiB for
+    a 100,000-row judge file). It now keeps per row only the sample id and a pointer to a shared
+    metric input, so four times the rows (of 1.5 KiB each) add about 150 bytes per row to the peak (with
+    the users' metrics), where reading them whole added 8.8 KiB."""
+    import tracemalloc
+
+    from synthetic_results import make_results
+
+    def peak(users: int) -> int:
+        path = make_results(tmp_path / str(users), "judge", kind="reasoning", users=users, per_user=60, dimensions=3,
+                            n_bootstrap=2, rationale=lambda j: f"A suits this user's taste in warm, soft light (case {j}). " * 20)
+        tracemalloc.start()
+        problems = validate_results(path)
+        used = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert problems == []
+        return used
+
+    small, large = peak(10), peak(40)
+    added_rows = (40 - 10) * 60
+    assert large - small < 300 * added_rows, (small, large, (large - small) / added_rows)
+
+
 def test_rows_follow_the_split_and_validate_catches_a_repeated_id_or_a_wrong_target_count(tmp_path):
     import hashlib
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pigbench.report.digest import SAMPLES_PER_PAGE, Digest, digest_rows
-from pigbench.results import ResultsError, load_results, loaded_results_problems
+from pigbench.report.digest import SAMPLES_PER_PAGE, Digest, DigestBuilder
+from pigbench.results import PredictionsRecount, ResultsError, load_results
 
 WITHOUT_REFERENCE = "without reference"
 WITH_REFERENCE = "with reference"
@@ -109,8 +109,8 @@ def find_results_files(root: Path) -> list[Path]:
 
 def collect(root: str | Path, samples: int = SAMPLES_PER_PAGE) -> Collection:
     """Validate every results file under ``root``; admit those without problems. Each file's
-    predictions are read once and kept only as their digest (``samples``: sample rows kept per file),
-    so that memory does not grow with the predictions of all files.
+    predictions are read once, one row at a time, and kept only as their digest (``samples``: sample
+    rows kept per file), so that memory does not grow with the predictions' rows.
 
     Raises ``FileNotFoundError`` when ``root`` is not a directory (missing, or a file)."""
     root = Path(root)
@@ -128,15 +128,21 @@ def collect(root: str | Path, samples: int = SAMPLES_PER_PAGE) -> Collection:
 
 
 def _admit(path: Path, relpath: str, samples: int) -> Entry | Rejected:
-    """One results file validated and digested; its prediction rows are freed on return."""
-    try:  # read once: the rows digested are the rows validated
+    """One results file validated and digested in one read of its predictions, row by row: the rows
+    digested are the rows validated, and none is kept beyond the digest's samples."""
+    recount = PredictionsRecount()
+    try:
         results, rows = load_results(path)
-        problems = loaded_results_problems(path, results, rows)
+        builder = DigestBuilder(results["evaluator"]["kind"], samples)
+        for row in rows:
+            recount.add(row)
+            builder.add(row)
+        problems = recount.problems(path, results)
     except ResultsError as exc:
         problems = [str(exc)]
     if problems:
         return Rejected(relpath, [_without_path(p, path) for p in problems])
-    return Entry(relpath, results, digest_rows(rows, results["evaluator"]["kind"], samples))
+    return Entry(relpath, results, builder.digest())
 
 
 def output_dir(path: str | Path, results: str | Path) -> Path:

@@ -1,25 +1,29 @@
 """What the report and the leaderboard keep of one results file's predictions.
 
 A results file can hold hundreds of thousands of predictions and a results directory dozens of
-files, so :func:`pigbench.report.collect.collect` reads each file's predictions once, right after
-validating them, into a :class:`Digest` and drops the rows: the pages and tables need only
+files, so :func:`pigbench.report.collect.collect` reads each file's predictions once, one row at a
+time, validating each row and adding it to a :class:`DigestBuilder`, and drops the rows: the pages
+and tables need only
 
 * the sample predictions an evaluator page shows (:func:`sample_rows`),
 * for a similarity metric, Spearman's rho of its score difference against the gold preference
   (:func:`rank_correlation`),
 * the dimension names of each user's predictions, counted, for the dimension analysis.
 
-Memory then grows with one file's predictions plus these summaries, not with all predictions of
-all files.
+Memory then grows with these summaries and validation's recount
+(:class:`pigbench.results.PredictionsRecount`, about 150 bytes per prediction), not with the
+predictions' rows.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
 SAMPLES_PER_PAGE = 20
 GOLD_CODE = {"A": 1.0, "TIE": 0.0, "B": -1.0}
@@ -39,51 +43,107 @@ class Digest:
     samples_with_dimensions: int = 0
 
 
-def digest_rows(rows: list[dict], kind: str, samples: int = SAMPLES_PER_PAGE) -> Digest:
+class DigestBuilder:
+    """The :class:`Digest` of one file's validated prediction rows, built one row at a time
+    (:meth:`add`, then :meth:`digest`) while the rows stream past: it keeps the ``samples`` best
+    sample rows so far, a score pair per target for a similarity metric (``kind``), and the
+    dimension counts."""
+
+    def __init__(self, kind: str, samples: int = SAMPLES_PER_PAGE) -> None:
+        self.samples = SampleChooser(samples)
+        self.scores = ScorePairs() if kind == "similarity" else None
+        self.dimensions: Counter[tuple[str, str]] = Counter()
+        self.with_dimensions = 0
+
+    def add(self, row: dict) -> None:
+        self.samples.add(row)
+        if self.scores is not None:
+            self.scores.add(row)
+        names = dimension_names(row["prediction"])
+        self.with_dimensions += bool(names)
+        for name in names:
+            self.dimensions[name, row["user_id"]] += 1
+
+    def digest(self) -> Digest:
+        return Digest(self.samples.rows(), None if self.scores is None else self.scores.correlation(),
+                      self.dimensions, self.with_dimensions)
+
+
+def digest_rows(rows: Iterable[dict], kind: str, samples: int = SAMPLES_PER_PAGE) -> Digest:
     """The :class:`Digest` of one file's validated prediction rows (``kind``: the evaluator's kind;
     ``samples``: how many sample rows to keep)."""
-    dimensions: Counter[tuple[str, str]] = Counter()
-    with_dimensions = 0
+    builder = DigestBuilder(kind, samples)
     for row in rows:
-        names = dimension_names(row["prediction"])
-        with_dimensions += bool(names)
-        for name in names:
-            dimensions[name, row["user_id"]] += 1
-    return Digest(sample_rows(rows, samples), rank_correlation(rows) if kind == "similarity" else None,
-                  dimensions, with_dimensions)
+        builder.add(row)
+    return builder.digest()
 
 
-def sample_rows(rows: list[dict], limit: int = SAMPLES_PER_PAGE) -> list[dict]:
-    """Up to ``limit`` rows for inspection: those with rationales or dimensions first, then errors,
-    then the rest; within each group users take turns (their first rows, then their second, ...)."""
-    def rank(row: dict) -> int:
+class SampleChooser:
+    """Up to ``limit`` rows for inspection, chosen while rows stream past: those with rationales or
+    dimensions first, then errors, then the rest; within each group users take turns (their first
+    rows, then their second, ...). Holds the ``limit`` best rows so far and a count per user."""
+
+    def __init__(self, limit: int = SAMPLES_PER_PAGE) -> None:
+        self.limit = limit
+        self._seen: Counter[tuple[int, str]] = Counter()
+        self._best: list[tuple[tuple[int, int, int], dict]] = []  # max-heap of (negated key, row)
+        self._index = 0
+
+    def add(self, row: dict) -> None:
         p = row["prediction"]
-        return 0 if p.get("rationale") or p.get("dimensions") else 1 if p.get("error") else 2
+        group = 0 if p.get("rationale") or p.get("dimensions") else 1 if p.get("error") else 2
+        key = (-group, -self._seen[(group, row["user_id"])], -self._index)  # keys are unique: rows never compared
+        self._seen[(group, row["user_id"])] += 1
+        self._index += 1
+        if len(self._best) < self.limit:
+            heapq.heappush(self._best, (key, row))
+        elif self._best and key > self._best[0][0]:
+            heapq.heapreplace(self._best, (key, row))
 
-    seen: Counter[tuple[int, str]] = Counter()
-    keys = []
-    for i, row in enumerate(rows):
-        group = rank(row)
-        keys.append((group, seen[(group, row["user_id"])], i))
-        seen[(group, row["user_id"])] += 1
-    return [rows[k[2]] for k in sorted(keys)[:limit]]
+    def rows(self) -> list[dict]:
+        """The rows chosen, best first."""
+        return [row for _, row in sorted(self._best, reverse=True)]
 
 
-def rank_correlation(rows: list[dict]) -> tuple[Optional[float], int]:
-    """Spearman's rho of score difference vs gold code, and how many targets had both scores.
-    None when fewer than 3 targets have scores or either side is constant."""
-    from scipy.stats import spearmanr
-
-    deltas, golds = [], []
+def sample_rows(rows: Iterable[dict], limit: int = SAMPLES_PER_PAGE) -> list[dict]:
+    """The :class:`SampleChooser` choice of up to ``limit`` rows."""
+    chooser = SampleChooser(limit)
     for row in rows:
+        chooser.add(row)
+    return chooser.rows()
+
+
+class ScorePairs:
+    """Score difference and gold code of each target with both scores, gathered row by row (8 bytes
+    each) for Spearman's rho (:meth:`correlation`)."""
+
+    def __init__(self) -> None:
+        self.deltas, self.golds = array("d"), array("d")
+
+    def add(self, row: dict) -> None:
         a, b = row["prediction"].get("score_a"), row["prediction"].get("score_b")
         if a is None or b is None or math.isnan(a - b):
-            continue
-        deltas.append(a - b)
-        golds.append(GOLD_CODE[row["gold"]])
-    if len(deltas) < 3 or len(set(deltas)) < 2 or len(set(golds)) < 2:
-        return None, len(deltas)
-    return float(spearmanr(deltas, golds).statistic), len(deltas)
+            return
+        self.deltas.append(a - b)
+        self.golds.append(GOLD_CODE[row["gold"]])
+
+    def correlation(self) -> tuple[Optional[float], int]:
+        """Spearman's rho of score difference vs gold code, and how many targets had both scores.
+        None when fewer than 3 targets have scores or either side is constant."""
+        from scipy.stats import spearmanr
+
+        deltas, golds = self.deltas, self.golds
+        if len(deltas) < 3 or len(set(deltas)) < 2 or len(set(golds)) < 2:
+            return None, len(deltas)
+        return float(spearmanr(deltas, golds).statistic), len(deltas)
+
+
+def rank_correlation(rows: Iterable[dict]) -> tuple[Optional[float], int]:
+    """:meth:`ScorePairs.correlation` of prediction rows."""
+    pairs = ScorePairs()
+    for row in rows:
+        pairs.add(row)
+    return pairs.correlation()
 
 
 def normalize(name: str) -> str:
