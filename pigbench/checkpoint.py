@@ -56,8 +56,7 @@ def from_pretrained_strict(model_class: Any, source: str, what: str, hint: str =
     transformers 5 reports no key for a clean save: tied weights (``lm_head`` with
     ``tie_word_embeddings``), non-persistent buffers and renamed legacy keys (Qwen2-VL's
     ``model.`` prefix) are left out of ``missing_keys``/``unexpected_keys`` by transformers itself."""
-    if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
-        raise CheckpointError(_incomplete(what, source, "config.json not found in the folder", hint))
+    check_config_file(source, what, hint)
     try:
         model, info = model_class.from_pretrained(source, local_files_only=cache_only(source),
                                                   output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
@@ -89,6 +88,13 @@ def check_keys(what: str, source: str, missing: Sequence[str], unexpected: Seque
         shapes = "" if mismatched is None else f", {len(misshaped)} misshaped key(s) {misshaped[:5]}"
         raise CheckpointError(f"{what} at {source!r} does not match the model: {len(missing)} missing key(s) "
                               f"{missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}{shapes}")
+
+
+def check_config_file(source: str, what: str, hint: str = "") -> None:
+    """A one-line CheckpointError (naming ``source``, ending with ``hint``) when ``source`` is a local
+    folder without ``config.json``; transformers' own OSError runs to several lines."""
+    if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
+        raise CheckpointError(_incomplete(what, source, "config.json not found in the folder", hint))
 
 
 def load_processor(source: str, what: str, hint: str = "") -> Any:

@@ -2,7 +2,9 @@
 
 Takes every `pigbench run` flag, with --reference-sizes instead of --reference-size. Each size is
 an ordinary run (resumable, with its own results file, variant suffix k<K>); a size that fails
-(e.g. no user has enough records) is reported and the others still run.
+(e.g. no user has enough records) is reported and the others still run. The dataset's default K
+gets a k<K> file too; `pigbench report` shows it and a plain run of the same split and settings as
+one ablation row ("(default) = k<K>").
 
 examples:
   pigbench sweep --evaluator color-reference --dataset demo --reference-sizes 1,2,4,8

@@ -7,6 +7,7 @@ the ``chromium`` fixture in conftest.py).
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,43 @@ def test_a_phone_annotator_ranks_by_tapping_and_a_failed_submission_keeps_the_ra
     row, = app["store"].own_rankings("annotator001")
     assert row["screen_ranks"] == [2, 1, 2, 4]
     context.close()
+
+
+def test_elapsed_time_of_a_set_covers_the_page_loads_before_a_reload(browser, app):
+    """elapsed_ms ran from the last page load only, so a reload mid-set dropped the time spent before it.
+    The set's start is now kept in the tab across reloads and forgotten once the set is saved."""
+    store = app["store"]
+    before_sign_in = time.monotonic()
+    page = sign_in(browser, app, "annotator001")
+    first_ready = time.monotonic()
+    first = json.loads(page.get_attribute("#task", "data-task"))["set_id"]
+    page.wait_for_timeout(1500)  # time spent on the set before the reload
+    page.reload()
+    wait_ready(page)
+    for card, tier in (("A", 1), ("B", 2), ("C", 3), ("D", 4)):
+        page.drag_and_drop(f"#card-{card}", f"#tier-{tier}")
+    clicked = time.monotonic()
+    page.click("#submit")
+    expect(page.locator("#progress-text")).to_have_text("Set 2 of 3")
+    wait_ready(page)
+    saved = time.monotonic()
+    row, = store.own_rankings("annotator001")
+    assert row["set_id"] == first
+    # the first load's script ran before first_ready, the submission after clicked
+    assert 1000 * (clicked - first_ready) <= row["elapsed_ms"] <= 1000 * (saved - before_sign_in)
+    kept = page.evaluate("Object.keys(sessionStorage)")
+    assert not any(first in key for key in kept) and len(kept) == 1  # the saved set's start is gone, set 2's is kept
+
+    # a start kept for more than a day (a set left open for another day) is not counted: the time restarts
+    second = json.loads(page.get_attribute("#task", "data-task"))["set_id"]
+    key, = kept
+    assert second in key
+    page.evaluate("key => sessionStorage.setItem(key, String(Date.now() - 3 * 24 * 3600 * 1000))", key)
+    page.reload()
+    wait_ready(page)
+    reloaded = time.monotonic()
+    for card, tier in (("A", 1), ("B", 1), ("C", 3), ("D", 4)):
+        page.drag_and_drop(f"#card-{card}", f"#tier-{tier}")
+    page.click("#submit")
+    expect(page.locator("#progress-text")).to_have_text("Set 3 of 3")
+    assert store.own_rankings("annotator001")[1]["elapsed_ms"] <= 1000 * (time.monotonic() - reloaded)

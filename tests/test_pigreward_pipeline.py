@@ -262,6 +262,33 @@ def test_a_served_refusal_is_a_refused_answer_and_no_rationale(tmp_path):
     assert pipeline.cache.get(context_key("u1", U1)).rationales == ("a1>b1", "")
 
 
+def test_a_refused_or_empty_rationale_is_noted_in_the_users_predictions_also_from_the_cache(tmp_path):
+    """A reasoner's refusal left the user's rationale empty with no note in the results: the context
+    said "(no rationale)" and the predictions nothing. Each prediction now lists the reference pairs
+    without a rationale; the cache file and the prompts are as before."""
+
+    class RefusingReasoner(Recorder):
+        def generate(self, prompts, params, share_keys=None):
+            out = super().generate(prompts, params, share_keys)
+            return [Generation("I can't help with that.", refused=True) if '"p2"' in p.parts[0].value else g
+                    for p, g in zip(prompts, out)]
+
+    model = RefusingReasoner()
+    pipeline = PIGRewardPipeline(model, model, UserContextCache(tmp_path, "f"), PIGRewardConfig().settings())
+    first = pipeline.predict([episode("u1", U1, "s1"), episode("u2", U2, "s2"), episode("u3", U1[:1], "s3")])
+    assert [p.label for p in first] == [Label.A] * 3  # the reward step answered
+    assert first[0].extra["reasoner_empty_rationales"] == [2]  # refused
+    assert first[1].extra["reasoner_empty_rationales"] == [1]  # replied with blanks only
+    assert "reasoner_empty_rationales" not in first[2].extra
+    (reward_prompts, _, _) = model.calls[1]
+    assert any('2. Prompt: "p2". (no rationale)' in x.value for x in reward_prompts[0].parts if x.type == "text")
+    rows = {row["user_id"]: row for row in map(json.loads, pipeline.cache.path.read_text().splitlines())}
+    assert set(rows["u1"]) == {"key", "user_id", "rationales", "context"} and rows["u1"]["rationales"] == ["a1>b1", ""]
+    again = PIGRewardPipeline(Recorder(), Recorder(), UserContextCache(tmp_path, "f"), PIGRewardConfig().settings())
+    (cached,) = again.predict([episode("u1", U1, "s4")])
+    assert cached.extra["reasoner_empty_rationales"] == [2] and again.reasoner.calls == []
+
+
 @pytest.mark.parametrize("use_reasoner", [True, False])
 def test_without_references_the_reward_prompt_claims_no_past_choices(use_reasoner):
     """K = 0: the prompt said 'What this user's past choices say about their taste:' (or 'This user's

@@ -230,8 +230,29 @@ def test_ablation_rows_of_a_sweep_follow_k_as_a_number(tmp_path):
     make_results(tmp_path, "sim")
     for k in (1, 2, 4, 16):
         make_results(tmp_path, "sim", variant=f"k{k}", reference_size=k)
+    make_results(tmp_path, "sim", variant="k32", reference_size=32)
     (table,) = ablation_tables(collect(tmp_path))
-    assert [r.label for r in table.groups[0][1]] == ["(default)", "k1", "k2", "k4", "k16"]
+    # the default run has K=4 (make_results' default), so it and k4 are one run: one row
+    assert [r.label for r in table.groups[0][1]] == ["(default) = k4", "k1", "k2", "k16", "k32"]
+
+
+def test_the_sweeps_file_for_the_default_k_and_the_plain_run_are_one_ablation_row(tmp_path):
+    """`pigbench sweep` writes a k<K> file for the dataset's default K too: the same split and settings
+    as the plain results file, which the ablation table showed as two rows of one run."""
+    plain = make_results(tmp_path, "sim", accuracy=0.9)
+    make_results(tmp_path, "sim", variant="k4", reference_size=4)  # default K: same split fingerprint
+    make_results(tmp_path, "sim", variant="k2", reference_size=2)
+    limited = make_results(tmp_path, "sim", variant="k4-limit", reference_size=4, users=3)  # fewer targets: another run
+    (table,) = ablation_tables(collect(tmp_path))
+    rows = table.groups[0][1]
+    assert [r.label for r in rows] == ["(default) = k4", "k2", "k4-limit"]
+    assert rows[0].cells[2].value == json.loads(plain.read_text())["metrics"]["acc_w_tie"]["micro"]
+    assert rows[2].cells[1] == str(json.loads(limited.read_text())["metrics"]["n"])
+    assert ("(default) = k4: one run in 2 results files (synth/sim.json, synth/sim__k4.json); the row shows "
+            "synth/sim.json") in table.notes
+    make_results(tmp_path, "sim", variant="tau05", config={"tie_threshold": 0.5})  # same split, another config
+    (table,) = ablation_tables(collect(tmp_path))
+    assert [r.label for r in table.groups[0][1]] == ["(default) = k4", "k2", "k4-limit", "tau05"]
 
 
 def test_rank_correlation_follows_the_score_difference():
@@ -610,7 +631,8 @@ def test_accuracy_vs_reference_size_orders_points_by_k_and_draws_each_panel_with
 
 def test_ablation_rows_show_each_runs_rates_and_mark_the_best_of_every_accuracy(tmp_path):
     """The tie-rate and invalid-rate columns and the decisive-accuracy marks, recomputed from the predictions."""
-    paths = [make_results(tmp_path, "scorer", accuracy=0.9), make_results(tmp_path, "scorer", variant="v2", accuracy=0.5)]
+    paths = [make_results(tmp_path, "scorer", accuracy=0.9), make_results(tmp_path, "scorer", variant="v2", accuracy=0.5,
+                                                                          config={"tie_threshold": 0.1})]
     (table,) = ablation_tables(collect(tmp_path))
     assert table.columns == ["Settings", "N", "acc w/ tie", "acc w/o tie", "decisive acc", "tie rate", "invalid rate"]
     # the rates are fractions beside accuracies in percent: a note says which unit each has

@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from pigbench.evaluator import Runtime
+from pigbench.evaluator import RequirementError, Runtime
 from pigbench.evaluators._weights import CheckpointError
 from pigbench.registry import evaluators
 from scalar_fixtures import clip_image_processor, clip_tokenizer, run_predict, standard_episodes, tiny_clip_config, write_images
@@ -204,3 +204,22 @@ def test_another_clip_config_does_not_reuse_the_disk_cached_image_tokens(mps_set
     fresh = scores(other, None)
     assert fresh != first
     assert scores(other, str(tmp_path / "cache")) == fresh
+
+
+def test_a_clip_folder_without_config_json_says_it_is_incomplete(mps_setup, tmp_path):
+    """CLIPConfig.from_pretrained ran before any folder check, so a CLIP-H folder without config.json
+    raised transformers' several-line OSError instead of the one-line message the other evaluators give."""
+    import shutil
+
+    from pigbench.runner import set_up
+
+    root = mps_setup[0]
+    clip = tmp_path / "clip"
+    shutil.copytree(root / "clip", clip)
+    (clip / "config.json").unlink()
+    cls = evaluators.get("mps")
+    with pytest.raises(RequirementError) as info:
+        set_up(cls(cls.Config(model_path=str(root / "MPS_overall_checkpoint.pth"), clip_path=str(clip))), "mps")
+    assert str(info.value) == (f"the CLIP-H config/processor at '{clip}' is incomplete: config.json not found in the folder; "
+                               f"download the whole model folder (`hf download {cls.default_clip} --local-dir DIR`), "
+                               "then pass --option clip_path=DIR or set PIGBENCH_MPS_CLIP_PATH=DIR")

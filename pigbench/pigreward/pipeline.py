@@ -14,7 +14,10 @@ per-image sums as ``score_a``/``score_b``, the justifications as ``rationale``, 
 when the reply stopped at ``max_new_tokens``), ``served`` (a server's word on who answered: another
 ``model`` than asked for, a ``system_fingerprint``), ``reasoner_served`` (the same for the user
 context's rationales, one record per rationale, stored with the context; only when a server said
-anything about them) and, when the reply is unparseable, ``invalid_reason`` (an unparseable reply
+anything about them), ``reasoner_empty_rationales`` (the numbers, from 1, of the user's reference
+pairs whose rationale is empty because the reasoner refused or replied with nothing: the context
+says "(no rationale)" there; read from the stored rationales, so a cached context gives the same;
+only when there is one) and, when the reply is unparseable, ``invalid_reason`` (an unparseable reply
 is an answer, not an ``error``; a truncated one says it was cut, a served refusal that the model refused).
 """
 
@@ -103,8 +106,12 @@ class PIGRewardPipeline:
         for (i, key, _), gen in zip(todo, gens):
             predictions[i] = prediction = self.to_prediction(episodes[i].sample_id, gen, key)
             context = contexts.get(key)
-            if isinstance(context, UserContext) and context.served:
-                prediction.extra["reasoner_served"] = list(context.served)
+            if isinstance(context, UserContext):
+                if context.served:
+                    prediction.extra["reasoner_served"] = list(context.served)
+                empty = [k for k, why in enumerate(context.rationales, 1) if not why.strip()]
+                if empty:
+                    prediction.extra["reasoner_empty_rationales"] = empty
         return predictions  # type: ignore[return-value]
 
     def to_prediction(self, sample_id: str, gen: Generation, key: str) -> Prediction:

@@ -8,7 +8,8 @@ the run without a variant suffix if there is one, otherwise the run with the mos
 those on the dataset's main split, or among all if none is on it (named in the table notes).
 
 An **ablation table** lists every run of one evaluator on one dataset (its variants, e.g.
-PIGReward's switches or a reference-size sweep) with the settings that differ between them.
+PIGReward's switches or a reference-size sweep) with the settings that differ between them; results
+files of the same run (the sweep's file for the dataset's default K and the plain one) are one row.
 
 :class:`Table` is format-independent; :func:`to_markdown`, :func:`to_latex` and :func:`to_html`
 render it, escaping every text that comes from results.
@@ -168,18 +169,29 @@ def main_table(collection: Collection) -> Table:
 
 
 def ablation_tables(collection: Collection) -> list[Table]:
-    """One table per (evaluator, dataset) with two or more runs; rows by variant in natural order
-    (the run without a variant first, then k1, k2, k16: numbers compare as numbers), then path."""
+    """One table per (evaluator, dataset) with two or more distinct runs; rows by variant in natural
+    order (the run without a variant first, then k1, k2, k16: numbers compare as numbers), then path.
+    Files of the same run (:func:`same_run_key`; e.g. the plain results file and the ``k<K>`` file
+    that ``pigbench sweep`` writes for the dataset's default K) are one row, the first file's numbers,
+    labelled with every variant (``(default) = k4``) and named in a note."""
     runs: dict[tuple[str, str], list[Entry]] = defaultdict(list)
     for e in sorted(collection.entries, key=lambda e: (_natural(e.variant or ""), e.relpath)):
         runs[(e.evaluator, e.dataset)].append(e)
     tables = []
-    for (ev, ds), entries in sorted(runs.items()):
-        if len(entries) < 2:
+    for (ev, ds), all_entries in sorted(runs.items()):
+        same: dict[tuple, list[Entry]] = defaultdict(list)
+        for e in all_entries:
+            same[same_run_key(e)].append(e)
+        groups = list(same.values())  # in the entries' order: the first file of each run gives its row
+        if len(groups) < 2:
             continue
+        entries = [files[0] for files in groups]
+        labels = [" = ".join(f.variant or "(default)" for f in files) for files in groups]
+        merged = [f"{label}: one run in {len(files)} results files ({', '.join(f.relpath for f in files)}); "
+                  f"the row shows {files[0].relpath}" for label, files in zip(labels, groups) if len(files) > 1]
         settings = differing_settings(entries)
         rows = [
-            Row(e.variant or "(default)", [
+            Row(labels[i], [
                 settings[i], str(e.results["metrics"]["n"]),
                 Cell(e.accuracy("acc_w_tie"), e.ci("acc_w_tie")),
                 Cell(e.accuracy("acc_wo_tie"), e.ci("acc_wo_tie")),
@@ -194,9 +206,19 @@ def ablation_tables(collection: Collection) -> list[Table]:
             row_header="Variant",
             columns=["Settings", "N", "acc w/ tie", "acc w/o tie", "decisive acc", "tie rate", "invalid rate"],
             groups=mark_best([("", rows)], [2, 3, 4]),
-            notes=[CI_NOTE, RATE_NOTE],
+            notes=[CI_NOTE, RATE_NOTE, *merged],
         ))
     return tables
+
+
+def same_run_key(e: Entry) -> tuple:
+    """What makes two results files of one evaluator on one dataset the same run: the evaluator's
+    version, config hash, models and swap setting, the split's fingerprint and number of targets, and
+    the dataset options (:func:`dataset_options`)."""
+    ev, split = e.results["evaluator"], e.results["split"]
+    return (ev.get("version"), ev["config_hash"], json.dumps(ev.get("models"), sort_keys=True, default=str),
+            bool(ev.get("swap")), split["fingerprint"], split["targets"],
+            json.dumps(dataset_options(e), sort_keys=True, default=str))
 
 
 def _natural(text: str) -> list[Union[str, int]]:

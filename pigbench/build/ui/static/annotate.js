@@ -6,9 +6,37 @@
 const task = JSON.parse(document.getElementById("task").dataset.task);
 const cards = Array.from(document.querySelectorAll(".card"));
 const placement = cards.map(() => 0); // slot -> tier (0 = not placed)
-const started = Date.now();
 const submitButton = document.getElementById("submit");
 const message = document.getElementById("message");
+
+// elapsed_ms runs from the set's first display in this tab, not from the last page load: the start is
+// kept in sessionStorage (one tab's storage) under the set id, so a reload mid-set does not restart it,
+// and removed once the set is saved. A kept start in the future (the clock was set back) or older than
+// MAX_KEPT_START_MS (a set left for another day) is replaced by this load's time.
+const MAX_KEPT_START_MS = 24 * 60 * 60 * 1000;
+const startKey = `pigbench.annotate.started.${task.set_id}`;
+
+function startOfSet() {
+  const now = Date.now();
+  try {
+    const kept = Number(window.sessionStorage.getItem(startKey));
+    if (kept > 0 && kept <= now && now - kept <= MAX_KEPT_START_MS) return kept;
+    window.sessionStorage.setItem(startKey, String(now));
+  } catch (error) {
+    // storage disabled (privacy settings): the time then runs from this page load only
+  }
+  return now;
+}
+
+function forgetStart() {
+  try {
+    window.sessionStorage.removeItem(startKey);
+  } catch (error) {
+    // storage disabled: nothing was kept
+  }
+}
+
+const started = startOfSet();
 
 function ranks() {
   return placement.map((tier) => 1 + placement.filter((other) => other > 0 && other < tier).length);
@@ -50,6 +78,7 @@ async function submit() {
     body = { error: "the server could not be reached" };
   }
   if (response && (response.ok || response.status === 409)) {
+    forgetStart();
     window.location.assign("/task");
     return;
   }
