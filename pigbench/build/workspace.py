@@ -1,7 +1,7 @@
 """The build workspace: one directory that every ``pigbench build`` stage reads and extends.
 
-Layout (JSON-lines files are append-only: a stage resumes by skipping the keys already written,
-so a killed stage loses at most the item in progress)::
+Layout (JSON-lines files are append-only, except ``prompts.jsonl``, written whole in one atomic write: a
+stage resumes by skipping the keys already written, so a killed stage loses at most the item in progress)::
 
     <workdir>/
       build.json              the configuration each stage ran with (checked on resume)
