@@ -330,3 +330,26 @@ def test_cookies_are_secure_only_for_requests_over_https(tmp_path, behind_proxy,
         headers["X-Forwarded-Proto"] = forwarded
     cookies = _set_cookies(app, headers, scheme)
     assert len(cookies) == 2 and all(c.endswith("; Secure") == secure for c in cookies), cookies
+
+
+def test_init_again_to_add_sets_keeps_the_settings_it_is_not_given(tmp_path, capsys):
+    """`annotate init` is run again to add newly kept sets; it wrote its defaults over the stored settings, so
+    open signup was switched off (annotators signing in by id were turned away) and --min-sets/--max-sets/--seed
+    went back to 5/15/0 for every later annotator. Only the settings given change now."""
+    ws = workspace_with_sets(tmp_path / "ws", 4)
+    init = ["build", "--workdir", str(ws.root), "annotate", "init"]
+    assert cli(init + ["--min-sets", "2", "--max-sets", "3", "--seed", "7", "--open-signup"]) == 0
+    store = AnnotationStore(ws.annotate_db)
+    assert store.settings() == {"min_sets": 2, "max_sets": 3, "seed": 7, "open_signup": True}
+    capsys.readouterr()
+    assert cli(init) == 0
+    assert store.settings() == {"min_sets": 2, "max_sets": 3, "seed": 7, "open_signup": True}
+    assert "2-3 sets per annotator, seed 7, open signup on" in capsys.readouterr().out
+    assert cli(init + ["--max-sets", "4", "--no-open-signup"]) == 0
+    assert store.settings() == {"min_sets": 2, "max_sets": 4, "seed": 7, "open_signup": False}
+    assert cli(init + ["--min-sets", "5"]) == 2
+    assert "need 1 <= min sets <= max sets, got 5, 4" in capsys.readouterr().err
+    assert store.settings() == {"min_sets": 2, "max_sets": 4, "seed": 7, "open_signup": False}
+    fresh = AnnotationStore(tmp_path / "fresh.sqlite")
+    assert fresh.initialize() is not None
+    assert fresh.settings() == {"min_sets": 5, "max_sets": 15, "seed": 0, "open_signup": False}

@@ -126,3 +126,41 @@ def test_bad_count_and_non_utf8_source_are_one_line_errors(tmp_path, capsys):
                     "crème brûlée\tFood & Beverage\tSimple Detail\t\n".encode("latin-1"))
     assert cli(work + ["-n", "1", "--partiprompts", str(tsv)]) == 2
     assert capsys.readouterr().err == f"error: {tsv}: line 3 is not UTF-8 text (byte 0xe8); save the file as UTF-8\n"
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: no handler of the stage catches it."""
+
+
+def test_a_selection_killed_at_any_write_resumes_to_the_same_prompts(tmp_path, monkeypatch):
+    """prompts.jsonl was appended a line at a time and its settings saved after the last one: a run killed
+    in between left part of a selection that every rerun refused ("made with other settings (None); use
+    --force"). A kill at each fsync in turn must leave a workspace that a plain rerun completes."""
+    import os
+
+    args = ["prompts", "-n", "12", "--seed", "3"]
+    assert cli(["build", "--workdir", str(tmp_path / "clean"), *args]) == 0
+    expected = (tmp_path / "clean" / "prompts.jsonl").read_bytes()
+    real_fsync, kill_at = os.fsync, 1
+    while True:
+        work = str(tmp_path / f"killed-{kill_at}")
+        calls = []
+
+        def fsync(fd, kill_at=kill_at, calls=calls):
+            calls.append(fd)
+            if len(calls) == kill_at:
+                raise Killed
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        try:
+            cli(["build", "--workdir", work, *args])
+            finished = True
+        except Killed:
+            finished = False
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        assert cli(["build", "--workdir", work, *args]) == 0, f"killed at fsync {kill_at}"
+        assert (Path(work) / "prompts.jsonl").read_bytes() == expected
+        if finished:
+            break
+        kill_at += 1

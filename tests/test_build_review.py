@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from build_fixtures import workspace_with_sets, wsgi_call
 from pigbench.build.review import make_review_app
 from pigbench.build.sets import decisions, kept_sets
@@ -99,3 +101,26 @@ def test_the_review_page_answers_only_to_a_loopback_host(tmp_path):
     assert wsgi_call(at("rebound.example:8765"), "GET", "/api/sets")[0] == 403
     assert decisions(ws) == before and before[set_id]["decision"] == "drop"
     assert wsgi_call(at("lab-box:8765", make_review_app(ws, local_only=False)), "GET", "/api/sets")[0] == 200
+
+
+@pytest.mark.parametrize("name, line, field", [("prompts.jsonl", 2, "set_id"), ("variants.jsonl", 1, "variants"),
+                                               ("renders.jsonl", 3, "path"), ("review.jsonl", 2, "decision")])
+def test_a_workspace_record_without_a_field_stages_read_is_a_one_line_error(tmp_path, capsys, name, line, field):
+    """A record missing a field the stages read (a hand-edited or damaged line) ended every later stage in a
+    KeyError traceback; it is now one line naming the file, the line and the field."""
+    ws = workspace_with_sets(tmp_path / "ws", 3)
+    path = ws.root / name
+    records = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    del records[line - 1][field]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    assert cli(["build", "--workdir", str(ws.root), "review", "--summary"]) == 2
+    assert capsys.readouterr().err == f"error: {path}:{line}: no '{field}' field; repair or remove the line\n"
+
+
+def test_a_workspace_file_that_is_not_utf8_names_its_line(tmp_path, capsys):
+    """A byte that is not UTF-8 gave "error: 'utf-8' codec can't decode byte 0xff ..." naming no file."""
+    ws = workspace_with_sets(tmp_path / "ws", 2)
+    with ws.review.open("ab") as f:
+        f.write(b'{"set_id": "\xff"}\n')
+    assert cli(["build", "--workdir", str(ws.root), "review", "--summary"]) == 2
+    assert capsys.readouterr().err == f"error: {ws.review}:3: not UTF-8 text (byte 0xff); repair or remove the line\n"

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 from pigbench.build.expanders import RequestFailed, add_expander_arguments, expander_from_args
-from pigbench.build.workspace import Workspace, append_jsonl, read_jsonl, require_at_least_one
+from pigbench.build.workspace import (PROMPT_FIELDS, VARIANT_FIELDS, Workspace, append_jsonl, read_jsonl,
+                                      require_at_least_one)
 from pigbench.protocol import normalize_prompt
 
 VARIANTS = 4
@@ -122,8 +123,8 @@ def expand_prompt(expander: Expander, prompt: str, attempts: int = 3, max_chars:
 def expand_workspace(ws: Workspace, expander: Expander, attempts: int, max_chars: int,
                      limit: Optional[int] = None) -> tuple[int, list[str]]:
     """Expand every selected prompt not yet in ``variants.jsonl``; returns (written, failed set ids)."""
-    prompts = read_jsonl(ws.require(ws.prompts, "prompts"))
-    done = {r["set_id"] for r in read_jsonl(ws.variants)}
+    prompts = read_jsonl(ws.require(ws.prompts, "prompts"), PROMPT_FIELDS)
+    done = {r["set_id"] for r in read_jsonl(ws.variants, VARIANT_FIELDS)}
     pending = [p for p in prompts if p["set_id"] not in done][:limit]
     written, failed = 0, []
     for number, p in enumerate(pending, start=1):

@@ -43,7 +43,7 @@ from pigbench.build.agreement import kendall_tau_b, pairwise_disagreement, set_a
 from pigbench.build.annotate.store import AnnotationStore
 from pigbench.build.prompts import read_partiprompts
 from pigbench.build.sets import ImageSet, decisions, kept_sets, rendered_sets
-from pigbench.build.workspace import BuildError, Workspace, file_sha256, read_jsonl, write_atomic
+from pigbench.build.workspace import VARIANT_FIELDS, BuildError, Workspace, file_sha256, read_jsonl, write_atomic
 
 GENERATION_FIELDS = ("model", "scheduler", "scheduler_class", "steps", "guidance", "width", "height", "dtype",
                      "negative_prompt", "seed", "generator", "sha256", "diffusers_version", "torch_version")
@@ -246,7 +246,8 @@ def _generation_summary(sets: Sequence[ImageSet]) -> dict[str, Any]:
 
 def _expander_summary(ws: Workspace, sets: Sequence[ImageSet]) -> list[dict[str, Any]]:
     ids = {s.set_id for s in sets}
-    seen = {json.dumps(v["expander"], sort_keys=True) for v in read_jsonl(ws.variants) if v["set_id"] in ids}
+    seen = {json.dumps(v["expander"], sort_keys=True) for v in read_jsonl(ws.variants, VARIANT_FIELDS)
+            if v["set_id"] in ids}
     return [json.loads(e) for e in sorted(seen)]
 
 

@@ -9,6 +9,8 @@ prompt per category when N allows; within a category the prompts are drawn at ra
 seed. The same source, N, seed and challenge always give the same selection. A set id is
 derived from the prompt text, so it stays stable when the selection grows; a row that repeats an
 earlier one (same category and normalized prompt, hence the same set id) is dropped and reported.
+The selection is written whole, after its settings, in one atomic write: a killed run leaves it complete
+or absent, never part of it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import csv
 import hashlib
 import io
+import json
 import random
 import re
 import sys
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pigbench.adapter import DatasetError
-from pigbench.build.workspace import BuildError, Workspace, append_jsonl, read_jsonl
+from pigbench.build.workspace import BuildError, Workspace, read_jsonl, write_atomic
 from pigbench.protocol import normalize_prompt
 
 PARTI_COLUMNS = ("Prompt", "Category", "Challenge", "Note")
@@ -163,12 +166,17 @@ def main(args: argparse.Namespace) -> int:
                              "use --force to replace it or another --workdir")
         ws.prompts.unlink()
     chosen = select_prompts(rows, args.count, args.seed, args.challenge)
+    records = []
     for r in chosen:
         record = {"set_id": set_id_for(r.prompt, r.category), "base_prompt": r.prompt, **asdict(r)}
         record["source_row"] = record.pop("row")
         del record["prompt"]
-        append_jsonl(ws.prompts, record)
+        records.append(record)
+    # Settings first, then the whole selection in one atomic write: a killed run leaves either no
+    # prompts.jsonl (the rerun selects again) or the complete one with its settings (the rerun is a no-op).
     ws.save_stage_config("prompts", config)
+    write_atomic(ws.prompts, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                                     for r in records).encode("utf-8"))
     counts = Counter(r.category for r in chosen)
     by_category = ", ".join(f"{c} {k}" for c, k in sorted(counts.items()))
     print(f"selected {len(chosen)} prompts into {ws.prompts}: {by_category}")

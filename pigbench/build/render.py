@@ -25,8 +25,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from pigbench.build.workspace import (BuildError, Workspace, append_jsonl, file_sha256, read_jsonl, require_at_least_one,
-                                      write_atomic)
+from pigbench.build.workspace import (RENDER_FIELDS, VARIANT_FIELDS, BuildError, Workspace, append_jsonl, file_sha256,
+                                      read_jsonl, require_at_least_one, write_atomic)
 from pigbench.evaluator import RequirementError
 from pigbench.hub import cache_only
 
@@ -71,8 +71,8 @@ def image_seed(base_seed: int, set_id: str, index: int) -> int:
 def pending_jobs(ws: Workspace, settings: RenderSettings) -> list[RenderJob]:
     """Every image of every expanded set not yet recorded with an intact file (on disk, with the recorded sha256)
     rendered from its current variant (a set expanded again is rendered again)."""
-    variants = read_jsonl(ws.require(ws.variants, "expand"))
-    records = read_jsonl(ws.renders)
+    variants = read_jsonl(ws.require(ws.variants, "expand"), VARIANT_FIELDS)
+    records = read_jsonl(ws.renders, RENDER_FIELDS)
     wanted = _recorded_settings(settings)
     for r in records:
         found = {k: r.get(k) for k in wanted}

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from pigbench.build.workspace import BuildError, Workspace, append_jsonl, read_jsonl
+from pigbench.build.workspace import (PROMPT_FIELDS, RENDER_FIELDS, REVIEW_FIELDS, VARIANT_FIELDS, BuildError,
+                                      Workspace, append_jsonl, read_jsonl)
 
 DECISIONS = ("keep", "drop")
 
@@ -33,10 +34,10 @@ class ImageSet:
 
 def rendered_sets(ws: Workspace) -> list[ImageSet]:
     """Every set whose four images are rendered, in prompt-selection order."""
-    prompts = read_jsonl(ws.require(ws.prompts, "prompts"))
-    variants = {v["set_id"]: v["variants"] for v in read_jsonl(ws.variants)}
+    prompts = read_jsonl(ws.require(ws.prompts, "prompts"), PROMPT_FIELDS)
+    variants = {v["set_id"]: v["variants"] for v in read_jsonl(ws.variants, VARIANT_FIELDS)}
     renders: dict[tuple[str, int], dict[str, Any]] = {}
-    for r in read_jsonl(ws.renders):
+    for r in read_jsonl(ws.renders, RENDER_FIELDS):
         if (ws.root / r["path"]).is_file():
             renders[(r["set_id"], r["index"])] = r
     out = []
@@ -51,7 +52,7 @@ def rendered_sets(ws: Workspace) -> list[ImageSet]:
 
 def decisions(ws: Workspace) -> dict[str, dict[str, Any]]:
     """The latest review decision per set id."""
-    return {d["set_id"]: d for d in read_jsonl(ws.review)}
+    return {d["set_id"]: d for d in read_jsonl(ws.review, REVIEW_FIELDS)}
 
 
 def kept_sets(ws: Workspace) -> list[ImageSet]:

@@ -1,7 +1,7 @@
 """The build workspace: one directory that every ``pigbench build`` stage reads and extends.
 
-Layout (JSON-lines files are append-only: a stage resumes by skipping the keys already written,
-so a killed stage loses at most the item in progress)::
+Layout (JSON-lines files are append-only, except ``prompts.jsonl``, written whole in one atomic write: a
+stage resumes by skipping the keys already written, so a killed stage loses at most the item in progress)::
 
     <workdir>/
       build.json              the configuration each stage ran with (checked on resume)
@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from pigbench import atomic_file
 from pigbench.adapter import DatasetError
@@ -107,20 +107,38 @@ class Workspace:
         write_atomic(self.config_file, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
 
 
-def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
+PROMPT_FIELDS = ("set_id", "base_prompt", "category", "challenge")
+"""The fields of a ``prompts.jsonl`` record that later stages read."""
+VARIANT_FIELDS = ("set_id", "variants", "expander")
+"""The fields of a ``variants.jsonl`` record that later stages read."""
+RENDER_FIELDS = ("set_id", "index", "path", "seed", "sha256", "model")
+"""The fields of a ``renders.jsonl`` record that later stages read."""
+REVIEW_FIELDS = ("set_id", "decision", "reason")
+"""The fields of a ``review.jsonl`` record that later stages read."""
+
+
+def read_jsonl(path: PathLike, required: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every object in a JSON-lines file ([] if missing).
 
     A last line without its newline is an interrupted append and is ignored; any other
-    malformed line raises :class:`DatasetError` naming the file and line.
+    malformed line, text that is not UTF-8, or an object without one of the ``required`` fields
+    raises :class:`DatasetError` naming the file, the line and what to do.
     """
-    return list(iter_jsonl(path))
+    return list(iter_jsonl(path, required))
 
 
-def iter_jsonl(path: PathLike) -> Iterator[dict[str, Any]]:
+def iter_jsonl(path: PathLike, required: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+    """The objects of :func:`read_jsonl`, one at a time."""
     path = Path(path)
     if not path.exists():
         return
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte "
+                           f"0x{data[exc.start]:02x}); repair or remove the line") from None
     lines = text.split("\n")
     complete = lines[:-1]  # the part after the final newline is empty or an interrupted append
     for number, line in enumerate(complete, start=1):
@@ -129,9 +147,14 @@ def iter_jsonl(path: PathLike) -> Iterator[dict[str, Any]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{number}: not valid JSON ({exc})") from exc
+            raise DatasetError(f"{path}:{number}: not valid JSON ({exc}); repair or remove the line") from exc
         if not isinstance(obj, dict):
-            raise DatasetError(f"{path}:{number}: expected a JSON object, found {type(obj).__name__}")
+            raise DatasetError(f"{path}:{number}: expected a JSON object, found {type(obj).__name__}; "
+                               "repair or remove the line")
+        missing = [f for f in required if f not in obj]
+        if missing:
+            raise DatasetError(f"{path}:{number}: no {', '.join(repr(f) for f in missing)} field; "
+                               "repair or remove the line")
         yield obj
 
 

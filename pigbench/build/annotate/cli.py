@@ -1,6 +1,7 @@
 """``pigbench build annotate``: set up and serve the ranking web app for annotators.
 
-    init         load the kept sets into annotate.sqlite (again later to add newly kept sets); prints the admin token
+    init         load the kept sets into annotate.sqlite (again later to add newly kept sets: settings not
+                 given keep their values); prints the admin token
     invite       create N annotators with secret invite codes (printed as CSV: annotator_id,invite_code)
     serve        run the app on localhost (put it behind an HTTPS reverse proxy, with --behind-proxy, to reach remote annotators)
     status       print progress: rankings submitted, annotators per set
@@ -24,12 +25,12 @@ from pigbench.build.workspace import BuildError, Workspace, require_at_least_one
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     init = sub.add_parser("init", help="load the kept sets; create the database on first use")
-    init.add_argument("--min-sets", type=int, default=5, help="fewest sets per annotator (default 5)")
-    init.add_argument("--max-sets", type=int, default=15, help="most sets per annotator (default 15)")
-    init.add_argument("--seed", type=int, default=0, help="seed of assignments and screen orders")
-    init.add_argument("--open-signup", action="store_true",
+    init.add_argument("--min-sets", type=int, help="fewest sets per annotator (default 5)")
+    init.add_argument("--max-sets", type=int, help="most sets per annotator (default 15)")
+    init.add_argument("--seed", type=int, help="seed of assignments and screen orders (default 0)")
+    init.add_argument("--open-signup", action=argparse.BooleanOptionalAction,
                       help="let anyone sign in with a new annotator id (ids then act as passwords: "
-                           "trusted settings only)")
+                           "trusted settings only; default off)")
     invite = sub.add_parser("invite", help="create annotators with invite codes")
     invite.add_argument("--count", type=int, required=True)
     invite.add_argument("--prefix", default="annotator", help="annotator id prefix (default annotator -> annotator001)")
@@ -57,7 +58,10 @@ def main(args: argparse.Namespace) -> int:
             raise BuildError(f"no kept sets in {ws.root}: keep some with `pigbench build review` first")
         token = store.initialize(args.min_sets, args.max_sets, args.seed, args.open_signup)
         added = store.add_sets(sets)
-        print(f"{ws.annotate_db}: {added} new set(s), {len(sets)} kept set(s) offered")
+        settings = store.settings()
+        print(f"{ws.annotate_db}: {added} new set(s), {len(sets)} kept set(s) offered; "
+              f"{settings['min_sets']}-{settings['max_sets']} sets per annotator, seed {settings['seed']}, "
+              f"open signup {'on' if settings['open_signup'] else 'off'}")
         if token:
             print(f"admin token (shown once; `annotate admin-token` replaces it): {token}")
         return 0

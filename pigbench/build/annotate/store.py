@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS rankings (
   PRIMARY KEY (annotator_id, set_id), FOREIGN KEY (annotator_id, set_id) REFERENCES assignments);
 """
 ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+DEFAULT_SETTINGS: dict[str, Any] = {"min_sets": 5, "max_sets": 15, "seed": 0, "open_signup": False}
+"""The settings of a new database, for those ``annotate init`` is not given."""
 DEFAULT_SESSION_DAYS = 14.0
 MAX_ELAPSED_MS = 2**63 - 1  # SQLite's largest INTEGER; a larger (forged) time on a set is stored as unknown (NULL)
 
@@ -106,20 +108,25 @@ class AnnotationStore:
             conn.close()
 
     # -- set-up ---------------------------------------------------------------------------------------
-    def initialize(self, min_sets: int, max_sets: int, seed: int, open_signup: bool) -> Optional[str]:
-        """Create the schema and settings; returns a new admin token on first creation, else None."""
-        if not 1 <= min_sets <= max_sets:
-            raise ValueError(f"need 1 <= min sets <= max sets, got {min_sets}, {max_sets}")
+    def initialize(self, min_sets: Optional[int] = None, max_sets: Optional[int] = None, seed: Optional[int] = None,
+                   open_signup: Optional[bool] = None) -> Optional[str]:
+        """Create the schema and settings; returns a new admin token on first creation, else None.
+
+        A setting given as None keeps its stored value (:data:`DEFAULT_SETTINGS` on first creation), so
+        running ``init`` again to add newly kept sets changes only the settings it is given."""
+        given = {"min_sets": min_sets, "max_sets": max_sets, "seed": seed, "open_signup": open_signup}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as conn:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(SCHEMA)
         token = None
         with self.connect(write=True) as conn:
+            settings = {**DEFAULT_SETTINGS, **self._settings(conn), **{k: v for k, v in given.items() if v is not None}}
+            if not 1 <= settings["min_sets"] <= settings["max_sets"]:
+                raise ValueError(f"need 1 <= min sets <= max sets, got {settings['min_sets']}, {settings['max_sets']}")
             if conn.execute("SELECT 1 FROM meta WHERE key = 'admin_token_hash'").fetchone() is None:
                 token = secrets.token_urlsafe(24)
                 conn.execute("INSERT INTO meta VALUES ('admin_token_hash', ?)", (_hash(token),))
-            settings = {"min_sets": min_sets, "max_sets": max_sets, "seed": seed, "open_signup": open_signup}
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                              [(k, json.dumps(v)) for k, v in settings.items()])
         return token
