@@ -108,13 +108,18 @@ def test_unifiedreward_think_follows_its_published_parse_rule(output, tolerant, 
 @pytest.mark.parametrize("output, official, tolerant", [
     ("Image 1 is better in alignment.\nImage 2 is better.", Label.INVALID, Label.B),
     ("Image 2 is better overall.\nThat is my assessment.", Label.B, Label.INVALID),
+    ("Image 1 is slightly better in colour.\nImage 2 is better.", Label.B, Label.B),
+    ("The user would pick it.\n<answer>A</answer>", Label.INVALID, Label.A),
+    ("Image 2 is worse than Image 1.", Label.INVALID, Label.A),
 ])
-def test_unifiedreward_reads_one_verdict_anywhere(output, official, tolerant):
-    """unifiedreward: exactly one conclusion anywhere gives the label, two are INVALID (evaluators
-    spec, UnifiedReward parse); the generic judges read the last line."""
+def test_unifiedreward_reads_its_published_conclusions_only(output, official, tolerant):
+    """unifiedreward: exactly one of its conclusion strings anywhere gives the label, none or two are
+    INVALID (evaluators spec, UnifiedReward parse; the official substring test); the generic judges
+    read tags and the last line."""
     ur, generic = (make(name, Scripted(Generation(output))).predict([EPISODE])[0]
                    for name in ("unifiedreward", "qwen2-vl-judge"))
     assert (ur.label, generic.label) == (official, tolerant)
+    assert ur.raw_text == output and (ur.label == Label.INVALID) == ("invalid_reason" in ur.extra)
 
 
 def test_probability_scoring_uses_tau_and_falls_back_to_the_text():
