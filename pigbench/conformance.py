@@ -434,7 +434,7 @@ class _Runs:
             both = [(sid, p) for sid, p in got.items()
                     if {p.extra["swap"]["first"], p.extra["swap"]["second_mapped_back"]} <= {"A", "B"}]
             if not both:
-                notes.append(f"{what}: not probed (no order read its answer <answer>A</answer> or B as A or B)")
+                notes.append(f"{what}: not probed (no order read its answer, 'Image 1 is better.' with <answer>A</answer> or the same for 2 and B, as A or B)")
                 continue
             wrong = [(sid, p) for sid, p in both
                      if (p.label.value == p.extra["swap"]["first"]) != keeps or p.extra["swap"]["inconsistent"] == keeps]

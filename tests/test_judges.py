@@ -108,13 +108,18 @@ def test_unifiedreward_think_follows_its_published_parse_rule(output, tolerant, 
 @pytest.mark.parametrize("output, official, tolerant", [
     ("Image 1 is better in alignment.\nImage 2 is better.", Label.INVALID, Label.B),
     ("Image 2 is better overall.\nThat is my assessment.", Label.B, Label.INVALID),
+    ("Image 1 is slightly better in colour.\nImage 2 is better.", Label.B, Label.B),
+    ("The user would pick it.\n<answer>A</answer>", Label.INVALID, Label.A),
+    ("Image 2 is worse than Image 1.", Label.INVALID, Label.A),
 ])
-def test_unifiedreward_reads_one_verdict_anywhere(output, official, tolerant):
-    """unifiedreward: exactly one conclusion anywhere gives the label, two are INVALID (evaluators
-    spec, UnifiedReward parse); the generic judges read the last line."""
+def test_unifiedreward_reads_its_published_conclusions_only(output, official, tolerant):
+    """unifiedreward: exactly one of its conclusion strings anywhere gives the label, none or two are
+    INVALID (evaluators spec, UnifiedReward parse; the official substring test); the generic judges
+    read tags and the last line."""
     ur, generic = (make(name, Scripted(Generation(output))).predict([EPISODE])[0]
                    for name in ("unifiedreward", "qwen2-vl-judge"))
     assert (ur.label, generic.label) == (official, tolerant)
+    assert ur.raw_text == output and (ur.label == Label.INVALID) == ("invalid_reason" in ur.extra)
 
 
 def test_probability_scoring_uses_tau_and_falls_back_to_the_text():
@@ -240,3 +245,50 @@ def test_probs_predictions_are_keyed_by_how_answer_probabilities_are_read():
     assert text.config_hash == text.config.hash("qwen2-vl-judge", cls.version)
     assert probs.config_hash == probs.config.hash("qwen2-vl-judge", f"{cls.version}+probs{READING_VERSION}")
     assert probs.config_hash != probs.config.hash("qwen2-vl-judge", cls.version)
+
+
+# The published instructions, copied from CodeGoat24/UnifiedReward @ff6f5202 (evaluators spec,
+# section 2): inference_qwen/image_generation/qwen_pair_rank_image_generation.py and
+# UnifiedReward-Think/inference_qwen/image_generation/qwen_infer_cot_image_generation.py, with the
+# caption "new prompt".
+PUBLISHED = {
+    "unifiedreward": (
+        "You are given a text caption and two generated images based on that caption. Your task is to evaluate and "
+        "compare these images based on two key criteria:\n1. Alignment with the Caption: Assess how well each image "
+        "aligns with the provided caption. Consider the accuracy of depicted objects, their relationships, and "
+        "attributes as described in the caption.\n2. Overall Image Quality: Examine the visual quality of each image, "
+        "including clarity, detail preservation, color accuracy, and overall aesthetic appeal.\nCompare both images "
+        "using the above criteria and select the one that better aligns with the caption while exhibiting superior "
+        "visual quality.\nProvide a clear conclusion such as \"Image 1 is better.\", \"Image 2 is better.\" and "
+        "\"Both images are equally good.\"\nYour task is provided as follows:\nText Caption: [new prompt]"
+    ),
+    "unifiedreward-think": (
+        "Given a caption and two images generated based on this caption, please analyze in detail the two provided "
+        "images. Evaluate them on various dimensions such as semantic consistency (how closely the image content "
+        "aligns with the caption), aesthetics (composition, color usage, artistic expression), authenticity (realism "
+        "and attention to detail), and any other factors you deem relevant. For each evaluation dimension, provide a "
+        "score between 1-10 for both images (e.g., Image 1: 8/10, Image 2: 6/10) and provide a concise rationale for "
+        "the score. Calculate the total score for each image by summing all dimension scores. Use a chain-of-thought "
+        "process to detail your reasoning steps, and enclose all your detailed reasoning within <think> and </think> "
+        "tags. Then, in the <answer> tag, output exactly one of the following strings: 'Image 1 is better' or "
+        "'Image 2 is better' based on the total scores. No additional text is allowed in the <answer> section.\n\n"
+        "Example output format:\n<think>\n1. Semantic consistency: Image 1 (9/10) - ...; Image 2 (7/10) - ...\n"
+        "2. Aesthetics: Image 2 (8/10) - ...; Image 1 (8/10) - ...\n3. Authenticity: Image 1 (8/10) - ...; Image 2 "
+        "(5/10) - ...\n[Additional dimensions if any]: Image 2 (8/10) - ...; Image 1 (6/10) - ...\nTotal score:\n"
+        "Image 1: 9+8+8+6=31\nImage 2: 7+8+5+8=28\n</think>\n<answer>Image 1 is better</answer>\n**Note: In the "
+        "example above, scores and the final answer are placeholders meant only to demonstrate the format. Your "
+        "actual evaluation should be based on the quality of two given images.**\n\nYour task is provided as "
+        "follows:\nText Caption: [new prompt]"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_unifiedreward_prompts_are_the_published_ones_word_for_word(name):
+    """One user turn: image 1 (A), image 2 (B), then the published text; no system message."""
+    backend = Scripted(Generation("Image 1 is better"))
+    make(name, backend).predict([EPISODE])
+    prompt = backend.calls[0][0][0]
+    assert prompt.system is None
+    assert [(p.type, p.value if p.type == "text" else p.value.id) for p in prompt.parts] == [
+        ("image", "a"), ("image", "b"), ("text", PUBLISHED[name])]

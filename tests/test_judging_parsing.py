@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pigbench.judging.parsing import ParsedAnswer, parse_answer, parse_tagged_answer
+from pigbench.judging.parsing import ParsedAnswer, parse_answer, parse_conclusion, parse_tagged_answer
 from pigbench.protocol import Label
 
 A, B, TIE, INVALID = Label.A, Label.B, Label.TIE, Label.INVALID
@@ -57,38 +57,56 @@ def test_invalid_forms_say_why(output, reason):
     assert parsed.reason.startswith(reason)
 
 
-def test_unique_conclusion_anywhere_only_when_asked():
-    text = "Image 1 is better. It is sharper.\nThat is all."
-    assert parse_answer(text).label == INVALID
-    assert parse_answer(text, anywhere=True).label == A
-    assert parse_answer("Image 1 is better. Image 2 is better.\nDone.", anywhere=True).label == INVALID
-
-
 @pytest.mark.parametrize("output", [
     "Image 1 is better in alignment.\nImage 2 is better.",  # two conclusions on separate lines
     "Image 2 is better than Image 1 in colour.\n\nImage 1 is better.",
     "Image 1 is better.\nBoth images are equally good.",
+    "Image 1 is better than Image 2 in colour.\nImage 2 is better overall.",
 ])
-def test_unifiedreward_several_verdicts_anywhere_are_invalid(output):
+def test_unifiedreward_several_verdicts_are_invalid(output):
     """UnifiedReward's rule (evaluators spec, section 2): exactly one conclusion string gives the
     label; several are INVALID, wherever they stand (the last line does not overrule the others)."""
-    parsed = parse_answer(output, anywhere=True)
-    assert (parsed.label, parsed.reason) == (INVALID, "output states several verdicts")
-    assert parse_answer(output).label != INVALID  # without the rule, the last line decides
+    parsed = parse_conclusion(output)
+    assert parsed.label == INVALID and parsed.reason.startswith("output states several verdicts")
+    assert parse_answer(output).label != INVALID  # the tolerant parser reads the last line
 
 
 @pytest.mark.parametrize("output, label", [
     ("Image 1 shows a man in a red tie; both are equally sharp.\nImage 2 is better.", B),  # descriptions, one verdict
-    ("Image 1 is better than Image 2.", A),
-    ("Image 2 is worse than Image 1.\nImage 1 is better.", A),  # two statements of one verdict
+    ("Image 1 is better than Image 2.", A),  # its LLaVA wording holds the string
     ("Image 1 is better in alignment; both are equally sharp.\nThat is my assessment.", A),  # verdict mid-text
     ("Image 2 is better overall, the red tie is clear.\nDone.", B),
     ("Image 1 is better.\nI can't decide which has the better colour, though.", A),  # a hedge after the verdict
-    ("Image 2 is better.\nBoth are equally sharp.", B),
     ("Both images are equally good.\nThat is my assessment.", TIE),  # its tie conclusion mid-text
+    # the published substring test, word for word: a qualified comparative is no conclusion
+    ("Image 1 is slightly better in colour, but overall Image 2 is better.", B),
+    ("Image 2 is much better in detail.\nBoth images are equally good.", TIE),
 ])
-def test_unifiedreward_one_verdict_anywhere_is_read(output, label):
-    assert parse_answer(output, anywhere=True).label == label
+def test_unifiedreward_one_conclusion_anywhere_is_read(output, label):
+    parsed = parse_conclusion(output)
+    assert (parsed.label, parsed.method, parsed.reason) == (label, "conclusion", None)
+
+
+@pytest.mark.parametrize("output", [
+    "<answer>A</answer>",  # not its format: no tag, bracket or last-line fallback
+    "[[B]]",
+    "Overall, I prefer Image 2.",
+    "Image 2 is worse than Image 1.",
+    "image 1 is better.",  # the official test is case-sensitive
+    "Image A is better.",
+])
+def test_unifiedreward_without_a_conclusion_string_is_invalid(output):
+    """Outputs the tolerant parser reads but the official evaluation's substring test does not."""
+    parsed = parse_conclusion(output)
+    assert parsed.label == INVALID and parsed.reason.startswith("no conclusion")
+    assert parse_answer(output).label != INVALID
+
+
+def test_a_cut_unifiedreward_output_is_invalid():
+    """A later conclusion may have been cut off (protocol: a truncated output is INVALID)."""
+    parsed = parse_conclusion("Image 1 is better in colour, while in detail", truncated=True)
+    assert parsed.label == INVALID and parsed.reason.startswith("output cut at max_new_tokens")
+    assert parse_conclusion("", truncated=True).reason == "empty output"
 
 
 @pytest.mark.parametrize("output", [
@@ -218,7 +236,7 @@ def test_a_cut_output_keeps_an_explicit_answer_given_before_the_cut(output, labe
     ("<think>Image 1 has better colours, so", "output cut inside its <think> reasoning"),
 ])
 def test_a_cut_output_without_an_explicit_answer_is_invalid(output, reason):
-    assert parse_answer(output, anywhere=True, truncated=True) == ParsedAnswer(INVALID, reason=reason)
+    assert parse_answer(output, truncated=True) == ParsedAnswer(INVALID, reason=reason)
 
 
 @pytest.mark.parametrize("output, label", [
@@ -269,7 +287,9 @@ def test_never_raises_on_arbitrary_text(output):
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="<>/[]answerthinkABC12 \n", max_size=120))
 def test_never_raises_on_markup_soup(output):
-    assert isinstance(parse_answer(output, anywhere=True).label, Label)
+    assert isinstance(parse_answer(output).label, Label)
+    parsed = parse_conclusion(output)
+    assert (parsed.label == INVALID) == (parsed.reason is not None)
 
 
 @settings(max_examples=200, deadline=None)

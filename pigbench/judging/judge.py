@@ -120,7 +120,6 @@ class Judge(Evaluator):
     Config: ClassVar[type[EvaluatorConfig]] = JudgeConfig
     default_max_new_tokens: ClassVar[int] = 16
     answer_options: ClassVar[tuple[str, ...]] = ()  # single-token answers scored by scoring=probs
-    parse_anywhere: ClassVar[bool] = False  # accept a unique conclusion anywhere in the output
 
     backend: Optional[Backend] = None  # built by setup(); tests and benchmarks may set it directly
 
@@ -228,9 +227,9 @@ class Judge(Evaluator):
         return [self.to_prediction(e.sample_id, g) for e, g in zip(episodes, generations)]
 
     def parse(self, gen: Generation) -> ParsedAnswer:
-        """The verdict in a generation's text: the shared tolerant parser, with ``parse_anywhere``.
-        Judges with a published parse rule of their own override this."""
-        return parse_answer(gen.text, anywhere=self.parse_anywhere, truncated=gen.truncated)
+        """The verdict in a generation's text: the shared tolerant parser. Judges with a published
+        parse rule of their own override this."""
+        return parse_answer(gen.text, truncated=gen.truncated)
 
     def to_prediction(self, sample_id: str, gen: Generation) -> Prediction:
         """A prediction from one generation (see the module docstring)."""

@@ -1,18 +1,13 @@
 """The judges' answer parsers. They never raise.
 
-:func:`parse_answer` is the tolerant parser of the generic judges (and UnifiedReward). Order of evidence (evaluators spec, section 4.3), after removing ``<think>...</think>`` reasoning
+:func:`parse_answer` is the tolerant parser of the reference judges. Order of evidence (evaluators
+spec, section 4.3), after removing ``<think>...</think>`` reasoning
 (an unclosed ``<think>`` means the output was cut inside its reasoning, so nothing after it counts):
 
 1. the **last** ``<answer>...</answer>`` block (an unclosed final ``<answer>`` counts up to its
    line end, for outputs cut right after the answer);
 2. the last FastChat verdict ``[[A]]``, ``[[B]]`` or ``[[C]]`` (C = tie);
-3. the last non-empty line, read as a conclusion;
-4. only with ``anywhere=True`` (UnifiedReward's official rule): a conclusion such as "Image 1 is
-   better" stated anywhere, if the output states exactly one distinct verdict. With
-   ``anywhere=True`` an output that states two different verdicts ("Image 1 is better",
-   "Image 2 is better", "Both images are equally good") is INVALID, on one line or on several; its
-   one decisive conclusion beats a last line that is a tie only by a looser word ("Both are equally
-   sharp", "I can't decide on colour").
+3. the last non-empty line, read as a conclusion.
 
 An output cut at ``max_new_tokens`` (``truncated=True``) is read from explicit answers only: the
 last *closed* ``<answer>...</answer>`` block, else the last ``[[A]]``/``[[B]]``/``[[C]]``; without
@@ -41,6 +36,12 @@ its answer is INVALID, with the reason kept; callers always keep the raw text.
 :func:`parse_tagged_answer` is UnifiedReward-Think's published rule (evaluators spec, section 2):
 only the last ``<answer>`` block outside ``<think>`` counts, read as above but A or B only; no
 block (no fallback to brackets or the last line), or a block that says tie, is INVALID.
+
+:func:`parse_conclusion` is UnifiedReward's published rule (evaluators spec, section 2; the official
+evaluation tests ``conclusion in output``): exactly one of its conclusion strings "Image 1 is
+better", "Image 2 is better", "Both images are equally good" present anywhere, as written (case
+matters), gives A, B or TIE; none or several different ones, or an output cut at
+``max_new_tokens`` (a later conclusion may be missing), is INVALID.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ _BARE = re.compile(
     re.IGNORECASE,
 )
 _ANSWER_IS = re.compile(r"\b(?:final\s+)?(?:answer|verdict|choice)\s*(?:is|:|=)\s*\W*(?P<s>(?-i:[AB])|[12])\b", re.IGNORECASE)
-_TIE_CONCLUSION = re.compile(r"\bboth\s+images\s+are\s+equally\s+good\b", re.IGNORECASE)  # UnifiedReward's tie
 _TIE = re.compile(
     r"\b(?:tie|tied|no\s+(?:clear\s+)?preference|equally\s+\w+|(?:are|is)\s+equal|both\s+(?:are\s+)?(?:good|bad|fine))\b",
     re.IGNORECASE,
@@ -115,16 +115,27 @@ class ParsedAnswer:
     answer: Optional[str] = None
 
 
-def parse_answer(output: Optional[str], anywhere: bool = False, truncated: bool = False) -> ParsedAnswer:
+def parse_answer(output: Optional[str], truncated: bool = False) -> ParsedAnswer:
     """Read a judge's verdict from its raw output (see the module docstring); ``truncated``: the
     output was cut at ``max_new_tokens``. Never raises."""
-    return _guarded(_parse, output, anywhere, truncated)
+    return _guarded(_parse, output, truncated)
 
 
 def parse_tagged_answer(output: Optional[str], truncated: bool = False) -> ParsedAnswer:
     """UnifiedReward-Think's verdict: A or B from the last ``<answer>`` block outside ``<think>``;
     else INVALID (see the module docstring). Never raises."""
     return _guarded(_parse_tagged, output, truncated)
+
+
+# UnifiedReward's conclusion strings, as its official evaluation matches them (no final period).
+CONCLUSIONS: dict[str, Label] = {"Image 1 is better": Label.A, "Image 2 is better": Label.B,
+                                 "Both images are equally good": Label.TIE}
+
+
+def parse_conclusion(output: Optional[str], truncated: bool = False) -> ParsedAnswer:
+    """UnifiedReward's verdict: the one conclusion string (:data:`CONCLUSIONS`) the output holds;
+    else INVALID (see the module docstring). Never raises."""
+    return _guarded(_parse_conclusion, output, truncated)
 
 
 def _guarded(parse: Callable[..., ParsedAnswer], *args: Any) -> ParsedAnswer:
@@ -134,7 +145,7 @@ def _guarded(parse: Callable[..., ParsedAnswer], *args: Any) -> ParsedAnswer:
         return ParsedAnswer(Label.INVALID, reason=f"parser error: {type(exc).__name__}: {exc}")
 
 
-def _parse(output: Optional[str], anywhere: bool, truncated: bool) -> ParsedAnswer:
+def _parse(output: Optional[str], truncated: bool) -> ParsedAnswer:
     if output is None or not output.strip():
         return ParsedAnswer(Label.INVALID, reason="empty output")
     visible, unclosed = _visible(output)
@@ -151,14 +162,7 @@ def _parse(output: Optional[str], anywhere: bool, truncated: bool) -> ParsedAnsw
     if not lines:
         reason = "output cut inside its <think> reasoning" if unclosed else "empty output"
         return ParsedAnswer(Label.INVALID, reason=reason)
-    if anywhere and len(_conclusions(visible, _TIE_CONCLUSION)) > 1:
-        return ParsedAnswer(Label.INVALID, "conclusion", "output states several verdicts")
     parsed = _verdict(lines[-1], "final-line")
-    if parsed.label in (Label.INVALID, Label.TIE) and anywhere:
-        # the one conclusion beats a last line read as a tie only from a loose word ("I can't decide on colour")
-        stated = _conclusions(visible, _TIE_CONCLUSION)
-        if len(stated) == 1 and (parsed.label == Label.INVALID or Label.TIE not in stated):
-            return ParsedAnswer(stated.pop(), "conclusion", None, None)
     if parsed.label == Label.INVALID and unclosed:
         return ParsedAnswer(Label.INVALID, reason="output cut inside its <think> reasoning")
     return parsed
@@ -178,6 +182,21 @@ def _parse_tagged(output: Optional[str], truncated: bool) -> ParsedAnswer:
     if parsed.label == Label.TIE:
         return ParsedAnswer(Label.INVALID, "tag", f"tie is not an answer option: {parsed.answer!r}", parsed.answer)
     return parsed
+
+
+def _parse_conclusion(output: Optional[str], truncated: bool) -> ParsedAnswer:
+    if output is None or not output.strip():
+        return ParsedAnswer(Label.INVALID, reason="empty output")
+    if truncated:
+        return ParsedAnswer(Label.INVALID, reason="output cut at max_new_tokens (a later conclusion may be missing)")
+    stated = {phrase: label for phrase, label in CONCLUSIONS.items() if phrase in output}
+    if len(stated) > 1:
+        return ParsedAnswer(Label.INVALID, "conclusion", f"output states several verdicts: {', '.join(map(repr, stated))}")
+    if not stated:
+        return ParsedAnswer(Label.INVALID, reason="no conclusion ('Image 1 is better', 'Image 2 is better' or "
+                                                  "'Both images are equally good')")
+    [(phrase, label)] = stated.items()
+    return ParsedAnswer(label, "conclusion", None, phrase)
 
 
 def _visible(output: str) -> tuple[str, bool]:
@@ -266,14 +285,6 @@ def _decisive(claim: str) -> Optional[Label]:
     if not sides and (_CHOICE.search(claim) or _ONLY_NAMED.match(claim.strip())):
         sides = {_side(m) for m in _NAMED_SIDE.finditer(claim)}
     return sides.pop() if len(sides) == 1 else None
-
-
-def _conclusions(text: str, tie: re.Pattern = _TIE) -> set[Label]:
-    """The distinct verdicts stated as conclusions anywhere in ``text``: an image said to be better,
-    worse or preferred, and a tie where ``tie`` matches (:data:`_TIE_CONCLUSION`, UnifiedReward's
-    tie sentence, leaves looser tie words such as "equally sharp" as descriptions)."""
-    found = {_comparative(m) for m in _BETTER.finditer(text)} | _preferred(text)
-    return found | ({Label.TIE} if tie.search(text) else set())
 
 
 def _preferred(text: str) -> set[Label]:

@@ -3,10 +3,14 @@
 The swap check (:mod:`pigbench.conformance`) puts one of them in a judge's ``backend`` and runs the
 runner's ``--swap`` on it; the rule decides what the combined labels must be:
 
-* :class:`FirstImageProbe` answers "the first image" (``<answer>A</answer>``) to every prompt: a
-  pure position bias, which the swap must cancel (TIE wherever both orders answered).
+* :class:`FirstImageProbe` answers "the first image" to every prompt: a pure position bias, which
+  the swap must cancel (TIE wherever both orders answered).
 * :class:`SameImageProbe` prefers the same target image whichever position it is shown in (the
   one whose id sorts first): the swap must keep that answer (never an inconsistent pair).
+
+An answer reads ``Image 1 is better.`` and ``<answer>A</answer>`` (2 and B for the second image),
+so that every built-in parse rule reads it: the tagged answer of the reference judges and
+UnifiedReward-Think, and UnifiedReward's conclusion string.
 
 Both record how many prompts they answered, so that a judge whose ``setup`` replaces the backend
 is seen not to have been probed. With answer options asked (``scoring=probs``), the answered
@@ -67,4 +71,4 @@ def _answer(option: str, params: GenerationParams) -> Generation:
     if params.options:
         other = [o for o in params.options if o != option]
         probs = {option: ANSWERED_PROBABILITY, **{o: (1 - ANSWERED_PROBABILITY) / len(other) for o in other}}
-    return Generation(f"<answer>{option}</answer>", option_probs=probs)
+    return Generation(f"Image {'AB'.index(option) + 1} is better.\n<answer>{option}</answer>", option_probs=probs)
