@@ -5,8 +5,8 @@ Hub parquet shards are named ``data/{split}-{NNNNN}-of-{MMMMM}[-{hex}].parquet``
 or ``default/{split}/{NNNN}.parquet`` (the ``refs/convert/parquet`` branch). :class:`ShardSet`
 opens them lazily (local paths, or hub paths through an fsspec filesystem), finds rows by a key
 column reading only that column, and reads chosen rows one row group at a time, counting the
-row groups it reads. A file that is not readable parquet is a :class:`DatasetError` naming it
-(:func:`parquet_errors`).
+row groups it reads. A file that is not readable parquet, or whose strings are not UTF-8, is a
+:class:`DatasetError` naming it (:func:`parquet_errors`, :func:`validated`).
 """
 
 from __future__ import annotations
@@ -77,6 +77,14 @@ def parquet_errors(name: Union[str, Path]) -> Iterator[None]:
         raise DatasetError(f"{name}: cannot read as parquet: {' '.join(str(exc).split())}") from None
 
 
+def validated(table: pa.Table) -> pa.Table:
+    """``table`` after a full validation: parquet readers do not check that string values are UTF-8
+    (a damaged page reads as invalid strings), which would fail later, far from the file; call it
+    inside :func:`parquet_errors`."""
+    table.validate(full=True)
+    return table
+
+
 def read_schema(path: Union[str, Path]) -> pa.Schema:
     """The arrow schema of the parquet file at ``path``; :class:`DatasetError` naming it if unreadable."""
     with parquet_errors(path):
@@ -84,7 +92,7 @@ def read_schema(path: Union[str, Path]) -> pa.Schema:
 
 
 def check_schema(schema: pa.Schema, expected: Mapping[str, TypeCheck], where: str) -> None:
-    """Raise :class:`DatasetError` naming ``where`` and the column when one is missing or mistyped."""
+    """Raise :class:`DatasetError` naming ``where`` and the column when one is missing, repeated or mistyped."""
     names = schema.names
     for name, ok in expected.items():
         if name not in names:
@@ -92,6 +100,8 @@ def check_schema(schema: pa.Schema, expected: Mapping[str, TypeCheck], where: st
                 f"{where}: missing column {name!r} ({TYPE_NAMES.get(ok, 'see the adapter')}); "
                 f"found columns: {', '.join(names)}"
             )
+        if names.count(name) > 1:
+            raise DatasetError(f"{where}: column {name!r} appears {names.count(name)} times; found columns: {', '.join(names)}")
         found = schema.field(name).type
         if not ok(found):
             raise DatasetError(f"{where}: column {name!r} has type {found}, expected {TYPE_NAMES.get(ok, ok)}")
@@ -133,7 +143,7 @@ class ShardSet:
         with self._lock:
             self.row_groups_read += 1
         with parquet_errors(self.name(shard)):
-            return pf.read_row_group(group, columns=list(columns))
+            return validated(pf.read_row_group(group, columns=list(columns)))
 
     def locate(self, key_column: str, keys: pa.Array) -> dict[Any, Location]:
         """The first location of each key in ``keys``, reading only ``key_column`` of each shard."""

@@ -152,6 +152,9 @@ class LearnUserPref(DatasetAdapter):
             for col in COLUMNS:
                 if col not in columns:
                     raise DatasetError(f"{path}: missing column {col!r}; found columns: {', '.join(map(str, columns))}")
+                if columns.count(col) > 1:  # a row's value would be a Series of both
+                    raise DatasetError(f"{path}: column {col!r} appears {columns.count(col)} times; "
+                                       f"found columns: {', '.join(map(str, columns))}")
             for i, (_, row) in enumerate(frame.iterrows()):
                 rid, user = f"{path.stem}:{i}", _user_id(row["user_id"])
                 if user is None:

@@ -75,7 +75,7 @@ from pigbench.atomic_file import remove_stale_temps, write_atomic
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
 from pigbench.adapter_options import check_options, get_int
 from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, Location, RowCache, ShardSet, check_schema,
-                                        find_shards, missing_shards, parquet_errors, read_schema)
+                                        find_shards, missing_shards, parquet_errors, read_schema, validated)
 from pigbench.hub import download_hint, remote_files, resolve_root
 from pigbench.protocol import ImageError, ImageRef, PreferenceRecord, normalize_prompt
 from pigbench.splits import SplitResult
@@ -200,7 +200,7 @@ class PickAPic(DatasetAdapter):
             with parquet_errors(f):
                 pf = pq.ParquetFile(f)
                 check_schema(pf.schema_arrow, COLUMNS, f)
-                t = pf.read(columns=list(COLUMNS))
+                t = validated(pf.read(columns=list(COLUMNS)))
             tables.append(t.append_column("shard", pa.array(np.full(len(t), i, np.int32))))
         t = pa.concat_tables(tables, promote_options="permissive")
         prompt = _collapse_whitespace(t["caption"].combine_chunks())

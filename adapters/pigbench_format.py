@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pigbench.adapter import DatasetAdapter, DatasetError
 from pigbench.adapter_files import iter_jsonl, require_fields, require_inside
 from pigbench.adapter_options import check_options
-from pigbench.adapters._parquet import parquet_errors
+from pigbench.adapters._parquet import parquet_errors, validated
 from pigbench.hub import resolve_root
 from pigbench.protocol import ImageRef, PreferenceRecord
 
@@ -129,7 +129,7 @@ class PIGBenchFormat(DatasetAdapter):
                 yield f"{jsonl.name}:{lineno}", obj
         elif parquet.is_file():
             with parquet_errors(parquet):
-                table = pq.read_table(parquet)
+                table = validated(pq.read_table(parquet))
             for i, obj in enumerate(table.to_pylist()):
                 yield f"{parquet.name} row {i}", obj
         else:

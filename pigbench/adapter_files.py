@@ -1,7 +1,8 @@
 """JSON-lines files and image folders, the building blocks of the file-based adapters.
 
-* :func:`iter_jsonl` yields ``(line number, value)`` and reports a line that is not UTF-8 or not
-  JSON through a callback (an adapter's :meth:`skip`) instead of stopping.
+* :func:`iter_jsonl` yields ``(line number, value)`` and reports a line that is not UTF-8, not
+  JSON or an object naming a field twice through a callback (an adapter's :meth:`skip`) instead
+  of stopping.
 * :func:`require_fields` raises :class:`DatasetError` naming file, line and field when a record
   lacks a field or has it with the wrong type: a malformed file, not a bad row.
 * :func:`image_index` maps file stems to image paths in a folder, listing it once.
@@ -21,7 +22,8 @@ FieldType = Union[type, tuple[type, ...]]
 
 def iter_jsonl(path: Path, on_error: Callable[[str, str], None]) -> Iterator[tuple[int, Any]]:
     """Each non-blank line's JSON value with its 1-based line number (lines end at ``\\n``, as JSON
-    Lines says); a line that is not UTF-8 or not JSON goes to ``on_error(reason, "file:line: ...")``."""
+    Lines says); a line that is not UTF-8, not JSON or holding an object that names a field twice
+    (which value holds is not defined) goes to ``on_error(reason, "file:line: ...")``."""
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -37,11 +39,24 @@ def iter_jsonl(path: Path, on_error: Callable[[str, str], None]) -> Iterator[tup
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                yield lineno, json.loads(line, object_pairs_hook=_unique_fields)
             except json.JSONDecodeError as exc:
                 on_error("unparseable JSON line", f"{path.name}:{lineno}: {exc.msg}")
             except RecursionError:
                 on_error("unparseable JSON line", f"{path.name}:{lineno}: nested too deeply")
+            except _RepeatedField as exc:
+                on_error("JSON line repeats a field", f"{path.name}:{lineno}: field {exc.args[0]!r} given twice")
+
+
+class _RepeatedField(ValueError):
+    """A JSON object names a field twice (parsers keep one of the values, silently)."""
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _RepeatedField(next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i])))
+    return out
 
 
 def require_inside(paths: Iterable[str], where: str) -> None:
