@@ -35,7 +35,7 @@ def app(tmp_path):
     ws = workspace_with_sets(tmp_path / "ws", 8)
     store = AnnotationStore(ws.annotate_db)
     admin_token = store.initialize(3, 3, seed=5, open_signup=False)
-    store.add_sets(kept_sets(ws))
+    store.sync_sets(kept_sets(ws))
     invites = dict(store.create_invites(2))
     server = make_local_server(make_annotate_app(store, ws.root))
     threading.Thread(target=server.serve_forever, daemon=True).start()
