@@ -9,10 +9,11 @@ import pytest
 
 from build_fixtures import Browserless, workspace_with_sets
 from pigbench.build.annotate.app import make_annotate_app
-from pigbench.build.annotate.store import AccessDenied, AlreadySubmitted, AnnotationStore
+from pigbench.build.annotate.store import AccessDenied, AlreadySubmitted, AnnotationStore, SetChanges, SetRetired
 from pigbench.build.ranking import InvalidRanking, mid_ranks, to_variant_order, validate_ranks
-from pigbench.build.sets import ImageSet
+from pigbench.build.sets import ImageSet, record_decision
 from pigbench.build.webapp import make_local_server
+from pigbench.build.workspace import Workspace
 from pigbench.cli import main as cli
 
 
@@ -45,7 +46,7 @@ def fake_sets(n):
 def test_assignment_is_random_but_balanced_over_75_annotators(tmp_path):
     store = AnnotationStore(tmp_path / "a.sqlite")
     store.initialize(5, 15, seed=0, open_signup=False)
-    store.add_sets(fake_sets(100))
+    store.sync_sets(fake_sets(100))
     for _, code in store.create_invites(75):
         assert store.sign_in(code) is not None
     assigned = {a["annotator_id"]: a["assigned"] for a in store.progress()["annotators"]}
@@ -62,7 +63,7 @@ def test_assignment_is_random_but_balanced_over_75_annotators(tmp_path):
 def test_invites_skip_ids_an_open_sign_up_took(tmp_path):
     store = AnnotationStore(tmp_path / "a.sqlite")
     store.initialize(1, 1, seed=0, open_signup=True)
-    store.add_sets(fake_sets(3))
+    store.sync_sets(fake_sets(3))
     assert store.sign_in("annotator002") is not None  # someone signed up with the id the next invite would get
     invites = store.create_invites(2)  # was sqlite3.IntegrityError
     assert [i for i, _ in invites] == ["annotator003", "annotator004"]
@@ -74,7 +75,7 @@ def test_invites_skip_ids_an_open_sign_up_took(tmp_path):
 def test_submissions_are_validated_final_and_durable(tmp_path):
     store = AnnotationStore(tmp_path / "a.sqlite")
     store.initialize(3, 3, seed=1, open_signup=True)
-    store.add_sets(fake_sets(8))
+    store.sync_sets(fake_sets(8))
     assert store.sign_in("alice") and store.sign_in("bob") and store.sign_in("no spaces allowed") is None
     mine, theirs = store.assignments("alice"), store.assignments("bob")
     assert not {a.set_id for a in mine} & {a.set_id for a in theirs}
@@ -99,7 +100,7 @@ def served(tmp_path):
     token = store.initialize(3, 3, seed=2, open_signup=False)
     from pigbench.build.sets import kept_sets
 
-    store.add_sets(kept_sets(ws))
+    store.sync_sets(kept_sets(ws))
     invites = dict(store.create_invites(2))
     server = make_local_server(make_annotate_app(store, ws.root))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -216,7 +217,7 @@ def test_open_sign_up_never_signs_in_as_an_invited_annotator(tmp_path):
     them, reading and submitting their work without their invite code."""
     store = AnnotationStore(tmp_path / "a.sqlite")
     store.initialize(1, 1, seed=0, open_signup=True)
-    store.add_sets(fake_sets(3))
+    store.sync_sets(fake_sets(3))
     (invited, code), = store.create_invites(1)
     assert store.sign_in(invited) is None
     assert store.session(store.sign_in(code), "annotator") == invited
@@ -353,3 +354,115 @@ def test_init_again_to_add_sets_keeps_the_settings_it_is_not_given(tmp_path, cap
     fresh = AnnotationStore(tmp_path / "fresh.sqlite")
     assert fresh.initialize() is not None
     assert fresh.settings() == {"min_sets": 5, "max_sets": 15, "seed": 0, "open_signup": False}
+
+
+def test_a_set_no_longer_kept_is_retired_never_assigned_and_kept_again_is_offered_again(tmp_path):
+    """`annotate init` only added sets, so a set dropped in review after it was loaded kept being assigned and
+    ranked (rankings the export then leaves out). sync_sets retires it: never assigned again, an annotator's
+    unranked assignment of it leaves their list (ranked ones stay, as do the rankings), and it comes back when
+    kept again."""
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(3, 3, seed=4, open_signup=True)
+    sets = fake_sets(6)
+    assert store.sync_sets(sets) == SetChanges(added=6, retired=0, restored=0, offered=6)
+    store.sign_in("alice")
+    first, second, third = store.assignments("alice")
+    store.submit("alice", first.set_id, [1, 2, 3, 4])
+    dropped = {first.set_id, second.set_id}
+    assert store.sync_sets([s for s in sets if s.set_id not in dropped]) == SetChanges(0, 2, 0, 4)
+    assert store.sync_sets([s for s in sets if s.set_id not in dropped]) == SetChanges(0, 0, 0, 4)  # idempotent
+    mine = store.assignments("alice")
+    assert [(a.set_id, a.ranks is not None, a.retired) for a in mine] == [
+        (first.set_id, True, True), (third.set_id, False, False)]  # her ranked work stays counted; Set 2 of 2 next
+    assert [a.set_id for a in store.assignments("alice", withdrawn=True)] == [second.set_id]
+    with pytest.raises(SetRetired, match="withdrawn"):
+        store.submit("alice", second.set_id, [1, 2, 3, 4])
+    assert [r["set_id"] for r in store.all_rankings()] == [first.set_id]  # nothing deleted, nothing added
+    for user in ("bob", "cy", "dan"):
+        store.sign_in(user)
+        assert not {a.set_id for a in store.assignments(user)} & dropped
+    progress = store.progress()
+    assert {a["annotator_id"]: (a["done"], a["assigned"], a["withdrawn"]) for a in progress["annotators"]} == {
+        "alice": (1, 2, 1), "bob": (0, 3, 0), "cy": (0, 3, 0), "dan": (0, 3, 0)}
+    assert {s["set_id"] for s in progress["sets"] if s["retired"]} == dropped
+    offered = [s["assigned"] for s in progress["sets"] if not s["retired"]]
+    assert max(offered) - min(offered) <= 1 and sum(offered) == 10  # bob, cy, dan and alice's third set
+
+    assert store.sync_sets(sets) == SetChanges(0, 0, 2, 6)  # the curator keeps them again
+    assert [a.set_id for a in store.assignments("alice")] == [first.set_id, second.set_id, third.set_id]
+    assert store.assignments("alice", withdrawn=True) == []
+    assert store.submit("alice", second.set_id, [1, 2, 3, 4])
+    store.sign_in("eve")  # the least covered sets now: the two offered again
+    assert dropped <= {a.set_id for a in store.assignments("eve")}
+
+
+def test_an_older_database_gets_the_retired_column_and_keeps_its_rankings(tmp_path):
+    """annotate.sqlite of an earlier version (sets without `retired`, rankings without `images_sha256`) opens,
+    syncs and serves without losing a ranking."""
+    import sqlite3
+
+    path = tmp_path / "a.sqlite"
+    store = AnnotationStore(path)
+    store.initialize(2, 2, seed=0, open_signup=True)
+    store.sync_sets(fake_sets(4))
+    store.sign_in("old")
+    done, todo = store.assignments("old")
+    store.submit("old", done.set_id, [2, 1, 3, 4], elapsed_ms=5)
+    with sqlite3.connect(path) as conn:  # the tables as the earlier version made them
+        conn.execute("ALTER TABLE sets DROP COLUMN retired")
+        conn.execute("ALTER TABLE rankings DROP COLUMN images_sha256")
+    before = AnnotationStore(path).all_rankings()
+    assert [(r["set_id"], r["screen_ranks"], r["elapsed_ms"], r["images_sha256"]) for r in before] == [
+        (done.set_id, [2, 1, 3, 4], 5, None)]
+    reopened = AnnotationStore(path)  # `annotate serve` of the new version, before any `init`
+    assert [(a.set_id, a.retired) for a in reopened.assignments("old")] == [(done.set_id, False), (todo.set_id, False)]
+    spare = [s for s in fake_sets(4) if s.set_id not in {done.set_id, todo.set_id}]
+    assert reopened.sync_sets(spare[:1]).retired == 3 and reopened.all_rankings() == before
+    assert [(a.set_id, a.retired) for a in reopened.assignments("old")] == [(done.set_id, True)]
+    assert reopened.sync_sets(fake_sets(4)).restored == 3
+    reopened.submit("old", todo.set_id, [1, 2, 3, 4])
+    assert [r["set_id"] for r in AnnotationStore(path).all_rankings()] == [done.set_id, todo.set_id]
+
+
+def test_a_set_dropped_after_init_leaves_the_app_over_http(served, capsys):
+    """Over HTTP: the annotator whose current set is retired gets their next set (not an error page), with "Set k
+    of n" counting without it; a ranking of it sent from the page still open is refused (410) and not stored;
+    the admin page and `annotate status` show the retirement; `annotate init` after the drop reports it."""
+    base, store, invites, admin_token = served
+    ws = Workspace.at(str(store.path.parent))
+    alice = Browserless(base)
+    alice.request("POST", "/signin", form={"credential": invites["annotator001"]})
+    first, current, third = json.loads(alice.request("GET", "/api/me")[1])["sets"]
+    assert alice.request("POST", "/api/rankings", data={"set_id": first, "ranks": [1, 2, 3, 4]})[0] == 200
+    assert b"Set 2 of 3" in alice.request("GET", "/task")[1]
+    work = ["build", "--workdir", str(ws.root), "annotate"]
+    record_decision(ws, current, "drop", "a watermark in image 2")
+    assert cli(work + ["init"]) == 0
+    assert "0 new set(s), 1 retired (no longer kept; their rankings stay in the database), 7 kept set(s) offered" \
+        in capsys.readouterr().out
+    status, page, url = alice.request("GET", "/task")
+    assert (status, url) == (200, base + "/task") and b"Set 2 of 2" in page
+    assert f"/img/{third}/0".encode() in page and b'id="withdrawn">1 set assigned to you' in page
+    status, body, _ = alice.request("POST", "/api/rankings", data={"set_id": current, "ranks": [1, 2, 3, 4]})
+    assert status == 410 and "withdrawn" in json.loads(body)["error"]
+    assert json.loads(alice.request("GET", "/api/me")[1]) == {"annotator_id": "annotator001", "total": 2, "done": 1,
+                                                              "sets": [first, third]}
+    assert alice.request("POST", "/api/rankings", data={"set_id": third, "ranks": [1, 1, 3, 4]})[0] == 200
+    status, page, _ = alice.request("GET", "/task")
+    assert b"All 2 sets ranked" in page and b'id="withdrawn"' in page
+    assert [r["set_id"] for r in store.all_rankings()] == [first, third]
+
+    admin = Browserless(base)
+    admin.request("POST", "/admin/signin", form={"token": admin_token})
+    page = admin.request("GET", "/admin")[1].decode()
+    assert "7 sets offered (1 retired: no longer kept in review)" in page and "2 rankings submitted ·" in page
+    assert f'<tr class="retired"><td>{current}</td><td>retired</td>' in page
+    assert "<td>annotator001</td><td>2</td><td>2</td><td>1</td>" in page
+    assert cli(work + ["status"]) == 0
+    out = capsys.readouterr().out
+    assert "2 annotators, 7 sets (and 1 retired), 2 rankings submitted;" in out and "annotator001: 2/2 (1 withdrawn)" in out
+
+    record_decision(ws, current, "keep", "")  # the curator changes their mind
+    assert cli(work + ["init"]) == 0
+    assert "0 new set(s), 1 kept again, 8 kept set(s) offered" in capsys.readouterr().out
+    assert b"Set 3 of 3" in alice.request("GET", "/task")[1]

@@ -35,11 +35,12 @@ def app(tmp_path):
     ws = workspace_with_sets(tmp_path / "ws", 8)
     store = AnnotationStore(ws.annotate_db)
     admin_token = store.initialize(3, 3, seed=5, open_signup=False)
-    store.add_sets(kept_sets(ws))
+    store.sync_sets(kept_sets(ws))
     invites = dict(store.create_invites(2))
     server = make_local_server(make_annotate_app(store, ws.root))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"base": f"http://127.0.0.1:{server.server_port}", "store": store, "invites": invites, "admin": admin_token}
+    yield {"base": f"http://127.0.0.1:{server.server_port}", "store": store, "invites": invites, "admin": admin_token,
+           "ws": ws}
     server.shutdown()
     server.server_close()
 
@@ -278,3 +279,20 @@ def test_elapsed_time_of_a_set_covers_the_page_loads_before_a_reload(browser, ap
     page.click("#submit")
     expect(page.locator("#progress-text")).to_have_text("Set 3 of 3")
     assert store.own_rankings("annotator001")[1]["elapsed_ms"] <= 1000 * (time.monotonic() - reloaded)
+
+
+def test_a_set_withdrawn_while_on_screen_moves_on_to_the_next_set(browser, app):
+    """The curator drops the set on an annotator's screen and runs `annotate init`: Submit answers 410, and the
+    page moves on to the next set (Set 1 of 2, with a note) instead of 'Not saved ... try Submit again'."""
+    store = app["store"]
+    alice = sign_in(browser, app, "annotator001")
+    on_screen = json.loads(alice.get_attribute("#task", "data-task"))["set_id"]
+    store.sync_sets([s for s in kept_sets(app["ws"]) if s.set_id != on_screen])
+    for card, tier in (("A", 1), ("B", 2), ("C", 3), ("D", 4)):
+        alice.drag_and_drop(f"#card-{card}", f"#tier-{tier}")
+    alice.click("#submit")
+    expect(alice.locator("#progress-text")).to_have_text("Set 1 of 2")
+    wait_ready(alice)
+    assert json.loads(alice.get_attribute("#task", "data-task"))["set_id"] != on_screen
+    assert "withdrawn from the study" in alice.inner_text("#withdrawn")
+    assert store.own_rankings("annotator001") == []

@@ -45,7 +45,7 @@ def annotated_workspace(root, rankings_by_user):
     ws = workspace_with_sets(root, 8, keep=7)
     store = AnnotationStore(ws.annotate_db)
     store.initialize(3, 3, seed=0, open_signup=True)
-    store.add_sets(kept_sets(ws))
+    store.sync_sets(kept_sets(ws))
     for user, screen_rankings in rankings_by_user.items():
         store.sign_in(user)
         for assignment, ranks in zip(store.assignments(user), screen_rankings):
@@ -202,7 +202,7 @@ def test_ranks_given_on_screen_reach_the_images_they_were_given_to(tmp_path):
     ws = workspace_with_sets(tmp_path / "ws", 4)
     store = AnnotationStore(ws.annotate_db)
     store.initialize(3, 3, seed=0, open_signup=True)
-    store.add_sets(kept_sets(ws))
+    store.sync_sets(kept_sets(ws))
     app = make_annotate_app(store, ws.root)
     given = {}  # (user, set id, image sha256) -> rank given on screen
     for user, worst_first in (("ann", False), ("bob", True)):
@@ -267,7 +267,8 @@ def test_export_side_files_and_datasheet_figures_are_exact(tmp_path):
 
 def test_a_set_dropped_after_it_was_ranked_leaves_with_its_rankings(tmp_path):
     """A curator may drop a set after annotators ranked it; its rankings must not be exported (the adapter would
-    skip them as rankings of an unknown instance) nor counted. Keeping them passed every test."""
+    skip them as rankings of an unknown instance) nor counted as exported, but as skipped under their own reason
+    (they were left out silently). Keeping them passed every test."""
     ws, store = annotated_workspace(tmp_path / "ws", USERS)
     dropped = store.all_rankings()[0]["set_id"]
     record_decision(ws, dropped, "drop", "a watermark in image 2")
@@ -279,6 +280,8 @@ def test_a_set_dropped_after_it_was_ranked_leaves_with_its_rankings(tmp_path):
     assert [(e["user_id"], e["instance_id"]) for e in read_jsonl_file(out / "annotation_log.jsonl")] == [
         (u, s) for u, s, _ in expected]
     assert sheet["counts"]["rankings"] == len(expected)
+    assert sheet["counts"]["rankings_skipped"] == {"set dropped in review after the ranking":
+                                                   len(store.all_rankings()) - len(expected)}
     adapter = PIGBenchFormat(str(out))
     records = list(adapter.records())
     assert not adapter.skipped
@@ -353,7 +356,7 @@ def test_rankings_of_a_set_rendered_again_since_are_skipped_and_counted(tmp_path
     new images: rankings of images the annotators never saw. They are now skipped and counted."""
     ws = workspace_with_sets(tmp_path / "ws", 4)
     AnnotationStore(ws.annotate_db).initialize(2, 2, seed=0, open_signup=True)
-    AnnotationStore(ws.annotate_db).add_sets(kept_sets(ws))
+    AnnotationStore(ws.annotate_db).sync_sets(kept_sets(ws))
     store = rank_through_the_app(ws, ["ann", "bob", "cy"])
     before = store.all_rankings()
     renders = {s.set_id: [r["sha256"] for r in s.renders] for s in kept_sets(ws)}
@@ -385,7 +388,7 @@ def test_rankings_of_an_older_database_without_image_hashes_are_exported_uncheck
     ws = workspace_with_sets(tmp_path / "ws", 4)
     store = AnnotationStore(ws.annotate_db)
     store.initialize(2, 2, seed=0, open_signup=True)
-    store.add_sets(kept_sets(ws))
+    store.sync_sets(kept_sets(ws))
     store.sign_in("old")
     for a in store.assignments("old"):
         store.submit("old", a.set_id, [1, 2, 3, 4])

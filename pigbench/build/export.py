@@ -23,7 +23,8 @@ is a kept set (ranked, or any with ``--include-unranked``) with an image file mi
 A ranking records the sha256 of the four files the annotation app served when it was submitted; one whose
 images were rendered again since (another sha256 than the set's render records now) refers to images its
 annotator never saw: it is skipped, not exported, and counted in the datasheet under ``counts.rankings_skipped``
-(a set left with no ranking is then unranked). A ranking stored before the app recorded these hashes (an older
+(a set left with no ranking is then unranked). Rankings of a set the curator dropped in review after it was ranked
+are left out too (they stay in ``annotate.sqlite``), counted under their own reason. A ranking stored before the app recorded these hashes (an older
 ``annotate.sqlite``) cannot be checked: it is exported as before and counted as ``counts.rankings_unchecked``.
 """
 
@@ -48,6 +49,10 @@ from pigbench.build.workspace import VARIANT_FIELDS, BuildError, Workspace, file
 GENERATION_FIELDS = ("model", "scheduler", "scheduler_class", "steps", "guidance", "width", "height", "dtype",
                      "negative_prompt", "seed", "generator", "sha256", "diffusers_version", "torch_version")
 RERENDERED = "images rendered again after the ranking"
+DROPPED = "set dropped in review after the ranking"
+SKIP_NOTES = {RERENDERED: "the annotator never saw these images",
+              DROPPED: "they stay in annotate.sqlite for the record"}
+"""Why each reason of ``counts.rankings_skipped`` leaves a ranking out, as ``export`` prints it."""
 EXPORTED_IMAGE = re.compile(r"images/[A-Za-z0-9_-][A-Za-z0-9_.-]*/[0-9]+\.png")
 
 
@@ -64,17 +69,19 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False,
         raise BuildError(f"--out {out} is the build workspace; export to a folder of its own (the workspace "
                          "holds annotate.sqlite, which is not for publishing)")
     store = AnnotationStore(ws.require(ws.annotate_db, "annotate init"))
-    kept = kept_sets(ws)
+    kept, decisions_now = kept_sets(ws), decisions(ws)
     current = {s.set_id: [r["sha256"] for r in s.renders] for s in kept}
-    rankings, rerendered = [], 0
+    rankings, skipped = [], Counter[str]()
     for r in store.all_rankings():
-        if r["images_sha256"] is not None and r["set_id"] in current and r["images_sha256"] != current[r["set_id"]]:
-            rerendered += 1
+        if decisions_now.get(r["set_id"], {}).get("decision") == "drop":
+            skipped[DROPPED] += 1
+        elif r["images_sha256"] is not None and r["set_id"] in current and r["images_sha256"] != current[r["set_id"]]:
+            skipped[RERENDERED] += 1
         else:
             rankings.append(r)
     ranked_ids = {r["set_id"] for r in rankings}
     sets = [s for s in kept if include_unranked or s.set_id in ranked_ids]
-    unrendered = sorted(sid for sid, d in decisions(ws).items() if d["decision"] == "keep"
+    unrendered = sorted(sid for sid, d in decisions_now.items() if d["decision"] == "keep"
                         and (include_unranked or sid in ranked_ids) and sid not in {s.set_id for s in sets})
     if unrendered:
         raise BuildError(f"kept set {unrendered[0]} of {ws.root} has an image file missing (or left the selection); "
@@ -82,8 +89,7 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False,
                          f"`pigbench build review --set {unrendered[0]} --decision drop --reason ...`")
     if not sets:
         raise BuildError(f"nothing to export: no kept set of {ws.root} has a ranking yet"
-                         + (f" ({rerendered} ranking(s) skipped: their images were rendered again since)"
-                            if rerendered else ""))
+                         + "".join(f" ({n} ranking(s) skipped: {reason})" for reason, n in sorted(skipped.items())))
     exported = {s.set_id for s in sets}
     rankings = [r for r in rankings if r["set_id"] in exported]
     _check_images(ws, sets)
@@ -101,7 +107,7 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False,
         {"user_id": r["annotator_id"], "instance_id": r["set_id"], "display_order": r["display_order"],
          "screen_ranks": r["screen_ranks"], "elapsed_ms": r["elapsed_ms"], "submitted": r["submitted"]}
         for r in rankings])
-    sheet = datasheet(ws, sets, rankings, {RERENDERED: rerendered} if rerendered else {})
+    sheet = datasheet(ws, sets, rankings, dict(sorted(skipped.items())))
     write_atomic(out / "datasheet.json", json.dumps(sheet, indent=2).encode("utf-8"))
     with (out / "README.md").open("a", encoding="utf-8") as card:
         card.write("\n" + datasheet_markdown(sheet))
@@ -291,6 +297,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {c['instances']} instances, {c['users']} users, {c['rankings']} rankings; "
           f"datasheet in {args.out / 'README.md'} and datasheet.json")
     for reason, n in c["rankings_skipped"].items():
-        print(f"skipped {n} ranking(s): {reason} (the annotator never saw these images)")
+        print(f"skipped {n} ranking(s): {reason} ({SKIP_NOTES.get(reason, 'not exported')})")
     print(f"check it: pigbench data info pigbench --path {args.out}")
     return 0

@@ -10,6 +10,10 @@ Access rules, enforced on the server for every request:
   signed-in annotator; rankings can be read only by their author (``/api/annotators/<id>/rankings``
   answers 403 for anyone else); a ranking is accepted only for one's own assigned set, once,
   and only if it is a valid ordering of the four images (400 with the reason otherwise).
+* A set retired after it was assigned (no longer kept in review, see ``annotate init``) leaves the
+  annotator's list unless they ranked it: the task page moves on to their next set and counts
+  "Set k of n" without it, noting how many were withdrawn; a ranking of it sent from a page
+  still open is not stored (410, and the page moves on).
 * A POST from another site's page is refused (``Sec-Fetch-Site``, see :mod:`pigbench.build.webapp`).
 * The admin view and exports need an admin session (cookie ``pb_admin``) opened with the admin
   token that ``pigbench build annotate init`` printed.
@@ -21,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from pigbench.build.annotate.store import AccessDenied, AlreadySubmitted, AnnotationStore
+from pigbench.build.annotate.store import AccessDenied, AlreadySubmitted, AnnotationStore, SetRetired
 from pigbench.build.ranking import SET_SIZE, InvalidRanking
 from pigbench.build.webapp import (
     HTTPError,
@@ -86,14 +90,14 @@ def make_annotate_app(store: AnnotationStore, root: Path, behind_proxy: bool = F
         who = annotator(request)
         if who is None:
             return redirect("/")
-        assigned = store.assignments(who)
+        assigned, withdrawn = store.assignments(who), len(store.assignments(who, withdrawn=True))
         done = sum(a.ranks is not None for a in assigned)
         current = next((a for a in assigned if a.ranks is None), None)
         if current is None:
-            return templates.render("done.html", annotator_id=who, total=len(assigned))
+            return templates.render("done.html", annotator_id=who, total=len(assigned), withdrawn=withdrawn)
         data = {"set_id": current.set_id, "slots": SET_SIZE, "done": done, "total": len(assigned)}
         return templates.render("task.html", annotator_id=who, current=current, done=done, total=len(assigned),
-                                slot_names=SLOT_NAMES, data=json.dumps(data))
+                                withdrawn=withdrawn, slot_names=SLOT_NAMES, data=json.dumps(data))
 
     @app.route("GET", r"/img/(?P<set_id>[a-z0-9-]+)/(?P<slot>[0-3])")
     def image(request: Request) -> Response:
@@ -121,6 +125,8 @@ def make_annotate_app(store: AnnotationStore, root: Path, behind_proxy: bool = F
             raise HTTPError(403, str(exc)) from exc
         except AlreadySubmitted as exc:
             raise HTTPError(409, str(exc)) from exc
+        except SetRetired as exc:
+            raise HTTPError(410, str(exc)) from exc
         except InvalidRanking as exc:
             raise HTTPError(400, f"ranking refused: {exc}") from exc
         assigned = store.assignments(who)
@@ -147,10 +153,13 @@ def make_annotate_app(store: AnnotationStore, root: Path, behind_proxy: bool = F
         if store.session(request.cookies.get(ADMIN_COOKIE), "admin") is None:
             return templates.render("admin_signin.html", error=None)
         progress = store.progress()
-        counts = [s["assigned"] for s in progress["sets"]]
-        return templates.render("admin.html", progress=progress, settings=store.settings(),
+        offered = [s for s in progress["sets"] if not s["retired"]]
+        counts = [s["assigned"] for s in offered]
+        ranked = sum(s["ranked"] for s in progress["sets"])
+        return templates.render("admin.html", progress=progress, settings=store.settings(), offered=len(offered),
+                                retired=len(progress["sets"]) - len(offered),
                                 min_cover=min(counts, default=0), max_cover=max(counts, default=0),
-                                ranked=sum(s["ranked"] for s in progress["sets"]))
+                                ranked=ranked, retired_ranked=ranked - sum(s["ranked"] for s in offered))
 
     @app.route("POST", "/admin/signin")
     def admin_sign_in(request: Request) -> Response:

@@ -22,7 +22,8 @@ def annotator_rng(seed: int, annotator_id: str) -> random.Random:
 
 
 def choose_sets(load: Mapping[str, int], min_sets: int, max_sets: int, rng: random.Random) -> list[str]:
-    """The sets for a new annotator, in presentation order; ``load`` is annotators per set so far."""
+    """The sets for a new annotator, in presentation order; ``load`` is annotators so far per set offered (the
+    store leaves retired sets out)."""
     if not load:
         return []
     k = min(rng.randint(min_sets, max_sets), len(load))

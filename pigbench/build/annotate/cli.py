@@ -1,7 +1,9 @@
 """``pigbench build annotate``: set up and serve the ranking web app for annotators.
 
-    init         load the kept sets into annotate.sqlite (again later to add newly kept sets: settings not
-                 given keep their values); prints the admin token
+    init         load the kept sets into annotate.sqlite; run it again after review changes: newly kept sets are
+                 added, sets no longer kept are retired (never assigned again; their rankings stay in the
+                 database) and sets kept again are offered again; settings not given keep their values;
+                 prints the admin token on first use
     invite       create N annotators with secret invite codes (printed as CSV: annotator_id,invite_code)
     serve        run the app on localhost (put it behind an HTTPS reverse proxy, with --behind-proxy, to reach remote annotators)
     status       print progress: rankings submitted, annotators per set
@@ -24,7 +26,8 @@ from pigbench.build.workspace import BuildError, Workspace, require_at_least_one
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    init = sub.add_parser("init", help="load the kept sets; create the database on first use")
+    init = sub.add_parser("init", help="offer the kept sets (adding new ones, retiring those no longer kept); "
+                                       "create the database on first use")
     init.add_argument("--min-sets", type=int, help="fewest sets per annotator (default 5)")
     init.add_argument("--max-sets", type=int, help="most sets per annotator (default 15)")
     init.add_argument("--seed", type=int, help="seed of assignments and screen orders (default 0)")
@@ -57,9 +60,13 @@ def main(args: argparse.Namespace) -> int:
         if not sets:
             raise BuildError(f"no kept sets in {ws.root}: keep some with `pigbench build review` first")
         token = store.initialize(args.min_sets, args.max_sets, args.seed, args.open_signup)
-        added = store.add_sets(sets)
+        changes = store.sync_sets(sets)
         settings = store.settings()
-        print(f"{ws.annotate_db}: {added} new set(s), {len(sets)} kept set(s) offered; "
+        print(f"{ws.annotate_db}: {changes.added} new set(s), "
+              + (f"{changes.retired} retired (no longer kept; their rankings stay in the database), "
+                 if changes.retired else "")
+              + (f"{changes.restored} kept again, " if changes.restored else "")
+              + f"{changes.offered} kept set(s) offered; "
               f"{settings['min_sets']}-{settings['max_sets']} sets per annotator, seed {settings['seed']}, "
               f"open signup {'on' if settings['open_signup'] else 'off'}")
         if token:
@@ -86,13 +93,20 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.action == "status":
         progress = store.progress()
-        counts = [s["assigned"] for s in progress["sets"]]
-        ranked = [s["ranked"] for s in progress["sets"]]
-        print(f"{len(progress['annotators'])} annotators, {len(counts)} sets, {sum(ranked)} rankings submitted; "
-              f"annotators per set: assigned {min(counts, default=0)}-{max(counts, default=0)}, "
+        offered = [s for s in progress["sets"] if not s["retired"]]
+        retired = [s for s in progress["sets"] if s["retired"]]
+        counts = [s["assigned"] for s in offered]
+        ranked = [s["ranked"] for s in offered]
+        on_retired = sum(s["ranked"] for s in retired)
+        print(f"{len(progress['annotators'])} annotators, {len(offered)} sets"
+              + (f" (and {len(retired)} retired)" if retired else "")
+              + f", {sum(ranked) + on_retired} rankings submitted"
+              + (f" ({on_retired} of retired sets, not exported)" if on_retired else "")
+              + f"; annotators per set: assigned {min(counts, default=0)}-{max(counts, default=0)}, "
               f"ranked {min(ranked, default=0)}-{max(ranked, default=0)}")
         for a in progress["annotators"]:
-            print(f"  {a['annotator_id']}: {a['done']}/{a['assigned']}")
+            print(f"  {a['annotator_id']}: {a['done']}/{a['assigned']}"
+                  + (f" ({a['withdrawn']} withdrawn)" if a["withdrawn"] else ""))
         return 0
     if not args.session_days > 0:
         raise BuildError(f"--session-days must be positive, got {args.session_days:g}")

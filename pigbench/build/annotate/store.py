@@ -1,14 +1,17 @@
 """The annotation database (SQLite, WAL, synchronous=FULL): every submission is durable when acknowledged.
 
-Tables: ``meta`` (settings), ``sets`` (the kept sets offered), ``annotators`` (id and the SHA-256
+Tables: ``meta`` (settings), ``sets`` (every set ever offered, with ``retired``: NULL while the set is kept, else
+the time ``annotate init`` found it no longer kept; a retired set is never assigned again, an annotator's unranked
+assignment of it leaves their list, and rankings already given of it stay), ``annotators`` (id and the SHA-256
 of their invite code), ``sessions`` (SHA-256 of session tokens, with role annotator or admin and creation
 time; a session expires ``session_days`` after it was created, and an expired one is deleted at the next sign-in;
 sessions of an older database, which recorded their creation time too, expire by it),
 ``assignments`` (annotator, set, position, screen order) and ``rankings`` (one final ranking per
 annotator and set, both in screen order and by variant index, with the SHA-256 of the four image
 files ranked, by variant index, so that export can tell a ranking of images rendered again since;
-NULL in rankings stored before this column existed, which :meth:`AnnotationStore.submit` adds to an
-older database). Secrets (invite codes, session and admin tokens) are stored only as hashes.
+NULL in rankings stored before this column existed). A database of an older version gets the columns it lacks
+(:data:`ADDED_COLUMNS`, NULL in existing rows) the first time a store opens it; nothing is removed.
+Secrets (invite codes, session and admin tokens) are stored only as hashes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +35,8 @@ from pigbench.build.sets import ImageSet
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sets (
-  set_id TEXT PRIMARY KEY, base_prompt TEXT NOT NULL, category TEXT NOT NULL, images TEXT NOT NULL);
+  set_id TEXT PRIMARY KEY, base_prompt TEXT NOT NULL, category TEXT NOT NULL, images TEXT NOT NULL,
+  retired REAL);
 CREATE TABLE IF NOT EXISTS annotators (
   annotator_id TEXT PRIMARY KEY, invite_hash TEXT UNIQUE, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -46,6 +51,8 @@ CREATE TABLE IF NOT EXISTS rankings (
   display_order TEXT NOT NULL, elapsed_ms INTEGER, submitted REAL NOT NULL, images_sha256 TEXT,
   PRIMARY KEY (annotator_id, set_id), FOREIGN KEY (annotator_id, set_id) REFERENCES assignments);
 """
+ADDED_COLUMNS = (("rankings", "images_sha256", "TEXT"), ("sets", "retired", "REAL"))
+"""Columns (table, name, type) added to the schema since its first version: an older database gets them on opening."""
 ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_SETTINGS: dict[str, Any] = {"min_sets": 5, "max_sets": 15, "seed": 0, "open_signup": False}
 """The settings of a new database, for those ``annotate init`` is not given."""
@@ -61,6 +68,19 @@ class AlreadySubmitted(ValueError):
     """This annotator already submitted a ranking for this set; rankings are final."""
 
 
+class SetRetired(ValueError):
+    """The set was retired (no longer kept in review) before this annotator ranked it."""
+
+
+@dataclass(frozen=True)
+class SetChanges:
+    """What :meth:`AnnotationStore.sync_sets` changed: sets added, retired and kept again, and sets offered now."""
+    added: int
+    retired: int
+    restored: int
+    offered: int
+
+
 @dataclass(frozen=True)
 class Assignment:
     annotator_id: str
@@ -70,6 +90,7 @@ class Assignment:
     base_prompt: str
     images: tuple[str, ...]  # by variant index, relative to the workspace
     ranks: Optional[tuple[int, ...]]  # by variant index, once submitted
+    retired: bool  # the set is no longer kept (see AnnotationStore.sync_sets)
 
 
 def _hash(secret: str) -> str:
@@ -85,10 +106,33 @@ class AnnotationStore:
             raise ValueError(f"session lifetime must be positive, got {session_days} days")
         self.path = Path(path)
         self.session_seconds = session_days * 86400.0
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
 
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection; with ``write`` the block runs in one IMMEDIATE transaction, committed on exit."""
+        """A connection; with ``write`` the block runs in one IMMEDIATE transaction, committed on exit.
+        The first connection of a store adds the columns an older database lacks (:data:`ADDED_COLUMNS`)."""
+        if not self._migrated:
+            self._migrate()
+        with self._connect(write) as conn:
+            yield conn
+
+    def _migrate(self) -> None:
+        """Add the :data:`ADDED_COLUMNS` that an existing database lacks (NULL in its rows), in one transaction."""
+        with self._migrate_lock:
+            if self._migrated:
+                return
+            if self.path.is_file():
+                with self._connect(write=True) as conn:
+                    for table, column, kind in ADDED_COLUMNS:
+                        have = {c["name"] for c in conn.execute(f"PRAGMA table_info({table})")}
+                        if have and column not in have:  # no columns: the table is not created yet (initialize)
+                            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            self._migrated = True
+
+    @contextmanager
+    def _connect(self, write: bool) -> Iterator[sqlite3.Connection]:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row
@@ -140,13 +184,22 @@ class AnnotationStore:
         rows = conn.execute("SELECT key, value FROM meta WHERE key != 'admin_token_hash'")
         return {r["key"]: json.loads(r["value"]) for r in rows}
 
-    def add_sets(self, sets: Sequence[ImageSet]) -> int:
-        """Offer these sets (new ones only; existing ones keep their rankings). Returns how many were new."""
+    def sync_sets(self, sets: Sequence[ImageSet]) -> SetChanges:
+        """Offer exactly these sets (the kept ones): new ones are added, a retired one among them is offered again,
+        and an offered one not among them is retired (kept with its assignments and rankings, never assigned
+        again). Nothing is deleted."""
+        ids = {s.set_id for s in sets}
+        now = time.time()
         with self.connect(write=True) as conn:
-            before = conn.execute("SELECT COUNT(*) FROM sets").fetchone()[0]
-            conn.executemany("INSERT OR IGNORE INTO sets VALUES (?, ?, ?, ?)",
-                             [(s.set_id, s.base_prompt, s.category, json.dumps(list(s.images))) for s in sets])
-            return conn.execute("SELECT COUNT(*) FROM sets").fetchone()[0] - before
+            known = {r["set_id"]: r["retired"] for r in conn.execute("SELECT set_id, retired FROM sets")}
+            new = [s for s in sets if s.set_id not in known]
+            conn.executemany("INSERT INTO sets (set_id, base_prompt, category, images) VALUES (?, ?, ?, ?)",
+                             [(s.set_id, s.base_prompt, s.category, json.dumps(list(s.images))) for s in new])
+            restored = [i for i in ids if known.get(i) is not None]
+            conn.executemany("UPDATE sets SET retired = NULL WHERE set_id = ?", [(i,) for i in restored])
+            retired = [i for i, when in known.items() if when is None and i not in ids]
+            conn.executemany("UPDATE sets SET retired = ? WHERE set_id = ?", [(now, i) for i in retired])
+        return SetChanges(len(new), len(retired), len(restored), len(ids))
 
     def create_invites(self, count: int, prefix: str = "annotator") -> list[tuple[str, str]]:
         """``count`` new annotators with secret invite codes: [(annotator id, code)]; ids already taken are skipped."""
@@ -220,36 +273,40 @@ class AnnotationStore:
 
     # -- assignment and rankings ----------------------------------------------------------------------
     def _assign(self, conn: sqlite3.Connection, annotator_id: str) -> None:
-        """Give a first-time annotator their sets (inside the caller's write transaction)."""
+        """Give a first-time annotator their sets, among those not retired (inside the caller's write transaction)."""
         if conn.execute("SELECT 1 FROM assignments WHERE annotator_id = ?", (annotator_id,)).fetchone():
             return
         settings = self._settings(conn)
         load = {r["set_id"]: r["n"] for r in conn.execute(
             "SELECT s.set_id, COUNT(a.annotator_id) AS n FROM sets s LEFT JOIN assignments a USING (set_id) "
-            "GROUP BY s.set_id ORDER BY s.set_id")}
+            "WHERE s.retired IS NULL GROUP BY s.set_id ORDER BY s.set_id")}
         rng = annotator_rng(settings["seed"], annotator_id)
         now = time.time()
         for position, set_id in enumerate(choose_sets(load, settings["min_sets"], settings["max_sets"], rng)):
             conn.execute("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)",
                          (annotator_id, set_id, position, json.dumps(display_order(rng)), now))
 
-    def assignments(self, annotator_id: str) -> list[Assignment]:
-        """This annotator's sets in presentation order, with their rankings once submitted."""
+    def assignments(self, annotator_id: str, withdrawn: bool = False) -> list[Assignment]:
+        """This annotator's sets in presentation order, with their rankings once submitted: the sets not retired and
+        the retired ones they ranked (their "Set k of n"). ``withdrawn``: instead, their assignments of sets retired
+        before they ranked them."""
         with self.connect() as conn:
             rows = conn.execute(
-                "SELECT a.*, s.base_prompt, s.images, r.ranks FROM assignments a JOIN sets s USING (set_id) "
+                "SELECT a.*, s.base_prompt, s.images, s.retired, r.ranks FROM assignments a JOIN sets s USING (set_id) "
                 "LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ? ORDER BY a.position",
                 (annotator_id,)).fetchall()
-        return [Assignment(r["annotator_id"], r["set_id"], r["position"], tuple(json.loads(r["display_order"])),
-                           r["base_prompt"], tuple(json.loads(r["images"])),
-                           tuple(json.loads(r["ranks"])) if r["ranks"] else None) for r in rows]
+        return [a for a in map(_assignment, rows) if withdrawn == (a.retired and a.ranks is None)]
 
     def assignment(self, annotator_id: str, set_id: str) -> Assignment:
-        """The annotator's assignment of ``set_id``; :class:`AccessDenied` if the set is not theirs."""
-        for a in self.assignments(annotator_id):
-            if a.set_id == set_id:
-                return a
-        raise AccessDenied("this set is not assigned to you")
+        """The annotator's assignment of ``set_id``, retired or not; :class:`AccessDenied` if the set is not theirs."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT a.*, s.base_prompt, s.images, s.retired, r.ranks FROM assignments a JOIN sets s USING (set_id) "
+                "LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ? AND a.set_id = ?",
+                (annotator_id, set_id)).fetchone()
+        if row is None:
+            raise AccessDenied("this set is not assigned to you")
+        return _assignment(row)
 
     def submit(self, annotator_id: str, set_id: str, screen_ranks: Any, elapsed_ms: Optional[int] = None,
                images_sha256: Optional[Sequence[Optional[str]]] = None) -> tuple[int, ...]:
@@ -257,21 +314,22 @@ class AnnotationStore:
         ``images_sha256``: the SHA-256 of the four image files ranked, by variant index (None: not known).
 
         Raises :class:`AccessDenied` (set not assigned to this annotator), :class:`AlreadySubmitted`,
+        :class:`SetRetired` (not stored: the set was retired before this ranking)
         or :class:`~pigbench.build.ranking.InvalidRanking`.
         """
         screen = validate_ranks(screen_ranks)
         with self.connect(write=True) as conn:
-            row = conn.execute("SELECT display_order FROM assignments WHERE annotator_id = ? AND set_id = ?",
-                               (annotator_id, set_id)).fetchone()
+            row = conn.execute("SELECT a.display_order, s.retired FROM assignments a JOIN sets s USING (set_id) "
+                               "WHERE a.annotator_id = ? AND a.set_id = ?", (annotator_id, set_id)).fetchone()
             if row is None:
                 raise AccessDenied("this set is not assigned to you")
             done = conn.execute("SELECT 1 FROM rankings WHERE annotator_id = ? AND set_id = ?", (annotator_id, set_id))
             if done.fetchone():
                 raise AlreadySubmitted("you already ranked this set")
+            if row["retired"] is not None:
+                raise SetRetired("this set was withdrawn from the study before you ranked it; it is not needed")
             order = json.loads(row["display_order"])
             ranks = to_variant_order(screen, order)
-            if "images_sha256" not in {c["name"] for c in conn.execute("PRAGMA table_info(rankings)")}:
-                conn.execute("ALTER TABLE rankings ADD COLUMN images_sha256 TEXT")  # a database of an older version
             conn.execute("INSERT INTO rankings (annotator_id, set_id, screen_ranks, ranks, display_order, elapsed_ms, "
                          "submitted, images_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (annotator_id, set_id, json.dumps(screen), json.dumps(ranks), json.dumps(order),
@@ -291,20 +349,30 @@ class AnnotationStore:
             return [_ranking_json(r) for r in conn.execute("SELECT * FROM rankings ORDER BY annotator_id, submitted")]
 
     def progress(self) -> dict[str, Any]:
-        """Per annotator (assigned, done, last submission) and per set (assigned, ranked)."""
+        """Per annotator: assigned and done as in their "Set k of n" (see :meth:`assignments`), ``withdrawn`` (sets
+        retired before they ranked them), last submission; per set: assigned, ranked, ``retired`` (bool)."""
         with self.connect() as conn:
             annotators = [dict(r) for r in conn.execute(
-                "SELECT n.annotator_id, COUNT(a.set_id) AS assigned, COUNT(r.set_id) AS done, MAX(r.submitted) AS last "
-                "FROM annotators n LEFT JOIN assignments a USING (annotator_id) "
+                "SELECT n.annotator_id, COUNT(CASE WHEN s.retired IS NULL OR r.set_id IS NOT NULL THEN a.set_id END) "
+                "AS assigned, COUNT(r.set_id) AS done, "
+                "COUNT(CASE WHEN s.retired IS NOT NULL AND r.set_id IS NULL THEN a.set_id END) AS withdrawn, "
+                "MAX(r.submitted) AS last "
+                "FROM annotators n LEFT JOIN assignments a USING (annotator_id) LEFT JOIN sets s USING (set_id) "
                 "LEFT JOIN rankings r ON r.annotator_id = a.annotator_id AND r.set_id = a.set_id "
                 "GROUP BY n.annotator_id ORDER BY n.annotator_id")]
-            sets = [dict(r) for r in conn.execute(
+            sets = [{**dict(r), "retired": bool(r["retired"])} for r in conn.execute(
                 "SELECT s.set_id, s.category, s.base_prompt, COUNT(a.annotator_id) AS assigned, "
-                "COUNT(r.annotator_id) AS ranked "
+                "COUNT(r.annotator_id) AS ranked, s.retired IS NOT NULL AS retired "
                 "FROM sets s LEFT JOIN assignments a USING (set_id) "
                 "LEFT JOIN rankings r ON r.annotator_id = a.annotator_id AND r.set_id = a.set_id "
                 "GROUP BY s.set_id ORDER BY s.set_id")]
         return {"annotators": annotators, "sets": sets}
+
+
+def _assignment(row: sqlite3.Row) -> Assignment:
+    return Assignment(row["annotator_id"], row["set_id"], row["position"], tuple(json.loads(row["display_order"])),
+                      row["base_prompt"], tuple(json.loads(row["images"])),
+                      tuple(json.loads(row["ranks"])) if row["ranks"] else None, row["retired"] is not None)
 
 
 def _ranking_json(row: sqlite3.Row) -> dict[str, Any]:

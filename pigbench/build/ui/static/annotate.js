@@ -77,7 +77,8 @@ async function submit() {
   } catch (error) {
     body = { error: "the server could not be reached" };
   }
-  if (response && (response.ok || response.status === 409)) {
+  // saved, saved before (409), or the set was withdrawn from the study meanwhile (410): on to the next set
+  if (response && (response.ok || response.status === 409 || response.status === 410)) {
     forgetStart();
     window.location.assign("/task");
     return;
