@@ -211,6 +211,17 @@ def pigbench_lines(path: Path) -> list[dict]:
     return [json.loads(t) for t in path.read_text(encoding="utf-8").splitlines()]
 
 
+def damage_jsonl(data: Any, path: Path, fields: list[str]) -> Optional[str]:
+    """Damage ``path`` (a JSON-lines file of objects): its bytes, or a line or field of it (drawn).
+    Returns the ``file:line`` pattern an error must name for a damaged line, None for damaged bytes."""
+    if data.draw(st.booleans()):
+        path.write_bytes(data.draw(byte_damage(path.read_bytes())))
+        return None
+    text, _ = data.draw(line_damage(pigbench_lines(path), fields))
+    write_lines(path, text)
+    return rf"{re.escape(path.name)}:\d+"
+
+
 @FUZZ
 @given(data=st.data())
 def test_pigbench_format_survives_corruption(pigbench_template, data):
@@ -218,15 +229,9 @@ def test_pigbench_format_survives_corruption(pigbench_template, data):
     with tmp:
         stem = data.draw(st.sampled_from(["rankings", "instances"]))
         path = root / f"{stem}.jsonl"
-        line = None
-        if data.draw(st.booleans()):
-            path.write_bytes(data.draw(byte_damage(path.read_bytes())))
-        else:
-            fields = ["user_id", "instance_id", "ranks"] if stem == "rankings" else \
-                ["instance_id", "base_prompt", "prompts", "images", "seeds", "category"]
-            text, _ = data.draw(line_damage(pigbench_lines(path), fields))
-            write_lines(path, text)
-            line = rf"{stem}\.jsonl:\d+"
+        fields = ["user_id", "instance_id", "ranks"] if stem == "rankings" else \
+            ["instance_id", "base_prompt", "prompts", "images", "seeds", "category"]
+        line = damage_jsonl(data, path, fields)
         read_as_the_runner_does("pigbench", root, {}, ["rankings.jsonl", "instances.jsonl"], line)
         adapter = adapters.get("pigbench")(str(root), {})
         recorder = Recorder(adapter)
@@ -270,14 +275,7 @@ def test_pasta_survives_corruption(pasta_template, data):
     tmp, root = copy_of(pasta_template)
     with tmp:
         path = root / "turns.jsonl"
-        line = None
-        if data.draw(st.booleans()):
-            path.write_bytes(data.draw(byte_damage(path.read_bytes())))
-        else:
-            fields = ["trajectory_id", "rater_id", "turn", "prompt", "expanded_prompts", "images", "chosen"]
-            text, _ = data.draw(line_damage([json.loads(t) for t in path.read_text().splitlines()], fields))
-            write_lines(path, text)
-            line = r"turns\.jsonl:\d+"
+        line = damage_jsonl(data, path, ["trajectory_id", "rater_id", "turn", "prompt", "expanded_prompts", "images", "chosen"])
         read_as_the_runner_does("pasta", root, {}, ["turns.jsonl"], line)
         adapter = adapters.get("pasta")(str(root), {})
         account_lines(adapter, Recorder(adapter), path)
