@@ -240,6 +240,8 @@ def test_rank_correlation_follows_the_score_difference():
     assert rank_correlation(rows([3, 2, -1, -2], ["A", "A", "B", "B"]))[0] == pytest.approx(np.sqrt(0.8))
     assert rank_correlation(rows([-3, -2, 1, 2], ["A", "A", "B", "B"]))[0] < 0
     assert rank_correlation([{"gold": "A", "prediction": {"label": "A"}}] * 5) == (None, 0)
+    assert rank_correlation(rows([3, -1], ["A", "B"])) == (None, 2)  # two targets: no correlation to speak of
+    assert rank_correlation(rows([3, 2, -1], ["A", "A", "A"])) == (None, 3)  # one gold side: rho undefined (nan)
 
 
 def test_similarity_table_has_similarity_metrics_only(collection, results_tree):
