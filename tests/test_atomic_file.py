@@ -118,3 +118,60 @@ def test_fsync_flushes_the_temporary_file_to_disk_before_the_rename(tmp_path, mo
     assert synced == []
     write_atomic(path, b"b", fsync=True)
     assert len(synced) == 1 and Path(synced[0]).name.startswith(".renders.jsonl.") and path.read_bytes() == b"b"
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A full disk at the rename (or the write): the OSError is raised, the old file kept, no *.tmp left."""
+    path = tmp_path / "index.json"
+    path.write_bytes(b"old")
+
+    def disk_full(self, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", disk_full)
+    try:
+        write_atomic(path, b"new")
+    except OSError as exc:
+        assert exc.errno == 28
+    else:
+        raise AssertionError("the failed write raised nothing")
+    assert [p.name for p in tmp_path.iterdir()] == ["index.json"] and path.read_bytes() == b"old"
+
+
+def test_remove_stale_temps_keeps_names_that_only_begin_like_a_temporary_file(tmp_path):
+    name = f".index.json.{atomic_file.HOST}.{_gone_pid()}.140245.0123456789ab.tmp"
+    for kept in (name + ".orig", name + "~"):  # a user's copy of a temporary file
+        (tmp_path / kept).write_bytes(b"keep")
+    assert remove_stale_temps(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name + ".orig", name + "~"])
+
+
+def test_remove_stale_temps_keeps_a_temporary_file_of_another_users_live_process(tmp_path, monkeypatch):
+    """os.kill(pid, 0) on another user's process raises PermissionError: that writer is alive."""
+    name = f".index.json.{atomic_file.HOST}.4242.140245.0123456789ab.tmp"
+    (tmp_path / name).write_bytes(b"part")
+
+    def not_permitted(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(atomic_file.os, "kill", not_permitted)
+    assert remove_stale_temps(tmp_path) == [] and (tmp_path / name).exists()
+
+
+def test_remove_stale_temps_goes_on_after_a_file_removed_meanwhile(tmp_path, monkeypatch):
+    pid = _gone_pid()
+    names = [f".{stem}.{atomic_file.HOST}.{pid}.140245.0123456789ab.tmp" for stem in ("a.json", "b.json", "c.json")]
+    for name in names:
+        (tmp_path / name).write_bytes(b"part")
+    real_unlink, calls = os.unlink, []
+
+    def gone_at_first(path):
+        calls.append(path)
+        if len(calls) == 1:  # another process removed this one between the listing and here
+            real_unlink(path)
+            raise FileNotFoundError(2, "No such file or directory", path)
+        real_unlink(path)
+
+    monkeypatch.setattr(atomic_file.os, "unlink", gone_at_first)
+    removed = remove_stale_temps(tmp_path)
+    assert len(calls) == 3 and len(removed) == 2 and list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ from pigbench.build.annotate.app import make_annotate_app
 from pigbench.build.annotate.store import AccessDenied, AlreadySubmitted, AnnotationStore, SetChanges, SetRetired
 from pigbench.build.ranking import InvalidRanking, mid_ranks, to_variant_order, validate_ranks
 from pigbench.build.sets import ImageSet, record_decision
-from pigbench.build.webapp import make_local_server
+from pigbench.build.webapp import MAX_BODY, make_local_server
 from pigbench.build.workspace import Workspace
 from pigbench.cli import main as cli
 
@@ -257,6 +257,10 @@ def test_malformed_and_cross_site_requests_are_refused_cleanly(served):
     status, body = raw_http(base, post + b"Content-Length: 30000\n", b"[" * 30_000)
     assert status == 400 and "not valid JSON" in json.loads(body)["error"]
     assert raw_http(base, post + b"Content-Length: 70000\n", b"x" * 70_000)[0] == 413
+    over = MAX_BODY + 1  # the limit itself is the largest body taken
+    assert raw_http(base, post + f"Content-Length: {over}\n".encode(), b"x" * over)[0] == 413
+    status, body = raw_http(base, post + f"Content-Length: {MAX_BODY}\n".encode(), b"x" * MAX_BODY)
+    assert status == 400 and "not valid JSON" in json.loads(body)["error"]
     status, _, _ = alice.request("POST", "/api/rankings",
                                  data={"set_id": sets[0], "ranks": [1, 2, 3, 4], "elapsed_ms": 10**30})
     assert status == 200 and store.own_rankings("annotator001")[0]["elapsed_ms"] is None
@@ -265,6 +269,8 @@ def test_malformed_and_cross_site_requests_are_refused_cleanly(served):
         head = (f"POST {path} HTTP/1.1\nHost: x\nCookie: {cookie}\nSec-Fetch-Site: cross-site\n"
                 f"Content-Type: application/x-www-form-urlencoded\nContent-Length: {len(form)}\n").encode()
         status, body = raw_http(base, head, form)
+        assert status == 403 and b"another site" in body
+        status, body = raw_http(base, head.replace(b"cross-site", b"same-site"), form)  # a sibling subdomain's page
         assert status == 403 and b"another site" in body
     assert json.loads(alice.request("GET", "/api/me")[1])["annotator_id"] == "annotator001"  # still signed in
     assert store.progress()["annotators"][1]["assigned"] == 0  # annotator002 was not signed in
@@ -297,6 +303,7 @@ def test_an_expired_session_gets_the_sign_in_page_and_signing_in_again_keeps_the
     with store.connect(write=True) as conn:
         conn.execute("UPDATE sessions SET created = created - 86400")
     assert store.session(token, "annotator") == "annotator002" and short.session(token, "annotator") is None
+    assert store.session(store.sign_in(invites["annotator002"]), "admin") is None  # an annotator's session is no admin's
     with pytest.raises(ValueError, match="positive"):
         AnnotationStore(store.path, session_days=0)
 

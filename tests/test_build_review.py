@@ -99,6 +99,9 @@ def test_the_review_page_answers_only_to_a_loopback_host(tmp_path):
     status, _, out = wsgi_call(at("rebound.example:8765"), "POST", "/api/decisions", body)
     assert status == 403 and "only at localhost" in json.loads(out)["error"]
     assert wsgi_call(at("rebound.example:8765"), "GET", "/api/sets")[0] == 403
+    for rebound in ("localhost.rebound.example", "127.0.0.1.rebound.example:8765", "localhost:8765.example"):
+        assert wsgi_call(at(rebound), "GET", "/api/sets")[0] == 403, rebound  # a loopback name only at the start
+    assert wsgi_call(at("LocalHost:8765"), "GET", "/api/sets")[0] == 200  # host names are case-insensitive
     assert decisions(ws) == before and before[set_id]["decision"] == "drop"
     assert wsgi_call(at("lab-box:8765", make_review_app(ws, local_only=False)), "GET", "/api/sets")[0] == 200
 

@@ -322,6 +322,29 @@ def test_a_judge_model_folder_without_weights_or_processor_files_is_one_line_say
                                "folder (`hf download Qwen/Qwen2-VL-7B-Instruct --local-dir DIR`), then pass --model-path DIR")
 
 
+def test_a_complete_folder_that_fails_to_load_for_another_reason_keeps_transformers_error(tmp_path, monkeypatch):
+    """A folder holding one of the accepted weight (or processor) files is not called incomplete when
+    from_pretrained fails for another reason (a missing tokenizer file, say): that error is raised as is."""
+    import transformers
+
+    from pigbench.checkpoint import from_pretrained_strict, load_processor
+
+    for name in ("config.json", "model.safetensors", "processor_config.json"):  # one of each kind's names
+        (tmp_path / name).write_text("{}")
+
+    def missing_tokenizer(*args, **kwargs):
+        raise OSError("tokenizer.json not found")
+
+    class Model:
+        from_pretrained = staticmethod(missing_tokenizer)
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", missing_tokenizer)
+    for load in (lambda: from_pretrained_strict(Model, str(tmp_path), "the judge model", "hint"),
+                 lambda: load_processor(str(tmp_path), "the judge model", "hint")):
+        with pytest.raises(OSError, match="^tokenizer.json not found$"):
+            load()
+
+
 @pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("name", ["qwen", "llava"])
 def test_a_clean_judge_checkpoint_loads_strictly_with_its_weights(tmp_path, request, name, tied):

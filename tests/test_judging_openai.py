@@ -478,6 +478,27 @@ def test_an_interrupt_stops_the_retries_and_the_waiting_prompts_at_once(server, 
     assert server.hits == 2  # the first attempt of the two prompts started; no retry, no other prompt
 
 
+def test_an_interrupt_during_an_attempt_retries_on_no_other_server(server):
+    """With several servers a failed attempt is retried on another at once, without a backoff: an
+    interrupt that came during the attempt must end the request there, not start an attempt elsewhere."""
+    import threading
+
+    from pigbench.judging.openai_backend import RequestFailed, _Retryable
+
+    b = OpenAIBackend([server.url, server.url + "/other"], "test-model", retry=FAST)
+    stop, attempts = threading.Event(), []
+
+    def failing_while_interrupted(url, data):
+        attempts.append(url)
+        stop.set()  # Ctrl-C arrives while this attempt is in flight
+        raise _Retryable("HTTP 503")
+
+    b._post = failing_while_interrupted
+    with pytest.raises(RequestFailed, match="interrupted"):
+        b._post_with_retries(b"{}", stop)
+    assert len(attempts) == 1 and b.pool.any_up()  # the other server was free, and still got nothing
+
+
 def test_concurrency_is_bounded(server):
     server.script = [Reply(delay_s=0.2)] * 8
     b = backend(server, concurrency=2)
@@ -614,6 +635,11 @@ def test_a_refusal_is_kept_as_the_raw_text_and_counted_as_a_refused_answer(serve
     server.script = [Reply(raw=json.dumps({"choices": [{"message": {"content": "<answer>A</answer>", "refusal": None}}]}))]
     (pred,) = judge(server, tmp_path).predict([episode(1)])
     assert pred.label == Label.A and "invalid_reason" not in pred.extra
+    # a refusal is read only when there is no content: an answer sent with a refusal string is the answer
+    server.script = [Reply(raw=json.dumps({"choices": [{"message": {"content": "<answer>B</answer>",
+                                                                    "refusal": "I'd rather not."}}]}))]
+    (pred,) = judge(server, tmp_path).predict([episode(2)])
+    assert pred.label == Label.B and pred.raw_text == "<answer>B</answer>" and "invalid_reason" not in pred.extra
 
 
 def test_answer_probabilities_from_top_logprobs(server, tmp_path):

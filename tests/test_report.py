@@ -262,6 +262,8 @@ def test_rank_correlation_follows_the_score_difference():
     assert rank_correlation(rows([3, 2, -1, -2], ["A", "A", "B", "B"]))[0] == pytest.approx(np.sqrt(0.8))
     assert rank_correlation(rows([-3, -2, 1, 2], ["A", "A", "B", "B"]))[0] < 0
     assert rank_correlation([{"gold": "A", "prediction": {"label": "A"}}] * 5) == (None, 0)
+    assert rank_correlation(rows([3, -1], ["A", "B"])) == (None, 2)  # two targets: no correlation to speak of
+    assert rank_correlation(rows([3, 2, -1], ["A", "A", "A"])) == (None, 3)  # one gold side: rho undefined (nan)
 
 
 def test_similarity_table_has_similarity_metrics_only(collection, results_tree):
@@ -894,3 +896,16 @@ def test_too_few_distinct_dimensions_for_a_tsne_map_are_said_in_the_report(tmp_p
     assert f"- {note}" in (tmp_path / "report" / "report.md").read_text()
     assert json.loads((tmp_path / "report" / "dimensions.json").read_text())["notes"] == [note]
     assert "no named dimension" not in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_sampled_rows_put_rationales_first_then_errors_and_let_users_take_turns():
+    from pigbench.report.digest import sample_rows
+
+    def row(user, i, **prediction):
+        return {"user_id": user, "sample_id": f"{user}.{i}", "prediction": prediction}
+
+    plain = [row(u, i) for u in ("u1", "u2") for i in range(3)]  # u1's rows first, as in a results file
+    explained = row("u3", 0, dimensions=[{"name": "colour"}])
+    failed = row("u3", 1, error="CUDA out of memory")
+    picked = sample_rows([*plain, failed, explained], limit=5)
+    assert [r["sample_id"] for r in picked] == ["u3.0", "u3.1", "u1.0", "u2.0", "u1.1"]

@@ -901,6 +901,14 @@ def test_validate_takes_a_results_directory_as_report_and_leaderboard_do(tmp_pat
     out = capsys.readouterr().out.splitlines()
     assert f"ok      {first}" in out and f"INVALID {second}" in out
     assert out[-1] == "2 results file(s): 1 ok, 1 invalid"
+    capsys.readouterr()
+    one = tmp_path / "one"
+    (one / "toy").mkdir(parents=True)
+    for part in (first, first.with_name(first.stem + ".predictions.jsonl")):
+        (one / "toy" / part.name).write_bytes(part.read_bytes())
+    assert pigbench(["validate", str(one)]) == 0  # a directory of one file still ends with its summary
+    assert capsys.readouterr().out.splitlines() == [f"ok      {one / 'toy' / first.name}",
+                                                    "1 results file(s): 1 ok, 0 invalid"]
 
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)

@@ -106,6 +106,10 @@ def test_when_every_server_is_down_the_first_to_recover_is_tried():
     clock.now += 1
     pool.release(pool.acquire(), ok=False)  # b down until 106
     assert not pool.any_up() and pool.acquire() == "a"
+    pool.release("a", ok=False, retry_after=60)  # a down until 161 now, b still until 106
+    assert not pool.any_up() and pool.acquire() == "b"  # b first in round-robin order or not: it recovers first
+    pool.release("b", ok=False)  # b's second failure: down 10 s, until 111
+    assert pool.acquire() == "b"  # a (first in order now) asked for a minute
 
 
 def test_base_urls_from_a_json_list_or_commas_and_bad_urls_named():
