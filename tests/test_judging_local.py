@@ -323,25 +323,26 @@ def test_a_judge_model_folder_without_weights_or_processor_files_is_one_line_say
 
 
 def test_a_complete_folder_that_fails_to_load_for_another_reason_keeps_transformers_error(tmp_path, monkeypatch):
-    """A folder holding one of the accepted weight (or processor) files is not called incomplete when
-    from_pretrained fails for another reason (a missing tokenizer file, say): that error is raised as is."""
+    """A folder holding one of the accepted weight (or processor) files, and its tokenizer files, is not
+    called incomplete when from_pretrained fails for another reason: that error is raised as is."""
     import transformers
 
     from pigbench.checkpoint import from_pretrained_strict, load_processor
 
-    for name in ("config.json", "model.safetensors", "processor_config.json"):  # one of each kind's names
+    for name in ("config.json", "model.safetensors", "processor_config.json",  # one of each kind's names
+                 "tokenizer_config.json", "tokenizer.json"):
         (tmp_path / name).write_text("{}")
 
-    def missing_tokenizer(*args, **kwargs):
-        raise OSError("tokenizer.json not found")
+    def other_failure(*args, **kwargs):
+        raise OSError("video_preprocessor_config.json not found")
 
     class Model:
-        from_pretrained = staticmethod(missing_tokenizer)
+        from_pretrained = staticmethod(other_failure)
 
-    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", missing_tokenizer)
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", other_failure)
     for load in (lambda: from_pretrained_strict(Model, str(tmp_path), "the judge model", "hint"),
                  lambda: load_processor(str(tmp_path), "the judge model", "hint")):
-        with pytest.raises(OSError, match="^tokenizer.json not found$"):
+        with pytest.raises(OSError, match="^video_preprocessor_config.json not found$"):
             load()
 
 
