@@ -23,6 +23,7 @@ import _compat_pickle
 import functools
 import math
 import pickle
+import struct
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -295,6 +296,8 @@ def load_restricted(path: Path) -> Any:
             "frames, numpy arrays and PIL images. Load only files you trust; to load this one anyway pass "
             "--dataset-option trust_pickle=true"
         ) from None
+    except struct.error:  # the pure-Python unpickler reading a number the file ends inside
+        raise DatasetError(f"{path}: cannot unpickle: the pickle data was truncated") from None
     except LOAD_ERRORS as exc:
         raise DatasetError(f"{path}: cannot unpickle: {type(exc).__name__}: {exc}") from None
 

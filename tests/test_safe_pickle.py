@@ -149,6 +149,12 @@ def test_a_frame_without_its_block_manager_is_refused(tmp_path):
         load_restricted(path)
 
 
+def test_a_pickle_ending_inside_a_number_is_truncated_data(tmp_path):
+    """The pure-Python unpickler raised struct.error on the frame length cut short."""
+    with pytest.raises(DatasetError, match=r"bench_test_w_bad\.pkl: cannot unpickle: the pickle data was truncated"):
+        load_restricted(dump(tmp_path, b"\x80\x04\x95"))
+
+
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_plain_arrays_series_and_byte_orders_still_load(tmp_path, protocol):
     values = {"big": np.array([1.5, -2.0], dtype=">f8"), "text": np.array(["ab", "c"]), "bytes": np.array([b"x", b"yz"]),
