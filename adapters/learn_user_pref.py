@@ -205,7 +205,8 @@ def _number(value: Any) -> Optional[float]:
 
 def _image(value: Any) -> Optional[ImageRef]:
     """A lazy image for encoded bytes (also as a 1-D uint8 array, which ``io.BytesIO`` reads as the
-    authors' ``eval.py`` does), a PIL image or a uint8 pixel array (2-D or 3-D); None for anything else."""
+    authors' ``eval.py`` does), a non-empty PIL image or a uint8 pixel array PIL can read (2-D, or 3-D of
+    1, 3 or 4 channels); None for anything else."""
     from PIL import Image
 
     if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1:
@@ -215,8 +216,11 @@ def _image(value: Any) -> Optional[ImageRef]:
         digest = hashlib.sha256(data).hexdigest()
         return ImageRef(f"sha256:{digest[:16]}", data, digest)
     if isinstance(value, np.ndarray) and value.dtype == np.uint8:
-        value = Image.fromarray(value)
-    if isinstance(value, Image.Image):
+        try:
+            value = Image.fromarray(value)
+        except (TypeError, ValueError):  # a shape PIL has no mode for: (h, w, 5), 4-D
+            return None
+    if isinstance(value, Image.Image) and 0 not in value.size:  # an empty image has no encoding to hash
         ref = ImageRef("pending", lambda img=value: img)
         return ImageRef(f"sha256:{ref.content_hash[:16]}", ref.source, ref.content_hash)
     return None

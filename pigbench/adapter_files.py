@@ -81,7 +81,8 @@ def require_fields(obj: Any, fields: Mapping[str, FieldType], where: str) -> Non
 
 
 def image_index(directory: Path) -> dict[str, Path]:
-    """File stem -> path of every image file directly in ``directory``."""
+    """File stem -> path of every image file directly in ``directory`` (a folder named like an image
+    is not one)."""
     if not directory.is_dir():
         raise DatasetError(f"image folder {str(directory)!r} does not exist or is not a folder")
-    return {p.stem: p for p in sorted(directory.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    return {p.stem: p for p in sorted(directory.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}

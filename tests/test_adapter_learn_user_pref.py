@@ -253,6 +253,18 @@ def test_encoded_bytes_held_as_uint8_arrays_are_the_same_images(tmp_path):
     assert ep.references[0].preferred.id == "sha256:" + hashlib.sha256(jpeg(100)).hexdigest()[:16]
 
 
+@pytest.mark.parametrize("pixels", [(2, 2, 5), (0, 0), (1, 2, 2, 3)])
+def test_a_pixel_array_pil_cannot_read_is_a_counted_skip(tmp_path, pixels):
+    """A uint8 array of 5 channels (or empty, or 4-D) raised PIL's TypeError out of ``split``."""
+    import numpy as np
+
+    rows = [dict(TEST_ROWS[0], image1=np.zeros(pixels, np.uint8))] + TEST_ROWS[2:3]
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(rows)))
+    s = split(tmp_path)
+    assert [e.target.record_id for e in s.episodes] == ["bench_test_w_bad:1"]
+    assert s.skipped_records == {"target image is not bytes, a PIL image or an array": 1}
+
+
 @pytest.mark.parametrize("k", [8, 4])
 def test_references_are_the_first_k_pairs_each_with_its_own_prompt(folder, k):
     ep = split(folder, reference_size=k).episodes[0]  # row 0: references 0-7

@@ -88,6 +88,16 @@ def test_skips_are_counted(pip):
     assert a.skipped == {"repeated prompt within a user": 1, "flagged NSFW": 1, "no regenerated image for the record": 1}
 
 
+def test_a_folder_named_like_an_image_is_not_an_image(pip):
+    """A folder ``a_noimg.png`` in the images folder was indexed as the record's image: split raised
+    ImageError reading it. It is skipped like any record with no regenerated image."""
+    (Path(pip[1]["images"]) / "a_noimg.png").mkdir()
+    a = PIP(str(pip[0]), pip[1])
+    s = a.split(seed=0, reference_size=4)
+    assert s.episodes and "a_noimg" not in {r.record_id for r in a.records()}
+    assert a.skipped["no regenerated image for the record"] == 1
+
+
 def test_a_prompt_whose_first_record_has_no_image_is_kept_from_a_later_one(pip):
     """Repeated prompts were removed before the image check: a prompt whose first record was never
     regenerated was lost though a later repeat had its image; the later record is now kept."""
