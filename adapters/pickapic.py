@@ -60,6 +60,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -448,11 +449,15 @@ class ImageStore:
     indexes (:class:`~pigbench.append_index.AppendIndex`); see the module docstring. Image files are
     written to a temporary name in their folder, then renamed, so that concurrent writers (ranks, runs)
     and killed runs leave no partial file. Opening the store removes the temporary files of killed
-    writers of its indexes (:func:`~pigbench.atomic_file.remove_stale_temps`, one listing of ``root``)."""
+    writers of its indexes (:func:`~pigbench.atomic_file.remove_stale_temps`, one listing of ``root``);
+    those of killed image writers in a ``<sha[:2]>/`` folder are removed the first time this store
+    writes into that folder (one listing per folder per store, none on reading)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         remove_stale_temps(root)
+        self._swept: set[Path] = {root}  # folders whose stale temporary files this store removed
+        self._swept_lock = threading.Lock()
 
     def path(self, sha: str) -> Path:
         return self.root / sha[:2] / sha
@@ -499,12 +504,22 @@ class ImageStore:
     def write(self, path: Path, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (:func:`~pigbench.atomic_file.write_atomic`: its mode
         follows the umask, so a store shared by a group stays readable); a :class:`DatasetError` naming
-        it if that fails."""
+        it if that fails. The first write into a folder removes its stale temporary files first."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._sweep(path.parent)
             write_atomic(path, data)
         except OSError as exc:
             raise _write_error("image", path, exc) from None
+
+    def _sweep(self, folder: Path) -> None:
+        """Remove the temporary files of killed writers in ``folder`` unless this store already did
+        (:func:`~pigbench.atomic_file.remove_stale_temps`); concurrent writers list a folder once."""
+        with self._swept_lock:
+            if folder in self._swept:
+                return
+            self._swept.add(folder)
+        remove_stale_temps(folder)
 
 
 def _write_error(what: str, path: Path, exc: OSError) -> DatasetError:

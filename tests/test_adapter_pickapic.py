@@ -965,3 +965,35 @@ def test_an_index_write_that_fails_is_an_error_naming_the_index_file(data, tmp_p
     with pytest.raises(DatasetError, match=rf"cannot write the index file {index} of the image store \(.*\); "
                                            r"--dataset-option images_cache=DIR"):
         adapter(meta, images, images_cache=str(store)).split(seed=0)
+
+
+def test_a_killed_image_writers_temp_file_in_a_subfolder_is_removed_at_the_next_write_there(tmp_path, monkeypatch):
+    """Only the store's root was swept, so temporary files of image writes killed mid-write stayed in the
+    <sha[:2]>/ folders for good. The first write into a folder sweeps it (a live writer's file stays), once
+    per folder per store, and reading sweeps nothing."""
+    from test_atomic_file import _gone_pid
+
+    from pigbench import atomic_file
+    from pigbench.adapters import pickapic
+    from pigbench.adapters.pickapic import ImageStore
+
+    data = b"image bytes"
+    sha = hashlib.sha256(data).hexdigest()
+    folder = tmp_path / "s" / sha[:2]
+    folder.mkdir(parents=True)
+    dead = folder / f".{sha}.{atomic_file.HOST}.{_gone_pid()}.140245.0123456789ab.tmp"
+    live = folder / f".{sha}.{atomic_file.HOST}.{os.getpid()}.140245.0123456789ab.tmp"
+    dead.write_bytes(b"part")
+    live.write_bytes(b"part")
+    listed = []
+    monkeypatch.setattr(pickapic, "remove_stale_temps", lambda d: listed.append(d) or atomic_file.remove_stale_temps(d))
+    store = ImageStore(tmp_path / "s")
+    assert dead.exists() and store.get(sha) is None and listed == [tmp_path / "s"]  # opening and reading: root only
+    store.put(sha, data)
+    assert not dead.exists() and live.exists() and store.get(sha) == data
+    other = bytes(range(256))
+    while hashlib.sha256(other).hexdigest()[:2] != sha[:2]:  # a second image of the same folder
+        other += b"x"
+    store.put(sha, data, replace=True)
+    store.put(hashlib.sha256(other).hexdigest(), other)
+    assert listed == [tmp_path / "s", folder]  # one listing per folder

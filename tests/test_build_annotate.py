@@ -403,6 +403,66 @@ def test_a_set_no_longer_kept_is_retired_never_assigned_and_kept_again_is_offere
     assert dropped <= {a.set_id for a in store.assignments("eve")}
 
 
+def test_an_annotator_whose_unranked_sets_were_retired_gets_replacements_up_to_their_share(tmp_path):
+    """Sets were assigned only at first sign-in, so an annotator whose unranked sets were all retired saw "All n sets
+    ranked" for good. Their share (k in min..max) is topped up by the least-covered rule, among the offered sets
+    they do not have; a ranked or withdrawn set is never given again, and a top-up never goes past k."""
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(3, 3, seed=5, open_signup=True)
+    sets = fake_sets(7)
+    store.sync_sets(sets)
+    store.sign_in("alice")
+    store.sign_in("bob")
+    first, second, third = (a.set_id for a in store.assignments("alice"))
+    store.submit("alice", first, [1, 2, 3, 4])
+    kept = [s for s in sets if s.set_id not in {second, third}]
+    store.sync_sets(kept)
+    assert [a.set_id for a in store.assignments("alice")] == [first]  # all her unranked sets withdrawn
+    assert store.top_up("alice") == 2
+    mine = store.assignments("alice")
+    assert [a.position for a in mine] == [0, 3, 4] and mine[0].set_id == first
+    new = {a.set_id for a in mine[1:]}
+    assert not new & {first, second, third} and all(a.ranks is None and not a.retired for a in mine[1:])
+    bobs = {a.set_id for a in store.assignments("bob")}
+    nobodys = {s.set_id for s in sets} - {first, second, third} - bobs
+    assert len(nobodys) == 1 and nobodys < new and len(new & bobs) == 1  # the least covered first
+    assert store.top_up("alice") == 0 and store.sign_in("alice") and len(store.assignments("alice")) == 3
+    for a in store.assignments("alice"):
+        if a.ranks is None:
+            store.submit("alice", a.set_id, [4, 3, 2, 1])
+    assert store.top_up("alice") == 0  # her share is ranked: nothing more
+
+    store.sync_sets([s for s in sets if s.set_id == first])  # ranked sets, retired, still count: no top-up
+    assert store.top_up("alice") == 0 and len(store.assignments("alice")) == 3
+
+    store.sync_sets([s for s in sets if s.set_id in {second, third} | bobs])
+    store.sign_in("dan")
+    dans = {a.set_id for a in store.assignments("dan")}
+    assert len(dans) == 3
+    spare = ({second, third} | bobs) - dans
+    store.sync_sets([s for s in sets if s.set_id in spare])  # all of dan's retired, two sets he lacks offered
+    assert store.top_up("dan") == 2 and len(store.assignments("dan")) == 2  # as many as are left to give
+    store.sync_sets([s for s in sets if s.set_id in spare | {first}])
+    assert store.sign_in("dan") and len(store.assignments("dan")) == 3  # a set offered later fills his share
+    assert {a.set_id for a in store.assignments("dan")} == spare | {first}
+
+
+def test_a_top_up_never_exceeds_the_maximum_and_follows_the_settings(tmp_path):
+    """k is drawn again from (seed, id) under the current settings, so a share is never topped up past --max-sets."""
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(4, 4, seed=0, open_signup=True)
+    sets = fake_sets(12)
+    store.sync_sets(sets)
+    store.sign_in("alice")
+    mine = [a.set_id for a in store.assignments("alice")]
+    store.initialize(min_sets=1, max_sets=2)
+    store.sync_sets([s for s in sets if s.set_id not in mine])
+    assert store.top_up("alice") in (1, 2) and 1 <= len(store.assignments("alice")) <= 2
+    store.initialize(min_sets=6, max_sets=6)
+    assert store.top_up("alice") > 0 and len(store.assignments("alice")) == 6
+    assert not {a.set_id for a in store.assignments("alice")} & set(mine)
+
+
 def test_an_older_database_gets_the_retired_column_and_keeps_its_rankings(tmp_path):
     """annotate.sqlite of an earlier version (sets without `retired`, rankings without `images_sha256`) opens,
     syncs and serves without losing a ranking."""
@@ -447,29 +507,56 @@ def test_a_set_dropped_after_init_leaves_the_app_over_http(served, capsys):
     assert cli(work + ["init"]) == 0
     assert "0 new set(s), 1 retired (no longer kept; their rankings stay in the database), 7 kept set(s) offered" \
         in capsys.readouterr().out
-    status, page, url = alice.request("GET", "/task")
-    assert (status, url) == (200, base + "/task") and b"Set 2 of 2" in page
+    status, page, url = alice.request("GET", "/task")  # the retired set is replaced: her share stays 3
+    assert (status, url) == (200, base + "/task") and b"Set 2 of 3" in page
     assert f"/img/{third}/0".encode() in page and b'id="withdrawn">1 set assigned to you' in page
     status, body, _ = alice.request("POST", "/api/rankings", data={"set_id": current, "ranks": [1, 2, 3, 4]})
     assert status == 410 and "withdrawn" in json.loads(body)["error"]
-    assert json.loads(alice.request("GET", "/api/me")[1]) == {"annotator_id": "annotator001", "total": 2, "done": 1,
-                                                              "sets": [first, third]}
+    me = json.loads(alice.request("GET", "/api/me")[1])
+    assert (me["total"], me["done"], me["sets"][:2]) == (3, 1, [first, third])
+    replacement = me["sets"][2]
+    assert replacement not in {first, current, third}
     assert alice.request("POST", "/api/rankings", data={"set_id": third, "ranks": [1, 1, 3, 4]})[0] == 200
+    assert b"Set 3 of 3" in alice.request("GET", "/task")[1]
+    assert alice.request("POST", "/api/rankings", data={"set_id": replacement, "ranks": [4, 3, 2, 1]})[0] == 200
     status, page, _ = alice.request("GET", "/task")
-    assert b"All 2 sets ranked" in page and b'id="withdrawn"' in page
-    assert [r["set_id"] for r in store.all_rankings()] == [first, third]
+    assert b"All 3 sets ranked" in page and b'id="withdrawn"' in page
+    assert [r["set_id"] for r in store.all_rankings()] == [first, third, replacement]
 
     admin = Browserless(base)
     admin.request("POST", "/admin/signin", form={"token": admin_token})
     page = admin.request("GET", "/admin")[1].decode()
-    assert "7 sets offered (1 retired: no longer kept in review)" in page and "2 rankings submitted ·" in page
+    assert "7 sets offered (1 retired: no longer kept in review)" in page and "3 rankings submitted ·" in page
     assert f'<tr class="retired"><td>{current}</td><td>retired</td>' in page
-    assert "<td>annotator001</td><td>2</td><td>2</td><td>1</td>" in page
+    assert "<td>annotator001</td><td>3</td><td>3</td><td>1</td>" in page
     assert cli(work + ["status"]) == 0
     out = capsys.readouterr().out
-    assert "2 annotators, 7 sets (and 1 retired), 2 rankings submitted;" in out and "annotator001: 2/2 (1 withdrawn)" in out
+    assert "2 annotators, 7 sets (and 1 retired), 3 rankings submitted;" in out and "annotator001: 3/3 (1 withdrawn)" in out
 
-    record_decision(ws, current, "keep", "")  # the curator changes their mind
+    record_decision(ws, current, "keep", "")  # the curator changes their mind: the set comes back to her list
     assert cli(work + ["init"]) == 0
     assert "0 new set(s), 1 kept again, 8 kept set(s) offered" in capsys.readouterr().out
-    assert b"Set 3 of 3" in alice.request("GET", "/task")[1]
+    assert b"Set 4 of 4" in alice.request("GET", "/task")[1]
+
+
+def test_an_annotator_whose_unranked_sets_were_all_dropped_gets_new_sets_over_http(served, capsys):
+    """Over HTTP: once every unranked set of hers was dropped in review, the task page showed "All 1 sets ranked";
+    it now offers replacements up to her share, and signing in again gives no more."""
+    base, store, invites, _ = served
+    ws = Workspace.at(str(store.path.parent))
+    alice = Browserless(base)
+    alice.request("POST", "/signin", form={"credential": invites["annotator001"]})
+    first, second, third = json.loads(alice.request("GET", "/api/me")[1])["sets"]
+    assert alice.request("POST", "/api/rankings", data={"set_id": first, "ranks": [1, 2, 3, 4]})[0] == 200
+    for set_id in (second, third):
+        record_decision(ws, set_id, "drop", "off-prompt")
+    assert cli(["build", "--workdir", str(ws.root), "annotate", "init"]) == 0
+    capsys.readouterr()
+    status, page, _ = alice.request("GET", "/task")
+    assert status == 200 and b"Set 2 of 3" in page and b'id="withdrawn">2 sets assigned to you' in page
+    sets = json.loads(alice.request("GET", "/api/me")[1])["sets"]
+    assert sets[0] == first and len(sets) == 3 and not set(sets[1:]) & {first, second, third}
+    assert f"/img/{sets[1]}/0".encode() in page and alice.request("GET", f"/img/{sets[1]}/0")[0] == 200
+    again = Browserless(base)
+    again.request("POST", "/signin", form={"credential": invites["annotator001"]})
+    assert json.loads(again.request("GET", "/api/me")[1])["sets"] == sets

@@ -283,7 +283,8 @@ def test_elapsed_time_of_a_set_covers_the_page_loads_before_a_reload(browser, ap
 
 def test_a_set_withdrawn_while_on_screen_moves_on_to_the_next_set(browser, app):
     """The curator drops the set on an annotator's screen and runs `annotate init`: Submit answers 410, and the
-    page moves on to the next set (Set 1 of 2, with a note) instead of 'Not saved ... try Submit again'."""
+    page moves on to the next set (Set 1 of 3: the withdrawn set is replaced, with a note) instead of 'Not saved ...
+    try Submit again'."""
     store = app["store"]
     alice = sign_in(browser, app, "annotator001")
     on_screen = json.loads(alice.get_attribute("#task", "data-task"))["set_id"]
@@ -291,7 +292,7 @@ def test_a_set_withdrawn_while_on_screen_moves_on_to_the_next_set(browser, app):
     for card, tier in (("A", 1), ("B", 2), ("C", 3), ("D", 4)):
         alice.drag_and_drop(f"#card-{card}", f"#tier-{tier}")
     alice.click("#submit")
-    expect(alice.locator("#progress-text")).to_have_text("Set 1 of 2")
+    expect(alice.locator("#progress-text")).to_have_text("Set 1 of 3")
     wait_ready(alice)
     assert json.loads(alice.get_attribute("#task", "data-task"))["set_id"] != on_screen
     assert "withdrawn from the study" in alice.inner_text("#withdrawn")

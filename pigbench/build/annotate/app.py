@@ -12,7 +12,8 @@ Access rules, enforced on the server for every request:
   and only if it is a valid ordering of the four images (400 with the reason otherwise).
 * A set retired after it was assigned (no longer kept in review, see ``annotate init``) leaves the
   annotator's list unless they ranked it: the task page moves on to their next set and counts
-  "Set k of n" without it, noting how many were withdrawn; a ranking of it sent from a page
+  "Set k of n" without it, noting how many were withdrawn; it is replaced (on loading the task page,
+  or at sign-in) by an offered set they do not have, while one is left, up to their share; a ranking of it sent from a page
   still open is not stored (410, and the page moves on).
 * A POST from another site's page is refused (``Sec-Fetch-Site``, see :mod:`pigbench.build.webapp`).
 * The admin view and exports need an admin session (cookie ``pb_admin``) opened with the admin
@@ -90,6 +91,7 @@ def make_annotate_app(store: AnnotationStore, root: Path, behind_proxy: bool = F
         who = annotator(request)
         if who is None:
             return redirect("/")
+        store.top_up(who)  # replaces sets retired since sign-in
         assigned, withdrawn = store.assignments(who), len(store.assignments(who, withdrawn=True))
         done = sum(a.ranks is not None for a in assigned)
         current = next((a for a in assigned if a.ranks is None), None)

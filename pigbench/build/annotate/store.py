@@ -2,7 +2,8 @@
 
 Tables: ``meta`` (settings), ``sets`` (every set ever offered, with ``retired``: NULL while the set is kept, else
 the time ``annotate init`` found it no longer kept; a retired set is never assigned again, an annotator's unranked
-assignment of it leaves their list, and rankings already given of it stay), ``annotators`` (id and the SHA-256
+assignment of it leaves their list and is replaced (:meth:`AnnotationStore.top_up`), and rankings already given of
+it stay), ``annotators`` (id and the SHA-256
 of their invite code), ``sessions`` (SHA-256 of session tokens, with role annotator or admin and creation
 time; a session expires ``session_days`` after it was created, and an expired one is deleted at the next sign-in;
 sessions of an older database, which recorded their creation time too, expire by it),
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from pigbench.build.annotate.assignment import annotator_rng, choose_sets, display_order
+from pigbench.build.annotate.assignment import annotator_rng, display_order, least_covered, share_size
 from pigbench.build.ranking import to_variant_order, validate_ranks
 from pigbench.build.sets import ImageSet
 
@@ -224,7 +225,7 @@ class AnnotationStore:
     # -- sessions -------------------------------------------------------------------------------------
     def sign_in(self, credential: str) -> Optional[str]:
         """A session token for the annotator with this invite code (or, with open sign-up, this id unless an
-        invited annotator has it); None if refused."""
+        invited annotator has it), after filling their share of sets (:meth:`_assign`); None if refused."""
         credential = credential.strip()
         if not credential:
             return None
@@ -272,19 +273,42 @@ class AnnotationStore:
         return token
 
     # -- assignment and rankings ----------------------------------------------------------------------
-    def _assign(self, conn: sqlite3.Connection, annotator_id: str) -> None:
-        """Give a first-time annotator their sets, among those not retired (inside the caller's write transaction)."""
-        if conn.execute("SELECT 1 FROM assignments WHERE annotator_id = ?", (annotator_id,)).fetchone():
-            return
+    def top_up(self, annotator_id: str) -> int:
+        """Give the annotator sets until their share is full again (see :meth:`_assign`); returns how many were added."""
+        with self.connect(write=True) as conn:
+            return self._assign(conn, annotator_id)
+
+    def _assign(self, conn: sqlite3.Connection, annotator_id: str) -> int:
+        """Fill the annotator's share, inside the caller's write transaction; returns how many sets were added.
+
+        Their share is k sets, k uniform in [min_sets, max_sets] drawn from their generator (so the same k each
+        time while the settings stay). Their sets are those of "Set k of n" (:meth:`assignments`: offered, or
+        ranked); while fewer than k, they get the least covered offered sets they do not have yet
+        (:func:`~pigbench.build.annotate.assignment.least_covered`): all k at first sign-in, and replacements of
+        unranked sets retired since. A set they have (ranked, withdrawn or not) is never assigned to them again."""
         settings = self._settings(conn)
+        rng = annotator_rng(settings["seed"], annotator_id)
+        share = share_size(settings["min_sets"], settings["max_sets"], rng)
+        held = conn.execute(
+            "SELECT a.position, s.retired IS NULL OR r.set_id IS NOT NULL AS counted FROM assignments a "
+            "JOIN sets s USING (set_id) LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ?",
+            (annotator_id,)).fetchall()
+        missing = share - sum(r["counted"] for r in held)
+        if missing <= 0:
+            return 0
+        if held:  # a top-up: a generator of its own, so it does not repeat the first assignment's draws
+            rng = annotator_rng(settings["seed"], annotator_id, len(held))
         load = {r["set_id"]: r["n"] for r in conn.execute(
             "SELECT s.set_id, COUNT(a.annotator_id) AS n FROM sets s LEFT JOIN assignments a USING (set_id) "
-            "WHERE s.retired IS NULL GROUP BY s.set_id ORDER BY s.set_id")}
-        rng = annotator_rng(settings["seed"], annotator_id)
+            "WHERE s.retired IS NULL AND s.set_id NOT IN (SELECT set_id FROM assignments WHERE annotator_id = ?) "
+            "GROUP BY s.set_id ORDER BY s.set_id", (annotator_id,))}
+        start = max((r["position"] for r in held), default=-1) + 1
         now = time.time()
-        for position, set_id in enumerate(choose_sets(load, settings["min_sets"], settings["max_sets"], rng)):
+        chosen = least_covered(load, missing, rng)
+        for position, set_id in enumerate(chosen, start=start):
             conn.execute("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)",
                          (annotator_id, set_id, position, json.dumps(display_order(rng)), now))
+        return len(chosen)
 
     def assignments(self, annotator_id: str, withdrawn: bool = False) -> list[Assignment]:
         """This annotator's sets in presentation order, with their rankings once submitted: the sets not retired and
