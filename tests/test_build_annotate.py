@@ -491,16 +491,22 @@ def test_an_older_database_gets_the_retired_column_and_keeps_its_rankings(tmp_pa
     assert [r["set_id"] for r in AnnotationStore(path).all_rankings()] == [done.set_id, todo.set_id]
 
 
+def _first_set_ranked(served) -> tuple[Workspace, Browserless, list[str]]:
+    """annotator001 signed in over HTTP, her first set ranked: (the workspace, her client, her three sets)."""
+    base, store, invites, _ = served
+    alice = Browserless(base)
+    alice.request("POST", "/signin", form={"credential": invites["annotator001"]})
+    sets = json.loads(alice.request("GET", "/api/me")[1])["sets"]
+    assert alice.request("POST", "/api/rankings", data={"set_id": sets[0], "ranks": [1, 2, 3, 4]})[0] == 200
+    return Workspace.at(str(store.path.parent)), alice, sets
+
+
 def test_a_set_dropped_after_init_leaves_the_app_over_http(served, capsys):
     """Over HTTP: the annotator whose current set is retired gets their next set (not an error page), with "Set k
     of n" counting without it; a ranking of it sent from the page still open is refused (410) and not stored;
     the admin page and `annotate status` show the retirement; `annotate init` after the drop reports it."""
-    base, store, invites, admin_token = served
-    ws = Workspace.at(str(store.path.parent))
-    alice = Browserless(base)
-    alice.request("POST", "/signin", form={"credential": invites["annotator001"]})
-    first, current, third = json.loads(alice.request("GET", "/api/me")[1])["sets"]
-    assert alice.request("POST", "/api/rankings", data={"set_id": first, "ranks": [1, 2, 3, 4]})[0] == 200
+    base, store, _, admin_token = served
+    ws, alice, (first, current, third) = _first_set_ranked(served)
     assert b"Set 2 of 3" in alice.request("GET", "/task")[1]
     work = ["build", "--workdir", str(ws.root), "annotate"]
     record_decision(ws, current, "drop", "a watermark in image 2")
@@ -543,11 +549,7 @@ def test_an_annotator_whose_unranked_sets_were_all_dropped_gets_new_sets_over_ht
     """Over HTTP: once every unranked set of hers was dropped in review, the task page showed "All 1 sets ranked";
     it now offers replacements up to her share, and signing in again gives no more."""
     base, store, invites, _ = served
-    ws = Workspace.at(str(store.path.parent))
-    alice = Browserless(base)
-    alice.request("POST", "/signin", form={"credential": invites["annotator001"]})
-    first, second, third = json.loads(alice.request("GET", "/api/me")[1])["sets"]
-    assert alice.request("POST", "/api/rankings", data={"set_id": first, "ranks": [1, 2, 3, 4]})[0] == 200
+    ws, alice, (first, second, third) = _first_set_ranked(served)
     for set_id in (second, third):
         record_decision(ws, set_id, "drop", "off-prompt")
     assert cli(["build", "--workdir", str(ws.root), "annotate", "init"]) == 0
