@@ -144,7 +144,7 @@ def _ci(boot: np.ndarray) -> Optional[list[float]]:
 
 
 def metrics_close(a: Any, b: Any, tol: float = 1e-6) -> bool:
-    """Structural equality of two metric dicts with float tolerance (used by validation)."""
+    """Structural equality of two metric dicts with float tolerance: no :func:`metric_differences`."""
     return not metric_differences(a, b, tol=tol)
 
 

@@ -424,7 +424,6 @@ class PredictionsRecount:
     inputs share one object, so the list costs a pointer per row)."""
 
     def __init__(self) -> None:
-        self.rows = 0
         self.sample_ids: set[str] = set()
         self.failures = FailureCounts()
         self.answer_quality = AnswerQualityCounts()
@@ -433,7 +432,6 @@ class PredictionsRecount:
 
     def add(self, row: dict) -> None:
         """Count one row checked by :func:`load_results`."""
-        self.rows += 1
         self.sample_ids.add(row["sample_id"])
         self.failures.add(row["prediction"])
         self.answer_quality.add(row["prediction"])
@@ -444,18 +442,18 @@ class PredictionsRecount:
         """:func:`validate_results`'s problems of results file ``path`` (``results``, as loaded) with
         these predictions: duplicate ids, counts (targets, users), failures and answer quality
         recounted, and metrics recomputed (differing fields named as in :func:`validate_results`)."""
-        problems = []
-        if len(self.sample_ids) != self.rows:
+        problems, rows = [], len(self.judged)
+        if len(self.sample_ids) != rows:
             problems.append(f"{path}: duplicate sample ids in predictions")
-        if results["predictions"]["count"] != self.rows or results["split"]["targets"] != self.rows:
-            problems.append(f"{path}: predictions count {self.rows} differs from the recorded count")
+        if results["predictions"]["count"] != rows or results["split"]["targets"] != rows:
+            problems.append(f"{path}: predictions count {rows} differs from the recorded count")
         users = len({j.user_id for j in self._shared})
         if results["split"]["users"] != users:
             problems.append(f"{path}: split users {results['split']['users']} differs from the {users} users of the predictions")
         for name, recount in (("failures", self.failures.summary()), ("answer_quality", self.answer_quality.summary())):
             if name in results and results[name] != recount:
                 problems.append(f"{path}: {name} {results[name]!r} differs from the predictions' {recount!r}")
-        if not self.rows:
+        if not rows:
             return problems + [f"{path}: no predictions"]
         boot = results["metrics"]["bootstrap"]  # integers by the schema, though JSON may spell them 1000.0
         recomputed = compute_metrics(self.judged, n_bootstrap=int(boot["resamples"]), seed=int(boot["seed"]))
