@@ -83,7 +83,7 @@ class MPS(EmbeddingScorer):
         import torch
         from transformers import CLIPConfig
 
-        from pigbench.checkpoint import check_config_file, check_tokenizer_files, load_tokenizer
+        from pigbench.checkpoint import check_config_file, load_tokenizer
         from pigbench.evaluators._hf_clip import processor_transform
         from pigbench.evaluators._mps_net import MPSNet, cross_model_shape
         from pigbench.evaluators._weights import CheckpointError, fetch_file, load_strict, read_state_dict, source_fingerprint
@@ -92,7 +92,7 @@ class MPS(EmbeddingScorer):
         clip = self.clip_source(self.config)
         clip_hint = model_folder_hint(self.default_clip, "--option clip_path=", CLIP_ENV)
         check_config_file(clip, "the CLIP-H config/processor", clip_hint)  # before the checkpoint is read
-        check_tokenizer_files(clip, "the CLIP-H config/processor", clip_hint)
+        tokenizer = load_tokenizer(clip, "the CLIP-H config/processor", clip_hint)
         config = CLIPConfig.from_pretrained(clip, local_files_only=cache_only(clip))
         state = read_state_dict(path, "the MPS checkpoint")
         try:
@@ -103,7 +103,6 @@ class MPS(EmbeddingScorer):
         self.net = MPSNet(config, shape)
         load_strict(self.net, state, "the MPS checkpoint", str(path))
         self.net.eval().to(device=self.device, dtype=self.dtype)
-        tokenizer = load_tokenizer(clip, "the CLIP-H config/processor", clip_hint)
         length = min(tokenizer.model_max_length, config.text_config.max_position_embeddings)
 
         def encode(texts: list[str]) -> torch.Tensor:
