@@ -65,11 +65,9 @@ _BRACKETS = re.compile(r"\[\[\s*([ABC])\s*\]\]", re.IGNORECASE)
 # A side named as an image: "Image A", "picture 2", "option #1", "the first image".
 _NAMED = r"(?:(?:image|picture|pic|img|option|candidate)\s*#?\s*(?P<{0}>[ab12])\b|\b(?P<{0}o>first|second)\s+(?:image|picture|one|option)\b)"
 _NAMED_SIDE = re.compile(_NAMED.format("s"), re.IGNORECASE)
-_BETTER = re.compile(
-    _NAMED.format("s")
-    + r"\s+(?:is|seems|looks|would\s+be|was)\s+(?:(?!not\b)\w+\s+)?(?P<cmp>better|preferred|superior|worse|inferior)\b",
-    re.IGNORECASE,
-)
+# What follows the subject of a comparative verdict: "... is (much) better", "... would be preferred".
+_COMPARATIVE = r"\s+(?:is|seems|looks|would\s+be|was)\s+(?:(?!not\b)\w+\s+)?(?P<cmp>better|preferred|superior|worse|inferior)\b"
+_BETTER = re.compile(_NAMED.format("s") + _COMPARATIVE, re.IGNORECASE)
 # "neg": a negation just before the verb ("would not prefer", "don't really prefer"): no verdict.
 _PREFER = re.compile(r"(?P<neg>(?:\bnot|\bnever|n't)\s+(?:\w+\s+)?)?\bprefer(?:s|red)?\s+(?:the\s+)?" + _NAMED.format("s"),
                      re.IGNORECASE)
@@ -86,11 +84,7 @@ _TIE = re.compile(
 )
 # A bare letter in the comparative form only ("A is better", "B is much worse"); upper case, so
 # the article in "a better image" never counts.
-_BARE_BETTER = re.compile(
-    r"\b(?-i:(?P<s>[AB]))\s+(?:is|seems|looks|would\s+be|was)\s+(?:(?!not\b)\w+\s+)?"
-    r"(?P<cmp>better|preferred|superior|worse|inferior)\b",
-    re.IGNORECASE,
-)
+_BARE_BETTER = re.compile(r"\b(?-i:(?P<s>[AB]))" + _COMPARATIVE, re.IGNORECASE)
 # The protocol's explicit tie, read only where no single image is named ("I can't decide: Image B" is no tie).
 _UNDECIDED = re.compile(r"\b(?:cannot|can\s*not|can't|can’t)\s+decide\b", re.IGNORECASE)
 # A claim choosing the one image it names: "I'd go with Image 2", "I lean towards Image 1", "Image B".
@@ -257,7 +251,7 @@ def classify(snippet: str) -> tuple[Optional[Label], str]:
     if _TIE.search(s):
         return Label.TIE, ""
     named = {_side(m) for m in _NAMED_SIDE.finditer(s)}
-    if len(named) != 1 and _UNDECIDED.search(s):
+    if len(named) != 1 and undecided is not None:
         return Label.TIE, ""
     if len(named) == 1:
         if _NEGATION.search(s):  # "Image 1 is not better", "Image B does not fit": not a choice of it
