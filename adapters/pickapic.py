@@ -71,7 +71,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pigbench.adapter import DatasetAdapter, DatasetError
-from pigbench.append_index import AppendIndex
+from pigbench.append_index import AppendIndex, file_size
 from pigbench.atomic_file import remove_stale_temps, write_atomic
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
 from pigbench.adapter_options import check_options, get_int
@@ -468,7 +468,7 @@ class ImageStore:
     def put(self, sha: str, data: bytes, replace: bool = False) -> None:
         """Store ``data`` (whose SHA-256 is ``sha``) unless a file of its size is there (``replace``: in any case)."""
         path = self.path(sha)
-        if not replace and _size(path) == len(data):
+        if not replace and file_size(path) == len(data):
             return
         self.write(path, data)
 
@@ -499,7 +499,7 @@ class ImageStore:
         names is stored at its recorded size; else None (the row is hashed again)."""
         if entry is None or entry[:2] != [list(at), list(uids)]:
             return None
-        return entry if len(entry) == 3 or all(_size(self.path(h)) == n for h, n in zip(entry[2], entry[3])) else None
+        return entry if len(entry) == 3 or all(file_size(self.path(h)) == n for h, n in zip(entry[2], entry[3])) else None
 
     def write(self, path: Path, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (:func:`~pigbench.atomic_file.write_atomic`: its mode
@@ -538,13 +538,6 @@ def _index_entry_ok(e: Any) -> bool:
 
 def _strs(v: Any, n: int) -> bool:
     return isinstance(v, list) and len(v) == n and all(isinstance(x, str) for x in v)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return -1
 
 
 def _images_not_read() -> bytes:

@@ -53,9 +53,11 @@ class _RepeatedField(ValueError):
 
 
 def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise _RepeatedField(next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i])))
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedField(key)
+        out[key] = value
     return out
 
 

@@ -69,8 +69,8 @@ class AppendIndex:
         data = "".join(json.dumps({k: e}) + "\n" for k, e in entries.items()).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            logged = max(_size(self.log_path), 0)
-            if logged + len(data) > _size(self.path):
+            logged = max(file_size(self.log_path), 0)
+            if logged + len(data) > file_size(self.path):
                 merged = self.read()
                 merged.update(entries)
                 write_atomic(self.path, json.dumps(merged).encode())
@@ -110,8 +110,9 @@ class AppendIndex:
         return added
 
 
-def _size(path: Path) -> int:
-    """The file's size; -1 if it is missing (so that any addition compacts into a missing main file)."""
+def file_size(path: Path) -> int:
+    """The file's size; -1 if it is missing or unreadable (so that any addition compacts into a missing
+    main file, and no recorded size matches a missing image)."""
     try:
         return path.stat().st_size
     except OSError:
