@@ -44,7 +44,8 @@ from pigbench.build.agreement import kendall_tau_b, pairwise_disagreement, set_a
 from pigbench.build.annotate.store import AnnotationStore
 from pigbench.build.prompts import read_partiprompts
 from pigbench.build.sets import ImageSet, decisions, kept_sets, rendered_sets
-from pigbench.build.workspace import VARIANT_FIELDS, BuildError, Workspace, file_sha256, read_jsonl, write_atomic
+from pigbench.build.workspace import (VARIANT_FIELDS, BuildError, Workspace, file_sha256, read_jsonl, write_atomic,
+                                      write_jsonl)
 
 GENERATION_FIELDS = ("model", "scheduler", "scheduler_class", "steps", "guidance", "width", "height", "dtype",
                      "negative_prompt", "seed", "generator", "sha256", "diffusers_version", "torch_version")
@@ -99,11 +100,11 @@ def export_dataset(ws: Workspace, out: Path, include_unranked: bool = False,
     write_dataset(out, instances, [{"user_id": r["annotator_id"], "instance_id": r["set_id"], "ranks": r["ranks"]}
                                    for r in rankings])
     _remove_stale_images(out, written_before - {p for inst in instances for p in inst["images"]}, log)
-    _write_jsonl(out / "generation.jsonl", [
+    write_jsonl(out / "generation.jsonl", [
         {"instance_id": s.set_id, "index": i, "prompt": s.prompts[i], "image": inst["images"][i],
          **{k: s.renders[i].get(k) for k in GENERATION_FIELDS}}
         for s, inst in zip(sets, instances) for i in range(4)])
-    _write_jsonl(out / "annotation_log.jsonl", [
+    write_jsonl(out / "annotation_log.jsonl", [
         {"user_id": r["annotator_id"], "instance_id": r["set_id"], "display_order": r["display_order"],
          "screen_ranks": r["screen_ranks"], "elapsed_ms": r["elapsed_ms"], "submitted": r["submitted"]}
         for r in rankings])
@@ -280,10 +281,6 @@ def _fmt_summary(s: dict[str, Optional[float]]) -> str:
 
 def _fmt(x: Optional[float]) -> str:
     return "n/a" if x is None else (str(x) if isinstance(x, int) else f"{x:.3f}")
-
-
-def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,6 @@ import argparse
 import csv
 import hashlib
 import io
-import json
 import random
 import re
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pigbench.adapter import DatasetError
-from pigbench.build.workspace import BuildError, Workspace, read_jsonl, write_atomic
+from pigbench.build.workspace import BuildError, Workspace, read_jsonl, write_jsonl
 from pigbench.protocol import normalize_prompt
 
 PARTI_COLUMNS = ("Prompt", "Category", "Challenge", "Note")
@@ -175,8 +174,7 @@ def main(args: argparse.Namespace) -> int:
     # Settings first, then the whole selection in one atomic write: a killed run leaves either no
     # prompts.jsonl (the rerun selects again) or the complete one with its settings (the rerun is a no-op).
     ws.save_stage_config("prompts", config)
-    write_atomic(ws.prompts, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
-                                     for r in records).encode("utf-8"))
+    write_jsonl(ws.prompts, records, sort_keys=True)
     counts = Counter(r.category for r in chosen)
     by_category = ", ".join(f"{c} {k}" for c, k in sorted(counts.items()))
     print(f"selected {len(chosen)} prompts into {ws.prompts}: {by_category}")

@@ -187,3 +187,9 @@ def write_atomic(path: PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_file.write_atomic(path, data, fsync=True)
+
+
+def write_jsonl(path: PathLike, rows: Sequence[Mapping[str, Any]], sort_keys: bool = False) -> None:
+    """Write ``rows`` as a JSON-lines file (UTF-8, non-ASCII kept) in one :func:`write_atomic`."""
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=sort_keys) + "\n"
+                               for r in rows).encode("utf-8"))
