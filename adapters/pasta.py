@@ -185,7 +185,7 @@ def _targets(rec: PreferenceRecord, user: str, seed: int, shown: ReferenceIndex,
         i, j = sorted((chosen, other))
         sample_id = f"{user}/{rec.record_id}/{i}-{j}"
         x, y = rec.images[i], rec.images[j]
-        leak = shown.leak(rec.prompt, (x, y), compare_prompts=False)  # turns share the prompt
+        leak = shown.leak(rec.prompt, (x, y), compare_prompts=not PASTA.shares_prompts)
         if leak:
             result.note(result.skipped_records, leak, sample_id)
             continue

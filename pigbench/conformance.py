@@ -454,8 +454,7 @@ class _Runs:
         summing to at most 1), and the labels at tau those of :func:`~pigbench.calibration.label_at_gap`,
         the only labels a changed tau changes."""
         name = "tie-threshold"
-        fields = {f.name for f in dataclasses.fields(self.cls.Config)}
-        if "tie_threshold" not in fields:
+        if not hasattr(self.config, "tie_threshold"):
             return CheckResult(name, "skip", "no tie_threshold in its config: --tie-threshold and "
                                              "--calibrate-tie-threshold are refused")
         config, via = self.config, ""
