@@ -214,7 +214,7 @@ def dataset_page(name: str, entries: list[Entry], summaries: dict[str, dict]) ->
 def build_site(results_dir: str | Path, out_dir: str | Path, samples: int = SAMPLES_PER_PAGE) -> Collection:
     """Validate the results under ``results_dir`` and write the site into ``out_dir`` (``samples``
     sample predictions per evaluator page); returns what was admitted and rejected."""
-    collection = collect(results_dir, samples)
+    collection = collect(results_dir, samples, dimensions=False)  # the site shows no dimension analysis
     out = output_dir(out_dir, results_dir)
     # pages of runs no longer present must not linger; files the site did not write stay (--out may be a used folder)
     static = {asset.name for asset in (assets_dir() / "static").iterdir() if asset.is_file()}

@@ -107,10 +107,11 @@ def find_results_files(root: Path) -> list[Path]:
     )
 
 
-def collect(root: str | Path, samples: int = SAMPLES_PER_PAGE) -> Collection:
+def collect(root: str | Path, samples: int = SAMPLES_PER_PAGE, dimensions: bool = True) -> Collection:
     """Validate every results file under ``root``; admit those without problems. Each file's
     predictions are read once, one row at a time, and kept only as their digest (``samples``: sample
-    rows kept per file), so that memory does not grow with the predictions' rows.
+    rows kept per file; ``dimensions``: count dimension names), so that memory does not grow with the
+    predictions' rows.
 
     Raises ``FileNotFoundError`` when ``root`` is not a directory (missing, or a file)."""
     root = Path(root)
@@ -121,19 +122,19 @@ def collect(root: str | Path, samples: int = SAMPLES_PER_PAGE) -> Collection:
         raise FileNotFoundError(f"results directory {root} does not exist (run `pigbench run` first)")
     entries, rejected = [], []
     for path in find_results_files(root):
-        admitted = _admit(path, path.relative_to(root).as_posix(), samples)
+        admitted = _admit(path, path.relative_to(root).as_posix(), samples, dimensions)
         (entries if isinstance(admitted, Entry) else rejected).append(admitted)
     entries.sort(key=lambda e: (e.dataset, e.evaluator, e.variant or "", e.relpath))
     return Collection(entries, rejected)
 
 
-def _admit(path: Path, relpath: str, samples: int) -> Entry | Rejected:
+def _admit(path: Path, relpath: str, samples: int, dimensions: bool) -> Entry | Rejected:
     """One results file validated and digested in one read of its predictions, row by row: the rows
     digested are the rows validated, and none is kept beyond the digest's samples."""
     recount = PredictionsRecount()
     try:
         results, rows = load_results(path)
-        builder = DigestBuilder(results["evaluator"]["kind"], samples)
+        builder = DigestBuilder(results["evaluator"]["kind"], samples, dimensions)
         for row in rows:
             recount.add(row)
             builder.add(row)

@@ -32,26 +32,33 @@ GOLD_CODE = {"A": 1.0, "TIE": 0.0, "B": -1.0}
 @dataclass(frozen=True)
 class Digest:
     """``samples``: the rows an evaluator page shows, in display order (:func:`sample_rows`);
-    ``rank_correlation``: (Spearman's rho or None, targets with both scores) of a similarity
-    metric, None for other kinds; ``dimensions``: occurrences of each normalized dimension name
-    per user, ``(name, user_id) -> count``, in order of first occurrence in the file;
+    ``scores``: a similarity metric's score pairs, None for other kinds (:attr:`rank_correlation`);
+    ``dimensions``: occurrences of each normalized dimension name per user, ``(name, user_id) ->
+    count``, in order of first occurrence in the file (empty when not counted);
     ``samples_with_dimensions``: predictions with at least one named dimension."""
 
     samples: list[dict] = field(default_factory=list, repr=False)
-    rank_correlation: Optional[tuple[Optional[float], int]] = None
+    scores: Optional["ScorePairs"] = field(default=None, repr=False)
     dimensions: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
     samples_with_dimensions: int = 0
+
+    @property
+    def rank_correlation(self) -> Optional[tuple[Optional[float], int]]:
+        """(Spearman's rho or None, targets with both scores) of a similarity metric, None for other
+        kinds; computed when asked (only the report's similarity table does)."""
+        return None if self.scores is None else self.scores.correlation()
 
 
 class DigestBuilder:
     """The :class:`Digest` of one file's validated prediction rows, built one row at a time
     (:meth:`add`, then :meth:`digest`) while the rows stream past: it keeps the ``samples`` best
-    sample rows so far, a score pair per target for a similarity metric (``kind``), and the
-    dimension counts."""
+    sample rows so far, a score pair per target for a similarity metric (``kind``), and, with
+    ``dimensions``, the dimension counts (the leaderboard does not use them)."""
 
-    def __init__(self, kind: str, samples: int = SAMPLES_PER_PAGE) -> None:
+    def __init__(self, kind: str, samples: int = SAMPLES_PER_PAGE, dimensions: bool = True) -> None:
         self.samples = SampleChooser(samples)
         self.scores = ScorePairs() if kind == "similarity" else None
+        self.count_dimensions = dimensions
         self.dimensions: Counter[tuple[str, str]] = Counter()
         self.with_dimensions = 0
 
@@ -59,14 +66,15 @@ class DigestBuilder:
         self.samples.add(row)
         if self.scores is not None:
             self.scores.add(row)
+        if not self.count_dimensions:
+            return
         names = dimension_names(row["prediction"])
         self.with_dimensions += bool(names)
         for name in names:
             self.dimensions[name, row["user_id"]] += 1
 
     def digest(self) -> Digest:
-        return Digest(self.samples.rows(), None if self.scores is None else self.scores.correlation(),
-                      self.dimensions, self.with_dimensions)
+        return Digest(self.samples.rows(), self.scores, self.dimensions, self.with_dimensions)
 
 
 def digest_rows(rows: Iterable[dict], kind: str, samples: int = SAMPLES_PER_PAGE) -> Digest:
