@@ -90,10 +90,11 @@ def add_subcommand(sub: argparse._SubParsersAction, name: str) -> argparse.Argum
     return p
 
 
-def run_as_module(name: str) -> int:
+def run_as_module(name: str, argv: Optional[Sequence[str]] = None) -> int:
     """``python -m MODULE ARGS`` for the module of subcommand ``name`` (``python -m pigbench.validate
-    FILE``): runs ``pigbench name ARGS``, the same command with the same exit status."""
-    return main([name, *sys.argv[1:]])
+    FILE``): runs ``pigbench name ARGS`` (``argv``, default the command line's), the same command with
+    the same exit status."""
+    return main([name, *(sys.argv[1:] if argv is None else argv)])
 
 
 class Terminated(KeyboardInterrupt):

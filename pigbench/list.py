@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from typing import Optional, Sequence
 
-from pigbench.cli import interrupted_status, quiet_on_closed_stdout, sigterm_as_interrupt
+from pigbench.cli import run_as_module
 from pigbench.registry import RegistryError, adapters, evaluators
 
 
@@ -84,18 +84,10 @@ def _print(args: argparse.Namespace) -> int:
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m pigbench.list``: the same command as ``pigbench list``, which ends quietly with
-    status 141 when its reader closes stdout early (``| head``) and with 130 or 143 when interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m pigbench.list", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        with sigterm_as_interrupt():
-            return quiet_on_closed_stdout(lambda: main(args))
-    except KeyboardInterrupt as exc:
-        print("pigbench list: interrupted", file=sys.stderr)
-        return interrupted_status(exc)
+    """``python -m pigbench.list``: ``pigbench list`` itself (:func:`pigbench.cli.run_as_module`), which
+    ends quietly with status 141 when its reader closes stdout early (``| head``) and with 130 or 143
+    when interrupted."""
+    return run_as_module("list", argv)
 
 
 if __name__ == "__main__":
