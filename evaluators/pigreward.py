@@ -85,7 +85,7 @@ class PIGReward(Evaluator):
         require_packages("pigreward", "torch", "transformers", *(["peft"] if adapters else []))
         for path, adapter, option in config.parts():
             named_by = "model_path" if config.model_path else option  # model_path overrides both parts
-            flag = "--model-path" if config.model_path else f"--option {option}="
+            flag = config.flag(option)
             if Path(path).is_file():  # resolve_local_or_hub accepts files (other evaluators' checkpoints)
                 raise RequirementError(f"pigreward ({named_by}): {path!r} is a file; pass the model's directory "
                                        f"(with config.json and the weights): {flag}{'' if flag.endswith('=') else ' '}DIR")

@@ -33,7 +33,7 @@ def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, reque
         else:
             from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl
 
-            flag = "--model-path" if config.model_path else f"--option {option}="
-            net, processor = load_qwen2vl(model, adapter, device, config.dtype, hint=model_folder_hint(DEFAULT_MODEL, flag))
+            net, processor = load_qwen2vl(model, adapter, device, config.dtype,
+                                          hint=model_folder_hint(DEFAULT_MODEL, config.flag(option)))
             out[(model, adapter)] = FastLocalBackend(net, processor, batch_size=config.decode_batch, source=model)
     return out

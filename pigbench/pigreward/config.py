@@ -71,6 +71,11 @@ class PIGRewardConfig(EvaluatorConfig):
             out.append((self.reasoner_model, self.reasoner_adapter, "reasoner_path"))
         return out
 
+    def flag(self, option: str) -> str:
+        """The command-line flag that names part ``option``'s model (``reward_path`` or ``reasoner_path``):
+        ``--model-path`` when it is set (it names both parts), else ``--option OPTION=``."""
+        return "--model-path" if self.model_path else f"--option {option}="
+
     def reasoner_fingerprint(self) -> str:
         """Hash of what changes the reasoner's rationales (and so the cached user contexts), with the
         stamp of its local model files (:mod:`pigbench.file_stamp`)."""
