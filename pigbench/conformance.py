@@ -499,9 +499,7 @@ class _Runs:
                                         f"{first.label.value}, though it has no scores")
                     continue
                 expected = label_at_gap(p.score_a, p.score_b, gap, scale)
-                if not all(math.isclose(x, y, rel_tol=self.tolerance, abs_tol=self.tolerance)
-                           for x, y in ((p.score_a, first.score_a), (p.score_b, first.score_b)) if x is not None and y is not None) \
-                        or (p.score_a is None) != (first.score_a is None) or (p.score_b is None) != (first.score_b is None):
+                if _score_difference(first, p, self.tolerance):
                     problems.append(f"{sid}: tie_threshold={threshold:.4g} changed its scores")
                 elif p.label != expected:
                     problems.append(f"{sid}: with tie_threshold={threshold:.4g} it is {p.label.value}, but its scores "
@@ -566,13 +564,19 @@ def _differences(expected: dict[str, Prediction], got: dict[str, Prediction], id
             out.append(f"{sid}: {a.label.value} vs {b.label.value}")
         elif a.raw_text != b.raw_text:
             out.append(f"{sid}: raw text differs")
-        else:
-            for side in ("score_a", "score_b"):
-                x, y = getattr(a, side), getattr(b, side)
-                if (x is None) != (y is None) or (x is not None and not math.isclose(x, y, rel_tol=tol, abs_tol=tol)):
-                    out.append(f"{sid}: {side} {x!r} vs {y!r}")
-                    break
+        elif difference := _score_difference(a, b, tol):
+            out.append(f"{sid}: {difference}")
     return out
+
+
+def _score_difference(a: Prediction, b: Prediction, tol: float) -> Optional[str]:
+    """The first score of ``a`` and ``b`` that differs (one missing, or beyond ``tol`` relative and
+    absolute), as "score_a X vs Y"; None when both scores agree."""
+    for side in ("score_a", "score_b"):
+        x, y = getattr(a, side), getattr(b, side)
+        if (x is None) != (y is None) or (x is not None and not math.isclose(x, y, rel_tol=tol, abs_tol=tol)):
+            return f"{side} {x!r} vs {y!r}"
+    return None
 
 
 def _corrupt_image(reads: list[int]) -> ImageRef:
