@@ -299,7 +299,7 @@ def _check_images(split: SplitResult, max_images: int) -> CheckResult:
     errors: dict[str, str] = {}
     for ep in split.episodes:
         shown = (ep.target.image_a, ep.target.image_b,
-                 *(im for r in ep.references for im in (r.preferred, r.rejected, *(i for i, _ in r.ranking))))
+                 *(im for r in ep.references for im in r.images()))
         for im in shown:
             if im.id in failed:
                 failed[im.id].append(ep.sample_id)

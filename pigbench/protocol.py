@@ -205,6 +205,10 @@ class ReferencePair:
     record_id: str = ""
     ranking: tuple[tuple[ImageRef, int], ...] = ()
 
+    def images(self) -> tuple[ImageRef, ...]:
+        """Every image the pair shows: preferred, rejected, then the rest of its ranking (repeats kept)."""
+        return (self.preferred, self.rejected, *(im for im, _ in self.ranking))
+
 
 @dataclass(frozen=True)
 class Target:

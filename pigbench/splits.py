@@ -109,7 +109,7 @@ class ReferenceIndex:
     def __init__(self, references: Iterable[ReferencePair]) -> None:
         refs = list(references)
         self.prompts = {normalize_prompt(r.prompt) for r in refs}
-        self.images = {key for r in refs for img in (r.preferred, r.rejected, *(im for im, _ in r.ranking))
+        self.images = {key for r in refs for img in r.images()
                        for key in (img.id, img.content_hash)}
 
     def leak(self, prompt: str, images: Iterable[ImageRef], compare_prompts: bool = True) -> Optional[str]:
