@@ -18,7 +18,7 @@ import os
 import sys
 
 from pigbench.build.annotate.app import make_annotate_app
-from pigbench.build.annotate.store import DEFAULT_SESSION_DAYS, AnnotationStore
+from pigbench.build.annotate.store import DEFAULT_SESSION_DAYS, DEFAULT_SETTINGS, AnnotationStore
 from pigbench.build.sets import kept_sets
 from pigbench.build.webapp import serve
 from pigbench.build.workspace import BuildError, Workspace, require_at_least_one
@@ -28,9 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     init = sub.add_parser("init", help="offer the kept sets (adding new ones, retiring those no longer kept); "
                                        "create the database on first use")
-    init.add_argument("--min-sets", type=int, help="fewest sets per annotator (default 5)")
-    init.add_argument("--max-sets", type=int, help="most sets per annotator (default 15)")
-    init.add_argument("--seed", type=int, help="seed of assignments and screen orders (default 0)")
+    init.add_argument("--min-sets", type=int, help=f"fewest sets per annotator (default {DEFAULT_SETTINGS['min_sets']})")
+    init.add_argument("--max-sets", type=int, help=f"most sets per annotator (default {DEFAULT_SETTINGS['max_sets']})")
+    init.add_argument("--seed", type=int, help=f"seed of assignments and screen orders (default {DEFAULT_SETTINGS['seed']})")
     init.add_argument("--open-signup", action=argparse.BooleanOptionalAction,
                       help="let anyone sign in with a new annotator id (ids then act as passwords: "
                            "trusted settings only; default off)")
