@@ -92,7 +92,8 @@ def make_annotate_app(store: AnnotationStore, root: Path, behind_proxy: bool = F
         if who is None:
             return redirect("/")
         store.top_up(who)  # replaces sets retired since sign-in
-        assigned, withdrawn = store.assignments(who), len(store.assignments(who, withdrawn=True))
+        assigned, withdrawn_sets = store.assignments_and_withdrawn(who)
+        withdrawn = len(withdrawn_sets)
         done = sum(a.ranks is not None for a in assigned)
         current = next((a for a in assigned if a.ranks is None), None)
         if current is None:

@@ -58,6 +58,9 @@ ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_SETTINGS: dict[str, Any] = {"min_sets": 5, "max_sets": 15, "seed": 0, "open_signup": False}
 """The settings of a new database, for those ``annotate init`` is not given."""
 DEFAULT_SESSION_DAYS = 14.0
+# An annotator's assignments with their set's prompt, images and retirement, and their ranking if submitted.
+_ASSIGNMENTS = ("SELECT a.*, s.base_prompt, s.images, s.retired, r.ranks FROM assignments a JOIN sets s USING (set_id) "
+                "LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ?")
 MAX_ELAPSED_MS = 2**63 - 1  # SQLite's largest INTEGER; a larger (forged) time on a set is stored as unknown (NULL)
 
 
@@ -314,20 +317,21 @@ class AnnotationStore:
         """This annotator's sets in presentation order, with their rankings once submitted: the sets not retired and
         the retired ones they ranked (their "Set k of n"). ``withdrawn``: instead, their assignments of sets retired
         before they ranked them."""
+        return self.assignments_and_withdrawn(annotator_id)[1 if withdrawn else 0]
+
+    def assignments_and_withdrawn(self, annotator_id: str) -> tuple[list[Assignment], list[Assignment]]:
+        """:meth:`assignments` and ``assignments(withdrawn=True)`` from one read of the database."""
         with self.connect() as conn:
-            rows = conn.execute(
-                "SELECT a.*, s.base_prompt, s.images, s.retired, r.ranks FROM assignments a JOIN sets s USING (set_id) "
-                "LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ? ORDER BY a.position",
-                (annotator_id,)).fetchall()
-        return [a for a in map(_assignment, rows) if withdrawn == (a.retired and a.ranks is None)]
+            rows = conn.execute(_ASSIGNMENTS + " ORDER BY a.position", (annotator_id,)).fetchall()
+        kept, withdrawn = [], []
+        for a in map(_assignment, rows):
+            (withdrawn if a.retired and a.ranks is None else kept).append(a)
+        return kept, withdrawn
 
     def assignment(self, annotator_id: str, set_id: str) -> Assignment:
         """The annotator's assignment of ``set_id``, retired or not; :class:`AccessDenied` if the set is not theirs."""
         with self.connect() as conn:
-            row = conn.execute(
-                "SELECT a.*, s.base_prompt, s.images, s.retired, r.ranks FROM assignments a JOIN sets s USING (set_id) "
-                "LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ? AND a.set_id = ?",
-                (annotator_id, set_id)).fetchone()
+            row = conn.execute(_ASSIGNMENTS + " AND a.set_id = ?", (annotator_id, set_id)).fetchone()
         if row is None:
             raise AccessDenied("this set is not assigned to you")
         return _assignment(row)
