@@ -292,6 +292,8 @@ def test_a_set_withdrawn_while_on_screen_moves_on_to_the_next_set(browser, app):
     for card, tier in (("A", 1), ("B", 2), ("C", 3), ("D", 4)):
         alice.drag_and_drop(f"#card-{card}", f"#tier-{tier}")
     alice.click("#submit")
+    # the note is on the next page only ("Set 1 of 3" reads the same before and after: the set is replaced)
+    expect(alice.locator("#withdrawn")).to_contain_text("withdrawn from the study")
     expect(alice.locator("#progress-text")).to_have_text("Set 1 of 3")
     wait_ready(alice)
     assert json.loads(alice.get_attribute("#task", "data-task"))["set_id"] != on_screen
