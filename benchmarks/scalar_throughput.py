@@ -22,6 +22,9 @@ config and a tokenizer, and loaded through the real ``pickscore`` evaluator. ``-
   ``get_text_features``, exp(logit_scale)*cos, softmax. With ``--naive-fp32-too`` the loop is
   timed again with the model in float32, as the README's ``AutoModel.from_pretrained(...)`` (no
   dtype) loads it with transformers 4 (reported beside, not as, the speedup).
+* ``--rankings-too``: both again on PIGBench's target shape (each ranked group of 4 images gives its
+  6 pairs, so each image is in 3 pairs and the naive loop encodes it 3 times, pigbench once), as
+  pairs per second; reported beside the main figure, whose pairs share no image.
 
 Both are timed in the same run after warm-ups, each inside ``pigbench.runner.frozen_setup_objects``
 (a garbage collection, then the live objects frozen out of later ones, as around the runner's
@@ -53,6 +56,7 @@ import string
 import tempfile
 import time
 from importlib import resources
+from itertools import combinations
 from multiprocessing import Pool
 from pathlib import Path
 from types import SimpleNamespace
@@ -120,6 +124,18 @@ def episodes(paths: list[str], texts: list[str], tag: str):
         Episode(f"user{i % 64}", (), Target(f"{tag}{i}", texts[i % len(texts)], ImageRef(paths[2 * i], paths[2 * i]),
                                             ImageRef(paths[2 * i + 1], paths[2 * i + 1]), Label.A))
         for i in range(len(paths) // 2)
+    ]
+
+
+def ranking_episodes(paths: list[str], texts: list[str], tag: str):
+    """PIGBench's target shape: each group of 4 images (one prompt, one user) gives its 6 pairs, so each
+    image is in 3 pairs (``adapters/pigbench_format.py``)."""
+    from pigbench.protocol import Episode, ImageRef, Label, Target
+
+    return [
+        Episode(f"user{g % 64}", (), Target(f"{tag}{g}-{i}{j}", texts[g % len(texts)], ImageRef(paths[4 * g + i], paths[4 * g + i]),
+                                            ImageRef(paths[4 * g + j], paths[4 * g + j]), Label.A))
+        for g in range(len(paths) // 4) for i, j in combinations(range(4), 2)
     ]
 
 
@@ -280,16 +296,17 @@ class EncodeTimeline:
                 f"after the last {wall_s - spans[-1][1]:.2f}s")
 
 
-def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args, sync, tag: str):
-    """images/s of the runner's prediction loop (``pigbench.runner.predict_batches``: batches of
-    ``--batch-size`` episodes, each window of that many episodes announced to ``prepare`` first)
-    for each look-ahead window (0: none, every ``predict`` call on its own), each on its own JPEGs and
-    with no prompt features in memory (the warm-up's prompts are the same: a run encodes them once)."""
+def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args, sync, tag: str, make_episodes=episodes):
+    """images/s (distinct images) of the runner's prediction loop (``pigbench.runner.predict_batches``:
+    batches of ``--batch-size`` episodes, each window of that many episodes announced to ``prepare``
+    first) for each look-ahead window (0: none, every ``predict`` call on its own), each on its own JPEGs
+    paired by ``make_episodes`` and with no prompt features in memory (the warm-up's prompts are the
+    same: a run encodes them once); and pairs/s in ``pair_rates``."""
     from pigbench.runner import predict_batches
 
-    rates, preds = {}, []
+    rates, pair_rates, preds = {}, {}, []
     for k, window in enumerate(windows):
-        timed = episodes(paths[k * args.images : (k + 1) * args.images], texts, f"{tag}{k}-")
+        timed = make_episodes(paths[k * args.images : (k + 1) * args.images], texts, f"{tag}{k}-")
         calls_before, texts_before = ev.images.encoder_calls, ev.texts.encoded_texts
         ev.texts.memory.clear()
         waits, firsts, undo = instrument_waits(ev.images, ev.texts)
@@ -305,10 +322,11 @@ def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args,
         fast_s = time.perf_counter() - t
         assert all(p.score_a is not None for p in out), [p.error for p in out if p.error][:3]
         rates[window] = args.images / fast_s
+        pair_rates[window] = len(timed) / fast_s
         preds.append((timed, out))
         undo()
         print(f"pigbench ({tag}), runner loop, batch {args.batch_size}, look-ahead window {window} episodes: "
-              f"{args.images} images in {fast_s:.2f}s = {rates[window]:.0f} images/s "
+              f"{args.images} images ({len(timed)} pairs) in {fast_s:.2f}s = {rates[window]:.0f} images/s, {pair_rates[window]:.0f} pairs/s "
               f"({ev.images.encoder_calls - calls_before} encoder calls; in embed "
               f"{waits['embed']:.2f}s, of which waiting for decoded images {waits['decode']:.2f}s (for content hashes "
               f"{waits['hash']:.2f}s, partly within the former), for encoded batches {waits['device']:.2f}s; outside embed "
@@ -317,7 +335,7 @@ def time_calls(ev, paths: list[str], texts: list[str], windows: list[int], args,
             print(f"  timeline: {timeline.summary(fast_s)}; host: first hash {firsts.get('hash', t) - t:.3f}s, "
                   f"first decoded chunk {firsts.get('decode', t) - t:.3f}s, first encode call {timeline.first_call - t:.3f}s")
     del ev.prepare_window  # back to the class's
-    return rates, preds
+    return rates, pair_rates, preds
 
 
 def profile_call(ev, paths: list[str], texts: list[str], args, sync) -> None:
@@ -502,6 +520,9 @@ def main() -> None:
     ap.add_argument("--transformers-tower-too", action="store_true",
                     help="also time pigbench with transformers' image tower (PIGBENCH_CLIP_TOWER=transformers)")
     ap.add_argument("--memory-cache-too", action="store_true", help="also time pigbench with embeddings kept in memory only")
+    ap.add_argument("--rankings-too", action="store_true",
+                    help="also time pigbench (default window) and the naive loop on PIGBench's target shape: --images "
+                         "fresh JPEGs in groups of 4, each group's 6 pairs (each image in 3 pairs), in pairs/s")
     ap.add_argument("--profile-tower", action="store_true", help="time the image tower alone under several settings")
     ap.add_argument("--profile-call", action="store_true", help="run one more call under torch.profiler")
     ap.add_argument("--json", help="also write the figures to this file")
@@ -529,7 +550,8 @@ def main() -> None:
     per_variant = args.images * len(windows)
     t = time.perf_counter()
     with Pool(max(1, args.workers)) as pool:
-        total = per_variant * len(variants) + warm_n + args.images // 4
+        rankings_at, rankings_n = per_variant * len(variants), args.images if args.rankings_too else 0
+        total = rankings_at + rankings_n + warm_n + args.images // 4
         paths = pool.map(write_jpeg, [(work / "img" / f"{i:05d}.jpg", i) for i in range(total)])
     print(f"wrote {len(paths)} JPEGs in {time.perf_counter() - t:.1f}s ({Path(paths[0]).stat().st_size} bytes each, first)")
 
@@ -569,11 +591,15 @@ def main() -> None:
         print(f"warm-up predict ({variant}, {warm_n} images): {time.perf_counter() - t:.1f}s; "
               f"image encoder: {ev.provenance().get('image_encoder', 'eager')}")
         with frozen_setup_objects():  # as the runner's loop runs
-            rates[variant], preds[variant] = time_calls(
+            rates[variant], _, preds[variant] = time_calls(
                 ev, paths[v * per_variant : (v + 1) * per_variant], texts, windows, args, sync, variant)
         evs[variant] = ev
     ev = evs["default"]
     default_window = type(ev).prepare_window
+    if args.rankings_too:
+        with frozen_setup_objects():
+            _, ranking_rates, ranking_preds = time_calls(ev, paths[rankings_at : rankings_at + rankings_n], texts,
+                                                         [default_window], args, sync, "rankings", ranking_episodes)
     fast_rate = rates["default"].get(default_window, min(rates["default"].values()))
     timed, fast_preds = preds["default"][-1]
 
@@ -589,7 +615,7 @@ def main() -> None:
     processor = AutoProcessor.from_pretrained(work / "model")
     subset = timed[: args.naive_pairs]
 
-    def naive_loop(naive_model, what: str) -> float:
+    def naive_loop(naive_model, what: str, subset: list = subset) -> float:
         for ep in warm[:3]:
             naive_pair(naive_model, processor, ep, args.device)
         with frozen_setup_objects(), GCPauses() as collections:  # no full collection in this loop either
@@ -605,6 +631,9 @@ def main() -> None:
 
     naive_rate = naive_loop(model, f"{model.dtype}, the same as pigbench's")
     naive_fp32_rate = naive_loop(copy.deepcopy(model).float(), "float32, as the README loads the model") if args.naive_fp32_too else None
+    if args.rankings_too:
+        naive_ranking_pairs = naive_loop(model, f"{model.dtype}, PIGBench's pairs", ranking_preds[0][0][: args.naive_pairs]) / 2
+        preds["rankings"] = ranking_preds
 
     pil = AutoProcessor.from_pretrained(work / "model")
     pil.image_processor = CLIPImageProcessorPil.from_pretrained(work / "model")
@@ -614,6 +643,10 @@ def main() -> None:
         check = [(naive_pair(model, pil, ep, args.device), (p.score_a, p.score_b)) for ep, p in zip(eps[:32], got)]
         diffs[variant] = max(abs(a - b) for ref, out in check for a, b in zip(ref, out))
         print(f"max |score difference| vs the per-pair PIL-processor recipe on 32 pairs ({variant}): {diffs[variant]:.2e}")
+    if args.rankings_too:
+        ranking_speedup = ranking_rates[default_window] / naive_ranking_pairs
+        print(f"speedup over the naive loop on PIGBench's pairs, in pairs/s (default, window {default_window}): "
+              f"{ranking_rates[default_window]:.0f} / {naive_ranking_pairs:.1f} = {ranking_speedup:.2f}x")
     for variant, r in rates.items():
         print(f"speedup over the naive loop ({variant}): " + ", ".join(
             f"{x / naive_rate:.2f}x (window {w})" for w, x in r.items()))
@@ -630,6 +663,9 @@ def main() -> None:
         "pigbench_images_per_s_default_window": round(fast_rate, 1), "default_window": default_window, "naive_images_per_s": round(naive_rate, 1),
         "naive_pairs": len(subset), "speedup": round(fast_rate / naive_rate, 2),
         "naive_float32_images_per_s": naive_fp32_rate and round(naive_fp32_rate, 1), "max_score_diff_vs_pil_recipe": diffs,
+        "rankings_pigbench_pairs_per_s": args.rankings_too and round(ranking_rates[default_window], 1),
+        "rankings_naive_pairs_per_s": args.rankings_too and round(naive_ranking_pairs, 1),
+        "rankings_speedup": args.rankings_too and round(ranking_speedup, 2),
         "dtype": str(ev.dtype), "resize_on_device": ev.images.resize_on_device, "device_resize_mismatched_pixels_64_images": mismatched, "stage_ceilings_images_per_s": {k: round(v, 1) for k, v in stages.items()},
     }
     print(json.dumps(figures))
