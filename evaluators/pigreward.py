@@ -90,12 +90,13 @@ class PIGReward(Evaluator):
                 raise RequirementError(f"pigreward ({named_by}): {path!r} is a file; pass the model's directory "
                                        f"(with config.json and the weights): {flag}{'' if flag.endswith('=') else ' '}DIR")
             resolve_local_or_hub(path, f"pigreward ({named_by})", "", "the model", flag=flag)
-            if adapter and not (Path(adapter) / "adapter_config.json").is_file():
-                what = ("has no adapter_config.json, so it is not a PEFT adapter directory (a full model goes in "
-                        f"--option {option}=)" if Path(adapter).is_dir() else
-                        "is a file, not the adapter's directory" if Path(adapter).exists() else "not found")
-                raise RequirementError(f"pigreward: adapter directory {adapter!r} {what} "
-                                       f"(--option {option.replace('path', 'adapter')}=DIR)")
+            if not adapter:
+                continue
+            adapter_flag = f"--option {option.replace('path', 'adapter')}="
+            resolve_local_or_hub(adapter, "pigreward", "", "the adapter directory", flag=adapter_flag, folder_only=True)
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise RequirementError(f"pigreward: adapter directory {adapter!r} has no adapter_config.json, so it is not "
+                                       f"a PEFT adapter directory (a full model goes in --option {option}=) ({adapter_flag}DIR)")
 
     def setup(self) -> None:
         if self.pipeline is not None:

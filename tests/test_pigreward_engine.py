@@ -472,7 +472,8 @@ def test_lora_adapter_is_merged_on_load(tiny, tmp_path, legacy):
     """``legacy``: the adapter's keys as transformers < 4.52 named Qwen2-VL's modules (model.layers.*,
     visual.*), which peft did not rename under transformers 5: the adapter was not applied."""
     peft = pytest.importorskip("peft")
-    from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl
+    from pigbench.fastgen.backend import FastLocalBackend
+    from pigbench.lvlm_loader import load_lvlm
 
     model, processor = tiny
     model.save_pretrained(tmp_path / "base")
@@ -488,7 +489,7 @@ def test_lora_adapter_is_merged_on_load(tiny, tmp_path, legacy):
     with_adapter = reference(lora, batch)
     assert with_adapter != reference(model, batch)  # the adapter changes the output
 
-    merged, loaded_processor = load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+    merged, loaded_processor = load_lvlm(str(tmp_path / "base"), "PIGReward", dtype="float32", adapter=str(tmp_path / "adapter"))
     backend = FastLocalBackend(merged, loaded_processor)
     assert backend.engine.generate([prompt], GenerationSettings(max_new_tokens=NEW)) == [with_adapter]
 
@@ -504,7 +505,7 @@ def _edit_weights(file, edit):
 def test_a_base_model_missing_a_tensor_is_one_checkpoint_error(tiny, tmp_path):
     """transformers only warned and left the tensor random: PIGReward answered with noise."""
     from pigbench.checkpoint import CheckpointError
-    from pigbench.fastgen.backend import load_qwen2vl
+    from pigbench.lvlm_loader import load_lvlm
 
     model, processor = tiny
     model.save_pretrained(tmp_path / "base")
@@ -512,7 +513,7 @@ def test_a_base_model_missing_a_tensor_is_one_checkpoint_error(tiny, tmp_path):
     _edit_weights(tmp_path / "base" / "model.safetensors", lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"))
     with pytest.raises(CheckpointError, match=rf"^the PIGReward model at '{re.escape(str(tmp_path / 'base'))}' does not match the model: "
                                               r"1 missing key\(s\) \['model.language_model.layers.1.mlp.up_proj.weight'\]"):
-        load_qwen2vl(str(tmp_path / "base"), "", "cpu", "float32")
+        load_lvlm(str(tmp_path / "base"), "PIGReward", dtype="float32")
 
 
 def _saved_base_and_adapter(tiny, tmp_path) -> tuple:
@@ -534,13 +535,13 @@ def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp
     """PeftModel.from_pretrained ignored unmatched adapter tensors and only warned about absent ones:
     the LoRA was silently not applied to those modules."""
     from pigbench.checkpoint import CheckpointError
-    from pigbench.fastgen.backend import load_qwen2vl
+    from pigbench.lvlm_loader import load_lvlm
 
     file, key = _saved_base_and_adapter(tiny, tmp_path)
     _edit_weights(file, lambda sd: sd.__setitem__(key.replace("q_proj", "query"), sd.pop(key)))
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' does not match the model: "
                                               rf"1 missing key\(s\) .*layers\.1\.self_attn\.q_proj\.lora_A.*1 unexpected key\(s\) .*query"):
-        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+        load_lvlm(str(tmp_path / "base"), "PIGReward", dtype="float32", adapter=str(tmp_path / "adapter"))
 
 
 @pytest.mark.parametrize("edit, message", [("drop", r"1 missing key\(s\) .*q_proj\.lora_A.*, 0 unexpected"),
@@ -548,39 +549,39 @@ def test_an_adapter_whose_keys_match_no_module_is_one_checkpoint_error(tiny, tmp
 def test_an_adapter_lacking_a_tensor_or_holding_an_extra_one_is_one_checkpoint_error(tiny, tmp_path, edit, message):
     """Each alone is an error too, not only both together."""
     from pigbench.checkpoint import CheckpointError
-    from pigbench.fastgen.backend import load_qwen2vl
+    from pigbench.lvlm_loader import load_lvlm
 
     file, key = _saved_base_and_adapter(tiny, tmp_path)
     _edit_weights(file, lambda sd: sd.pop(key) if edit == "drop" else sd.__setitem__(key.replace("q_proj", "query"), sd[key].clone()))
     with pytest.raises(CheckpointError, match=message):
-        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+        load_lvlm(str(tmp_path / "base"), "PIGReward", dtype="float32", adapter=str(tmp_path / "adapter"))
 
 
 def test_an_adapter_config_that_is_not_json_is_one_checkpoint_error_naming_it(tiny, tmp_path):
     """PeftConfig's JSONDecodeError reached the user as 'error: Expecting value: line 1 column 1 (char 0)',
     naming no file."""
     from pigbench.checkpoint import CheckpointError
-    from pigbench.fastgen.backend import load_qwen2vl
+    from pigbench.lvlm_loader import load_lvlm
 
     _saved_base_and_adapter(tiny, tmp_path)
     config = tmp_path / "adapter" / "adapter_config.json"
     config.write_text(config.read_text()[:20])  # cut short
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' could not be "
                                               rf"read: {re.escape(str(config))} is not valid JSON \(.*\)$"):
-        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+        load_lvlm(str(tmp_path / "base"), "PIGReward", dtype="float32", adapter=str(tmp_path / "adapter"))
 
 
 def test_a_truncated_adapter_file_is_one_checkpoint_error_naming_it(tiny, tmp_path):
     """safetensors' error for a cut adapter_model.safetensors named no file outside the runner (a
     library user's load, ``pigbench check-evaluator``); the runner's own catch named it."""
     from pigbench.checkpoint import CheckpointError
-    from pigbench.fastgen.backend import load_qwen2vl
+    from pigbench.lvlm_loader import load_lvlm
 
     file, _ = _saved_base_and_adapter(tiny, tmp_path)
     file.write_bytes(file.read_bytes()[:100])  # cut short
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' could not be "
                                               rf"read: the weight file {re.escape(str(file))} is damaged or truncated \(.+\); download it again$"):
-        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+        load_lvlm(str(tmp_path / "base"), "PIGReward", dtype="float32", adapter=str(tmp_path / "adapter"))
 
 
 def test_an_adapter_trained_on_another_base_is_one_checkpoint_error_naming_both(tiny, tmp_path):
@@ -588,8 +589,8 @@ def test_an_adapter_trained_on_another_base_is_one_checkpoint_error_naming_both(
     (one 'size mismatch' line per tensor), naming neither the adapter nor the model."""
     peft = pytest.importorskip("peft")
     from pigbench.checkpoint import CheckpointError
-    from pigbench.fastgen.backend import load_qwen2vl
     from pigbench.judging.random_models import QWEN2_VL_TINY
+    from pigbench.lvlm_loader import load_lvlm
 
     model, processor = tiny
     model.save_pretrained(tmp_path / "base")
@@ -600,5 +601,7 @@ def test_an_adapter_trained_on_another_base_is_one_checkpoint_error_naming_both(
     peft.get_peft_model(other, peft.LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' does not "
                                               rf"fit the model at '{re.escape(str(tmp_path / 'base'))}': its tensors have other "
-                                              r"shapes than that model's layers, so it was trained on another base model"):
-        load_qwen2vl(str(tmp_path / "base"), str(tmp_path / "adapter"), "cpu", "float32")
+                                              r"shapes than that model's layers, so it was trained on another base model "
+                                              r"\(its adapter_config.json names .*\); give that base model \(pass --option reward_path=DIR\)$"):
+        load_lvlm(str(tmp_path / "base"), "PIGReward", dtype="float32", adapter=str(tmp_path / "adapter"),
+                  model_flag="--option reward_path=")

@@ -176,7 +176,8 @@ def test_requirements_name_what_is_missing(monkeypatch, tmp_path):
         PIGReward.check_requirements(PIGRewardConfig(backend="openai"))
     with pytest.raises(ValueError, match="reward_adapter applies with backend=local only"):  # not silently ignored
         PIGReward.check_requirements(PIGRewardConfig(backend="openai", base_url="http://gpu:8000/v1", reward_adapter="lora"))
-    with pytest.raises(RequirementError, match="adapter directory"):
+    with pytest.raises(RequirementError, match=rf"^pigreward: no such folder: {re.escape(repr(str(tmp_path / 'nope')))} "
+                                               r"\(the adapter directory\); pass --option reward_adapter=DIR\.$"):
         PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reward_adapter=str(tmp_path / "nope")))
 
 
@@ -202,8 +203,8 @@ def test_a_file_or_a_folder_that_is_no_adapter_is_refused_naming_the_option(tmp_
     with pytest.raises(RequirementError, match=r"adapter directory '.*' has no adapter_config\.json, so it is not a PEFT adapter "
                                                r"directory \(a full model goes in --option reward_path=\) \(--option reward_adapter=DIR\)$"):
         PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reward_adapter=str(tmp_path)))
-    with pytest.raises(RequirementError, match=r"adapter directory '.*config\.json' is a file, not the adapter's directory "
-                                               r"\(--option reasoner_adapter=DIR\)$"):
+    with pytest.raises(RequirementError, match=r"^pigreward: the adapter directory '.*config\.json' is a file, not a folder; "
+                                               r"pass --option reasoner_adapter=DIR\.$"):
         PIGReward.check_requirements(PIGRewardConfig(model_path=str(tmp_path), reasoner_adapter=str(tmp_path / "config.json")))
     (tmp_path / "lora").mkdir()
     (tmp_path / "lora" / "adapter_config.json").write_text("{}")

@@ -221,9 +221,10 @@ def test_the_evaluator_gives_each_part_its_own_backend(monkeypatch, tmp_path):
 def test_a_part_with_its_own_adapter_gets_its_own_local_model(monkeypatch, tmp_path):
     """One base model, a LoRA on the reward model only: the reasoner must not run the adapted model."""
     fastgen = pytest.importorskip("pigbench.fastgen.backend")
+    from pigbench import lvlm_loader
     from pigbench.pigreward.backends import build_backends
 
-    monkeypatch.setattr(fastgen, "load_qwen2vl", lambda model, adapter, device, dtype, hint: (f"{model}+{adapter}", None))
+    monkeypatch.setattr(lvlm_loader, "load_lvlm", lambda model, name, adapter, **kwargs: (f"{model}+{adapter}", None))
     monkeypatch.setattr(fastgen, "FastLocalBackend", lambda net, processor, batch_size, source: net)
     config = PIGRewardConfig(reward_adapter="rm-lora")
     assert build_backends(config, "cpu", tmp_path, "h") == {

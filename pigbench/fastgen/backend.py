@@ -12,81 +12,16 @@ the KV of their common prefix (a user's context across that user's targets). A g
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Hashable, Optional, Sequence
 
 from pigbench.fastgen.engine import Qwen2VLEngine
 from pigbench.fastgen.inputs import GenerationSettings, ImageInput
 from pigbench.fastgen.inputs import Prompt as EnginePrompt
 from pigbench.judging.backend import Generation, GenerationParams
-from pigbench.checkpoint import CheckpointError, check_keys, from_pretrained_strict, load_processor
-from pigbench.file_stamp import damaged_message, damaged_safetensors
 from pigbench.judging.local_backend import LocalBackend
 from pigbench.judging.messages import ImagePolicy, Prompt
 
 _ENCODE_CHUNK = 32  # prompts per processor call
-
-
-def load_qwen2vl(path: str, adapter: str = "", device: str = "cpu", dtype: str = "bfloat16", hint: str = "") -> tuple[Any, Any]:
-    """(model, processor) from a hub id or local dir, loaded strictly (a missing, unexpected or misshaped
-    weight is a CheckpointError), with an optional PEFT/LoRA adapter merged in. A local folder without
-    its weight, processor, tokenizer or chat template files is a one-line CheckpointError ending with
-    ``hint`` (what to do); the processor is loaded first, so that one without processor files fails
-    before the weights load."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    processor = load_processor(path, "the PIGReward model", hint)
-    model = from_pretrained_strict(AutoModelForImageTextToText, path, "the PIGReward model", hint,
-                                   dtype=getattr(torch, dtype), attn_implementation="sdpa", device_map={"": device})
-    if adapter:
-        model = _merge_adapter(model, adapter, path)
-    return model.eval(), processor
-
-
-# Adapters trained with transformers < 4.52 name Qwen2-VL's modules visual.* and model.layers.*; the model
-# has model.visual.* and model.language_model.*. transformers 5 renames such base checkpoints itself
-# (conversion_mapping.py, Qwen2VLForConditionalGeneration: these two patterns) but gives peft no
-# _checkpoint_conversion_mapping any more, so without them such an adapter matches no module.
-_LEGACY_QWEN2VL_KEYS = {"^visual": "model.visual", r"^model(?!\.(language_model|visual))": "model.language_model"}
-
-
-def _merge_adapter(model: Any, adapter: str, base: str) -> Any:
-    """``model`` (loaded from ``base``) with the PEFT adapter at ``adapter`` merged in. An adapter tensor
-    that matches no module of the model, or a module's adapter tensor absent from the file, is a
-    CheckpointError naming ``adapter`` (``PeftModel.from_pretrained`` ignores the first, only warns on the
-    second, and leaves those modules without the adapter or with its initial weights); so is an
-    adapter_config.json that is not JSON, a damaged ``.safetensors`` file (peft's and safetensors' errors
-    name no file), and an adapter whose tensors have other shapes than ``base``'s layers (one trained on
-    another base model: torch's multi-line size-mismatch traceback)."""
-    import torch
-    from peft import PeftConfig, PeftModel
-
-    try:
-        config = PeftConfig.from_pretrained(adapter)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"the PIGReward adapter at {adapter!r} could not be read: "
-                              f"{os.path.join(adapter, 'adapter_config.json')} is not valid JSON ({exc})") from None
-    config.inference_mode = True
-    net = PeftModel(model, config)
-    renamed = hasattr(getattr(model, "model", None), "language_model")  # the layout of transformers >= 4.52
-    try:
-        result = net.load_adapter(adapter, "default", key_mapping=_LEGACY_QWEN2VL_KEYS if renamed else None)
-    except torch.cuda.OutOfMemoryError:
-        raise
-    except RuntimeError:  # peft's load_state_dict(strict=False) raises only for tensors of another shape
-        raise CheckpointError(f"the PIGReward adapter at {adapter!r} does not fit the model at {base!r}: its tensors have "
-                              "other shapes than that model's layers, so it was trained on another base model (its "
-                              f"adapter_config.json names {config.base_model_name_or_path!r}); give that base model "
-                              "(--model-path, or --option reward_path= / reasoner_path=)") from None
-    except Exception as exc:
-        if type(exc).__name__ != "SafetensorError":
-            raise
-        raise CheckpointError(f"the PIGReward adapter at {adapter!r} could not be read: "
-                              f"{damaged_message(damaged_safetensors([adapter]), exc)}") from None
-    check_keys("the PIGReward adapter", adapter, result.missing_keys, result.unexpected_keys)
-    return net.merge_and_unload()
 
 
 class FastLocalBackend(LocalBackend):

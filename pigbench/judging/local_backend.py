@@ -29,12 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence
 
 import torch
-from transformers import AutoModelForImageTextToText
 
-from pigbench.checkpoint import from_pretrained_strict, load_processor
 from pigbench.judging.answer_probs import option_probs_after_marker, option_spellings
 from pigbench.judging.backend import Backend, Generation, GenerationParams
 from pigbench.judging.messages import ImagePolicy, Prompt, load_image
+from pigbench.lvlm_loader import load_lvlm
 from pigbench.protocol import ImageError, ImageRef
 
 
@@ -90,16 +89,13 @@ class LocalBackend(Backend):
     @classmethod
     def from_pretrained(cls, path: str, device: str = "cpu", batch_size: int = 8, dtype: str = "auto",
                         attn_implementation: str = "sdpa", hint: str = "") -> "LocalBackend":
-        """Load a hub id or local directory, strictly (a missing, unexpected or misshaped weight is a
-        CheckpointError; so is a local folder without its weight, processor, tokenizer or chat template files, with ``hint``,
-        what to do, at the end; the processor loads first). ``dtype`` "auto" is bfloat16 on CUDA, float32 on CPU."""
-        if dtype == "auto":
-            torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype)
-        processor = load_processor(path, "the judge model", hint)
-        model = from_pretrained_strict(AutoModelForImageTextToText, path, "the judge model", hint, dtype=torch_dtype,
-                                       attn_implementation=attn_implementation, device_map={"": device})
+        """The backend of the judge model at ``path`` (a hub id or local directory), loaded by
+        :func:`pigbench.lvlm_loader.load_lvlm`: strictly (a missing, unexpected or misshaped weight is a
+        CheckpointError; so is a local folder without its weight, processor, tokenizer or chat template
+        files, with ``hint``, what to do, at the end; the processor loads first). ``dtype`` "auto" is
+        bfloat16 on CUDA, float32 on CPU."""
+        model, processor = load_lvlm(path, "judge", device=device, dtype=dtype,
+                                     attn_implementation=attn_implementation, hint=hint)
         return cls(model, processor, batch_size=batch_size, source=path)
 
     # prompts -> model inputs -------------------------------------------------------------------

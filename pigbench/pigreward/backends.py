@@ -31,9 +31,11 @@ def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, reque
                 concurrency=config.concurrency, timeout_s=config.timeout_s,
                 retry=RetryPolicy(max_retries=config.max_retries), cache=RequestCache(cache_root / "requests" / f"pigreward-{tag}.sqlite"))
         else:
-            from pigbench.fastgen.backend import FastLocalBackend, load_qwen2vl
+            from pigbench.fastgen.backend import FastLocalBackend
+            from pigbench.lvlm_loader import load_lvlm
 
-            net, processor = load_qwen2vl(model, adapter, device, config.dtype,
-                                          hint=model_folder_hint(DEFAULT_MODEL, config.flag(option)))
+            flag = config.flag(option)
+            net, processor = load_lvlm(model, "PIGReward", device=device, dtype=config.dtype, adapter=adapter,
+                                       hint=model_folder_hint(DEFAULT_MODEL, flag), model_flag=flag)
             out[(model, adapter)] = FastLocalBackend(net, processor, batch_size=config.decode_batch, source=model)
     return out
