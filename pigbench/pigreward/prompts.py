@@ -30,8 +30,8 @@ from pigbench.judging.messages import Part, Prompt, image, text
 from pigbench.pigreward.output_format import FormatRules
 from pigbench.protocol import Episode, ReferencePair
 
-PROMPT_VERSION = "1"  # bump when the reasoner's prompt changes: cached user contexts depend on it (a change
-# to the reward prompt bumps the evaluator's version instead, evaluators/pigreward.py: stored predictions depend on it)
+PROMPT_VERSION = "1"  # bump when the reasoner's prompt or user_context's form changes: cached user contexts
+# depend on them (a change to the reward prompt alone bumps the evaluator's version, evaluators/pigreward.py)
 
 REASONER_INSTRUCTION = (
     "In two to four sentences, explain which qualities of the preferred image most likely made this user "
