@@ -37,7 +37,8 @@ from pigbench.store import default_cache_dir
 class PIGReward(Evaluator):
     """Reasoner rationales as user context, then dimension-wise chain-of-thought scoring."""
 
-    version = "3"  # 3: the local backend applies the checkpoint's repetition_penalty; 2: K = 0 said in the reward prompt
+    version = "4"  # 4: the reward prompt's example reply is consistent (totals = sums); 3: the local backend applies
+    # the checkpoint's repetition_penalty; 2: K = 0 said in the reward prompt
     kind = "reasoning"
     uses_references = True
     needs = ("gpu", "weights")

@@ -5,9 +5,12 @@ A run writes two files under ``<output>/<dataset>/``::
     <evaluator>[__<variant>].json                 metrics, per-user table, provenance
     <evaluator>[__<variant>].predictions.jsonl    one line per target: sample_id, user_id, gold, prediction
 
-The JSON points to the JSONL by relative path and SHA-256. :func:`validate_results` recomputes
-every metric from the JSONL alone and reports any mismatch; the leaderboard admits only files
-that pass it.
+The JSONL is written first, then the JSON, which points to it by relative path and records its
+SHA-256 and row count, so the two files are one pair: a run stopped between the two writes leaves
+the earlier run's JSON beside the new JSONL, and a JSONL truncated, edited or copied from another
+run no longer matches the JSON; :func:`validate_results` refuses either in one line naming both
+files (run again to write both). It also recomputes every metric from the JSONL alone and reports
+any mismatch; the report and the leaderboard admit only files that pass it.
 """
 
 from __future__ import annotations
@@ -130,12 +133,13 @@ RESULTS_SCHEMA: dict[str, Any] = {
         },
         "predictions": {
             "type": "object",
-            "description": "the per-sample predictions file",
+            "description": "the per-sample predictions file, written just before this file: the pair is "
+                           "valid only while that file's SHA-256 and rows are the ones recorded here",
             "required": ["path", "sha256", "count"],
             "properties": {
                 "path": {"type": "string", "description": "relative to this file's directory"},
-                "sha256": {"type": "string"},
-                "count": {"type": "integer"},
+                "sha256": {"type": "string", "description": "hex SHA-256 of the predictions file's bytes"},
+                "count": {"type": "integer", "description": "its rows (the split's targets)"},
             },
         },
         "provenance": {
@@ -209,8 +213,11 @@ def judged_of(row: dict) -> Judged:
 
 
 def write_results(json_path: Path, results: dict[str, Any], rows: list[dict]) -> None:
-    """Write the predictions JSONL then the results JSON (which records the JSONL's hash). Temporary
-    files that killed writers left in the folder are removed first (:func:`~pigbench.atomic_file.remove_stale_temps`)."""
+    """Write the predictions JSONL then the results JSON, which records the JSONL's SHA-256 and row
+    count, each whole or not at all (:func:`~pigbench.atomic_file.write_atomic`). A writer stopped
+    between the two leaves an earlier JSON beside the new JSONL, a pair that :func:`load_results`
+    refuses until the run is repeated. Temporary files that killed writers left in the folder are
+    removed first (:func:`~pigbench.atomic_file.remove_stale_temps`)."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(json_path.parent)
     jsonl_path = json_path.with_name(json_path.name[: -len(".json")] + ".predictions.jsonl")
@@ -288,11 +295,18 @@ def _prediction_rows(path: Path, pred_path: Path, sha256: str) -> Iterator[dict]
                         break
                     yield row
     except OSError as exc:
-        raise ResultsError(f"{path}: cannot read predictions file {pred_path.name}: {exc}") from None
+        raise ResultsError(f"{path}: cannot read predictions file {pred_path.name}: {exc.strerror or exc}; "
+                           f"{PAIR_REMEDY}") from None
     if hashed.hexdigest() != sha256:
-        raise ResultsError(f"{path}: {pred_path.name} does not match the recorded sha256")
+        raise ResultsError(f"{path}: predictions file {pred_path.name} does not match the recorded sha256 (another "
+                           f"run's, or changed since); {PAIR_REMEDY}")
     if problem is not None:
         raise ResultsError(problem)
+
+
+PAIR_REMEDY = "run again to write both files"
+"""What a results file whose predictions file is missing or not its own needs: the same command writes the
+pair again (a run takes its predictions from its store)."""
 
 
 def _not_utf8(exc: UnicodeDecodeError, first_line: int = 1) -> str:

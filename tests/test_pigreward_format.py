@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from pigbench.pigreward.config import PIGRewardConfig
 from pigbench.pigreward.context_cache import UserContextCache
 from pigbench.pigreward.output_format import FormatRules, parse_judgement
 from pigbench.pigreward.pipeline import PIGRewardPipeline
+from pigbench.pigreward.prompts import task_instruction
 from pigbench.protocol import Label, Prediction
 
 
@@ -189,3 +191,28 @@ def test_the_options_set_the_format_rules():
     loose = predict(wide, min_dimensions=2, score_min=0, score_max=100, allow_tie=True)
     assert loose.label == Label.TIE and loose.extra["format_violations"] == []
     assert len(predict(wide).extra["format_violations"]) == 6  # 4 scores out of [1, 10], 2 dimensions, the tie
+
+
+@pytest.mark.parametrize("rules", [
+    FormatRules(),
+    FormatRules(min_dimensions=1),
+    FormatRules(min_dimensions=2, allow_tie=True),
+    FormatRules(min_dimensions=5, score_min=1, score_max=5),
+    FormatRules(score_min=0, score_max=1),
+    FormatRules(min_dimensions=4, score_min=1, score_max=2),
+    FormatRules(score_min=-3, score_max=3),
+    FormatRules(min_dimensions=6, score_min=0.1, score_max=0.9),
+])
+def test_the_reward_prompts_example_reply_passes_the_strict_parser(rules):
+    """The example reply the reward prompt shows once had totals of 0 beside non-zero scores, breaking
+    the rule "totals equal the sums" it teaches; it now passes the parser under the prompt's own rules,
+    and with two or more dimensions each image is ahead on one (the totals, not a letter, decide)."""
+    instruction = task_instruction(rules, chain_of_thought=True)
+    head, example = instruction.rsplit("in this form:\n", 1)
+    j = parse_judgement(example, rules)
+    assert j.parse_error is None and j.violations == () and not j.contradicts_totals
+    assert (j.total_a, j.total_b) == (j.sum_a, j.sum_b) and j.total_a != j.total_b
+    assert j.label == (Label.A if j.total_a > j.total_b else Label.B)
+    assert len(j.dimensions) == rules.min_dimensions and f"at least {rules.min_dimensions} evaluation" in head
+    if rules.min_dimensions >= 2:
+        assert any(d.score_a > d.score_b for d in j.dimensions) and any(d.score_b > d.score_a for d in j.dimensions)

@@ -959,7 +959,60 @@ def test_validate_reads_predictions_line_by_line_with_the_errors_of_reading_them
     jsonl.write_bytes(b"".join(lines))  # the recorded hash is that of the broken file
     _with_predictions(path, b"".join(broken))
     jsonl.write_bytes(b"".join(broken[:5]) + b"not json\n")
-    assert validate_results(path) == [f"{path}: {jsonl.name} does not match the recorded sha256"]
+    assert validate_results(path) == [f"{path}: predictions file {jsonl.name} does not match the recorded sha256 "
+                                      "(another run's, or changed since); run again to write both files"]
+
+
+def test_validate_refuses_predictions_not_written_with_the_results_file_in_one_line_naming_both(
+        tmp_path, monkeypatch, capsys):
+    """The runner writes the predictions, then the results JSON recording their sha256 and rows. A run
+    stopped between the two writes leaves the earlier JSON beside new predictions; predictions
+    truncated, swapped for another run's or missing do not pair with the JSON either: validate refuses
+    each in one line naming both files and what to do, the report's collector rejects the file with
+    that reason, and the same command writes the pair again."""
+    from pigbench import results as results_module
+    from pigbench.atomic_file import write_atomic
+    from pigbench.cli import main as pigbench
+    from pigbench.report.collect import collect
+    from pigbench.results import load_results, write_results
+
+    path = run(config(tmp_path)).results_path
+    other = run(config(tmp_path, limit=20)).results_path
+    jsonl, other_jsonl = (p.with_name(p.stem + ".predictions.jsonl") for p in (path, other))
+    original = jsonl.read_bytes()
+    assert validate_results(path) == validate_results(other) == []
+    refused = (f"{path}: predictions file {jsonl.name} does not match the recorded sha256 (another run's, or "
+               "changed since); run again to write both files")
+
+    stored, rows = load_results(path)
+    rows = list(rows)
+    rows[0]["prediction"]["label"] = "B" if rows[0]["prediction"]["label"] == "A" else "A"
+
+    def stopped_before_the_json(target: Path, data: bytes, fsync: bool = False) -> None:
+        if target.suffix == ".json":
+            raise KeyboardInterrupt  # the run is killed between its two writes
+        write_atomic(target, data, fsync)
+
+    monkeypatch.setattr(results_module, "write_atomic", stopped_before_the_json)
+    with pytest.raises(KeyboardInterrupt):
+        write_results(path, stored, rows)
+    monkeypatch.undo()
+    assert jsonl.read_bytes() != original and validate_results(path) == [refused]
+    capsys.readouterr()
+    assert pigbench(["validate", str(path)]) == 1
+    assert capsys.readouterr().out.splitlines() == [f"INVALID {path}", f"  {refused}"]
+
+    for predictions_now in (original[: len(original) // 2], other_jsonl.read_bytes()):  # truncated; another run's
+        jsonl.write_bytes(predictions_now)
+        assert validate_results(path) == [refused]
+    rejected = {r.relpath: r.reasons for r in collect(tmp_path / "results").rejected}
+    assert rejected == {f"toy/{path.name}": [refused.removeprefix(f"{path}: ")]}
+    jsonl.unlink()
+    assert validate_results(path) == [f"{path}: cannot read predictions file {jsonl.name}: No such file or directory; "
+                                      "run again to write both files"]
+
+    assert run(config(tmp_path)).computed == 0  # the same command, from the store
+    assert jsonl.read_bytes() == original and validate_results(path) == []
 
 
 def test_validate_memory_does_not_grow_with_the_predictions_rows(tmp_path):

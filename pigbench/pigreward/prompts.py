@@ -24,13 +24,14 @@ without references (K = 0) says that no past choices are known.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Any, Sequence
 
 from pigbench.judging.messages import Part, Prompt, image, text
 from pigbench.pigreward.output_format import FormatRules
 from pigbench.protocol import Episode, ReferencePair
 
-PROMPT_VERSION = "1"  # bump when any text below changes: cached user contexts depend on it
+PROMPT_VERSION = "1"  # bump when the reasoner's prompt or user_context's form changes: cached user contexts
+# depend on them (a change to the reward prompt alone bumps the evaluator's version, evaluators/pigreward.py)
 
 REASONER_INSTRUCTION = (
     "In two to four sentences, explain which qualities of the preferred image most likely made this user "
@@ -44,7 +45,6 @@ REWARD_SYSTEM = (
     "user prefers, from what is known about that user's taste."
 )
 
-_EXAMPLE_DIMENSION = {"name": "...", "definition": "...", "score_a": 7, "score_b": 4, "justification": "..."}
 
 
 def reasoner_prompt(pair: ReferencePair) -> Prompt:
@@ -70,7 +70,7 @@ def task_instruction(rules: FormatRules, chain_of_thought: bool) -> str:
     if not chain_of_thought:
         return (f"Task: say which of two new images this user prefers. Reply with exactly one JSON object and "
                 f'nothing else: {{"answer": "A"}} or {{"answer": "B"}}. "answer" is {answers}.')
-    example = json.dumps({"dimensions": [_EXAMPLE_DIMENSION, "..."], "total_a": 0, "total_b": 0, "answer": "A"})
+    example = json.dumps(example_reply(rules))
     lo, hi = f"{rules.score_min:g}", f"{rules.score_max:g}"
     return (
         "Task: say which of two new images this user prefers, in four steps.\n"
@@ -83,6 +83,31 @@ def task_instruction(rules: FormatRules, chain_of_thought: bool) -> str:
         f"4. Answer with the image this user prefers: {answers}, in agreement with the totals.\n"
         f"Reply with exactly one JSON object and nothing else, in this form:\n{example}"
     )
+
+
+def example_reply(rules: FormatRules) -> dict[str, Any]:
+    """The reply the reward prompt shows as its output format: ``rules.min_dimensions`` dimensions with
+    placeholder texts, scores within the range (whole numbers where the range allows), each image
+    ahead on some dimension where there are two or more, totals that are the sums and the answer they
+    favour. It passes :func:`~pigbench.pigreward.output_format.parse_judgement` under ``rules`` with no
+    violation and no contradiction; which image it answers follows from the number of dimensions."""
+    lo, hi = float(rules.score_min), float(rules.score_max)
+    whole = lo.is_integer() and hi.is_integer() and hi - lo >= 4  # the quarter points round to distinct numbers
+
+    def at(share: float) -> float:
+        score = lo + share * (hi - lo)
+        return int(round(score)) if whole else score
+
+    # A and B ahead in turn (even sums after each two), then B ahead by at(0.75) - at(0.5): less than A's
+    # lead after an odd number of turns, so the totals never tie
+    turns = [(at(0.75), at(0.25)), (at(0.25), at(0.75))]
+    scores = [turns[k % 2] for k in range(rules.min_dimensions - 1)] + [(at(0.5), at(0.75))]
+    dimensions = [{"name": f"<dimension {k} name>", "definition": "<one-sentence definition>", "score_a": a,
+                   "score_b": b, "justification": "<one-sentence justification>"}
+                  for k, (a, b) in enumerate(scores, 1)]
+    total_a, total_b = sum(a for a, _ in scores), sum(b for _, b in scores)
+    return {"dimensions": dimensions, "total_a": total_a, "total_b": total_b,
+            "answer": "A" if total_a > total_b else "B"}
 
 
 def reward_prompt(episode: Episode, rules: FormatRules, chain_of_thought: bool, context: str | None) -> Prompt:
