@@ -18,7 +18,7 @@ import pytest
 from pigbench.cli import main as cli_main
 from pigbench.leaderboard import _score, build_site, sample_predictions, script_json
 from pigbench.report.collect import collect
-from pigbench.report.digest import sample_rows
+from pigbench.report.digest import digest_rows
 from synthetic_results import XSS
 
 TESTS = Path(__file__).resolve().parent
@@ -171,10 +171,10 @@ def test_sample_predictions_prefer_rationales_and_rotate_users():
     rows = [{"sample_id": f"s{i}", "user_id": f"u{i % 3}", "gold": "A",
              "prediction": {"label": "A", **({"rationale": "why"} if i >= 6 else {})}} for i in range(12)]
     rows[1]["prediction"] = {"label": "INVALID", "error": "timeout"}
-    picked = sample_predictions(sample_rows(rows, limit=5))
+    picked = sample_predictions(digest_rows(rows, "reasoning", samples=5).samples)
     assert [s["sample_id"] for s in picked] == ["s6", "s7", "s8", "s9", "s10"]
     assert [s["credit"] for s in picked] == [1.0] * 5
-    assert [s["sample_id"] for s in sample_predictions(sample_rows(rows, limit=8))][6:] == ["s1", "s0"]  # errors, then the rest
+    assert [s["sample_id"] for s in sample_predictions(digest_rows(rows, "reasoning", samples=8).samples)][6:] == ["s1", "s0"]  # errors, then the rest
 
 
 def test_dataset_and_methodology_pages(site):
