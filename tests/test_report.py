@@ -29,7 +29,8 @@ from pigbench.report.similarity import similarity_table
 from pigbench.results import load_results
 from pigbench.report.tables import (Cell, Row, Table, ablation_tables, canonical_entries, main_table, mark_best,
                                     to_html, to_latex, to_markdown)
-from synthetic_results import XSS, make_results
+from pigbench.synthetic_results import make_results
+from synthetic_results import XSS
 
 
 @pytest.fixture(scope="module")
