@@ -212,6 +212,17 @@ def test_cli_invite_refuses_a_bad_count_or_a_folder_as_out_before_creating_invit
     assert AnnotationStore(ws.annotate_db).progress()["annotators"] == []
 
 
+@pytest.mark.parametrize("days", ["0", "-1", "nan"])
+def test_serve_refuses_a_session_lifetime_that_is_not_positive(tmp_path, capsys, days):
+    """One check, the store's: serve passes --session-days to it and prints its error (exit 2)."""
+    ws = workspace_with_sets(tmp_path / "ws", 2, keep=2)
+    work = ["build", "--workdir", str(ws.root), "annotate"]
+    assert cli(work + ["init", "--min-sets", "1", "--max-sets", "2"]) == 0
+    capsys.readouterr()
+    assert cli(work + ["serve", "--port", "0", "--session-days", days]) == 2
+    assert capsys.readouterr().err == f"error: --session-days (the sign-in lifetime) must be positive, got {days}\n"
+
+
 def test_open_sign_up_never_signs_in_as_an_invited_annotator(tmp_path):
     """With open sign-up on, typing an invited annotator's id (annotator001: predictable) signed in as
     them, reading and submitting their work without their invite code."""

@@ -108,8 +108,6 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {a['annotator_id']}: {a['done']}/{a['assigned']}"
                   + (f" ({a['withdrawn']} withdrawn)" if a["withdrawn"] else ""))
         return 0
-    if not args.session_days > 0:
-        raise BuildError(f"--session-days must be positive, got {args.session_days:g}")
-    store = AnnotationStore(ws.annotate_db, args.session_days)
+    store = AnnotationStore(ws.annotate_db, args.session_days)  # refuses a lifetime that is not positive
     serve(make_annotate_app(store, ws.root, args.behind_proxy), args.host, args.port, "annotation app")
     return 0

@@ -103,11 +103,12 @@ def _hash(secret: str) -> str:
 
 class AnnotationStore:
     """All reads and writes of ``annotate.sqlite``. Safe to share between server threads. A session
-    is valid for ``session_days`` after its sign-in."""
+    is valid for ``session_days`` after its sign-in; a lifetime that is not positive (NaN included) is a
+    ``ValueError`` naming ``serve``'s ``--session-days``, which passes it here unchecked."""
 
     def __init__(self, path: Path, session_days: float = DEFAULT_SESSION_DAYS) -> None:
         if not session_days > 0:
-            raise ValueError(f"session lifetime must be positive, got {session_days} days")
+            raise ValueError(f"--session-days (the sign-in lifetime) must be positive, got {session_days:g}")
         self.path = Path(path)
         self.session_seconds = session_days * 86400.0
         self._migrated = False
