@@ -556,6 +556,20 @@ def test_a_set_dropped_after_init_leaves_the_app_over_http(served, capsys):
     assert b"Set 4 of 4" in alice.request("GET", "/task")[1]
 
 
+def test_progress_summary_counts_rankings_of_retired_sets_apart_and_covers_offered_sets_only():
+    """The admin page and `annotate status` each worked these totals out from progress(); both show ProgressSummary."""
+    from pigbench.build.annotate.store import ProgressSummary
+
+    def set_(assigned, ranked, retired=False):
+        return {"assigned": assigned, "ranked": ranked, "retired": retired}
+
+    progress = {"annotators": [{}, {}, {}], "sets": [set_(3, 1), set_(1, 0), set_(5, 2, retired=True), set_(2, 2)]}
+    assert ProgressSummary.of(progress) == ProgressSummary(annotators=3, offered=3, retired=1, rankings=5,
+                                                           retired_rankings=2, assigned=(1, 3), ranked=(0, 2))
+    assert ProgressSummary.of({"annotators": [], "sets": [set_(2, 1, retired=True)]}) == ProgressSummary(
+        annotators=0, offered=0, retired=1, rankings=1, retired_rankings=1, assigned=(0, 0), ranked=(0, 0))
+
+
 def test_an_annotator_whose_unranked_sets_were_all_dropped_gets_new_sets_over_http(served, capsys):
     """Over HTTP: once every unranked set of hers was dropped in review, the task page showed "All 1 sets ranked";
     it now offers replacements up to her share, and signing in again gives no more."""

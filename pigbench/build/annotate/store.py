@@ -86,6 +86,29 @@ class SetChanges:
 
 
 @dataclass(frozen=True)
+class ProgressSummary:
+    """The totals of :meth:`AnnotationStore.progress` that the admin page and ``annotate status`` both
+    show: sets offered and retired, rankings submitted (those of retired sets too, which export leaves
+    out, counted apart), and the fewest and most annotators assigned to and ranking an offered set."""
+    annotators: int
+    offered: int
+    retired: int
+    rankings: int
+    retired_rankings: int
+    assigned: tuple[int, int]  # (fewest, most) annotators assigned to an offered set; (0, 0) when none is
+    ranked: tuple[int, int]  # (fewest, most) annotators who ranked an offered set; (0, 0) when none is
+
+    @classmethod
+    def of(cls, progress: dict[str, Any]) -> "ProgressSummary":
+        offered = [s for s in progress["sets"] if not s["retired"]]
+        assigned, ranked = [s["assigned"] for s in offered], [s["ranked"] for s in offered]
+        rankings = sum(s["ranked"] for s in progress["sets"])
+        return cls(len(progress["annotators"]), len(offered), len(progress["sets"]) - len(offered), rankings,
+                   rankings - sum(ranked), (min(assigned, default=0), max(assigned, default=0)),
+                   (min(ranked, default=0), max(ranked, default=0)))
+
+
+@dataclass(frozen=True)
 class Assignment:
     annotator_id: str
     set_id: str
