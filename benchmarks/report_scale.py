@@ -1,12 +1,13 @@
 """Wall time and peak memory of `pigbench validate`, `pigbench report` and `pigbench leaderboard build`
 on a large synthetic results tree, at this tree's code and at a baseline revision, in one invocation.
 
-The tree is written the way ``tests/synthetic_results.py`` writes its files (valid results through
-:func:`pigbench.results.write_results`, metrics from :func:`pigbench.metrics.compute_metrics`), but
-large and fast: ``--datasets`` datasets x ``--sizes`` reference sizes x 4 evaluators (a scalar
-scorer without references, a scalar scorer with references, a similarity metric, and a reasoning
-judge whose predictions carry a rationale and three named dimensions). Everything is drawn from
-seeded generators, so the same arguments write the same bytes; nothing needs the network.
+The tree is written by :func:`pigbench.synthetic_results.make_results`, which writes the tests'
+results files too (valid results through :func:`pigbench.results.write_results`, metrics from
+:func:`pigbench.metrics.compute_metrics`), here large: ``--datasets`` datasets x ``--sizes``
+reference sizes x 4 evaluators (a scalar scorer without references, a scalar scorer with
+references, a similarity metric, and a reasoning judge whose predictions carry a rationale and
+three named dimensions). Everything is drawn from seeded generators, so the same arguments write
+the same bytes; nothing needs the network.
 
 Each command runs in a fresh subprocess (start-up and imports included) with ``PYTHONPATH`` set to
 the code measured: this checkout, or ``pigbench/`` of ``--baseline`` exported with ``git archive``
@@ -23,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import hashlib
-import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -38,6 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 TARGETS_PER_USER = 60
 WORDS = ("warm", "cool", "muted", "vivid", "soft", "sharp", "busy", "calm", "dark", "bright", "retro", "glossy")
 ASPECTS = ("palette", "lighting", "composition", "texture", "focus", "background", "realism", "mood", "style", "detail")
+DIMENSION_NAMES = tuple(f"{word} {aspect}".title() for word in WORDS for aspect in ASPECTS)
+RATIONALE = ("The chosen image matches the user's liking for the palette and lighting of their references; "
+             "the other leans on what their references avoid (case {}).")
 EVALUATORS = (  # name, kind, uses references, accuracy, carries rationales and dimensions
     ("clip-score", "scalar", False, 0.58, False),
     ("pick-score-ref", "scalar", True, 0.63, False),
@@ -46,64 +47,18 @@ EVALUATORS = (  # name, kind, uses references, accuracy, carries rationales and 
 )
 
 
-def make_rows(rng: random.Random, kind: str, predictions: int, accuracy: float, reasoning: bool) -> list[dict]:
-    """Prediction rows of one run: users of :data:`TARGETS_PER_USER` targets, each right with
-    probability ``accuracy``; scores for scalar and similarity kinds; a rationale and three of the
-    user's five dimensions (drawn from 120 names) for a reasoning judge."""
-    rows = []
-    for i in range(predictions):
-        user = i // TARGETS_PER_USER
-        if reasoning and i % TARGETS_PER_USER == 0:
-            user_dims = [f"{rng.choice(WORDS)} {rng.choice(ASPECTS)}" for _ in range(5)]
-        gold = rng.choices(("A", "B", "TIE"), weights=(45, 45, 10))[0]
-        label = gold if rng.random() < accuracy else rng.choice([x for x in ("A", "B", "TIE") if x != gold])
-        pred: dict = {"sample_id": f"u{user}/t{i % TARGETS_PER_USER}", "label": label}
-        if kind in ("scalar", "similarity"):
-            delta = {"A": 1.0, "B": -1.0, "TIE": 0.0}[label] * (0.5 + rng.random())
-            pred.update(score_a=round(0.5 + delta / 2, 6), score_b=round(0.5 - delta / 2, 6))
-        if reasoning:
-            dims = rng.sample(user_dims, k=3)
-            pred["rationale"] = (f"Image {label} matches the user's liking for {dims[0]} and {dims[1]}; "
-                                 f"the other leans on {dims[2]}, which their references avoid (case {i}).")
-            pred["dimensions"] = [{"name": name.title(), "definition": f"how well the image shows {name}",
-                                   "score_a": rng.randint(1, 10), "score_b": rng.randint(1, 10)} for name in dims]
-        rows.append({"sample_id": pred["sample_id"], "user_id": f"user{user}", "prompt": f"prompt {i % 997}",
-                     "gold": gold, "prediction": pred})
-    return rows
-
-
 def write_run(root: Path, dataset: str, evaluator: tuple, k: int, predictions: int, n_bootstrap: int) -> Path:
-    """One valid results file (and its predictions JSONL) under ``root/<dataset>/``."""
-    from pigbench.metrics import compute_metrics
-    from pigbench.results import judged_from_rows, write_results
+    """One valid results file (and its predictions JSONL) under ``root/<dataset>/``: users of
+    :data:`TARGETS_PER_USER` targets; a reasoning judge's predictions carry a rationale and three of
+    the user's five dimensions (drawn from :data:`DIMENSION_NAMES`)."""
+    from pigbench.synthetic_results import make_results
 
     name, kind, uses_references, accuracy, reasoning = evaluator
-    rng = random.Random(f"{dataset}/{name}/{k}")
-    rows = make_rows(rng, kind, predictions, accuracy, reasoning)
-    config = {"tie_threshold": 0.0}
-    users = len({r["user_id"] for r in rows})
-    results = {
-        "schema_version": "1.0",
-        "evaluator": {"name": name, "variant": f"k{k}", "version": "1", "kind": kind,
-                      "uses_references": uses_references, "description": f"synthetic {kind} evaluator",
-                      "config": config, "config_hash": hashlib.sha256(json.dumps(config).encode()).hexdigest()[:16],
-                      "tie_threshold": 0.0, "tie_threshold_source": "fixed", "swap": False,
-                      "models": {"model": "synthetic/none"}},
-        "dataset": {"name": dataset, "source": {"generator": "benchmarks/report_scale.py"},
-                    "description": f"synthetic dataset {dataset}", "license": "CC0-1.0"},
-        "split": {"seed": 0, "reference_size": k, "fingerprint": f"fp-{dataset}-{k}", "users": users,
-                  "targets": len(rows), "targets_before_limit": len(rows), "skipped_users": {},
-                  "skipped_records": {}, "skip_examples": {}},
-        "metrics": compute_metrics(judged_from_rows(rows), n_bootstrap=n_bootstrap, seed=0),
-        "failures": {"count": 0, "reasons": {}},
-        "provenance": {"pigbench_version": "0.1.0", "git_commit": None, "git_dirty": None,
-                       "created_at": "2026-01-01T00:00:00+00:00", "command": "benchmarks/report_scale.py",
-                       "hardware": {"platform": "synthetic"}, "device": "cpu", "batch_size": 1,
-                       "wall_time_s": 0.0, "resumed_samples": 0},
-    }
-    path = root / dataset / f"{name}__k{k}.json"
-    write_results(path, results, rows)
-    return path
+    return make_results(
+        root, name, dataset, kind=kind, uses_references=uses_references, variant=f"k{k}", per_user=TARGETS_PER_USER,
+        predictions=predictions, accuracy=accuracy, reference_size=k, n_bootstrap=n_bootstrap,
+        rationale=RATIONALE.format if reasoning else None, dimensions=3 if reasoning else 0,
+        dimension_names=DIMENSION_NAMES)
 
 
 def generate(root: Path, datasets: int, sizes: list[int], predictions: int, n_bootstrap: int) -> list[Path]:

@@ -106,9 +106,7 @@ def load_processor(source: str, what: str, hint: str = "") -> Any:
     from transformers import AutoProcessor
 
     check_tokenizer_files(source, what, hint)
-    if _folder_lacks(source, PROCESSOR_FILES):
-        raise CheckpointError(_incomplete(what, source, f"no processor files ({' or '.join(PROCESSOR_FILES)}) "
-                                          "in the folder", hint))
+    check_image_processor_files(source, what, hint)
     processor = AutoProcessor.from_pretrained(source, local_files_only=cache_only(source))
     if os.path.isdir(source) and getattr(processor, "chat_template", None) is None:
         raise CheckpointError(_incomplete(what, source, f"no chat template ({' or '.join(CHAT_TEMPLATE_FILES)}) "
@@ -130,10 +128,17 @@ def load_image_processor(source: str, what: str, hint: str = "") -> Any:
     config (:data:`PROCESSOR_FILES`) is a one-line CheckpointError naming ``source`` and ending with ``hint``."""
     from transformers import AutoImageProcessor
 
+    check_image_processor_files(source, what, hint)
+    return AutoImageProcessor.from_pretrained(source, local_files_only=cache_only(source))
+
+
+def check_image_processor_files(source: str, what: str, hint: str = "") -> None:
+    """A one-line CheckpointError (naming ``source``, ending with ``hint``) when ``source`` is a local
+    folder without the image processor's config (any of :data:`PROCESSOR_FILES`); the one message of
+    :func:`load_processor` and :func:`load_image_processor`."""
     if _folder_lacks(source, PROCESSOR_FILES):
         raise CheckpointError(_incomplete(what, source, f"no image processor config ({' or '.join(PROCESSOR_FILES)}) "
                                           "in the folder", hint))
-    return AutoImageProcessor.from_pretrained(source, local_files_only=cache_only(source))
 
 
 def check_tokenizer_files(source: str, what: str, hint: str = "") -> None:

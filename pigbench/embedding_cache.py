@@ -3,9 +3,10 @@
 On disk, everything for one key lives in ``<directory>/embeddings/<sha256(model key)[:16]>/``:
 
 * ``key.json``: the full model key (model id, revision or file hash, preprocessing, dtype);
-* ``<writer>.pt``: one file per stored batch, a dict ``{image hash: feature}`` written atomically
-  (temporary name ``<writer>.pt.<host>.tmp``, then rename), so one file write serves a whole encoded
-  batch; the temporary file of a writer killed mid-write is removed when the directory is next opened
+* ``<writer>.pt``: one file per stored batch, a dict ``{image hash: feature}`` written by
+  :func:`~pigbench.atomic_file.write_atomic` (a temporary file of its own, then rename), so one file
+  write serves a whole encoded batch; the temporary file of a writer killed mid-write, and those of
+  earlier versions (``<writer>.pt[.<host>].tmp``), are removed when the directory is next opened
   (:func:`~pigbench.atomic_file.remove_stale_temps`: its process is gone, or it is a day old);
 * ``index.tsv``: one line ``<image hash>\\t<file name>`` per feature, appended after its file exists.
 
@@ -18,6 +19,7 @@ unique per process and each batch's lines are appended in one write.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -27,10 +29,11 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from pigbench.atomic_file import HOST, remove_stale_temps
+from pigbench.atomic_file import remove_stale_temps, write_atomic
 
 _LINE = re.compile(r"^([0-9a-f]{64})\t([0-9a-f-]+\.pt)$")
-_TEMP = re.compile(r"(?P<pid>[0-9]+)-[0-9a-f]{12}\.pt(?:\.(?P<host>[0-9a-f]{8}))?\.tmp")  # no host: an older version's
+# The temporary names of earlier versions, written beside the file (no host: the oldest).
+_EARLIER_TEMP = re.compile(r"(?P<pid>[0-9]+)-[0-9a-f]{12}\.pt(?:\.(?P<host>[0-9a-f]{8}))?\.tmp")
 
 
 class EmbeddingCache:
@@ -45,7 +48,8 @@ class EmbeddingCache:
         if directory:
             self.directory = Path(directory) / "embeddings" / hashlib.sha256(model_key.encode()).hexdigest()[:16]
             self.directory.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.directory, _TEMP)
+            remove_stale_temps(self.directory)
+            remove_stale_temps(self.directory, _EARLIER_TEMP)
             (self.directory / "key.json").write_text(json.dumps({"model_key": model_key}, indent=1))
             self._read_index()
 
@@ -87,9 +91,9 @@ class EmbeddingCache:
         if self.directory is None or not features:
             return
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}.pt"
-        tmp = self.directory / f"{name}.{HOST}.tmp"
-        torch.save(dict(features), tmp)
-        os.replace(tmp, self.directory / name)
+        buffer = io.BytesIO()
+        torch.save(dict(features), buffer)
+        write_atomic(self.directory / name, buffer.getvalue())
         with open(self.directory / "index.tsv", "a", encoding="ascii") as index:
             index.write("".join(f"{h}\t{name}\n" for h in features))
         self._on_disk.update((h, name) for h in features)

@@ -140,7 +140,7 @@ def histogram(values: list[float], bins: int = 10) -> dict[str, Any]:
 
 
 def sample_predictions(rows: list[dict]) -> list[dict[str, Any]]:
-    """The sample rows of a run (chosen by :func:`pigbench.report.digest.sample_rows` when its file
+    """The sample rows of a run (chosen by :class:`pigbench.report.digest.SampleChooser` when its file
     was read) as its page shows them."""
     out = []
     for row in rows:

@@ -93,7 +93,7 @@ def test_remove_stale_temps_keeps_the_temporary_files_of_live_or_unknown_writers
 
 
 def test_the_results_folder_and_the_image_store_drop_killed_writers_temporary_files(tmp_path):
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     from pigbench.adapters.pickapic import ImageStore
 

@@ -4,6 +4,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -123,3 +124,6 @@ def test_report_scale_writes_valid_results_deterministically(tmp_path):
         assert a.read_bytes() == b.read_bytes() and jsonl(a).read_bytes() == jsonl(b).read_bytes()
     rows = list(load_results(next(p for p in first if p.name.startswith("lvlm-judge")))[1])
     assert len(rows) == 130 and all(r["prediction"]["rationale"] and len(r["prediction"]["dimensions"]) == 3 for r in rows)
+    users = Counter(r["user_id"] for r in rows)
+    assert list(users.values()) == [bench.TARGETS_PER_USER, bench.TARGETS_PER_USER, 10]  # the last user has the rest
+    assert all(len({d["name"] for r in rows if r["user_id"] == u for d in r["prediction"]["dimensions"]}) <= 5 for u in users)

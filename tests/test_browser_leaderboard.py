@@ -108,7 +108,7 @@ def test_numeric_columns_sort_as_numbers_with_values_that_are_not_numbers_last(t
     the decisive acc of a run that always answers TIE (n/a) stays last whichever way it is sorted."""
     from pigbench.metrics import compute_metrics
     from pigbench.results import judged_from_rows, load_results, write_results
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     results = tmp_path / "results"
     for name, accuracy in (("perfect", 1.0), ("good", 0.9), ("coin", 0.5)):
@@ -135,7 +135,7 @@ def test_numeric_columns_sort_as_numbers_with_values_that_are_not_numbers_last(t
 
 
 def test_runs_on_another_split_stay_after_the_main_split_whichever_column_is_sorted(tmp_path, page):
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     results = tmp_path / "results"
     make_results(results, "beta", accuracy=0.6)

@@ -212,6 +212,17 @@ def test_cli_invite_refuses_a_bad_count_or_a_folder_as_out_before_creating_invit
     assert AnnotationStore(ws.annotate_db).progress()["annotators"] == []
 
 
+@pytest.mark.parametrize("days", ["0", "-1", "nan"])
+def test_serve_refuses_a_session_lifetime_that_is_not_positive(tmp_path, capsys, days):
+    """One check, the store's: serve passes --session-days to it and prints its error (exit 2)."""
+    ws = workspace_with_sets(tmp_path / "ws", 2, keep=2)
+    work = ["build", "--workdir", str(ws.root), "annotate"]
+    assert cli(work + ["init", "--min-sets", "1", "--max-sets", "2"]) == 0
+    capsys.readouterr()
+    assert cli(work + ["serve", "--port", "0", "--session-days", days]) == 2
+    assert capsys.readouterr().err == f"error: --session-days (the sign-in lifetime) must be positive, got {days}\n"
+
+
 def test_open_sign_up_never_signs_in_as_an_invited_annotator(tmp_path):
     """With open sign-up on, typing an invited annotator's id (annotator001: predictable) signed in as
     them, reading and submitting their work without their invite code."""
@@ -543,6 +554,20 @@ def test_a_set_dropped_after_init_leaves_the_app_over_http(served, capsys):
     assert cli(work + ["init"]) == 0
     assert "0 new set(s), 1 kept again, 8 kept set(s) offered" in capsys.readouterr().out
     assert b"Set 4 of 4" in alice.request("GET", "/task")[1]
+
+
+def test_progress_summary_counts_rankings_of_retired_sets_apart_and_covers_offered_sets_only():
+    """The admin page and `annotate status` each worked these totals out from progress(); both show ProgressSummary."""
+    from pigbench.build.annotate.store import ProgressSummary
+
+    def set_(assigned, ranked, retired=False):
+        return {"assigned": assigned, "ranked": ranked, "retired": retired}
+
+    progress = {"annotators": [{}, {}, {}], "sets": [set_(3, 1), set_(1, 0), set_(5, 2, retired=True), set_(2, 2)]}
+    assert ProgressSummary.of(progress) == ProgressSummary(annotators=3, offered=3, retired=1, rankings=5,
+                                                           retired_rankings=2, assigned=(1, 3), ranked=(0, 2))
+    assert ProgressSummary.of({"annotators": [], "sets": [set_(2, 1, retired=True)]}) == ProgressSummary(
+        annotators=0, offered=0, retired=1, rankings=1, retired_rankings=1, assigned=(0, 0), ranked=(0, 0))
 
 
 def test_an_annotator_whose_unranked_sets_were_all_dropped_gets_new_sets_over_http(served, capsys):

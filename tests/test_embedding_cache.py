@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pigbench.atomic_file import HOST, STALE_AGE
+from pigbench.atomic_file import STALE_AGE, TEMP_NAME, temp_path
 from pigbench.embedding_cache import EmbeddingCache
 
 
@@ -91,19 +91,22 @@ def test_an_index_line_naming_a_file_without_its_hash_counts_as_not_cached(tmp_p
     assert again.disk_hits == 1
 
 
-KILLED_IN_SAVE = ("import os, signal, sys, torch\nfrom pigbench.embedding_cache import EmbeddingCache\n"
+KILLED_IN_SAVE = ("import os, pathlib, signal, sys, torch\nfrom pigbench.embedding_cache import EmbeddingCache\n"
                   "cache = EmbeddingCache('m', sys.argv[1])\n"
-                  "def save(obj, path):\n    open(path, 'wb').write(b'part')\n    os.kill(os.getpid(), signal.SIGKILL)\n"
-                  "torch.save = save\ncache.put_many({'a' * 64: torch.ones(2)})")
+                  "def replace(self, target):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+                  "pathlib.Path.replace = replace\ncache.put_many({'a' * 64: torch.ones(2)})")
 
 
 def test_the_temporary_file_of_a_writer_killed_in_the_save_is_removed_when_the_cache_is_opened(tmp_path):
+    """The cache wrote its temporary files under names of its own; it writes through write_atomic, whose
+    temporary names (host, pid) remove_stale_temps sweeps as for results, and still sweeps its earlier names."""
     cache = EmbeddingCache("m", tmp_path)
     cache.put_many({_h(1): torch.ones(2)})
     killed = subprocess.run([sys.executable, "-c", KILLED_IN_SAVE, str(tmp_path)])
     assert killed.returncode == -signal.SIGKILL
-    assert len(list(cache.directory.glob("*.tmp"))) == 1
-    live = cache.directory / f"{os.getpid()}-0123456789ab.pt.{HOST}.tmp"  # another thread of a live writer
+    (left,) = cache.directory.glob("*.tmp")
+    assert TEMP_NAME.fullmatch(left.name) and torch.load(left, weights_only=True).keys() == {"a" * 64}
+    live = temp_path(cache.directory / "1-0123456789ab.pt")  # a write of this live process
     legacy = [cache.directory / f"123-{i:012x}.pt.tmp" for i in range(2)]  # an older version's names: no host
     for path in (live, *legacy):
         path.write_bytes(b"part")

@@ -295,7 +295,7 @@ def test_a_judge_checkpoint_missing_or_adding_a_tensor_is_one_checkpoint_error(t
 @pytest.mark.parametrize("missing, message", [
     ("model.safetensors", "no weight file (model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
                           "pytorch_model.bin.index.json) in the folder"),
-    ("processor_config.json", "no processor files (processor_config.json or preprocessor_config.json) in the folder"),
+    ("processor_config.json", "no image processor config (processor_config.json or preprocessor_config.json) in the folder"),
     ("tokenizer.json", "no tokenizer vocabulary (tokenizer.json, vocab.json and merges.txt, tokenizer.model, spiece.model, "
                        "sentencepiece.bpe.model or vocab.txt) in the folder"),
     ("tokenizer_config.json", "tokenizer_config.json not found in the folder"),

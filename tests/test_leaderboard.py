@@ -18,7 +18,7 @@ import pytest
 from pigbench.cli import main as cli_main
 from pigbench.leaderboard import _score, build_site, sample_predictions, script_json
 from pigbench.report.collect import collect
-from pigbench.report.digest import sample_rows
+from pigbench.report.digest import digest_rows
 from synthetic_results import XSS
 
 TESTS = Path(__file__).resolve().parent
@@ -171,10 +171,10 @@ def test_sample_predictions_prefer_rationales_and_rotate_users():
     rows = [{"sample_id": f"s{i}", "user_id": f"u{i % 3}", "gold": "A",
              "prediction": {"label": "A", **({"rationale": "why"} if i >= 6 else {})}} for i in range(12)]
     rows[1]["prediction"] = {"label": "INVALID", "error": "timeout"}
-    picked = sample_predictions(sample_rows(rows, limit=5))
+    picked = sample_predictions(digest_rows(rows, "reasoning", samples=5).samples)
     assert [s["sample_id"] for s in picked] == ["s6", "s7", "s8", "s9", "s10"]
     assert [s["credit"] for s in picked] == [1.0] * 5
-    assert [s["sample_id"] for s in sample_predictions(sample_rows(rows, limit=8))][6:] == ["s1", "s0"]  # errors, then the rest
+    assert [s["sample_id"] for s in sample_predictions(digest_rows(rows, "reasoning", samples=8).samples)][6:] == ["s1", "s0"]  # errors, then the rest
 
 
 def test_dataset_and_methodology_pages(site):
@@ -271,7 +271,7 @@ def test_cli_with_nothing_admitted_exits_1_with_one_error_line(tmp_path, capsys)
 
 
 def test_rebuild_removes_pages_of_runs_that_are_gone(tmp_path):
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     results = tmp_path / "results"
     first = make_results(results, "alpha", users=2, per_user=3)
@@ -286,7 +286,7 @@ def test_rebuild_removes_pages_of_runs_that_are_gone(tmp_path):
 
 
 def test_building_into_a_folder_in_use_deletes_only_files_the_site_wrote(tmp_path):
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     make_results(tmp_path / "results", "alpha", users=2, per_user=3)
     out = tmp_path / "project"  # e.g. --out . in a project with a data/ folder
@@ -302,7 +302,7 @@ def test_building_into_a_folder_in_use_deletes_only_files_the_site_wrote(tmp_pat
 
 def test_unusual_but_valid_predictions_still_render(tmp_path):
     from pigbench.results import load_results, validate_results, write_results
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     path = make_results(tmp_path / "results", "odd", users=2, per_user=2)
     results, rows = load_results(path)
@@ -326,7 +326,7 @@ def replace_predictions(path: Path, data: bytes) -> None:
 
 
 def test_non_utf8_and_mistyped_files_are_rejected_with_one_line_and_the_rest_builds(tmp_path, capsys):
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     results = tmp_path / "results"
     make_results(results, "good", users=2, per_user=3)
@@ -374,7 +374,7 @@ def test_non_utf8_and_mistyped_files_are_rejected_with_one_line_and_the_rest_bui
 ], ids=["bool score", "rationale", "dimensions", "null extra", "swap", "label", "gold", "long value", "no prediction"])
 def test_mistyped_prediction_rows_are_named_by_line_and_field(tmp_path, edit, message):
     from pigbench.results import validate_results
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     path = make_results(tmp_path / "results", "odd", users=2, per_user=2)
     rows = [json.loads(line) for line in path.with_name("odd.predictions.jsonl").read_text().splitlines()]
@@ -392,7 +392,7 @@ def test_mistyped_prediction_rows_are_named_by_line_and_field(tmp_path, edit, me
 ], ids=["no seed", "string", "negative", "integral float"])
 def test_a_malformed_bootstrap_record_is_rejected_not_a_crash(tmp_path, edit, message):
     from pigbench.results import validate_results
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     path = make_results(tmp_path / "results", "boot", users=2, per_user=2)
     results = json.loads(path.read_text())
@@ -402,7 +402,7 @@ def test_a_malformed_bootstrap_record_is_rejected_not_a_crash(tmp_path, edit, me
 
 
 def test_failures_without_their_reasons_are_rejected_not_a_crash_of_the_evaluator_page(tmp_path, capsys):
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     results = tmp_path / "results"
     make_results(results, "good", users=2, per_user=2)
@@ -417,7 +417,7 @@ def test_failures_without_their_reasons_are_rejected_not_a_crash_of_the_evaluato
 
 
 def test_runs_on_another_split_are_listed_after_the_main_split_and_never_marked_best(tmp_path):
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     results = tmp_path / "results"
     make_results(results, "alpha", accuracy=0.6)
@@ -451,7 +451,7 @@ def test_best_marks_go_to_every_accuracys_top_displayed_value_on_the_main_split(
 
 
 def test_the_main_split_is_the_one_a_run_without_variant_uses_even_when_more_runs_use_another(tmp_path):
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     results = tmp_path / "results"
     make_results(results, "alpha", accuracy=0.6)
@@ -470,7 +470,7 @@ def test_per_user_distribution_shows_the_quartiles_and_histogram_of_acc_w_tie(tm
     acc w/ tie 10, 30, 50, 70, 90 against acc w/o tie 0, 20, 40, 60, 80, so the two cannot pass for each other."""
     from pigbench.metrics import compute_metrics
     from pigbench.results import judged_from_rows, load_results, write_results
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     path = make_results(tmp_path / "results", "spread", kind="reasoning", users=5, per_user=5)
     results, rows = load_results(path)

@@ -324,7 +324,7 @@ def test_a_damaged_weight_file_is_named(tmp_path):
 @pytest.mark.parametrize("missing, message, option", [
     ("model.safetensors", "no weight file (model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
                           "pytorch_model.bin.index.json) in the folder", "model_path"),
-    ("processor_config.json", "no processor files (processor_config.json or preprocessor_config.json) in the folder",
+    ("processor_config.json", "no image processor config (processor_config.json or preprocessor_config.json) in the folder",
      "reward_path"),
     ("tokenizer.json", "no tokenizer vocabulary (tokenizer.json, vocab.json and merges.txt, tokenizer.model, spiece.model, "
      "sentencepiece.bpe.model or vocab.txt) in the folder", "model_path"),

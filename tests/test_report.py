@@ -21,7 +21,7 @@ from scipy import sparse
 from pigbench.cli import main as cli_main
 from pigbench.evaluator import RequirementError
 from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collection, Entry, collect, slug
-from pigbench.report.digest import digest_rows, normalize, rank_correlation
+from pigbench.report.digest import digest_rows, normalize
 from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embedder, term_counts
 from pigbench.report.document import FIGURES, build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
@@ -29,7 +29,8 @@ from pigbench.report.similarity import similarity_table
 from pigbench.results import load_results
 from pigbench.report.tables import (Cell, Row, Table, ablation_tables, canonical_entries, main_table, mark_best,
                                     to_html, to_latex, to_markdown)
-from synthetic_results import XSS, make_results
+from pigbench.synthetic_results import make_results
+from synthetic_results import XSS
 
 
 @pytest.fixture(scope="module")
@@ -257,13 +258,18 @@ def test_the_sweeps_file_for_the_default_k_and_the_plain_run_are_one_ablation_ro
 
 def test_rank_correlation_follows_the_score_difference():
     def rows(deltas, golds):
-        return [{"gold": g, "prediction": {"label": "A", "score_a": d, "score_b": 0.0}} for d, g in zip(deltas, golds)]
+        return [{"user_id": "u", "gold": g, "prediction": {"label": "A", "score_a": d, "score_b": 0.0}}
+                for d, g in zip(deltas, golds)]
+
+    def rank_correlation(rows):
+        return digest_rows(rows, "similarity").rank_correlation
 
     assert rank_correlation(rows([3, 2, -1, -2], ["A", "A", "B", "B"]))[0] == pytest.approx(np.sqrt(0.8))
     assert rank_correlation(rows([-3, -2, 1, 2], ["A", "A", "B", "B"]))[0] < 0
-    assert rank_correlation([{"gold": "A", "prediction": {"label": "A"}}] * 5) == (None, 0)
+    assert rank_correlation([{"user_id": "u", "gold": "A", "prediction": {"label": "A"}}] * 5) == (None, 0)
     assert rank_correlation(rows([3, -1], ["A", "B"])) == (None, 2)  # two targets: no correlation to speak of
     assert rank_correlation(rows([3, 2, -1], ["A", "A", "A"])) == (None, 3)  # one gold side: rho undefined (nan)
+    assert digest_rows(rows([3, 2, -1, -2], ["A", "A", "B", "B"]), "reasoning").rank_correlation is None  # not a similarity metric
 
 
 def test_similarity_table_has_similarity_metrics_only(collection, results_tree):
@@ -274,7 +280,7 @@ def test_similarity_table_has_similarity_metrics_only(collection, results_tree):
     synth = [g for g, _ in table.column_groups].index("synth")
     assert row.cells[3 * synth].value == matcher.accuracy("acc_w_tie")
     rows = list(load_results(results_tree[0] / matcher.relpath)[1])
-    assert row.cells[3 * synth + 2].value == pytest.approx(rank_correlation(rows)[0])
+    assert row.cells[3 * synth + 2].value == pytest.approx(digest_rows(rows, "similarity").rank_correlation[0])
 
 
 def test_reference_size_series_and_figure(collection):
@@ -899,13 +905,11 @@ def test_too_few_distinct_dimensions_for_a_tsne_map_are_said_in_the_report(tmp_p
 
 
 def test_sampled_rows_put_rationales_first_then_errors_and_let_users_take_turns():
-    from pigbench.report.digest import sample_rows
-
     def row(user, i, **prediction):
         return {"user_id": user, "sample_id": f"{user}.{i}", "prediction": prediction}
 
     plain = [row(u, i) for u in ("u1", "u2") for i in range(3)]  # u1's rows first, as in a results file
     explained = row("u3", 0, dimensions=[{"name": "colour"}])
     failed = row("u3", 1, error="CUDA out of memory")
-    picked = sample_rows([*plain, failed, explained], limit=5)
+    picked = digest_rows([*plain, failed, explained], "reasoning", samples=5).samples
     assert [r["sample_id"] for r in picked] == ["u3.0", "u3.1", "u1.0", "u2.0", "u1.1"]

@@ -934,7 +934,7 @@ def test_validate_reads_predictions_line_by_line_with_the_errors_of_reading_them
     whole did: a hash mismatch before any row problem, a byte that is not UTF-8 (on any line)
     before a malformed row above it, lines counted as str.splitlines counts them (CRLF endings
     read as before); a malformed row stops the rows yielded."""
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     from pigbench.results import ResultsError, load_results
 
@@ -1022,7 +1022,7 @@ def test_validate_memory_does_not_grow_with_the_predictions_rows(tmp_path):
     the users' metrics), where reading them whole added 8.8 KiB."""
     import tracemalloc
 
-    from synthetic_results import make_results
+    from pigbench.synthetic_results import make_results
 
     def peak(users: int) -> int:
         path = make_results(tmp_path / str(users), "judge", kind="reasoning", users=users, per_user=60, dimensions=3,

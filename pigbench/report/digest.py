@@ -5,9 +5,9 @@ files, so :func:`pigbench.report.collect.collect` reads each file's predictions 
 time, validating each row and adding it to a :class:`DigestBuilder`, and drops the rows: the pages
 and tables need only
 
-* the sample predictions an evaluator page shows (:func:`sample_rows`),
+* the sample predictions an evaluator page shows (:class:`SampleChooser`),
 * for a similarity metric, Spearman's rho of its score difference against the gold preference
-  (:func:`rank_correlation`),
+  (:attr:`Digest.rank_correlation`),
 * the dimension names of each user's predictions, counted, for the dimension analysis.
 
 Memory then grows with these summaries and validation's recount
@@ -31,7 +31,7 @@ GOLD_CODE = {"A": 1.0, "TIE": 0.0, "B": -1.0}
 
 @dataclass(frozen=True)
 class Digest:
-    """``samples``: the rows an evaluator page shows, in display order (:func:`sample_rows`);
+    """``samples``: the rows an evaluator page shows, in display order (:class:`SampleChooser`);
     ``scores``: a similarity metric's score pairs, None for other kinds (:attr:`rank_correlation`);
     ``dimensions``: occurrences of each normalized dimension name per user, ``(name, user_id) ->
     count``, in order of first occurrence in the file (empty when not counted);
@@ -113,14 +113,6 @@ class SampleChooser:
         return [row for _, row in sorted(self._best, reverse=True)]
 
 
-def sample_rows(rows: Iterable[dict], limit: int = SAMPLES_PER_PAGE) -> list[dict]:
-    """The :class:`SampleChooser` choice of up to ``limit`` rows."""
-    chooser = SampleChooser(limit)
-    for row in rows:
-        chooser.add(row)
-    return chooser.rows()
-
-
 class ScorePairs:
     """Score difference and gold code of each target with both scores, gathered row by row (8 bytes
     each) for Spearman's rho (:meth:`correlation`)."""
@@ -144,14 +136,6 @@ class ScorePairs:
         if len(deltas) < 3 or len(set(deltas)) < 2 or len(set(golds)) < 2:
             return None, len(deltas)
         return float(spearmanr(deltas, golds).statistic), len(deltas)
-
-
-def rank_correlation(rows: Iterable[dict]) -> tuple[Optional[float], int]:
-    """:meth:`ScorePairs.correlation` of prediction rows."""
-    pairs = ScorePairs()
-    for row in rows:
-        pairs.add(row)
-    return pairs.correlation()
 
 
 def normalize(name: str) -> str:

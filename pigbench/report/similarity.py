@@ -4,7 +4,8 @@ For every evaluator of kind ``similarity`` (one canonical run per dataset, as in
 acc w/ tie and acc w/o tie with their 95% CIs, and Spearman's rank correlation between the score
 difference ``score_a - score_b`` and the gold preference coded A = +1, TIE = 0, B = -1. The
 correlation does not depend on the tie threshold; it is computed over targets with both scores
-(:func:`pigbench.report.digest.rank_correlation`, while the results file is read).
+(:attr:`pigbench.report.digest.Digest.rank_correlation`, of the score pairs kept while the results
+file is read).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from pigbench.build.annotate.store import AccessDenied, AlreadySubmitted, AnnotationStore, SetRetired
+from pigbench.build.annotate.store import AccessDenied, AlreadySubmitted, AnnotationStore, ProgressSummary, SetRetired
 from pigbench.build.ranking import SET_SIZE, InvalidRanking
 from pigbench.build.webapp import (
     HTTPError,
@@ -156,13 +156,8 @@ def make_annotate_app(store: AnnotationStore, root: Path, behind_proxy: bool = F
         if store.session(request.cookies.get(ADMIN_COOKIE), "admin") is None:
             return templates.render("admin_signin.html", error=None)
         progress = store.progress()
-        offered = [s for s in progress["sets"] if not s["retired"]]
-        counts = [s["assigned"] for s in offered]
-        ranked = sum(s["ranked"] for s in progress["sets"])
-        return templates.render("admin.html", progress=progress, settings=store.settings(), offered=len(offered),
-                                retired=len(progress["sets"]) - len(offered),
-                                min_cover=min(counts, default=0), max_cover=max(counts, default=0),
-                                ranked=ranked, retired_ranked=ranked - sum(s["ranked"] for s in offered))
+        return templates.render("admin.html", progress=progress, summary=ProgressSummary.of(progress),
+                                settings=store.settings())
 
     @app.route("POST", "/admin/signin")
     def admin_sign_in(request: Request) -> Response:

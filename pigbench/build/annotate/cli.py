@@ -18,7 +18,7 @@ import os
 import sys
 
 from pigbench.build.annotate.app import make_annotate_app
-from pigbench.build.annotate.store import DEFAULT_SESSION_DAYS, DEFAULT_SETTINGS, AnnotationStore
+from pigbench.build.annotate.store import DEFAULT_SESSION_DAYS, DEFAULT_SETTINGS, AnnotationStore, ProgressSummary
 from pigbench.build.sets import kept_sets
 from pigbench.build.webapp import serve
 from pigbench.build.workspace import BuildError, Workspace, require_at_least_one
@@ -93,23 +93,17 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.action == "status":
         progress = store.progress()
-        offered = [s for s in progress["sets"] if not s["retired"]]
-        retired = [s for s in progress["sets"] if s["retired"]]
-        counts = [s["assigned"] for s in offered]
-        ranked = [s["ranked"] for s in offered]
-        on_retired = sum(s["ranked"] for s in retired)
-        print(f"{len(progress['annotators'])} annotators, {len(offered)} sets"
-              + (f" (and {len(retired)} retired)" if retired else "")
-              + f", {sum(ranked) + on_retired} rankings submitted"
-              + (f" ({on_retired} of retired sets, not exported)" if on_retired else "")
-              + f"; annotators per set: assigned {min(counts, default=0)}-{max(counts, default=0)}, "
-              f"ranked {min(ranked, default=0)}-{max(ranked, default=0)}")
+        summary = ProgressSummary.of(progress)
+        print(f"{summary.annotators} annotators, {summary.offered} sets"
+              + (f" (and {summary.retired} retired)" if summary.retired else "")
+              + f", {summary.rankings} rankings submitted"
+              + (f" ({summary.retired_rankings} of retired sets, not exported)" if summary.retired_rankings else "")
+              + f"; annotators per set: assigned {summary.assigned[0]}-{summary.assigned[1]}, "
+              f"ranked {summary.ranked[0]}-{summary.ranked[1]}")
         for a in progress["annotators"]:
             print(f"  {a['annotator_id']}: {a['done']}/{a['assigned']}"
                   + (f" ({a['withdrawn']} withdrawn)" if a["withdrawn"] else ""))
         return 0
-    if not args.session_days > 0:
-        raise BuildError(f"--session-days must be positive, got {args.session_days:g}")
-    store = AnnotationStore(ws.annotate_db, args.session_days)
+    store = AnnotationStore(ws.annotate_db, args.session_days)  # refuses a lifetime that is not positive
     serve(make_annotate_app(store, ws.root, args.behind_proxy), args.host, args.port, "annotation app")
     return 0

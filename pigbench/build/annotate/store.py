@@ -86,6 +86,29 @@ class SetChanges:
 
 
 @dataclass(frozen=True)
+class ProgressSummary:
+    """The totals of :meth:`AnnotationStore.progress` that the admin page and ``annotate status`` both
+    show: sets offered and retired, rankings submitted (those of retired sets too, which export leaves
+    out, counted apart), and the fewest and most annotators assigned to and ranking an offered set."""
+    annotators: int
+    offered: int
+    retired: int
+    rankings: int
+    retired_rankings: int
+    assigned: tuple[int, int]  # (fewest, most) annotators assigned to an offered set; (0, 0) when none is
+    ranked: tuple[int, int]  # (fewest, most) annotators who ranked an offered set; (0, 0) when none is
+
+    @classmethod
+    def of(cls, progress: dict[str, Any]) -> "ProgressSummary":
+        offered = [s for s in progress["sets"] if not s["retired"]]
+        assigned, ranked = [s["assigned"] for s in offered], [s["ranked"] for s in offered]
+        rankings = sum(s["ranked"] for s in progress["sets"])
+        return cls(len(progress["annotators"]), len(offered), len(progress["sets"]) - len(offered), rankings,
+                   rankings - sum(ranked), (min(assigned, default=0), max(assigned, default=0)),
+                   (min(ranked, default=0), max(ranked, default=0)))
+
+
+@dataclass(frozen=True)
 class Assignment:
     annotator_id: str
     set_id: str
@@ -103,11 +126,12 @@ def _hash(secret: str) -> str:
 
 class AnnotationStore:
     """All reads and writes of ``annotate.sqlite``. Safe to share between server threads. A session
-    is valid for ``session_days`` after its sign-in."""
+    is valid for ``session_days`` after its sign-in; a lifetime that is not positive (NaN included) is a
+    ``ValueError`` naming ``serve``'s ``--session-days``, which passes it here unchecked."""
 
     def __init__(self, path: Path, session_days: float = DEFAULT_SESSION_DAYS) -> None:
         if not session_days > 0:
-            raise ValueError(f"session lifetime must be positive, got {session_days} days")
+            raise ValueError(f"--session-days (the sign-in lifetime) must be positive, got {session_days:g}")
         self.path = Path(path)
         self.session_seconds = session_days * 86400.0
         self._migrated = False
