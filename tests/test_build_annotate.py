@@ -279,6 +279,41 @@ def test_malformed_and_cross_site_requests_are_refused_cleanly(served):
     assert raw_http(base, same_origin)[0] == 303
 
 
+def test_a_stalled_connection_is_closed_after_the_timeout_and_others_are_served(tmp_path, capsys):
+    """A client that opened a socket and sent nothing, or half a request, held its handler thread
+    forever (no read timeout): now the server closes it after its connection timeout, answers a body
+    cut short with 408, and serves other clients meanwhile and afterwards."""
+    import socket
+    import time
+
+    store = AnnotationStore(Workspace.at(tmp_path).annotate_db)
+    store.initialize(1, 1, seed=0)
+    server = make_local_server(make_annotate_app(store, tmp_path), connection_timeout_s=0.5)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        silent = socket.create_connection(("127.0.0.1", server.server_port), timeout=10)
+        half = socket.create_connection(("127.0.0.1", server.server_port), timeout=10)
+        half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # no blank line: the headers never end
+        start = time.monotonic()
+        assert raw_http(base, b"GET / HTTP/1.1\nHost: x\n")[0] == 200  # served while both stall
+        for sock in (silent, half):
+            with sock:
+                assert sock.recv(1024) == b""  # closed by the server (the client would wait 10 s)
+        assert 0.4 <= time.monotonic() - start < 5
+        status, body = raw_http(base, b"POST /signin HTTP/1.1\nHost: x\nContent-Length: 20\n", b"credential")
+        assert status == 408 and b"did not arrive in time" in body
+        assert raw_http(base, b"GET / HTTP/1.1\nHost: x\n")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "the request did not arrive within 0.5 s" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="connection timeout must be positive"):
+        make_local_server(make_annotate_app(store, tmp_path), connection_timeout_s=0)
+    assert cli(["build", "--workdir", str(tmp_path), "annotate", "serve", "--connection-timeout", "0"]) == 2
+    assert "--connection-timeout must be positive, got 0" in capsys.readouterr().err
+
+
 def test_an_expired_session_gets_the_sign_in_page_and_signing_in_again_keeps_the_rankings(served):
     base, store, invites, admin_token = served
     alice, admin = Browserless(base), Browserless(base)
