@@ -63,8 +63,9 @@ class PIGReward(Evaluator):
         for option in ("max_pixels", "min_new_tokens", "max_retries"):
             if getattr(config, option) < 0:
                 raise ValueError(f"pigreward: option {option} must be >= 0, got {getattr(config, option)!r}")
-        if not (math.isfinite(config.timeout_s) and config.timeout_s > 0):
-            raise ValueError(f"pigreward: option timeout_s must be > 0 seconds, got {config.timeout_s!r}")
+        for option in ("timeout_s", "request_deadline_s"):
+            if not (math.isfinite(getattr(config, option)) and getattr(config, option) > 0):
+                raise ValueError(f"pigreward: option {option} must be > 0 seconds, got {getattr(config, option)!r}")
         settings = config.settings()
         parts = [settings.reward_params] + ([settings.reasoner_params] if config.use_reasoner else [])
         shortest = min(p.max_new_tokens for p in parts)

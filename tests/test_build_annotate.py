@@ -290,6 +290,41 @@ def test_malformed_and_cross_site_requests_are_refused_cleanly(served):
     assert raw_http(base, same_origin)[0] == 303
 
 
+def test_a_stalled_connection_is_closed_after_the_timeout_and_others_are_served(tmp_path, capsys):
+    """A client that opened a socket and sent nothing, or half a request, held its handler thread
+    forever (no read timeout): now the server closes it after its connection timeout, answers a body
+    cut short with 408, and serves other clients meanwhile and afterwards."""
+    import socket
+    import time
+
+    store = AnnotationStore(Workspace.at(tmp_path).annotate_db)
+    store.initialize(1, 1, seed=0)
+    server = make_local_server(make_annotate_app(store, tmp_path), connection_timeout_s=0.5)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        silent = socket.create_connection(("127.0.0.1", server.server_port), timeout=10)
+        half = socket.create_connection(("127.0.0.1", server.server_port), timeout=10)
+        half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # no blank line: the headers never end
+        start = time.monotonic()
+        assert raw_http(base, b"GET / HTTP/1.1\nHost: x\n")[0] == 200  # served while both stall
+        for sock in (silent, half):
+            with sock:
+                assert sock.recv(1024) == b""  # closed by the server (the client would wait 10 s)
+        assert 0.4 <= time.monotonic() - start < 5
+        status, body = raw_http(base, b"POST /signin HTTP/1.1\nHost: x\nContent-Length: 20\n", b"credential")
+        assert status == 408 and b"did not arrive in time" in body
+        assert raw_http(base, b"GET / HTTP/1.1\nHost: x\n")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "the request did not arrive within 0.5 s" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="connection-timeout .* must be positive"):
+        make_local_server(make_annotate_app(store, tmp_path), connection_timeout_s=0)
+    assert cli(["build", "--workdir", str(tmp_path), "annotate", "serve", "--connection-timeout", "0"]) == 2
+    assert "--connection-timeout (the per-connection read timeout) must be positive, got 0" in capsys.readouterr().err
+
+
 def test_an_expired_session_gets_the_sign_in_page_and_signing_in_again_keeps_the_rankings(served):
     base, store, invites, admin_token = served
     alice, admin = Browserless(base), Browserless(base)
@@ -474,9 +509,41 @@ def test_a_top_up_never_exceeds_the_maximum_and_follows_the_settings(tmp_path):
     assert not {a.set_id for a in store.assignments("alice")} & set(mine)
 
 
+def test_a_withdrawn_set_replaced_and_then_kept_again_never_takes_an_annotator_past_max_sets(tmp_path):
+    """A set withdrawn (retired unranked), replaced by a top-up and then kept again came back to the annotator's list
+    beside its replacement: max_sets + 1 sets. The replaced assignment now stays withdrawn from them (a ranking of it
+    is refused), and no longer counts as an annotator of the set when others are assigned; one withdrawn but not
+    yet replaced still comes back."""
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(3, 3, seed=4, open_signup=True)
+    sets = fake_sets(6)
+    store.sync_sets(sets)
+    store.sign_in("alice")
+    first, second, third = (a.set_id for a in store.assignments("alice"))
+    store.submit("alice", first, [1, 2, 3, 4])
+    store.sync_sets([s for s in sets if s.set_id != second])  # withdrawn from alice
+    assert store.top_up("alice") == 1  # replaced (as the task page or a sign-in does)
+    replacement = store.assignments("alice")[-1].set_id
+    assert store.sync_sets(sets).restored == 1  # kept again
+    mine = store.assignments("alice")
+    assert [a.set_id for a in mine] == [first, third, replacement] and len(mine) == 3  # was 4, past max_sets
+    assert [(a.set_id, a.replaced) for a in store.assignments("alice", withdrawn=True)] == [(second, True)]
+    with pytest.raises(SetRetired, match="another given in its place"):
+        store.submit("alice", second, [1, 2, 3, 4])
+    assert store.top_up("alice") == 0 and store.sign_in("alice") and len(store.assignments("alice")) == 3
+    (me,) = store.progress()["annotators"]
+    assert (me["assigned"], me["done"], me["withdrawn"]) == (3, 1, 1)
+    assert {s["set_id"]: s["assigned"] for s in store.progress()["sets"]}[second] == 0  # alice will not rank it
+
+    store.sync_sets([s for s in sets if s.set_id != third])  # withdrawn, and kept again before any top-up
+    assert [a.set_id for a in store.assignments("alice")] == [first, replacement]
+    store.sync_sets(sets)
+    assert [a.set_id for a in store.assignments("alice")] == [first, third, replacement]  # back: within her share
+
+
 def test_an_older_database_gets_the_retired_column_and_keeps_its_rankings(tmp_path):
-    """annotate.sqlite of an earlier version (sets without `retired`, rankings without `images_sha256`) opens,
-    syncs and serves without losing a ranking."""
+    """annotate.sqlite of an earlier version (sets without `retired`, rankings without `images_sha256`, assignments
+    without `replaced`) opens, syncs and serves without losing a ranking."""
     import sqlite3
 
     path = tmp_path / "a.sqlite"
@@ -489,6 +556,7 @@ def test_an_older_database_gets_the_retired_column_and_keeps_its_rankings(tmp_pa
     with sqlite3.connect(path) as conn:  # the tables as the earlier version made them
         conn.execute("ALTER TABLE sets DROP COLUMN retired")
         conn.execute("ALTER TABLE rankings DROP COLUMN images_sha256")
+        conn.execute("ALTER TABLE assignments DROP COLUMN replaced")
     before = AnnotationStore(path).all_rankings()
     assert [(r["set_id"], r["screen_ranks"], r["elapsed_ms"], r["images_sha256"]) for r in before] == [
         (done.set_id, [2, 1, 3, 4], 5, None)]
@@ -515,7 +583,8 @@ def _first_set_ranked(served) -> tuple[Workspace, Browserless, list[str]]:
 def test_a_set_dropped_after_init_leaves_the_app_over_http(served, capsys):
     """Over HTTP: the annotator whose current set is retired gets their next set (not an error page), with "Set k
     of n" counting without it; a ranking of it sent from the page still open is refused (410) and not stored;
-    the admin page and `annotate status` show the retirement; `annotate init` after the drop reports it."""
+    the admin page and `annotate status` show the retirement; `annotate init` after the drop reports it; kept
+    again, the set does not come back to her list, where its replacement stands."""
     base, store, _, admin_token = served
     ws, alice, (first, current, third) = _first_set_ranked(served)
     assert b"Set 2 of 3" in alice.request("GET", "/task")[1]
@@ -550,10 +619,11 @@ def test_a_set_dropped_after_init_leaves_the_app_over_http(served, capsys):
     out = capsys.readouterr().out
     assert "2 annotators, 7 sets (and 1 retired), 3 rankings submitted;" in out and "annotator001: 3/3 (1 withdrawn)" in out
 
-    record_decision(ws, current, "keep", "")  # the curator changes their mind: the set comes back to her list
+    record_decision(ws, current, "keep", "")  # the curator changes their mind: offered again, but not to her
     assert cli(work + ["init"]) == 0
     assert "0 new set(s), 1 kept again, 8 kept set(s) offered" in capsys.readouterr().out
-    assert b"Set 4 of 4" in alice.request("GET", "/task")[1]
+    assert b"All 3 sets ranked" in alice.request("GET", "/task")[1]  # was "Set 4 of 4", past her share (max 3)
+    assert alice.request("POST", "/api/rankings", data={"set_id": current, "ranks": [1, 2, 3, 4]})[0] == 410
 
 
 def test_progress_summary_counts_rankings_of_retired_sets_apart_and_covers_offered_sets_only():

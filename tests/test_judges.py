@@ -180,7 +180,7 @@ BAD_OPTIONS = [("max_retries", "-1", ">= 0"), ("timeout_s", "0", "> 0"), ("timeo
                ("timeout_s", "nan", "> 0"), ("timeout_s", "inf", "> 0"), ("concurrency", "0", ">= 1"),
                ("concurrency", "-3", ">= 1"), ("max_new_tokens", "-1", ">= 0"), ("min_new_tokens", "-1", ">= 0"),
                ("temperature", "-0.5", ">= 0"), ("max_pixels", "-1", ">= 0"), ("image_size", "-512", ">= 0"),
-               ("tie_threshold", "-0.1", ">= 0")]
+               ("tie_threshold", "-0.1", ">= 0"), ("request_deadline_s", "0", "> 0"), ("request_deadline_s", "nan", "> 0")]
 
 
 @pytest.mark.parametrize("name", JUDGES)

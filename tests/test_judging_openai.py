@@ -211,6 +211,56 @@ def test_timeout_then_success_and_timeout_for_good(server):
     assert gen.text is None and "within 0.2 s" in gen.error and "gave up after 2 attempts" in gen.error
 
 
+def test_a_server_that_never_answers_holds_a_request_no_longer_than_its_deadline():
+    """A hanging server held one request (max_retries + 1) * timeout_s plus the backoffs (about 12.5 minutes
+    by default): request_deadline_s now caps all its attempts and backoffs, and the sample fails naming the
+    attempts and the time taken."""
+    import re
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connections queue, and nothing is ever answered
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        b = OpenAIBackend(url, "m", timeout_s=0.4, request_deadline_s=1.0,
+                          retry=RetryPolicy(max_retries=5, backoff_s=0.01, max_backoff_s=0.01))
+        start = time.monotonic()
+        (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+        took = time.monotonic() - start
+    assert 0.95 <= took < 1.6  # 6 attempts of 0.4 s without the deadline
+    found = re.fullmatch(rf"gave up after (\d) attempts in (\d\.\d) s \(request deadline 1 s\): "
+                         rf"no answer from {re.escape(url)}/chat/completions within [0-9.]+ s", gen.error)
+    assert found and 2 <= int(found[1]) == b.requests_sent < 6 and 0.9 <= float(found[2]) <= took
+    assert gen.text is None and "\n" not in gen.error
+
+
+def test_a_run_records_a_sample_whose_server_never_answers_as_failed_by_the_request_deadline(tmp_path):
+    """The judge's request_deadline_s option reaches the backend: the run ends, the sample failed for that reason."""
+    import socket
+
+    from pigbench.runner import RunConfig, run
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        options = {"base_url": f"http://127.0.0.1:{silent.getsockname()[1]}/v1", "timeout_s": "0.3",
+                   "request_deadline_s": "0.8", "max_retries": "5"}
+        start = time.monotonic()
+        out = run(RunConfig(evaluator="openai-judge", dataset="toy", limit=1, options=options, output=None,
+                            cache_dir=str(tmp_path / "cache"), progress=False, n_bootstrap=10, max_error_rate=1.0),
+                  log=lambda m: None)
+    assert time.monotonic() - start < 3  # 6 attempts of 0.3 s each, and the backoffs, without the deadline
+    (reason,) = out.results["failures"]["reasons"]
+    assert reason.startswith("gave up after ") and " s (request deadline 0.8 s): no answer from " in reason
+
+
+def test_no_backoff_is_waited_out_past_the_request_deadline(server):
+    server.reply = lambda body: Reply(status=503)
+    b = backend(server, request_deadline_s=1.0, retry=RetryPolicy(max_retries=3, backoff_s=30, max_backoff_s=30))
+    start = time.monotonic()
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert time.monotonic() - start < 0.9 and server.hits == 1  # the 15-30 s backoff would end past the deadline
+    assert gen.error.startswith("gave up after 1 attempt in 0.") and "(request deadline 1 s): HTTP 503" in gen.error
+    with pytest.raises(ValueError, match="request_deadline_s must be > 0"):
+        backend(server, request_deadline_s=0)
+
+
 def test_timeout_is_a_deadline_for_a_body_that_trickles_in(server):
     server.script = [Reply(drip_s=0.001)]  # a whole answer, a byte at a time, well in time
     (gen,) = backend(server, timeout_s=2).generate([Prompt((text("x"),))], GenerationParams())
@@ -488,7 +538,7 @@ def test_an_interrupt_during_an_attempt_retries_on_no_other_server(server):
     b = OpenAIBackend([server.url, server.url + "/other"], "test-model", retry=FAST)
     stop, attempts = threading.Event(), []
 
-    def failing_while_interrupted(url, data):
+    def failing_while_interrupted(url, data, deadline):
         attempts.append(url)
         stop.set()  # Ctrl-C arrives while this attempt is in flight
         raise _Retryable("HTTP 503")
@@ -741,7 +791,8 @@ def test_official_api_without_key_is_a_requirement_error(monkeypatch):
 def test_where_to_reach_the_model_does_not_change_the_config_hash():
     cls = evaluators.get("openai-judge")
     base = cls(cls.Config()).config_hash
-    assert cls(cls.Config(base_url="http://a/v1,http://b/v1", concurrency=64, timeout_s=5)).config_hash == base
+    assert cls(cls.Config(base_url="http://a/v1,http://b/v1", concurrency=64, timeout_s=5,
+                          request_deadline_s=60)).config_hash == base
     assert cls(cls.Config(model_path="gpt-4o-mini")).config_hash != base
     assert cls(cls.Config(max_pixels=1000)).config_hash != base
 

@@ -296,14 +296,18 @@ def test_served_timeout_and_retries_reach_both_parts_and_keep_the_hash(tmp_path)
     from pigbench.pigreward.backends import build_backends
 
     served = PIGRewardConfig.from_options({"backend": "openai", "base_url": "http://gpu:8000/v1",
-                                           "reasoner_path": "served-reasoner", "timeout_s": "600", "max_retries": "0"})
+                                           "reasoner_path": "served-reasoner", "timeout_s": "600", "max_retries": "0",
+                                           "request_deadline_s": "900"})
     backends = build_backends(served, "cpu", tmp_path, "h")
     assert len(backends) == 2
-    assert all(b.timeout_s == 600 and b.retry.max_retries == 0 for b in backends.values())
+    assert all(b.timeout_s == 600 and b.retry.max_retries == 0 and b.request_deadline_s == 900
+               for b in backends.values())
     default = PIGRewardConfig(backend="openai")
     assert default.hash("pigreward", "3") == "c0c036f3b275e7fa"  # the hash before these options existed
-    assert PIGRewardConfig(backend="openai", timeout_s=5, max_retries=1).hash("pigreward", "3") == "c0c036f3b275e7fa"
-    for option, value in (("timeout_s", 0.0), ("timeout_s", float("nan")), ("timeout_s", float("inf")), ("max_retries", -1)):
+    assert PIGRewardConfig(backend="openai", timeout_s=5, max_retries=1,
+                           request_deadline_s=60).hash("pigreward", "3") == "c0c036f3b275e7fa"
+    for option, value in (("timeout_s", 0.0), ("timeout_s", float("nan")), ("timeout_s", float("inf")), ("max_retries", -1),
+                          ("request_deadline_s", 0.0), ("request_deadline_s", float("inf"))):
         with pytest.raises(ValueError, match=f"option {option} must be"):
             PIGReward.check_requirements(PIGRewardConfig(backend="openai", base_url="http://gpu:8000/v1", **{option: value}))
 

@@ -7,6 +7,9 @@ Content-Security-Policy allows only this origin. A state-changing request (not G
 browser marks as sent from another site (``Sec-Fetch-Site``) is refused (403: CSRF); a request
 body over ``MAX_BODY``, with an invalid Content-Length or with invalid JSON is refused (413, 400);
 an unexpected error answers 500 without details (the traceback goes to the server's stderr).
+A connection that goes ``connection_timeout_s`` (default :data:`DEFAULT_CONNECTION_TIMEOUT_S`) without sending
+a byte while the server waits for its request line, headers or body is closed (a body cut short answers 408),
+so a client that opens a socket and sends nothing, or half a request, holds its handler thread no longer.
 Cookies are ``Secure`` when the request came over HTTPS: the server's own scheme, or, only for a
 ``Router(behind_proxy=True)``, the ``X-Forwarded-Proto: https`` its reverse proxy sets (never on plain
 HTTP, where browsers would drop a Secure cookie of a non-localhost site and sign-in would fail).
@@ -31,6 +34,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 MAX_BODY = 64 * 1024
+DEFAULT_CONNECTION_TIMEOUT_S = 30.0  # the longest a connection may wait, silent, for the request's next bytes
 LOOPBACK_HOST = re.compile(r"(?:localhost|127\.\d+\.\d+\.\d+|\[::1\])(?::\d+)?", re.IGNORECASE)
 SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
@@ -70,6 +74,10 @@ class Request:
         length = int(declared)
         if length > MAX_BODY:
             raise HTTPError(413, "request body too large")
+        try:
+            body = environ["wsgi.input"].read(length) if length else b""
+        except TimeoutError:  # the connection's read timeout (see make_local_server)
+            raise HTTPError(408, "the request body did not arrive in time") from None
         cookie = SimpleCookie()
         cookie.load(environ.get("HTTP_COOKIE", ""))
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
@@ -79,7 +87,7 @@ class Request:
         return cls(method=environ["REQUEST_METHOD"], path=environ.get("PATH_INFO", "/") or "/",
                    query={k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()},
                    headers=headers, cookies={k: m.value for k, m in cookie.items()},
-                   body=environ["wsgi.input"].read(length) if length else b"", secure=secure)
+                   body=body, secure=secure)
 
     def form(self) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(self.body.decode("utf-8", "replace")).items()}
@@ -211,22 +219,42 @@ def _error_page(status: int, message: str) -> bytes:
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    connection_timeout_s: float = DEFAULT_CONNECTION_TIMEOUT_S  # each handler's socket timeout
 
 
 class _QuietHandler(WSGIRequestHandler):
+    """Logs only errors, and closes a connection silent for the server's ``connection_timeout_s``."""
+
+    def setup(self) -> None:
+        self.timeout = self.server.connection_timeout_s  # type: ignore[attr-defined]  # StreamRequestHandler applies it
+        super().setup()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except TimeoutError:  # the request line or headers did not come in time; the server closes the socket
+            sys.stderr.write(f"{self.address_string()} closed: the request did not arrive within {self.timeout:g} s\n")
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         if args and str(args[1]).startswith(("4", "5")):
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
-def make_local_server(app: Callable, host: str = "127.0.0.1", port: int = 0) -> WSGIServer:
-    """A threaded server for ``app``; port 0 picks a free port (see ``server.server_port``)."""
-    return make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+def make_local_server(app: Callable, host: str = "127.0.0.1", port: int = 0,
+                      connection_timeout_s: float = DEFAULT_CONNECTION_TIMEOUT_S) -> WSGIServer:
+    """A threaded server for ``app``; port 0 picks a free port (see ``server.server_port``). A connection that
+    sends nothing for ``connection_timeout_s`` seconds while its request is awaited is closed."""
+    if not connection_timeout_s > 0:
+        raise ValueError(f"--connection-timeout (the per-connection read timeout) must be positive, got {connection_timeout_s:g}")
+    server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    server.connection_timeout_s = connection_timeout_s  # type: ignore[attr-defined]
+    return server
 
 
-def serve(app: Callable, host: str, port: int, what: str) -> None:
-    """Serve until interrupted, printing the address."""
-    server = make_local_server(app, host, port)
+def serve(app: Callable, host: str, port: int, what: str,
+          connection_timeout_s: float = DEFAULT_CONNECTION_TIMEOUT_S) -> None:
+    """Serve until interrupted, printing the address (see :func:`make_local_server`)."""
+    server = make_local_server(app, host, port, connection_timeout_s)
     print(f"{what} at http://{host}:{server.server_port}/  (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()

@@ -70,10 +70,12 @@ class JudgeConfig(EvaluatorConfig):
     concurrency: int = 8  # openai: requests in flight (at most the runner's batch size)
     timeout_s: float = 120.0  # openai: deadline of each attempt (see openai_backend)
     max_retries: int = 5  # openai: retries on 429, 5xx, timeouts
+    request_deadline_s: float = 300.0  # openai: deadline of each request, all attempts and backoffs
 
     # How to reach the model, not what it computes: left out of the config hash, so changing them
     # (another server, more concurrency) keeps cached predictions valid.
-    runtime_fields: ClassVar[tuple[str, ...]] = ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries")
+    runtime_fields: ClassVar[tuple[str, ...]] = ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries",
+                                                 "request_deadline_s")
 
     def hash(self, evaluator_name: str, version: str) -> str:
         config = {k: v for k, v in self.to_json().items() if k not in self.runtime_fields}
@@ -100,6 +102,7 @@ def _numeric_rules(c: JudgeConfig) -> tuple[tuple[str, bool, str], ...]:
         ("concurrency", c.concurrency >= 1, ">= 1"),
         ("timeout_s", math.isfinite(c.timeout_s) and c.timeout_s > 0, "> 0 seconds"),
         ("max_retries", c.max_retries >= 0, ">= 0"),
+        ("request_deadline_s", math.isfinite(c.request_deadline_s) and c.request_deadline_s > 0, "> 0 seconds"),
     )
 
 
@@ -205,7 +208,8 @@ class Judge(Evaluator):
         requests_hash = replace(c, tie_threshold=0.0).hash(self.name, "")
         cache = Path(root) / "requests" / f"{self.name}-{requests_hash}.sqlite"
         return OpenAIBackend(c.base_urls(), c.model_path, api_key_env=c.api_key_env, concurrency=c.concurrency,
-                             timeout_s=c.timeout_s, retry=RetryPolicy(max_retries=c.max_retries), cache=RequestCache(cache))
+                             timeout_s=c.timeout_s, retry=RetryPolicy(max_retries=c.max_retries), cache=RequestCache(cache),
+                             request_deadline_s=c.request_deadline_s)
 
     @classmethod
     def new_tokens(cls, config: JudgeConfig) -> int:

@@ -15,8 +15,13 @@
   header, in seconds or an HTTP date, is honoured up to ``max_backoff_s``); other HTTP errors fail the request at once, and so
   does a redirect: it is never followed (urllib would resend the request as a GET, with the API key,
   to wherever it points). A request that fails for good has the error "gave up after N attempts: " and
-the last failure (the count first: failures are counted by the start of their error). An interrupt (Ctrl-C) ends the retries and backoffs at once and starts no
-  other request; an attempt in flight ends by its deadline.
+the last failure (the count first: failures are counted by the start of their error). ``request_deadline_s`` caps
+  one request, all its attempts and backoffs together: no attempt runs past it (an attempt started near it gets
+  the time left) and no backoff that would reach it is waited out; a request out of time fails with
+  "gave up after N attempts in T s (request deadline D s): " and the last failure, so a server that never answers
+  holds a sample that long, not ``(max_retries + 1) * timeout_s`` plus the backoffs.
+  An interrupt (Ctrl-C) ends the retries and backoffs at once and starts no other request; an attempt in flight
+  ends by its deadline.
 * ``base_urls`` is a list (or a comma-separated string, or a JSON list): a
   :class:`~pigbench.judging.server_pool.ServerPool` sends each attempt to the server with the fewest
   requests in flight; a server that fails is down for a cool-off, and its requests are retried on
@@ -60,6 +65,7 @@ from pigbench.judging.request_cache import RequestCache, request_key
 from pigbench.judging.server_pool import ServerPool
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_REQUEST_DEADLINE_S = 300.0  # one request, all its attempts and backoffs
 TOP_LOGPROBS = 20  # the most OpenAI's API returns per token
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -270,7 +276,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, base_urls: Union[str, Sequence[str]], model: str, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 8, timeout_s: float = 120.0, retry: RetryPolicy = RetryPolicy(),
-                 cache: Optional[RequestCache] = None) -> None:
+                 cache: Optional[RequestCache] = None, request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S) -> None:
         self.base_urls = split_base_urls(base_urls)
         self.pool = ServerPool(self.base_urls)
         self.model = model
@@ -278,8 +284,11 @@ class OpenAIBackend(Backend):
         self._api_key = os.environ.get(api_key_env) or None
         if not (math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
+        if not (math.isfinite(request_deadline_s) and request_deadline_s > 0):
+            raise ValueError(f"request_deadline_s must be > 0 seconds, got {request_deadline_s!r}")
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
+        self.request_deadline_s = request_deadline_s
         self.retry = retry
         self.cache = cache
         self.requests_sent = 0  # HTTP requests actually made (retries included)
@@ -346,30 +355,43 @@ class OpenAIBackend(Backend):
         return gen
 
     def _post_with_retries(self, data: bytes, stop: threading.Event) -> dict[str, Any]:
-        """The response to ``data``, retried as the module docstring says; :class:`RequestFailed` when
-        it fails for good, or once ``stop`` is set (before another attempt, or during a backoff)."""
+        """The response to ``data``, retried as the module docstring says, all by ``request_deadline_s``;
+        :class:`RequestFailed` when it fails for good, out of time, or once ``stop`` is set (before
+        another attempt, or during a backoff)."""
         attempts = self.retry.max_retries + 1
+        start = time.monotonic()
+        end = start + self.request_deadline_s
+
+        def give_up(made: int, failure: _Retryable, out_of_time: bool) -> RequestFailed:
+            # The attempt count first: failures are counted by their start (results.error_reason),
+            # which would cut it from a long server message.
+            took = (f" in {time.monotonic() - start:.1f} s (request deadline {self.request_deadline_s:g} s)"
+                    if out_of_time else "")
+            return RequestFailed(f"gave up after {made} attempt{'s' if made > 1 else ''}{took}: {failure}")
+
         for attempt in range(attempts):
             if stop.is_set():
                 raise RequestFailed("interrupted")
             base = self.pool.acquire()
             failure: Optional[_Retryable] = None
             try:
-                return self._post(f"{base}/chat/completions", data)
+                return self._post(f"{base}/chat/completions", data, min(time.monotonic() + self.timeout_s, end))
             except _Retryable as exc:
                 failure = exc
             finally:
                 self.pool.release(base, ok=failure is None, retry_after=None if failure is None else failure.retry_after)
             if attempt + 1 == attempts:
-                # The attempt count first: failures are counted by their start (results.error_reason),
-                # which would cut it from a long server message.
-                raise RequestFailed(f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {failure}") from None
-            if not self.pool.any_up():  # else another server takes the retry at once
-                if stop.wait(self.retry.delay(attempt, failure.retry_after, self._rng)):
-                    raise RequestFailed("interrupted")
+                raise give_up(attempts, failure, out_of_time=time.monotonic() >= end) from None
+            wait = 0.0 if self.pool.any_up() else self.retry.delay(attempt, failure.retry_after, self._rng)
+            if time.monotonic() + wait >= end:  # no attempt could follow the wait (another server's included)
+                raise give_up(attempt + 1, failure, out_of_time=True) from None
+            if wait and stop.wait(wait):  # no wait when another server takes the retry at once
+                raise RequestFailed("interrupted")
         raise AssertionError("unreachable")
 
-    def _post(self, url: str, data: bytes) -> dict[str, Any]:
+    def _post(self, url: str, data: bytes, deadline: float) -> dict[str, Any]:
+        """One attempt, done by ``deadline`` (a :func:`time.monotonic` time); :class:`_Retryable` or
+        :class:`RequestFailed` when it fails."""
         headers = {"Content-Type": "application/json", "User-Agent": f"pigbench/{pigbench.__version__}"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -377,7 +399,7 @@ class OpenAIBackend(Backend):
         opener = self._direct if urllib.parse.urlsplit(url).hostname in _LOOPBACK else self._default
         with self._count_lock:
             self.requests_sent += 1
-        deadline = time.monotonic() + self.timeout_s
+        budget = max(0.0, deadline - time.monotonic())
         try:
             with opener.open(_DeadlineRequest(url, data=data, headers=headers, method="POST", deadline=deadline),
                              timeout=self.timeout_s) as resp:
@@ -391,10 +413,10 @@ class OpenAIBackend(Backend):
                 raise _Retryable(message, _retry_after(exc.headers)) from None
             raise RequestFailed(message) from None
         except (TimeoutError, socket.timeout):
-            raise _Retryable(f"no answer from {where} within {self.timeout_s:g} s") from None
+            raise _Retryable(f"no answer from {where} within {round(budget, 2):g} s") from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-                raise _Retryable(f"no answer from {where} within {self.timeout_s:g} s") from None
+                raise _Retryable(f"no answer from {where} within {round(budget, 2):g} s") from None
             raise _Retryable(f"cannot reach {where}: {exc.reason}") from None
         except (OSError, http.client.HTTPException) as exc:  # a reset, a TLS error, a host gone mid-answer
             raise _Retryable(f"connection to {where} failed: {type(exc).__name__}: {exc}") from None

@@ -29,7 +29,8 @@ def build_backends(config: PIGRewardConfig, device: str, cache_root: Path, reque
             out[(model, adapter)] = OpenAIBackend(
                 config.base_url or os.environ["OPENAI_BASE_URL"], model, api_key_env=config.api_key_env,
                 concurrency=config.concurrency, timeout_s=config.timeout_s,
-                retry=RetryPolicy(max_retries=config.max_retries), cache=RequestCache(cache_root / "requests" / f"pigreward-{tag}.sqlite"))
+                retry=RetryPolicy(max_retries=config.max_retries), request_deadline_s=config.request_deadline_s,
+                cache=RequestCache(cache_root / "requests" / f"pigreward-{tag}.sqlite"))
         else:
             from pigbench.fastgen.backend import FastLocalBackend
             from pigbench.lvlm_loader import load_lvlm

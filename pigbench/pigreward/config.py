@@ -39,11 +39,12 @@ class PIGRewardConfig(EvaluatorConfig):
     concurrency: int = 8  # openai: requests in flight
     timeout_s: float = 120.0  # openai: deadline of each attempt (see openai_backend)
     max_retries: int = 5  # openai: retries on 429, 5xx, timeouts
+    request_deadline_s: float = 300.0  # openai: deadline of each request, all attempts and backoffs
     decode_batch: int = 64  # local: sequences decoded together (KV memory grows with it)
 
     # How to reach or run the model, not what it computes: not part of the config hash.
     runtime_fields: ClassVar[tuple[str, ...]] = ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries",
-                                                 "decode_batch")
+                                                 "request_deadline_s", "decode_batch")
 
     def hash(self, evaluator_name: str, version: str) -> str:
         """What the predictions depend on: the options but the runtime ones, and for the local backend

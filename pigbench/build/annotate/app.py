@@ -13,7 +13,8 @@ Access rules, enforced on the server for every request:
 * A set retired after it was assigned (no longer kept in review, see ``annotate init``) leaves the
   annotator's list unless they ranked it: the task page moves on to their next set and counts
   "Set k of n" without it, noting how many were withdrawn; it is replaced (on loading the task page,
-  or at sign-in) by an offered set they do not have, while one is left, up to their share; a ranking of it sent from a page
+  or at sign-in) by an offered set they do not have, while one is left, up to their share, and once replaced it stays
+  withdrawn from them even if the set is kept again; a ranking of it sent from a page
   still open is not stored (410, and the page moves on).
 * A POST from another site's page is refused (``Sec-Fetch-Site``, see :mod:`pigbench.build.webapp`).
 * The admin view and exports need an admin session (cookie ``pb_admin``) opened with the admin

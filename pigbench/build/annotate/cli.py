@@ -20,7 +20,7 @@ import sys
 from pigbench.build.annotate.app import make_annotate_app
 from pigbench.build.annotate.store import DEFAULT_SESSION_DAYS, DEFAULT_SETTINGS, AnnotationStore, ProgressSummary
 from pigbench.build.sets import kept_sets
-from pigbench.build.webapp import serve
+from pigbench.build.webapp import DEFAULT_CONNECTION_TIMEOUT_S, serve
 from pigbench.build.workspace import BuildError, Workspace, require_at_least_one
 
 
@@ -43,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--port", type=int, default=8766)
     run.add_argument("--session-days", type=float, default=DEFAULT_SESSION_DAYS,
                      help=f"sign-ins expire after this many days (default {DEFAULT_SESSION_DAYS:g})")
+    run.add_argument("--connection-timeout", type=float, default=DEFAULT_CONNECTION_TIMEOUT_S, metavar="SECONDS",
+                     help="close a connection that sends nothing for this long while its request is awaited "
+                          f"(a client that opens a socket and stalls holds a server thread no longer; "
+                          f"default {DEFAULT_CONNECTION_TIMEOUT_S:g})")
     run.add_argument("--behind-proxy", action="store_true",
                      help="served behind an HTTPS reverse proxy that sets X-Forwarded-Proto: "
                           "cookies of requests it forwarded over HTTPS get Secure")
@@ -105,5 +109,6 @@ def main(args: argparse.Namespace) -> int:
                   + (f" ({a['withdrawn']} withdrawn)" if a["withdrawn"] else ""))
         return 0
     store = AnnotationStore(ws.annotate_db, args.session_days)  # refuses a lifetime that is not positive
-    serve(make_annotate_app(store, ws.root, args.behind_proxy), args.host, args.port, "annotation app")
+    serve(make_annotate_app(store, ws.root, args.behind_proxy), args.host, args.port, "annotation app",
+          args.connection_timeout)  # refuses a timeout that is not positive
     return 0

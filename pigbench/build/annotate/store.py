@@ -7,7 +7,9 @@ it stay), ``annotators`` (id and the SHA-256
 of their invite code), ``sessions`` (SHA-256 of session tokens, with role annotator or admin and creation
 time; a session expires ``session_days`` after it was created, and an expired one is deleted at the next sign-in;
 sessions of an older database, which recorded their creation time too, expire by it),
-``assignments`` (annotator, set, position, screen order) and ``rankings`` (one final ranking per
+``assignments`` (annotator, set, position, screen order, and ``replaced``: NULL, else the time a top-up gave the
+annotator another set in place of this unranked one of a retired set, which then stays withdrawn from them even if
+the set is kept again, so that their sets never outnumber their share) and ``rankings`` (one final ranking per
 annotator and set, both in screen order and by variant index, with the SHA-256 of the four image
 files ranked, by variant index, so that export can tell a ranking of images rendered again since;
 NULL in rankings stored before this column existed). A database of an older version gets the columns it lacks
@@ -45,19 +47,21 @@ CREATE TABLE IF NOT EXISTS sessions (
   annotator_id TEXT REFERENCES annotators, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS assignments (
   annotator_id TEXT NOT NULL REFERENCES annotators, set_id TEXT NOT NULL REFERENCES sets,
-  position INTEGER NOT NULL, display_order TEXT NOT NULL, assigned REAL NOT NULL,
+  position INTEGER NOT NULL, display_order TEXT NOT NULL, assigned REAL NOT NULL, replaced REAL,
   PRIMARY KEY (annotator_id, set_id));
 CREATE TABLE IF NOT EXISTS rankings (
   annotator_id TEXT NOT NULL, set_id TEXT NOT NULL, screen_ranks TEXT NOT NULL, ranks TEXT NOT NULL,
   display_order TEXT NOT NULL, elapsed_ms INTEGER, submitted REAL NOT NULL, images_sha256 TEXT,
   PRIMARY KEY (annotator_id, set_id), FOREIGN KEY (annotator_id, set_id) REFERENCES assignments);
 """
-ADDED_COLUMNS = (("rankings", "images_sha256", "TEXT"), ("sets", "retired", "REAL"))
+ADDED_COLUMNS = (("rankings", "images_sha256", "TEXT"), ("sets", "retired", "REAL"), ("assignments", "replaced", "REAL"))
 """Columns (table, name, type) added to the schema since its first version: an older database gets them on opening."""
 ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_SETTINGS: dict[str, Any] = {"min_sets": 5, "max_sets": 15, "seed": 0, "open_signup": False}
 """The settings of a new database, for those ``annotate init`` is not given."""
 DEFAULT_SESSION_DAYS = 14.0
+# Whether an assignment (a) is withdrawn from its annotator: unranked (no r), and its set (s) retired or it replaced.
+_WITHDRAWN = "(r.set_id IS NULL AND (s.retired IS NOT NULL OR a.replaced IS NOT NULL))"
 # An annotator's assignments with their set's prompt, images and retirement, and their ranking if submitted.
 _ASSIGNMENTS = ("SELECT a.*, s.base_prompt, s.images, s.retired, r.ranks FROM assignments a JOIN sets s USING (set_id) "
                 "LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ?")
@@ -73,7 +77,8 @@ class AlreadySubmitted(ValueError):
 
 
 class SetRetired(ValueError):
-    """The set was retired (no longer kept in review) before this annotator ranked it."""
+    """The set was withdrawn from this annotator before they ranked it: retired (no longer kept in review), or
+    retired and replaced (:meth:`AnnotationStore.top_up`)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,12 @@ class Assignment:
     images: tuple[str, ...]  # by variant index, relative to the workspace
     ranks: Optional[tuple[int, ...]]  # by variant index, once submitted
     retired: bool  # the set is no longer kept (see AnnotationStore.sync_sets)
+    replaced: bool  # a top-up gave another set in its place while it was retired: withdrawn for good
+
+    @property
+    def withdrawn(self) -> bool:
+        """Not ranked, and retired or replaced: out of the annotator's "Set k of n"."""
+        return self.ranks is None and (self.retired or self.replaced)
 
 
 def _hash(secret: str) -> str:
@@ -312,35 +323,41 @@ class AnnotationStore:
         time while the settings stay). Their sets are those of "Set k of n" (:meth:`assignments`: offered, or
         ranked); while fewer than k, they get the least covered offered sets they do not have yet
         (:func:`~pigbench.build.annotate.assignment.least_covered`): all k at first sign-in, and replacements of
-        unranked sets retired since. A set they have (ranked, withdrawn or not) is never assigned to them again."""
+        unranked sets retired since. A set they have (ranked, withdrawn or not) is never assigned to them again. Each
+        set added replaces one of their withdrawn, not yet replaced assignments (first in position order) for good,
+        so a retired set kept again comes back to their list only where that keeps them within k."""
         settings = self._settings(conn)
         rng = annotator_rng(settings["seed"], annotator_id)
         share = share_size(settings["min_sets"], settings["max_sets"], rng)
         held = conn.execute(
-            "SELECT a.position, s.retired IS NULL OR r.set_id IS NOT NULL AS counted FROM assignments a "
-            "JOIN sets s USING (set_id) LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ?",
-            (annotator_id,)).fetchall()
-        missing = share - sum(r["counted"] for r in held)
+            f"SELECT a.set_id, a.position, a.replaced, {_WITHDRAWN} AS withdrawn FROM assignments a "
+            "JOIN sets s USING (set_id) LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ? "
+            "ORDER BY a.position", (annotator_id,)).fetchall()
+        missing = share - sum(not r["withdrawn"] for r in held)
         if missing <= 0:
             return 0
         if held:  # a top-up: a generator of its own, so it does not repeat the first assignment's draws
             rng = annotator_rng(settings["seed"], annotator_id, len(held))
-        load = {r["set_id"]: r["n"] for r in conn.execute(
-            "SELECT s.set_id, COUNT(a.annotator_id) AS n FROM sets s LEFT JOIN assignments a USING (set_id) "
+        load = {r["set_id"]: r["n"] for r in conn.execute(  # annotators who may rank it (none it was replaced for)
+            "SELECT s.set_id, COUNT(a.annotator_id) AS n FROM sets s "
+            "LEFT JOIN assignments a ON a.set_id = s.set_id AND a.replaced IS NULL "
             "WHERE s.retired IS NULL AND s.set_id NOT IN (SELECT set_id FROM assignments WHERE annotator_id = ?) "
             "GROUP BY s.set_id ORDER BY s.set_id", (annotator_id,))}
         start = max((r["position"] for r in held), default=-1) + 1
         now = time.time()
         chosen = least_covered(load, missing, rng)
         for position, set_id in enumerate(chosen, start=start):
-            conn.execute("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)",
-                         (annotator_id, set_id, position, json.dumps(display_order(rng)), now))
+            conn.execute("INSERT INTO assignments (annotator_id, set_id, position, display_order, assigned) "
+                         "VALUES (?, ?, ?, ?, ?)", (annotator_id, set_id, position, json.dumps(display_order(rng)), now))
+        stood_in_for = [r["set_id"] for r in held if r["withdrawn"] and r["replaced"] is None][:len(chosen)]
+        conn.executemany("UPDATE assignments SET replaced = ? WHERE annotator_id = ? AND set_id = ?",
+                         [(now, annotator_id, set_id) for set_id in stood_in_for])
         return len(chosen)
 
     def assignments(self, annotator_id: str, withdrawn: bool = False) -> list[Assignment]:
-        """This annotator's sets in presentation order, with their rankings once submitted: the sets not retired and
-        the retired ones they ranked (their "Set k of n"). ``withdrawn``: instead, their assignments of sets retired
-        before they ranked them."""
+        """This annotator's sets in presentation order, with their rankings once submitted: those not withdrawn (see
+        :attr:`Assignment.withdrawn`; the retired ones they ranked stay), their "Set k of n". ``withdrawn``: instead,
+        their withdrawn assignments (of sets retired before they ranked them, or replaced)."""
         return self.assignments_and_withdrawn(annotator_id)[1 if withdrawn else 0]
 
     def assignments_and_withdrawn(self, annotator_id: str) -> tuple[list[Assignment], list[Assignment]]:
@@ -349,7 +366,7 @@ class AnnotationStore:
             rows = conn.execute(_ASSIGNMENTS + " ORDER BY a.position", (annotator_id,)).fetchall()
         kept, withdrawn = [], []
         for a in map(_assignment, rows):
-            (withdrawn if a.retired and a.ranks is None else kept).append(a)
+            (withdrawn if a.withdrawn else kept).append(a)
         return kept, withdrawn
 
     def assignment(self, annotator_id: str, set_id: str) -> Assignment:
@@ -366,12 +383,12 @@ class AnnotationStore:
         ``images_sha256``: the SHA-256 of the four image files ranked, by variant index (None: not known).
 
         Raises :class:`AccessDenied` (set not assigned to this annotator), :class:`AlreadySubmitted`,
-        :class:`SetRetired` (not stored: the set was retired before this ranking)
+        :class:`SetRetired` (not stored: the set was retired before this ranking, or replaced while it was)
         or :class:`~pigbench.build.ranking.InvalidRanking`.
         """
         screen = validate_ranks(screen_ranks)
         with self.connect(write=True) as conn:
-            row = conn.execute("SELECT a.display_order, s.retired FROM assignments a JOIN sets s USING (set_id) "
+            row = conn.execute("SELECT a.display_order, a.replaced, s.retired FROM assignments a JOIN sets s USING (set_id) "
                                "WHERE a.annotator_id = ? AND a.set_id = ?", (annotator_id, set_id)).fetchone()
             if row is None:
                 raise AccessDenied("this set is not assigned to you")
@@ -380,6 +397,9 @@ class AnnotationStore:
                 raise AlreadySubmitted("you already ranked this set")
             if row["retired"] is not None:
                 raise SetRetired("this set was withdrawn from the study before you ranked it; it is not needed")
+            if row["replaced"] is not None:
+                raise SetRetired("this set was withdrawn from you before you ranked it, and another given in its "
+                                 "place; it is not needed")
             order = json.loads(row["display_order"])
             ranks = to_variant_order(screen, order)
             conn.execute("INSERT INTO rankings (annotator_id, set_id, screen_ranks, ranks, display_order, elapsed_ms, "
@@ -402,18 +422,20 @@ class AnnotationStore:
 
     def progress(self) -> dict[str, Any]:
         """Per annotator: assigned and done as in their "Set k of n" (see :meth:`assignments`), ``withdrawn`` (sets
-        retired before they ranked them), last submission; per set: assigned, ranked, ``retired`` (bool)."""
+        retired before they ranked them, or replaced), last submission; per set: assigned (annotators who may rank it:
+        not those it was replaced for), ranked, ``retired`` (bool)."""
         with self.connect() as conn:
             annotators = [dict(r) for r in conn.execute(
-                "SELECT n.annotator_id, COUNT(CASE WHEN s.retired IS NULL OR r.set_id IS NOT NULL THEN a.set_id END) "
+                f"SELECT n.annotator_id, COUNT(CASE WHEN NOT {_WITHDRAWN} THEN a.set_id END) "
                 "AS assigned, COUNT(r.set_id) AS done, "
-                "COUNT(CASE WHEN s.retired IS NOT NULL AND r.set_id IS NULL THEN a.set_id END) AS withdrawn, "
+                f"COUNT(CASE WHEN {_WITHDRAWN} THEN a.set_id END) AS withdrawn, "
                 "MAX(r.submitted) AS last "
                 "FROM annotators n LEFT JOIN assignments a USING (annotator_id) LEFT JOIN sets s USING (set_id) "
                 "LEFT JOIN rankings r ON r.annotator_id = a.annotator_id AND r.set_id = a.set_id "
                 "GROUP BY n.annotator_id ORDER BY n.annotator_id")]
             sets = [{**dict(r), "retired": bool(r["retired"])} for r in conn.execute(
-                "SELECT s.set_id, s.category, s.base_prompt, COUNT(a.annotator_id) AS assigned, "
+                "SELECT s.set_id, s.category, s.base_prompt, COUNT(CASE WHEN a.replaced IS NULL THEN a.annotator_id END) "
+                "AS assigned, "
                 "COUNT(r.annotator_id) AS ranked, s.retired IS NOT NULL AS retired "
                 "FROM sets s LEFT JOIN assignments a USING (set_id) "
                 "LEFT JOIN rankings r ON r.annotator_id = a.annotator_id AND r.set_id = a.set_id "
@@ -424,7 +446,8 @@ class AnnotationStore:
 def _assignment(row: sqlite3.Row) -> Assignment:
     return Assignment(row["annotator_id"], row["set_id"], row["position"], tuple(json.loads(row["display_order"])),
                       row["base_prompt"], tuple(json.loads(row["images"])),
-                      tuple(json.loads(row["ranks"])) if row["ranks"] else None, row["retired"] is not None)
+                      tuple(json.loads(row["ranks"])) if row["ranks"] else None, row["retired"] is not None,
+                      row["replaced"] is not None)
 
 
 def _ranking_json(row: sqlite3.Row) -> dict[str, Any]:
