@@ -21,7 +21,8 @@ Pipeline; skipped rows and users are counted by reason:
    the official val/test splits hold at most one prompt per user, hence ``train``).
    ``users=N`` keeps a seeded sample of N of them, drawn before step 4: a sampled user losing rows there
    is counted as a skipped user (all rows: ``every row dropped by the image checks``), so the split
-   may hold fewer than N users.
+   may hold fewer than N users; when it does (or fewer than N users qualify), a one-line warning says
+   how many were asked for and found, and why.
 4. Images of the kept rows only: rows are found in the with-images shards by ``ranking_id``
    (reading only that column); only the row groups holding them are read, both images hashed
    (SHA-256) and their uids checked; pairs with byte-identical images are dropped.
@@ -160,6 +161,7 @@ class PickAPic(DatasetAdapter):
         self._skip_users("every row dropped by the image checks", np.setdiff1d(
             selected["user_id"].to_numpy(zero_copy_only=False), rows["user_id"].to_numpy(zero_copy_only=False)))
         result = split_pairs(self._columns(rows, cache, hashes, store), self.name, seed, k, max_targets_per_user)
+        self._note_fewer_users(len(np.unique(selected["user_id"].to_numpy(zero_copy_only=False))), result.users)
         result.skipped_records.update(self.skipped)
         result.skipped_users.update(self.skipped_users)
         for reason, examples in self.skip_examples.items():
@@ -278,6 +280,18 @@ class PickAPic(DatasetAdapter):
             self._skip_users(f"not in the seeded sample (users={limit})", np.array(order[limit:]))
             kept = np.array(order[:limit])
         return rows.filter(pc.is_in(rows["user_id"], value_set=pa.array(kept, pa.int64())))
+
+    def _note_fewer_users(self, sampled: int, found: int) -> None:
+        """One line (a warning) when ``users=N`` asked for more users than the split holds: how many were
+        asked for and found, and why (fewer users with the rows a split needs, sampled users dropped later)."""
+        limit = get_int(self.name, self.options, "users", None, minimum=1)
+        if limit is None or found >= limit:
+            return
+        why = [f"only {sampled} users have the rows a split needs"] if sampled < limit else []
+        if found < sampled:
+            why.append(f"{sampled - found} sampled users lost rows or targets to the image or leakage checks "
+                       "(see the skipped users)")
+        warnings.warn(f"{self.name}: users={limit} asked for {limit} users, found {found}: {'; '.join(why)}", stacklevel=3)
 
     def _skip_users(self, reason: str, users: np.ndarray) -> None:
         if len(users):

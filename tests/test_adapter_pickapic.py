@@ -512,6 +512,39 @@ def test_a_sampled_user_whose_rows_the_image_checks_drop_is_counted(tmp_path, ro
     assert split.users + sum(n for r, n in split.skipped_users.items() if r not in sampled_away) == 5
 
 
+def fewer_users_notes(caught):
+    return [str(w.message) for w in caught if "asked for" in str(w.message)]
+
+
+def test_users_beyond_those_a_split_can_hold_are_said_once(data):
+    """users=N gave fewer than N users silently when fewer qualified or sampled users lost their targets;
+    one warning now names how many were asked for and found, and why; none when N are found."""
+    with pytest.warns(UserWarning) as caught:
+        split = adapter(*data, users="10").split(seed=0)
+    qualified = adapter(*data)
+    sampled = len(set(qualified._select_users(qualified._usable_rows(), 8, 0)["user_id"].to_pylist()))
+    assert split.users < sampled < 10  # the fixture: fewer users qualify than asked, and leakage drops some
+    assert fewer_users_notes(caught) == [
+        f"pickapic: users=10 asked for 10 users, found {split.users}: only {sampled} users have the rows a split needs; "
+        f"{sampled - split.users} sampled users lost rows or targets to the image or leakage checks (see the skipped users)"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert adapter(*data, users=str(split.users)).split(seed=0).users == split.users
+        assert adapter(*data).split(seed=0).users == split.users  # no users=N: nothing asked for
+    assert fewer_users_notes(caught) == []
+
+
+def test_sampled_users_dropped_by_the_image_checks_are_said_once(tmp_path, rows):
+    """Enough users qualify for users=5, but the split holds fewer (104's rows are missing from the image shards)."""
+    write_pickapic(tmp_path / "m", rows, images=False, shards=2, row_group_size=16)
+    write_pickapic(tmp_path / "i", [r for r in rows if r["user_id"] != 104], images=True, shards=3, row_group_size=3)
+    with pytest.warns(UserWarning) as caught:
+        split = adapter(tmp_path / "m", tmp_path / "i", users="5").split(seed=0)
+    assert fewer_users_notes(caught) == [
+        f"pickapic: users=5 asked for 5 users, found {split.users}: {5 - split.users} sampled users lost rows or targets "
+        "to the image or leakage checks (see the skipped users)"]
+
+
 class Dynamic(PickAPic):
     default_reference_size = None
 
