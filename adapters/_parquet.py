@@ -6,7 +6,9 @@ or ``default/{split}/{NNNN}.parquet`` (the ``refs/convert/parquet`` branch). :cl
 opens them lazily (local paths, or hub paths through an fsspec filesystem), finds rows by a key
 column reading only that column, and reads chosen rows one row group at a time, counting the
 row groups it reads. A file that is not readable parquet, or whose strings are not UTF-8, is a
-:class:`DatasetError` naming it (:func:`parquet_errors`, :func:`validated`).
+:class:`DatasetError` naming it (:func:`parquet_errors`, :func:`validated`). A row group that fails to
+read or decode while the file's footer reads is an :class:`UnreadableRowGroup` naming the file, the
+group and its rows; the readers that go over many groups can skip it instead (``on_unreadable``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -85,6 +86,55 @@ def validated(table: pa.Table) -> pa.Table:
     return table
 
 
+class UnreadableRowGroup(DatasetError):
+    """A row group of a parquet file whose footer reads but whose data fails to read or decode: the
+    file's ``name``, the group's index, its ``rows`` (positions in the file, from 0) and pyarrow's reason."""
+
+    def __init__(self, name: str, group: int, rows: range, reason: str) -> None:
+        self.name, self.group, self.rows, self.reason = name, group, rows, reason
+        super().__init__(f"{name}: row group {group} (rows {rows.start}-{rows.stop - 1}) cannot be read as parquet: {reason}")
+
+
+def _damaged(exc: BaseException) -> bool:
+    """Whether ``exc``, raised reading a row group, is pyarrow's own (a page it cannot read or decode,
+    strings that are not UTF-8): not an error of the file object under it (a hub file's network errors are
+    subclasses of OSError that pyarrow passes on as raised), which is no property of the file's bytes."""
+    return type(exc) is OSError or isinstance(exc, pa.ArrowException)
+
+
+def read_row_group(pf: pq.ParquetFile, name: str, group: int, columns: Sequence[str]) -> pa.Table:
+    """The ``columns`` of row group ``group`` of ``pf`` (the file ``name``), validated
+    (:func:`validated`); :class:`UnreadableRowGroup` if its data fails to read or decode, a
+    :class:`DatasetError` naming the file for another read error (:func:`parquet_errors`)."""
+    with parquet_errors(name):
+        try:
+            return validated(pf.read_row_group(group, columns=list(columns)))
+        except (OSError, pa.ArrowException) as exc:
+            if not _damaged(exc):
+                raise
+            first = sum(pf.metadata.row_group(g).num_rows for g in range(group))
+            rows = range(first, first + pf.metadata.row_group(group).num_rows)
+            raise UnreadableRowGroup(name, group, rows, " ".join(str(exc).split())) from None
+
+
+OnUnreadable = Callable[[UnreadableRowGroup], None]
+
+
+def readable_row_groups(pf: pq.ParquetFile, name: str, columns: Sequence[str],
+                        on_unreadable: Optional[OnUnreadable] = None) -> Iterator[tuple[int, pa.Table]]:
+    """``(group, table)`` of each row group of ``pf`` in order (:func:`read_row_group`); an unreadable
+    one is passed to ``on_unreadable`` and left out (raised when it is None)."""
+    for group in range(pf.num_row_groups):
+        try:
+            table = read_row_group(pf, name, group, columns)
+        except UnreadableRowGroup as exc:
+            if on_unreadable is None:
+                raise
+            on_unreadable(exc)
+            continue
+        yield group, table
+
+
 def read_schema(path: Union[str, Path]) -> pa.Schema:
     """The arrow schema of the parquet file at ``path``; :class:`DatasetError` naming it if unreadable."""
     with parquet_errors(path):
@@ -138,37 +188,48 @@ class ShardSet:
             return self._files[shard]
 
     def read_group(self, shard: int, group: int, columns: Sequence[str]) -> pa.Table:
+        """The ``columns`` of one row group, counted in ``row_groups_read``; :class:`UnreadableRowGroup`
+        if it fails to read or decode (:func:`read_row_group`)."""
         pf = self.file(shard)
         check_schema(pf.schema_arrow, {c: lambda t: True for c in columns}, self.name(shard))
         with self._lock:
             self.row_groups_read += 1
-        with parquet_errors(self.name(shard)):
-            return validated(pf.read_row_group(group, columns=list(columns)))
+        return read_row_group(pf, self.name(shard), group, columns)
 
-    def locate(self, key_column: str, keys: pa.Array) -> dict[Any, Location]:
-        """The first location of each key in ``keys``, reading only ``key_column`` of each shard."""
+    def locate(self, key_column: str, keys: pa.Array, on_unreadable: Optional[OnUnreadable] = None) -> dict[Any, Location]:
+        """The first location of each key in ``keys``, reading only ``key_column`` of each shard, one
+        row group at a time: a group whose column is unreadable is passed to ``on_unreadable`` and its
+        keys are not found (raised when it is None)."""
         wanted = pa.array(keys)
         found: dict[Any, Location] = {}
         for shard in range(len(self.paths)):
             pf = self.file(shard)
             check_schema(pf.schema_arrow, {key_column: lambda t: True}, self.name(shard))
-            with parquet_errors(self.name(shard)):
-                col = pf.read(columns=[key_column]).column(0)
-            hits = pc.indices_nonzero(pc.is_in(col, value_set=wanted)).to_numpy()
-            starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
-            groups = np.searchsorted(starts, hits, side="right") - 1
-            for pos, group, key in zip(hits.tolist(), groups.tolist(), col.take(hits).to_pylist()):
-                found.setdefault(key, Location(shard, group, pos - int(starts[group])))
+            for group, table in readable_row_groups(pf, self.name(shard), [key_column], on_unreadable):
+                col = table.column(0)
+                hits = pc.indices_nonzero(pc.is_in(col, value_set=wanted)).to_numpy()
+                for row, key in zip(hits.tolist(), col.take(hits).to_pylist()):
+                    found.setdefault(key, Location(shard, group, row))
         return found
 
-    def read_rows(self, locations: Mapping[Any, Location], columns: Sequence[str]) -> Iterator[tuple[Any, dict]]:
-        """``(key, {column: value})`` for each located row, reading each needed row group once."""
+    def read_rows(self, locations: Mapping[Any, Location], columns: Sequence[str],
+                  on_unreadable: Optional[Callable[[UnreadableRowGroup, list[Any]], None]] = None) -> Iterator[tuple[Any, dict]]:
+        """``(key, {column: value})`` for each located row, reading each needed row group once, in
+        (shard, group) order; a group that fails to read is passed to ``on_unreadable`` with the keys
+        located in it, which are left out (raised when it is None)."""
         by_group: dict[tuple[int, int], list[tuple[int, Any]]] = defaultdict(list)
         for key, loc in locations.items():
             by_group[(loc.shard, loc.group)].append((loc.row, key))
         for (shard, group), rows in sorted(by_group.items()):
             rows.sort()
-            table = self.read_group(shard, group, columns).take([r for r, _ in rows])
+            try:
+                table = self.read_group(shard, group, columns)
+            except UnreadableRowGroup as exc:
+                if on_unreadable is None:
+                    raise
+                on_unreadable(exc, [key for _, key in rows])
+                continue
+            table = table.take([r for r, _ in rows])
             values = {c: table.column(c).to_pylist() for c in columns}
             for i, (_, key) in enumerate(rows):
                 yield key, {c: values[c][i] for c in columns}
@@ -220,12 +281,14 @@ class RowCache:
                 self._keep(key, values[key])  # the most recently used
         return values[key]
 
-    def rows(self, keep: bool = True, keys: Optional[Iterable[Any]] = None) -> Iterator[tuple[Any, dict]]:
+    def rows(self, keep: bool = True, keys: Optional[Iterable[Any]] = None,
+             on_unreadable: Optional[Callable[[UnreadableRowGroup, list[Any]], None]] = None) -> Iterator[tuple[Any, dict]]:
         """``(key, values)`` of every located row (or of the located ``keys``), each row group holding
         them read once; with ``keep`` the rows are kept as :meth:`get` keeps them, so that later requests
-        read no group while their rows stay kept (``keep=False``: the caller keeps them elsewhere, e.g. on disk)."""
+        read no group while their rows stay kept (``keep=False``: the caller keeps them elsewhere, e.g. on disk).
+        A group that fails to read is passed to ``on_unreadable`` with its keys, left out (:meth:`ShardSet.read_rows`)."""
         locations = self.locations if keys is None else {k: self.locations[k] for k in keys}
-        for key, values in self.shards.read_rows(locations, self.columns):
+        for key, values in self.shards.read_rows(locations, self.columns, on_unreadable):
             if keep:
                 with self._lock:
                     self._keep(key, values)

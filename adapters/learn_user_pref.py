@@ -19,9 +19,17 @@ K references, an unknown label, a prompt that is not a string or an unreadable i
 skipped and counted; as in the shared splitter, a
 target whose prompt (normalized) or image (content hash) appears in its references is dropped.
 User ids keep their integer spelling where pandas stored them as floats (a column with a missing
-id). Image ids are ``sha256:<16 hex>`` of the bytes. Unpickling runs code, so files are read with
-a restricted unpickler (:mod:`pigbench.adapters._safe_pickle`); ``trust_pickle=true`` uses plain
-pickle instead.
+id). Image ids are ``sha256:<16 hex>`` of the bytes.
+
+Unpickling can run any code a file asks for, so by default (``trust_pickle`` unset or false) files
+are read with a restricted unpickler (:func:`~pigbench.adapters._safe_pickle.load_restricted`): it
+rebuilds only plain containers, strings, numbers, bytes, numpy arrays, pandas frames and PIL images
+(what the hub's pickle scan lists for these files: a DataFrame and numpy arrays), checks each
+array, dtype and frame block against its shape and axes, and refuses anything else naming the file
+and the global. ``trust_pickle=true`` uses plain pickle
+(:func:`~pigbench.adapters._safe_pickle.load_trusted`): any global, no checks (a damaged file can
+crash the process), for a trusted file holding more than that (e.g. datetime, categorical or
+nullable-integer columns), which the restricted unpickler refuses.
 """
 
 from __future__ import annotations
@@ -54,7 +62,10 @@ class LearnUserPref(DatasetAdapter):
     default_reference_size = 8
     env_var = "PIGBENCH_LUP_PATH"
     REPO = "wenyii/learn-user-pref"
-    OPTIONS = {"split": "test (default) or train", "trust_pickle": "true: unpickle with plain pickle (trusted files only)"}
+    OPTIONS = {"split": "test (default) or train",
+               "trust_pickle": "true: unpickle with plain pickle, which runs any code the file asks for and skips the damage "
+                               "checks, for a trusted file holding more than plain data, pandas frames, numpy arrays and "
+                               "PIL images (default false: the restricted unpickler, which refuses such a file)"}
 
     def records(self) -> Iterator[PreferenceRecord]:
         """The target pairs as records (their references are the source's, see :meth:`split`)."""

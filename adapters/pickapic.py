@@ -21,11 +21,18 @@ Pipeline; skipped rows and users are counted by reason:
    the official val/test splits hold at most one prompt per user, hence ``train``).
    ``users=N`` keeps a seeded sample of N of them, drawn before step 4: a sampled user losing rows there
    is counted as a skipped user (all rows: ``every row dropped by the image checks``), so the split
-   may hold fewer than N users.
+   may hold fewer than N users; when it does (or fewer than N users qualify), a one-line warning says
+   how many were asked for and found, and why.
 4. Images of the kept rows only: rows are found in the with-images shards by ``ranking_id``
    (reading only that column); only the row groups holding them are read, both images hashed
    (SHA-256) and their uids checked; pairs with byte-identical images are dropped.
 5. The shared splitter (:mod:`pigbench.splits`): prompt- and image-level leakage checks.
+
+A row group of either kind of shard that fails to read or decode
+(:class:`~pigbench.adapters._parquet.UnreadableRowGroup`) is skipped with a one-line warning naming
+the file, the group, its rows and why; its rows are counted (:data:`UNREADABLE_META`, or
+:data:`UNREADABLE_IMAGES` for the split's rows in it; rows of a group whose ``ranking_id`` column
+fails count as not found) and recorded in no image store index, so a repaired shard is read again.
 
 Images stay lazy: an :class:`ImageRef` reads its row (:class:`RowCache`) when an evaluator opens
 it. The kept rows' values read when hashing stay in memory up to 1 GiB (least recently used let go
@@ -61,6 +68,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -75,8 +83,9 @@ from pigbench.append_index import AppendIndex, file_size
 from pigbench.atomic_file import remove_stale_temps, write_atomic
 from pigbench.adapters._columnar_split import FIRST, SECOND, TIE, PairRows, split_pairs
 from pigbench.adapter_options import check_options, get_int
-from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, Location, RowCache, ShardSet, check_schema,
-                                        find_shards, missing_shards, parquet_errors, read_schema, validated)
+from pigbench.adapters._parquet import (BINARY, BOOL, FLOAT, INTEGER, STRING, Location, RowCache, ShardSet, UnreadableRowGroup,
+                                        check_schema, find_shards, missing_shards, parquet_errors, read_schema,
+                                        readable_row_groups)
 from pigbench.hub import download_hint, remote_files, resolve_root
 from pigbench.protocol import ImageError, ImageRef, PreferenceRecord, normalize_prompt
 from pigbench.splits import SplitResult
@@ -94,6 +103,8 @@ NO_IMAGES_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in ("jpg_0", "jpg_
 COLUMNS = {"best_image_uid": STRING, "caption": STRING, "has_label": BOOL, "image_0_uid": STRING,
            "image_1_uid": STRING, "label_0": FLOAT, "label_1": FLOAT, "ranking_id": INTEGER, "user_id": INTEGER}
 IMAGE_COLUMNS = {"image_0_uid": STRING, "image_1_uid": STRING, "jpg_0": BINARY, "jpg_1": BINARY}
+UNREADABLE_META = "in an unreadable row group of the metadata shards"
+UNREADABLE_IMAGES = "in an unreadable row group of the with-images shards"
 _INDEX_VERSION = 2  # of the hashing pass's rules (_check_row) and the index format: a change makes earlier index files unused
 
 
@@ -150,6 +161,7 @@ class PickAPic(DatasetAdapter):
         self._skip_users("every row dropped by the image checks", np.setdiff1d(
             selected["user_id"].to_numpy(zero_copy_only=False), rows["user_id"].to_numpy(zero_copy_only=False)))
         result = split_pairs(self._columns(rows, cache, hashes, store), self.name, seed, k, max_targets_per_user)
+        self._note_fewer_users(len(np.unique(selected["user_id"].to_numpy(zero_copy_only=False))), result.users)
         result.skipped_records.update(self.skipped)
         result.skipped_users.update(self.skipped_users)
         for reason, examples in self.skip_examples.items():
@@ -200,8 +212,9 @@ class PickAPic(DatasetAdapter):
         for i, f in enumerate(files):
             with parquet_errors(f):
                 pf = pq.ParquetFile(f)
-                check_schema(pf.schema_arrow, COLUMNS, f)
-                t = validated(pf.read(columns=list(COLUMNS)))
+            check_schema(pf.schema_arrow, COLUMNS, f)
+            groups = [t for _, t in readable_row_groups(pf, f, list(COLUMNS), self._skip_metadata_group)]
+            t = pa.concat_tables(groups) if groups else pf.schema_arrow.empty_table().select(list(COLUMNS))
             tables.append(t.append_column("shard", pa.array(np.full(len(t), i, np.int32))))
         t = pa.concat_tables(tables, promote_options="permissive")
         prompt = _collapse_whitespace(t["caption"].combine_chunks())
@@ -237,6 +250,12 @@ class PickAPic(DatasetAdapter):
                          "image_1_uid": u1, "tie": pa.array(tie), "first": pa.array(first),
                          "shard": t["shard"]}).filter(keep)
 
+    def _skip_metadata_group(self, exc: UnreadableRowGroup) -> None:
+        """Skip an unreadable row group of a metadata shard: its rows are counted, and a warning names it."""
+        _warn_unreadable(self.name, exc, f"skipping its {len(exc.rows)} rows")
+        self.skip(UNREADABLE_META, f"{Path(exc.name).name} row group {exc.group} (rows {exc.rows.start}-{exc.rows.stop - 1})")
+        self.skipped[UNREADABLE_META] += len(exc.rows) - 1
+
     def _skip_rows(self, reason: str, t: pa.Table, mask: np.ndarray, files: list[str]) -> None:
         idx = np.flatnonzero(mask)
         if len(idx):
@@ -262,6 +281,18 @@ class PickAPic(DatasetAdapter):
             kept = np.array(order[:limit])
         return rows.filter(pc.is_in(rows["user_id"], value_set=pa.array(kept, pa.int64())))
 
+    def _note_fewer_users(self, sampled: int, found: int) -> None:
+        """One line (a warning) when ``users=N`` asked for more users than the split holds: how many were
+        asked for and found, and why (fewer users with the rows a split needs, sampled users dropped later)."""
+        limit = get_int(self.name, self.options, "users", None, minimum=1)
+        if limit is None or found >= limit:
+            return
+        why = [f"only {sampled} users have the rows a split needs"] if sampled < limit else []
+        if found < sampled:
+            why.append(f"{sampled - found} sampled users lost rows or targets to the image or leakage checks "
+                       "(see the skipped users)")
+        warnings.warn(f"{self.name}: users={limit} asked for {limit} users, found {found}: {'; '.join(why)}", stacklevel=3)
+
     def _skip_users(self, reason: str, users: np.ndarray) -> None:
         if len(users):
             self.skipped_users[reason] += len(users)
@@ -273,9 +304,16 @@ class PickAPic(DatasetAdapter):
         if self.options.get("images") == "none":
             return rows, None
         shards = self._image_shards()
-        found = shards.locate("ranking_id", rows["ranking_id"])
+        unreadable: list[UnreadableRowGroup] = []
+
+        def skip_group(exc: UnreadableRowGroup) -> None:
+            _warn_unreadable(self.name, exc, "the rows of the split in it count as not found")
+            unreadable.append(exc)
+
+        found = shards.locate("ranking_id", rows["ranking_id"], skip_group)
         here = pa.array([rid in found for rid in rows["ranking_id"].to_pylist()], pa.bool_())
-        self._skip_rows("row not found in the with-images shards", rows, ~_np(here), self._files["metadata"])
+        reason = "row not found in the with-images shards" + (" (some of their row groups unreadable)" if unreadable else "")
+        self._skip_rows(reason, rows, ~_np(here), self._files["metadata"])
         rows = rows.filter(here)
         return rows, RowCache(shards, found, list(IMAGE_COLUMNS))
 
@@ -295,7 +333,12 @@ class PickAPic(DatasetAdapter):
                     outcomes[rid] = entry[2:]
         todo = [rid for rid in order if rid not in outcomes]
         if todo:
-            new = {rid: self._check_row(v, uids[rid], store) for rid, v in cache.rows(keep=store is None, keys=todo)}
+            def skip_group(exc: UnreadableRowGroup, rids: list[int]) -> None:  # not in the index: read again next time
+                _warn_unreadable(self.name, exc, f"skipping its {len(rids)} rows of the split")
+                outcomes.update((rid, [UNREADABLE_IMAGES]) for rid in rids)
+
+            new = {rid: self._check_row(v, uids[rid], store)
+                   for rid, v in cache.rows(keep=store is None, keys=todo, on_unreadable=skip_group)}
             outcomes.update(new)
             if store is not None:
                 store.add_to_index(index, {str(rid): [list(cache.locations[rid]), list(uids[rid]), *outcome]
@@ -414,6 +457,11 @@ def _collapse_whitespace(text: pa.Array) -> pa.Array:
         return text
     fixed = pc.utf8_trim_whitespace(pc.replace_substring_regex(text.filter(needs), rf"{space}+", " "))
     return pc.replace_with_mask(text, needs, fixed)
+
+
+def _warn_unreadable(adapter: str, exc: UnreadableRowGroup, consequence: str) -> None:
+    """One line: what the unreadable row group costs the split, then the file, the group, its rows and why."""
+    warnings.warn(f"{adapter}: {consequence}: {exc}", RuntimeWarning, stacklevel=2)
 
 
 def _np(arr: Any) -> np.ndarray:

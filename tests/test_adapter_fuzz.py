@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from fixtures_adapters import PROMPTS, jpeg, pickapic_row, write_pickapic
 from pigbench.adapter import DatasetAdapter, DatasetError
+from pigbench.adapters.pickapic import UNREADABLE_IMAGES
 from pigbench.adapters.pigbench_format import write_dataset
 from pigbench.protocol import ImageError, Label
 from pigbench.registry import adapters
@@ -516,8 +517,9 @@ def test_a_repeated_parquet_column_is_an_error_naming_the_shard_and_column(picka
             adapters.get("pickapic")(str(root / "meta"), {"images": "none"}).split(seed=0, reference_size=K)
 
 
-def test_strings_not_utf8_in_a_with_images_shard_are_an_error_naming_the_shard(pickapic_template):
-    """A damaged page of uids read as invalid UTF-8 raised UnicodeDecodeError in the hashing pass."""
+def test_strings_not_utf8_in_a_with_images_shard_skip_their_row_group_naming_the_shard(pickapic_template):
+    """A damaged page of uids read as invalid UTF-8 raised UnicodeDecodeError in the hashing pass, then stopped
+    the split with an error naming the shard; its row group is now skipped, named in a warning and counted."""
     tmp, root = copy_of(pickapic_template)
     with tmp:
         path = next((root / "images" / "data").glob("*.parquet"))
@@ -527,9 +529,12 @@ def test_strings_not_utf8_in_a_with_images_shard_are_an_error_naming_the_shard(p
         offsets = np.cumsum([0] + [len(u) for u in uids]).astype(np.int32)
         bad = pa.Array.from_buffers(pa.string(), len(uids), [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(uids))])
         pq.write_table(table.set_column(table.column_names.index("image_0_uid"), "image_0_uid", bad), path)
-        with pytest.raises(DatasetError, match=rf"{re.escape(path.name)}: cannot read as parquet: .*UTF8"):
-            adapters.get("pickapic")(str(root / "meta"), {"images_path": str(root / "images"), "images_cache": "none"}
-                                     ).split(seed=0, reference_size=K)
+        with pytest.warns(RuntimeWarning, match=rf"skipping its (\d+) rows of the split: {re.escape(str(path))}: row group 0 "
+                                                r"\(rows 0-\d+\) cannot be read as parquet: .*UTF8") as caught:
+            split = adapters.get("pickapic")(str(root / "meta"), {"images_path": str(root / "images"), "images_cache": "none"}
+                                             ).split(seed=0, reference_size=K)
+        skipped, = (int(m.group(1)) for w in caught if (m := re.search(r"skipping its (\d+) rows", str(w.message))))
+        assert split.skipped_records[UNREADABLE_IMAGES] == skipped > 0
 
 
 def test_a_repeated_dataframe_column_is_an_error_naming_the_file_and_column():

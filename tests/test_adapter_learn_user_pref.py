@@ -158,6 +158,21 @@ def test_restricted_unpickler_refuses_code_and_trust_flag_is_explicit(tmp_path):
         split(tmp_path, options={"trust_pickle": "maybe"})
 
 
+@pytest.mark.parametrize("options", [{}, {"trust_pickle": "false"}])
+def test_without_trust_pickle_a_frame_holding_more_than_plain_data_is_refused_and_with_it_loads(tmp_path, options):
+    """What trust_pickle=true is for: a trusted frame with a column beyond the restricted set (here
+    datetime.date objects) is refused by default and with trust_pickle=false, naming the global and the
+    option; with trust_pickle=true plain pickle loads it."""
+    import datetime
+
+    extra = frame(TEST_ROWS).assign(created=[datetime.date(2023, 5, 1)] * len(TEST_ROWS))
+    (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(extra))
+    with pytest.raises(DatasetError, match=r"bench_test_w_bad\.pkl: refused to unpickle the global datetime\.date: .*"
+                                           r"--dataset-option trust_pickle=true"):
+        split(tmp_path, options=options)
+    assert len(split(tmp_path, options={"trust_pickle": "true"}).episodes) == 4
+
+
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_dataframe_pickles_of_every_protocol_load_restricted(tmp_path, protocol):
     (tmp_path / "bench_test_w_bad.pkl").write_bytes(pickle.dumps(frame(TEST_ROWS), protocol=protocol))

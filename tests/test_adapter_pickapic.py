@@ -3,14 +3,16 @@
 import hashlib
 import json
 import os
+import re
 import uuid
+import warnings
 
 import pyarrow.parquet as pq
 import pytest
 
 from fixtures_adapters import CORRUPT, PROMPTS, assert_no_leak, jpeg, pickapic_row, run_labels, uid, write_pickapic
 from pigbench.adapter import DatasetError
-from pigbench.adapters.pickapic import PickAPic, PickAPicV1
+from pigbench.adapters.pickapic import UNREADABLE_IMAGES, UNREADABLE_META, PickAPic, PickAPicV1
 from pigbench.protocol import ImageError, Label
 
 CORRUPT_N = 999
@@ -243,17 +245,88 @@ def test_a_missing_metadata_shard_is_an_error_naming_it(data):
         adapter(meta, images="none").split(seed=0)
 
 
-def corrupt_row_group(shard, group):
-    """Flip 40 bytes of the first data page of ``jpg_0`` in row group ``group``: the footer stays readable."""
-    page = pq.ParquetFile(shard).metadata.row_group(group).column(9).data_page_offset
+def corrupt_row_group(shard, group, column="jpg_0"):
+    """Flip 40 bytes of the first data page of ``column`` in row group ``group``: the footer stays readable."""
+    pf = pq.ParquetFile(shard)
+    page = pf.metadata.row_group(group).column(pf.schema_arrow.names.index(column)).data_page_offset
     raw = bytearray(shard.read_bytes())
     raw[page:page + 40] = bytes(b ^ 0xFF for b in raw[page:page + 40])
     shard.write_bytes(bytes(raw))
 
 
-def test_a_corrupt_row_group_is_an_error_naming_the_shard(data, monkeypatch):
-    """Found when hashing the kept rows: a one-line DatasetError, not pyarrow's traceback; found when an
-    evaluator opens an image later (its row no longer kept): that image's ImageError (its sample INVALID), not a crash."""
+def group_rows(shard, group):
+    """The ranking ids of row group ``group`` of ``shard`` and its rows' positions in the file."""
+    pf = pq.ParquetFile(shard)
+    first = sum(pf.metadata.row_group(g).num_rows for g in range(group))
+    return pf.read_row_group(group, columns=["ranking_id"]).column(0).to_pylist(), range(first, first + pf.metadata.row_group(group).num_rows)
+
+
+def unreadable_warnings(caught):
+    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning) and "row group" in str(w.message)]
+
+
+@pytest.mark.parametrize("column,reason", [
+    ("jpg_0", UNREADABLE_IMAGES),  # found by the hashing pass
+    ("ranking_id", "row not found in the with-images shards (some of their row groups unreadable)"),  # found locating rows
+])
+def test_a_corrupt_image_row_group_is_skipped_with_a_warning_and_counted(data, rows, tmp_path, column, reason):
+    """A with-images row group that failed to read stopped the whole split (one DatasetError); its rows of the
+    split are now skipped and counted, with one warning naming the file, the group, its rows and pyarrow's reason,
+    and the split equals that of the metadata without those rows, run after run (with an image store too)."""
+    meta, images = data
+    shard = sorted(images.rglob("*.parquet"))[0]
+    rids, span = group_rows(shard, 1)
+    lost = located_rids(adapter(meta, images), 8) & set(rids)
+    assert lost  # the group holds rows of the split
+    corrupt_row_group(shard, 1, column)
+    with pytest.warns(RuntimeWarning) as caught:
+        split = adapter(meta, images).split(seed=0)
+    consequence = f"skipping its {len(lost)} rows of the split" if column == "jpg_0" else "the rows of the split in it count as not found"
+    message, = unreadable_warnings(caught)
+    assert re.fullmatch(rf"pickapic: {consequence}: {re.escape(str(shard))}: row group 1 \(rows {span.start}-{span.stop - 1}\) "
+                        r"cannot be read as parquet: \S[^\n]*", message), message
+    assert split.skipped_records[reason] == len(lost)
+    used = {r.record_id for e in split.episodes for r in e.references} | {e.target.record_id for e in split.episodes}
+    assert used and not used & {str(r) for r in lost}
+
+    write_pickapic(tmp_path / "without", [r for r in rows if r["ranking_id"] not in lost], images=False, shards=2, row_group_size=16)
+    with warnings.catch_warnings():  # locating its rows goes over the unreadable group too
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = adapter(tmp_path / "without", images).split(seed=0)
+    assert [e.sample_id for e in split.episodes] == [e.sample_id for e in expected.episodes]
+    assert split.fingerprint == expected.fingerprint
+    store = tmp_path / "store"
+    for _ in range(2):  # the second run reuses the index, which records no outcome for the unreadable group's rows
+        with pytest.warns(RuntimeWarning) as caught:
+            again = adapter(meta, images, images_cache=str(store)).split(seed=0)
+        assert unreadable_warnings(caught) == [message]
+        assert again.fingerprint == split.fingerprint and again.skipped_records[reason] == len(lost)
+
+
+def test_a_corrupt_metadata_row_group_is_skipped_with_a_warning_and_counted(data, rows, tmp_path):
+    """A metadata row group that failed to read stopped the whole split; its rows are now skipped and counted,
+    with one warning naming the file, the group, its rows and pyarrow's reason, and the other groups and shards load."""
+    meta, images = data
+    shard = sorted(meta.rglob("*.parquet"))[0]
+    rids, span = group_rows(shard, 1)
+    corrupt_row_group(shard, 1, "caption")
+    with pytest.warns(RuntimeWarning) as caught:
+        split = adapter(meta, images).split(seed=0)
+    message, = unreadable_warnings(caught)
+    assert re.fullmatch(rf"pickapic: skipping its {len(span)} rows: {re.escape(str(shard))}: row group 1 "
+                        rf"\(rows {span.start}-{span.stop - 1}\) cannot be read as parquet: \S[^\n]*", message), message
+    assert split.skipped_records[UNREADABLE_META] == len(span) == len(rids)
+    assert split.skip_examples[UNREADABLE_META] == [f"{shard.name} row group 1 (rows {span.start}-{span.stop - 1})"]
+    write_pickapic(tmp_path / "without", [r for r in rows if r["ranking_id"] not in rids], images=False, shards=2, row_group_size=16)
+    expected = adapter(tmp_path / "without", images).split(seed=0)
+    assert split.users and split.fingerprint == expected.fingerprint
+    with pytest.warns(RuntimeWarning, match=re.escape(message)):
+        assert adapter(meta, images).split(seed=0).fingerprint == split.fingerprint
+
+
+def test_a_row_group_unreadable_when_an_image_is_opened_fails_that_image(data, monkeypatch):
+    """A row group that fails to read when an evaluator opens an image later (its row no longer kept) gives
+    that image's ImageError naming the shard and the group (its sample INVALID), not a crash."""
     import functools
 
     import pigbench.adapters.pickapic as pickapic
@@ -263,16 +336,45 @@ def test_a_corrupt_row_group_is_an_error_naming_the_shard(data, monkeypatch):
     monkeypatch.setattr(pickapic, "RowCache", functools.partial(pickapic.RowCache, max_bytes=0))  # keeps no row
     split = adapter(meta, images).split(seed=0)
     corrupt_row_group(shard, 1)
-    with pytest.raises(DatasetError, match=rf"^{shard}: cannot read as parquet: [^\n]+$"):
-        adapter(meta, images).split(seed=0)
     errors = []
-    for e in split.episodes:
-        for im in (e.target.image_a, e.target.image_b, *(i for r in e.references for i in (r.preferred, r.rejected))):
-            try:
-                im.read_bytes()
-            except ImageError as exc:
-                errors.append(str(exc))
-    assert errors and all(shard.name in m and "cannot read as parquet" in m for m in errors)
+    for im in all_images(split):
+        try:
+            im.read_bytes()
+        except ImageError as exc:
+            errors.append(str(exc))
+    assert errors and all(f"{shard}: row group 1 (rows 3-5) cannot be read as parquet" in m for m in errors)
+
+
+def test_a_read_error_of_the_file_object_is_not_taken_for_a_damaged_row_group(data):
+    """A hub file's network error (an OSError subclass its file object raises) says nothing about the file's
+    bytes: it stops the read as before instead of skipping the group, so a split never depends on the network."""
+    import io
+
+    from pigbench.adapters._parquet import ShardSet, UnreadableRowGroup
+
+    path = sorted(data[1].rglob("*.parquet"))[0]
+
+    class Flaky(io.BytesIO):
+        down = False
+
+        def read(self, size=-1):
+            if self.down:
+                raise ConnectionError("connection reset")
+            return super().read(size)
+
+    flaky = Flaky(path.read_bytes())
+
+    class FS:
+        def open(self, name, mode):
+            return flaky
+
+    shards = ShardSet([str(path)], filesystem=FS())
+    found = shards.locate("ranking_id", pq.read_table(path, columns=["ranking_id"])["ranking_id"])
+    flaky.down = True
+    skipped = []
+    with pytest.raises(DatasetError, match="connection reset") as error:
+        list(shards.read_rows(found, ["jpg_0"], on_unreadable=lambda exc, keys: skipped.append(exc)))
+    assert not isinstance(error.value, UnreadableRowGroup) and not skipped
 
 
 def test_an_image_shard_with_a_mistyped_column_is_an_error_naming_it(data):
@@ -408,6 +510,39 @@ def test_a_sampled_user_whose_rows_the_image_checks_drop_is_counted(tmp_path, ro
     assert split.skip_examples["every row dropped by the image checks"] == ["user 104"]
     sampled_away = {"fewer than 8 decisive reference records plus 1 target record"}  # user 103, before the sample
     assert split.users + sum(n for r, n in split.skipped_users.items() if r not in sampled_away) == 5
+
+
+def fewer_users_notes(caught):
+    return [str(w.message) for w in caught if "asked for" in str(w.message)]
+
+
+def test_users_beyond_those_a_split_can_hold_are_said_once(data):
+    """users=N gave fewer than N users silently when fewer qualified or sampled users lost their targets;
+    one warning now names how many were asked for and found, and why; none when N are found."""
+    with pytest.warns(UserWarning) as caught:
+        split = adapter(*data, users="10").split(seed=0)
+    qualified = adapter(*data)
+    sampled = len(set(qualified._select_users(qualified._usable_rows(), 8, 0)["user_id"].to_pylist()))
+    assert split.users < sampled < 10  # the fixture: fewer users qualify than asked, and leakage drops some
+    assert fewer_users_notes(caught) == [
+        f"pickapic: users=10 asked for 10 users, found {split.users}: only {sampled} users have the rows a split needs; "
+        f"{sampled - split.users} sampled users lost rows or targets to the image or leakage checks (see the skipped users)"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert adapter(*data, users=str(split.users)).split(seed=0).users == split.users
+        assert adapter(*data).split(seed=0).users == split.users  # no users=N: nothing asked for
+    assert fewer_users_notes(caught) == []
+
+
+def test_sampled_users_dropped_by_the_image_checks_are_said_once(tmp_path, rows):
+    """Enough users qualify for users=5, but the split holds fewer (104's rows are missing from the image shards)."""
+    write_pickapic(tmp_path / "m", rows, images=False, shards=2, row_group_size=16)
+    write_pickapic(tmp_path / "i", [r for r in rows if r["user_id"] != 104], images=True, shards=3, row_group_size=3)
+    with pytest.warns(UserWarning) as caught:
+        split = adapter(tmp_path / "m", tmp_path / "i", users="5").split(seed=0)
+    assert fewer_users_notes(caught) == [
+        f"pickapic: users=5 asked for 5 users, found {split.users}: {5 - split.users} sampled users lost rows or targets "
+        "to the image or leakage checks (see the skipped users)"]
 
 
 class Dynamic(PickAPic):
