@@ -98,7 +98,10 @@ class UnreadableRowGroup(DatasetError):
 def _damaged(exc: BaseException) -> bool:
     """Whether ``exc``, raised reading a row group, is pyarrow's own (a page it cannot read or decode,
     strings that are not UTF-8): not an error of the file object under it (a hub file's network errors are
-    subclasses of OSError that pyarrow passes on as raised), which is no property of the file's bytes."""
+    subclasses of OSError that pyarrow passes on as raised), which is no property of the file's bytes; nor
+    running out of memory or a cancelled read (pyarrow's ArrowMemoryError and ArrowCancelled are ArrowExceptions)."""
+    if isinstance(exc, (MemoryError, pa.ArrowCancelled)):
+        return False
     return type(exc) is OSError or isinstance(exc, pa.ArrowException)
 
 

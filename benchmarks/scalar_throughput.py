@@ -663,9 +663,9 @@ def main() -> None:
         "pigbench_images_per_s_default_window": round(fast_rate, 1), "default_window": default_window, "naive_images_per_s": round(naive_rate, 1),
         "naive_pairs": len(subset), "speedup": round(fast_rate / naive_rate, 2),
         "naive_float32_images_per_s": naive_fp32_rate and round(naive_fp32_rate, 1), "max_score_diff_vs_pil_recipe": diffs,
-        "rankings_pigbench_pairs_per_s": args.rankings_too and round(ranking_rates[default_window], 1),
-        "rankings_naive_pairs_per_s": args.rankings_too and round(naive_ranking_pairs, 1),
-        "rankings_speedup": args.rankings_too and round(ranking_speedup, 2),
+        "rankings_pigbench_pairs_per_s": round(ranking_rates[default_window], 1) if args.rankings_too else None,
+        "rankings_naive_pairs_per_s": round(naive_ranking_pairs, 1) if args.rankings_too else None,
+        "rankings_speedup": round(ranking_speedup, 2) if args.rankings_too else None,
         "dtype": str(ev.dtype), "resize_on_device": ev.images.resize_on_device, "device_resize_mismatched_pixels_64_images": mismatched, "stage_ceilings_images_per_s": {k: round(v, 1) for k, v in stages.items()},
     }
     print(json.dumps(figures))

@@ -7,6 +7,7 @@ import re
 import uuid
 import warnings
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -375,6 +376,26 @@ def test_a_read_error_of_the_file_object_is_not_taken_for_a_damaged_row_group(da
     with pytest.raises(DatasetError, match="connection reset") as error:
         list(shards.read_rows(found, ["jpg_0"], on_unreadable=lambda exc, keys: skipped.append(exc)))
     assert not isinstance(error.value, UnreadableRowGroup) and not skipped
+
+
+@pytest.mark.parametrize("error", [pa.lib.ArrowMemoryError("malloc of size 512 failed"), pa.lib.ArrowCancelled("cancelled")])
+def test_running_out_of_memory_or_a_cancelled_read_is_not_taken_for_a_damaged_row_group(data, monkeypatch, error):
+    """pyarrow's ArrowMemoryError and ArrowCancelled are ArrowExceptions, yet say nothing about the file's
+    bytes: they stop the read instead of silently shrinking the split by a skipped group."""
+    from pigbench.adapters._parquet import ShardSet
+
+    path = sorted(data[1].rglob("*.parquet"))[0]
+    shards = ShardSet([str(path)])
+    found = shards.locate("ranking_id", pq.read_table(path, columns=["ranking_id"])["ranking_id"])
+
+    def fail(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", fail)
+    skipped = []
+    with pytest.raises(DatasetError, match=str(error)):
+        list(shards.read_rows(found, ["jpg_0"], on_unreadable=lambda exc, keys: skipped.append(exc)))
+    assert not skipped
 
 
 def test_an_image_shard_with_a_mistyped_column_is_an_error_naming_it(data):
