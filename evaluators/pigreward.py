@@ -28,7 +28,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from pigbench.evaluator import Evaluator, EvaluatorConfig, RequirementError, require_packages, resolve_local_or_hub
+from pigbench.evaluator import (Evaluator, EvaluatorConfig, RequirementError, require_local_folder, require_packages,
+                                resolve_local_or_hub)
 from pigbench.pigreward.config import PIGRewardConfig
 from pigbench.protocol import Episode, Prediction
 from pigbench.store import default_cache_dir
@@ -95,7 +96,7 @@ class PIGReward(Evaluator):
             if not adapter:
                 continue
             adapter_flag = f"--option {option.replace('path', 'adapter')}="
-            resolve_local_or_hub(adapter, "pigreward", "", "the adapter directory", flag=adapter_flag, folder_only=True)
+            require_local_folder(adapter, "pigreward", "", "the adapter directory", adapter_flag)
             if not (Path(adapter) / "adapter_config.json").is_file():
                 raise RequirementError(f"pigreward: adapter directory {adapter!r} has no adapter_config.json, so it is not "
                                        f"a PEFT adapter directory (a full model goes in --option {option}=) ({adapter_flag}DIR)")

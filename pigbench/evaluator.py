@@ -208,25 +208,29 @@ def require_packages(evaluator: str, *modules: str, extra: str = "models", insta
         raise RequirementError(f"{evaluator} needs the Python package(s) {', '.join(missing)}; install them with: {hint}")
 
 
+def require_local_folder(path: str, evaluator: str, env_var: str, what: str, flag: str) -> None:
+    """Fail fast when ``path`` is not a local folder, for a setting that takes no hub id: "no such
+    folder: PATH" (or "is a file, not a folder"), naming ``flag`` and ``env_var``. A mistyped relative
+    path such as ``ckpt/lora`` would otherwise look like a hub id."""
+    from pigbench.hub import local_copy_hint
+
+    if not os.path.isdir(path):
+        problem = f"{what} {path!r} is a file, not a folder" if os.path.exists(path) else f"no such folder: {path!r} ({what})"
+        raise RequirementError(f"{evaluator}: {problem}; {local_copy_hint(flag, env_var)}.")
+
+
 def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str, flag: str = "--model-path",
-                         default: str = "", folder_only: bool = False) -> None:
+                         default: str = "") -> None:
     """Fail fast when ``path`` is neither a local file/dir nor a hub id that can be had now.
 
     A hub id in the local cache is accepted; one that is not must be downloadable: not with
     ``HF_HUB_OFFLINE=1``, and not when the hub does not answer (asked once, without the hub
     library's retries). The message says how to download it (a local path that does not exist:
     ``default``, the published hub id, if given) and that ``flag`` (or ``env_var``, if not empty)
-    points to a local copy.
-
-    ``folder_only``: ``path`` must be a local folder (a caller that takes no hub id). Anything else
-    is "no such folder: PATH" (or "is a file, not a folder"), naming ``flag`` and ``env_var``: a
-    mistyped relative path such as ``ckpt/lora`` looks like a hub id and would get the hub's error.
+    points to a local copy. A setting that takes no hub id uses :func:`require_local_folder`.
     """
     from pigbench.hub import local_copy_hint, not_downloadable
 
-    if folder_only and not os.path.isdir(path):
-        problem = f"{what} {path!r} is a file, not a folder" if os.path.exists(path) else f"no such folder: {path!r} ({what})"
-        raise RequirementError(f"{evaluator}: {problem}; {local_copy_hint(flag, env_var)}.")
     if os.path.exists(path):
         return
     looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 2)[-1]

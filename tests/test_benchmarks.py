@@ -86,8 +86,37 @@ def test_scalar_throughput_times_prompt_encoding(tmp_path):
     ev.predict(bench.episodes(paths[4:], texts, "warm"))  # the warm-up: the same two prompts
     before = ev.texts.encoded_texts
     args = SimpleNamespace(images=4, batch_size=2, device="cpu")
-    rates, _ = bench.time_calls(ev, paths[:4], texts, [0], args, lambda: None, "t")
-    assert ev.texts.encoded_texts - before == 2 and rates[0] > 0
+    rates, pair_rates, _ = bench.time_calls(ev, paths[:4], texts, [0], args, lambda: None, "t")
+    assert ev.texts.encoded_texts - before == 2 and rates[0] > 0 and pair_rates[0] == rates[0] / 2  # 2 pairs of 4 images
+
+
+def test_scalar_throughput_rankings_shape_gives_each_group_its_six_pairs_and_embeds_each_image_once(tmp_path):
+    """--rankings-too: each group of 4 images (one prompt) gives its 6 pairs, so each image is in 3 pairs;
+    pigbench embeds each once, and the pair rate is 1.5 times the distinct-image rate."""
+    spec = importlib.util.spec_from_file_location("scalar_throughput", BENCHMARKS / "scalar_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from pigbench.evaluator import Runtime
+    from pigbench.registry import evaluators
+
+    paths = [bench.write_jpeg((tmp_path / f"{i}.jpg", i)) for i in range(8)]
+    eps = bench.ranking_episodes(paths, ["a red cube", "a blue sphere"], "r")
+    assert len(eps) == 12 and len({e.sample_id for e in eps}) == 12
+    for g in range(2):
+        group = eps[6 * g : 6 * g + 6]
+        assert {e.target.prompt for e in group} == {["a red cube", "a blue sphere"][g]}
+        pairs = {(e.target.image_a.source, e.target.image_b.source) for e in group}
+        assert pairs == {(paths[4 * g + i], paths[4 * g + j]) for i in range(4) for j in range(i + 1, 4)}
+    bench.write_model(tmp_path / "model", bench.TINY, "cpu")
+    cls = evaluators.get("pickscore")
+    ev = cls(cls.Config(model_path=str(tmp_path / "model"), processor_path=str(tmp_path / "model")),
+             Runtime(device="cpu", batch_size=4, num_workers=0))
+    ev.setup()
+    args = SimpleNamespace(images=8, batch_size=4, device="cpu")
+    rates, pair_rates, preds = bench.time_calls(ev, paths, ["a red cube", "a blue sphere"], [0], args, lambda: None, "t",
+                                                bench.ranking_episodes)
+    assert ev.images.encoded_images == 8 and len(preds[0][1]) == 12
+    assert pair_rates[0] == pytest.approx(1.5 * rates[0])
 
 
 def test_pickapic_reads_counts_each_settings_row_group_reads(tmp_path):

@@ -293,9 +293,9 @@ def test_a_set_withdrawn_while_on_screen_moves_on_to_the_next_set(browser, app):
         alice.drag_and_drop(f"#card-{card}", f"#tier-{tier}")
     alice.click("#submit")
     # the note is on the next page only ("Set 1 of 3" reads the same before and after: the set is replaced)
-    expect(alice.locator("#withdrawn")).to_contain_text("withdrawn from the study")
+    expect(alice.locator("#withdrawn")).to_contain_text("withdrawn from your list")
     expect(alice.locator("#progress-text")).to_have_text("Set 1 of 3")
     wait_ready(alice)
     assert json.loads(alice.get_attribute("#task", "data-task"))["set_id"] != on_screen
-    assert "withdrawn from the study" in alice.inner_text("#withdrawn")
+    assert "withdrawn from your list" in alice.inner_text("#withdrawn")
     assert store.own_rankings("annotator001") == []

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pigbench.adapter import DatasetError
-from pigbench.evaluator import RequirementError, resolve_local_or_hub
+from pigbench.evaluator import RequirementError, require_local_folder, resolve_local_or_hub
 from pigbench.hub import cache_only, not_downloadable, remote_files, resolve_root, unreachable
 
 TESTS = Path(__file__).parent
@@ -108,26 +108,25 @@ def test_an_option_flag_takes_dir_without_a_space(dead_hub):
 
 
 @pytest.mark.parametrize("path", ["ckpt/lora", "lora", "./ckpt/lora", "/no/such/ckpt", "~/ckpt/lora"])
-def test_a_folder_only_path_that_does_not_exist_is_no_such_folder_not_a_hub_error(dead_hub, tmp_path, monkeypatch, path):
+def test_a_missing_local_folder_is_no_such_folder_not_a_hub_error(dead_hub, tmp_path, monkeypatch, path):
     """A mistyped relative folder (ckpt/lora) looks like a hub id: it was said to be missing from the hub
     cache, with an `hf download ckpt/lora` command. Where only a folder will do, it is no such folder."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RequirementError) as err:
-        resolve_local_or_hub(path, "demo", "PIGBENCH_X", "the adapter", flag="--option lora=", folder_only=True)
+        require_local_folder(path, "demo", "PIGBENCH_X", "the adapter", "--option lora=")
     assert str(err.value) == f"demo: no such folder: {path!r} (the adapter); pass --option lora=DIR or set PIGBENCH_X=DIR."
 
 
-def test_folder_only_accepts_a_folder_and_refuses_a_file(dead_hub, tmp_path):
-    resolve_local_or_hub(str(tmp_path), "demo", "", "the adapter", flag="--option lora=", folder_only=True)
+def test_a_local_folder_is_accepted_and_a_file_refused(dead_hub, tmp_path):
+    require_local_folder(str(tmp_path), "demo", "", "the adapter", "--option lora=")
     (tmp_path / "adapter_model.safetensors").write_bytes(b"x")
     with pytest.raises(RequirementError) as err:
-        resolve_local_or_hub(str(tmp_path / "adapter_model.safetensors"), "demo", "", "the adapter",
-                             flag="--option lora=", folder_only=True)
+        require_local_folder(str(tmp_path / "adapter_model.safetensors"), "demo", "", "the adapter", "--option lora=")
     assert str(err.value) == (f"demo: the adapter {str(tmp_path / 'adapter_model.safetensors')!r} is a file, "
                               "not a folder; pass --option lora=DIR.")
 
 
-def test_without_folder_only_a_hub_id_looking_path_still_asks_the_hub(dead_hub, tmp_path, monkeypatch):
+def test_where_hub_ids_are_taken_a_hub_id_looking_path_still_asks_the_hub(dead_hub, tmp_path, monkeypatch):
     """Callers that take hub ids keep their error: ckpt/lora may be a repository."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RequirementError, match=f"demo: the model 'ckpt/lora' is not in the local Hugging Face cache and {dead_hub}"):
