@@ -2,7 +2,9 @@
 
 On disk, everything for one key lives in ``<directory>/embeddings/<sha256(model key)[:16]>/``:
 
-* ``key.json``: the full model key (model id, revision or file hash, preprocessing, dtype);
+* ``key.json``: the full model key (model id, revision or file hash, preprocessing, dtype), written
+  by :func:`~pigbench.atomic_file.write_atomic` when the folder is opened and the file does not hold
+  this key already (missing, or torn by a writer of an earlier version killed mid-write);
 * ``<writer>.pt``: one file per stored batch, a dict ``{image hash: feature}`` written by
   :func:`~pigbench.atomic_file.write_atomic` (a temporary file of its own, then rename), so one file
   write serves a whole encoded batch; the temporary file of a writer killed mid-write, and those of
@@ -50,7 +52,7 @@ class EmbeddingCache:
             self.directory.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.directory)
             remove_stale_temps(self.directory, _EARLIER_TEMP)
-            (self.directory / "key.json").write_text(json.dumps({"model_key": model_key}, indent=1))
+            self._write_key()
             self._read_index()
 
     def __contains__(self, image_hash: str) -> bool:
@@ -97,6 +99,17 @@ class EmbeddingCache:
         with open(self.directory / "index.tsv", "a", encoding="ascii") as index:
             index.write("".join(f"{h}\t{name}\n" for h in features))
         self._on_disk.update((h, name) for h in features)
+
+    def _write_key(self) -> None:
+        """Make ``key.json`` hold this model key, written whole; one that holds it already is left as is."""
+        assert self.directory is not None
+        path = self.directory / "key.json"
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # missing, unreadable or torn
+            stored = None
+        if not (isinstance(stored, dict) and stored.get("model_key") == self.model_key):
+            write_atomic(path, json.dumps({"model_key": self.model_key}, indent=1).encode())
 
     def _read_index(self) -> None:
         assert self.directory is not None

@@ -233,8 +233,7 @@ def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str, fla
 
     if os.path.exists(path):
         return
-    looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 2)[-1]
-    if looks_local or path.count("/") != 1:
+    if not _looks_like_hub_id(path):
         source = f" (`hf download {default} --local-dir DIR`)" if default else ""
         raise RequirementError(f"{evaluator}: {what} was not found at {path!r}. Download it{source}, "
                                f"then {local_copy_hint(flag, env_var)}.")
@@ -244,6 +243,14 @@ def resolve_local_or_hub(path: str, evaluator: str, env_var: str, what: str, fla
             f"{evaluator}: {what} {path!r} {problem}. Download it on a machine with internet "
             f"(`hf download {path} --local-dir DIR`), then {local_copy_hint(flag, env_var)}."
         )
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    """Whether a ``path`` that does not exist reads as a hub id ``owner/name``: exactly one ``/``, not
+    starting with ``.``, ``/`` or ``~``, and no other path separator of this system (Windows' ``\\``).
+    Anything else is a local path that is missing."""
+    return (path.count("/") == 1 and not path.startswith((".", "/", "~"))
+            and not (os.sep != "/" and os.sep in path))
 
 
 def _in_hub_cache(repo_id: str) -> bool:

@@ -459,8 +459,11 @@ class PredictionsRecount:
         problems, rows = [], len(self.judged)
         if len(self.sample_ids) != rows:
             problems.append(f"{path}: duplicate sample ids in predictions")
-        if results["predictions"]["count"] != rows or results["split"]["targets"] != rows:
-            problems.append(f"{path}: predictions count {rows} differs from the recorded count")
+        recorded = [f"{field} {count}" for field, count in (("predictions.count", results["predictions"]["count"]),
+                                                            ("split.targets", results["split"]["targets"])) if count != rows]
+        if recorded:
+            problems.append(f"{path}: predictions file {results['predictions']['path']} has {rows} rows; "
+                            f"the results file records {' and '.join(recorded)}")
         users = len({j.user_id for j in self._shared})
         if results["split"]["users"] != users:
             problems.append(f"{path}: split users {results['split']['users']} differs from the {users} users of the predictions")

@@ -325,6 +325,62 @@ def test_a_stalled_connection_is_closed_after_the_timeout_and_others_are_served(
     assert "--connection-timeout (the per-connection read timeout) must be positive, got 0" in capsys.readouterr().err
 
 
+def test_a_client_dripping_its_request_is_closed_at_the_request_deadline(capsys):
+    """The connection timeout restarted with every byte: a client sending a header byte every 29 s held
+    a handler thread for good. The request line, headers and body must now all arrive within twice the
+    connection timeout; a request dripped faster than that is still served."""
+    import socket
+    import time
+
+    from pigbench.build.webapp import REQUEST_DEADLINE_FACTOR, Response, Router
+
+    app = Router()
+    app.route("POST", "/echo")(lambda request: Response(request.body))
+
+    def drip(head: bytes, data: bytes, every_s: float) -> tuple[bytes, float]:
+        """Send ``head``, then ``data`` a byte every ``every_s`` s until the server answers or closes:
+        (answer, seconds)."""
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+            sock.sendall(head)
+            sock.settimeout(every_s)
+            answer = b""
+            for byte in data:
+                try:
+                    sock.sendall(bytes([byte]))
+                    if chunk := sock.recv(4096):
+                        answer += chunk
+                    else:
+                        break  # closed by the server
+                except TimeoutError:
+                    continue  # nothing yet: the next byte
+                except OSError:  # reset: the server closed while a byte was on its way
+                    break
+            sock.settimeout(5)
+            try:
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            except OSError:
+                pass
+        return answer, time.monotonic() - start
+
+    assert REQUEST_DEADLINE_FACTOR == 2
+    server = make_local_server(app, connection_timeout_s=0.4)  # each gap below is well within it
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        request = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+        answer, took = drip(b"", request, 0.002)  # all of it in ~0.15 s
+        assert answer.startswith(b"HTTP/1.0 200") and answer.endswith(b"\r\n\r\nbody") and took < 0.8
+        answer, took = drip(b"GET / HTTP/1.1\r\n", b"Host: x\r\nX-Slow: " + b"y" * 100, 0.1)  # headers never end
+        assert answer == b"" and 0.7 <= took < 1.5
+        answer, took = drip(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", b"z" * 100, 0.1)
+        assert answer.startswith(b"HTTP/1.0 408") and b"did not arrive in time" in answer and 0.7 <= took < 1.5
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "closed: the request was still arriving 0.8 s after the connection opened" in capsys.readouterr().err
+
+
 def test_an_expired_session_gets_the_sign_in_page_and_signing_in_again_keeps_the_rankings(served):
     base, store, invites, admin_token = served
     alice, admin = Browserless(base), Browserless(base)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pigbench.atomic_file import STALE_AGE, TEMP_NAME, temp_path
+import pigbench.embedding_cache as embedding_cache
+from pigbench.atomic_file import STALE_AGE, TEMP_NAME, temp_path, write_atomic
 from pigbench.embedding_cache import EmbeddingCache
 
 
@@ -115,3 +117,31 @@ def test_the_temporary_file_of_a_writer_killed_in_the_save_is_removed_when_the_c
     again = EmbeddingCache("m", tmp_path)
     assert sorted(again.directory.glob("*.tmp")) == sorted([live, legacy[1]])
     assert torch.equal(again.get(_h(1)), torch.ones(2))  # the finished batch is kept
+
+
+def test_a_torn_key_json_is_rewritten_whole_and_the_features_stay(tmp_path, monkeypatch):
+    cache = EmbeddingCache("m@1", tmp_path)
+    cache.put_many({_h(1): torch.ones(2)})
+    key_file = cache.directory / "key.json"
+    assert json.loads(key_file.read_text()) == {"model_key": "m@1"}
+    written = []
+
+    def recording_write(path, data):
+        written.append(path.name)
+        write_atomic(path, data)
+
+    monkeypatch.setattr(embedding_cache, "write_atomic", recording_write)
+
+    EmbeddingCache("m@1", tmp_path)
+    assert written == []  # a key.json that holds the key is left as is
+
+    key_file.write_text('{"model_ke')  # torn by a writer killed mid-write
+    again = EmbeddingCache("m@1", tmp_path)
+    assert written == ["key.json"]  # through write_atomic: never torn again
+    assert json.loads(key_file.read_text()) == {"model_key": "m@1"}
+    assert torch.equal(again.get(_h(1)), torch.ones(2))
+
+    key_file.write_bytes(b"\xff\xfe")  # not even text
+    EmbeddingCache("m@1", tmp_path)
+    assert written == ["key.json", "key.json"]
+    assert json.loads(key_file.read_text()) == {"model_key": "m@1"}

@@ -133,6 +133,33 @@ def test_where_hub_ids_are_taken_a_hub_id_looking_path_still_asks_the_hub(dead_h
         resolve_local_or_hub("ckpt/lora", "demo", "PIGBENCH_X", "the model")
 
 
+@pytest.mark.parametrize("path, hub_id", [
+    ("org/model", True), ("org/model.v2", True), ("org/", True),
+    ("model", False), ("org/model/sub", False), ("a/b/c/d", False), ("/org/model", False), ("/model", False),
+    ("./org", False), ("../model", False), (".cache/model", False), ("~/model", False), ("~org/model", False),
+    ("org\\model", False), ("", False),
+])
+def test_a_missing_path_is_a_hub_id_only_as_owner_slash_name(dead_hub, tmp_path, monkeypatch, path, hub_id):
+    """The hub is asked only about owner/name: one '/', not starting with '.', '/' or '~'; any other
+    missing path is said to be missing where it is."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RequirementError) as err:
+        resolve_local_or_hub(path, "demo", "PIGBENCH_X", "the model")
+    asked_the_hub = "is not in the local Hugging Face cache" in str(err.value)
+    assert asked_the_hub == hub_id
+    assert asked_the_hub != (f"was not found at {path!r}" in str(err.value))
+
+
+@pytest.mark.parametrize("path, hub_id", [("org/model", True), ("org/model\\sub", False), ("org\\x/model", False)])
+def test_a_windows_separator_makes_a_missing_path_local(monkeypatch, path, hub_id):
+    from pigbench.evaluator import _looks_like_hub_id
+
+    monkeypatch.setattr(os, "sep", "/")
+    assert _looks_like_hub_id(path) == (path.count("/") == 1)  # on POSIX a backslash is a name's character
+    monkeypatch.setattr(os, "sep", "\\")
+    assert _looks_like_hub_id(path) == hub_id
+
+
 def test_weight_files_on_the_hub_or_at_a_url_fail_at_once(dead_hub):
     from pigbench.evaluators._weights import WeightFile, check_file, fetch_file
 

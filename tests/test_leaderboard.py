@@ -18,7 +18,7 @@ import pytest
 from pigbench.cli import main as cli_main
 from pigbench.leaderboard import _score, build_site, sample_predictions, script_json
 from pigbench.report.collect import collect
-from pigbench.report.digest import digest_rows
+from digests import digest_rows
 from synthetic_results import XSS
 
 TESTS = Path(__file__).resolve().parent

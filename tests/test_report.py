@@ -21,7 +21,7 @@ from scipy import sparse
 from pigbench.cli import main as cli_main
 from pigbench.evaluator import RequirementError
 from pigbench.report.collect import WITH_REFERENCE, WITHOUT_REFERENCE, Collection, Entry, collect, slug
-from pigbench.report.digest import digest_rows, normalize
+from pigbench.report.digest import normalize
 from pigbench.report.dimensions import analyse_dimensions, dispersion, load_embedder, term_counts
 from pigbench.report.document import FIGURES, build_report
 from pigbench.report.plots import plot_accuracy_vs_reference_size, reference_size_series
@@ -30,6 +30,7 @@ from pigbench.results import load_results
 from pigbench.report.tables import (Cell, Row, Table, ablation_tables, canonical_entries, main_table, mark_best,
                                     to_html, to_latex, to_markdown)
 from pigbench.synthetic_results import make_results
+from digests import digest_rows
 from synthetic_results import XSS
 
 

@@ -1057,9 +1057,13 @@ def test_rows_follow_the_split_and_validate_catches_a_repeated_id_or_a_wrong_tar
     assert validate_results(path) == [f"{path}: duplicate sample ids in predictions"]
     run(config(tmp_path))
     path.write_text(json.dumps({**original, "split": {**original["split"], "targets": 61}}))
-    assert validate_results(path) == [f"{path}: predictions count 60 differs from the recorded count"]
+    assert validate_results(path) == [f"{path}: predictions file {jsonl.name} has 60 rows; the results file records split.targets 61"]
     path.write_text(json.dumps({**original, "predictions": {**original["predictions"], "count": 59}}))
-    assert validate_results(path) == [f"{path}: predictions count 60 differs from the recorded count"]
+    assert validate_results(path) == [f"{path}: predictions file {jsonl.name} has 60 rows; the results file records predictions.count 59"]
+    path.write_text(json.dumps({**original, "predictions": {**original["predictions"], "count": 59},
+                                "split": {**original["split"], "targets": 61}}))
+    assert validate_results(path) == [f"{path}: predictions file {jsonl.name} has 60 rows; "
+                                      "the results file records predictions.count 59 and split.targets 61"]
     users = len({r["user_id"] for r in rows})  # the site shows split.users: it must be the predictions' users
     path.write_text(json.dumps({**original, "split": {**original["split"], "users": users + 1}}))
     assert validate_results(path) == [f"{path}: split users {users + 1} differs from the {users} users of the predictions"]

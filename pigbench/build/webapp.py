@@ -8,8 +8,10 @@ browser marks as sent from another site (``Sec-Fetch-Site``) is refused (403: CS
 body over ``MAX_BODY``, with an invalid Content-Length or with invalid JSON is refused (413, 400);
 an unexpected error answers 500 without details (the traceback goes to the server's stderr).
 A connection that goes ``connection_timeout_s`` (default :data:`DEFAULT_CONNECTION_TIMEOUT_S`) without sending
-a byte while the server waits for its request line, headers or body is closed (a body cut short answers 408),
-so a client that opens a socket and sends nothing, or half a request, holds its handler thread no longer.
+a byte while the server waits for its request line, headers or body, or that has not sent them all
+:data:`REQUEST_DEADLINE_FACTOR` times that long after it opened (a client dripping a byte now and then), is
+closed (a body cut short answers 408), so a client that opens a socket and sends nothing, half a request, or
+its request a byte at a time, holds its handler thread no longer.
 Cookies are ``Secure`` when the request came over HTTPS: the server's own scheme, or, only for a
 ``Router(behind_proxy=True)``, the ``X-Forwarded-Proto: https`` its reverse proxy sets (never on plain
 HTTP, where browsers would drop a Secure cookie of a non-localhost site and sign-in would fail).
@@ -21,8 +23,11 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
+import io
+import socket
 import socketserver
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -35,6 +40,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 MAX_BODY = 64 * 1024
 DEFAULT_CONNECTION_TIMEOUT_S = 30.0  # the longest a connection may wait, silent, for the request's next bytes
+REQUEST_DEADLINE_FACTOR = 2  # the whole request (line, headers, body) must arrive within this many connection timeouts
 LOOPBACK_HOST = re.compile(r"(?:localhost|127\.\d+\.\d+\.\d+|\[::1\])(?::\d+)?", re.IGNORECASE)
 SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
@@ -222,18 +228,46 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     connection_timeout_s: float = DEFAULT_CONNECTION_TIMEOUT_S  # each handler's socket timeout
 
 
+class _DeadlineReader(socket.SocketIO):
+    """The reading end of a connection: each read waits at most ``timeout`` seconds, and none ends
+    later than ``deadline_s`` seconds after this reader was made; either raises :class:`TimeoutError`
+    saying which. The socket's timeout is ``timeout`` again after each read (writes use it too)."""
+
+    def __init__(self, sock: socket.socket, timeout: float, deadline_s: float) -> None:
+        super().__init__(sock, "rb")
+        self.timeout, self.deadline_s = timeout, deadline_s
+        self.deadline = time.monotonic() + deadline_s
+
+    def readinto(self, buffer: Any) -> Optional[int]:
+        remaining = self.deadline - time.monotonic()
+        late = f"the request was still arriving {self.deadline_s:g} s after the connection opened"
+        if remaining <= 0:
+            raise TimeoutError(late)
+        self._sock.settimeout(min(self.timeout, remaining))
+        try:
+            return super().readinto(buffer)
+        except TimeoutError:
+            raise TimeoutError(late if remaining < self.timeout else
+                               f"the request did not arrive within {self.timeout:g} s") from None
+        finally:
+            self._sock.settimeout(self.timeout)
+
+
 class _QuietHandler(WSGIRequestHandler):
-    """Logs only errors, and closes a connection silent for the server's ``connection_timeout_s``."""
+    """Logs only errors, and closes a connection silent for the server's ``connection_timeout_s`` or
+    still sending its request :data:`REQUEST_DEADLINE_FACTOR` times that long after it opened."""
 
     def setup(self) -> None:
         self.timeout = self.server.connection_timeout_s  # type: ignore[attr-defined]  # StreamRequestHandler applies it
         super().setup()
+        self.rfile.close()  # the plain reader StreamRequestHandler made
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.timeout, REQUEST_DEADLINE_FACTOR * self.timeout))
 
     def handle(self) -> None:
         try:
             super().handle()
-        except TimeoutError:  # the request line or headers did not come in time; the server closes the socket
-            sys.stderr.write(f"{self.address_string()} closed: the request did not arrive within {self.timeout:g} s\n")
+        except TimeoutError as exc:  # the request line or headers did not come in time (_DeadlineReader); the server closes the socket
+            sys.stderr.write(f"{self.address_string()} closed: {exc}\n")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         if args and str(args[1]).startswith(("4", "5")):
@@ -243,7 +277,8 @@ class _QuietHandler(WSGIRequestHandler):
 def make_local_server(app: Callable, host: str = "127.0.0.1", port: int = 0,
                       connection_timeout_s: float = DEFAULT_CONNECTION_TIMEOUT_S) -> WSGIServer:
     """A threaded server for ``app``; port 0 picks a free port (see ``server.server_port``). A connection that
-    sends nothing for ``connection_timeout_s`` seconds while its request is awaited is closed."""
+    sends nothing for ``connection_timeout_s`` seconds while its request is awaited, or that is still sending
+    it :data:`REQUEST_DEADLINE_FACTOR` times that long after it opened, is closed."""
     if not connection_timeout_s > 0:
         raise ValueError(f"--connection-timeout (the per-connection read timeout) must be positive, got {connection_timeout_s:g}")
     server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)

@@ -23,7 +23,7 @@ import re
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 SAMPLES_PER_PAGE = 20
 GOLD_CODE = {"A": 1.0, "TIE": 0.0, "B": -1.0}
@@ -75,15 +75,6 @@ class DigestBuilder:
 
     def digest(self) -> Digest:
         return Digest(self.samples.rows(), self.scores, self.dimensions, self.with_dimensions)
-
-
-def digest_rows(rows: Iterable[dict], kind: str, samples: int = SAMPLES_PER_PAGE) -> Digest:
-    """The :class:`Digest` of one file's validated prediction rows (``kind``: the evaluator's kind;
-    ``samples``: how many sample rows to keep)."""
-    builder = DigestBuilder(kind, samples)
-    for row in rows:
-        builder.add(row)
-    return builder.digest()
 
 
 class SampleChooser:

@@ -44,9 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--session-days", type=float, default=DEFAULT_SESSION_DAYS,
                      help=f"sign-ins expire after this many days (default {DEFAULT_SESSION_DAYS:g})")
     run.add_argument("--connection-timeout", type=float, default=DEFAULT_CONNECTION_TIMEOUT_S, metavar="SECONDS",
-                     help="close a connection that sends nothing for this long while its request is awaited "
-                          f"(a client that opens a socket and stalls holds a server thread no longer; "
-                          f"default {DEFAULT_CONNECTION_TIMEOUT_S:g})")
+                     help="close a connection that sends nothing for this long while its request is awaited, "
+                          "or that is still sending its request twice this long after it opened "
+                          f"(a client that opens a socket and stalls, or drips its request, holds a server "
+                          f"thread no longer; default {DEFAULT_CONNECTION_TIMEOUT_S:g})")
     run.add_argument("--behind-proxy", action="store_true",
                      help="served behind an HTTPS reverse proxy that sets X-Forwarded-Proto: "
                           "cookies of requests it forwarded over HTTPS get Secure")
