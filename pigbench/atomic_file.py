@@ -48,10 +48,11 @@ def write_atomic(path: Path, data: bytes, fsync: bool = False) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def remove_stale_temps(directory: Path, pattern: re.Pattern[str] = TEMP_NAME, max_age: float = STALE_AGE) -> list[str]:
-    """Remove the temporary files in ``directory`` (names that ``pattern`` fully matches; its group
-    ``pid`` and, if it matched, ``host`` name the writer) that no live writer holds: written on this
-    host by a process that is gone, or not changed for ``max_age`` seconds. One listing of the folder;
+def remove_stale_temps(directory: Path, *patterns: re.Pattern[str], max_age: float = STALE_AGE) -> list[str]:
+    """Remove the temporary files in ``directory`` (names that one of ``patterns``, by default
+    :data:`TEMP_NAME`, fully matches; its group ``pid`` and, if it matched, ``host`` name the writer)
+    that no live writer holds: written on this host by a process that is gone, or not changed for
+    ``max_age`` seconds. One listing of the folder;
     returns the names removed. Never fails: a folder that is missing or unreadable, or a file removed or
     renamed meanwhile, is skipped."""
     try:
@@ -61,7 +62,7 @@ def remove_stale_temps(directory: Path, pattern: re.Pattern[str] = TEMP_NAME, ma
     removed = []
     now = time.time()
     for entry in entries:
-        match = pattern.fullmatch(entry.name)
+        match = next(filter(None, (pattern.fullmatch(entry.name) for pattern in patterns or (TEMP_NAME,))), None)
         if not match:
             continue
         try:

@@ -31,7 +31,7 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from pigbench.atomic_file import remove_stale_temps, write_atomic
+from pigbench.atomic_file import TEMP_NAME, remove_stale_temps, write_atomic
 
 _LINE = re.compile(r"^([0-9a-f]{64})\t([0-9a-f-]+\.pt)$")
 # The temporary names of earlier versions, written beside the file (no host: the oldest).
@@ -50,8 +50,7 @@ class EmbeddingCache:
         if directory:
             self.directory = Path(directory) / "embeddings" / hashlib.sha256(model_key.encode()).hexdigest()[:16]
             self.directory.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.directory)
-            remove_stale_temps(self.directory, _EARLIER_TEMP)
+            remove_stale_temps(self.directory, TEMP_NAME, _EARLIER_TEMP)
             self._write_key()
             self._read_index()
 

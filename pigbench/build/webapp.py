@@ -11,7 +11,8 @@ A connection that goes ``connection_timeout_s`` (default :data:`DEFAULT_CONNECTI
 a byte while the server waits for its request line, headers or body, or that has not sent them all
 :data:`REQUEST_DEADLINE_FACTOR` times that long after it opened (a client dripping a byte now and then), is
 closed (a body cut short answers 408), so a client that opens a socket and sends nothing, half a request, or
-its request a byte at a time, holds its handler thread no longer.
+its request a byte at a time, holds its handler thread no longer. The same timeout bounds each write of the
+answer to a client that stops reading.
 Cookies are ``Secure`` when the request came over HTTPS: the server's own scheme, or, only for a
 ``Router(behind_proxy=True)``, the ``X-Forwarded-Proto: https`` its reverse proxy sets (never on plain
 HTTP, where browsers would drop a Secure cookie of a non-localhost site and sign-in would fail).
