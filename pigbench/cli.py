@@ -4,7 +4,8 @@ Each module in :data:`COMMANDS` defines ``add_arguments(parser)`` and ``main(arg
 docstring's first line is the subcommand's help, copied into :data:`COMMANDS` so that ``pigbench
 --help`` imports none of them (a test keeps the copies equal). ``python -m`` on a subcommand's
 module is the same command: ``python -m pigbench.run`` is ``pigbench run``, ``python -m
-pigbench.validate`` is ``pigbench validate`` (:func:`run_as_module`). The conventions every
+pigbench.validate`` is ``pigbench validate`` (:func:`run_as_module`), and ``python -m pigbench X``
+is ``pigbench X`` (``pigbench/__main__.py``). The conventions every
 subcommand follows (common flags, exit status, error messages) are in README.md, "Command-line
 conventions"; ``tests/test_cli.py`` checks them on every subcommand's parser.
 """

@@ -188,6 +188,15 @@ def test_python_dash_m_on_a_subcommands_module_is_the_same_command(name, monkeyp
         assert all(s in shown for s in strings) or prog != f"pigbench {name}", (prog, strings)
 
 
+def test_python_dash_m_pigbench_is_the_pigbench_command(tmp_path):
+    """`python -m pigbench validate DIR` said "No module named pigbench.__main__"."""
+    done = subprocess.run([sys.executable, "-m", "pigbench", "validate", str(tmp_path / "missing")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "cannot read results JSON" in done.stdout and done.stderr == "", done.stderr
+    shown = subprocess.run([sys.executable, "-m", "pigbench", "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: pigbench ") and "validate" in shown.stdout
+
+
 def test_python_dash_m_pigbench_list_into_a_closed_pipe_ends_quietly():
     """`python -m pigbench.list | head` ended in a BrokenPipeError traceback, status 1; `pigbench list` exits 141."""
     child = subprocess.Popen([sys.executable, "-m", "pigbench.list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
