@@ -2,11 +2,14 @@
 inline code: ``pigbench SUB ...``, ``python -m pigbench SUB ...``, ``python -m pigbench.run ...``,
 ``torchrun ... -m pigbench.run ...``) names a subcommand that exists, and each of its flags is one
 that subcommand's parser (or the nested parser it reaches: ``build annotate invite``, ``leaderboard
-build``, ``data info``) accepts at that position, so a renamed or removed flag cannot stay in the docs."""
+build``, ``data info``) accepts at that position, and each ``--option KEY=V`` / ``--dataset-option
+KEY=V`` key is one the named built-in evaluator or dataset knows, so a renamed or removed flag or
+option cannot stay in the docs."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shlex
 from dataclasses import dataclass
@@ -117,6 +120,35 @@ def problems(mention: Mention) -> list[str]:
                 found.append(f"{flag} (not an option of {parser.prog})")
         elif word in nested(parser):
             parser = nested(parser)[word]
+    return found + unknown_option_keys(mention.words)
+
+
+def flag_values(words: tuple[str, ...], flag: str) -> list[str]:
+    return [value for name, value in zip(words, words[1:]) if name == flag]
+
+
+def unknown_option_keys(words: tuple[str, ...]) -> list[str]:
+    """``--option KEY=V`` keys that are no config field of the built-in evaluator named (``--evaluator
+    NAME``, ``check-evaluator NAME``), and ``--dataset-option KEY=V`` keys that the dataset named
+    (``--dataset NAME``, ``check-dataset NAME``, ``data info NAME``) does not declare in its
+    ``OPTIONS``; names that are not registered (``my-reward``) are not checked."""
+    from pigbench.registry import adapters, evaluators
+
+    found = []
+    checks = (  # flag naming it, commands naming it by their next word, its option flag, registry, known keys
+        ("--evaluator", [("check-evaluator",)], "--option", evaluators,
+         lambda cls: {f.name for f in dataclasses.fields(cls.Config)}),
+        ("--dataset", [("check-dataset",), ("data", "info")], "--dataset-option", adapters,
+         lambda cls: getattr(cls, "OPTIONS", None)),
+    )
+    for name_flag, commands, option_flag, registry, known_of in checks:
+        names = flag_values(words, name_flag) + [words[len(c)] for c in commands
+                                                 if words[:len(c)] == c and len(words) > len(c)]
+        for name in filter(lambda n: n in registry.names(), names):
+            known = known_of(registry.get(name))
+            for key in (value.split("=", 1)[0] for value in flag_values(words, option_flag)):
+                if known is not None and key not in known:
+                    found.append(f"{option_flag} {key}=...: {name} has no option {key!r}")
     return found
 
 
@@ -137,17 +169,21 @@ def test_the_docs_show_commands_of_every_kind():
 def test_a_renamed_flag_or_subcommand_is_reported_where_it_stands():
     text = ("Run `pigbench run --evaluator x --refs 4` or\n\n```bash\npigbench build annotate invite --count 3 \\\n"
             "    --csv out.csv   # a comment --not-a-flag\npython -m pigbench.run --out r | head --lines 3\n"
-            "torchrun --nproc-per-node 2 -m pigbench.validate --strict\npigbench data-info demo\n```\n")
+            "torchrun --nproc-per-node 2 -m pigbench.validate --strict\npigbench data-info demo\n"
+            "pigbench run --evaluator random --dataset demo --option seed=1 --option sed=1 --dataset-option userz=3\n"
+            "pigbench data info demo --dataset-option seed=2 --dataset-option sed=2\n```\n")
     mentions = text_mentions(text, "doc.md")
     assert [problems(m) for m in mentions] == [
         ["--csv (not an option of pigbench build annotate invite)"],
         [],
         ["--strict (not an option of pigbench validate)"],
         ["no subcommand 'data-info'"],
+        ["--option sed=...: random has no option 'sed'", "--dataset-option userz=...: demo has no option 'userz'"],
+        ["--dataset-option sed=...: demo has no option 'sed'"],
         ["--refs (not an option of pigbench run)"],
     ]
     assert [(m.line, m.words[0]) for m in mentions] == [
-        (4, "build"), (6, "run"), (7, "validate"), (8, "data-info"), (1, "run")]
+        (4, "build"), (6, "run"), (7, "validate"), (8, "data-info"), (9, "run"), (10, "data"), (1, "run")]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
