@@ -68,7 +68,7 @@ def plugin_files(names: PluginNames, kind: str) -> dict[str, str]:
         "README.md": "README.md.tmpl",
         f"{names.package}/__init__.py": "package_init.py.tmpl",
         f"{names.package}/evaluator.py": f"{kind}.py.tmpl",
-        "tests/test_conformance.py": "test_conformance.py.tmpl",
+        f"tests/test_{names.package}.py": "test_conformance.py.tmpl",
     })
 
 

@@ -42,7 +42,7 @@ def plugin_files(names: PluginNames) -> dict[str, Union[str, bytes]]:
         "README.md": "README.md.tmpl",
         f"{names.package}/__init__.py": "package_init.py.tmpl",
         f"{names.package}/adapter.py": "adapter.py.tmpl",
-        "tests/test_conformance.py": "test_conformance.py.tmpl",
+        f"tests/test_{names.package}.py": "test_conformance.py.tmpl",
     }))
     files.update({f"{names.package}/sample/{rel}": content for rel, content in sample_files().items()})
     return files

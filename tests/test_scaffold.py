@@ -43,7 +43,7 @@ def test_taken_name_and_used_directory_are_refused(tmp_path, capsys):
 def test_generated_files_are_complete(kind):
     files = plugin_files(PluginNames.of("my-reward"), kind)
     assert set(files) == {"pyproject.toml", "README.md", "pigbench_my_reward/__init__.py",
-                          "pigbench_my_reward/evaluator.py", "tests/test_conformance.py"}
+                          "pigbench_my_reward/evaluator.py", "tests/test_pigbench_my_reward.py"}
     assert '[project.entry-points."pigbench.evaluators"]\nmy-reward = "pigbench_my_reward.evaluator:MyReward"' \
         in files["pyproject.toml"]
     module = files["pigbench_my_reward/evaluator.py"]

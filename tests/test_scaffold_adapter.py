@@ -40,9 +40,11 @@ def test_generated_files_are_complete():
     files = plugin_files(PluginNames.of("my-data", plugin="dataset"))
     code = {k for k in files if not k.startswith("pigbench_my_data/sample/")}
     assert code == {"pyproject.toml", "README.md", "pigbench_my_data/__init__.py", "pigbench_my_data/adapter.py",
-                    "tests/test_conformance.py"}
+                    "tests/test_pigbench_my_data.py"}
     assert '[project.entry-points."pigbench.adapters"]\nmy-data = "pigbench_my_data.adapter:MyData"' in files["pyproject.toml"]
     assert 'pigbench_my_data = ["sample/*.jsonl", "sample/images/*.png"]' in files["pyproject.toml"]
+    # the sample folders are packages to setuptools: found, not listed (a listed-packages build warned they were absent)
+    assert '[tool.setuptools.packages.find]\ninclude = ["pigbench_my_data*"]' in files["pyproject.toml"]
     module = files["pigbench_my_data/adapter.py"]
     assert "TODO" in module and "class MyData(DatasetAdapter)" in module and "${" not in module
     ast.parse(module)
