@@ -249,6 +249,25 @@ def test_an_attempt_started_near_the_deadline_gets_only_the_time_left():
                         rf"no answer from {re.escape(url)}/chat/completions within 0\.[45]\d* s", gen.error), gen.error
 
 
+def test_a_connect_that_hangs_past_the_request_deadline_names_the_time_the_attempt_had(monkeypatch):
+    """A connect that never completes (a host dropping packets) times out at the deadline inside urllib, which
+    wraps it in a URLError: its message gives the attempt's time (the deadline's), not timeout_s."""
+    import re
+    import socket
+
+    def hanging_connect(self, address):
+        time.sleep(self.gettimeout())
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket.socket, "connect", hanging_connect)
+    b = OpenAIBackend("http://127.0.0.1:9/v1", "m", timeout_s=5.0, request_deadline_s=0.5, retry=RetryPolicy(max_retries=0))
+    start = time.monotonic()
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert time.monotonic() - start < 1.5
+    assert re.fullmatch(r"gave up after 1 attempt in 0\.\d s \(request deadline 0\.5 s\): "
+                        r"no answer from http://127\.0\.0\.1:9/v1/chat/completions within 0\.[45]\d* s", gen.error), gen.error
+
+
 def test_a_run_records_a_sample_whose_server_never_answers_as_failed_by_the_request_deadline(tmp_path):
     """The judge's request_deadline_s option reaches the backend: the run ends, the sample failed for that reason."""
     import socket
