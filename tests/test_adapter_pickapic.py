@@ -342,6 +342,21 @@ def test_a_corrupt_metadata_row_group_is_skipped_with_a_warning_and_counted(data
         assert adapter(meta, images).split(seed=0).fingerprint == split.fingerprint
 
 
+def test_a_metadata_shard_with_no_readable_row_group_is_skipped_whole(tmp_path, rows):
+    """A metadata shard whose only row group is unreadable leaves no table to join: its rows are skipped and
+    counted, and the other shard's rows still make the split."""
+    meta = tmp_path / "m"
+    write_pickapic(meta, rows, images=False, shards=2, row_group_size=1000)
+    shard = sorted(meta.rglob("*.parquet"))[1]  # the first holds the users that make the split
+    assert pq.ParquetFile(shard).num_row_groups == 1
+    _, span = group_rows(shard, 0)
+    corrupt_row_group(shard, 0, "caption")
+    with pytest.warns(RuntimeWarning, match=f"skipping its {len(span)} rows: {re.escape(str(shard))}: row group 0 "):
+        split = adapter(meta, images="none").split(seed=0)
+    assert split.skipped_records[UNREADABLE_META] == len(span)
+    assert split.users and split.episodes
+
+
 def test_a_row_group_unreadable_when_an_image_is_opened_fails_that_image(data, monkeypatch):
     """A row group that fails to read when an evaluator opens an image later (its row no longer kept) gives
     that image's ImageError naming the shard and the group (its sample INVALID), not a crash."""
