@@ -304,6 +304,23 @@ def test_a_corrupt_image_row_group_is_skipped_with_a_warning_and_counted(data, r
         assert again.fingerprint == split.fingerprint and again.skipped_records[reason] == len(lost)
 
 
+def test_a_corrupt_image_row_group_counts_only_its_rows_of_the_split(data):
+    """The warning and the count of an unreadable with-images group give its rows of the split, not all its rows."""
+    meta, images = data
+    split_rids = located_rids(adapter(meta, images, users="2"), 8)
+    groups = [(shard, g, set(group_rows(shard, g)[0])) for shard in sorted(images.rglob("*.parquet"))
+              for g in range(pq.ParquetFile(shard).num_row_groups)]
+    shard, group, lost = next((shard, g, split_rids & rids) for shard, g, rids in groups
+                              if 0 < len(split_rids & rids) < len(rids))  # a group holding rows of the split and others
+    corrupt_row_group(shard, group, "jpg_0")
+    with warnings.catch_warnings(record=True) as caught:  # users=2 finds fewer users: a warning of its own
+        warnings.simplefilter("always")
+        split = adapter(meta, images, users="2").split(seed=0)
+    message, = unreadable_warnings(caught)
+    assert message.startswith(f"pickapic: skipping its {len(lost)} rows of the split: {shard}: row group {group} ")
+    assert split.skipped_records[UNREADABLE_IMAGES] == len(lost)
+
+
 def test_a_corrupt_metadata_row_group_is_skipped_with_a_warning_and_counted(data, rows, tmp_path):
     """A metadata row group that failed to read stopped the whole split; its rows are now skipped and counted,
     with one warning naming the file, the group, its rows and pyarrow's reason, and the other groups and shards load."""
@@ -323,6 +340,21 @@ def test_a_corrupt_metadata_row_group_is_skipped_with_a_warning_and_counted(data
     assert split.users and split.fingerprint == expected.fingerprint
     with pytest.warns(RuntimeWarning, match=re.escape(message)):
         assert adapter(meta, images).split(seed=0).fingerprint == split.fingerprint
+
+
+def test_a_metadata_shard_with_no_readable_row_group_is_skipped_whole(tmp_path, rows):
+    """A metadata shard whose only row group is unreadable leaves no table to join: its rows are skipped and
+    counted, and the other shard's rows still make the split."""
+    meta = tmp_path / "m"
+    write_pickapic(meta, rows, images=False, shards=2, row_group_size=1000)
+    shard = sorted(meta.rglob("*.parquet"))[1]  # the first holds the users that make the split
+    assert pq.ParquetFile(shard).num_row_groups == 1
+    _, span = group_rows(shard, 0)
+    corrupt_row_group(shard, 0, "caption")
+    with pytest.warns(RuntimeWarning, match=f"skipping its {len(span)} rows: {re.escape(str(shard))}: row group 0 "):
+        split = adapter(meta, images="none").split(seed=0)
+    assert split.skipped_records[UNREADABLE_META] == len(span)
+    assert split.users and split.episodes
 
 
 def test_a_row_group_unreadable_when_an_image_is_opened_fails_that_image(data, monkeypatch):
@@ -564,6 +596,20 @@ def test_sampled_users_dropped_by_the_image_checks_are_said_once(tmp_path, rows)
     assert fewer_users_notes(caught) == [
         f"pickapic: users=5 asked for 5 users, found {split.users}: {5 - split.users} sampled users lost rows or targets "
         "to the image or leakage checks (see the skipped users)"]
+
+
+def test_fewer_qualifying_users_with_none_lost_later_are_said_without_a_loss(tmp_path):
+    """When fewer users qualify than users=N asks for and every one of them makes the split, the warning gives
+    that reason alone (no "0 sampled users lost rows")."""
+    rows, n = [], iter(range(1, 1000))
+    for u in range(4):  # 4 users of 10 rows each, no prompt shared: none lost to the leakage checks
+        rows += [pickapic_row(8000 + 10 * u + i, 300 + u, f"user {u} prompt {i}", next(n), next(n), float(i % 2))
+                 for i in range(10)]
+    write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=16)
+    with pytest.warns(UserWarning) as caught:
+        split = adapter(tmp_path / "m", images="none", users="6").split(seed=0)
+    assert split.users == 4 and not split.skipped_users
+    assert fewer_users_notes(caught) == ["pickapic: users=6 asked for 6 users, found 4: only 4 users have the rows a split needs"]
 
 
 class Dynamic(PickAPic):

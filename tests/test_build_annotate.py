@@ -381,6 +381,16 @@ def test_a_client_dripping_its_request_is_closed_at_the_request_deadline(capsys)
     assert "closed: the request was still arriving 0.8 s after the connection opened" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), -1.0])
+def test_a_connection_timeout_that_is_not_positive_is_refused_before_serving(tmp_path, timeout):
+    """NaN compares false with everything: a check written as ``timeout <= 0`` would let it through, and every
+    connection would then fail setting its socket's timeout."""
+    store = AnnotationStore(Workspace.at(tmp_path).annotate_db)
+    store.initialize(1, 1, seed=0)
+    with pytest.raises(ValueError, match=rf"--connection-timeout .* must be positive, got {timeout:g}$"):
+        make_local_server(make_annotate_app(store, tmp_path), connection_timeout_s=timeout)
+
+
 def test_an_expired_session_gets_the_sign_in_page_and_signing_in_again_keeps_the_rankings(served):
     base, store, invites, admin_token = served
     alice, admin = Browserless(base), Browserless(base)
@@ -595,6 +605,60 @@ def test_a_withdrawn_set_replaced_and_then_kept_again_never_takes_an_annotator_p
     assert [a.set_id for a in store.assignments("alice")] == [first, replacement]
     store.sync_sets(sets)
     assert [a.set_id for a in store.assignments("alice")] == [first, third, replacement]  # back: within her share
+
+
+def test_a_top_up_with_fewer_sets_than_withdrawn_replaces_only_as_many_first_in_position_order(tmp_path):
+    """Each set a top-up adds stands in for one withdrawn assignment, the first in position order: one
+    withdrawn assignment left without a replacement comes back when its set is kept again, filling the share."""
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(3, 3, seed=1, open_signup=True)
+    sets = fake_sets(4)
+    store.sync_sets(sets)
+    store.sign_in("alice")
+    first, second, third = (a.set_id for a in store.assignments("alice"))
+    (spare,) = {s.set_id for s in sets} - {first, second, third}
+    store.sync_sets([s for s in sets if s.set_id not in (first, second)])  # both withdrawn from alice
+    assert store.top_up("alice") == 1  # the one set she does not have
+    assert [(a.set_id, a.replaced) for a in store.assignments("alice", withdrawn=True)] == [(first, True), (second, False)]
+    store.sync_sets(sets)  # both kept again: the one not replaced comes back, within her share
+    assert [a.set_id for a in store.assignments("alice")] == [second, third, spare]
+    assert [a.set_id for a in store.assignments("alice", withdrawn=True)] == [first]
+
+
+def test_a_second_top_up_replaces_the_newly_withdrawn_set_not_one_replaced_before(tmp_path):
+    """A set withdrawn after an earlier top-up is the one the next top-up replaces (an assignment replaced
+    before stays as it is), so keeping both sets again never takes the annotator past max_sets."""
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(3, 3, seed=2, open_signup=True)
+    sets = fake_sets(6)
+    store.sync_sets(sets)
+    store.sign_in("alice")
+    first, second, third = (a.set_id for a in store.assignments("alice"))
+    store.sync_sets([s for s in sets if s.set_id != second])
+    assert store.top_up("alice") == 1
+    store.sync_sets([s for s in sets if s.set_id != third])  # second kept again (replaced: stays withdrawn), third withdrawn
+    assert store.top_up("alice") == 1
+    store.sync_sets(sets)
+    mine = store.assignments("alice")
+    assert len(mine) == 3 and {second, third}.isdisjoint(a.set_id for a in mine)
+    assert [(a.set_id, a.replaced) for a in store.assignments("alice", withdrawn=True)] == [(second, True), (third, True)]
+
+
+def test_annotators_a_set_was_replaced_for_do_not_count_as_its_annotators_when_others_are_assigned(tmp_path):
+    """The least covered sets a new annotator gets are counted without the annotators a set was replaced for
+    (they will not rank it): a set kept again after two annotators' top-ups replaced it is the least covered."""
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    store.initialize(1, 1, seed=0, open_signup=True)
+    only, *later = fake_sets(3)
+    store.sync_sets([only])
+    store.sign_in("alice")
+    store.sign_in("bob")  # both get the only set
+    store.sync_sets(later)  # withdrawn from both, who get one new set each
+    assert store.top_up("alice") == 1 and store.top_up("bob") == 1
+    assert {store.assignments(a)[0].set_id for a in ("alice", "bob")} == {s.set_id for s in later}
+    store.sync_sets([only, *later])
+    store.sign_in("carol")
+    assert [a.set_id for a in store.assignments("carol")] == [only.set_id]  # no one may rank it; the others have one each
 
 
 def test_an_older_database_gets_the_retired_column_and_keeps_its_rankings(tmp_path):

@@ -145,3 +145,32 @@ def test_a_torn_key_json_is_rewritten_whole_and_the_features_stay(tmp_path, monk
     EmbeddingCache("m@1", tmp_path)
     assert written == ["key.json", "key.json"]
     assert json.loads(key_file.read_text()) == {"model_key": "m@1"}
+
+
+def test_an_earlier_versions_temporary_name_with_a_host_is_swept_when_stale(tmp_path):
+    """The version before write_atomic named its temporary files ``<pid>-<12 hex>.pt.<host>.tmp``: one a day
+    old is removed, a recent one (perhaps another host's live writer) is kept."""
+    cache = EmbeddingCache("m", tmp_path)
+    stale, recent = (cache.directory / f"123-{i:012x}.pt.0badc0de.tmp" for i in range(2))
+    for path in (stale, recent):
+        path.write_bytes(b"part")
+    old = time.time() - STALE_AGE - 60
+    os.utime(stale, (old, old))
+    again = EmbeddingCache("m", tmp_path)
+    assert sorted(again.directory.glob("*.tmp")) == [recent]
+
+
+def test_a_batch_whose_file_write_fails_gets_no_index_line(tmp_path, monkeypatch):
+    """The index names a batch file only once it exists: a write that fails (a full disk) leaves no line."""
+    import pigbench.embedding_cache as embedding_cache
+
+    cache = EmbeddingCache("m", tmp_path)
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(embedding_cache, "write_atomic", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        cache.put_many({_h(1): torch.ones(2)})
+    index = cache.directory / "index.tsv"
+    assert not index.exists() or index.read_text() == ""

@@ -232,6 +232,42 @@ def test_a_server_that_never_answers_holds_a_request_no_longer_than_its_deadline
     assert gen.text is None and "\n" not in gen.error
 
 
+def test_an_attempt_started_near_the_deadline_gets_only_the_time_left():
+    """A request deadline shorter than timeout_s ends the attempt in flight by the deadline (the attempt gets the
+    time left), and a request's last attempt out of time says so, with the time it was given."""
+    import re
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        b = OpenAIBackend(url, "m", timeout_s=5.0, request_deadline_s=0.5, retry=RetryPolicy(max_retries=0))
+        start = time.monotonic()
+        (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+        took = time.monotonic() - start
+    assert 0.45 <= took < 1.5 and b.requests_sent == 1  # 5 s without the deadline
+    assert re.fullmatch(rf"gave up after 1 attempt in 0\.\d s \(request deadline 0\.5 s\): "
+                        rf"no answer from {re.escape(url)}/chat/completions within 0\.[45]\d* s", gen.error), gen.error
+
+
+def test_a_connect_that_hangs_past_the_request_deadline_names_the_time_the_attempt_had(monkeypatch):
+    """A connect that never completes (a host dropping packets) times out at the deadline inside urllib, which
+    wraps it in a URLError: its message gives the attempt's time (the deadline's), not timeout_s."""
+    import re
+    import socket
+
+    def hanging_connect(self, address):
+        time.sleep(self.gettimeout())
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket.socket, "connect", hanging_connect)
+    b = OpenAIBackend("http://127.0.0.1:9/v1", "m", timeout_s=5.0, request_deadline_s=0.5, retry=RetryPolicy(max_retries=0))
+    start = time.monotonic()
+    (gen,) = b.generate([Prompt((text("x"),))], GenerationParams())
+    assert time.monotonic() - start < 1.5
+    assert re.fullmatch(r"gave up after 1 attempt in 0\.\d s \(request deadline 0\.5 s\): "
+                        r"no answer from http://127\.0\.0\.1:9/v1/chat/completions within 0\.[45]\d* s", gen.error), gen.error
+
+
 def test_a_run_records_a_sample_whose_server_never_answers_as_failed_by_the_request_deadline(tmp_path):
     """The judge's request_deadline_s option reaches the backend: the run ends, the sample failed for that reason."""
     import socket

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import re
 
 import pytest
@@ -599,9 +600,38 @@ def test_an_adapter_trained_on_another_base_is_one_checkpoint_error_naming_both(
     wider["text"]["hidden_size"] = 96
     other, _ = qwen2_vl(shape=wider, seed=0)
     peft.get_peft_model(other, peft.LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    config_file = tmp_path / "adapter" / "adapter_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "base_model_name_or_path": "org/wider-base"}))
     with pytest.raises(CheckpointError, match=rf"^the PIGReward adapter at '{re.escape(str(tmp_path / 'adapter'))}' does not "
                                               rf"fit the model at '{re.escape(str(tmp_path / 'base'))}': its tensors have other "
                                               r"shapes than that model's layers, so it was trained on another base model "
-                                              r"\(its adapter_config.json names .*\); give that base model \(pass --option reward_path=DIR\)$"):
+                                              r"\(its adapter_config.json names 'org/wider-base'\); give that base model "
+                                              r"\(pass --option reward_path=DIR\)$"):
         load_lvlm(str(tmp_path / "base"), "PIGReward", dtype="float32", adapter=str(tmp_path / "adapter"),
                   model_flag="--option reward_path=")
+
+
+def test_running_out_of_gpu_memory_merging_an_adapter_is_no_checkpoint_error(tiny, tmp_path, monkeypatch):
+    """torch's OutOfMemoryError is a RuntimeError, as peft's shape mismatch is: it stays itself, not a message
+    blaming the adapter for another base model."""
+    from peft import PeftModel
+
+    from pigbench.lvlm_loader import load_lvlm
+
+    _saved_base_and_adapter(tiny, tmp_path)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(PeftModel, "load_adapter", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="CUDA out of memory"):
+        load_lvlm(str(tmp_path / "base"), "PIGReward", dtype="float32", adapter=str(tmp_path / "adapter"))
+
+
+@pytest.mark.parametrize("dtype,device,expected", [
+    ("auto", "cuda", torch.bfloat16), ("auto", "cuda:1", torch.bfloat16), ("auto", "cpu", torch.float32),
+    ("float16", "cpu", torch.float16)])
+def test_dtype_auto_is_bfloat16_on_any_cuda_device_and_float32_elsewhere(dtype, device, expected):
+    from pigbench.lvlm_loader import torch_dtype
+
+    assert torch_dtype(dtype, device) is expected

@@ -200,6 +200,7 @@ def test_the_options_set_the_format_rules():
     FormatRules(min_dimensions=5, score_min=1, score_max=5),
     FormatRules(score_min=0, score_max=1),
     FormatRules(min_dimensions=4, score_min=1, score_max=2),
+    FormatRules(min_dimensions=1, score_min=1, score_max=2),  # too narrow for whole numbers: 1.5 and 2 would tie
     FormatRules(score_min=-3, score_max=3),
     FormatRules(min_dimensions=6, score_min=0.1, score_max=0.9),
 ])
@@ -216,3 +217,6 @@ def test_the_reward_prompts_example_reply_passes_the_strict_parser(rules):
     assert len(j.dimensions) == rules.min_dimensions and f"at least {rules.min_dimensions} evaluation" in head
     if rules.min_dimensions >= 2:
         assert any(d.score_a > d.score_b for d in j.dimensions) and any(d.score_b > d.score_a for d in j.dimensions)
+    scores = [d[side] for d in json.loads(example)["dimensions"] for side in ("score_a", "score_b")]
+    whole = float(rules.score_min).is_integer() and float(rules.score_max).is_integer() and rules.score_max - rules.score_min >= 4
+    assert all(isinstance(score, int) for score in scores) == whole  # whole numbers where the range allows
