@@ -575,17 +575,24 @@ def test_a_top_up_never_exceeds_the_maximum_and_follows_the_settings(tmp_path):
     assert not {a.set_id for a in store.assignments("alice")} & set(mine)
 
 
+def alice_with_three_of(n_sets: int, seed: int, path) -> tuple[AnnotationStore, list, tuple[str, str, str]]:
+    """A store of ``n_sets`` offered sets, 3 to each annotator (open sign-up), where alice has signed in:
+    (store, the sets, her three set ids in position order)."""
+    store = AnnotationStore(path)
+    store.initialize(3, 3, seed=seed, open_signup=True)
+    sets = fake_sets(n_sets)
+    store.sync_sets(sets)
+    store.sign_in("alice")
+    first, second, third = (a.set_id for a in store.assignments("alice"))
+    return store, sets, (first, second, third)
+
+
 def test_a_withdrawn_set_replaced_and_then_kept_again_never_takes_an_annotator_past_max_sets(tmp_path):
     """A set withdrawn (retired unranked), replaced by a top-up and then kept again came back to the annotator's list
     beside its replacement: max_sets + 1 sets. The replaced assignment now stays withdrawn from them (a ranking of it
     is refused), and no longer counts as an annotator of the set when others are assigned; one withdrawn but not
     yet replaced still comes back."""
-    store = AnnotationStore(tmp_path / "a.sqlite")
-    store.initialize(3, 3, seed=4, open_signup=True)
-    sets = fake_sets(6)
-    store.sync_sets(sets)
-    store.sign_in("alice")
-    first, second, third = (a.set_id for a in store.assignments("alice"))
+    store, sets, (first, second, third) = alice_with_three_of(6, seed=4, path=tmp_path / "a.sqlite")
     store.submit("alice", first, [1, 2, 3, 4])
     store.sync_sets([s for s in sets if s.set_id != second])  # withdrawn from alice
     assert store.top_up("alice") == 1  # replaced (as the task page or a sign-in does)
@@ -610,12 +617,7 @@ def test_a_withdrawn_set_replaced_and_then_kept_again_never_takes_an_annotator_p
 def test_a_top_up_with_fewer_sets_than_withdrawn_replaces_only_as_many_first_in_position_order(tmp_path):
     """Each set a top-up adds stands in for one withdrawn assignment, the first in position order: one
     withdrawn assignment left without a replacement comes back when its set is kept again, filling the share."""
-    store = AnnotationStore(tmp_path / "a.sqlite")
-    store.initialize(3, 3, seed=1, open_signup=True)
-    sets = fake_sets(4)
-    store.sync_sets(sets)
-    store.sign_in("alice")
-    first, second, third = (a.set_id for a in store.assignments("alice"))
+    store, sets, (first, second, third) = alice_with_three_of(4, seed=1, path=tmp_path / "a.sqlite")
     (spare,) = {s.set_id for s in sets} - {first, second, third}
     store.sync_sets([s for s in sets if s.set_id not in (first, second)])  # both withdrawn from alice
     assert store.top_up("alice") == 1  # the one set she does not have
@@ -628,12 +630,7 @@ def test_a_top_up_with_fewer_sets_than_withdrawn_replaces_only_as_many_first_in_
 def test_a_second_top_up_replaces_the_newly_withdrawn_set_not_one_replaced_before(tmp_path):
     """A set withdrawn after an earlier top-up is the one the next top-up replaces (an assignment replaced
     before stays as it is), so keeping both sets again never takes the annotator past max_sets."""
-    store = AnnotationStore(tmp_path / "a.sqlite")
-    store.initialize(3, 3, seed=2, open_signup=True)
-    sets = fake_sets(6)
-    store.sync_sets(sets)
-    store.sign_in("alice")
-    first, second, third = (a.set_id for a in store.assignments("alice"))
+    store, sets, (first, second, third) = alice_with_three_of(6, seed=2, path=tmp_path / "a.sqlite")
     store.sync_sets([s for s in sets if s.set_id != second])
     assert store.top_up("alice") == 1
     store.sync_sets([s for s in sets if s.set_id != third])  # second kept again (replaced: stays withdrawn), third withdrawn
