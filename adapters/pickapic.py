@@ -17,12 +17,14 @@ Pipeline; skipped rows and users are counted by reason:
    False with a decisive label, ``best_image_uid`` disagreeing with the labels, repeated ``ranking_id``. A tie is
    ``label_0 == label_1 == 0.5`` (``has_label`` False, ``best_image_uid == "none"``): ranks (1, 1). Captions are stripped and their
    whitespace collapsed (leakage checks also lower-case them).
-3. Users: keep those with >= K decisive and >= K + 1 usable rows (K = reference size, default 8;
-   the official val/test splits hold at most one prompt per user, hence ``train``).
+3. Users: keep those with >= K + 1 decisive (non-tie) rows (K = reference size, default 8: 9 rows;
+   the datasets spec's rule, so that every user has a decisive target besides K references; a dynamic
+   size needs 2 rows). The official val/test splits hold at most one prompt per user, hence ``train``.
    ``users=N`` keeps a seeded sample of N of them, drawn before step 4: a sampled user losing rows there
-   is counted as a skipped user (all rows: ``every row dropped by the image checks``), so the split
-   may hold fewer than N users; when it does (or fewer than N users qualify), a one-line warning says
-   how many were asked for and found, and why.
+   is counted as a skipped user (all rows: ``every row dropped by the image checks``; too many decisive
+   rows: the step's reason, ``after the image checks``), so the split may hold fewer than N users; when
+   it does (or fewer than N users qualify), a one-line warning says how many were asked for and found,
+   and why.
 4. Images of the kept rows only: rows are found in the with-images shards by ``ranking_id``
    (reading only that column); only the row groups holding them are read, both images hashed
    (SHA-256) and their uids checked; pairs with byte-identical images are dropped.
@@ -160,6 +162,9 @@ class PickAPic(DatasetAdapter):
             rows = rows.filter(pa.array([rid in hashes for rid in rows["ranking_id"].to_pylist()], pa.bool_()))
         self._skip_users("every row dropped by the image checks", np.setdiff1d(
             selected["user_id"].to_numpy(zero_copy_only=False), rows["user_id"].to_numpy(zero_copy_only=False)))
+        users, ok, reason = _eligibility(rows, k)
+        self._skip_users(f"{reason} after the image checks", users[~ok])
+        rows = rows.filter(pc.is_in(rows["user_id"], value_set=pa.array(users[ok], pa.int64())))
         result = split_pairs(self._columns(rows, cache, hashes, store), self.name, seed, k, max_targets_per_user)
         self._note_fewer_users(len(np.unique(selected["user_id"].to_numpy(zero_copy_only=False))), result.users)
         result.skipped_records.update(self.skipped)
@@ -264,14 +269,7 @@ class PickAPic(DatasetAdapter):
             self.skipped[reason] += len(idx) - min(len(idx), 5)
 
     def _select_users(self, rows: pa.Table, k: Optional[int], seed: int) -> pa.Table:
-        users = rows["user_id"].to_numpy(zero_copy_only=False)
-        uniq, inv = np.unique(users, return_inverse=True)
-        n_all = np.bincount(inv, minlength=len(uniq))
-        n_dec = np.bincount(inv, weights=~rows["tie"].to_numpy(zero_copy_only=False), minlength=len(uniq))
-        if k is None:
-            ok, reason = n_all >= 2, "fewer than 2 ranked sets"
-        else:
-            ok, reason = (n_all >= k + 1) & (n_dec >= k), f"fewer than {k} decisive reference records plus 1 target record"
+        uniq, ok, reason = _eligibility(rows, k)
         self._skip_users(reason, uniq[~ok])
         kept = uniq[ok]
         limit = get_int(self.name, self.options, "users", None, minimum=1)
@@ -446,6 +444,19 @@ class PickAPicV1(PickAPic):
     name = "pickapic-v1"
     homepage = "https://huggingface.co/datasets/yuvalkirstain/pickapic_v1"
     META_REPO, IMAGE_REPO = "yuvalkirstain/pickapic_v1_no_images", "yuvalkirstain/pickapic_v1"
+
+
+def _eligibility(rows: pa.Table, k: Optional[int]) -> tuple[np.ndarray, np.ndarray, str]:
+    """The users of ``rows`` (sorted), whether each has the rows a split with reference size ``k``
+    needs, and the reason of those that do not. Fixed K: K + 1 decisive (non-tie) rows, K references
+    plus a decisive target (../shared/specs/datasets.md section 1.6, pitfall 4: "keep users with
+    >= ref_size + 1 labelled non-tie rows"); a user with K decisive rows and ties only besides would be
+    scored on ties alone. Dynamic (None): 2 rows."""
+    uniq, inv = np.unique(rows["user_id"].to_numpy(zero_copy_only=False), return_inverse=True)
+    if k is None:
+        return uniq, np.bincount(inv, minlength=len(uniq)) >= 2, "fewer than 2 ranked sets"
+    n_dec = np.bincount(inv, weights=~rows["tie"].to_numpy(zero_copy_only=False), minlength=len(uniq))
+    return uniq, n_dec >= k + 1, f"fewer than {k + 1} decisive rows ({k} references plus 1 decisive target)"
 
 
 def _collapse_whitespace(text: pa.Array) -> pa.Array:

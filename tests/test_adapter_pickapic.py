@@ -36,7 +36,7 @@ def fixture_rows():
     for i in range(10):  # user 102: one corrupt image
         add(102, PROMPTS[i], 1.0, n1=CORRUPT_N if i == 0 else None)
     for i in range(9):  # user 104: 8 decisive rows and one legacy tie (0.5 with has_label True, best = a 3rd image of a
-        if i == 4:  # 4-image ranking, neither image_0 nor image_1): the target is the tie
+        if i == 4:  # 4-image ranking, neither image_0 nor image_1); its 9th decisive row is added last
             add(104, PROMPTS[i], 0.5, has_label=True, best_image_uid=uid(850))
         else:
             add(104, PROMPTS[i], 0.0)
@@ -50,6 +50,7 @@ def fixture_rows():
     add(102, "same bytes, two uids", 1.0, n0=801, n1=802)
     add(102, "best disagrees", 1.0, best_image_uid=uid(803))
     add(102, "decisive but has_label False", 1.0, has_label=False)
+    add(104, PROMPTS[9], 0.0)  # 104's 9th decisive row: K + 1 = 9 decisive rows make 104 a user of the split
     rows.append(dict(rows[0]))  # a repeated ranking_id
     return rows
 
@@ -115,8 +116,9 @@ def test_split_users_ties_and_leaks(data):
     assert_no_leak(split)
     assert {e.user_id for e in split.episodes} == {"101", "102", "104"}
     assert all(len(e.references) == 8 for e in split.episodes)
-    assert [e.target.gold for e in split.episodes if e.user_id == "104"] == [Label.TIE]
-    assert split.skipped_users["fewer than 8 decisive reference records plus 1 target record"] == 1
+    golds_104 = sorted(e.target.gold.value for e in split.episodes if e.user_id == "104")  # the legacy tie and a decisive row
+    assert len(golds_104) == 2 and golds_104[1] == "TIE" and golds_104[0] in ("A", "B")
+    assert split.skipped_users["fewer than 9 decisive rows (8 references plus 1 decisive target)"] == 1
     assert split.skipped_users["no target left after leakage checks"] == 2  # 105 (image), 106 (prompt)
     assert split.skipped_records["target image appears in the user's references"] == 1
     assert split.skipped_records["target prompt appears in the user's references"] == 1
@@ -561,8 +563,33 @@ def test_a_sampled_user_whose_rows_the_image_checks_drop_is_counted(tmp_path, ro
     split = adapter(tmp_path / "m", tmp_path / "i", users="5").split(seed=0)
     assert split.skipped_users["every row dropped by the image checks"] == 1
     assert split.skip_examples["every row dropped by the image checks"] == ["user 104"]
-    sampled_away = {"fewer than 8 decisive reference records plus 1 target record"}  # user 103, before the sample
+    sampled_away = {"fewer than 9 decisive rows (8 references plus 1 decisive target)"}  # user 103, before the sample
     assert split.users + sum(n for r, n in split.skipped_users.items() if r not in sampled_away) == 5
+
+
+def test_a_user_needs_k_plus_1_decisive_rows(tmp_path):
+    """../shared/specs/datasets.md section 1.6, pitfall 4: "keep users with >= ref_size + 1 labelled non-tie rows
+    (PIGReward: 8 refs -> >= 9)". A user with 8 decisive rows and ties besides was kept, scored on ties alone;
+    such a user is now skipped, before the image checks and (when they drop a decisive row) after them."""
+    rows, n = [], iter(range(1, 400))
+
+    def user(u, decisive, ties, first=0):
+        return [pickapic_row(first + i, u, f"user {u} prompt {i}", next(n), next(n), 0.5 if i >= decisive else float(i % 2))
+                for i in range(decisive + ties)]
+
+    rows += user(301, 8, 2, first=9000)  # 8 decisive rows and 2 ties: too few
+    rows += user(302, 9, 1, first=9100)  # 9 decisive rows and a tie: kept
+    rows += user(303, 9, 1, first=9200)  # 9 decisive rows, one of two byte-identical images: 8 left after the checks
+    rows[-2]["jpg_1"] = rows[-2]["jpg_0"]
+    write_pickapic(tmp_path / "m", rows, images=False, shards=1, row_group_size=16)
+    write_pickapic(tmp_path / "i", rows, images=True, shards=1, row_group_size=16)
+    split = adapter(tmp_path / "m", tmp_path / "i").split(seed=0)
+    assert {e.user_id for e in split.episodes} == {"302"}
+    assert any(e.target.gold != Label.TIE for e in split.episodes)
+    reason = "fewer than 9 decisive rows (8 references plus 1 decisive target)"
+    assert split.skipped_users == {reason: 1, f"{reason} after the image checks": 1}
+    assert split.skip_examples[reason] == ["user 301"] and split.skip_examples[f"{reason} after the image checks"] == ["user 303"]
+    assert split.skipped_records["identical image bytes in a pair"] == 1
 
 
 def fewer_users_notes(caught):
@@ -633,7 +660,11 @@ def test_columnar_split_equals_build_split_on_the_records(data, k, max_targets):
         assert view(fast) == view(slow) and fast.fingerprint == slow.fingerprint and fast.users == slow.users
         for reason, count in slow.skipped_records.items():
             assert fast.skipped_records[reason] == count, reason
-        assert fast.skipped_users == slow.skipped_users
+        # the adapter asks K + 1 decisive rows of a user where the shared splitter asks K and 1 more row; no
+        # user of the fixture has exactly K decisive rows and a tie, so only the reason's wording differs
+        wording = {f"fewer than {k} decisive reference records plus 1 target record":
+                   f"fewer than {k + 1} decisive rows ({k} references plus 1 decisive target)"} if k is not None else {}
+        assert fast.skipped_users == {wording.get(r, r): n for r, n in slow.skipped_users.items()}
 
 
 def test_columnar_dynamic_split_skips_users_without_a_decisive_reference_like_build_split(tmp_path):
