@@ -64,7 +64,6 @@ from pigbench.judging.messages import Prompt, encode_image
 from pigbench.judging.request_cache import RequestCache, request_key
 from pigbench.judging.server_pool import ServerPool
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_REQUEST_DEADLINE_S = 300.0  # one request, all its attempts and backoffs
 TOP_LOGPROBS = 20  # the most OpenAI's API returns per token
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
