@@ -290,8 +290,6 @@ class OpenAIBackend(Backend):
         self.request_deadline_s = request_deadline_s
         self.retry = retry
         self.cache = cache
-        self.requests_sent = 0  # HTTP requests actually made (retries included)
-        self._count_lock = threading.Lock()
         self._rng = random.Random()
         handlers = (_NoRedirect, _DeadlineHTTPHandler, _DeadlineHTTPSHandler)
         self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}), *handlers)
@@ -396,8 +394,6 @@ class OpenAIBackend(Backend):
             headers["Authorization"] = f"Bearer {self._api_key}"
         where = _public(url)
         opener = self._direct if urllib.parse.urlsplit(url).hostname in _LOOPBACK else self._default
-        with self._count_lock:
-            self.requests_sent += 1
         budget = max(0.0, deadline - time.monotonic())
         try:
             with opener.open(_DeadlineRequest(url, data=data, headers=headers, method="POST", deadline=deadline),
