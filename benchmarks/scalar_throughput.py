@@ -601,7 +601,7 @@ def main() -> None:
             _, ranking_rates, ranking_preds = time_calls(ev, paths[rankings_at : rankings_at + rankings_n], texts,
                                                          [default_window], args, sync, "rankings", ranking_episodes)
     fast_rate = rates["default"].get(default_window, min(rates["default"].values()))
-    timed, fast_preds = preds["default"][-1]
+    timed = preds["default"][-1][0]
 
     tf = ev.images.transform
     mismatched = sum(

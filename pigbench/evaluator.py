@@ -302,7 +302,6 @@ class ScalarEvaluator(Evaluator):
     def __init__(self, config: Optional[EvaluatorConfig] = None, runtime: Optional[Runtime] = None) -> None:
         super().__init__(config, runtime)
         self._memo: dict[Hashable, tuple[float, Optional[str]]] = {}
-        self.scored_count = 0  # distinct requests actually passed to ``score``
 
     @abstractmethod
     def score(self, requests: Sequence[ScoreRequest]) -> Sequence[float]:
@@ -355,7 +354,6 @@ class ScalarEvaluator(Evaluator):
         if len(scores) != len(requests):
             plural = "" if len(requests) == 1 else "s"
             raise RuntimeError(f"score() returned {len(scores)} scores for {len(requests)} request{plural}")
-        self.scored_count += len(requests)
         for k, s in zip(keys, scores):  # an inf (fp16 overflow, say) would decide a pair yet be stored as no score
             s = float(s)
             self._memo[k] = (s, None if math.isfinite(s) else f"score is {s}, not a finite number")

@@ -143,11 +143,6 @@ def _ci(boot: np.ndarray) -> Optional[list[float]]:
     return [100.0 * float(lo), 100.0 * float(hi)]
 
 
-def metrics_close(a: Any, b: Any, tol: float = 1e-6) -> bool:
-    """Structural equality of two metric dicts with float tolerance: no :func:`metric_differences`."""
-    return not metric_differences(a, b, tol=tol)
-
-
 class _Missing:
     """The value on the side of a :func:`metric_differences` entry that lacks the key."""
 

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from PIL import Image, UnidentifiedImageError
 
@@ -277,7 +277,7 @@ class Prediction:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serializable dict without empty fields; :meth:`from_json` inverts it."""
+        """A JSON-serializable dict without empty fields."""
         d: dict[str, Any] = {"sample_id": self.sample_id, "label": self.label.value}
         for name in ("score_a", "score_b", "raw_text", "rationale", "error"):
             value = getattr(self, name)
@@ -288,14 +288,6 @@ class Prediction:
         if self.extra:
             d["extra"] = self.extra
         return d
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Prediction":
-        d = dict(d)
-        d["label"] = Label(d["label"])
-        d["dimensions"] = [Dimension(**x) for x in d.get("dimensions", [])]
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
     def invalid(cls, sample_id: str, error: str) -> "Prediction":

@@ -18,7 +18,21 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pigbench.evaluator import ScalarEvaluator, ScoreRequest
 from pigbench.protocol import Episode, ImageRef, Label, ReferencePair, Target
+
+def requests_scored(ev: ScalarEvaluator) -> list[ScoreRequest]:
+    """The list of every request ``ev.score`` is passed from now on (wrapped on the instance)."""
+    seen: list[ScoreRequest] = []
+    score = ev.score
+
+    def recording(requests: Sequence[ScoreRequest]) -> Sequence[float]:
+        seen.extend(requests)
+        return score(requests)
+
+    ev.score = recording  # type: ignore[method-assign]
+    return seen
+
 
 IMAGE_SIZES = [(45, 37), (37, 46), (64, 48), (50, 50), (33, 71), (80, 41), (47, 52), (90, 35)]
 

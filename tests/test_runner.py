@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pigbench.metrics import metrics_close
+from pigbench.metrics import metric_differences
 from pigbench.results import validate_results
 from pigbench.runner import RunAborted, RunConfig, _variant_suffix, build_evaluator, check_device, run
 
@@ -60,7 +60,7 @@ def test_the_full_run_reuses_the_predictions_of_a_limited_run_before_it(tmp_path
     assert full.results["provenance"]["resumed_samples"] == 7
     alone = run(config(tmp_path / "alone"))  # the same run, uninterrupted, in a cache of its own
     assert alone.resumed == 0 and full.results["split"] == alone.results["split"]
-    assert metrics_close(full.results["metrics"], alone.results["metrics"])
+    assert metric_differences(full.results["metrics"], alone.results["metrics"]) == []
     assert (predictions(full.results_path.with_name("toy-brightness.predictions.jsonl"))
             == predictions(alone.results_path.with_name("toy-brightness.predictions.jsonl")))
     bigger = run(config(tmp_path, limit=20))  # every target is in the store now
@@ -87,7 +87,7 @@ def test_rerun_reuses_store_and_gives_identical_metrics(tmp_path):
     assert second.computed == 0 and second.resumed == first.computed
     assert (first.results["provenance"]["resumed_samples"], second.results["provenance"]["resumed_samples"]) == (0, 60)
     assert first.results["provenance"]["world_size"] == second.results["provenance"]["world_size"] == 1
-    assert metrics_close(first.results["metrics"], second.results["metrics"])
+    assert metric_differences(first.results["metrics"], second.results["metrics"]) == []
 
 
 def test_a_rerun_with_every_prediction_stored_records_the_model_provenance_too(tmp_path, monkeypatch):
@@ -133,7 +133,7 @@ def test_rerunning_a_finished_run_with_a_few_failed_samples_is_not_aborted(tmp_p
     again = run(cfg)
     assert (again.computed, again.resumed) == (failed, first.results["metrics"]["n"] - failed)
     assert again.results["failures"] == first.results["failures"]
-    assert metrics_close(again.results["metrics"], first.results["metrics"])
+    assert metric_differences(again.results["metrics"], first.results["metrics"]) == []
     with pytest.raises(RunAborted, match=r"samples failed \(more than 10%\)"):  # a budget the run does exceed
         run(config(tmp_path, options=cfg.options, max_error_rate=0.1))
     n = first.results["metrics"]["n"]
@@ -1269,7 +1269,7 @@ def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
     res_c = clean / "results" / "toy"
     (fk,), (fc,) = list(res_k.glob("*.json")), list(res_c.glob("*.json"))
     rk, rc = json.loads(fk.read_text()), json.loads(fc.read_text())
-    assert metrics_close(rk["metrics"], rc["metrics"])
+    assert metric_differences(rk["metrics"], rc["metrics"]) == []
     pk = predictions(fk.with_name(fk.stem + ".predictions.jsonl"))
     pc = predictions(fc.with_name(fc.stem + ".predictions.jsonl"))
     assert pk == pc and len({p["sample_id"] for p in pk}) == len(pk)
@@ -1516,7 +1516,7 @@ def test_prepare_sees_each_window_of_whole_batches_without_gold_and_a_failure_co
     assert [len(w) for w in windows] == [12] * 5  # 60 targets
     assert all(e.target.gold == Label.INVALID for w in windows for e in w)
     assert sum("look-ahead broke" in m for m in logged) == 1  # logged once, predictions went on
-    assert metrics_close(out.results["metrics"], plain)
+    assert metric_differences(out.results["metrics"], plain) == []
 
 
 def test_setup_objects_are_frozen_during_the_loop_and_garbage_is_collected_first():

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pigbench.cli import main as pigbench
 from pigbench.evaluators.colorfulness import colorfulness
-from pigbench.metrics import metrics_close
+from pigbench.metrics import metric_differences
 from pigbench.results import validate_results
 from pigbench.runner import RunConfig, load_split, run
 from pigbench.score import SavedOutputsError, score_saved_outputs
@@ -101,7 +101,7 @@ def test_round_trip_equals_running_the_evaluator_in_pigbench(exported, tmp_path)
     assert validate_results(path) == []
     scored = json.loads(path.read_text())
     inside = run(split_config(tmp_path, evaluator="colorfulness"))
-    assert metrics_close(scored["metrics"], inside.results["metrics"])
+    assert metric_differences(scored["metrics"], inside.results["metrics"]) == []
     assert scored["split"]["fingerprint"] == inside.results["split"]["fingerprint"]
     ev = scored["evaluator"]
     assert ev["kind"] == "scalar" and ev["models"]["model"].startswith("colorfulness")
@@ -200,7 +200,7 @@ def test_header_may_follow_a_byte_order_mark(exported, tmp_path):
     bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
     expected, _ = score_saved_outputs(split_config(tmp_path, evaluator="plain"), plain)
     results, path = score_saved_outputs(split_config(tmp_path, evaluator="bom"), bom)
-    assert validate_results(path) == [] and metrics_close(results["metrics"], expected["metrics"])
+    assert validate_results(path) == [] and metric_differences(results["metrics"], expected["metrics"]) == []
     assert results["evaluator"]["models"]["saved_outputs"]["lines"] == LIMIT
 
 

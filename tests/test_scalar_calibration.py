@@ -117,11 +117,14 @@ class _LengthConfig(ScalarConfig):
 
 
 class _PromptLength(ScalarEvaluator):
-    """Scores an image by its id's length: enough to exercise the round trip."""
+    """Scores an image by its id's length: enough to exercise the round trip. ``scored_count``
+    counts the requests it was asked to score."""
 
     Config = _LengthConfig
+    scored_count = 0
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        self.scored_count += len(requests)
         return [float(len(r.image.id)) for r in requests]
 
 

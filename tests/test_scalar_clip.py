@@ -21,8 +21,8 @@ from torchvision import transforms as T
 from pigbench.evaluator import RequirementError, Runtime
 from pigbench.protocol import Label
 from pigbench.registry import evaluators
-from scalar_fixtures import (PROMPTS, clip_image_processor, clip_tokenizer, run_predict, standard_episodes, tiny_clip_dir,
-                             write_images)
+from scalar_fixtures import (PROMPTS, clip_image_processor, clip_tokenizer, requests_scored, run_predict, standard_episodes,
+                             tiny_clip_dir, write_images)
 
 pytestmark = pytest.mark.models
 # OpenAI CLIP's normalization, as published (openai/CLIP clip.py): spelled out here so that a wrong
@@ -211,12 +211,13 @@ def test_pickscore_embeds_each_image_and_prompt_once(clip_setup):
     cls = evaluators.get("pickscore")
     ev = cls(cls.Config(model_path=str(root / "clip"), processor_path=str(root / "clip")), Runtime(batch_size=2))
     eps = standard_episodes(images, with_refs=True)  # references are ignored by a reference-free scorer
+    scored = requests_scored(ev)
     run_predict(ev, eps)
     run_predict(ev, eps[::-1])
     targets = {img.content_hash for ep in eps for img in (ep.target.image_a, ep.target.image_b)}
     assert ev.images.encoded_images == len(targets) == 5
     assert ev.images.encoder_calls == 3 and ev.texts.encoded_texts == 3
-    assert ev.scored_count == 7  # distinct (image, prompt) requests
+    assert len(scored) == 7  # distinct (image, prompt) requests
     prov = ev.provenance()
     assert prov["dtype"] == "float32" and prov["revision"].startswith("sha256-dir:")
 
@@ -256,8 +257,9 @@ def test_aesthetics_ignores_the_prompt_when_memoizing(clip_setup):
     cls = evaluators.get("aesthetics")
     ev = cls(cls.Config(model_path=str(root / "head2.pth"), clip_path=str(root / "clip")))
     eps = standard_episodes(images)
+    scored = requests_scored(ev)
     run_predict(ev, eps)
-    assert ev.scored_count == len({img.content_hash for ep in eps for img in (ep.target.image_a, ep.target.image_b)})
+    assert len(scored) == len({img.content_hash for ep in eps for img in (ep.target.image_a, ep.target.image_b)})
 
 
 def test_aesthetics_rejects_a_head_of_the_wrong_shape(clip_setup):

@@ -20,7 +20,7 @@ pytest.importorskip("transformers")
 from PIL import Image
 from torchvision import transforms as T
 
-from pigbench.embedding import IMAGENET_MEAN, IMAGENET_STD, ImageEmbedder, ImageTransform, TextEmbedder, resolve_dtype
+from pigbench.embedding import ImageEmbedder, ImageTransform, TextEmbedder, resolve_dtype
 from pigbench.protocol import ImageError, ImageRef
 from scalar_fixtures import IMAGE_SIZES, kernel_running, run_in_triton_interpreter, write_images
 
@@ -30,6 +30,8 @@ pytestmark = pytest.mark.models
 # out here so that a wrong constant in pigbench cannot agree with itself.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's, for a processor other than CLIP's
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _torchvision_clip(size: int, resize: int):

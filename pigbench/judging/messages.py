@@ -117,7 +117,6 @@ def encode_image(ref: ImageRef, policy: ImagePolicy) -> tuple[str, bytes]:
 # The reference-conditioned judge prompt (evaluators spec, section 4.3).
 
 ROLE_LINE = "You predict the preferences of one specific user."
-ANSWER_MARKER = "<answer>"
 
 
 def answer_instruction(offer_tie: bool, reason: bool) -> str:

@@ -64,7 +64,6 @@ from pigbench.judging.messages import Prompt, encode_image
 from pigbench.judging.request_cache import RequestCache, request_key
 from pigbench.judging.server_pool import ServerPool
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_REQUEST_DEADLINE_S = 300.0  # one request, all its attempts and backoffs
 TOP_LOGPROBS = 20  # the most OpenAI's API returns per token
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -291,8 +290,6 @@ class OpenAIBackend(Backend):
         self.request_deadline_s = request_deadline_s
         self.retry = retry
         self.cache = cache
-        self.requests_sent = 0  # HTTP requests actually made (retries included)
-        self._count_lock = threading.Lock()
         self._rng = random.Random()
         handlers = (_NoRedirect, _DeadlineHTTPHandler, _DeadlineHTTPSHandler)
         self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}), *handlers)
@@ -397,8 +394,6 @@ class OpenAIBackend(Backend):
             headers["Authorization"] = f"Bearer {self._api_key}"
         where = _public(url)
         opener = self._direct if urllib.parse.urlsplit(url).hostname in _LOOPBACK else self._default
-        with self._count_lock:
-            self.requests_sent += 1
         budget = max(0.0, deadline - time.monotonic())
         try:
             with opener.open(_DeadlineRequest(url, data=data, headers=headers, method="POST", deadline=deadline),

