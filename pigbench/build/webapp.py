@@ -21,10 +21,10 @@ HTTP, where browsers would drop a Secure cookie of a non-localhost site and sign
 
 from __future__ import annotations
 
+import io
 import json
 import mimetypes
 import re
-import io
 import socket
 import socketserver
 import sys
