@@ -1,14 +1,13 @@
 """``ssim-reference``: mean structural similarity of a candidate to the user's preferred reference
-images (optionally minus its mean SSIM to the rejected ones).
+images minus its mean SSIM to the rejected ones.
 
-Recipe (evaluators spec, SSIM): both images resized to ``size`` x ``size`` (default 256, bicubic,
-RGB uint8), SSIM per channel with the Wang et al. settings, averaged over channels: exactly
+Recipe (evaluators spec, SSIM): both images resized to ``size`` x ``size`` (bicubic, RGB uint8),
+SSIM per channel with the Wang et al. settings, averaged over channels: exactly
 ``skimage.metrics.structural_similarity(x, r, channel_axis=-1, data_range=255,
-gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` (a test checks parity); the
-aggregation is DINOScore's::
+gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` (a test checks parity)::
 
-    score(x) = mean_preferred SSIM(x, p)                               (default)
-    score(x) = mean_preferred SSIM(x, p) - mean_rejected SSIM(x, r)   (contrastive=true)
+    score(x) = mean_preferred SSIM(x, p) - mean_rejected SSIM(x, r)   (contrastive, default)
+    score(x) = mean_preferred SSIM(x, p)                               (contrastive=false)
 
 The computation is vectorized: each image's local means and variances are computed once and
 cached, and only the cross term is filtered, for all of a user's references at once, which is
@@ -68,8 +67,8 @@ def ssim_many(x: Moments, refs: Moments) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SSIMReferenceConfig(ScalarConfig):
-    size: int = 256  # side of the square both images are resized to (at least 12; the spec's 256)
-    contrastive: bool = False  # subtract the mean SSIM to the rejected references (the spec's optional flag)
+    size: int = 64  # side of the square both images are resized to (at least 12)
+    contrastive: bool = True  # subtract the mean SSIM to the rejected references
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,14 +81,13 @@ class SSIMReference(ScalarEvaluator):
     kind = "similarity"
     uses_references = True
     uses_prompt = False
-    description = "Mean SSIM to the user's preferred reference images (minus to the rejected ones with contrastive=true)"
+    description = "Mean SSIM to the user's preferred reference images minus to the rejected ones"
     Config = SSIMReferenceConfig
-    version = "2"  # 2: the spec's defaults, size 256 and mean over the preferred references only (was 64, contrastive)
     calibration_scale = 100.0  # SSIM, in [-1, 1] as a cosine, read at CLIP's logit scale (100)
 
     def __init__(self, config: Optional[EvaluatorConfig] = None, runtime: Optional[Runtime] = None) -> None:
         super().__init__(config, runtime)
-        max_items = max(64, (64 << 20) // (24 * 3 * self.config.size**2))  # about 64 MiB of moments, at least 64 images (300 MiB at 256)
+        max_items = max(64, (64 << 20) // (24 * 3 * self.config.size**2))  # about 64 MiB of moments
         self.moments = PerImageCache(lambda img: moments(load_rgb(img, self.config.size)), max_items)
         self._stack_key: tuple[str, ...] = ()
         self._stacked: Optional[Moments] = None
