@@ -9,6 +9,11 @@ gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` (a test checks 
     score(x) = mean_preferred SSIM(x, p) - mean_rejected SSIM(x, r)   (contrastive, default)
     score(x) = mean_preferred SSIM(x, p)                               (contrastive=false)
 
+The defaults (contrastive, 64 x 64) are the foundation issue's demo evaluator, which must beat
+``random`` and the reference-free scorer clearly on ``demo``; the evaluators spec's aggregation
+(DINOScore's: the preferred references only, e.g. 256 x 256) is ``--option contrastive=false size=256``,
+which on the demo (seed 0) is 57.9 acc w/ tie against 66.9 for the default.
+
 The computation is vectorized: each image's local means and variances are computed once and
 cached, and only the cross term is filtered, for all of a user's references at once, which is
 several times faster than one ``structural_similarity`` call per pair.
