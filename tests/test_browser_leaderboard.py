@@ -166,3 +166,17 @@ def test_no_page_is_wider_than_a_phone(site, page):
         page.goto(path.as_uri())
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path.relative_to(site)
     assert page.errors == []
+
+
+def test_without_javascript_the_filter_is_hidden_and_tables_keep_their_names(site, chromium):
+    """The filter needs the script: hidden without it, shown with it. Tables are named by their
+    dataset's heading and best values say "best" to assistive technology either way."""
+    for javascript in (False, True):
+        context = chromium.new_context(java_script_enabled=javascript)
+        page = context.new_page()
+        page.goto((site / "index.html").as_uri())
+        assert page.get_by_label("Show").is_visible() is javascript
+        board = page.get_by_role("table", name="synth", exact=True)
+        assert board.get_by_role("button", name="acc w/ tie", exact=True).is_visible()
+        assert board.locator("td.best").first.inner_text().endswith("(best)")
+        context.close()

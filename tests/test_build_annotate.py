@@ -730,8 +730,8 @@ def test_a_set_dropped_after_init_leaves_the_app_over_http(served, capsys):
     admin.request("POST", "/admin/signin", form={"token": admin_token})
     page = admin.request("GET", "/admin")[1].decode()
     assert "7 sets offered (1 retired: no longer kept in review)" in page and "3 rankings submitted ·" in page
-    assert f'<tr class="retired"><td>{current}</td><td>retired</td>' in page
-    assert "<td>annotator001</td><td>3</td><td>3</td><td>1</td>" in page
+    assert f'<tr class="retired"><th scope="row">{current}</th><td>retired</td>' in page
+    assert "<th scope=\"row\">annotator001</th><td>3</td><td>3</td><td>1</td>" in page
     assert cli(work + ["status"]) == 0
     out = capsys.readouterr().out
     assert "2 annotators, 7 sets (and 1 retired), 3 rankings submitted;" in out and "annotator001: 3/3 (1 withdrawn)" in out

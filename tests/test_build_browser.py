@@ -93,6 +93,9 @@ def test_two_annotators_rank_by_mouse_and_keyboard_and_lose_nothing_on_reload(br
         expect(alice.locator(f"#card-{card} .rank")).not_to_have_text("")
         alice.keyboard.press("ArrowRight")
     assert badges(alice) == ["2", "1", "3", "3"]
+    # a screen reader hears each image's rank with its name (the aria-label stands for the card's content)
+    assert alice.get_by_role("figure", name="image A, rank 2", exact=True).is_visible()
+    assert alice.get_by_role("figure", name="image D, rank 3", exact=True).is_visible()
     alice.screenshot(path=str(ARTIFACTS / "02_alice_ranked_by_keyboard.png"), full_page=True)
     alice.keyboard.press("Enter")
     expect(alice.locator("#progress-text")).to_have_text("Set 3 of 3")

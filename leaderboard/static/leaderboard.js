@@ -1,5 +1,6 @@
 // pigbench leaderboard: sortable tables and the evaluator-type filter. No network access, no
-// dependencies; works from file://. Cells sort by their data-sort attribute (else their text);
+// dependencies; works from file://. Without scripts the tables read in their built order (best
+// first) and the filter stays hidden. Cells sort by their data-sort attribute (else their text);
 // empty or non-numeric values in a numeric column always sort last, and so do the rows of runs on
 // another split (data-other-split), which are never ranked with the main split's runs.
 (function () {
@@ -54,6 +55,7 @@
   };
   var select = document.getElementById("filter");
   if (select) {
+    select.closest(".controls").hidden = false; // hidden in the HTML: without this script it would do nothing
     var apply = function () {
       var keep = filters[select.value] || filters.all;
       var rows = document.querySelectorAll("table.board tbody tr");

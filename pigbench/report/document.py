@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from pigbench.report.collect import Collection, collect, output_dir
+from pigbench.report.collect import Collection, collect, output_dir, slug
 from pigbench.report.dimensions import analyse_dimensions, check_embedder, runs_without_dimensions
 from pigbench.report.plots import write_plots
 from pigbench.report.similarity import similarity_table
@@ -123,13 +123,32 @@ def _dimension_section(stats: Optional[dict], without: list[str]) -> list[str]:
     return lines
 
 
+def figure_alt(name: str, collection: Collection) -> str:
+    """What the figure file ``name`` (one that :data:`FIGURE_FILES` matches) shows, for its ``alt`` text."""
+    stem = name.rsplit(".", 1)[0]
+    if stem.startswith("accuracy_vs_reference_size_"):
+        tail = stem[len("accuracy_vs_reference_size_"):]
+        dataset = next((d for d in collection.datasets() if slug(d) == tail), tail)
+        return (f"Line charts of acc w/ tie and acc w/o tie (%) against reference size K on {dataset}: one line per "
+                "evaluator with its 95% CI band, and a dashed chance line at 50%")
+    if stem == "similarity_metrics":
+        return ("Point ranges of acc w/ tie and acc w/o tie (%) with 95% CIs for each similarity metric, one colour "
+                "and marker per dataset, and a dashed chance line at 50%")
+    if stem == "dimension_wordcloud":
+        return "Word cloud of the evaluation dimensions the reasoning evaluators named, larger for more frequent names"
+    if stem == "dimension_tsne":
+        return "t-SNE map of the embedded dimension names, one colour and marker per group, the most frequent names labelled"
+    return stem.replace("_", " ")  # a figure added to FIGURE_FILES without a description here: at least its name
+
+
 def _markdown_index(collection: Collection, sections, figures: list[str], dims: list[str]) -> str:
     lines = ["# pigbench report", "", f"{len(collection.entries)} results files admitted (every metric recomputed "
              f"from the predictions), {len(collection.rejected)} rejected.", ""]
     for title, _, tables in sections:
         lines += [f"## {title}", ""] + [to_markdown(t) for t in tables]
     if figures:
-        lines += ["## Figures", ""] + [f"![{name}]({FIGURES}/{name})" for name in figures if name.endswith(".png")] + [""]
+        lines += ["## Figures", ""] + [f"![{md_escape(figure_alt(name, collection))}]({FIGURES}/{name})"
+                                          for name in figures if name.endswith(".png")] + [""]
     if dims:
         lines += ["## Dimension analysis", ""] + [f"- {md_escape(line)}" for line in dims] + [""]
     if collection.rejected:
@@ -146,8 +165,8 @@ def _html_index(collection: Collection, sections, figures: list[str], dims: list
         parts += [f"<h2>{e(title)}</h2>"] + [to_html(t) for t in tables]
     if figures:
         parts.append("<h2>Figures</h2>")
-        parts += [f'<figure><img src="{FIGURES}/{e(n)}" alt="{e(n)}"><figcaption>{e(n)}</figcaption></figure>'
-                  for n in figures if n.endswith(".png")]
+        parts += [f'<figure><img src="{FIGURES}/{e(n)}" alt="{e(figure_alt(n, collection))}"><figcaption>{e(n)}</figcaption>'
+                  "</figure>" for n in figures if n.endswith(".png")]
     if dims:
         parts += ["<h2>Dimension analysis</h2>", "<ul>"] + [f"<li>{e(x)}</li>" for x in dims] + ["</ul>"]
     if collection.rejected:
@@ -161,7 +180,8 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto
 table.pigbench{border-collapse:collapse;margin:1rem 0}table.pigbench td,table.pigbench th{padding:.25rem .6rem}
 table.pigbench thead{border-bottom:2px solid #333}tr.group th{text-align:left;font-style:italic;border-top:1px solid #999}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.ci{color:#555;font-size:.85em}img{max-width:100%}
-caption{font-weight:bold;text-align:left}.note{font-size:.85em;color:#444;margin:.2rem 0}"""
+caption{font-weight:bold;text-align:left}.note{font-size:.85em;color:#444;margin:.2rem 0}
+td.best{position:relative}.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}"""
 
 
 def _html_page(title: str, body: str) -> str:

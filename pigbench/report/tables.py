@@ -346,23 +346,27 @@ def _html_cell(v: Value) -> str:
         return f"<td>{html.escape(v)}</td>"
     number = f"<strong>{v.text()}</strong>" if v.best else v.text()
     ci = f' <span class="ci">{v.ci_text()}</span>' if v.ci else ""
-    return f'<td class="num{" best" if v.best else ""}">{number}{ci}</td>'
+    said = '<span class="visually-hidden"> (best)</span>' if v.best else ""  # bold alone is silent to screen readers
+    return f'<td class="num{" best" if v.best else ""}">{number}{ci}{said}</td>'
 
 
 def to_html(table: Table) -> str:
-    """An HTML ``<table>`` fragment (class ``pigbench``); every text is escaped."""
+    """An HTML ``<table>`` fragment (class ``pigbench``); every text is escaped. Every header cell has a
+    ``scope`` (column groups, columns, row groups, rows) so that a screen reader announces each number
+    with its row and column; a best value says "(best)" in a visually hidden span."""
     e = html.escape
     n = len(table.columns)
     out = ['<table class="pigbench">', f"<caption>{e(table.title)}</caption>", "<thead>"]
     if table.column_groups:
-        out.append("<tr><th></th>" + "".join(f'<th colspan="{span}">{e(g)}</th>' for g, span in table.column_groups) + "</tr>")
-    out.append(f"<tr><th>{e(table.row_header)}</th>" + "".join(f"<th>{e(c)}</th>" for c in table.columns) + "</tr>")
+        out.append("<tr><td></td>" + "".join(f'<th scope="colgroup" colspan="{span}">{e(g)}</th>'
+                                             for g, span in table.column_groups) + "</tr>")
+    out.append(f'<tr><th scope="col">{e(table.row_header)}</th>' + "".join(f'<th scope="col">{e(c)}</th>' for c in table.columns) + "</tr>")
     out.append("</thead>")
     for label, rows in table.groups:
         out.append("<tbody>")
         if label:
-            out.append(f'<tr class="group"><th colspan="{n + 1}">{e(label)}</th></tr>')
-        out += [f"<tr><th>{e(r.label)}</th>" + "".join(_html_cell(c) for c in r.cells) + "</tr>" for r in rows]
+            out.append(f'<tr class="group"><th scope="rowgroup" colspan="{n + 1}">{e(label)}</th></tr>')
+        out += [f'<tr><th scope="row">{e(r.label)}</th>' + "".join(_html_cell(c) for c in r.cells) + "</tr>" for r in rows]
         out.append("</tbody>")
     out.append("</table>")
     out += [f'<p class="note">{e(note)}</p>' for note in table.notes]

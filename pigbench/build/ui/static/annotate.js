@@ -49,6 +49,9 @@ function render() {
     const zone = document.querySelector(`.zone[data-rank="${placement[slot]}"]`);
     if (card.parentElement !== zone) zone.appendChild(card);
     card.querySelector(".rank").textContent = placement[slot] ? String(current[slot]) : "";
+    // the card's aria-label replaces its content for screen readers, so it says the rank too
+    const name = `image ${card.querySelector("figcaption").textContent}`;
+    card.setAttribute("aria-label", placement[slot] ? `${name}, rank ${current[slot]}` : `${name}, not ranked`);
   });
   submitButton.disabled = !complete;
 }
