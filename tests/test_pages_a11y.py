@@ -54,7 +54,7 @@ def test_the_checker_accepts_a_clean_page():
     assert problems(page) == []
 
 
-def pages_without_problems(root: Path) -> dict[str, list[str]]:
+def pages_with_problems(root: Path) -> dict[str, list[str]]:
     found = {str(p.relative_to(root)): problems(p.read_text()) for p in sorted(root.rglob("*.html"))}
     return {page: lines for page, lines in found.items() if lines}
 
@@ -77,7 +77,7 @@ def shipped_site(tmp_path_factory):
 def test_every_leaderboard_page_passes_the_checker(site, request):
     root = request.getfixturevalue(site)
     assert len(list(root.rglob("*.html"))) >= 4
-    assert pages_without_problems(root) == {}
+    assert pages_with_problems(root) == {}
 
 
 def test_best_values_on_the_overview_say_best_in_text_not_only_in_bold(synthetic_site):
@@ -117,7 +117,7 @@ def shipped_report(tmp_path_factory):
 def test_every_report_page_passes_the_checker(report, request):
     root = request.getfixturevalue(report)
     assert (root / "report.html").is_file() and (root / "main_table.html").is_file()
-    assert pages_without_problems(root) == {}
+    assert pages_with_problems(root) == {}
 
 
 def test_report_figures_have_alt_text_saying_what_they_show(synthetic_report):
