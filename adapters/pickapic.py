@@ -158,13 +158,14 @@ class PickAPic(DatasetAdapter):
         rows, cache = self._locate(selected)
         store = self._image_store() if cache is not None else None
         hashes = self._hash(rows, cache, store) if cache is not None else None
-        if hashes is not None:
-            rows = rows.filter(pa.array([rid in hashes for rid in rows["ranking_id"].to_pylist()], pa.bool_()))
-        self._skip_users("every row dropped by the image checks", np.setdiff1d(
-            selected["user_id"].to_numpy(zero_copy_only=False), rows["user_id"].to_numpy(zero_copy_only=False)))
-        users, ok, reason = _eligibility(rows, k)
-        self._skip_users(f"{reason} after the image checks", users[~ok])
-        rows = rows.filter(pc.is_in(rows["user_id"], value_set=pa.array(users[ok], pa.int64())))
+        if cache is not None:  # with images=none no row is dropped after _select_users' check
+            if hashes is not None:
+                rows = rows.filter(pa.array([rid in hashes for rid in rows["ranking_id"].to_pylist()], pa.bool_()))
+            self._skip_users("every row dropped by the image checks", np.setdiff1d(
+                selected["user_id"].to_numpy(zero_copy_only=False), rows["user_id"].to_numpy(zero_copy_only=False)))
+            users, ok, reason = _eligibility(rows, k)
+            self._skip_users(f"{reason} after the image checks", users[~ok])
+            rows = rows.filter(pc.is_in(rows["user_id"], value_set=pa.array(users[ok], pa.int64())))
         result = split_pairs(self._columns(rows, cache, hashes, store), self.name, seed, k, max_targets_per_user)
         self._note_fewer_users(len(np.unique(selected["user_id"].to_numpy(zero_copy_only=False))), result.users)
         result.skipped_records.update(self.skipped)

@@ -103,7 +103,7 @@ def run_naive(folder: Path) -> dict:
     df = df.assign(tie=df["label_0"] == 0.5, key=df["prompt"].str.lower())
     users = targets = 0
     for user, g in df.groupby("user_id"):
-        if len(g) < K + 1 or (~g["tie"]).sum() < K:
+        if (~g["tie"]).sum() < K + 1:  # K references plus a decisive target (the adapter's rule)
             continue
         g = g.sort_values("ranking_id").sample(frac=1.0, random_state=int(user) % (2**32))
         refs = g[~g["tie"]].head(K)

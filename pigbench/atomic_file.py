@@ -61,8 +61,9 @@ def remove_stale_temps(directory: Path, *patterns: re.Pattern[str], max_age: flo
         return []
     removed = []
     now = time.time()
+    patterns = patterns or (TEMP_NAME,)
     for entry in entries:
-        match = next(filter(None, (pattern.fullmatch(entry.name) for pattern in patterns or (TEMP_NAME,))), None)
+        match = next((m for pattern in patterns if (m := pattern.fullmatch(entry.name))), None)
         if not match:
             continue
         try:

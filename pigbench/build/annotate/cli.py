@@ -20,7 +20,7 @@ import sys
 from pigbench.build.annotate.app import make_annotate_app
 from pigbench.build.annotate.store import DEFAULT_SESSION_DAYS, DEFAULT_SETTINGS, AnnotationStore, ProgressSummary
 from pigbench.build.sets import kept_sets
-from pigbench.build.webapp import DEFAULT_CONNECTION_TIMEOUT_S, serve
+from pigbench.build.webapp import DEFAULT_CONNECTION_TIMEOUT_S, REQUEST_DEADLINE_FACTOR, serve
 from pigbench.build.workspace import BuildError, Workspace, require_at_least_one
 
 
@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help=f"sign-ins expire after this many days (default {DEFAULT_SESSION_DAYS:g})")
     run.add_argument("--connection-timeout", type=float, default=DEFAULT_CONNECTION_TIMEOUT_S, metavar="SECONDS",
                      help="close a connection that sends nothing for this long while its request is awaited, "
-                          "or that is still sending its request twice this long after it opened "
+                          f"or that is still sending its request {REQUEST_DEADLINE_FACTOR:g} times this long after it opened "
                           f"(a client that opens a socket and stalls, or drips its request, holds a server "
                           f"thread no longer; default {DEFAULT_CONNECTION_TIMEOUT_S:g})")
     run.add_argument("--behind-proxy", action="store_true",
