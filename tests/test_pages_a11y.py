@@ -98,6 +98,19 @@ def test_the_filter_is_hidden_until_the_script_can_run_it(synthetic_site):
     assert ".controls[hidden] { display: none; }" in (synthetic_site / "static" / "style.css").read_text()
 
 
+def test_sort_buttons_are_disabled_until_the_script_can_sort(synthetic_site):
+    """Without JavaScript a sort button would do nothing: the pages ship them disabled (no arrow, not
+    focusable) and the script enables the ones it wires."""
+    for page in ("index.html", "evaluators"):
+        for html in ([(synthetic_site / page).read_text()] if page.endswith(".html")
+                     else [f.read_text() for f in sorted((synthetic_site / page).glob("*.html"))][:1]):
+            buttons = re.findall(r"<th data-sort-type[^>]*><button ([^>]*)>", html)
+            assert buttons and all(b == 'type="button" disabled' for b in buttons)
+    script = (synthetic_site / "static" / "leaderboard.js").read_text()
+    assert "button.disabled = false;" in script
+    assert "th button:disabled::after { content: none; }" in (synthetic_site / "static" / "style.css").read_text()
+
+
 @pytest.fixture(scope="module")
 def synthetic_report(results_tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")

@@ -1,6 +1,6 @@
 // pigbench leaderboard: sortable tables and the evaluator-type filter. No network access, no
 // dependencies; works from file://. Without scripts the tables read in their built order (best
-// first) and the filter stays hidden. Cells sort by their data-sort attribute (else their text);
+// first), their sort buttons stay disabled and the filter stays hidden. Cells sort by their data-sort attribute (else their text);
 // empty or non-numeric values in a numeric column always sort last, and so do the rows of runs on
 // another split (data-other-split), which are never ranked with the main split's runs.
 (function () {
@@ -38,6 +38,7 @@
     Array.prototype.forEach.call(table.querySelectorAll("thead th[data-sort-type]"), function (th) {
       var button = th.querySelector("button");
       if (!button) { return; }
+      button.disabled = false; // the page ships them disabled: without this script they would do nothing
       button.addEventListener("click", function () {
         // Numbers start high-to-low (best first), text starts A-to-Z; a second click reverses.
         var current = th.getAttribute("aria-sort");
