@@ -38,7 +38,7 @@ from markupsafe import Markup
 
 import pigbench
 from pigbench.calibration import describe_calibration
-from pigbench.metrics import ACCURACIES, credit
+from pigbench.metrics import ACCURACIES, credit, is_number
 from pigbench.protocol import Label
 from pigbench.report.collect import Collection, Entry, collect, nothing_admitted, output_dir, slug
 from pigbench.report.digest import SAMPLES_PER_PAGE
@@ -75,11 +75,11 @@ def _rate(x: Optional[float]) -> str:
 
 def _score(x: Any) -> str:
     """A score to 6 significant digits (the page's title attribute keeps the stored value)."""
-    return "n/a" if not isinstance(x, (int, float)) or isinstance(x, bool) else f"{x:.6g}"
+    return f"{x:.6g}" if is_number(x) else "n/a"
 
 
 def _sortkey(x: Any) -> str:
-    return "" if not isinstance(x, (int, float)) or isinstance(x, bool) else repr(x)
+    return repr(x) if is_number(x) else ""
 
 
 def environment() -> Environment:

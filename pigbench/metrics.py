@@ -167,12 +167,13 @@ def metric_differences(stored: Any, recomputed: Any, path: str = "", tol: float 
     if isinstance(stored, list) and isinstance(recomputed, list) and len(stored) == len(recomputed):
         return [d for i, (x, y) in enumerate(zip(stored, recomputed))
                 for d in metric_differences(x, y, f"{path}[{i}]", tol)]
-    if _is_number(stored) and _is_number(recomputed):
+    if is_number(stored) and is_number(recomputed):
         same = math.isclose(stored, recomputed, rel_tol=0, abs_tol=tol)
     else:
         same = stored is not MISSING and recomputed is not MISSING and stored == recomputed
     return [] if same else [(path, stored, recomputed)]
 
 
-def _is_number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
+    """An int or float, not a bool (JSON's numbers)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)

@@ -329,11 +329,8 @@ class AnnotationStore:
         settings = self._settings(conn)
         rng = annotator_rng(settings["seed"], annotator_id)
         share = share_size(settings["min_sets"], settings["max_sets"], rng)
-        held = conn.execute(
-            f"SELECT a.set_id, a.position, a.replaced, {_WITHDRAWN} AS withdrawn FROM assignments a "
-            "JOIN sets s USING (set_id) LEFT JOIN rankings r USING (annotator_id, set_id) WHERE a.annotator_id = ? "
-            "ORDER BY a.position", (annotator_id,)).fetchall()
-        missing = share - sum(not r["withdrawn"] for r in held)
+        held = [_assignment(r) for r in conn.execute(_ASSIGNMENTS + " ORDER BY a.position", (annotator_id,))]
+        missing = share - sum(not a.withdrawn for a in held)
         if missing <= 0:
             return 0
         if held:  # a top-up: a generator of its own, so it does not repeat the first assignment's draws
@@ -343,13 +340,13 @@ class AnnotationStore:
             "LEFT JOIN assignments a ON a.set_id = s.set_id AND a.replaced IS NULL "
             "WHERE s.retired IS NULL AND s.set_id NOT IN (SELECT set_id FROM assignments WHERE annotator_id = ?) "
             "GROUP BY s.set_id ORDER BY s.set_id", (annotator_id,))}
-        start = max((r["position"] for r in held), default=-1) + 1
+        start = max((a.position for a in held), default=-1) + 1
         now = time.time()
         chosen = least_covered(load, missing, rng)
         for position, set_id in enumerate(chosen, start=start):
             conn.execute("INSERT INTO assignments (annotator_id, set_id, position, display_order, assigned) "
                          "VALUES (?, ?, ?, ?, ?)", (annotator_id, set_id, position, json.dumps(display_order(rng)), now))
-        stood_in_for = [r["set_id"] for r in held if r["withdrawn"] and r["replaced"] is None][:len(chosen)]
+        stood_in_for = [a.set_id for a in held if a.withdrawn and not a.replaced][:len(chosen)]
         conn.executemany("UPDATE assignments SET replaced = ? WHERE annotator_id = ? AND set_id = ?",
                          [(now, annotator_id, set_id) for set_id in stood_in_for])
         return len(chosen)
