@@ -158,14 +158,11 @@ class PickAPic(DatasetAdapter):
         rows, cache = self._locate(selected)
         store = self._image_store() if cache is not None else None
         hashes = self._hash(rows, cache, store) if cache is not None else None
-        if cache is not None:  # with images=none no row is dropped after _select_users' check
-            if hashes is not None:
-                rows = rows.filter(pa.array([rid in hashes for rid in rows["ranking_id"].to_pylist()], pa.bool_()))
+        if hashes is not None:  # with images=none no row is dropped after _select_users' check
+            rows = rows.filter(pa.array([rid in hashes for rid in rows["ranking_id"].to_pylist()], pa.bool_()))
             self._skip_users("every row dropped by the image checks", np.setdiff1d(
                 selected["user_id"].to_numpy(zero_copy_only=False), rows["user_id"].to_numpy(zero_copy_only=False)))
-            users, ok, reason = _eligibility(rows, k)
-            self._skip_users(f"{reason} after the image checks", users[~ok])
-            rows = rows.filter(pc.is_in(rows["user_id"], value_set=pa.array(users[ok], pa.int64())))
+            rows = _rows_of_users(rows, self._eligible_users(rows, k, " after the image checks"))
         result = split_pairs(self._columns(rows, cache, hashes, store), self.name, seed, k, max_targets_per_user)
         self._note_fewer_users(len(np.unique(selected["user_id"].to_numpy(zero_copy_only=False))), result.users)
         result.skipped_records.update(self.skipped)
@@ -270,15 +267,28 @@ class PickAPic(DatasetAdapter):
             self.skipped[reason] += len(idx) - min(len(idx), 5)
 
     def _select_users(self, rows: pa.Table, k: Optional[int], seed: int) -> pa.Table:
-        uniq, ok, reason = _eligibility(rows, k)
-        self._skip_users(reason, uniq[~ok])
-        kept = uniq[ok]
+        kept = self._eligible_users(rows, k)
         limit = get_int(self.name, self.options, "users", None, minimum=1)
         if limit is not None and limit < len(kept):
             order = sorted(kept.tolist(), key=lambda u: hashlib.sha256(f"{self.name}\x00{u}\x00{seed}".encode()).digest())
             self._skip_users(f"not in the seeded sample (users={limit})", np.array(order[limit:]))
             kept = np.array(order[:limit])
-        return rows.filter(pc.is_in(rows["user_id"], value_set=pa.array(kept, pa.int64())))
+        return _rows_of_users(rows, kept)
+
+    def _eligible_users(self, rows: pa.Table, k: Optional[int], after: str = "") -> np.ndarray:
+        """The users of ``rows`` (sorted) that have the rows a split with reference size ``k`` needs; the
+        others are skipped, their reason ending with ``after``. Fixed K: K + 1 decisive (non-tie) rows, K
+        references plus a decisive target (../shared/specs/datasets.md section 1.6, pitfall 4: "keep users
+        with >= ref_size + 1 labelled non-tie rows"); a user with K decisive rows and ties only besides
+        would be scored on ties alone. Dynamic (None): 2 rows."""
+        users, inv = np.unique(rows["user_id"].to_numpy(zero_copy_only=False), return_inverse=True)
+        if k is None:
+            ok, reason = np.bincount(inv, minlength=len(users)) >= 2, "fewer than 2 ranked sets"
+        else:
+            decisive = np.bincount(inv, weights=~rows["tie"].to_numpy(zero_copy_only=False), minlength=len(users))
+            ok, reason = decisive >= k + 1, f"fewer than {k + 1} decisive rows ({k} references plus 1 decisive target)"
+        self._skip_users(reason + after, users[~ok])
+        return users[ok]
 
     def _note_fewer_users(self, sampled: int, found: int) -> None:
         """One line (a warning) when ``users=N`` asked for more users than the split holds: how many were
@@ -447,17 +457,9 @@ class PickAPicV1(PickAPic):
     META_REPO, IMAGE_REPO = "yuvalkirstain/pickapic_v1_no_images", "yuvalkirstain/pickapic_v1"
 
 
-def _eligibility(rows: pa.Table, k: Optional[int]) -> tuple[np.ndarray, np.ndarray, str]:
-    """The users of ``rows`` (sorted), whether each has the rows a split with reference size ``k``
-    needs, and the reason of those that do not. Fixed K: K + 1 decisive (non-tie) rows, K references
-    plus a decisive target (../shared/specs/datasets.md section 1.6, pitfall 4: "keep users with
-    >= ref_size + 1 labelled non-tie rows"); a user with K decisive rows and ties only besides would be
-    scored on ties alone. Dynamic (None): 2 rows."""
-    uniq, inv = np.unique(rows["user_id"].to_numpy(zero_copy_only=False), return_inverse=True)
-    if k is None:
-        return uniq, np.bincount(inv, minlength=len(uniq)) >= 2, "fewer than 2 ranked sets"
-    n_dec = np.bincount(inv, weights=~rows["tie"].to_numpy(zero_copy_only=False), minlength=len(uniq))
-    return uniq, n_dec >= k + 1, f"fewer than {k + 1} decisive rows ({k} references plus 1 decisive target)"
+def _rows_of_users(rows: pa.Table, users: np.ndarray) -> pa.Table:
+    """The rows of ``users`` (int64 ids)."""
+    return rows.filter(pc.is_in(rows["user_id"], value_set=pa.array(users, pa.int64())))
 
 
 def _collapse_whitespace(text: pa.Array) -> pa.Array:
