@@ -48,11 +48,11 @@ def write_atomic(path: Path, data: bytes, fsync: bool = False) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def remove_stale_temps(directory: Path, *patterns: re.Pattern[str], max_age: float = STALE_AGE) -> list[str]:
+def remove_stale_temps(directory: Path, *patterns: re.Pattern[str]) -> list[str]:
     """Remove the temporary files in ``directory`` (names that one of ``patterns``, by default
     :data:`TEMP_NAME`, fully matches; its group ``pid`` and, if it matched, ``host`` name the writer)
     that no live writer holds: written on this host by a process that is gone, or not changed for
-    ``max_age`` seconds. One listing of the folder;
+    :data:`STALE_AGE` seconds. One listing of the folder;
     returns the names removed. Never fails: a folder that is missing or unreadable, or a file removed or
     renamed meanwhile, is skipped."""
     try:
@@ -68,7 +68,7 @@ def remove_stale_temps(directory: Path, *patterns: re.Pattern[str], max_age: flo
             continue
         try:
             here = match.groupdict().get("host") == HOST
-            if (here and not _alive(int(match.group("pid")))) or now - entry.stat().st_mtime >= max_age:
+            if (here and not _alive(int(match.group("pid")))) or now - entry.stat().st_mtime >= STALE_AGE:
                 os.unlink(entry.path)
                 removed.append(entry.name)
         except OSError:
