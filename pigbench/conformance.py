@@ -238,6 +238,7 @@ class _Runs:
         self.episodes, self.tolerance = episodes, tolerance
         self.baseline: Optional[dict[str, Prediction]] = None
         self.baseline_error = "not computed"
+        self.baseline_scores = (False, 1.0)  # the baseline instance's scores_are_probabilities, calibration_scale
 
     def _run(self, episodes: list[Episode], batch_size: int, look_ahead: bool = False, swap: bool = False,
              config: Optional[EvaluatorConfig] = None, backend: Optional[Backend] = None,
@@ -277,7 +278,7 @@ class _Runs:
     def predictions(self) -> CheckResult:
         name = "predictions"
         try:
-            batches, _ = self._run(self.episodes, BATCH_SIZES[-1])
+            batches, evaluator = self._run(self.episodes, BATCH_SIZES[-1])
         except RunFailed as exc:
             self.baseline_error = f"on clean episodes, {exc}"
             return CheckResult(name, "fail", self.baseline_error)
@@ -285,6 +286,7 @@ class _Runs:
         for batch, preds in batches:
             problems += _output_problems(batch, preds)
         self.baseline = _by_id(batches)
+        self.baseline_scores = (evaluator.scores_are_probabilities, evaluator.calibration_scale)
         if problems:
             self.baseline_error = "the baseline run returned malformed output"
             return CheckResult(name, "fail", "; ".join(problems[:3]) + more(problems, 3))
@@ -465,13 +467,16 @@ class _Runs:
             config, via = dataclasses.replace(config, scoring="probs"), " (with scoring=probs)"
         if self.baseline is None:
             return CheckResult(name, "not run", self.baseline_error)
-        try:
-            batches, evaluator = self._run(self.episodes, BATCH_SIZES[-1], config=dataclasses.replace(config, tie_threshold=0.0))
-            at_zero = _by_id(batches)
-        except RunFailed as exc:
-            return CheckResult(name, "fail", f"with tie_threshold=0{via}, {exc}")
-        probabilities = evaluator.scores_are_probabilities
-        scale = None if probabilities else evaluator.calibration_scale
+        if config is self.config and config.tie_threshold == 0:  # the baseline run is the run at tau 0
+            at_zero, (probabilities, scale) = self.baseline, self.baseline_scores
+        else:
+            try:
+                batches, evaluator = self._run(self.episodes, BATCH_SIZES[-1], config=dataclasses.replace(config, tie_threshold=0.0))
+                at_zero = _by_id(batches)
+            except RunFailed as exc:
+                return CheckResult(name, "fail", f"with tie_threshold=0{via}, {exc}")
+            probabilities, scale = evaluator.scores_are_probabilities, evaluator.calibration_scale
+        scale = None if probabilities else scale
         scored = {sid: p for sid, p in at_zero.items()
                   if p.error is None and p.score_a is not None and p.score_b is not None}
         if not scored:
